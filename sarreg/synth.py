@@ -1,0 +1,287 @@
+"""Synthetic SAR-like scenes made by project code (tests, samples, benchmarks, training).
+
+A scene is built in the dB domain from layered primitives, then turned into linear backscatter:
+
+* smooth multi-octave texture (terrain / vegetation variations),
+* agricultural fields: a Voronoi partition (polygons) with a per-field mean and sometimes row stripes,
+* rivers (dark, wide, smooth curvilinear) and roads (thin, dark or bright),
+* urban blocks (bright buildings on a darker street grid) and bright point scatterers.
+
+Everything is deterministic per ``seed`` and drawn with OpenCV (a 1024 x 1024 scene takes well under a second).
+``speckle`` multiplies by unit-mean Gamma noise (L looks); ``temporal_change`` alters a fraction of the scene as
+between two acquisition dates; ``warp_image`` resamples with a 3 x 3 homography; ``write_geotiff`` writes a real
+tiled GeoTIFF through rasterio.
+
+Pixel convention (as everywhere in sarreg): x = column, y = row, (0, 0) = centre of the top-left pixel.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.errors import NotGeoreferencedWarning
+
+from sarreg.errors import OutputError
+
+log = logging.getLogger(__name__)
+
+
+def _smooth_noise(rng: np.random.Generator, height: int, width: int, cell: float) -> np.ndarray:
+    """Zero-mean, unit-ish std smooth noise with correlation length ~``cell`` pixels (bicubic up-sampling)."""
+    gh, gw = max(2, int(math.ceil(height / cell)) + 2), max(2, int(math.ceil(width / cell)) + 2)
+    small = rng.standard_normal((gh, gw)).astype(np.float32)
+    big = cv2.resize(small, (int(gw * cell), int(gh * cell)), interpolation=cv2.INTER_CUBIC)
+    return big[:height, :width]
+
+
+def _curve(rng: np.random.Generator, height: int, width: int, step: float, wiggle: float) -> np.ndarray:
+    """A smooth random curve crossing the scene: M x 2 int32 (x, y) vertices for cv2.polylines."""
+    side = rng.integers(4)
+    if side == 0:
+        x, y, ang = rng.uniform(0, width), 0.0, math.pi / 2
+    elif side == 1:
+        x, y, ang = 0.0, rng.uniform(0, height), 0.0
+    elif side == 2:
+        x, y, ang = rng.uniform(0, width), float(height), -math.pi / 2
+    else:
+        x, y, ang = float(width), rng.uniform(0, height), math.pi
+    ang += rng.uniform(-0.6, 0.6)
+    pts = [(x, y)]
+    dang = 0.0
+    n_max = int(4 * (height + width) / step)
+    for _ in range(n_max):
+        dang = 0.8 * dang + rng.normal(0, wiggle)
+        ang += dang
+        x += step * math.cos(ang)
+        y += step * math.sin(ang)
+        pts.append((x, y))
+        if not (-step <= x <= width + step and -step <= y <= height + step):
+            break
+    return np.round(np.array(pts)).astype(np.int32)
+
+
+def reflectivity(height: int, width: int, seed: int) -> np.ndarray:
+    """Noise-free SAR backscatter (linear power, float32, H x W, all values > 0), deterministic per seed.
+
+    Typical range -25 dB (water) to +25 dB (point scatterers); the median is around -10 dB.
+    """
+    if height < 1 or width < 1:
+        raise ValueError(f"scene size must be positive, got {height} x {width}")
+    rng = np.random.default_rng(seed)
+    h, w = int(height), int(width)
+    area = h * w
+
+    # 1. smooth background texture (dB)
+    db = -10.0 + 2.0 * _smooth_noise(rng, h, w, rng.uniform(60, 160))
+    db += 1.0 * _smooth_noise(rng, h, w, rng.uniform(12, 30))
+
+    # 2. agricultural fields: Voronoi cells from random seeds -> per-field mean (and sometimes stripes)
+    field_size = rng.uniform(40, 90)
+    n_fields = max(2, int(area / field_size ** 2))
+    seeds_img = np.ones((h, w), np.uint8)
+    sx = rng.integers(0, w, n_fields)
+    sy = rng.integers(0, h, n_fields)
+    seeds_img[sy, sx] = 0
+    _, labels = cv2.distanceTransformWithLabels(seeds_img, cv2.DIST_L2, 5, labelType=cv2.DIST_LABEL_CCOMP)
+    n_lab = int(labels.max()) + 1
+    field_mean = rng.normal(0.0, 3.0, n_lab).astype(np.float32)
+    field_mean[rng.random(n_lab) < 0.25] = 0.0  # some cells keep the background level
+    db += field_mean[labels]
+    # stripes (crop rows) in a subset of fields
+    striped = rng.random(n_lab) < 0.3
+    if striped.any():
+        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+        theta = rng.uniform(0, np.pi, n_lab).astype(np.float32)
+        period = rng.uniform(4, 12, n_lab).astype(np.float32)
+        t, p = theta[labels], period[labels]
+        stripes = 1.5 * np.sin(2 * np.pi * (xx * np.cos(t) + yy * np.sin(t)) / p)
+        db += np.where(striped[labels], stripes, 0.0).astype(np.float32)
+        del yy, xx, t, p, stripes
+    # field boundaries: slightly dark hedges / ditches
+    edges = cv2.morphologyEx(labels.astype(np.float32), cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8)) > 0
+    db[edges] -= rng.uniform(0.5, 2.5)
+
+    # 3. rivers (dark, wide) and roads (thin, dark or bright)
+    scale = math.sqrt(area) / 512.0
+    water = np.zeros((h, w), np.uint8)
+    for _ in range(rng.poisson(1.0 * scale) + (1 if rng.random() < 0.7 else 0)):
+        cv2.polylines(water, [_curve(rng, h, w, 8.0, 0.06)], False, 255,
+                      thickness=int(rng.integers(3, 14)), lineType=cv2.LINE_AA)
+    wmask = water.astype(np.float32) / 255.0
+    db = db * (1 - wmask) + (-22.0 + 1.0 * rng.standard_normal()) * wmask
+    roads = np.zeros((h, w), np.float32)
+    for _ in range(rng.poisson(3.0 * scale) + 1):
+        val = rng.choice([-9.0, 7.0])
+        cv2.polylines(roads, [_curve(rng, h, w, 12.0, 0.015)], False, float(val),
+                      thickness=int(rng.integers(1, 3)), lineType=cv2.LINE_8)
+    db += roads
+
+    # 4. urban blocks: bright buildings on a street grid, rotated
+    for _ in range(rng.poisson(0.8 * scale ** 2) + (1 if rng.random() < 0.5 else 0)):
+        bw, bh = rng.uniform(60, 200) * max(1, scale * 0.7), rng.uniform(60, 200) * max(1, scale * 0.7)
+        cx, cy, ang = rng.uniform(0, w), rng.uniform(0, h), rng.uniform(0, 180)
+        rot = cv2.getRotationMatrix2D((float(cx), float(cy)), float(ang), 1.0)
+        urb = np.zeros((h, w), np.float32)
+        step = rng.uniform(10, 22)
+        for gy in np.arange(cy - bh / 2, cy + bh / 2, step):
+            for gx in np.arange(cx - bw / 2, cx + bw / 2, step):
+                if rng.random() < 0.15:
+                    continue
+                bs = step * rng.uniform(0.45, 0.8)
+                urb[int(max(0, min(h - 1, gy))):int(max(0, min(h, gy + bs))),
+                    int(max(0, min(w - 1, gx))):int(max(0, min(w, gx + bs)))] = rng.uniform(5, 14)
+        # rotate the block pattern about its centre (buildings drawn axis-aligned first)
+        urb = cv2.warpAffine(urb, rot, (w, h), flags=cv2.INTER_NEAREST, borderValue=0)
+        inside = urb > 0
+        db[inside] = np.maximum(db[inside], -10.0) + urb[inside]
+
+    # 5. bright point scatterers (some with a small cross-shaped sidelobe pattern)
+    n_pts = rng.poisson(area / 4000.0)
+    px, py = rng.integers(0, w, n_pts), rng.integers(0, h, n_pts)
+    amp = rng.uniform(12, 25, n_pts).astype(np.float32)
+    db[py, px] = np.maximum(db[py, px], amp)
+    cross = rng.random(n_pts) < 0.3
+    for dx, dy in ((1, 0), (-1, 0), (0, 1), (0, -1)):
+        qx, qy = np.clip(px[cross] + dx, 0, w - 1), np.clip(py[cross] + dy, 0, h - 1)
+        db[qy, qx] = np.maximum(db[qy, qx], amp[cross] - 8)
+
+    return np.power(10.0, db / 10.0, dtype=np.float32).astype(np.float32)
+
+
+def speckle(refl: np.ndarray, looks: float, rng: np.random.Generator) -> np.ndarray:
+    """Multiplicative fully developed speckle: refl x Gamma(L, 1/L) (mean 1, variance 1/L), float32."""
+    if not looks > 0:
+        raise ValueError(f"looks must be > 0, got {looks}")
+    refl = np.asarray(refl, dtype=np.float32)
+    noise = rng.gamma(float(looks), 1.0 / float(looks), size=refl.shape).astype(np.float32)
+    return refl * noise
+
+
+def temporal_change(refl: np.ndarray, rng: np.random.Generator, fraction: float = 0.15) -> np.ndarray:
+    """A later-date version of ``refl``: random polygons covering ~``fraction`` of the scene change level.
+
+    Each polygon gets a gain of +-3..10 dB, or becomes water (flooding, about -22 dB). Returns a new array.
+    """
+    refl = np.asarray(refl, dtype=np.float32)
+    h, w = refl.shape[:2]
+    out = refl.copy()
+    if fraction <= 0:
+        return out
+    changed = np.zeros((h, w), np.uint8)
+    target = min(1.0, float(fraction)) * h * w
+    for _ in range(200):
+        if changed.sum(dtype=np.int64) >= target:
+            break
+        r = rng.uniform(0.05, 0.2) * math.sqrt(h * w)
+        cx, cy = rng.uniform(0, w), rng.uniform(0, h)
+        k = int(rng.integers(5, 10))
+        ang = np.sort(rng.uniform(0, 2 * np.pi, k))
+        rad = r * rng.uniform(0.5, 1.0, k)
+        pts = np.stack([cx + rad * np.cos(ang), cy + rad * np.sin(ang)], 1).round().astype(np.int32)
+        poly = np.zeros((h, w), np.uint8)
+        cv2.fillPoly(poly, [pts], 1)
+        poly &= 1 - changed
+        if not poly.any():
+            continue
+        m = poly.astype(bool)
+        if rng.random() < 0.3:
+            out[m] = np.float32(10 ** (-2.2)) * rng.uniform(0.7, 1.3)
+        else:
+            gain_db = rng.choice([-1, 1]) * rng.uniform(3, 10)
+            out[m] = refl[m] * np.float32(10 ** (gain_db / 10))
+        changed |= poly
+    return out
+
+
+def warp_image(img: np.ndarray, H: np.ndarray, out_shape: tuple[int, int], fill: float | None = None,
+               interpolation: int = cv2.INTER_LINEAR) -> np.ndarray:
+    """Resample ``img`` onto an output grid of ``out_shape`` = (rows, cols) with a homography.
+
+    ``H`` (3 x 3) maps an OUTPUT pixel (x=col, y=row, pixel centres at integers) to the INPUT pixel it samples:
+    ``out[y, x] = img[H @ (x, y, 1)]``. (To apply a forward map F input->output, pass ``inv(F)``.)
+    Output pixels whose sample falls outside the input (or touches an invalid NaN input pixel) get ``fill``:
+    NaN for float images and 0 for integer images by default.
+    """
+    img = np.asarray(img)
+    H = np.asarray(H, dtype=np.float64).reshape(3, 3)
+    rows, cols = int(out_shape[0]), int(out_shape[1])
+    is_float = np.issubdtype(img.dtype, np.floating)
+    if fill is None:
+        fill = float("nan") if is_float else 0.0
+    flags = interpolation | cv2.WARP_INVERSE_MAP
+    src = img.astype(np.float32) if img.dtype not in (np.float32, np.float64, np.uint8, np.uint16) else img
+    nan_in = ~np.isfinite(src) if is_float else None
+    if nan_in is not None and nan_in.any():
+        src = np.where(nan_in, 0, src).astype(src.dtype)
+    out = cv2.warpPerspective(src, H, (cols, rows), flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    # validity: warp a ones image with the same sampling; anything touched by the outside/NaN is invalid
+    ones = np.ones(img.shape[:2], np.float32)
+    if nan_in is not None and nan_in.any():
+        ones[nan_in if nan_in.ndim == 2 else nan_in.any(-1)] = 0
+    valid = cv2.warpPerspective(ones, H, (cols, rows), flags=flags, borderMode=cv2.BORDER_CONSTANT,
+                                borderValue=0) > 0.999
+    if out.ndim == 3:
+        valid = valid[..., None]
+    if is_float or np.isnan(fill):
+        out = np.where(valid, out, np.float32(fill)).astype(img.dtype if is_float else np.float32)
+    else:
+        out = np.where(valid, out, fill).astype(img.dtype)
+    return out
+
+
+def write_geotiff(path: str | Path, array: np.ndarray, transform: Affine | None = None, crs: Any = None,
+                  nodata: float | None = None, dtype: str | None = None, **profile: Any) -> Path:
+    """Write a tiled (256 x 256 blocks) GeoTIFF atomically (temp file + rename); returns the path.
+
+    ``array``: H x W (one band) or B x H x W. Without transform/crs a pixel-space TIFF is written
+    (identity transform, no CRS). Extra keyword arguments go to the rasterio profile (e.g. compress="deflate").
+    """
+    path = Path(path)
+    arr = np.asarray(array)
+    if arr.ndim == 2:
+        arr = arr[None]
+    if arr.ndim != 3:
+        raise ValueError(f"array must be H x W or B x H x W, got shape {arr.shape}")
+    if dtype is not None:
+        arr = arr.astype(dtype)
+    count, h, w = arr.shape
+    prof: dict[str, Any] = {
+        "driver": "GTiff", "height": h, "width": w, "count": count, "dtype": str(arr.dtype),
+        "transform": transform if transform is not None else Affine.identity(), "crs": crs, "nodata": nodata,
+    }
+    if h >= 16 and w >= 16:
+        prof.update(tiled=True, blockxsize=min(256, 16 * ((w + 15) // 16)), blockysize=min(256, 16 * ((h + 15) // 16)))
+    prof.update(profile)
+    if not path.parent.is_dir():
+        raise OutputError(f"{path}: output folder does not exist")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.open(tmp, "w", **prof) as dst:
+                dst.write(arr)
+        tmp.replace(path)
+    except Exception:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def make_pair(height: int, width: int, seed: int, looks: float = 4.0,
+              change: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Convenience: (reflectivity, speckled date 1, speckled date 2) of one synthetic scene.
+
+    Date 2 has independent speckle and, when ``change`` > 0, temporal change over that fraction of the scene.
+    """
+    rng = np.random.default_rng(seed + 1_000_003)
+    refl = reflectivity(height, width, seed)
+    r2 = temporal_change(refl, rng, change) if change > 0 else refl
+    return refl, speckle(refl, looks, rng), speckle(r2, looks, rng)
