@@ -1,0 +1,3 @@
+from sarreg.cli import main
+
+main()

@@ -1,0 +1,101 @@
+"""``sarreg extract``: keypoints of one or more images into R2D2-compatible ``.r2d2`` files."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from sarreg.config import ExtractConfig, PreprocessConfig
+from sarreg.errors import InputError, OutputError
+
+
+def _writable_dir(path: Path) -> Path:
+    if not path.exists():
+        try:
+            path.mkdir(parents=True)
+        except OSError as e:
+            raise OutputError(f"{path}: cannot create output directory ({e.strerror})") from None
+    if not path.is_dir() or not os.access(path, os.W_OK):
+        raise OutputError(f"{path}: output directory is not writable")
+    return path
+
+
+@click.command()
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--weights", type=click.Path(path_type=Path), default=None,
+              help="Checkpoint (ours or an original R2D2 .pt). Default: the model shipped in models/.")
+@click.option("--top-k", default=5000, show_default=True, help="Keypoints kept (0 = all).")
+@click.option("--tile-size", default=1024, show_default=True, help="Tile core size in pixels (0 = no tiling).")
+@click.option("--scale-f", default=2 ** 0.25, show_default=True, help="Ratio between pyramid levels.")
+@click.option("--min-size", default=256, show_default=True, help="Smallest longer side of a level (px).")
+@click.option("--max-size", default=1024, show_default=True, help="Largest longer side of a level (px, 0 = no limit).")
+@click.option("--min-scale", default=0.0, show_default=True)
+@click.option("--max-scale", default=1.0, show_default=True)
+@click.option("--rel-thr", default=0.7, show_default=True, help="Reliability threshold.")
+@click.option("--rep-thr", default=0.7, show_default=True, help="Repeatability threshold.")
+@click.option("--band", type=int, default=None, help="1-based band (default: the VV band if described, else 1).")
+@click.option("--kind", type=click.Choice(["auto", "linear", "amplitude", "db", "display"]), default="auto",
+              show_default=True, help="How pixel values are interpreted.")
+@click.option("--despeckle", default=0, show_default=True, help="Box filter size on log values (0 = off).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True)
+@click.option("-o", "--out-dir", type=click.Path(path_type=Path), default=None,
+              help="Output directory (default: next to each image).")
+@click.option("--geo", is_flag=True, help="Also write keypoints in map coordinates (.gpkg and .geojson).")
+@click.option("--quicklook", type=click.Path(path_type=Path), default=None,
+              help="PNG with keypoints drawn on the scaled image (with several images: prefixed per image).")
+@click.option("--progress/--no-progress", default=True, show_default=True)
+def extract(images: tuple[Path, ...], weights: Path | None, top_k: int, tile_size: int, scale_f: float,
+            min_size: int, max_size: int, min_scale: float, max_scale: float, rel_thr: float, rep_thr: float,
+            band: int | None, kind: str, despeckle: int, device: str, precision: str, out_dir: Path | None,
+            geo: bool, quicklook: Path | None, progress: bool) -> None:
+    """Extract keypoints of IMAGE(s) into <image>.r2d2 (npz: keypoints, descriptors, scores, imsize)."""
+    from tqdm import tqdm
+
+    from sarreg.extract import extract_scene, resolve_device
+    from sarreg.io.raster import open_scene
+    from sarreg.model.weights import load_model
+
+    cfg = ExtractConfig(top_k=top_k, scale_f=scale_f, min_size=min_size, max_size=max_size, min_scale=min_scale,
+                        max_scale=max_scale, rel_thr=rel_thr, rep_thr=rep_thr, tile_size=tile_size, device=device,
+                        precision=precision,
+                        preprocess=PreprocessConfig(band=band, kind=kind, despeckle=despeckle))
+    if out_dir is not None:
+        _writable_dir(out_dir)
+    scenes = [open_scene(p, cfg.preprocess) for p in images]  # validate every input before any work
+    for p in images:
+        d = out_dir or p.parent
+        if not os.access(d, os.W_OK):
+            raise OutputError(f"{d}: output directory is not writable")
+    if geo:
+        for sc in scenes:
+            if not sc.georeferenced:
+                raise InputError(f"{sc.path}: --geo needs a georeferenced raster (no CRS/geotransform)")
+    model = load_model(weights, resolve_device(device))
+    for sc in scenes:
+        bar = tqdm(desc=sc.path.name, unit="tile", disable=not progress, leave=False)
+
+        def tick(done: int, total: int) -> None:
+            bar.total = total
+            bar.n = done
+            bar.refresh()
+
+        feats = extract_scene(sc, model, cfg, progress=tick)
+        bar.close()
+        d = out_dir or sc.path.parent
+        out = feats.save_npz(d / f"{sc.path.name}.r2d2")
+        click.echo(f"{sc.path}: {len(feats)} keypoints -> {out}")
+        if geo:
+            from sarreg.io.vector import write_points
+
+            xy_map = sc.xy_to_map(feats.xy)
+            attrs = {"x": feats.keypoints[:, 0].astype("float64"), "y": feats.keypoints[:, 1].astype("float64"),
+                     "scale": feats.keypoints[:, 2].astype("float64"), "score": feats.scores.astype("float64")}
+            for suffix in (".keypoints.gpkg", ".keypoints.geojson"):
+                click.echo(f"  -> {write_points(d / (sc.path.name + suffix), xy_map, attrs, sc.crs)}")
+        if quicklook is not None:
+            from sarreg.quicklook import keypoint_quicklook
+
+            q = quicklook if len(scenes) == 1 else quicklook.with_name(f"{sc.path.stem}_{quicklook.name}")
+            click.echo(f"  -> {keypoint_quicklook(sc, feats.keypoints, q)}")

@@ -1,0 +1,44 @@
+"""Typed errors. Each also inherits a builtin so callers can catch either.
+
+The CLI turns any ``SarregError`` into a one-line message naming the file and the problem, and a non-zero
+exit code, in one place (``sarreg.cli``).
+"""
+from __future__ import annotations
+
+
+class SarregError(Exception):
+    """Root of all sarreg errors."""
+
+    exit_code = 1
+
+
+class InputError(SarregError, ValueError):
+    """An input file is missing, unreadable, not a raster, or its content cannot be used."""
+
+
+class CRSError(InputError):
+    """Missing or incompatible coordinate reference system."""
+
+
+class OverlapError(InputError):
+    """The scenes do not overlap (enough) in valid data."""
+
+
+class WeightsError(SarregError, ValueError):
+    """A checkpoint is missing, corrupt, or of an unknown architecture."""
+
+
+class OutputError(SarregError, OSError):
+    """An output cannot be written (not writable, exists without overwrite, would overwrite an input)."""
+
+
+class RegistrationFailed(SarregError, RuntimeError):
+    """Registration could not produce a transform (e.g. too few matches). Exit code 3."""
+
+    exit_code = 3
+
+
+class LowQuality(SarregError, RuntimeError):
+    """Registration produced a transform that failed the quality gates. Exit code 2."""
+
+    exit_code = 2

@@ -1,0 +1,348 @@
+"""Keypoint extraction: image or scene -> ``Features`` (keypoints, descriptors, scores).
+
+Multiscale as R2D2 does it (levels s = 1, 1/f, 1/f^2, ... within [min_size, max_size] and
+[min_scale, max_scale]; 3x3 non-maximum suppression on repeatability; reliability/repeatability thresholds;
+score = reliability x repeatability; top-k), with three deliberate differences from the reference extractor
+(``extract_multiscale_reference`` keeps the exact reference behaviour for equivalence tests):
+
+* each level is resampled from the full-resolution data with area averaging (no chained, aliased bilinear),
+* keypoints map back with the pixel-centre rule ``X = (x + 0.5) / s - 0.5`` (the reference's ``x / s`` is biased
+  by up to 1.5 px at coarse levels),
+* levels are processed in tiles with a halo >= the receptive field, read window by window through rasterio, so
+  peak memory does not grow with the scene size; each tile keeps at most its share of top-k (x2) so keypoints
+  spread over the scene, then a global top-k is taken.
+
+Keypoints: x = column, y = row, (0, 0) = centre of the top-left pixel of the full-resolution scene.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from sarreg.config import ExtractConfig
+from sarreg.errors import InputError, OutputError
+from sarreg.io.raster import Scene, open_dataset, open_scene, read_unit
+from sarreg.io.tiling import tile_grid
+from sarreg.model.r2d2 import fold_batchnorm
+from sarreg.model.weights import Model, load_model
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Features:
+    """Keypoints of one image.
+
+    keypoints: N x 3 float32 (x, y, scale) in full-resolution pixel-centre coordinates; scale = 32 / s is the
+    patch diameter in pixels. descriptors: N x D float32, L2-normalised. scores: N float32 (rel x rep).
+    image_size: (W, H) of the full-resolution image. Order: ascending score (R2D2's file order).
+    """
+
+    keypoints: np.ndarray
+    descriptors: np.ndarray
+    scores: np.ndarray
+    image_size: tuple[int, int]
+
+    def __len__(self) -> int:
+        return int(self.scores.shape[0])
+
+    @property
+    def xy(self) -> np.ndarray:
+        """N x 2 float64 pixel coordinates (x, y)."""
+        return self.keypoints[:, :2].astype(np.float64)
+
+    def subset(self, idx: np.ndarray) -> "Features":
+        return Features(self.keypoints[idx], self.descriptors[idx], self.scores[idx], self.image_size)
+
+    @staticmethod
+    def empty(image_size: tuple[int, int], dim: int = 128) -> "Features":
+        return Features(np.zeros((0, 3), np.float32), np.zeros((0, dim), np.float32), np.zeros(0, np.float32),
+                        image_size)
+
+    @staticmethod
+    def concat(parts: list["Features"], image_size: tuple[int, int]) -> "Features":
+        parts = [p for p in parts if len(p)]
+        if not parts:
+            return Features.empty(image_size)
+        return Features(np.concatenate([p.keypoints for p in parts]), np.concatenate([p.descriptors for p in parts]),
+                        np.concatenate([p.scores for p in parts]), image_size)
+
+    def top_k(self, k: int) -> "Features":
+        """Keep the k best (k <= 0 keeps all), in ascending score order as R2D2 writes them."""
+        order = np.argsort(self.scores, kind="stable")
+        if k > 0:
+            order = order[-k:]
+        return self.subset(order)
+
+    def save_npz(self, path: str | Path) -> Path:
+        """Write R2D2's ``.r2d2`` layout (uncompressed npz: imsize, keypoints, descriptors, scores), atomically."""
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp")
+        try:
+            with open(tmp, "wb") as f:
+                np.savez(f, imsize=np.asarray(self.image_size, dtype=np.int64),
+                         keypoints=self.keypoints.astype(np.float32), descriptors=self.descriptors.astype(np.float32),
+                         scores=self.scores.astype(np.float32))
+            tmp.replace(path)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            raise OutputError(f"{path}: cannot write ({e.strerror or e})") from None
+        return path
+
+    @staticmethod
+    def load_npz(path: str | Path) -> "Features":
+        with np.load(path) as z:
+            size = tuple(int(v) for v in z["imsize"]) if "imsize" in z else (0, 0)
+            return Features(z["keypoints"], z["descriptors"], z["scores"], size)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Network execution
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """'auto' -> CUDA when available, else CPU; 'cuda' without CUDA is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError("--device cuda requested but no CUDA device is available")
+    return torch.device(name)
+
+
+def _inference_net(model: Model, device: torch.device) -> torch.nn.Module:
+    """BN folded into the convs (one fewer full-resolution pass per layer), cached on the model."""
+    key = (id(model.net), str(device))
+    cached = getattr(model, "_sarreg_infer", None)
+    if cached is None or cached[0] != key:
+        net = fold_batchnorm(model.net).to(device).eval()
+        model._sarreg_infer = (key, net)  # type: ignore[attr-defined]
+        cached = model._sarreg_infer  # type: ignore[attr-defined]
+    return cached[1]
+
+
+@torch.inference_mode()
+def run_network(model: Model, unit: np.ndarray, device: torch.device | str = "cpu",
+                precision: str = "fp32") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """H x W [0, 1] image -> (descriptors 128 x H x W, reliability H x W, repeatability H x W) on the CPU.
+
+    Odd sizes are padded by edge replication to even so the Fast network's output covers every pixel.
+    """
+    device = torch.device(device)
+    h, w = unit.shape
+    ph, pw = h % 2, w % 2
+    x = torch.from_numpy(np.ascontiguousarray(unit, dtype=np.float32))[None, None]
+    if ph or pw:
+        x = F.pad(x, (0, pw, 0, ph), mode="replicate")
+    x = model.normalise(x.to(device))
+    net = _inference_net(model, device)
+    if precision == "bf16":
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
+            out = net(x)
+        out = {k: v.float() for k, v in out.items()}
+    else:
+        out = net(x)
+    d = out["descriptors"][0, :, :h, :w].cpu()
+    return d, out["reliability"][0, 0, :h, :w].cpu(), out["repeatability"][0, 0, :h, :w].cpu()
+
+
+def detect(rel: torch.Tensor, rep: torch.Tensor, cfg: ExtractConfig,
+           allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """3x3 maxima of repeatability above both thresholds (inclusive), inside ``allowed`` -> (rows, cols)."""
+    maxima = rep == F.max_pool2d(rep[None, None], 3, stride=1, padding=1)[0, 0]
+    keep = maxima & (rep >= cfg.rep_thr) & (rel >= cfg.rel_thr)
+    if allowed is not None:
+        keep &= torch.from_numpy(allowed)
+    ys, xs = torch.nonzero(keep, as_tuple=True)
+    return ys.numpy(), xs.numpy()
+
+
+def pyramid_scales(width: int, height: int, cfg: ExtractConfig) -> list[float]:
+    """Scales of the levels that run (R2D2's loop); never empty: falls back to scale 1 for tiny images."""
+    L = max(width, height)
+    max_size = cfg.max_size if cfg.max_size and cfg.max_size > 0 else math.inf
+    scales, s = [], 1.0
+    while s + 0.001 >= max(cfg.min_scale, cfg.min_size / L):
+        if s - 0.001 <= min(cfg.max_scale, max_size / L):
+            scales.append(s)
+        s /= cfg.scale_f
+        if s < 1e-4:
+            break
+    return scales or [min(1.0, cfg.max_scale) if cfg.max_scale > 0 else 1.0]
+
+
+def _allowed_mask(valid: np.ndarray, border: int) -> np.ndarray:
+    """Valid pixels at least ``border`` pixels away from nodata and from the image edge."""
+    m = valid.astype(np.uint8)
+    if border > 0:
+        m = cv2.erode(m, np.ones((2 * border + 1, 2 * border + 1), np.uint8), borderType=cv2.BORDER_CONSTANT,
+                      borderValue=0)
+    return m.astype(bool)
+
+
+def _extract_tile(model: Model, unit: np.ndarray, valid: np.ndarray, cfg: ExtractConfig, device: torch.device,
+                  core: tuple[int, int, int, int], quota: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Detections inside ``core`` (tile-local rows/cols) -> (rows, cols, scores, descriptors), best ``quota``."""
+    if not valid.any():
+        return np.zeros(0, int), np.zeros(0, int), np.zeros(0, np.float32), np.zeros((0, 128), np.float32)
+    d, rel, rep = run_network(model, unit, device, cfg.precision)
+    allowed = _allowed_mask(valid, cfg.border)
+    r0, r1, c0, c1 = core
+    inside = np.zeros_like(allowed)
+    inside[r0:r1, c0:c1] = True
+    ys, xs = detect(rel, rep, cfg, allowed & inside)
+    scores = (rel[ys, xs] * rep[ys, xs]).numpy().astype(np.float32)
+    if quota > 0 and scores.size > quota:
+        best = np.argpartition(scores, -quota)[-quota:]
+        ys, xs, scores = ys[best], xs[best], scores[best]
+    desc = d[:, ys, xs].T.contiguous().numpy().astype(np.float32)
+    return ys, xs, scores, desc
+
+
+def _quota(cfg: ExtractConfig, core_area: int, total_area: float) -> int:
+    if cfg.top_k <= 0:
+        return 0
+    return max(16, int(math.ceil(2.0 * cfg.top_k * core_area / max(total_area, 1.0))))
+
+
+def _local(edge: float, origin: int, factor: float, limit: int) -> int:
+    """First output pixel (of a read starting at full-res ``origin`` with decimation ``factor``) whose centre
+    lies at or after the full-resolution edge coordinate ``edge``."""
+    return int(np.clip(math.ceil((edge - origin) * factor - 0.5 - 1e-9), 0, limit))
+
+
+def extract_array(model: Model, unit: np.ndarray, valid: np.ndarray | None = None,
+                  cfg: ExtractConfig = ExtractConfig()) -> Features:
+    """Multiscale extraction on an in-memory H x W image already scaled to [0, 1] (see ``sarreg.io.raster``).
+
+    Large images are still processed tile by tile (bounded activation memory). ``valid`` masks nodata.
+    """
+    unit = np.asarray(unit, dtype=np.float32)
+    if unit.ndim != 2 or unit.size == 0:
+        raise InputError(f"expected a non-empty 2-D image, got shape {unit.shape}")
+    H, W = unit.shape
+    valid = np.isfinite(unit) if valid is None else np.asarray(valid, bool)
+    device = resolve_device(cfg.device)
+    scales = pyramid_scales(W, H, cfg)
+    total = sum(round(H * s) * round(W * s) for s in scales)
+    parts: list[Features] = []
+    for s in scales:
+        lh, lw = max(1, round(H * s)), max(1, round(W * s))
+        if (lh, lw) == (H, W):
+            lu, lv = unit, valid
+        else:
+            lu = cv2.resize(unit, (lw, lh), interpolation=cv2.INTER_AREA)
+            lv = cv2.resize(valid.astype(np.float32), (lw, lh), interpolation=cv2.INTER_AREA) > 0.999
+        for t in tile_grid(lh, lw, cfg.tile_size, cfg.halo):
+            r0, r1, c0, c1 = t.read
+            cr0, cr1, cc0, cc1 = t.core
+            ys, xs, sc, de = _extract_tile(model, lu[r0:r1, c0:c1], lv[r0:r1, c0:c1], cfg, device,
+                                           (cr0 - r0, cr1 - r0, cc0 - c0, cc1 - c0), _quota(cfg, t.core_area, total))
+            X = (xs + c0 + 0.5) * (W / lw) - 0.5
+            Y = (ys + r0 + 0.5) * (H / lh) - 0.5
+            kp = np.stack([X, Y, np.full_like(X, 32.0 / s, dtype=np.float64)], 1).astype(np.float32)
+            parts.append(Features(kp, de, sc, (W, H)))
+    return Features.concat(parts, (W, H)).top_k(cfg.top_k)
+
+
+def extract_scene(scene: Scene, model: Model, cfg: ExtractConfig = ExtractConfig(),
+                  window: tuple[int, int, int, int] | None = None, progress=None) -> Features:
+    """Tiled multiscale extraction reading ``scene`` window by window (never the whole scene at once).
+
+    window: optional (row0, row1, col0, col1) region of the scene to process; keypoints stay in scene pixel
+    coordinates. Levels are decided by the size of that region. ``progress``: optional callable(n_done, n_total).
+    """
+    from rasterio.windows import Window
+
+    R0, R1, C0, C1 = window or (0, scene.height, 0, scene.width)
+    H, W = R1 - R0, C1 - C0
+    if H <= 0 or W <= 0:
+        raise InputError(f"{scene.path}: empty extraction window {window}")
+    device = resolve_device(cfg.device)
+    scales = pyramid_scales(W, H, cfg)
+    total = sum(round(H * s) * round(W * s) for s in scales)
+    plan = []
+    for s in scales:
+        lh, lw = max(1, round(H * s)), max(1, round(W * s))
+        plan += [(s, lh, lw, t) for t in tile_grid(lh, lw, cfg.tile_size, cfg.halo)]
+    parts: list[Features] = []
+    with open_dataset(scene.path) as ds:
+        for n, (s, lh, lw, t) in enumerate(plan):
+            sy, sx = lh / H, lw / W
+            r0, r1, c0, c1 = t.read
+            # integer full-resolution window covering this level region; its own exact decimation factor
+            fr0, fr1 = int(math.floor(r0 / sy)), min(H, int(math.ceil(r1 / sy)))
+            fc0, fc1 = int(math.floor(c0 / sx)), min(W, int(math.ceil(c1 / sx)))
+            oh, ow = max(1, round((fr1 - fr0) * sy)), max(1, round((fc1 - fc0) * sx))
+            unit, valid = read_unit(scene, Window(C0 + fc0, R0 + fr0, fc1 - fc0, fr1 - fr0), (oh, ow),
+                                    cfg.preprocess, ds=ds)
+            ay, ax = oh / (fr1 - fr0), ow / (fc1 - fc0)
+            # core in tile-local output pixels: those whose full-res centre falls in this tile's core
+            cr0, cr1, cc0, cc1 = t.core
+            core = (_local(cr0 / sy, fr0, ay, oh), _local(cr1 / sy, fr0, ay, oh),
+                    _local(cc0 / sx, fc0, ax, ow), _local(cc1 / sx, fc0, ax, ow))
+            ys, xs, sc, de = _extract_tile(model, unit, valid, cfg, device, core, _quota(cfg, t.core_area, total))
+            X = C0 + fc0 + (xs + 0.5) / ax - 0.5
+            Y = R0 + fr0 + (ys + 0.5) / ay - 0.5
+            kp = np.stack([X, Y, np.full(len(xs), 32.0 / s)], 1).astype(np.float32)
+            parts.append(Features(kp, de, sc, (scene.width, scene.height)))
+            if progress is not None:
+                progress(n + 1, len(plan))
+    return Features.concat(parts, (scene.width, scene.height)).top_k(cfg.top_k)
+
+
+def extract_file(path: str | Path, model: Model | None = None, cfg: ExtractConfig = ExtractConfig(),
+                 progress=None) -> Features:
+    """Open a raster (GeoTIFF, PNG, ...) and extract its keypoints; ``model=None`` uses the shipped model."""
+    scene = open_scene(path, cfg.preprocess)
+    if model is None:
+        model = load_model(None, resolve_device(cfg.device))
+    return extract_scene(scene, model, cfg, progress=progress)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Exact reference behaviour (equivalence tests against R2D2's published outputs)
+
+@torch.inference_mode()
+def extract_multiscale_reference(net: torch.nn.Module, img: torch.Tensor, scale_f: float = 2 ** 0.25,
+                                 min_scale: float = 0.0, max_scale: float = 1.0, min_size: int = 256,
+                                 max_size: int = 1024, rel_thr: float = 0.7, rep_thr: float = 0.7,
+                                 top_k: int = 5000) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[tuple]]:
+    """R2D2's reference multiscale extractor, reproduced exactly (chained bilinear pyramid, ``x * W / nw``).
+
+    img: 1 x C x H x W normalised tensor. Returns (keypoints K x 3, scores K, descriptors K x 128, levels) in the
+    reference's ascending-score order; levels = [(s, in_h, in_w, out_h, out_w, n_detections)].
+    """
+    _, _, H, W = img.shape
+    s, cur = 1.0, img
+    L = max(H, W)
+    xs_all, ys_all, ss_all, cs_all, qs_all, ds_all, levels = [], [], [], [], [], [], []
+    while s + 0.001 >= max(min_scale, min_size / L):
+        if s - 0.001 <= min(max_scale, max_size / L):
+            nh, nw = cur.shape[2:]
+            out = net(cur)
+            rel, rep, desc = out["reliability"][0, 0], out["repeatability"][0, 0], out["descriptors"][0]
+            maxima = rep == F.max_pool2d(rep[None, None], 3, stride=1, padding=1)[0, 0]
+            y, x = torch.nonzero(maxima & (rep >= rep_thr) & (rel >= rel_thr), as_tuple=True)
+            levels.append((s, nh, nw, rep.shape[0], rep.shape[1], int(len(x))))
+            xs_all.append(x.float() * W / nw)
+            ys_all.append(y.float() * H / nh)
+            ss_all.append(torch.full_like(x, 32 / s, dtype=torch.float32))
+            cs_all.append(rel[y, x])
+            qs_all.append(rep[y, x])
+            ds_all.append(desc[:, y, x].T)
+        s /= scale_f
+        cur = F.interpolate(cur, size=(round(H * s), round(W * s)), mode="bilinear",
+                            align_corners=False)
+    if not xs_all:
+        return np.zeros((0, 3), np.float32), np.zeros(0, np.float32), np.zeros((0, 128), np.float32), levels
+    kp = torch.stack([torch.cat(xs_all), torch.cat(ys_all), torch.cat(ss_all)], 1).numpy()
+    scores = (torch.cat(cs_all) * torch.cat(qs_all)).numpy()
+    desc = torch.cat(ds_all).numpy()
+    order = scores.argsort()[-top_k or None:]
+    return kp[order], scores[order], desc[order], levels

@@ -1,0 +1,1 @@
+"""Raster input: opening, windowed reading, SAR preprocessing, tiling."""

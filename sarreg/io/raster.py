@@ -1,0 +1,259 @@
+"""Open SAR rasters and read windows of them as network input.
+
+Every read goes through rasterio windows (optionally decimated with ``out_shape``), so a scene is never
+held whole in memory. Values are turned into a log-intensity image and mapped to [0, 1] with percentiles
+computed once per scene (``Scene.lo``/``Scene.hi``) so that all tiles of a scene agree.
+
+Kinds of input (``PreprocessConfig.kind``; "auto" decides from dtype and a decimated sample):
+
+* complex (CInt16, CFloat32, ...): intensity |z|^2 -> 10 log10
+* float, all valid values >= 0: linear power -> 10 log10
+* float with negative values: already dB, used as is
+* uint16 / int16 / 32-bit ints: amplitude DN -> 20 log10
+* uint8: a display image (PNG/JPEG quicklook), used as is
+
+Invalid pixels: nodata / dataset mask, NaN and inf, and non-positive values of linear or amplitude data.
+Pixel convention: x = column, y = row, (0, 0) = centre of the top-left pixel.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.enums import Resampling
+from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+from rasterio.windows import Window
+
+from sarreg.config import PreprocessConfig
+from sarreg.errors import InputError
+
+log = logging.getLogger(__name__)
+
+SUPPORTED_DTYPES = {"uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "float64",
+                    "complex64", "complex128", "complex_int16", "complex"}
+STATS_MAX_SIDE = 1024
+KINDS = ("auto", "linear", "amplitude", "db", "display")
+
+
+@dataclass(frozen=True)
+class Scene:
+    """What we need to know about one input raster, read once (no pixel data kept)."""
+
+    path: Path
+    width: int
+    height: int
+    count: int
+    dtype: str
+    band: int
+    kind: str
+    nodata: float | None
+    crs: object | None
+    transform: Affine
+    georeferenced: bool
+    lo: float
+    hi: float
+    fill: float
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.height, self.width
+
+    def xy_to_map(self, xy: np.ndarray) -> np.ndarray:
+        """N x 2 pixel (x=col, y=row, centre convention) -> N x 2 map coordinates via the affine."""
+        xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
+        a = self.transform
+        x, y = xy[:, 0] + 0.5, xy[:, 1] + 0.5  # pixel centre -> edge-based affine input
+        return np.stack([a.a * x + a.b * y + a.c, a.d * x + a.e * y + a.f], axis=1)
+
+    def map_to_xy(self, xy_map: np.ndarray) -> np.ndarray:
+        """N x 2 map coordinates -> pixel (x=col, y=row, centre convention)."""
+        inv = ~self.transform
+        m = np.asarray(xy_map, dtype=np.float64).reshape(-1, 2)
+        x = inv.a * m[:, 0] + inv.b * m[:, 1] + inv.c
+        y = inv.d * m[:, 0] + inv.e * m[:, 1] + inv.f
+        return np.stack([x - 0.5, y - 0.5], axis=1)
+
+
+def _open(path: Path) -> rasterio.io.DatasetReader:
+    if not path.exists():
+        raise InputError(f"{path}: file not found")
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory, not a raster")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: empty file (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            return rasterio.open(path)
+    except RasterioIOError as e:
+        raise InputError(f"{path}: not a readable raster ({str(e).splitlines()[0][:160]})") from None
+    except Exception as e:  # driver-level failures
+        raise InputError(f"{path}: cannot open raster ({type(e).__name__}: {str(e)[:160]})") from None
+
+
+def open_dataset(path: str | Path) -> rasterio.io.DatasetReader:
+    """Open a raster with a clear InputError for missing / unreadable files."""
+    return _open(Path(path))
+
+
+def choose_band(ds: rasterio.io.DatasetReader, band: int | None, path: Path) -> int:
+    """1-based band: the given one (checked), else the band described as VV, else 1."""
+    if band is not None:
+        if not 1 <= band <= ds.count:
+            raise InputError(f"{path}: band {band} out of range (raster has {ds.count} band(s))")
+        return band
+    for i, d in enumerate(ds.descriptions or (), start=1):
+        if d and "VV" in d.upper().replace("_", " ").split() + [d.upper()]:
+            return i
+    return 1
+
+
+def _is_georeferenced(ds: rasterio.io.DatasetReader) -> bool:
+    return ds.crs is not None and ds.transform != Affine.identity()
+
+
+def to_log(values: np.ndarray, kind: str) -> np.ndarray:
+    """Raw values -> float32 log-domain image (dB for SAR kinds); invalid values become NaN."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if np.iscomplexobj(values):
+            inten = values.real.astype(np.float32) ** 2 + values.imag.astype(np.float32) ** 2
+            out = 10.0 * np.log10(np.where(inten > 0, inten, np.nan))
+        elif kind == "linear":
+            v = values.astype(np.float32)
+            out = 10.0 * np.log10(np.where(v > 0, v, np.nan))
+        elif kind == "amplitude":
+            v = values.astype(np.float32)
+            out = 20.0 * np.log10(np.where(v > 0, v, np.nan))
+        else:  # db, display
+            out = values.astype(np.float32)
+    out[~np.isfinite(out)] = np.nan
+    return out.astype(np.float32, copy=False)
+
+
+def _resolve_kind(kind: str, dtype: str, sample: np.ndarray) -> str:
+    if kind not in KINDS:
+        raise InputError(f"unknown input kind {kind!r}; choose from {', '.join(KINDS)}")
+    if kind != "auto":
+        return kind
+    if dtype.startswith("complex"):
+        return "linear"
+    if dtype == "uint8":
+        return "display"
+    if dtype.startswith("float"):
+        finite = sample[np.isfinite(sample)]
+        return "db" if finite.size and finite.min() < 0 else "linear"
+    return "amplitude"
+
+
+def _read_band(ds, band: int, window: Window | None, out_shape: tuple[int, int] | None,
+               complex_data: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Raw values and dataset-mask validity for one window, decimated to out_shape when given."""
+    if out_shape is not None and window is not None and out_shape == (int(window.height), int(window.width)):
+        out_shape = None
+    if out_shape is None:
+        vals = ds.read(band, window=window, boundless=False)
+        mask = ds.read_masks(band, window=window) > 0
+    else:
+        # Averaging linear power is multilooking; complex data is read at nearest (averaging would mix phase).
+        rs = Resampling.nearest if complex_data else Resampling.average
+        vals = ds.read(band, window=window, out_shape=out_shape, resampling=rs)
+        mask = ds.read_masks(band, window=window, out_shape=out_shape, resampling=Resampling.nearest) > 0
+    return vals, mask
+
+
+def open_scene(path: str | Path, pre: PreprocessConfig = PreprocessConfig()) -> Scene:
+    """Validate a raster and compute its per-scene scaling from one decimated read (bounded memory)."""
+    path = Path(path)
+    with _open(path) as ds:
+        if ds.width < 1 or ds.height < 1 or ds.count < 1:
+            raise InputError(f"{path}: zero-size raster ({ds.width}x{ds.height}, {ds.count} bands)")
+        band = choose_band(ds, pre.band, path)
+        dtype = ds.dtypes[band - 1]
+        if dtype not in SUPPORTED_DTYPES:
+            raise InputError(f"{path}: unsupported data type {dtype} (supported: integer, float, complex)")
+        scale = min(1.0, STATS_MAX_SIDE / max(ds.width, ds.height))
+        shape = (max(1, round(ds.height * scale)), max(1, round(ds.width * scale)))
+        try:
+            vals, mask = _read_band(ds, band, None, shape if scale < 1 else None, dtype.startswith("complex"))
+        except RasterioIOError as e:
+            raise InputError(f"{path}: unreadable pixel data ({str(e).splitlines()[0][:160]})") from None
+        kind = _resolve_kind(pre.kind, dtype, np.where(mask, vals, np.nan) if not np.iscomplexobj(vals)
+                             else np.abs(vals))
+        logv = to_log(vals, kind)
+        valid = mask & np.isfinite(logv)
+        if not valid.any():
+            raise InputError(f"{path}: all pixels are nodata/invalid in band {band}")
+        lo, hi = np.percentile(logv[valid], [pre.lo_pct, pre.hi_pct])
+        if not hi - lo > 1e-6:
+            lo, hi = float(np.min(logv[valid])), float(np.max(logv[valid]))
+            if not hi - lo > 1e-6:
+                raise InputError(f"{path}: constant image (every valid pixel is {lo:g}); nothing to match")
+        fill = float(np.clip((np.median(logv[valid]) - lo) / (hi - lo), 0, 1))
+        return Scene(path=path, width=ds.width, height=ds.height, count=ds.count, dtype=dtype, band=band,
+                     kind=kind, nodata=ds.nodata, crs=ds.crs, transform=ds.transform,
+                     georeferenced=_is_georeferenced(ds), lo=float(lo), hi=float(hi), fill=fill)
+
+
+def unit_scale(logv: np.ndarray, lo: float, hi: float, fill: float, despeckle: int = 0) -> np.ndarray:
+    """Log values -> float32 [0, 1] with invalid (NaN) pixels set to ``fill``; optional box despeckle."""
+    u = (logv - np.float32(lo)) / np.float32(hi - lo)
+    u = np.clip(u, 0.0, 1.0)
+    u[~np.isfinite(u)] = fill
+    if despeckle and despeckle > 1:
+        import cv2
+
+        u = cv2.blur(u, (int(despeckle), int(despeckle)), borderType=cv2.BORDER_REFLECT)
+    return u.astype(np.float32, copy=False)
+
+
+def read_unit(scene: Scene, window: Window | None = None, out_shape: tuple[int, int] | None = None,
+              pre: PreprocessConfig = PreprocessConfig(), ds=None) -> tuple[np.ndarray, np.ndarray]:
+    """Read one window (optionally decimated to ``out_shape`` = (rows, cols)) as network input.
+
+    Returns (unit float32 H x W in [0, 1], valid bool H x W). ``ds`` lets callers reuse an open dataset.
+    """
+    own = ds is None
+    ds = ds or _open(scene.path)
+    try:
+        vals, mask = _read_band(ds, scene.band, window, out_shape, scene.dtype.startswith("complex"))
+    except RasterioIOError as e:
+        raise InputError(f"{scene.path}: unreadable pixel data ({str(e).splitlines()[0][:160]})") from None
+    finally:
+        if own:
+            ds.close()
+    logv = to_log(vals, scene.kind)
+    valid = mask & np.isfinite(logv)
+    return unit_scale(logv, scene.lo, scene.hi, scene.fill, pre.despeckle), valid
+
+
+def image_to_unit(image: np.ndarray, kind: str = "auto", lo_pct: float = 1.0, hi_pct: float = 99.0,
+                  valid: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """In-memory array (H x W, any SAR dtype) -> ([0, 1] float32, valid mask), same rules as files.
+
+    Used by training and by callers that already hold a small image in memory.
+    """
+    image = np.asarray(image)
+    if image.ndim == 3:
+        image = image[..., 0] if image.shape[-1] in (3, 4) else image[0]
+    kind = _resolve_kind(kind, str(image.dtype) if not np.iscomplexobj(image) else "complex64",
+                         image if not np.iscomplexobj(image) else np.abs(image))
+    logv = to_log(image, kind)
+    ok = np.isfinite(logv) if valid is None else (valid & np.isfinite(logv))
+    if not ok.any():
+        raise InputError("image has no valid pixels")
+    lo, hi = np.percentile(logv[ok], [lo_pct, hi_pct])
+    if not hi - lo > 1e-6:
+        lo, hi = float(logv[ok].min()), float(logv[ok].max()) + 1e-6
+    fill = float(np.clip((np.median(logv[ok]) - lo) / (hi - lo), 0, 1))
+    return unit_scale(logv, float(lo), float(hi), fill), ok
+
+
+def decimated_shape(scene: Scene, scale: float) -> tuple[int, int]:
+    """(rows, cols) of the scene resampled by ``scale`` (round half to even, at least 1)."""
+    return max(1, round(scene.height * scale)), max(1, round(scene.width * scale))

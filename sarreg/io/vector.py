@@ -1,0 +1,36 @@
+"""Point layers for QGIS: GeoPackage / GeoJSON written with pyogrio, CRS set, atomically."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sarreg.errors import OutputError
+
+
+def write_points(path: str | Path, xy: np.ndarray, attributes: dict[str, np.ndarray], crs: Any | None,
+                 layer: str | None = None, driver: str | None = None) -> Path:
+    """Write N points (N x 2 map coordinates) with per-point attributes; driver from the suffix
+    (.gpkg -> GPKG, .geojson -> GeoJSON, which is always reprojected to nothing: RFC 7946 readers assume
+    WGS84, so we write the CRS member GDAL understands and QGIS honours)."""
+    import pyogrio
+    import shapely
+
+    path = Path(path)
+    driver = driver or {".gpkg": "GPKG", ".geojson": "GeoJSON", ".json": "GeoJSON"}.get(path.suffix.lower(), "GPKG")
+    xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
+    geoms = shapely.to_wkb(shapely.points(xy[:, 0], xy[:, 1])) if len(xy) else np.zeros(0, dtype=object)
+    fields = {k: np.asarray(v) for k, v in attributes.items()}
+    crs_wkt = crs.to_wkt() if hasattr(crs, "to_wkt") else (str(crs) if crs else None)
+    tmp = path.with_name(f".tmp.{path.name}")
+    tmp.unlink(missing_ok=True)
+    try:
+        pyogrio.raw.write(tmp, geometry=geoms, field_data=list(fields.values()), fields=list(fields.keys()),
+                          crs=crs_wkt, driver=driver, layer=layer or path.stem.replace(".", "_"),
+                          geometry_type="Point", encoding="UTF-8")
+        tmp.replace(path)
+    except Exception as e:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"{path}: cannot write point layer ({e})") from None
+    return path

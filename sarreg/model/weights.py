@@ -1,0 +1,211 @@
+"""Checkpoints: our own format and the original R2D2 format, both loaded without executing code.
+
+Our format (``save_checkpoint``) is a plain dict loaded with ``torch.load(weights_only=True)``::
+
+    {"format": "sarreg-checkpoint", "version": 1, "arch": "Fast_Quad_L2Net_ConfCFS", "mchan": 4,
+     "in_channels": 1, "preprocess": {"mean": [0.5], "std": [0.25]}, "training": {...}, "state_dict": {...}}
+
+R2D2 checkpoints (``{"net": "Quad_L2Net_ConfCFS()", "state_dict": ...}``) are recognised by parsing the ``net``
+string against a whitelist of constructors (never ``eval``-ed); a ``module.`` key prefix is stripped; CUDA
+tensors are mapped to the CPU. They take 3-channel input with ImageNet normalisation.
+"""
+from __future__ import annotations
+
+import collections
+import hashlib
+import logging
+import pickle
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from sarreg.errors import WeightsError
+from sarreg.model.r2d2 import build_network
+
+log = logging.getLogger(__name__)
+
+FORMAT = "sarreg-checkpoint"
+IMAGENET_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_STD = [0.229, 0.224, 0.225]
+SAR_MEAN = [0.5]
+SAR_STD = [0.25]
+MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
+DEFAULT_MODEL_NAME = "sarreg_fast_sar_v1.pt"
+
+# Whitelist of constructor strings found in R2D2 checkpoints -> (arch, mchan).
+_NET_RE = re.compile(r"^\s*(Quad_L2Net_ConfCFS|Fast_Quad_L2Net_ConfCFS)\s*\(\s*(?:mchan\s*=\s*(\d+)\s*)?\)\s*$")
+
+
+@dataclass
+class Model:
+    """A ready-to-run network plus the input normalisation it was trained with."""
+
+    net: nn.Module
+    arch: str
+    mchan: int
+    in_channels: int
+    mean: list[float]
+    std: list[float]
+    name: str = "random"
+    sha256: str = ""
+    training: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def receptive_field(self) -> int:
+        return int(getattr(self.net, "receptive_field", 54))
+
+    def to(self, device: str | torch.device) -> "Model":
+        self.net.to(device)
+        return self
+
+    def normalise(self, unit: torch.Tensor) -> torch.Tensor:
+        """B x 1 x H x W image scaled to [0, 1] -> network input B x C x H x W (channels replicated)."""
+        x = unit.expand(-1, self.in_channels, -1, -1) if self.in_channels != 1 else unit
+        mean = torch.tensor(self.mean, dtype=unit.dtype, device=unit.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, dtype=unit.dtype, device=unit.device).view(1, -1, 1, 1)
+        return (x - mean) / std
+
+
+def default_weights_path() -> Path | None:
+    """The model shipped in ``models/`` (None when no weights ship)."""
+    p = MODELS_DIR / DEFAULT_MODEL_NAME
+    return p if p.is_file() else None
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """Unpickler that only rebuilds tensors and plain containers (no arbitrary classes, no code)."""
+
+    _ALLOWED = {
+        ("collections", "OrderedDict"): collections.OrderedDict,
+        ("collections", "defaultdict"): lambda *args: {},  # loss logs of R2D2 files; content irrelevant
+        ("builtins", "list"): list,
+        ("builtins", "dict"): dict,
+        ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
+        ("torch._utils", "_rebuild_parameter"): torch._utils._rebuild_parameter,
+        ("torch", "Size"): torch.Size,
+    }
+
+    def find_class(self, module: str, name: str):  # noqa: D102
+        module = "builtins" if module == "__builtin__" else module
+        if (module, name) in self._ALLOWED:
+            return self._ALLOWED[(module, name)]
+        if module == "torch" and name.endswith("Storage"):
+            return getattr(torch, name)
+        raise pickle.UnpicklingError(f"refusing to load global {module}.{name}")
+
+
+class _restricted_pickle:  # a minimal "pickle module" for torch.load(pickle_module=...)
+    Unpickler = _RestrictedUnpickler
+    __name__ = "sarreg_restricted_pickle"
+
+    @staticmethod
+    def load(f, **kw):
+        return _RestrictedUnpickler(f, **kw).load()
+
+
+def _torch_load(path: Path) -> Any:
+    """weights_only load; R2D2's faster2d2 file holds defaultdicts that weights_only cannot rebuild, so fall
+    back to our restricted unpickler (still no arbitrary globals)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as first:
+        try:
+            return torch.load(path, map_location="cpu", weights_only=False, pickle_module=_restricted_pickle)
+        except Exception:
+            raise first from None
+
+
+def _load_state(net: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+    state = {(k[7:] if k.startswith("module.") else k): v for k, v in state.items()}
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()
+        raise WeightsError(f"{path}: state_dict does not fit the architecture ({first[0] if first else e})") from None
+
+
+def load_model(path: str | Path | None = None, device: str | torch.device = "cpu") -> Model:
+    """Load a checkpoint (ours or an original R2D2 one) in eval mode; ``None`` means the shipped model."""
+    if path is None:
+        path = default_weights_path()
+        if path is None:
+            raise WeightsError(
+                f"no model weights: {MODELS_DIR / DEFAULT_MODEL_NAME} is missing; pass --weights PATH "
+                "(one of our checkpoints or an R2D2 .pt file)"
+            )
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path}: weights file not found")
+    try:
+        ckpt = _torch_load(path)
+    except Exception as e:  # torch raises many types for corrupt/foreign files
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise WeightsError(f"{path}: not a readable PyTorch checkpoint ({msg[:160]})") from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise WeightsError(f"{path}: unknown checkpoint layout (expected a dict with 'state_dict')")
+
+    if ckpt.get("format") == FORMAT:
+        arch, mchan, cin = str(ckpt["arch"]), int(ckpt.get("mchan", 4)), int(ckpt.get("in_channels", 1))
+        pre = ckpt.get("preprocess", {})
+        mean, std = list(pre.get("mean", SAR_MEAN)), list(pre.get("std", SAR_STD))
+        training = dict(ckpt.get("training", {}))
+    elif isinstance(ckpt.get("net"), str):
+        m = _NET_RE.match(ckpt["net"])
+        if not m:
+            raise WeightsError(f"{path}: unknown network {ckpt['net'][:80]!r} (not an R2D2 architecture we know)")
+        arch, mchan, cin = m.group(1), int(m.group(2) or 4), 3
+        mean, std, training = IMAGENET_MEAN, IMAGENET_STD, {"source": "R2D2 checkpoint", "net": ckpt["net"]}
+    else:
+        raise WeightsError(f"{path}: unknown checkpoint layout (no 'net' string and not a sarreg checkpoint)")
+
+    try:
+        net = build_network(arch, in_channels=cin, mchan=mchan)
+    except ValueError as e:
+        raise WeightsError(f"{path}: {e}") from None
+    if not isinstance(ckpt["state_dict"], dict):
+        raise WeightsError(f"{path}: 'state_dict' is not a mapping")
+    _load_state(net, ckpt["state_dict"], path)
+    net.eval().to(device)
+    return Model(net=net, arch=arch, mchan=mchan, in_channels=cin, mean=mean, std=std,
+                 name=path.name, sha256=_sha256(path), training=training)
+
+
+def random_model(arch: str = "Fast_Quad_L2Net_ConfCFS", in_channels: int = 1, mchan: int = 4, seed: int = 0) -> Model:
+    """A randomly initialised model (tests, training start)."""
+    torch.manual_seed(seed)
+    net = build_network(arch, in_channels=in_channels, mchan=mchan).eval()
+    mean, std = (SAR_MEAN, SAR_STD) if in_channels == 1 else (IMAGENET_MEAN, IMAGENET_STD)
+    return Model(net=net, arch=arch, mchan=mchan, in_channels=in_channels, mean=list(mean), std=list(std))
+
+
+def save_checkpoint(path: str | Path, net: nn.Module, arch: str, mchan: int, in_channels: int,
+                    mean: list[float] | None = None, std: list[float] | None = None,
+                    training: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> Path:
+    """Write our checkpoint format atomically (temporary file + rename)."""
+    path = Path(path)
+    ckpt: dict[str, Any] = {
+        "format": FORMAT, "version": 1, "arch": arch.split("(")[0], "mchan": int(mchan),
+        "in_channels": int(in_channels),
+        "preprocess": {"mean": list(mean or SAR_MEAN), "std": list(std or SAR_STD),
+                       "input": "unit-scaled log intensity, see sarreg.io.raster.to_unit"},
+        "training": training or {},
+        "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
+    }
+    if extra:
+        ckpt.update(extra)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(ckpt, tmp)
+    tmp.replace(path)
+    return path
