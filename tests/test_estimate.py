@@ -1,0 +1,119 @@
+"""Known-answer tests of the robust model fitting (pure numpy / OpenCV, no files)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from shapely import box
+
+from sarreg.errors import RegistrationFailed
+from sarreg.estimate import MODELS, ROBUST, apply_matrix, coverage, decompose, fit_model, thin_spatially
+
+
+def _matches(m: np.ndarray, n: int = 400, outliers: float = 0.4, noise: float = 0.2, seed: int = 0,
+             size: float = 1000.0, fn=None):
+    rng = np.random.default_rng(seed)
+    src = rng.uniform(0, size, (n, 2))
+    dst = fn(src) if fn is not None else apply_matrix(m, src)
+    dst = dst + rng.normal(0, noise, dst.shape)
+    bad = rng.random(n) < outliers
+    dst[bad] = rng.uniform(0, size, (int(bad.sum()), 2))
+    return src, dst, ~bad
+
+
+def _sim(angle_deg: float, scale: float, tx: float, ty: float) -> np.ndarray:
+    a = math.radians(angle_deg)
+    return np.array([[scale * math.cos(a), -scale * math.sin(a), tx],
+                     [scale * math.sin(a), scale * math.cos(a), ty], [0, 0, 1]])
+
+
+def _grid_err(m_true, est, size=1000.0):
+    g = np.stack(np.meshgrid(np.linspace(0, size, 10), np.linspace(0, size, 10)), -1).reshape(-1, 2)
+    fn = m_true if callable(m_true) else (lambda xy: apply_matrix(m_true, xy))
+    return float(np.hypot(*(est.apply(g) - fn(g)).T).mean())
+
+
+@pytest.mark.parametrize("model", ["shift", "similarity", "affine", "homography", "poly2"])
+def test_recovers_model_with_outliers(model):
+    m = {"shift": _sim(0, 1, 12.3, -7.6), "similarity": _sim(8, 1.1, 30, -20),
+         "affine": np.array([[1.02, 0.05, 3], [-0.03, 0.97, 8], [0, 0, 1]]),
+         "homography": np.array([[1.0, 0.02, 5], [0.01, 1.0, -4], [2e-5, -1e-5, 1]]),
+         "poly2": _sim(3, 1.0, 4, 5)}[model]
+    src, dst, good = _matches(m, seed=1)
+    est = fit_model(src, dst, model=model, threshold=1.5)
+    assert _grid_err(m, est) < 0.1
+    # our inlier check agrees with the truth, outliers are rejected
+    assert est.inliers[good].mean() > 0.97
+    assert est.inliers[~good].mean() < 0.03
+    assert 0.15 < est.rmse < 0.4  # ~ noise sigma * sqrt(2)
+    assert est.heldout_rmse >= est.rmse * 0.9
+    assert est.coverage > 0.9
+
+
+def test_poly2_recovers_quadratic_distortion():
+    def fn(xy):
+        x, y = xy[:, 0], xy[:, 1]
+        return np.c_[x + 5 + 2e-5 * x * x - 1e-5 * x * y, y - 3 + 1.5e-5 * y * y]
+
+    src, dst, good = _matches(None, fn=fn, seed=2, outliers=0.2)
+    est = fit_model(src, dst, model="poly2", threshold=1.5)
+    assert _grid_err(fn, est) < 0.15
+    aff = fit_model(src, dst, model="affine", threshold=1.5)
+    assert aff.rmse > est.rmse  # a plane cannot follow the curvature
+    assert est.poly.shape == (2, 6)
+
+
+def test_tps_interpolates_and_reports_heldout():
+    def fn(xy):
+        return xy + 3.0 * np.sin(xy[:, ::-1] / 300.0)
+
+    src, dst, _ = _matches(None, fn=fn, seed=3, outliers=0.1, noise=0.1, n=600)
+    est = fit_model(src, dst, model="tps", threshold=2.0)
+    assert _grid_err(fn, est) < 0.3
+    assert est.rmse == pytest.approx(est.heldout_rmse)  # tps residuals are held-out ones
+    assert est.rmse < 0.5
+
+
+@pytest.mark.parametrize("robust", list(ROBUST))
+def test_every_robust_method_runs(robust):
+    m = _sim(2, 1.0, 10, 10)
+    src, dst, _ = _matches(m, seed=4, outliers=0.2 if robust == "lmeds" else 0.4)
+    est = fit_model(src, dst, model="affine", robust=robust, threshold=1.5)
+    assert _grid_err(m, est) < 0.2
+
+
+def test_random_matches_give_few_inliers():
+    rng = np.random.default_rng(5)
+    src, dst = rng.uniform(0, 1000, (500, 2)), rng.uniform(0, 1000, (500, 2))
+    try:
+        est = fit_model(src, dst, model="affine", threshold=1.5)
+    except RegistrationFailed:
+        return
+    assert est.n_inliers < 12
+
+
+def test_too_few_points_raise():
+    with pytest.raises(RegistrationFailed, match="too few matches"):
+        fit_model(np.zeros((2, 2)), np.zeros((2, 2)), model="affine")
+    with pytest.raises(ValueError, match="unknown model"):
+        fit_model(np.zeros((10, 2)), np.zeros((10, 2)), model="cubic")
+    assert set(MODELS) >= {"shift", "affine", "homography", "poly2", "tps"}
+
+
+def test_coverage_and_thinning():
+    pts = np.array([[10.0, 10.0], [20, 20], [15, 12]])
+    cov, hull = coverage(pts, box(0, 0, 100, 100), grid=4)
+    assert cov == pytest.approx(1 / 16)
+    assert hull < 0.01
+    g = np.stack(np.meshgrid(np.arange(0, 100, 10.0), np.arange(0, 100, 10.0)), -1).reshape(-1, 2) + 5
+    assert coverage(g, box(0, 0, 100, 100), grid=4)[0] == 1.0
+    idx = thin_spatially(np.random.default_rng(0).uniform(0, 100, (5000, 2)), 100)
+    assert len(idx) == 100 and len(np.unique(idx)) == 100
+
+
+def test_decompose():
+    d = decompose(_sim(30, 2.0, 5, -6))
+    assert d["rotation_deg"] == pytest.approx(30)
+    assert d["scale_x"] == pytest.approx(2) and d["scale_y"] == pytest.approx(2)
+    assert d["shift_x_px"] == 5 and d["shift_y_px"] == -6
