@@ -1,0 +1,106 @@
+# sarreg developer tasks.  `make demo` (first run installs everything), `make test`.
+#
+# make install   .venv with PyTorch (CPU build when there is no CUDA), GDAL bindings matching the system
+#                libgdal, and sarreg in editable mode with its test extras. Idempotent: a stamp file
+#                (.venv/.installed) is rebuilt only when setup.cfg / pyproject.toml / constraints change.
+# make test      run the test suite (pytest's "no tests collected" counts as success).
+# make demo      generate sample scenes (samples/make_samples.py) and run sarreg on them.
+# make clean     remove demo output and caches;  make distclean  also removes .venv.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.ONESHELL:
+.DEFAULT_GOAL := help
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+SARREG := $(VENV)/bin/sarreg
+STAMP := $(VENV)/.installed
+
+# No CUDA (no working nvidia-smi): pin the CPU build of torch through a constraints file, so pip never pulls
+# a multi-GB CUDA build. Extra pip arguments for torch (e.g. an --index-url for CPU wheels) via TORCH_PIP_ARGS.
+HAVE_CUDA := $(shell nvidia-smi -L >/dev/null 2>&1 && echo yes)
+CONSTRAINTS := $(if $(HAVE_CUDA),,-c constraints-cpu.txt)
+TORCH_PIP_ARGS ?=
+PYTEST_ARGS ?=
+
+DEMO_OUT ?= demo_out
+MODEL ?= models/sarreg_fast_sar_v1.pt
+
+.PHONY: help install test demo clean distclean
+
+help:
+	@echo "make install    create .venv and install sarreg (+ torch, GDAL bindings, test extras)"
+	@echo "make test       run the test suite"
+	@echo "make demo       generate sample SAR scenes and run sarreg on them (outputs in $(DEMO_OUT)/)"
+	@echo "make clean      remove $(DEMO_OUT)/ and caches;  make distclean  also removes $(VENV)/"
+
+install: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml constraints-cpu.txt
+	@t0=$$(date +%s)
+	if ! command -v gdal-config >/dev/null 2>&1; then
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+	    echo "==> system GDAL not found (no gdal-config): installing gdal-bin libgdal-dev with apt-get"
+	    export DEBIAN_FRONTEND=noninteractive
+	    apt-get update -q
+	    apt-get install -y -q --no-install-recommends gdal-bin libgdal-dev
+	  else
+	    echo "make install: the system GDAL library is missing (no gdal-config on PATH)." >&2
+	    echo "  Install it first, e.g. on Debian/Ubuntu:  sudo apt-get install gdal-bin libgdal-dev" >&2
+	    echo "  (conda: conda install -c conda-forge gdal), then run make install again." >&2
+	    exit 1
+	  fi
+	fi
+	gdal_version=$$(gdal-config --version)
+	if [ ! -x "$(PY)" ]; then
+	  [ -n "$(PYTHON)" ] || { echo "make install: python3.11 not found" >&2; exit 1; }
+	  "$(PYTHON)" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+	    || { echo "make install: $(PYTHON) is older than Python 3.11" >&2; exit 1; }
+	  echo "==> creating $(VENV) with $(PYTHON)"
+	  "$(PYTHON)" -m venv "$(VENV)"
+	fi
+	echo "==> pip, setuptools, wheel, numpy"
+	$(PIP) install -q --upgrade pip "setuptools>=61" wheel
+	$(PIP) install -q $(CONSTRAINTS) numpy
+	echo "==> torch ($(if $(HAVE_CUDA),CUDA machine: default build,no CUDA: CPU build pinned by constraints-cpu.txt))"
+	$(PIP) install -q $(CONSTRAINTS) $(TORCH_PIP_ARGS) "torch>=2.2,<3"
+	echo "==> GDAL Python bindings $$gdal_version (must match the system libgdal)"
+	$(PIP) install -q --no-build-isolation $(CONSTRAINTS) "gdal==$$gdal_version"
+	echo "==> sarreg (editable) with test extras"
+	$(PIP) install -q --no-build-isolation $(CONSTRAINTS) -e ".[test]"
+	$(PY) -c 'import sys, torch, numpy, rasterio, cv2, sarreg; from osgeo import gdal, gdal_array; print("sarreg", sarreg.__version__, "| python", sys.version.split()[0], "| torch", torch.__version__, "cuda", torch.version.cuda, "| numpy", numpy.__version__, "| rasterio", rasterio.__version__, "| GDAL", gdal.__version__, "| opencv", cv2.__version__)'
+	touch "$(STAMP)"
+	echo "==> installed in $$(( $$(date +%s) - t0 )) s; console script: $(SARREG)"
+
+test: install
+	@rc=0; $(PY) -m pytest -q $(PYTEST_ARGS) || rc=$$?
+	if [ $$rc -eq 5 ]; then echo "pytest: no tests collected (treated as success)"; rc=0; fi
+	exit $$rc
+
+demo: install
+	@if [ ! -f "$(MODEL)" ]; then
+	  echo "make demo: no trained model at $(MODEL)." >&2
+	  echo "  sarreg ships its model in models/; this checkout has none yet. Train one with 'sarreg train'" >&2
+	  echo "  or pass another checkpoint: make demo MODEL=path/to/model.pt" >&2
+	  exit 1
+	fi
+	mkdir -p "$(DEMO_OUT)"
+	echo "==> generating sample scenes in $(DEMO_OUT)/samples"
+	$(PY) samples/make_samples.py --out "$(DEMO_OUT)/samples"
+	echo "==> sarreg extract: keypoints of both scenes, with quicklooks"
+	$(SARREG) extract --weights "$(MODEL)" -o "$(DEMO_OUT)" --geo --no-progress \
+	  --quicklook "$(DEMO_OUT)/keypoints.png" "$(DEMO_OUT)/samples/scene_a.tif" "$(DEMO_OUT)/samples/scene_b.tif"
+	# --- registration demo (sarreg register) goes here ---
+	echo
+	echo "Demo outputs in $(DEMO_OUT)/:"
+	ls -l "$(DEMO_OUT)" "$(DEMO_OUT)/samples"
+
+clean:
+	rm -rf "$(DEMO_OUT)" .pytest_cache
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf "$(VENV)" *.egg-info build dist
