@@ -1,0 +1,125 @@
+"""Tiled extraction: same keypoints as whole-image, pixel convention, nodata borders, R2D2 npz layout."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sarreg.config import ExtractConfig
+from sarreg.extract import Features, extract_array, extract_scene, pyramid_scales
+from sarreg.io.raster import open_scene, read_unit
+from sarreg.match import match_mnn
+from sarreg.model.weights import random_model
+from sarreg.synth import reflectivity, speckle
+
+SINGLE = ExtractConfig(min_scale=1.0, max_size=0, rel_thr=0.0, rep_thr=0.0, top_k=0, border=0)
+
+
+@pytest.fixture(scope="module")
+def model():
+    """A random net with its heads scaled up so that repeatability varies (a plain random net is nearly flat,
+    which makes 3x3 maxima float-rounding ties)."""
+    import torch
+
+    m = random_model("Fast_Quad_L2Net_ConfCFS", 1, seed=0)
+    with torch.no_grad():
+        m.net.sal.weight.mul_(300.0)
+        m.net.clf.weight.mul_(300.0)
+    return m
+
+
+@pytest.fixture
+def scene_array(rng: np.random.Generator) -> np.ndarray:
+    return speckle(reflectivity(300, 340, seed=2), 4, rng).astype(np.float32)
+
+
+def _key(f: Features) -> set[tuple[float, float]]:
+    return {(round(float(x), 3), round(float(y), 3)) for x, y in f.keypoints[:, :2]}
+
+
+def test_tiled_equals_whole_image(geotiff_factory, scene_array, model) -> None:
+    """Halo >= receptive field: tiles reproduce the whole-image detections exactly (no duplicates, no losses)."""
+    sc = open_scene(geotiff_factory(scene_array))
+    whole = extract_scene(sc, model, SINGLE.with_(tile_size=0))
+    tiled = extract_scene(sc, model, SINGLE.with_(tile_size=96, halo=64))
+    assert len(whole) > 100
+    assert len(tiled) == len(_key(tiled))  # no duplicates from overlaps
+    assert _key(tiled) == _key(whole)
+    wi = {k: i for i, k in enumerate(map(tuple, np.round(whole.keypoints[:, :2], 3)))}
+    j = [wi[tuple(k)] for k in np.round(tiled.keypoints[:, :2], 3)]
+    assert np.abs(whole.descriptors[j] - tiled.descriptors).max() < 1e-4
+
+
+def test_scene_and_array_paths_agree(geotiff_factory, scene_array, model) -> None:
+    sc = open_scene(geotiff_factory(scene_array))
+    unit, valid = read_unit(sc)
+    a = extract_array(model, unit, valid, SINGLE)
+    b = extract_scene(sc, model, SINGLE)
+    assert _key(a) == _key(b)
+
+
+def test_integer_shift_moves_keypoints(model, scene_array) -> None:
+    """x = column, y = row: cropping 8 columns and 6 rows shifts keypoints by exactly (-8, -6).
+
+    (Even offsets: the Fast network's 2x2 pooling makes it equivariant to even shifts only.)"""
+    from sarreg.io.raster import image_to_unit
+
+    unit, _ = image_to_unit(scene_array)
+    a = extract_array(model, unit, None, SINGLE.with_(border=40))
+    b = extract_array(model, unit[6:, 8:], None, SINGLE.with_(border=33))
+    shifted = {(round(x - 8, 3), round(y - 6, 3)) for x, y in a.keypoints[:, :2] if x >= 48 and y >= 46}
+    common = shifted & _key(b)
+    assert len(common) > 0.95 * len(shifted) > 20
+
+
+def test_multiscale_keypoints_map_to_full_resolution(model, scene_array) -> None:
+    from sarreg.io.raster import image_to_unit
+
+    unit, _ = image_to_unit(scene_array)
+    cfg = ExtractConfig(min_size=64, rel_thr=0, rep_thr=0, top_k=3000)
+    f = extract_array(model, unit, None, cfg)
+    assert len(pyramid_scales(340, 300, cfg)) > 3
+    assert len(np.unique(f.keypoints[:, 2])) > 3
+    assert f.keypoints[:, 0].min() >= -0.5 and f.keypoints[:, 0].max() <= 339.5
+    assert f.keypoints[:, 1].min() >= -0.5 and f.keypoints[:, 1].max() <= 299.5
+    assert np.all(np.diff(f.scores) >= 0)  # ascending, as R2D2 writes them
+    assert np.allclose(np.linalg.norm(f.descriptors, axis=1), 1, atol=1e-4)
+
+
+def test_no_keypoints_on_or_next_to_nodata(geotiff_factory, scene_array, model) -> None:
+    a = scene_array.copy()
+    a[:, :120] = 0
+    sc = open_scene(geotiff_factory(a, nodata=0))
+    f = extract_scene(sc, model, SINGLE.with_(border=6))
+    assert len(f) > 50 and f.keypoints[:, 0].min() >= 120 + 6
+
+
+def test_tiny_image_still_runs(model) -> None:
+    f = extract_array(model, np.random.default_rng(0).random((40, 50), dtype=np.float32), None,
+                      ExtractConfig(rel_thr=0, rep_thr=0))
+    assert len(f) > 0 and f.image_size == (50, 40)
+
+
+def test_npz_layout_is_r2d2_compatible(tmp_path: Path, model, scene_array) -> None:
+    from sarreg.io.raster import image_to_unit
+
+    f = extract_array(model, image_to_unit(scene_array)[0], None, SINGLE.with_(top_k=100))
+    p = f.save_npz(tmp_path / "img.png.r2d2")
+    with np.load(p) as z:
+        assert set(z.files) == {"imsize", "keypoints", "descriptors", "scores"}
+        assert z["keypoints"].dtype == np.float32 and z["keypoints"].shape == (100, 3)
+        assert z["descriptors"].dtype == np.float32 and z["descriptors"].shape == (100, 128)
+        assert z["scores"].dtype == np.float32 and z["scores"].shape == (100,)
+        assert z["imsize"].tolist() == [340, 300]
+    assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_mnn_matching() -> None:
+    rng = np.random.default_rng(0)
+    d = rng.normal(size=(50, 128)).astype(np.float32)
+    d /= np.linalg.norm(d, axis=1, keepdims=True)
+    perm = rng.permutation(50)
+    m = match_mnn(d, d[perm], ratio=0.9, block=7)
+    assert len(m) == 50 and np.array_equal(perm[m.idx2], m.idx1)
+    assert len(match_mnn(d[:0], d)) == 0

@@ -1,0 +1,157 @@
+"""Networks and checkpoints: shapes/ranges (always), equivalence with the reference goldens (needs ../shared)."""
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sarreg.errors import WeightsError
+from sarreg.extract import extract_multiscale_reference, run_network
+from sarreg.model.r2d2 import build_network, fold_batchnorm
+from sarreg.model.weights import load_model, random_model, save_checkpoint
+
+NAVER = ["r2d2_WAF_N16", "r2d2_WASF_N16", "r2d2_WASF_N8_big", "faster2d2_WASF_N16"]
+MEAN, STD = np.float32([0.485, 0.456, 0.406]), np.float32([0.229, 0.224, 0.225])
+
+
+@pytest.mark.parametrize("arch,mchan,cin", [("Quad_L2Net_ConfCFS", 4, 3), ("Quad_L2Net_ConfCFS", 6, 1),
+                                            ("Fast_Quad_L2Net_ConfCFS", 4, 1), ("Fast_Quad_L2Net_ConfCFS", 2, 1)])
+def test_random_net_outputs(arch: str, mchan: int, cin: int) -> None:
+    torch.manual_seed(0)
+    net = build_network(arch, in_channels=cin, mchan=mchan).eval()
+    with torch.no_grad():
+        out = net(torch.randn(2, cin, 40, 48))
+    assert out["descriptors"].shape == (2, 128, 40, 48)
+    assert out["reliability"].shape == (2, 1, 40, 48) and out["repeatability"].shape == (2, 1, 40, 48)
+    norms = out["descriptors"].norm(dim=1)
+    assert torch.allclose(norms, torch.ones_like(norms), atol=1e-4)
+    for k in ("reliability", "repeatability"):
+        assert out[k].min() >= 0 and out[k].max() <= 1
+
+
+def test_fast_net_odd_size_is_one_smaller_and_run_network_pads() -> None:
+    m = random_model("Fast_Quad_L2Net_ConfCFS", 1)
+    with torch.no_grad():
+        out = m.net(torch.randn(1, 1, 33, 41))
+    assert out["descriptors"].shape[2:] == (32, 40)
+    d, rel, rep = run_network(m, np.random.default_rng(0).random((33, 41), dtype=np.float32))
+    assert d.shape == (128, 33, 41) and rel.shape == rep.shape == (33, 41)
+
+
+def test_wrong_input_channels_is_a_clear_error() -> None:
+    net = build_network("Fast_Quad_L2Net_ConfCFS", in_channels=1)
+    with pytest.raises(ValueError, match="expected input"):
+        net(torch.randn(1, 3, 16, 16))
+
+
+def test_fold_batchnorm_keeps_outputs() -> None:
+    torch.manual_seed(1)
+    net = build_network("Quad_L2Net_ConfCFS", in_channels=1).eval()
+    for m in net.modules():  # non-trivial running statistics
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    x = torch.randn(1, 1, 32, 32)
+    with torch.no_grad():
+        a, b = net(x), fold_batchnorm(net)(x)
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-4), k
+
+
+def test_own_checkpoint_roundtrip(tmp_path: Path) -> None:
+    m = random_model("Fast_Quad_L2Net_ConfCFS", 1, mchan=2, seed=3)
+    p = save_checkpoint(tmp_path / "m.pt", m.net, m.arch, 2, 1, training={"iterations": 0})
+    m2 = load_model(p)
+    assert (m2.arch, m2.mchan, m2.in_channels) == ("Fast_Quad_L2Net_ConfCFS", 2, 1)
+    assert len(m2.sha256) == 64 and m2.training == {"iterations": 0}
+    x = torch.randn(1, 1, 24, 24)
+    with torch.no_grad():
+        assert torch.equal(m.net(x)["repeatability"], m2.net(x)["repeatability"])
+
+
+def test_r2d2_format_with_module_prefix_loads_without_eval(tmp_path: Path) -> None:
+    net = build_network("Quad_L2Net_ConfCFS", in_channels=3)
+    sd = {"module." + k: v for k, v in net.state_dict().items()}
+    torch.save({"net": "Quad_L2Net_ConfCFS()", "state_dict": sd}, tmp_path / "r.pt")
+    m = load_model(tmp_path / "r.pt")
+    assert m.in_channels == 3 and m.arch == "Quad_L2Net_ConfCFS"
+
+
+@pytest.mark.parametrize("content,msg", [
+    (b"", "not a readable"), (b"garbage" * 100, "not a readable"),
+])
+def test_corrupt_checkpoint(tmp_path: Path, content: bytes, msg: str) -> None:
+    p = tmp_path / "bad.pt"
+    p.write_bytes(content)
+    with pytest.raises(WeightsError, match=msg):
+        load_model(p)
+
+
+def test_unknown_net_string_and_code_injection_refused(tmp_path: Path) -> None:
+    torch.save({"net": "__import__('os').system('echo pwned')", "state_dict": {}}, tmp_path / "evil.pt")
+    with pytest.raises(WeightsError, match="unknown network"):
+        load_model(tmp_path / "evil.pt")
+
+
+def test_pickled_object_is_refused(tmp_path: Path) -> None:
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    p = tmp_path / "evil2.pt"
+    with open(p, "wb") as f:
+        pickle.dump({"net": "Quad_L2Net_ConfCFS()", "state_dict": Evil()}, f)
+    with pytest.raises(WeightsError):
+        load_model(p)
+
+
+def test_state_dict_mismatch(tmp_path: Path) -> None:
+    net = build_network("Quad_L2Net_ConfCFS", in_channels=3)
+    torch.save({"net": "Fast_Quad_L2Net_ConfCFS()", "state_dict": net.state_dict()}, tmp_path / "m.pt")
+    with pytest.raises(WeightsError, match="does not fit"):
+        load_model(tmp_path / "m.pt")
+
+
+def test_missing_default_weights_message(tmp_path: Path) -> None:
+    with pytest.raises(WeightsError, match="not found"):
+        load_model(tmp_path / "nope.pt")
+
+
+def _load_png(path: Path) -> torch.Tensor:
+    from PIL import Image
+
+    a = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / np.float32(255)
+    return torch.from_numpy(((a - MEAN) / STD).transpose(2, 0, 1)[None].copy())
+
+
+@pytest.mark.parametrize("name", NAVER)
+def test_equivalence_with_reference_goldens(shared_dir: Path, name: str) -> None:
+    """Our networks + loader reproduce the published R2D2 outputs within GOLDEN.md's tolerances."""
+    spec, ckpt = shared_dir / "reference" / "r2d2-spec", shared_dir / "reference" / "r2d2-naver" / f"{name}.pt"
+    if not ckpt.is_file():
+        pytest.skip(f"{ckpt} absent")
+    g = np.load(spec / f"golden_{name}.npz")
+    m = load_model(ckpt)
+    with torch.no_grad():
+        o = m.net(_load_png(spec / "test_64x80.png"))
+        big = m.net(_load_png(spec / "test_160x192.png"))
+    assert o["descriptors"][0].shape == (128, 64, 80)
+    assert np.abs(o["reliability"][0].numpy() - g["small_reliability"]).max() <= 1e-4
+    assert np.abs(o["repeatability"][0].numpy() - g["small_repeatability"]).max() <= 1e-4
+    assert np.abs(o["descriptors"][0].numpy() - g["small_descriptors"].astype(np.float32)).max() <= 1e-3
+    assert np.abs(big["reliability"][0].numpy() - g["big_reliability"].astype(np.float32)).max() <= 1e-3
+    assert np.abs(big["repeatability"][0].numpy() - g["big_repeatability"].astype(np.float32)).max() <= 1e-3
+    kp, sc, de, levels = extract_multiscale_reference(m.net, _load_png(spec / "test_160x192.png"), min_size=64,
+                                                      top_k=500)
+    lv = np.array(levels)
+    assert np.array_equal(lv[:, 1:5], g["ms_levels"][:, 1:5])
+    assert np.all(np.abs(lv[:, 5] - g["ms_levels"][:, 5]) <= 2)
+    ref = {tuple(np.round(k, 3)): i for i, k in enumerate(g["ms_keypoints"])}
+    hits = [(ref[tuple(np.round(k, 3))], j) for j, k in enumerate(kp) if tuple(np.round(k, 3)) in ref]
+    assert len(hits) >= 0.99 * len(g["ms_keypoints"])
+    i, j = map(np.array, zip(*hits))
+    assert np.abs(g["ms_scores"][i] - sc[j]).max() <= 1e-4
+    assert np.abs(g["ms_descriptors32"][i].astype(np.float32) - de[j, :32]).max() <= 1e-3
