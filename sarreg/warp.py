@@ -1,0 +1,343 @@
+"""Resample the moving raster onto the reference grid with GDAL (all bands, dtype and nodata kept).
+
+The estimated transform (moving pixel -> reference pixel, pixel-centre convention) becomes georeferencing of an
+in-memory VRT of the moving raster, expressed in the reference's map coordinates (or, for pixel-space images, in
+reference pixel-edge coordinates with GDAL's ``NO_GEOTRANSFORM`` destination):
+
+* shift / similarity / affine: a corrected geotransform ``A_ref . S . M . S^-1`` (S = half-pixel shift);
+* homography: a grid of exact GCPs, third-order polynomial (checked to 0.05 px, else thin-plate spline);
+* poly2: a grid of exact GCPs of the fitted polynomial, ``polynomialOrder=2``;
+* tps: the inlier tie points as GCPs, ``tps=True``.
+
+``gdal.Warp`` then writes into a tiled GeoTIFF created with exactly the reference grid (same CRS, transform, size)
+under a warp memory limit; COG output is made from it with ``gdal.Translate`` (overviews, compression). Every
+output is written to a temporary file in the target folder and renamed, so no partial file is ever left behind.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+from affine import Affine
+
+from sarreg.errors import InputError, OutputError
+
+log = logging.getLogger(__name__)
+
+RESAMPLING = ("nearest", "bilinear", "cubic", "cubicspline", "lanczos", "average", "mode")
+FORMATS = ("COG", "GTiff")
+COMPRESSION = ("DEFLATE", "LZW", "ZSTD", "NONE")
+AFFINE_MODELS = ("shift", "similarity", "affine")
+GRID_GCPS = 12  # GCPs per side for homography / poly2
+
+
+def _gdal():
+    from osgeo import gdal
+
+    gdal.UseExceptions()
+    return gdal
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A target pixel grid: size, GDAL-order affine (pixel-edge -> map) and CRS WKT (None = pixel space)."""
+
+    width: int
+    height: int
+    transform: Affine
+    crs_wkt: str | None
+
+    @property
+    def georeferenced(self) -> bool:
+        return self.crs_wkt is not None
+
+    @staticmethod
+    def from_scene(scene) -> "Grid":
+        wkt = scene.crs.to_wkt() if scene.georeferenced and scene.crs is not None else None
+        return Grid(scene.width, scene.height, scene.transform if wkt else Affine.identity(), wkt)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"width": self.width, "height": self.height, "geotransform": list(self.transform.to_gdal()),
+                "crs_wkt": self.crs_wkt}
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> "Grid":
+        return Grid(int(d["width"]), int(d["height"]), Affine.from_gdal(*d["geotransform"]), d.get("crs_wkt"))
+
+    def px_to_map(self, xy: np.ndarray) -> np.ndarray:
+        """Pixel centres (N x 2) -> target coordinates: map coords, or pixel-edge coords in pixel space."""
+        xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2) + 0.5
+        a = self.transform
+        return np.stack([a.a * xy[:, 0] + a.b * xy[:, 1] + a.c, a.d * xy[:, 0] + a.e * xy[:, 1] + a.f], 1)
+
+
+@dataclass
+class PixelTransform:
+    """What the warp needs: model name, 3 x 3 matrix (moving px -> reference px, centre convention) and, for
+    poly2 / tps, the polynomial coefficients (2 x 6) or tie points (N x 4: x_mov, y_mov, x_ref, y_ref)."""
+
+    model: str
+    matrix: np.ndarray
+    poly: np.ndarray | None = None
+    tiepoints: np.ndarray | None = None
+
+    def apply(self, xy: np.ndarray) -> np.ndarray:
+        xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
+        if self.model == "poly2" and self.poly is not None:
+            x, y = xy[:, 0], xy[:, 1]
+            return np.c_[np.ones(len(xy)), x, y, x * x, x * y, y * y] @ np.asarray(self.poly).T
+        p = np.c_[xy, np.ones(len(xy))] @ np.asarray(self.matrix, dtype=np.float64).T
+        return p[:, :2] / p[:, 2:3]
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"model": self.model, "matrix": np.asarray(self.matrix).tolist()}
+        if self.poly is not None:
+            d["poly2"] = np.asarray(self.poly).tolist()
+        if self.tiepoints is not None:
+            d["tiepoints"] = np.round(np.asarray(self.tiepoints), 4).tolist()
+        return d
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> "PixelTransform":
+        m = np.asarray(d["matrix"], dtype=np.float64)
+        if m.shape != (3, 3) or not np.isfinite(m).all():
+            raise InputError(f"transform matrix must be a finite 3 x 3, got shape {m.shape}")
+        poly = np.asarray(d["poly2"], dtype=np.float64) if d.get("poly2") is not None else None
+        tp = np.asarray(d["tiepoints"], dtype=np.float64).reshape(-1, 4) if d.get("tiepoints") else None
+        return PixelTransform(str(d.get("model", "affine")), m, poly, tp)
+
+
+def centre_to_edge(m: np.ndarray) -> np.ndarray:
+    """Pixel-centre matrix -> the same map in pixel-edge coordinates (GDAL's convention): S M S^-1."""
+    s = np.array([[1, 0, 0.5], [0, 1, 0.5], [0, 0, 1]])
+    si = np.array([[1, 0, -0.5], [0, 1, -0.5], [0, 0, 1]])
+    return s @ np.asarray(m, dtype=np.float64) @ si
+
+
+def corrected_geotransform(matrix: np.ndarray, grid: Grid) -> Affine:
+    """Affine (pixel edge -> reference map) of the moving raster implied by an affine pixel matrix."""
+    e = centre_to_edge(matrix)
+    if abs(e[2, 0]) > 1e-12 or abs(e[2, 1]) > 1e-12:
+        raise ValueError("a projective matrix has no equivalent geotransform; use GCPs")
+    e = e / e[2, 2]
+    return grid.transform @ Affine(e[0, 0], e[0, 1], e[0, 2], e[1, 0], e[1, 1], e[1, 2])
+
+
+@contextmanager
+def _config(options: dict[str, str]) -> Iterator[None]:
+    gdal = _gdal()
+    old = {k: gdal.GetConfigOption(k) for k in options}
+    for k, v in options.items():
+        gdal.SetConfigOption(k, v)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            gdal.SetConfigOption(k, v)
+
+
+def _tmp_path(out: Path, tag: str = "") -> Path:
+    return out.with_name(f".{out.stem}.{os.getpid()}{tag}.tmp{out.suffix or '.tif'}")
+
+
+def check_output(out: Path, inputs: list[Path], overwrite: bool) -> Path:
+    """Refuse to overwrite an input or an existing file (without overwrite) and unwritable folders."""
+    out = Path(out)
+    ro = out.resolve()
+    for p in inputs:
+        try:
+            same = ro == Path(p).resolve() or (out.exists() and Path(p).exists() and os.path.samefile(out, p))
+        except OSError:
+            same = False
+        if same:
+            raise OutputError(f"{out}: output path is the same file as input {p}; refusing to overwrite an input")
+    if out.exists() and not overwrite:
+        raise OutputError(f"{out}: output exists (use --overwrite to replace it)")
+    if out.is_dir():
+        raise OutputError(f"{out}: output path is a directory")
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise OutputError(f"{out}: output folder {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"{out}: output folder {parent} is not writable")
+    return out
+
+
+def _gcps(gdal, mov_xy: np.ndarray, ref_xy: np.ndarray, grid: Grid) -> list:
+    """GDAL GCPs: moving pixel-edge (pixel, line) -> target coordinates of the reference grid."""
+    tgt = grid.px_to_map(ref_xy)
+    return [gdal.GCP(float(t[0]), float(t[1]), 0.0, float(m[0] + 0.5), float(m[1] + 0.5))
+            for m, t in zip(np.asarray(mov_xy, dtype=np.float64), tgt)]
+
+
+def _source_vrt(moving: Path, tr: PixelTransform, grid: Grid, mov_size: tuple[int, int]):
+    """In-memory VRT of the moving raster georeferenced by the estimated transform; + warp options."""
+    gdal = _gdal()
+    try:
+        src = gdal.Translate("", str(moving), format="VRT")
+    except RuntimeError as e:
+        raise InputError(f"{moving}: cannot open for warping ({str(e).splitlines()[0][:160]})") from None
+    wkt = grid.crs_wkt or ""
+    opts: dict[str, Any] = {}
+    W, H = mov_size
+    if tr.model in AFFINE_MODELS or (tr.model == "homography" and np.allclose(tr.matrix[2, :2], 0, atol=1e-14)):
+        src.SetGCPs([], "")
+        src.SetGeoTransform(corrected_geotransform(tr.matrix, grid).to_gdal())
+        src.SetProjection(wkt)
+        return src, opts
+    if tr.model == "tps":
+        if tr.tiepoints is None or len(tr.tiepoints) < 3:
+            raise InputError("tps warp needs tie points (none in the transform)")
+        src.SetGCPs(_gcps(gdal, tr.tiepoints[:, :2], tr.tiepoints[:, 2:], grid), wkt)
+        opts["src_method"] = "GCP_TPS"
+        return src, opts
+    # homography / poly2: exact samples of the model on a grid over the moving raster
+    n = GRID_GCPS
+    g = np.stack(np.meshgrid(np.linspace(-0.5, W - 0.5, n), np.linspace(-0.5, H - 0.5, n)), -1).reshape(-1, 2)
+    src.SetGCPs(_gcps(gdal, g, tr.apply(g), grid), wkt)
+    order = 2 if tr.model == "poly2" else 3
+    tropts = ["METHOD=GCP_POLYNOMIAL", f"MAX_GCP_ORDER={order}"]
+    if tr.model == "homography":
+        t = gdal.Transformer(src, None, tropts)
+        q = np.random.default_rng(0).uniform(0, 1, (200, 2)) * [W, H] - 0.5
+        got = np.array([t.TransformPoint(0, float(x + 0.5), float(y + 0.5))[1][:2] for x, y in q])
+        err = np.hypot(*(got - grid.px_to_map(tr.apply(q))).T).max() / max(abs(grid.transform.a), 1e-12)
+        if err > 0.05:
+            log.info("homography: polynomial GCP fit off by %.3f px, using a dense TPS grid", err)
+            n = 33
+            g = np.stack(np.meshgrid(np.linspace(-0.5, W - 0.5, n), np.linspace(-0.5, H - 0.5, n)), -1).reshape(-1, 2)
+            src.SetGCPs(_gcps(gdal, g, tr.apply(g), grid), wkt)
+            opts["src_method"] = "GCP_TPS"
+            return src, opts
+    opts["src_method"] = "GCP_POLYNOMIAL"
+    opts["polynomialOrder"] = order
+    return src, opts
+
+
+def _out_nodata(dtype: str, nodata: float | None) -> float:
+    if nodata is not None:
+        return nodata
+    return float("nan") if dtype.startswith("float") or dtype.startswith("complex") else 0.0
+
+
+def _creation_options(fmt: str, compress: str, dtype: str) -> list[str]:
+    co = ["BIGTIFF=IF_SAFER", f"COMPRESS={compress}"]
+    if compress in ("DEFLATE", "LZW", "ZSTD"):
+        co.append("PREDICTOR=YES" if fmt == "COG" else ("PREDICTOR=3" if dtype.startswith("float") else
+                                                         "PREDICTOR=2" if "int" in dtype else "PREDICTOR=1"))
+    if fmt == "GTiff":
+        co += ["TILED=YES", "BLOCKXSIZE=512", "BLOCKYSIZE=512"]
+    return co
+
+
+def warp_to_grid(moving: str | Path, transform: PixelTransform, grid: Grid, out: str | Path,
+                 resampling: str = "bilinear", fmt: str = "COG", compress: str = "DEFLATE", mem_mb: int = 256,
+                 threads: int = 2, overwrite: bool = False) -> Path:
+    """Resample ``moving`` (all bands) onto ``grid`` with ``transform``; write ``out`` atomically.
+
+    mem_mb bounds GDAL's warp buffer and block cache (MB). Returns the output path.
+    """
+    import rasterio
+
+    gdal = _gdal()
+    moving, out = Path(moving), Path(out)
+    if resampling not in RESAMPLING:
+        raise ValueError(f"unknown resampling {resampling!r}; choose from {', '.join(RESAMPLING)}")
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
+    check_output(out, [moving], overwrite)
+    with rasterio.open(moving) as ds:
+        count, dtype, nodata, size = ds.count, ds.dtypes[0], ds.nodata, (ds.width, ds.height)
+    src, wopts = _source_vrt(moving, transform, grid, size)
+    out_nodata = _out_nodata(dtype, nodata)
+    tmp = _tmp_path(out, ".warp")
+    tmp_cog = _tmp_path(out)
+    try:
+        with _config({"GDAL_CACHEMAX": str(max(16, mem_mb // 2)), "GDAL_NUM_THREADS": str(threads)}):
+            gdt = src.GetRasterBand(1).DataType
+            drv = gdal.GetDriverByName("GTiff")
+            co = _creation_options("GTiff", compress if fmt == "GTiff" else "NONE", dtype)
+            dst = drv.Create(str(tmp), grid.width, grid.height, count, gdt, co)
+            if grid.georeferenced:
+                dst.SetGeoTransform(grid.transform.to_gdal())
+                dst.SetProjection(grid.crs_wkt)
+            for b in range(1, count + 1):
+                dst.GetRasterBand(b).SetNoDataValue(out_nodata)
+                desc = src.GetRasterBand(b).GetDescription()
+                if desc:
+                    dst.GetRasterBand(b).SetDescription(desc)
+            tropts = [] if grid.georeferenced else ["DST_METHOD=NO_GEOTRANSFORM"]
+            if "src_method" in wopts:
+                tropts.append(f"SRC_METHOD={wopts.pop('src_method')}")
+            wo = gdal.WarpOptions(resampleAlg=resampling, srcNodata=nodata, dstNodata=out_nodata,
+                                  warpMemoryLimit=mem_mb, multithread=threads > 1,
+                                  warpOptions=[f"NUM_THREADS={threads}", "INIT_DEST=NO_DATA"],
+                                  transformerOptions=tropts, errorThreshold=0.05, **wopts)
+            r = gdal.Warp(dst, src, options=wo)
+            if r is None:
+                raise OutputError(f"{out}: GDAL warp failed")
+            dst.FlushCache()
+            dst = r = None
+            if fmt == "COG":
+                ov_rs = "NEAREST" if resampling in ("nearest", "mode") else "AVERAGE"
+                co = _creation_options("COG", compress, dtype) + [f"RESAMPLING={ov_rs}", "OVERVIEWS=AUTO",
+                                                                  f"NUM_THREADS={threads}"]
+                c = gdal.Translate(str(tmp_cog), str(tmp), format="COG", creationOptions=co)
+                c = None
+                tmp.unlink()
+                tmp_cog.replace(out)
+            else:
+                tmp.replace(out)
+    except RuntimeError as e:
+        raise OutputError(f"{out}: cannot write warped raster ({str(e).splitlines()[0][:200]})") from None
+    finally:
+        src = None
+        for p in (tmp, tmp_cog):
+            if p.exists():
+                p.unlink()
+    log.info("warped %s -> %s (%s, %s)", moving, out, transform.model, resampling)
+    return out
+
+
+def update_georef(moving: str | Path, transform: PixelTransform, grid: Grid, out: str | Path, fmt: str = "COG",
+                  compress: str = "DEFLATE", overwrite: bool = False) -> Path:
+    """Copy ``moving`` unchanged (no resampling) with a corrected geotransform in the reference CRS.
+
+    Only for shift / similarity / affine models (a geotransform cannot express more).
+    """
+    gdal = _gdal()
+    moving, out = Path(moving), Path(out)
+    if transform.model not in AFFINE_MODELS:
+        raise InputError(f"--update-georef needs a shift, similarity or affine model, not {transform.model}")
+    if not grid.georeferenced:
+        raise InputError(f"{moving}: --update-georef needs georeferenced rasters")
+    check_output(out, [moving], overwrite)
+    src, _ = _source_vrt(moving, transform, grid, (0, 0))
+    tmp = _tmp_path(out)
+    try:
+        import rasterio
+
+        with rasterio.open(moving) as ds:
+            dtype = ds.dtypes[0]
+        c = gdal.Translate(str(tmp), src, format=fmt, creationOptions=_creation_options(fmt, compress, dtype))
+        c = None
+        tmp.replace(out)
+    except RuntimeError as e:
+        raise OutputError(f"{out}: cannot write ({str(e).splitlines()[0][:200]})") from None
+    finally:
+        src = None
+        if tmp.exists():
+            tmp.unlink()
+    return out
+
+
+def pixel_size(grid: Grid) -> float:
+    """Mean pixel size of a grid in map units (1 in pixel space)."""
+    a = grid.transform
+    return math.sqrt(abs(a.a * a.e - a.b * a.d)) if grid.georeferenced else 1.0

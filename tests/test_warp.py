@@ -1,0 +1,161 @@
+"""GDAL warp onto the reference grid: real GeoTIFFs in tmp_path, analytic images with known transforms."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+from rasterio.crs import CRS
+
+from sarreg.errors import InputError, OutputError
+from sarreg.synth import write_geotiff
+from sarreg.warp import Grid, PixelTransform, corrected_geotransform, update_georef, warp_to_grid
+
+H, W = 96, 128
+UTM = CRS.from_epsg(32631)
+REF_T = Affine(10.0, 0, 500000.0, 0, -10.0, 4800000.0)
+
+
+def _f(xy: np.ndarray) -> np.ndarray:
+    """A smooth analytic scene in reference pixel coordinates (bilinear-friendly)."""
+    x, y = xy[..., 0], xy[..., 1]
+    return (100 + 20 * np.sin(x / 9.0) + 15 * np.cos(y / 7.0) + 0.1 * x).astype(np.float32)
+
+
+def _grid_xy(h, w):
+    return np.stack(np.meshgrid(np.arange(w, dtype=float), np.arange(h, dtype=float)), -1)
+
+
+def _moving(tr: PixelTransform, h=H, w=W, bands=1) -> np.ndarray:
+    """Moving pixel (u, v) shows the scene at reference pixel tr(u, v)."""
+    uv = _grid_xy(h, w).reshape(-1, 2)
+    img = _f(tr.apply(uv)).reshape(h, w)
+    return np.stack([img * (b + 1) for b in range(bands)]) if bands > 1 else img
+
+
+def _check(out, tr, georef, bands=1, tol=0.35, margin=6):
+    with rasterio.open(out) as ds:
+        assert (ds.width, ds.height, ds.count) == (W, H, bands)
+        if georef:
+            assert ds.crs == UTM and ds.transform.almost_equals(REF_T)
+        arr = ds.read()
+        nodata = ds.nodata
+    exp = _f(_grid_xy(H, W))
+    # interior of the moving footprint: points whose inverse lies well inside the moving raster
+    got = arr[0]
+    ok = np.isfinite(got) & (got != nodata)
+    assert ok.mean() > 0.5
+    inner = np.zeros_like(ok)
+    inner[margin:-margin, margin:-margin] = True
+    sel = ok & inner
+    err = np.abs(got[sel] - exp[sel])
+    assert np.percentile(err, 99) < tol, np.percentile(err, 99)
+    if bands > 1:
+        assert np.allclose(arr[1][sel], 2 * got[sel], rtol=1e-4)
+
+
+def _shift_rot(dx, dy, deg=0.0, s=1.0):
+    a = math.radians(deg)
+    c = np.array([W / 2, H / 2])
+    R = np.array([[s * math.cos(a), -s * math.sin(a)], [s * math.sin(a), s * math.cos(a)]])
+    t = c - R @ c + [dx, dy]
+    return np.array([[R[0, 0], R[0, 1], t[0]], [R[1, 0], R[1, 1], t[1]], [0, 0, 1]])
+
+
+@pytest.mark.parametrize("georef", [True, False])
+@pytest.mark.parametrize("model", ["shift", "affine", "homography", "poly2"])
+def test_warp_reproduces_reference(tmp_path, georef, model):
+    m = {"shift": _shift_rot(3.25, -4.5), "affine": _shift_rot(2.5, 1.5, 7.0, 1.05),
+         "homography": _shift_rot(2, 2, 3.0) @ np.array([[1, 0, 0], [0, 1, 0], [2e-4, -1e-4, 1]]),
+         "poly2": _shift_rot(1, 1)}[model]
+    poly = None
+    if model == "poly2":
+        poly = np.array([[1.0, 1.0, 0.0, 3e-4, 0, 0], [-2.0, 0.0, 1.0, 0, 0, 2e-4]])
+    tr = PixelTransform(model, m, poly=poly)
+    mov = tmp_path / "moving.tif"
+    # the moving raster's own (wrong) georeferencing must be ignored in favour of the estimate
+    write_geotiff(mov, _moving(tr), Affine(20.0, 0, 100.0, 0, -20.0, 900.0) if georef else None,
+                  "EPSG:4326" if georef else None, nodata=-9999.0)
+    grid = Grid(W, H, REF_T, UTM.to_wkt()) if georef else Grid(W, H, Affine.identity(), None)
+    out = warp_to_grid(mov, tr, grid, tmp_path / "out.tif")
+    _check(out, tr, georef)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+def test_tps_multiband_gtiff_nearest(tmp_path):
+    m = _shift_rot(2.0, -1.0, 4.0)
+    # tie points sampled from the same affine: the TPS must reproduce it
+    rng = np.random.default_rng(0)
+    src = rng.uniform(0, [W, H], (60, 2))
+    dst = PixelTransform("affine", m).apply(src)
+    tr = PixelTransform("tps", m, tiepoints=np.c_[src, dst])
+    mov = tmp_path / "m.tif"
+    write_geotiff(mov, _moving(PixelTransform("affine", m), bands=3), REF_T, UTM, nodata=0.0)
+    grid = Grid(W, H, REF_T, UTM.to_wkt())
+    out = warp_to_grid(mov, tr, grid, tmp_path / "o.tif", fmt="GTiff", resampling="bilinear", compress="LZW")
+    _check(out, tr, True, bands=3, margin=10)
+    with rasterio.open(out) as ds:
+        assert ds.profile["compress"] == "lzw" and ds.nodata == 0.0 and ds.dtypes[0] == "float32"
+
+
+def test_cog_output_has_overviews_and_keeps_dtype(tmp_path):
+    img = (np.arange(600 * 1100).reshape(600, 1100) % 251).astype(np.uint16)
+    mov = tmp_path / "m.tif"
+    write_geotiff(mov, img, None, None)
+    out = warp_to_grid(mov, PixelTransform("shift", _shift_rot(1, 0)), Grid(1100, 600, Affine.identity(), None),
+                       tmp_path / "o.tif", resampling="nearest")
+    with rasterio.open(out) as ds:
+        assert ds.dtypes[0] == "uint16" and ds.nodata == 0
+        assert ds.overviews(1)
+        assert ds.crs is None
+        a = ds.read(1)
+    assert np.array_equal(a[:, 1:], img[:, :-1])  # moving pixel x lands on reference pixel x + 1
+
+
+def test_corrected_geotransform_pure_shift():
+    grid = Grid(W, H, REF_T, UTM.to_wkt())
+    gt = corrected_geotransform(_shift_rot(2, -3), grid)
+    assert gt.almost_equals(REF_T @ Affine.translation(2, -3))
+
+
+def test_update_georef(tmp_path):
+    mov = tmp_path / "m.tif"
+    img = _moving(PixelTransform("shift", _shift_rot(4, 5)))
+    write_geotiff(mov, img, REF_T, UTM)
+    grid = Grid(W, H, REF_T, UTM.to_wkt())
+    out = update_georef(mov, PixelTransform("shift", _shift_rot(4, 5)), grid, tmp_path / "o.tif", fmt="GTiff")
+    with rasterio.open(out) as ds:
+        assert ds.transform.almost_equals(REF_T @ Affine.translation(4, 5))
+        assert np.array_equal(ds.read(1), img)
+    with pytest.raises(InputError, match="shift, similarity or affine"):
+        update_georef(mov, PixelTransform("homography", np.eye(3)), grid, tmp_path / "o2.tif")
+
+
+def test_output_checks(tmp_path):
+    mov = tmp_path / "m.tif"
+    write_geotiff(mov, np.ones((32, 32), np.float32), None, None)
+    before = mov.read_bytes()
+    grid = Grid(32, 32, Affine.identity(), None)
+    tr = PixelTransform("shift", np.eye(3))
+    with pytest.raises(OutputError, match="same file as input"):
+        warp_to_grid(mov, tr, grid, mov, overwrite=True)
+    (tmp_path / "o.tif").write_text("x")
+    with pytest.raises(OutputError, match="exists"):
+        warp_to_grid(mov, tr, grid, tmp_path / "o.tif")
+    with pytest.raises(OutputError, match="does not exist"):
+        warp_to_grid(mov, tr, grid, tmp_path / "nope" / "o.tif")
+    assert mov.read_bytes() == before
+    d = tmp_path / "ro"
+    d.mkdir()
+    d.chmod(0o500)
+    try:
+        import os
+
+        if os.access(d, os.W_OK):  # running as root: permissions are not enforced
+            pytest.skip("cannot make a read-only folder as this user")
+        with pytest.raises(OutputError, match="not writable"):
+            warp_to_grid(mov, tr, grid, d / "o.tif")
+    finally:
+        d.chmod(0o700)
