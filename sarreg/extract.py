@@ -126,12 +126,56 @@ def _inference_net(model: Model, device: torch.device) -> torch.nn.Module:
     return cached[1]
 
 
-@torch.inference_mode()
-def run_network(model: Model, unit: np.ndarray, device: torch.device | str = "cpu",
-                precision: str = "fp32") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """H x W [0, 1] image -> (descriptors 128 x H x W, reliability H x W, repeatability H x W) on the CPU.
+@dataclass
+class DenseOutput:
+    """Network output of one tile: full-resolution reliability/repeatability (H x W) and the raw descriptor map
+    (128 x h x w; half resolution for the Fast network) from which descriptors are sampled at keypoints only.
 
-    Odd sizes are padded by edge replication to even so the Fast network's output covers every pixel.
+    Why: the full-resolution 128-channel descriptor map is by far the largest buffer (512 B/px); sampling it at
+    the few thousand keypoints instead keeps tile memory several times lower with identical values.
+    """
+
+    raw: torch.Tensor
+    reliability: torch.Tensor
+    repeatability: torch.Tensor
+    upsampled: bool
+
+    def descriptors_at(self, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+        """L2-normalised descriptors (N x 128 float32) at full-resolution integer pixels (rows ys, cols xs)."""
+        if len(ys) == 0:
+            return np.zeros((0, self.raw.shape[0]), np.float32)
+        y = torch.as_tensor(ys, dtype=torch.float32)
+        x = torch.as_tensor(xs, dtype=torch.float32)
+        if not self.upsampled:
+            v = self.raw[:, y.long(), x.long()].T
+        else:
+            # bilinear x2 up-sampling, align_corners=False, edge clamped: exactly what nn.Upsample computes
+            h, w = self.raw.shape[1:]
+            sy = ((y + 0.5) / 2 - 0.5).clamp(min=0)
+            sx = ((x + 0.5) / 2 - 0.5).clamp(min=0)
+            y0, x0 = sy.floor().long().clamp(max=h - 1), sx.floor().long().clamp(max=w - 1)
+            y1, x1 = (y0 + 1).clamp(max=h - 1), (x0 + 1).clamp(max=w - 1)
+            wy, wx = (sy - y0).unsqueeze(0), (sx - x0).unsqueeze(0)
+            r = self.raw
+            v = ((r[:, y0, x0] * (1 - wx) + r[:, y0, x1] * wx) * (1 - wy)
+                 + (r[:, y1, x0] * (1 - wx) + r[:, y1, x1] * wx) * wy).T
+        return F.normalize(v.float(), p=2, dim=1, eps=1e-12).numpy().astype(np.float32)
+
+
+def _heads(net: torch.nn.Module, full: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    sq = full * full
+    rel = torch.softmax(net.clf(sq), dim=1)[:, 1]
+    s = F.softplus(net.sal(sq))
+    return rel, (s / (1 + s))[:, 0]
+
+
+@torch.inference_mode()
+def run_network(model: Model, unit: np.ndarray, device: torch.device | str = "cpu", precision: str = "fp32",
+                strip: int = 128) -> DenseOutput:
+    """H x W [0, 1] image -> ``DenseOutput`` (maps on the CPU, float32).
+
+    Odd sizes are padded by edge replication to even so the Fast network's output covers every pixel. The heads
+    run in row strips over the up-sampled map so the 128-channel full-resolution map never exists whole.
     """
     device = torch.device(device)
     h, w = unit.shape
@@ -141,14 +185,36 @@ def run_network(model: Model, unit: np.ndarray, device: torch.device | str = "cp
         x = F.pad(x, (0, pw, 0, ph), mode="replicate")
     x = model.normalise(x.to(device))
     net = _inference_net(model, device)
-    if precision == "bf16":
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
-            out = net(x)
-        out = {k: v.float() for k, v in out.items()}
-    else:
-        out = net(x)
-    d = out["descriptors"][0, :, :h, :w].cpu()
-    return d, out["reliability"][0, 0, :h, :w].cpu(), out["repeatability"][0, 0, :h, :w].cpu()
+    ops = list(net.ops)
+    up = isinstance(ops[-1], torch.nn.Upsample)
+    ctx = torch.autocast(device_type=device.type, dtype=torch.bfloat16) if precision == "bf16" else _null()
+    with ctx:
+        for op in ops[:-1] if up else ops:
+            x = op(x)
+    raw = x.float()
+    del x
+    if not up:
+        rel, rep = _heads(net, raw)
+        return DenseOutput(raw[0, :, :h, :w].cpu(), rel[0, :h, :w].cpu(), rep[0, :h, :w].cpu(), False)
+    hh = raw.shape[2]
+    H, W = 2 * hh, 2 * raw.shape[3]
+    rel = torch.empty(H, W)
+    rep = torch.empty(H, W)
+    for r0 in range(0, H, 2 * strip):
+        r1 = min(H, r0 + 2 * strip)
+        i0, i1 = max(0, r0 // 2 - 1), min(hh, r1 // 2 + 1)
+        seg = F.interpolate(raw[:, :, i0:i1], scale_factor=2, mode="bilinear", align_corners=False)
+        a, b = _heads(net, seg[:, :, r0 - 2 * i0:r1 - 2 * i0])
+        rel[r0:r1], rep[r0:r1] = a[0].cpu(), b[0].cpu()
+    return DenseOutput(raw[0].cpu(), rel[:h, :w], rep[:h, :w], True)
+
+
+class _null:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *a: object) -> None:
+        return None
 
 
 def detect(rel: torch.Tensor, rep: torch.Tensor, cfg: ExtractConfig,
@@ -190,7 +256,8 @@ def _extract_tile(model: Model, unit: np.ndarray, valid: np.ndarray, cfg: Extrac
     """Detections inside ``core`` (tile-local rows/cols) -> (rows, cols, scores, descriptors), best ``quota``."""
     if not valid.any():
         return np.zeros(0, int), np.zeros(0, int), np.zeros(0, np.float32), np.zeros((0, 128), np.float32)
-    d, rel, rep = run_network(model, unit, device, cfg.precision)
+    out = run_network(model, unit, device, cfg.precision)
+    rel, rep = out.reliability, out.repeatability
     allowed = _allowed_mask(valid, cfg.border)
     r0, r1, c0, c1 = core
     inside = np.zeros_like(allowed)
@@ -200,8 +267,7 @@ def _extract_tile(model: Model, unit: np.ndarray, valid: np.ndarray, cfg: Extrac
     if quota > 0 and scores.size > quota:
         best = np.argpartition(scores, -quota)[-quota:]
         ys, xs, scores = ys[best], xs[best], scores[best]
-    desc = d[:, ys, xs].T.contiguous().numpy().astype(np.float32)
-    return ys, xs, scores, desc
+    return ys, xs, scores, out.descriptors_at(ys, xs)
 
 
 def _quota(cfg: ExtractConfig, core_area: int, total_area: float) -> int:

@@ -37,8 +37,17 @@ def test_fast_net_odd_size_is_one_smaller_and_run_network_pads() -> None:
     with torch.no_grad():
         out = m.net(torch.randn(1, 1, 33, 41))
     assert out["descriptors"].shape[2:] == (32, 40)
-    d, rel, rep = run_network(m, np.random.default_rng(0).random((33, 41), dtype=np.float32))
-    assert d.shape == (128, 33, 41) and rel.shape == rep.shape == (33, 41)
+    img = np.random.default_rng(0).random((33, 41), dtype=np.float32)
+    out = run_network(m, img, strip=4)  # strips of 8 rows exercise the strip seams
+    assert out.reliability.shape == out.repeatability.shape == (33, 41)
+    x = m.normalise(torch.nn.functional.pad(torch.from_numpy(img)[None, None], (0, 1, 0, 1), mode="replicate"))
+    with torch.no_grad():
+        full = m.net(x)
+    assert torch.allclose(out.repeatability, full["repeatability"][0, 0, :33, :41], atol=1e-5)
+    assert torch.allclose(out.reliability, full["reliability"][0, 0, :33, :41], atol=1e-5)
+    ys, xs = np.array([0, 5, 32, 17]), np.array([0, 40, 3, 21])
+    d = out.descriptors_at(ys, xs)
+    assert np.abs(d - full["descriptors"][0][:, ys, xs].T.numpy()).max() < 1e-4
 
 
 def test_wrong_input_channels_is_a_clear_error() -> None:
