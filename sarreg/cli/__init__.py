@@ -49,3 +49,6 @@ def main() -> None:
 from sarreg.cli.extract import extract  # noqa: E402
 
 cli.add_command(extract)
+
+from sarreg.cli.evaluate import evaluate  # noqa: E402
+cli.add_command(evaluate)

@@ -1,0 +1,700 @@
+"""Benchmark registration methods on image pairs with known ground truth (and build such pairs).
+
+A *pairs folder* holds one sub-folder per pair with ``ref.*``, ``moving.*`` (GeoTIFF / PNG / JPEG) and
+``gt.json`` whose key ``"H"`` is the 3 x 3 matrix mapping a MOVING pixel to the REFERENCE pixel
+(x = column, y = row, (0, 0) = centre of the top-left pixel). This is the layout of ``../shared/eval/pairs``.
+
+``evaluate(pairs, methods)`` runs every method on every pair the same way: both images are read through
+``sarreg.io.raster`` (log intensity scaled to [0, 1]), keypoints are matched (learned methods: mutual nearest
+neighbours, ``sarreg.match.match_mnn``; SIFT / ORB: OpenCV brute force with Lowe's ratio 0.8 on the same
+log-scaled 8-bit images) and a homography is fitted with MAGSAC++ (``sarreg.estimate.fit_model``). Metrics:
+
+* MMA(t), t = 1..10 px: fraction of tentative matches whose moving keypoint, mapped with the true H, lands within
+  t px of its matched reference keypoint (0 for a pair without matches), averaged over pairs.
+* homography error: mean distance over a 10 x 10 grid of the moving image (points the true H maps inside the
+  reference image) between the estimated and the true mapping, exactly as ``../shared/eval/score.py`` computes
+  it; a failed fit is an infinite error. Success at 1 / 3 / 5 px.
+* inliers of the fit, keypoints, matches, wall time per pair (reading + extraction + matching + fitting).
+
+``make_pairs`` builds such a folder from co-registered multi-date rasters (or single rasters with two independent
+synthetic speckle draws) with seeded random homographies.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import cv2
+import numpy as np
+
+from sarreg.config import ExtractConfig, PreprocessConfig
+from sarreg.errors import InputError, OutputError, RegistrationFailed
+
+log = logging.getLogger(__name__)
+
+MMA_THRESHOLDS = tuple(range(1, 11))
+SUCCESS_THRESHOLDS = (1, 3, 5)
+IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
+CLASSICAL = ("sift", "orb")
+
+
+# ------------------------------------------------------------------------------------------------ pairs
+@dataclass
+class Pair:
+    """One evaluation pair. H: 3 x 3 moving -> reference pixel (None when there is no ground truth)."""
+
+    id: str
+    ref: Path
+    moving: Path
+    H: np.ndarray | None
+    ref_size: tuple[int, int] | None = None      # (W, H) from gt.json, checked against the file when read
+    moving_size: tuple[int, int] | None = None
+    source: str = ""
+    difficulty: str = ""
+    large: bool = False
+
+
+def _find_image(folder: Path, stem: str, hint: str | None) -> Path:
+    if hint:
+        p = folder / hint
+        if p.is_file():
+            return p
+    cands = sorted(p for p in folder.iterdir() if p.stem == stem and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not cands:
+        raise InputError(f"{folder}: no {stem}.* image ({'/'.join(IMAGE_SUFFIXES)})")
+    return cands[0]
+
+
+def read_gt(path: Path) -> dict[str, Any]:
+    """Parse and check one gt.json (key "H": finite, invertible 3 x 3)."""
+    try:
+        gt = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise InputError(f"{path}: unreadable ground truth ({e})") from None
+    try:
+        H = np.asarray(gt["H"], dtype=np.float64)
+    except (TypeError, KeyError, ValueError):
+        H = None
+    if H is None or H.shape != (3, 3) or not np.isfinite(H).all() or abs(np.linalg.det(H)) < 1e-12:
+        raise InputError(f"{path}: key 'H' must be a finite invertible 3x3 matrix")
+    gt["H"] = H
+    return gt
+
+
+def load_pairs(pairs_dir: str | Path, ids: Iterable[str] | None = None, skip_large: bool = False) -> list[Pair]:
+    """All pairs of a folder (sub-folders holding gt.json), sorted by id; optionally only ``ids``."""
+    root = Path(pairs_dir)
+    if not root.is_dir():
+        raise InputError(f"{root}: pairs folder not found")
+    want = None if ids is None else set(ids)
+    out = []
+    for sub in sorted(p for p in root.iterdir() if p.is_dir() and (p / "gt.json").is_file()):
+        if want is not None and sub.name not in want:
+            continue
+        gt = read_gt(sub / "gt.json")
+        pair = Pair(id=str(gt.get("id", sub.name)),
+                    ref=_find_image(sub, "ref", gt.get("ref")), moving=_find_image(sub, "moving", gt.get("moving")),
+                    H=gt["H"], ref_size=_wh(gt.get("ref_size_wh")), moving_size=_wh(gt.get("moving_size_wh")),
+                    source=str(gt.get("source", "")), difficulty=str(gt.get("difficulty", "")),
+                    large=bool(gt.get("large", False)))
+        if skip_large and pair.large:
+            continue
+        out.append(pair)
+    if not out:
+        raise InputError(f"{root}: no pairs (sub-folders with ref.*, moving.*, gt.json)")
+    return out
+
+
+def _wh(v: Any) -> tuple[int, int] | None:
+    return None if v is None else (int(v[0]), int(v[1]))
+
+
+# ------------------------------------------------------------------------------------------------ metrics
+def apply_h(H: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    """N x 2 points through a 3 x 3 homography; points behind the camera / at infinity -> NaN."""
+    p = np.c_[np.asarray(pts, float).reshape(-1, 2), np.ones(len(pts))] @ np.asarray(H, float).T
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = p[:, :2] / p[:, 2:3]
+    out[~(p[:, 2] > 1e-12)] = np.nan
+    return out
+
+
+def grid_points(w: int, h: int, n: int = 10) -> np.ndarray:
+    """n x n points spanning a w x h image, corners included (N x 2, x then y)."""
+    X, Y = np.meshgrid(np.linspace(0, w - 1, n), np.linspace(0, h - 1, n))
+    return np.c_[X.ravel(), Y.ravel()]
+
+
+def homography_error(H_gt: np.ndarray, H_pred: np.ndarray | None, moving_wh: tuple[int, int],
+                     ref_wh: tuple[int, int]) -> float:
+    """Mean |H_pred(p) - H_gt(p)| (reference px) over a 10 x 10 grid of the moving image, keeping the points that
+    H_gt maps inside the reference image; inf for a missing / non-finite prediction (the official scorer's rule)."""
+    if H_pred is None:
+        return math.inf
+    Hp = np.asarray(H_pred, float)
+    if Hp.shape != (3, 3) or not np.isfinite(Hp).all():
+        return math.inf
+    w, h = moving_wh
+    W, Hh = ref_wh
+    pts = grid_points(w, h)
+    qg = apply_h(H_gt, pts)
+    ok = (qg[:, 0] >= 0) & (qg[:, 0] <= W - 1) & (qg[:, 1] >= 0) & (qg[:, 1] <= Hh - 1)
+    e = np.linalg.norm(apply_h(Hp, pts[ok]) - qg[ok], axis=1)
+    return float(np.mean(e)) if np.all(np.isfinite(e)) else math.inf
+
+
+def match_accuracy(H_gt: np.ndarray, xy_moving: np.ndarray, xy_ref: np.ndarray,
+                   thresholds: Sequence[float] = MMA_THRESHOLDS) -> list[float]:
+    """Fraction of matches with |H_gt(moving) - ref| <= t for each t (0 for no matches)."""
+    if len(xy_moving) == 0:
+        return [0.0] * len(thresholds)
+    d = np.linalg.norm(apply_h(H_gt, xy_moving) - np.asarray(xy_ref, float), axis=1)
+    d[~np.isfinite(d)] = np.inf
+    return [float(np.mean(d <= t)) for t in thresholds]
+
+
+# ------------------------------------------------------------------------------------------------ methods
+@dataclass(frozen=True)
+class Method:
+    """A way to get matches. kind: "learned" (``weights`` = checkpoint path, None = shipped model), "sift", "orb"."""
+
+    label: str
+    kind: str
+    weights: str | None = None
+
+    @staticmethod
+    def parse(spec: str) -> "Method":
+        """'sift' | 'orb' | 'model' (the shipped model) | a checkpoint path (label = file stem)."""
+        s = spec.strip()
+        if s.lower() in CLASSICAL:
+            return Method(s.lower(), s.lower())
+        if s.lower() == "model":
+            from sarreg.model.weights import DEFAULT_MODEL_NAME
+
+            return Method(Path(DEFAULT_MODEL_NAME).stem, "learned", None)
+        p = Path(s)
+        if p.suffix.lower() in (".pt", ".pth") or p.exists():
+            return Method(p.stem, "learned", str(p))
+        raise InputError(f"unknown method {spec!r}: use sift, orb, model, or a checkpoint path (.pt)")
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """Options shared by every pair. extract: learned extraction (multiscale, top-k, thresholds);
+    ratio: optional Lowe ratio for the learned MNN matcher; classical_ratio: ratio test of SIFT / ORB;
+    orb_features: ORB keypoint budget; threshold: MAGSAC inlier distance (reference px)."""
+
+    extract: ExtractConfig = field(default_factory=ExtractConfig)
+    ratio: float | None = None
+    classical_ratio: float = 0.8
+    orb_features: int = 5000
+    sift_features: int = 0
+    threshold: float = 3.0
+    robust: str = "magsac"
+    skip_large_learned: bool = False
+    seed: int = 0
+
+
+@dataclass
+class PairResult:
+    """One method on one pair. error: homography grid error (px, inf = failed); mma: per MMA_THRESHOLDS."""
+
+    pair: str
+    method: str
+    status: str                       # ok | failed | skipped
+    matrix: list[list[float]] | None
+    error: float | None
+    mma: list[float] | None
+    keypoints: tuple[int, int]
+    matches: int
+    inliers: int
+    time_s: float
+    message: str = ""
+
+
+@dataclass
+class MethodSummary:
+    """Averages of one method over the pairs it ran on (skipped pairs excluded)."""
+
+    method: str
+    n: int
+    failed: int
+    success: dict[str, float]         # "1", "3", "5" -> fraction of pairs with error <= t px
+    median_error: float | None        # None = inf (more than half failed)
+    mma: list[float]                  # mean over pairs, per MMA_THRESHOLDS
+    mean_inliers: float
+    mean_matches: float
+    mean_keypoints: float
+    time_s: float
+
+
+@dataclass
+class EvalResult:
+    """Everything one ``evaluate`` run measured; ``to_dict`` / ``save_json`` give plain JSON (inf -> null)."""
+
+    methods: list[str]
+    pairs: list[str]
+    results: list[PairResult]
+    summaries: list[MethodSummary]
+    mma_thresholds: list[int] = field(default_factory=lambda: list(MMA_THRESHOLDS))
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self, method: str) -> MethodSummary:
+        for s in self.summaries:
+            if s.method == method:
+                return s
+        raise KeyError(method)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _json_safe(asdict(self))
+
+    def save_json(self, path: str | Path) -> Path:
+        return _atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=1) + "\n")
+
+    def to_markdown(self) -> str:
+        """A markdown table: one row per method."""
+        head = ("| method | pairs | failed | s@1px | s@3px | s@5px | median err (px) | MMA@1 | MMA@3 | MMA@5 | "
+                "MMA@10 | inliers | matches | s/pair |")
+        lines = [head, "|" + "---|" * 1 + "---:|" * (head.count("|") - 2)]
+        for s in self.summaries:
+            med = "inf" if s.median_error is None else f"{s.median_error:.2f}"
+            lines.append(
+                f"| {s.method} | {s.n} | {s.failed} | {s.success['1']:.3f} | {s.success['3']:.3f} | "
+                f"{s.success['5']:.3f} | {med} | {s.mma[0]:.3f} | {s.mma[2]:.3f} | {s.mma[4]:.3f} | {s.mma[9]:.3f} | "
+                f"{s.mean_inliers:.1f} | {s.mean_matches:.1f} | {s.time_s:.2f} |")
+        return "\n".join(lines) + "\n"
+
+    def save_markdown(self, path: str | Path) -> Path:
+        return _atomic_write_text(Path(path), self.to_markdown())
+
+    def plot_mma(self, path: str | Path) -> Path:
+        """PNG of mean matching accuracy versus threshold, one curve per method (matplotlib Agg)."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(6, 4), dpi=100)
+        ax = fig.add_subplot(111)
+        for s in self.summaries:
+            ax.plot(self.mma_thresholds, s.mma, marker="o", label=f"{s.method} (s@3px {s.success['3']:.2f})")
+        ax.set_xlabel("threshold (px)")
+        ax.set_ylabel("mean matching accuracy")
+        ax.set_ylim(0, 1)
+        ax.set_xlim(1, max(self.mma_thresholds))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        ax.set_title(f"MMA over {len(self.pairs)} pairs")
+        fig.tight_layout()
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp.png")
+        try:
+            fig.savefig(tmp, format="png")
+            tmp.replace(path)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            raise OutputError(f"{path}: cannot write ({e.strerror or e})") from None
+        return path
+
+
+def _json_safe(o: Any) -> Any:
+    if isinstance(o, dict):
+        return {str(k): _json_safe(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_json_safe(v) for v in o]
+    if isinstance(o, (np.floating, float)):
+        return float(o) if math.isfinite(o) else None
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.ndarray):
+        return _json_safe(o.tolist())
+    if isinstance(o, Path):
+        return str(o)
+    return o
+
+
+def _atomic_write_text(path: Path, text: str) -> Path:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text)
+        tmp.replace(path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"{path}: cannot write ({e.strerror or e})") from None
+    return path
+
+
+# ------------------------------------------------------------------------------------------------ running
+def _read(path: Path, pre: PreprocessConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Whole image -> ([0, 1] log-scaled float32, valid mask) through the same reader as the tool."""
+    from sarreg.io.raster import open_scene, read_unit
+
+    return read_unit(open_scene(path, pre), pre=pre)
+
+
+def _to_u8(unit: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(unit * 255.0), 0, 255).astype(np.uint8)
+
+
+def _classical(kind: str, u8: np.ndarray, valid: np.ndarray, opt: EvalOptions):
+    mask = cv2.erode(valid.astype(np.uint8) * 255, np.ones((5, 5), np.uint8))
+    det = cv2.SIFT_create(nfeatures=opt.sift_features) if kind == "sift" else cv2.ORB_create(opt.orb_features)
+    kps, desc = det.detectAndCompute(u8, mask)
+    xy = np.array([k.pt for k in kps], np.float64).reshape(-1, 2)  # OpenCV: pixel centres at integers, as ours
+    return xy, desc
+
+
+def _ratio_match(kind: str, d1: np.ndarray | None, d2: np.ndarray | None, ratio: float) -> tuple[np.ndarray, np.ndarray]:
+    if d1 is None or d2 is None or len(d1) < 1 or len(d2) < 2:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    bf = cv2.BFMatcher(cv2.NORM_L2 if kind == "sift" else cv2.NORM_HAMMING)
+    i1, i2 = [], []
+    for m in bf.knnMatch(d1, d2, k=2):
+        if len(m) == 2 and m[0].distance < ratio * m[1].distance:
+            i1.append(m[0].queryIdx)
+            i2.append(m[0].trainIdx)
+    return np.asarray(i1, np.int64), np.asarray(i2, np.int64)
+
+
+def _fit(src: np.ndarray, dst: np.ndarray, opt: EvalOptions) -> tuple[np.ndarray | None, int, str]:
+    from sarreg.estimate import fit_model
+
+    try:
+        est = fit_model(src, dst, model="homography", robust=opt.robust, threshold=opt.threshold, seed=opt.seed,
+                        kfold=2)
+    except RegistrationFailed as e:
+        return None, 0, str(e)
+    return est.matrix, est.n_inliers, ""
+
+
+def run_pair(pair: Pair, method: Method, model: Any, opt: EvalOptions,
+             images: tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray], float] | None = None
+             ) -> PairResult:
+    """Run one method on one pair. ``images``: already read (ref, moving, read seconds) to share reads."""
+    t0 = time.perf_counter()
+    if images is None:
+        images = (_read(pair.ref, opt.extract.preprocess), _read(pair.moving, opt.extract.preprocess), 0.0)
+    (ur, vr), (um, vm), t_read = images
+    if method.kind == "learned":
+        from sarreg.extract import extract_array
+        from sarreg.match import match_mnn
+
+        fr = extract_array(model, ur, vr, opt.extract)
+        fm = extract_array(model, um, vm, opt.extract)
+        m = match_mnn(fm.descriptors, fr.descriptors, ratio=opt.ratio, device=_device(opt))
+        xy_m, xy_r = fm.xy[m.idx1], fr.xy[m.idx2]
+        nkp = (len(fr), len(fm))
+    else:
+        xr, dr = _classical(method.kind, _to_u8(ur), vr, opt)
+        xm, dm = _classical(method.kind, _to_u8(um), vm, opt)
+        i1, i2 = _ratio_match(method.kind, dm, dr, opt.classical_ratio)
+        xy_m, xy_r = xm[i1], xr[i2]
+        nkp = (len(xr), len(xm))
+    matrix, inliers, msg = _fit(xy_m, xy_r, opt)
+    dt = time.perf_counter() - t0 + t_read
+    err = mma = None
+    if pair.H is not None:
+        ref_wh = pair.ref_size or (ur.shape[1], ur.shape[0])
+        mov_wh = pair.moving_size or (um.shape[1], um.shape[0])
+        err = homography_error(pair.H, matrix, mov_wh, ref_wh)
+        mma = match_accuracy(pair.H, xy_m, xy_r)
+    return PairResult(pair=pair.id, method=method.label, status="ok" if matrix is not None else "failed",
+                      matrix=None if matrix is None else np.asarray(matrix).tolist(), error=err, mma=mma,
+                      keypoints=nkp, matches=int(len(xy_m)), inliers=int(inliers), time_s=float(dt), message=msg)
+
+
+def _device(opt: EvalOptions) -> str:
+    from sarreg.extract import resolve_device
+
+    return str(resolve_device(opt.extract.device))
+
+
+def _check_sizes(pair: Pair, ur: np.ndarray, um: np.ndarray) -> None:
+    for name, wh, u, path in (("ref", pair.ref_size, ur, pair.ref), ("moving", pair.moving_size, um, pair.moving)):
+        if wh is not None and tuple(wh) != (u.shape[1], u.shape[0]):
+            raise InputError(f"{path}: size {u.shape[1]}x{u.shape[0]} differs from gt.json {name}_size_wh {wh}")
+
+
+def summarise(method: str, rows: list[PairResult]) -> MethodSummary:
+    """Success rates, median error, mean MMA curve / inliers / time over the non-skipped rows."""
+    rows = [r for r in rows if r.status != "skipped"]
+    n = len(rows)
+    errs = np.array([math.inf if r.error is None else r.error for r in rows], float)
+    has_gt = [r for r in rows if r.mma is not None]
+    med = float(np.median(errs)) if n else math.inf
+    return MethodSummary(
+        method=method, n=n, failed=int(sum(r.status != "ok" for r in rows)),
+        success={str(t): float(np.mean(errs <= t)) if n and has_gt else float("nan") for t in SUCCESS_THRESHOLDS},
+        median_error=med if math.isfinite(med) else None,
+        mma=[float(v) for v in np.mean([r.mma for r in has_gt], axis=0)] if has_gt else [float("nan")] * 10,
+        mean_inliers=float(np.mean([r.inliers for r in rows])) if n else 0.0,
+        mean_matches=float(np.mean([r.matches for r in rows])) if n else 0.0,
+        mean_keypoints=float(np.mean([np.mean(r.keypoints) for r in rows])) if n else 0.0,
+        time_s=float(np.mean([r.time_s for r in rows])) if n else 0.0)
+
+
+def write_prediction(pred_dir: Path, r: PairResult) -> Path:
+    """``<pred_dir>/<pair>.json`` in the official scorer's format ({"matrix", "time_s"} or {"failed": true})."""
+    doc: dict[str, Any] = {"matrix": r.matrix, "time_s": round(r.time_s, 4)} if r.matrix is not None else \
+        {"failed": True, "time_s": round(r.time_s, 4), "reason": r.message}
+    doc.update(method=r.method, inliers=r.inliers, matches=r.matches)
+    return _atomic_write_text(pred_dir / f"{r.pair}.json", json.dumps(doc) + "\n")
+
+
+def evaluate(pairs: str | Path | Sequence[Pair], methods: Sequence[Method | str], options: EvalOptions = EvalOptions(),
+             pred_dir: str | Path | None = None, progress: Callable[[int, int, str], None] | None = None,
+             models: dict[str, Any] | None = None) -> EvalResult:
+    """Run every method on every pair; returns per-pair results and per-method summaries.
+
+    pairs: a pairs folder or a list of ``Pair`` (H may be None: then only matches / inliers / time are measured).
+    methods: ``Method`` objects or specs for ``Method.parse``. Learned checkpoints are loaded once
+    (``models`` may hold preloaded ones by label). pred_dir: write ``<pred_dir>/<method>/<pair>.json`` for
+    ``score.py``. progress: callable(done, total, label).
+    """
+    from sarreg.extract import resolve_device
+    from sarreg.model.weights import load_model
+
+    plist = load_pairs(pairs) if isinstance(pairs, (str, Path)) else list(pairs)
+    meths = [m if isinstance(m, Method) else Method.parse(m) for m in methods]
+    if not meths:
+        raise InputError("no methods to evaluate")
+    labels = [m.label for m in meths]
+    if len(set(labels)) != len(labels):
+        raise InputError(f"duplicate method labels {labels}: rename the checkpoint files")
+    loaded = dict(models or {})
+    device = resolve_device(options.extract.device)
+    for m in meths:  # load (and so validate) every checkpoint before any work
+        if m.kind == "learned" and m.label not in loaded:
+            loaded[m.label] = load_model(m.weights, device)
+    outs: dict[str, Path] = {}
+    if pred_dir is not None:
+        for m in meths:
+            d = Path(pred_dir) / m.label
+            try:
+                d.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise OutputError(f"{d}: cannot create prediction folder ({e.strerror})") from None
+            outs[m.label] = d
+    results: list[PairResult] = []
+    total, done = len(plist) * len(meths), 0
+    for pair in plist:
+        t0 = time.perf_counter()
+        ref = _read(pair.ref, options.extract.preprocess)
+        mov = _read(pair.moving, options.extract.preprocess)
+        _check_sizes(pair, ref[0], mov[0])
+        t_read = time.perf_counter() - t0
+        for m in meths:
+            if m.kind == "learned" and options.skip_large_learned and pair.large:
+                r = PairResult(pair.id, m.label, "skipped", None, None, None, (0, 0), 0, 0, 0.0, "large pair")
+            else:
+                r = run_pair(pair, m, loaded.get(m.label), options, (ref, mov, t_read))
+                if m.label in outs:
+                    write_prediction(outs[m.label], r)
+            log.info("%s %s: %s err=%s inliers=%d %.2fs", pair.id, m.label, r.status,
+                     "-" if r.error is None else f"{r.error:.2f}", r.inliers, r.time_s)
+            results.append(r)
+            done += 1
+            if progress is not None:
+                progress(done, total, f"{pair.id} {m.label}")
+    summaries = [summarise(m.label, [r for r in results if r.method == m.label]) for m in meths]
+    opts = _json_safe(asdict(options))
+    opts["models"] = {k: {"name": getattr(v, "name", ""), "sha256": getattr(v, "sha256", "")}
+                      for k, v in loaded.items()}
+    return EvalResult(methods=labels, pairs=[p.id for p in plist], results=results, summaries=summaries,
+                      options=opts)
+
+
+# ------------------------------------------------------------------------------------------------ make-pairs
+@dataclass(frozen=True)
+class WarpRange:
+    """Random warp ranges: shift (px), rotation (deg), scale (log-uniform), perspective (corner displacement as a
+    fraction of the image size)."""
+
+    shift: float = 40.0
+    rotation: float = 15.0
+    scale: tuple[float, float] = (0.8, 1.25)
+    perspective: float = 0.05
+
+
+def random_homography(w: int, h: int, rng: np.random.Generator, rng_cfg: WarpRange = WarpRange()
+                      ) -> tuple[np.ndarray, dict[str, float]]:
+    """Seeded random moving -> reference pixel homography about the image centre (w x h image)."""
+    c = np.array([(w - 1) / 2, (h - 1) / 2])
+    ang = math.radians(rng.uniform(-rng_cfg.rotation, rng_cfg.rotation))
+    s = math.exp(rng.uniform(math.log(rng_cfg.scale[0]), math.log(rng_cfg.scale[1])))
+    t = rng.uniform(-rng_cfg.shift, rng_cfg.shift, 2)
+    A = np.array([[s * math.cos(ang), -s * math.sin(ang), 0], [s * math.sin(ang), s * math.cos(ang), 0], [0, 0, 1]])
+    # mild perspective: p' = p / (1 + gx u + gy v) with u, v in [-1, 1] over the image -> <= ~perspective shift
+    g = rng.uniform(-rng_cfg.perspective, rng_cfg.perspective, 2) / np.array([w / 2, h / 2])
+    P = np.array([[1, 0, 0], [0, 1, 0], [g[0], g[1], 1.0]])
+    Tc = np.array([[1, 0, -c[0]], [0, 1, -c[1]], [0, 0, 1]])
+    Tb = np.array([[1, 0, c[0] + t[0]], [0, 1, c[1] + t[1]], [0, 0, 1]])
+    H = Tb @ A @ P @ Tc
+    H /= H[2, 2]
+    return H, {"tx": float(t[0]), "ty": float(t[1]), "rotation_deg": math.degrees(ang), "scale": s,
+               "perspective_x": float(g[0]), "perspective_y": float(g[1])}
+
+
+def _source_groups(srcs: Sequence[str | Path]) -> list[list[Path]]:
+    """SRC -> list of co-registered images: a file alone (synthetic speckle), a folder (every raster in it, one
+    scene, several dates), or 'a.tif,b.tif' (explicit dates)."""
+    groups = []
+    for s in srcs:
+        s = str(s)
+        if "," in s:
+            files = [Path(p) for p in s.split(",") if p]
+        elif Path(s).is_dir():
+            files = sorted(p for p in Path(s).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            if not files:
+                raise InputError(f"{s}: folder holds no rasters ({'/'.join(IMAGE_SUFFIXES)})")
+        else:
+            files = [Path(s)]
+        for f in files:
+            if not f.is_file():
+                raise InputError(f"{f}: file not found")
+        groups.append(files)
+    if not groups:
+        raise InputError("make-pairs needs at least one source")
+    return groups
+
+
+def _read_raw(path: Path, band: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """One band as float32 (values as stored) + validity (dataset mask & finite)."""
+    from sarreg.io.raster import choose_band, open_dataset
+
+    with open_dataset(path) as ds:
+        b = choose_band(ds, band, path)
+        v = ds.read(b)
+        m = ds.read_masks(b) > 0
+        dtype = ds.dtypes[b - 1]
+    if np.iscomplexobj(v):
+        v = (v.real.astype(np.float32) ** 2 + v.imag.astype(np.float32) ** 2)
+        dtype = "float32"
+    v = v.astype(np.float32)
+    return v, m & np.isfinite(v)
+
+
+def make_pairs(sources: Sequence[str | Path], out_dir: str | Path, n: int, seed: int = 0, size: int = 512,
+               looks: float = 4.0, warp: WarpRange = WarpRange(), band: int | None = None,
+               overwrite: bool = False, min_inside: float = 0.5) -> list[Path]:
+    """Write ``n`` pairs ``<out_dir>/<id>/{ref,moving}.<tif|png>`` + ``gt.json`` (+ ``index.json``).
+
+    Each pair picks a source (seeded), two different dates of it in random order (a single-image source gets two
+    independent speckle draws of ``looks`` looks on its linear intensity), a reference crop of ``size`` px (0 = the
+    whole image) and a random homography; the moving image samples the second date through it (GDAL-free
+    resampling with OpenCV, bilinear). 8-bit sources stay 8-bit PNG; others become float32 GeoTIFF-less TIFF
+    with nodata 0 outside the source. Existing pair folders are an error unless ``overwrite``.
+    """
+    from sarreg.synth import speckle, warp_image, write_geotiff
+
+    out = Path(out_dir)
+    groups = _source_groups(sources)
+    if n < 1:
+        raise InputError("--n must be at least 1")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"{out}: cannot create output folder ({e.strerror})") from None
+    inputs = {p.resolve() for g in groups for p in g}
+    if out.resolve() in inputs:
+        raise OutputError(f"{out}: output folder is an input")
+    rng = np.random.default_rng(seed)
+    cache: dict[Path, tuple[np.ndarray, np.ndarray]] = {}
+    written, index = [], []
+    for k in range(n):
+        gi = int(rng.integers(len(groups)))
+        files = groups[gi]
+        if len(files) >= 2:
+            a, b = rng.choice(len(files), 2, replace=False)
+            fa, fb = files[int(a)], files[int(b)]
+        else:
+            fa = fb = files[0]
+        for f in {fa, fb}:
+            if f not in cache:
+                cache[f] = _read_raw(f, band)
+        va, ma = cache[fa]
+        vb, mb = cache[fb]
+        if va.shape != vb.shape:
+            raise InputError(f"{fb}: size {vb.shape[::-1]} differs from {fa} {va.shape[::-1]} (dates must be "
+                             "co-registered rasters of one grid)")
+        is8 = _is_uint8(fa) and _is_uint8(fb) and fa != fb
+        if fa == fb:  # single image: two independent speckle draws on linear intensity
+            lin = va if not _is_uint8(fa) else np.power(10.0, va / 255.0 * 3.0).astype(np.float32)
+            lin = np.where(ma & (lin > 0), lin, np.nan).astype(np.float32)
+            va, vb = speckle(np.nan_to_num(lin, nan=1e-6), looks, rng), speckle(np.nan_to_num(lin, nan=1e-6), looks, rng)
+            ma = mb = ma & np.isfinite(lin)
+        Hh, Ww = va.shape
+        S = min(size, Hh, Ww) if size > 0 else 0
+        cw, ch = (S, S) if S else (Ww, Hh)
+        for _ in range(50):
+            x0 = int(rng.integers(0, Ww - cw + 1))
+            y0 = int(rng.integers(0, Hh - ch + 1))
+            H, params = random_homography(cw, ch, rng, warp)
+            # moving pixel -> full-image pixel of the second date: crop offset after H
+            T = np.array([[1, 0, x0], [0, 1, y0], [0, 0, 1]], float)
+            inside = _inside_fraction(H, cw, ch)
+            if inside >= min_inside and ma[y0:y0 + ch, x0:x0 + cw].mean() > 0.9:
+                break
+        else:
+            raise InputError(f"{fa}: no window with enough valid data and overlap for a pair")
+        ref = va[y0:y0 + ch, x0:x0 + cw]
+        refm = ma[y0:y0 + ch, x0:x0 + cw]
+        src = np.where(mb, vb, np.nan).astype(np.float32)
+        mov = warp_image(src, T @ H, (ch, cw))
+        pid = f"pair_{k:04d}"
+        final = out / pid
+        if final.exists():
+            if not overwrite:
+                raise OutputError(f"{final}: exists (use --overwrite)")
+        tmp = out / f".{pid}.tmp{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        try:
+            if is8:
+                names = ("ref.png", "moving.png")
+                for name, arr, ok in ((names[0], ref, refm), (names[1], mov, np.isfinite(mov))):
+                    img = np.where(ok, np.clip(np.rint(np.nan_to_num(arr)), 0, 255), 0).astype(np.uint8)
+                    if not cv2.imwrite(str(tmp / name), img):
+                        raise OutputError(f"{tmp / name}: cannot write PNG")
+            else:
+                names = ("ref.tif", "moving.tif")
+                for name, arr, ok in ((names[0], ref, refm), (names[1], mov, np.isfinite(mov))):
+                    write_geotiff(tmp / name, np.where(ok & (arr > 0), arr, 0).astype(np.float32), nodata=0.0)
+            gt = {"id": pid, "source": f"make_pairs:{fa.parent.name}/{fa.stem}", "difficulty": "homography",
+                  "large": False, "ref": names[0], "moving": names[1], "ref_size_wh": [cw, ch],
+                  "moving_size_wh": [cw, ch], "H": H.tolist(),
+                  "H_direction": "moving pixel -> reference pixel, (x=col, y=row), origin at centre of top-left pixel",
+                  "warp": dict(params, grid_inside_fraction=inside, crop_xy=[x0, y0]),
+                  "source_info": {"files": [str(fa), str(fb)], "synthetic_speckle_looks": looks if fa == fb else None,
+                                  "seed": seed}}
+            (tmp / "gt.json").write_text(json.dumps(gt, indent=1) + "\n")
+            if final.exists():
+                shutil.rmtree(final)
+            tmp.replace(final)
+        except Exception:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        written.append(final)
+        index.append({"id": pid, "source": gt["source"], "difficulty": "homography", "large": False, "set": "sar"})
+    _atomic_write_text(out / "index.json", json.dumps(index, indent=1) + "\n")
+    return written
+
+
+def _is_uint8(path: Path) -> bool:
+    from sarreg.io.raster import open_dataset
+
+    with open_dataset(path) as ds:
+        return ds.dtypes[0] == "uint8"
+
+
+def _inside_fraction(H: np.ndarray, w: int, h: int) -> float:
+    q = apply_h(H, grid_points(w, h))
+    ok = (q[:, 0] >= 0) & (q[:, 0] <= w - 1) & (q[:, 1] >= 0) & (q[:, 1] <= h - 1)
+    return float(ok.mean())

@@ -1,0 +1,219 @@
+"""``sarreg evaluate``: pair building, metrics agreeing with the official scorer, SIFT / learned paths, outputs."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from sarreg.cli import cli
+from sarreg.evaluate import (EvalOptions, Method, apply_h, evaluate, grid_points, homography_error, load_pairs,
+                             make_pairs, match_accuracy, random_homography)
+from sarreg.synth import make_pair, reflectivity, warp_image, write_geotiff
+
+
+def _run(*args: str):
+    return CliRunner().invoke(cli, ["evaluate", *args], catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def dates(tmp_path_factory) -> Path:
+    """A folder holding two co-registered 'dates' of one synthetic scene (independent 16-look speckle)."""
+    d = tmp_path_factory.mktemp("dates")
+    _, a, b = make_pair(320, 320, seed=3, looks=16.0)
+    write_geotiff(d / "date1.tif", a.astype(np.float32))
+    write_geotiff(d / "date2.tif", b.astype(np.float32))
+    return d
+
+
+@pytest.fixture(scope="module")
+def pairs(dates: Path, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("pairs") / "p"
+    r = _run("make-pairs", str(dates), "-o", str(out), "--n", "3", "--seed", "1", "--size", "256")
+    assert r.exit_code == 0, r.output
+    return out
+
+
+def test_make_pairs_layout_and_gt(pairs: Path) -> None:
+    subs = sorted(p.name for p in pairs.iterdir() if p.is_dir())
+    assert subs == ["pair_0000", "pair_0001", "pair_0002"]
+    index = json.loads((pairs / "index.json").read_text())
+    assert [i["id"] for i in index] == subs
+    for s in subs:
+        gt = json.loads((pairs / s / "gt.json").read_text())
+        assert (pairs / s / gt["ref"]).is_file() and (pairs / s / gt["moving"]).is_file()
+        H = np.asarray(gt["H"])
+        assert H.shape == (3, 3) and gt["ref_size_wh"] == [256, 256] == gt["moving_size_wh"]
+        w = gt["warp"]
+        assert abs(w["rotation_deg"]) <= 15 and 0.8 <= w["scale"] <= 1.25 and abs(w["tx"]) <= 40
+    assert not list(pairs.glob(".*tmp*"))  # no partial folders left behind
+    ps = load_pairs(pairs)
+    assert [p.id for p in ps] == subs
+
+
+def test_make_pairs_same_seed_same_pairs(dates: Path, tmp_path: Path) -> None:
+    a = make_pairs([dates], tmp_path / "a", 2, seed=7, size=128)
+    b = make_pairs([dates], tmp_path / "b", 2, seed=7, size=128)
+    c = make_pairs([dates], tmp_path / "c", 2, seed=8, size=128)
+    ga = [json.loads((p / "gt.json").read_text())["H"] for p in a]
+    assert ga == [json.loads((p / "gt.json").read_text())["H"] for p in b]
+    assert ga != [json.loads((p / "gt.json").read_text())["H"] for p in c]
+
+
+def test_make_pairs_gt_maps_moving_onto_reference(tmp_path: Path) -> None:
+    """Two identical 'dates': pulling the moving image back with the written H reproduces the reference crop,
+    while a 3 px error in H does not (so the check can fail)."""
+    src = tmp_path / "src"
+    src.mkdir()
+    img = reflectivity(300, 300, seed=5).astype(np.float32)
+    write_geotiff(src / "d1.tif", img)
+    write_geotiff(src / "d2.tif", img)
+    (pdir,) = make_pairs([src], tmp_path / "pairs", 1, seed=2, size=200)
+    gt = json.loads((pdir / "gt.json").read_text())
+    import rasterio
+
+    with rasterio.open(pdir / "ref.tif") as r, rasterio.open(pdir / "moving.tif") as m:
+        ref, mov = r.read(1), m.read(1)
+
+    def misfit(H: np.ndarray) -> float:
+        back = warp_image(np.where(mov > 0, mov, np.nan), np.linalg.inv(H), ref.shape)
+        ok = np.isfinite(back) & (ref > 0)
+        assert ok.mean() > 0.3
+        return float(np.median(np.abs(np.log(back[ok]) - np.log(ref[ok]))))
+
+    H = np.asarray(gt["H"])
+    wrong = np.array([[1, 0, 3.0], [0, 1, 0], [0, 0, 1]]) @ H
+    assert misfit(H) < 0.05
+    assert misfit(wrong) > 2 * misfit(H)
+
+
+def test_make_pairs_single_image_gets_speckle(tmp_path: Path) -> None:
+    f = tmp_path / "one.tif"
+    write_geotiff(f, reflectivity(200, 220, seed=1).astype(np.float32))
+    (p,) = make_pairs([f], tmp_path / "out", 1, seed=0, size=160)
+    gt = json.loads((p / "gt.json").read_text())
+    assert gt["source_info"]["synthetic_speckle_looks"] == 4.0
+    import rasterio
+
+    with rasterio.open(p / "ref.tif") as r:
+        a = r.read(1)
+    x0, y0 = gt["warp"]["crop_xy"]
+    clean = reflectivity(200, 220, seed=1)[y0:y0 + 160, x0:x0 + 160]
+    ratio = a[a > 0] / clean[a > 0]
+    # speckled: the crop is the clean reflectivity times unit-mean noise of variance 1/looks
+    assert abs(ratio.mean() - 1) < 0.05 and 0.15 < ratio.var() < 0.35
+
+
+def test_homography_error_and_mma() -> None:
+    rng = np.random.default_rng(0)
+    H, _ = random_homography(200, 150, rng)
+    assert homography_error(H, H, (200, 150), (200, 150)) == pytest.approx(0.0, abs=1e-9)
+    shifted = np.array([[1, 0, 2.0], [0, 1, 0], [0, 0, 1]]) @ H
+    assert homography_error(H, shifted, (200, 150), (200, 150)) == pytest.approx(2.0, rel=1e-9)
+    assert math.isinf(homography_error(H, None, (200, 150), (200, 150)))
+    assert math.isinf(homography_error(H, np.full((3, 3), np.nan), (200, 150), (200, 150)))
+    xy = grid_points(200, 150)
+    ref = apply_h(H, xy)
+    ref[:50] += [2.5, 0]  # half the matches 2.5 px off
+    mma = match_accuracy(H, xy, ref)
+    assert mma[0] == pytest.approx(0.5) and mma[2] == pytest.approx(1.0)
+    assert match_accuracy(H, np.zeros((0, 2)), np.zeros((0, 2))) == [0.0] * 10
+
+
+def test_error_matches_official_scorer(shared_dir: Path) -> None:
+    """Our grid error is the error of ../shared/eval/score.py (read from there, never copied)."""
+    score_py = shared_dir / "eval" / "score.py"
+    if not score_py.is_file():
+        pytest.skip("eval scorer absent")
+    spec = importlib.util.spec_from_file_location("official_score", score_py)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)  # type: ignore[union-attr]
+    rng = np.random.default_rng(4)
+    for _ in range(5):
+        Hg, _ = random_homography(300, 260, rng)
+        Hp = Hg @ np.array([[1.01, 0.0, rng.normal(0, 3)], [0.0, 0.99, rng.normal(0, 3)], [1e-5, 0, 1]])
+        gt = {"H": Hg.tolist(), "moving_size_wh": [300, 260], "ref_size_wh": [310, 250]}
+        want, _ = mod.pair_errors(gt, Hp.tolist())
+        assert homography_error(Hg, Hp, (300, 260), (310, 250)) == pytest.approx(want, rel=1e-12)
+
+
+def test_sift_succeeds_with_true_gt_and_fails_with_wrong_gt(pairs: Path, tmp_path: Path) -> None:
+    res = evaluate(pairs, ["sift"], EvalOptions(), pred_dir=tmp_path / "pred")
+    s = res.summary("sift")
+    assert s.n == 3 and s.success["3"] == 1.0
+    assert s.mma[2] > 0.3 and s.mean_inliers >= 10
+    # predictions in the scorer's format
+    for pid in res.pairs:
+        doc = json.loads((tmp_path / "pred" / "sift" / f"{pid}.json").read_text())
+        assert ("matrix" in doc and np.asarray(doc["matrix"]).shape == (3, 3)) or doc.get("failed") is True
+        assert doc["time_s"] >= 0
+    # a deliberately wrong ground truth (8 px off) must turn the same matches into failures
+    bad = tmp_path / "bad"
+    shutil.copytree(pairs, bad)
+    for g in bad.glob("*/gt.json"):
+        gt = json.loads(g.read_text())
+        gt["H"] = (np.array([[1, 0, 8.0], [0, 1, 0], [0, 0, 1]]) @ np.asarray(gt["H"])).tolist()
+        g.write_text(json.dumps(gt))
+    s_bad = evaluate(bad, ["sift"], EvalOptions()).summary("sift")
+    assert s_bad.success["3"] == 0.0 and s_bad.success["5"] == 0.0
+    assert s_bad.mma[2] < 0.1
+
+
+def test_learned_path_random_weights_and_outputs(pairs: Path, tmp_path: Path) -> None:
+    from sarreg.model.weights import random_model, save_checkpoint
+
+    m = random_model("Fast_Quad_L2Net_ConfCFS", 1, seed=0)
+    w = save_checkpoint(tmp_path / "rand_net.pt", m.net, m.arch, m.mchan, m.in_channels)
+    out, pred = tmp_path / "out", tmp_path / "pred"
+    r = _run(str(pairs), "--methods", "orb", "--weights", str(w), "--rel-thr", "0", "--rep-thr", "0",
+             "--top-k", "300", "-o", str(out), "--pred-dir", str(pred), "--no-progress")
+    assert r.exit_code == 0, r.output
+    assert "| rand_net |" in r.output and "| orb |" in r.output
+    md = (out / "eval.md").read_text().splitlines()
+    assert md[0].startswith("| method |") and len(md) == 4
+    doc = json.loads((out / "eval.json").read_text())
+    assert doc["methods"] == ["orb", "rand_net"] and len(doc["results"]) == 6
+    learned = [x for x in doc["results"] if x["method"] == "rand_net"]
+    assert all(x["keypoints"][0] > 50 and x["status"] in ("ok", "failed") for x in learned)
+    assert len(doc["summaries"][1]["mma"]) == 10
+    from PIL import Image
+
+    with Image.open(out / "mma.png") as im:
+        assert im.format == "PNG" and im.size[0] > 100
+    assert sorted(p.name for p in (pred / "rand_net").iterdir()) == [f"pair_000{i}.json" for i in range(3)]
+
+
+def test_method_parse() -> None:
+    assert Method.parse("SIFT") == Method("sift", "sift")
+    assert Method.parse("/x/faster2d2_WASF_N16.pt") == Method("faster2d2_WASF_N16", "learned",
+                                                              "/x/faster2d2_WASF_N16.pt")
+    with pytest.raises(ValueError):
+        Method.parse("surf")
+
+
+@pytest.mark.parametrize("case", ["missing_dir", "bad_gt", "no_moving", "missing_weights"])
+def test_bad_input_one_line_error(case: str, pairs: Path, tmp_path: Path) -> None:
+    d = tmp_path / "pairs"
+    shutil.copytree(pairs, d)
+    extra: list[str] = []
+    if case == "missing_dir":
+        d = tmp_path / "nope"
+    elif case == "bad_gt":
+        (d / "pair_0001" / "gt.json").write_text('{"H": [[1, 0], [0, 1]]}')
+    elif case == "no_moving":
+        (d / "pair_0002" / "moving.tif").unlink()
+    else:
+        extra = ["--weights", str(tmp_path / "absent.pt")]
+    out = tmp_path / "out"
+    r = CliRunner().invoke(cli, ["evaluate", str(d), "--methods", "sift", *extra, "-o", str(out), "--no-progress"])
+    assert r.exit_code == 1
+    msg = r.output.strip().splitlines()
+    assert len(msg) == 1 and msg[0].startswith("sarreg: error:")
+    assert {"missing_dir": "nope", "bad_gt": "gt.json", "no_moving": "pair_0002",
+            "missing_weights": "absent.pt"}[case] in msg[0]
+    assert not (out / "eval.json").exists()
