@@ -4,3 +4,5 @@ Public API (import from here): ``extract`` / ``extract_file`` and ``Features``; 
 configuration dataclasses; errors. Later stages add ``register`` and ``batch``.
 """
 __version__ = "0.1.0"
+
+from sarreg.pipeline import Report, register  # noqa: E402,F401

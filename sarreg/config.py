@@ -52,3 +52,60 @@ class ExtractConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class RegisterConfig:
+    """Options of ``sarreg.register`` (one object passed down whole; the CLI builds it from its options).
+
+    features: "r2d2" (network, ``weights`` = checkpoint path or None for the shipped model) or "sift" (OpenCV SIFT
+    on the same log-scaled images, classical fallback). model: shift | similarity | affine | homography | poly2 | tps.
+    robust: OpenCV robust estimator name (see ``sarreg.estimate.ROBUST``). threshold: inlier distance (reference px).
+    max_shift: largest displacement from the georeferencing prior accepted at the coarse stage (reference px;
+    None = no limit). coarse_size: longer side (px) of the decimated coarse-stage images. tile_size / n_tiles /
+    fine_top_k: fine stage tiles (reference px), how many, keypoints per tile. ratio: optional Lowe ratio on MNN.
+    Gates: min_inliers, max_rmse (px), min_coverage (0..1) decide ok / low_quality; fewer matches -> failed.
+    Outputs: warp (False = --no-warp), update_georef, fmt COG|GTiff, compress, resampling, warp_mem_mb, sidecar
+    switches. ``moving_band`` (1-based, None = same rule as the reference) picks the moving band to match on.
+    """
+
+    features: str = "r2d2"
+    weights: str | None = None
+    model: str = "affine"
+    robust: str = "magsac"
+    threshold: float = 1.5
+    max_shift: float | None = None
+    coarse_size: int = 1024
+    coarse_top_k: int = 4000
+    rotation_search: bool = True
+    tile_size: int = 512
+    n_tiles: int = 16
+    fine_top_k: int = 1500
+    ratio: float | None = None
+    min_inliers: int = 12
+    max_rmse: float = 1.5
+    min_coverage: float = 0.15
+    min_overlap: float = 0.02
+    warp: bool = True
+    update_georef: bool = False
+    force: bool = False
+    overwrite: bool = False
+    fmt: str = "COG"
+    compress: str = "DEFLATE"
+    resampling: str = "bilinear"
+    warp_mem_mb: int = 256
+    tiepoints: bool = True
+    geojson: bool = False
+    points: bool = True
+    matches_npz: bool = True
+    quicklook: str | None = None
+    device: str = "auto"
+    seed: int = 0
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    moving_band: int | None = None
+
+    def with_(self, **kw: Any) -> "RegisterConfig":
+        return replace(self, **kw)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

@@ -50,5 +50,15 @@ from sarreg.cli.extract import extract  # noqa: E402
 
 cli.add_command(extract)
 
+from sarreg.cli.train import train  # noqa: E402
+cli.add_command(train)
+
 from sarreg.cli.evaluate import evaluate  # noqa: E402
 cli.add_command(evaluate)
+
+from sarreg.cli.register import apply, register  # noqa: E402
+cli.add_command(register)
+cli.add_command(apply)
+
+from sarreg.cli.batch import batch  # noqa: E402
+cli.add_command(batch)

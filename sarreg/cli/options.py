@@ -1,0 +1,23 @@
+"""Click options shared by subcommands (one definition each, as rasterio's ``rio`` does)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from sarreg.warp import COMPRESSION, FORMATS, RESAMPLING
+
+overwrite_opt = click.option("--overwrite", is_flag=True, help="Replace existing outputs (never an input).")
+format_opt = click.option("--format", "fmt", type=click.Choice(FORMATS), default="COG", show_default=True,
+                          help="Output raster format.")
+compress_opt = click.option("--compress", type=click.Choice(COMPRESSION, case_sensitive=False), default="DEFLATE",
+                            show_default=True, help="Output compression.")
+resampling_opt = click.option("--resampling", type=click.Choice(RESAMPLING), default="bilinear", show_default=True,
+                              help="Resampling of the warp.")
+mem_opt = click.option("--mem", "warp_mem_mb", type=click.IntRange(16, 65536), default=256, show_default=True,
+                       help="GDAL warp memory limit (MB).")
+update_georef_opt = click.option("--update-georef", is_flag=True,
+                                 help="Write a copy of MOVING with corrected georeferencing instead of resampling it "
+                                      "(shift / similarity / affine only).")
+device_opt = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+path_arg = click.Path(path_type=Path)

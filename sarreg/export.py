@@ -1,0 +1,183 @@
+"""Sidecar files of a registration, written next to the output raster (each atomically: temp file + rename).
+
+* ``<out>.report.json``: the ``Report`` (status, transform, quality, timings, versions, options);
+* ``<out>.tiepoints.gpkg`` (and ``.geojson``): one point per match at the reference position, with reference and
+  moving map and pixel coordinates, residual (px), descriptor similarity and inlier flag; CRS set;
+* ``<out>.points``: QGIS Georeferencer GCP file for the MOVING raster: ``#CRS: <WKT of the reference>`` then
+  ``mapX,mapY,sourceX,sourceY,enable,dX,dY,residual``. QGIS stores source coordinates in the source layer's own
+  coordinates: map coordinates of the moving raster when it is georeferenced, otherwise pixel-edge coordinates
+  with a negative y (``sourceY = -(row + 0.5)``). Pixel-space references get the same negative-y convention for
+  mapX / mapY and no ``#CRS`` line. dX, dY, residual are the model residuals in reference pixels;
+* ``<out>.matches.npz``: keypoints / descriptors / scores of both scenes in R2D2 layout with ``ref_`` and
+  ``moving_`` prefixes, ``matches`` (M x 2 indices), ``similarity``, ``inliers``, ``residuals``;
+* quicklook PNG: checkerboard of the reference and the moving raster resampled by the estimate, with inlier
+  residual vectors (decimated reads only).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from sarreg.errors import OutputError
+
+log = logging.getLogger(__name__)
+
+
+def sidecar(out: str | Path, suffix: str) -> Path:
+    """``out.tif`` + ``.report.json`` -> ``out.report.json`` (same folder)."""
+    out = Path(out)
+    return out.with_name(out.stem + suffix)
+
+
+def _atomic_text(path: Path, text: str) -> Path:
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"{path}: cannot write ({e.strerror or e})") from None
+    return path
+
+
+def _jsonable(o: Any) -> Any:
+    if isinstance(o, dict):
+        return {str(k): _jsonable(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_jsonable(v) for v in o]
+    if isinstance(o, np.ndarray):
+        return _jsonable(o.tolist())
+    if isinstance(o, (np.floating, float)):
+        v = float(o)
+        return v if math.isfinite(v) else None
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.bool_,)):
+        return bool(o)
+    if isinstance(o, Path):
+        return str(o)
+    return o
+
+
+def write_json(path: str | Path, data: dict[str, Any]) -> Path:
+    """Write a JSON document (NaN/inf become null) atomically."""
+    return _atomic_text(Path(path), json.dumps(_jsonable(data), indent=2) + "\n")
+
+
+def write_tiepoints(path: str | Path, ref_map: np.ndarray, mov_map: np.ndarray, ref_px: np.ndarray,
+                    mov_px: np.ndarray, residual: np.ndarray, score: np.ndarray, inlier: np.ndarray,
+                    crs: Any | None) -> Path:
+    """One point per match at its reference map position (GPKG or GeoJSON from the suffix)."""
+    from sarreg.io.vector import write_points
+
+    attrs = {
+        "ref_x": ref_map[:, 0], "ref_y": ref_map[:, 1], "moving_x": mov_map[:, 0], "moving_y": mov_map[:, 1],
+        "ref_col": ref_px[:, 0], "ref_row": ref_px[:, 1], "moving_col": mov_px[:, 0], "moving_row": mov_px[:, 1],
+        "residual_px": np.where(np.isfinite(residual), residual, -1.0).astype(np.float64),
+        "score": np.asarray(score, dtype=np.float64), "inlier": np.asarray(inlier, dtype=np.int32),
+    }
+    return write_points(path, ref_map, attrs, crs, layer="tiepoints")
+
+
+def write_qgis_points(path: str | Path, ref_map: np.ndarray, source_xy: np.ndarray, enable: np.ndarray,
+                      dxy: np.ndarray, crs_wkt: str | None) -> Path:
+    """QGIS Georeferencer ``.points`` file (see module docstring for the coordinate conventions)."""
+    lines = [f"#CRS: {crs_wkt}"] if crs_wkt else []
+    lines.append("mapX,mapY,sourceX,sourceY,enable,dX,dY,residual")
+    for (mx, my), (sx, sy), en, (dx, dy) in zip(ref_map, source_xy, enable, dxy):
+        res = math.hypot(dx, dy) if math.isfinite(dx) and math.isfinite(dy) else 0.0
+        lines.append(f"{mx:.10g},{my:.10g},{sx:.10g},{sy:.10g},{int(bool(en))},"
+                     f"{dx if math.isfinite(dx) else 0:.6g},{dy if math.isfinite(dy) else 0:.6g},{res:.6g}")
+    return _atomic_text(Path(path), "\n".join(lines) + "\n")
+
+
+def write_matches_npz(path: str | Path, ref_feats, mov_feats, idx1: np.ndarray, idx2: np.ndarray,
+                      similarity: np.ndarray, inliers: np.ndarray, residuals: np.ndarray) -> Path:
+    """Both scenes' features (R2D2 layout, prefixed) plus the matches, in one npz (atomic)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    data: dict[str, np.ndarray] = {}
+    for prefix, f in (("ref_", ref_feats), ("moving_", mov_feats)):
+        data[prefix + "imsize"] = np.asarray(f.image_size, dtype=np.int64)
+        data[prefix + "keypoints"] = f.keypoints.astype(np.float32)
+        data[prefix + "descriptors"] = f.descriptors.astype(np.float32)
+        data[prefix + "scores"] = f.scores.astype(np.float32)
+    data["matches"] = np.stack([idx1, idx2], 1).astype(np.int64) if len(idx1) else np.zeros((0, 2), np.int64)
+    data["similarity"] = np.asarray(similarity, dtype=np.float32)
+    data["inliers"] = np.asarray(inliers, dtype=bool)
+    data["residuals"] = np.asarray(residuals, dtype=np.float32)
+    try:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **data)
+        tmp.replace(path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"{path}: cannot write ({e.strerror or e})") from None
+    return path
+
+
+def write_quicklook(path: str | Path, ref_scene, mov_scene, transform, src: np.ndarray, dst: np.ndarray,
+                    inliers: np.ndarray, max_side: int = 1024, squares: int = 8, magnify: float = 10.0) -> Path:
+    """Checkerboard of reference / resampled moving (decimated reads) with residual vectors x ``magnify``.
+
+    transform: object with ``apply(N x 2 moving px) -> N x 2 reference px``; src / dst: matches in moving /
+    reference pixels. Inlier residuals green, outliers as small red dots.
+    """
+    from sarreg.io.raster import decimated_shape, read_unit
+    from sarreg.quicklook import write_png
+
+    s = min(1.0, max_side / max(ref_scene.width, ref_scene.height))
+    rshape = decimated_shape(ref_scene, s)
+    ru, rv = read_unit(ref_scene, None, rshape if s < 1 else None)
+    sm = min(1.0, max_side / max(mov_scene.width, mov_scene.height))
+    mshape = decimated_shape(mov_scene, sm)
+    mu, mv = read_unit(mov_scene, None, mshape if sm < 1 else None)
+    h, w = ru.shape
+    # for each preview pixel of the reference: its full-res reference position -> moving position -> preview
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    ref_full = np.stack([(xx + 0.5) * ref_scene.width / w - 0.5, (yy + 0.5) * ref_scene.height / h - 0.5], -1)
+    mov_full = _inverse_points(transform, ref_full.reshape(-1, 2), mov_scene)
+    mh, mw = mu.shape
+    mapx = ((mov_full[:, 0] + 0.5) * mw / mov_scene.width - 0.5).reshape(h, w).astype(np.float32)
+    mapy = ((mov_full[:, 1] + 0.5) * mh / mov_scene.height - 0.5).reshape(h, w).astype(np.float32)
+    warped = cv2.remap(mu, mapx, mapy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    wvalid = cv2.remap(mv.astype(np.float32), mapx, mapy, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT,
+                       borderValue=0) > 0.5
+    cell = max(1, max(h, w) // squares)
+    board = ((yy // cell + xx // cell) % 2).astype(bool)
+    grey = np.where(board, np.where(wvalid, warped, 0), np.where(rv, ru, 0))
+    img = cv2.cvtColor((np.clip(grey, 0, 1) * 255).astype(np.uint8), cv2.COLOR_GRAY2BGR)
+    if len(dst):
+        pred = transform.apply(src)
+        f = np.array([w / ref_scene.width, h / ref_scene.height])
+        p0 = (dst + 0.5) * f - 0.5
+        p1 = p0 + (pred - dst) * f * magnify
+        for a, b, ok in zip(p0, p1, inliers):
+            if not (np.isfinite(a).all() and np.isfinite(b).all()):
+                continue
+            if ok:
+                cv2.arrowedLine(img, (int(round(a[0])), int(round(a[1]))), (int(round(b[0])), int(round(b[1]))),
+                                (0, 220, 0), 1, cv2.LINE_AA, tipLength=0.3)
+            else:
+                cv2.circle(img, (int(round(a[0])), int(round(a[1]))), 1, (0, 0, 230), -1)
+    return write_png(path, img)
+
+
+def _inverse_points(transform, ref_xy: np.ndarray, mov_scene) -> np.ndarray:
+    """Reference px -> moving px: exact for matrices; for poly2 / tps, Newton steps from the affine inverse."""
+    m = np.asarray(transform.matrix, dtype=np.float64)
+    inv = np.linalg.inv(m)
+    p = np.c_[ref_xy, np.ones(len(ref_xy))] @ inv.T
+    with np.errstate(divide="ignore", invalid="ignore"):
+        x = p[:, :2] / p[:, 2:3]
+    if getattr(transform, "model", "") in ("poly2", "tps"):
+        a = inv[:2, :2]
+        for _ in range(3):  # fixed-point refinement: x <- x - A^-1 (f(x) - target)
+            x = x - (transform.apply(x) - ref_xy) @ a.T
+    return x

@@ -1,0 +1,742 @@
+"""``register(ref, moving, out, config) -> Report``: the registration pipeline as a chain of stage calls.
+
+1. relate: open both rasters, a prior moving -> reference pixel transform from the georeferencing (pyproj
+   through both affines; identity for pixel-space images), valid-data footprints and their overlap (shapely);
+2. coarse: both scenes read decimated (longer side ~``coarse_size``), the moving one resampled onto the
+   reference's coarse grid by the prior, multiscale keypoints, mutual nearest neighbours, robust fit (with a
+   rotation search when nothing fits);
+3. fine: tiles spread over the overlap; each reference tile read at full resolution, the moving raster read
+   around the window predicted by the coarse transform and resampled onto the tile grid, single-scale keypoints,
+   matches mapped back to full-scene pixels;
+4. estimate on all fine matches, quality gates -> status ok / low_quality / failed;
+5. outputs: warped raster (GDAL) and sidecars (report, tie points, QGIS .points, matches npz, quicklook).
+
+Peak memory is bounded by the coarse images and one tile pair at a time: no full-resolution scene is ever read.
+All matrices map moving pixels to reference pixels (x = column, y = row, (0, 0) = centre of top-left pixel).
+"""
+from __future__ import annotations
+
+import logging
+import math
+import platform
+import resource
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import cv2
+import numpy as np
+from rasterio.windows import Window
+
+from sarreg import __version__
+from sarreg.config import RegisterConfig
+from sarreg.errors import CRSError, InputError, OverlapError, RegistrationFailed
+from sarreg.estimate import Estimate, apply_matrix, decompose, fit_model
+from sarreg.extract import Features
+from sarreg.io.raster import Scene, decimated_shape, open_dataset, open_scene, read_unit
+from sarreg.warp import Grid, PixelTransform, check_output, corrected_geotransform, pixel_size
+
+log = logging.getLogger(__name__)
+
+STATUS_EXIT = {"ok": 0, "low_quality": 2, "failed": 3}
+# Rotation search of the coarse stage when nothing fits at 0 (R2D2 tolerates roughly +-25 degrees; SIFT is
+# rotation invariant and skips it).
+ROTATIONS = (45.0, -45.0, 90.0, -90.0, 135.0, -135.0, 180.0)
+COARSE_GOOD = 10  # coarse inliers that end the rotation search
+FAIL_INLIERS = 8  # fewer final inliers: status "failed" (no usable transform)
+
+
+@dataclass
+class Report:
+    """Result of one registration; ``to_dict()`` is the JSON written to ``<out>.report.json``.
+
+    matrix: 3 x 3 moving pixel -> reference pixel (pixel-centre convention), None when failed.
+    geotransform: corrected GDAL geotransform of the moving raster in the reference CRS (affine models).
+    quality: inliers, ratios, RMSE (px and map units), coverage, shift / rotation of the correction.
+    """
+
+    status: str
+    message: str
+    ref: str
+    moving: str
+    output: str | None
+    model: str
+    matrix: list[list[float]] | None = None
+    transform: dict[str, Any] | None = None
+    geotransform: list[float] | None = None
+    map_matrix: list[list[float]] | None = None
+    reference_grid: dict[str, Any] | None = None
+    quality: dict[str, Any] = field(default_factory=dict)
+    correction: dict[str, Any] = field(default_factory=dict)
+    stages: dict[str, Any] = field(default_factory=dict)
+    timings_s: dict[str, float] = field(default_factory=dict)
+    peak_memory_mb: float = 0.0
+    versions: dict[str, str] = field(default_factory=dict)
+    weights: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
+    outputs: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def exit_code(self) -> int:
+        return STATUS_EXIT.get(self.status, 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        import json
+
+        from sarreg.export import _jsonable
+
+        return json.dumps(_jsonable(self.to_dict()), indent=2)
+
+
+# --------------------------------------------------------------------------------------------- small helpers
+def _translate(tx: float, ty: float) -> np.ndarray:
+    return np.array([[1, 0, tx], [0, 1, ty], [0, 0, 1]], dtype=np.float64)
+
+
+def _decimation(full: tuple[int, int], small: tuple[int, int]) -> np.ndarray:
+    """Matrix: pixel of a decimated read (rows, cols = ``small``) -> pixel of the full window (``full``)."""
+    sy, sx = full[0] / small[0], full[1] / small[1]
+    return np.array([[sx, 0, (sx - 1) / 2], [0, sy, (sy - 1) / 2], [0, 0, 1]], dtype=np.float64)
+
+
+def _rotation(deg: float, cx: float, cy: float) -> np.ndarray:
+    a = math.radians(deg)
+    c, s = math.cos(a), math.sin(a)
+    return _translate(cx, cy) @ np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]]) @ _translate(-cx, -cy)
+
+
+def _local_scale(m: np.ndarray, xy: tuple[float, float]) -> float:
+    """Linear scale (reference px per moving px) of a matrix near a moving point."""
+    p = np.array([[xy[0], xy[1]], [xy[0] + 1, xy[1]], [xy[0], xy[1] + 1]])
+    q = apply_matrix(m, p)
+    u, v = q[1] - q[0], q[2] - q[0]
+    return math.sqrt(abs(u[0] * v[1] - u[1] * v[0]))
+
+
+def _warp(img: np.ndarray, m: np.ndarray, shape: tuple[int, int], nearest: bool = False) -> np.ndarray:
+    """cv2 resampling with a forward matrix (source px -> destination px), constant 0 outside."""
+    flags = cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR
+    m = np.asarray(m, dtype=np.float64)
+    if np.allclose(m[2], [0, 0, 1]):
+        return cv2.warpAffine(img, m[:2], (shape[1], shape[0]), flags=flags, borderMode=cv2.BORDER_CONSTANT,
+                              borderValue=0)
+    return cv2.warpPerspective(img, m, (shape[1], shape[0]), flags=flags, borderMode=cv2.BORDER_CONSTANT,
+                               borderValue=0)
+
+
+def _warp_valid(valid: np.ndarray, m: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    return _warp(valid.astype(np.float32), m, shape) > 0.999
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+# --------------------------------------------------------------------------------------------- extractors
+class Extractor:
+    """Keypoints of an in-memory [0, 1] image: R2D2 network or OpenCV SIFT, same interface."""
+
+    def __init__(self, cfg: RegisterConfig):
+        from sarreg.config import ExtractConfig
+
+        self.kind = cfg.features
+        self.name, self.sha256 = cfg.features, ""
+        self.base = ExtractConfig(device=cfg.device, preprocess=cfg.preprocess)
+        if self.kind == "r2d2":
+            from sarreg.extract import resolve_device
+            from sarreg.model.weights import load_model
+
+            self.model = load_model(cfg.weights, resolve_device(cfg.device))
+            self.name, self.sha256 = self.model.name, self.model.sha256
+        elif self.kind == "sift":
+            self.model = None
+        else:
+            raise InputError(f"unknown feature type {cfg.features!r} (choose r2d2 or sift)")
+
+    def __call__(self, unit: np.ndarray, valid: np.ndarray, multiscale: bool, top_k: int) -> Features:
+        h, w = unit.shape
+        if not valid.any():
+            return Features.empty((w, h))
+        if self.kind == "sift":
+            return self._sift(unit, valid, top_k)
+        from sarreg.extract import extract_array
+
+        cfg = self.base.with_(top_k=top_k)
+        if not multiscale:
+            cfg = cfg.with_(min_scale=1.0, max_scale=1.0, max_size=0)
+        return extract_array(self.model, unit, valid, cfg)
+
+    @staticmethod
+    def _sift(unit: np.ndarray, valid: np.ndarray, top_k: int) -> Features:
+        h, w = unit.shape
+        img = (np.clip(unit, 0, 1) * 255).astype(np.uint8)
+        mask = cv2.erode(valid.astype(np.uint8), np.ones((9, 9), np.uint8), borderType=cv2.BORDER_CONSTANT,
+                         borderValue=0)
+        sift = cv2.SIFT_create(nfeatures=top_k)
+        kps, desc = sift.detectAndCompute(img, mask)
+        if desc is None or not kps:
+            return Features.empty((w, h))
+        desc = desc.astype(np.float32)
+        desc /= np.maximum(desc.sum(1, keepdims=True), 1e-12)  # RootSIFT: L1, sqrt -> unit L2 norm
+        desc = np.sqrt(desc)
+        kp = np.array([[k.pt[0], k.pt[1], k.size] for k in kps], np.float32)
+        scores = np.array([k.response for k in kps], np.float32)
+        order = np.argsort(scores, kind="stable")
+        padded = np.zeros((len(kps), 128), np.float32)
+        padded[:, :desc.shape[1]] = desc
+        return Features(kp[order], padded[order], scores[order], (w, h))
+
+
+def _match(f1: Features, f2: Features, ratio: float | None, device: str):
+    from sarreg.extract import resolve_device
+    from sarreg.match import match_mnn
+
+    return match_mnn(f1.descriptors, f2.descriptors, ratio=ratio, device=resolve_device(device))
+
+
+# --------------------------------------------------------------------------------------------- relate
+def prior_matrix(ref: Scene, mov: Scene) -> np.ndarray:
+    """Moving px -> reference px implied by the two georeferencings (affine least-squares fit over a grid)."""
+    if not ref.georeferenced and not mov.georeferenced:
+        return np.eye(3)
+    if ref.georeferenced != mov.georeferenced:
+        which, other = (mov, ref) if ref.georeferenced else (ref, mov)
+        raise CRSError(f"{which.path}: has no CRS/georeferencing but {other.path} has; both or neither must be "
+                       "georeferenced")
+    from pyproj import Transformer
+
+    n = 11
+    g = np.stack(np.meshgrid(np.linspace(0, mov.width - 1, n), np.linspace(0, mov.height - 1, n)), -1).reshape(-1, 2)
+    m = mov.xy_to_map(g)
+    if mov.crs != ref.crs:
+        try:
+            t = Transformer.from_crs(mov.crs, ref.crs, always_xy=True)
+            x, y = t.transform(m[:, 0], m[:, 1], errcheck=False)
+        except Exception as e:  # pyproj raises several types
+            raise CRSError(f"{mov.path}: cannot transform from its CRS to the reference CRS ({e})") from None
+        m = np.c_[x, y]
+    r = ref.map_to_xy(m)
+    ok = np.isfinite(r).all(1)
+    if ok.sum() < 3:
+        raise CRSError(f"{mov.path}: its footprint cannot be expressed in the reference CRS ({ref.path})")
+    p = np.linalg.lstsq(np.c_[g[ok], np.ones(ok.sum())], r[ok], rcond=None)[0]
+    return np.r_[p.T, [[0, 0, 1]]]
+
+
+def footprint(scene: Scene, max_side: int = 512, pre=None):
+    """Valid-data footprint polygon of a scene in its pixel-centre coordinates (from a decimated mask)."""
+    import rasterio.features
+    import shapely
+    from shapely.geometry import shape
+
+    from sarreg.config import PreprocessConfig
+
+    s = min(1.0, max_side / max(scene.width, scene.height))
+    dshape = decimated_shape(scene, s)
+    _, valid = read_unit(scene, None, dshape if s < 1 else None, pre or PreprocessConfig())
+    mask = cv2.morphologyEx(valid.astype(np.uint8), cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8))
+    if not mask.any():
+        return shapely.Polygon()
+    polys = [shape(g) for g, v in rasterio.features.shapes(mask, mask=mask.astype(bool)) if v == 1]
+    geom = shapely.union_all([p for p in polys if p.area >= 4]) if polys else shapely.Polygon()
+    if geom.is_empty:
+        geom = shapely.union_all(polys)
+    fy, fx = scene.height / dshape[0], scene.width / dshape[1]
+    geom = shapely.affinity.affine_transform(geom, [fx, 0, 0, fy, -0.5, -0.5])
+    return geom.simplify(max(fx, fy)).buffer(0)
+
+
+def _apply_geom(geom, m: np.ndarray):
+    import shapely
+
+    if np.allclose(m[2], [0, 0, 1]):
+        return shapely.affinity.affine_transform(geom, [m[0, 0], m[0, 1], m[1, 0], m[1, 1], m[0, 2], m[1, 2]])
+    return shapely.transform(geom, lambda xy: apply_matrix(m, xy))
+
+
+def overlap_area(ref: Scene, mov: Scene, prior: np.ndarray, cfg: RegisterConfig):
+    """Overlap of the valid footprints in reference pixels; OverlapError when none or too small."""
+    import shapely
+
+    fr = footprint(ref, pre=cfg.preprocess)
+    fm = _apply_geom(footprint(mov, pre=_moving_pre(cfg)), prior)
+    box_r = shapely.box(-0.5, -0.5, ref.width - 0.5, ref.height - 0.5)
+    box_m = _apply_geom(shapely.box(-0.5, -0.5, mov.width - 0.5, mov.height - 0.5), prior)
+    if not box_r.intersects(box_m) or box_r.intersection(box_m).area < 1:
+        raise OverlapError(f"{mov.path}: does not overlap {ref.path} (footprints are disjoint)")
+    ov = fr.intersection(fm)
+    if ov.is_empty or ov.area < 1:
+        raise OverlapError(f"{mov.path}: no valid data in the overlap with {ref.path} (all nodata there)")
+    frac = ov.area / max(min(fr.area, fm.area), 1e-9)
+    if frac < cfg.min_overlap:
+        raise OverlapError(f"{mov.path}: overlap with {ref.path} is too small ({100 * frac:.2f}% of the smaller "
+                           f"valid footprint, minimum {100 * cfg.min_overlap:g}%)")
+    return ov, frac
+
+
+def _moving_pre(cfg: RegisterConfig):
+    from dataclasses import replace
+
+    return replace(cfg.preprocess, band=cfg.moving_band) if cfg.moving_band is not None else cfg.preprocess
+
+
+# --------------------------------------------------------------------------------------------- coarse stage
+@dataclass
+class StageResult:
+    """Matches of one stage in full-scene pixels plus the features they come from."""
+
+    src: np.ndarray  # moving px (M x 2)
+    dst: np.ndarray  # reference px (M x 2)
+    similarity: np.ndarray
+    ref_feats: Features
+    mov_feats: Features
+    idx1: np.ndarray
+    idx2: np.ndarray
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def coarse_stage(ref: Scene, mov: Scene, prior: np.ndarray, ext: Extractor, cfg: RegisterConfig,
+                 area) -> tuple[Estimate, StageResult]:
+    """Decimated reads, multiscale keypoints, matching and a robust fit; rotation search when nothing fits."""
+    s = min(1.0, cfg.coarse_size / max(ref.width, ref.height))
+    rshape = decimated_shape(ref, s)
+    Dr = _decimation(ref.shape, rshape)
+    ru, rv = read_unit(ref, None, rshape if s < 1 else None, cfg.preprocess)
+    # moving window covering the reference under the prior, read at about the coarse reference pixel size
+    inv = np.linalg.inv(prior)
+    corners = apply_matrix(inv, [[-0.5, -0.5], [ref.width - 0.5, -0.5], [-0.5, ref.height - 0.5],
+                                 [ref.width - 0.5, ref.height - 0.5]])
+    pad = 4.0 / max(s * _local_scale(prior, (mov.width / 2, mov.height / 2)), 1e-6)
+    c0 = int(max(0, math.floor(corners[:, 0].min() - pad)))
+    r0 = int(max(0, math.floor(corners[:, 1].min() - pad)))
+    c1 = int(min(mov.width, math.ceil(corners[:, 0].max() + pad)))
+    r1 = int(min(mov.height, math.ceil(corners[:, 1].max() + pad)))
+    if c1 <= c0 or r1 <= r0:
+        raise OverlapError(f"{mov.path}: does not overlap {ref.path}")
+    k = min(1.0, s * _local_scale(prior, ((c0 + c1) / 2, (r0 + r1) / 2)))
+    k = min(k, 2.0 * cfg.coarse_size / max(c1 - c0, r1 - r0))
+    mshape = (max(1, round((r1 - r0) * k)), max(1, round((c1 - c0) * k)))
+    mu, mv = read_unit(mov, Window(c0, r0, c1 - c0, r1 - r0), mshape, _moving_pre(cfg))
+    Dm = _translate(c0, r0) @ _decimation((r1 - r0, c1 - c0), mshape)
+
+    fr = ext(ru, rv, multiscale=True, top_k=cfg.coarse_top_k)
+    fr_full = Features(np.c_[apply_matrix(Dr, fr.xy), fr.keypoints[:, 2:] / s].astype(np.float32),
+                       fr.descriptors, fr.scores, (ref.width, ref.height))
+    model = {"shift": "shift", "similarity": "similarity"}.get(cfg.model, "affine")
+    thr = max(2.0 * cfg.threshold, 2.5 / s)
+    angles = (0.0,) + (ROTATIONS if cfg.rotation_search and ext.kind != "sift" else ())
+    best: tuple[Estimate, StageResult] | None = None
+    tried = []
+    for ang in angles:
+        G = _rotation(ang, rshape[1] / 2 - 0.5, rshape[0] / 2 - 0.5) @ np.linalg.inv(Dr) @ prior  # mov full -> grid
+        wu = _warp(mu, G @ Dm, rshape)
+        wv = _warp_valid(mv, G @ Dm, rshape)
+        if wv.mean() < 0.01:
+            continue
+        fm = ext(wu, wv, multiscale=True, top_k=cfg.coarse_top_k)
+        m = _match(fr, fm, cfg.ratio, cfg.device)
+        dst = apply_matrix(Dr, fr.xy[m.idx1])
+        src = apply_matrix(np.linalg.inv(G), fm.xy[m.idx2])
+        keep = np.ones(len(src), bool)
+        if cfg.max_shift is not None and len(src):
+            keep = np.hypot(*(apply_matrix(prior, src) - dst).T) <= cfg.max_shift + thr
+        src, dst, sim = src[keep], dst[keep], m.similarity[keep]
+        fm_full = Features(np.c_[apply_matrix(np.linalg.inv(G), fm.xy), fm.keypoints[:, 2:] / s].astype(np.float32),
+                           fm.descriptors, fm.scores, (mov.width, mov.height))
+        res = StageResult(src, dst, sim, fr_full, fm_full, m.idx1[keep], m.idx2[keep],
+                          {"scale": s, "rotation_tried_deg": ang, "keypoints_ref": len(fr), "keypoints_moving": len(fm),
+                           "matches": int(keep.sum())})
+        try:
+            est = fit_model(src, dst, model, cfg.robust, thr, area=area, scores=sim, seed=cfg.seed)
+        except RegistrationFailed as e:
+            tried.append(f"{ang:+.0f} deg: {e}")
+            continue
+        tried.append(f"{ang:+.0f} deg: {est.n_inliers} inliers")
+        if best is None or est.n_inliers > best[0].n_inliers:
+            best = (est, res)
+        good = est.n_inliers >= COARSE_GOOD and est.inlier_ratio >= 0.05
+        if good:
+            break
+        log.info("coarse stage at %+.0f deg: %d inliers of %d matches; trying other rotations", ang,
+                 est.n_inliers, est.n_matches)
+    if best is None or best[0].n_inliers < 6:
+        raise RegistrationFailed(f"{mov.path}: coarse stage found no consistent matches with {ref.path} "
+                                 f"({'; '.join(tried) or 'no keypoints in the overlap'})")
+    est, res = best
+    res.info.update({"inliers": est.n_inliers, "rmse_px": est.rmse, "threshold_px": thr,
+                     "rotation_deg": decompose(np.linalg.inv(prior) @ est.matrix)["rotation_deg"]})
+    log.info("coarse: %d/%d inliers at 1/%.1f scale", est.n_inliers, est.n_matches, 1 / s)
+    return est, res
+
+
+# --------------------------------------------------------------------------------------------- fine stage
+def plan_tiles(ref: Scene, area, tile: int, n_tiles: int) -> list[tuple[int, int, int, int]]:
+    """Up to ``n_tiles`` windows (col0, row0, width, height) of the reference spread over ``area``."""
+    import shapely
+
+    from sarreg.estimate import thin_spatially
+
+    tw, th = min(tile, ref.width), min(tile, ref.height)
+    x0, y0, x1, y1 = area.bounds
+    step = max(min(tw, th), math.sqrt(max(area.area, 1.0) / max(n_tiles, 1)))
+    nx = max(1, int(round((x1 - x0) / step)))
+    ny = max(1, int(round((y1 - y0) / step)))
+    cands = []
+    for j in range(ny):
+        for i in range(nx):
+            cx, cy = x0 + (i + 0.5) * (x1 - x0) / nx, y0 + (j + 0.5) * (y1 - y0) / ny
+            c0 = int(np.clip(round(cx - tw / 2), 0, ref.width - tw))
+            r0 = int(np.clip(round(cy - th / 2), 0, ref.height - th))
+            b = shapely.box(c0 - 0.5, r0 - 0.5, c0 + tw - 0.5, r0 + th - 0.5)
+            frac = area.intersection(b).area / b.area
+            if frac >= 0.3:
+                cands.append((c0, r0, frac))
+    if not cands:
+        c = area.representative_point()
+        cands = [(int(np.clip(round(c.x - tw / 2), 0, ref.width - tw)),
+                  int(np.clip(round(c.y - th / 2), 0, ref.height - th)), 1.0)]
+    cands = list(dict.fromkeys((c0, r0) for c0, r0, _ in cands))
+    if len(cands) > n_tiles:
+        idx = thin_spatially(np.array(cands, dtype=np.float64), n_tiles)
+        cands = [cands[i] for i in idx]
+    return [(c0, r0, tw, th) for c0, r0 in cands]
+
+
+def fine_stage(ref: Scene, mov: Scene, coarse: np.ndarray, coarse_err: float, ext: Extractor,
+               cfg: RegisterConfig, area) -> StageResult:
+    """Full-resolution tiles around the coarse prediction; matches in full-scene pixels."""
+    tiles = plan_tiles(ref, area, cfg.tile_size, cfg.n_tiles)
+    inv = np.linalg.inv(coarse)
+    radius = max(6.0, 3.0 * coarse_err)  # true matches lie near the coarse prediction
+    srcs, dsts, sims, i1s, i2s, rparts, mparts = [], [], [], [], [], [], []
+    n_r = n_m = 0
+    used = skipped = 0
+    mpre = _moving_pre(cfg)
+    with open_dataset(ref.path) as dr, open_dataset(mov.path) as dm:
+        for c0, r0, tw, th in tiles:
+            ru, rv = read_unit(ref, Window(c0, r0, tw, th), None, cfg.preprocess, ds=dr)
+            if rv.mean() < 0.2 or float(np.std(ru[rv])) < 0.01:
+                skipped += 1
+                continue
+            corners = apply_matrix(inv, [[c0 - 0.5, r0 - 0.5], [c0 + tw - 0.5, r0 - 0.5],
+                                         [c0 - 0.5, r0 + th - 0.5], [c0 + tw - 0.5, r0 + th - 0.5]])
+            k = _local_scale(coarse, tuple(corners.mean(0)))
+            pad = 8.0 / max(min(k, 1.0), 1e-6)
+            mc0 = int(max(0, math.floor(corners[:, 0].min() - pad)))
+            mr0 = int(max(0, math.floor(corners[:, 1].min() - pad)))
+            mc1 = int(min(mov.width, math.ceil(corners[:, 0].max() + pad)))
+            mr1 = int(min(mov.height, math.ceil(corners[:, 1].max() + pad)))
+            if mc1 - mc0 < 16 or mr1 - mr0 < 16:
+                skipped += 1
+                continue
+            # moving pixels finer than the reference's: decimated read at about the reference pixel size
+            f = min(1.0, k * 1.25)
+            mshape = (max(1, round((mr1 - mr0) * f)), max(1, round((mc1 - mc0) * f)))
+            mu, mv = read_unit(mov, Window(mc0, mr0, mc1 - mc0, mr1 - mr0), mshape if f < 1 else None, mpre, ds=dm)
+            Dm = _translate(mc0, mr0) @ _decimation((mr1 - mr0, mc1 - mc0), mu.shape)
+            Ft = _translate(-c0, -r0) @ coarse @ Dm  # moving read px -> tile px
+            wu = _warp(mu, Ft, (th, tw))
+            wv = _warp_valid(mv, Ft, (th, tw))
+            if wv.mean() < 0.1:
+                skipped += 1
+                continue
+            fr = ext(ru, rv, multiscale=False, top_k=cfg.fine_top_k)
+            fm = ext(wu, wv, multiscale=False, top_k=cfg.fine_top_k)
+            used += 1
+            if not len(fr) or not len(fm):
+                continue
+            m = _match(fr, fm, cfg.ratio, cfg.device)
+            near = np.hypot(*(fr.xy[m.idx1] - fm.xy[m.idx2]).T) <= radius
+            off = np.array([c0, r0], dtype=np.float64)
+            rk = fr.xy + off
+            mk = apply_matrix(inv, fm.xy + off)
+            srcs.append(mk[m.idx2[near]])
+            dsts.append(rk[m.idx1[near]])
+            sims.append(m.similarity[near])
+            i1s.append(m.idx1[near] + n_r)
+            i2s.append(m.idx2[near] + n_m)
+            rparts.append(Features(np.c_[rk, fr.keypoints[:, 2:]].astype(np.float32), fr.descriptors, fr.scores,
+                                   (ref.width, ref.height)))
+            mparts.append(Features(np.c_[mk, fm.keypoints[:, 2:] / max(k, 1e-6)].astype(np.float32),
+                                   fm.descriptors, fm.scores, (mov.width, mov.height)))
+            n_r += len(fr)
+            n_m += len(fm)
+    cat = (lambda xs, shape: np.concatenate(xs) if xs else np.zeros(shape))
+    res = StageResult(cat(srcs, (0, 2)), cat(dsts, (0, 2)), cat(sims, (0,)).astype(np.float32),
+                      Features.concat(rparts, (ref.width, ref.height)), Features.concat(mparts, (mov.width, mov.height)),
+                      cat(i1s, (0,)).astype(np.int64), cat(i2s, (0,)).astype(np.int64),
+                      {"tiles_planned": len(tiles), "tiles_used": used, "tiles_skipped": skipped,
+                       "keypoints_ref": n_r, "keypoints_moving": n_m, "search_radius_px": radius})
+    res.info["matches"] = len(res.src)
+    log.info("fine: %d tiles, %d matches", used, len(res.src))
+    return res
+
+
+# --------------------------------------------------------------------------------------------- quality
+RICHER = {"shift": "affine", "similarity": "affine", "affine": "homography"}
+
+
+def model_adequacy(est: Estimate, src: np.ndarray, dst: np.ndarray, area, cfg: RegisterConfig) -> float | None:
+    """Mean distance (px, over a grid on the overlap) between the estimate and a richer model fitted to the same
+    matches: a shift fitted to rotated scenes still has inliers (a band of them) but disagrees with an affine."""
+    richer = RICHER.get(est.model)
+    if richer is None:
+        return None
+    try:
+        alt = fit_model(src, dst, richer, cfg.robust, est.threshold, area=None, seed=cfg.seed)
+    except RegistrationFailed:
+        return None
+    if alt.n_inliers < est.n_inliers:
+        return 0.0
+    x0, y0, x1, y1 = area.bounds
+    g = np.stack(np.meshgrid(np.linspace(x0, x1, 12), np.linspace(y0, y1, 12)), -1).reshape(-1, 2)
+    import shapely
+
+    g = g[shapely.contains_xy(area.buffer(1.0), g[:, 0], g[:, 1])]
+    if not len(g):
+        return None
+    mov = apply_matrix(np.linalg.inv(alt.matrix), g)
+    return float(np.nanmean(np.hypot(*(est.apply(mov) - g).T)))
+
+
+def judge(est: Estimate, prior: np.ndarray, cfg: RegisterConfig, adequacy: float | None = None
+          ) -> tuple[str, list[str]]:
+    """Quality gates -> ("ok" | "low_quality", reasons)."""
+    reasons = []
+    if adequacy is not None and adequacy > cfg.max_rmse:
+        reasons.append(f"{est.model} model inadequate: a {RICHER[est.model]} fit differs by {adequacy:.2f} px "
+                       f"on average over the overlap")
+    if est.n_inliers < cfg.min_inliers:
+        reasons.append(f"{est.n_inliers} inliers < {cfg.min_inliers}")
+    if not est.rmse <= cfg.max_rmse:
+        reasons.append(f"RMSE {est.rmse:.2f} px > {cfg.max_rmse:g}")
+    if not (math.isfinite(est.heldout_rmse) and est.heldout_rmse <= 2.0 * cfg.max_rmse):
+        reasons.append(f"held-out RMSE {est.heldout_rmse:.2f} px > {2 * cfg.max_rmse:g}")
+    if est.coverage < cfg.min_coverage:
+        reasons.append(f"coverage {est.coverage:.2f} < {cfg.min_coverage:g}")
+    if est.inlier_ratio < 0.05:
+        reasons.append(f"inlier ratio {est.inlier_ratio:.3f} < 0.05")
+    rel = decompose(np.linalg.inv(prior) @ est.matrix)
+    if not (0.2 < rel["scale_x"] < 5 and 0.2 < rel["scale_y"] < 5 and abs(rel["shear"]) < 0.5):
+        reasons.append(f"implausible scale/shear relative to the georeferencing ({rel['scale_x']:.2f}, "
+                       f"{rel['scale_y']:.2f}, shear {rel['shear']:.2f})")
+    return ("ok" if not reasons else "low_quality"), reasons
+
+
+def to_pixel_transform(est: Estimate, src: np.ndarray, dst: np.ndarray) -> PixelTransform:
+    """What the warp needs from an estimate (tps: its inlier tie points, moving px -> reference px)."""
+    tp = None
+    if est.model == "tps":
+        idx = np.flatnonzero(est.inliers)
+        tp = np.c_[src[idx], dst[idx]]
+    return PixelTransform(est.model, est.matrix, poly=est.poly, tiepoints=tp)
+
+
+def _correction(ref: Scene, prior: np.ndarray, est: Estimate, area) -> dict[str, Any]:
+    """How far the estimate moves the moving raster from where its georeferencing put it (overlap centre)."""
+    c = area.centroid
+    centre_ref = np.array([[c.x, c.y]])
+    mov_c = apply_matrix(np.linalg.inv(prior), centre_ref)
+    d = (est.apply(mov_c) - centre_ref)[0]
+    rel = decompose(np.linalg.inv(prior) @ est.matrix)
+    out = {"at_ref_px": [round(c.x, 3), round(c.y, 3)], "dx_px": float(d[0]), "dy_px": float(d[1]),
+           "shift_px": float(np.hypot(*d)), "rotation_deg": rel["rotation_deg"], "scale": rel["scale_x"]}
+    if ref.georeferenced:
+        a = ref.transform
+        dm = np.array([a.a * d[0] + a.b * d[1], a.d * d[0] + a.e * d[1]])
+        out.update({"dx_map": float(dm[0]), "dy_map": float(dm[1]), "shift_map": float(np.hypot(*dm)),
+                    "map_units": _units(ref)})
+    return out
+
+
+def _units(scene: Scene) -> str:
+    try:
+        return str(scene.crs.linear_units or "unknown")
+    except Exception:
+        return "unknown"
+
+
+def _versions() -> dict[str, str]:
+    import rasterio
+    import shapely
+    import torch
+    from osgeo import gdal
+
+    return {"sarreg": __version__, "python": platform.python_version(), "numpy": np.__version__,
+            "opencv": cv2.__version__, "gdal": gdal.__version__, "rasterio": rasterio.__version__,
+            "torch": torch.__version__, "shapely": shapely.__version__}
+
+
+# --------------------------------------------------------------------------------------------- main
+def register(ref: str | Path, moving: str | Path, out: str | Path, config: RegisterConfig = RegisterConfig(),
+             progress: Callable[[str], None] | None = None) -> Report:
+    """Register ``moving`` onto ``ref``; write ``out`` (moving on the reference grid) and sidecars.
+
+    Returns a Report with status ok / low_quality / failed; raises InputError / CRSError / OverlapError /
+    OutputError / WeightsError for bad input (then nothing is written). Inputs are never modified.
+    """
+    from sarreg import export
+    from sarreg.warp import update_georef, warp_to_grid
+
+    cfg = config
+    ref, moving, out = Path(ref), Path(moving), Path(out)
+    t_all = time.perf_counter()
+    timings: dict[str, float] = {}
+    step = progress or (lambda msg: None)
+
+    def tick(name: str, t0: float) -> float:
+        t1 = time.perf_counter()
+        timings[name] = round(t1 - t0, 3)
+        return t1
+
+    _check_config(cfg)
+    check_output(out, [ref, moving], cfg.overwrite)
+    report_path = export.sidecar(out, ".report.json")
+    check_output(report_path, [ref, moving], cfg.overwrite)
+    if ref.exists() and moving.exists() and ref.resolve() == moving.resolve():
+        raise InputError(f"{moving}: reference and moving are the same file")
+
+    t = time.perf_counter()
+    step("relate")
+    rs = open_scene(ref, cfg.preprocess)
+    ms = open_scene(moving, _moving_pre(cfg))
+    prior = prior_matrix(rs, ms)
+    area, frac = overlap_area(rs, ms, prior, cfg)
+    grid = Grid.from_scene(rs)
+    t = tick("relate", t)
+    step("model")
+    ext = Extractor(cfg)
+    t = tick("load_model", t)
+
+    rep = Report(status="failed", message="", ref=str(ref), moving=str(moving), output=None, model=cfg.model,
+                 reference_grid=grid.to_dict(), versions=_versions(),
+                 weights={"features": cfg.features, "name": ext.name, "sha256": ext.sha256},
+                 options=cfg.to_dict())
+    rep.stages["relate"] = {"prior": prior.tolist(), "overlap_fraction": round(frac, 4),
+                            "overlap_area_px": round(area.area, 1), "georeferenced": rs.georeferenced}
+    est = None
+    fine = None
+    try:
+        step("coarse")
+        cest, coarse = coarse_stage(rs, ms, prior, ext, cfg, area)
+        rep.stages["coarse"] = {**coarse.info, "matrix": cest.matrix.tolist()}
+        t = tick("coarse", t)
+        step("fine")
+        fine = fine_stage(rs, ms, cest.matrix, max(cest.rmse, coarse.info["threshold_px"] / 2), ext, cfg, area)
+        rep.stages["fine"] = dict(fine.info)
+        t = tick("fine", t)
+        step("estimate")
+        est = fit_model(fine.src, fine.dst, cfg.model, cfg.robust, cfg.threshold, area=area,
+                        scores=fine.similarity, seed=cfg.seed)
+        t = tick("estimate", t)
+    except RegistrationFailed as e:
+        rep.status, rep.message = "failed", str(e)
+        t = tick("estimate", t)
+    if est is not None:
+        adequacy = model_adequacy(est, fine.src, fine.dst, area, cfg)
+        status, reasons = judge(est, prior, cfg, adequacy)
+        if est.n_inliers < FAIL_INLIERS:
+            status = "failed"
+        rep.status = status
+        rep.message = "registered" if status == "ok" else "; ".join(reasons) or "too few inliers"
+        rep.matrix = est.matrix.tolist()
+        ptr = to_pixel_transform(est, fine.src, fine.dst)
+        rep.transform = ptr.to_dict()
+        rep.quality = est.summary()
+        psize = pixel_size(grid)
+        rep.quality.update({"rmse_map": est.rmse * psize if rs.georeferenced else None,
+                            "heldout_rmse_map": est.heldout_rmse * psize if rs.georeferenced else None,
+                            "overlap_fraction": round(frac, 4),
+                            "model_adequacy_px": None if adequacy is None else round(adequacy, 4)})
+        rep.correction = _correction(rs, prior, est, area)
+        if est.model in ("shift", "similarity", "affine"):
+            gt = corrected_geotransform(est.matrix, grid)
+            rep.geotransform = list(gt.to_gdal())
+            if rs.georeferenced and ms.crs == rs.crs:
+                a_new = np.array([[gt.a, gt.b, gt.c], [gt.d, gt.e, gt.f], [0, 0, 1]])
+                am = ms.transform
+                a_old = np.array([[am.a, am.b, am.c], [am.d, am.e, am.f], [0, 0, 1]])
+                rep.map_matrix = (a_new @ np.linalg.inv(a_old)).tolist()  # moving map -> corrected map
+        # outputs
+        write_raster = rep.status == "ok" or (cfg.force and rep.status == "low_quality")
+        if write_raster and cfg.warp:
+            step("warp")
+            if cfg.update_georef:
+                update_georef(moving, ptr, grid, out, cfg.fmt, cfg.compress, overwrite=cfg.overwrite)
+            else:
+                warp_to_grid(moving, ptr, grid, out, cfg.resampling, cfg.fmt, cfg.compress, cfg.warp_mem_mb,
+                             overwrite=cfg.overwrite)
+            rep.output = str(out)
+            rep.outputs["raster"] = str(out)
+            t = tick("warp", t)
+    step("sidecars")
+    if fine is not None and len(fine.src):
+        _write_match_sidecars(rep, rs, ms, fine, est, cfg, out, prior)
+    if cfg.quicklook and est is not None:
+        q = Path(cfg.quicklook)
+        check_output(q, [ref, moving], True)
+        export.write_quicklook(q, rs, ms, est, fine.src, fine.dst, est.inliers)
+        rep.outputs["quicklook"] = str(q)
+    t = tick("sidecars", t)
+    timings["total"] = round(time.perf_counter() - t_all, 3)
+    rep.timings_s = timings
+    rep.peak_memory_mb = round(_peak_mb(), 1)
+    rep.outputs["report"] = str(report_path)
+    export.write_json(report_path, rep.to_dict())
+    log.info("%s: %s (%s)", moving, rep.status, rep.message)
+    return rep
+
+
+def _write_match_sidecars(rep: Report, rs: Scene, ms: Scene, fine: StageResult, est: Estimate | None,
+                          cfg: RegisterConfig, out: Path, prior: np.ndarray) -> None:
+    from sarreg import export
+
+    n = len(fine.src)
+    inl = est.inliers if est is not None else np.zeros(n, bool)
+    resid = est.residuals if est is not None else np.full(n, np.nan)
+    pred = est.apply(fine.src) if est is not None else np.full((n, 2), np.nan)
+    grid = Grid.from_scene(rs)
+    ref_map = grid.px_to_map(fine.dst)
+    if rs.georeferenced:
+        mov_map = ms.xy_to_map(fine.src)
+        crs = rs.crs
+    else:  # pixel space: QGIS shows non-georeferenced rasters with y = -row (pixel edges)
+        ref_map = np.c_[fine.dst[:, 0] + 0.5, -(fine.dst[:, 1] + 0.5)]
+        mov_map = np.c_[fine.src[:, 0] + 0.5, -(fine.src[:, 1] + 0.5)]
+        crs = None
+    if cfg.tiepoints:
+        p = export.sidecar(out, ".tiepoints.gpkg")
+        export.write_tiepoints(p, ref_map, mov_map, fine.dst, fine.src, resid, fine.similarity, inl, crs)
+        rep.outputs["tiepoints"] = str(p)
+        if cfg.geojson:
+            p = export.sidecar(out, ".tiepoints.geojson")
+            export.write_tiepoints(p, ref_map, mov_map, fine.dst, fine.src, resid, fine.similarity, inl, crs)
+            rep.outputs["tiepoints_geojson"] = str(p)
+    if cfg.points:
+        p = export.sidecar(out, ".points")
+        export.write_qgis_points(p, ref_map, mov_map, inl, pred - fine.dst, grid.crs_wkt)
+        rep.outputs["points"] = str(p)
+    if cfg.matches_npz:
+        p = export.sidecar(out, ".matches.npz")
+        export.write_matches_npz(p, fine.ref_feats, fine.mov_feats, fine.idx1, fine.idx2, fine.similarity, inl,
+                                 resid)
+        rep.outputs["matches"] = str(p)
+
+
+def _check_config(cfg: RegisterConfig) -> None:
+    from sarreg.estimate import MODELS, ROBUST
+    from sarreg.warp import COMPRESSION, FORMATS, RESAMPLING
+
+    for name, val, allowed in (("model", cfg.model, MODELS), ("robust", cfg.robust, tuple(ROBUST)),
+                               ("format", cfg.fmt, FORMATS), ("resampling", cfg.resampling, RESAMPLING),
+                               ("compress", cfg.compress, COMPRESSION), ("features", cfg.features, ("r2d2", "sift"))):
+        if val not in allowed:
+            raise InputError(f"unknown {name} {val!r}; choose from {', '.join(allowed)}")
+    if cfg.update_georef and cfg.model not in ("shift", "similarity", "affine"):
+        raise InputError(f"--update-georef needs a shift, similarity or affine model, not {cfg.model}")
+    if not cfg.threshold > 0 or not cfg.max_rmse > 0:
+        raise InputError("threshold and max-rmse must be positive")

@@ -1,0 +1,223 @@
+"""End-to-end registration on real GeoTIFFs in tmp_path: speckled synthetic scenes with known warps.
+
+Most cases use ``features="sift"`` (fast, deterministic, needs no weights); the R2D2 cases use the shipped model
+when ``models/*.pt`` exists, else the reference checkpoint in ../shared, else they skip.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+from pyproj import Transformer
+
+from sarreg import Report, register
+from sarreg.config import RegisterConfig
+from sarreg.estimate import apply_matrix
+from sarreg.synth import reflectivity, speckle, warp_image, write_geotiff
+
+N = 512
+PAD = 96
+SIFT = RegisterConfig(features="sift")
+UTM = "EPSG:32631"
+REF_T = Affine(10.0, 0, 500000.0, 0, -10.0, 5000000.0)
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+
+
+@pytest.fixture(scope="module")
+def field() -> np.ndarray:
+    """Noise-free reflectivity on a grid PAD pixels larger than the reference on every side."""
+    return reflectivity(N + 2 * PAD, N + 2 * PAD, seed=7)
+
+
+def sim(dx: float, dy: float, deg: float = 0.0, scale: float = 1.0, n: int = N) -> np.ndarray:
+    """Moving px -> reference px: rotation/scale about the centre, then a shift."""
+    a = math.radians(deg)
+    c = np.array([n / 2, n / 2])
+    R = scale * np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
+    t = c - R @ c + [dx, dy]
+    return np.array([[R[0, 0], R[0, 1], t[0]], [R[1, 0], R[1, 1], t[1]], [0, 0, 1]])
+
+
+def make_pair(tmp: Path, field: np.ndarray, m: np.ndarray, seed: int = 0, mov_shape=(N, N), looks: float = 4.0,
+              **kw) -> tuple[Path, Path]:
+    """Reference = centre crop of the field; moving pixel (u, v) shows the field at reference pixel m(u, v)."""
+    rng = np.random.default_rng(seed)
+    ref = speckle(field, looks, rng)[PAD:PAD + N, PAD:PAD + N]
+    to_field = np.array([[1, 0, PAD], [0, 1, PAD], [0, 0, 1]]) @ m
+    mov = warp_image(speckle(field, looks, rng), to_field, mov_shape)
+    r = write_geotiff(tmp / "ref.tif", ref, kw.get("ref_t"), kw.get("crs"))
+    mv = write_geotiff(tmp / "moving.tif", np.nan_to_num(mov, nan=0.0), kw.get("mov_t"), kw.get("crs"), nodata=0.0)
+    return r, mv
+
+
+def grid_error(matrix, truth, shape=(N, N)) -> float:
+    g = np.stack(np.meshgrid(np.linspace(0, shape[1] - 1, 10), np.linspace(0, shape[0] - 1, 10)), -1).reshape(-1, 2)
+    fn = truth if callable(truth) else (lambda xy: apply_matrix(truth, xy))
+    return float(np.hypot(*(apply_matrix(np.asarray(matrix), g) - fn(g)).T).mean())
+
+
+@pytest.mark.parametrize("m, tol", [(sim(2.4, -1.7), 0.3), (sim(-23.0, 31.5), 0.3),
+                                    (sim(6.0, -4.0, deg=12.0, scale=1.1), 0.75)],
+                         ids=["subpixel", "multipixel", "rot12-scale1.1"])
+def test_recovers_pixel_space_transform(tmp_path, field, m, tol):
+    ref, mov = make_pair(tmp_path, field, m)
+    before = mov.read_bytes()
+    out = tmp_path / "out.tif"
+    rep = register(ref, mov, out, SIFT)
+    assert isinstance(rep, Report)
+    assert rep.status == "ok", rep.message
+    assert grid_error(rep.matrix, m) < tol
+    assert rep.quality["inliers"] >= 12 and rep.quality["rmse_px"] < 1.5
+    assert mov.read_bytes() == before  # inputs never modified
+    with rasterio.open(out) as o, rasterio.open(ref) as r:
+        assert (o.width, o.height) == (r.width, r.height) and o.transform == r.transform and o.crs is None
+        assert o.dtypes[0] == "float32" and o.nodata == 0.0
+    rj = json.loads(out.with_name("out.report.json").read_text())
+    assert rj["status"] == "ok" and np.allclose(rj["matrix"], rep.matrix)
+    assert set(rj["timings_s"]) >= {"relate", "coarse", "fine", "estimate", "warp", "total"}
+    assert rj["peak_memory_mb"] > 0 and rj["versions"]["gdal"]
+
+
+def test_georeferenced_other_crs_and_resolution(tmp_path, field):
+    """Reference UTM 10 m; moving in EPSG:4326 at ~14 m, its georeferencing off by (+35 m, -22 m)."""
+    to_utm = Transformer.from_crs("EPSG:4326", UTM, always_xy=True)
+    to_ll = Transformer.from_crs(UTM, "EPSG:4326", always_xy=True)
+    lon0, lat0 = to_ll.transform(500000.0 + 300, 5000000.0 - 200)
+    dlon, dlat = 14.0 / 78000.0, 14.0 / 111200.0
+    mov_t = Affine(dlon, 0, lon0, 0, -dlat, lat0)
+    err = np.array([35.0, -22.0])
+
+    def truth(uv):  # moving px -> true reference px
+        lon, lat = mov_t @ (uv[:, 0] + 0.5, uv[:, 1] + 0.5)
+        x, y = to_utm.transform(lon, lat)
+        col, row = ~REF_T @ (np.asarray(x) + err[0], np.asarray(y) + err[1])
+        return np.c_[col - 0.5, row - 0.5]
+
+    g = np.stack(np.meshgrid(np.arange(0, 330, 8.0), np.arange(0, 330, 8.0)), -1).reshape(-1, 2)
+    fit = np.linalg.lstsq(np.c_[g, np.ones(len(g))], truth(g), rcond=None)[0]
+    m = np.r_[fit.T, [[0, 0, 1]]]
+    assert np.abs(apply_matrix(m, g) - truth(g)).max() < 0.15  # the true map is affine to 0.15 px here
+    ref, mov = make_pair(tmp_path, field, m, mov_shape=(330, 330), ref_t=REF_T, mov_t=mov_t, crs=None)
+    with rasterio.open(ref, "r+") as ds:
+        ds.crs = UTM
+    with rasterio.open(mov, "r+") as ds:
+        ds.crs = "EPSG:4326"
+    out = tmp_path / "out.tif"
+    rep = register(ref, mov, out, SIFT)
+    assert rep.status == "ok", rep.message
+    assert grid_error(rep.matrix, truth, (330, 330)) < 0.4
+    # the correction found is the planted georeferencing error (metres, reference CRS)
+    assert rep.correction["dx_map"] == pytest.approx(err[0], abs=5) and rep.correction["dy_map"] == pytest.approx(
+        err[1], abs=5)
+    with rasterio.open(out) as o:
+        assert o.crs.to_epsg() == 32631 and o.transform.almost_equals(REF_T) and (o.width, o.height) == (N, N)
+    # sidecars
+    import pyogrio
+
+    gdf = pyogrio.read_dataframe(out.with_name("out.tiepoints.gpkg")) if _has_geopandas() else None
+    info = pyogrio.read_info(out.with_name("out.tiepoints.gpkg"))
+    assert info["crs"] and "32631" in info["crs"] and info["features"] == rep.quality["matches"]
+    assert {"ref_x", "moving_x", "residual_px", "score", "inlier"} <= set(info["fields"])
+    del gdf
+    lines = out.with_name("out.points").read_text().splitlines()
+    assert lines[0].startswith("#CRS: ") and "UTM zone 31N" in lines[0]
+    assert lines[1] == "mapX,mapY,sourceX,sourceY,enable,dX,dY,residual"
+    row = [float(v) for v in lines[2].split(",")]
+    assert 499000 < row[0] < 506000 and -180 < row[2] < 180  # reference UTM metres, moving lon/lat
+    with np.load(out.with_name("out.matches.npz")) as z:
+        assert {"ref_keypoints", "ref_descriptors", "moving_keypoints", "matches", "inliers"} <= set(z.files)
+        mt = z["matches"]
+        assert mt.shape == (rep.quality["matches"], 2) and mt[:, 0].max() < len(z["ref_keypoints"])
+
+
+def _has_geopandas() -> bool:
+    try:
+        import geopandas  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def test_nodata_borders_multiband_and_models(tmp_path, field):
+    m = sim(9.5, 5.25, deg=1.0)
+    ref, mov = make_pair(tmp_path, field, m)
+    with rasterio.open(mov) as ds:
+        a = ds.read(1)
+    a[:, :90] = 0.0  # a wide nodata border on the moving scene
+    b3 = np.stack([a * 0.5, a, a * 2.0])
+    mov3 = write_geotiff(tmp_path / "mov3.tif", b3, None, None, nodata=0.0)
+    out = tmp_path / "o.tif"
+    rep = register(ref, mov3, out, SIFT.with_(moving_band=2, fmt="GTiff"))
+    assert rep.status == "ok", rep.message
+    assert grid_error(rep.matrix, m) < 0.5
+    with rasterio.open(out) as o:
+        assert o.count == 3 and o.nodata == 0.0
+        w = o.read()
+    assert (w[0][:, :40] == 0).all()  # the moving nodata border is nodata in the output
+    ok = w[1] != 0
+    assert np.allclose(w[0][ok], 0.5 * w[1][ok], rtol=1e-4) and np.allclose(w[2][ok], 2 * w[1][ok], rtol=1e-4)
+    for model in ("homography", "poly2", "tps"):
+        r2 = register(ref, mov3, tmp_path / f"{model}.tif", SIFT.with_(moving_band=2, model=model, warp=False))
+        assert r2.status == "ok" and grid_error(r2.matrix, m) < 1.0, model
+    # a shift cannot follow the 1 degree rotation: inliers exist in a band, but the result must not be "ok"
+    r2 = register(ref, mov3, tmp_path / "shift.tif", SIFT.with_(moving_band=2, model="shift"))
+    assert r2.status == "low_quality" and "inadequate" in r2.message
+    assert not (tmp_path / "shift.tif").exists()
+
+
+def test_unrelated_scenes_are_not_ok(tmp_path, field):
+    ref, _ = make_pair(tmp_path, field, sim(0, 0))
+    other = reflectivity(N, N, seed=99)
+    mov = write_geotiff(tmp_path / "other.tif", speckle(other, 4.0, np.random.default_rng(1)))
+    rep = register(ref, mov, tmp_path / "o.tif", SIFT)
+    assert rep.status in ("failed", "low_quality")
+    assert not (tmp_path / "o.tif").exists()
+    assert (tmp_path / "o.report.json").exists()
+    assert rep.exit_code in (2, 3)
+
+
+def test_gates_no_warp_force_update_georef(tmp_path, field):
+    m = sim(4.0, -3.0)
+    ref, mov = make_pair(tmp_path, field, m, ref_t=REF_T, mov_t=REF_T, crs=UTM)
+    rep = register(ref, mov, tmp_path / "a.tif", SIFT.with_(min_inliers=100000))
+    assert rep.status == "low_quality" and "inliers" in rep.message and rep.output is None
+    assert not (tmp_path / "a.tif").exists()
+    rep = register(ref, mov, tmp_path / "a.tif", SIFT.with_(min_inliers=100000, force=True, overwrite=True))
+    assert rep.status == "low_quality" and (tmp_path / "a.tif").exists()
+    rep = register(ref, mov, tmp_path / "b.tif", SIFT.with_(warp=False))
+    assert rep.status == "ok" and not (tmp_path / "b.tif").exists() and (tmp_path / "b.report.json").exists()
+    rep = register(ref, mov, tmp_path / "c.tif", SIFT.with_(model="shift", update_georef=True))
+    with rasterio.open(tmp_path / "c.tif") as o, rasterio.open(mov) as mv:
+        assert np.array_equal(o.read(1), mv.read(1))  # no resampling
+        # corrected origin = moving origin + (4, -3) pixels of 10 m (x east, y down = south)
+        assert o.transform.c == pytest.approx(REF_T.c + 40.0, abs=3) and o.transform.f == pytest.approx(
+            REF_T.f + 30.0, abs=3)
+    assert rep.geotransform is not None and rep.map_matrix is not None
+
+
+def _r2d2_weights() -> Path | None:
+    shipped = sorted((REPO / "models").glob("*.pt"))
+    if shipped:
+        return shipped[0]
+    ref = SHARED / "reference" / "r2d2-naver" / "faster2d2_WASF_N16.pt"
+    return ref if ref.is_file() else None
+
+
+def test_r2d2_pipeline(tmp_path, field):
+    weights = _r2d2_weights()
+    if weights is None:
+        pytest.skip("no R2D2 weights: neither models/*.pt nor ../shared reference checkpoint")
+    m = sim(5.5, -3.25)
+    ref, mov = make_pair(tmp_path, field, m)
+    cfg = RegisterConfig(features="r2d2", weights=str(weights), coarse_size=256, coarse_top_k=2000, fine_top_k=1000,
+                         device="cpu")
+    rep = register(ref, mov, tmp_path / "o.tif", cfg)
+    assert rep.status == "ok", rep.message
+    assert grid_error(rep.matrix, m) < 0.75  # R2D2 keypoints on 4-look speckle: ~1 px RMSE per match
+    assert rep.weights["sha256"] and rep.weights["name"] == weights.name
