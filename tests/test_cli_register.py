@@ -1,0 +1,216 @@
+"""``sarreg register`` / ``sarreg apply`` through click: exit codes, sidecars, and every bad input.
+
+Bad input must give a one-line error naming the file and the problem, a non-zero exit, no output left behind,
+and unchanged inputs. Scenes are small speckled GeoTIFFs in tmp_path; features are SIFT (no weights needed).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+from click.testing import CliRunner
+
+from sarreg.cli import cli
+from sarreg.synth import reflectivity, speckle, warp_image, write_geotiff
+
+N = 384
+PAD = 64
+UTM = "EPSG:32631"
+T = Affine(10.0, 0, 500000.0, 0, -10.0, 5000000.0)
+
+
+def _digest(p: Path) -> str:
+    return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory) -> dict[str, Path]:
+    """ref / moving (shift 5.5, -3.25 px, 2 degrees) georeferenced, plus the same pair in pixel space."""
+    d = tmp_path_factory.mktemp("scenes")
+    rng = np.random.default_rng(3)
+    field = reflectivity(N + 2 * PAD, N + 2 * PAD, seed=11)
+    a = math.radians(2.0)
+    c = N / 2
+    m = np.array([[math.cos(a), -math.sin(a), c - math.cos(a) * c + math.sin(a) * c + 5.5 + PAD],
+                  [math.sin(a), math.cos(a), c - math.sin(a) * c - math.cos(a) * c - 3.25 + PAD], [0, 0, 1]])
+    ref = speckle(field, 4.0, rng)[PAD:PAD + N, PAD:PAD + N]
+    mov = np.nan_to_num(warp_image(speckle(field, 4.0, rng), m, (N, N)), nan=0.0)
+    out = {
+        "ref": write_geotiff(d / "ref.tif", ref, T, UTM),
+        "moving": write_geotiff(d / "moving.tif", mov, T, UTM, nodata=0.0),
+        "ref_px": write_geotiff(d / "ref_px.tif", ref),
+        "moving_px": write_geotiff(d / "moving_px.tif", mov, nodata=0.0),
+        "other": write_geotiff(d / "other.tif", speckle(reflectivity(N, N, seed=99), 4.0, rng), T, UTM),
+    }
+    out["_m"] = m  # type: ignore[assignment]
+    return out
+
+
+def run(*args: str):
+    return CliRunner().invoke(cli, ["register", "--features", "sift", *map(str, args)])
+
+
+def _one_line_error(res, *needles: str) -> None:
+    assert res.exit_code != 0
+    err = res.stderr.strip()
+    assert err.startswith("sarreg: error: ") and "\n" not in err, err
+    for n in needles:
+        assert n in err, err
+
+
+def test_register_ok_with_all_sidecars(scenes, tmp_path):
+    out = tmp_path / "out.tif"
+    q = tmp_path / "look.png"
+    before = _digest(scenes["moving"])
+    res = run(scenes["ref"], scenes["moving"], out, "--geojson", "--quicklook", q)
+    assert res.exit_code == 0, res.output
+    assert res.stdout.startswith("ok: ") and str(out) in res.stdout
+    for suffix in (".tif", ".report.json", ".tiepoints.gpkg", ".tiepoints.geojson", ".points", ".matches.npz"):
+        assert (tmp_path / f"out{suffix}").is_file(), suffix
+    assert q.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rep = json.loads((tmp_path / "out.report.json").read_text())
+    assert rep["status"] == "ok" and rep["options"]["features"] == "sift"
+    assert abs(rep["correction"]["rotation_deg"] - 2.0) < 0.1
+    assert _digest(scenes["moving"]) == before
+    with rasterio.open(out) as o, rasterio.open(scenes["ref"]) as r:
+        assert o.profile["driver"] == "GTiff" and o.transform == r.transform and o.crs == r.crs
+        assert (o.width, o.height) == (r.width, r.height)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_apply_reproduces_register_output(scenes, tmp_path):
+    res = run(scenes["ref_px"], scenes["moving_px"], tmp_path / "a.tif", "--resampling", "nearest")
+    assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(cli, ["apply", str(tmp_path / "a.report.json"), str(scenes["moving_px"]),
+                                   str(tmp_path / "b.tif"), "--resampling", "nearest"])
+    assert res.exit_code == 0, res.output
+    with rasterio.open(tmp_path / "a.tif") as a, rasterio.open(tmp_path / "b.tif") as b:
+        assert np.array_equal(a.read(), b.read(), equal_nan=True)
+    (tmp_path / "bad.json").write_text("{not json")
+    res = CliRunner().invoke(cli, ["apply", str(tmp_path / "bad.json"), str(scenes["moving_px"]),
+                                   str(tmp_path / "c.tif")])
+    _one_line_error(res, "bad.json", "not a readable JSON report")
+    assert res.exit_code == 1 and not (tmp_path / "c.tif").exists()
+
+
+def test_exit_codes_low_quality_and_failed(scenes, tmp_path):
+    res = run(scenes["ref"], scenes["moving"], tmp_path / "lq.tif", "--min-inliers", "100000")
+    assert res.exit_code == 2
+    _one_line_error(res, "low-quality", "inliers")
+    assert not (tmp_path / "lq.tif").exists() and (tmp_path / "lq.report.json").exists()
+    res = run(scenes["ref"], scenes["other"], tmp_path / "f.tif")
+    assert res.exit_code in (2, 3), res.output
+    assert not (tmp_path / "f.tif").exists()
+    assert json.loads((tmp_path / "f.report.json").read_text())["status"] in ("failed", "low_quality")
+
+
+def _assert_clean(tmp_path: Path, keep: set[str]) -> None:
+    left = {p.name for p in tmp_path.iterdir()} - keep
+    assert not left, left
+
+
+@pytest.mark.parametrize("case", ["corrupt", "truncated", "missing", "no_crs", "no_overlap", "nodata_overlap",
+                                  "constant", "all_nan", "bad_band", "out_is_input", "exists", "no_dir",
+                                  "same_file"])
+def test_bad_input(scenes, tmp_path, case):
+    ref, mov = scenes["ref"], scenes["moving"]
+    out = tmp_path / "out.tif"
+    extra: list[str] = []
+    keep: set[str] = set()
+    if case == "corrupt":
+        ref = tmp_path / "corrupt.tif"
+        ref.write_bytes(b"II*\x00" + os.urandom(300))
+        needles = ("corrupt.tif",)
+    elif case == "truncated":
+        ref = tmp_path / "trunc.tif"
+        data = scenes["ref"].read_bytes()
+        ref.write_bytes(data[: len(data) // 2])
+        needles = ("trunc.tif",)
+    elif case == "missing":
+        mov = tmp_path / "nope.tif"
+        needles = ("nope.tif", "not found")
+    elif case == "no_crs":
+        mov = scenes["moving_px"]
+        needles = ("moving_px.tif", "CRS")
+    elif case == "no_overlap":
+        with rasterio.open(scenes["moving"]) as ds:
+            a = ds.read(1)
+        mov = write_geotiff(tmp_path / "far.tif", a, Affine(10.0, 0, 600000.0, 0, -10.0, 5000000.0), UTM, nodata=0.0)
+        needles = ("far.tif", "does not overlap")
+    elif case == "nodata_overlap":
+        # bounding boxes overlap by half, but the overlapping half of the moving scene is all nodata
+        with rasterio.open(scenes["moving"]) as ds:
+            a = ds.read(1)
+        a[:, : N // 2] = 0.0
+        mov = write_geotiff(tmp_path / "half.tif", a, Affine(10.0, 0, 500000.0 + 10 * N / 2 + 10 * 8, 0, -10.0,
+                                                                   5000000.0), UTM, nodata=0.0)
+        a2 = a.copy()
+        needles = ("half.tif", "no valid data in the overlap")
+        del a2
+    elif case == "constant":
+        mov = write_geotiff(tmp_path / "const.tif", np.full((N, N), 0.3, np.float32), T, UTM)
+        needles = ("const.tif", "constant")
+    elif case == "all_nan":
+        a = np.full((N, N), np.nan, np.float32)
+        a[::2] = np.inf
+        mov = write_geotiff(tmp_path / "nan.tif", a, T, UTM)
+        needles = ("nan.tif", "nodata/invalid")
+    elif case == "bad_band":
+        extra = ["--moving-band", "3"]
+        needles = ("moving.tif", "band 3 out of range")
+    elif case == "out_is_input":
+        out = tmp_path / "in.tif"
+        out.write_bytes(scenes["moving"].read_bytes())
+        mov = out
+        extra = ["--overwrite"]
+        needles = ("in.tif", "same file as input")
+    elif case == "exists":
+        out.write_text("keep me")
+        needles = ("out.tif", "exists", "--overwrite")
+        keep = {"out.tif"}
+    elif case == "no_dir":
+        out = tmp_path / "missing_dir" / "out.tif"
+        needles = ("missing_dir", "does not exist")
+    else:  # same_file
+        mov = ref
+        needles = ("same file",)
+    inputs = {p: _digest(p) for p in (ref, mov) if p.exists()}
+    keep |= {p.name for p in tmp_path.iterdir()}
+    res = run(ref, mov, out, *extra)
+    _one_line_error(res, *needles)
+    assert res.exit_code == 1
+    _assert_clean(tmp_path, keep)
+    assert {p: _digest(p) for p in inputs} == inputs
+    if case == "exists":
+        assert out.read_text() == "keep me"
+
+
+def test_unwritable_dir(scenes, tmp_path):
+    d = tmp_path / "ro"
+    d.mkdir()
+    d.chmod(0o500)
+    try:
+        if os.access(d, os.W_OK):
+            pytest.skip("running as a user that ignores permissions (root)")
+        res = run(scenes["ref"], scenes["moving"], d / "out.tif")
+        _one_line_error(res, "not writable")
+    finally:
+        d.chmod(0o700)
+
+
+def test_partial_nan_inf_still_registers(scenes, tmp_path):
+    with rasterio.open(scenes["moving"]) as ds:
+        a = ds.read(1)
+    a[:40, :] = np.nan
+    a[-30:, -50:] = np.inf
+    mov = write_geotiff(tmp_path / "holes.tif", a, T, UTM, nodata=0.0)
+    res = run(scenes["ref"], mov, tmp_path / "o.tif", "--no-warp")
+    assert res.exit_code == 0, res.output
+    assert not (tmp_path / "o.tif").exists() and (tmp_path / "o.report.json").exists()
