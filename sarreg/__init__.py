@@ -6,3 +6,4 @@ configuration dataclasses; errors. Later stages add ``register`` and ``batch``.
 __version__ = "0.1.0"
 
 from sarreg.pipeline import Report, register  # noqa: E402,F401
+from sarreg.batch import BatchSummary, SceneResult, batch  # noqa: E402,F401

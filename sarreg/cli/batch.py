@@ -1,0 +1,138 @@
+"""``sarreg batch``: register a time series on Dask (thin: options -> one RegisterConfig -> ``sarreg.batch``)."""
+from __future__ import annotations
+
+import copy
+import glob
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from sarreg.cli.options import path_arg
+from sarreg.cli.register import register as _register_cmd
+from sarreg.config import PreprocessConfig, RegisterConfig
+from sarreg.errors import InputError
+
+# Register options that make no sense per batch (one output per scene, written by the batch itself).
+_NOT_IN_BATCH = {"overwrite", "quicklook", "as_json"}
+
+
+def _register_options() -> list[click.Parameter]:
+    """The options of ``sarreg register`` (one definition, so both commands stay in step)."""
+    return [copy.copy(p) for p in _register_cmd.params
+            if isinstance(p, click.Option) and p.name not in _NOT_IN_BATCH]
+
+
+def config_from_options(kw: dict[str, Any]) -> RegisterConfig:
+    """Build the ONE RegisterConfig of the run from ``sarreg register`` option values (name -> value)."""
+    fields = RegisterConfig.__dataclass_fields__
+    pre_fields = PreprocessConfig.__dataclass_fields__
+    d: dict[str, Any] = {}
+    pre: dict[str, Any] = {}
+    for k, v in kw.items():
+        if k == "no_warp":
+            d["warp"] = not v
+        elif k in pre_fields:
+            pre[k] = v
+        elif k in fields:
+            d[k] = str(v) if isinstance(v, Path) else v
+    if isinstance(d.get("compress"), str):
+        d["compress"] = d["compress"].upper()
+    return RegisterConfig(**d, preprocess=PreprocessConfig(**pre))
+
+
+def _scene_list(scenes: tuple[str, ...], from_list: Path | None) -> list[Path]:
+    """Scenes from arguments (globs expanded, also when the shell did not) and from a list file."""
+    out: list[Path] = []
+    for s in scenes:
+        hits = sorted(glob.glob(s)) if glob.has_magic(s) else [s]
+        if not hits:
+            raise InputError(f"{s}: pattern matches no file")
+        out += [Path(h) for h in hits]
+    if from_list is not None:
+        try:
+            lines = from_list.read_text(encoding="utf-8").splitlines()
+        except OSError as e:
+            raise InputError(f"{from_list}: cannot read scene list ({e.strerror or e})") from None
+        base = from_list.parent
+        for line in lines:
+            line = line.strip()
+            if line and not line.startswith("#"):
+                p = Path(line)
+                out.append(p if p.is_absolute() else base / p)
+    seen: set[Path] = set()
+    uniq = []
+    for p in out:
+        r = p.resolve()
+        if r not in seen:
+            seen.add(r)
+            uniq.append(p)
+    return uniq
+
+
+@click.command(context_settings={"show_default": True})
+@click.argument("ref", type=path_arg)
+@click.argument("scenes", nargs=-1)
+@click.option("-o", "--out-dir", "outdir", type=path_arg, required=True, help="Output folder (created).")
+@click.option("--from-list", type=path_arg, default=None,
+              help="Text file with one scene path per line (relative to the file; # comments).")
+@click.option("--chain", is_flag=True,
+              help="Register each scene to its predecessor in time and compose the transforms (long series with "
+                   "strong change); default: every scene to REF.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Worker processes of the local Dask cluster [default: cores / threads, at most 4].")
+@click.option("--threads-per-worker", type=click.IntRange(min=1), default=1, help="Threads per local worker.")
+@click.option("--scheduler", default=None,
+              help="Address (tcp://host:8786) or scheduler file of an existing Dask cluster to use instead.")
+@click.option("--resume/--no-resume", default=True,
+              help="Skip scenes already done in OUT_DIR (manifest.json, outputs verified by sha256).")
+@click.option("--cache-dir", type=path_arg, default=None,
+              help="Reference-feature cache shared by workers [default: OUT_DIR/.cache].")
+@click.option("--progress/--no-progress", default=True, help="Progress bar over scenes.")
+def batch(ref: Path, scenes: tuple[str, ...], outdir: Path, from_list: Path | None, chain: bool,
+          workers: int | None, threads_per_worker: int, scheduler: str | None, resume: bool,
+          cache_dir: Path | None, progress: bool, **register_options: Any) -> None:
+    """Register every SCENE (paths or globs) onto REF with Dask; per-scene outputs and summary.csv / .json / .png
+    and tiepoints.gpkg in OUT_DIR. Register options are those of `sarreg register`.
+    Exit 0 all ok, 2 some low quality, 3 some failed."""
+    import logging
+
+    import distributed  # noqa: F401 - imported first: it sets its loggers' levels on import
+    from tqdm import tqdm
+
+    from sarreg.batch import batch as run_batch
+
+    paths = _scene_list(scenes, from_list)
+    if not paths:
+        raise click.UsageError("no scenes given (arguments, a glob or --from-list)")
+    cfg = config_from_options(register_options)
+    root = logging.getLogger()
+    if root.getEffectiveLevel() > logging.DEBUG:  # Dask logs its cluster life at INFO; keep it for -vv
+        for name in ("distributed", "bokeh", "tornado"):
+            logging.getLogger(name).setLevel(max(root.getEffectiveLevel(), logging.WARNING))
+    bar = tqdm(total=len(paths), unit="scene", disable=not progress, file=sys.stderr, dynamic_ncols=True)
+
+    def on_result(r) -> None:
+        bar.update(1)
+        bar.set_postfix_str(f"{r.scene}: {r.status}{' (resumed)' if r.resumed else ''}", refresh=False)
+        if r.status == "failed" and not r.resumed:
+            bar.write(f"sarreg: {r.scene}: failed: {r.error}", file=sys.stderr)
+
+    def on_cluster(client) -> None:
+        bar.write(f"Dask dashboard: {client.dashboard_link} "
+                  f"({len(client.scheduler_info().get('workers', {}))} workers)", file=sys.stderr)
+
+    try:
+        summary = run_batch(ref, paths, outdir, cfg, chain=chain, resume=resume, scheduler=scheduler,
+                            workers=workers, threads_per_worker=threads_per_worker, cache_dir=cache_dir,
+                            progress=on_result, on_cluster=on_cluster)
+    finally:
+        bar.close()
+    c = summary.counts
+    click.echo(f"{len(summary.scenes)} scenes: {c['ok']} ok, {c['low_quality']} low quality, {c['failed']} failed "
+               f"({c['resumed']} already done) in {summary.wall_s:.1f} s -> {summary.files.get('csv')}")
+    sys.exit(summary.exit_code)
+
+
+batch.params.extend(_register_options())

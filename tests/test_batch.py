@@ -1,0 +1,288 @@
+"""``sarreg batch`` on real Dask clusters (LocalCluster with worker processes, and a scheduler + workers started
+here as ``dask scheduler`` / ``dask worker`` processes) over a generated series of small georeferenced GeoTIFFs
+with known misregistration. ``--features sift`` keeps it fast and weight-free."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+
+from sarreg import synth
+from sarreg.batch import (MANIFEST, Manifest, SceneResult, batch, parse_date, scene_date, sha256_file,
+                          _matrix_fields)
+from sarreg.config import RegisterConfig
+
+SIZE = 384
+MARGIN = 24
+CRS = "EPSG:32631"
+TRANSFORM = Affine(10.0, 0.0, 500_000.0, 0.0, -10.0, 5_000_000.0)
+# moving pixel (x, y) shows the ground of reference pixel (x + dx, y + dy): the georeferencing is off by this
+SHIFTS = [(3.25, -2.5), (-4.0, 1.75), (1.5, 5.0), (-2.75, -3.5), (5.0, 2.0), (-1.5, -5.5)]
+TOL_PX = 0.75  # SIFT on 384 x 384 speckled scenes: typical error 0.1-0.4 px
+CFG = RegisterConfig(features="sift", model="shift", coarse_size=384, tile_size=192, n_tiles=4)
+SIFT_ARGS = ["--features", "sift", "--model", "shift", "--coarse-size", "384", "--tile-size", "192", "--tiles", "4"]
+
+
+def _write_series(folder: Path, n: int, seed: int = 5) -> list[tuple[Path, tuple[float, float]]]:
+    """Reference + n scenes (Sentinel-1-like names with dates) cut from one reflectivity map at known offsets."""
+    folder.mkdir(parents=True, exist_ok=True)
+    big = synth.reflectivity(SIZE + 2 * MARGIN, SIZE + 2 * MARGIN, seed=seed)
+    rng = np.random.default_rng(seed)
+
+    def cut(dx: float, dy: float, change: float) -> np.ndarray:
+        refl = synth.temporal_change(big, rng, change) if change else big
+        h = np.array([[1, 0, MARGIN + dx], [0, 1, MARGIN + dy], [0, 0, 1.0]])
+        return synth.speckle(synth.warp_image(refl, h, (SIZE, SIZE)), 4.0, rng)
+
+    synth.write_geotiff(folder / "reference.tif", cut(0, 0, 0), TRANSFORM, CRS)
+    out = []
+    for i, (dx, dy) in enumerate(SHIFTS[:n]):
+        p = folder / f"S1A_IW_GRDH_1SDV_202402{i + 1:02d}T054012_20240201T054037_052345_0653A1_{i:04X}.tif"
+        synth.write_geotiff(p, cut(dx, dy, 0.05), TRANSFORM, CRS)
+        out.append((p, (dx, dy)))
+    return out
+
+
+@pytest.fixture(scope="module")
+def series(tmp_path_factory) -> tuple[Path, list[tuple[Path, tuple[float, float]]]]:
+    d = tmp_path_factory.mktemp("series")
+    scenes = _write_series(d, 4)
+    return d / "reference.tif", scenes
+
+
+@pytest.fixture(scope="module")
+def client():
+    """One real LocalCluster (2 worker processes) shared by the Python-API tests of this module."""
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
+                      silence_logs=40) as cluster, Client(cluster) as c:
+        yield c
+
+
+def _check_outputs_verify(outdir: Path) -> dict:
+    """Every manifest output exists with its sha256; nothing temp or unaccounted for in OUTDIR."""
+    doc = json.loads((outdir / MANIFEST).read_text())
+    owned = {"manifest.json", "summary.csv", "summary.json", "summary.png", "tiepoints.gpkg", ".lock", ".cache"}
+    for key, e in doc["scenes"].items():
+        for name, digest in e["outputs"].items():
+            assert sha256_file(outdir / name) == digest, f"{name} does not verify"
+            owned.add(name)
+    leftovers = sorted(p.name for p in outdir.iterdir() if p.name not in owned)
+    assert leftovers == [], f"files not committed in the manifest: {leftovers}"
+    assert not (outdir / ".work").exists()
+    return doc
+
+
+def test_parse_date_forms():
+    assert parse_date("S1A_IW_GRDH_1SDV_20240131T054012_20240131T054037_052345_0653A1_ABCD.tif") == \
+        "2024-01-31T05:40:12"
+    assert parse_date("flood_2024-01-31_vv.tif") == "2024-01-31"
+    assert parse_date("scene_20240131.tif") == "2024-01-31"
+    assert parse_date("2024:01:31 05:40:12") == "2024-01-31T05:40:12"
+    assert parse_date("2024-01-31T05:40:12.123456Z") == "2024-01-31T05:40:12"
+    assert parse_date("orbit_052345_20241399.tif") is None  # month 13: not a date
+    assert parse_date("no date here.tif") is None
+
+
+def test_scene_date_from_metadata(tmp_path):
+    p = synth.write_geotiff(tmp_path / "nodate.tif", np.ones((16, 16), np.float32), TRANSFORM, CRS)
+    assert scene_date(p) is None
+    with rasterio.open(p, "r+") as ds:
+        ds.update_tags(TIFFTAG_DATETIME="2023:07:14 18:01:02")
+    assert scene_date(p) == "2023-07-14T18:01:02"
+    q = synth.write_geotiff(tmp_path / "x_20200101.tif", np.ones((16, 16), np.float32), TRANSFORM, CRS)
+    with rasterio.open(q, "r+") as ds:
+        ds.update_tags(ACQUISITION_START_TIME="2021-05-06T07:08:09Z")
+    assert scene_date(q) == "2021-05-06T07:08:09"  # metadata wins over the file name
+
+
+def test_matrix_fields_shift_in_map_units():
+    grid = {"width": 100, "height": 80, "geotransform": [500000.0, 10.0, 0.0, 5e6, 0.0, -10.0], "crs_wkt": "x"}
+    m = np.array([[1, 0, 2.5], [0, 1, -1.0], [0, 0, 1.0]])
+    f = _matrix_fields(m, grid, None)
+    assert (f["shift_x_px"], f["shift_y_px"]) == (2.5, -1.0)
+    assert (f["shift_x_m"], f["shift_y_m"]) == (25.0, 10.0)  # north-up: +row is -northing
+    # a prior (georeferencing says +3 px in x) is taken out: the correction is what remains
+    prior = np.array([[1, 0, 3.0], [0, 1, 0.0], [0, 0, 1.0]])
+    f = _matrix_fields(np.array([[1, 0, 5.0], [0, 1, 0.0], [0, 0, 1.0]]), grid, prior)
+    assert f["shift_x_px"] == pytest.approx(2.0)
+
+
+def test_batch_recovers_shifts_and_isolates_failure(series, client, tmp_path):
+    ref, scenes = series
+    bad = tmp_path / "S1A_IW_GRDH_1SDV_20240215T054012_corrupt.tif"
+    bad.write_bytes(ref.read_bytes()[:4000])  # a truncated GeoTIFF: the header opens, the pixels do not
+    outdir = tmp_path / "out"
+    seen = []
+    summary = batch(ref, [p for p, _ in scenes] + [bad], outdir, CFG, client=client, progress=seen.append)
+
+    assert len(seen) == 5 and summary.exit_code == 3
+    by = {r.scene: r for r in summary.scenes}
+    assert [r.date[:10] for r in summary.scenes] == ["2024-02-01", "2024-02-02", "2024-02-03", "2024-02-04",
+                                                     "2024-02-15"]
+    for p, (dx, dy) in scenes:
+        r = by[p.stem]
+        assert r.status == "ok", r.error
+        assert abs(r.shift_x_px - dx) < TOL_PX and abs(r.shift_y_px - dy) < TOL_PX, (r.shift_x_px, r.shift_y_px)
+        assert r.shift_x_m == pytest.approx(10 * r.shift_x_px, abs=1e-3)
+        assert r.shift_y_m == pytest.approx(-10 * r.shift_y_px, abs=1e-3)
+        assert r.inliers >= CFG.min_inliers and r.rmse_px < CFG.max_rmse
+        assert {"coarse", "fine", "estimate", "warp", "publish"} <= set(r.timings)
+        with rasterio.open(outdir / r.output) as ds:  # warped onto the reference grid
+            assert ds.crs.to_epsg() == 32631 and ds.transform == TRANSFORM and ds.shape == (SIZE, SIZE)
+    r = by[bad.stem]
+    assert r.status == "failed" and str(bad) in r.error and r.output is None
+
+    doc = _check_outputs_verify(outdir)
+    assert set(doc["scenes"]) == set(by)
+    rows = list(csv.DictReader((outdir / "summary.csv").open()))
+    assert [row["scene"] for row in rows] == [r.scene for r in summary.scenes]
+    assert rows[-1]["status"] == "failed" and rows[-1]["error"]
+    js = json.loads((outdir / "summary.json").read_text())
+    assert js["counts"] == {"ok": 4, "low_quality": 0, "failed": 1, "resumed": 0} and js["exit_code"] == 3
+    png = (outdir / "summary.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+
+    import pyogrio
+
+    meta, _, geom, data = pyogrio.raw.read(outdir / "tiepoints.gpkg")
+    cols = dict(zip(meta["fields"], data))
+    assert set(cols["scene"]) == {p.stem for p, _ in scenes}
+    assert "EPSG:32631" in str(meta["crs"]) and len(geom) == len(cols["scene"]) > 4 * 20
+
+    # a second run with the same options redoes nothing that verifies; the failed scene is retried
+    mtimes = {n: (outdir / n).stat().st_mtime_ns for e in doc["scenes"].values() for n in e["outputs"]}
+    again = batch(ref, [p for p, _ in scenes] + [bad], outdir, CFG, client=client)
+    assert [r.resumed for r in again.scenes] == [True] * 4 + [False]
+    assert {n: (outdir / n).stat().st_mtime_ns for n in mtimes} == mtimes
+    # other options -> a different run: nothing is taken from the manifest
+    third = batch(ref, [p for p, _ in scenes[:1]], outdir, CFG.with_(threshold=1.25), client=client)
+    assert not third.scenes[0].resumed and third.scenes[0].status == "ok"
+
+
+def test_chain_composes_and_relinks_around_a_failed_scene(series, client, tmp_path):
+    ref, scenes = series
+    bad = tmp_path / "S1A_IW_GRDH_1SDV_20240202T120000_corrupt.tif"  # dated between scenes 2 and 3
+    bad.write_bytes(b"not a raster at all")
+    outdir = tmp_path / "chain"
+    summary = batch(ref, [p for p, _ in scenes] + [bad], outdir, CFG, chain=True, client=client)
+    names = [r.scene for r in summary.scenes]
+    assert names[2] == bad.stem
+    by = {r.scene: r for r in summary.scenes}
+    assert by[bad.stem].status == "failed"
+    assert by[scenes[0][0].stem].via == "reference"
+    assert by[scenes[1][0].stem].via == scenes[0][0].stem
+    assert by[scenes[2][0].stem].via == scenes[1][0].stem  # re-linked past the failed scene
+    assert by[scenes[3][0].stem].via == scenes[2][0].stem
+    for i, (p, (dx, dy)) in enumerate(scenes):
+        r = by[p.stem]
+        assert r.status == "ok", r.error
+        tol = TOL_PX * (1 + 0.5 * i)  # errors add up along the chain
+        assert abs(r.shift_x_px - dx) < tol and abs(r.shift_y_px - dy) < tol, (i, r.shift_x_px, r.shift_y_px)
+        chain_doc = json.loads((outdir / f"{p.stem}_reg.chain.json").read_text())
+        assert np.allclose(chain_doc["matrix"], r.matrix)
+        with rasterio.open(outdir / r.output) as ds:
+            assert ds.transform == TRANSFORM and ds.shape == (SIZE, SIZE)
+    # composition really is the product of the links: scene 2 = link(2 -> 1) . link(1 -> reference)
+    link = json.loads((outdir / f"{scenes[1][0].stem}_reg.report.json").read_text())["matrix"]
+    assert np.allclose(np.asarray(by[scenes[0][0].stem].matrix) @ np.asarray(link), by[scenes[1][0].stem].matrix)
+    _check_outputs_verify(outdir)
+    assert summary.exit_code == 3
+
+
+def _run_cli(args: list[str], **kw) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, "-m", "sarreg.cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, **kw)
+
+
+def test_resume_after_sigkill(tmp_path):
+    scenes = _write_series(tmp_path / "in", 6, seed=11)
+    ref = tmp_path / "in" / "reference.tif"
+    outdir = tmp_path / "out"
+    args = ["batch", str(ref), str(tmp_path / "in" / "S1A_*.tif"), "-o", str(outdir), "--workers", "2",
+            "--no-progress", *SIFT_ARGS]
+    proc = _run_cli(args, start_new_session=True)
+    manifest = outdir / MANIFEST
+    t0 = time.monotonic()
+    committed: dict = {}
+    while time.monotonic() - t0 < 120 and proc.poll() is None:
+        if manifest.exists():
+            committed = json.loads(manifest.read_text())["scenes"]
+            if committed:
+                break
+        time.sleep(0.05)
+    assert proc.poll() is None, f"batch finished before it could be killed: {proc.communicate()}"
+    os.killpg(proc.pid, signal.SIGKILL)  # the client, the local scheduler and every worker, mid-write
+    proc.wait()
+    committed = json.loads(manifest.read_text())["scenes"]
+    assert 1 <= len(committed) < len(scenes)
+    done_mtimes = {n: (outdir / n).stat().st_mtime_ns for e in committed.values() for n in e["outputs"]}
+
+    rerun = _run_cli(args)
+    out, err = rerun.communicate(timeout=180)
+    assert rerun.returncode == 0, err
+    assert f"({len(committed)} already done)" in out
+    doc = _check_outputs_verify(outdir)
+    assert set(doc["scenes"]) == {p.stem for p, _ in scenes}
+    assert all(e["status"] == "ok" for e in doc["scenes"].values())
+    for key, e in committed.items():  # nothing that was done is redone
+        assert doc["scenes"][key] == e
+    assert {n: (outdir / n).stat().st_mtime_ns for n in done_mtimes} == done_mtimes
+    summary = json.loads((outdir / "summary.json").read_text())
+    assert sorted(r["scene"] for r in summary["scenes"] if r["resumed"]) == sorted(committed)
+
+
+def test_existing_scheduler_and_workers(tmp_path, series):
+    ref, scenes = series
+    sched_file = tmp_path / "scheduler.json"
+    dask = Path(sys.executable).parent / "dask"
+    procs = [subprocess.Popen([str(dask), "scheduler", "--host", "127.0.0.1", "--port", "0",
+                               "--dashboard-address", ":0", "--scheduler-file", str(sched_file)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    try:
+        t0 = time.monotonic()
+        while not sched_file.exists() and time.monotonic() - t0 < 60:
+            time.sleep(0.1)
+        address = json.loads(sched_file.read_text())["address"]
+        procs.append(subprocess.Popen([str(dask), "worker", address, "--nworkers", "2", "--nthreads", "1",
+                                       "--no-dashboard", "--local-directory", str(tmp_path / "dask")],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        from distributed import Client
+
+        with Client(address, timeout=60) as c:
+            c.wait_for_workers(2, timeout=60)
+        bad = tmp_path / "S1A_IW_GRDH_1SDV_20240301T054012_missing.tif"  # does not exist
+        outdir = tmp_path / "out"
+        r = _run_cli(["batch", str(ref), str(scenes[0][0]), str(scenes[1][0]), str(bad), "-o", str(outdir),
+                      "--scheduler", address, "--no-progress", *SIFT_ARGS])
+        out, err = r.communicate(timeout=180)
+        assert r.returncode == 3, err  # some scene failed
+        assert "Dask dashboard: http://" in err
+        summary = json.loads((outdir / "summary.json").read_text())
+        assert summary["workers"] == 2
+        st = {s["scene"]: s for s in summary["scenes"]}
+        assert st[bad.stem]["status"] == "failed" and "not found" in st[bad.stem]["error"]
+        for p, (dx, dy) in scenes[:2]:
+            s = st[p.stem]
+            assert s["status"] == "ok" and abs(s["shift_x_px"] - dx) < TOL_PX and abs(s["shift_y_px"] - dy) < TOL_PX
+        _check_outputs_verify(outdir)
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+        for p in reversed(procs):
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
