@@ -15,9 +15,11 @@ match, and every output still has its recorded sha256. A run killed at any momen
 files, and a rerun redoes exactly the scenes that are not committed (failed scenes are retried), after deleting
 staging folders and temp files of dead runs.
 
-Reference features: with the default all-to-reference mode a first task prepares the reference once (checksum, and
-the features through the pipeline's cache hook when it has one) under ``OUTDIR/.cache`` (or ``cache_dir``), keyed
-by the reference sha256, feature type, weights and parameters; every scene task depends on it and reuses the file.
+Reference features: in the default all-to-reference mode a first task extracts the reference's features once into
+``OUTDIR/.cache/ref-<key>/`` (or ``cache_dir``), keyed by the reference sha256, feature type, network, device and
+parameters; every scene task depends on it and its worker reuses them (and keeps the loaded network per process);
+later runs on the same reference find them on disk. See the note at ``ReferenceIndex`` on how they reach the
+pipeline.
 
 Assumes shared storage: the client and every worker see the inputs and ``OUTDIR`` under the same paths.
 Pixel convention as everywhere in sarreg: x = column, y = row, (0, 0) = centre of the top-left pixel.
@@ -35,6 +37,7 @@ import os
 import re
 import shutil
 import socket
+import threading
 import time
 import traceback
 import uuid
@@ -72,6 +75,7 @@ class SceneResult:
     (None for pixel-space references); shift_x_px / shift_y_px: the same in reference pixels; rotation_deg: rotation
     of the affine part; rmse_px: inlier RMSE (chained: root-sum-square along the chain); inliers; coverage (0..1);
     time_s: wall time of this scene's task(s); resumed: True when taken from the manifest without recomputation.
+    via: chain predecessor the scene was registered to. ref_cache_hits: reference extractions served from the cache.
     outputs: file name (in OUTDIR) -> sha256; timings: per-stage seconds; matrix: 3 x 3 moving px -> reference px.
     """
 
@@ -91,6 +95,7 @@ class SceneResult:
     error: str | None = None
     resumed: bool = False
     via: str | None = None
+    ref_cache_hits: int | None = None
     outputs: dict[str, str] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     matrix: list[list[float]] | None = None
@@ -126,6 +131,7 @@ class BatchSummary:
     dashboard: str | None = None
     workers: int = 0
     files: dict[str, str] = field(default_factory=dict)
+    reference_cache: dict[str, Any] = field(default_factory=dict)
 
     @property
     def counts(self) -> dict[str, int]:
@@ -143,7 +149,7 @@ class BatchSummary:
 
     def to_dict(self) -> dict[str, Any]:
         return {"reference": self.reference, "outdir": self.outdir, "mode": self.mode, "wall_s": self.wall_s,
-                "workers": self.workers, "dashboard": self.dashboard, "counts": self.counts,
+                "workers": self.workers, "dashboard": self.dashboard, "reference_cache": self.reference_cache, "counts": self.counts,
                 "exit_code": self.exit_code, "files": self.files, "scenes": [r.to_dict() for r in self.scenes]}
 
 
@@ -337,14 +343,18 @@ def clean_stale(outdir: Path) -> int:
 
 
 # ----------------------------------------------------------------------------------------------- worker side
-def _register(ref: str, moving: str, out: str, config: RegisterConfig, ref_cache: dict[str, Any] | None):
-    """Run the single-pair pipeline (with cached reference features when the pipeline accepts them)."""
+def _register(ref: str, moving: str, out: str, config: RegisterConfig, ref_info: dict[str, Any] | None):
+    """Run the single-pair pipeline, with the worker's kept network and cached reference features."""
     from sarreg import pipeline
 
-    hook = getattr(pipeline, "register_with_reference", None)
-    if ref_cache and ref_cache.get("features") and hook is not None:
-        return hook(ref, moving, out, config, ref_cache["features"])
-    return pipeline.register(ref, moving, out, config)
+    _install_batch_extractor()
+    folder = (ref_info or {}).get("features")
+    index = ReferenceIndex.load(folder) if folder else None
+    _TLS.index, _TLS.hits = index, 0
+    try:
+        return pipeline.register(ref, moving, out, config), (_TLS.hits if index else None)
+    finally:
+        _TLS.index = None
 
 
 def _report_dict(report: Any) -> dict[str, Any]:
@@ -438,41 +448,157 @@ def _publish(stage: Path, outdir: Path) -> dict[str, str]:
     return outputs
 
 
-def prepare_reference(ref: str, config: RegisterConfig, cache_dir: str) -> dict[str, Any]:
-    """Worker task run once per batch: reference grid and features cached on disk (when the pipeline can).
+# ------------------------------------------------------------------------------------ reference feature cache
+# The pipeline extracts features through ``sarreg.pipeline.Extractor`` objects it creates inside ``register``;
+# ``register`` has no parameter for precomputed reference features (hook requested: ``extractor=`` or
+# ``reference_features=``). Until it has, batch workers swap in a subclass that (1) keeps the loaded network per
+# worker process instead of reloading it per scene and (2) answers extraction calls whose input image is exactly
+# one of the reference images prepared by ``prepare_reference`` (same pixels, same parameters; matched by content
+# hash) from the on-disk cache. Everything else is passed to the pipeline's own code unchanged, so results are
+# identical with and without the cache. The swap happens only in processes that run batch tasks.
+_TLS = threading.local()
+_MODELS: dict[tuple[Any, ...], Any] = {}
+_INDEXES: dict[str, "ReferenceIndex"] = {}
+_SWAP_LOCK = threading.Lock()
 
-    The cache file is keyed by the reference sha256, the feature type, the weights and every parameter that
-    changes reference features; an existing file is reused (repeated runs, other batches on the same reference).
-    """
-    t0 = time.perf_counter()
-    info: dict[str, Any] = {"sha256": sha256_file(ref), "grid": _grid_of(ref), "features": None, "cache_hit": False}
+
+def _array_key(unit: np.ndarray, valid: np.ndarray, multiscale: bool, top_k: int) -> str:
+    h = hashlib.blake2b(digest_size=20)
+    u = np.ascontiguousarray(unit, dtype=np.float32)
+    h.update(repr((u.shape, bool(multiscale), int(top_k))).encode())
+    h.update(u.tobytes())
+    h.update(np.packbits(np.ascontiguousarray(valid, dtype=bool)).tobytes())
+    return h.hexdigest()
+
+
+class ReferenceIndex:
+    """Cached reference features of one batch: content key of an extractor input -> Features (npz on disk)."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.keys: dict[str, str] = json.loads((folder / "index.json").read_text())["entries"]
+        self._mem: dict[str, Any] = {}
+
+    @staticmethod
+    def load(folder: str) -> "ReferenceIndex":
+        idx = _INDEXES.get(folder)
+        if idx is None:
+            idx = _INDEXES[folder] = ReferenceIndex(Path(folder))
+        return idx
+
+    def lookup(self, unit: np.ndarray, valid: np.ndarray, multiscale: bool, top_k: int):
+        key = _array_key(unit, valid, multiscale, top_k)
+        name = self.keys.get(key)
+        if name is None:
+            return None
+        if key not in self._mem:
+            from sarreg.extract import Features
+
+            self._mem[key] = Features.load_npz(self.folder / name)
+        _TLS.hits = getattr(_TLS, "hits", 0) + 1
+        return self._mem[key]
+
+
+def _batch_extractor_class(base: type) -> type:
+    class BatchExtractor(base):  # type: ignore[misc, valid-type]
+        """The pipeline's Extractor, with the network kept per process and cached reference features."""
+
+        _sarreg_batch = True
+
+        def __init__(self, cfg: RegisterConfig):
+            key = (cfg.features, cfg.weights, cfg.device, cfg.preprocess)
+            cached = _MODELS.get(key)
+            if cached is None:
+                base.__init__(self, cfg)
+                _MODELS[key] = dict(self.__dict__)
+            else:
+                self.__dict__.update(cached)
+
+        def __call__(self, unit, valid, multiscale, top_k):
+            index = getattr(_TLS, "index", None)
+            if index is not None:
+                f = index.lookup(unit, valid, multiscale, top_k)
+                if f is not None:
+                    return f
+            return base.__call__(self, unit, valid, multiscale, top_k)
+
+    return BatchExtractor
+
+
+def _install_batch_extractor() -> None:
     from sarreg import pipeline
 
-    prep = getattr(pipeline, "reference_features", None)
-    if prep is not None:
-        key = hashlib.sha256(_dumps({"ref": info["sha256"], "features": config.features, "weights":
-                                     _weights_id(config.weights), "params": _feature_params(config)})).hexdigest()
-        cache = Path(cache_dir)
-        cache.mkdir(parents=True, exist_ok=True)
-        path = cache / f"ref-{key[:24]}.npz"
-        if path.is_file():
+    with _SWAP_LOCK:
+        if not getattr(pipeline.Extractor, "_sarreg_batch", False):
+            pipeline.Extractor = _batch_extractor_class(pipeline.Extractor)
+
+
+def _reference_inputs(ref: str, config: RegisterConfig) -> Iterator[tuple[np.ndarray, np.ndarray, bool, int]]:
+    """The reference images ``register`` feeds its extractor when the moving scene covers the whole reference:
+    the decimated coarse image, then the full-resolution fine tiles (same reads, same skip rule)."""
+    from rasterio.windows import Window
+
+    from sarreg import pipeline
+    from sarreg.io.raster import decimated_shape, open_dataset, open_scene, read_unit
+
+    rs = open_scene(ref, config.preprocess)
+    s = min(1.0, config.coarse_size / max(rs.width, rs.height))
+    rshape = decimated_shape(rs, s)
+    ru, rv = read_unit(rs, None, rshape if s < 1 else None, config.preprocess)
+    yield ru, rv, True, config.coarse_top_k
+    area = pipeline.footprint(rs, pre=config.preprocess)
+    with open_dataset(rs.path) as ds:
+        for c0, r0, tw, th in pipeline.plan_tiles(rs, area, config.tile_size, config.n_tiles):
+            ru, rv = read_unit(rs, Window(c0, r0, tw, th), None, config.preprocess, ds=ds)
+            if rv.mean() < 0.2 or float(np.std(ru[rv])) < 0.01:
+                continue
+            yield ru, rv, False, config.fine_top_k
+
+
+def prepare_reference(ref: str, ref_sha: str, config: RegisterConfig, cache_dir: str | None) -> dict[str, Any]:
+    """Worker task run once per batch: the reference's grid and, with ``cache_dir``, its features on disk.
+
+    Cache folder ``ref-<key>`` keyed by the reference sha256, the feature type, the network (weights sha256),
+    the device type and every parameter that changes reference features; ``index.json`` is written last, so a
+    folder without it is incomplete and rebuilt. Existing folders are reused (repeated runs, other batches).
+    Never raises: without a usable cache the scenes simply extract the reference themselves.
+    """
+    t0 = time.perf_counter()
+    info: dict[str, Any] = {"grid": _grid_of(ref), "features": None, "cache_hit": False, "entries": 0}
+    if cache_dir is None:
+        return info
+    try:
+        _install_batch_extractor()
+        from sarreg import pipeline
+        from sarreg.extract import resolve_device
+
+        ext = pipeline.Extractor(config)
+        key = hashlib.sha256(_dumps({"ref": ref_sha, "features": config.features, "net": ext.sha256 or ext.name,
+                                     "device": resolve_device(config.device).type,
+                                     "params": _feature_params(config)})).hexdigest()[:24]
+        folder = Path(cache_dir) / f"ref-{key}"
+        if (folder / "index.json").is_file():
             info["cache_hit"] = True
         else:
-            prep(ref, config, path)  # the pipeline writes atomically
-        info["features"] = str(path)
+            folder.mkdir(parents=True, exist_ok=True)
+            entries: dict[str, str] = {}
+            for i, (unit, valid, multiscale, top_k) in enumerate(_reference_inputs(ref, config)):
+                name = f"{i:03d}.npz"
+                ext(unit, valid, multiscale, top_k).save_npz(folder / name)  # no index set: computed
+                entries[_array_key(unit, valid, multiscale, top_k)] = name
+            _atomic_write(folder / "index.json", _dumps({"reference": ref, "sha256": ref_sha, "entries": entries}))
+        info["features"] = str(folder)
+        info["entries"] = len(ReferenceIndex.load(str(folder)).keys)
+    except Exception as e:  # noqa: BLE001 - the cache is an optimisation; scenes still run without it
+        log.warning("reference features not cached: %s", _error_text(e))
     info["time_s"] = round(time.perf_counter() - t0, 3)
     return info
 
 
-def _weights_id(weights: str | None) -> str | None:
-    if weights and Path(weights).is_file():
-        return sha256_file(weights)
-    return weights
-
-
 def _feature_params(config: RegisterConfig) -> dict[str, Any]:
     d = config.to_dict()
-    keep = ("features", "coarse_size", "coarse_top_k", "tile_size", "n_tiles", "fine_top_k", "preprocess", "seed")
+    keep = ("features", "weights", "coarse_size", "coarse_top_k", "tile_size", "n_tiles", "fine_top_k",
+            "preprocess")
     return {k: d[k] for k in keep if k in d}
 
 
@@ -491,8 +617,8 @@ def run_scene(task: dict[str, Any]) -> dict[str, Any]:
     try:
         stage.mkdir(parents=True, exist_ok=True)
         timings: dict[str, float] = {}
-        report = _register(task["ref"], moving, str(stage / (key + task.get("suffix", OUT_SUFFIX))), task["config"],
-                           task.get("ref_info"))
+        report, res["ref_cache_hits"] = _register(task["ref"], moving, str(stage / (key + OUT_SUFFIX)),
+                                                  task["config"], task.get("ref_info"))
         rep = _report_dict(report)
         out["report"] = json.loads(_dumps(rep))
         res["status"] = str(rep.get("status", "failed"))
@@ -653,7 +779,7 @@ def _worst(a: str, b: str) -> str:
 def batch(reference: str | Path, scenes: Sequence[str | Path], outdir: str | Path,
           config: RegisterConfig = RegisterConfig(), *, chain: bool = False, resume: bool = True,
           client: Any = None, scheduler: str | None = None, workers: int | None = None,
-          threads_per_worker: int = 1, cache_dir: str | Path | None = None,
+          threads_per_worker: int = 1, cache_dir: str | Path | None = None, reference_cache: bool = True,
           progress: Callable[[SceneResult], None] | None = None,
           on_cluster: Callable[[Any], None] | None = None) -> BatchSummary:
     """Co-register ``scenes`` with ``reference`` on Dask; write per-scene outputs and the run summary to ``outdir``.
@@ -662,8 +788,8 @@ def batch(reference: str | Path, scenes: Sequence[str | Path], outdir: str | Pat
     when every scene has a date, else the given order) and compose the pixel matrices (shift / similarity /
     affine / homography models). resume: skip scenes committed in ``OUTDIR/manifest.json`` that still verify.
     client / scheduler / workers / threads_per_worker: an existing ``distributed.Client``, a scheduler address
-    (or scheduler file), else a new LocalCluster of that size. cache_dir: reference-feature cache
-    (default ``OUTDIR/.cache``). progress: called with each ``SceneResult`` as it completes (resumed ones first).
+    (or scheduler file), else a new LocalCluster of that size. reference_cache / cache_dir: reuse reference
+    features from disk (default folder ``OUTDIR/.cache``; shared by workers and later runs). progress: called with each ``SceneResult`` as it completes (resumed ones first).
     on_cluster: called with the Dask client once connected (only when there is work; e.g. to show the dashboard).
 
     Scene failures never raise: they are recorded (status "failed", ``error``). Raises ``InputError`` for an
@@ -698,7 +824,7 @@ def batch(reference: str | Path, scenes: Sequence[str | Path], outdir: str | Pat
     mode = "chain" if chain else "reference"
     ref_sha = sha256_file(ref)
     run_key = _run_key(config, mode, ref_sha)
-    cache = Path(cache_dir).resolve() if cache_dir else out / CACHE_DIR
+    cache = (Path(cache_dir).resolve() if cache_dir else out / CACHE_DIR) if reference_cache else None
 
     with _outdir_lock(out):
         removed = clean_stale(out)
@@ -731,9 +857,11 @@ def batch(reference: str | Path, scenes: Sequence[str | Path], outdir: str | Pat
                 log.info("Dask dashboard: %s (%d workers)", summary.dashboard, summary.workers)
                 if on_cluster:
                     on_cluster(cl)
-                run = _Run(cl, ref, out, config, run_key, run_id, cache, manifest, by_key, dates, results, progress)
+                run = _Run(cl, ref, ref_sha, out, config, run_key, run_id, cache, manifest, by_key, dates, results,
+                           progress)
                 try:
                     run.chain(keys, todo) if chain else run.to_reference(todo)
+                    summary.reference_cache = run.reference_cache
                 finally:
                     shutil.rmtree(out / WORK_DIR / run_id, ignore_errors=True)
                     with contextlib.suppress(OSError):
@@ -748,10 +876,11 @@ def batch(reference: str | Path, scenes: Sequence[str | Path], outdir: str | Pat
 class _Run:
     """Client-side state of one batch run: submits tasks, commits results to the manifest as they complete."""
 
-    def __init__(self, client: Any, ref: Path, out: Path, config: RegisterConfig, run_key: str, run_id: str,
-                 cache: Path, manifest: Manifest, by_key: dict[str, Path], dates: dict[str, str | None],
+    def __init__(self, client: Any, ref: Path, ref_sha: str, out: Path, config: RegisterConfig, run_key: str,
+                 run_id: str, cache: Path | None, manifest: Manifest, by_key: dict[str, Path], dates: dict[str, str | None],
                  results: dict[str, SceneResult], progress: Callable[[SceneResult], None] | None):
-        self.client, self.ref, self.out, self.config = client, ref, out, config
+        self.client, self.ref, self.ref_sha, self.out, self.config = client, ref, ref_sha, out, config
+        self.reference_cache: dict[str, Any] = {}
         self.run_key, self.run_id, self.cache, self.manifest = run_key, run_id, cache, manifest
         self.by_key, self.dates, self.results, self.progress = by_key, dates, results, progress
         self.grid = _grid_of(str(ref))
@@ -786,7 +915,8 @@ class _Run:
     def to_reference(self, todo: list[str]) -> None:
         from distributed import as_completed
 
-        ref_fut = self.client.submit(prepare_reference, str(self.ref), self.config, str(self.cache),
+        ref_fut = self.client.submit(prepare_reference, str(self.ref), self.ref_sha, self.config,
+                                     str(self.cache) if self.cache else None,
                                      key=f"sarreg-reference-{self.run_id}", pure=False)
         futs = {}
         for k in todo:
@@ -801,8 +931,10 @@ class _Run:
                                                         "report": r.get("report")})
         with contextlib.suppress(Exception):
             info = ref_fut.result()
-            log.info("reference prepared in %.2f s (features cache %s)", info.get("time_s", 0),
-                     "hit" if info.get("cache_hit") else ("written" if info.get("features") else "not offered"))
+            self.reference_cache = {k: info.get(k) for k in ("features", "cache_hit", "entries", "time_s")}
+            log.info("reference prepared in %.2f s (feature cache: %s, %s entries)", info.get("time_s") or 0.0,
+                     "hit" if info.get("cache_hit") else ("written" if info.get("features") else "off"),
+                     info.get("entries"))
 
     # ---------------------------------------------------------------------------------------------- chain
     def chain(self, keys: list[str], todo: list[str]) -> None:

@@ -139,6 +139,7 @@ def test_batch_recovers_shifts_and_isolates_failure(series, client, tmp_path):
         assert r.shift_y_m == pytest.approx(-10 * r.shift_y_px, abs=1e-3)
         assert r.inliers >= CFG.min_inliers and r.rmse_px < CFG.max_rmse
         assert {"coarse", "fine", "estimate", "warp", "publish"} <= set(r.timings)
+        assert r.ref_cache_hits >= 1  # at least the coarse reference image came from the cache
         with rasterio.open(outdir / r.output) as ds:  # warped onto the reference grid
             assert ds.crs.to_epsg() == 32631 and ds.transform == TRANSFORM and ds.shape == (SIZE, SIZE)
     r = by[bad.stem]
@@ -166,6 +167,12 @@ def test_batch_recovers_shifts_and_isolates_failure(series, client, tmp_path):
     again = batch(ref, [p for p, _ in scenes] + [bad], outdir, CFG, client=client)
     assert [r.resumed for r in again.scenes] == [True] * 4 + [False]
     assert {n: (outdir / n).stat().st_mtime_ns for n in mtimes} == mtimes
+    assert summary.reference_cache["entries"] >= 2 and not summary.reference_cache["cache_hit"]
+    assert again.reference_cache["cache_hit"]  # the retry of the failed scene found the features on disk
+    # without the cache the very same transform comes out (the cache only skips work)
+    fresh = batch(ref, [scenes[0][0]], tmp_path / "nocache", CFG, client=client, reference_cache=False)
+    assert fresh.scenes[0].ref_cache_hits is None and not (tmp_path / "nocache" / ".cache").exists()
+    assert fresh.scenes[0].matrix == by[scenes[0][0].stem].matrix
     # other options -> a different run: nothing is taken from the manifest
     third = batch(ref, [p for p, _ in scenes[:1]], outdir, CFG.with_(threshold=1.25), client=client)
     assert not third.scenes[0].resumed and third.scenes[0].status == "ok"
@@ -201,17 +208,25 @@ def test_chain_composes_and_relinks_around_a_failed_scene(series, client, tmp_pa
     assert summary.exit_code == 3
 
 
+def _invoke(args: list[str]):
+    """The ``sarreg`` command in this process (saves a Python + PyTorch start-up per call)."""
+    from click.testing import CliRunner
+
+    from sarreg.cli import cli
+
+    return CliRunner().invoke(cli, args, catch_exceptions=False)
+
+
 def _run_cli(args: list[str], **kw) -> subprocess.Popen:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     return subprocess.Popen([sys.executable, "-m", "sarreg.cli", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env, **kw)
 
 
-def test_resume_after_sigkill(tmp_path):
-    scenes = _write_series(tmp_path / "in", 6, seed=11)
-    ref = tmp_path / "in" / "reference.tif"
+def test_resume_after_sigkill(tmp_path, series):
+    ref, scenes = series
     outdir = tmp_path / "out"
-    args = ["batch", str(ref), str(tmp_path / "in" / "S1A_*.tif"), "-o", str(outdir), "--workers", "2",
+    args = ["batch", str(ref), str(ref.parent / "S1A_*.tif"), "-o", str(outdir), "--workers", "2",
             "--no-progress", *SIFT_ARGS]
     proc = _run_cli(args, start_new_session=True)
     manifest = outdir / MANIFEST
@@ -230,10 +245,9 @@ def test_resume_after_sigkill(tmp_path):
     assert 1 <= len(committed) < len(scenes)
     done_mtimes = {n: (outdir / n).stat().st_mtime_ns for e in committed.values() for n in e["outputs"]}
 
-    rerun = _run_cli(args)
-    out, err = rerun.communicate(timeout=180)
-    assert rerun.returncode == 0, err
-    assert f"({len(committed)} already done)" in out
+    rerun = _invoke(args)
+    assert rerun.exit_code == 0, rerun.stderr
+    assert f"({len(committed)} already done)" in rerun.stdout
     doc = _check_outputs_verify(outdir)
     assert set(doc["scenes"]) == {p.stem for p, _ in scenes}
     assert all(e["status"] == "ok" for e in doc["scenes"].values())
@@ -250,7 +264,7 @@ def test_existing_scheduler_and_workers(tmp_path, series):
     dask = Path(sys.executable).parent / "dask"
     procs = [subprocess.Popen([str(dask), "scheduler", "--host", "127.0.0.1", "--port", "0",
                                "--dashboard-address", ":0", "--scheduler-file", str(sched_file)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)]
     try:
         t0 = time.monotonic()
         while not sched_file.exists() and time.monotonic() - t0 < 60:
@@ -258,31 +272,26 @@ def test_existing_scheduler_and_workers(tmp_path, series):
         address = json.loads(sched_file.read_text())["address"]
         procs.append(subprocess.Popen([str(dask), "worker", address, "--nworkers", "2", "--nthreads", "1",
                                        "--no-dashboard", "--local-directory", str(tmp_path / "dask")],
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
         from distributed import Client
 
         with Client(address, timeout=60) as c:
             c.wait_for_workers(2, timeout=60)
         bad = tmp_path / "S1A_IW_GRDH_1SDV_20240301T054012_missing.tif"  # does not exist
         outdir = tmp_path / "out"
-        r = _run_cli(["batch", str(ref), str(scenes[0][0]), str(scenes[1][0]), str(bad), "-o", str(outdir),
-                      "--scheduler", address, "--no-progress", *SIFT_ARGS])
-        out, err = r.communicate(timeout=180)
-        assert r.returncode == 3, err  # some scene failed
-        assert "Dask dashboard: http://" in err
+        r = _invoke(["batch", str(ref), str(scenes[0][0]), str(bad), "-o", str(outdir),
+                     "--scheduler", address, "--no-progress", *SIFT_ARGS])
+        assert r.exit_code == 3, r.stderr  # some scene failed
+        assert "Dask dashboard: http://" in r.stderr
         summary = json.loads((outdir / "summary.json").read_text())
         assert summary["workers"] == 2
         st = {s["scene"]: s for s in summary["scenes"]}
         assert st[bad.stem]["status"] == "failed" and "not found" in st[bad.stem]["error"]
-        for p, (dx, dy) in scenes[:2]:
+        for p, (dx, dy) in scenes[:1]:
             s = st[p.stem]
             assert s["status"] == "ok" and abs(s["shift_x_px"] - dx) < TOL_PX and abs(s["shift_y_px"] - dy) < TOL_PX
         _check_outputs_verify(outdir)
-    finally:
+    finally:  # each process leads its own session: end it with its children (nannies -> worker processes)
         for p in reversed(procs):
-            p.terminate()
-        for p in reversed(procs):
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()

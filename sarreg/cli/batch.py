@@ -87,12 +87,14 @@ def _scene_list(scenes: tuple[str, ...], from_list: Path | None) -> list[Path]:
               help="Address (tcp://host:8786) or scheduler file of an existing Dask cluster to use instead.")
 @click.option("--resume/--no-resume", default=True,
               help="Skip scenes already done in OUT_DIR (manifest.json, outputs verified by sha256).")
+@click.option("--cache/--no-cache", "reference_cache", default=True,
+              help="Compute the reference's features once and reuse them from disk (all workers, later runs).")
 @click.option("--cache-dir", type=path_arg, default=None,
-              help="Reference-feature cache shared by workers [default: OUT_DIR/.cache].")
+              help="Folder of the reference-feature cache [default: OUT_DIR/.cache].")
 @click.option("--progress/--no-progress", default=True, help="Progress bar over scenes.")
 def batch(ref: Path, scenes: tuple[str, ...], outdir: Path, from_list: Path | None, chain: bool,
           workers: int | None, threads_per_worker: int, scheduler: str | None, resume: bool,
-          cache_dir: Path | None, progress: bool, **register_options: Any) -> None:
+          reference_cache: bool, cache_dir: Path | None, progress: bool, **register_options: Any) -> None:
     """Register every SCENE (paths or globs) onto REF with Dask; per-scene outputs and summary.csv / .json / .png
     and tiepoints.gpkg in OUT_DIR. Register options are those of `sarreg register`.
     Exit 0 all ok, 2 some low quality, 3 some failed."""
@@ -126,6 +128,7 @@ def batch(ref: Path, scenes: tuple[str, ...], outdir: Path, from_list: Path | No
     try:
         summary = run_batch(ref, paths, outdir, cfg, chain=chain, resume=resume, scheduler=scheduler,
                             workers=workers, threads_per_worker=threads_per_worker, cache_dir=cache_dir,
+                            reference_cache=reference_cache,
                             progress=on_result, on_cluster=on_cluster)
     finally:
         bar.close()
