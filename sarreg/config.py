@@ -62,7 +62,8 @@ class RegisterConfig:
     on the same log-scaled images, classical fallback). model: shift | similarity | affine | homography | poly2 | tps.
     robust: OpenCV robust estimator name (see ``sarreg.estimate.ROBUST``). threshold: inlier distance (reference px).
     max_shift: largest displacement from the georeferencing prior accepted at the coarse stage (reference px;
-    None = no limit). coarse_size: longer side (px) of the decimated coarse-stage images. tile_size / n_tiles /
+    None = no limit). coarse_size: longer side (px) of the decimated coarse-stage images; coarse_min_scale: smallest
+    pyramid level there (relative scale range the coarse stage handles: about 1/x to x). tile_size / n_tiles /
     fine_top_k: fine stage tiles (reference px), how many, keypoints per tile. ratio: optional Lowe ratio on MNN.
     Gates: min_inliers, max_rmse (px), min_coverage (0..1) decide ok / low_quality; fewer matches -> failed.
     Outputs: warp (False = --no-warp), update_georef, fmt COG|GTiff, compress, resampling, warp_mem_mb, sidecar
@@ -75,11 +76,12 @@ class RegisterConfig:
     robust: str = "magsac"
     threshold: float = 1.5
     max_shift: float | None = None
-    coarse_size: int = 1024
+    coarse_size: int = 768
+    coarse_min_scale: float = 0.7
     coarse_top_k: int = 4000
     rotation_search: bool = True
     tile_size: int = 512
-    n_tiles: int = 16
+    n_tiles: int = 9
     fine_top_k: int = 1500
     ratio: float | None = None
     min_inliers: int = 12

@@ -157,7 +157,9 @@ class Extractor:
         else:
             raise InputError(f"unknown feature type {cfg.features!r} (choose r2d2 or sift)")
 
-    def __call__(self, unit: np.ndarray, valid: np.ndarray, multiscale: bool, top_k: int) -> Features:
+    def __call__(self, unit: np.ndarray, valid: np.ndarray, multiscale: bool, top_k: int,
+                 min_scale: float = 0.0) -> Features:
+        """Keypoints of an H x W [0, 1] image; multiscale levels down to ``min_scale`` (R2D2 only)."""
         h, w = unit.shape
         if not valid.any():
             return Features.empty((w, h))
@@ -165,7 +167,7 @@ class Extractor:
             return self._sift(unit, valid, top_k)
         from sarreg.extract import extract_array
 
-        cfg = self.base.with_(top_k=top_k)
+        cfg = self.base.with_(top_k=top_k, min_scale=min_scale)
         if not multiscale:
             cfg = cfg.with_(min_scale=1.0, max_scale=1.0, max_size=0)
         return extract_array(self.model, unit, valid, cfg)
@@ -227,17 +229,15 @@ def prior_matrix(ref: Scene, mov: Scene) -> np.ndarray:
     return np.r_[p.T, [[0, 0, 1]]]
 
 
-def footprint(scene: Scene, max_side: int = 512, pre=None):
-    """Valid-data footprint polygon of a scene in its pixel-centre coordinates (from a decimated mask)."""
+def mask_polygon(valid: np.ndarray, D: np.ndarray):
+    """Valid-data footprint of a (decimated) mask as a polygon in full-scene pixel-centre coordinates.
+
+    D: 3 x 3, pixel of the mask -> full-scene pixel. Small holes (speckle zeros, NaN pixels) are closed first.
+    """
     import rasterio.features
     import shapely
     from shapely.geometry import shape
 
-    from sarreg.config import PreprocessConfig
-
-    s = min(1.0, max_side / max(scene.width, scene.height))
-    dshape = decimated_shape(scene, s)
-    _, valid = read_unit(scene, None, dshape if s < 1 else None, pre or PreprocessConfig())
     mask = cv2.morphologyEx(valid.astype(np.uint8), cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8))
     if not mask.any():
         return shapely.Polygon()
@@ -245,9 +245,9 @@ def footprint(scene: Scene, max_side: int = 512, pre=None):
     geom = shapely.union_all([p for p in polys if p.area >= 4]) if polys else shapely.Polygon()
     if geom.is_empty:
         geom = shapely.union_all(polys)
-    fy, fx = scene.height / dshape[0], scene.width / dshape[1]
-    geom = shapely.affinity.affine_transform(geom, [fx, 0, 0, fy, -0.5, -0.5])
-    return geom.simplify(max(fx, fy)).buffer(0)
+    m = D @ _translate(-0.5, -0.5)  # mask pixel edges -> mask pixel centres -> full-scene pixels
+    geom = shapely.affinity.affine_transform(geom, [m[0, 0], m[0, 1], m[1, 0], m[1, 1], m[0, 2], m[1, 2]])
+    return geom.simplify(max(abs(D[0, 0]), abs(D[1, 1]))).buffer(0)
 
 
 def _apply_geom(geom, m: np.ndarray):
@@ -258,16 +258,63 @@ def _apply_geom(geom, m: np.ndarray):
     return shapely.transform(geom, lambda xy: apply_matrix(m, xy))
 
 
-def overlap_area(ref: Scene, mov: Scene, prior: np.ndarray, cfg: RegisterConfig):
-    """Overlap of the valid footprints in reference pixels; OverlapError when none or too small."""
+def check_bounds(ref: Scene, mov: Scene, prior: np.ndarray) -> None:
+    """OverlapError when the raster extents do not intersect at all under the prior (before any pixel read)."""
     import shapely
 
-    fr = footprint(ref, pre=cfg.preprocess)
-    fm = _apply_geom(footprint(mov, pre=_moving_pre(cfg)), prior)
     box_r = shapely.box(-0.5, -0.5, ref.width - 0.5, ref.height - 0.5)
     box_m = _apply_geom(shapely.box(-0.5, -0.5, mov.width - 0.5, mov.height - 0.5), prior)
     if not box_r.intersects(box_m) or box_r.intersection(box_m).area < 1:
         raise OverlapError(f"{mov.path}: does not overlap {ref.path} (footprints are disjoint)")
+
+
+@dataclass
+class CoarseImages:
+    """Decimated reads of both scenes (one each, reused for footprints and the coarse stage).
+
+    ru / rv: reference [0, 1] image and validity; Dr: its pixel -> full reference pixel; s: its scale.
+    mu / mv / Dm: the same for the moving window covering the reference under the prior.
+    """
+
+    ru: np.ndarray
+    rv: np.ndarray
+    Dr: np.ndarray
+    s: float
+    mu: np.ndarray
+    mv: np.ndarray
+    Dm: np.ndarray
+
+
+def read_coarse(ref: Scene, mov: Scene, prior: np.ndarray, cfg: RegisterConfig) -> CoarseImages:
+    """Reference at longer side ``coarse_size``; moving window around the reference at about the same pixel size."""
+    s = min(1.0, cfg.coarse_size / max(ref.width, ref.height))
+    rshape = decimated_shape(ref, s)
+    ru, rv = read_unit(ref, None, rshape if s < 1 else None, cfg.preprocess)
+    Dr = _decimation(ref.shape, ru.shape)
+    inv = np.linalg.inv(prior)
+    corners = apply_matrix(inv, [[-0.5, -0.5], [ref.width - 0.5, -0.5], [-0.5, ref.height - 0.5],
+                                 [ref.width - 0.5, ref.height - 0.5]])
+    pad = 4.0 / max(s * _local_scale(prior, (mov.width / 2, mov.height / 2)), 1e-6)
+    c0 = int(max(0, math.floor(corners[:, 0].min() - pad)))
+    r0 = int(max(0, math.floor(corners[:, 1].min() - pad)))
+    c1 = int(min(mov.width, math.ceil(corners[:, 0].max() + pad)))
+    r1 = int(min(mov.height, math.ceil(corners[:, 1].max() + pad)))
+    if c1 <= c0 or r1 <= r0:
+        raise OverlapError(f"{mov.path}: does not overlap {ref.path}")
+    k = min(1.0, s * _local_scale(prior, ((c0 + c1) / 2, (r0 + r1) / 2)))
+    k = min(k, 2.0 * cfg.coarse_size / max(c1 - c0, r1 - r0))
+    mshape = (max(1, round((r1 - r0) * k)), max(1, round((c1 - c0) * k)))
+    full = (r1 - r0, c1 - c0)
+    mu, mv = read_unit(mov, Window(c0, r0, c1 - c0, r1 - r0), mshape if mshape != full else None,
+                       _moving_pre(cfg))
+    Dm = _translate(c0, r0) @ _decimation(full, mu.shape)
+    return CoarseImages(ru, rv, Dr, s, mu, mv, Dm)
+
+
+def overlap_area(ref: Scene, mov: Scene, prior: np.ndarray, cfg: RegisterConfig, ci: CoarseImages):
+    """Overlap of the valid footprints in reference pixels; OverlapError when none or too small."""
+    fr = mask_polygon(ci.rv, ci.Dr)
+    fm = _apply_geom(mask_polygon(ci.mv, ci.Dm), prior)
     ov = fr.intersection(fm)
     if ov.is_empty or ov.area < 1:
         raise OverlapError(f"{mov.path}: no valid data in the overlap with {ref.path} (all nodata there)")
@@ -299,31 +346,12 @@ class StageResult:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-def coarse_stage(ref: Scene, mov: Scene, prior: np.ndarray, ext: Extractor, cfg: RegisterConfig,
-                 area) -> tuple[Estimate, StageResult]:
-    """Decimated reads, multiscale keypoints, matching and a robust fit; rotation search when nothing fits."""
-    s = min(1.0, cfg.coarse_size / max(ref.width, ref.height))
-    rshape = decimated_shape(ref, s)
-    Dr = _decimation(ref.shape, rshape)
-    ru, rv = read_unit(ref, None, rshape if s < 1 else None, cfg.preprocess)
-    # moving window covering the reference under the prior, read at about the coarse reference pixel size
-    inv = np.linalg.inv(prior)
-    corners = apply_matrix(inv, [[-0.5, -0.5], [ref.width - 0.5, -0.5], [-0.5, ref.height - 0.5],
-                                 [ref.width - 0.5, ref.height - 0.5]])
-    pad = 4.0 / max(s * _local_scale(prior, (mov.width / 2, mov.height / 2)), 1e-6)
-    c0 = int(max(0, math.floor(corners[:, 0].min() - pad)))
-    r0 = int(max(0, math.floor(corners[:, 1].min() - pad)))
-    c1 = int(min(mov.width, math.ceil(corners[:, 0].max() + pad)))
-    r1 = int(min(mov.height, math.ceil(corners[:, 1].max() + pad)))
-    if c1 <= c0 or r1 <= r0:
-        raise OverlapError(f"{mov.path}: does not overlap {ref.path}")
-    k = min(1.0, s * _local_scale(prior, ((c0 + c1) / 2, (r0 + r1) / 2)))
-    k = min(k, 2.0 * cfg.coarse_size / max(c1 - c0, r1 - r0))
-    mshape = (max(1, round((r1 - r0) * k)), max(1, round((c1 - c0) * k)))
-    mu, mv = read_unit(mov, Window(c0, r0, c1 - c0, r1 - r0), mshape, _moving_pre(cfg))
-    Dm = _translate(c0, r0) @ _decimation((r1 - r0, c1 - c0), mshape)
-
-    fr = ext(ru, rv, multiscale=True, top_k=cfg.coarse_top_k)
+def coarse_stage(ref: Scene, mov: Scene, prior: np.ndarray, ci: CoarseImages, ext: Extractor,
+                 cfg: RegisterConfig, area) -> tuple[Estimate, StageResult]:
+    """Multiscale keypoints on the decimated images, matching and a robust fit; rotation search when nothing fits."""
+    ru, rv, Dr, s, mu, mv, Dm = ci.ru, ci.rv, ci.Dr, ci.s, ci.mu, ci.mv, ci.Dm
+    rshape = ru.shape
+    fr = ext(ru, rv, multiscale=True, top_k=cfg.coarse_top_k, min_scale=cfg.coarse_min_scale)
     fr_full = Features(np.c_[apply_matrix(Dr, fr.xy), fr.keypoints[:, 2:] / s].astype(np.float32),
                        fr.descriptors, fr.scores, (ref.width, ref.height))
     model = {"shift": "shift", "similarity": "similarity"}.get(cfg.model, "affine")
@@ -337,7 +365,7 @@ def coarse_stage(ref: Scene, mov: Scene, prior: np.ndarray, ext: Extractor, cfg:
         wv = _warp_valid(mv, G @ Dm, rshape)
         if wv.mean() < 0.01:
             continue
-        fm = ext(wu, wv, multiscale=True, top_k=cfg.coarse_top_k)
+        fm = ext(wu, wv, multiscale=True, top_k=cfg.coarse_top_k, min_scale=cfg.coarse_min_scale)
         m = _match(fr, fm, cfg.ratio, cfg.device)
         dst = apply_matrix(Dr, fr.xy[m.idx1])
         src = apply_matrix(np.linalg.inv(G), fm.xy[m.idx2])
@@ -363,7 +391,7 @@ def coarse_stage(ref: Scene, mov: Scene, prior: np.ndarray, ext: Extractor, cfg:
             break
         log.info("coarse stage at %+.0f deg: %d inliers of %d matches; trying other rotations", ang,
                  est.n_inliers, est.n_matches)
-    if best is None or best[0].n_inliers < 6:
+    if best is None or best[0].n_inliers < FAIL_INLIERS:
         raise RegistrationFailed(f"{mov.path}: coarse stage found no consistent matches with {ref.path} "
                                  f"({'; '.join(tried) or 'no keypoints in the overlap'})")
     est, res = best
@@ -490,8 +518,8 @@ def model_adequacy(est: Estimate, src: np.ndarray, dst: np.ndarray, area, cfg: R
         alt = fit_model(src, dst, richer, cfg.robust, est.threshold, area=None, seed=cfg.seed)
     except RegistrationFailed:
         return None
-    if alt.n_inliers < est.n_inliers:
-        return 0.0
+    if alt.n_inliers < 1.1 * est.n_inliers + 3:
+        return 0.0  # the richer model explains no more matches: the chosen one is adequate
     x0, y0, x1, y1 = area.bounds
     g = np.stack(np.meshgrid(np.linspace(x0, x1, 12), np.linspace(y0, y1, 12)), -1).reshape(-1, 2)
     import shapely
@@ -605,7 +633,9 @@ def register(ref: str | Path, moving: str | Path, out: str | Path, config: Regis
     rs = open_scene(ref, cfg.preprocess)
     ms = open_scene(moving, _moving_pre(cfg))
     prior = prior_matrix(rs, ms)
-    area, frac = overlap_area(rs, ms, prior, cfg)
+    check_bounds(rs, ms, prior)
+    ci = read_coarse(rs, ms, prior, cfg)
+    area, frac = overlap_area(rs, ms, prior, cfg, ci)
     grid = Grid.from_scene(rs)
     t = tick("relate", t)
     step("model")
@@ -622,7 +652,8 @@ def register(ref: str | Path, moving: str | Path, out: str | Path, config: Regis
     fine = None
     try:
         step("coarse")
-        cest, coarse = coarse_stage(rs, ms, prior, ext, cfg, area)
+        cest, coarse = coarse_stage(rs, ms, prior, ci, ext, cfg, area)
+        del ci
         rep.stages["coarse"] = {**coarse.info, "matrix": cest.matrix.tolist()}
         t = tick("coarse", t)
         step("fine")

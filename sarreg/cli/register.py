@@ -38,11 +38,11 @@ from sarreg.estimate import MODELS, ROBUST
 @click.option("--moving-band", type=click.IntRange(min=1), default=None, help="1-based moving band (default: as --band).")
 @click.option("--kind", type=click.Choice(["auto", "linear", "amplitude", "db", "display"]), default="auto",
               show_default=True, help="How pixel values are interpreted.")
-@click.option("--coarse-size", type=click.IntRange(min=128), default=1024, show_default=True,
+@click.option("--coarse-size", type=click.IntRange(min=128), default=768, show_default=True,
               help="Longer side of the decimated coarse-stage images (px).")
 @click.option("--tile-size", type=click.IntRange(min=64), default=512, show_default=True,
               help="Fine-stage tile size (reference px).")
-@click.option("--tiles", "n_tiles", type=click.IntRange(min=1), default=16, show_default=True,
+@click.option("--tiles", "n_tiles", type=click.IntRange(min=1), default=9, show_default=True,
               help="Number of fine-stage tiles.")
 @click.option("--no-warp", is_flag=True, help="Estimate only: no output raster (sidecars still written).")
 @update_georef_opt
