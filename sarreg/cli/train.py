@@ -1,0 +1,153 @@
+"""``sarreg train``: self-supervised training of the SAR keypoint network."""
+from __future__ import annotations
+
+import json
+import logging
+import tomllib
+from pathlib import Path
+
+import click
+
+from sarreg.errors import InputError
+
+log = logging.getLogger(__name__)
+
+
+def _load_config(path: Path) -> dict:
+    try:
+        text = path.read_bytes()
+    except OSError as e:
+        raise InputError(f"{path}: cannot read config ({e.strerror})") from None
+    try:
+        if path.suffix.lower() == ".toml":
+            return tomllib.loads(text.decode())
+        return json.loads(text)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise InputError(f"{path}: invalid {'TOML' if path.suffix.lower() == '.toml' else 'JSON'} ({e})") from None
+
+
+def build_sources(data: list[str], stacks: list[str], synthetic: bool, crop: int, val_holdout: int,
+                  weights: dict[str, float]):
+    """CLI data arguments -> (training sources, validation sources).
+
+    A file is a single image; a folder with BEFORE/ and AFTER/ is a set of two-date pairs (the last
+    ``val_holdout`` pairs are held out for validation); any other folder is a set of single images; each
+    ``--stack`` folder holds co-registered dates of one scene.
+    """
+    from sarreg.train.pairs import IMAGE_EXTS, Source, find_date_pairs, list_images
+
+    singles, pairs, stack_items = [], [], []
+    for d in data:
+        p = Path(d)
+        if p.is_file():
+            if p.suffix.lower() not in IMAGE_EXTS:
+                raise InputError(f"{p}: not a supported image file ({', '.join(sorted(IMAGE_EXTS))})")
+            singles.append(p)
+        elif p.is_dir():
+            if {c.name.upper() for c in p.iterdir() if c.is_dir()} >= {"BEFORE", "AFTER"}:
+                pairs.extend(find_date_pairs(p))
+            else:
+                found = list_images(p)
+                if not found:
+                    raise InputError(f"{p}: no image files found")
+                singles.extend(found)
+        else:
+            raise InputError(f"{p}: file or folder not found")
+    for d in stacks:
+        found = list_images(d) if Path(d).is_dir() else []
+        if len(found) < 2:
+            raise InputError(f"{d}: a stack folder needs at least two co-registered images")
+        stack_items.append(found)
+
+    sources, val_sources = [], []
+    if synthetic:
+        sources.append(Source("synthetic", weights.get("synthetic", 1.0), size=2 * crop))
+        val_sources.append(Source("synthetic", 1.0, size=384))
+    if pairs:
+        hold = min(val_holdout, len(pairs) // 5)
+        train_pairs = pairs[:len(pairs) - hold] if hold else pairs
+        sources.append(Source("pairs", weights.get("pairs", 1.0), train_pairs))
+        if hold:
+            val_sources.append(Source("pairs", 1.0, pairs[len(pairs) - hold:]))
+    if singles:
+        sources.append(Source("single", weights.get("single", 0.5), singles))
+    if stack_items:
+        sources.append(Source("stack", weights.get("stack", 1.0), stack_items))
+    if not sources:
+        raise InputError("no training data: give image files/folders or keep --synthetic")
+    if not val_sources:
+        val_sources = sources
+    return sources, val_sources
+
+
+@click.command("train")
+@click.argument("data", nargs=-1, type=click.Path(path_type=str))
+@click.option("--config", "config_file", type=click.Path(path_type=Path, dir_okay=False),
+              help="JSON or TOML file with any of these options (underscored names) plus 'data' and 'stacks' lists.")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False), default=Path("runs/train"),
+              show_default=True, help="Run folder: last.pt, best.pt, logs, curves.png.")
+@click.option("--stack", "stacks", multiple=True, type=click.Path(path_type=str),
+              help="Folder of co-registered dates of one scene (repeatable).")
+@click.option("--iterations", type=int, default=1500, show_default=True)
+@click.option("--crop", type=int, default=160, show_default=True, help="Training crop side (even).")
+@click.option("--batch", type=int, default=8, show_default=True)
+@click.option("--mchan", type=int, default=4, show_default=True, help="Width multiplier of the network.")
+@click.option("--lr", type=float, default=1e-4, show_default=True)
+@click.option("--weight-decay", type=float, default=5e-4, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--resume", is_flag=True, help="Continue from OUT/last.pt (weights, optimizer, iteration).")
+@click.option("--synthetic/--no-synthetic", default=True, show_default=True, help="Use sarreg.synth scenes.")
+@click.option("--synthetic-weight", type=float, default=1.0, show_default=True)
+@click.option("--pairs-weight", type=float, default=1.0, show_default=True)
+@click.option("--single-weight", type=float, default=0.5, show_default=True)
+@click.option("--stack-weight", type=float, default=1.0, show_default=True)
+@click.option("--val-holdout", type=int, default=4, show_default=True,
+              help="Two-date pairs held out of training for validation.")
+@click.option("--val-every", type=int, default=100, show_default=True)
+@click.option("--w-reliability", type=float, default=1.0, show_default=True)
+@click.option("--w-cosim", type=float, default=1.0, show_default=True)
+@click.option("--w-peaky", type=float, default=1.0, show_default=True)
+@click.option("--w-sharpen", type=float, default=0.0, show_default=True)
+@click.option("--maxpool-pos/--no-maxpool-pos", default=True, show_default=True,
+              help="Keep only the best of the positives (NAVER) or all of them (SAR fork).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 ...")
+@click.option("--threads", type=int, default=2, show_default=True)
+@click.option("--workers", type=int, default=1, show_default=True, help="Pair-generation worker processes.")
+@click.option("--checkpoint-minutes", type=float, default=5.0, show_default=True)
+@click.option("--max-minutes", type=float, default=0.0, show_default=True, help="Stop after this time (0 = off).")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.pass_context
+def train(ctx: click.Context, data, config_file, out_dir, stacks, no_progress, **opts) -> None:
+    """Train the keypoint network on DATA (images, folders, BEFORE/AFTER pair folders) + synthetic scenes."""
+    from click.core import ParameterSource
+
+    from sarreg.train.loop import TrainConfig
+    from sarreg.train.loop import train as run_train
+    from sarreg.train.pairs import PairConfig
+
+    data, stacks = list(data), list(stacks)
+    if config_file is not None:
+        conf = _load_config(config_file)
+        known = set(opts) | {"data", "stacks", "out"}
+        unknown = set(conf) - known
+        if unknown:
+            raise InputError(f"{config_file}: unknown option(s) {', '.join(sorted(unknown))}")
+        for k, v in conf.items():
+            if k == "data" and not data:
+                data = [str(x) for x in v]
+            elif k == "stacks" and not stacks:
+                stacks = [str(x) for x in v]
+            elif k == "out" and ctx.get_parameter_source("out_dir") == ParameterSource.DEFAULT:
+                out_dir = Path(v)
+            elif k in opts and ctx.get_parameter_source(k) == ParameterSource.DEFAULT:
+                opts[k] = v
+    weights = {k: opts.pop(f"{k}_weight") for k in ("synthetic", "pairs", "single", "stack")}
+    synthetic, val_holdout, resume = opts.pop("synthetic"), opts.pop("val_holdout"), opts.pop("resume")
+    cfg = TrainConfig(**opts)
+    sources, val_sources = build_sources(data, stacks, synthetic, cfg.crop, val_holdout, weights)
+    for s in sources:
+        click.echo(f"training data: {s.describe()}, weight {s.weight:g}", err=True)
+    state = run_train(sources, out_dir, cfg, val_sources=val_sources, resume=resume, progress=not no_progress,
+                      pair_cfg=PairConfig(crop=cfg.crop))
+    click.echo(f"stopped at iteration {state.iteration}; best validation M-score {state.best:.4f}; "
+               f"checkpoints in {out_dir}", err=True)

@@ -1,0 +1,382 @@
+"""Training loop: data loader over generated pairs, Adam, checkpoints, CSV log, curve plot, validation.
+
+Resumable: ``last.pt`` (our checkpoint format + optimizer state and iteration in extra keys) is written every
+``checkpoint_minutes`` and on SIGTERM/SIGINT; ``best.pt`` keeps the weights with the best validation score.
+Sample ``i`` of the run is generated from ``np.random.default_rng([seed, i])``, so a resumed run continues the
+same data stream.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import logging
+import math
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from sarreg.errors import InputError, OutputError, WeightsError
+from sarreg.model.r2d2 import build_network
+from sarreg.model.weights import SAR_MEAN, SAR_STD, Model, save_checkpoint
+from sarreg.train.losses import LossWeights, NeighbourhoodSampler, R2D2Loss
+from sarreg.train.pairs import PairConfig, Source, make_pair, sample_pair
+
+log = logging.getLogger(__name__)
+
+ARCH = "Fast_Quad_L2Net_ConfCFS"
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a run (stored in the checkpoint's ``training`` entry)."""
+
+    iterations: int = 1500
+    batch: int = 8
+    crop: int = 160
+    mchan: int = 4
+    lr: float = 1e-4
+    weight_decay: float = 5e-4
+    seed: int = 0
+    threads: int = 2
+    workers: int = 1
+    device: str = "auto"
+    w_reliability: float = 1.0
+    w_cosim: float = 1.0
+    w_peaky: float = 1.0
+    w_sharpen: float = 0.0
+    maxpool_pos: bool = True
+    checkpoint_minutes: float = 5.0
+    val_every: int = 100
+    val_size: int = 256
+    val_top_k: int = 500
+    max_minutes: float = 0.0  # stop (and save) after this wall time; 0 = no limit
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+# ------------------------------------------------------------------------------------------------------ data
+class PairDataset(torch.utils.data.Dataset):
+    """Sample i -> (img1 1xHxW, img2 1xHxW, aflow 2xHxW) float32 tensors, deterministic in (seed, i)."""
+
+    def __init__(self, sources: Sequence[Source], pair_cfg: PairConfig, seed: int, length: int) -> None:
+        self.sources = list(sources)
+        self.cfg = pair_cfg
+        self.seed = int(seed)
+        self.length = int(length)
+        self._cache: dict = {}
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, i: int):
+        rng = np.random.default_rng([self.seed, int(i)])
+        p = sample_pair(self.sources, rng, self.cfg, self._cache)
+        return (torch.from_numpy(p["img1"])[None], torch.from_numpy(p["img2"])[None], torch.from_numpy(p["aflow"]))
+
+
+class _RangeSampler(torch.utils.data.Sampler):
+    def __init__(self, start: int, stop: int) -> None:
+        self.start, self.stop = start, stop
+
+    def __iter__(self):
+        return iter(range(self.start, self.stop))
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+
+def _worker_init(_: int) -> None:
+    import cv2
+
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+
+
+# ------------------------------------------------------------------------------------------------ validation
+def make_validation_set(sources: Sequence[Source], size: int = 256, n: int = 8, seed: int = 987654) -> list[dict]:
+    """A fixed list of ``n`` pairs (size x size) drawn round-robin from ``sources`` with a fixed seed."""
+    cfg = PairConfig(crop=size, cutout=0.0, blur=0.0)
+    out: list[dict] = []
+    rng = np.random.default_rng(seed)
+    i = 0
+    while len(out) < n and i < 20 * n:
+        src = sources[i % len(sources)]
+        i += 1
+        v1, v2, syn = src.views(rng)
+        try:
+            out.append(make_pair(v1, v2, rng, cfg, synthetic=syn))
+        except InputError:
+            continue
+    return out
+
+
+def detect(out: dict[str, torch.Tensor], top_k: int, border: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    """Single-scale keypoints from network outputs of one image: (xy K x 2 long, descriptors K x D).
+
+    Local maxima (3x3) of repeatability, ranked by repeatability x reliability, ``border`` px from the edge.
+    """
+    rep, rel, desc = out["repeatability"][0, 0], out["reliability"][0, 0], out["descriptors"][0]
+    h, w = rep.shape
+    peak = rep == F.max_pool2d(rep[None, None], 3, stride=1, padding=1)[0, 0]
+    peak[:border], peak[-border:], peak[:, :border], peak[:, -border:] = False, False, False, False
+    score = torch.where(peak, rep * rel, torch.full_like(rep, -1.0)).flatten()
+    k = min(top_k, int(peak.sum()))
+    idx = torch.topk(score, k).indices
+    xy = torch.stack([idx % w, idx // w], 1)
+    return xy, desc.flatten(1)[:, idx].t()
+
+
+@torch.no_grad()
+def evaluate(net: torch.nn.Module, model: Model, pairs: Sequence[dict], device: torch.device,
+             top_k: int = 500, thresh: float = 3.0) -> dict[str, float]:
+    """Mean over pairs of: MMA@thresh of mutual-nearest-neighbour matches and M-score = correct / top_k."""
+    was_training = net.training
+    net.eval()
+    mma, mscore, nmatch = [], [], []
+    for p in pairs:
+        outs = []
+        for img in (p["img1"], p["img2"]):
+            x = model.normalise(torch.from_numpy(img)[None, None].to(device))
+            outs.append(net(x))
+        xy1, d1 = detect(outs[0], top_k)
+        xy2, d2 = detect(outs[1], top_k)
+        if len(xy1) == 0 or len(xy2) == 0:
+            mma.append(0.0), mscore.append(0.0), nmatch.append(0)
+            continue
+        sim = d1 @ d2.t()
+        nn12 = sim.argmax(1)
+        nn21 = sim.argmax(0)
+        mutual = nn21[nn12] == torch.arange(len(xy1), device=sim.device)
+        i1 = torch.nonzero(mutual)[:, 0].cpu().numpy()
+        i2 = nn12[mutual].cpu().numpy()
+        k1 = xy1.cpu().numpy()[i1]
+        gt = p["aflow"][:, k1[:, 1], k1[:, 0]].T  # M x 2
+        ok = np.isfinite(gt).all(1)
+        err = np.linalg.norm(gt[ok] - xy2.cpu().numpy()[i2][ok], axis=1)
+        correct = int((err <= thresh).sum())
+        mma.append(correct / max(1, int(ok.sum())))
+        mscore.append(correct / top_k)
+        nmatch.append(int(ok.sum()))
+    net.train(was_training)
+    return {"mma3": float(np.mean(mma)), "mscore": float(np.mean(mscore)), "matches": float(np.mean(nmatch))}
+
+
+# ------------------------------------------------------------------------------------------------------ plot
+def plot_curves(log_csv: Path, val_csv: Path, png: Path) -> None:
+    """Training-curve PNG from the CSV logs (matplotlib Agg)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def read(p: Path) -> dict[str, np.ndarray]:
+        if not p.is_file():
+            return {}
+        with open(p) as f:
+            rows = list(csv.DictReader(f))
+        if not rows:
+            return {}
+        return {k: np.array([float(r[k]) if r[k] not in ("", None) else np.nan for r in rows]) for k in rows[0]}
+
+    tr, va = read(log_csv), read(val_csv)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    if tr:
+        it = tr["iteration"]
+        win = max(1, min(25, len(it) // 10))
+        ker = np.ones(win) / win
+        for k in ("loss", "reliability", "cosim", "peaky", "sharpen"):
+            if k in tr and np.isfinite(tr[k]).any():
+                y = np.convolve(np.nan_to_num(tr[k]), ker, mode="valid")
+                axes[0].plot(it[win - 1:], y, label=k)
+        axes[0].set_xlabel("iteration")
+        axes[0].set_title(f"training losses (moving mean of {win})")
+        axes[0].legend()
+    if va:
+        for k in ("mma3", "mscore"):
+            axes[1].plot(va["iteration"], va[k], "o-", label=k)
+        axes[1].set_xlabel("iteration")
+        axes[1].set_title("validation (fixed held-out pairs)")
+        axes[1].legend()
+    fig.tight_layout()
+    tmp = png.with_name(f".{png.name}.tmp.png")
+    fig.savefig(tmp, dpi=80)
+    plt.close(fig)
+    tmp.replace(png)
+
+
+# ------------------------------------------------------------------------------------------------------ train
+@dataclass
+class RunState:
+    iteration: int = 0
+    best: float = -1.0
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def _save(path: Path, net, cfg: TrainConfig, state: RunState, data_desc: list[str], opt=None, elapsed: float = 0.0,
+          val: dict | None = None) -> None:
+    training = {"config": dataclasses.asdict(cfg), "iteration": state.iteration, "data": data_desc,
+                "validation": val or {}, "elapsed_s": round(elapsed, 1), "saved_utc": time.strftime(
+                    "%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    extra = None
+    if opt is not None:
+        extra = {"optimizer": opt.state_dict(), "iteration": state.iteration, "best_val": state.best,
+                 "val_history": json.dumps(state.history), "elapsed_s": float(elapsed)}
+    save_checkpoint(path, net, ARCH, cfg.mchan, 1, SAR_MEAN, SAR_STD, training=training, extra=extra)
+
+
+def train(sources: Sequence[Source], out_dir: str | Path, cfg: TrainConfig = TrainConfig(),
+          val_sources: Sequence[Source] | None = None, resume: bool = False, progress: bool = True,
+          pair_cfg: PairConfig | None = None) -> RunState:
+    """Run (or resume) a training; returns the final state. Files in ``out_dir``: last.pt, best.pt,
+    train_log.csv, val_log.csv, curves.png."""
+    from tqdm import tqdm
+
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"{out}: cannot create output folder ({e.strerror})") from None
+    if cfg.crop % 2 or cfg.crop < 48:
+        raise InputError(f"crop must be even and >= 48 px, got {cfg.crop}")
+    torch.set_num_threads(max(1, cfg.threads))
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+
+    net = build_network(ARCH, in_channels=1, mchan=cfg.mchan).to(device).train()
+    model = Model(net=net, arch=ARCH, mchan=cfg.mchan, in_channels=1, mean=list(SAR_MEAN), std=list(SAR_STD))
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    state = RunState()
+    elapsed0 = 0.0
+    last_path, best_path = out / "last.pt", out / "best.pt"
+    if resume:
+        if not last_path.is_file():
+            raise WeightsError(f"{last_path}: nothing to resume from")
+        ck = torch.load(last_path, map_location="cpu", weights_only=True)
+        if int(ck.get("mchan", -1)) != cfg.mchan:
+            raise WeightsError(f"{last_path}: mchan {ck.get('mchan')} differs from --mchan {cfg.mchan}")
+        net.load_state_dict(ck["state_dict"])
+        if "optimizer" in ck:
+            opt.load_state_dict(ck["optimizer"])
+            for g in opt.param_groups:  # options of this invocation win
+                g["lr"], g["weight_decay"] = cfg.lr, cfg.weight_decay
+        state.iteration = int(ck.get("iteration", 0))
+        state.best = float(ck.get("best_val", -1.0))
+        state.history = json.loads(ck.get("val_history", "[]"))
+        elapsed0 = float(ck.get("elapsed_s", 0.0))
+        log.info("resumed from %s at iteration %d (best val %.4f)", last_path, state.iteration, state.best)
+
+    pcfg = pair_cfg or PairConfig(crop=cfg.crop)
+    data_desc = [f"{s.describe()} (weight {s.weight:g})" for s in sources]
+    val_pairs = make_validation_set(val_sources or sources, cfg.val_size, 8)
+    criterion = R2D2Loss(LossWeights(cfg.w_reliability, cfg.w_cosim, cfg.w_peaky, cfg.w_sharpen),
+                         NeighbourhoodSampler(maxpool_pos=cfg.maxpool_pos))
+    gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + state.iteration)
+
+    start = state.iteration
+    if start >= cfg.iterations:
+        log.info("already at iteration %d >= %d", start, cfg.iterations)
+        return state
+    ds = PairDataset(sources, pcfg, cfg.seed, cfg.iterations * cfg.batch)
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=cfg.batch, sampler=_RangeSampler(start * cfg.batch, cfg.iterations * cfg.batch),
+        num_workers=cfg.workers, worker_init_fn=_worker_init if cfg.workers else None,
+        persistent_workers=False, prefetch_factor=2 if cfg.workers else None, drop_last=True,
+        # spawn, not fork: OpenCV / OpenMP thread pools used in this process deadlock in a forked child
+        multiprocessing_context="spawn" if cfg.workers else None)
+
+    log_csv, val_csv = out / "train_log.csv", out / "val_log.csv"
+    fields = ["iteration", "time_s", "loss", "reliability", "cosim", "peaky", "sharpen", "lr", "s_per_it"]
+    new_log = not log_csv.is_file() or not resume
+    flog = open(log_csv, "w" if new_log else "a", newline="")
+    wlog = csv.DictWriter(flog, fieldnames=fields)
+    if new_log:
+        wlog.writeheader()
+    vfields = ["iteration", "mma3", "mscore", "matches"]
+    new_val = not val_csv.is_file() or not resume
+    fval = open(val_csv, "w" if new_val else "a", newline="")
+    wval = csv.DictWriter(fval, fieldnames=vfields)
+    if new_val:
+        wval.writeheader()
+
+    stop = {"flag": False}
+
+    def _handler(signum, _frame):
+        log.warning("signal %d: saving checkpoint and stopping", signum)
+        stop["flag"] = True
+
+    old = {s: signal.signal(s, _handler) for s in (signal.SIGTERM, signal.SIGINT)}
+
+    def validate() -> None:
+        v = evaluate(net, model, val_pairs, device, cfg.val_top_k)
+        row = {"iteration": state.iteration, **{k: round(v[k], 5) for k in vfields[1:]}}
+        wval.writerow(row)
+        fval.flush()
+        state.history.append(row)
+        log.info("validation at %d: %s", state.iteration, row)
+        if v["mscore"] > state.best:
+            state.best = v["mscore"]
+            _save(best_path, net, cfg, state, data_desc, None, elapsed0 + time.time() - t0, row)
+
+    t0 = time.time()
+    last_ck = time.time()
+    if start == 0:
+        validate()  # the random-init baseline
+    bar = tqdm(total=cfg.iterations, initial=start, desc="train", unit="it", mininterval=10, smoothing=0.05,
+               disable=not progress)
+    t_it = time.time()
+    try:
+        for img1, img2, aflow in loader:
+            img1, img2, aflow = img1.to(device), img2.to(device), aflow.to(device)
+            out1 = net(model.normalise(img1))
+            out2 = net(model.normalise(img2))
+            loss, parts = criterion(out1, out2, aflow, gen)
+            opt.zero_grad(set_to_none=True)
+            if torch.isfinite(loss):
+                loss.backward()
+                opt.step()
+            else:
+                log.warning("non-finite loss at iteration %d, step skipped", state.iteration)
+            state.iteration += 1
+            now = time.time()
+            wlog.writerow({"iteration": state.iteration, "time_s": round(elapsed0 + now - t0, 2),
+                           "loss": round(float(loss.detach()), 5), **{k: round(parts.get(k, float("nan")), 5)
+                                                               for k in ("reliability", "cosim", "peaky", "sharpen")},
+                           "lr": cfg.lr, "s_per_it": round(now - t_it, 3)})
+            t_it = now
+            bar.update(1)
+            bar.set_postfix(loss=f"{float(loss.detach()):.3f}", best=f"{state.best:.3f}", refresh=False)
+            if state.iteration % cfg.val_every == 0 or state.iteration == cfg.iterations:
+                validate()
+            timed_out = cfg.max_minutes > 0 and (now - t0) / 60 > cfg.max_minutes
+            if now - last_ck > cfg.checkpoint_minutes * 60 or stop["flag"] or timed_out:
+                flog.flush()
+                _save(last_path, net, cfg, state, data_desc, opt, elapsed0 + now - t0)
+                plot_curves(log_csv, val_csv, out / "curves.png")
+                last_ck = now
+            if stop["flag"] or timed_out:
+                break
+    finally:
+        bar.close()
+        _save(last_path, net, cfg, state, data_desc, opt, elapsed0 + time.time() - t0)
+        flog.close()
+        fval.close()
+        try:
+            plot_curves(log_csv, val_csv, out / "curves.png")
+        except Exception as e:  # plotting must never lose a run
+            log.warning("could not plot curves: %s", e)
+        for s, h in old.items():
+            signal.signal(s, h)
+    return state

@@ -1,0 +1,375 @@
+"""Self-supervised training pairs: two views of one scene, a known random homography and dense ground-truth flow.
+
+A *source* yields two co-registered linear-power views of one scene (same date, another date, or a synthetic
+scene). ``make_pair`` crops view 1, resamples view 2 through a random homography (rotation, scale, shear, mild
+perspective, translation), adds independent Gamma speckle, nodata cut-outs and radiometric changes, and scales
+both crops with ``sarreg.io.raster.image_to_unit`` -- exactly the preprocessing used at inference.
+
+``aflow`` (2 x H x W, float32): for every img1 pixel (x=col, y=row, pixel centres at integers) its (x, y)
+position in img2, NaN where img1 is invalid or the position falls outside img2's valid data.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import re
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+import rasterio
+from rasterio.errors import NotGeoreferencedWarning
+
+from sarreg import synth
+from sarreg.errors import InputError
+from sarreg.io.raster import image_to_unit
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTS = {".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp", ".npy"}
+DISPLAY_DB = 30.0  # dynamic range (dB) assumed for 8/16-bit display images when turned into power
+# Names that mark non-SAR companions in mixed folders (optical images, flow fields); never used for training.
+EXCLUDE_RE = re.compile(r"(optique|optical|_opt\b|S2_|flow|mask|_gt\b|label)", re.IGNORECASE)
+
+
+# --------------------------------------------------------------------------------------------- image loading
+def _display_to_power(v: np.ndarray, vmax: float) -> np.ndarray:
+    return np.power(10.0, (v.astype(np.float32) / vmax) * DISPLAY_DB / 10.0).astype(np.float32)
+
+
+def _array_to_power(a: np.ndarray, path: Path) -> np.ndarray:
+    """Any SAR-ish array -> float32 linear power with NaN for invalid pixels."""
+    if np.iscomplexobj(a):
+        p = (a.real.astype(np.float32) ** 2 + a.imag.astype(np.float32) ** 2)
+    elif a.dtype == np.uint8:
+        return _display_to_power(a, 255.0)
+    elif np.issubdtype(a.dtype, np.integer):
+        p = a.astype(np.float32) ** 2  # amplitude DN
+    else:
+        a = a.astype(np.float32)
+        finite = a[np.isfinite(a)]
+        if finite.size == 0:
+            raise InputError(f"{path}: no finite pixels")
+        p = np.power(10.0, a / 10.0).astype(np.float32) if finite.min() < 0 else a
+    p = p.astype(np.float32)
+    p[~(np.isfinite(p) & (p > 0))] = np.nan
+    return p
+
+
+def load_power(path: str | Path) -> np.ndarray:
+    """Read a single-band view of a SAR image (GeoTIFF, PNG/JPEG/BMP, npy) as H x W float32 power (NaN invalid).
+
+    npy: complex, or H x W x 2 float (real, imag) -> intensity; real float (negative values = dB) or integers
+    (amplitude). Colour images: mean of the colour channels (SAR quicklooks are gray; Pauli RGB -> total power).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: file not found")
+    ext = path.suffix.lower()
+    if ext == ".npy":
+        a = np.load(path, allow_pickle=False)
+        if a.ndim == 3 and a.shape[-1] == 2 and not np.iscomplexobj(a):
+            a = a[..., 0].astype(np.float32) + 1j * a[..., 1].astype(np.float32)
+        elif a.ndim == 3:
+            a = a[..., 0] if a.shape[-1] <= 4 else a[0]
+        if a.ndim != 2:
+            raise InputError(f"{path}: expected a 2-D image array, got shape {a.shape}")
+        return _array_to_power(a, path)
+    if ext in (".png", ".jpg", ".jpeg", ".bmp"):
+        a = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if a is None:
+            raise InputError(f"{path}: not a readable image")
+        if a.ndim == 3:
+            a = a[..., :3].mean(axis=2).astype(a.dtype)
+        return _array_to_power(a, path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.open(path) as ds:
+                if ds.dtypes[0] == "uint8" and ds.count >= 3:
+                    a = ds.read([1, 2, 3]).astype(np.float32).mean(axis=0)
+                    valid = ds.read_masks(1) > 0
+                    p = _display_to_power(a, 255.0)
+                    p[~valid] = np.nan
+                    return p
+                a = ds.read(1)
+                valid = ds.read_masks(1) > 0
+    except rasterio.errors.RasterioIOError as e:
+        raise InputError(f"{path}: not a readable raster ({str(e).splitlines()[0][:120]})") from None
+    p = _array_to_power(a, path)
+    p[~valid] = np.nan
+    return p
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """Image files under ``folder`` (recursive, sorted), without optical/flow/mask companions."""
+    folder = Path(folder)
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTS
+                  and not EXCLUDE_RE.search(p.name) and not p.name.startswith("."))
+
+
+def _index_of(p: Path) -> str | None:
+    m = re.findall(r"\d+", p.stem)
+    return m[-1] if m else None
+
+
+def find_date_pairs(folder: str | Path) -> list[tuple[Path, Path]]:
+    """Co-registered two-date pairs in a BEFORE/AFTER folder layout (OMBRIA style), matched by file number."""
+    folder = Path(folder)
+    sub = {d.name.upper(): d for d in folder.iterdir() if d.is_dir()}
+    if "BEFORE" not in sub or "AFTER" not in sub:
+        raise InputError(f"{folder}: no BEFORE/ and AFTER/ sub-folders")
+    after = {_index_of(p): p for p in list_images(sub["AFTER"])}
+    pairs = [(p, after[_index_of(p)]) for p in list_images(sub["BEFORE"]) if _index_of(p) in after]
+    if not pairs:
+        raise InputError(f"{folder}: no BEFORE/AFTER files with matching numbers")
+    return pairs
+
+
+# --------------------------------------------------------------------------------------------------- sources
+@dataclass
+class Source:
+    """Where views come from. kind: "synthetic" | "single" (same image twice) | "pairs" | "stack"."""
+
+    kind: str
+    weight: float = 1.0
+    items: list = field(default_factory=list)  # single: [Path]; pairs: [(Path, Path)]; stack: [[Path, ...]]
+    size: int = 320  # synthetic scene side
+
+    def describe(self) -> str:
+        n = len(self.items)
+        return {"synthetic": f"synthetic scenes {self.size}x{self.size}", "single": f"{n} single images",
+                "pairs": f"{n} two-date pairs", "stack": f"{n} multi-date stacks"}[self.kind]
+
+    def views(self, rng: np.random.Generator, cache: dict | None = None) -> tuple[np.ndarray, np.ndarray, bool]:
+        """(view1, view2, is_synthetic): co-registered linear power arrays of identical shape."""
+
+        def get(p: Path) -> np.ndarray:
+            if cache is None:
+                return load_power(p)
+            if p not in cache:
+                if len(cache) > 64:
+                    cache.clear()
+                cache[p] = load_power(p)
+            return cache[p]
+
+        if self.kind == "synthetic":
+            seed = int(rng.integers(0, 2 ** 31 - 1))
+            refl = synth.reflectivity(self.size, self.size, seed)
+            refl2 = synth.temporal_change(refl, rng, rng.uniform(0.05, 0.3)) if rng.random() < 0.4 else refl
+            return refl, refl2, True
+        if self.kind == "single":
+            v = get(self.items[int(rng.integers(len(self.items)))])
+            return v, v, False
+        if self.kind == "pairs":
+            a, b = self.items[int(rng.integers(len(self.items)))]
+            va = get(a)
+            if rng.random() < 0.25:  # same date twice (speckle-only change) keeps the task well posed
+                return va, va, False
+            vb = get(b)
+            if vb.shape != va.shape:
+                vb = cv2.resize(vb, (va.shape[1], va.shape[0]), interpolation=cv2.INTER_LINEAR)
+            return (va, vb, False) if rng.random() < 0.5 else (vb, va, False)
+        if self.kind == "stack":
+            stack = self.items[int(rng.integers(len(self.items)))]
+            i, j = rng.choice(len(stack), size=2, replace=len(stack) < 2)
+            va, vb = get(stack[i]), get(stack[j])
+            if vb.shape != va.shape:
+                vb = cv2.resize(vb, (va.shape[1], va.shape[0]), interpolation=cv2.INTER_LINEAR)
+            return va, vb, False
+        raise ValueError(f"unknown source kind {self.kind!r}")
+
+
+# ------------------------------------------------------------------------------------------ geometry helpers
+def random_homography(rng: np.random.Generator, size: int, max_rot: float = 20.0,
+                      scale: tuple[float, float] = (0.75, 1.33), max_shear: float = 0.15,
+                      max_persp: float = 0.1, max_shift: float = 0.12) -> np.ndarray:
+    """3 x 3 map img1 pixel -> img2 pixel for size x size crops, about the crop centre.
+
+    max_persp: relative change of the projective denominator at the crop edge; max_shift: fraction of the size.
+    """
+    c = (size - 1) / 2.0
+    th = math.radians(rng.uniform(-max_rot, max_rot))
+    s = math.exp(rng.uniform(math.log(scale[0]), math.log(scale[1])))
+    asp = math.exp(rng.uniform(-0.1, 0.1))
+    k = rng.uniform(-max_shear, max_shear)
+    rot = np.array([[math.cos(th), -math.sin(th)], [math.sin(th), math.cos(th)]])
+    a = rot @ np.array([[s * asp, k * s], [0.0, s / asp]])
+    p = rng.uniform(-1, 1, 2) * max_persp / max(1.0, c)
+    t = rng.uniform(-max_shift, max_shift, 2) * size
+    core = np.eye(3)
+    core[:2, :2] = a
+    core[2, :2] = p
+    return _translate(c + t[0], c + t[1]) @ core @ _translate(-c, -c)
+
+
+def _translate(tx: float, ty: float) -> np.ndarray:
+    return np.array([[1.0, 0, tx], [0, 1.0, ty], [0, 0, 1.0]])
+
+
+def apply_homography(H: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Map pixel coordinates (arrays of any shape) through a 3 x 3 homography."""
+    d = H[2, 0] * x + H[2, 1] * y + H[2, 2]
+    return (H[0, 0] * x + H[0, 1] * y + H[0, 2]) / d, (H[1, 0] * x + H[1, 1] * y + H[1, 2]) / d
+
+
+def _cutout(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
+    """Boolean mask of a nodata region: a swath-edge half-plane or a random polygon."""
+    h, w = shape
+    m = np.zeros((h, w), np.uint8)
+    if rng.random() < 0.5:
+        ang = rng.uniform(0, 2 * np.pi)
+        nx, ny = math.cos(ang), math.sin(ang)
+        yy, xx = np.mgrid[0:h, 0:w]
+        proj = (xx - w / 2) * nx + (yy - h / 2) * ny
+        return proj > rng.uniform(0.15, 0.45) * max(h, w)
+    cx, cy, r = rng.uniform(0, w), rng.uniform(0, h), rng.uniform(0.08, 0.25) * max(h, w)
+    ang = np.sort(rng.uniform(0, 2 * np.pi, 7))
+    pts = np.stack([cx + r * np.cos(ang), cy + r * np.sin(ang)], 1).round().astype(np.int32)
+    cv2.fillPoly(m, [pts], 1)
+    return m.astype(bool)
+
+
+def _radiometric(u: np.ndarray, valid: np.ndarray, rng: np.random.Generator, strength: float) -> np.ndarray:
+    """Random gamma / contrast / offset on a [0, 1] image (valid pixels only) -- inter-date radiometry."""
+    g = math.exp(rng.uniform(-0.35, 0.35) * strength)
+    c = math.exp(rng.uniform(-0.15, 0.15) * strength)
+    o = rng.uniform(-0.05, 0.05) * strength
+    v = np.clip(c * (np.power(u, g) - 0.5) + 0.5 + o, 0.0, 1.0)
+    return np.where(valid, v, u).astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------------------ pair making
+@dataclass(frozen=True)
+class PairConfig:
+    """Augmentation ranges (see module docstring)."""
+
+    crop: int = 160
+    max_rot: float = 20.0
+    scale: tuple[float, float] = (0.75, 1.33)
+    max_shear: float = 0.15
+    max_persp: float = 0.1
+    max_shift: float = 0.12
+    looks: tuple[int, int] = (1, 8)  # synthetic speckle looks (inclusive range)
+    extra_speckle: float = 0.5  # probability of extra speckle on real two-date pairs (always for one image twice)
+    cutout: float = 0.25  # probability of a nodata region in img2 (half that in img1)
+    radiometric: float = 0.7  # probability of a radiometric change
+    blur: float = 0.15  # probability of a slight blur of one view (resolution difference)
+    min_valid: float = 0.25  # minimum fraction of img1 pixels with valid flow
+    speckle: bool = True  # False: no added speckle (tests on noise-free scenes)
+
+
+def make_pair(view1: np.ndarray, view2: np.ndarray, rng: np.random.Generator, cfg: PairConfig = PairConfig(),
+              synthetic: bool = False, H: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """One training pair from two co-registered power views.
+
+    Returns img1, img2 (crop x crop float32 in [0, 1], after ``image_to_unit``), aflow (2 x crop x crop) and H
+    (3 x 3 img1 -> img2 pixel map). ``H`` fixes the homography (for tests); otherwise it is random.
+    Raises ``InputError`` when the crops have no usable data.
+    """
+    crop = int(cfg.crop)
+    v1, v2 = view1, view2
+    if v1.shape != v2.shape:
+        raise ValueError(f"views differ in shape: {v1.shape} vs {v2.shape}")
+    # random 90-degree rotation / flip of the whole scene (both views alike)
+    if H is None:
+        k = int(rng.integers(4))
+        v1, v2 = np.rot90(v1, k), np.rot90(v2, k)
+        if rng.random() < 0.5:
+            v1, v2 = v1[:, ::-1], v2[:, ::-1]
+    h0, w0 = v1.shape
+    # multilook down-scaling of large real scenes (scale diversity), up-scaling of too small ones
+    f = 1.0
+    if min(h0, w0) < crop:
+        f = crop / min(h0, w0) * 1.01
+    elif H is None and not synthetic and min(h0, w0) * 0.6 >= 1.5 * crop and rng.random() < 0.5:
+        f = rng.uniform(0.6, 1.0)
+    if f != 1.0:
+        interp = cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR
+        size = (max(crop, round(w0 * f)), max(crop, round(h0 * f)))
+        v1 = cv2.resize(np.ascontiguousarray(v1), size, interpolation=interp)
+        v2 = v1 if view1 is view2 else cv2.resize(np.ascontiguousarray(v2), size, interpolation=interp)
+        h0, w0 = v1.shape
+    ox = int(rng.integers(0, w0 - crop + 1)) if H is None else (w0 - crop) // 2
+    oy = int(rng.integers(0, h0 - crop + 1)) if H is None else (h0 - crop) // 2
+    if H is None:
+        H = random_homography(rng, crop, cfg.max_rot, cfg.scale, cfg.max_shear, cfg.max_persp, cfg.max_shift)
+    # img2 pixel -> source pixel
+    m2 = _translate(ox, oy) @ np.linalg.inv(H)
+    p1 = np.ascontiguousarray(v1[oy:oy + crop, ox:ox + crop], dtype=np.float32)
+    p2 = synth.warp_image(np.ascontiguousarray(v2, dtype=np.float32), m2, (crop, crop))
+
+    if not cfg.speckle:
+        pass
+    elif synthetic:
+        lo, hi = cfg.looks
+        p1 = synth.speckle(p1, int(rng.integers(lo, hi + 1)), rng)
+        p2 = synth.speckle(p2, int(rng.integers(lo, hi + 1)), rng)
+    elif view1 is view2:  # one real image twice: independent speckle so that noise cannot be matched
+        p1 = synth.speckle(p1, rng.uniform(1.5, 6), rng)
+        p2 = synth.speckle(p2, rng.uniform(1.5, 6), rng)
+    elif rng.random() < cfg.extra_speckle:
+        p1 = synth.speckle(p1, rng.uniform(3, 8), rng)
+        p2 = synth.speckle(p2, rng.uniform(3, 8), rng)
+    ok1, ok2 = np.isfinite(p1), np.isfinite(p2)
+    if rng.random() < cfg.cutout:
+        ok2 &= ~_cutout(rng, (crop, crop))
+    if rng.random() < cfg.cutout / 2:
+        ok1 &= ~_cutout(rng, (crop, crop))
+    if ok1.mean() < cfg.min_valid or ok2.mean() < cfg.min_valid:
+        raise InputError("pair crop has too little valid data")
+    u1, ok1 = image_to_unit(np.where(ok1, p1, np.nan), kind="linear", valid=ok1)
+    u2, ok2 = image_to_unit(np.where(ok2, p2, np.nan), kind="linear", valid=ok2)
+    if rng.random() < cfg.radiometric:
+        u2 = _radiometric(u2, ok2, rng, 1.0)
+    if rng.random() < cfg.radiometric / 2:
+        u1 = _radiometric(u1, ok1, rng, 0.5)
+    if rng.random() < cfg.blur:
+        sig = rng.uniform(0.5, 1.0)
+        if rng.random() < 0.5:
+            u1 = np.where(ok1, cv2.GaussianBlur(u1, (0, 0), sig), u1).astype(np.float32)
+        else:
+            u2 = np.where(ok2, cv2.GaussianBlur(u2, (0, 0), sig), u2).astype(np.float32)
+
+    aflow = flow_from_homography(H, (crop, crop), (crop, crop), ok1, ok2)
+    if np.isfinite(aflow[0]).mean() < cfg.min_valid:
+        raise InputError("pair has too little overlap")
+    return {"img1": u1, "img2": u2, "aflow": aflow, "H": H.astype(np.float64)}
+
+
+def flow_from_homography(H: np.ndarray, shape1: tuple[int, int], shape2: tuple[int, int],
+                         valid1: np.ndarray | None = None, valid2: np.ndarray | None = None) -> np.ndarray:
+    """Dense flow 2 x H1 x W1 (float32): img1 pixel -> (x, y) in img2 via ``H``; NaN outside / invalid."""
+    h1, w1 = shape1
+    h2, w2 = shape2
+    yy, xx = np.mgrid[0:h1, 0:w1].astype(np.float64)
+    fx, fy = apply_homography(H, xx, yy)
+    inside = (fx >= -0.5) & (fx <= w2 - 0.5) & (fy >= -0.5) & (fy <= h2 - 0.5) & np.isfinite(fx) & np.isfinite(fy)
+    if valid1 is not None:
+        inside &= valid1
+    if valid2 is not None:
+        ix = np.clip(np.round(fx), 0, w2 - 1).astype(np.int64)
+        iy = np.clip(np.round(fy), 0, h2 - 1).astype(np.int64)
+        inside &= valid2[iy, ix]
+    flow = np.stack([fx, fy]).astype(np.float32)
+    flow[:, ~inside] = np.nan
+    return flow
+
+
+def sample_pair(sources: Sequence[Source], rng: np.random.Generator, cfg: PairConfig = PairConfig(),
+                cache: dict | None = None, tries: int = 20) -> dict[str, np.ndarray]:
+    """Draw a source by weight, then a pair from it (retrying crops without enough valid data)."""
+    w = np.array([s.weight for s in sources], dtype=np.float64)
+    w = w / w.sum()
+    last: Exception | None = None
+    for _ in range(tries):
+        src = sources[int(rng.choice(len(sources), p=w))]
+        v1, v2, syn = src.views(rng, cache)
+        try:
+            return make_pair(v1, v2, rng, cfg, synthetic=syn)
+        except InputError as e:
+            last = e
+    raise InputError(f"could not make a usable training pair in {tries} tries ({last})")

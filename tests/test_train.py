@@ -1,0 +1,185 @@
+"""Training pipeline: pair geometry, losses, and a tiny end-to-end run with resume."""
+from __future__ import annotations
+
+import csv
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from sarreg import synth
+from sarreg.errors import InputError
+from sarreg.model.weights import load_model
+from sarreg.train.losses import (NeighbourhoodSampler, R2D2Loss, ap_quantized, cosim_loss, peaky_loss,
+                                 reliability_loss, sharpen_loss, warp_by_flow)
+from sarreg.train.pairs import (PairConfig, Source, find_date_pairs, flow_from_homography, load_power, make_pair,
+                                random_homography, sample_pair)
+
+NOISE_FREE = PairConfig(crop=96, speckle=False, radiometric=0.0, blur=0.0, cutout=0.0)
+
+
+def _backwarp(img2: np.ndarray, aflow: np.ndarray) -> np.ndarray:
+    ok = np.isfinite(aflow[0])
+    out = cv2.remap(img2, np.nan_to_num(aflow[0]), np.nan_to_num(aflow[1]), cv2.INTER_LINEAR)
+    out[~ok] = np.nan
+    return out
+
+
+def test_pair_flow_is_consistent_with_images():
+    refl = synth.reflectivity(200, 200, seed=5)
+    p = make_pair(refl, refl, np.random.default_rng(3), NOISE_FREE)
+    img1, img2, aflow = p["img1"], p["img2"], p["aflow"]
+    assert img1.shape == img2.shape == (96, 96) and aflow.shape == (2, 96, 96)
+    assert img1.dtype == np.float32 and 0 <= img1.min() and img1.max() <= 1
+    ok = np.isfinite(aflow[0])
+    assert ok.mean() > 0.25
+    # away from the edge of valid data, img2 sampled at the flow reproduces img1
+    inner = cv2.erode(ok.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+    # (each crop has its own percentile scaling, so compare up to a linear radiometric map)
+    def corr(flow: np.ndarray) -> float:
+        back = _backwarp(img2, flow)
+        m = inner & np.isfinite(back)
+        return float(np.corrcoef(back[m], img1[m])[0, 1])
+
+    best = corr(aflow)
+    assert best > 0.9
+    for d, axis in ((0.5, 0), (-0.5, 0), (0.5, 1), (-0.5, 1), (3.0, 0)):  # no sub-pixel bias either
+        shifted = aflow.copy()
+        shifted[axis] += d
+        assert corr(shifted) < best - 0.01
+
+
+def test_flow_from_known_homography():
+    H = np.array([[1, 0, 5.0], [0, 1, -2.0], [0, 0, 1]])
+    f = flow_from_homography(H, (20, 30), (20, 30))
+    assert f[0, 10, 3] == pytest.approx(8.0) and f[1, 10, 3] == pytest.approx(8.0)
+    assert np.isnan(f[:, 0, 0]).all() and np.isnan(f[:, 5, 28]).all()
+    Hr = random_homography(np.random.default_rng(0), 128)
+    assert Hr.shape == (3, 3) and abs(np.linalg.det(Hr[:2, :2])) > 0.3
+
+
+def test_sample_pair_sources_and_loading(tmp_path):
+    arr = synth.speckle(synth.reflectivity(140, 150, seed=2), 2, np.random.default_rng(0))
+    synth.write_geotiff(tmp_path / "a.tif", arr)
+    np.save(tmp_path / "slc.npy", np.stack([np.sqrt(arr), np.zeros_like(arr)], -1))
+    before, after = tmp_path / "BEFORE", tmp_path / "AFTER"
+    before.mkdir(), after.mkdir()
+    u8 = (np.clip(10 * np.log10(arr) + 25, 0, 40) * 6).astype(np.uint8)
+    cv2.imwrite(str(before / "S1_before_0001.png"), u8)
+    cv2.imwrite(str(after / "S1_after_0001.png"), u8[:, ::-1])
+    np.testing.assert_allclose(load_power(tmp_path / "a.tif"), arr)
+    np.testing.assert_allclose(load_power(tmp_path / "slc.npy"), arr, rtol=1e-5)
+    assert load_power(before / "S1_before_0001.png").shape == (140, 150)
+    pairs = find_date_pairs(tmp_path)
+    assert [(a.name, b.name) for a, b in pairs] == [("S1_before_0001.png", "S1_after_0001.png")]
+    srcs = [Source("single", 1, [tmp_path / "a.tif", tmp_path / "slc.npy"]), Source("pairs", 1, pairs),
+            Source("synthetic", 1, size=160)]
+    rng = np.random.default_rng(1)
+    for _ in range(4):
+        p = sample_pair(srcs, rng, PairConfig(crop=64))
+        assert p["img1"].shape == (64, 64) and np.isfinite(p["aflow"]).any()
+    with pytest.raises(InputError):
+        load_power(tmp_path / "missing.tif")
+
+
+def test_ap_quantized():
+    s = torch.tensor([[0.9, 0.1, 0.2, 0.0], [0.1, 0.9, 0.8, 0.7]])
+    lab = torch.tensor([[1, 0, 0, 0], [1, 0, 0, 0]], dtype=torch.bool)
+    ap = ap_quantized(s, lab)
+    assert ap[0] == pytest.approx(1.0, abs=1e-6)
+    assert ap[1] < 0.5
+    # every score contributes total bin weight 1 -> AP of all-positive rows is 1
+    assert ap_quantized(torch.rand(3, 7), torch.ones(3, 7, dtype=torch.bool)).allclose(torch.ones(3))
+
+
+def _identity_flow(b: int, h: int, w: int) -> torch.Tensor:
+    yy, xx = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32),
+                            indexing="ij")
+    return torch.stack([xx, yy])[None].repeat(b, 1, 1, 1)
+
+
+def test_reliability_loss_prefers_matching_descriptors():
+    torch.manual_seed(0)
+    b, d, h, w = 2, 32, 48, 48
+    desc1 = F.normalize(torch.randn(b, d, h, w), dim=1)
+    rel = torch.ones(b, 1, h, w)
+    flow = _identity_flow(b, h, w)
+    sampler = NeighbourhoodSampler(border=8)
+    gen = torch.Generator().manual_seed(0)
+    same = reliability_loss(*sampler(desc1, desc1, rel, rel, flow, gen))
+    rand = reliability_loss(*sampler(desc1, F.normalize(torch.randn(b, d, h, w), dim=1), rel, rel, flow, gen))
+    assert torch.isfinite(same) and torch.isfinite(rand)
+    assert same < 0.01 and rand > 0.5
+    # no valid flow -> zero loss, still differentiable
+    nan_flow = torch.full_like(flow, float("nan"))
+    assert reliability_loss(*sampler(desc1, desc1, rel, rel, nan_flow, gen)) == 0
+
+
+def test_repeatability_losses():
+    torch.manual_seed(0)
+    rep = torch.rand(2, 1, 48, 48)
+    flow = _identity_flow(2, 48, 48)
+    warped, valid = warp_by_flow(rep, flow)
+    assert torch.allclose(warped, rep, atol=1e-5) and bool(valid.all())
+    assert cosim_loss(rep, rep, flow) == pytest.approx(0.0, abs=1e-5)
+    assert cosim_loss(rep, torch.rand(2, 1, 48, 48), flow) > 0.05
+    flat = torch.full((1, 1, 48, 48), 0.5)
+    peaky = torch.zeros(1, 1, 48, 48)
+    for i in range(1, 48, 12):
+        for j in range(1, 48, 12):
+            peaky[..., i:i + 3, j:j + 3] = 1.0  # 3x3 blobs survive the 3x3 smoothing
+    assert peaky_loss(peaky) < peaky_loss(flat)
+    assert torch.isfinite(sharpen_loss(rep, rep))
+
+
+def test_full_loss_backward():
+    from sarreg.model.r2d2 import build_network
+
+    net = build_network("Fast_Quad_L2Net_ConfCFS", 1, 2).train()
+    x = torch.rand(2, 1, 64, 64)
+    loss, parts = R2D2Loss()(net(x), net(x), _identity_flow(2, 64, 64))
+    loss.backward()
+    assert torch.isfinite(loss) and set(parts) == {"reliability", "cosim", "peaky"}
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())
+
+
+def test_train_smoke_and_resume(tmp_path):
+    from sarreg.train.loop import TrainConfig, train
+
+    out = tmp_path / "run"
+    src = [Source("synthetic", 1.0, size=128)]
+    cfg = TrainConfig(iterations=2, batch=2, crop=64, mchan=2, workers=0, threads=2, val_every=2, val_size=64,
+                      val_top_k=50)
+    st = train(src, out, cfg, progress=False)
+    assert st.iteration == 2
+    for name in ("last.pt", "best.pt", "train_log.csv", "val_log.csv", "curves.png"):
+        assert (out / name).is_file(), name
+    m = load_model(out / "best.pt")
+    assert m.in_channels == 1 and m.mchan == 2
+    ck = torch.load(out / "last.pt", weights_only=True)
+    assert ck["iteration"] == 2 and "optimizer" in ck
+    st = train(src, out, TrainConfig(**{**cfg.__dict__, "iterations": 3}), resume=True, progress=False)
+    assert st.iteration == 3
+    with open(out / "train_log.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["iteration"]) for r in rows] == [1, 2, 3]
+    assert all(np.isfinite(float(r["loss"])) for r in rows)
+    assert torch.load(out / "last.pt", weights_only=True)["iteration"] == 3
+    assert len(json.loads(torch.load(out / "last.pt", weights_only=True)["val_history"])) >= 2
+
+
+def test_train_cli_config_and_errors(tmp_path):
+    from click.testing import CliRunner
+
+    from sarreg.cli import cli
+
+    conf = tmp_path / "c.json"
+    conf.write_text(json.dumps({"iterations": 1, "batch": 2, "crop": 64, "mchan": 2, "workers": 0,
+                                "val_every": 1, "bogus": 1}))
+    r = CliRunner().invoke(cli, ["train", "--config", str(conf), "--out", str(tmp_path / "o")])
+    assert r.exit_code == 1 and "bogus" in r.output
+    r = CliRunner().invoke(cli, ["train", str(tmp_path / "nope.tif"), "--out", str(tmp_path / "o")])
+    assert r.exit_code == 1 and "nope.tif" in r.output
