@@ -452,27 +452,29 @@ def _publish(stage: Path, outdir: Path) -> dict[str, str]:
 # The pipeline extracts features through ``sarreg.pipeline.Extractor`` objects it creates inside ``register``;
 # ``register`` has no parameter for precomputed reference features (hook requested: ``extractor=`` or
 # ``reference_features=``). Until it has, batch workers swap in a subclass that (1) keeps the loaded network per
-# worker process instead of reloading it per scene and (2) answers extraction calls whose input image is exactly
-# one of the reference images prepared by ``prepare_reference`` (same pixels, same parameters; matched by content
-# hash) from the on-disk cache. Everything else is passed to the pipeline's own code unchanged, so results are
-# identical with and without the cache. The swap happens only in processes that run batch tasks.
+# worker process instead of reloading it per scene and (2) answers an extraction call from the on-disk cache when
+# its input image and arguments are exactly (content hash) those of a call recorded by ``prepare_reference``.
+# Recording runs the pipeline's own ``register`` of the reference onto a link to itself, so the cache holds
+# precisely the reference reads ``register`` makes for a scene covering the reference, whatever the pipeline's
+# internals; anything else goes to the pipeline's code unchanged, so results are identical with and without cache.
+# The swap happens only in processes that run batch tasks.
 _TLS = threading.local()
-_MODELS: dict[tuple[Any, ...], Any] = {}
+_MODELS: dict[tuple[Any, ...], dict[str, Any]] = {}
 _INDEXES: dict[str, "ReferenceIndex"] = {}
 _SWAP_LOCK = threading.Lock()
 
 
-def _array_key(unit: np.ndarray, valid: np.ndarray, multiscale: bool, top_k: int) -> str:
+def _array_key(unit: np.ndarray, valid: np.ndarray, args: tuple, kwargs: dict[str, Any]) -> str:
     h = hashlib.blake2b(digest_size=20)
     u = np.ascontiguousarray(unit, dtype=np.float32)
-    h.update(repr((u.shape, bool(multiscale), int(top_k))).encode())
+    h.update(repr((u.shape, args, sorted(kwargs.items()))).encode())
     h.update(u.tobytes())
     h.update(np.packbits(np.ascontiguousarray(valid, dtype=bool)).tobytes())
     return h.hexdigest()
 
 
 class ReferenceIndex:
-    """Cached reference features of one batch: content key of an extractor input -> Features (npz on disk)."""
+    """Cached reference features of one batch: content key of an extractor call -> Features (npz on disk)."""
 
     def __init__(self, folder: Path):
         self.folder = folder
@@ -486,8 +488,7 @@ class ReferenceIndex:
             idx = _INDEXES[folder] = ReferenceIndex(Path(folder))
         return idx
 
-    def lookup(self, unit: np.ndarray, valid: np.ndarray, multiscale: bool, top_k: int):
-        key = _array_key(unit, valid, multiscale, top_k)
+    def get(self, key: str):
         name = self.keys.get(key)
         if name is None:
             return None
@@ -514,13 +515,17 @@ def _batch_extractor_class(base: type) -> type:
             else:
                 self.__dict__.update(cached)
 
-        def __call__(self, unit, valid, multiscale, top_k):
-            index = getattr(_TLS, "index", None)
-            if index is not None:
-                f = index.lookup(unit, valid, multiscale, top_k)
-                if f is not None:
-                    return f
-            return base.__call__(self, unit, valid, multiscale, top_k)
+        def __call__(self, unit, valid, *args, **kwargs):
+            index, record = getattr(_TLS, "index", None), getattr(_TLS, "record", None)
+            if index is None and record is None:
+                return base.__call__(self, unit, valid, *args, **kwargs)
+            key = _array_key(unit, valid, args, kwargs)
+            f = index.get(key) if index is not None else None
+            if f is None:
+                f = base.__call__(self, unit, valid, *args, **kwargs)
+                if record is not None:
+                    record[key] = f
+            return f
 
     return BatchExtractor
 
@@ -533,30 +538,23 @@ def _install_batch_extractor() -> None:
             pipeline.Extractor = _batch_extractor_class(pipeline.Extractor)
 
 
-def _reference_inputs(ref: str, config: RegisterConfig) -> Iterator[tuple[np.ndarray, np.ndarray, bool, int]]:
-    """The reference images ``register`` feeds its extractor when the moving scene covers the whole reference:
-    the decimated coarse image, then the full-resolution fine tiles (same reads, same skip rule)."""
-    from rasterio.windows import Window
+def _self_link(ref: Path, folder: Path) -> Path:
+    """A second name for the reference (hard link; a GDAL VRT across file systems) to register it onto itself."""
+    link = folder / ("self" + (ref.suffix or ".tif"))
+    link.unlink(missing_ok=True)
+    try:
+        os.link(ref, link)
+    except OSError:
+        from osgeo import gdal
 
-    from sarreg import pipeline
-    from sarreg.io.raster import decimated_shape, open_dataset, open_scene, read_unit
-
-    rs = open_scene(ref, config.preprocess)
-    s = min(1.0, config.coarse_size / max(rs.width, rs.height))
-    rshape = decimated_shape(rs, s)
-    ru, rv = read_unit(rs, None, rshape if s < 1 else None, config.preprocess)
-    yield ru, rv, True, config.coarse_top_k
-    area = pipeline.footprint(rs, pre=config.preprocess)
-    with open_dataset(rs.path) as ds:
-        for c0, r0, tw, th in pipeline.plan_tiles(rs, area, config.tile_size, config.n_tiles):
-            ru, rv = read_unit(rs, Window(c0, r0, tw, th), None, config.preprocess, ds=ds)
-            if rv.mean() < 0.2 or float(np.std(ru[rv])) < 0.01:
-                continue
-            yield ru, rv, False, config.fine_top_k
+        gdal.UseExceptions()
+        link = folder / "self.vrt"
+        gdal.Translate(str(link), str(ref), format="VRT")
+    return link
 
 
 def prepare_reference(ref: str, ref_sha: str, config: RegisterConfig, cache_dir: str | None) -> dict[str, Any]:
-    """Worker task run once per batch: the reference's grid and, with ``cache_dir``, its features on disk.
+    """Worker task run once per batch: the reference's features recorded into ``cache_dir`` (when given).
 
     Cache folder ``ref-<key>`` keyed by the reference sha256, the feature type, the network (weights sha256),
     the device type and every parameter that changes reference features; ``index.json`` is written last, so a
@@ -564,7 +562,7 @@ def prepare_reference(ref: str, ref_sha: str, config: RegisterConfig, cache_dir:
     Never raises: without a usable cache the scenes simply extract the reference themselves.
     """
     t0 = time.perf_counter()
-    info: dict[str, Any] = {"grid": _grid_of(ref), "features": None, "cache_hit": False, "entries": 0}
+    info: dict[str, Any] = {"features": None, "cache_hit": False, "entries": 0}
     if cache_dir is None:
         return info
     try:
@@ -580,12 +578,22 @@ def prepare_reference(ref: str, ref_sha: str, config: RegisterConfig, cache_dir:
         if (folder / "index.json").is_file():
             info["cache_hit"] = True
         else:
-            folder.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir(parents=True)
+            link = _self_link(Path(ref), folder)
+            quiet = config.with_(warp=False, tiepoints=False, geojson=False, points=False, matches_npz=False,
+                                 quicklook=None, overwrite=True)
+            _TLS.record = record = {}
+            try:
+                pipeline.register(ref, link, folder / "record.tif", quiet)
+            finally:
+                _TLS.record = None
+                for p in folder.iterdir():
+                    p.unlink()
             entries: dict[str, str] = {}
-            for i, (unit, valid, multiscale, top_k) in enumerate(_reference_inputs(ref, config)):
-                name = f"{i:03d}.npz"
-                ext(unit, valid, multiscale, top_k).save_npz(folder / name)  # no index set: computed
-                entries[_array_key(unit, valid, multiscale, top_k)] = name
+            for i, (k, f) in enumerate(record.items()):
+                entries[k] = f"{i:03d}.npz"
+                f.save_npz(folder / entries[k])
             _atomic_write(folder / "index.json", _dumps({"reference": ref, "sha256": ref_sha, "entries": entries}))
         info["features"] = str(folder)
         info["entries"] = len(ReferenceIndex.load(str(folder)).keys)
