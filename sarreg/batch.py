@@ -807,7 +807,6 @@ def batch(reference: str | Path, scenes: Sequence[str | Path], outdir: str | Pat
 
     t_start = time.perf_counter()
     ref = Path(reference).resolve()
-    out = _prepare_outdir(Path(outdir).resolve())
     open_scene(ref, config.preprocess)  # fail fast (exit 1) on an unusable reference
     paths = [Path(s).resolve() for s in scenes]
     paths = [p for p in paths if p != ref]  # a glob may include the reference itself
@@ -816,9 +815,11 @@ def batch(reference: str | Path, scenes: Sequence[str | Path], outdir: str | Pat
     if chain and config.model not in CHAIN_MODELS:
         raise InputError(f"--chain composes 3 x 3 matrices: use --model {'/'.join(CHAIN_MODELS)}, "
                          f"not {config.model}")
+    out = Path(outdir).resolve()
     for p in paths:
         if p.parent == out and p.name.endswith(OUT_SUFFIX):
             raise OutputError(f"{p}: input is an output of this batch folder; refusing to overwrite an input")
+    _prepare_outdir(out)
     keys = _unique_keys(paths)
     dates = {k: scene_date(p) for k, p in zip(keys, paths)}
     order = list(range(len(keys)))
@@ -846,12 +847,18 @@ def batch(reference: str | Path, scenes: Sequence[str | Path], outdir: str | Pat
             (out / MANIFEST).unlink()
             manifest = Manifest(out)
         results: dict[str, SceneResult] = {}
-        for k in keys:
-            r = manifest.done(k, run_key, _fingerprint(by_key[k]), out) if resume and by_key[k].exists() else None
-            if r is not None:
-                results[k] = r
-                if progress:
-                    progress(r)
+        if resume:  # outputs are re-hashed to verify them: in parallel threads (hashlib releases the GIL)
+            from concurrent.futures import ThreadPoolExecutor
+
+            def check(k: str) -> SceneResult | None:
+                return manifest.done(k, run_key, _fingerprint(by_key[k]), out) if by_key[k].exists() else None
+
+            with ThreadPoolExecutor(max_workers=8) as pool:
+                for k, r in zip(keys, pool.map(check, keys)):
+                    if r is not None:
+                        results[k] = r
+                        if progress:
+                            progress(r)
         todo = [k for k in keys if k not in results]
         log.info("%d scene(s): %d already done, %d to register", len(keys), len(results), len(todo))
         summary = BatchSummary(reference=str(ref), outdir=str(out), mode=mode, scenes=[])

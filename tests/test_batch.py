@@ -295,3 +295,31 @@ def test_existing_scheduler_and_workers(tmp_path, series):
         for p in reversed(procs):
             os.killpg(p.pid, signal.SIGKILL)
             p.wait()
+
+
+def test_cli_options_build_one_register_config(tmp_path):
+    from sarreg.cli.batch import _scene_list, config_from_options
+
+    cfg = config_from_options({"features": "sift", "model": "similarity", "no_warp": True, "band": 2,
+                               "kind": "db", "compress": "lzw", "weights": tmp_path / "w.pt", "n_tiles": 5})
+    assert (cfg.features, cfg.model, cfg.warp, cfg.compress, cfg.n_tiles) == ("sift", "similarity", False, "LZW", 5)
+    assert cfg.preprocess.band == 2 and cfg.preprocess.kind == "db" and cfg.weights == str(tmp_path / "w.pt")
+    for name in ("a_20240101.tif", "b_20240102.tif", "c.tif"):
+        (tmp_path / name).write_bytes(b"x")
+    lst = tmp_path / "scenes.txt"
+    lst.write_text("# my series\nc.tif\n\n" + str(tmp_path / "a_20240101.tif") + "\n")
+    got = _scene_list((str(tmp_path / "*_2024*.tif"),), lst)
+    assert [p.name for p in got] == ["a_20240101.tif", "b_20240102.tif", "c.tif"]  # duplicates dropped
+
+
+def test_cli_bad_input_fails_before_any_cluster(tmp_path, series):
+    ref, scenes = series
+    r = _invoke(["batch", str(tmp_path / "missing.tif"), str(scenes[0][0]), "-o", str(tmp_path / "o")])
+    assert r.exit_code == 1 and "missing.tif: file not found" in r.stderr
+    r = _invoke(["batch", str(ref), str(scenes[0][0]), "-o", str(tmp_path / "o"), "--chain", "--model", "tps"])
+    assert r.exit_code == 1 and "--chain" in r.stderr
+    r = _invoke(["batch", str(ref), str(tmp_path / "nothing_*.tif"), "-o", str(tmp_path / "o")])
+    assert r.exit_code == 1 and "matches no file" in r.stderr
+    r = _invoke(["batch", str(ref), "-o", str(tmp_path / "o")])
+    assert r.exit_code == 2  # usage: no scenes
+    assert not any((tmp_path / "o").glob("*_reg.*"))
