@@ -8,7 +8,7 @@ reference and writes the cache) and "warm" (the cache folder already exists, as 
 
 Usage (from the repository root; takes ~10-30 min on 2 cores, writes ~1 GB into --data):
 
-    nice .venv/bin/python benchmarks/batch_throughput.py --data /tmp/sarreg_bench [--features r2d2 --weights W]
+    nice .venv/bin/python benchmarks/batch_throughput.py --data /tmp/sarreg_batch_bench [--features r2d2 --weights W]
 
 Prints a Markdown table (paste into benchmarks/RESULTS.md) and writes the raw numbers as JSON next to --data.
 """

@@ -58,12 +58,11 @@ MANIFEST = "manifest.json"
 WORK_DIR = ".work"
 CACHE_DIR = ".cache"
 OUT_SUFFIX = "_reg.tif"
-SUMMARY_FILES = ("summary.json", "summary.csv", "summary.png", "tiepoints.gpkg")
 STATUSES = ("ok", "low_quality", "failed")
 CHAIN_MODELS = ("shift", "similarity", "affine", "homography")
 MANIFEST_VERSION = 1
 # run options that do not change results (never a reason to redo a committed scene)
-_NEUTRAL_OPTIONS = ("overwrite", "device", "force", "warp_mem_mb")
+_NEUTRAL_OPTIONS = ("overwrite", "device", "warp_mem_mb")
 
 
 # --------------------------------------------------------------------------------------------------- results
@@ -71,9 +70,10 @@ _NEUTRAL_OPTIONS = ("overwrite", "device", "force", "warp_mem_mb")
 class SceneResult:
     """One scene of a batch: what ``summary.csv`` holds per row, plus where its outputs are.
 
-    shift_x_m / shift_y_m: displacement of the scene centre (moving -> reference) in map units of the reference
-    (None for pixel-space references); shift_x_px / shift_y_px: the same in reference pixels; rotation_deg: rotation
-    of the affine part; rmse_px: inlier RMSE (chained: root-sum-square along the chain); inliers; coverage (0..1);
+    shift_x_px / shift_y_px: correction of the scene's georeferencing at the reference centre, in reference pixels
+    (where the scene pixel its georeferencing puts at the centre really lies, minus the centre); shift_x_m /
+    shift_y_m: the same in the reference's map units (None for pixel-space references); rotation_deg: rotation
+    relative to the georeferencing; rmse_px: inlier RMSE (chained: root-sum-square along the chain); inliers; coverage (0..1);
     time_s: wall time of this scene's task(s); resumed: True when taken from the manifest without recomputation.
     via: chain predecessor the scene was registered to. ref_cache_hits: reference extractions served from the cache.
     outputs: file name (in OUTDIR) -> sha256; timings: per-stage seconds; matrix: 3 x 3 moving px -> reference px.
@@ -663,17 +663,14 @@ def warp_scene(task: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"key": key, "outputs": {}, "error": None, "timings": {}}
     cfg: RegisterConfig = task["config"]
     try:
-        from sarreg.warp import Grid, PixelTransform, update_georef, warp_to_grid
-
         from sarreg.io.raster import open_scene
         from sarreg.pipeline import prior_matrix
+        from sarreg.warp import Grid, PixelTransform, update_georef, warp_to_grid
 
         stage.mkdir(parents=True, exist_ok=True)
         m = np.asarray(task["matrix"], dtype=np.float64)
         out["prior"] = prior_matrix(open_scene(task["ref"], cfg.preprocess), open_scene(moving, cfg.preprocess)).tolist()
-        model = cfg.model if np.allclose(m[2, :2], 0, atol=1e-12) or cfg.model == "homography" else "homography"
-        if model == "homography" and np.allclose(m[2, :2], 0, atol=1e-12):
-            model = "affine"
+        model = "affine" if np.allclose(m[2, :2], 0, atol=1e-12) else "homography"  # a product of the links
         tr = PixelTransform(model, m)
         grid = Grid.from_dict(task["grid"])
         target = stage / (key + OUT_SUFFIX)
@@ -942,8 +939,7 @@ class _Run:
             k = futs[fut]
             r = self._get(fut, k, self.by_key[k])
             res = SceneResult.from_dict(r["result"])
-            self._commit(k, res, r.get("outputs", {}), {"input_sha256": r.get("input_sha256"),
-                                                        "report": r.get("report")})
+            self._commit(k, res, r.get("outputs", {}), {"input_sha256": r.get("input_sha256")})
         with contextlib.suppress(Exception):
             info = ref_fut.result()
             self.reference_cache = {k: info.get(k) for k in ("features", "cache_hit", "entries", "time_s")}
@@ -1007,7 +1003,7 @@ class _Run:
                 res = SceneResult.from_dict(r["result"])
                 if res.status == "failed":
                     res.via = via[k] or "reference"
-                    self._commit(k, res, r.get("outputs", {}), {"link": r.get("report")})
+                    self._commit(k, res, r.get("outputs", {}), {})
                     state["i"] += 1
                     continue
                 m = np.asarray(res.matrix, dtype=np.float64)
@@ -1016,7 +1012,7 @@ class _Run:
                 worst[k] = _worst(worst[last], res.status)
                 rss[k] = rss[last] + (res.rmse_px or 0.0) ** 2
                 task = self._task(k, str(self.ref), self.config, tag="-warp")
-                task.update(matrix=T[k].tolist(), via=last or "reference", link=r.get("report"))
+                task.update(matrix=T[k].tolist(), via=last or "reference", link=_link_summary(r.get("report")))
                 f = self.client.submit(warp_scene, task, key=f"sarreg-warp-{k}-{self.run_id}", pure=False)
                 kind[f] = ("warp", k)
                 ac.add(f)
@@ -1045,7 +1041,15 @@ class _Run:
             outputs = {**r.get("outputs", {}), **w.get("outputs", {})}
             if w.get("error"):
                 res.status, res.error = "failed", w["error"]
-            self._commit(k, res, outputs, {"input_sha256": r.get("input_sha256"), "link": r.get("report")})
+            self._commit(k, res, outputs, {"input_sha256": r.get("input_sha256"), "via": res.via})
+
+
+def _link_summary(report: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The part of a chain link's report worth repeating in ``<scene>_reg.chain.json`` (the rest is in its
+    ``.report.json``)."""
+    if not report:
+        return None
+    return {k: report.get(k) for k in ("status", "message", "ref", "moving", "matrix", "quality")}
 
 
 def _run_scene_with_ref(task: dict[str, Any], ref_info: dict[str, Any]) -> dict[str, Any]:
