@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from sarreg import synth
 from sarreg.errors import InputError
 from sarreg.model.weights import load_model
-from sarreg.train.losses import (NeighbourhoodSampler, R2D2Loss, ap_quantized, cosim_loss, peaky_loss,
+from sarreg.train.losses import (LossWeights, NeighbourhoodSampler, R2D2Loss, ap_quantized, cosim_loss, peaky_loss,
                                  reliability_loss, sharpen_loss, warp_by_flow)
 from sarreg.train.pairs import (PairConfig, Source, find_date_pairs, flow_from_homography, load_power, make_pair,
                                 random_homography, sample_pair)
@@ -138,11 +138,14 @@ def test_repeatability_losses():
 def test_full_loss_backward():
     from sarreg.model.r2d2 import build_network
 
+    torch.set_num_threads(1)
     net = build_network("Fast_Quad_L2Net_ConfCFS", 1, 2).train()
     x = torch.rand(2, 1, 64, 64)
     loss, parts = R2D2Loss()(net(x), net(x), _identity_flow(2, 64, 64))
     loss.backward()
     assert torch.isfinite(loss) and set(parts) == {"reliability", "cosim", "peaky"}
+    loss, parts = R2D2Loss(LossWeights(ap=1.0, sharpen=1.0))(net(x), net(x), _identity_flow(2, 64, 64))
+    assert set(parts) == {"reliability", "cosim", "peaky", "ap", "sharpen"} and torch.isfinite(loss)
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())
 
 
@@ -151,8 +154,8 @@ def test_train_smoke_and_resume(tmp_path):
 
     out = tmp_path / "run"
     src = [Source("synthetic", 1.0, size=128)]
-    cfg = TrainConfig(iterations=2, batch=2, crop=64, mchan=2, workers=0, threads=2, val_every=2, val_size=64,
-                      val_top_k=50)
+    cfg = TrainConfig(iterations=2, batch=2, crop=64, mchan=2, workers=0, threads=1, val_every=2, val_size=64,
+                      val_top_k=50, val_pairs=2, w_ap=0.5)
     st = train(src, out, cfg, progress=False)
     assert st.iteration == 2
     for name in ("last.pt", "best.pt", "train_log.csv", "val_log.csv", "curves.png"):
@@ -183,3 +186,16 @@ def test_train_cli_config_and_errors(tmp_path):
     assert r.exit_code == 1 and "bogus" in r.output
     r = CliRunner().invoke(cli, ["train", str(tmp_path / "nope.tif"), "--out", str(tmp_path / "o")])
     assert r.exit_code == 1 and "nope.tif" in r.output
+
+
+def test_amp_forward_matches_float32():
+    from sarreg.model.r2d2 import build_network
+    from sarreg.train.loop import _forward
+
+    torch.manual_seed(0)
+    net = build_network("Fast_Quad_L2Net_ConfCFS", 1, 2).train()
+    x = torch.randn(2, 1, 48, 48)
+    ref, amp = _forward(net, x, False), _forward(net, x, True)
+    for k in ref:
+        assert amp[k].dtype == torch.float32
+        assert (amp[k] - ref[k]).abs().max() < 0.05

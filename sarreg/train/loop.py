@@ -52,12 +52,15 @@ class TrainConfig:
     w_cosim: float = 1.0
     w_peaky: float = 1.0
     w_sharpen: float = 0.0
+    w_ap: float = 0.0
     maxpool_pos: bool = True
     checkpoint_minutes: float = 5.0
     val_every: int = 100
     val_size: int = 256
     val_top_k: int = 500
+    val_pairs: int = 8
     max_minutes: float = 0.0  # stop (and save) after this wall time; 0 = no limit
+    amp: bool = False  # bfloat16 autocast for the convolution trunk (heads and losses stay float32)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -196,7 +199,7 @@ def plot_curves(log_csv: Path, val_csv: Path, png: Path) -> None:
         it = tr["iteration"]
         win = max(1, min(25, len(it) // 10))
         ker = np.ones(win) / win
-        for k in ("loss", "reliability", "cosim", "peaky", "sharpen"):
+        for k in ("loss", "reliability", "cosim", "peaky", "sharpen", "ap"):
             if k in tr and np.isfinite(tr[k]).any():
                 y = np.convolve(np.nan_to_num(tr[k]), ker, mode="valid")
                 axes[0].plot(it[win - 1:], y, label=k)
@@ -236,6 +239,15 @@ def _save(path: Path, net, cfg: TrainConfig, state: RunState, data_desc: list[st
     save_checkpoint(path, net, ARCH, cfg.mchan, 1, SAR_MEAN, SAR_STD, training=training, extra=extra)
 
 
+def _forward(net, x: torch.Tensor, amp: bool) -> dict[str, torch.Tensor]:
+    """Training forward pass; with ``amp`` the trunk runs in bfloat16 (channels-last), the heads in float32."""
+    if not amp:
+        return net(x)
+    with torch.autocast(x.device.type, dtype=torch.bfloat16):
+        raw = net.backbone(x.contiguous(memory_format=torch.channels_last))
+    return net.heads(raw.float())
+
+
 def train(sources: Sequence[Source], out_dir: str | Path, cfg: TrainConfig = TrainConfig(),
           val_sources: Sequence[Source] | None = None, resume: bool = False, progress: bool = True,
           pair_cfg: PairConfig | None = None) -> RunState:
@@ -251,11 +263,14 @@ def train(sources: Sequence[Source], out_dir: str | Path, cfg: TrainConfig = Tra
     if cfg.crop % 2 or cfg.crop < 48:
         raise InputError(f"crop must be even and >= 48 px, got {cfg.crop}")
     torch.set_num_threads(max(1, cfg.threads))
+    torch.set_flush_denormal(True)  # denormal floats make CPU convolutions/backward many times slower
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
 
     net = build_network(ARCH, in_channels=1, mchan=cfg.mchan).to(device).train()
+    if cfg.amp:
+        net = net.to(memory_format=torch.channels_last)  # faster oneDNN / cuDNN convolutions
     model = Model(net=net, arch=ARCH, mchan=cfg.mchan, in_channels=1, mean=list(SAR_MEAN), std=list(SAR_STD))
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     state = RunState()
@@ -280,8 +295,8 @@ def train(sources: Sequence[Source], out_dir: str | Path, cfg: TrainConfig = Tra
 
     pcfg = pair_cfg or PairConfig(crop=cfg.crop)
     data_desc = [f"{s.describe()} (weight {s.weight:g})" for s in sources]
-    val_pairs = make_validation_set(val_sources or sources, cfg.val_size, 8)
-    criterion = R2D2Loss(LossWeights(cfg.w_reliability, cfg.w_cosim, cfg.w_peaky, cfg.w_sharpen),
+    val_pairs = make_validation_set(val_sources or sources, cfg.val_size, cfg.val_pairs)
+    criterion = R2D2Loss(LossWeights(cfg.w_reliability, cfg.w_cosim, cfg.w_peaky, cfg.w_sharpen, cfg.w_ap),
                          NeighbourhoodSampler(maxpool_pos=cfg.maxpool_pos))
     gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + state.iteration)
 
@@ -298,7 +313,7 @@ def train(sources: Sequence[Source], out_dir: str | Path, cfg: TrainConfig = Tra
         multiprocessing_context="spawn" if cfg.workers else None)
 
     log_csv, val_csv = out / "train_log.csv", out / "val_log.csv"
-    fields = ["iteration", "time_s", "loss", "reliability", "cosim", "peaky", "sharpen", "lr", "s_per_it"]
+    fields = ["iteration", "time_s", "loss", "reliability", "cosim", "peaky", "sharpen", "ap", "lr", "s_per_it"]
     new_log = not log_csv.is_file() or not resume
     flog = open(log_csv, "w" if new_log else "a", newline="")
     wlog = csv.DictWriter(flog, fieldnames=fields)
@@ -340,8 +355,8 @@ def train(sources: Sequence[Source], out_dir: str | Path, cfg: TrainConfig = Tra
     try:
         for img1, img2, aflow in loader:
             img1, img2, aflow = img1.to(device), img2.to(device), aflow.to(device)
-            out1 = net(model.normalise(img1))
-            out2 = net(model.normalise(img2))
+            out1 = _forward(net, model.normalise(img1), cfg.amp)
+            out2 = _forward(net, model.normalise(img2), cfg.amp)
             loss, parts = criterion(out1, out2, aflow, gen)
             opt.zero_grad(set_to_none=True)
             if torch.isfinite(loss):
@@ -353,7 +368,7 @@ def train(sources: Sequence[Source], out_dir: str | Path, cfg: TrainConfig = Tra
             now = time.time()
             wlog.writerow({"iteration": state.iteration, "time_s": round(elapsed0 + now - t0, 2),
                            "loss": round(float(loss.detach()), 5), **{k: round(parts.get(k, float("nan")), 5)
-                                                               for k in ("reliability", "cosim", "peaky", "sharpen")},
+                                                               for k in ("reliability", "cosim", "peaky", "sharpen", "ap")},
                            "lr": cfg.lr, "s_per_it": round(now - t_it, 3)})
             t_it = now
             bar.update(1)

@@ -4,6 +4,9 @@
 * ``NeighbourhoodSampler`` + ``reliability_loss``: each query pixel of img1 is scored against img2 descriptors
   around its ground-truth position (positives within ``pos_d`` px, negatives on a ring ``neg_d..ngh``) and
   against random distractors; loss = 1 - AP * r - base * (1 - r) with reliability r.
+  An optional ungated ``1 - AP`` term (our addition, weight ``ap``) avoids a dead start on speckled SAR
+  pairs: when the initial AP is below ``base`` everywhere, the reliability loss alone drives r to 0, which
+  also removes the gradient to the descriptors.
 * ``cosim_loss``: repeatability maps must agree once img2's map is sampled at the flow (exactly at aflow,
   i.e. align_corners=True; pixels without valid flow are masked out).
 * ``peaky_loss``: repeatability must be locally peaky; ``sharpen_loss``: push local maxima to 1, rest to 0.
@@ -180,6 +183,7 @@ class LossWeights:
     cosim: float = 1.0
     peaky: float = 1.0
     sharpen: float = 0.0
+    ap: float = 0.0  # ungated 1 - AP term: keeps descriptors learning while reliability is still low
 
 
 class R2D2Loss:
@@ -197,6 +201,9 @@ class R2D2Loss:
         scores, labels, mask, conf = self.sampler(out1["descriptors"], out2["descriptors"], out1["reliability"],
                                                   out2["reliability"], aflow, gen)
         parts["reliability"] = reliability_loss(scores, labels, mask, conf, self.base, self.nq)
+        if self.w.ap:
+            parts["ap"] = (1 - ap_quantized(scores[mask], labels[mask], self.nq).mean()) if bool(mask.any()) \
+                else scores.sum() * 0.0
         if self.w.cosim:
             parts["cosim"] = cosim_loss(out1["repeatability"], out2["repeatability"], aflow, self.n)
         if self.w.peaky:

@@ -13,11 +13,12 @@ import torch
 
 from sarreg.model.r2d2 import build_network
 from sarreg.model.weights import SAR_MEAN, SAR_STD, Model
+from sarreg.train.loop import _forward
 from sarreg.train.losses import R2D2Loss
 from sarreg.train.pairs import PairConfig, Source, sample_pair
 
 
-def measure(mchan: int, crop: int, batch: int, iters: int, threads: int = 2) -> float:
+def measure(mchan: int, crop: int, batch: int, iters: int, threads: int = 2, amp: bool = False) -> float:
     """Median seconds per training iteration (after one warm-up iteration)."""
     torch.set_num_threads(threads)
     rng = np.random.default_rng(0)
@@ -26,14 +27,17 @@ def measure(mchan: int, crop: int, batch: int, iters: int, threads: int = 2) -> 
     img1 = torch.from_numpy(np.stack([p["img1"] for p in ps]))[:, None]
     img2 = torch.from_numpy(np.stack([p["img2"] for p in ps]))[:, None]
     aflow = torch.from_numpy(np.stack([p["aflow"] for p in ps]))
+    torch.set_flush_denormal(True)
     net = build_network("Fast_Quad_L2Net_ConfCFS", 1, mchan).train()
+    if amp:
+        net = net.to(memory_format=torch.channels_last)
     model = Model(net, "Fast_Quad_L2Net_ConfCFS", mchan, 1, list(SAR_MEAN), list(SAR_STD))
     opt = torch.optim.Adam(net.parameters(), lr=1e-4)
     crit = R2D2Loss()
     times = []
     for i in range(iters + 1):
         t = time.perf_counter()
-        loss, _ = crit(net(model.normalise(img1)), net(model.normalise(img2)), aflow)
+        loss, _ = crit(_forward(net, model.normalise(img1), amp), _forward(net, model.normalise(img2), amp), aflow)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -49,12 +53,13 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--iters", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--amp", action="store_true", help="bfloat16 trunk (as train --amp)")
     a = ap.parse_args()
     for m in a.mchan:
         for c in a.crop:
-            s = measure(m, c, a.batch, a.iters, a.threads)
+            s = measure(m, c, a.batch, a.iters, a.threads, a.amp)
             n = sum(p.numel() for p in build_network("Fast_Quad_L2Net_ConfCFS", 1, m).parameters())
-            print(f"mchan={m} crop={c} batch={a.batch}: {s:.2f} s/it ({1 / s:.3f} it/s, "
+            print(f"mchan={m} crop={c} batch={a.batch} amp={a.amp}: {s:.2f} s/it ({1 / s:.3f} it/s, "
                   f"{a.batch * c * c / s / 1e3:.1f} kpx/s), {n} parameters", flush=True)
 
 
