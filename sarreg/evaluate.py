@@ -587,7 +587,8 @@ def make_pairs(sources: Sequence[str | Path], out_dir: str | Path, n: int, seed:
     """Write ``n`` pairs ``<out_dir>/<id>/{ref,moving}.<tif|png>`` + ``gt.json`` (+ ``index.json``).
 
     Each pair picks a source (seeded), two different dates of it in random order (a single-image source gets two
-    independent speckle draws of ``looks`` looks on its linear intensity), a reference crop of ``size`` px (0 = the
+    independent speckle draws of ``looks`` looks on its linear intensity; an 8-bit display image is taken as log
+intensity over 30 dB, v -> 10^(3 v / 255)), a reference crop of ``size`` px (0 = the
     whole image) and a random homography; the moving image samples the second date through it (GDAL-free
     resampling with OpenCV, bilinear). 8-bit sources stay 8-bit PNG; others become float32 GeoTIFF-less TIFF
     with nodata 0 outside the source. Existing pair folders are an error unless ``overwrite``.
