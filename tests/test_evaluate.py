@@ -164,8 +164,11 @@ def test_sift_succeeds_with_true_gt_and_fails_with_wrong_gt(pairs: Path, tmp_pat
     assert s_bad.mma[2] < 0.1
 
 
-def test_learned_path_random_weights_and_outputs(pairs: Path, tmp_path: Path) -> None:
+def test_learned_path_random_weights_and_outputs(dates: Path, tmp_path: Path) -> None:
     from sarreg.model.weights import random_model, save_checkpoint
+
+    pairs = tmp_path / "small"
+    make_pairs([dates], pairs, 3, seed=4, size=128)  # smaller than min_size: the pyramid falls back to scale 1
 
     m = random_model("Fast_Quad_L2Net_ConfCFS", 1, seed=0)
     w = save_checkpoint(tmp_path / "rand_net.pt", m.net, m.arch, m.mchan, m.in_channels)
