@@ -80,7 +80,7 @@ class RegisterConfig:
     coarse_min_scale: float = 0.7
     coarse_top_k: int = 4000
     rotation_search: bool = True
-    tile_size: int = 512
+    tile_size: int = 384
     n_tiles: int = 9
     fine_top_k: int = 1500
     ratio: float | None = None
@@ -95,7 +95,7 @@ class RegisterConfig:
     fmt: str = "COG"
     compress: str = "DEFLATE"
     resampling: str = "bilinear"
-    warp_mem_mb: int = 256
+    warp_mem_mb: int = 128
     tiepoints: bool = True
     geojson: bool = False
     points: bool = True

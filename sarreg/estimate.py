@@ -341,7 +341,8 @@ def coverage(points: np.ndarray, area=None, grid: int = 8) -> tuple[float, float
 
 def fit_model(src: np.ndarray, dst: np.ndarray, model: str = "affine", robust: str = "magsac",
               threshold: float = 1.5, confidence: float = 0.9999, max_iters: int = 10000,
-              area=None, scores: np.ndarray | None = None, kfold: int = 5, seed: int = 0) -> Estimate:
+              area=None, scores: np.ndarray | None = None, kfold: int = 5, seed: int = 0,
+              coverage_grid: int = 8) -> Estimate:
     """Fit ``model`` robustly to matches src (moving px, N x 2) -> dst (reference px, N x 2).
 
     threshold: inlier distance in reference pixels. area: shapely geometry of the overlap in reference pixels
@@ -408,7 +409,7 @@ def fit_model(src: np.ndarray, dst: np.ndarray, model: str = "affine", robust: s
         residuals[idx] = held  # an exact interpolator has zero residual at its nodes: report held-out ones
     rmse = float(np.sqrt(np.mean(residuals[idx] ** 2)))
     heldout = float(np.sqrt(np.nanmean(held ** 2))) if np.isfinite(held).any() else float("nan")
-    cov, hull_ratio = coverage(dst[idx], area)
+    cov, hull_ratio = coverage(dst[idx], area, grid=coverage_grid)
     est = Estimate(model=model, matrix=np.asarray(matrix, dtype=np.float64), inliers=inl, residuals=residuals,
                    rmse=rmse, heldout_rmse=heldout, coverage=cov, hull_ratio=hull_ratio, threshold=float(threshold),
                    poly=poly, tps=tps)

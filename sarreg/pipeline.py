@@ -408,7 +408,9 @@ def plan_tiles(ref: Scene, area, tile: int, n_tiles: int) -> list[tuple[int, int
 
     from sarreg.estimate import thin_spatially
 
-    tw, th = min(tile, ref.width), min(tile, ref.height)
+    # a reference up to 1.5 tiles wide is one tile (no cropped margins on small images)
+    tw = ref.width if ref.width <= 1.5 * tile else tile
+    th = ref.height if ref.height <= 1.5 * tile else tile
     x0, y0, x1, y1 = area.bounds
     step = max(min(tw, th), math.sqrt(max(area.area, 1.0) / max(n_tiles, 1)))
     nx = max(1, int(round((x1 - x0) / step)))
@@ -606,7 +608,16 @@ def register(ref: str | Path, moving: str | Path, out: str | Path, config: Regis
 
     Returns a Report with status ok / low_quality / failed; raises InputError / CRSError / OverlapError /
     OutputError / WeightsError for bad input (then nothing is written). Inputs are never modified.
+    GDAL's block cache is bounded by ``warp_mem_mb`` (its default, 5% of RAM, would dominate peak memory).
     """
+    import rasterio
+
+    with rasterio.Env(GDAL_CACHEMAX=max(16, config.warp_mem_mb // 2)):
+        return _register(ref, moving, out, config, progress)
+
+
+def _register(ref: str | Path, moving: str | Path, out: str | Path, config: RegisterConfig,
+              progress: Callable[[str], None] | None) -> Report:
     from sarreg import export
     from sarreg.warp import update_georef, warp_to_grid
 
@@ -616,9 +627,12 @@ def register(ref: str | Path, moving: str | Path, out: str | Path, config: Regis
     timings: dict[str, float] = {}
     step = progress or (lambda msg: None)
 
+    peaks: dict[str, float] = {}
+
     def tick(name: str, t0: float) -> float:
         t1 = time.perf_counter()
         timings[name] = round(t1 - t0, 3)
+        peaks[name] = round(_peak_mb(), 1)  # process peak RSS so far: shows which stage set it
         return t1
 
     _check_config(cfg)
@@ -661,8 +675,11 @@ def register(ref: str | Path, moving: str | Path, out: str | Path, config: Regis
         rep.stages["fine"] = dict(fine.info)
         t = tick("fine", t)
         step("estimate")
+        # coverage grid: one cell per fine tile when tiles sample a large scene, else 8 x 8
+        n_t = fine.info["tiles_planned"]
+        grid_n = 8 if n_t <= 1 else max(2, min(8, int(round(math.sqrt(n_t)))))
         est = fit_model(fine.src, fine.dst, cfg.model, cfg.robust, cfg.threshold, area=area,
-                        scores=fine.similarity, seed=cfg.seed)
+                        scores=fine.similarity, seed=cfg.seed, coverage_grid=grid_n)
         t = tick("estimate", t)
     except RegistrationFailed as e:
         rep.status, rep.message = "failed", str(e)
@@ -716,6 +733,7 @@ def register(ref: str | Path, moving: str | Path, out: str | Path, config: Regis
     timings["total"] = round(time.perf_counter() - t_all, 3)
     rep.timings_s = timings
     rep.peak_memory_mb = round(_peak_mb(), 1)
+    rep.stages["peak_memory_mb_after"] = peaks
     rep.outputs["report"] = str(report_path)
     export.write_json(report_path, rep.to_dict())
     log.info("%s: %s (%s)", moving, rep.status, rep.message)

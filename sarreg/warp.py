@@ -130,16 +130,25 @@ def corrected_geotransform(matrix: np.ndarray, grid: Grid) -> Affine:
 
 
 @contextmanager
-def _config(options: dict[str, str]) -> Iterator[None]:
+def _config(options: dict[str, str], cache_mb: int | None = None) -> Iterator[None]:
+    """GDAL config options and block-cache size for a block of code (restored after).
+
+    The cache size goes through ``SetCacheMax``: GDAL reads GDAL_CACHEMAX only once per process.
+    """
     gdal = _gdal()
     old = {k: gdal.GetConfigOption(k) for k in options}
+    old_cache = gdal.GetCacheMax()
     for k, v in options.items():
         gdal.SetConfigOption(k, v)
+    if cache_mb is not None:
+        gdal.SetCacheMax(int(cache_mb) * 1024 * 1024)
     try:
         yield
     finally:
         for k, v in old.items():
             gdal.SetConfigOption(k, v)
+        if cache_mb is not None:
+            gdal.SetCacheMax(old_cache)
 
 
 def _tmp_path(out: Path, tag: str = "") -> Path:
@@ -240,7 +249,7 @@ def _creation_options(fmt: str, compress: str, dtype: str) -> list[str]:
 
 
 def warp_to_grid(moving: str | Path, transform: PixelTransform, grid: Grid, out: str | Path,
-                 resampling: str = "bilinear", fmt: str = "COG", compress: str = "DEFLATE", mem_mb: int = 256,
+                 resampling: str = "bilinear", fmt: str = "COG", compress: str = "DEFLATE", mem_mb: int = 128,
                  threads: int = 2, overwrite: bool = False) -> Path:
     """Resample ``moving`` (all bands) onto ``grid`` with ``transform``; write ``out`` atomically.
 
@@ -262,7 +271,7 @@ def warp_to_grid(moving: str | Path, transform: PixelTransform, grid: Grid, out:
     tmp = _tmp_path(out, ".warp")
     tmp_cog = _tmp_path(out)
     try:
-        with _config({"GDAL_CACHEMAX": str(max(16, mem_mb // 2)), "GDAL_NUM_THREADS": str(threads)}):
+        with _config({"GDAL_NUM_THREADS": str(threads)}, cache_mb=max(16, mem_mb // 2)):
             gdt = src.GetRasterBand(1).DataType
             drv = gdal.GetDriverByName("GTiff")
             co = _creation_options("GTiff", compress if fmt == "GTiff" else "NONE", dtype)

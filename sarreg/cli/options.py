@@ -14,8 +14,8 @@ compress_opt = click.option("--compress", type=click.Choice(COMPRESSION, case_se
                             show_default=True, help="Output compression.")
 resampling_opt = click.option("--resampling", type=click.Choice(RESAMPLING), default="bilinear", show_default=True,
                               help="Resampling of the warp.")
-mem_opt = click.option("--mem", "warp_mem_mb", type=click.IntRange(16, 65536), default=256, show_default=True,
-                       help="GDAL warp memory limit (MB).")
+mem_opt = click.option("--mem", "warp_mem_mb", type=click.IntRange(16, 65536), default=128, show_default=True,
+                       help="GDAL warp buffer limit (MB; the multithreaded warp uses about 2.5x this).")
 update_georef_opt = click.option("--update-georef", is_flag=True,
                                  help="Write a copy of MOVING with corrected georeferencing instead of resampling it "
                                       "(shift / similarity / affine only).")

@@ -40,7 +40,7 @@ from sarreg.estimate import MODELS, ROBUST
               show_default=True, help="How pixel values are interpreted.")
 @click.option("--coarse-size", type=click.IntRange(min=128), default=768, show_default=True,
               help="Longer side of the decimated coarse-stage images (px).")
-@click.option("--tile-size", type=click.IntRange(min=64), default=512, show_default=True,
+@click.option("--tile-size", type=click.IntRange(min=64), default=384, show_default=True,
               help="Fine-stage tile size (reference px).")
 @click.option("--tiles", "n_tiles", type=click.IntRange(min=1), default=9, show_default=True,
               help="Number of fine-stage tiles.")
