@@ -93,10 +93,17 @@ demo: install
 	echo "==> sarreg extract: keypoints of both scenes, with quicklooks"
 	$(SARREG) extract --weights "$(MODEL)" -o "$(DEMO_OUT)" --geo --no-progress \
 	  --quicklook "$(DEMO_OUT)/keypoints.png" "$(DEMO_OUT)/samples/scene_a.tif" "$(DEMO_OUT)/samples/scene_b.tif"
-	# --- registration demo (sarreg register) goes here ---
+	echo "==> sarreg register: scene_b onto scene_a's grid (COG + report, tie points, QGIS .points, quicklook)"
+	rc=0; $(SARREG) register --weights "$(MODEL)" --overwrite --geojson \
+	  --quicklook "$(DEMO_OUT)/scene_b_coreg.png" \
+	  "$(DEMO_OUT)/samples/scene_a.tif" "$(DEMO_OUT)/samples/scene_b.tif" "$(DEMO_OUT)/scene_b_coreg.tif" || rc=$$?
+	echo "==> check against the known truth"
+	$(PY) samples/check_result.py "$(DEMO_OUT)/samples/truth.json" "$(DEMO_OUT)/scene_b_coreg.report.json" || rc=$$?
 	echo
 	echo "Demo outputs in $(DEMO_OUT)/:"
 	ls -l "$(DEMO_OUT)" "$(DEMO_OUT)/samples"
+	echo "Open $(DEMO_OUT)/scene_b_coreg.png for a quick visual check; $(DEMO_OUT)/scene_b_coreg.tiepoints.gpkg in QGIS."
+	exit $$rc
 
 clean:
 	rm -rf "$(DEMO_OUT)" .pytest_cache
