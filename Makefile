@@ -76,7 +76,7 @@ $(STAMP): setup.cfg pyproject.toml constraints-cpu.txt
 	echo "==> installed in $$(( $$(date +%s) - t0 )) s; console script: $(SARREG)"
 
 test: install
-	@rc=0; $(PY) -m pytest -q $(PYTEST_ARGS) || rc=$$?
+	@rc=0; $(PY) -m pytest -q --durations=15 $(PYTEST_ARGS) || rc=$$?
 	if [ $$rc -eq 5 ]; then echo "pytest: no tests collected (treated as success)"; rc=0; fi
 	exit $$rc
 
