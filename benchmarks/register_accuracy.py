@@ -87,7 +87,9 @@ def main() -> int:
                 status, matrix, msg = "error", None, str(err)
             dt = time.perf_counter() - t0
             counts[status] = counts.get(status, 0) + 1
-            res = {"matrix": matrix, "time_s": round(dt, 3), "status": status} if matrix else {"failed": True}
+            usable = matrix and status in ("ok", "low_quality")  # a "failed" estimate is not a result
+            res = {"matrix": matrix, "time_s": round(dt, 3), "status": status} if usable else {"failed": True,
+                                                                                                "status": status}
             (pred / f"{e['id']}.json").write_text(json.dumps(res))
             ok = res if status == "ok" else {"failed": True, "status": status}
             (pred_ok / f"{e['id']}.json").write_text(json.dumps(ok))

@@ -639,6 +639,8 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
     check_output(out, [ref, moving], cfg.overwrite)
     report_path = export.sidecar(out, ".report.json")
     check_output(report_path, [ref, moving], cfg.overwrite)
+    if cfg.quicklook:
+        check_output(Path(cfg.quicklook), [ref, moving], cfg.overwrite)
     if ref.exists() and moving.exists() and ref.resolve() == moving.resolve():
         raise InputError(f"{moving}: reference and moving are the same file")
 
@@ -689,8 +691,9 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
         status, reasons = judge(est, prior, cfg, adequacy)
         if est.n_inliers < FAIL_INLIERS:
             status = "failed"
+            reasons.insert(0, f"too few inliers ({est.n_inliers} < {FAIL_INLIERS})")
         rep.status = status
-        rep.message = "registered" if status == "ok" else "; ".join(reasons) or "too few inliers"
+        rep.message = "registered" if status == "ok" else "; ".join(reasons)
         rep.matrix = est.matrix.tolist()
         ptr = to_pixel_transform(est, fine.src, fine.dst)
         rep.transform = ptr.to_dict()
@@ -726,7 +729,6 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
         _write_match_sidecars(rep, rs, ms, fine, est, cfg, out, prior)
     if cfg.quicklook and est is not None:
         q = Path(cfg.quicklook)
-        check_output(q, [ref, moving], True)
         export.write_quicklook(q, rs, ms, est, fine.src, fine.dst, est.inliers)
         rep.outputs["quicklook"] = str(q)
     t = tick("sidecars", t)
