@@ -2,11 +2,13 @@
 reference-feature cache, on a generated series of georeferenced scenes (default 8 x 4096 x 4096 float32).
 
 Per configuration: a fresh LocalCluster (its start-up is reported apart), a fresh output folder, ``sarreg.batch``
-over all scenes; wall time, scenes per minute, mean task time, and peak resident memory of every worker process
-(``ru_maxrss`` read on the workers after the run). The cache runs come in pairs: "cold" (the first task extracts the
-reference and writes the cache) and "warm" (the cache folder already exists, as in a rerun or a second batch).
+over all scenes; wall time, scenes per minute, mean task wall and CPU time (CPU seconds do not depend on what else
+runs on the machine), and peak resident memory of every worker process
+(``ru_maxrss`` read on the workers after the run). Runs without the cache first, then with one cache folder: the
+first cache run is "cold" (its first task extracts the reference and writes the cache), the next ones "warm" (the
+folder exists, as in a rerun or a second batch on the same reference).
 
-Usage (from the repository root; takes ~10-30 min on 2 cores, writes ~1 GB into --data):
+Usage (from the repository root; ~10 min on 2 idle cores, writes ~1.5 GB into --data):
 
     nice .venv/bin/python benchmarks/batch_throughput.py --data /tmp/sarreg_batch_bench [--features r2d2 --weights W]
 
@@ -83,10 +85,12 @@ def run_one(ref: Path, scenes: list[Path], out: Path, cfg: RegisterConfig, worke
         peaks = sorted(client.run(_peak_rss_mb).values())
     statuses = [r.status for r in s.scenes]
     task = [r.time_s for r in s.scenes if r.time_s]
+    cpu = [r.timings["cpu"] for r in s.scenes if r.timings.get("cpu")]
     return {"workers": workers, "cache": cache, "cache_hit": bool(s.reference_cache.get("cache_hit")),
             "reference_prep_s": s.reference_cache.get("time_s"), "cluster_startup_s": round(startup, 1),
             "wall_s": round(wall, 1), "scenes_per_min": round(60 * len(scenes) / wall, 2),
             "mean_task_s": round(float(np.mean(task)), 1) if task else None,
+            "mean_task_cpu_s": round(float(np.mean(cpu)), 1) if cpu else None,
             "peak_rss_mb_per_worker": [round(p) for p in peaks], "ok": statuses.count("ok"),
             "failed": statuses.count("failed"), "low_quality": statuses.count("low_quality"),
             "ref_cache_hits_per_scene": sorted({r.ref_cache_hits for r in s.scenes}, key=lambda v: (v is None, v)),
@@ -106,26 +110,28 @@ def main() -> None:
     ref, scenes = make_series(args.data / "series", args.n, args.size)
     cfg = RegisterConfig(features=args.features, weights=args.weights, model="affine", device="cpu")
     rows = []
-    for w in [int(v) for v in args.workers.split(",")]:
+    counts = [int(v) for v in args.workers.split(",")]
+    for w in counts:
         rows.append(run_one(ref, scenes, args.data / f"out-w{w}-nocache", cfg, w, False, None))
         print(json.dumps(rows[-1]), file=sys.stderr)
-        cache_dir = args.data / f"cache-w{w}"
-        shutil.rmtree(cache_dir, ignore_errors=True)
-        for _ in ("cold", "warm"):
-            rows.append(run_one(ref, scenes, args.data / f"out-w{w}-cache", cfg, w, True, cache_dir))
-            print(json.dumps(rows[-1]), file=sys.stderr)
+    cache_dir = args.data / "cache"  # one cache for all: the first run fills it (cold), the others reuse it (warm)
+    shutil.rmtree(cache_dir, ignore_errors=True)
+    for w in counts:
+        rows.append(run_one(ref, scenes, args.data / f"out-w{w}-cache", cfg, w, True, cache_dir))
+        print(json.dumps(rows[-1]), file=sys.stderr)
     meta = {"n": args.n, "size": args.size, "features": args.features, "weights": args.weights,
             "cpus": os.cpu_count(), "python": platform.python_version(), "machine": platform.machine()}
     (args.data / "batch_throughput.json").write_text(json.dumps({"meta": meta, "runs": rows}, indent=2))
 
     print(f"\n{args.n} scenes of {args.size} x {args.size} float32, features {args.features}, model affine, "
           f"{os.cpu_count()} CPUs\n")
-    print("| workers | reference features | wall (s) | scenes/min | mean task (s) | reference prep (s) "
+    print("| workers | reference features | wall (s) | scenes/min | mean task wall / CPU (s) | reference prep (s) "
           "| peak RSS per worker (MB) | ok/low/failed | load avg |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         how = "extracted per scene" if not r["cache"] else ("cache, warm" if r["cache_hit"] else "cache, cold")
-        print(f"| {r['workers']} | {how} | {r['wall_s']} | {r['scenes_per_min']} | {r['mean_task_s']} | "
+        print(f"| {r['workers']} | {how} | {r['wall_s']} | {r['scenes_per_min']} | {r['mean_task_s']} / "
+              f"{r['mean_task_cpu_s']} | "
               f"{r['reference_prep_s'] if r['cache'] else '-'} | {', '.join(map(str, r['peak_rss_mb_per_worker']))} | "
               f"{r['ok']}/{r['low_quality']}/{r['failed']} | {r['loadavg_start']}-{r['loadavg_end']} |")
 

@@ -76,7 +76,8 @@ class SceneResult:
     relative to the georeferencing; rmse_px: inlier RMSE (chained: root-sum-square along the chain); inliers; coverage (0..1);
     time_s: wall time of this scene's task(s); resumed: True when taken from the manifest without recomputation.
     via: chain predecessor the scene was registered to. ref_cache_hits: reference extractions served from the cache.
-    outputs: file name (in OUTDIR) -> sha256; timings: per-stage seconds; matrix: 3 x 3 moving px -> reference px.
+    outputs: file name (in OUTDIR) -> sha256; timings: per-stage wall seconds (the pipeline's, plus ``publish``) and
+    ``cpu`` (CPU seconds of the task); matrix: 3 x 3 moving px -> reference px.
     """
 
     scene: str
@@ -617,7 +618,7 @@ def run_scene(task: dict[str, Any]) -> dict[str, Any]:
     ``result`` (``SceneResult`` fields), ``outputs`` (name -> sha256), ``report`` (the pipeline report) and the
     input's sha256.
     """
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     key, moving, outdir = task["key"], task["moving"], Path(task["outdir"])
     stage = Path(task["stage"])
     res: dict[str, Any] = {"scene": key, "path": moving, "status": "failed"}
@@ -640,6 +641,7 @@ def run_scene(task: dict[str, Any]) -> dict[str, Any]:
         out["input_sha256"] = sha256_file(moving)
         out["outputs"] = _publish(stage, outdir)
         timings["publish"] = time.perf_counter() - t
+        timings["cpu"] = time.process_time() - cpu0  # CPU seconds of the worker process (all its threads)
         res["timings"] = {k: round(float(v), 3) for k, v in timings.items() if _num(v) is not None}
     except BaseException as e:  # noqa: BLE001 - a scene's failure must never stop the batch
         if isinstance(e, (KeyboardInterrupt, SystemExit)):
