@@ -163,8 +163,12 @@ def test_train_smoke_and_resume(tmp_path):
     m = load_model(out / "best.pt")
     assert m.in_channels == 1 and m.mchan == 2
     ck = torch.load(out / "last.pt", weights_only=True)
+    from sarreg.model.r2d2 import build_network
+
     assert ck["iteration"] == 2 and "optimizer" in ck
-    st = train(src, out, TrainConfig(**{**cfg.__dict__, "iterations": 3}), resume=True, progress=False)
+    assert set(ck["optimizer_params"]) == {n for n, _ in build_network("Fast_Quad_L2Net_ConfCFS", 1, 2).named_parameters()}
+    st = train(src, out, TrainConfig(**{**cfg.__dict__, "iterations": 3, "rel_lr_mult": 10.0}), resume=True,
+               progress=False)
     assert st.iteration == 3
     with open(out / "train_log.csv") as f:
         rows = list(csv.DictReader(f))

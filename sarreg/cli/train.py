@@ -112,6 +112,8 @@ def build_sources(data: list[str], stacks: list[str], synthetic: bool, crop: int
               help="Weight of an ungated 1 - AP term (keeps descriptors learning while reliability is low).")
 @click.option("--maxpool-pos/--no-maxpool-pos", default=True, show_default=True,
               help="Keep only the best of the positives (NAVER) or all of them (SAR fork).")
+@click.option("--rel-lr-mult", type=float, default=1.0, show_default=True,
+              help="Learning-rate multiplier for the reliability head.")
 @click.option("--amp/--no-amp", default=False, show_default=True,
               help="bfloat16 autocast for the convolution trunk (about 2x faster on CPUs with AVX512-BF16).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 ...")

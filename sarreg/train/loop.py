@@ -60,6 +60,7 @@ class TrainConfig:
     val_top_k: int = 500
     val_pairs: int = 8
     max_minutes: float = 0.0  # stop (and save) after this wall time; 0 = no limit
+    rel_lr_mult: float = 1.0  # learning-rate multiplier of the reliability head (clf)
     amp: bool = False  # bfloat16 autocast for the convolution trunk (heads and losses stay float32)
 
 
@@ -234,9 +235,32 @@ def _save(path: Path, net, cfg: TrainConfig, state: RunState, data_desc: list[st
                     "%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     extra = None
     if opt is not None:
-        extra = {"optimizer": opt.state_dict(), "iteration": state.iteration, "best_val": state.best,
+        names = {id(p): n for n, p in net.named_parameters()}
+        order = [names[id(p)] for g in opt.param_groups for p in g["params"]]
+        extra = {"optimizer": opt.state_dict(), "optimizer_params": order, "iteration": state.iteration, "best_val": state.best,
                  "val_history": json.dumps(state.history), "elapsed_s": float(elapsed)}
     save_checkpoint(path, net, ARCH, cfg.mchan, 1, SAR_MEAN, SAR_STD, training=training, extra=extra)
+
+
+def _make_optimizer(net: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """Adam (L2 weight decay added to the gradient, as the reference); the reliability head may get its own lr."""
+    head = [p for n, p in net.named_parameters() if n.startswith("clf.")]
+    rest = [p for n, p in net.named_parameters() if not n.startswith("clf.")]
+    return torch.optim.Adam([{"params": rest}, {"params": head, "lr": cfg.lr * cfg.rel_lr_mult}],
+                            lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def _load_optimizer_state(opt: torch.optim.Optimizer, net: torch.nn.Module, saved: dict,
+                          names: list[str] | None) -> None:
+    """Restore Adam moments per parameter (by name), whatever the param-group layout of either run;
+    learning rates and weight decay come from the current options."""
+    params = dict(net.named_parameters())
+    if names is None:  # older checkpoints: one group in net.parameters() order
+        names = [n for n, _ in net.named_parameters()]
+    for k, st in saved.get("state", {}).items():
+        p = params[names[int(k)]]
+        opt.state[p] = {kk: (vv.clone().to(p.device) if kk != "step" else vv.clone())
+                        if torch.is_tensor(vv) else vv for kk, vv in st.items()}
 
 
 def _forward(net, x: torch.Tensor, amp: bool) -> dict[str, torch.Tensor]:
@@ -272,7 +296,7 @@ def train(sources: Sequence[Source], out_dir: str | Path, cfg: TrainConfig = Tra
     if cfg.amp:
         net = net.to(memory_format=torch.channels_last)  # faster oneDNN / cuDNN convolutions
     model = Model(net=net, arch=ARCH, mchan=cfg.mchan, in_channels=1, mean=list(SAR_MEAN), std=list(SAR_STD))
-    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = _make_optimizer(net, cfg)
     state = RunState()
     elapsed0 = 0.0
     last_path, best_path = out / "last.pt", out / "best.pt"
@@ -284,9 +308,7 @@ def train(sources: Sequence[Source], out_dir: str | Path, cfg: TrainConfig = Tra
             raise WeightsError(f"{last_path}: mchan {ck.get('mchan')} differs from --mchan {cfg.mchan}")
         net.load_state_dict(ck["state_dict"])
         if "optimizer" in ck:
-            opt.load_state_dict(ck["optimizer"])
-            for g in opt.param_groups:  # options of this invocation win
-                g["lr"], g["weight_decay"] = cfg.lr, cfg.weight_decay
+            _load_optimizer_state(opt, net, ck["optimizer"], ck.get("optimizer_params"))
         state.iteration = int(ck.get("iteration", 0))
         state.best = float(ck.get("best_val", -1.0))
         state.history = json.loads(ck.get("val_history", "[]"))

@@ -6,6 +6,7 @@ Pairs are generated once up front so only the network/loss cost is timed. Result
 from __future__ import annotations
 
 import argparse
+import resource
 import time
 
 import numpy as np
@@ -18,8 +19,17 @@ from sarreg.train.losses import R2D2Loss
 from sarreg.train.pairs import PairConfig, Source, sample_pair
 
 
-def measure(mchan: int, crop: int, batch: int, iters: int, threads: int = 2, amp: bool = False) -> float:
-    """Median seconds per training iteration (after one warm-up iteration)."""
+def _cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def measure(mchan: int, crop: int, batch: int, iters: int, threads: int = 2,
+            amp: bool = False) -> tuple[float, float]:
+    """Median (wall seconds, process CPU seconds) per training iteration (after one warm-up iteration).
+
+    CPU seconds are less sensitive than wall time to other processes on a shared machine.
+    """
     torch.set_num_threads(threads)
     rng = np.random.default_rng(0)
     src = [Source("synthetic", 1.0, size=2 * crop)]
@@ -34,16 +44,17 @@ def measure(mchan: int, crop: int, batch: int, iters: int, threads: int = 2, amp
     model = Model(net, "Fast_Quad_L2Net_ConfCFS", mchan, 1, list(SAR_MEAN), list(SAR_STD))
     opt = torch.optim.Adam(net.parameters(), lr=1e-4)
     crit = R2D2Loss()
-    times = []
+    times, cpus = [], []
     for i in range(iters + 1):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), _cpu()
         loss, _ = crit(_forward(net, model.normalise(img1), amp), _forward(net, model.normalise(img2), amp), aflow)
         opt.zero_grad()
         loss.backward()
         opt.step()
         if i:
             times.append(time.perf_counter() - t)
-    return float(np.median(times))
+            cpus.append(_cpu() - c)
+    return float(np.median(times)), float(np.median(cpus))
 
 
 def main() -> None:
@@ -57,10 +68,10 @@ def main() -> None:
     a = ap.parse_args()
     for m in a.mchan:
         for c in a.crop:
-            s = measure(m, c, a.batch, a.iters, a.threads, a.amp)
+            s, cpu = measure(m, c, a.batch, a.iters, a.threads, a.amp)
             n = sum(p.numel() for p in build_network("Fast_Quad_L2Net_ConfCFS", 1, m).parameters())
             print(f"mchan={m} crop={c} batch={a.batch} amp={a.amp}: {s:.2f} s/it ({1 / s:.3f} it/s, "
-                  f"{a.batch * c * c / s / 1e3:.1f} kpx/s), {n} parameters", flush=True)
+                  f"{a.batch * c * c / s / 1e3:.1f} kpx/s), {cpu:.2f} CPU s/it, {n} parameters", flush=True)
 
 
 if __name__ == "__main__":
