@@ -203,3 +203,20 @@ def test_amp_forward_matches_float32():
     for k in ref:
         assert amp[k].dtype == torch.float32
         assert (amp[k] - ref[k]).abs().max() < 0.05
+
+
+def test_export_with_reliability_calibration(tmp_path):
+    from sarreg.model.weights import random_model, save_checkpoint
+    from sarreg.train.export import export
+    from sarreg.train.loop import make_validation_set
+
+    m = random_model(mchan=2, seed=1)
+    src = save_checkpoint(tmp_path / "t.pt", m.net, m.arch, 2, 1, training={"iteration": 5})
+    pairs = make_validation_set([Source("synthetic", 1.0, size=96)], size=64, n=2)
+    cal = export(src, tmp_path / "s.pt", calibrate=True, pairs=pairs)
+    assert 0 < cal["threshold"] < 1 and 0 < cal["fraction_kept"] <= 1 and np.isfinite(cal["logit_shift"])
+    out = load_model(tmp_path / "s.pt")
+    shift = (out.net.clf.bias - m.net.clf.bias).detach()
+    assert shift[0] == 0 and shift[1] == pytest.approx(cal["logit_shift"], rel=1e-4)
+    assert out.training["reliability_calibration"]["threshold"] == cal["threshold"]
+    assert "optimizer" not in torch.load(tmp_path / "s.pt", weights_only=True)
