@@ -106,3 +106,16 @@ def test_pixel_centre_map_convention(geotiff_factory, intensity: np.ndarray) -> 
     m = sc.xy_to_map(np.array([[0.0, 0.0], [2.0, 3.0]]))
     assert np.allclose(m, [[500005.0, 4999995.0], [500025.0, 4999965.0]])
     assert np.allclose(sc.map_to_xy(m), [[0, 0], [2, 3]])
+
+
+def test_display_images_treat_zero_as_fill(tmp_path: Path, intensity: np.ndarray) -> None:
+    import cv2
+
+    img = np.clip(10 * np.log10(intensity) * 8 + 128, 1, 255).astype(np.uint8)
+    img[:, :30] = 0  # black border left by a warp
+    p = tmp_path / "q.png"
+    cv2.imwrite(str(p), img)
+    sc = open_scene(p)
+    assert sc.kind == "display"
+    unit, valid = read_unit(sc)
+    assert not valid[:, :30].any() and valid[:, 30:].all()

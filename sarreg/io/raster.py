@@ -10,9 +10,10 @@ Kinds of input (``PreprocessConfig.kind``; "auto" decides from dtype and a decim
 * float, all valid values >= 0: linear power -> 10 log10
 * float with negative values: already dB, used as is
 * uint16 / int16 / 32-bit ints: amplitude DN -> 20 log10
-* uint8: a display image (PNG/JPEG quicklook), used as is
+* uint8: a display image (PNG/JPEG quicklook), used as is; 0 is the fill value outside the data
 
-Invalid pixels: nodata / dataset mask, NaN and inf, and non-positive values of linear or amplitude data.
+Invalid pixels: nodata / dataset mask, NaN and inf, non-positive values of linear or amplitude data, and 0 in
+8-bit display images.
 Pixel convention: x = column, y = row, (0, 0) = centre of the top-left pixel.
 """
 from __future__ import annotations
@@ -130,7 +131,11 @@ def to_log(values: np.ndarray, kind: str) -> np.ndarray:
         elif kind == "amplitude":
             v = values.astype(np.float32)
             out = 20.0 * np.log10(np.where(v > 0, v, np.nan))
-        else:  # db, display
+        elif kind == "display":
+            # 8-bit renderings of SAR (quicklooks, warped exports) use 0 as fill outside the data
+            v = values.astype(np.float32)
+            out = np.where(v > 0, v, np.nan)
+        else:  # db
             out = values.astype(np.float32)
     out[~np.isfinite(out)] = np.nan
     return out.astype(np.float32, copy=False)
