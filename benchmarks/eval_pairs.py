@@ -90,7 +90,8 @@ def section(results: dict, r2: dict, n_pairs: int, cmd: str) -> str:
              "pixel pairs + the 10 geo pairs matched in pixel space. Scored with the official `score.py` "
              "(mean error over a 10x10 grid of the moving image; failed = inf). All methods: log-scaled [0,1] input "
              "read by `sarreg.io.raster`, homography by MAGSAC++ at 3 px (`sarreg.estimate.fit_model`); learned = "
-             "multiscale (min_size 256, max_size 1024), top-k 5000, rel/rep thr 0.7, mutual nearest neighbours; "
+             "multiscale (min_size 256, max_size 1024), top-k 5000, rel/rep thr 0.7 (other values in the label: "
+             "`@relA_repB_kK`), mutual nearest neighbours; "
              "SIFT / ORB(5000) = OpenCV with ratio test 0.8 on the same images as 8-bit. "
              "Time = wall seconds per pair (read + extract both + match + fit), niced, on the shared 2-core CPU "
              "while other jobs (training) ran: compare times only within one table.", "",
@@ -169,6 +170,8 @@ def main() -> int:
     opt = EvalOptions(extract=ExtractConfig(top_k=a.top_k, rel_thr=a.rel_thr, rep_thr=a.rep_thr))
     for name in [m for m in a.methods.split(",") if m]:
         m = method_of(name)
+        if m.kind == "learned" and (a.rel_thr, a.rep_thr, a.top_k) != (0.7, 0.7, 5000):
+            m = Method(f"{m.label}@rel{a.rel_thr:g}_rep{a.rep_thr:g}_k{a.top_k}", m.kind, m.weights)
         t0 = time.time()
         res = evaluate(pairs, [m], opt, pred_dir=a.work,
                        progress=lambda d, t, s: logging.info("%d/%d %s", d, t, s))
