@@ -38,8 +38,8 @@ class ExtractConfig:
     max_size: int = 1024
     min_scale: float = 0.0
     max_scale: float = 1.0
-    rel_thr: float = 0.7
-    rep_thr: float = 0.7
+    rel_thr: float | None = None  # None: the model's own (0.7 for R2D2 checkpoints, stored in ours)
+    rep_thr: float | None = None
     tile_size: int = 1024
     halo: int = 64
     border: int = 4

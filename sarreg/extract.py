@@ -218,11 +218,17 @@ class _null:
         return None
 
 
-def detect(rel: torch.Tensor, rep: torch.Tensor, cfg: ExtractConfig,
+def thresholds(cfg: ExtractConfig, model: Model) -> tuple[float, float]:
+    """(rel_thr, rep_thr): the configured ones, else those the model was calibrated for."""
+    return (model.rel_thr if cfg.rel_thr is None else cfg.rel_thr,
+            model.rep_thr if cfg.rep_thr is None else cfg.rep_thr)
+
+
+def detect(rel: torch.Tensor, rep: torch.Tensor, rel_thr: float, rep_thr: float,
            allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """3x3 maxima of repeatability above both thresholds (inclusive), inside ``allowed`` -> (rows, cols)."""
     maxima = rep == F.max_pool2d(rep[None, None], 3, stride=1, padding=1)[0, 0]
-    keep = maxima & (rep >= cfg.rep_thr) & (rel >= cfg.rel_thr)
+    keep = maxima & (rep >= rep_thr) & (rel >= rel_thr)
     if allowed is not None:
         keep &= torch.from_numpy(allowed)
     ys, xs = torch.nonzero(keep, as_tuple=True)
@@ -263,7 +269,7 @@ def _extract_tile(model: Model, unit: np.ndarray, valid: np.ndarray, cfg: Extrac
     r0, r1, c0, c1 = core
     inside = np.zeros_like(allowed)
     inside[r0:r1, c0:c1] = True
-    ys, xs = detect(rel, rep, cfg, allowed & inside)
+    ys, xs = detect(rel, rep, *thresholds(cfg, model), allowed & inside)
     scores = (rel[ys, xs] * rep[ys, xs]).numpy().astype(np.float32)
     if quota > 0 and scores.size > quota:
         best = np.argpartition(scores, -quota)[-quota:]

@@ -42,8 +42,8 @@ def evaluate() -> None:
 @click.option("--weights", "weights", multiple=True, type=click.Path(path_type=Path),
               help="Extra checkpoint to compare (ours or an original R2D2 .pt), labelled by file name; repeatable.")
 @click.option("--top-k", default=5000, show_default=True, help="Keypoints per image for learned methods.")
-@click.option("--rel-thr", default=0.7, show_default=True, help="Reliability threshold (learned).")
-@click.option("--rep-thr", default=0.7, show_default=True, help="Repeatability threshold (learned).")
+@click.option("--rel-thr", type=float, default=None, help="Reliability threshold (default: each model's own).")
+@click.option("--rep-thr", type=float, default=None, help="Repeatability threshold (default: each model's own).")
 @click.option("--min-size", default=256, show_default=True, help="Smallest longer side of a pyramid level (px).")
 @click.option("--max-size", default=1024, show_default=True, help="Largest longer side of a level (px, 0 = none).")
 @click.option("--ratio", type=float, default=None, help="Lowe ratio on the learned MNN matches (default: none).")
@@ -58,7 +58,7 @@ def evaluate() -> None:
 @click.option("--pred-dir", type=click.Path(path_type=Path), default=None,
               help="Write <pred-dir>/<method>/<id>.json predictions for the official score.py.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
-def run(pairs_dir: Path, methods: str, weights: tuple[Path, ...], top_k: int, rel_thr: float, rep_thr: float,
+def run(pairs_dir: Path, methods: str, weights: tuple[Path, ...], top_k: int, rel_thr: float | None, rep_thr: float | None,
         min_size: int, max_size: int, ratio: float | None, threshold: float, orb_features: int,
         ids_file: Path | None, skip_large: bool, device: str, out_dir: Path | None, pred_dir: Path | None,
         progress: bool) -> None:

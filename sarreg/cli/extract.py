@@ -32,8 +32,9 @@ def _writable_dir(path: Path) -> Path:
 @click.option("--max-size", default=1024, show_default=True, help="Largest longer side of a level (px, 0 = no limit).")
 @click.option("--min-scale", default=0.0, show_default=True)
 @click.option("--max-scale", default=1.0, show_default=True)
-@click.option("--rel-thr", default=0.7, show_default=True, help="Reliability threshold.")
-@click.option("--rep-thr", default=0.7, show_default=True, help="Repeatability threshold.")
+@click.option("--rel-thr", type=float, default=None,
+              help="Reliability threshold (default: the model's; 0.7 for R2D2 checkpoints).")
+@click.option("--rep-thr", type=float, default=None, help="Repeatability threshold (default: the model's).")
 @click.option("--band", type=int, default=None, help="1-based band (default: the VV band if described, else 1).")
 @click.option("--kind", type=click.Choice(["auto", "linear", "amplitude", "db", "display"]), default="auto",
               show_default=True, help="How pixel values are interpreted.")
@@ -47,7 +48,7 @@ def _writable_dir(path: Path) -> Path:
               help="PNG with keypoints drawn on the scaled image (with several images: prefixed per image).")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 def extract(images: tuple[Path, ...], weights: Path | None, top_k: int, tile_size: int, scale_f: float,
-            min_size: int, max_size: int, min_scale: float, max_scale: float, rel_thr: float, rep_thr: float,
+            min_size: int, max_size: int, min_scale: float, max_scale: float, rel_thr: float | None, rep_thr: float | None,
             band: int | None, kind: str, despeckle: int, device: str, precision: str, out_dir: Path | None,
             geo: bool, quicklook: Path | None, progress: bool) -> None:
     """Extract keypoints of IMAGE(s) into <image>.r2d2 (npz: keypoints, descriptors, scores, imsize)."""

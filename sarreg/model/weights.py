@@ -53,6 +53,8 @@ class Model:
     name: str = "random"
     sha256: str = ""
     training: dict[str, Any] = field(default_factory=dict)
+    rel_thr: float = 0.7  # detection thresholds the model was calibrated for (R2D2's defaults otherwise)
+    rep_thr: float = 0.7
 
     @property
     def receptive_field(self) -> int:
@@ -161,12 +163,14 @@ def load_model(path: str | Path | None = None, device: str | torch.device = "cpu
         pre = ckpt.get("preprocess", {})
         mean, std = list(pre.get("mean", SAR_MEAN)), list(pre.get("std", SAR_STD))
         training = dict(ckpt.get("training", {}))
+        thr = ckpt.get("extract", {}) or {}
     elif isinstance(ckpt.get("net"), str):
         m = _NET_RE.match(ckpt["net"])
         if not m:
             raise WeightsError(f"{path}: unknown network {ckpt['net'][:80]!r} (not an R2D2 architecture we know)")
         arch, mchan, cin = m.group(1), int(m.group(2) or 4), 3
         mean, std, training = IMAGENET_MEAN, IMAGENET_STD, {"source": "R2D2 checkpoint", "net": ckpt["net"]}
+        thr = {}
     else:
         raise WeightsError(f"{path}: unknown checkpoint layout (no 'net' string and not a sarreg checkpoint)")
 
@@ -179,7 +183,8 @@ def load_model(path: str | Path | None = None, device: str | torch.device = "cpu
     _load_state(net, ckpt["state_dict"], path)
     net.eval().to(device)
     return Model(net=net, arch=arch, mchan=mchan, in_channels=cin, mean=mean, std=std,
-                 name=path.name, sha256=_sha256(path), training=training)
+                 name=path.name, sha256=_sha256(path), training=training,
+                 rel_thr=float(thr.get("rel_thr", 0.7)), rep_thr=float(thr.get("rep_thr", 0.7)))
 
 
 def random_model(arch: str = "Fast_Quad_L2Net_ConfCFS", in_channels: int = 1, mchan: int = 4, seed: int = 0) -> Model:
@@ -192,7 +197,8 @@ def random_model(arch: str = "Fast_Quad_L2Net_ConfCFS", in_channels: int = 1, mc
 
 def save_checkpoint(path: str | Path, net: nn.Module, arch: str, mchan: int, in_channels: int,
                     mean: list[float] | None = None, std: list[float] | None = None,
-                    training: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> Path:
+                    training: dict[str, Any] | None = None, extra: dict[str, Any] | None = None,
+                    rel_thr: float | None = None, rep_thr: float | None = None) -> Path:
     """Write our checkpoint format atomically (temporary file + rename)."""
     path = Path(path)
     ckpt: dict[str, Any] = {
@@ -201,6 +207,7 @@ def save_checkpoint(path: str | Path, net: nn.Module, arch: str, mchan: int, in_
         "preprocess": {"mean": list(mean or SAR_MEAN), "std": list(std or SAR_STD),
                        "input": "unit-scaled log intensity, see sarreg.io.raster.to_unit"},
         "training": training or {},
+        "extract": {k: float(v) for k, v in (("rel_thr", rel_thr), ("rep_thr", rep_thr)) if v is not None},
         "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
     }
     if extra:
