@@ -163,14 +163,15 @@ def load_model(path: str | Path | None = None, device: str | torch.device = "cpu
         pre = ckpt.get("preprocess", {})
         mean, std = list(pre.get("mean", SAR_MEAN)), list(pre.get("std", SAR_STD))
         training = dict(ckpt.get("training", {}))
-        thr = ckpt.get("extract", {}) or {}
+        # our models: keep every 3x3 maximum and rank by score (top-k) unless calibrated thresholds are stored
+        thr, default_thr = ckpt.get("extract", {}) or {}, 0.0
     elif isinstance(ckpt.get("net"), str):
         m = _NET_RE.match(ckpt["net"])
         if not m:
             raise WeightsError(f"{path}: unknown network {ckpt['net'][:80]!r} (not an R2D2 architecture we know)")
         arch, mchan, cin = m.group(1), int(m.group(2) or 4), 3
         mean, std, training = IMAGENET_MEAN, IMAGENET_STD, {"source": "R2D2 checkpoint", "net": ckpt["net"]}
-        thr = {}
+        thr, default_thr = {}, 0.7
     else:
         raise WeightsError(f"{path}: unknown checkpoint layout (no 'net' string and not a sarreg checkpoint)")
 
@@ -184,7 +185,7 @@ def load_model(path: str | Path | None = None, device: str | torch.device = "cpu
     net.eval().to(device)
     return Model(net=net, arch=arch, mchan=mchan, in_channels=cin, mean=mean, std=std,
                  name=path.name, sha256=_sha256(path), training=training,
-                 rel_thr=float(thr.get("rel_thr", 0.7)), rep_thr=float(thr.get("rep_thr", 0.7)))
+                 rel_thr=float(thr.get("rel_thr", default_thr)), rep_thr=float(thr.get("rep_thr", default_thr)))
 
 
 def random_model(arch: str = "Fast_Quad_L2Net_ConfCFS", in_channels: int = 1, mchan: int = 4, seed: int = 0) -> Model:
