@@ -8,6 +8,7 @@ delta = logit(0.7) - logit(t) to the reliability logit (bias of the second ``clf
 re-scaling: the ranking of pixels is unchanged; "r > 0.7" then means "as reliable as AP >= target_ap".
 
 ``python -m sarreg.train.export runs/v2/best.pt models/sarreg_fast_sar_v1.pt --calibrate [--ombria DIR]``
+``python -m sarreg.train.export runs/v2/best.pt models/sarreg_fast_sar_v1.pt --constant-reliability 0.75``
 """
 from __future__ import annotations
 
@@ -56,12 +57,26 @@ def _sample_rel(model, pairs, target_ap: float, seed: int = 0) -> dict:
             "corr_r_ap": float(np.corrcoef(r, ap)[0, 1]) if len(r) > 2 else float("nan")}
 
 
-def export(src: str | Path, dst: str | Path, calibrate: bool = False, pairs=None, target_ap: float = 0.5) -> dict:
-    """Write ``dst`` (our format, no optimizer state) from training checkpoint ``src``; returns the calibration."""
+def export(src: str | Path, dst: str | Path, calibrate: bool = False, pairs=None, target_ap: float = 0.5,
+           constant_reliability: float | None = None) -> dict:
+    """Write ``dst`` (our format, no optimizer state) from training checkpoint ``src``; returns the calibration.
+
+    ``constant_reliability``: replace the reliability head by a constant (clf weights 0, bias set so that the
+    softmax gives this value) -- for a head that does not predict descriptor AP on validation data; detection
+    then ranks by repeatability alone.
+    """
     model = load_model(src)
     training = dict(model.training)
     cal: dict = {}
-    if calibrate:
+    if constant_reliability is not None:
+        if not 0 < constant_reliability < 1:
+            raise ValueError(f"constant reliability must be in (0, 1), got {constant_reliability}")
+        with torch.no_grad():
+            model.net.clf.weight.zero_()
+            model.net.clf.bias.copy_(torch.tensor([0.0, _logit(constant_reliability)]))
+        cal = {"constant_reliability": float(constant_reliability)}
+        training["reliability_head"] = cal
+    elif calibrate:
         cal = _sample_rel(model, pairs, target_ap)
         delta = _logit(0.7) - _logit(cal["threshold"])
         with torch.no_grad():
@@ -84,6 +99,7 @@ def main() -> None:
     ap.add_argument("--calibrate", action="store_true")
     ap.add_argument("--ombria", default=None, help="BEFORE/AFTER folder whose last 4 pairs are the held-out ones")
     ap.add_argument("--target-ap", type=float, default=0.5)
+    ap.add_argument("--constant-reliability", type=float, default=None)
     a = ap.parse_args()
     torch.set_num_threads(2)
     pairs = None
@@ -92,7 +108,7 @@ def main() -> None:
         if a.ombria:
             srcs.append(Source("pairs", 1.0, find_date_pairs(a.ombria)[-4:]))
         pairs = make_validation_set(srcs, 256, 8)
-    print(export(a.src, a.dst, a.calibrate, pairs, a.target_ap))
+    print(export(a.src, a.dst, a.calibrate, pairs, a.target_ap, a.constant_reliability))
 
 
 if __name__ == "__main__":
