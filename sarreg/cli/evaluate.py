@@ -9,6 +9,8 @@ from pathlib import Path
 
 import click
 
+from sarreg.cli.options import writable_dir
+
 from sarreg.config import ExtractConfig, PreprocessConfig
 from sarreg.errors import InputError, OutputError
 
@@ -89,7 +91,7 @@ def run(pairs_dir: Path, methods: str, weights: tuple[Path, ...], top_k: int, re
         meths.append(Method(w.stem, "learned", str(w)))
     for d in (out_dir, pred_dir):
         if d is not None:
-            _writable_dir(d)
+            writable_dir(d)
     cfg = ExtractConfig(top_k=top_k, rel_thr=rel_thr, rep_thr=rep_thr, min_size=min_size, max_size=max_size,
                         device=device, preprocess=PreprocessConfig())
     opt = EvalOptions(extract=cfg, ratio=ratio, threshold=threshold, orb_features=orb_features,
@@ -141,14 +143,3 @@ def make_pairs_cmd(sources: tuple[str, ...], out_dir: Path, n: int, seed: int, s
     click.echo(f"wrote {len(written)} pairs to {out_dir}")
 
 
-def _writable_dir(path: Path) -> Path:
-    import os
-
-    if not path.exists():
-        try:
-            path.mkdir(parents=True)
-        except OSError as e:
-            raise OutputError(f"{path}: cannot create output directory ({e.strerror})") from None
-    if not path.is_dir() or not os.access(path, os.W_OK):
-        raise OutputError(f"{path}: output directory is not writable")
-    return path

@@ -6,19 +6,10 @@ from pathlib import Path
 
 import click
 
+from sarreg.cli.options import writable_dir
+
 from sarreg.config import ExtractConfig, PreprocessConfig
 from sarreg.errors import InputError, OutputError
-
-
-def _writable_dir(path: Path) -> Path:
-    if not path.exists():
-        try:
-            path.mkdir(parents=True)
-        except OSError as e:
-            raise OutputError(f"{path}: cannot create output directory ({e.strerror})") from None
-    if not path.is_dir() or not os.access(path, os.W_OK):
-        raise OutputError(f"{path}: output directory is not writable")
-    return path
 
 
 @click.command()
@@ -63,7 +54,7 @@ def extract(images: tuple[Path, ...], weights: Path | None, top_k: int, tile_siz
                         precision=precision,
                         preprocess=PreprocessConfig(band=band, kind=kind, despeckle=despeckle))
     if out_dir is not None:
-        _writable_dir(out_dir)
+        writable_dir(out_dir)
     scenes = [open_scene(p, cfg.preprocess) for p in images]  # validate every input before any work
     for p in images:
         d = out_dir or p.parent

@@ -1,9 +1,12 @@
 """Click options shared by subcommands (one definition each, as rasterio's ``rio`` does)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
+
+from sarreg.errors import OutputError
 
 from sarreg.warp import COMPRESSION, FORMATS, RESAMPLING
 
@@ -21,3 +24,15 @@ update_georef_opt = click.option("--update-georef", is_flag=True,
                                       "(shift / similarity / affine only).")
 device_opt = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 path_arg = click.Path(path_type=Path)
+
+
+def writable_dir(path: Path) -> Path:
+    """Create ``path`` if needed and check it is a writable directory (OutputError naming it otherwise)."""
+    if not path.exists():
+        try:
+            path.mkdir(parents=True)
+        except OSError as e:
+            raise OutputError(f"{path}: cannot create output directory ({e.strerror})") from None
+    if not path.is_dir() or not os.access(path, os.W_OK):
+        raise OutputError(f"{path}: output directory is not writable")
+    return path
