@@ -27,18 +27,8 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 EVAL = SHARED / "eval"
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
-
-
-def _weights(arg: str | None) -> str | None:
-    if arg:
-        return arg
-    from sarreg.model.weights import default_weights_path
-
-    p = default_weights_path()
-    if p is not None:
-        return str(p)
-    ref = SHARED / "reference" / "r2d2-naver" / "faster2d2_WASF_N16.pt"
-    return str(ref) if ref.is_file() else None
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from register_speed import pick_weights  # noqa: E402
 
 
 def main() -> int:
@@ -67,7 +57,7 @@ def main() -> int:
         index = [e for e in index if not e.get("large")]
     if a.limit:
         index = index[: a.limit]
-    weights = _weights(a.weights) if a.features == "r2d2" else None
+    weights = pick_weights(a.weights) if a.features == "r2d2" else None
     cfg = RegisterConfig(features=a.features, weights=weights, model=a.model, warp=False, tiepoints=False,
                          points=False, matches_npz=False, overwrite=True, device="cpu")
     pred, pred_ok = a.out_dir, Path(str(a.out_dir).rstrip("/") + "_ok")

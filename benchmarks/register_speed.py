@@ -100,7 +100,8 @@ def make_pair(work: Path, size: int) -> tuple[Path, Path]:
     return ref, mov
 
 
-def _weights(arg: str | None) -> str | None:
+def pick_weights(arg: str | None) -> str | None:
+    """The given checkpoint, else the shipped model, else the reference faster2d2 in ../shared (speed only)."""
     if arg:
         return arg
     from sarreg.model.weights import default_weights_path
@@ -138,7 +139,7 @@ def main() -> int:
     ap.add_argument("extra", nargs="*", help="extra register options after --")
     a = ap.parse_args()
     a.work.mkdir(parents=True, exist_ok=True)
-    weights = _weights(a.weights)
+    weights = pick_weights(a.weights)
     from sarreg.estimate import apply_matrix
 
     for size in [int(s) for s in a.sizes.split(",")]:

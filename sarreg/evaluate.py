@@ -36,6 +36,7 @@ import numpy as np
 
 from sarreg.config import ExtractConfig, PreprocessConfig
 from sarreg.errors import InputError, OutputError, RegistrationFailed
+from sarreg.export import to_jsonable, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -253,10 +254,10 @@ class EvalResult:
         raise KeyError(method)
 
     def to_dict(self) -> dict[str, Any]:
-        return _json_safe(asdict(self))
+        return to_jsonable(asdict(self))
 
     def save_json(self, path: str | Path) -> Path:
-        return _atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=1) + "\n")
+        return write_text_atomic(Path(path), json.dumps(self.to_dict(), indent=1) + "\n")
 
     def to_markdown(self) -> str:
         """A markdown table: one row per method."""
@@ -272,7 +273,7 @@ class EvalResult:
         return "\n".join(lines) + "\n"
 
     def save_markdown(self, path: str | Path) -> Path:
-        return _atomic_write_text(Path(path), self.to_markdown())
+        return write_text_atomic(Path(path), self.to_markdown())
 
     def plot_mma(self, path: str | Path) -> Path:
         """PNG of mean matching accuracy versus threshold, one curve per method (matplotlib Agg)."""
@@ -302,33 +303,6 @@ class EvalResult:
             tmp.unlink(missing_ok=True)
             raise OutputError(f"{path}: cannot write ({e.strerror or e})") from None
         return path
-
-
-def _json_safe(o: Any) -> Any:
-    if isinstance(o, dict):
-        return {str(k): _json_safe(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_json_safe(v) for v in o]
-    if isinstance(o, (np.floating, float)):
-        return float(o) if math.isfinite(o) else None
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.ndarray):
-        return _json_safe(o.tolist())
-    if isinstance(o, Path):
-        return str(o)
-    return o
-
-
-def _atomic_write_text(path: Path, text: str) -> Path:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text)
-        tmp.replace(path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise OutputError(f"{path}: cannot write ({e.strerror or e})") from None
-    return path
 
 
 # ------------------------------------------------------------------------------------------------ running
@@ -445,7 +419,7 @@ def write_prediction(pred_dir: Path, r: PairResult) -> Path:
     doc: dict[str, Any] = {"matrix": r.matrix, "time_s": round(r.time_s, 4)} if r.matrix is not None else \
         {"failed": True, "time_s": round(r.time_s, 4), "reason": r.message}
     doc.update(method=r.method, inliers=r.inliers, matches=r.matches)
-    return _atomic_write_text(pred_dir / f"{r.pair}.json", json.dumps(doc) + "\n")
+    return write_text_atomic(pred_dir / f"{r.pair}.json", json.dumps(doc) + "\n")
 
 
 def evaluate(pairs: str | Path | Sequence[Pair], methods: Sequence[Method | str], options: EvalOptions = EvalOptions(),
@@ -504,7 +478,7 @@ def evaluate(pairs: str | Path | Sequence[Pair], methods: Sequence[Method | str]
             if progress is not None:
                 progress(done, total, f"{pair.id} {m.label}")
     summaries = [summarise(m.label, [r for r in results if r.method == m.label]) for m in meths]
-    opts = _json_safe(asdict(options))
+    opts = to_jsonable(asdict(options))
     opts["models"] = {k: {"name": getattr(v, "name", ""), "sha256": getattr(v, "sha256", "")}
                       for k, v in loaded.items()}
     return EvalResult(methods=labels, pairs=[p.id for p in plist], results=results, summaries=summaries,
@@ -573,10 +547,8 @@ def _read_raw(path: Path, band: int | None) -> tuple[np.ndarray, np.ndarray]:
         b = choose_band(ds, band, path)
         v = ds.read(b)
         m = ds.read_masks(b) > 0
-        dtype = ds.dtypes[b - 1]
     if np.iscomplexobj(v):
         v = (v.real.astype(np.float32) ** 2 + v.imag.astype(np.float32) ** 2)
-        dtype = "float32"
     v = v.astype(np.float32)
     return v, m & np.isfinite(v)
 
@@ -684,7 +656,7 @@ intensity over 30 dB, v -> 10^(3 v / 255)), a reference crop of ``size`` px (0 =
             raise
         written.append(final)
         index.append({"id": pid, "source": gt["source"], "difficulty": "homography", "large": False, "set": "sar"})
-    _atomic_write_text(out / "index.json", json.dumps(index, indent=1) + "\n")
+    write_text_atomic(out / "index.json", json.dumps(index, indent=1) + "\n")
     return written
 
 

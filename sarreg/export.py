@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +36,9 @@ def sidecar(out: str | Path, suffix: str) -> Path:
     return out.with_name(out.stem + suffix)
 
 
-def _atomic_text(path: Path, text: str) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp")
+def write_text_atomic(path: Path, text: str) -> Path:
+    """Write UTF-8 text via a temporary file (per process) and rename: never a partial file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         tmp.write_text(text, encoding="utf-8")
         tmp.replace(path)
@@ -46,13 +48,14 @@ def _atomic_text(path: Path, text: str) -> Path:
     return path
 
 
-def _jsonable(o: Any) -> Any:
+def to_jsonable(o: Any) -> Any:
+    """Dicts/lists/NumPy/Path values -> plain JSON types; NaN and inf become None (null)."""
     if isinstance(o, dict):
-        return {str(k): _jsonable(v) for k, v in o.items()}
+        return {str(k): to_jsonable(v) for k, v in o.items()}
     if isinstance(o, (list, tuple)):
-        return [_jsonable(v) for v in o]
+        return [to_jsonable(v) for v in o]
     if isinstance(o, np.ndarray):
-        return _jsonable(o.tolist())
+        return to_jsonable(o.tolist())
     if isinstance(o, (np.floating, float)):
         v = float(o)
         return v if math.isfinite(v) else None
@@ -67,7 +70,7 @@ def _jsonable(o: Any) -> Any:
 
 def write_json(path: str | Path, data: dict[str, Any]) -> Path:
     """Write a JSON document (NaN/inf become null) atomically."""
-    return _atomic_text(Path(path), json.dumps(_jsonable(data), indent=2) + "\n")
+    return write_text_atomic(Path(path), json.dumps(to_jsonable(data), indent=2) + "\n")
 
 
 def write_tiepoints(path: str | Path, ref_map: np.ndarray, mov_map: np.ndarray, ref_px: np.ndarray,
@@ -94,7 +97,7 @@ def write_qgis_points(path: str | Path, ref_map: np.ndarray, source_xy: np.ndarr
         res = math.hypot(dx, dy) if math.isfinite(dx) and math.isfinite(dy) else 0.0
         lines.append(f"{mx:.10g},{my:.10g},{sx:.10g},{sy:.10g},{int(bool(en))},"
                      f"{dx if math.isfinite(dx) else 0:.6g},{dy if math.isfinite(dy) else 0:.6g},{res:.6g}")
-    return _atomic_text(Path(path), "\n".join(lines) + "\n")
+    return write_text_atomic(Path(path), "\n".join(lines) + "\n")
 
 
 def write_matches_npz(path: str | Path, ref_feats, mov_feats, idx1: np.ndarray, idx2: np.ndarray,

@@ -87,9 +87,9 @@ class Report:
     def to_json(self) -> str:
         import json
 
-        from sarreg.export import _jsonable
+        from sarreg.export import to_jsonable
 
-        return json.dumps(_jsonable(self.to_dict()), indent=2)
+        return json.dumps(to_jsonable(self.to_dict()), indent=2)
 
 
 # --------------------------------------------------------------------------------------------- small helpers

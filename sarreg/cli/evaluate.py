@@ -12,7 +12,7 @@ import click
 from sarreg.cli.options import writable_dir
 
 from sarreg.config import ExtractConfig, PreprocessConfig
-from sarreg.errors import InputError, OutputError
+from sarreg.errors import InputError
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,6 @@ Pixel convention: x = column, y = row, (0, 0) = centre of the top-left pixel.
 from __future__ import annotations
 
 import logging
-import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path

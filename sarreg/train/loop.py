@@ -11,13 +11,11 @@ import csv
 import dataclasses
 import json
 import logging
-import math
-import os
 import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
