@@ -59,7 +59,7 @@ WORK_DIR = ".work"
 CACHE_DIR = ".cache"
 OUT_SUFFIX = "_reg.tif"
 STATUSES = ("ok", "low_quality", "failed")
-CHAIN_MODELS = ("shift", "similarity", "affine", "homography")
+CHAIN_MODELS = ("auto", "shift", "similarity", "affine", "homography")
 MANIFEST_VERSION = 1
 # run options that do not change results (never a reason to redo a committed scene)
 _NEUTRAL_OPTIONS = ("overwrite", "device", "warp_mem_mb")

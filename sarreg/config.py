@@ -59,7 +59,7 @@ class RegisterConfig:
     """Options of ``sarreg.register`` (one object passed down whole; the CLI builds it from its options).
 
     features: "r2d2" (network, ``weights`` = checkpoint path or None for the shipped model) or "sift" (OpenCV SIFT
-    on the same log-scaled images, classical fallback). model: shift | similarity | affine | homography | poly2 | tps.
+    on the same log-scaled images, classical fallback). model: auto (affine, or homography when it clearly fits better) | shift | similarity | affine | homography | poly2 | tps.
     robust: OpenCV robust estimator name (see ``sarreg.estimate.ROBUST``). threshold: inlier distance (reference px).
     max_shift: largest displacement from the georeferencing prior accepted at the coarse stage (reference px;
     None = no limit). coarse_size: longer side (px) of the decimated coarse-stage images; coarse_min_scale: smallest
@@ -72,7 +72,7 @@ class RegisterConfig:
 
     features: str = "r2d2"
     weights: str | None = None
-    model: str = "affine"
+    model: str = "auto"
     robust: str = "magsac"
     threshold: float = 1.5
     max_shift: float | None = None

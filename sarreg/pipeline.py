@@ -32,7 +32,7 @@ from rasterio.windows import Window
 from sarreg import __version__
 from sarreg.config import RegisterConfig
 from sarreg.errors import CRSError, InputError, OverlapError, RegistrationFailed
-from sarreg.estimate import Estimate, apply_matrix, decompose, fit_model
+from sarreg.estimate import MODELS, Estimate, apply_matrix, decompose, fit_model
 from sarreg.extract import Features
 from sarreg.io.raster import Scene, decimated_shape, open_dataset, open_scene, read_unit
 from sarreg.warp import Grid, PixelTransform, check_output, corrected_geotransform, pixel_size
@@ -508,6 +508,30 @@ def fine_stage(ref: Scene, mov: Scene, coarse: np.ndarray, coarse_err: float, ex
 
 # --------------------------------------------------------------------------------------------- quality
 RICHER = {"shift": "affine", "similarity": "affine", "affine": "homography"}
+# what --model accepts: the estimator's models plus "auto" (affine, or homography when clearly better)
+REGISTER_MODELS = ("auto",) + MODELS
+
+
+def _model_distance(a: Estimate, b: Estimate, area) -> float | None:
+    """Mean distance (reference px) between two estimates over a 12 x 12 grid on the overlap ``area``."""
+    import shapely
+
+    x0, y0, x1, y1 = area.bounds
+    g = np.stack(np.meshgrid(np.linspace(x0, x1, 12), np.linspace(y0, y1, 12)), -1).reshape(-1, 2)
+    g = g[shapely.contains_xy(area.buffer(1.0), g[:, 0], g[:, 1])]
+    if not len(g):
+        return None
+    mov = apply_matrix(np.linalg.inv(b.matrix), g)
+    return float(np.nanmean(np.hypot(*(a.apply(mov) - g).T)))
+
+
+def _finite(v: float) -> float | None:
+    return round(float(v), 4) if math.isfinite(v) else None
+
+
+def _clearly_better(richer: Estimate, est: Estimate) -> bool:
+    """The richer model explains clearly more matches than ``est`` (10 % + 3 more inliers)."""
+    return richer.n_inliers >= 1.1 * est.n_inliers + 3
 
 
 def model_adequacy(est: Estimate, src: np.ndarray, dst: np.ndarray, area, cfg: RegisterConfig) -> float | None:
@@ -520,17 +544,31 @@ def model_adequacy(est: Estimate, src: np.ndarray, dst: np.ndarray, area, cfg: R
         alt = fit_model(src, dst, richer, cfg.robust, est.threshold, area=None, seed=cfg.seed)
     except RegistrationFailed:
         return None
-    if alt.n_inliers < 1.1 * est.n_inliers + 3:
+    if not _clearly_better(alt, est):
         return 0.0  # the richer model explains no more matches: the chosen one is adequate
-    x0, y0, x1, y1 = area.bounds
-    g = np.stack(np.meshgrid(np.linspace(x0, x1, 12), np.linspace(y0, y1, 12)), -1).reshape(-1, 2)
-    import shapely
+    return _model_distance(est, alt, area)
 
-    g = g[shapely.contains_xy(area.buffer(1.0), g[:, 0], g[:, 1])]
-    if not len(g):
-        return None
-    mov = apply_matrix(np.linalg.inv(alt.matrix), g)
-    return float(np.nanmean(np.hypot(*(est.apply(mov) - g).T)))
+
+def select_model(est: Estimate, src: np.ndarray, dst: np.ndarray, area, cfg: RegisterConfig,
+                 **fit_kw: Any) -> tuple[Estimate, dict[str, Any]]:
+    """``--model auto``: keep the affine ``est`` unless a homography fitted to the same matches explains clearly
+    more of them, predicts held-out matches at least as well, and differs from the affine by more than a third of
+    the inlier threshold over the overlap (perspective that an affine cannot absorb). -> (estimate, info)."""
+    info: dict[str, Any] = {"candidates": ["affine", "homography"], "chosen": "affine"}
+    try:
+        alt = fit_model(src, dst, "homography", cfg.robust, cfg.threshold, area=area, seed=cfg.seed, **fit_kw)
+    except RegistrationFailed as e:
+        info["homography"] = str(e)
+        return est, info
+    dist = _model_distance(est, alt, area)
+    info.update({"affine_inliers": est.n_inliers, "homography_inliers": alt.n_inliers,
+                 "affine_heldout_rmse_px": _finite(est.heldout_rmse), "homography_heldout_rmse_px": _finite(alt.heldout_rmse),
+                 "distance_px": None if dist is None else round(dist, 4)})
+    if (dist is not None and dist > cfg.threshold / 3 and _clearly_better(alt, est)
+            and math.isfinite(alt.heldout_rmse) and alt.heldout_rmse <= est.heldout_rmse):
+        info["chosen"] = "homography"
+        return alt, info
+    return est, info
 
 
 def judge(est: Estimate, prior: np.ndarray, cfg: RegisterConfig, adequacy: float | None = None
@@ -680,8 +718,12 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
         # coverage grid: one cell per fine tile when tiles sample a large scene, else 8 x 8
         n_t = fine.info["tiles_planned"]
         grid_n = 8 if n_t <= 1 else max(2, min(8, int(round(math.sqrt(n_t)))))
-        est = fit_model(fine.src, fine.dst, cfg.model, cfg.robust, cfg.threshold, area=area,
+        fit_as = "affine" if cfg.model == "auto" else cfg.model
+        est = fit_model(fine.src, fine.dst, fit_as, cfg.robust, cfg.threshold, area=area,
                         scores=fine.similarity, seed=cfg.seed, coverage_grid=grid_n)
+        if cfg.model == "auto" and not cfg.update_georef:
+            est, rep.stages["model_selection"] = select_model(est, fine.src, fine.dst, area, cfg,
+                                                              scores=fine.similarity, coverage_grid=grid_n)
         t = tick("estimate", t)
     except RegistrationFailed as e:
         rep.status, rep.message = "failed", str(e)
@@ -694,6 +736,7 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
             reasons.insert(0, f"too few inliers ({est.n_inliers} < {FAIL_INLIERS})")
         rep.status = status
         rep.message = "registered" if status == "ok" else "; ".join(reasons)
+        rep.model = est.model
         rep.matrix = est.matrix.tolist()
         ptr = to_pixel_transform(est, fine.src, fine.dst)
         rep.transform = ptr.to_dict()
@@ -779,15 +822,15 @@ def _write_match_sidecars(rep: Report, rs: Scene, ms: Scene, fine: StageResult, 
 
 
 def _check_config(cfg: RegisterConfig) -> None:
-    from sarreg.estimate import MODELS, ROBUST
+    from sarreg.estimate import ROBUST
     from sarreg.warp import COMPRESSION, FORMATS, RESAMPLING
 
-    for name, val, allowed in (("model", cfg.model, MODELS), ("robust", cfg.robust, tuple(ROBUST)),
+    for name, val, allowed in (("model", cfg.model, REGISTER_MODELS), ("robust", cfg.robust, tuple(ROBUST)),
                                ("format", cfg.fmt, FORMATS), ("resampling", cfg.resampling, RESAMPLING),
                                ("compress", cfg.compress, COMPRESSION), ("features", cfg.features, ("r2d2", "sift"))):
         if val not in allowed:
             raise InputError(f"unknown {name} {val!r}; choose from {', '.join(allowed)}")
-    if cfg.update_georef and cfg.model not in ("shift", "similarity", "affine"):
-        raise InputError(f"--update-georef needs a shift, similarity or affine model, not {cfg.model}")
+    if cfg.update_georef and cfg.model not in ("shift", "similarity", "affine", "auto"):
+        raise InputError(f"--update-georef needs a shift, similarity, affine or auto model, not {cfg.model}")
     if not cfg.threshold > 0 or not cfg.max_rmse > 0:
         raise InputError("threshold and max-rmse must be positive")

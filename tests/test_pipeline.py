@@ -221,3 +221,25 @@ def test_r2d2_pipeline(tmp_path, field):
     assert rep.status == "ok", rep.message
     assert grid_error(rep.matrix, m) < 0.75  # R2D2 keypoints on 4-look speckle: ~1 px RMSE per match
     assert rep.weights["sha256"] and rep.weights["name"] == weights.name
+
+
+def test_auto_model_picks_homography_only_for_perspective(tmp_path, field):
+    """Default --model auto: affine for a similarity warp, homography for a clear perspective warp."""
+    persp = sim(4.0, -3.0, deg=2.0) @ np.array([[1, 0, 0], [0, 1, 0], [1.5e-4, -1e-4, 1.0]])
+    persp = persp / persp[2, 2]
+    (tmp_path / "p").mkdir()
+    ref, mov = make_pair(tmp_path / "p", field, persp, seed=3)
+    rep = register(ref, mov, tmp_path / "p" / "o.tif", SIFT.with_(warp=False))
+    assert RegisterConfig().model == "auto"
+    assert rep.status == "ok", rep.message
+    assert rep.model == "homography" and rep.stages["model_selection"]["chosen"] == "homography"
+    assert grid_error(rep.matrix, persp) < 1.5  # same as --model homography (0.84 px measured)
+    affine_only = register(ref, mov, tmp_path / "p" / "a.tif", SIFT.with_(warp=False, model="affine"))
+    assert affine_only.status != "ok"  # inadequate model gate (10.8 px measured)
+    assert grid_error(affine_only.matrix, persp) > 3 * grid_error(rep.matrix, persp)
+    (tmp_path / "s").mkdir()
+    m = sim(-7.5, 3.25, deg=3.0, scale=1.05)
+    ref, mov = make_pair(tmp_path / "s", field, m, seed=4)
+    rep = register(ref, mov, tmp_path / "s" / "o.tif", SIFT.with_(warp=False))
+    assert rep.status == "ok" and rep.model == "affine", rep.stages.get("model_selection")
+    assert grid_error(rep.matrix, m) < 0.5

@@ -20,8 +20,9 @@ from sarreg.estimate import MODELS, ROBUST
               help="Keypoints: the R2D2 network or OpenCV SIFT (classical fallback).")
 @click.option("--weights", type=path_arg, default=None,
               help="Checkpoint (ours or an original R2D2 .pt). Default: the model shipped in models/.")
-@click.option("--model", type=click.Choice(MODELS), default="affine", show_default=True,
-              help="Geometric model moving -> reference.")
+@click.option("--model", type=click.Choice(("auto",) + MODELS), default="auto", show_default=True,
+              help="Geometric model moving -> reference. auto: affine, or a homography when it explains clearly "
+                   "more matches and predicts held-out ones at least as well (always affine with --update-georef).")
 @click.option("--robust", type=click.Choice(list(ROBUST)), default="magsac", show_default=True,
               help="Robust estimator (OpenCV).")
 @click.option("--threshold", type=click.FloatRange(min=0, min_open=True), default=1.5, show_default=True,

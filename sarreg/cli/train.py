@@ -104,6 +104,7 @@ def build_sources(data: list[str], stacks: list[str], synthetic: bool, crop: int
 @click.option("--val-holdout", type=int, default=4, show_default=True,
               help="Two-date pairs held out of training for validation.")
 @click.option("--val-every", type=int, default=100, show_default=True)
+@click.option("--val-pairs", type=int, default=8, show_default=True, help="Fixed validation pairs (256 px).")
 @click.option("--w-reliability", type=float, default=1.0, show_default=True)
 @click.option("--w-cosim", type=float, default=1.0, show_default=True)
 @click.option("--w-peaky", type=float, default=1.0, show_default=True)
@@ -116,6 +117,11 @@ def build_sources(data: list[str], stacks: list[str], synthetic: bool, crop: int
               help="Learning-rate multiplier for the reliability head.")
 @click.option("--amp/--no-amp", default=False, show_default=True,
               help="bfloat16 autocast for the convolution trunk (about 2x faster on CPUs with AVX512-BF16).")
+@click.option("--init", default="", metavar="CHECKPOINT",
+              help="Start from these weights (our format; fresh optimizer, iteration 0) instead of random ones.")
+@click.option("--val-rank", type=click.Choice(["rep_rel", "rep"]), default="rep_rel", show_default=True,
+              help="Validation ranks keypoints by repeatability x reliability, or by repeatability alone "
+                   "(for models shipped with a constant reliability).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 ...")
 @click.option("--threads", type=int, default=2, show_default=True)
 @click.option("--workers", type=int, default=1, show_default=True, help="Pair-generation worker processes.")

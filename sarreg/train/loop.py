@@ -60,6 +60,8 @@ class TrainConfig:
     max_minutes: float = 0.0  # stop (and save) after this wall time; 0 = no limit
     rel_lr_mult: float = 1.0  # learning-rate multiplier of the reliability head (clf)
     amp: bool = False  # bfloat16 autocast for the convolution trunk (heads and losses stay float32)
+    init: str = ""  # start from the weights of this checkpoint (fine-tuning; fresh optimizer, iteration 0)
+    val_rank: str = "rep_rel"  # validation keypoint ranking: "rep_rel" (rep x rel) or "rep" (constant reliability)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -124,12 +126,15 @@ def make_validation_set(sources: Sequence[Source], size: int = 256, n: int = 8, 
     return out
 
 
-def detect(out: dict[str, torch.Tensor], top_k: int, border: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+def detect(out: dict[str, torch.Tensor], top_k: int, border: int = 8,
+           use_reliability: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Single-scale keypoints from network outputs of one image: (xy K x 2 long, descriptors K x D).
 
-    Local maxima (3x3) of repeatability, ranked by repeatability x reliability, ``border`` px from the edge.
+    Local maxima (3x3) of repeatability, ranked by repeatability x reliability (or repeatability alone, as a
+    model exported with a constant reliability ranks them), ``border`` px from the edge.
     """
-    rep, rel, desc = out["repeatability"][0, 0], out["reliability"][0, 0], out["descriptors"][0]
+    rep, desc = out["repeatability"][0, 0], out["descriptors"][0]
+    rel = out["reliability"][0, 0] if use_reliability else torch.ones_like(rep)
     h, w = rep.shape
     peak = rep == F.max_pool2d(rep[None, None], 3, stride=1, padding=1)[0, 0]
     peak[:border], peak[-border:], peak[:, :border], peak[:, -border:] = False, False, False, False
@@ -142,7 +147,7 @@ def detect(out: dict[str, torch.Tensor], top_k: int, border: int = 8) -> tuple[t
 
 @torch.no_grad()
 def evaluate(net: torch.nn.Module, model: Model, pairs: Sequence[dict], device: torch.device,
-             top_k: int = 500, thresh: float = 3.0) -> dict[str, float]:
+             top_k: int = 500, thresh: float = 3.0, use_reliability: bool = True) -> dict[str, float]:
     """Mean over pairs of: MMA@thresh of mutual-nearest-neighbour matches and M-score = correct / top_k."""
     was_training = net.training
     net.eval()
@@ -152,8 +157,8 @@ def evaluate(net: torch.nn.Module, model: Model, pairs: Sequence[dict], device: 
         for img in (p["img1"], p["img2"]):
             x = model.normalise(torch.from_numpy(img)[None, None].to(device))
             outs.append(net(x))
-        xy1, d1 = detect(outs[0], top_k)
-        xy2, d2 = detect(outs[1], top_k)
+        xy1, d1 = detect(outs[0], top_k, use_reliability=use_reliability)
+        xy2, d2 = detect(outs[1], top_k, use_reliability=use_reliability)
         if len(xy1) == 0 or len(xy2) == 0:
             mma.append(0.0), mscore.append(0.0), nmatch.append(0)
             continue
@@ -298,6 +303,14 @@ def train(sources: Sequence[Source], out_dir: str | Path, cfg: TrainConfig = Tra
     state = RunState()
     elapsed0 = 0.0
     last_path, best_path = out / "last.pt", out / "best.pt"
+    if cfg.val_rank not in ("rep_rel", "rep"):
+        raise InputError(f"val_rank must be 'rep_rel' or 'rep', got {cfg.val_rank!r}")
+    if cfg.init and not resume:
+        ck = torch.load(cfg.init, map_location="cpu", weights_only=True)
+        if int(ck.get("mchan", -1)) != cfg.mchan:
+            raise WeightsError(f"{cfg.init}: mchan {ck.get('mchan')} differs from --mchan {cfg.mchan}")
+        net.load_state_dict(ck["state_dict"])
+        log.info("initialised from %s", cfg.init)
     if resume:
         if not last_path.is_file():
             raise WeightsError(f"{last_path}: nothing to resume from")
@@ -355,7 +368,7 @@ def train(sources: Sequence[Source], out_dir: str | Path, cfg: TrainConfig = Tra
     old = {s: signal.signal(s, _handler) for s in (signal.SIGTERM, signal.SIGINT)}
 
     def validate() -> None:
-        v = evaluate(net, model, val_pairs, device, cfg.val_top_k)
+        v = evaluate(net, model, val_pairs, device, cfg.val_top_k, use_reliability=cfg.val_rank == "rep_rel")
         row = {"iteration": state.iteration, **{k: round(v[k], 5) for k in vfields[1:]}}
         wval.writerow(row)
         fval.flush()
