@@ -36,7 +36,7 @@ def main() -> int:
     ap.add_argument("out_dir", type=Path)
     ap.add_argument("--features", default="r2d2", choices=["r2d2", "sift"])
     ap.add_argument("--weights", default=None)
-    ap.add_argument("--model", default="affine")
+    ap.add_argument("--model", default="auto")
     ap.add_argument("--skip-large", action="store_true")
     ap.add_argument("--ids", default=None, help="comma-separated pair ids")
     ap.add_argument("--limit", type=int, default=0)
