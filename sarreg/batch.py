@@ -348,12 +348,12 @@ def _register(ref: str, moving: str, out: str, config: RegisterConfig, ref_info:
     """Run the single-pair pipeline, with the worker's kept network and cached reference features."""
     from sarreg import pipeline
 
-    _install_batch_extractor()
     folder = (ref_info or {}).get("features")
     index = ReferenceIndex.load(folder) if folder else None
     _TLS.index, _TLS.hits = index, 0
     try:
-        return pipeline.register(ref, moving, out, config), (_TLS.hits if index else None)
+        return (pipeline.register(ref, moving, out, config, extractor=_batch_extractor(config)),
+                _TLS.hits if index else None)
     finally:
         _TLS.index = None
 
@@ -450,19 +450,17 @@ def _publish(stage: Path, outdir: Path) -> dict[str, str]:
 
 
 # ------------------------------------------------------------------------------------ reference feature cache
-# The pipeline extracts features through ``sarreg.pipeline.Extractor`` objects it creates inside ``register``;
-# ``register`` has no parameter for precomputed reference features (hook requested: ``extractor=`` or
-# ``reference_features=``). Until it has, batch workers swap in a subclass that (1) keeps the loaded network per
-# worker process instead of reloading it per scene and (2) answers an extraction call from the on-disk cache when
-# its input image and arguments are exactly (content hash) those of a call recorded by ``prepare_reference``.
-# Recording runs the pipeline's own ``register`` of the reference onto a link to itself, so the cache holds
-# precisely the reference reads ``register`` makes for a scene covering the reference, whatever the pipeline's
-# internals; anything else goes to the pipeline's code unchanged, so results are identical with and without cache.
-# The swap happens only in processes that run batch tasks.
+# Batch workers pass ``register`` their own extractor (``register(..., extractor=)``): a subclass of the pipeline's
+# ``Extractor`` that (1) is kept per worker process, so the network is loaded once, not per scene, and (2) answers
+# an extraction call from the on-disk cache when its input image and arguments are exactly (content hash) those
+# of a call recorded by ``prepare_reference``. Recording runs the pipeline's own ``register`` of the reference onto
+# a link to itself, so the cache holds precisely the reference reads ``register`` makes for a scene covering the
+# reference, whatever the pipeline's internals; anything else goes to the pipeline's code unchanged, so results
+# are identical with and without cache.
 _TLS = threading.local()
-_MODELS: dict[tuple[Any, ...], dict[str, Any]] = {}
+_EXTRACTORS: dict[tuple[Any, ...], Any] = {}
 _INDEXES: dict[str, "ReferenceIndex"] = {}
-_SWAP_LOCK = threading.Lock()
+_EXTRACTOR_LOCK = threading.Lock()
 
 
 def _array_key(unit: np.ndarray, valid: np.ndarray, args: tuple, kwargs: dict[str, Any]) -> str:
@@ -501,42 +499,32 @@ class ReferenceIndex:
         return self._mem[key]
 
 
-def _batch_extractor_class(base: type) -> type:
-    class BatchExtractor(base):  # type: ignore[misc, valid-type]
-        """The pipeline's Extractor, with the network kept per process and cached reference features."""
+def _batch_extractor(config: RegisterConfig):
+    """This process's extractor for ``config`` (created once): the pipeline's, plus the reference cache."""
+    from sarreg import pipeline
 
-        _sarreg_batch = True
-
-        def __init__(self, cfg: RegisterConfig):
-            key = (cfg.features, cfg.weights, cfg.device, cfg.preprocess)
-            cached = _MODELS.get(key)
-            if cached is None:
-                base.__init__(self, cfg)
-                _MODELS[key] = dict(self.__dict__)
-            else:
-                self.__dict__.update(cached)
+    class BatchExtractor(pipeline.Extractor):
+        """The pipeline's Extractor, serving recorded reference features (``_TLS.index``) and recording them
+        (``_TLS.record``) when the thread asks for it."""
 
         def __call__(self, unit, valid, *args, **kwargs):
             index, record = getattr(_TLS, "index", None), getattr(_TLS, "record", None)
             if index is None and record is None:
-                return base.__call__(self, unit, valid, *args, **kwargs)
+                return super().__call__(unit, valid, *args, **kwargs)
             key = _array_key(unit, valid, args, kwargs)
             f = index.get(key) if index is not None else None
             if f is None:
-                f = base.__call__(self, unit, valid, *args, **kwargs)
+                f = super().__call__(unit, valid, *args, **kwargs)
                 if record is not None:
                     record[key] = f
             return f
 
-    return BatchExtractor
-
-
-def _install_batch_extractor() -> None:
-    from sarreg import pipeline
-
-    with _SWAP_LOCK:
-        if not getattr(pipeline.Extractor, "_sarreg_batch", False):
-            pipeline.Extractor = _batch_extractor_class(pipeline.Extractor)
+    key = (config.features, config.weights, config.device, config.preprocess)
+    with _EXTRACTOR_LOCK:
+        ext = _EXTRACTORS.get(key)
+        if ext is None:
+            ext = _EXTRACTORS[key] = BatchExtractor(config)
+    return ext
 
 
 def _self_link(ref: Path, folder: Path) -> Path:
@@ -567,11 +555,10 @@ def prepare_reference(ref: str, ref_sha: str, config: RegisterConfig, cache_dir:
     if cache_dir is None:
         return info
     try:
-        _install_batch_extractor()
         from sarreg import pipeline
         from sarreg.extract import resolve_device
 
-        ext = pipeline.Extractor(config)
+        ext = _batch_extractor(config)
         key = hashlib.sha256(_dumps({"ref": ref_sha, "features": config.features, "net": ext.sha256 or ext.name,
                                      "device": resolve_device(config.device).type,
                                      "params": _feature_params(config)})).hexdigest()[:24]
@@ -586,7 +573,7 @@ def prepare_reference(ref: str, ref_sha: str, config: RegisterConfig, cache_dir:
                                  quicklook=None, overwrite=True)
             _TLS.record = record = {}
             try:
-                pipeline.register(ref, link, folder / "record.tif", quiet)
+                pipeline.register(ref, link, folder / "record.tif", quiet, extractor=ext)
             finally:
                 _TLS.record = None
                 for p in folder.iterdir():

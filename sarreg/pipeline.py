@@ -641,9 +641,11 @@ def _versions() -> dict[str, str]:
 
 # --------------------------------------------------------------------------------------------- main
 def register(ref: str | Path, moving: str | Path, out: str | Path, config: RegisterConfig = RegisterConfig(),
-             progress: Callable[[str], None] | None = None) -> Report:
+             progress: Callable[[str], None] | None = None, extractor: Extractor | None = None) -> Report:
     """Register ``moving`` onto ``ref``; write ``out`` (moving on the reference grid) and sidecars.
 
+    ``extractor``: an ``Extractor`` (or subclass) built for ``config`` to reuse across calls, e.g. to keep the
+    network loaded or serve cached reference features (``sarreg.batch``); default: a new one per call.
     Returns a Report with status ok / low_quality / failed; raises InputError / CRSError / OverlapError /
     OutputError / WeightsError for bad input (then nothing is written). Inputs are never modified.
     GDAL's block cache is bounded by ``warp_mem_mb`` (its default, 5% of RAM, would dominate peak memory).
@@ -651,11 +653,11 @@ def register(ref: str | Path, moving: str | Path, out: str | Path, config: Regis
     import rasterio
 
     with rasterio.Env(GDAL_CACHEMAX=max(16, config.warp_mem_mb // 2)):
-        return _register(ref, moving, out, config, progress)
+        return _register(ref, moving, out, config, progress, extractor)
 
 
 def _register(ref: str | Path, moving: str | Path, out: str | Path, config: RegisterConfig,
-              progress: Callable[[str], None] | None) -> Report:
+              progress: Callable[[str], None] | None, extractor: Extractor | None = None) -> Report:
     from sarreg import export
     from sarreg.warp import update_georef, warp_to_grid
 
@@ -693,7 +695,7 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
     grid = Grid.from_scene(rs)
     t = tick("relate", t)
     step("model")
-    ext = Extractor(cfg)
+    ext = extractor if extractor is not None else Extractor(cfg)
     t = tick("load_model", t)
 
     rep = Report(status="failed", message="", ref=str(ref), moving=str(moving), output=None, model=cfg.model,
