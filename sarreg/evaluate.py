@@ -294,15 +294,9 @@ class EvalResult:
         ax.legend(fontsize=8)
         ax.set_title(f"MMA over {len(self.pairs)} pairs")
         fig.tight_layout()
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp.png")
-        try:
-            fig.savefig(tmp, format="png")
-            tmp.replace(path)
-        except OSError as e:
-            tmp.unlink(missing_ok=True)
-            raise OutputError(f"{path}: cannot write ({e.strerror or e})") from None
-        return path
+        from sarreg.export import write_atomic
+
+        return write_atomic(Path(path), lambda tmp: fig.savefig(tmp, format="png"))
 
 
 # ------------------------------------------------------------------------------------------------ running

@@ -20,6 +20,7 @@ import logging
 import math
 import os
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import cv2
@@ -36,16 +37,23 @@ def sidecar(out: str | Path, suffix: str) -> Path:
     return out.with_name(out.stem + suffix)
 
 
-def write_text_atomic(path: Path, text: str) -> Path:
-    """Write UTF-8 text via a temporary file (per process) and rename: never a partial file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+def write_atomic(path: Path, write: Callable[[Path], Any]) -> Path:
+    """Call ``write(tmp)`` on a temporary name next to ``path`` (per process, same suffix) and rename:
+    never a partial file; OS errors become one-line OutputErrors."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{path.suffix}")
     try:
-        tmp.write_text(text, encoding="utf-8")
+        write(tmp)
         tmp.replace(path)
     except OSError as e:
         tmp.unlink(missing_ok=True)
         raise OutputError(f"{path}: cannot write ({e.strerror or e})") from None
     return path
+
+
+def write_text_atomic(path: Path, text: str) -> Path:
+    """Write UTF-8 text via a temporary file (per process) and rename: never a partial file."""
+    return write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def to_jsonable(o: Any) -> Any:

@@ -25,8 +25,8 @@ matplotlib.use("Agg")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-import rasterio  # noqa: E402
 from affine import Affine  # noqa: E402
+from sarreg.synth import write_geotiff  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -70,25 +70,12 @@ def geotiff_factory(tmp_path: Path) -> GeoTiffFactory:
     def make(array: np.ndarray, name: str = "scene.tif", *, transform: Affine | None = None,
              crs: Any = UTM_CRS, nodata: float | None = None, dtype: str | None = "float32",
              origin: tuple[float, float] = ORIGIN, pixel: float = PIXEL_M, **profile: Any) -> Path:
-        arr = np.asarray(array)
-        if arr.ndim == 2:
-            arr = arr[None]
-        if arr.ndim != 3:
-            raise ValueError(f"geotiff_factory: array must be H x W or B x H x W, got {arr.shape}")
-        if dtype is not None:
-            arr = arr.astype(dtype)
         if transform is None:
             transform = Affine(pixel, 0.0, origin[0], 0.0, -pixel, origin[1]) if crs is not None \
                 else Affine.identity()
-        count, h, w = arr.shape
-        prof: dict[str, Any] = dict(driver="GTiff", width=w, height=h, count=count, dtype=str(arr.dtype),
-                                    crs=crs, transform=transform, nodata=nodata)
-        prof.update(profile)
         path = tmp_path / name
         path.parent.mkdir(parents=True, exist_ok=True)
-        with rasterio.open(path, "w", **prof) as dst:
-            dst.write(arr)
-        return path
+        return write_geotiff(path, array, transform, crs, nodata=nodata, dtype=dtype, **profile)
 
     return make
 
