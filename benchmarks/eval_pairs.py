@@ -10,7 +10,7 @@ Also counts inliers on the r2d2-sar pairs a..m (no ground truth).
         [--work /tmp/sarreg_eval] [--no-r2d2sar] [--no-write]
 
 Methods: sift, orb, faster2d2 (reference R2D2 checkpoint via our loader; comparison only), r2d2 (its full net),
-model (models/sarreg_fast_sar_v1.pt when present), or a checkpoint path. Results of earlier runs of other methods
+model (the shipped models/ file when present), or a checkpoint path. Results of earlier runs of other methods
 stay in WORK/results.json and are kept in the table.
 """
 from __future__ import annotations
@@ -44,7 +44,9 @@ def method_of(name: str) -> Method:
     if name == "r2d2":
         return Method("r2d2_WASF_N16", "learned", str(NAVER / "r2d2_WASF_N16.pt"))
     if name == "model":
-        p = ROOT / "models" / "sarreg_fast_sar_v1.pt"
+        from sarreg.model.weights import DEFAULT_MODEL_NAME
+
+        p = ROOT / "models" / DEFAULT_MODEL_NAME
         if not p.is_file():
             raise SystemExit(f"{p} does not exist (yet)")
         return Method(p.stem, "learned", str(p))
