@@ -27,7 +27,7 @@ TORCH_PIP_ARGS ?=
 PYTEST_ARGS ?=
 
 DEMO_OUT ?= demo_out
-MODEL ?= models/sarreg_fast_sar_v1.pt
+MODEL ?= models/sarreg_fast_sar_v2.pt
 
 .PHONY: help install test demo clean distclean
 

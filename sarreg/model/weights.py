@@ -34,7 +34,7 @@ IMAGENET_STD = [0.229, 0.224, 0.225]
 SAR_MEAN = [0.5]
 SAR_STD = [0.25]
 MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
-DEFAULT_MODEL_NAME = "sarreg_fast_sar_v1.pt"
+DEFAULT_MODEL_NAME = "sarreg_fast_sar_v2.pt"
 
 # Whitelist of constructor strings found in R2D2 checkpoints -> (arch, mchan).
 _NET_RE = re.compile(r"^\s*(Quad_L2Net_ConfCFS|Fast_Quad_L2Net_ConfCFS)\s*\(\s*(?:mchan\s*=\s*(\d+)\s*)?\)\s*$")
