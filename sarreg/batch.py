@@ -51,6 +51,7 @@ import numpy as np
 
 from sarreg.config import RegisterConfig
 from sarreg.errors import InputError, OutputError, SarregError
+from sarreg.pipeline import Extractor
 
 log = logging.getLogger(__name__)
 
@@ -458,7 +459,7 @@ def _publish(stage: Path, outdir: Path) -> dict[str, str]:
 # reference, whatever the pipeline's internals; anything else goes to the pipeline's code unchanged, so results
 # are identical with and without cache.
 _TLS = threading.local()
-_EXTRACTORS: dict[tuple[Any, ...], Any] = {}
+_EXTRACTORS: dict[tuple[Any, ...], "BatchExtractor"] = {}
 _INDEXES: dict[str, "ReferenceIndex"] = {}
 _EXTRACTOR_LOCK = threading.Lock()
 
@@ -499,26 +500,25 @@ class ReferenceIndex:
         return self._mem[key]
 
 
-def _batch_extractor(config: RegisterConfig):
-    """This process's extractor for ``config`` (created once): the pipeline's, plus the reference cache."""
-    from sarreg import pipeline
+class BatchExtractor(Extractor):
+    """The pipeline's Extractor, serving recorded reference features (``_TLS.index``) and recording them
+    (``_TLS.record``) when the thread asks for it."""
 
-    class BatchExtractor(pipeline.Extractor):
-        """The pipeline's Extractor, serving recorded reference features (``_TLS.index``) and recording them
-        (``_TLS.record``) when the thread asks for it."""
+    def __call__(self, unit, valid, *args, **kwargs):
+        index, record = getattr(_TLS, "index", None), getattr(_TLS, "record", None)
+        if index is None and record is None:
+            return super().__call__(unit, valid, *args, **kwargs)
+        key = _array_key(unit, valid, args, kwargs)
+        f = index.get(key) if index is not None else None
+        if f is None:
+            f = super().__call__(unit, valid, *args, **kwargs)
+            if record is not None:
+                record[key] = f
+        return f
 
-        def __call__(self, unit, valid, *args, **kwargs):
-            index, record = getattr(_TLS, "index", None), getattr(_TLS, "record", None)
-            if index is None and record is None:
-                return super().__call__(unit, valid, *args, **kwargs)
-            key = _array_key(unit, valid, args, kwargs)
-            f = index.get(key) if index is not None else None
-            if f is None:
-                f = super().__call__(unit, valid, *args, **kwargs)
-                if record is not None:
-                    record[key] = f
-            return f
 
+def _batch_extractor(config: RegisterConfig) -> BatchExtractor:
+    """This process's extractor for ``config`` (created once, so the network is loaded once per worker)."""
     key = (config.features, config.weights, config.device, config.preprocess)
     with _EXTRACTOR_LOCK:
         ext = _EXTRACTORS.get(key)

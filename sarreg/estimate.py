@@ -88,14 +88,15 @@ class Estimate:
         """JSON-ready quality numbers (pixels)."""
         return {
             "model": self.model, "matches": self.n_matches, "inliers": self.n_inliers,
-            "inlier_ratio": round(self.inlier_ratio, 4), "rmse_px": _r(self.rmse),
-            "heldout_rmse_px": _r(self.heldout_rmse), "coverage": round(float(self.coverage), 4),
+            "inlier_ratio": round(self.inlier_ratio, 4), "rmse_px": finite_round(self.rmse),
+            "heldout_rmse_px": finite_round(self.heldout_rmse), "coverage": round(float(self.coverage), 4),
             "hull_ratio": round(float(self.hull_ratio), 4), "threshold_px": float(self.threshold),
             **decompose(self.matrix),
         }
 
 
-def _r(v: float) -> float | None:
+def finite_round(v: float | None) -> float | None:
+    """``v`` rounded to 4 decimals, or None when missing or not finite (JSON-safe quality numbers)."""
     return None if v is None or not math.isfinite(v) else round(float(v), 4)
 
 

@@ -32,7 +32,7 @@ from rasterio.windows import Window
 from sarreg import __version__
 from sarreg.config import RegisterConfig
 from sarreg.errors import CRSError, InputError, OverlapError, RegistrationFailed
-from sarreg.estimate import MODELS, Estimate, apply_matrix, decompose, fit_model
+from sarreg.estimate import MODELS, Estimate, apply_matrix, decompose, finite_round, fit_model
 from sarreg.extract import Features
 from sarreg.io.raster import Scene, decimated_shape, open_dataset, open_scene, read_unit
 from sarreg.warp import Grid, PixelTransform, check_output, corrected_geotransform, pixel_size
@@ -525,10 +525,6 @@ def _model_distance(a: Estimate, b: Estimate, area) -> float | None:
     return float(np.nanmean(np.hypot(*(a.apply(mov) - g).T)))
 
 
-def _finite(v: float) -> float | None:
-    return round(float(v), 4) if math.isfinite(v) else None
-
-
 def _clearly_better(richer: Estimate, est: Estimate) -> bool:
     """The richer model explains clearly more matches than ``est`` (10 % + 3 more inliers)."""
     return richer.n_inliers >= 1.1 * est.n_inliers + 3
@@ -562,7 +558,8 @@ def select_model(est: Estimate, src: np.ndarray, dst: np.ndarray, area, cfg: Reg
         return est, info
     dist = _model_distance(est, alt, area)
     info.update({"affine_inliers": est.n_inliers, "homography_inliers": alt.n_inliers,
-                 "affine_heldout_rmse_px": _finite(est.heldout_rmse), "homography_heldout_rmse_px": _finite(alt.heldout_rmse),
+                 "affine_heldout_rmse_px": finite_round(est.heldout_rmse),
+                 "homography_heldout_rmse_px": finite_round(alt.heldout_rmse),
                  "distance_px": None if dist is None else round(dist, 4)})
     if (dist is not None and dist > cfg.threshold / 3 and _clearly_better(alt, est)
             and math.isfinite(alt.heldout_rmse) and alt.heldout_rmse <= est.heldout_rmse):
