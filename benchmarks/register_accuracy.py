@@ -8,7 +8,7 @@ results count (low-quality ones become failures: what a user gets without ``--fo
 Usage::
 
     python benchmarks/register_accuracy.py OUT_DIR [--features r2d2|sift] [--weights PATH] [--model affine]
-        [--skip-large] [--ids a,b,...] [--limit N]
+        [--skip-large] [--ids a,b,...] [--limit N] [--bench ../shared/eval/geo_dev]
 
 R2D2 weights: ``--weights``, else the shipped model (models/), else the reference checkpoint in ../shared
 (comparison only).
@@ -40,16 +40,19 @@ def main() -> int:
     ap.add_argument("--skip-large", action="store_true")
     ap.add_argument("--ids", default=None, help="comma-separated pair ids")
     ap.add_argument("--limit", type=int, default=0)
+    ap.add_argument("--bench", type=Path, default=EVAL,
+                    help="benchmark folder with index.json (default ../shared/eval; e.g. ../shared/eval/geo_dev)")
     a = ap.parse_args()
-    if not EVAL.is_dir():
-        print(f"evaluation data {EVAL} absent; nothing to do", file=sys.stderr)
+    bench = a.bench
+    if not bench.is_dir():
+        print(f"evaluation data {bench} absent; nothing to do", file=sys.stderr)
         return 0
 
     from sarreg.config import RegisterConfig
     from sarreg.errors import SarregError
     from sarreg.pipeline import register
 
-    index = json.loads((EVAL / "index.json").read_text())
+    index = json.loads((bench / "index.json").read_text())
     if a.ids:
         keep = set(a.ids.split(","))
         index = [e for e in index if e["id"] in keep]
@@ -66,7 +69,7 @@ def main() -> int:
     counts: dict[str, int] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for i, e in enumerate(index):
-            d = EVAL / ("geo_pairs" if e["set"] == "geo" else "pairs") / e["id"]
+            d = bench / ("geo_pairs" if e["set"] == "geo" else "pairs") / e["id"]
             ref = next(d.glob("ref.*"))
             mov = next(d.glob("moving.*"))
             t0 = time.perf_counter()
@@ -89,7 +92,7 @@ def main() -> int:
     ids.write_text("\n".join(e["id"] for e in index) + "\n")
     for p in (pred, pred_ok):
         print(f"== {p.name} ==", flush=True)
-        subprocess.run([sys.executable, str(EVAL / "score.py"), str(p), "--bench", str(EVAL), "--ids", str(ids)],
+        subprocess.run([sys.executable, str(EVAL / "score.py"), str(p), "--bench", str(bench), "--ids", str(ids)],
                        check=False)
     return 0
 

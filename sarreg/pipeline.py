@@ -344,6 +344,24 @@ class StageResult:
     idx1: np.ndarray
     idx2: np.ndarray
     info: dict[str, Any] = field(default_factory=dict)
+    tiles: list["TilePair"] = field(default_factory=list, repr=False)
+
+
+@dataclass
+class TilePair:
+    """One full-resolution reference tile and the moving read covering it (kept for area-based refinement).
+
+    ru / rv: reference [0, 1] tile and validity, at reference pixels (c0, r0) + tile px; mu / mv: the moving read;
+    Dm: moving read px -> full moving px.
+    """
+
+    c0: int
+    r0: int
+    ru: np.ndarray
+    rv: np.ndarray
+    mu: np.ndarray
+    mv: np.ndarray
+    Dm: np.ndarray
 
 
 def coarse_stage(ref: Scene, mov: Scene, prior: np.ndarray, ci: CoarseImages, ext: Extractor,
@@ -391,6 +409,17 @@ def coarse_stage(ref: Scene, mov: Scene, prior: np.ndarray, ci: CoarseImages, ex
             break
         log.info("coarse stage at %+.0f deg: %d inliers of %d matches; trying other rotations", ang,
                  est.n_inliers, est.n_matches)
+    if best is None or not (best[0].n_inliers >= COARSE_GOOD and best[0].inlier_ratio >= 0.05):
+        # few or no keypoint matches (speckle, low texture, strong temporal change): area-based matching from
+        # the georeferencing prior before trusting a weaker keypoint result
+        try:
+            aest, ares = coarse_area(ref, mov, prior, ci, cfg, area)
+            tried.append(f"correlation: {aest.n_inliers} of {ares.info['windows']} windows")
+            if best is None or aest.n_inliers >= best[0].n_inliers or best[0].n_inliers < COARSE_GOOD:
+                log.info("coarse: area-based matching, %d consistent windows", aest.n_inliers)
+                return aest, ares
+        except RegistrationFailed as e:
+            tried.append(f"correlation: {e}")
     if best is None or best[0].n_inliers < FAIL_INLIERS:
         raise RegistrationFailed(f"{mov.path}: coarse stage found no consistent matches with {ref.path} "
                                  f"({'; '.join(tried) or 'no keypoints in the overlap'})")
@@ -445,6 +474,7 @@ def fine_stage(ref: Scene, mov: Scene, coarse: np.ndarray, coarse_err: float, ex
     srcs, dsts, sims, i1s, i2s, rparts, mparts = [], [], [], [], [], [], []
     n_r = n_m = 0
     used = skipped = 0
+    tiles_kept: list[TilePair] = []
     mpre = _moving_pre(cfg)
     with open_dataset(ref.path) as dr, open_dataset(mov.path) as dm:
         for c0, r0, tw, th in tiles:
@@ -474,6 +504,7 @@ def fine_stage(ref: Scene, mov: Scene, coarse: np.ndarray, coarse_err: float, ex
             if wv.mean() < 0.1:
                 skipped += 1
                 continue
+            tiles_kept.append(TilePair(c0, r0, ru, rv, mu, mv, Dm))
             fr = ext(ru, rv, multiscale=False, top_k=cfg.fine_top_k)
             fm = ext(wu, wv, multiscale=False, top_k=cfg.fine_top_k)
             used += 1
@@ -500,10 +531,116 @@ def fine_stage(ref: Scene, mov: Scene, coarse: np.ndarray, coarse_err: float, ex
                       Features.concat(rparts, (ref.width, ref.height)), Features.concat(mparts, (mov.width, mov.height)),
                       cat(i1s, (0,)).astype(np.int64), cat(i2s, (0,)).astype(np.int64),
                       {"tiles_planned": len(tiles), "tiles_used": used, "tiles_skipped": skipped,
-                       "keypoints_ref": n_r, "keypoints_moving": n_m, "search_radius_px": radius})
+                       "keypoints_ref": n_r, "keypoints_moving": n_m, "search_radius_px": radius},
+                      tiles=tiles_kept)
     res.info["matches"] = len(res.src)
     log.info("fine: %d tiles, %d matches", used, len(res.src))
     return res
+
+
+# --------------------------------------------------------------------------------------------- area-based
+AREA_SIZE = 64  # correlation window (px) at full resolution
+AREA_SPACING = 32  # grid spacing of window centres (px)
+AREA_MIN_WINDOWS = 8  # consistent windows needed for an area-based estimate
+AREA_MIN_RATIO = 0.3  # ... and their fraction among the windows that correlated
+AREA_RADIUS = 8.0  # search radius (px) once a keypoint or correlation estimate exists: wide enough that a wrong
+# model (an affine on a perspective pair) shows as inconsistent windows rather than as missing ones
+
+
+def _area_points(ru: np.ndarray, rv: np.ndarray, wu: np.ndarray, wv: np.ndarray, to_ref: np.ndarray,
+                 to_mov: np.ndarray, size: int, spacing: int, radius: float
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Tie points from correlating a reference image with the moving image resampled onto its grid.
+
+    to_ref / to_mov: image px -> full reference px / full moving px. Returns (src moving px, dst reference px,
+    peak heights, number of windows tried); only windows whose correlation peak passed the quality checks.
+    """
+    from sarreg.correlate import correlate, window_grid
+
+    c = window_grid(rv & wv, size, spacing)
+    o = correlate(ru, wu, rv, wv, c, size, radius)
+    o = o.subset(o.ok)
+    return apply_matrix(to_mov, o.xy), apply_matrix(to_ref, o.xy + o.d), o.peak, len(c)
+
+
+def _area_result(src: np.ndarray, dst: np.ndarray, q: np.ndarray, ref: Scene, mov: Scene,
+                 info: dict[str, Any]) -> StageResult:
+    n = len(src)
+    return StageResult(src, dst, q.astype(np.float32), Features.empty((ref.width, ref.height)),
+                       Features.empty((mov.width, mov.height)), np.zeros(n, np.int64), np.zeros(n, np.int64), info)
+
+
+def coarse_area(ref: Scene, mov: Scene, prior: np.ndarray, ci: CoarseImages, cfg: RegisterConfig,
+                area) -> tuple[Estimate, StageResult]:
+    """Coarse estimate by correlation on the decimated images: one global phase correlation (shift) from the
+    prior, then a grid of windows fitted robustly. Raises RegistrationFailed when the windows do not agree."""
+    from sarreg.correlate import global_offset
+
+    ru, rv, Dr, s, mu, mv, Dm = ci.ru, ci.rv, ci.Dr, ci.s, ci.mu, ci.mv, ci.Dm
+    rshape = ru.shape
+    G = np.linalg.inv(Dr) @ prior  # moving full px -> coarse reference grid
+    wv = _warp_valid(mv, G @ Dm, rshape)
+    if (wv & rv).mean() < 0.01:
+        raise RegistrationFailed("no overlap on the coarse grid")
+    d0, peak, ratio = global_offset(ru, _warp(mu, G @ Dm, rshape), rv, wv)
+    G1 = _translate(*d0) @ G
+    wu, wv = _warp(mu, G1 @ Dm, rshape), _warp_valid(mv, G1 @ Dm, rshape)
+    size = AREA_SIZE if min(rshape) >= 2.5 * AREA_SIZE else AREA_SIZE // 2
+    src, dst, q, n = _area_points(ru, rv, wu, wv, Dr, np.linalg.inv(G1), size, size // 2, size / 4)
+    model = {"shift": "shift", "similarity": "similarity"}.get(cfg.model, "affine")
+    thr = max(2.0 * cfg.threshold, 2.5 / s)
+    info = {"method": "correlation", "scale": s, "global_shift_px": [float(d0[0] / s), float(d0[1] / s)],
+            "global_peak": round(float(peak), 4), "global_peak_ratio": round(float(ratio), 3), "windows": n,
+            "matches": len(src)}
+    est = fit_model(src, dst, model, cfg.robust, thr, area=area, scores=q, seed=cfg.seed)
+    if est.n_inliers < AREA_MIN_WINDOWS or est.n_inliers < AREA_MIN_RATIO * len(src):
+        raise RegistrationFailed(f"{est.n_inliers} consistent of {len(src)} correlated windows")
+    res = _area_result(src, dst, q, ref, mov, info)
+    res.info.update({"inliers": est.n_inliers, "rmse_px": est.rmse, "threshold_px": thr,
+                     "rotation_deg": decompose(np.linalg.inv(prior) @ est.matrix)["rotation_deg"]})
+    return est, res
+
+
+def area_stage(ref: Scene, mov: Scene, tiles: list[TilePair], T: np.ndarray, radius: float, model: str,
+               cfg: RegisterConfig, area, coverage_grid: int = 8, iterations: int = 2
+               ) -> tuple[Estimate | None, StageResult]:
+    """Sub-pixel tie points by correlation on the fine-stage tiles, the moving tile resampled through the current
+    transform ``T``; the model refitted and the correlation repeated through it (``iterations`` passes).
+
+    Returns (estimate or None when the windows do not agree, the last pass's tie points)."""
+    est = None
+    res = best = _area_result(np.zeros((0, 2)), np.zeros((0, 2)), np.zeros(0), ref, mov, {})
+    for it in range(iterations):
+        srcs, dsts, qs, n = [], [], [], 0
+        inv = np.linalg.inv(T)
+        for t in tiles:
+            shape = t.ru.shape
+            Ft = _translate(-t.c0, -t.r0) @ T @ t.Dm
+            wu, wv = _warp(t.mu, Ft, shape), _warp_valid(t.mv, Ft, shape)
+            off = _translate(t.c0, t.r0)
+            # small tiles (small scenes): denser windows so enough of them vote
+            spacing = AREA_SPACING if min(shape) >= 16 * AREA_SPACING else AREA_SPACING // 2
+            src, dst, q, k = _area_points(t.ru, t.rv, wu, wv, off, inv @ off, AREA_SIZE, spacing, radius)
+            srcs.append(src), dsts.append(dst), qs.append(q)
+            n += k
+        src, dst, q = np.concatenate(srcs), np.concatenate(dsts), np.concatenate(qs)
+        res = _area_result(src, dst, q, ref, mov, {"method": "correlation", "windows": n, "matches": len(src),
+                                                   "search_radius_px": radius, "passes": it + 1})
+        try:
+            e = fit_model(src, dst, model, cfg.robust, cfg.threshold, area=area, scores=q, seed=cfg.seed,
+                          coverage_grid=coverage_grid)
+        except RegistrationFailed as err:
+            res.info["error"] = str(err)
+            break
+        if e.n_inliers < AREA_MIN_WINDOWS or e.n_inliers < AREA_MIN_RATIO * len(src):
+            res.info["error"] = f"{e.n_inliers} consistent of {len(src)} correlated windows"
+            break
+        est, best, T, radius = e, res, e.matrix, min(radius, AREA_RADIUS)
+        res.info.update({"inliers": e.n_inliers, "rmse_px": finite_round(e.rmse),
+                         "heldout_rmse_px": finite_round(e.heldout_rmse)})
+    if est is None:
+        return None, res
+    return est, best
 
 
 # --------------------------------------------------------------------------------------------- quality
@@ -523,6 +660,15 @@ def _model_distance(a: Estimate, b: Estimate, area) -> float | None:
         return None
     mov = apply_matrix(np.linalg.inv(b.matrix), g)
     return float(np.nanmean(np.hypot(*(a.apply(mov) - g).T)))
+
+
+def _matrix_distance(a: np.ndarray, b: np.ndarray, area) -> float:
+    """Largest distance (reference px) between two moving -> reference matrices at the overlap's bounding box
+    corners and centre."""
+    x0, y0, x1, y1 = area.bounds
+    g = np.array([[x0, y0], [x1, y0], [x0, y1], [x1, y1], [(x0 + x1) / 2, (y0 + y1) / 2]])
+    p = apply_matrix(np.linalg.inv(b), g)
+    return float(np.nanmax(np.hypot(*(apply_matrix(a, p) - g).T)))
 
 
 def _clearly_better(richer: Estimate, est: Estimate) -> bool:
@@ -566,6 +712,23 @@ def select_model(est: Estimate, src: np.ndarray, dst: np.ndarray, area, cfg: Reg
         info["chosen"] = "homography"
         return alt, info
     return est, info
+
+
+def choose_estimate(est_kp: Estimate | None, kp: StageResult, est_area: Estimate | None, area_res: StageResult
+                    ) -> tuple[Estimate | None, StageResult]:
+    """Keypoint or correlation estimate -> (estimate, the matches it was fitted to).
+
+    Correlation tie points are sub-pixel and spread over the overlap: they win unless they cover clearly less of
+    it than the keypoints or predict held-out points clearly worse."""
+    if est_area is None:
+        return est_kp, kp
+    if est_kp is None or est_kp.n_inliers < FAIL_INLIERS:
+        return est_area, area_res
+    h_a = est_area.heldout_rmse if math.isfinite(est_area.heldout_rmse) else math.inf
+    h_k = est_kp.heldout_rmse if math.isfinite(est_kp.heldout_rmse) else math.inf
+    if est_area.coverage >= min(0.6 * est_kp.coverage, 0.5) and h_a <= 1.25 * h_k + 0.05:
+        return est_area, area_res
+    return est_kp, kp
 
 
 def judge(est: Estimate, prior: np.ndarray, cfg: RegisterConfig, adequacy: float | None = None
@@ -702,7 +865,7 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
     rep.stages["relate"] = {"prior": prior.tolist(), "overlap_fraction": round(frac, 4),
                             "overlap_area_px": round(area.area, 1), "georeferenced": rs.georeferenced}
     est = None
-    fine = None
+    fine = matches = None
     try:
         step("coarse")
         cest, coarse = coarse_stage(rs, ms, prior, ci, ext, cfg, area)
@@ -718,17 +881,51 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
         n_t = fine.info["tiles_planned"]
         grid_n = 8 if n_t <= 1 else max(2, min(8, int(round(math.sqrt(n_t)))))
         fit_as = "affine" if cfg.model == "auto" else cfg.model
-        est = fit_model(fine.src, fine.dst, fit_as, cfg.robust, cfg.threshold, area=area,
-                        scores=fine.similarity, seed=cfg.seed, coverage_grid=grid_n)
-        if cfg.model == "auto" and not cfg.update_georef:
-            est, rep.stages["model_selection"] = select_model(est, fine.src, fine.dst, area, cfg,
-                                                              scores=fine.similarity, coverage_grid=grid_n)
+        est_kp = kp_error = None
+        try:
+            est_kp = fit_model(fine.src, fine.dst, fit_as, cfg.robust, cfg.threshold, area=area,
+                               scores=fine.similarity, seed=cfg.seed, coverage_grid=grid_n)
+            if cfg.model == "auto" and not cfg.update_georef:
+                est_kp, rep.stages["model_selection"] = select_model(est_kp, fine.src, fine.dst, area, cfg,
+                                                                     scores=fine.similarity, coverage_grid=grid_n)
+        except RegistrationFailed as e:
+            kp_error = str(e)
         t = tick("estimate", t)
+        step("refine")
+        kp_good = est_kp is not None and est_kp.n_inliers >= FAIL_INLIERS
+        area_model = est_kp.model if kp_good and est_kp.model in ("affine", "homography") else fit_as
+        # start the correlation from the keypoint estimate, and also from the coarse one and the georeferencing
+        # when they differ (a weak keypoint fit can be a few px off where correlation still finds the truth)
+        starts = [(est_kp.matrix, AREA_RADIUS)] if kp_good else []
+        starts.append((cest.matrix, max(6.0, 3.0 * cest.rmse, coarse.info["threshold_px"])))
+        if rs.georeferenced:
+            starts.append((prior, max(6.0, 3.0 * cest.rmse, coarse.info["threshold_px"])))
+        est_area = area_res = None
+        tried_starts: list[np.ndarray] = []
+        for T0, radius in starts:
+            if any(_matrix_distance(T0, T1, area) < 1.0 for T1 in tried_starts):
+                continue
+            tried_starts.append(T0)
+            e, r = area_stage(rs, ms, fine.tiles, T0, radius, area_model, cfg, area, grid_n)
+            if area_res is None or (e is not None and (est_area is None or e.n_inliers > est_area.n_inliers)):
+                est_area, area_res = e, r
+            if e is not None and e.n_inliers >= 0.7 * r.info["windows"]:
+                break  # most windows agree: no need to try other starts
+        if est_area is not None and cfg.model == "auto" and not cfg.update_georef and area_model == "affine":
+            est_area, rep.stages["model_selection_area"] = select_model(
+                est_area, area_res.src, area_res.dst, area, cfg, scores=area_res.similarity, coverage_grid=grid_n)
+        est, matches = choose_estimate(est_kp, fine, est_area, area_res)
+        rep.stages["refine"] = {**area_res.info, "chosen": "correlation" if matches is area_res else "keypoints",
+                                "keypoints": None if est_kp is None else est_kp.summary(),
+                                "correlation": None if est_area is None else est_area.summary()}
+        if est is None:
+            raise RegistrationFailed(kp_error or "no consistent tie points")
+        t = tick("refine", t)
     except RegistrationFailed as e:
         rep.status, rep.message = "failed", str(e)
         t = tick("estimate", t)
     if est is not None:
-        adequacy = model_adequacy(est, fine.src, fine.dst, area, cfg)
+        adequacy = model_adequacy(est, matches.src, matches.dst, area, cfg)
         status, reasons = judge(est, prior, cfg, adequacy)
         if est.n_inliers < FAIL_INLIERS:
             status = "failed"
@@ -737,7 +934,7 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
         rep.message = "registered" if status == "ok" else "; ".join(reasons)
         rep.model = est.model
         rep.matrix = est.matrix.tolist()
-        ptr = to_pixel_transform(est, fine.src, fine.dst)
+        ptr = to_pixel_transform(est, matches.src, matches.dst)
         rep.transform = ptr.to_dict()
         rep.quality = est.summary()
         psize = pixel_size(grid)
@@ -767,11 +964,13 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
             rep.outputs["raster"] = str(out)
             t = tick("warp", t)
     step("sidecars")
-    if fine is not None and len(fine.src):
-        _write_match_sidecars(rep, rs, ms, fine, est, cfg, out, prior)
+    if matches is None:
+        matches = fine
+    if fine is not None and (len(fine.src) or len(matches.src)):
+        _write_match_sidecars(rep, rs, ms, matches, fine, est, cfg, out, prior)
     if cfg.quicklook and est is not None:
         q = Path(cfg.quicklook)
-        export.write_quicklook(q, rs, ms, est, fine.src, fine.dst, est.inliers)
+        export.write_quicklook(q, rs, ms, est, matches.src, matches.dst, est.inliers)
         rep.outputs["quicklook"] = str(q)
     t = tick("sidecars", t)
     timings["total"] = round(time.perf_counter() - t_all, 3)
@@ -784,13 +983,15 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
     return rep
 
 
-def _write_match_sidecars(rep: Report, rs: Scene, ms: Scene, fine: StageResult, est: Estimate | None,
-                          cfg: RegisterConfig, out: Path, prior: np.ndarray) -> None:
+def _write_match_sidecars(rep: Report, rs: Scene, ms: Scene, fine: StageResult, kp: StageResult,
+                          est: Estimate | None, cfg: RegisterConfig, out: Path, prior: np.ndarray) -> None:
+    """Tie points (GPKG/GeoJSON, QGIS .points) of the matches the estimate was fitted to (``fine``: keypoint or
+    correlation tie points); the keypoint matches ``kp`` with their features in the npz."""
     from sarreg import export
 
     n = len(fine.src)
-    inl = est.inliers if est is not None else np.zeros(n, bool)
-    resid = est.residuals if est is not None else np.full(n, np.nan)
+    inl = est.inliers if est is not None and est.inliers.size == n else np.zeros(n, bool)
+    resid = est.residuals if est is not None and est.residuals.size == n else np.full(n, np.nan)
     pred = est.apply(fine.src) if est is not None else np.full((n, 2), np.nan)
     grid = Grid.from_scene(rs)
     ref_map = grid.px_to_map(fine.dst)
@@ -813,10 +1014,12 @@ def _write_match_sidecars(rep: Report, rs: Scene, ms: Scene, fine: StageResult, 
         p = export.sidecar(out, ".points")
         export.write_qgis_points(p, ref_map, mov_map, inl, pred - fine.dst, grid.crs_wkt)
         rep.outputs["points"] = str(p)
-    if cfg.matches_npz:
+    if cfg.matches_npz and len(kp.src):
         p = export.sidecar(out, ".matches.npz")
-        export.write_matches_npz(p, fine.ref_feats, fine.mov_feats, fine.idx1, fine.idx2, fine.similarity, inl,
-                                 resid)
+        kp_resid = np.hypot(*(est.apply(kp.src) - kp.dst).T) if est is not None else np.full(len(kp.src), np.nan)
+        kp_inl = kp_resid < (est.threshold if est is not None else 0)
+        export.write_matches_npz(p, kp.ref_feats, kp.mov_feats, kp.idx1, kp.idx2, kp.similarity, kp_inl,
+                                 kp_resid)
         rep.outputs["matches"] = str(p)
 
 

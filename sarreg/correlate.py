@@ -1,0 +1,222 @@
+"""Area-based matching: local sub-pixel offsets between two images on the same grid.
+
+The moving image is first resampled onto the reference grid through the current transform (georeferencing
+prior, coarse or fine estimate); what is left to measure is a small local offset per window. For each window
+centre on a grid over the valid overlap we take a ``size`` x ``size`` window of both images and run a
+speckle-robust phase correlation on the [0, 1] log-intensity images:
+
+* windows are mean-removed and apodised (Hann), invalid pixels replaced by the window mean;
+* the normalised cross-power spectrum (phase only: insensitive to radiometric change between dates) is
+  weighted by a Gaussian low-pass, so the correlation surface is a sampled Gaussian centred on the offset
+  (speckle lives in the high frequencies the weight removes);
+* the peak is searched within ``radius`` of zero and refined by a 3-point fit of the log surface per axis,
+  which is exact for a Gaussian peak (no pixel-locking bias);
+* quality: peak height (1 = identical windows, ~0 = unrelated) and its ratio to the highest secondary peak.
+
+Everything is vectorised over windows (one batched FFT). Offsets follow the pixel convention of the package
+(x = column, y = row): a window centred at ``c`` in the warped moving image matches the reference at ``c + d``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+# Minimum peak height and peak-to-secondary ratio for a window to count as a match (see Offsets.ok).
+MIN_PEAK = 0.08
+MIN_RATIO = 1.5
+WHITEN = 1.0
+MIN_TEXTURE = 0.02  # std of a reference window ([0, 1] log-intensity units) below which it is textureless
+
+
+@dataclass
+class Offsets:
+    """Per-window result of ``correlate``.
+
+    xy: N x 2 window centres (x, y) in the pixels of the images passed in; d: N x 2 offsets (px), the moving
+    content at ``xy`` lies at ``xy + d`` in the reference; peak: N peak heights (0..1); ratio: N peak / secondary
+    peak; ok: N bool, windows whose peak passed the quality thresholds.
+    """
+
+    xy: np.ndarray
+    d: np.ndarray
+    peak: np.ndarray
+    ratio: np.ndarray
+    ok: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.xy)
+
+    @classmethod
+    def empty(cls) -> "Offsets":
+        z = np.zeros((0, 2))
+        return cls(z, z.copy(), np.zeros(0), np.zeros(0), np.zeros(0, bool))
+
+    @classmethod
+    def concat(cls, parts: list["Offsets"]) -> "Offsets":
+        parts = [p for p in parts if len(p)]
+        if not parts:
+            return cls.empty()
+        return cls(*(np.concatenate([getattr(p, k) for p in parts]) for k in ("xy", "d", "peak", "ratio", "ok")))
+
+    def subset(self, keep: np.ndarray) -> "Offsets":
+        return Offsets(self.xy[keep], self.d[keep], self.peak[keep], self.ratio[keep], self.ok[keep])
+
+
+def window_grid(valid: np.ndarray, size: int, spacing: int, min_valid: float = 0.9) -> np.ndarray:
+    """Integer window centres (N x 2, x/y) on a regular grid whose ``size`` window is at least ``min_valid`` valid.
+
+    ``valid``: H x W bool mask where both images hold data. Window of centre c spans [c - size//2, c + size - size//2).
+    """
+    h, w = valid.shape
+    half = size // 2
+    if h < size or w < size:
+        return np.zeros((0, 2), np.int64)
+    # centre the grid in the image so both borders get the same margin
+    nx, ny = (w - size) // spacing + 1, (h - size) // spacing + 1
+    ox, oy = (w - size - (nx - 1) * spacing) // 2 + half, (h - size - (ny - 1) * spacing) // 2 + half
+    xs, ys = ox + spacing * np.arange(nx), oy + spacing * np.arange(ny)
+    c = np.stack(np.meshgrid(xs, ys), -1).reshape(-1, 2)
+    # valid fraction of each window from an integral image
+    ii = np.pad(valid.astype(np.float64).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    x0, y0 = c[:, 0] - half, c[:, 1] - half
+    s = ii[y0 + size, x0 + size] - ii[y0, x0 + size] - ii[y0 + size, x0] + ii[y0, x0]
+    return c[s >= min_valid * size * size].astype(np.int64)
+
+
+def _windows(img: np.ndarray, centres: np.ndarray, size: int) -> np.ndarray:
+    """N x size x size copies of the windows of ``img`` around integer ``centres``."""
+    v = np.lib.stride_tricks.sliding_window_view(img, (size, size))
+    half = size // 2
+    return v[centres[:, 1] - half, centres[:, 0] - half]
+
+
+def _lowpass(size: int, sigma: float) -> np.ndarray:
+    """Gaussian weight over rfft2 frequencies whose inverse is a Gaussian of ``sigma`` px (spatial)."""
+    fy = np.fft.fftfreq(size)[:, None]
+    fx = np.fft.rfftfreq(size)[None, :]
+    return np.exp(-2.0 * (np.pi * sigma) ** 2 * (fx ** 2 + fy ** 2)).astype(np.float32)
+
+
+def _prepare(win: np.ndarray, valid: np.ndarray, taper: np.ndarray) -> np.ndarray:
+    """Mean-removed, invalid-filled, apodised windows."""
+    v = valid.astype(np.float32)
+    n = np.maximum(v.sum((1, 2), keepdims=True), 1.0)
+    mean = (win * v).sum((1, 2), keepdims=True) / n
+    x = np.where(valid, win, mean) - mean
+    return x * taper
+
+
+def _surface(a: np.ndarray, b: np.ndarray, av: np.ndarray, bv: np.ndarray, taper: np.ndarray,
+             sigma: float) -> np.ndarray:
+    """N x S x S phase-correlation surfaces with a Gaussian-shaped peak, offset 0 at [S//2, S//2], scaled so that
+    identical windows peak at 1."""
+    size = a.shape[-1]
+    A = np.fft.rfft2(_prepare(a, av, taper))
+    B = np.fft.rfft2(_prepare(b, bv, taper))
+    X = A * np.conj(B)
+    X /= (np.abs(X) + 1e-12) ** WHITEN
+    X *= _lowpass(size, sigma)
+    f = np.fft.fftfreq(size)
+    norm = float(np.exp(-2.0 * (np.pi * sigma) ** 2 * (f[:, None] ** 2 + f[None, :] ** 2)).mean())
+    return np.fft.fftshift(np.fft.irfft2(X, s=(size, size)), axes=(1, 2)) / norm
+
+
+def correlate(ref: np.ndarray, mov: np.ndarray, ref_valid: np.ndarray, mov_valid: np.ndarray,
+              centres: np.ndarray, size: int = 64, radius: float = 12.0, sigma: float = 1.0,
+              min_texture: float = MIN_TEXTURE, batch: int = 512) -> Offsets:
+    """Sub-pixel offsets of ``mov`` relative to ``ref`` (same grid, H x W float [0, 1]) at integer ``centres``.
+
+    radius: largest offset searched (px; capped at size/2 - 2). sigma: spatial width (px) of the Gaussian the
+    correlation peak is shaped into (larger = more robust to speckle, less detail). Windows whose reference part
+    is textureless (std < ``min_texture``) are returned with ok = False.
+    """
+    centres = np.asarray(centres, dtype=np.int64).reshape(-1, 2)
+    if not len(centres):
+        return Offsets.empty()
+    radius = float(min(radius, size / 2 - 2))
+    hann = np.hanning(size + 2)[1:-1].astype(np.float32)
+    taper = np.outer(hann, hann)[None]
+    yy, xx = np.mgrid[:size, :size] - size // 2
+    rr = np.hypot(xx, yy)
+    search = rr <= radius
+    parts = []
+    for i in range(0, len(centres), batch):
+        c = centres[i:i + batch]
+        a = _windows(ref, c, size).astype(np.float32)
+        b = _windows(mov, c, size).astype(np.float32)
+        av = _windows(ref_valid, c, size)
+        bv = _windows(mov_valid, c, size)
+        texture = np.array([a[k][av[k]].std() if av[k].any() else 0.0 for k in range(len(c))])
+        s = _surface(a, b, av, bv, taper, sigma)
+        sm = np.where(search[None], s, -np.inf)
+        k = sm.reshape(len(c), -1).argmax(1)
+        py, px = np.divmod(k, size)
+        peak = s[np.arange(len(c)), py, px]
+        dx = _peak_fit(s, py, px, axis=2)
+        dy = _peak_fit(s, py, px, axis=1)
+        # secondary peak: best value farther than 3 sigma + 1 px from the main one
+        far = (np.hypot(xx[None] - (px - size // 2)[:, None, None], yy[None] - (py - size // 2)[:, None, None])
+               > 3 * sigma + 1.0)
+        second = np.where(far & search[None], s, -np.inf).reshape(len(c), -1).max(1)
+        ratio = peak / np.maximum(second, 1e-3)
+        d = np.c_[px - size // 2 + dx, py - size // 2 + dy]
+        ok = (peak >= MIN_PEAK) & (ratio >= MIN_RATIO) & (texture >= min_texture) & np.isfinite(d).all(1)
+        ok &= np.hypot(*d.T) <= radius
+        parts.append(Offsets(c.astype(np.float64), d, peak.astype(np.float64), ratio.astype(np.float64), ok))
+    return Offsets.concat(parts)
+
+
+def _peak_fit(s: np.ndarray, py: np.ndarray, px: np.ndarray, axis: int) -> np.ndarray:
+    """Sub-pixel offset (-0.5..0.5) of the peak along ``axis`` from a 3-point fit of the log surface
+    (exact for a Gaussian peak); falls back to a parabola where a neighbour is not positive."""
+    n = s.shape[axis]
+    idx = np.arange(len(py))
+    if axis == 2:
+        lo, hi = np.clip(px - 1, 0, n - 1), np.clip(px + 1, 0, n - 1)
+        c, m, p = s[idx, py, px], s[idx, py, lo], s[idx, py, hi]
+    else:
+        lo, hi = np.clip(py - 1, 0, n - 1), np.clip(py + 1, 0, n - 1)
+        c, m, p = s[idx, py, px], s[idx, lo, px], s[idx, hi, px]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        pos = (c > 0) & (m > 0) & (p > 0)
+        lc, lm, lp = np.log(np.where(pos, c, 1)), np.log(np.where(pos, m, 1)), np.log(np.where(pos, p, 1))
+        den_g = lm - 2 * lc + lp
+        off_g = 0.5 * (lm - lp) / den_g
+        den_p = m - 2 * c + p
+        off_p = 0.5 * (m - p) / den_p
+    off = np.where(pos & (den_g < 0), off_g, np.where(den_p < 0, off_p, 0.0))
+    return np.clip(np.nan_to_num(off), -0.5, 0.5)
+
+
+def global_offset(ref: np.ndarray, mov: np.ndarray, ref_valid: np.ndarray, mov_valid: np.ndarray,
+                  sigma: float = 1.5) -> tuple[np.ndarray, float, float]:
+    """One shift (dx, dy) for the whole of two same-grid images (search up to half the image).
+
+    Returns (d, peak, ratio) with the conventions of ``correlate``. Images are padded to a square power of two;
+    the taper covers the data's own extent (not the padding), so image borders do not correlate.
+    """
+    h, w = ref.shape
+    size = int(2 ** math.ceil(math.log2(max(h, w, 16))))
+    a = np.zeros((1, size, size), np.float32)
+    b = np.zeros((1, size, size), np.float32)
+    av = np.zeros((1, size, size), bool)
+    bv = np.zeros((1, size, size), bool)
+    oy, ox = (size - h) // 2, (size - w) // 2
+    a[0, oy:oy + h, ox:ox + w], b[0, oy:oy + h, ox:ox + w] = ref, mov
+    av[0, oy:oy + h, ox:ox + w], bv[0, oy:oy + h, ox:ox + w] = ref_valid, mov_valid
+    ty = np.zeros(size, np.float32)
+    tx = np.zeros(size, np.float32)
+    ty[oy:oy + h] = np.hanning(h + 2)[1:-1]
+    tx[ox:ox + w] = np.hanning(w + 2)[1:-1]
+    s = _surface(a, b, av, bv, np.outer(ty, tx)[None], sigma)
+    k = int(s[0].argmax())
+    py, px = np.divmod(np.array([k]), size)
+    peak = float(s[0, py[0], px[0]])
+    d = np.array([px[0] - size // 2 + _peak_fit(s, py, px, axis=2)[0],
+                  py[0] - size // 2 + _peak_fit(s, py, px, axis=1)[0]])
+    yy, xx = np.mgrid[:size, :size]
+    far = np.hypot(xx - px[0], yy - py[0]) > 3 * sigma + 1.0
+    second = float(s[0][far].max())
+    return d, peak, peak / max(second, 1e-3)
