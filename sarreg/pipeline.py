@@ -117,9 +117,13 @@ def _local_scale(m: np.ndarray, xy: tuple[float, float]) -> float:
     return math.sqrt(abs(u[0] * v[1] - u[1] * v[0]))
 
 
-def _warp(img: np.ndarray, m: np.ndarray, shape: tuple[int, int], nearest: bool = False) -> np.ndarray:
-    """cv2 resampling with a forward matrix (source px -> destination px), constant 0 outside."""
-    flags = cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR
+def _warp(img: np.ndarray, m: np.ndarray, shape: tuple[int, int], nearest: bool = False,
+          flags: int = cv2.INTER_LINEAR) -> np.ndarray:
+    """cv2 resampling with a forward matrix (source px -> destination px), constant 0 outside.
+
+    flags: OpenCV interpolation; correlation uses Lanczos, whose phase response keeps sub-pixel offsets unbiased
+    (bilinear interpolation pulls measured offsets toward half a pixel by up to ~0.06 px on speckle)."""
+    flags = cv2.INTER_NEAREST if nearest else flags
     m = np.asarray(m, dtype=np.float64)
     if np.allclose(m[2], [0, 0, 1]):
         return cv2.warpAffine(img, m[:2], (shape[1], shape[0]), flags=flags, borderMode=cv2.BORDER_CONSTANT,
@@ -616,7 +620,7 @@ def area_stage(ref: Scene, mov: Scene, tiles: list[TilePair], T: np.ndarray, rad
         for t in tiles:
             shape = t.ru.shape
             Ft = _translate(-t.c0, -t.r0) @ T @ t.Dm
-            wu, wv = _warp(t.mu, Ft, shape), _warp_valid(t.mv, Ft, shape)
+            wu, wv = _warp(t.mu, Ft, shape, flags=cv2.INTER_LANCZOS4), _warp_valid(t.mv, Ft, shape)
             off = _translate(t.c0, t.r0)
             # small tiles (small scenes): denser windows so enough of them vote
             spacing = AREA_SPACING if min(shape) >= 16 * AREA_SPACING else AREA_SPACING // 2
