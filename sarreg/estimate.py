@@ -417,3 +417,30 @@ def fit_model(src: np.ndarray, dst: np.ndarray, model: str = "affine", robust: s
     log.debug("fit %s: %d/%d inliers, rmse %.3f px, held-out %.3f px, coverage %.2f", model, est.n_inliers, n,
               rmse, heldout, cov)
     return est
+
+
+def bootstrap_spread(est: Estimate, src: np.ndarray, dst: np.ndarray, points: np.ndarray, n_boot: int = 40,
+                     seed: int = 0) -> float | None:
+    """Largest 1-sigma spread (reference px) of the model's prediction at ``points`` (reference px, N x 2) over
+    bootstrap refits of its inliers: how far an estimate fitted to few or clustered tie points may be off away from
+    them (extrapolation over the overlap). None for models without a 3 x 3 matrix (poly2, tps)."""
+    if est.model not in ("shift", "similarity", "affine", "homography"):
+        return None
+    idx = np.flatnonzero(est.inliers)
+    pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    if len(idx) < MIN_POINTS[est.model] + 2 or not len(pts):
+        return None
+    mov = apply_matrix(np.linalg.inv(est.matrix), pts)
+    rng = np.random.default_rng(seed)
+    preds = []
+    for _ in range(n_boot):
+        take = rng.choice(idx, len(idx), replace=True)
+        if len(np.unique(take)) < MIN_POINTS[est.model] + 1:
+            continue
+        preds.append(apply_matrix(_lsq(src[take], dst[take], est.model), mov))
+    if len(preds) < 10:
+        return None
+    p = np.stack(preds)  # B x N x 2
+    with np.errstate(invalid="ignore"):
+        sd = np.sqrt(np.nanvar(p[..., 0], axis=0) + np.nanvar(p[..., 1], axis=0))
+    return float(np.nanmax(sd)) if np.isfinite(sd).any() else None

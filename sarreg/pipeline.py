@@ -627,6 +627,9 @@ def area_stage(ref: Scene, mov: Scene, tiles: list[TilePair], T: np.ndarray, rad
             src, dst, q, k = _area_points(t.ru, t.rv, wu, wv, off, inv @ off, AREA_SIZE, spacing, radius)
             srcs.append(src), dsts.append(dst), qs.append(q)
             n += k
+        if not tiles:
+            res.info.update({"method": "correlation", "windows": 0, "matches": 0, "error": "no usable tile"})
+            break
         src, dst, q = np.concatenate(srcs), np.concatenate(dsts), np.concatenate(qs)
         res = _area_result(src, dst, q, ref, mov, {"method": "correlation", "windows": n, "matches": len(src),
                                                    "search_radius_px": radius, "passes": it + 1})
@@ -735,10 +738,55 @@ def choose_estimate(est_kp: Estimate | None, kp: StageResult, est_area: Estimate
     return est_kp, kp
 
 
-def judge(est: Estimate, prior: np.ndarray, cfg: RegisterConfig, adequacy: float | None = None
-          ) -> tuple[str, list[str]]:
-    """Quality gates -> ("ok" | "low_quality", reasons)."""
+MAX_SPREAD = 0.5  # largest bootstrap 1-sigma spread over the overlap, as a fraction of max_rmse
+
+
+def overlap_points(area, n: int = 7) -> np.ndarray:
+    """An n x n grid of reference px over the overlap's bounding box, kept where inside the overlap."""
+    import shapely
+
+    x0, y0, x1, y1 = area.bounds
+    g = np.stack(np.meshgrid(np.linspace(x0, x1, n), np.linspace(y0, y1, n)), -1).reshape(-1, 2)
+    inside = shapely.contains_xy(area.buffer(1.0), g[:, 0], g[:, 1])
+    return g[inside] if inside.any() else g
+
+
+def prefer_simpler(est: Estimate, matches: StageResult, area, cfg: RegisterConfig, grid_n: int
+                   ) -> tuple[Estimate, dict[str, Any]]:
+    """``--model auto``: when the tie points cannot constrain the chosen model over the whole overlap (bootstrap
+    spread too large: few or clustered points extrapolated), fall back to a similarity or a shift fitted to the same
+    points if it explains nearly as many of them and is constrained. -> (estimate, info)."""
+    from sarreg.estimate import bootstrap_spread
+
+    pts = overlap_points(area)
+    spread = bootstrap_spread(est, matches.src, matches.dst, pts, seed=cfg.seed)
+    info: dict[str, Any] = {"model": est.model, "spread_px": finite_round(spread), "chosen": est.model}
+    limit = MAX_SPREAD * cfg.max_rmse
+    if spread is None or spread <= limit or est.model not in ("affine", "homography"):
+        return est, info
+    for simpler in ("similarity", "shift"):
+        try:
+            alt = fit_model(matches.src, matches.dst, simpler, cfg.robust, cfg.threshold, area=area,
+                            scores=matches.similarity, seed=cfg.seed, coverage_grid=grid_n)
+        except RegistrationFailed:
+            continue
+        s_alt = bootstrap_spread(alt, matches.src, matches.dst, pts, seed=cfg.seed)
+        info[f"{simpler}_spread_px"] = finite_round(s_alt)
+        info[f"{simpler}_inliers"] = alt.n_inliers
+        if s_alt is not None and s_alt <= limit and alt.n_inliers >= 0.8 * est.n_inliers and alt.rmse <= cfg.max_rmse:
+            info["chosen"] = simpler
+            return alt, info
+    return est, info
+
+
+def judge(est: Estimate, prior: np.ndarray, cfg: RegisterConfig, adequacy: float | None = None,
+          spread: float | None = None) -> tuple[str, list[str]]:
+    """Quality gates -> ("ok" | "low_quality", reasons). spread: bootstrap 1-sigma spread of the estimate over the
+    overlap (px): an estimate its tie points cannot pin down away from them is not trusted."""
     reasons = []
+    if spread is not None and spread > MAX_SPREAD * cfg.max_rmse:
+        reasons.append(f"uncertain away from the tie points: bootstrap spread {spread:.2f} px over the overlap "
+                       f"> {MAX_SPREAD * cfg.max_rmse:g}")
     if adequacy is not None and adequacy > cfg.max_rmse:
         reasons.append(f"{est.model} model inadequate: a {RICHER[est.model]} fit differs by {adequacy:.2f} px "
                        f"on average over the overlap")
@@ -919,6 +967,8 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
             est_area, rep.stages["model_selection_area"] = select_model(
                 est_area, area_res.src, area_res.dst, area, cfg, scores=area_res.similarity, coverage_grid=grid_n)
         est, matches = choose_estimate(est_kp, fine, est_area, area_res)
+        if est is not None and cfg.model == "auto" and not cfg.update_georef:
+            est, rep.stages["parsimony"] = prefer_simpler(est, matches, area, cfg, grid_n)
         rep.stages["refine"] = {**area_res.info, "chosen": "correlation" if matches is area_res else "keypoints",
                                 "keypoints": None if est_kp is None else est_kp.summary(),
                                 "correlation": None if est_area is None else est_area.summary()}
@@ -929,8 +979,11 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
         rep.status, rep.message = "failed", str(e)
         t = tick("estimate", t)
     if est is not None:
+        from sarreg.estimate import bootstrap_spread
+
         adequacy = model_adequacy(est, matches.src, matches.dst, area, cfg)
-        status, reasons = judge(est, prior, cfg, adequacy)
+        spread = bootstrap_spread(est, matches.src, matches.dst, overlap_points(area), seed=cfg.seed)
+        status, reasons = judge(est, prior, cfg, adequacy, spread)
         if est.n_inliers < FAIL_INLIERS:
             status = "failed"
             reasons.insert(0, f"too few inliers ({est.n_inliers} < {FAIL_INLIERS})")
@@ -945,7 +998,8 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
         rep.quality.update({"rmse_map": est.rmse * psize if rs.georeferenced else None,
                             "heldout_rmse_map": est.heldout_rmse * psize if rs.georeferenced else None,
                             "overlap_fraction": round(frac, 4),
-                            "model_adequacy_px": None if adequacy is None else round(adequacy, 4)})
+                            "model_adequacy_px": None if adequacy is None else round(adequacy, 4),
+                            "overlap_spread_px": finite_round(spread)})
         rep.correction = _correction(rs, prior, est, area)
         if est.model in ("shift", "similarity", "affine"):
             gt = corrected_geotransform(est.matrix, grid)
