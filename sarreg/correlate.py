@@ -148,7 +148,10 @@ def correlate(ref: np.ndarray, mov: np.ndarray, ref_valid: np.ndarray, mov_valid
         b = _windows(mov, c, size).astype(np.float32)
         av = _windows(ref_valid, c, size)
         bv = _windows(mov_valid, c, size)
-        texture = np.array([a[k][av[k]].std() if av[k].any() else 0.0 for k in range(len(c))])
+        w = av.astype(np.float32)
+        nv = np.maximum(w.sum((1, 2)), 1.0)
+        m1 = (a * w).sum((1, 2)) / nv
+        texture = np.sqrt(np.maximum((a * a * w).sum((1, 2)) / nv - m1 * m1, 0.0))
         s = _surface(a, b, av, bv, taper, sigma)
         sm = np.where(search[None], s, -np.inf)
         k = sm.reshape(len(c), -1).argmax(1)

@@ -622,8 +622,8 @@ def area_stage(ref: Scene, mov: Scene, tiles: list[TilePair], T: np.ndarray, rad
             Ft = _translate(-t.c0, -t.r0) @ T @ t.Dm
             wu, wv = _warp(t.mu, Ft, shape, flags=cv2.INTER_LANCZOS4), _warp_valid(t.mv, Ft, shape)
             off = _translate(t.c0, t.r0)
-            # small tiles (small scenes): denser windows so enough of them vote
-            spacing = AREA_SPACING if min(shape) >= 16 * AREA_SPACING else AREA_SPACING // 2
+            # a small scene in one tile: denser windows so that enough of them vote
+            spacing = AREA_SPACING if len(tiles) > 1 else AREA_SPACING // 2
             src, dst, q, k = _area_points(t.ru, t.rv, wu, wv, off, inv @ off, AREA_SIZE, spacing, radius)
             srcs.append(src), dsts.append(dst), qs.append(q)
             n += k
