@@ -649,8 +649,48 @@ def register(ref: str | Path, moving: str | Path, out: str | Path, config: Regis
     """
     import rasterio
 
-    with rasterio.Env(GDAL_CACHEMAX=max(16, config.warp_mem_mb // 2)):
-        return _register(ref, moving, out, config, progress, extractor)
+    from sarreg import export
+    from sarreg.outputs import Staging, check_write_set, clean_stale, temp_path
+
+    ref, moving, out = Path(ref), Path(moving), Path(out)
+    finals = register_outputs(out, config)
+    inputs = [ref, moving, Path(config.weights) if config.weights else None]
+    check_write_set(finals.values(), inputs, config.overwrite)
+    clean_stale(finals.values())
+    # stage names: hidden, per process, in the same folders; the sidecars of the staged raster name keep their roles
+    stage_out = temp_path(out if out.suffix else out.with_name(out.name + ".tif"), stage=True)
+    cfg = config.with_(quicklook=str(temp_path(config.quicklook, stage=True))) if config.quicklook else config
+    with Staging(finals, register_outputs(stage_out, cfg)) as st:
+        with rasterio.Env(GDAL_CACHEMAX=max(16, config.warp_mem_mb // 2)):
+            rep = _register(ref, moving, stage_out, cfg, progress, extractor)
+        names = st.mapping()
+        rep.output = names.get(rep.output, rep.output) if rep.output else None
+        rep.outputs = {k: names.get(v, v) for k, v in rep.outputs.items()}
+        rep.options["quicklook"] = config.quicklook
+        st.commit("report", lambda p: export.write_json(p, rep.to_dict()), config.overwrite)
+    return rep
+
+
+def register_outputs(out: str | Path, cfg: RegisterConfig) -> dict[str, Path]:
+    """The write set of ``register``: role -> path of every file it may write (raster, sidecars, quicklook)."""
+    from sarreg.export import sidecar
+
+    out = Path(out)
+    roles: dict[str, Path] = {}
+    if cfg.warp:
+        roles["raster"] = out
+    if cfg.tiepoints:
+        roles["tiepoints"] = sidecar(out, ".tiepoints.gpkg")
+        if cfg.geojson:
+            roles["tiepoints_geojson"] = sidecar(out, ".tiepoints.geojson")
+    if cfg.points:
+        roles["points"] = sidecar(out, ".points")
+    if cfg.matches_npz:
+        roles["matches"] = sidecar(out, ".matches.npz")
+    if cfg.quicklook:
+        roles["quicklook"] = Path(cfg.quicklook)
+    roles["report"] = sidecar(out, ".report.json")
+    return roles
 
 
 def _register(ref: str | Path, moving: str | Path, out: str | Path, config: RegisterConfig,

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,30 +151,18 @@ def _config(options: dict[str, str], cache_mb: int | None = None) -> Iterator[No
 
 
 def _tmp_path(out: Path, tag: str = "") -> Path:
-    return out.with_name(f".{out.stem}.{os.getpid()}{tag}.tmp{out.suffix or '.tif'}")
+    """Hidden per-process temporary next to ``out`` (``sarreg.outputs.temp_path``; stale ones are cleaned)."""
+    from sarreg.outputs import temp_path
+
+    return temp_path(out if out.suffix else out.with_name(out.name + ".tif"), tag)
 
 
 def check_output(out: Path, inputs: list[Path], overwrite: bool) -> Path:
-    """Refuse to overwrite an input or an existing file (without overwrite) and unwritable folders."""
-    out = Path(out)
-    ro = out.resolve()
-    for p in inputs:
-        try:
-            same = ro == Path(p).resolve() or (out.exists() and Path(p).exists() and os.path.samefile(out, p))
-        except OSError:
-            same = False
-        if same:
-            raise OutputError(f"{out}: output path is the same file as input {p}; refusing to overwrite an input")
-    if out.exists() and not overwrite:
-        raise OutputError(f"{out}: output exists (use --overwrite to replace it)")
-    if out.is_dir():
-        raise OutputError(f"{out}: output path is a directory")
-    parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir():
-        raise OutputError(f"{out}: output folder {parent} does not exist")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise OutputError(f"{out}: output folder {parent} is not writable")
-    return out
+    """Refuse to overwrite an input (also through links) or an existing file (without overwrite), and
+    unwritable folders (``sarreg.outputs.check_write_set`` for one file)."""
+    from sarreg.outputs import check_write_set
+
+    return check_write_set([out], inputs, overwrite)[0]
 
 
 def _gcps(gdal, mov_xy: np.ndarray, ref_xy: np.ndarray, grid: Grid) -> list:
@@ -268,7 +255,7 @@ def warp_to_grid(moving: str | Path, transform: PixelTransform, grid: Grid, out:
         count, dtype, nodata, size = ds.count, ds.dtypes[0], ds.nodata, (ds.width, ds.height)
     src, wopts = _source_vrt(moving, transform, grid, size)
     out_nodata = _out_nodata(dtype, nodata)
-    tmp = _tmp_path(out, ".warp")
+    tmp = _tmp_path(out, "warp")
     tmp_cog = _tmp_path(out)
     try:
         with _config({"GDAL_NUM_THREADS": str(threads)}, cache_mb=max(16, mem_mb // 2)):

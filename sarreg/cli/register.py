@@ -108,7 +108,10 @@ def apply(report: Path, moving: Path, out: Path, update_georef: bool, overwrite:
           resampling: str, warp_mem_mb: int) -> None:
     """Re-apply the transform saved in REPORT (a .report.json) to MOVING, writing OUT on the reference grid."""
     from sarreg.io.raster import open_dataset
+    from sarreg.outputs import check_write_set, clean_stale
     from sarreg.warp import Grid, PixelTransform, update_georef as write_georef, warp_to_grid
+
+    check_write_set([out], [report, moving], overwrite)  # before any work; never the report or the raster
 
     try:
         data = json.loads(Path(report).read_text(encoding="utf-8"))
@@ -125,6 +128,7 @@ def apply(report: Path, moving: Path, out: Path, update_georef: bool, overwrite:
         raise InputError(f"{report}: malformed transform ({e})") from None
     with open_dataset(moving):
         pass  # clear error for missing / unreadable rasters before any output
+    clean_stale([out])
     if update_georef:
         write_georef(moving, tr, grid, out, fmt, compress.upper(), overwrite=overwrite)
     else:
