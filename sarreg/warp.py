@@ -222,14 +222,27 @@ def _out_nodata(dtype: str, nodata: float | None) -> float:
     return float("nan") if dtype.startswith("float") or dtype.startswith("complex") else 0.0
 
 
+def predictor(dtype: str) -> int:
+    """TIFF predictor for a data type: 2 (horizontal differencing) for integers, 3 (floating point) for float32 /
+    float64 only, 1 (none) for complex types, which GDAL accepts with neither."""
+    if dtype.startswith("complex"):
+        return 1
+    if dtype in ("float32", "float64"):
+        return 3
+    return 2 if "int" in dtype else 1
+
+
 def _creation_options(fmt: str, compress: str, dtype: str) -> list[str]:
     co = ["BIGTIFF=IF_SAFER", f"COMPRESS={compress}"]
     if compress in ("DEFLATE", "ZSTD"):
         # speckled floats barely compress: the fastest level keeps nearly all of the gain at a fraction of the time
         co.append("LEVEL=1" if fmt == "COG" else f"{'ZLEVEL' if compress == 'DEFLATE' else 'ZSTD_LEVEL'}=1")
     if compress in ("DEFLATE", "LZW", "ZSTD"):
-        co.append("PREDICTOR=YES" if fmt == "COG" else ("PREDICTOR=3" if dtype.startswith("float") else
-                                                         "PREDICTOR=2" if "int" in dtype else "PREDICTOR=1"))
+        # explicit for COG too: its PREDICTOR=YES picks 3 for every non-integer type, complex ones included
+        pred = predictor(dtype)
+        if pred != 1:
+            co.append(f"PREDICTOR={pred}" if fmt != "COG" else
+                      f"PREDICTOR={'STANDARD' if pred == 2 else 'FLOATING_POINT'}")
     if fmt == "GTiff":
         co += ["TILED=YES", "BLOCKXSIZE=512", "BLOCKYSIZE=512"]
     return co
