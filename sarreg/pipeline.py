@@ -618,6 +618,19 @@ def _correction(ref: Scene, prior: np.ndarray, est: Estimate, area) -> dict[str,
     return out
 
 
+def enforce_max_shift(rep: Report, cfg: RegisterConfig) -> None:
+    """``--max-shift`` on the final correction (reference px at the overlap centre): a larger one makes an ok
+    result low_quality, with the reason in the message (the coarse stage only filtered matches by it)."""
+    shift = rep.correction.get("shift_px")
+    if cfg.max_shift is None or shift is None or not shift > cfg.max_shift:
+        return
+    why = f"correction of {shift:.2f} px exceeds --max-shift {cfg.max_shift:g} px"
+    if rep.status == "ok":
+        rep.status, rep.message = "low_quality", why
+    else:
+        rep.message = f"{rep.message}; {why}"
+
+
 def _units(scene: Scene) -> str:
     try:
         return str(scene.crs.linear_units or "unknown")
@@ -786,6 +799,7 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
                             "overlap_fraction": round(frac, 4),
                             "model_adequacy_px": None if adequacy is None else round(adequacy, 4)})
         rep.correction = _correction(rs, prior, est, area)
+        enforce_max_shift(rep, cfg)
         if est.model in ("shift", "similarity", "affine"):
             gt = corrected_geotransform(est.matrix, grid)
             rep.geotransform = list(gt.to_gdal())
