@@ -312,17 +312,30 @@ def read_coarse(ref: Scene, mov: Scene, prior: np.ndarray, cfg: RegisterConfig) 
 
 
 def overlap_area(ref: Scene, mov: Scene, prior: np.ndarray, cfg: RegisterConfig, ci: CoarseImages):
-    """Overlap of the valid footprints in reference pixels; OverlapError when none or too small."""
+    """Overlap of the valid footprints in reference pixels; OverlapError when none or too small.
+
+    The fraction is the overlap area over the smaller of the two whole valid footprints (the moving one from a
+    low-resolution read of the whole scene: the coarse read is clipped to the reference and would make any
+    overlap look large).
+    """
     fr = mask_polygon(ci.rv, ci.Dr)
-    fm = _apply_geom(mask_polygon(ci.mv, ci.Dm), prior)
+    fm = _apply_geom(full_footprint(mov, _moving_pre(cfg)), prior)
     ov = fr.intersection(fm)
     if ov.is_empty or ov.area < 1:
         raise OverlapError(f"{mov.path}: no valid data in the overlap with {ref.path} (all nodata there)")
     frac = ov.area / max(min(fr.area, fm.area), 1e-9)
-    if frac < cfg.min_overlap:
+    if frac < cfg.min_overlap * (1 - 1e-3):  # a hair of tolerance: an overlap of exactly the minimum passes
         raise OverlapError(f"{mov.path}: overlap with {ref.path} is too small ({100 * frac:.2f}% of the smaller "
                            f"valid footprint, minimum {100 * cfg.min_overlap:g}%)")
     return ov, frac
+
+
+def full_footprint(scene: Scene, pre, max_side: int = 512):
+    """Valid-data footprint of the whole scene (polygon, full-scene pixel-centre coordinates) from one decimated
+    read (longer side ``max_side``)."""
+    s = min(1.0, max_side / max(scene.width, scene.height))
+    _, valid = read_unit(scene, None, decimated_shape(scene, s) if s < 1 else None, pre)
+    return mask_polygon(valid, _decimation(scene.shape, valid.shape))
 
 
 def _moving_pre(cfg: RegisterConfig):
