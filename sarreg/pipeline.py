@@ -693,8 +693,20 @@ def register(ref: str | Path, moving: str | Path, out: str | Path, config: Regis
         rep.output = names.get(rep.output, rep.output) if rep.output else None
         rep.outputs = {k: names.get(v, v) for k, v in rep.outputs.items()}
         rep.options["quicklook"] = config.quicklook
+        if "relate" in rep.stages:  # the moving grid lets ``apply`` relate a raster on another grid to it
+            rep.stages["relate"]["moving_grid"] = _grid_of(moving)
         st.commit("report", lambda p: export.write_json(p, rep.to_dict()), config.overwrite)
     return rep
+
+
+def _grid_of(path: Path) -> dict[str, Any]:
+    """Size, GDAL geotransform and CRS WKT (None in pixel space) of a raster."""
+    from sarreg.io.raster import _is_georeferenced
+
+    with open_dataset(path) as ds:
+        geo = _is_georeferenced(ds)
+        return {"width": ds.width, "height": ds.height, "geotransform": list(ds.transform.to_gdal()),
+                "crs_wkt": ds.crs.to_wkt() if geo else None}
 
 
 def register_outputs(out: str | Path, cfg: RegisterConfig) -> dict[str, Path]:

@@ -248,12 +248,19 @@ def _creation_options(fmt: str, compress: str, dtype: str) -> list[str]:
     return co
 
 
+def _has_data(ds) -> bool:
+    """True when band 1 of a GDAL dataset holds at least one valid (not nodata) pixel."""
+    mask = ds.GetRasterBand(1).GetMaskBand()
+    return mask.ComputeRasterMinMax(False)[1] > 0
+
+
 def warp_to_grid(moving: str | Path, transform: PixelTransform, grid: Grid, out: str | Path,
                  resampling: str = "bilinear", fmt: str = "COG", compress: str = "DEFLATE", mem_mb: int = 128,
-                 threads: int = 2, overwrite: bool = False) -> Path:
+                 threads: int = 2, overwrite: bool = False, require_data: bool = False) -> Path:
     """Resample ``moving`` (all bands) onto ``grid`` with ``transform``; write ``out`` atomically.
 
-    mem_mb bounds GDAL's warp buffer and block cache (MB). Returns the output path.
+    mem_mb bounds GDAL's warp buffer and block cache (MB). require_data: an output without a single valid pixel is
+    an InputError (and no file). Returns the output path.
     """
     import rasterio
 
@@ -295,6 +302,9 @@ def warp_to_grid(moving: str | Path, transform: PixelTransform, grid: Grid, out:
             if r is None:
                 raise OutputError(f"{out}: GDAL warp failed")
             dst.FlushCache()
+            if require_data and not _has_data(dst):
+                raise InputError(f"{moving}: no valid pixel of it lands on the reference grid with this transform; "
+                                 f"refusing to write an all-nodata {out.name}")
             dst = r = None
             if fmt == "COG":
                 ov_rs = "NEAREST" if resampling in ("nearest", "mode") else "AVERAGE"
