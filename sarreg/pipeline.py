@@ -779,6 +779,7 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
                  options=cfg.to_dict())
     rep.stages["relate"] = {"prior": prior.tolist(), "overlap_fraction": round(frac, 4),
                             "overlap_area_px": round(area.area, 1), "georeferenced": rs.georeferenced}
+    rep.stages["relate"]["kind"] = {"reference": rs.kind, "moving": ms.kind}
     est = None
     fine = None
     try:
