@@ -770,11 +770,13 @@ def _worst(a: str, b: str) -> str:
     return a if STATUSES.index(a) >= STATUSES.index(b) else b
 
 
-def _check_options(config: RegisterConfig) -> None:
-    """Validate the run's options and load its weights once on the client: a bad ``--weights`` is one InputError /
-    WeightsError (exit 1) up front, not a failure of every scene on the cluster."""
+def check_run(reference: str | Path, config: RegisterConfig) -> None:
+    """Validate the reference, the run's options and its weights (loaded once here, on the client): a bad
+    ``--weights`` is one InputError / WeightsError (exit 1) up front, not a failure of every scene on the cluster."""
+    from sarreg.io.raster import open_scene
     from sarreg.pipeline import _check_config
 
+    open_scene(reference, config.preprocess)
     _check_config(config)
     if config.features == "r2d2":
         from sarreg.model.weights import load_model
@@ -805,8 +807,7 @@ def batch(reference: str | Path, scenes: Sequence[str | Path], outdir: str | Pat
 
     t_start = time.perf_counter()
     ref = Path(reference).resolve()
-    open_scene(ref, config.preprocess)  # fail fast (exit 1) on an unusable reference
-    _check_options(config)  # ... and on bad options or weights, before any cluster starts
+    check_run(ref, config)  # fail fast (exit 1) on an unusable reference, bad options or weights
     paths = [Path(s).resolve() for s in scenes]
     paths = [p for p in paths if p != ref]  # a glob may include the reference itself
     if not paths:

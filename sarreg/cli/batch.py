@@ -103,12 +103,13 @@ def batch(ref: Path, scenes: tuple[str, ...], outdir: Path, from_list: Path | No
     import distributed  # noqa: F401 - imported first: it sets its loggers' levels on import
     from tqdm import tqdm
 
-    from sarreg.batch import batch as run_batch
+    from sarreg.batch import batch as run_batch, check_run
 
     paths = _scene_list(scenes, from_list)
     if not paths:
         raise click.UsageError("no scenes given (arguments, a glob or --from-list)")
     cfg = config_from_options(register_options)
+    check_run(ref, cfg)  # before the progress bar and any cluster: bad input is one line, exit 1
     root = logging.getLogger()
     if root.getEffectiveLevel() > logging.DEBUG:  # Dask logs its cluster life at INFO; keep it for -vv
         for name in ("distributed", "bokeh", "tornado"):
