@@ -227,6 +227,13 @@ def c_batch_weights_directory(d, pair):
             set())
 
 
+def c_batch_list_is_a_run_file(d, pair):
+    (d / "out").mkdir()
+    (d / "out" / "summary.csv").write_text(f"{pair['mov']}\n")
+    return (["batch", pair["ref"], "--from-list", d / "out" / "summary.csv", "-o", d / "out"], 1,
+            ("summary.csv", "same file as input"), set())
+
+
 def c_zero_pixel_size(d, pair):
     with rasterio.open(pair["mov"]) as ds:
         a = ds.read(1)
@@ -329,6 +336,7 @@ CASES: dict[str, Case] = {
     "overlap_1pct": _overlap(1), "overlap_1.5pct": _overlap(1.5),
     "weights_directory": c_weights_directory, "weights_random_bytes": c_weights_random_bytes,
     "batch_weights_random_bytes": c_batch_weights_random_bytes, "batch_weights_directory": c_batch_weights_directory,
+    "batch_list_is_a_run_file": c_batch_list_is_a_run_file,
     "zero_pixel_size": c_zero_pixel_size, "truncated_tiff": c_truncated_tiff,
     "extract_scale_f_1": _extract("--scale-f", "1.0"), "extract_scale_f_0.5": _extract("--scale-f", "0.5"),
     "extract_scale_f_0": _extract("--scale-f", "0"), "extract_tile_size_neg": _extract("--tile-size", "-5"),
