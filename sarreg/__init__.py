@@ -19,11 +19,32 @@ from sarreg.config import ExtractConfig, PreprocessConfig, RegisterConfig  # noq
 from sarreg.errors import (  # noqa: E402
     CRSError, InputError, LowQuality, OutputError, OverlapError, RegistrationFailed, SarregError, WeightsError,
 )
-from sarreg.extract import Features, extract_array, extract_file, extract_scene  # noqa: E402
-from sarreg.match import Matches, match_mnn  # noqa: E402
-from sarreg.model.weights import Model, load_model  # noqa: E402
-from sarreg.pipeline import Report, register  # noqa: E402
-from sarreg.batch import BatchSummary, SceneResult, batch  # noqa: E402
+
+# The heavy parts (torch, GDAL, Dask) load on first use (PEP 562), so that ``import sarreg`` and the command's
+# start-up are fast and a Ctrl-C there is handled by the CLI, not shown as a traceback from deep in an import.
+_LAZY = {
+    "Features": "sarreg.extract", "extract_array": "sarreg.extract", "extract_file": "sarreg.extract",
+    "extract_scene": "sarreg.extract", "Matches": "sarreg.match", "match_mnn": "sarreg.match",
+    "Model": "sarreg.model.weights", "load_model": "sarreg.model.weights", "Report": "sarreg.pipeline",
+    "register": "sarreg.pipeline", "BatchSummary": "sarreg.batch", "SceneResult": "sarreg.batch",
+    "batch": "sarreg.batch",
+}
+
+
+def __getattr__(name: str):
+    mod = _LAZY.get(name)
+    if mod is None:
+        raise AttributeError(f"module 'sarreg' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(mod), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "__version__", "register", "Report", "batch", "BatchSummary", "SceneResult", "extract_file", "extract_array",

@@ -770,6 +770,20 @@ def _worst(a: str, b: str) -> str:
     return a if STATUSES.index(a) >= STATUSES.index(b) else b
 
 
+def check_run(reference: str | Path, config: RegisterConfig) -> None:
+    """Validate the reference, the run's options and its weights (loaded once here, on the client): a bad
+    ``--weights`` is one InputError / WeightsError (exit 1) up front, not a failure of every scene on the cluster."""
+    from sarreg.io.raster import open_scene
+    from sarreg.pipeline import _check_config
+
+    open_scene(reference, config.preprocess)
+    _check_config(config)
+    if config.features == "r2d2":
+        from sarreg.model.weights import load_model
+
+        load_model(config.weights, "cpu")
+
+
 def batch(reference: str | Path, scenes: Sequence[str | Path], outdir: str | Path,
           config: RegisterConfig = RegisterConfig(), *, chain: bool = False, resume: bool = True,
           client: Any = None, scheduler: str | None = None, workers: int | None = None,
@@ -793,7 +807,7 @@ def batch(reference: str | Path, scenes: Sequence[str | Path], outdir: str | Pat
 
     t_start = time.perf_counter()
     ref = Path(reference).resolve()
-    open_scene(ref, config.preprocess)  # fail fast (exit 1) on an unusable reference
+    check_run(ref, config)  # fail fast (exit 1) on an unusable reference, bad options or weights
     paths = [Path(s).resolve() for s in scenes]
     paths = [p for p in paths if p != ref]  # a glob may include the reference itself
     if not paths:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 from pathlib import Path
 from collections.abc import Callable
 from typing import Any
@@ -27,6 +26,7 @@ import cv2
 import numpy as np
 
 from sarreg.errors import OutputError
+from sarreg.outputs import temp_path
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ def write_atomic(path: Path, write: Callable[[Path], Any]) -> Path:
     """Call ``write(tmp)`` on a temporary name next to ``path`` (per process, same suffix) and rename:
     never a partial file; OS errors become one-line OutputErrors."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{path.suffix}")
+    tmp = temp_path(path)
     try:
         write(tmp)
         tmp.replace(path)
@@ -112,7 +112,7 @@ def write_matches_npz(path: str | Path, ref_feats, mov_feats, idx1: np.ndarray, 
                       similarity: np.ndarray, inliers: np.ndarray, residuals: np.ndarray) -> Path:
     """Both scenes' features (R2D2 layout, prefixed) plus the matches, in one npz (atomic)."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = temp_path(path)
     data: dict[str, np.ndarray] = {}
     for prefix, f in (("ref_", ref_feats), ("moving_", mov_feats)):
         data[prefix + "imsize"] = np.asarray(f.image_size, dtype=np.int64)

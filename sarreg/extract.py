@@ -28,12 +28,14 @@ import torch.nn.functional as F
 
 from sarreg.config import ExtractConfig
 from sarreg.errors import InputError, OutputError
+from sarreg.outputs import temp_path
 from sarreg.io.raster import Scene, open_dataset, open_scene, read_unit
 from sarreg.io.tiling import tile_grid
 from sarreg.model.r2d2 import fold_batchnorm
 from sarreg.model.weights import Model, load_model
 
 log = logging.getLogger(__name__)
+MAX_LEVELS = 32  # pyramid levels per scene at most (see pyramid_scales)
 
 
 @dataclass
@@ -84,7 +86,7 @@ class Features:
     def save_npz(self, path: str | Path) -> Path:
         """Write R2D2's ``.r2d2`` layout (uncompressed npz: imsize, keypoints, descriptors, scores), atomically."""
         path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp")
+        tmp = temp_path(path)
         try:
             with open(tmp, "wb") as f:
                 np.savez(f, imsize=np.asarray(self.image_size, dtype=np.int64),
@@ -236,7 +238,14 @@ def detect(rel: torch.Tensor, rep: torch.Tensor, rel_thr: float, rep_thr: float,
 
 
 def pyramid_scales(width: int, height: int, cfg: ExtractConfig) -> list[float]:
-    """Scales of the levels that run (R2D2's loop); never empty: falls back to scale 1 for tiny images."""
+    """Scales of the levels that run (R2D2's loop); never empty: falls back to scale 1 for tiny images.
+
+    At most ``MAX_LEVELS`` levels (a scale factor close to 1 would otherwise make thousands).
+    """
+    if not (math.isfinite(cfg.scale_f) and cfg.scale_f > 1):
+        raise InputError(f"scale factor between pyramid levels must be > 1, got {cfg.scale_f:g}")
+    if cfg.min_scale > cfg.max_scale:
+        raise InputError(f"min-scale {cfg.min_scale:g} > max-scale {cfg.max_scale:g}: no pyramid level")
     L = max(width, height)
     max_size = cfg.max_size if cfg.max_size and cfg.max_size > 0 else math.inf
     scales, s = [], 1.0
@@ -244,7 +253,7 @@ def pyramid_scales(width: int, height: int, cfg: ExtractConfig) -> list[float]:
         if s - 0.001 <= min(cfg.max_scale, max_size / L):
             scales.append(s)
         s /= cfg.scale_f
-        if s < 1e-4:
+        if s < 1e-4 or len(scales) >= MAX_LEVELS:
             break
     return scales or [min(1.0, cfg.max_scale) if cfg.max_scale > 0 else 1.0]
 

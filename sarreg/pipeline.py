@@ -316,17 +316,30 @@ def read_coarse(ref: Scene, mov: Scene, prior: np.ndarray, cfg: RegisterConfig) 
 
 
 def overlap_area(ref: Scene, mov: Scene, prior: np.ndarray, cfg: RegisterConfig, ci: CoarseImages):
-    """Overlap of the valid footprints in reference pixels; OverlapError when none or too small."""
+    """Overlap of the valid footprints in reference pixels; OverlapError when none or too small.
+
+    The fraction is the overlap area over the smaller of the two whole valid footprints (the moving one from a
+    low-resolution read of the whole scene: the coarse read is clipped to the reference and would make any
+    overlap look large).
+    """
     fr = mask_polygon(ci.rv, ci.Dr)
-    fm = _apply_geom(mask_polygon(ci.mv, ci.Dm), prior)
+    fm = _apply_geom(full_footprint(mov, _moving_pre(cfg)), prior)
     ov = fr.intersection(fm)
     if ov.is_empty or ov.area < 1:
         raise OverlapError(f"{mov.path}: no valid data in the overlap with {ref.path} (all nodata there)")
     frac = ov.area / max(min(fr.area, fm.area), 1e-9)
-    if frac < cfg.min_overlap:
+    if frac < cfg.min_overlap * (1 - 1e-3):  # a hair of tolerance: an overlap of exactly the minimum passes
         raise OverlapError(f"{mov.path}: overlap with {ref.path} is too small ({100 * frac:.2f}% of the smaller "
                            f"valid footprint, minimum {100 * cfg.min_overlap:g}%)")
     return ov, frac
+
+
+def full_footprint(scene: Scene, pre, max_side: int = 512):
+    """Valid-data footprint of the whole scene (polygon, full-scene pixel-centre coordinates) from one decimated
+    read (longer side ``max_side``)."""
+    s = min(1.0, max_side / max(scene.width, scene.height))
+    _, valid = read_unit(scene, None, decimated_shape(scene, s) if s < 1 else None, pre)
+    return mask_polygon(valid, _decimation(scene.shape, valid.shape))
 
 
 def _moving_pre(cfg: RegisterConfig):
@@ -833,6 +846,19 @@ def _correction(ref: Scene, prior: np.ndarray, est: Estimate, area) -> dict[str,
     return out
 
 
+def enforce_max_shift(rep: Report, cfg: RegisterConfig) -> None:
+    """``--max-shift`` on the final correction (reference px at the overlap centre): a larger one makes an ok
+    result low_quality, with the reason in the message (the coarse stage only filtered matches by it)."""
+    shift = rep.correction.get("shift_px")
+    if cfg.max_shift is None or shift is None or not shift > cfg.max_shift:
+        return
+    why = f"correction of {shift:.2f} px exceeds --max-shift {cfg.max_shift:g} px"
+    if rep.status == "ok":
+        rep.status, rep.message = "low_quality", why
+    else:
+        rep.message = f"{rep.message}; {why}"
+
+
 def _units(scene: Scene) -> str:
     try:
         return str(scene.crs.linear_units or "unknown")
@@ -864,8 +890,60 @@ def register(ref: str | Path, moving: str | Path, out: str | Path, config: Regis
     """
     import rasterio
 
-    with rasterio.Env(GDAL_CACHEMAX=max(16, config.warp_mem_mb // 2)):
-        return _register(ref, moving, out, config, progress, extractor)
+    from sarreg import export
+    from sarreg.outputs import Staging, check_write_set, clean_stale, temp_path
+
+    ref, moving, out = Path(ref), Path(moving), Path(out)
+    finals = register_outputs(out, config)
+    inputs = [ref, moving, Path(config.weights) if config.weights else None]
+    check_write_set(finals.values(), inputs, config.overwrite)
+    clean_stale(finals.values())
+    # stage names: hidden, per process, in the same folders; the sidecars of the staged raster name keep their roles
+    stage_out = temp_path(out if out.suffix else out.with_name(out.name + ".tif"), stage=True)
+    cfg = config.with_(quicklook=str(temp_path(config.quicklook, stage=True))) if config.quicklook else config
+    with Staging(finals, register_outputs(stage_out, cfg)) as st:
+        with rasterio.Env(GDAL_CACHEMAX=max(16, config.warp_mem_mb // 2)):
+            rep = _register(ref, moving, stage_out, cfg, progress, extractor)
+        names = st.mapping()
+        rep.output = names.get(rep.output, rep.output) if rep.output else None
+        rep.outputs = {k: names.get(v, v) for k, v in rep.outputs.items()}
+        rep.options["quicklook"] = config.quicklook
+        if "relate" in rep.stages:  # the moving grid lets ``apply`` relate a raster on another grid to it
+            rep.stages["relate"]["moving_grid"] = _grid_of(moving)
+        st.commit("report", lambda p: export.write_json(p, rep.to_dict()), config.overwrite)
+    return rep
+
+
+def _grid_of(path: Path) -> dict[str, Any]:
+    """Size, GDAL geotransform and CRS WKT (None in pixel space) of a raster."""
+    from sarreg.io.raster import _is_georeferenced
+
+    with open_dataset(path) as ds:
+        geo = _is_georeferenced(ds)
+        return {"width": ds.width, "height": ds.height, "geotransform": list(ds.transform.to_gdal()),
+                "crs_wkt": ds.crs.to_wkt() if geo else None}
+
+
+def register_outputs(out: str | Path, cfg: RegisterConfig) -> dict[str, Path]:
+    """The write set of ``register``: role -> path of every file it may write (raster, sidecars, quicklook)."""
+    from sarreg.export import sidecar
+
+    out = Path(out)
+    roles: dict[str, Path] = {}
+    if cfg.warp:
+        roles["raster"] = out
+    if cfg.tiepoints:
+        roles["tiepoints"] = sidecar(out, ".tiepoints.gpkg")
+        if cfg.geojson:
+            roles["tiepoints_geojson"] = sidecar(out, ".tiepoints.geojson")
+    if cfg.points:
+        roles["points"] = sidecar(out, ".points")
+    if cfg.matches_npz:
+        roles["matches"] = sidecar(out, ".matches.npz")
+    if cfg.quicklook:
+        roles["quicklook"] = Path(cfg.quicklook)
+    roles["report"] = sidecar(out, ".report.json")
+    return roles
 
 
 def _register(ref: str | Path, moving: str | Path, out: str | Path, config: RegisterConfig,
@@ -916,6 +994,7 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
                  options=cfg.to_dict())
     rep.stages["relate"] = {"prior": prior.tolist(), "overlap_fraction": round(frac, 4),
                             "overlap_area_px": round(area.area, 1), "georeferenced": rs.georeferenced}
+    rep.stages["relate"]["kind"] = {"reference": rs.kind, "moving": ms.kind}
     est = None
     fine = matches = None
     try:
@@ -1001,6 +1080,7 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
                             "model_adequacy_px": None if adequacy is None else round(adequacy, 4),
                             "overlap_spread_px": finite_round(spread)})
         rep.correction = _correction(rs, prior, est, area)
+        enforce_max_shift(rep, cfg)
         if est.model in ("shift", "similarity", "affine"):
             gt = corrected_geotransform(est.matrix, grid)
             rep.geotransform = list(gt.to_gdal())

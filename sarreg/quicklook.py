@@ -7,6 +7,7 @@ import cv2
 import numpy as np
 
 from sarreg.errors import OutputError
+from sarreg.outputs import temp_path
 from sarreg.io.raster import Scene, decimated_shape, read_unit
 
 QUICKLOOK_SIDE = 1024
@@ -24,7 +25,7 @@ def scene_preview(scene: Scene, max_side: int = QUICKLOOK_SIDE) -> tuple[np.ndar
 def write_png(path: str | Path, image: np.ndarray) -> Path:
     """Write a PNG atomically."""
     path = Path(path)
-    tmp = path.with_name(f".tmp.{path.name}")
+    tmp = temp_path(path)
     ok, buf = cv2.imencode(".png", image)
     if not ok:
         raise OutputError(f"{path}: PNG encoding failed")

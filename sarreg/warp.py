@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,30 +151,18 @@ def _config(options: dict[str, str], cache_mb: int | None = None) -> Iterator[No
 
 
 def _tmp_path(out: Path, tag: str = "") -> Path:
-    return out.with_name(f".{out.stem}.{os.getpid()}{tag}.tmp{out.suffix or '.tif'}")
+    """Hidden per-process temporary next to ``out`` (``sarreg.outputs.temp_path``; stale ones are cleaned)."""
+    from sarreg.outputs import temp_path
+
+    return temp_path(out if out.suffix else out.with_name(out.name + ".tif"), tag)
 
 
 def check_output(out: Path, inputs: list[Path], overwrite: bool) -> Path:
-    """Refuse to overwrite an input or an existing file (without overwrite) and unwritable folders."""
-    out = Path(out)
-    ro = out.resolve()
-    for p in inputs:
-        try:
-            same = ro == Path(p).resolve() or (out.exists() and Path(p).exists() and os.path.samefile(out, p))
-        except OSError:
-            same = False
-        if same:
-            raise OutputError(f"{out}: output path is the same file as input {p}; refusing to overwrite an input")
-    if out.exists() and not overwrite:
-        raise OutputError(f"{out}: output exists (use --overwrite to replace it)")
-    if out.is_dir():
-        raise OutputError(f"{out}: output path is a directory")
-    parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir():
-        raise OutputError(f"{out}: output folder {parent} does not exist")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise OutputError(f"{out}: output folder {parent} is not writable")
-    return out
+    """Refuse to overwrite an input (also through links) or an existing file (without overwrite), and
+    unwritable folders (``sarreg.outputs.check_write_set`` for one file)."""
+    from sarreg.outputs import check_write_set
+
+    return check_write_set([out], inputs, overwrite)[0]
 
 
 def _gcps(gdal, mov_xy: np.ndarray, ref_xy: np.ndarray, grid: Grid) -> list:
@@ -235,25 +222,45 @@ def _out_nodata(dtype: str, nodata: float | None) -> float:
     return float("nan") if dtype.startswith("float") or dtype.startswith("complex") else 0.0
 
 
+def predictor(dtype: str) -> int:
+    """TIFF predictor for a data type: 2 (horizontal differencing) for integers, 3 (floating point) for float32 /
+    float64 only, 1 (none) for complex types, which GDAL accepts with neither."""
+    if dtype.startswith("complex"):
+        return 1
+    if dtype in ("float32", "float64"):
+        return 3
+    return 2 if "int" in dtype else 1
+
+
 def _creation_options(fmt: str, compress: str, dtype: str) -> list[str]:
     co = ["BIGTIFF=IF_SAFER", f"COMPRESS={compress}"]
     if compress in ("DEFLATE", "ZSTD"):
         # speckled floats barely compress: the fastest level keeps nearly all of the gain at a fraction of the time
         co.append("LEVEL=1" if fmt == "COG" else f"{'ZLEVEL' if compress == 'DEFLATE' else 'ZSTD_LEVEL'}=1")
     if compress in ("DEFLATE", "LZW", "ZSTD"):
-        co.append("PREDICTOR=YES" if fmt == "COG" else ("PREDICTOR=3" if dtype.startswith("float") else
-                                                         "PREDICTOR=2" if "int" in dtype else "PREDICTOR=1"))
+        # explicit for COG too: its PREDICTOR=YES picks 3 for every non-integer type, complex ones included
+        pred = predictor(dtype)
+        if pred != 1:
+            co.append(f"PREDICTOR={pred}" if fmt != "COG" else
+                      f"PREDICTOR={'STANDARD' if pred == 2 else 'FLOATING_POINT'}")
     if fmt == "GTiff":
         co += ["TILED=YES", "BLOCKXSIZE=512", "BLOCKYSIZE=512"]
     return co
 
 
+def _has_data(ds) -> bool:
+    """True when band 1 of a GDAL dataset holds at least one valid (not nodata) pixel."""
+    mask = ds.GetRasterBand(1).GetMaskBand()
+    return mask.ComputeRasterMinMax(False)[1] > 0
+
+
 def warp_to_grid(moving: str | Path, transform: PixelTransform, grid: Grid, out: str | Path,
                  resampling: str = "bilinear", fmt: str = "COG", compress: str = "DEFLATE", mem_mb: int = 128,
-                 threads: int = 2, overwrite: bool = False) -> Path:
+                 threads: int = 2, overwrite: bool = False, require_data: bool = False) -> Path:
     """Resample ``moving`` (all bands) onto ``grid`` with ``transform``; write ``out`` atomically.
 
-    mem_mb bounds GDAL's warp buffer and block cache (MB). Returns the output path.
+    mem_mb bounds GDAL's warp buffer and block cache (MB). require_data: an output without a single valid pixel is
+    an InputError (and no file). Returns the output path.
     """
     import rasterio
 
@@ -268,7 +275,7 @@ def warp_to_grid(moving: str | Path, transform: PixelTransform, grid: Grid, out:
         count, dtype, nodata, size = ds.count, ds.dtypes[0], ds.nodata, (ds.width, ds.height)
     src, wopts = _source_vrt(moving, transform, grid, size)
     out_nodata = _out_nodata(dtype, nodata)
-    tmp = _tmp_path(out, ".warp")
+    tmp = _tmp_path(out, "warp")
     tmp_cog = _tmp_path(out)
     try:
         with _config({"GDAL_NUM_THREADS": str(threads)}, cache_mb=max(16, mem_mb // 2)):
@@ -295,6 +302,9 @@ def warp_to_grid(moving: str | Path, transform: PixelTransform, grid: Grid, out:
             if r is None:
                 raise OutputError(f"{out}: GDAL warp failed")
             dst.FlushCache()
+            if require_data and not _has_data(dst):
+                raise InputError(f"{moving}: no valid pixel of it lands on the reference grid with this transform; "
+                                 f"refusing to write an all-nodata {out.name}")
             dst = r = None
             if fmt == "COG":
                 ov_rs = "NEAREST" if resampling in ("nearest", "mode") else "AVERAGE"

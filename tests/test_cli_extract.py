@@ -126,7 +126,7 @@ def test_output_dir_is_a_file(tmp_path: Path, scene: Path, weights: Path) -> Non
     f = tmp_path / "afile"
     f.write_text("x")
     r = CliRunner().invoke(cli, ["extract", str(scene), "--weights", str(weights), "-o", str(f)])
-    assert r.exit_code == 1 and "not writable" in r.output
+    assert r.exit_code == 1 and "not a directory" in r.output
 
 
 def test_console_script_exit_code(sarreg_exe: Path, tmp_path: Path) -> None:

@@ -159,3 +159,26 @@ def test_output_checks(tmp_path):
             warp_to_grid(mov, tr, grid, d / "o.tif")
     finally:
         d.chmod(0o700)
+
+
+@pytest.mark.parametrize("fmt", ["COG", "GTiff"])
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "int16", "float32", "float64", "complex64", "complex_int16"])
+def test_every_dtype_warps_with_matching_creation_options(tmp_path, dtype, fmt):
+    """Predictor 2 for integers, 3 for float32/64 only, none for complex (GDAL refuses 3 on CFloat32/CInt16)."""
+    a = (np.arange(H * W).reshape(H, W) % 200 + 1).astype(np.float64)
+    src = tmp_path / f"{dtype}.tif"
+    if dtype.startswith("complex"):
+        with rasterio.open(src, "w", driver="GTiff", width=W, height=H, count=1, dtype=dtype, crs=UTM,
+                           transform=REF_T) as ds:
+            ds.write((a + 1j * a).astype("complex64")[None])
+    else:
+        write_geotiff(src, a.astype(dtype), REF_T, UTM)
+    tr = PixelTransform("shift", np.array([[1, 0, 2.0], [0, 1, 3.0], [0, 0, 1]]))
+    out = warp_to_grid(src, tr, Grid(W, H, REF_T, UTM.to_wkt()), tmp_path / "out.tif", "nearest", fmt)
+    with rasterio.open(out) as ds:
+        assert ds.dtypes[0] == dtype
+        pred = ds.tags(ns="IMAGE_STRUCTURE").get("PREDICTOR")
+        v = ds.read(1)
+    assert pred == ({"float32": "3", "float64": "3"}.get(dtype, None if dtype.startswith("complex") else "2"))
+    assert v[13, 12] == (a[10, 10] * (1 + 1j) if dtype.startswith("complex") else a[10, 10])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([src.name, "out.tif"])

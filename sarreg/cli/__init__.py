@@ -2,12 +2,56 @@
 
 Errors are handled here, in one place: any ``SarregError`` becomes a one-line ``sarreg: error: ...``
 message on stderr and the error's exit code (1 by default, 2 low quality, 3 failed registration).
+SIGINT, SIGTERM and SIGHUP interrupt the command the same way (outputs in progress are removed) and exit with
+128 + the signal number (130, 143, 129) after one ``sarreg: interrupted (SIGxxx)`` line.
 """
 from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
+import threading
+import warnings
+
+
+class Interrupted(KeyboardInterrupt):
+    """A termination signal turned into an exception, so ``finally`` blocks clean up as for Ctrl-C."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))
+
+
+def _exit_on_signal(signum: int, frame: object) -> None:
+    """Start-up handler (imports, before the command runs): nothing to clean up yet, so leave at once."""
+    os.write(2, f"sarreg: interrupted ({signal.Signals(signum).name})\n".encode())
+    os._exit(128 + signum)
+
+
+def _raise_on_signal(signum: int, frame: object) -> None:
+    raise Interrupted(signum)
+
+
+def _install(handler) -> dict[int, object]:
+    """Set ``handler`` for SIGINT / SIGTERM / SIGHUP (main thread only); -> the previous handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {s: signal.signal(s, handler) for s in _SIGNALS}
+
+
+def _restore(old: dict[int, object]) -> None:
+    for s, h in old.items():
+        signal.signal(s, h)
+
+
+# Only when this process is the ``sarreg`` command (console script, ``python -m sarreg.cli``, the checkout's cli.py),
+# never when a program or test imports the package.
+if os.path.basename(sys.argv[0]) in ("sarreg", "-m", "cli.py", "__main__.py"):
+    _install(_exit_on_signal)
 
 # PyTorch's CPU allocator: transparent huge pages remove most page-fault time (spec section 9).
 os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
@@ -23,14 +67,31 @@ from sarreg.errors import SarregError  # noqa: E402
 
 class _Group(click.Group):
     def invoke(self, ctx: click.Context):
+        old = _install(_raise_on_signal)
+        old_hook, sys.unraisablehook = sys.unraisablehook, _log_unraisable
         try:
-            return super().invoke(ctx)
+            with warnings.catch_warnings():
+                # library warnings (torch, rasterio, pyogrio, matplotlib) go to the log: shown with -v, never as
+                # extra stderr lines
+                logging.captureWarnings(True)
+                warnings.simplefilter("default")
+                return super().invoke(ctx)
         except SarregError as e:
             click.echo(f"sarreg: error: {e}", err=True)
             sys.exit(e.exit_code)
-        except KeyboardInterrupt:
-            click.echo("sarreg: interrupted", err=True)
-            sys.exit(130)
+        except click.UsageError as e:  # bad option values: one line too (click's exit code 2 for usage errors)
+            cmd = f" (sarreg {e.ctx.command.name} --help)" if e.ctx is not None and e.ctx.command is not self else ""
+            msg = " ".join(e.format_message().split())
+            click.echo(f"sarreg: error: {msg}{cmd}", err=True)
+            sys.exit(e.exit_code)
+        except KeyboardInterrupt as e:
+            signum = getattr(e, "signum", signal.SIGINT)
+            click.echo(f"sarreg: interrupted ({signal.Signals(signum).name})", err=True)
+            sys.exit(128 + signum)
+        finally:
+            logging.captureWarnings(False)
+            sys.unraisablehook = old_hook
+            _restore(old)
 
 
 @click.group(cls=_Group)
@@ -41,11 +102,24 @@ def cli(verbose: int, quiet: bool) -> None:
     """Co-register SAR scenes with a learned keypoint network."""
     level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    # warnings of libraries (captured into the log by the group) and "Exception ignored in ..." messages of
+    # finalizers (e.g. GDAL closing a dataset on a full disk) are shown with -v only
+    logging.getLogger("py.warnings").setLevel(logging.WARNING if verbose else logging.ERROR)
+
+
+def _log_unraisable(u) -> None:
+    logging.getLogger("sarreg.cli").info("exception ignored in %r: %s: %s", getattr(u, "object", None),
+                                          getattr(u.exc_type, "__name__", u.exc_type), u.exc_value)
 
 
 def main() -> None:
     """Console-script entry point."""
-    cli(prog_name="sarreg")
+    try:
+        cli(prog_name="sarreg")
+    except KeyboardInterrupt as e:  # outside a command (click's own start-up)
+        signum = getattr(e, "signum", signal.SIGINT)
+        click.echo(f"sarreg: interrupted ({signal.Signals(signum).name})", err=True)
+        sys.exit(128 + signum)
 
 
 # Subcommands, one module each (as rasterio's rio does).

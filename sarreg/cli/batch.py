@@ -71,6 +71,21 @@ def _scene_list(scenes: tuple[str, ...], from_list: Path | None) -> list[Path]:
     return uniq
 
 
+RUN_FILES = ("summary.csv", "summary.json", "summary.png", "tiepoints.gpkg", "manifest.json")
+
+
+def _check_run_files(outdir: Path, inputs: list[Path | None]) -> None:
+    """The run files of OUTDIR (rewritten by every run) must not be an input (also through links)."""
+    from sarreg.errors import OutputError
+    from sarreg.outputs import same_file
+
+    for name in RUN_FILES:
+        for p in inputs:
+            if p is not None and same_file(outdir / name, p):
+                raise OutputError(f"{outdir / name}: output path is the same file as input {p}; refusing to "
+                                  "overwrite an input")
+
+
 @click.command(context_settings={"show_default": True})
 @click.argument("ref", type=path_arg)
 @click.argument("scenes", nargs=-1)
@@ -103,12 +118,14 @@ def batch(ref: Path, scenes: tuple[str, ...], outdir: Path, from_list: Path | No
     import distributed  # noqa: F401 - imported first: it sets its loggers' levels on import
     from tqdm import tqdm
 
-    from sarreg.batch import batch as run_batch
+    from sarreg.batch import batch as run_batch, check_run
 
     paths = _scene_list(scenes, from_list)
     if not paths:
         raise click.UsageError("no scenes given (arguments, a glob or --from-list)")
     cfg = config_from_options(register_options)
+    check_run(ref, cfg)  # before the progress bar and any cluster: bad input is one line, exit 1
+    _check_run_files(outdir, [ref, from_list, Path(cfg.weights) if cfg.weights else None, *paths])
     root = logging.getLogger()
     if root.getEffectiveLevel() > logging.DEBUG:  # Dask logs its cluster life at INFO; keep it for -vv
         for name in ("distributed", "bokeh", "tornado"):

@@ -6,30 +6,70 @@ from pathlib import Path
 
 import click
 
-from sarreg.cli.options import writable_dir
+from sarreg.cli.options import overwrite_opt, writable_dir
 
 from sarreg.config import ExtractConfig, PreprocessConfig
 from sarreg.errors import InputError, OutputError
+from sarreg.outputs import check_write_set, clean_stale
+
+
+def _tile_size(ctx: click.Context, param: click.Parameter, value: int) -> int:
+    if 0 < value < 64:
+        raise click.BadParameter(f"{value} is neither 0 (no tiling) nor at least 64 pixels")
+    return value
+
+
+def _quicklook_name(quicklook: Path, image: Path, several: bool) -> Path:
+    return quicklook if not several else quicklook.with_name(f"{image.stem}_{quicklook.name}")
+
+
+def extract_outputs(images: list[Path], out_dir: Path | None, geo: bool, quicklook: Path | None) -> list[list[Path]]:
+    """Write set of ``extract``: per image, its .r2d2 (+ .keypoints.gpkg / .geojson, quicklook).
+
+    Two images that would write the same file (``a/scene.tif b/scene.tif -o out``) are refused in one line.
+    """
+    plan: list[list[Path]] = []
+    owner: dict[str, Path] = {}
+    for img in images:
+        d = out_dir or img.parent
+        outs = [d / f"{img.name}.r2d2"]
+        if geo:
+            outs += [d / f"{img.name}.keypoints.gpkg", d / f"{img.name}.keypoints.geojson"]
+        if quicklook is not None:
+            outs.append(_quicklook_name(quicklook, img, len(images) > 1))
+        for o in outs:
+            key = os.path.abspath(o)
+            if key in owner:
+                raise OutputError(f"{o}: {owner[key]} and {img} would both write this file; extract them into "
+                                  "different folders (-o) or rename one")
+            owner[key] = img
+        plan.append(outs)
+    return plan
 
 
 @click.command()
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--weights", type=click.Path(path_type=Path), default=None,
               help="Checkpoint (ours or an original R2D2 .pt). Default: the model shipped in models/.")
-@click.option("--top-k", default=5000, show_default=True, help="Keypoints kept (0 = all).")
-@click.option("--tile-size", default=1024, show_default=True, help="Tile core size in pixels (0 = no tiling).")
-@click.option("--scale-f", default=2 ** 0.25, show_default=True, help="Ratio between pyramid levels.")
-@click.option("--min-size", default=256, show_default=True, help="Smallest longer side of a level (px).")
-@click.option("--max-size", default=1024, show_default=True, help="Largest longer side of a level (px, 0 = no limit).")
-@click.option("--min-scale", default=0.0, show_default=True)
-@click.option("--max-scale", default=1.0, show_default=True)
+@click.option("--top-k", type=click.IntRange(min=0), default=5000, show_default=True, help="Keypoints kept (0 = all).")
+@click.option("--tile-size", type=click.IntRange(min=0), default=1024, show_default=True, callback=_tile_size,
+              help="Tile core size in pixels (0 = no tiling, else at least 64).")
+@click.option("--scale-f", type=click.FloatRange(min=1.0, min_open=True, max=16.0), default=2 ** 0.25,
+              show_default=True, help="Ratio between pyramid levels (> 1; at most 32 levels run).")
+@click.option("--min-size", type=click.IntRange(min=1), default=256, show_default=True,
+              help="Smallest longer side of a level (px).")
+@click.option("--max-size", type=click.IntRange(min=0), default=1024, show_default=True,
+              help="Largest longer side of a level (px, 0 = no limit).")
+@click.option("--min-scale", type=click.FloatRange(min=0.0), default=0.0, show_default=True)
+@click.option("--max-scale", type=click.FloatRange(min=0.0, min_open=True), default=1.0, show_default=True)
 @click.option("--rel-thr", type=float, default=None,
               help="Reliability threshold (default: the model's; 0.7 for R2D2 checkpoints).")
 @click.option("--rep-thr", type=float, default=None, help="Repeatability threshold (default: the model's).")
 @click.option("--band", type=int, default=None, help="1-based band (default: the VV band if described, else 1).")
 @click.option("--kind", type=click.Choice(["auto", "linear", "amplitude", "db", "display"]), default="auto",
               show_default=True, help="How pixel values are interpreted.")
-@click.option("--despeckle", default=0, show_default=True, help="Box filter size on log values (0 = off).")
+@click.option("--despeckle", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Box filter size on log values (0 = off).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True)
 @click.option("-o", "--out-dir", type=click.Path(path_type=Path), default=None,
@@ -38,10 +78,11 @@ from sarreg.errors import InputError, OutputError
 @click.option("--quicklook", type=click.Path(path_type=Path), default=None,
               help="PNG with keypoints drawn on the scaled image (with several images: prefixed per image).")
 @click.option("--progress/--no-progress", default=True, show_default=True)
+@overwrite_opt
 def extract(images: tuple[Path, ...], weights: Path | None, top_k: int, tile_size: int, scale_f: float,
             min_size: int, max_size: int, min_scale: float, max_scale: float, rel_thr: float | None, rep_thr: float | None,
             band: int | None, kind: str, despeckle: int, device: str, precision: str, out_dir: Path | None,
-            geo: bool, quicklook: Path | None, progress: bool) -> None:
+            geo: bool, quicklook: Path | None, progress: bool, overwrite: bool) -> None:
     """Extract keypoints of IMAGE(s) into <image>.r2d2 (npz: keypoints, descriptors, scores, imsize)."""
     from tqdm import tqdm
 
@@ -53,6 +94,8 @@ def extract(images: tuple[Path, ...], weights: Path | None, top_k: int, tile_siz
                         max_scale=max_scale, rel_thr=rel_thr, rep_thr=rep_thr, tile_size=tile_size, device=device,
                         precision=precision,
                         preprocess=PreprocessConfig(band=band, kind=kind, despeckle=despeckle))
+    if min_scale > max_scale:
+        raise InputError(f"--min-scale {min_scale:g} > --max-scale {max_scale:g}: no pyramid level would run")
     if out_dir is not None:
         writable_dir(out_dir)
     scenes = [open_scene(p, cfg.preprocess) for p in images]  # validate every input before any work
@@ -64,6 +107,9 @@ def extract(images: tuple[Path, ...], weights: Path | None, top_k: int, tile_siz
         for sc in scenes:
             if not sc.georeferenced:
                 raise InputError(f"{sc.path}: --geo needs a georeferenced raster (no CRS/geotransform)")
+    plan = extract_outputs(list(images), out_dir, geo, quicklook)
+    check_write_set([p for ps in plan for p in ps], [*images, weights], overwrite)
+    clean_stale([p for ps in plan for p in ps])
     model = load_model(weights, resolve_device(device))
     for sc in scenes:
         bar = tqdm(desc=sc.path.name, unit="tile", disable=not progress, leave=False)
@@ -89,5 +135,5 @@ def extract(images: tuple[Path, ...], weights: Path | None, top_k: int, tile_siz
         if quicklook is not None:
             from sarreg.quicklook import keypoint_quicklook
 
-            q = quicklook if len(scenes) == 1 else quicklook.with_name(f"{sc.path.stem}_{quicklook.name}")
+            q = _quicklook_name(quicklook, sc.path, len(scenes) > 1)
             click.echo(f"  -> {keypoint_quicklook(sc, feats.keypoints, q)}")

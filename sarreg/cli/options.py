@@ -33,6 +33,8 @@ def writable_dir(path: Path) -> Path:
             path.mkdir(parents=True)
         except OSError as e:
             raise OutputError(f"{path}: cannot create output directory ({e.strerror})") from None
-    if not path.is_dir() or not os.access(path, os.W_OK):
+    if not path.is_dir():
+        raise OutputError(f"{path}: output directory path is an existing file, not a directory")
+    if not os.access(path, os.W_OK):
         raise OutputError(f"{path}: output directory is not writable")
     return path

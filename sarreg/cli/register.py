@@ -106,9 +106,16 @@ def register(ref: Path, moving: Path, out: Path, features: str, weights: Path | 
 @mem_opt
 def apply(report: Path, moving: Path, out: Path, update_georef: bool, overwrite: bool, fmt: str, compress: str,
           resampling: str, warp_mem_mb: int) -> None:
-    """Re-apply the transform saved in REPORT (a .report.json) to MOVING, writing OUT on the reference grid."""
+    """Re-apply the transform saved in REPORT (a .report.json) to MOVING, writing OUT on the reference grid.
+
+    MOVING may be on another grid than the raster that was registered (other resolution, crop, CRS): it is related
+    to it through the georeferencings. An output that would hold no valid pixel is refused (exit 1, no file)."""
     from sarreg.io.raster import open_dataset
-    from sarreg.warp import Grid, PixelTransform, update_georef as write_georef, warp_to_grid
+    from sarreg.outputs import check_write_set, clean_stale
+    from sarreg.reapply import target_transform
+    from sarreg.warp import update_georef as write_georef, warp_to_grid
+
+    check_write_set([out], [report, moving], overwrite)  # before any work; never the report or the raster
 
     try:
         data = json.loads(Path(report).read_text(encoding="utf-8"))
@@ -118,15 +125,14 @@ def apply(report: Path, moving: Path, out: Path, update_georef: bool, overwrite:
         raise InputError(f"{report}: not a readable JSON report ({e})") from None
     if not isinstance(data, dict) or not data.get("transform") or not data.get("reference_grid"):
         raise InputError(f"{report}: holds no transform (status {data.get('status') if isinstance(data, dict) else '?'})")
-    try:
-        tr = PixelTransform.from_dict(data["transform"])
-        grid = Grid.from_dict(data["reference_grid"])
-    except (KeyError, TypeError, ValueError) as e:
-        raise InputError(f"{report}: malformed transform ({e})") from None
     with open_dataset(moving):
         pass  # clear error for missing / unreadable rasters before any output
+    # MOVING on another grid than the registered raster: composed through the georeferencings
+    tr, grid = target_transform(data, report, moving)
+    clean_stale([out])
     if update_georef:
         write_georef(moving, tr, grid, out, fmt, compress.upper(), overwrite=overwrite)
     else:
-        warp_to_grid(moving, tr, grid, out, resampling, fmt, compress.upper(), warp_mem_mb, overwrite=overwrite)
+        warp_to_grid(moving, tr, grid, out, resampling, fmt, compress.upper(), warp_mem_mb, overwrite=overwrite,
+                     require_data=True)
     click.echo(f"{moving} -> {out} ({tr.model})")

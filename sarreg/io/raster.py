@@ -7,8 +7,8 @@ computed once per scene (``Scene.lo``/``Scene.hi``) so that all tiles of a scene
 Kinds of input (``PreprocessConfig.kind``; "auto" decides from dtype and a decimated sample):
 
 * complex (CInt16, CFloat32, ...): intensity |z|^2 -> 10 log10
-* float, all valid values >= 0: linear power -> 10 log10
-* float with negative values: already dB, used as is
+* float, at most 5 % of the valid (finite, non-zero) values negative: linear power -> 10 log10
+* float with more negative values: already dB, used as is
 * uint16 / int16 / 32-bit ints: amplitude DN -> 20 log10
 * uint8: a display image (PNG/JPEG quicklook), used as is; 0 is the fill value outside the data
 
@@ -39,6 +39,7 @@ SUPPORTED_DTYPES = {"uint8", "int8", "uint16", "int16", "uint32", "int32", "floa
                     "complex64", "complex128", "complex_int16", "complex"}
 STATS_MAX_SIDE = 1024
 KINDS = ("auto", "linear", "amplitude", "db", "display")
+DB_NEGATIVE_FRACTION = 0.05  # kind "auto" on float data: dB when more of the valid pixels than this are negative
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,16 @@ class Scene:
         return np.stack([x - 0.5, y - 0.5], axis=1)
 
 
+def gdal_message(e: BaseException, limit: int = 160) -> str:
+    """First line of a rasterio/GDAL error; rasterio's "See previous exception for details." is replaced by that
+    previous (chained) exception's own message."""
+    msg = str(e).strip()
+    cause = e.__cause__ or e.__context__
+    if "previous exception" in msg and cause is not None and str(cause).strip():
+        msg = str(cause).strip()
+    return (msg.splitlines()[0] if msg else type(e).__name__)[:limit]
+
+
 def _open(path: Path) -> rasterio.io.DatasetReader:
     if not path.exists():
         raise InputError(f"{path}: file not found")
@@ -92,7 +103,7 @@ def _open(path: Path) -> rasterio.io.DatasetReader:
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             return rasterio.open(path)
     except RasterioIOError as e:
-        raise InputError(f"{path}: not a readable raster ({str(e).splitlines()[0][:160]})") from None
+        raise InputError(f"{path}: not a readable raster ({gdal_message(e)})") from None
     except Exception as e:  # driver-level failures
         raise InputError(f"{path}: cannot open raster ({type(e).__name__}: {str(e)[:160]})") from None
 
@@ -150,8 +161,13 @@ def _resolve_kind(kind: str, dtype: str, sample: np.ndarray) -> str:
     if dtype == "uint8":
         return "display"
     if dtype.startswith("float"):
-        finite = sample[np.isfinite(sample)]
-        return "db" if finite.size and finite.min() < 0 else "linear"
+        finite = sample[np.isfinite(sample) & (sample != 0)]
+        frac = float((finite < 0).mean()) if finite.size else 0.0
+        # dB images are mostly negative; a few negative pixels (resampling ringing, calibration noise) in linear
+        # power must not flip the decision
+        kind = "db" if frac > DB_NEGATIVE_FRACTION else "linear"
+        log.info("input kind: %s (%.2f %% of the valid pixels are negative)", kind, 100 * frac)
+        return kind
     return "amplitude"
 
 
@@ -177,6 +193,8 @@ def open_scene(path: str | Path, pre: PreprocessConfig = PreprocessConfig()) -> 
     with _open(path) as ds:
         if ds.width < 1 or ds.height < 1 or ds.count < 1:
             raise InputError(f"{path}: zero-size raster ({ds.width}x{ds.height}, {ds.count} bands)")
+        if _is_georeferenced(ds) and not abs(ds.transform.determinant) > 0:
+            raise InputError(f"{path}: degenerate geotransform (zero pixel size: {tuple(ds.transform)[:6]})")
         band = choose_band(ds, pre.band, path)
         dtype = ds.dtypes[band - 1]
         if dtype not in SUPPORTED_DTYPES:
@@ -186,7 +204,7 @@ def open_scene(path: str | Path, pre: PreprocessConfig = PreprocessConfig()) -> 
         try:
             vals, mask = _read_band(ds, band, None, shape if scale < 1 else None, dtype.startswith("complex"))
         except RasterioIOError as e:
-            raise InputError(f"{path}: unreadable pixel data ({str(e).splitlines()[0][:160]})") from None
+            raise InputError(f"{path}: unreadable pixel data ({gdal_message(e)})") from None
         kind = _resolve_kind(pre.kind, dtype, np.where(mask, vals, np.nan) if not np.iscomplexobj(vals)
                              else np.abs(vals))
         logv = to_log(vals, kind)
@@ -227,7 +245,7 @@ def read_unit(scene: Scene, window: Window | None = None, out_shape: tuple[int, 
     try:
         vals, mask = _read_band(ds, scene.band, window, out_shape, scene.dtype.startswith("complex"))
     except RasterioIOError as e:
-        raise InputError(f"{scene.path}: unreadable pixel data ({str(e).splitlines()[0][:160]})") from None
+        raise InputError(f"{scene.path}: unreadable pixel data ({gdal_message(e)})") from None
     finally:
         if own:
             ds.close()

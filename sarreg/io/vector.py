@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from sarreg.errors import OutputError
+from sarreg.outputs import temp_path
 
 
 def write_points(path: str | Path, xy: np.ndarray, attributes: dict[str, np.ndarray], crs: Any | None,
@@ -23,7 +24,7 @@ def write_points(path: str | Path, xy: np.ndarray, attributes: dict[str, np.ndar
     geoms = shapely.to_wkb(shapely.points(xy[:, 0], xy[:, 1])) if len(xy) else np.zeros(0, dtype=object)
     fields = {k: np.asarray(v) for k, v in attributes.items()}
     crs_wkt = crs.to_wkt() if hasattr(crs, "to_wkt") else (str(crs) if crs else None)
-    tmp = path.with_name(f".tmp.{path.name}")
+    tmp = temp_path(path)
     tmp.unlink(missing_ok=True)
     try:
         pyogrio.raw.write(tmp, geometry=geoms, field_data=list(fields.values()), fields=list(fields.keys()),

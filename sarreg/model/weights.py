@@ -148,13 +148,25 @@ def load_model(path: str | Path | None = None, device: str | torch.device = "cpu
                 "(one of our checkpoints or an R2D2 .pt file)"
             )
     path = Path(path)
+    if path.is_dir():
+        raise WeightsError(f"{path}: is a directory, not a weights file (pass the checkpoint file itself)")
     if not path.is_file():
         raise WeightsError(f"{path}: weights file not found")
     try:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+    except OSError as e:
+        raise WeightsError(f"{path}: cannot read weights file ({e.strerror or e})") from None
+    if not head:
+        raise WeightsError(f"{path}: not a readable PyTorch checkpoint (empty file, 0 bytes)")
+    if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):
+        raise WeightsError(f"{path}: not a readable PyTorch checkpoint (neither a zip archive nor a pickle)")
+    try:
         ckpt = _torch_load(path)
     except Exception as e:  # torch raises many types for corrupt/foreign files
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise WeightsError(f"{path}: not a readable PyTorch checkpoint ({msg[:160]})") from None
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise WeightsError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}"
+                           f"{': ' + msg[:160] if msg else ''})") from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise WeightsError(f"{path}: unknown checkpoint layout (expected a dict with 'state_dict')")
 

@@ -1,0 +1,194 @@
+"""The write set of a command: every file it will write, checked before any work, then written as one set.
+
+Rules (README, "What sarreg writes"):
+
+* an output that exists is refused unless ``overwrite``;
+* an output that is, resolves to or is a hard link of an input (same ``st_dev`` / ``st_ino``) is refused, even with
+  ``overwrite``; so are two outputs of one command with the same path;
+* temporaries are hidden names in the output's folder that carry the writing process id,
+  ``.<name>.<pid>[.<tag>].tmp<suffix>`` or ``.<name>.<pid>.stage<suffix>`` (``temp_path``); those left by a dead
+  process (a killed run) are removed before the next run writes there (``clean_stale``), those of live processes
+  are left alone;
+* a registration is staged (``Staging``): everything is written under stage names and renamed at the end, the
+  report last (it is the commit marker), with SIGINT / SIGTERM / SIGHUP held back during the renames.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import signal
+import threading
+from collections.abc import Iterable
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from sarreg.errors import OutputError
+
+log = logging.getLogger(__name__)
+
+# ".<anything>.<pid>[.<tag>].tmp..." or ".<anything>.<pid>.stage..."
+_TEMP_RE = re.compile(r"\.(\d+)(?:\.[A-Za-z0-9_-]+)?\.(?:tmp|stage)(?:\.|$)")
+_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))
+
+
+def temp_path(path: str | Path, tag: str = "", stage: bool = False) -> Path:
+    """Hidden per-process temporary name next to ``path`` (same suffix, so drivers picking by suffix agree)."""
+    path = Path(path)
+    kind = "stage" if stage else "tmp"
+    return path.with_name(f".{path.name}.{os.getpid()}{'.' + tag if tag else ''}.{kind}{path.suffix}")
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
+
+
+def is_temp(name: str) -> bool:
+    """True for a temporary name made by ``temp_path`` (any process)."""
+    return name.startswith(".") and _TEMP_RE.search(name) is not None
+
+
+def clean_stale(outputs: Iterable[str | Path]) -> int:
+    """Remove temporaries of dead processes that belong to ``outputs`` (same folder, name prefix); -> count."""
+    by_dir: dict[Path, set[str]] = {}
+    for p in outputs:
+        p = Path(p)
+        by_dir.setdefault(p.parent, set()).update({p.name, p.stem + "."})
+    n = 0
+    for folder, prefixes in by_dir.items():
+        try:
+            entries = list(os.scandir(folder if str(folder) else "."))
+        except OSError:
+            continue
+        for e in entries:
+            if not is_temp(e.name) or not e.name.lstrip(".").startswith(tuple(prefixes)):
+                continue
+            pids = {int(m) for m in re.findall(r"\.(\d+)(?=(?:\.[A-Za-z0-9_-]+)?\.(?:tmp|stage)(?:\.|$))", e.name)}
+            if pids and not any(_pid_alive(pid) for pid in pids):
+                try:
+                    os.unlink(e.path)
+                    n += 1
+                except OSError:
+                    pass
+    if n:
+        log.info("removed %d temporary file(s) left by an interrupted run", n)
+    return n
+
+
+def same_file(a: str | Path, b: str | Path) -> bool:
+    """True when ``a`` and ``b`` name the same file: same resolved path, or same device and inode."""
+    a, b = Path(a), Path(b)
+    try:
+        if a.resolve() == b.resolve():
+            return True
+        sa, sb = os.stat(a), os.stat(b)
+    except (OSError, RuntimeError):
+        return False
+    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
+
+
+def check_write_set(outputs: Iterable[str | Path], inputs: Iterable[str | Path | None], overwrite: bool) -> list[Path]:
+    """Refuse (OutputError, one line) the first output that is an input, repeats another output, exists without
+    ``overwrite``, is a directory, or whose folder is missing or not writable. -> the outputs as Paths."""
+    outs = [Path(p) for p in outputs]
+    ins = [Path(p) for p in inputs if p is not None and str(p) != ""]
+    seen: dict[Path, Path] = {}
+    for out in outs:
+        for p in ins:
+            if same_file(out, p):
+                raise OutputError(f"{out}: output path is the same file as input {p}; refusing to overwrite an input "
+                                  "(even with --overwrite)")
+        key = Path(os.path.abspath(out))
+        if key in seen:
+            raise OutputError(f"{out}: written twice by this command (two outputs share the name)")
+        seen[key] = out
+    for out in outs:
+        if out.is_dir():
+            raise OutputError(f"{out}: output path is a directory")
+        if (out.exists() or out.is_symlink()) and not overwrite:
+            raise OutputError(f"{out}: output exists (use --overwrite to replace it)")
+        parent = out.parent if str(out.parent) else Path(".")
+        if not parent.is_dir():
+            raise OutputError(f"{out}: output folder {parent} does not exist")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise OutputError(f"{out}: output folder {parent} is not writable")
+    return outs
+
+
+@contextmanager
+def signals_held() -> Iterator[None]:
+    """Hold SIGINT / SIGTERM / SIGHUP back for a few renames (delivered right after); no-op off the main thread."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+class Staging:
+    """Stage names for a set of final outputs (role -> path); ``commit`` renames what was written, ``finalize``
+    last; anything staged is removed when the block exits without a commit (error, interrupt, signal)."""
+
+    def __init__(self, finals: dict[str, Path], stages: dict[str, Path] | None = None):
+        self.finals = {k: Path(v) for k, v in finals.items()}
+        self.stages = {k: Path(stages[k]) if stages else temp_path(v, stage=True) for k, v in self.finals.items()}
+        self.committed = False
+
+    def __enter__(self) -> "Staging":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if not self.committed:
+            self.discard()
+
+    def discard(self) -> None:
+        for p in self.stages.values():
+            for q in (p, *p.parent.glob(f".{p.name}.*")):
+                try:
+                    q.unlink(missing_ok=True)
+                except OSError:
+                    pass
+
+    def mapping(self) -> dict[str, str]:
+        """str(stage path) -> str(final path)."""
+        return {str(self.stages[k]): str(self.finals[k]) for k in self.stages}
+
+    def commit(self, last: str, write_last, overwrite: bool) -> list[Path]:
+        """Rename every written stage file to its final name, then ``write_last(final path of role last)``.
+
+        With ``overwrite``, the existing ``last`` (the commit marker) goes first and final files of the set this
+        run did not produce (left by an earlier run) are removed, so the folder never mixes two runs.
+        """
+        done = []
+        with signals_held():
+            if overwrite:
+                self.finals[last].unlink(missing_ok=True)
+            for k, st in self.stages.items():
+                fin = self.finals[k]
+                if k == last:
+                    continue
+                try:
+                    if st.exists():
+                        os.replace(st, fin)
+                        done.append(fin)
+                    elif overwrite and (fin.exists() or fin.is_symlink()):
+                        fin.unlink()
+                except OSError as e:
+                    raise OutputError(f"{fin}: cannot write ({e.strerror or e})") from None
+            write_last(self.finals[last])
+            done.append(self.finals[last])
+            self.stages[last].unlink(missing_ok=True)
+            self.committed = True
+        return done

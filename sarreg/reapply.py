@@ -1,0 +1,106 @@
+"""Re-apply a saved registration (a ``.report.json``) to a raster: ``sarreg apply``.
+
+The report's transform maps pixels of the moving raster it was estimated on to reference pixels. A target raster
+on another grid (another resolution, a crop, the other polarisation on its own grid) is related to that moving
+raster through the georeferencings, as ``register`` relates its inputs:
+
+    target px --(target and reference georeferencing)--> reference px under the old georeferencing
+              --(inverse of the report's prior)--> moving px --(estimated transform)--> reference px
+
+so ``M_target = M . prior_moving^-1 . prior_target``. A target whose grid cannot be related (pixel-space rasters of
+another size, an unrelated CRS) or that does not reach the reference grid is refused in one line.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from affine import Affine
+
+from sarreg.errors import CRSError, InputError, OverlapError
+from sarreg.warp import Grid, PixelTransform
+
+log = logging.getLogger(__name__)
+
+
+def _scene_like(path: Path, width: int, height: int, transform: Affine, crs: Any, georef: bool):
+    """A ``Scene`` holding only the geometry (what ``pipeline.prior_matrix`` reads)."""
+    from sarreg.io.raster import Scene
+
+    return Scene(path=path, width=width, height=height, count=1, dtype="float32", band=1, kind="linear",
+                 nodata=None, crs=crs, transform=transform, georeferenced=georef, lo=0.0, hi=1.0, fill=0.0)
+
+
+def target_transform(data: dict[str, Any], report: Path, target: Path) -> tuple[PixelTransform, Grid]:
+    """The report's transform expressed for ``target``'s own pixels, and the reference grid."""
+    from rasterio.crs import CRS
+
+    from sarreg.io.raster import _is_georeferenced, open_dataset
+    from sarreg.pipeline import prior_matrix
+
+    try:
+        tr = PixelTransform.from_dict(data["transform"])
+        grid = Grid.from_dict(data["reference_grid"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise InputError(f"{report}: malformed transform ({e})") from None
+    relate = (data.get("stages") or {}).get("relate") or {}
+    mgrid = relate.get("moving_grid")
+    with open_dataset(target) as ds:
+        t_size, t_aff, t_crs, t_geo = (ds.width, ds.height), ds.transform, ds.crs, _is_georeferenced(ds)
+    same_size = mgrid is None or (int(mgrid["width"]), int(mgrid["height"])) == t_size
+    if mgrid is not None and mgrid.get("crs_wkt") and t_geo:
+        same_grid = same_size and np.allclose(Affine.from_gdal(*mgrid["geotransform"]), t_aff, rtol=0, atol=1e-9) \
+            and CRS.from_wkt(mgrid["crs_wkt"]) == t_crs
+    else:
+        same_grid = same_size
+    if not (grid.georeferenced and t_geo):
+        if not same_grid:
+            raise CRSError(f"{target}: cannot be related to the registered moving raster ({data.get('moving')}): "
+                           f"{'no georeferencing' if not t_geo else 'pixel-space reference'} and another size "
+                           f"({t_size[0]}x{t_size[1]} instead of {mgrid['width']}x{mgrid['height']})")
+        return tr, grid
+    prior_mov = np.asarray(relate.get("prior") if relate.get("prior") is not None else np.eye(3), dtype=np.float64)
+    ref = _scene_like(report, grid.width, grid.height, grid.transform, CRS.from_wkt(grid.crs_wkt), True)
+    tgt = _scene_like(target, t_size[0], t_size[1], t_aff, t_crs, True)
+    prior_t = prior_matrix(ref, tgt)  # target px -> reference px (old georeferencing); CRSError when unrelated
+    c = np.linalg.inv(prior_mov) @ prior_t  # target px -> moving px
+    corners = np.array([[0, 0], [t_size[0] - 1, 0], [0, t_size[1] - 1], [t_size[0] - 1, t_size[1] - 1]], float)
+    moved = np.c_[corners, np.ones(4)] @ c.T
+    if np.abs(moved[:, :2] / moved[:, 2:] - corners).max() < 1e-3:
+        out = tr  # the target is on the moving raster's grid
+    elif tr.model == "tps" and tr.tiepoints is not None:
+        tp = tr.tiepoints.copy()
+        inv = np.linalg.inv(c)
+        q = np.c_[tp[:, :2], np.ones(len(tp))] @ inv.T
+        tp[:, :2] = q[:, :2] / q[:, 2:]
+        out = PixelTransform("tps", tr.matrix @ c, None, tp)
+    elif tr.model == "poly2":
+        raise InputError(f"{target}: is on another grid than the registered moving raster; a poly2 transform can "
+                         "only be re-applied to a raster on that grid")
+    else:
+        out = PixelTransform(tr.model, tr.matrix @ c)
+        log.info("%s: on another grid than %s; transform composed through the georeferencing", target,
+                 data.get("moving"))
+    _check_reaches(out, grid, t_size, target)
+    return out, grid
+
+
+def _check_reaches(tr: PixelTransform, grid: Grid, size: tuple[int, int], target: Path) -> None:
+    """OverlapError when the target's extent, moved by ``tr``, misses the reference grid."""
+    import shapely
+
+    w, h = size
+    edge = np.array([[x, -0.5] for x in np.linspace(-0.5, w - 0.5, 9)] +
+                    [[w - 0.5, y] for y in np.linspace(-0.5, h - 0.5, 9)] +
+                    [[x, h - 0.5] for x in np.linspace(w - 0.5, -0.5, 9)] +
+                    [[-0.5, y] for y in np.linspace(h - 0.5, -0.5, 9)])
+    p = tr.apply(edge)
+    if not np.isfinite(p).all():
+        raise OverlapError(f"{target}: the transform maps it outside the reference grid (degenerate transform)")
+    poly = shapely.Polygon(p).buffer(0)
+    box = shapely.box(-0.5, -0.5, grid.width - 0.5, grid.height - 0.5)
+    if poly.intersection(box).area < 1:
+        raise OverlapError(f"{target}: the transform puts it entirely outside the reference grid; an output would "
+                           "be all nodata")
