@@ -59,7 +59,8 @@ class RegisterConfig:
     """Options of ``sarreg.register`` (one object passed down whole; the CLI builds it from its options).
 
     features: "r2d2" (network, ``weights`` = checkpoint path or None for the shipped model) or "sift" (OpenCV SIFT
-    on the same log-scaled images, classical fallback). model: auto (affine, or homography when it clearly fits better) | shift | similarity | affine | homography | poly2 | tps.
+    on the same log-scaled images, classical fallback). model: auto (affine, or homography when it clearly fits better) | shift | similarity | affine | homography | poly2 | tps
+    | local (affine plus a correlation offsets field on a grid every ``grid_spacing`` px, 0 = auto).
     robust: OpenCV robust estimator name (see ``sarreg.estimate.ROBUST``). threshold: inlier distance (reference px).
     max_shift: largest displacement from the georeferencing prior accepted at the coarse stage (reference px;
     None = no limit). coarse_size: longer side (px) of the decimated coarse-stage images; coarse_min_scale: smallest
@@ -105,6 +106,7 @@ class RegisterConfig:
     seed: int = 0
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     moving_band: int | None = None
+    grid_spacing: int = 0  # --model local: px between offsets-field nodes (0 = auto)
 
     def with_(self, **kw: Any) -> "RegisterConfig":
         return replace(self, **kw)

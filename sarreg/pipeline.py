@@ -32,7 +32,7 @@ from rasterio.windows import Window
 from sarreg import __version__
 from sarreg.config import RegisterConfig
 from sarreg.errors import CRSError, InputError, OverlapError, RegistrationFailed
-from sarreg.estimate import MODELS, Estimate, apply_matrix, decompose, finite_round, fit_model
+from sarreg.estimate import MODELS, TPS_MAX_POINTS, Estimate, apply_matrix, decompose, finite_round, fit_model
 from sarreg.extract import Features
 from sarreg.io.raster import Scene, decimated_shape, open_dataset, open_scene, read_unit
 from sarreg.warp import Grid, PixelTransform, check_output, corrected_geotransform, pixel_size
@@ -666,7 +666,7 @@ def area_stage(ref: Scene, mov: Scene, tiles: list[TilePair], T: np.ndarray, rad
 # --------------------------------------------------------------------------------------------- quality
 RICHER = {"shift": "affine", "similarity": "affine", "affine": "homography"}
 # what --model accepts: the estimator's models plus "auto" (affine, or homography when clearly better)
-REGISTER_MODELS = ("auto",) + MODELS
+REGISTER_MODELS = ("auto",) + MODELS + ("local",)
 
 
 def _model_distance(a: Estimate, b: Estimate, area) -> float | None:
@@ -942,6 +942,8 @@ def register_outputs(out: str | Path, cfg: RegisterConfig) -> dict[str, Path]:
         roles["matches"] = sidecar(out, ".matches.npz")
     if cfg.quicklook:
         roles["quicklook"] = Path(cfg.quicklook)
+    if cfg.model == "local":
+        roles["offsets"] = sidecar(out, ".offsets.tif")
     roles["report"] = sidecar(out, ".report.json")
     return roles
 
@@ -1011,7 +1013,7 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
         # coverage grid: one cell per fine tile when tiles sample a large scene, else 8 x 8
         n_t = fine.info["tiles_planned"]
         grid_n = 8 if n_t <= 1 else max(2, min(8, int(round(math.sqrt(n_t)))))
-        fit_as = "affine" if cfg.model == "auto" else cfg.model
+        fit_as = "affine" if cfg.model in ("auto", "local") else cfg.model
         est_kp = kp_error = None
         try:
             est_kp = fit_model(fine.src, fine.dst, fit_as, cfg.robust, cfg.threshold, area=area,
@@ -1060,7 +1062,8 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
     if est is not None:
         from sarreg.estimate import bootstrap_spread
 
-        adequacy = model_adequacy(est, matches.src, matches.dst, area, cfg)
+        # --model local absorbs what a richer global model would (the field), so no adequacy gate there
+        adequacy = model_adequacy(est, matches.src, matches.dst, area, cfg) if cfg.model != "local" else None
         spread = bootstrap_spread(est, matches.src, matches.dst, overlap_points(area), seed=cfg.seed)
         status, reasons = judge(est, prior, cfg, adequacy, spread)
         if est.n_inliers < FAIL_INLIERS:
@@ -1071,6 +1074,15 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
         rep.model = est.model
         rep.matrix = est.matrix.tolist()
         ptr = to_pixel_transform(est, matches.src, matches.dst)
+        if cfg.model == "local" and status != "failed":
+            step("offsets")
+            ptr, field_reasons = _local_field(rs, ms, est, area, cfg, out, rep)
+            if field_reasons and rep.status == "ok":
+                rep.status = "low_quality"
+                rep.message = "; ".join(field_reasons)
+            elif field_reasons:
+                rep.message += "; " + "; ".join(field_reasons)
+            t = tick("offsets", t)
         rep.transform = ptr.to_dict()
         rep.quality = est.summary()
         psize = pixel_size(grid)
@@ -1119,6 +1131,38 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
     export.write_json(report_path, rep.to_dict())
     log.info("%s: %s (%s)", moving, rep.status, rep.message)
     return rep
+
+
+def _local_field(rs: Scene, ms: Scene, est: Estimate, area, cfg: RegisterConfig, out: Path, rep: Report
+                 ) -> tuple[PixelTransform, list[str]]:
+    """``--model local``: offsets field over the overlap through the global estimate, written to OUT.offsets.tif;
+    -> (the warp transform: global model + field nodes as GCPs, gate reasons)."""
+    from sarreg import export
+    from sarreg.estimate import thin_spatially
+    from sarreg.offsets import RADIUS, estimate_field, write_field
+
+    spacing = cfg.grid_spacing or max(32, int(round(max(rs.width, rs.height) / 96 / 16)) * 16)
+    field = estimate_field(rs, ms, est.matrix, area, spacing, cfg.preprocess, _moving_pre(cfg))
+    stats = field.stats()
+    rep.stages["offsets"] = stats
+    rep.model = "local"
+    reasons = []
+    if stats["known"] < max(4, 0.3 * stats["nodes"]):
+        reasons.append(f"offsets field known at {stats['known']} of {stats['nodes']} nodes")
+    if stats["raw_vs_smooth_rmse_px"] is not None and stats["raw_vs_smooth_rmse_px"] > cfg.max_rmse / 2:
+        reasons.append(f"offsets field inconsistent: raw vs smoothed RMSE {stats['raw_vs_smooth_rmse_px']:.2f} px "
+                       f"> {cfg.max_rmse / 2:g}")
+    if stats["max_px"] is not None and stats["max_px"] > RADIUS - 1:
+        reasons.append(f"local offsets up to {stats['max_px']:.1f} px: at the edge of the search radius")
+    p = export.sidecar(out, ".offsets.tif")
+    write_field(p, field, rs)
+    rep.outputs["offsets"] = str(p)
+    tp = field.tiepoints(est.matrix)
+    if len(tp) > TPS_MAX_POINTS:
+        tp = tp[thin_spatially(tp[:, 2:], TPS_MAX_POINTS)]
+    if len(tp) < 3:
+        return PixelTransform(est.model, est.matrix), reasons
+    return PixelTransform("tps", est.matrix, tiepoints=tp), reasons
 
 
 def _write_match_sidecars(rep: Report, rs: Scene, ms: Scene, fine: StageResult, kp: StageResult,

@@ -20,9 +20,13 @@ from sarreg.estimate import MODELS, ROBUST
               help="Keypoints: the R2D2 network or OpenCV SIFT (classical fallback).")
 @click.option("--weights", type=path_arg, default=None,
               help="Checkpoint (ours or an original R2D2 .pt). Default: the model shipped in models/.")
-@click.option("--model", type=click.Choice(("auto",) + MODELS), default="auto", show_default=True,
+@click.option("--model", type=click.Choice(("auto",) + MODELS + ("local",)), default="auto", show_default=True,
               help="Geometric model moving -> reference. auto: affine, or a homography when it explains clearly "
-                   "more matches and predicts held-out ones at least as well (always affine with --update-georef).")
+                   "more matches and predicts held-out ones at least as well (always affine with --update-georef); "
+                   "local: an affine plus a smoothed field of local offsets measured by correlation on a grid "
+                   "(OUT.offsets.tif), warped through it.")
+@click.option("--grid-spacing", type=click.IntRange(min=0), default=0, show_default=True,
+              help="--model local: reference px between grid nodes (0: about 1/96 of the longer side, >= 32).")
 @click.option("--robust", type=click.Choice(list(ROBUST)), default="magsac", show_default=True,
               help="Robust estimator (OpenCV).")
 @click.option("--threshold", type=click.FloatRange(min=0, min_open=True), default=1.5, show_default=True,
@@ -63,7 +67,7 @@ def register(ref: Path, moving: Path, out: Path, features: str, weights: Path | 
              min_coverage: float, band: int | None, moving_band: int | None, kind: str, coarse_size: int,
              tile_size: int, n_tiles: int, no_warp: bool, update_georef: bool, force: bool, overwrite: bool,
              fmt: str, compress: str, resampling: str, warp_mem_mb: int, geojson: bool, quicklook: Path | None,
-             device: str, seed: int, as_json: bool) -> None:
+             device: str, seed: int, as_json: bool, grid_spacing: int) -> None:
     """Register MOVING onto REF and write OUT on the reference grid, plus OUT's sidecars
     (.report.json, .tiepoints.gpkg, .points, .matches.npz). Exit 0 ok, 2 low quality, 3 failed."""
     from sarreg.config import PreprocessConfig, RegisterConfig
@@ -76,7 +80,7 @@ def register(ref: Path, moving: Path, out: Path, features: str, weights: Path | 
         update_georef=update_georef, force=force, overwrite=overwrite, fmt=fmt, compress=compress.upper(),
         resampling=resampling, warp_mem_mb=warp_mem_mb, geojson=geojson,
         quicklook=str(quicklook) if quicklook else None, device=device, seed=seed,
-        preprocess=PreprocessConfig(band=band, kind=kind), moving_band=moving_band)
+        preprocess=PreprocessConfig(band=band, kind=kind), moving_band=moving_band, grid_spacing=grid_spacing)
     rep = run(ref, moving, out, cfg)
     if as_json:
         click.echo(rep.to_json())

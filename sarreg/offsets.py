@@ -1,0 +1,237 @@
+"""Local offsets field (``--model local``): correlation on a regular grid over the whole overlap.
+
+After a global model ``T`` (moving px -> reference px) is fitted, what is left are local deviations (terrain-induced
+offsets in ground-range products, residual orbit errors): not affine. The reference is walked in blocks (rasterio
+windows, bounded memory); for each block the moving raster is read around it, resampled through ``T`` (Lanczos)
+and correlated at the grid nodes that fall in the block (``sarreg.correlate``). The raw offsets are filtered
+(neighbour consistency: a node far from the median of its neighbours is an outlier), then smoothed and gap-filled
+by normalised Gaussian convolution over the valid nodes; nodes far from any measurement stay unknown (NaN).
+
+Field convention: at reference pixel ``p`` (a grid node), the moving content that ``T`` puts at ``p`` truly lies at
+``p + d(p)`` (reference px, x = column, y = row, (0, 0) = centre of the top-left pixel).
+"""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+from rasterio.windows import Window
+
+from sarreg.config import PreprocessConfig
+from sarreg.correlate import correlate
+from sarreg.estimate import apply_matrix
+from sarreg.io.raster import Scene, open_dataset, read_unit
+
+log = logging.getLogger(__name__)
+
+WINDOW = 64  # correlation window (px)
+RADIUS = 8.0  # largest local deviation searched (px)
+BLOCK = 1024  # reference block read at once (px)
+OUTLIER_PX = 1.0  # a node farther than this from the median of its neighbours is dropped
+
+
+@dataclass
+class OffsetsField:
+    """Offsets on a regular grid of reference pixels.
+
+    x0, y0: reference px of node (0, 0); spacing: px between nodes; raw: ny x nx x 2 measured offsets (NaN where the
+    window did not correlate or was an outlier); smooth: ny x nx x 2 filtered field (NaN where unknown);
+    quality: ny x nx correlation peak heights (0 where not measured).
+    """
+
+    x0: float
+    y0: float
+    spacing: int
+    raw: np.ndarray
+    smooth: np.ndarray
+    quality: np.ndarray
+
+    @property
+    def nodes(self) -> np.ndarray:
+        """ny x nx x 2 reference px of the nodes."""
+        ny, nx = self.quality.shape
+        return np.stack(np.meshgrid(self.x0 + self.spacing * np.arange(nx), self.y0 + self.spacing * np.arange(ny)),
+                        -1).astype(np.float64)
+
+    def tiepoints(self, T: np.ndarray) -> np.ndarray:
+        """N x 4 (x_mov, y_mov, x_ref, y_ref) of the known nodes: moving px ``T^-1(p)`` lies at ``p + d(p)``."""
+        p = self.nodes.reshape(-1, 2)
+        d = self.smooth.reshape(-1, 2)
+        ok = np.isfinite(d).all(1)
+        mov = apply_matrix(np.linalg.inv(T), p[ok])
+        return np.c_[mov, p[ok] + d[ok]]
+
+    def stats(self) -> dict[str, Any]:
+        """JSON-ready statistics of the smoothed deviation from the global model (px) and of the raw residuals."""
+        d = self.smooth.reshape(-1, 2)
+        ok = np.isfinite(d).all(1)
+        mag = np.hypot(*d[ok].T) if ok.any() else np.zeros(0)
+        raw = self.raw.reshape(-1, 2)
+        both = ok & np.isfinite(raw).all(1)
+        res = np.hypot(*(raw[both] - d[both]).T) if both.any() else np.zeros(0)
+        r = (lambda v: None if not np.isfinite(v) else round(float(v), 4))
+        return {
+            "nodes": int(d.shape[0]), "measured": int(np.isfinite(raw).all(1).sum()), "known": int(ok.sum()),
+            "spacing_px": int(self.spacing),
+            "median_px": r(np.median(mag)) if mag.size else None,
+            "mad_px": r(np.median(np.abs(mag - np.median(mag)))) if mag.size else None,
+            "max_px": r(mag.max()) if mag.size else None,
+            "raw_vs_smooth_rmse_px": r(math.sqrt(float(np.mean(res ** 2)))) if res.size else None,
+        }
+
+
+def estimate_field(ref: Scene, mov: Scene, T: np.ndarray, area, spacing: int, ref_pre: PreprocessConfig,
+                   mov_pre: PreprocessConfig, radius: float = RADIUS, size: int = WINDOW) -> OffsetsField:
+    """Correlate ``mov`` (resampled through ``T``) with ``ref`` at grid nodes every ``spacing`` px over ``area``'s
+    bounding box; returns the raw and filtered field."""
+    from sarreg.pipeline import _decimation, _local_scale, _translate, _warp, _warp_valid  # shared helpers
+
+    x0, y0, x1, y1 = (max(0.0, area.bounds[0]), max(0.0, area.bounds[1]),
+                      min(ref.width - 1.0, area.bounds[2]), min(ref.height - 1.0, area.bounds[3]))
+    nx = max(1, int((x1 - x0) // spacing) + 1)
+    ny = max(1, int((y1 - y0) // spacing) + 1)
+    gx0 = x0 + ((x1 - x0) - (nx - 1) * spacing) / 2
+    gy0 = y0 + ((y1 - y0) - (ny - 1) * spacing) / 2
+    raw = np.full((ny, nx, 2), np.nan)
+    quality = np.zeros((ny, nx))
+    inv = np.linalg.inv(T)
+    half = size // 2
+    margin = half + 2
+    block = max(BLOCK, 4 * size)
+    with open_dataset(ref.path) as dr, open_dataset(mov.path) as dm:
+        for by in range(0, ny, max(1, block // spacing)):
+            for bx in range(0, nx, max(1, block // spacing)):
+                jx = np.arange(bx, min(nx, bx + max(1, block // spacing)))
+                jy = np.arange(by, min(ny, by + max(1, block // spacing)))
+                cx = np.rint(gx0 + spacing * jx).astype(int)
+                cy = np.rint(gy0 + spacing * jy).astype(int)
+                c0 = int(max(0, cx.min() - margin))
+                r0 = int(max(0, cy.min() - margin))
+                c1 = int(min(ref.width, cx.max() + margin + 1))
+                r1 = int(min(ref.height, cy.max() + margin + 1))
+                if c1 - c0 < size or r1 - r0 < size:
+                    continue
+                ru, rv = read_unit(ref, Window(c0, r0, c1 - c0, r1 - r0), None, ref_pre, ds=dr)
+                if not rv.any():
+                    continue
+                corners = apply_matrix(inv, [[c0 - 0.5, r0 - 0.5], [c1 - 0.5, r0 - 0.5], [c0 - 0.5, r1 - 0.5],
+                                             [c1 - 0.5, r1 - 0.5]])
+                k = _local_scale(T, tuple(corners.mean(0)))
+                pad = (radius + 4) / max(min(k, 1.0), 1e-6)
+                mc0 = int(max(0, math.floor(corners[:, 0].min() - pad)))
+                mr0 = int(max(0, math.floor(corners[:, 1].min() - pad)))
+                mc1 = int(min(mov.width, math.ceil(corners[:, 0].max() + pad)))
+                mr1 = int(min(mov.height, math.ceil(corners[:, 1].max() + pad)))
+                if mc1 - mc0 < 8 or mr1 - mr0 < 8:
+                    continue
+                f = min(1.0, k * 1.25)
+                mshape = (max(1, round((mr1 - mr0) * f)), max(1, round((mc1 - mc0) * f)))
+                mu, mv = read_unit(mov, Window(mc0, mr0, mc1 - mc0, mr1 - mr0), mshape if f < 1 else None, mov_pre,
+                                   ds=dm)
+                Dm = _translate(mc0, mr0) @ _decimation((mr1 - mr0, mc1 - mc0), mu.shape)
+                Ft = _translate(-c0, -r0) @ T @ Dm
+                wu = _warp(mu, Ft, ru.shape, flags=cv2.INTER_LANCZOS4)
+                wv = _warp_valid(mv, Ft, ru.shape)
+                gxx, gyy = np.meshgrid(cx - c0, cy - r0)
+                jxx, jyy = np.meshgrid(jx, jy)
+                cen = np.c_[gxx.ravel(), gyy.ravel()]
+                idx = np.c_[jxx.ravel(), jyy.ravel()]
+                inside = ((cen[:, 0] >= half) & (cen[:, 0] + size - half <= ru.shape[1]) & (cen[:, 1] >= half)
+                          & (cen[:, 1] + size - half <= ru.shape[0]))
+                cen, idx = cen[inside], idx[inside]
+                # windows at least 90 % valid in both images
+                both = (rv & wv).astype(np.float32)
+                frac = cv2.boxFilter(both, -1, (size, size), normalize=True, borderType=cv2.BORDER_CONSTANT)
+                keep = frac[np.clip(cen[:, 1], 0, ru.shape[0] - 1), np.clip(cen[:, 0], 0, ru.shape[1] - 1)] >= 0.9
+                cen, idx = cen[keep], idx[keep]
+                if not len(cen):
+                    continue
+                o = correlate(ru, wu, rv, wv, cen, size, radius)
+                ok = o.ok
+                raw[idx[ok, 1], idx[ok, 0]] = o.d[ok]
+                quality[idx[:, 1], idx[:, 0]] = o.peak
+    raw = _drop_outliers(raw)
+    smooth = _smooth(raw)
+    return OffsetsField(gx0, gy0, spacing, raw, smooth, quality)
+
+
+def _nanmedian_neighbours(a: np.ndarray) -> np.ndarray:
+    """Median of the 8 neighbours of every node (NaN-aware), ny x nx."""
+    ny, nx = a.shape
+    p = np.pad(a, 1, constant_values=np.nan)
+    stack = [p[1 + dy:1 + dy + ny, 1 + dx:1 + dx + nx] for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx]
+    with np.errstate(all="ignore"):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return np.nanmedian(np.stack(stack), axis=0)
+
+
+def _drop_outliers(raw: np.ndarray) -> np.ndarray:
+    """NaN where a node disagrees with the median of its neighbours by more than OUTLIER_PX, or has < 2 neighbours."""
+    out = raw.copy()
+    mx, my = _nanmedian_neighbours(raw[..., 0]), _nanmedian_neighbours(raw[..., 1])
+    bad = np.hypot(raw[..., 0] - mx, raw[..., 1] - my) > OUTLIER_PX
+    nb = cv2.boxFilter(np.isfinite(raw[..., 0]).astype(np.float32), -1, (3, 3), normalize=False,
+                       borderType=cv2.BORDER_CONSTANT) - np.isfinite(raw[..., 0])
+    bad |= nb < 2
+    bad &= np.isfinite(raw[..., 0])
+    out[bad] = np.nan
+    return out
+
+
+def _smooth(raw: np.ndarray, sigma: float = 1.0, reach: float = 2.0) -> np.ndarray:
+    """Normalised Gaussian convolution over the known nodes; unknown beyond ``reach`` sigmas of any measurement."""
+    w = np.isfinite(raw[..., 0]).astype(np.float32)
+    if not w.any():
+        return np.full_like(raw, np.nan)
+    ks = int(2 * math.ceil(3 * sigma) + 1)
+    den = cv2.GaussianBlur(w, (ks, ks), sigma, borderType=cv2.BORDER_CONSTANT)
+    out = np.empty_like(raw)
+    for k in range(2):
+        num = cv2.GaussianBlur(np.where(w > 0, raw[..., k], 0).astype(np.float32), (ks, ks), sigma,
+                               borderType=cv2.BORDER_CONSTANT)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[..., k] = num / den
+    floor = math.exp(-0.5 * reach ** 2) / (2 * math.pi * sigma ** 2)  # one measurement at ``reach`` sigmas
+    out[den < floor] = np.nan
+    return out
+
+
+def write_field(path, field: OffsetsField, ref: Scene) -> None:
+    """``OUT.offsets.tif``: float32 bands dx, dy (reference px) and quality, nodata NaN, on the node grid,
+    georeferenced like the reference (pixel space when the reference is not). Written atomically."""
+    import os
+
+    import rasterio
+    from affine import Affine
+
+    from sarreg.outputs import temp_path
+
+    s = field.spacing
+    grid_t = Affine.translation(field.x0 + 0.5 - s / 2, field.y0 + 0.5 - s / 2) * Affine.scale(s)
+    transform = (ref.transform * grid_t) if ref.georeferenced else grid_t
+    ny, nx = field.quality.shape
+    data = np.stack([field.smooth[..., 0], field.smooth[..., 1],
+                     np.where(np.isfinite(field.smooth[..., 0]), field.quality, np.nan)]).astype(np.float32)
+    tmp = temp_path(path)
+    profile = {"driver": "GTiff", "width": nx, "height": ny, "count": 3, "dtype": "float32", "nodata": float("nan"),
+               "transform": transform, "compress": "deflate"}
+    if ref.georeferenced:
+        profile["crs"] = ref.crs
+    try:
+        with rasterio.open(tmp, "w", **profile) as ds:
+            ds.write(data)
+            ds.set_band_description(1, "dx_px")
+            ds.set_band_description(2, "dy_px")
+            ds.set_band_description(3, "quality")
+            ds.update_tags(convention="reference px; the content put at p by the global model lies at p + (dx, dy)")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)

@@ -1,0 +1,87 @@
+"""``--model local``: a smooth terrain-like distortion recovered by the correlation offsets field."""
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+import rasterio
+from affine import Affine
+
+from sarreg.config import RegisterConfig
+from sarreg.estimate import apply_matrix
+from sarreg.pipeline import register
+from sarreg.synth import reflectivity, speckle, write_geotiff
+
+UTM = "EPSG:32631"
+REF_T = Affine(10.0, 0, 500000.0, 0, -10.0, 5000000.0)
+N, PAD = 512, 48
+SHIFT = np.array([3.2, -2.1])
+
+
+def _bump(xy: np.ndarray) -> np.ndarray:
+    """Smooth local displacement (px) of up to ~2.5 px, as terrain-induced offsets (moving px -> extra ref px)."""
+    x, y = xy[..., 0] / N, xy[..., 1] / N
+    return np.stack([2.5 * np.sin(math.pi * x) * np.sin(math.pi * y), 1.5 * np.sin(2 * math.pi * x) * y], -1)
+
+
+def _truth(u: np.ndarray) -> np.ndarray:
+    """Moving px -> reference px."""
+    return u + SHIFT + _bump(u)
+
+
+def _pair(tmp):
+    field = reflectivity(N + 2 * PAD, N + 2 * PAD, seed=17)
+    rng = np.random.default_rng(2)
+    ref = speckle(field, 4.0, rng)[PAD:PAD + N, PAD:PAD + N]
+    u = np.stack(np.meshgrid(np.arange(N, dtype=np.float64), np.arange(N, dtype=np.float64)), -1)
+    m = (_truth(u) + PAD).astype(np.float32)
+    mov = cv2.remap(speckle(field, 4.0, rng), m[..., 0], m[..., 1], cv2.INTER_LANCZOS4, borderValue=0)
+    r = write_geotiff(tmp / "ref.tif", ref, REF_T, UTM)
+    mv = write_geotiff(tmp / "moving.tif", np.maximum(mov, 0), REF_T, UTM, nodata=0.0)
+    return r, mv
+
+
+def test_local_model_recovers_smooth_distortion(tmp_path):
+    r, m = _pair(tmp_path)
+    cfg = RegisterConfig(features="sift", model="local", grid_spacing=32, tiepoints=False, matches_npz=False)
+    out = tmp_path / "o.tif"
+    rep = register(r, m, out, cfg)
+    assert rep.model == "local" and rep.status == "ok", rep.message
+    # the best global affine is > 1 px off somewhere: the field is needed
+    g = np.stack(np.meshgrid(np.linspace(40, N - 40, 12), np.linspace(40, N - 40, 12)), -1).reshape(-1, 2)
+    glob_err = np.hypot(*(apply_matrix(np.array(rep.matrix), g) - _truth(g)).T)
+    assert glob_err.max() > 1.0
+    # field nodes read back from OUT.offsets.tif (its own georeferencing) vs the truth
+    T = np.array(rep.matrix)
+    with rasterio.open(tmp_path / "o.offsets.tif") as ds:
+        assert ds.count == 3 and ds.crs.to_epsg() == 32631 and ds.dtypes[0] == "float32"
+        dx, dy, q = ds.read()
+        rows, cols = np.mgrid[:ds.height, :ds.width]
+        xs, ys = rasterio.transform.xy(ds.transform, rows.ravel(), cols.ravel())  # node centres, map coords
+    inv = ~REF_T
+    px = np.array([inv * (x, y) for x, y in zip(xs, ys)]) - 0.5  # reference pixel centres of the nodes
+    d = np.c_[dx.ravel(), dy.ravel()]
+    ok = np.isfinite(d).all(1) & (px > 40).all(1) & (px < N - 40).all(1)
+    assert ok.sum() > 50
+    # the content T puts at p comes from u = T^-1(p) and truly lies at truth(u)
+    u = apply_matrix(np.linalg.inv(T), px[ok])
+    true_d = _truth(u) - px[ok]
+    resid = np.hypot(*(d[ok] - true_d).T)
+    assert np.median(resid) <= 0.3, np.median(resid)
+    assert rep.stages["offsets"]["known"] > 50 and rep.stages["offsets"]["max_px"] > 0.5
+    # the warped raster is on the reference grid
+    with rasterio.open(out) as o:
+        assert o.transform == REF_T and (o.width, o.height) == (N, N)
+    assert rep.outputs["offsets"].endswith("o.offsets.tif")
+
+
+def test_local_field_rejects_a_wrong_global_model(tmp_path):
+    """Unrelated moving scene under a forced local model: the field must not make it ok."""
+    rng = np.random.default_rng(4)
+    a = speckle(reflectivity(320, 320, seed=41), 4.0, rng)
+    b = speckle(reflectivity(320, 320, seed=42), 4.0, rng)
+    r = write_geotiff(tmp_path / "ref.tif", a, REF_T, UTM)
+    m = write_geotiff(tmp_path / "moving.tif", b, REF_T, UTM)
+    rep = register(r, m, tmp_path / "o.tif", RegisterConfig(features="sift", model="local", warp=False))
+    assert rep.status != "ok"
