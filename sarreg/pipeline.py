@@ -587,6 +587,15 @@ def _area_result(src: np.ndarray, dst: np.ndarray, q: np.ndarray, ref: Scene, mo
                        Features.empty((mov.width, mov.height)), np.zeros(n, np.int64), np.zeros(n, np.int64), info)
 
 
+def _fit_area(src: np.ndarray, dst: np.ndarray, q: np.ndarray, model: str, thr: float, cfg: RegisterConfig, area,
+              coverage_grid: int = 8) -> Estimate:
+    """Robust fit to correlation tie points; RegistrationFailed unless enough of them agree."""
+    est = fit_model(src, dst, model, cfg.robust, thr, area=area, scores=q, seed=cfg.seed, coverage_grid=coverage_grid)
+    if est.n_inliers < AREA_MIN_WINDOWS or est.n_inliers < AREA_MIN_RATIO * len(src):
+        raise RegistrationFailed(f"{est.n_inliers} consistent of {len(src)} correlated windows")
+    return est
+
+
 def coarse_area(ref: Scene, mov: Scene, prior: np.ndarray, ci: CoarseImages, cfg: RegisterConfig,
                 area) -> tuple[Estimate, StageResult]:
     """Coarse estimate by correlation on the decimated images: one global phase correlation (shift) from the
@@ -602,58 +611,81 @@ def coarse_area(ref: Scene, mov: Scene, prior: np.ndarray, ci: CoarseImages, cfg
     d0, peak, ratio = global_offset(ru, _warp(mu, G @ Dm, rshape), rv, wv)
     G1 = _translate(*d0) @ G
     wu, wv = _warp(mu, G1 @ Dm, rshape), _warp_valid(mv, G1 @ Dm, rshape)
-    size = AREA_SIZE if min(rshape) >= 2.5 * AREA_SIZE else AREA_SIZE // 2
-    src, dst, q, n = _area_points(ru, rv, wu, wv, Dr, np.linalg.inv(G1), size, size // 2, size / 4)
     model = {"shift": "shift", "similarity": "similarity"}.get(cfg.model, "affine")
     thr = max(2.0 * cfg.threshold, 2.5 / s)
-    info = {"method": "correlation", "scale": s, "global_shift_px": [float(d0[0] / s), float(d0[1] / s)],
-            "global_peak": round(float(peak), 4), "global_peak_ratio": round(float(ratio), 3), "windows": n,
-            "matches": len(src)}
-    est = fit_model(src, dst, model, cfg.robust, thr, area=area, scores=q, seed=cfg.seed)
-    if est.n_inliers < AREA_MIN_WINDOWS or est.n_inliers < AREA_MIN_RATIO * len(src):
-        raise RegistrationFailed(f"{est.n_inliers} consistent of {len(src)} correlated windows")
+    size = AREA_SIZE if min(rshape) >= 2.5 * AREA_SIZE else AREA_SIZE // 2
+    est, errors = None, []
+    # weak correlation (speckle, strong temporal change): too few windows pass; larger windows average more
+    for size, spacing in ((size, size // 2), (2 * size, size // 2)):
+        if min(rshape) < size + 8:
+            break
+        src, dst, q, n = _area_points(ru, rv, wu, wv, Dr, np.linalg.inv(G1), size, spacing, size / 4)
+        info = {"method": "correlation", "scale": s, "global_shift_px": [float(d0[0] / s), float(d0[1] / s)],
+                "global_peak": round(float(peak), 4), "global_peak_ratio": round(float(ratio), 3), "windows": n,
+                "window_px": size, "matches": len(src)}
+        try:
+            est = _fit_area(src, dst, q, model, thr, cfg, area)
+            break
+        except RegistrationFailed as e:
+            errors.append(f"{size} px windows: {e}")
+    if est is None:
+        raise RegistrationFailed("; ".join(errors) or "images too small for correlation windows")
     res = _area_result(src, dst, q, ref, mov, info)
     res.info.update({"inliers": est.n_inliers, "rmse_px": est.rmse, "threshold_px": thr,
                      "rotation_deg": decompose(np.linalg.inv(prior) @ est.matrix)["rotation_deg"]})
     return est, res
 
 
+def _area_pass(tiles: list[TilePair], T: np.ndarray, size: int, radius: float
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Correlation tie points of all tiles, the moving tiles resampled through ``T`` (Lanczos)."""
+    srcs, dsts, qs, n = [np.zeros((0, 2))], [np.zeros((0, 2))], [np.zeros(0)], 0
+    inv = np.linalg.inv(T)
+    # a small scene in one tile: denser windows so that enough of them vote; larger windows overlap more
+    spacing = AREA_SPACING if len(tiles) > 1 else AREA_SPACING // 2
+    spacing = max(spacing, size // 4) if size > AREA_SIZE else spacing
+    for t in tiles:
+        shape = t.ru.shape
+        if min(shape) < size + 8:
+            continue
+        Ft = _translate(-t.c0, -t.r0) @ T @ t.Dm
+        wu, wv = _warp(t.mu, Ft, shape, flags=cv2.INTER_LANCZOS4), _warp_valid(t.mv, Ft, shape)
+        off = _translate(t.c0, t.r0)
+        src, dst, q, k = _area_points(t.ru, t.rv, wu, wv, off, inv @ off, size, spacing, radius)
+        srcs.append(src), dsts.append(dst), qs.append(q)
+        n += k
+    return np.concatenate(srcs), np.concatenate(dsts), np.concatenate(qs), n
+
+
 def area_stage(ref: Scene, mov: Scene, tiles: list[TilePair], T: np.ndarray, radius: float, model: str,
                cfg: RegisterConfig, area, coverage_grid: int = 8, iterations: int = 2
                ) -> tuple[Estimate | None, StageResult]:
     """Sub-pixel tie points by correlation on the fine-stage tiles, the moving tile resampled through the current
-    transform ``T``; the model refitted and the correlation repeated through it (``iterations`` passes).
+    transform ``T``; the model refitted and the correlation repeated through it (``iterations`` passes). Windows of
+    AREA_SIZE px; twice that when too few of them agree (weak correlation: strong speckle or temporal change).
 
-    Returns (estimate or None when the windows do not agree, the last pass's tie points)."""
+    Returns (estimate or None when the windows do not agree, the last successful pass's tie points)."""
     est = None
-    res = best = _area_result(np.zeros((0, 2)), np.zeros((0, 2)), np.zeros(0), ref, mov, {})
+    res = best = _area_result(np.zeros((0, 2)), np.zeros((0, 2)), np.zeros(0), ref, mov,
+                              {"method": "correlation", "windows": 0, "matches": 0})
+    if not tiles:
+        res.info["error"] = "no usable tile"
+        return None, res
+    sizes = [AREA_SIZE, 2 * AREA_SIZE]
     for it in range(iterations):
-        srcs, dsts, qs, n = [], [], [], 0
-        inv = np.linalg.inv(T)
-        for t in tiles:
-            shape = t.ru.shape
-            Ft = _translate(-t.c0, -t.r0) @ T @ t.Dm
-            wu, wv = _warp(t.mu, Ft, shape, flags=cv2.INTER_LANCZOS4), _warp_valid(t.mv, Ft, shape)
-            off = _translate(t.c0, t.r0)
-            # a small scene in one tile: denser windows so that enough of them vote
-            spacing = AREA_SPACING if len(tiles) > 1 else AREA_SPACING // 2
-            src, dst, q, k = _area_points(t.ru, t.rv, wu, wv, off, inv @ off, AREA_SIZE, spacing, radius)
-            srcs.append(src), dsts.append(dst), qs.append(q)
-            n += k
-        if not tiles:
-            res.info.update({"method": "correlation", "windows": 0, "matches": 0, "error": "no usable tile"})
-            break
-        src, dst, q = np.concatenate(srcs), np.concatenate(dsts), np.concatenate(qs)
-        res = _area_result(src, dst, q, ref, mov, {"method": "correlation", "windows": n, "matches": len(src),
-                                                   "search_radius_px": radius, "passes": it + 1})
-        try:
-            e = fit_model(src, dst, model, cfg.robust, cfg.threshold, area=area, scores=q, seed=cfg.seed,
-                          coverage_grid=coverage_grid)
-        except RegistrationFailed as err:
-            res.info["error"] = str(err)
-            break
-        if e.n_inliers < AREA_MIN_WINDOWS or e.n_inliers < AREA_MIN_RATIO * len(src):
-            res.info["error"] = f"{e.n_inliers} consistent of {len(src)} correlated windows"
+        e = None
+        for size in sizes:
+            src, dst, q, n = _area_pass(tiles, T, size, radius)
+            res = _area_result(src, dst, q, ref, mov, {"method": "correlation", "windows": n, "matches": len(src),
+                                                       "window_px": size, "search_radius_px": radius,
+                                                       "passes": it + 1})
+            try:
+                e = _fit_area(src, dst, q, model, cfg.threshold, cfg, area, coverage_grid)
+                sizes = [size]  # the next pass keeps the window size that worked
+                break
+            except RegistrationFailed as err:
+                res.info["error"] = str(err)
+        if e is None:
             break
         est, best, T, radius = e, res, e.matrix, min(radius, AREA_RADIUS)
         res.info.update({"inliers": e.n_inliers, "rmse_px": finite_round(e.rmse),

@@ -251,7 +251,26 @@ def read_unit(scene: Scene, window: Window | None = None, out_shape: tuple[int, 
             ds.close()
     logv = to_log(vals, scene.kind)
     valid = mask & np.isfinite(logv)
+    _keep_isolated_dark(vals, logv, mask, valid, scene.lo)
     return unit_scale(logv, scene.lo, scene.hi, scene.fill, pre.despeckle), valid
+
+
+def _keep_isolated_dark(vals: np.ndarray, logv: np.ndarray, mask: np.ndarray, valid: np.ndarray, lo: float) -> None:
+    """Isolated non-positive pixels inside valid data (speckle zeros, resampling ringing) are very dark
+    measurements, not holes: set them to the scene's low value and keep them valid, in place. Otherwise every
+    such pixel would cut a hole in the valid mask and drop the keypoints and correlation windows around it.
+    Areas where most pixels are non-positive (zero-filled borders without a nodata value) stay invalid."""
+    if np.iscomplexobj(vals) or valid.all():
+        return
+    dark = mask & ~valid & np.isfinite(vals)
+    if not dark.any():
+        return
+    import cv2
+
+    frac = cv2.boxFilter(dark.astype(np.float32), -1, (7, 7), normalize=True, borderType=cv2.BORDER_REFLECT)
+    iso = dark & (frac < 0.25)
+    logv[iso] = lo
+    valid |= iso
 
 
 def image_to_unit(image: np.ndarray, kind: str = "auto", lo_pct: float = 1.0, hi_pct: float = 99.0,
