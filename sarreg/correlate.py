@@ -26,7 +26,8 @@ import numpy as np
 # Minimum peak height and peak-to-secondary ratio for a window to count as a match (see Offsets.ok).
 MIN_PEAK = 0.08
 MIN_RATIO = 1.5
-WHITEN = 1.0
+WHITEN = 1.0  # detection surface: cross-power spectrum divided by |X|^WHITEN (1 = phase only)
+FIT_WHITEN = 0.5  # sub-pixel fit surface: partial whitening weighs frequencies closer to their signal-to-noise
 MIN_TEXTURE = 0.02  # std of a reference window ([0, 1] log-intensity units) below which it is textureless
 
 
@@ -109,18 +110,20 @@ def _prepare(win: np.ndarray, valid: np.ndarray, taper: np.ndarray) -> np.ndarra
 
 
 def _surface(a: np.ndarray, b: np.ndarray, av: np.ndarray, bv: np.ndarray, taper: np.ndarray,
-             sigma: float) -> np.ndarray:
+             sigma: float, fit: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
     """N x S x S phase-correlation surfaces with a Gaussian-shaped peak, offset 0 at [S//2, S//2], scaled so that
-    identical windows peak at 1."""
+    identical windows peak at 1; with ``fit``, also the partially whitened surface used for the sub-pixel fit."""
     size = a.shape[-1]
     A = np.fft.rfft2(_prepare(a, av, taper))
     B = np.fft.rfft2(_prepare(b, bv, taper))
     X = A * np.conj(B)
-    X /= (np.abs(X) + 1e-12) ** WHITEN
-    X *= _lowpass(size, sigma)
+    mag = np.abs(X) + 1e-12
+    g = _lowpass(size, sigma)
     f = np.fft.fftfreq(size)
     norm = float(np.exp(-2.0 * (np.pi * sigma) ** 2 * (f[:, None] ** 2 + f[None, :] ** 2)).mean())
-    return np.fft.fftshift(np.fft.irfft2(X, s=(size, size)), axes=(1, 2)) / norm
+    shift = (lambda x: np.fft.fftshift(np.fft.irfft2(x, s=(size, size)), axes=(1, 2)))
+    s = shift(X / mag ** WHITEN * g) / norm
+    return s, (shift(X / mag ** FIT_WHITEN * g) if fit else None)
 
 
 def correlate(ref: np.ndarray, mov: np.ndarray, ref_valid: np.ndarray, mov_valid: np.ndarray,
@@ -152,13 +155,23 @@ def correlate(ref: np.ndarray, mov: np.ndarray, ref_valid: np.ndarray, mov_valid
         nv = np.maximum(w.sum((1, 2)), 1.0)
         m1 = (a * w).sum((1, 2)) / nv
         texture = np.sqrt(np.maximum((a * a * w).sum((1, 2)) / nv - m1 * m1, 0.0))
-        s = _surface(a, b, av, bv, taper, sigma)
+        s, sf = _surface(a, b, av, bv, taper, sigma, fit=True)
         sm = np.where(search[None], s, -np.inf)
         k = sm.reshape(len(c), -1).argmax(1)
         py, px = np.divmod(k, size)
         peak = s[np.arange(len(c)), py, px]
-        dx = _peak_fit(s, py, px, axis=2)
-        dy = _peak_fit(s, py, px, axis=1)
+        # sub-pixel position on the partially whitened surface, at its maximum next to the detected peak
+        n_idx = np.arange(len(c))
+        best = np.full(len(c), -np.inf)
+        fy, fx = py.copy(), px.copy()
+        for oy in (-1, 0, 1):
+            for ox in (-1, 0, 1):
+                yy_, xx_ = np.clip(py + oy, 1, size - 2), np.clip(px + ox, 1, size - 2)
+                v = sf[n_idx, yy_, xx_]
+                upd = v > best
+                best[upd], fy[upd], fx[upd] = v[upd], yy_[upd], xx_[upd]
+        dx = fx - px + _peak_fit(sf, fy, fx, axis=2)
+        dy = fy - py + _peak_fit(sf, fy, fx, axis=1)
         # secondary peak: best value farther than 3 sigma + 1 px from the main one
         far = (np.hypot(xx[None] - (px - size // 2)[:, None, None], yy[None] - (py - size // 2)[:, None, None])
                > 3 * sigma + 1.0)
@@ -213,7 +226,7 @@ def global_offset(ref: np.ndarray, mov: np.ndarray, ref_valid: np.ndarray, mov_v
     tx = np.zeros(size, np.float32)
     ty[oy:oy + h] = np.hanning(h + 2)[1:-1]
     tx[ox:ox + w] = np.hanning(w + 2)[1:-1]
-    s = _surface(a, b, av, bv, np.outer(ty, tx)[None], sigma)
+    s, _ = _surface(a, b, av, bv, np.outer(ty, tx)[None], sigma)
     k = int(s[0].argmax())
     py, px = np.divmod(np.array([k]), size)
     peak = float(s[0, py[0], px[0]])

@@ -636,14 +636,18 @@ def coarse_area(ref: Scene, mov: Scene, prior: np.ndarray, ci: CoarseImages, cfg
     return est, res
 
 
+def _area_spacing(n_tiles: int, size: int) -> int:
+    """Window spacing: a small scene in one tile gets denser windows so that enough of them vote."""
+    spacing = AREA_SPACING if n_tiles > 1 else AREA_SPACING // 2
+    return max(spacing, size // 4) if size > AREA_SIZE else spacing
+
+
 def _area_pass(tiles: list[TilePair], T: np.ndarray, size: int, radius: float
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """Correlation tie points of all tiles, the moving tiles resampled through ``T`` (Lanczos)."""
     srcs, dsts, qs, n = [np.zeros((0, 2))], [np.zeros((0, 2))], [np.zeros(0)], 0
     inv = np.linalg.inv(T)
-    # a small scene in one tile: denser windows so that enough of them vote; larger windows overlap more
-    spacing = AREA_SPACING if len(tiles) > 1 else AREA_SPACING // 2
-    spacing = max(spacing, size // 4) if size > AREA_SIZE else spacing
+    spacing = _area_spacing(len(tiles), size)
     for t in tiles:
         shape = t.ru.shape
         if min(shape) < size + 8:
@@ -676,9 +680,10 @@ def area_stage(ref: Scene, mov: Scene, tiles: list[TilePair], T: np.ndarray, rad
         e = None
         for size in sizes:
             src, dst, q, n = _area_pass(tiles, T, size, radius)
+            spacing = _area_spacing(len(tiles), size)
             res = _area_result(src, dst, q, ref, mov, {"method": "correlation", "windows": n, "matches": len(src),
-                                                       "window_px": size, "search_radius_px": radius,
-                                                       "passes": it + 1})
+                                                       "window_px": size, "spacing_px": spacing,
+                                                       "search_radius_px": radius, "passes": it + 1})
             try:
                 e = _fit_area(src, dst, q, model, cfg.threshold, cfg, area, coverage_grid)
                 sizes = [size]  # the next pass keeps the window size that worked
@@ -804,8 +809,25 @@ def prefer_simpler(est: Estimate, matches: StageResult, area, cfg: RegisterConfi
     from sarreg.estimate import bootstrap_spread
 
     pts = overlap_points(area)
+    info: dict[str, Any] = {"model": est.model, "chosen": est.model}
+    # 1. information criterion: the richer model must reduce the residuals by more than its extra parameters can
+    #    (overlapping correlation windows are not independent: their count is scaled by the overlap)
+    size, spacing = matches.info.get("window_px"), matches.info.get("spacing_px")
+    indep = min(1.0, (spacing / size) ** 2) if size and spacing else 1.0
+    best = bic_model(est, matches.src, matches.dst, indep)
+    info["bic"] = best
+    if best["chosen"] != est.model:
+        try:
+            alt = fit_model(matches.src, matches.dst, best["chosen"], cfg.robust, cfg.threshold, area=area,
+                            scores=matches.similarity, seed=cfg.seed, coverage_grid=grid_n)
+            if alt.n_inliers >= 0.9 * est.n_inliers and alt.rmse <= cfg.max_rmse:
+                est = alt
+                info["chosen"] = alt.model
+        except RegistrationFailed:
+            pass
+    # 2. bootstrap spread over the overlap: few or clustered tie points extrapolated
     spread = bootstrap_spread(est, matches.src, matches.dst, pts, seed=cfg.seed)
-    info: dict[str, Any] = {"model": est.model, "spread_px": finite_round(spread), "chosen": est.model}
+    info["spread_px"] = finite_round(spread)
     limit = MAX_SPREAD * cfg.max_rmse
     if spread is None or spread <= limit or est.model not in ("affine", "homography"):
         return est, info
@@ -822,6 +844,35 @@ def prefer_simpler(est: Estimate, matches: StageResult, area, cfg: RegisterConfi
             info["chosen"] = simpler
             return alt, info
     return est, info
+
+
+BIC_MODELS = {"shift": 2, "similarity": 4, "affine": 6, "homography": 8}
+
+
+def bic_model(est: Estimate, src: np.ndarray, dst: np.ndarray, independence: float = 1.0) -> dict[str, Any]:
+    """Bayesian information criterion of the models up to ``est``'s, least squares on its inliers.
+
+    independence: effective fraction of independent observations (overlapping correlation windows < 1).
+    -> {"chosen": model with the lowest BIC, "<model>": BIC, ...}."""
+    from sarreg.estimate import _lsq
+
+    idx = np.flatnonzero(est.inliers)
+    out: dict[str, Any] = {"chosen": est.model}
+    if est.model not in BIC_MODELS or len(idx) < 6:
+        return out
+    n_obs = 2 * len(idx)
+    n_eff = max(n_obs * independence, 2 * BIC_MODELS[est.model] + 2)
+    best = math.inf
+    for model, k in BIC_MODELS.items():
+        if k > BIC_MODELS[est.model]:
+            break
+        m = _lsq(src[idx], dst[idx], model)
+        rss = float(np.sum((apply_matrix(m, src[idx]) - dst[idx]) ** 2))
+        bic = n_eff * math.log(max(rss / n_obs, 1e-12)) + k * math.log(n_eff)
+        out[model] = round(bic, 2)
+        if bic < best - 1e-9:
+            best, out["chosen"] = bic, model
+    return out
 
 
 def judge(est: Estimate, prior: np.ndarray, cfg: RegisterConfig, adequacy: float | None = None,

@@ -55,14 +55,16 @@ def test_low_texture_speckled_pair_with_right_georeference_is_not_failed(tmp_pat
 
 @pytest.mark.parametrize("d", [(2.4, -1.7), (-0.35, 0.8)])
 def test_subpixel_shift_with_wrong_georeference(tmp_path, d):
-    """Georeference off by several px; the refined estimate lands within 0.1 px (Lanczos-made pair: bilinear
-    resampling of speckle is not a pure shift and would blur the truth itself by ~0.06 px)."""
+    """Georeference off by several px; the refined estimate lands within 0.1 px. The pair is made as two
+    acquisitions: the landscape shifted (dB, Lanczos), then speckle drawn on each grid (resampling speckled power
+    is not a pure shift and would blur the truth itself by up to ~0.1 px)."""
     n, pad = 448, 64
     field = reflectivity(n + 2 * pad, n + 2 * pad, seed=21)
     rng = np.random.default_rng(5)
     ref = speckle(field, 4.0, rng)[pad:pad + n, pad:pad + n]
     to_field = np.array([[1, 0, pad + d[0]], [0, 1, pad + d[1]], [0, 0, 1]])
-    mov = warp_image(speckle(field, 4.0, rng), to_field, (n, n), interpolation=cv2.INTER_LANCZOS4)
+    moved = warp_image(10 * np.log10(field), to_field, (n, n), interpolation=cv2.INTER_LANCZOS4)
+    mov = speckle(10 ** (moved / 10), 4.0, rng)  # the landscape moves; each date has its own speckle
     r, m = _write_pair(tmp_path, ref, mov, d, georef_error=(-6.0, 9.0))
     rep = register(r, m, tmp_path / "o.tif", SIFT)
     assert rep.status == "ok", rep.message
