@@ -24,6 +24,7 @@ from rasterio.windows import Window
 from sarreg.config import PreprocessConfig
 from sarreg.correlate import correlate
 from sarreg.estimate import apply_matrix
+from sarreg.geometry import decimation, local_scale, resample, resample_valid, translate
 from sarreg.io.raster import Scene, open_dataset, read_unit
 
 log = logging.getLogger(__name__)
@@ -88,7 +89,6 @@ def estimate_field(ref: Scene, mov: Scene, T: np.ndarray, area, spacing: int, re
                    mov_pre: PreprocessConfig, radius: float = RADIUS, size: int = WINDOW) -> OffsetsField:
     """Correlate ``mov`` (resampled through ``T``) with ``ref`` at grid nodes every ``spacing`` px over ``area``'s
     bounding box; returns the raw and filtered field."""
-    from sarreg.pipeline import _decimation, _local_scale, _translate, _warp, _warp_valid  # shared helpers
 
     x0, y0, x1, y1 = (max(0.0, area.bounds[0]), max(0.0, area.bounds[1]),
                       min(ref.width - 1.0, area.bounds[2]), min(ref.height - 1.0, area.bounds[3]))
@@ -120,7 +120,7 @@ def estimate_field(ref: Scene, mov: Scene, T: np.ndarray, area, spacing: int, re
                     continue
                 corners = apply_matrix(inv, [[c0 - 0.5, r0 - 0.5], [c1 - 0.5, r0 - 0.5], [c0 - 0.5, r1 - 0.5],
                                              [c1 - 0.5, r1 - 0.5]])
-                k = _local_scale(T, tuple(corners.mean(0)))
+                k = local_scale(T, tuple(corners.mean(0)))
                 pad = (radius + 4) / max(min(k, 1.0), 1e-6)
                 mc0 = int(max(0, math.floor(corners[:, 0].min() - pad)))
                 mr0 = int(max(0, math.floor(corners[:, 1].min() - pad)))
@@ -132,10 +132,10 @@ def estimate_field(ref: Scene, mov: Scene, T: np.ndarray, area, spacing: int, re
                 mshape = (max(1, round((mr1 - mr0) * f)), max(1, round((mc1 - mc0) * f)))
                 mu, mv = read_unit(mov, Window(mc0, mr0, mc1 - mc0, mr1 - mr0), mshape if f < 1 else None, mov_pre,
                                    ds=dm)
-                Dm = _translate(mc0, mr0) @ _decimation((mr1 - mr0, mc1 - mc0), mu.shape)
-                Ft = _translate(-c0, -r0) @ T @ Dm
-                wu = _warp(mu, Ft, ru.shape, flags=cv2.INTER_LANCZOS4)
-                wv = _warp_valid(mv, Ft, ru.shape)
+                Dm = translate(mc0, mr0) @ decimation((mr1 - mr0, mc1 - mc0), mu.shape)
+                Ft = translate(-c0, -r0) @ T @ Dm
+                wu = resample(mu, Ft, ru.shape, flags=cv2.INTER_LANCZOS4)
+                wv = resample_valid(mv, Ft, ru.shape)
                 gxx, gyy = np.meshgrid(cx - c0, cy - r0)
                 jxx, jyy = np.meshgrid(jx, jy)
                 cen = np.c_[gxx.ravel(), gyy.ravel()]

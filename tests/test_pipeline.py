@@ -243,5 +243,6 @@ def test_auto_model_picks_homography_only_for_perspective(tmp_path, field):
     m = sim(-7.5, 3.25, deg=3.0, scale=1.05)
     ref, mov = make_pair(tmp_path / "s", field, m, seed=4)
     rep = register(ref, mov, tmp_path / "s" / "o.tif", SIFT.with_(warp=False))
-    assert rep.status == "ok" and rep.model == "affine", rep.stages.get("model_selection")
+    # no homography; the information criterion may keep the (true) similarity instead of the affine
+    assert rep.status == "ok" and rep.model in ("affine", "similarity"), rep.stages.get("model_selection")
     assert grid_error(rep.matrix, m) < 0.5

@@ -1,0 +1,174 @@
+"""Area-based matching stage: tie points by correlation (``sarreg.correlate``) on resampled image pairs.
+
+* ``coarse_area``: on the decimated images, one global phase correlation from the prior, then a grid of windows;
+* ``area_stage``: on the fine-stage tiles, the moving tile resampled (Lanczos) through the current estimate,
+  windows correlated, the model refitted and the correlation repeated through it.
+Windows of AREA_SIZE px, twice that when too few agree (weak correlation).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import cv2
+import numpy as np
+
+from sarreg.config import RegisterConfig
+from sarreg.errors import RegistrationFailed
+from sarreg.estimate import Estimate, apply_matrix, decompose, finite_round, fit_model
+from sarreg.extract import Features
+from sarreg.geometry import resample, resample_valid, translate
+from sarreg.io.raster import Scene
+from sarreg.relate import CoarseImages
+from sarreg.stage import StageResult, TilePair
+
+
+AREA_SIZE = 64  # correlation window (px) at full resolution
+
+
+AREA_SPACING = 32  # grid spacing of window centres (px)
+
+
+AREA_MIN_WINDOWS = 8  # consistent windows needed for an area-based estimate
+
+
+AREA_MIN_RATIO = 0.3  # ... and their fraction among the windows that correlated
+
+
+AREA_RADIUS = 8.0  # search radius (px) once a keypoint or correlation estimate exists: wide enough that a wrong
+# model (an affine on a perspective pair) shows as inconsistent windows rather than as missing ones
+
+
+def _area_points(ru: np.ndarray, rv: np.ndarray, wu: np.ndarray, wv: np.ndarray, to_ref: np.ndarray,
+                 to_mov: np.ndarray, size: int, spacing: int, radius: float
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Tie points from correlating a reference image with the moving image resampled onto its grid.
+
+    to_ref / to_mov: image px -> full reference px / full moving px. Returns (src moving px, dst reference px,
+    peak heights, number of windows tried); only windows whose correlation peak passed the quality checks.
+    """
+    from sarreg.correlate import correlate, window_grid
+
+    c = window_grid(rv & wv, size, spacing)
+    o = correlate(ru, wu, rv, wv, c, size, radius)
+    o = o.subset(o.ok)
+    return apply_matrix(to_mov, o.xy), apply_matrix(to_ref, o.xy + o.d), o.peak, len(c)
+
+
+def _area_result(src: np.ndarray, dst: np.ndarray, q: np.ndarray, ref: Scene, mov: Scene,
+                 info: dict[str, Any]) -> StageResult:
+    n = len(src)
+    return StageResult(src, dst, q.astype(np.float32), Features.empty((ref.width, ref.height)),
+                       Features.empty((mov.width, mov.height)), np.zeros(n, np.int64), np.zeros(n, np.int64), info)
+
+
+def _fit_area(src: np.ndarray, dst: np.ndarray, q: np.ndarray, model: str, thr: float, cfg: RegisterConfig, area,
+              coverage_grid: int = 8) -> Estimate:
+    """Robust fit to correlation tie points; RegistrationFailed unless enough of them agree."""
+    est = fit_model(src, dst, model, cfg.robust, thr, area=area, scores=q, seed=cfg.seed, coverage_grid=coverage_grid)
+    if est.n_inliers < AREA_MIN_WINDOWS or est.n_inliers < AREA_MIN_RATIO * len(src):
+        raise RegistrationFailed(f"{est.n_inliers} consistent of {len(src)} correlated windows")
+    return est
+
+
+def coarse_area(ref: Scene, mov: Scene, prior: np.ndarray, ci: CoarseImages, cfg: RegisterConfig,
+                area) -> tuple[Estimate, StageResult]:
+    """Coarse estimate by correlation on the decimated images: one global phase correlation (shift) from the
+    prior, then a grid of windows fitted robustly. Raises RegistrationFailed when the windows do not agree."""
+    from sarreg.correlate import global_offset
+
+    ru, rv, Dr, s, mu, mv, Dm = ci.ru, ci.rv, ci.Dr, ci.s, ci.mu, ci.mv, ci.Dm
+    rshape = ru.shape
+    G = np.linalg.inv(Dr) @ prior  # moving full px -> coarse reference grid
+    wv = resample_valid(mv, G @ Dm, rshape)
+    if (wv & rv).mean() < 0.01:
+        raise RegistrationFailed("no overlap on the coarse grid")
+    d0, peak, ratio = global_offset(ru, resample(mu, G @ Dm, rshape), rv, wv)
+    G1 = translate(*d0) @ G
+    wu, wv = resample(mu, G1 @ Dm, rshape), resample_valid(mv, G1 @ Dm, rshape)
+    model = {"shift": "shift", "similarity": "similarity"}.get(cfg.model, "affine")
+    thr = max(2.0 * cfg.threshold, 2.5 / s)
+    size = AREA_SIZE if min(rshape) >= 2.5 * AREA_SIZE else AREA_SIZE // 2
+    est, errors = None, []
+    # weak correlation (speckle, strong temporal change): too few windows pass; larger windows average more
+    for size, spacing in ((size, size // 2), (2 * size, size // 2)):
+        if min(rshape) < size + 8:
+            break
+        src, dst, q, n = _area_points(ru, rv, wu, wv, Dr, np.linalg.inv(G1), size, spacing, size / 4)
+        info = {"method": "correlation", "scale": s, "global_shift_px": [float(d0[0] / s), float(d0[1] / s)],
+                "global_peak": round(float(peak), 4), "global_peak_ratio": round(float(ratio), 3), "windows": n,
+                "window_px": size, "matches": len(src)}
+        try:
+            est = _fit_area(src, dst, q, model, thr, cfg, area)
+            break
+        except RegistrationFailed as e:
+            errors.append(f"{size} px windows: {e}")
+    if est is None:
+        raise RegistrationFailed("; ".join(errors) or "images too small for correlation windows")
+    res = _area_result(src, dst, q, ref, mov, info)
+    res.info.update({"inliers": est.n_inliers, "rmse_px": est.rmse, "threshold_px": thr,
+                     "rotation_deg": decompose(np.linalg.inv(prior) @ est.matrix)["rotation_deg"]})
+    return est, res
+
+
+def _area_spacing(n_tiles: int, size: int) -> int:
+    """Window spacing: a small scene in one tile gets denser windows so that enough of them vote."""
+    spacing = AREA_SPACING if n_tiles > 1 else AREA_SPACING // 2
+    return max(spacing, size // 4) if size > AREA_SIZE else spacing
+
+
+def _area_pass(tiles: list[TilePair], T: np.ndarray, size: int, radius: float
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Correlation tie points of all tiles, the moving tiles resampled through ``T`` (Lanczos)."""
+    srcs, dsts, qs, n = [np.zeros((0, 2))], [np.zeros((0, 2))], [np.zeros(0)], 0
+    inv = np.linalg.inv(T)
+    spacing = _area_spacing(len(tiles), size)
+    for t in tiles:
+        shape = t.ru.shape
+        if min(shape) < size + 8:
+            continue
+        Ft = translate(-t.c0, -t.r0) @ T @ t.Dm
+        wu, wv = resample(t.mu, Ft, shape, flags=cv2.INTER_LANCZOS4), resample_valid(t.mv, Ft, shape)
+        off = translate(t.c0, t.r0)
+        src, dst, q, k = _area_points(t.ru, t.rv, wu, wv, off, inv @ off, size, spacing, radius)
+        srcs.append(src), dsts.append(dst), qs.append(q)
+        n += k
+    return np.concatenate(srcs), np.concatenate(dsts), np.concatenate(qs), n
+
+
+def area_stage(ref: Scene, mov: Scene, tiles: list[TilePair], T: np.ndarray, radius: float, model: str,
+               cfg: RegisterConfig, area, coverage_grid: int = 8, iterations: int = 2
+               ) -> tuple[Estimate | None, StageResult]:
+    """Sub-pixel tie points by correlation on the fine-stage tiles, the moving tile resampled through the current
+    transform ``T``; the model refitted and the correlation repeated through it (``iterations`` passes). Windows of
+    AREA_SIZE px; twice that when too few of them agree (weak correlation: strong speckle or temporal change).
+
+    Returns (estimate or None when the windows do not agree, the last successful pass's tie points)."""
+    est = None
+    res = best = _area_result(np.zeros((0, 2)), np.zeros((0, 2)), np.zeros(0), ref, mov,
+                              {"method": "correlation", "windows": 0, "matches": 0})
+    if not tiles:
+        res.info["error"] = "no usable tile"
+        return None, res
+    sizes = [AREA_SIZE, 2 * AREA_SIZE]
+    for it in range(iterations):
+        e = None
+        for size in sizes:
+            src, dst, q, n = _area_pass(tiles, T, size, radius)
+            spacing = _area_spacing(len(tiles), size)
+            res = _area_result(src, dst, q, ref, mov, {"method": "correlation", "windows": n, "matches": len(src),
+                                                       "window_px": size, "spacing_px": spacing,
+                                                       "search_radius_px": radius, "passes": it + 1})
+            try:
+                e = _fit_area(src, dst, q, model, cfg.threshold, cfg, area, coverage_grid)
+                sizes = [size]  # the next pass keeps the window size that worked
+                break
+            except RegistrationFailed as err:
+                res.info["error"] = str(err)
+        if e is None:
+            break
+        est, best, T, radius = e, res, e.matrix, min(radius, AREA_RADIUS)
+        res.info.update({"inliers": e.n_inliers, "rmse_px": finite_round(e.rmse),
+                         "heldout_rmse_px": finite_round(e.heldout_rmse)})
+    if est is None:
+        return None, res
+    return est, best

@@ -1,0 +1,271 @@
+"""Keypoint stages: coarse (decimated images, multiscale, rotation search) and fine (full-resolution tiles).
+
+The extractor is the R2D2 network or OpenCV SIFT behind one interface; matches are mutual nearest neighbours.
+When the keypoints give too few consistent matches, the coarse stage falls back on area-based matching
+(``sarreg.area``).
+"""
+from __future__ import annotations
+
+import logging
+import math
+
+import cv2
+import numpy as np
+from rasterio.windows import Window
+
+from sarreg.area import coarse_area
+from sarreg.config import RegisterConfig
+from sarreg.errors import InputError, RegistrationFailed
+from sarreg.estimate import Estimate, apply_matrix, decompose, fit_model
+from sarreg.extract import Features
+from sarreg.geometry import decimation, local_scale, resample, resample_valid, rotation, translate
+from sarreg.io.raster import Scene, open_dataset, read_unit
+from sarreg.quality import FAIL_INLIERS
+from sarreg.relate import CoarseImages, moving_pre
+from sarreg.stage import StageResult, TilePair
+
+log = logging.getLogger(__name__)
+
+
+# Rotation search of the coarse stage when nothing fits at 0 (R2D2 tolerates roughly +-25 degrees; SIFT is
+# rotation invariant and skips it).
+ROTATIONS = (45.0, -45.0, 90.0, -90.0, 135.0, -135.0, 180.0)
+
+
+COARSE_GOOD = 10  # coarse inliers that end the rotation search
+
+
+class Extractor:
+    """Keypoints of an in-memory [0, 1] image: R2D2 network or OpenCV SIFT, same interface."""
+
+    def __init__(self, cfg: RegisterConfig):
+        from sarreg.config import ExtractConfig
+
+        self.kind = cfg.features
+        self.name, self.sha256 = cfg.features, ""
+        self.base = ExtractConfig(device=cfg.device, preprocess=cfg.preprocess)
+        if self.kind == "r2d2":
+            from sarreg.extract import resolve_device
+            from sarreg.model.weights import load_model
+
+            self.model = load_model(cfg.weights, resolve_device(cfg.device))
+            self.name, self.sha256 = self.model.name, self.model.sha256
+        elif self.kind == "sift":
+            self.model = None
+        else:
+            raise InputError(f"unknown feature type {cfg.features!r} (choose r2d2 or sift)")
+
+    def __call__(self, unit: np.ndarray, valid: np.ndarray, multiscale: bool, top_k: int,
+                 min_scale: float = 0.0) -> Features:
+        """Keypoints of an H x W [0, 1] image; multiscale levels down to ``min_scale`` (R2D2 only)."""
+        h, w = unit.shape
+        if not valid.any():
+            return Features.empty((w, h))
+        if self.kind == "sift":
+            return self._sift(unit, valid, top_k)
+        from sarreg.extract import extract_array
+
+        cfg = self.base.with_(top_k=top_k, min_scale=min_scale)
+        if not multiscale:
+            cfg = cfg.with_(min_scale=1.0, max_scale=1.0, max_size=0)
+        return extract_array(self.model, unit, valid, cfg)
+
+    @staticmethod
+    def _sift(unit: np.ndarray, valid: np.ndarray, top_k: int) -> Features:
+        h, w = unit.shape
+        img = (np.clip(unit, 0, 1) * 255).astype(np.uint8)
+        mask = cv2.erode(valid.astype(np.uint8), np.ones((9, 9), np.uint8), borderType=cv2.BORDER_CONSTANT,
+                         borderValue=0)
+        sift = cv2.SIFT_create(nfeatures=top_k)
+        kps, desc = sift.detectAndCompute(img, mask)
+        if desc is None or not kps:
+            return Features.empty((w, h))
+        desc = desc.astype(np.float32)
+        desc /= np.maximum(desc.sum(1, keepdims=True), 1e-12)  # RootSIFT: L1, sqrt -> unit L2 norm
+        desc = np.sqrt(desc)
+        kp = np.array([[k.pt[0], k.pt[1], k.size] for k in kps], np.float32)
+        scores = np.array([k.response for k in kps], np.float32)
+        order = np.argsort(scores, kind="stable")
+        padded = np.zeros((len(kps), 128), np.float32)
+        padded[:, :desc.shape[1]] = desc
+        return Features(kp[order], padded[order], scores[order], (w, h))
+
+
+def match_features(f1: Features, f2: Features, ratio: float | None, device: str):
+    from sarreg.extract import resolve_device
+    from sarreg.match import match_mnn
+
+    return match_mnn(f1.descriptors, f2.descriptors, ratio=ratio, device=resolve_device(device))
+
+
+def coarse_stage(ref: Scene, mov: Scene, prior: np.ndarray, ci: CoarseImages, ext: Extractor,
+                 cfg: RegisterConfig, area) -> tuple[Estimate, StageResult]:
+    """Multiscale keypoints on the decimated images, matching and a robust fit; rotation search when nothing fits."""
+    ru, rv, Dr, s, mu, mv, Dm = ci.ru, ci.rv, ci.Dr, ci.s, ci.mu, ci.mv, ci.Dm
+    rshape = ru.shape
+    fr = ext(ru, rv, multiscale=True, top_k=cfg.coarse_top_k, min_scale=cfg.coarse_min_scale)
+    fr_full = Features(np.c_[apply_matrix(Dr, fr.xy), fr.keypoints[:, 2:] / s].astype(np.float32),
+                       fr.descriptors, fr.scores, (ref.width, ref.height))
+    model = {"shift": "shift", "similarity": "similarity"}.get(cfg.model, "affine")
+    thr = max(2.0 * cfg.threshold, 2.5 / s)
+    angles = (0.0,) + (ROTATIONS if cfg.rotation_search and ext.kind != "sift" else ())
+    best: tuple[Estimate, StageResult] | None = None
+    tried = []
+    for ang in angles:
+        G = rotation(ang, rshape[1] / 2 - 0.5, rshape[0] / 2 - 0.5) @ np.linalg.inv(Dr) @ prior  # mov full -> grid
+        wu = resample(mu, G @ Dm, rshape)
+        wv = resample_valid(mv, G @ Dm, rshape)
+        if wv.mean() < 0.01:
+            continue
+        fm = ext(wu, wv, multiscale=True, top_k=cfg.coarse_top_k, min_scale=cfg.coarse_min_scale)
+        m = match_features(fr, fm, cfg.ratio, cfg.device)
+        dst = apply_matrix(Dr, fr.xy[m.idx1])
+        src = apply_matrix(np.linalg.inv(G), fm.xy[m.idx2])
+        keep = np.ones(len(src), bool)
+        if cfg.max_shift is not None and len(src):
+            keep = np.hypot(*(apply_matrix(prior, src) - dst).T) <= cfg.max_shift + thr
+        src, dst, sim = src[keep], dst[keep], m.similarity[keep]
+        fm_full = Features(np.c_[apply_matrix(np.linalg.inv(G), fm.xy), fm.keypoints[:, 2:] / s].astype(np.float32),
+                           fm.descriptors, fm.scores, (mov.width, mov.height))
+        res = StageResult(src, dst, sim, fr_full, fm_full, m.idx1[keep], m.idx2[keep],
+                          {"scale": s, "rotation_tried_deg": ang, "keypoints_ref": len(fr), "keypoints_moving": len(fm),
+                           "matches": int(keep.sum())})
+        try:
+            est = fit_model(src, dst, model, cfg.robust, thr, area=area, scores=sim, seed=cfg.seed)
+        except RegistrationFailed as e:
+            tried.append(f"{ang:+.0f} deg: {e}")
+            continue
+        tried.append(f"{ang:+.0f} deg: {est.n_inliers} inliers")
+        if best is None or est.n_inliers > best[0].n_inliers:
+            best = (est, res)
+        good = est.n_inliers >= COARSE_GOOD and est.inlier_ratio >= 0.05
+        if good:
+            break
+        log.info("coarse stage at %+.0f deg: %d inliers of %d matches; trying other rotations", ang,
+                 est.n_inliers, est.n_matches)
+    if best is None or not (best[0].n_inliers >= COARSE_GOOD and best[0].inlier_ratio >= 0.05):
+        # few or no keypoint matches (speckle, low texture, strong temporal change): area-based matching from
+        # the georeferencing prior before trusting a weaker keypoint result
+        try:
+            aest, ares = coarse_area(ref, mov, prior, ci, cfg, area)
+            tried.append(f"correlation: {aest.n_inliers} of {ares.info['windows']} windows")
+            if best is None or aest.n_inliers >= best[0].n_inliers or best[0].n_inliers < COARSE_GOOD:
+                log.info("coarse: area-based matching, %d consistent windows", aest.n_inliers)
+                return aest, ares
+        except RegistrationFailed as e:
+            tried.append(f"correlation: {e}")
+    if best is None or best[0].n_inliers < FAIL_INLIERS:
+        raise RegistrationFailed(f"{mov.path}: coarse stage found no consistent matches with {ref.path} "
+                                 f"({'; '.join(tried) or 'no keypoints in the overlap'})")
+    est, res = best
+    res.info.update({"inliers": est.n_inliers, "rmse_px": est.rmse, "threshold_px": thr,
+                     "rotation_deg": decompose(np.linalg.inv(prior) @ est.matrix)["rotation_deg"]})
+    log.info("coarse: %d/%d inliers at 1/%.1f scale", est.n_inliers, est.n_matches, 1 / s)
+    return est, res
+
+
+def plan_tiles(ref: Scene, area, tile: int, n_tiles: int) -> list[tuple[int, int, int, int]]:
+    """Up to ``n_tiles`` windows (col0, row0, width, height) of the reference spread over ``area``."""
+    import shapely
+
+    from sarreg.estimate import thin_spatially
+
+    # a reference up to 1.5 tiles wide is one tile (no cropped margins on small images)
+    tw = ref.width if ref.width <= 1.5 * tile else tile
+    th = ref.height if ref.height <= 1.5 * tile else tile
+    x0, y0, x1, y1 = area.bounds
+    step = max(min(tw, th), math.sqrt(max(area.area, 1.0) / max(n_tiles, 1)))
+    nx = max(1, int(round((x1 - x0) / step)))
+    ny = max(1, int(round((y1 - y0) / step)))
+    cands = []
+    for j in range(ny):
+        for i in range(nx):
+            cx, cy = x0 + (i + 0.5) * (x1 - x0) / nx, y0 + (j + 0.5) * (y1 - y0) / ny
+            c0 = int(np.clip(round(cx - tw / 2), 0, ref.width - tw))
+            r0 = int(np.clip(round(cy - th / 2), 0, ref.height - th))
+            b = shapely.box(c0 - 0.5, r0 - 0.5, c0 + tw - 0.5, r0 + th - 0.5)
+            frac = area.intersection(b).area / b.area
+            if frac >= 0.3:
+                cands.append((c0, r0, frac))
+    if not cands:
+        c = area.representative_point()
+        cands = [(int(np.clip(round(c.x - tw / 2), 0, ref.width - tw)),
+                  int(np.clip(round(c.y - th / 2), 0, ref.height - th)), 1.0)]
+    cands = list(dict.fromkeys((c0, r0) for c0, r0, _ in cands))
+    if len(cands) > n_tiles:
+        idx = thin_spatially(np.array(cands, dtype=np.float64), n_tiles)
+        cands = [cands[i] for i in idx]
+    return [(c0, r0, tw, th) for c0, r0 in cands]
+
+
+def fine_stage(ref: Scene, mov: Scene, coarse: np.ndarray, coarse_err: float, ext: Extractor,
+               cfg: RegisterConfig, area) -> StageResult:
+    """Full-resolution tiles around the coarse prediction; matches in full-scene pixels."""
+    tiles = plan_tiles(ref, area, cfg.tile_size, cfg.n_tiles)
+    inv = np.linalg.inv(coarse)
+    radius = max(6.0, 3.0 * coarse_err)  # true matches lie near the coarse prediction
+    srcs, dsts, sims, i1s, i2s, rparts, mparts = [], [], [], [], [], [], []
+    n_r = n_m = 0
+    used = skipped = 0
+    tiles_kept: list[TilePair] = []
+    mpre = moving_pre(cfg)
+    with open_dataset(ref.path) as dr, open_dataset(mov.path) as dm:
+        for c0, r0, tw, th in tiles:
+            ru, rv = read_unit(ref, Window(c0, r0, tw, th), None, cfg.preprocess, ds=dr)
+            if rv.mean() < 0.2 or float(np.std(ru[rv])) < 0.01:
+                skipped += 1
+                continue
+            corners = apply_matrix(inv, [[c0 - 0.5, r0 - 0.5], [c0 + tw - 0.5, r0 - 0.5],
+                                         [c0 - 0.5, r0 + th - 0.5], [c0 + tw - 0.5, r0 + th - 0.5]])
+            k = local_scale(coarse, tuple(corners.mean(0)))
+            pad = 8.0 / max(min(k, 1.0), 1e-6)
+            mc0 = int(max(0, math.floor(corners[:, 0].min() - pad)))
+            mr0 = int(max(0, math.floor(corners[:, 1].min() - pad)))
+            mc1 = int(min(mov.width, math.ceil(corners[:, 0].max() + pad)))
+            mr1 = int(min(mov.height, math.ceil(corners[:, 1].max() + pad)))
+            if mc1 - mc0 < 16 or mr1 - mr0 < 16:
+                skipped += 1
+                continue
+            # moving pixels finer than the reference's: decimated read at about the reference pixel size
+            f = min(1.0, k * 1.25)
+            mshape = (max(1, round((mr1 - mr0) * f)), max(1, round((mc1 - mc0) * f)))
+            mu, mv = read_unit(mov, Window(mc0, mr0, mc1 - mc0, mr1 - mr0), mshape if f < 1 else None, mpre, ds=dm)
+            Dm = translate(mc0, mr0) @ decimation((mr1 - mr0, mc1 - mc0), mu.shape)
+            Ft = translate(-c0, -r0) @ coarse @ Dm  # moving read px -> tile px
+            wu = resample(mu, Ft, (th, tw))
+            wv = resample_valid(mv, Ft, (th, tw))
+            if wv.mean() < 0.1:
+                skipped += 1
+                continue
+            tiles_kept.append(TilePair(c0, r0, ru, rv, mu, mv, Dm))
+            fr = ext(ru, rv, multiscale=False, top_k=cfg.fine_top_k)
+            fm = ext(wu, wv, multiscale=False, top_k=cfg.fine_top_k)
+            used += 1
+            if not len(fr) or not len(fm):
+                continue
+            m = match_features(fr, fm, cfg.ratio, cfg.device)
+            near = np.hypot(*(fr.xy[m.idx1] - fm.xy[m.idx2]).T) <= radius
+            off = np.array([c0, r0], dtype=np.float64)
+            rk = fr.xy + off
+            mk = apply_matrix(inv, fm.xy + off)
+            srcs.append(mk[m.idx2[near]])
+            dsts.append(rk[m.idx1[near]])
+            sims.append(m.similarity[near])
+            i1s.append(m.idx1[near] + n_r)
+            i2s.append(m.idx2[near] + n_m)
+            rparts.append(Features(np.c_[rk, fr.keypoints[:, 2:]].astype(np.float32), fr.descriptors, fr.scores,
+                                   (ref.width, ref.height)))
+            mparts.append(Features(np.c_[mk, fm.keypoints[:, 2:] / max(k, 1e-6)].astype(np.float32),
+                                   fm.descriptors, fm.scores, (mov.width, mov.height)))
+            n_r += len(fr)
+            n_m += len(fm)
+    cat = (lambda xs, shape: np.concatenate(xs) if xs else np.zeros(shape))
+    res = StageResult(cat(srcs, (0, 2)), cat(dsts, (0, 2)), cat(sims, (0,)).astype(np.float32),
+                      Features.concat(rparts, (ref.width, ref.height)), Features.concat(mparts, (mov.width, mov.height)),
+                      cat(i1s, (0,)).astype(np.int64), cat(i2s, (0,)).astype(np.int64),
+                      {"tiles_planned": len(tiles), "tiles_used": used, "tiles_skipped": skipped,
+                       "keypoints_ref": n_r, "keypoints_moving": n_m, "search_radius_px": radius},
+                      tiles=tiles_kept)
+    res.info["matches"] = len(res.src)
+    log.info("fine: %d tiles, %d matches", used, len(res.src))
+    return res

@@ -1,0 +1,221 @@
+"""Model choice and quality gates: which estimate to keep, how many parameters the tie points support, and
+whether the result can be trusted (status ok / low_quality)."""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from sarreg.config import RegisterConfig
+from sarreg.errors import RegistrationFailed
+from sarreg.estimate import MODELS, Estimate, apply_matrix, decompose, finite_round, fit_model
+from sarreg.stage import StageResult
+from sarreg.warp import PixelTransform
+
+
+FAIL_INLIERS = 8  # fewer final inliers: status "failed" (no usable transform)
+
+
+RICHER = {"shift": "affine", "similarity": "affine", "affine": "homography"}
+# what --model accepts: the estimator's models plus "auto" (affine, or homography when clearly better)
+
+
+REGISTER_MODELS = ("auto",) + MODELS + ("local",)
+
+
+def _model_distance(a: Estimate, b: Estimate, area) -> float | None:
+    """Mean distance (reference px) between two estimates over a 12 x 12 grid on the overlap ``area``."""
+    import shapely
+
+    x0, y0, x1, y1 = area.bounds
+    g = np.stack(np.meshgrid(np.linspace(x0, x1, 12), np.linspace(y0, y1, 12)), -1).reshape(-1, 2)
+    g = g[shapely.contains_xy(area.buffer(1.0), g[:, 0], g[:, 1])]
+    if not len(g):
+        return None
+    mov = apply_matrix(np.linalg.inv(b.matrix), g)
+    return float(np.nanmean(np.hypot(*(a.apply(mov) - g).T)))
+
+
+def _clearly_better(richer: Estimate, est: Estimate) -> bool:
+    """The richer model explains clearly more matches than ``est`` (10 % + 3 more inliers)."""
+    return richer.n_inliers >= 1.1 * est.n_inliers + 3
+
+
+def model_adequacy(est: Estimate, src: np.ndarray, dst: np.ndarray, area, cfg: RegisterConfig) -> float | None:
+    """Mean distance (px, over a grid on the overlap) between the estimate and a richer model fitted to the same
+    matches: a shift fitted to rotated scenes still has inliers (a band of them) but disagrees with an affine."""
+    richer = RICHER.get(est.model)
+    if richer is None:
+        return None
+    try:
+        alt = fit_model(src, dst, richer, cfg.robust, est.threshold, area=None, seed=cfg.seed)
+    except RegistrationFailed:
+        return None
+    if not _clearly_better(alt, est):
+        return 0.0  # the richer model explains no more matches: the chosen one is adequate
+    return _model_distance(est, alt, area)
+
+
+def select_model(est: Estimate, src: np.ndarray, dst: np.ndarray, area, cfg: RegisterConfig,
+                 **fit_kw: Any) -> tuple[Estimate, dict[str, Any]]:
+    """``--model auto``: keep the affine ``est`` unless a homography fitted to the same matches explains clearly
+    more of them, predicts held-out matches at least as well, and differs from the affine by more than a third of
+    the inlier threshold over the overlap (perspective that an affine cannot absorb). -> (estimate, info)."""
+    info: dict[str, Any] = {"candidates": ["affine", "homography"], "chosen": "affine"}
+    try:
+        alt = fit_model(src, dst, "homography", cfg.robust, cfg.threshold, area=area, seed=cfg.seed, **fit_kw)
+    except RegistrationFailed as e:
+        info["homography"] = str(e)
+        return est, info
+    dist = _model_distance(est, alt, area)
+    info.update({"affine_inliers": est.n_inliers, "homography_inliers": alt.n_inliers,
+                 "affine_heldout_rmse_px": finite_round(est.heldout_rmse),
+                 "homography_heldout_rmse_px": finite_round(alt.heldout_rmse),
+                 "distance_px": None if dist is None else round(dist, 4)})
+    if (dist is not None and dist > cfg.threshold / 3 and _clearly_better(alt, est)
+            and math.isfinite(alt.heldout_rmse) and alt.heldout_rmse <= est.heldout_rmse):
+        info["chosen"] = "homography"
+        return alt, info
+    return est, info
+
+
+def choose_estimate(est_kp: Estimate | None, kp: StageResult, est_area: Estimate | None, area_res: StageResult
+                    ) -> tuple[Estimate | None, StageResult]:
+    """Keypoint or correlation estimate -> (estimate, the matches it was fitted to).
+
+    Correlation tie points are sub-pixel and spread over the overlap: they win unless they cover clearly less of
+    it than the keypoints or predict held-out points clearly worse."""
+    if est_area is None:
+        return est_kp, kp
+    if est_kp is None or est_kp.n_inliers < FAIL_INLIERS:
+        return est_area, area_res
+    h_a = est_area.heldout_rmse if math.isfinite(est_area.heldout_rmse) else math.inf
+    h_k = est_kp.heldout_rmse if math.isfinite(est_kp.heldout_rmse) else math.inf
+    if est_area.coverage >= min(0.6 * est_kp.coverage, 0.5) and h_a <= 1.25 * h_k + 0.05:
+        return est_area, area_res
+    return est_kp, kp
+
+
+MAX_SPREAD = 0.5  # largest bootstrap 1-sigma spread over the overlap, as a fraction of max_rmse
+
+
+def overlap_points(area, n: int = 7) -> np.ndarray:
+    """An n x n grid of reference px over the overlap's bounding box, kept where inside the overlap."""
+    import shapely
+
+    x0, y0, x1, y1 = area.bounds
+    g = np.stack(np.meshgrid(np.linspace(x0, x1, n), np.linspace(y0, y1, n)), -1).reshape(-1, 2)
+    inside = shapely.contains_xy(area.buffer(1.0), g[:, 0], g[:, 1])
+    return g[inside] if inside.any() else g
+
+
+def prefer_simpler(est: Estimate, matches: StageResult, area, cfg: RegisterConfig, grid_n: int
+                   ) -> tuple[Estimate, dict[str, Any]]:
+    """``--model auto``: when the tie points cannot constrain the chosen model over the whole overlap (bootstrap
+    spread too large: few or clustered points extrapolated), fall back to a similarity or a shift fitted to the same
+    points if it explains nearly as many of them and is constrained. -> (estimate, info)."""
+    from sarreg.estimate import bootstrap_spread
+
+    pts = overlap_points(area)
+    info: dict[str, Any] = {"model": est.model, "chosen": est.model}
+    # 1. information criterion: the richer model must reduce the residuals by more than its extra parameters can
+    #    (overlapping correlation windows are not independent: their count is scaled by the overlap)
+    size, spacing = matches.info.get("window_px"), matches.info.get("spacing_px")
+    indep = min(1.0, (spacing / size) ** 2) if size and spacing else 1.0
+    best = bic_model(est, matches.src, matches.dst, indep)
+    info["bic"] = best
+    if best["chosen"] != est.model:
+        try:
+            alt = fit_model(matches.src, matches.dst, best["chosen"], cfg.robust, cfg.threshold, area=area,
+                            scores=matches.similarity, seed=cfg.seed, coverage_grid=grid_n)
+            if alt.n_inliers >= 0.9 * est.n_inliers and alt.rmse <= cfg.max_rmse:
+                est = alt
+                info["chosen"] = alt.model
+        except RegistrationFailed:
+            pass
+    # 2. bootstrap spread over the overlap: few or clustered tie points extrapolated
+    spread = bootstrap_spread(est, matches.src, matches.dst, pts, seed=cfg.seed)
+    info["spread_px"] = finite_round(spread)
+    limit = MAX_SPREAD * cfg.max_rmse
+    if spread is None or spread <= limit or est.model not in ("affine", "homography"):
+        return est, info
+    for simpler in ("similarity", "shift"):
+        try:
+            alt = fit_model(matches.src, matches.dst, simpler, cfg.robust, cfg.threshold, area=area,
+                            scores=matches.similarity, seed=cfg.seed, coverage_grid=grid_n)
+        except RegistrationFailed:
+            continue
+        s_alt = bootstrap_spread(alt, matches.src, matches.dst, pts, seed=cfg.seed)
+        info[f"{simpler}_spread_px"] = finite_round(s_alt)
+        info[f"{simpler}_inliers"] = alt.n_inliers
+        if s_alt is not None and s_alt <= limit and alt.n_inliers >= 0.8 * est.n_inliers and alt.rmse <= cfg.max_rmse:
+            info["chosen"] = simpler
+            return alt, info
+    return est, info
+
+
+BIC_MODELS = {"shift": 2, "similarity": 4, "affine": 6, "homography": 8}
+
+
+def bic_model(est: Estimate, src: np.ndarray, dst: np.ndarray, independence: float = 1.0) -> dict[str, Any]:
+    """Bayesian information criterion of the models up to ``est``'s, least squares on its inliers.
+
+    independence: effective fraction of independent observations (overlapping correlation windows < 1).
+    -> {"chosen": model with the lowest BIC, "<model>": BIC, ...}."""
+    from sarreg.estimate import _lsq
+
+    idx = np.flatnonzero(est.inliers)
+    out: dict[str, Any] = {"chosen": est.model}
+    if est.model not in BIC_MODELS or len(idx) < 6:
+        return out
+    n_obs = 2 * len(idx)
+    n_eff = max(n_obs * independence, 2 * BIC_MODELS[est.model] + 2)
+    best = math.inf
+    for model, k in BIC_MODELS.items():
+        if k > BIC_MODELS[est.model]:
+            break
+        m = _lsq(src[idx], dst[idx], model)
+        rss = float(np.sum((apply_matrix(m, src[idx]) - dst[idx]) ** 2))
+        bic = n_eff * math.log(max(rss / n_obs, 1e-12)) + k * math.log(n_eff)
+        out[model] = round(bic, 2)
+        if bic < best - 1e-9:
+            best, out["chosen"] = bic, model
+    return out
+
+
+def judge(est: Estimate, prior: np.ndarray, cfg: RegisterConfig, adequacy: float | None = None,
+          spread: float | None = None) -> tuple[str, list[str]]:
+    """Quality gates -> ("ok" | "low_quality", reasons). spread: bootstrap 1-sigma spread of the estimate over the
+    overlap (px): an estimate its tie points cannot pin down away from them is not trusted."""
+    reasons = []
+    if spread is not None and spread > MAX_SPREAD * cfg.max_rmse:
+        reasons.append(f"uncertain away from the tie points: bootstrap spread {spread:.2f} px over the overlap "
+                       f"> {MAX_SPREAD * cfg.max_rmse:g}")
+    if adequacy is not None and adequacy > cfg.max_rmse:
+        reasons.append(f"{est.model} model inadequate: a {RICHER[est.model]} fit differs by {adequacy:.2f} px "
+                       f"on average over the overlap")
+    if est.n_inliers < cfg.min_inliers:
+        reasons.append(f"{est.n_inliers} inliers < {cfg.min_inliers}")
+    if not est.rmse <= cfg.max_rmse:
+        reasons.append(f"RMSE {est.rmse:.2f} px > {cfg.max_rmse:g}")
+    if not (math.isfinite(est.heldout_rmse) and est.heldout_rmse <= 2.0 * cfg.max_rmse):
+        reasons.append(f"held-out RMSE {est.heldout_rmse:.2f} px > {2 * cfg.max_rmse:g}")
+    if est.coverage < cfg.min_coverage:
+        reasons.append(f"coverage {est.coverage:.2f} < {cfg.min_coverage:g}")
+    if est.inlier_ratio < 0.05:
+        reasons.append(f"inlier ratio {est.inlier_ratio:.3f} < 0.05")
+    rel = decompose(np.linalg.inv(prior) @ est.matrix)
+    if not (0.2 < rel["scale_x"] < 5 and 0.2 < rel["scale_y"] < 5 and abs(rel["shear"]) < 0.5):
+        reasons.append(f"implausible scale/shear relative to the georeferencing ({rel['scale_x']:.2f}, "
+                       f"{rel['scale_y']:.2f}, shear {rel['shear']:.2f})")
+    return ("ok" if not reasons else "low_quality"), reasons
+
+
+def to_pixel_transform(est: Estimate, src: np.ndarray, dst: np.ndarray) -> PixelTransform:
+    """What the warp needs from an estimate (tps: its inlier tie points, moving px -> reference px)."""
+    tp = None
+    if est.model == "tps":
+        idx = np.flatnonzero(est.inliers)
+        tp = np.c_[src[idx], dst[idx]]
+    return PixelTransform(est.model, est.matrix, poly=est.poly, tiepoints=tp)

@@ -1,0 +1,154 @@
+"""Stage 1, relate: how the two scenes sit on each other before any matching.
+
+A prior moving -> reference pixel transform from the georeferencing (pyproj through both affines; identity for
+pixel-space images), decimated reads of both scenes, valid-data footprints and their overlap (shapely).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from rasterio.windows import Window
+
+from sarreg.config import RegisterConfig
+from sarreg.errors import CRSError, OverlapError
+from sarreg.estimate import apply_matrix
+from sarreg.geometry import apply_geom, decimation, local_scale, translate
+from sarreg.io.raster import Scene, decimated_shape, read_unit
+
+
+def prior_matrix(ref: Scene, mov: Scene) -> np.ndarray:
+    """Moving px -> reference px implied by the two georeferencings (affine least-squares fit over a grid)."""
+    if not ref.georeferenced and not mov.georeferenced:
+        return np.eye(3)
+    if ref.georeferenced != mov.georeferenced:
+        which, other = (mov, ref) if ref.georeferenced else (ref, mov)
+        raise CRSError(f"{which.path}: has no CRS/georeferencing but {other.path} has; both or neither must be "
+                       "georeferenced")
+    from pyproj import Transformer
+
+    n = 11
+    g = np.stack(np.meshgrid(np.linspace(0, mov.width - 1, n), np.linspace(0, mov.height - 1, n)), -1).reshape(-1, 2)
+    m = mov.xy_to_map(g)
+    if mov.crs != ref.crs:
+        try:
+            t = Transformer.from_crs(mov.crs, ref.crs, always_xy=True)
+            x, y = t.transform(m[:, 0], m[:, 1], errcheck=False)
+        except Exception as e:  # pyproj raises several types
+            raise CRSError(f"{mov.path}: cannot transform from its CRS to the reference CRS ({e})") from None
+        m = np.c_[x, y]
+    r = ref.map_to_xy(m)
+    ok = np.isfinite(r).all(1)
+    if ok.sum() < 3:
+        raise CRSError(f"{mov.path}: its footprint cannot be expressed in the reference CRS ({ref.path})")
+    p = np.linalg.lstsq(np.c_[g[ok], np.ones(ok.sum())], r[ok], rcond=None)[0]
+    return np.r_[p.T, [[0, 0, 1]]]
+
+
+def mask_polygon(valid: np.ndarray, D: np.ndarray):
+    """Valid-data footprint of a (decimated) mask as a polygon in full-scene pixel-centre coordinates.
+
+    D: 3 x 3, pixel of the mask -> full-scene pixel. Small holes (speckle zeros, NaN pixels) are closed first.
+    """
+    import rasterio.features
+    import shapely
+    from shapely.geometry import shape
+
+    mask = cv2.morphologyEx(valid.astype(np.uint8), cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8))
+    if not mask.any():
+        return shapely.Polygon()
+    polys = [shape(g) for g, v in rasterio.features.shapes(mask, mask=mask.astype(bool)) if v == 1]
+    geom = shapely.union_all([p for p in polys if p.area >= 4]) if polys else shapely.Polygon()
+    if geom.is_empty:
+        geom = shapely.union_all(polys)
+    m = D @ translate(-0.5, -0.5)  # mask pixel edges -> mask pixel centres -> full-scene pixels
+    geom = shapely.affinity.affine_transform(geom, [m[0, 0], m[0, 1], m[1, 0], m[1, 1], m[0, 2], m[1, 2]])
+    return geom.simplify(max(abs(D[0, 0]), abs(D[1, 1]))).buffer(0)
+
+
+def check_bounds(ref: Scene, mov: Scene, prior: np.ndarray) -> None:
+    """OverlapError when the raster extents do not intersect at all under the prior (before any pixel read)."""
+    import shapely
+
+    box_r = shapely.box(-0.5, -0.5, ref.width - 0.5, ref.height - 0.5)
+    box_m = apply_geom(shapely.box(-0.5, -0.5, mov.width - 0.5, mov.height - 0.5), prior)
+    if not box_r.intersects(box_m) or box_r.intersection(box_m).area < 1:
+        raise OverlapError(f"{mov.path}: does not overlap {ref.path} (footprints are disjoint)")
+
+
+@dataclass
+class CoarseImages:
+    """Decimated reads of both scenes (one each, reused for footprints and the coarse stage).
+
+    ru / rv: reference [0, 1] image and validity; Dr: its pixel -> full reference pixel; s: its scale.
+    mu / mv / Dm: the same for the moving window covering the reference under the prior.
+    """
+
+    ru: np.ndarray
+    rv: np.ndarray
+    Dr: np.ndarray
+    s: float
+    mu: np.ndarray
+    mv: np.ndarray
+    Dm: np.ndarray
+
+
+def read_coarse(ref: Scene, mov: Scene, prior: np.ndarray, cfg: RegisterConfig) -> CoarseImages:
+    """Reference at longer side ``coarse_size``; moving window around the reference at about the same pixel size."""
+    s = min(1.0, cfg.coarse_size / max(ref.width, ref.height))
+    rshape = decimated_shape(ref, s)
+    ru, rv = read_unit(ref, None, rshape if s < 1 else None, cfg.preprocess)
+    Dr = decimation(ref.shape, ru.shape)
+    inv = np.linalg.inv(prior)
+    corners = apply_matrix(inv, [[-0.5, -0.5], [ref.width - 0.5, -0.5], [-0.5, ref.height - 0.5],
+                                 [ref.width - 0.5, ref.height - 0.5]])
+    pad = 4.0 / max(s * local_scale(prior, (mov.width / 2, mov.height / 2)), 1e-6)
+    c0 = int(max(0, math.floor(corners[:, 0].min() - pad)))
+    r0 = int(max(0, math.floor(corners[:, 1].min() - pad)))
+    c1 = int(min(mov.width, math.ceil(corners[:, 0].max() + pad)))
+    r1 = int(min(mov.height, math.ceil(corners[:, 1].max() + pad)))
+    if c1 <= c0 or r1 <= r0:
+        raise OverlapError(f"{mov.path}: does not overlap {ref.path}")
+    k = min(1.0, s * local_scale(prior, ((c0 + c1) / 2, (r0 + r1) / 2)))
+    k = min(k, 2.0 * cfg.coarse_size / max(c1 - c0, r1 - r0))
+    mshape = (max(1, round((r1 - r0) * k)), max(1, round((c1 - c0) * k)))
+    full = (r1 - r0, c1 - c0)
+    mu, mv = read_unit(mov, Window(c0, r0, c1 - c0, r1 - r0), mshape if mshape != full else None,
+                       moving_pre(cfg))
+    Dm = translate(c0, r0) @ decimation(full, mu.shape)
+    return CoarseImages(ru, rv, Dr, s, mu, mv, Dm)
+
+
+def overlap_area(ref: Scene, mov: Scene, prior: np.ndarray, cfg: RegisterConfig, ci: CoarseImages):
+    """Overlap of the valid footprints in reference pixels; OverlapError when none or too small.
+
+    The fraction is the overlap area over the smaller of the two whole valid footprints (the moving one from a
+    low-resolution read of the whole scene: the coarse read is clipped to the reference and would make any
+    overlap look large).
+    """
+    fr = mask_polygon(ci.rv, ci.Dr)
+    fm = apply_geom(full_footprint(mov, moving_pre(cfg)), prior)
+    ov = fr.intersection(fm)
+    if ov.is_empty or ov.area < 1:
+        raise OverlapError(f"{mov.path}: no valid data in the overlap with {ref.path} (all nodata there)")
+    frac = ov.area / max(min(fr.area, fm.area), 1e-9)
+    if frac < cfg.min_overlap * (1 - 1e-3):  # a hair of tolerance: an overlap of exactly the minimum passes
+        raise OverlapError(f"{mov.path}: overlap with {ref.path} is too small ({100 * frac:.2f}% of the smaller "
+                           f"valid footprint, minimum {100 * cfg.min_overlap:g}%)")
+    return ov, frac
+
+
+def full_footprint(scene: Scene, pre, max_side: int = 512):
+    """Valid-data footprint of the whole scene (polygon, full-scene pixel-centre coordinates) from one decimated
+    read (longer side ``max_side``)."""
+    s = min(1.0, max_side / max(scene.width, scene.height))
+    _, valid = read_unit(scene, None, decimated_shape(scene, s) if s < 1 else None, pre)
+    return mask_polygon(valid, decimation(scene.shape, valid.shape))
+
+
+def moving_pre(cfg: RegisterConfig):
+    from dataclasses import replace
+
+    return replace(cfg.preprocess, band=cfg.moving_band) if cfg.moving_band is not None else cfg.preprocess

@@ -1,0 +1,41 @@
+"""Values passed between the registration stages (tie points of a stage, full-resolution tile pairs)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from sarreg.extract import Features
+
+
+@dataclass
+class StageResult:
+    """Matches of one stage in full-scene pixels plus the features they come from."""
+
+    src: np.ndarray  # moving px (M x 2)
+    dst: np.ndarray  # reference px (M x 2)
+    similarity: np.ndarray
+    ref_feats: Features
+    mov_feats: Features
+    idx1: np.ndarray
+    idx2: np.ndarray
+    info: dict[str, Any] = field(default_factory=dict)
+    tiles: list["TilePair"] = field(default_factory=list, repr=False)
+
+
+@dataclass
+class TilePair:
+    """One full-resolution reference tile and the moving read covering it (kept for area-based refinement).
+
+    ru / rv: reference [0, 1] tile and validity, at reference pixels (c0, r0) + tile px; mu / mv: the moving read;
+    Dm: moving read px -> full moving px.
+    """
+
+    c0: int
+    r0: int
+    ru: np.ndarray
+    rv: np.ndarray
+    mu: np.ndarray
+    mv: np.ndarray
+    Dm: np.ndarray
