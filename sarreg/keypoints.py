@@ -18,10 +18,10 @@ from sarreg.config import RegisterConfig
 from sarreg.errors import InputError, RegistrationFailed
 from sarreg.estimate import Estimate, apply_matrix, decompose, fit_model
 from sarreg.extract import Features
-from sarreg.geometry import decimation, local_scale, resample, resample_valid, rotation, translate
+from sarreg.geometry import resample, resample_valid, rotation, translate
 from sarreg.io.raster import Scene, open_dataset, read_unit
 from sarreg.quality import FAIL_INLIERS
-from sarreg.relate import CoarseImages, moving_pre
+from sarreg.relate import CoarseImages, moving_pre, read_moving_around
 from sarreg.stage import StageResult, TilePair
 
 log = logging.getLogger(__name__)
@@ -215,22 +215,11 @@ def fine_stage(ref: Scene, mov: Scene, coarse: np.ndarray, coarse_err: float, ex
             if rv.mean() < 0.2 or float(np.std(ru[rv])) < 0.01:
                 skipped += 1
                 continue
-            corners = apply_matrix(inv, [[c0 - 0.5, r0 - 0.5], [c0 + tw - 0.5, r0 - 0.5],
-                                         [c0 - 0.5, r0 + th - 0.5], [c0 + tw - 0.5, r0 + th - 0.5]])
-            k = local_scale(coarse, tuple(corners.mean(0)))
-            pad = 8.0 / max(min(k, 1.0), 1e-6)
-            mc0 = int(max(0, math.floor(corners[:, 0].min() - pad)))
-            mr0 = int(max(0, math.floor(corners[:, 1].min() - pad)))
-            mc1 = int(min(mov.width, math.ceil(corners[:, 0].max() + pad)))
-            mr1 = int(min(mov.height, math.ceil(corners[:, 1].max() + pad)))
-            if mc1 - mc0 < 16 or mr1 - mr0 < 16:
+            got = read_moving_around(mov, coarse, c0, r0, c0 + tw, r0 + th, 8.0, mpre, ds=dm)
+            if got is None:
                 skipped += 1
                 continue
-            # moving pixels finer than the reference's: decimated read at about the reference pixel size
-            f = min(1.0, k * 1.25)
-            mshape = (max(1, round((mr1 - mr0) * f)), max(1, round((mc1 - mc0) * f)))
-            mu, mv = read_unit(mov, Window(mc0, mr0, mc1 - mc0, mr1 - mr0), mshape if f < 1 else None, mpre, ds=dm)
-            Dm = translate(mc0, mr0) @ decimation((mr1 - mr0, mc1 - mc0), mu.shape)
+            mu, mv, Dm, k = got
             Ft = translate(-c0, -r0) @ coarse @ Dm  # moving read px -> tile px
             wu = resample(mu, Ft, (th, tw))
             wv = resample_valid(mv, Ft, (th, tw))

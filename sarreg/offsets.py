@@ -24,8 +24,9 @@ from rasterio.windows import Window
 from sarreg.config import PreprocessConfig
 from sarreg.correlate import correlate
 from sarreg.estimate import apply_matrix
-from sarreg.geometry import decimation, local_scale, resample, resample_valid, translate
+from sarreg.geometry import resample, resample_valid, translate
 from sarreg.io.raster import Scene, open_dataset, read_unit
+from sarreg.relate import read_moving_around
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +99,6 @@ def estimate_field(ref: Scene, mov: Scene, T: np.ndarray, area, spacing: int, re
     gy0 = y0 + ((y1 - y0) - (ny - 1) * spacing) / 2
     raw = np.full((ny, nx, 2), np.nan)
     quality = np.zeros((ny, nx))
-    inv = np.linalg.inv(T)
     half = size // 2
     margin = half + 2
     block = max(BLOCK, 4 * size)
@@ -118,21 +118,10 @@ def estimate_field(ref: Scene, mov: Scene, T: np.ndarray, area, spacing: int, re
                 ru, rv = read_unit(ref, Window(c0, r0, c1 - c0, r1 - r0), None, ref_pre, ds=dr)
                 if not rv.any():
                     continue
-                corners = apply_matrix(inv, [[c0 - 0.5, r0 - 0.5], [c1 - 0.5, r0 - 0.5], [c0 - 0.5, r1 - 0.5],
-                                             [c1 - 0.5, r1 - 0.5]])
-                k = local_scale(T, tuple(corners.mean(0)))
-                pad = (radius + 4) / max(min(k, 1.0), 1e-6)
-                mc0 = int(max(0, math.floor(corners[:, 0].min() - pad)))
-                mr0 = int(max(0, math.floor(corners[:, 1].min() - pad)))
-                mc1 = int(min(mov.width, math.ceil(corners[:, 0].max() + pad)))
-                mr1 = int(min(mov.height, math.ceil(corners[:, 1].max() + pad)))
-                if mc1 - mc0 < 8 or mr1 - mr0 < 8:
+                got = read_moving_around(mov, T, c0, r0, c1, r1, radius + 4, mov_pre, ds=dm)
+                if got is None:
                     continue
-                f = min(1.0, k * 1.25)
-                mshape = (max(1, round((mr1 - mr0) * f)), max(1, round((mc1 - mc0) * f)))
-                mu, mv = read_unit(mov, Window(mc0, mr0, mc1 - mc0, mr1 - mr0), mshape if f < 1 else None, mov_pre,
-                                   ds=dm)
-                Dm = translate(mc0, mr0) @ decimation((mr1 - mr0, mc1 - mc0), mu.shape)
+                mu, mv, Dm, _ = got
                 Ft = translate(-c0, -r0) @ T @ Dm
                 wu = resample(mu, Ft, ru.shape, flags=cv2.INTER_LANCZOS4)
                 wv = resample_valid(mv, Ft, ru.shape)

@@ -152,3 +152,27 @@ def moving_pre(cfg: RegisterConfig):
     from dataclasses import replace
 
     return replace(cfg.preprocess, band=cfg.moving_band) if cfg.moving_band is not None else cfg.preprocess
+
+
+def read_moving_around(mov: Scene, T: np.ndarray, c0: int, r0: int, c1: int, r1: int, pad: float,
+                       pre, ds=None) -> tuple[np.ndarray, np.ndarray, np.ndarray, float] | None:
+    """The moving raster read around the reference window [c0, c1) x [r0, r1) mapped through ``T^-1`` (moving
+    px -> reference px ``T``), ``pad`` reference px wider on each side; moving pixels finer than the reference's
+    are read decimated to about the reference pixel size. -> (unit, valid, Dm: read px -> full moving px,
+    local scale of ``T``) or None when the window falls (almost) outside the moving raster."""
+    inv = np.linalg.inv(T)
+    corners = apply_matrix(inv, [[c0 - 0.5, r0 - 0.5], [c1 - 0.5, r0 - 0.5], [c0 - 0.5, r1 - 0.5],
+                                 [c1 - 0.5, r1 - 0.5]])
+    k = local_scale(T, tuple(corners.mean(0)))
+    pad = pad / max(min(k, 1.0), 1e-6)
+    mc0 = int(max(0, math.floor(corners[:, 0].min() - pad)))
+    mr0 = int(max(0, math.floor(corners[:, 1].min() - pad)))
+    mc1 = int(min(mov.width, math.ceil(corners[:, 0].max() + pad)))
+    mr1 = int(min(mov.height, math.ceil(corners[:, 1].max() + pad)))
+    if mc1 - mc0 < 16 or mr1 - mr0 < 16:
+        return None
+    f = min(1.0, k * 1.25)
+    mshape = (max(1, round((mr1 - mr0) * f)), max(1, round((mc1 - mc0) * f)))
+    mu, mv = read_unit(mov, Window(mc0, mr0, mc1 - mc0, mr1 - mr0), mshape if f < 1 else None, pre, ds=ds)
+    Dm = translate(mc0, mr0) @ decimation((mr1 - mr0, mc1 - mc0), mu.shape)
+    return mu, mv, Dm, k
