@@ -70,6 +70,19 @@ def _fit_area(src: np.ndarray, dst: np.ndarray, q: np.ndarray, model: str, thr: 
     return est
 
 
+def global_start(ci: CoarseImages, prior: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """Moving px -> reference px: the prior corrected by one phase correlation of the coarse images (a shift).
+
+    A start for the refinement only (its windows decide whether it holds). -> (matrix, peak, peak ratio)."""
+    from sarreg.correlate import global_offset
+
+    G = np.linalg.inv(ci.Dr) @ prior
+    rshape = ci.ru.shape
+    wv = resample_valid(ci.mv, G @ ci.Dm, rshape)
+    d0, peak, ratio = global_offset(ci.ru, resample(ci.mu, G @ ci.Dm, rshape), ci.rv, wv)
+    return ci.Dr @ translate(*d0) @ G, float(peak), float(ratio)
+
+
 def coarse_area(ref: Scene, mov: Scene, prior: np.ndarray, ci: CoarseImages, cfg: RegisterConfig,
                 area) -> tuple[Estimate, StageResult]:
     """Coarse estimate by correlation on the decimated images: one global phase correlation (shift) from the

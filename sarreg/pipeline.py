@@ -35,7 +35,7 @@ import numpy as np
 from sarreg import __version__
 from sarreg.config import RegisterConfig
 from sarreg.errors import InputError, RegistrationFailed
-from sarreg.area import AREA_RADIUS, area_stage
+from sarreg.area import AREA_RADIUS, area_stage, coarse_area, global_start
 from sarreg.estimate import TPS_MAX_POINTS, Estimate, apply_matrix, decompose, finite_round, fit_model
 from sarreg.geometry import matrix_distance
 from sarreg.io.raster import Scene, open_dataset, open_scene
@@ -277,6 +277,15 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
     try:
         step("coarse")
         cest, coarse = coarse_stage(rs, ms, prior, ci, ext, cfg, area)
+        # the correlation's own coarse estimate, a further start for the refinement when the keypoints' differs
+        extra_starts: list[tuple[np.ndarray, float]] = []
+        if coarse.info.get("method") != "correlation":
+            try:
+                ca, _ = coarse_area(rs, ms, prior, ci, cfg, area)
+                extra_starts.append((ca.matrix, max(6.0, 3.0 * ca.rmse)))
+            except RegistrationFailed:
+                # too few windows agree on the coarse grid: the global phase correlation alone is still a start
+                extra_starts.append((global_start(ci, prior)[0], max(6.0, coarse.info["threshold_px"])))
         del ci
         rep.stages["coarse"] = {**coarse.info, "matrix": cest.matrix.tolist()}
         t = tick("coarse", t)
@@ -306,6 +315,7 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
         # when they differ (a weak keypoint fit can be a few px off where correlation still finds the truth)
         starts = [(est_kp.matrix, AREA_RADIUS)] if kp_good else []
         starts.append((cest.matrix, max(6.0, 3.0 * cest.rmse, coarse.info["threshold_px"])))
+        starts += extra_starts
         if rs.georeferenced:
             starts.append((prior, max(6.0, 3.0 * cest.rmse, coarse.info["threshold_px"])))
         est_area = area_res = None
