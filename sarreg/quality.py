@@ -141,6 +141,10 @@ def prefer_simpler(est: Estimate, matches: StageResult, area, cfg: RegisterConfi
     if spread is None or spread <= limit or est.model not in ("affine", "homography"):
         return est, info
     for simpler in ("similarity", "shift"):
+        b_s, b_e = best.get(simpler), best.get(est.model)
+        if b_s is not None and b_e is not None and b_s > b_e + BIC_STRONG:
+            info[f"{simpler}_rejected"] = "the information criterion strongly prefers the richer model"
+            continue  # strong evidence the richer model is needed: a simpler fit would be confidently wrong
         try:
             alt = fit_model(matches.src, matches.dst, simpler, cfg.robust, cfg.threshold, area=area,
                             scores=matches.similarity, seed=cfg.seed, coverage_grid=grid_n)
@@ -156,6 +160,7 @@ def prefer_simpler(est: Estimate, matches: StageResult, area, cfg: RegisterConfi
 
 
 BIC_MODELS = {"shift": 2, "similarity": 4, "affine": 6, "homography": 8}
+BIC_STRONG = 10.0  # BIC difference read as strong evidence for the richer model (Kass & Raftery)
 
 
 def bic_model(est: Estimate, src: np.ndarray, dst: np.ndarray, independence: float = 1.0) -> dict[str, Any]:
