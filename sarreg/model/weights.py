@@ -33,7 +33,8 @@ IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
 SAR_MEAN = [0.5]
 SAR_STD = [0.25]
-MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
+MODELS_DIR = Path(__file__).resolve().parents[2] / "models"  # the checkout's models/ (source runs, editable installs)
+MODELS_PACKAGE = "sarreg._models"  # the same files as package data of an installed wheel (copied by setup.py)
 DEFAULT_MODEL_NAME = "sarreg_fast_sar_v2.pt"
 
 # Whitelist of constructor strings found in R2D2 checkpoints -> (arch, mchan).
@@ -73,9 +74,27 @@ class Model:
 
 
 def default_weights_path() -> Path | None:
-    """The model shipped in ``models/`` (None when no weights ship)."""
-    p = MODELS_DIR / DEFAULT_MODEL_NAME
-    return p if p.is_file() else None
+    """The shipped model: package data of the installed wheel first, else the checkout's ``models/`` (None when
+    neither has it)."""
+    for p in (packaged_weights(DEFAULT_MODEL_NAME), MODELS_DIR / DEFAULT_MODEL_NAME):
+        if p is not None and p.is_file():
+            return p
+    return None
+
+
+def packaged_weights(name: str) -> Path | None:
+    """``sarreg/_models/<name>`` found with ``importlib.resources`` (None when the package or file is absent).
+
+    Only an installation on a file system counts (torch loads from a path; a zipped install falls back to the
+    checkout lookup).
+    """
+    from importlib import resources
+
+    try:
+        res = resources.files(MODELS_PACKAGE) / name
+    except ModuleNotFoundError:
+        return None
+    return res if isinstance(res, Path) and res.is_file() else None
 
 
 def _sha256(path: Path) -> str:
@@ -144,7 +163,8 @@ def load_model(path: str | Path | None = None, device: str | torch.device = "cpu
         path = default_weights_path()
         if path is None:
             raise WeightsError(
-                f"no model weights: {MODELS_DIR / DEFAULT_MODEL_NAME} is missing; pass --weights PATH "
+                f"no model weights: {DEFAULT_MODEL_NAME} is neither installed with sarreg ({MODELS_PACKAGE}) nor in "
+                f"{MODELS_DIR}; pass --weights PATH "
                 "(one of our checkpoints or an R2D2 .pt file)"
             )
     path = Path(path)
