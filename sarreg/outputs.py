@@ -138,8 +138,9 @@ def signals_held() -> Iterator[None]:
 
 
 class Staging:
-    """Stage names for a set of final outputs (role -> path); ``commit`` renames what was written, ``finalize``
-    last; anything staged is removed when the block exits without a commit (error, interrupt, signal)."""
+    """Stage names for a set of final outputs (role -> path); ``commit`` renames what was written and writes the
+    ``last`` role (the commit marker, e.g. the report) at the end; anything staged is removed when the block exits
+    without a commit (error, interrupt, signal)."""
 
     def __init__(self, finals: dict[str, Path], stages: dict[str, Path] | None = None):
         self.finals = {k: Path(v) for k, v in finals.items()}

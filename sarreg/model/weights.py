@@ -238,7 +238,7 @@ def save_checkpoint(path: str | Path, net: nn.Module, arch: str, mchan: int, in_
         "format": FORMAT, "version": 1, "arch": arch.split("(")[0], "mchan": int(mchan),
         "in_channels": int(in_channels),
         "preprocess": {"mean": list(mean or SAR_MEAN), "std": list(std or SAR_STD),
-                       "input": "unit-scaled log intensity, see sarreg.io.raster.to_unit"},
+                       "input": "unit-scaled log intensity, see sarreg.io.raster.image_to_unit"},
         "training": training or {},
         "extract": {k: float(v) for k, v in (("rel_thr", rel_thr), ("rep_thr", rep_thr)) if v is not None},
         "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
