@@ -1,28 +1,18 @@
 """File primitives of a batch folder: sha256 of outputs, atomic writes, strict JSON, temp-name rule, error text.
 
-Everything the batch writes goes through ``atomic_write`` (temp file in the same folder, fsync, rename), so a run
-killed at any moment leaves each file either old or new, never partial.
+Everything the batch writes goes through ``atomic_write`` (sarreg's one atomic writer, durable: temp file in the
+same folder, fsync, rename), so a run killed at any moment leaves each file either old or new, never partial.
 """
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
-import os
-import uuid
 from pathlib import Path
 from typing import Any
 
-from sarreg.errors import OutputError, SarregError
+from sarreg.errors import SarregError
+from sarreg.outputs import sha256_file, write_atomic
 
-
-def sha256_file(path: str | Path, bufsize: int = 1 << 20) -> str:
-    """Hex sha256 of a file's bytes (streamed, 1 MiB at a time)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(bufsize):
-            h.update(chunk)
-    return h.hexdigest()
+__all__ = ["sha256_file", "fingerprint", "atomic_write", "dumps", "is_temp", "error_text"]
 
 
 def fingerprint(path: Path) -> dict[str, int]:
@@ -32,24 +22,8 @@ def fingerprint(path: Path) -> dict[str, int]:
 
 
 def atomic_write(path: Path, data: bytes) -> None:
-    """temp file in the same folder, fsync, rename, fsync the folder: the file is old or new, never partial."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise OutputError(f"{path}: cannot write ({e.strerror or e})") from None
-    # the rename is durable only once the folder is synced; some file systems cannot sync a folder (not an error)
-    with contextlib.suppress(OSError):
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    """Durable atomic write (``sarreg.outputs.write_atomic``: temp file, fsync, rename, fsync the folder)."""
+    write_atomic(path, data, durable=True)
 
 
 def dumps(data: Any) -> bytes:
@@ -60,7 +34,7 @@ def dumps(data: Any) -> bytes:
 
 
 def is_temp(name: str) -> bool:
-    """Hidden temp names written by ``atomic_write`` and the pipeline's staging (``.NAME...tmp...``)."""
+    """Hidden temp names (``.NAME.<pid>.tmp...`` of ``sarreg.outputs.temp_path``, also of other processes)."""
     return name.startswith(".") and ".tmp" in name
 
 

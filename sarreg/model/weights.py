@@ -12,7 +12,6 @@ tensors are mapped to the CPU. They take 3-channel input with ImageNet normalisa
 from __future__ import annotations
 
 import collections
-import hashlib
 import logging
 import pickle
 import re
@@ -25,6 +24,7 @@ from torch import nn
 
 from sarreg.errors import WeightsError
 from sarreg.model.r2d2 import build_network
+from sarreg.outputs import sha256_file, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -95,14 +95,6 @@ def packaged_weights(name: str) -> Path | None:
     except ModuleNotFoundError:
         return None
     return res if isinstance(res, Path) and res.is_file() else None
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
@@ -216,7 +208,7 @@ def load_model(path: str | Path | None = None, device: str | torch.device = "cpu
     _load_state(net, ckpt["state_dict"], path)
     net.eval().to(device)
     return Model(net=net, arch=arch, mchan=mchan, in_channels=cin, mean=mean, std=std,
-                 name=path.name, sha256=_sha256(path), training=training,
+                 name=path.name, sha256=sha256_file(path), training=training,
                  rel_thr=float(thr.get("rel_thr", default_thr)), rep_thr=float(thr.get("rep_thr", default_thr)))
 
 
@@ -245,7 +237,4 @@ def save_checkpoint(path: str | Path, net: nn.Module, arch: str, mchan: int, in_
     }
     if extra:
         ckpt.update(extra)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(ckpt, tmp)
-    tmp.replace(path)
-    return path
+    return write_atomic(path, lambda tmp: torch.save(ckpt, tmp))
