@@ -117,6 +117,32 @@ def test_pickled_object_is_refused(tmp_path: Path) -> None:
         load_model(p)
 
 
+def test_r2d2_checkpoint_with_defaultdict_logs_loads(tmp_path: Path) -> None:
+    """R2D2's faster2d2 file carries loss logs as defaultdict(list): loaded (as plain dicts) with weights_only."""
+    from collections import defaultdict
+
+    net = build_network("Fast_Quad_L2Net_ConfCFS", in_channels=3)
+    logs = defaultdict(list, {"loss": [1.0, 0.5]})
+    torch.save({"net": "Fast_Quad_L2Net_ConfCFS()", "state_dict": net.state_dict(), "training_losses": [logs]},
+               tmp_path / "faster.pt")
+    m = load_model(tmp_path / "faster.pt")
+    assert m.arch == "Fast_Quad_L2Net_ConfCFS" and m.in_channels == 3
+    for k, v in net.state_dict().items():
+        assert torch.equal(m.net.state_dict()[k], v)
+
+
+def test_defaultdict_with_a_foreign_factory_is_refused(tmp_path: Path) -> None:
+    """Only ``list`` is allowed as a defaultdict factory: any other global (here os.getcwd) is refused."""
+    import os
+    from collections import defaultdict
+
+    net = build_network("Fast_Quad_L2Net_ConfCFS", in_channels=3)
+    torch.save({"net": "Fast_Quad_L2Net_ConfCFS()", "state_dict": net.state_dict(),
+                "log": defaultdict(os.getcwd)}, tmp_path / "evil3.pt")
+    with pytest.raises(WeightsError, match="not a readable PyTorch checkpoint"):
+        load_model(tmp_path / "evil3.pt")
+
+
 def test_state_dict_mismatch(tmp_path: Path) -> None:
     net = build_network("Quad_L2Net_ConfCFS", in_channels=3)
     torch.save({"net": "Fast_Quad_L2Net_ConfCFS()", "state_dict": net.state_dict()}, tmp_path / "m.pt")
