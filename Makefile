@@ -66,7 +66,7 @@ $(STAMP): setup.cfg pyproject.toml constraints-cpu.txt
 	$(PIP) install -q --upgrade pip "setuptools>=61" wheel
 	$(PIP) install -q $(CONSTRAINTS) numpy
 	echo "==> torch ($(if $(HAVE_CUDA),CUDA machine: default build,no CUDA: CPU build pinned by constraints-cpu.txt))"
-	$(PIP) install -q $(CONSTRAINTS) $(TORCH_PIP_ARGS) "torch>=2.2,<3"
+	$(PIP) install -q $(CONSTRAINTS) $(TORCH_PIP_ARGS) "torch>=2.6,<3"
 	echo "==> GDAL Python bindings $$gdal_version (must match the system libgdal)"
 	$(PIP) install -q --no-build-isolation $(CONSTRAINTS) "gdal==$$gdal_version"
 	echo "==> sarreg (editable) with test extras"

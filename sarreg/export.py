@@ -19,14 +19,12 @@ import json
 import logging
 import math
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any
 
 import cv2
 import numpy as np
 
-from sarreg.errors import OutputError
-from sarreg.outputs import temp_path
+from sarreg.outputs import write_atomic  # the one atomic writer (also used as export.write_atomic)
 
 log = logging.getLogger(__name__)
 
@@ -35,20 +33,6 @@ def sidecar(out: str | Path, suffix: str) -> Path:
     """``out.tif`` + ``.report.json`` -> ``out.report.json`` (same folder)."""
     out = Path(out)
     return out.with_name(out.stem + suffix)
-
-
-def write_atomic(path: Path, write: Callable[[Path], Any]) -> Path:
-    """Call ``write(tmp)`` on a temporary name next to ``path`` (per process, same suffix) and rename:
-    never a partial file; OS errors become one-line OutputErrors."""
-    path = Path(path)
-    tmp = temp_path(path)
-    try:
-        write(tmp)
-        tmp.replace(path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise OutputError(f"{path}: cannot write ({e.strerror or e})") from None
-    return path
 
 
 def write_text_atomic(path: Path, text: str) -> Path:
@@ -112,7 +96,6 @@ def write_matches_npz(path: str | Path, ref_feats, mov_feats, idx1: np.ndarray, 
                       similarity: np.ndarray, inliers: np.ndarray, residuals: np.ndarray) -> Path:
     """Both scenes' features (R2D2 layout, prefixed) plus the matches, in one npz (atomic)."""
     path = Path(path)
-    tmp = temp_path(path)
     data: dict[str, np.ndarray] = {}
     for prefix, f in (("ref_", ref_feats), ("moving_", mov_feats)):
         data[prefix + "imsize"] = np.asarray(f.image_size, dtype=np.int64)
@@ -123,14 +106,12 @@ def write_matches_npz(path: str | Path, ref_feats, mov_feats, idx1: np.ndarray, 
     data["similarity"] = np.asarray(similarity, dtype=np.float32)
     data["inliers"] = np.asarray(inliers, dtype=bool)
     data["residuals"] = np.asarray(residuals, dtype=np.float32)
-    try:
+
+    def save(tmp: Path) -> None:
         with open(tmp, "wb") as fh:
             np.savez(fh, **data)
-        tmp.replace(path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise OutputError(f"{path}: cannot write ({e.strerror or e})") from None
-    return path
+
+    return write_atomic(path, save)
 
 
 def write_quicklook(path: str | Path, ref_scene, mov_scene, transform, src: np.ndarray, dst: np.ndarray,

@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 
 from sarreg.config import ExtractConfig
-from sarreg.errors import InputError, OutputError
-from sarreg.outputs import temp_path
+from sarreg.errors import InputError
+from sarreg.outputs import write_atomic
 from sarreg.io.raster import Scene, open_dataset, open_scene, read_unit
 from sarreg.io.tiling import tile_grid
 from sarreg.model.r2d2 import fold_batchnorm
@@ -85,18 +85,13 @@ class Features:
 
     def save_npz(self, path: str | Path) -> Path:
         """Write R2D2's ``.r2d2`` layout (uncompressed npz: imsize, keypoints, descriptors, scores), atomically."""
-        path = Path(path)
-        tmp = temp_path(path)
-        try:
+        def save(tmp: Path) -> None:
             with open(tmp, "wb") as f:
                 np.savez(f, imsize=np.asarray(self.image_size, dtype=np.int64),
                          keypoints=self.keypoints.astype(np.float32), descriptors=self.descriptors.astype(np.float32),
                          scores=self.scores.astype(np.float32))
-            tmp.replace(path)
-        except OSError as e:
-            tmp.unlink(missing_ok=True)
-            raise OutputError(f"{path}: cannot write ({e.strerror or e})") from None
-        return path
+
+        return write_atomic(Path(path), save)
 
     @staticmethod
     def load_npz(path: str | Path) -> "Features":

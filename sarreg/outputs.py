@@ -14,15 +14,17 @@ Rules (README, "What sarreg writes"):
 """
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import logging
 import os
 import re
 import signal
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from sarreg.errors import OutputError
 
@@ -38,6 +40,54 @@ def temp_path(path: str | Path, tag: str = "", stage: bool = False) -> Path:
     path = Path(path)
     kind = "stage" if stage else "tmp"
     return path.with_name(f".{path.name}.{os.getpid()}{'.' + tag if tag else ''}.{kind}{path.suffix}")
+
+
+def write_atomic(path: str | Path, write: Callable[[Path], Any] | bytes, durable: bool = False) -> Path:
+    """The one atomic writer: ``write(tmp)`` (or the bytes) on ``temp_path(path)``, then rename onto ``path``, so
+    the file is old or new, never partial. ``durable``: fsync the file before and its folder after the rename (a
+    commit point that must survive a power cut, e.g. a batch manifest). OS errors become one-line OutputErrors;
+    the temporary file is removed whatever fails."""
+    path = Path(path)
+    tmp = temp_path(path)
+    try:
+        if isinstance(write, (bytes, bytearray)):
+            with open(tmp, "wb") as f:
+                f.write(write)
+                if durable:
+                    f.flush()
+                    os.fsync(f.fileno())
+        else:
+            write(tmp)
+            if durable:
+                fd = os.open(tmp, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"{path}: cannot write ({e.strerror or e})") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    if durable:  # some file systems cannot sync a folder: the rename is then as durable as they make it
+        with contextlib.suppress(OSError):
+            fd = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+    return path
+
+
+def sha256_file(path: str | Path, bufsize: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes, streamed (weights identity in reports, batch output verification)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(bufsize):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def _pid_alive(pid: int) -> bool:
@@ -138,8 +188,9 @@ def signals_held() -> Iterator[None]:
 
 
 class Staging:
-    """Stage names for a set of final outputs (role -> path); ``commit`` renames what was written, ``finalize``
-    last; anything staged is removed when the block exits without a commit (error, interrupt, signal)."""
+    """Stage names for a set of final outputs (role -> path); ``commit`` renames what was written and writes the
+    ``last`` role (the commit marker, e.g. the report) at the end; anything staged is removed when the block exits
+    without a commit (error, interrupt, signal)."""
 
     def __init__(self, finals: dict[str, Path], stages: dict[str, Path] | None = None):
         self.finals = {k: Path(v) for k, v in finals.items()}

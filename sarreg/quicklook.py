@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 
 from sarreg.errors import OutputError
-from sarreg.outputs import temp_path
+from sarreg.outputs import write_atomic
 from sarreg.io.raster import Scene, decimated_shape, read_unit
 
 QUICKLOOK_SIDE = 1024
@@ -25,17 +25,10 @@ def scene_preview(scene: Scene, max_side: int = QUICKLOOK_SIDE) -> tuple[np.ndar
 def write_png(path: str | Path, image: np.ndarray) -> Path:
     """Write a PNG atomically."""
     path = Path(path)
-    tmp = temp_path(path)
     ok, buf = cv2.imencode(".png", image)
     if not ok:
         raise OutputError(f"{path}: PNG encoding failed")
-    try:
-        tmp.write_bytes(buf.tobytes())
-        tmp.replace(path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise OutputError(f"{path}: cannot write ({e.strerror or e})") from None
-    return path
+    return write_atomic(path, buf.tobytes())
 
 
 def keypoint_quicklook(scene: Scene, keypoints: np.ndarray, path: str | Path, max_points: int = 5000) -> Path:

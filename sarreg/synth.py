@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from affine import Affine
 from rasterio.errors import NotGeoreferencedWarning
 
 from sarreg.errors import OutputError
+from sarreg.outputs import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -262,17 +262,14 @@ def write_geotiff(path: str | Path, array: np.ndarray, transform: Affine | None 
     prof.update(profile)
     if not path.parent.is_dir():
         raise OutputError(f"{path}: output folder does not exist")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+
+    def write(tmp: Path) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             with rasterio.open(tmp, "w", **prof) as dst:
                 dst.write(arr)
-        tmp.replace(path)
-    except Exception:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+
+    return write_atomic(path, write)
 
 
 def make_pair(height: int, width: int, seed: int, looks: float = 4.0,

@@ -18,8 +18,8 @@ import rasterio
 from affine import Affine
 
 from sarreg import synth
-from sarreg.batch import (MANIFEST, Manifest, SceneResult, batch, parse_date, scene_date, sha256_file,
-                          _matrix_fields)
+from sarreg.batch import (MANIFEST, Manifest, SceneResult, batch, matrix_fields, parse_date, scene_date,
+                          sha256_file)
 from sarreg.config import RegisterConfig
 
 SIZE = 384
@@ -110,12 +110,12 @@ def test_scene_date_from_metadata(tmp_path):
 def test_matrix_fields_shift_in_map_units():
     grid = {"width": 100, "height": 80, "geotransform": [500000.0, 10.0, 0.0, 5e6, 0.0, -10.0], "crs_wkt": "x"}
     m = np.array([[1, 0, 2.5], [0, 1, -1.0], [0, 0, 1.0]])
-    f = _matrix_fields(m, grid, None)
+    f = matrix_fields(m, grid, None)
     assert (f["shift_x_px"], f["shift_y_px"]) == (2.5, -1.0)
     assert (f["shift_x_m"], f["shift_y_m"]) == (25.0, 10.0)  # north-up: +row is -northing
     # a prior (georeferencing says +3 px in x) is taken out: the correction is what remains
     prior = np.array([[1, 0, 3.0], [0, 1, 0.0], [0, 0, 1.0]])
-    f = _matrix_fields(np.array([[1, 0, 5.0], [0, 1, 0.0], [0, 0, 1.0]]), grid, prior)
+    f = matrix_fields(np.array([[1, 0, 5.0], [0, 1, 0.0], [0, 0, 1.0]]), grid, prior)
     assert f["shift_x_px"] == pytest.approx(2.0)
 
 
@@ -323,3 +323,40 @@ def test_cli_bad_input_fails_before_any_cluster(tmp_path, series):
     r = _invoke(["batch", str(ref), "-o", str(tmp_path / "o")])
     assert r.exit_code == 2  # usage: no scenes
     assert not any((tmp_path / "o").glob("*_reg.*"))
+
+
+def test_caching_extractor_serves_recorded_calls_only(tmp_path):
+    """A recorded extraction is served from disk (same Features); another image goes to the real extractor."""
+    from sarreg.batch.cache import INDEX, CachingExtractor, FeatureIndex
+    from sarreg.batch.files import atomic_write, dumps
+    from sarreg.pipeline import Extractor
+
+    rng = np.random.default_rng(3)
+    img = synth.speckle(synth.reflectivity(160, 160, seed=3), 4.0, rng)
+    unit = np.clip(img / np.percentile(img, 99), 0, 1).astype(np.float32)
+    valid = np.ones(unit.shape, bool)
+    inner = Extractor(CFG)
+    record: dict = {}
+    rec = CachingExtractor(inner, record=record)
+    f = rec(unit, valid, multiscale=False, top_k=300)
+    assert len(record) == 1 and len(f) > 20 and rec.kind == "sift" and rec.name == inner.name
+    entries = {}
+    for i, (k, feats) in enumerate(record.items()):
+        entries[k] = f"{i}.npz"
+        feats.save_npz(tmp_path / entries[k])
+    atomic_write(tmp_path / INDEX, dumps({"entries": entries}))
+    served = CachingExtractor(inner, index=FeatureIndex(tmp_path))
+    g = served(unit, valid, multiscale=False, top_k=300)
+    assert served.hits == 1 and np.array_equal(g.keypoints, f.keypoints)
+    assert np.array_equal(g.descriptors, f.descriptors)
+    served(unit, valid, multiscale=False, top_k=200)  # other arguments: computed, not served
+    served(unit[::-1].copy(), valid, multiscale=False, top_k=300)  # other image: computed
+    assert served.hits == 1
+
+
+def test_scene_date_of_unreadable_file_is_recorded(tmp_path):
+    p = tmp_path / "broken_20230405.tif"
+    p.write_bytes(b"not a raster")
+    warnings: list[str] = []
+    assert scene_date(p, warnings) == "2023-04-05"  # from the file name
+    assert len(warnings) == 1 and "metadata unreadable" in warnings[0]

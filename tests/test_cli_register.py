@@ -151,9 +151,7 @@ def test_bad_input(scenes, tmp_path, case):
         a[:, : N // 2] = 0.0
         mov = write_geotiff(tmp_path / "half.tif", a, Affine(10.0, 0, 500000.0 + 10 * N / 2 + 10 * 8, 0, -10.0,
                                                                    5000000.0), UTM, nodata=0.0)
-        a2 = a.copy()
         needles = ("half.tif", "no valid data in the overlap")
-        del a2
     elif case == "constant":
         mov = write_geotiff(tmp_path / "const.tif", np.full((N, N), 0.3, np.float32), T, UTM)
         needles = ("const.tif", "constant")
@@ -214,3 +212,36 @@ def test_partial_nan_inf_still_registers(scenes, tmp_path):
     res = run(scenes["ref"], mov, tmp_path / "o.tif", "--no-warp")
     assert res.exit_code == 0, res.output
     assert not (tmp_path / "o.tif").exists() and (tmp_path / "o.report.json").exists()
+
+
+def test_apply_update_georef_same_and_other_grid(scenes, tmp_path):
+    """``apply --update-georef``: pixels copied unchanged, georeferencing corrected to where the truth puts them;
+    a 2x coarser copy of the moving raster (another grid) gets the consistent corrected georeferencing."""
+    res = run(scenes["ref"], scenes["moving"], tmp_path / "a.tif", "--model", "similarity", "--no-warp")
+    assert res.exit_code == 0, res.output
+    report = tmp_path / "a.report.json"
+    gt = Affine.from_gdal(*json.loads(report.read_text())["geotransform"])
+
+    res = CliRunner().invoke(cli, ["apply", str(report), str(scenes["moving"]), str(tmp_path / "b.tif"),
+                                   "--update-georef", "--format", "GTiff"])
+    assert res.exit_code == 0, res.output
+    with rasterio.open(scenes["moving"]) as m, rasterio.open(tmp_path / "b.tif") as b:
+        assert np.array_equal(m.read(), b.read()) and b.crs == m.crs
+        assert b.transform.almost_equals(gt, precision=1e-6) and not b.transform.almost_equals(m.transform)
+        full = m.read(1)
+    # moving px (u, v) shows reference px m(u, v) - PAD: the corrected map position of its centre is T(that + 0.5)
+    truth = scenes["_m"]
+    for u, v in ((100.0, 100.0), (192.0, 192.0), (300.0, 250.0)):
+        x, y = (truth @ [u, v, 1.0])[:2] - PAD
+        want = np.array(T @ (x + 0.5, y + 0.5))
+        assert np.hypot(*(np.array(gt @ (u + 0.5, v + 0.5)) - want)) < 5.0  # half a pixel (10 m)
+
+    half = write_geotiff(tmp_path / "half.tif", full[::2, ::2], T @ Affine.scale(2), UTM, nodata=0.0)
+    res = CliRunner().invoke(cli, ["apply", str(report), str(half), str(tmp_path / "c.tif"), "--update-georef",
+                                   "--format", "GTiff"])
+    assert res.exit_code == 0, res.output
+    with rasterio.open(tmp_path / "c.tif") as c:
+        gt_half = c.transform
+        assert np.array_equal(c.read(1), full[::2, ::2])
+    for i, j in ((10, 10), (96, 96), (150, 120)):  # half pixel (i, j) centre = full pixel (2i + 0.5, 2j + 0.5)
+        assert np.allclose(gt_half @ (i + 0.5, j + 0.5), gt @ (2 * i + 1.0, 2 * j + 1.0), atol=1e-6)

@@ -117,6 +117,32 @@ def test_pickled_object_is_refused(tmp_path: Path) -> None:
         load_model(p)
 
 
+def test_r2d2_checkpoint_with_defaultdict_logs_loads(tmp_path: Path) -> None:
+    """R2D2's faster2d2 file carries loss logs as defaultdict(list): loaded (as plain dicts) with weights_only."""
+    from collections import defaultdict
+
+    net = build_network("Fast_Quad_L2Net_ConfCFS", in_channels=3)
+    logs = defaultdict(list, {"loss": [1.0, 0.5]})
+    torch.save({"net": "Fast_Quad_L2Net_ConfCFS()", "state_dict": net.state_dict(), "training_losses": [logs]},
+               tmp_path / "faster.pt")
+    m = load_model(tmp_path / "faster.pt")
+    assert m.arch == "Fast_Quad_L2Net_ConfCFS" and m.in_channels == 3
+    for k, v in net.state_dict().items():
+        assert torch.equal(m.net.state_dict()[k], v)
+
+
+def test_defaultdict_with_a_foreign_factory_is_refused(tmp_path: Path) -> None:
+    """Only ``list`` is allowed as a defaultdict factory: any other global (here os.getcwd) is refused."""
+    import os
+    from collections import defaultdict
+
+    net = build_network("Fast_Quad_L2Net_ConfCFS", in_channels=3)
+    torch.save({"net": "Fast_Quad_L2Net_ConfCFS()", "state_dict": net.state_dict(),
+                "log": defaultdict(os.getcwd)}, tmp_path / "evil3.pt")
+    with pytest.raises(WeightsError, match="not a readable PyTorch checkpoint"):
+        load_model(tmp_path / "evil3.pt")
+
+
 def test_state_dict_mismatch(tmp_path: Path) -> None:
     net = build_network("Quad_L2Net_ConfCFS", in_channels=3)
     torch.save({"net": "Fast_Quad_L2Net_ConfCFS()", "state_dict": net.state_dict()}, tmp_path / "m.pt")
@@ -124,9 +150,41 @@ def test_state_dict_mismatch(tmp_path: Path) -> None:
         load_model(tmp_path / "m.pt")
 
 
-def test_missing_default_weights_message(tmp_path: Path) -> None:
-    with pytest.raises(WeightsError, match="not found"):
+def test_missing_weights_file_message(tmp_path: Path) -> None:
+    with pytest.raises(WeightsError, match="nope.pt: weights file not found"):
         load_model(tmp_path / "nope.pt")
+
+
+def test_missing_default_weights_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Neither the installed package data nor the checkout has the default model: one clear WeightsError."""
+    from sarreg.model import weights
+
+    monkeypatch.setattr(weights, "MODELS_DIR", tmp_path / "no-models")
+    monkeypatch.setattr(weights, "MODELS_PACKAGE", "sarreg._no_such_models")
+    assert weights.default_weights_path() is None
+    with pytest.raises(WeightsError, match="no model weights: sarreg_fast_sar_v2.pt is neither installed"):
+        load_model(None)
+
+
+def test_shipped_default_model_loads_and_runs() -> None:
+    """``load_model(None)`` is the shipped file (models/README.md: Fast_Quad_L2Net_ConfCFS, mchan 3, one input
+    channel, reliability exported as the constant 0.75), found through the package-data lookup or the checkout."""
+    import hashlib
+
+    from sarreg.model.weights import DEFAULT_MODEL_NAME, default_weights_path
+
+    path = default_weights_path()
+    assert path is not None and path.name == DEFAULT_MODEL_NAME
+    m = load_model(None)
+    assert (m.name, m.arch, m.mchan, m.in_channels) == (DEFAULT_MODEL_NAME, "Fast_Quad_L2Net_ConfCFS", 3, 1)
+    assert m.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    with torch.no_grad():
+        out = m.net(m.normalise(torch.rand(1, 1, 48, 64, generator=torch.Generator().manual_seed(0))))
+    assert out["descriptors"].shape == (1, 128, 48, 64)
+    assert torch.allclose(out["descriptors"].norm(dim=1), torch.ones(1, 48, 64), atol=1e-4)
+    assert torch.allclose(out["reliability"], torch.full_like(out["reliability"], 0.75), atol=1e-5)
+    rep = out["repeatability"]
+    assert float(rep.min()) >= 0 and float(rep.max()) <= 1 and float(rep.std()) > 0.01  # not constant
 
 
 def _load_png(path: Path) -> torch.Tensor:

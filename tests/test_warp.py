@@ -28,10 +28,22 @@ def _grid_xy(h, w):
     return np.stack(np.meshgrid(np.arange(w, dtype=float), np.arange(h, dtype=float)), -1)
 
 
-def _moving(tr: PixelTransform, h=H, w=W, bands=1) -> np.ndarray:
-    """Moving pixel (u, v) shows the scene at reference pixel tr(u, v)."""
-    uv = _grid_xy(h, w).reshape(-1, 2)
-    img = _f(tr.apply(uv)).reshape(h, w)
+def _to_ref(uv: np.ndarray, m: np.ndarray, poly: np.ndarray | None = None) -> np.ndarray:
+    """Moving px -> reference px written out term by term (independent of ``PixelTransform.apply``, which the
+    warp under test uses): projective ``m`` (x' = (m00 x + m01 y + m02) / (m20 x + m21 y + m22), ...) or, with
+    ``poly`` (2 x 6), x' = p0 + p1 x + p2 y + p3 x^2 + p4 x y + p5 y^2 (sarreg.estimate's documented order)."""
+    x, y = uv[..., 0], uv[..., 1]
+    if poly is not None:
+        px, py = poly
+        return np.stack([px[0] + px[1] * x + px[2] * y + px[3] * x * x + px[4] * x * y + px[5] * y * y,
+                         py[0] + py[1] * x + py[2] * y + py[3] * x * x + py[4] * x * y + py[5] * y * y], -1)
+    w = m[2, 0] * x + m[2, 1] * y + m[2, 2]
+    return np.stack([(m[0, 0] * x + m[0, 1] * y + m[0, 2]) / w, (m[1, 0] * x + m[1, 1] * y + m[1, 2]) / w], -1)
+
+
+def _moving(m: np.ndarray, poly: np.ndarray | None = None, h=H, w=W, bands=1) -> np.ndarray:
+    """Moving pixel (u, v) shows the scene at reference pixel _to_ref(u, v)."""
+    img = _f(_to_ref(_grid_xy(h, w), m, poly)).astype(np.float32)
     return np.stack([img * (b + 1) for b in range(bands)]) if bands > 1 else img
 
 
@@ -76,7 +88,7 @@ def test_warp_reproduces_reference(tmp_path, georef, model):
     tr = PixelTransform(model, m, poly=poly)
     mov = tmp_path / "moving.tif"
     # the moving raster's own (wrong) georeferencing must be ignored in favour of the estimate
-    write_geotiff(mov, _moving(tr), Affine(20.0, 0, 100.0, 0, -20.0, 900.0) if georef else None,
+    write_geotiff(mov, _moving(m, poly), Affine(20.0, 0, 100.0, 0, -20.0, 900.0) if georef else None,
                   "EPSG:4326" if georef else None, nodata=-9999.0)
     grid = Grid(W, H, REF_T, UTM.to_wkt()) if georef else Grid(W, H, Affine.identity(), None)
     out = warp_to_grid(mov, tr, grid, tmp_path / "out.tif")
@@ -89,10 +101,10 @@ def test_tps_multiband_gtiff_nearest(tmp_path):
     # tie points sampled from the same affine: the TPS must reproduce it
     rng = np.random.default_rng(0)
     src = rng.uniform(0, [W, H], (60, 2))
-    dst = PixelTransform("affine", m).apply(src)
+    dst = _to_ref(src, m)
     tr = PixelTransform("tps", m, tiepoints=np.c_[src, dst])
     mov = tmp_path / "m.tif"
-    write_geotiff(mov, _moving(PixelTransform("affine", m), bands=3), REF_T, UTM, nodata=0.0)
+    write_geotiff(mov, _moving(m, bands=3), REF_T, UTM, nodata=0.0)
     grid = Grid(W, H, REF_T, UTM.to_wkt())
     out = warp_to_grid(mov, tr, grid, tmp_path / "o.tif", fmt="GTiff", resampling="bilinear", compress="LZW")
     _check(out, tr, True, bands=3, margin=10)
@@ -122,7 +134,7 @@ def test_corrected_geotransform_pure_shift():
 
 def test_update_georef(tmp_path):
     mov = tmp_path / "m.tif"
-    img = _moving(PixelTransform("shift", _shift_rot(4, 5)))
+    img = _moving(_shift_rot(4, 5))
     write_geotiff(mov, img, REF_T, UTM)
     grid = Grid(W, H, REF_T, UTM.to_wkt())
     out = update_georef(mov, PixelTransform("shift", _shift_rot(4, 5)), grid, tmp_path / "o.tif", fmt="GTiff")
@@ -182,3 +194,14 @@ def test_every_dtype_warps_with_matching_creation_options(tmp_path, dtype, fmt):
     assert pred == ({"float32": "3", "float64": "3"}.get(dtype, None if dtype.startswith("complex") else "2"))
     assert v[13, 12] == (a[10, 10] * (1 + 1j) if dtype.startswith("complex") else a[10, 10])
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([src.name, "out.tif"])
+
+
+def test_pixel_transform_apply_known_answers():
+    """Hand-computed points: translation, projective division, and the poly2 term order [1, x, y, x², xy, y²]."""
+    shift = PixelTransform("shift", np.array([[1, 0, 3.25], [0, 1, -4.5], [0, 0, 1.0]]))
+    assert np.allclose(shift.apply([[0, 0], [10, 20]]), [[3.25, -4.5], [13.25, 15.5]])
+    homog = PixelTransform("homography", np.array([[2, 0, 1], [0, 1, 0], [0.1, 0, 1.0]]))
+    assert np.allclose(homog.apply([[10, 4]]), [[21 / 2, 4 / 2]])  # w = 0.1 * 10 + 1 = 2
+    poly = np.array([[1.0, 1.0, 0.0, 0.5, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0, 2.0, 0.25]])
+    p2 = PixelTransform("poly2", np.eye(3), poly=poly)
+    assert np.allclose(p2.apply([[2, 4]]), [[1 + 2 + 0.5 * 4, 4 + 2 * 8 + 0.25 * 16]])  # [5, 24]

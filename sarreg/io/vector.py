@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from sarreg.errors import OutputError
-from sarreg.outputs import temp_path
+from sarreg.outputs import write_atomic
 
 
 def write_points(path: str | Path, xy: np.ndarray, attributes: dict[str, np.ndarray], crs: Any | None,
@@ -24,14 +24,16 @@ def write_points(path: str | Path, xy: np.ndarray, attributes: dict[str, np.ndar
     geoms = shapely.to_wkb(shapely.points(xy[:, 0], xy[:, 1])) if len(xy) else np.zeros(0, dtype=object)
     fields = {k: np.asarray(v) for k, v in attributes.items()}
     crs_wkt = crs.to_wkt() if hasattr(crs, "to_wkt") else (str(crs) if crs else None)
-    tmp = temp_path(path)
-    tmp.unlink(missing_ok=True)
-    try:
+
+    def write(tmp: Path) -> None:
+        tmp.unlink(missing_ok=True)
         pyogrio.raw.write(tmp, geometry=geoms, field_data=list(fields.values()), fields=list(fields.keys()),
                           crs=crs_wkt, driver=driver, layer=layer or path.stem.replace(".", "_"),
                           geometry_type="Point", encoding="UTF-8")
-        tmp.replace(path)
-    except Exception as e:
-        tmp.unlink(missing_ok=True)
+
+    try:
+        return write_atomic(path, write)
+    except OutputError:
+        raise
+    except Exception as e:  # pyogrio / GDAL errors of several types
         raise OutputError(f"{path}: cannot write point layer ({e})") from None
-    return path

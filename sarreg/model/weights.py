@@ -5,16 +5,14 @@ Our format (``save_checkpoint``) is a plain dict loaded with ``torch.load(weight
     {"format": "sarreg-checkpoint", "version": 1, "arch": "Fast_Quad_L2Net_ConfCFS", "mchan": 4,
      "in_channels": 1, "preprocess": {"mean": [0.5], "std": [0.25]}, "training": {...}, "state_dict": {...}}
 
-R2D2 checkpoints (``{"net": "Quad_L2Net_ConfCFS()", "state_dict": ...}``) are recognised by parsing the ``net``
+R2D2 checkpoints (``{"net": "Quad_L2Net_ConfCFS()", "state_dict": ...}``, loaded with ``weights_only`` plus
+``collections.defaultdict`` read as a plain dict, torch >= 2.6) are recognised by parsing the ``net``
 string against a whitelist of constructors (never ``eval``-ed); a ``module.`` key prefix is stripped; CUDA
 tensors are mapped to the CPU. They take 3-channel input with ImageNet normalisation.
 """
 from __future__ import annotations
 
-import collections
-import hashlib
 import logging
-import pickle
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +23,7 @@ from torch import nn
 
 from sarreg.errors import WeightsError
 from sarreg.model.r2d2 import build_network
+from sarreg.outputs import sha256_file, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +32,8 @@ IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
 SAR_MEAN = [0.5]
 SAR_STD = [0.25]
-MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
+MODELS_DIR = Path(__file__).resolve().parents[2] / "models"  # the checkout's models/ (source runs, editable installs)
+MODELS_PACKAGE = "sarreg._models"  # the same files as package data of an installed wheel (copied by setup.py)
 DEFAULT_MODEL_NAME = "sarreg_fast_sar_v2.pt"
 
 # Whitelist of constructor strings found in R2D2 checkpoints -> (arch, mchan).
@@ -73,60 +73,44 @@ class Model:
 
 
 def default_weights_path() -> Path | None:
-    """The model shipped in ``models/`` (None when no weights ship)."""
-    p = MODELS_DIR / DEFAULT_MODEL_NAME
-    return p if p.is_file() else None
+    """The shipped model: package data of the installed wheel first, else the checkout's ``models/`` (None when
+    neither has it)."""
+    for p in (packaged_weights(DEFAULT_MODEL_NAME), MODELS_DIR / DEFAULT_MODEL_NAME):
+        if p is not None and p.is_file():
+            return p
+    return None
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+def packaged_weights(name: str) -> Path | None:
+    """``sarreg/_models/<name>`` found with ``importlib.resources`` (None when the package or file is absent).
+
+    Only an installation on a file system counts (torch loads from a path; a zipped install falls back to the
+    checkout lookup).
+    """
+    from importlib import resources
+
+    try:
+        res = resources.files(MODELS_PACKAGE) / name
+    except ModuleNotFoundError:
+        return None
+    return res if isinstance(res, Path) and res.is_file() else None
 
 
-class _RestrictedUnpickler(pickle.Unpickler):
-    """Unpickler that only rebuilds tensors and plain containers (no arbitrary classes, no code)."""
-
-    _ALLOWED = {
-        ("collections", "OrderedDict"): collections.OrderedDict,
-        ("collections", "defaultdict"): lambda *args: {},  # loss logs of R2D2 files; content irrelevant
-        ("builtins", "list"): list,
-        ("builtins", "dict"): dict,
-        ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
-        ("torch._utils", "_rebuild_parameter"): torch._utils._rebuild_parameter,
-        ("torch", "Size"): torch.Size,
-    }
-
-    def find_class(self, module: str, name: str):  # noqa: D102
-        module = "builtins" if module == "__builtin__" else module
-        if (module, name) in self._ALLOWED:
-            return self._ALLOWED[(module, name)]
-        if module == "torch" and name.endswith("Storage"):
-            return getattr(torch, name)
-        raise pickle.UnpicklingError(f"refusing to load global {module}.{name}")
+def _plain_dict(*args: Any) -> dict:
+    """Stands in for ``collections.defaultdict`` while loading (the loss logs in R2D2's faster2d2 file): a plain
+    dict receives the items, the default factory is dropped (torch's weights-only unpickler fills only dicts)."""
+    return {}
 
 
-class _restricted_pickle:  # a minimal "pickle module" for torch.load(pickle_module=...)
-    Unpickler = _RestrictedUnpickler
-    __name__ = "sarreg_restricted_pickle"
-
-    @staticmethod
-    def load(f, **kw):
-        return _RestrictedUnpickler(f, **kw).load()
+# Globals R2D2 checkpoints need beyond torch's weights-only defaults: defaultdict (as a plain dict) and its ``list``
+# factory. Nothing else is allowed: no arbitrary classes, no code.
+_R2D2_SAFE_GLOBALS: list[Any] = [(_plain_dict, "collections.defaultdict"), list]
 
 
 def _torch_load(path: Path) -> Any:
-    """weights_only load; R2D2's faster2d2 file holds defaultdicts that weights_only cannot rebuild, so fall
-    back to our restricted unpickler (still no arbitrary globals)."""
-    try:
+    """``torch.load(weights_only=True)`` with the few extra safe globals R2D2's files need."""
+    with torch.serialization.safe_globals(_R2D2_SAFE_GLOBALS):
         return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as first:
-        try:
-            return torch.load(path, map_location="cpu", weights_only=False, pickle_module=_restricted_pickle)
-        except Exception:
-            raise first from None
 
 
 def _load_state(net: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
@@ -144,7 +128,8 @@ def load_model(path: str | Path | None = None, device: str | torch.device = "cpu
         path = default_weights_path()
         if path is None:
             raise WeightsError(
-                f"no model weights: {MODELS_DIR / DEFAULT_MODEL_NAME} is missing; pass --weights PATH "
+                f"no model weights: {DEFAULT_MODEL_NAME} is neither installed with sarreg ({MODELS_PACKAGE}) nor in "
+                f"{MODELS_DIR}; pass --weights PATH "
                 "(one of our checkpoints or an R2D2 .pt file)"
             )
     path = Path(path)
@@ -196,7 +181,7 @@ def load_model(path: str | Path | None = None, device: str | torch.device = "cpu
     _load_state(net, ckpt["state_dict"], path)
     net.eval().to(device)
     return Model(net=net, arch=arch, mchan=mchan, in_channels=cin, mean=mean, std=std,
-                 name=path.name, sha256=_sha256(path), training=training,
+                 name=path.name, sha256=sha256_file(path), training=training,
                  rel_thr=float(thr.get("rel_thr", default_thr)), rep_thr=float(thr.get("rep_thr", default_thr)))
 
 
@@ -218,14 +203,11 @@ def save_checkpoint(path: str | Path, net: nn.Module, arch: str, mchan: int, in_
         "format": FORMAT, "version": 1, "arch": arch.split("(")[0], "mchan": int(mchan),
         "in_channels": int(in_channels),
         "preprocess": {"mean": list(mean or SAR_MEAN), "std": list(std or SAR_STD),
-                       "input": "unit-scaled log intensity, see sarreg.io.raster.to_unit"},
+                       "input": "unit-scaled log intensity, see sarreg.io.raster.image_to_unit"},
         "training": training or {},
         "extract": {k: float(v) for k, v in (("rel_thr", rel_thr), ("rep_thr", rep_thr)) if v is not None},
         "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
     }
     if extra:
         ckpt.update(extra)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(ckpt, tmp)
-    tmp.replace(path)
-    return path
+    return write_atomic(path, lambda tmp: torch.save(ckpt, tmp))

@@ -22,8 +22,10 @@ import torch
 import torch.nn.functional as F
 
 from sarreg.errors import InputError, OutputError, WeightsError
+from sarreg.extract import resolve_device  # the one device resolver (training and inference)
 from sarreg.model.r2d2 import build_network
 from sarreg.model.weights import SAR_MEAN, SAR_STD, Model, save_checkpoint
+from sarreg.outputs import write_atomic
 from sarreg.train.losses import LossWeights, NeighbourhoodSampler, R2D2Loss
 from sarreg.train.pairs import PairConfig, Source, make_pair, sample_pair
 
@@ -62,12 +64,6 @@ class TrainConfig:
     amp: bool = False  # bfloat16 autocast for the convolution trunk (heads and losses stay float32)
     init: str = ""  # start from the weights of this checkpoint (fine-tuning; fresh optimizer, iteration 0)
     val_rank: str = "rep_rel"  # validation keypoint ranking: "rep_rel" (rep x rel) or "rep" (constant reliability)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 # ------------------------------------------------------------------------------------------------------ data
@@ -217,10 +213,10 @@ def plot_curves(log_csv: Path, val_csv: Path, png: Path) -> None:
         axes[1].set_title("validation (fixed held-out pairs)")
         axes[1].legend()
     fig.tight_layout()
-    tmp = png.with_name(f".{png.name}.tmp.png")
-    fig.savefig(tmp, dpi=80)
-    plt.close(fig)
-    tmp.replace(png)
+    try:
+        write_atomic(png, lambda tmp: fig.savefig(tmp, dpi=80, format="png"))
+    finally:
+        plt.close(fig)
 
 
 # ------------------------------------------------------------------------------------------------------ train

@@ -1,0 +1,194 @@
+"""Reference-feature cache: the reference's keypoints computed once per batch (and kept on disk for later runs).
+
+Scene tasks pass ``register`` their own extractor through the pipeline's public hook ``register(...,
+extractor=)``: a ``CachingExtractor`` that wraps this process's ``Extractor`` (kept per worker process, so the
+network is loaded once, not per scene) and answers an extraction call from the cache when its input image and
+arguments are exactly (content hash) those of a recorded call. Anything else goes to the pipeline's extractor
+unchanged, so results are identical with and without the cache.
+
+Recording (``prepare_reference``, one task before the scenes): the reference is registered with the first scene
+to do (a real pair, through the public ``register``) with a recording ``CachingExtractor``; every extraction of
+that run is stored, so the cache holds precisely the reference reads ``register`` makes for a scene with that
+footprint, whatever the pipeline's internals (plus that one scene's own features, which its task then reuses).
+Later scenes whose overlap differs simply miss the tiles that differ.
+
+Cache folder ``ref-<key>``: keyed by the reference sha256, the feature type, the network (weights sha256), the
+device type and every parameter that changes reference features; ``index.json`` is written last, so a folder
+without it is incomplete and rebuilt. Existing folders are reused (repeated runs, other batches).
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sarreg.batch.files import atomic_write, dumps, error_text
+from sarreg.config import RegisterConfig
+from sarreg.extract import Features
+from sarreg.pipeline import Extractor
+
+log = logging.getLogger(__name__)
+
+CACHE_DIR = ".cache"
+INDEX = "index.json"
+PROBES = 3  # scenes tried in turn to record the reference's features (an unreadable one is skipped)
+# options that change the reference's features (the cache key)
+FEATURE_OPTIONS = ("features", "weights", "coarse_size", "coarse_top_k", "tile_size", "n_tiles", "fine_top_k",
+                   "preprocess")
+
+
+def feature_key(unit: np.ndarray, valid: np.ndarray, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+    """Content key of one extractor call: the image, its validity mask and the call's arguments."""
+    h = hashlib.blake2b(digest_size=20)
+    u = np.ascontiguousarray(unit, dtype=np.float32)
+    h.update(repr((u.shape, args, sorted(kwargs.items()))).encode())
+    h.update(u.tobytes())
+    h.update(np.packbits(np.ascontiguousarray(valid, dtype=bool)).tobytes())
+    return h.hexdigest()
+
+
+class FeatureIndex:
+    """Cached features of one reference: content key of an extractor call -> Features (npz files on disk)."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.entries: dict[str, str] = json.loads((folder / INDEX).read_text(encoding="utf-8"))["entries"]
+        self._mem: dict[str, Features] = {}
+
+    def get(self, key: str) -> Features | None:
+        """The recorded features of a call, or None; loaded from disk once per process."""
+        name = self.entries.get(key)
+        if name is None:
+            return None
+        if key not in self._mem:
+            self._mem[key] = Features.load_npz(self.folder / name)
+        return self._mem[key]
+
+
+@functools.lru_cache(maxsize=8)
+def load_index(folder: str) -> FeatureIndex:
+    """This process's index of a cache folder (its features stay in memory for the following scenes)."""
+    return FeatureIndex(Path(folder))
+
+
+class CachingExtractor(Extractor):
+    """An ``Extractor`` for ``register(..., extractor=)`` that serves calls from ``index`` and records every call
+    it computes into ``record`` (either may be None). It wraps ``inner`` (its network is not loaded again);
+    ``hits`` counts the calls served from the index."""
+
+    def __init__(self, inner: Extractor, index: FeatureIndex | None = None,
+                 record: dict[str, Features] | None = None):
+        # deliberately no Extractor.__init__: the network and settings are the inner extractor's
+        self.inner, self.index, self.record, self.hits = inner, index, record, 0
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "inner":  # not set yet (e.g. while unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.inner, name)  # kind, name, sha256, ... of the wrapped extractor
+
+    def __call__(self, unit: np.ndarray, valid: np.ndarray, *args: Any, **kwargs: Any) -> Features:
+        key = feature_key(unit, valid, args, kwargs)
+        f = self.index.get(key) if self.index is not None else None
+        if f is not None:
+            self.hits += 1
+            return f
+        f = self.inner(unit, valid, *args, **kwargs)
+        if self.record is not None:
+            self.record[key] = f
+        return f
+
+
+_EXTRACTORS: dict[tuple[Any, ...], Extractor] = {}
+_EXTRACTORS_LOCK = threading.Lock()
+
+
+def process_extractor(config: RegisterConfig) -> Extractor:
+    """This process's extractor for ``config`` (created once, so the network is loaded once per worker)."""
+    key = (config.features, config.weights, config.device, config.preprocess)
+    with _EXTRACTORS_LOCK:
+        ext = _EXTRACTORS.get(key)
+        if ext is None:
+            ext = _EXTRACTORS[key] = Extractor(config)
+    return ext
+
+
+def cache_folder(cache_dir: Path, ref_sha: str, config: RegisterConfig, ext: Extractor) -> Path:
+    """``cache_dir/ref-<key>``: the key covers everything that changes the reference's features."""
+    from sarreg.extract import resolve_device
+
+    d = config.to_dict()
+    params = {k: d[k] for k in FEATURE_OPTIONS if k in d}
+    key = hashlib.sha256(dumps({"ref": ref_sha, "features": config.features, "net": ext.sha256 or ext.name,
+                                "device": resolve_device(config.device).type, "params": params})).hexdigest()[:24]
+    return cache_dir / f"ref-{key}"
+
+
+def record_reference(ref: str, ref_sha: str, probes: list[str], config: RegisterConfig, ext: Extractor,
+                     folder: Path) -> int:
+    """Register ``ref`` with the first probe scene that opens, recording every extraction into ``folder``.
+
+    Returns the number of entries; raises the last probe's error when no probe could be registered.
+    """
+    from sarreg.pipeline import register
+
+    shutil.rmtree(folder, ignore_errors=True)
+    work = folder / "work"
+    work.mkdir(parents=True)
+    quiet = config.with_(warp=False, tiepoints=False, geojson=False, points=False, matches_npz=False,
+                         quicklook=None, overwrite=True)
+    record: dict[str, Features] = {}
+    rec = CachingExtractor(ext, record=record)
+    errors: list[str] = []
+    try:
+        for probe in probes[:PROBES]:
+            try:
+                register(ref, probe, work / "probe.tif", quiet, extractor=rec)
+                break
+            except Exception as e:  # noqa: BLE001 - a bad probe scene: try the next one (its task reports it)
+                errors.append(f"{Path(probe).name}: {error_text(e)}")
+                log.info("reference features not recorded with %s: %s", probe, errors[-1])
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if not record:
+        raise RuntimeError("no scene could be registered to record them (" + "; ".join(errors) + ")")
+    entries: dict[str, str] = {}
+    for i, (k, f) in enumerate(record.items()):
+        entries[k] = f"{i:03d}.npz"
+        f.save_npz(folder / entries[k])
+    atomic_write(folder / INDEX, dumps({"reference": ref, "sha256": ref_sha, "entries": entries}))
+    return len(entries)
+
+
+def prepare_reference(ref: str, ref_sha: str, config: RegisterConfig, cache_dir: str | None,
+                      probes: list[str]) -> dict[str, Any]:
+    """Worker task run once per batch: the reference's features in ``cache_dir`` (found there or recorded).
+
+    Returns ``features`` (folder or None), ``cache_hit``, ``entries``, ``time_s`` and ``error`` (why there is no
+    cache; the scenes then extract the reference themselves). Never raises: the cache is an optimisation.
+    """
+    t0 = time.perf_counter()
+    info: dict[str, Any] = {"features": None, "cache_hit": False, "entries": 0, "error": None}
+    if cache_dir is None:
+        return info
+    try:
+        ext = process_extractor(config)
+        folder = cache_folder(Path(cache_dir), ref_sha, config, ext)
+        if (folder / INDEX).is_file():
+            info["cache_hit"] = True
+        else:
+            record_reference(ref, ref_sha, probes, config, ext, folder)
+        info["entries"] = len(load_index(str(folder)).entries)
+        info["features"] = str(folder)
+    except Exception as e:  # noqa: BLE001 - logged and returned; scenes still run without the cache
+        info["error"] = error_text(e)
+        log.warning("reference features not cached: %s", info["error"])
+    info["time_s"] = round(time.perf_counter() - t0, 3)
+    return info

@@ -1,0 +1,130 @@
+"""``--chain``: every scene registered to its predecessor in time, the 3 x 3 pixel matrices composed back to the
+reference, then one warp per scene onto the reference grid.
+
+Pairs run in parallel; composition walks the chain in order as results come in; a scene whose predecessor failed
+is re-linked to the last good one; warps run as soon as a scene's composed matrix is known.
+"""
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from sarreg.batch.files import error_text
+from sarreg.batch.results import SceneResult, matrix_fields, worst
+from sarreg.batch.tasks import run_scene, warp_scene
+
+if TYPE_CHECKING:
+    from sarreg.batch.runner import Run
+
+CHAIN_MODELS = ("auto", "shift", "similarity", "affine", "homography")  # models with a 3 x 3 matrix
+
+
+def compose(previous: np.ndarray, link: np.ndarray) -> np.ndarray:
+    """Scene -> reference from predecessor -> reference and scene -> predecessor (normalised homogeneous)."""
+    t = previous @ link
+    return t / t[2, 2]
+
+
+def link_summary(report: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The part of a chain link's report worth repeating in ``<scene>_reg.chain.json`` (the rest is in its
+    ``.report.json``)."""
+    if not report:
+        return None
+    return {k: report.get(k) for k in ("status", "message", "ref", "moving", "matrix", "quality")}
+
+
+def run_chain(run: "Run", keys: list[str], todo: list[str]) -> None:
+    """Register the ``todo`` scenes of the time-ordered ``keys`` along the chain; commits each as it completes
+    (scenes not in ``todo`` are already committed and serve as links with their recorded matrix)."""
+    from distributed import as_completed
+
+    pending = set(todo)
+    pair_cfg = run.config.with_(warp=False, update_georef=False)
+    T: dict[str | None, np.ndarray] = {None: np.eye(3)}  # None = the reference
+    status: dict[str | None, str] = {None: "ok"}
+    rss: dict[str | None, float] = {None: 0.0}
+    via: dict[str, str | None] = {}
+    pair_res: dict[str, dict[str, Any]] = {}
+    kind: dict[Any, tuple[str, str]] = {}
+    ac = as_completed()
+
+    def submit_pair(k: str, prev: str | None) -> None:
+        via[k] = prev
+        ref = str(run.ref if prev is None else run.by_key[prev])
+        task = run.task(k, ref, pair_cfg, tag=f"-pair-{prev or 'reference'}")
+        task["grid"] = run.grid if prev is None else None
+        f = run.client.submit(run_scene, task, key=f"sarreg-pair-{k}-{prev}-{run.run_id}", pure=False)
+        kind[f] = ("pair", k)
+        ac.add(f)
+
+    prev: str | None = None
+    for k in keys:
+        if k in pending:
+            submit_pair(k, prev)
+        else:
+            r = run.results[k]
+            T[k] = np.asarray(r.matrix, dtype=np.float64)
+            status[k] = r.status
+            rss[k] = (r.rmse_px or 0.0) ** 2
+        prev = k
+
+    state: dict[str, Any] = {"i": 0, "last": None}
+
+    def advance() -> None:
+        while state["i"] < len(keys):
+            k = keys[state["i"]]
+            if k not in pending:
+                state["last"] = k
+                state["i"] += 1
+                continue
+            if k not in pair_res:
+                return
+            r = pair_res[k]
+            last = state["last"]
+            if via[k] != last:  # the predecessor failed: link to the last scene with a known transform
+                del pair_res[k]
+                submit_pair(k, last)
+                return
+            res = SceneResult.from_dict(r["result"])
+            if res.status == "failed":
+                res.via = via[k] or "reference"
+                run.commit(k, res, r.get("outputs", {}), {})
+                state["i"] += 1
+                continue
+            T[k] = compose(T[last], np.asarray(res.matrix, dtype=np.float64))
+            status[k] = worst(status[last], res.status)
+            rss[k] = rss[last] + (res.rmse_px or 0.0) ** 2
+            task = run.task(k, str(run.ref), run.config, tag="-warp")
+            task.update(matrix=T[k].tolist(), via=last or "reference", link=link_summary(r.get("report")))
+            f = run.client.submit(warp_scene, task, key=f"sarreg-warp-{k}-{run.run_id}", pure=False)
+            kind[f] = ("warp", k)
+            ac.add(f)
+            state["last"] = k
+            state["i"] += 1
+
+    for fut in ac:
+        what, k = kind.pop(fut)
+        if what == "pair":
+            pair_res[k] = run.result_of(fut, k)
+            advance()
+            continue
+        try:
+            w = fut.result()
+        except Exception as e:  # noqa: BLE001 - a worker died: recorded as this scene's error
+            w = {"error": f"worker lost: {error_text(e)}", "outputs": {}, "time_s": None}
+        r = pair_res[k]
+        res = SceneResult.from_dict(r["result"])
+        res.via = via[k] or "reference"
+        res.status = status[k]
+        res.rmse_px = round(math.sqrt(rss[k]), 4)
+        prior = np.asarray(w["prior"], dtype=np.float64) if w.get("prior") is not None else None
+        for name, value in matrix_fields(T[k], run.grid, prior).items():
+            setattr(res, name, value)
+        res.timings = {**res.timings, **w.get("timings", {})}
+        res.time_s = round((res.time_s or 0.0) + (w.get("time_s") or 0.0), 3)
+        outputs = {**r.get("outputs", {}), **w.get("outputs", {})}
+        if w.get("error"):
+            res.status, res.error = "failed", w["error"]
+        run.commit(k, res, outputs, {"input_sha256": r.get("input_sha256"), "via": res.via})

@@ -1,0 +1,137 @@
+"""Crash safety and resume of a batch folder: the manifest (commit point), staging, publishing and the lock.
+
+A task writes into its own staging folder ``OUTDIR/.work/<run>/<scene>/``, hashes the finished files (sha256) and
+renames them into ``OUTDIR`` (``publish``); the client then records the scene in ``OUTDIR/manifest.json``
+(``Manifest.commit``, atomic). A scene is done only when its entry exists, the run options (``run_key``: config,
+mode, reference checksum) and the input's size / mtime match, and every output still has its recorded sha256.
+A killed run therefore leaves only complete files, and a rerun redoes exactly the scenes not committed (failed
+ones are retried) after ``clean_stale`` removed the staging folders and temp files of dead runs.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sarreg.batch.files import atomic_write, dumps, is_temp, sha256_file
+from sarreg.batch.results import SceneResult
+from sarreg.config import RegisterConfig
+from sarreg.errors import InputError, OutputError
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+WORK_DIR = ".work"
+MANIFEST_VERSION = 1
+# run options that do not change results (never a reason to redo a committed scene)
+NEUTRAL_OPTIONS = ("overwrite", "device", "warp_mem_mb")
+
+
+class Manifest:
+    """``OUTDIR/manifest.json``: the committed scenes of a batch folder (single writer: the client).
+
+    Per scene: run key, input path and fingerprint (size, mtime), status, outputs (name -> sha256) and the
+    ``SceneResult``. Every ``commit`` rewrites the whole file atomically, so a kill leaves the previous version.
+    """
+
+    def __init__(self, outdir: Path):
+        self.path = outdir / MANIFEST
+        self.entries: dict[str, dict[str, Any]] = {}
+        if self.path.exists():
+            try:
+                doc = json.loads(self.path.read_text(encoding="utf-8"))
+                self.entries = dict(doc["scenes"])
+            except (OSError, ValueError, KeyError, TypeError) as e:
+                raise InputError(f"{self.path}: unreadable batch manifest ({e}); remove it or use --no-resume")\
+                    from None
+
+    def commit(self, key: str, entry: dict[str, Any]) -> None:
+        """Record one finished scene (the whole file is rewritten atomically)."""
+        self.entries[key] = entry
+        doc = {"version": MANIFEST_VERSION, "updated": datetime.now().isoformat(timespec="seconds"),
+               "scenes": self.entries}
+        atomic_write(self.path, dumps(doc))
+
+    def done(self, key: str, run_key: str, fingerprint: dict[str, int], outdir: Path) -> SceneResult | None:
+        """The committed result of ``key`` if it is complete and still verifies, else None (redo it)."""
+        e = self.entries.get(key)
+        if not e or e.get("run_key") != run_key or e.get("input") != fingerprint:
+            return None
+        if e.get("status") not in ("ok", "low_quality"):
+            return None  # failures are retried
+        for name, digest in e.get("outputs", {}).items():
+            p = outdir / name
+            if not p.is_file() or sha256_file(p) != digest:
+                log.info("%s: output %s missing or changed since it was committed; redoing the scene", key, name)
+                return None
+        r = SceneResult.from_dict(e["result"])
+        r.resumed = True
+        return r
+
+
+def run_key(config: RegisterConfig, mode: str, ref_sha: str) -> str:
+    """Identity of a run's results: options that change them, the mode and the reference's sha256."""
+    d = {k: v for k, v in config.to_dict().items() if k not in NEUTRAL_OPTIONS}
+    return hashlib.sha256(dumps({"config": d, "mode": mode, "reference": ref_sha})).hexdigest()[:32]
+
+
+def clean_stale(outdir: Path) -> int:
+    """Remove staging folders of earlier (dead) runs and temp files in OUTDIR; returns how many were removed.
+
+    Only names this package or the pipeline writes are touched: ``.work/`` and hidden ``*.tmp*`` files.
+    """
+    n = 0
+    work = outdir / WORK_DIR
+    if work.is_dir():
+        for d in work.iterdir():
+            shutil.rmtree(d, ignore_errors=True) if d.is_dir() else d.unlink(missing_ok=True)
+            n += 1
+    for p in outdir.iterdir():
+        if p.is_file() and is_temp(p.name):
+            p.unlink(missing_ok=True)
+            n += 1
+    return n
+
+
+def publish(stage: Path, outdir: Path) -> dict[str, str]:
+    """Hash the finished files of a staging folder and rename them into OUTDIR (same file system)."""
+    outputs: dict[str, str] = {}
+    for p in sorted(stage.iterdir()):
+        if p.is_file() and not is_temp(p.name):
+            outputs[p.name] = sha256_file(p)
+    for name in outputs:
+        os.replace(stage / name, outdir / name)
+    return outputs
+
+
+@contextlib.contextmanager
+def outdir_lock(outdir: Path) -> Iterator[None]:
+    """One batch at a time per OUTDIR (flock; released by the kernel even when the process is killed)."""
+    fh = open(outdir / ".lock", "a+")
+    try:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise OutputError(f"{outdir}: another sarreg batch is running in this folder") from None
+        yield
+    finally:
+        fh.close()
+
+
+def prepare_outdir(outdir: Path) -> Path:
+    """Create OUTDIR; OutputError when that fails or it is not writable."""
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"{outdir}: cannot create output folder ({e.strerror or e})") from None
+    if not os.access(outdir, os.W_OK | os.X_OK):
+        raise OutputError(f"{outdir}: output folder is not writable")
+    return outdir

@@ -1,0 +1,282 @@
+"""Client side of a batch: ``batch(ref, scenes, outdir, config) -> BatchSummary`` as a chain of steps.
+
+check the run -> order the scenes by date -> lock OUTDIR, clean what dead runs left -> resume from the manifest ->
+Dask: reference features, then one task per scene (or the chain) -> commit each result as it completes ->
+summary files. Assumes shared storage: the client and every worker see the inputs and OUTDIR under the same paths.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import shutil
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from sarreg.batch.cache import CACHE_DIR, prepare_reference
+from sarreg.batch.chain import CHAIN_MODELS, run_chain
+from sarreg.batch.dates import scene_date
+from sarreg.batch.files import error_text, fingerprint, sha256_file
+from sarreg.batch.manifest import (MANIFEST, WORK_DIR, Manifest, clean_stale, outdir_lock, prepare_outdir,
+                                   run_key)
+from sarreg.batch.results import OUT_SUFFIX, BatchSummary, SceneResult, reference_grid
+from sarreg.batch.summary import write_summary
+from sarreg.batch.tasks import run_scene_with_ref
+from sarreg.config import RegisterConfig
+from sarreg.errors import InputError, OutputError
+
+log = logging.getLogger(__name__)
+
+
+def default_workers(threads_per_worker: int = 1) -> int:
+    """Worker processes for a LocalCluster: one per (threads_per_worker) cores, at most 4 (memory)."""
+    return max(1, min(4, (os.cpu_count() or 1) // max(1, threads_per_worker)))
+
+
+@contextlib.contextmanager
+def dask_client(scheduler: str | None = None, workers: int | None = None, threads_per_worker: int = 1,
+                memory_limit: str | float = "auto", dashboard_address: str = ":8787") -> Iterator[Any]:
+    """A ``distributed.Client``: to ``scheduler`` (address or scheduler-file path) when given, else to a new
+    ``LocalCluster`` of ``workers`` processes (processes=True) x ``threads_per_worker`` threads, closed on exit.
+
+    Each local worker gets OMP/MKL threads = cores / (workers x threads), so PyTorch and OpenCV do not
+    oversubscribe the machine.
+    """
+    from distributed import Client, LocalCluster
+
+    if scheduler:
+        kw: dict[str, Any] = {"scheduler_file": scheduler} if Path(scheduler).is_file() else {"address": scheduler}
+        try:
+            client = Client(timeout="30s", **kw)
+        except (OSError, TimeoutError, ValueError) as e:
+            raise InputError(f"{scheduler}: cannot connect to the Dask scheduler ({e})") from None
+        try:
+            yield client
+        finally:
+            client.close()
+        return
+    threads_per_worker = max(1, int(threads_per_worker))
+    n = int(workers) if workers else default_workers(threads_per_worker)
+    if n < 1:
+        raise InputError(f"--workers must be >= 1, got {n}")
+    inner = str(max(1, (os.cpu_count() or 1) // (n * threads_per_worker)))
+    env = {"OMP_NUM_THREADS": inner, "MKL_NUM_THREADS": inner, "OPENBLAS_NUM_THREADS": inner}
+    with LocalCluster(n_workers=n, threads_per_worker=threads_per_worker, processes=True,
+                      memory_limit=memory_limit, dashboard_address=dashboard_address,
+                      silence_logs=logging.ERROR, env=env) as cluster, Client(cluster) as client:
+        yield client
+
+
+def unique_keys(paths: Sequence[Path]) -> list[str]:
+    """Scene names (file stems, made file-name safe and unique): the names of its outputs and manifest keys."""
+    keys: list[str] = []
+    seen: dict[str, int] = {}
+    for p in paths:
+        stem = re.sub(r"[^A-Za-z0-9._+-]", "_", p.name.split(".")[0] if p.name.startswith(".") else p.stem) or "scene"
+        n = seen.get(stem, 0) + 1
+        seen[stem] = n
+        keys.append(stem if n == 1 else f"{stem}_{n}")
+    return keys
+
+
+def check_run(reference: str | Path, config: RegisterConfig) -> None:
+    """Validate the reference, the run's options and its weights (loaded once here, on the client): a bad
+    ``--weights`` is one InputError / WeightsError (exit 1) up front, not a failure of every scene on the cluster."""
+    from sarreg.io.raster import open_scene
+    from sarreg.pipeline import _check_config  # the pipeline's option check (no public validator yet)
+
+    open_scene(reference, config.preprocess)
+    _check_config(config)
+    if config.features == "r2d2":
+        from sarreg.model.weights import load_model
+
+        load_model(config.weights, "cpu")
+
+
+class Run:
+    """Client-side state of one batch run: submits tasks, commits results to the manifest as they complete."""
+
+    def __init__(self, client: Any, ref: Path, ref_sha: str, out: Path, config: RegisterConfig, run_key: str,
+                 run_id: str, cache: Path | None, manifest: Manifest, by_key: dict[str, Path],
+                 dates: dict[str, str | None], warnings: dict[str, list[str]], results: dict[str, SceneResult],
+                 progress: Callable[[SceneResult], None] | None):
+        self.client, self.ref, self.ref_sha, self.out, self.config = client, ref, ref_sha, out, config
+        self.reference_cache: dict[str, Any] = {}
+        self.run_key, self.run_id, self.cache, self.manifest = run_key, run_id, cache, manifest
+        self.by_key, self.dates, self.warnings, self.results = by_key, dates, warnings, results
+        self.progress = progress
+        self.grid = reference_grid(ref)
+
+    def task(self, key: str, ref: str, config: RegisterConfig, tag: str = "") -> dict[str, Any]:
+        """The plain-dict task of one scene (its staging folder is unique per run, scene and step)."""
+        return {"key": key, "moving": str(self.by_key[key]), "ref": ref, "outdir": str(self.out),
+                "stage": str(self.out / WORK_DIR / self.run_id / (key + tag)), "config": config, "grid": self.grid}
+
+    def commit(self, key: str, res: SceneResult, outputs: dict[str, str], extra: dict[str, Any]) -> None:
+        """Record a finished scene in the manifest (the commit point) and report it."""
+        res.date = self.dates.get(key)
+        res.outputs = outputs
+        res.warnings = [*self.warnings.get(key, []), *res.warnings]
+        self.results[key] = res
+        p = self.by_key[key]
+        fp = fingerprint(p) if p.exists() else None
+        self.manifest.commit(key, {"run_key": self.run_key, "input": fp, "status": res.status, "outputs": outputs,
+                                   "result": res.to_dict(), **extra})
+        if self.progress:
+            self.progress(res)
+
+    def result_of(self, fut: Any, key: str) -> dict[str, Any]:
+        """A scene task's result; a lost worker (out of memory, killed) makes a failed scene, the batch goes on."""
+        try:
+            return fut.result()
+        except Exception as e:  # noqa: BLE001 - recorded as the scene's error
+            log.warning("%s: worker lost: %s", key, error_text(e))
+            return {"key": key, "result": {"scene": key, "path": str(self.by_key[key]), "status": "failed",
+                                           "error": f"worker lost: {error_text(e)}"}, "outputs": {}}
+
+    def to_reference(self, todo: list[str]) -> None:
+        """Every scene onto the reference: one reference task (features), then one task per scene."""
+        from distributed import as_completed
+
+        ref_fut = self.client.submit(prepare_reference, str(self.ref), self.ref_sha, self.config,
+                                     str(self.cache) if self.cache else None, [str(self.by_key[k]) for k in todo],
+                                     key=f"sarreg-reference-{self.run_id}", pure=False)
+        futs = {}
+        for k in todo:
+            task = self.task(k, str(self.ref), self.config)
+            futs[self.client.submit(run_scene_with_ref, task, ref_fut, key=f"sarreg-{k}-{self.run_id}",
+                                    pure=False)] = k
+        for fut in as_completed(list(futs)):
+            k = futs[fut]
+            r = self.result_of(fut, k)
+            self.commit(k, SceneResult.from_dict(r["result"]), r.get("outputs", {}),
+                        {"input_sha256": r.get("input_sha256")})
+        try:
+            info = ref_fut.result()
+        except Exception as e:  # noqa: BLE001 - the worker of the reference task died; scenes are committed
+            info = {"features": None, "cache_hit": False, "entries": 0, "time_s": None,
+                    "error": f"worker lost: {error_text(e)}"}
+        self.reference_cache = {k: info.get(k) for k in ("features", "cache_hit", "entries", "time_s", "error")}
+        log.info("reference prepared in %.2f s (feature cache: %s, %s entries)", info.get("time_s") or 0.0,
+                 "hit" if info.get("cache_hit") else ("written" if info.get("features") else "off"),
+                 info.get("entries"))
+
+
+def batch(reference: str | Path, scenes: Sequence[str | Path], outdir: str | Path,
+          config: RegisterConfig = RegisterConfig(), *, chain: bool = False, resume: bool = True,
+          client: Any = None, scheduler: str | None = None, workers: int | None = None,
+          threads_per_worker: int = 1, cache_dir: str | Path | None = None, reference_cache: bool = True,
+          progress: Callable[[SceneResult], None] | None = None,
+          on_cluster: Callable[[Any], None] | None = None) -> BatchSummary:
+    """Co-register ``scenes`` with ``reference`` on Dask; write per-scene outputs and the run summary to ``outdir``.
+
+    config: the one ``RegisterConfig`` every scene uses. chain: register each scene to its predecessor (time order
+    when every scene has a date, else the given order) and compose the pixel matrices (shift / similarity /
+    affine / homography models). resume: skip scenes committed in ``OUTDIR/manifest.json`` that still verify.
+    client / scheduler / workers / threads_per_worker: an existing ``distributed.Client``, a scheduler address
+    (or scheduler file), else a new LocalCluster of that size. reference_cache / cache_dir: reuse reference
+    features from disk (default folder ``OUTDIR/.cache``; shared by workers and later runs). progress: called
+    with each ``SceneResult`` as it completes (resumed ones first). on_cluster: called with the Dask client once
+    connected (only when there is work; e.g. to show the dashboard).
+
+    Scene failures never raise: they are recorded (status "failed", ``error``). Raises ``InputError`` for an
+    unusable reference or an empty scene list, ``OutputError`` for an unwritable OUTDIR.
+    """
+    t_start = time.perf_counter()
+    ref = Path(reference).resolve()
+    check_run(ref, config)  # fail fast (exit 1) on an unusable reference, bad options or weights
+    paths = [Path(s).resolve() for s in scenes]
+    paths = [p for p in paths if p != ref]  # a glob may include the reference itself
+    if not paths:
+        raise InputError(f"{outdir}: no scenes to register (besides the reference)")
+    if chain and config.model not in CHAIN_MODELS:
+        raise InputError(f"--chain composes 3 x 3 matrices: use --model {'/'.join(CHAIN_MODELS)}, "
+                         f"not {config.model}")
+    out = Path(outdir).resolve()
+    for p in paths:
+        if p.parent == out and p.name.endswith(OUT_SUFFIX):
+            raise OutputError(f"{p}: input is an output of this batch folder; refusing to overwrite an input")
+    prepare_outdir(out)
+
+    keys = unique_keys(paths)
+    warnings: dict[str, list[str]] = {k: [] for k in keys}
+    dates = {k: scene_date(p, warnings[k]) for k, p in zip(keys, paths)}
+    order = list(range(len(keys)))
+    if all(dates[k] for k in keys):
+        order.sort(key=lambda i: (dates[keys[i]], i))
+    elif chain:
+        log.warning("not every scene has a date: chaining in the given order")
+    keys = [keys[i] for i in order]
+    by_key = dict(zip(keys, (paths[i] for i in order)))
+    mode = "chain" if chain else "reference"
+    ref_sha = sha256_file(ref)
+    key_of_run = run_key(config, mode, ref_sha)
+    cache = (Path(cache_dir).resolve() if cache_dir else out / CACHE_DIR) if reference_cache else None
+
+    with outdir_lock(out):
+        removed = clean_stale(out)
+        if removed:
+            log.info("removed %d staging folder(s) / temp file(s) left by an interrupted run", removed)
+        manifest = _open_manifest(out, resume)
+        results = _resumed(manifest, keys, by_key, key_of_run, out, progress) if resume else {}
+        todo = [k for k in keys if k not in results]
+        log.info("%d scene(s): %d already done, %d to register", len(keys), len(results), len(todo))
+        summary = BatchSummary(reference=str(ref), outdir=str(out), mode=mode, scenes=[])
+        if todo:
+            run_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+            ctx = contextlib.nullcontext(client) if client is not None else \
+                dask_client(scheduler, workers, threads_per_worker)
+            with ctx as cl:
+                summary.dashboard = getattr(cl, "dashboard_link", None)
+                summary.workers = len(cl.scheduler_info().get("workers", {}))
+                log.info("Dask dashboard: %s (%d workers)", summary.dashboard, summary.workers)
+                if on_cluster:
+                    on_cluster(cl)
+                run = Run(cl, ref, ref_sha, out, config, key_of_run, run_id, cache, manifest, by_key, dates,
+                          warnings, results, progress)
+                try:
+                    run_chain(run, keys, todo) if chain else run.to_reference(todo)
+                    summary.reference_cache = run.reference_cache
+                    if run.reference_cache.get("error"):
+                        summary.warnings.append(f"reference features not cached: {run.reference_cache['error']}")
+                finally:
+                    shutil.rmtree(out / WORK_DIR / run_id, ignore_errors=True)
+                    with contextlib.suppress(OSError):  # other runs' staging folders keep it (not an error)
+                        (out / WORK_DIR).rmdir()
+        summary.scenes = [results[k] for k in keys]
+        summary.wall_s = round(time.perf_counter() - t_start, 3)
+        write_summary(summary, out, chain_matrices={k: results[k].matrix for k in keys} if chain else None)
+    return summary
+
+
+def _open_manifest(out: Path, resume: bool) -> Manifest:
+    """The folder's manifest; an unreadable one is an error when resuming, else replaced."""
+    try:
+        return Manifest(out)
+    except InputError:
+        if resume:
+            raise
+        (out / MANIFEST).unlink()
+        return Manifest(out)
+
+
+def _resumed(manifest: Manifest, keys: list[str], by_key: dict[str, Path], key_of_run: str, out: Path,
+             progress: Callable[[SceneResult], None] | None) -> dict[str, SceneResult]:
+    """Committed scenes that still verify (outputs re-hashed in parallel threads: hashlib releases the GIL)."""
+    def check(k: str) -> SceneResult | None:
+        return manifest.done(k, key_of_run, fingerprint(by_key[k]), out) if by_key[k].exists() else None
+
+    results: dict[str, SceneResult] = {}
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        for k, r in zip(keys, pool.map(check, keys)):
+            if r is not None:
+                results[k] = r
+                if progress:
+                    progress(r)
+    return results

@@ -1,0 +1,135 @@
+"""Worker side of a batch: the Dask tasks (one registration per scene; in a chain also one warp per scene).
+
+Tasks take and return plain dicts (cheap to ship, stable across versions), write into their own staging folder,
+publish the finished files into OUTDIR, and never raise: a scene's failure is its result, not the batch's.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import socket
+import time
+import traceback
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sarreg.batch.cache import CachingExtractor, load_index, process_extractor
+from sarreg.batch.files import atomic_write, dumps, error_text, sha256_file
+from sarreg.batch.manifest import publish
+from sarreg.batch.results import OUT_SUFFIX, STATUSES, num, result_fields
+from sarreg.config import RegisterConfig
+from sarreg.errors import SarregError
+
+log = logging.getLogger(__name__)
+
+
+def georef_prior(ref: str | Path, moving: str | Path, config: RegisterConfig) -> np.ndarray:
+    """Moving px -> reference px implied by the georeferencings alone (the pipeline's ``prior_matrix``)."""
+    from sarreg.io.raster import open_scene
+    from sarreg.pipeline import prior_matrix
+
+    mpre = config.preprocess if config.moving_band is None else replace(config.preprocess, band=config.moving_band)
+    return prior_matrix(open_scene(ref, config.preprocess), open_scene(moving, mpre))
+
+
+def register_scene(ref: str, moving: str, out: str, config: RegisterConfig,
+                   ref_info: dict[str, Any] | None) -> tuple[Any, int | None]:
+    """``sarreg.pipeline.register`` with this worker's kept network and, when prepared, the cached reference
+    features. Returns the ``Report`` and the number of extractions served from the cache (None without cache)."""
+    from sarreg.pipeline import register
+
+    ext = process_extractor(config)
+    folder = (ref_info or {}).get("features")
+    if not folder:
+        return register(ref, moving, out, config, extractor=ext), None
+    cached = CachingExtractor(ext, index=load_index(folder))
+    return register(ref, moving, out, config, extractor=cached), cached.hits
+
+
+def run_scene(task: dict[str, Any]) -> dict[str, Any]:
+    """Worker task: register one scene (to the reference or, in a chain, to its predecessor); never raises.
+
+    Writes into the task's staging folder and publishes the finished files into OUTDIR. Returns a plain dict:
+    ``result`` (``SceneResult`` fields), ``outputs`` (name -> sha256), ``report`` (the pipeline report as JSON
+    types) and the input's sha256.
+    """
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    key, moving, outdir = task["key"], task["moving"], Path(task["outdir"])
+    stage = Path(task["stage"])
+    cfg: RegisterConfig = task["config"]
+    res: dict[str, Any] = {"scene": key, "path": moving, "status": "failed"}
+    out: dict[str, Any] = {"key": key, "result": res, "outputs": {}, "report": None, "host": socket.gethostname()}
+    try:
+        stage.mkdir(parents=True, exist_ok=True)
+        report, res["ref_cache_hits"] = register_scene(task["ref"], moving, str(stage / (key + OUT_SUFFIX)), cfg,
+                                                       task.get("ref_info"))
+        out["report"] = json.loads(report.to_json())
+        res["status"] = report.status if report.status in STATUSES else "failed"
+        res["error"] = (report.message or "registration failed") if res["status"] != "ok" else None
+        prior = georef_prior(task["ref"], moving, cfg) if report.matrix is not None else None
+        res.update(result_fields(report, task["grid"], prior))
+        timings: dict[str, float] = dict(report.timings_s or {})
+        t = time.perf_counter()
+        out["input_sha256"] = sha256_file(moving)
+        out["outputs"] = publish(stage, outdir)
+        timings["publish"] = time.perf_counter() - t
+        timings["cpu"] = time.process_time() - cpu0  # CPU seconds of the worker process (all its threads)
+        res["timings"] = {k: round(float(v), 3) for k, v in timings.items() if num(v) is not None}
+    except Exception as e:  # noqa: BLE001 - a scene's failure must never stop the batch: it is its result
+        res["status"], res["error"] = "failed", error_text(e)
+        if not isinstance(e, SarregError):
+            log.warning("%s: unexpected error\n%s", moving, traceback.format_exc())
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    res["time_s"] = round(time.perf_counter() - t0, 3)
+    return out
+
+
+def run_scene_with_ref(task: dict[str, Any], ref_info: dict[str, Any]) -> dict[str, Any]:
+    """``run_scene`` after the reference task (Dask passes its result: where the cached features are)."""
+    return run_scene(dict(task, ref_info=ref_info))
+
+
+def warp_scene(task: dict[str, Any]) -> dict[str, Any]:
+    """Worker task of a chain: warp one scene onto the reference grid with its composed matrix; never raises.
+
+    Also writes ``<scene>_reg.chain.json`` (composed matrix, the chain link, the pair's quality) and returns the
+    scene's georeferencing prior (for its shift in the summary).
+    """
+    t0 = time.perf_counter()
+    key, moving, outdir, stage = task["key"], task["moving"], Path(task["outdir"]), Path(task["stage"])
+    out: dict[str, Any] = {"key": key, "outputs": {}, "error": None, "timings": {}}
+    cfg: RegisterConfig = task["config"]
+    try:
+        from sarreg.warp import Grid, PixelTransform, update_georef, warp_to_grid
+
+        stage.mkdir(parents=True, exist_ok=True)
+        m = np.asarray(task["matrix"], dtype=np.float64)
+        out["prior"] = georef_prior(task["ref"], moving, cfg).tolist()
+        model = "affine" if np.allclose(m[2, :2], 0, atol=1e-12) else "homography"  # a product of the links
+        tr = PixelTransform(model, m)
+        grid = Grid.from_dict(task["grid"])
+        target = stage / (key + OUT_SUFFIX)
+        if cfg.warp:
+            if cfg.update_georef:
+                update_georef(moving, tr, grid, target, fmt=cfg.fmt, compress=cfg.compress)
+            else:
+                warp_to_grid(moving, tr, grid, target, resampling=cfg.resampling, fmt=cfg.fmt,
+                             compress=cfg.compress, mem_mb=cfg.warp_mem_mb, threads=1)
+        doc = {"scene": key, "moving": moving, "reference": task["ref"], "via": task["via"],
+               "matrix": m.tolist(), "model": model, "link": task["link"]}
+        atomic_write(stage / (key + OUT_SUFFIX.replace(".tif", ".chain.json")), dumps(doc))
+        out["timings"]["warp"] = round(time.perf_counter() - t0, 3)
+        out["outputs"] = publish(stage, outdir)
+    except Exception as e:  # noqa: BLE001 - recorded as the scene's error
+        out["error"] = error_text(e)
+        if not isinstance(e, SarregError):
+            log.warning("%s: unexpected error in the chain warp\n%s", moving, traceback.format_exc())
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    out["time_s"] = round(time.perf_counter() - t0, 3)
+    return out
