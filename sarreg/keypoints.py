@@ -155,8 +155,10 @@ def coarse_stage(ref: Scene, mov: Scene, prior: np.ndarray, ci: CoarseImages, ex
         except RegistrationFailed as e:
             tried.append(f"correlation: {e}")
     if best is None or best[0].n_inliers < FAIL_INLIERS:
+        limit = (f"; only matches within --max-shift {cfg.max_shift:g} px of the georeferencing were kept"
+                 if cfg.max_shift is not None else "")
         raise RegistrationFailed(f"{mov.path}: coarse stage found no consistent matches with {ref.path} "
-                                 f"({'; '.join(tried) or 'no keypoints in the overlap'})")
+                                 f"({'; '.join(tried) or 'no keypoints in the overlap'}{limit})")
     est, res = best
     res.info.update({"inliers": est.n_inliers, "rmse_px": est.rmse, "threshold_px": thr,
                      "rotation_deg": decompose(np.linalg.inv(prior) @ est.matrix)["rotation_deg"]})
