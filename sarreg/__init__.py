@@ -15,15 +15,61 @@ Pixel convention everywhere: x = column, y = row, (0, 0) = centre of the top-lef
 """
 __version__ = "0.1.0"
 
+import sys
+import types
+from typing import TYPE_CHECKING, Any
+
 from sarreg.config import ExtractConfig, PreprocessConfig, RegisterConfig  # noqa: E402
 from sarreg.errors import (  # noqa: E402
     CRSError, InputError, LowQuality, OutputError, OverlapError, RegistrationFailed, SarregError, WeightsError,
 )
-from sarreg.extract import Features, extract_array, extract_file, extract_scene  # noqa: E402
-from sarreg.match import Matches, match_mnn  # noqa: E402
-from sarreg.model.weights import Model, load_model  # noqa: E402
-from sarreg.pipeline import Report, register  # noqa: E402
-from sarreg.batch import BatchSummary, SceneResult, batch  # noqa: E402
+
+# The heavy parts of the API (torch, OpenCV, rasterio, the pipeline) load on first use, not on ``import sarreg``:
+# ``sarreg --help`` and every subcommand import this package first, and most of them need only a few modules.
+_LAZY = {
+    "Features": "sarreg.extract", "extract_array": "sarreg.extract", "extract_file": "sarreg.extract",
+    "extract_scene": "sarreg.extract", "Matches": "sarreg.match", "match_mnn": "sarreg.match",
+    "Model": "sarreg.model.weights", "load_model": "sarreg.model.weights", "Report": "sarreg.pipeline",
+    "register": "sarreg.pipeline", "BatchSummary": "sarreg.batch", "SceneResult": "sarreg.batch",
+    "batch": "sarreg.batch",
+}
+
+if TYPE_CHECKING:
+    from sarreg.batch import BatchSummary, SceneResult, batch
+    from sarreg.extract import Features, extract_array, extract_file, extract_scene
+    from sarreg.match import Matches, match_mnn
+    from sarreg.model.weights import Model, load_model
+    from sarreg.pipeline import Report, register
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name's module on first access (PEP 562) and cache the name in this namespace."""
+    mod = _LAZY.get(name)
+    if mod is None:
+        raise AttributeError(f"module 'sarreg' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(mod), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+class _Package(types.ModuleType):
+    """``sarreg.batch`` is both a submodule and the public function: keep the function bound on the package
+    when the import system binds the submodule (as the former eager ``from sarreg.batch import batch`` did)."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "batch" and isinstance(value, types.ModuleType) and hasattr(value, "batch"):
+            value = value.batch
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
+
 
 __all__ = [
     "__version__", "register", "Report", "batch", "BatchSummary", "SceneResult", "extract_file", "extract_array",

@@ -4,6 +4,14 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+# Choices of the command-line options, kept here (no heavy imports) so that building the CLI (``sarreg --help``)
+# does not import numpy, OpenCV or GDAL; the modules that implement them import these names from here.
+MODELS = ("shift", "similarity", "affine", "homography", "poly2", "tps")  # sarreg.estimate
+ROBUST_NAMES = ("magsac", "ransac", "lmeds", "usac", "accurate", "prosac", "fast")  # keys of estimate.ROBUST
+RESAMPLING = ("nearest", "bilinear", "cubic", "cubicspline", "lanczos", "average", "mode")  # sarreg.warp
+FORMATS = ("COG", "GTiff")
+COMPRESSION = ("DEFLATE", "LZW", "ZSTD", "NONE")
+
 
 @dataclass(frozen=True)
 class PreprocessConfig:

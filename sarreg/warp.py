@@ -30,9 +30,7 @@ from sarreg.errors import InputError, OutputError
 
 log = logging.getLogger(__name__)
 
-RESAMPLING = ("nearest", "bilinear", "cubic", "cubicspline", "lanczos", "average", "mode")
-FORMATS = ("COG", "GTiff")
-COMPRESSION = ("DEFLATE", "LZW", "ZSTD", "NONE")
+from sarreg.config import COMPRESSION, FORMATS, RESAMPLING  # noqa: E402, F401 - option choices, re-exported
 AFFINE_MODELS = ("shift", "similarity", "affine")
 GRID_GCPS = 12  # GCPs per side for homography / poly2
 
