@@ -248,14 +248,16 @@ def _creation_options(fmt: str, compress: str, dtype: str) -> list[str]:
 
 def warp_to_grid(moving: str | Path, transform: PixelTransform, grid: Grid, out: str | Path,
                  resampling: str = "bilinear", fmt: str = "COG", compress: str = "DEFLATE", mem_mb: int = 128,
-                 threads: int = 2, overwrite: bool = False) -> Path:
+                 threads: int | None = None, overwrite: bool = False) -> Path:
     """Resample ``moving`` (all bands) onto ``grid`` with ``transform``; write ``out`` atomically.
 
-    mem_mb bounds GDAL's warp buffer and block cache (MB). Returns the output path.
+    mem_mb bounds GDAL's warp buffer and block cache (MB). threads: warp and compression threads, None = all
+    cores (``gdalwarp -multi -wo NUM_THREADS=ALL_CPUS``); batch workers pass 1. Returns the output path.
     """
     import rasterio
 
     gdal = _gdal()
+    threads = max(1, int(threads if threads is not None else os.cpu_count() or 1))
     moving, out = Path(moving), Path(out)
     if resampling not in RESAMPLING:
         raise ValueError(f"unknown resampling {resampling!r}; choose from {', '.join(RESAMPLING)}")
@@ -335,7 +337,10 @@ def update_georef(moving: str | Path, transform: PixelTransform, grid: Grid, out
 
         with rasterio.open(moving) as ds:
             dtype = ds.dtypes[0]
-        c = gdal.Translate(str(tmp), src, format=fmt, creationOptions=_creation_options(fmt, compress, dtype))
+        # compression (and the COG's overviews) on all cores: this copy is the whole cost of --update-georef
+        co = _creation_options(fmt, compress, dtype) + ["NUM_THREADS=ALL_CPUS"]
+        with _config({"GDAL_NUM_THREADS": "ALL_CPUS"}):
+            c = gdal.Translate(str(tmp), src, format=fmt, creationOptions=co)
         c = None
         tmp.replace(out)
     except RuntimeError as e:
