@@ -11,6 +11,7 @@ ROBUST_NAMES = ("magsac", "ransac", "lmeds", "usac", "accurate", "prosac", "fast
 RESAMPLING = ("nearest", "bilinear", "cubic", "cubicspline", "lanczos", "average", "mode")  # sarreg.warp
 FORMATS = ("COG", "GTiff")
 COMPRESSION = ("DEFLATE", "LZW", "ZSTD", "NONE")
+BACKENDS = ("auto", "torch", "openvino")  # sarreg.model.backend
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,7 @@ class ExtractConfig:
     border: int = 4
     device: str = "auto"
     precision: str = "fp32"
+    backend: str = "auto"  # network trunk: auto (OpenVINO on the CPU when installed, else torch) | torch | openvino
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
 
     def with_(self, **kw: Any) -> "ExtractConfig":

@@ -30,6 +30,7 @@ from sarreg.config import ExtractConfig
 from sarreg.errors import InputError, OutputError
 from sarreg.io.raster import Scene, open_dataset, open_scene, read_unit
 from sarreg.io.tiling import tile_grid
+from sarreg.model.backend import resolve_backend
 from sarreg.model.r2d2 import fold_batchnorm
 from sarreg.model.weights import Model, load_model
 
@@ -172,11 +173,12 @@ def _heads(net: torch.nn.Module, full: torch.Tensor) -> tuple[torch.Tensor, torc
 
 @torch.inference_mode()
 def run_network(model: Model, unit: np.ndarray, device: torch.device | str = "cpu", precision: str = "fp32",
-                strip: int = 128) -> DenseOutput:
+                strip: int = 128, backend: str = "torch") -> DenseOutput:
     """H x W [0, 1] image -> ``DenseOutput`` (maps on the CPU, float32).
 
     Odd sizes are padded by edge replication to even so the Fast network's output covers every pixel. The heads
     run in row strips over the up-sampled map so the 128-channel full-resolution map never exists whole.
+    backend: "torch" or "openvino" (resolved, see ``sarreg.model.backend``) for the convolution trunk.
     """
     device = torch.device(device)
     h, w = unit.shape
@@ -184,14 +186,20 @@ def run_network(model: Model, unit: np.ndarray, device: torch.device | str = "cp
     x = torch.from_numpy(np.ascontiguousarray(unit, dtype=np.float32))[None, None]
     if ph or pw:
         x = F.pad(x, (0, pw, 0, ph), mode="replicate")
-    x = model.normalise(x.to(device)).contiguous(memory_format=torch.channels_last)
+    x = model.normalise(x.to(device))
     net = _inference_net(model, device)
     ops = list(net.ops)
     up = isinstance(ops[-1], torch.nn.Upsample)
-    ctx = torch.autocast(device_type=device.type, dtype=torch.bfloat16) if precision == "bf16" else _null()
-    with ctx:
-        for op in ops[:-1] if up else ops:
-            x = op(x)
+    if backend == "openvino":
+        from sarreg.model.backend import openvino_trunk
+
+        x = openvino_trunk(model, net, precision)(x)
+    else:
+        x = x.contiguous(memory_format=torch.channels_last)
+        ctx = torch.autocast(device_type=device.type, dtype=torch.bfloat16) if precision == "bf16" else _null()
+        with ctx:
+            for op in ops[:-1] if up else ops:
+                x = op(x)
     raw = x.float().contiguous()
     del x
     if not up:
@@ -263,7 +271,7 @@ def _extract_tile(model: Model, unit: np.ndarray, valid: np.ndarray, cfg: Extrac
     """Detections inside ``core`` (tile-local rows/cols) -> (rows, cols, scores, descriptors), best ``quota``."""
     if not valid.any():
         return np.zeros(0, int), np.zeros(0, int), np.zeros(0, np.float32), np.zeros((0, 128), np.float32)
-    out = run_network(model, unit, device, cfg.precision)
+    out = run_network(model, unit, device, cfg.precision, backend=resolve_backend(cfg.backend, device))
     rel, rep = out.reliability, out.repeatability
     allowed = _allowed_mask(valid, cfg.border)
     r0, r1, c0, c1 = core
