@@ -164,10 +164,22 @@ class DenseOutput:
         return F.normalize(v.float(), p=2, dim=1, eps=1e-12).numpy().astype(np.float32)
 
 
-def _heads(net: torch.nn.Module, full: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    sq = full * full
-    rel = torch.softmax(net.clf(sq), dim=1)[:, 1]
-    s = F.softplus(net.sal(sq))
+def _heads(net: torch.nn.Module, full: torch.Tensor, inplace: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reliability softmax(clf(x²))[1] and repeatability r/(1+r), r = softplus(sal(x²)), of a B x 128 x H x W map.
+
+    Both 1x1 convolutions run as one matrix product over the channels: torch's conv2d with 1-2 output channels
+    is several times slower (the heads cost more than the whole trunk did). ``inplace``: ``full`` is a temporary
+    the caller no longer needs; it is squared in place, saving one 128-channel buffer.
+    """
+    n, c, h, w = full.shape
+    x = full.reshape(n, c, h * w)
+    copied = x.data_ptr() != full.data_ptr()  # a non-contiguous view was copied: the copy is ours
+    sq = x.square_() if inplace or copied else x.square()
+    wts = torch.cat([net.clf.weight.reshape(-1, c), net.sal.weight.reshape(-1, c)]).to(sq.dtype)
+    bias = torch.cat([net.clf.bias, net.sal.bias]).to(sq.dtype)
+    o = torch.matmul(wts, sq).add_(bias.view(1, -1, 1)).view(n, -1, h, w)
+    rel = torch.softmax(o[:, :2], dim=1)[:, 1]
+    s = F.softplus(o[:, 2:3])
     return rel, (s / (1 + s))[:, 0]
 
 
@@ -213,7 +225,7 @@ def run_network(model: Model, unit: np.ndarray, device: torch.device | str = "cp
         r1 = min(H, r0 + 2 * strip)
         i0, i1 = max(0, r0 // 2 - 1), min(hh, r1 // 2 + 1)
         seg = F.interpolate(raw[:, :, i0:i1], scale_factor=2, mode="bilinear", align_corners=False)
-        a, b = _heads(net, seg[:, :, r0 - 2 * i0:r1 - 2 * i0])
+        a, b = _heads(net, seg[:, :, r0 - 2 * i0:r1 - 2 * i0], inplace=True)
         rel[r0:r1], rep[r0:r1] = a[0].cpu(), b[0].cpu()
     return DenseOutput(raw[0].cpu(), rel[:h, :w], rep[:h, :w], True)
 
