@@ -69,7 +69,7 @@ $(STAMP): setup.cfg pyproject.toml constraints-cpu.txt
 	$(PIP) install -q $(CONSTRAINTS) $(TORCH_PIP_ARGS) "torch>=2.6,<3"
 	echo "==> GDAL Python bindings $$gdal_version (must match the system libgdal)"
 	$(PIP) install -q --no-build-isolation $(CONSTRAINTS) "gdal==$$gdal_version"
-	echo "==> sarreg (editable) with test extras"
+	echo "==> sarreg (editable) with test extras (pytest, OpenVINO)"
 	$(PIP) install -q --no-build-isolation $(CONSTRAINTS) -e ".[test]"
 	$(PY) -c 'import sys, torch, numpy, rasterio, cv2, sarreg; from osgeo import gdal, gdal_array; print("sarreg", sarreg.__version__, "| python", sys.version.split()[0], "| torch", torch.__version__, "cuda", torch.version.cuda, "| numpy", numpy.__version__, "| rasterio", rasterio.__version__, "| GDAL", gdal.__version__, "| opencv", cv2.__version__)'
 	touch "$(STAMP)"

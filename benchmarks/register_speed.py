@@ -51,8 +51,13 @@ def _points(size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return rng.uniform(-64, size + 64, (n, 2)), rng.uniform(20, 300, n).astype(np.float32)
 
 
-def generate(path: Path, size: int, m: np.ndarray, base: np.ndarray, pts, looks_seed: int) -> None:
-    """Write one scene window by window: pixel (u, v) shows the landscape at reference pixel m(u, v)."""
+def generate(path: Path, size: int, m: np.ndarray, base: np.ndarray, pts, looks_seed: int,
+             profile: dict | None = None, border: int = 0) -> None:
+    """Write one scene window by window: pixel (u, v) shows the landscape at reference pixel m(u, v).
+
+    ``profile`` overrides the rasterio creation profile (tiling, compression, nodata); ``border`` > 0 writes 0
+    (nodata) outside a footprint inset by ``border`` px with a slanted left edge, as in SAR products.
+    """
     import cv2
     import rasterio
     from affine import Affine
@@ -62,6 +67,7 @@ def generate(path: Path, size: int, m: np.ndarray, base: np.ndarray, pts, looks_
     prof = dict(driver="GTiff", width=size, height=size, count=1, dtype="float32", tiled=True, blockxsize=512,
                 blockysize=512, transform=Affine(10.0, 0, 400000.0, 0, -10.0, 5200000.0), crs="EPSG:32631",
                 BIGTIFF="IF_SAFER")
+    prof.update(profile or {})
     tmp = path.with_name(path.name + ".tmp")
     with rasterio.open(tmp, "w", **prof) as ds:
         for r0 in range(0, size, WIN):
@@ -80,6 +86,9 @@ def generate(path: Path, size: int, m: np.ndarray, base: np.ndarray, pts, looks_
                 pi = np.round(p[ins]).astype(int)
                 refl[np.clip(pi[:, 1] - r0, 0, h - 1), np.clip(pi[:, 0] - c0, 0, w - 1)] += amp[ins]
                 refl = np.maximum(refl, 1e-4) * rng.gamma(4.0, 0.25, refl.shape).astype(np.float32)
+                if border:
+                    out = (vv < border) | (vv >= size - border) | (uu >= size - border) | (uu < border + 0.08 * vv)
+                    refl[out] = 0.0
                 ds.write(refl.astype(np.float32), 1, window=rasterio.windows.Window(c0, r0, w, h))
     tmp.replace(path)
 

@@ -15,13 +15,17 @@ Pixel convention everywhere: x = column, y = row, (0, 0) = centre of the top-lef
 """
 __version__ = "0.1.0"
 
+import sys
+import types
+from typing import TYPE_CHECKING, Any
+
 from sarreg.config import ExtractConfig, PreprocessConfig, RegisterConfig  # noqa: E402
 from sarreg.errors import (  # noqa: E402
     CRSError, InputError, LowQuality, OutputError, OverlapError, RegistrationFailed, SarregError, WeightsError,
 )
 
-# The heavy parts (torch, GDAL, Dask) load on first use (PEP 562), so that ``import sarreg`` and the command's
-# start-up are fast and a Ctrl-C there is handled by the CLI, not shown as a traceback from deep in an import.
+# The heavy parts of the API (torch, OpenCV, rasterio, the pipeline) load on first use, not on ``import sarreg``:
+# ``sarreg --help`` and every subcommand import this package first, and most of them need only a few modules.
 _LAZY = {
     "Features": "sarreg.extract", "extract_array": "sarreg.extract", "extract_file": "sarreg.extract",
     "extract_scene": "sarreg.extract", "Matches": "sarreg.match", "match_mnn": "sarreg.match",
@@ -30,8 +34,16 @@ _LAZY = {
     "batch": "sarreg.batch",
 }
 
+if TYPE_CHECKING:
+    from sarreg.batch import BatchSummary, SceneResult, batch
+    from sarreg.extract import Features, extract_array, extract_file, extract_scene
+    from sarreg.match import Matches, match_mnn
+    from sarreg.model.weights import Model, load_model
+    from sarreg.pipeline import Report, register
 
-def __getattr__(name: str):
+
+def __getattr__(name: str) -> Any:
+    """Import a public name's module on first access (PEP 562) and cache the name in this namespace."""
     mod = _LAZY.get(name)
     if mod is None:
         raise AttributeError(f"module 'sarreg' has no attribute {name!r}")
@@ -44,6 +56,19 @@ def __getattr__(name: str):
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
+
+
+class _Package(types.ModuleType):
+    """``sarreg.batch`` is both a submodule and the public function: keep the function bound on the package
+    when the import system binds the submodule (as the former eager ``from sarreg.batch import batch`` did)."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "batch" and isinstance(value, types.ModuleType) and hasattr(value, "batch"):
+            value = value.batch
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 __all__ = [

@@ -4,6 +4,15 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+# Choices of the command-line options, kept here (no heavy imports) so that building the CLI (``sarreg --help``)
+# does not import numpy, OpenCV or GDAL; the modules that implement them import these names from here.
+MODELS = ("shift", "similarity", "affine", "homography", "poly2", "tps")  # sarreg.estimate
+ROBUST_NAMES = ("magsac", "ransac", "lmeds", "usac", "accurate", "prosac", "fast")  # keys of estimate.ROBUST
+RESAMPLING = ("nearest", "bilinear", "cubic", "cubicspline", "lanczos", "average", "mode")  # sarreg.warp
+FORMATS = ("COG", "GTiff")
+COMPRESSION = ("DEFLATE", "LZW", "ZSTD", "NONE")
+BACKENDS = ("auto", "torch", "openvino")  # sarreg.model.backend
+
 
 @dataclass(frozen=True)
 class PreprocessConfig:
@@ -45,6 +54,7 @@ class ExtractConfig:
     border: int = 4
     device: str = "auto"
     precision: str = "fp32"
+    backend: str = "auto"  # network trunk: auto (OpenVINO on the CPU when installed, else torch) | torch | openvino
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
 
     def with_(self, **kw: Any) -> "ExtractConfig":

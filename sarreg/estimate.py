@@ -22,11 +22,11 @@ from typing import Any
 import cv2
 import numpy as np
 
+from sarreg.config import MODELS  # noqa: F401 - re-exported
 from sarreg.errors import RegistrationFailed
 
 log = logging.getLogger(__name__)
 
-MODELS = ("shift", "similarity", "affine", "homography", "poly2", "tps")
 ROBUST = {
     "magsac": cv2.USAC_MAGSAC,
     "ransac": cv2.RANSAC,

@@ -31,6 +31,7 @@ from sarreg.errors import InputError
 from sarreg.outputs import write_atomic
 from sarreg.io.raster import Scene, open_dataset, open_scene, read_unit
 from sarreg.io.tiling import tile_grid
+from sarreg.model.backend import resolve_backend
 from sarreg.model.r2d2 import fold_batchnorm
 from sarreg.model.weights import Model, load_model
 
@@ -160,20 +161,33 @@ class DenseOutput:
         return F.normalize(v.float(), p=2, dim=1, eps=1e-12).numpy().astype(np.float32)
 
 
-def _heads(net: torch.nn.Module, full: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    sq = full * full
-    rel = torch.softmax(net.clf(sq), dim=1)[:, 1]
-    s = F.softplus(net.sal(sq))
+def _heads(net: torch.nn.Module, full: torch.Tensor, inplace: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reliability softmax(clf(x²))[1] and repeatability r/(1+r), r = softplus(sal(x²)), of a B x 128 x H x W map.
+
+    Both 1x1 convolutions run as one matrix product over the channels: torch's conv2d with 1-2 output channels
+    is several times slower (the heads cost more than the whole trunk did). ``inplace``: ``full`` is a temporary
+    the caller no longer needs; it is squared in place, saving one 128-channel buffer.
+    """
+    n, c, h, w = full.shape
+    x = full.reshape(n, c, h * w)
+    copied = x.data_ptr() != full.data_ptr()  # a non-contiguous view was copied: the copy is ours
+    sq = x.square_() if inplace or copied else x.square()
+    wts = torch.cat([net.clf.weight.reshape(-1, c), net.sal.weight.reshape(-1, c)]).to(sq.dtype)
+    bias = torch.cat([net.clf.bias, net.sal.bias]).to(sq.dtype)
+    o = torch.matmul(wts, sq).add_(bias.view(1, -1, 1)).view(n, -1, h, w)
+    rel = torch.softmax(o[:, :2], dim=1)[:, 1]
+    s = F.softplus(o[:, 2:3])
     return rel, (s / (1 + s))[:, 0]
 
 
 @torch.inference_mode()
 def run_network(model: Model, unit: np.ndarray, device: torch.device | str = "cpu", precision: str = "fp32",
-                strip: int = 128) -> DenseOutput:
+                strip: int = 128, backend: str = "torch") -> DenseOutput:
     """H x W [0, 1] image -> ``DenseOutput`` (maps on the CPU, float32).
 
     Odd sizes are padded by edge replication to even so the Fast network's output covers every pixel. The heads
     run in row strips over the up-sampled map so the 128-channel full-resolution map never exists whole.
+    backend: "torch" or "openvino" (resolved, see ``sarreg.model.backend``) for the convolution trunk.
     """
     device = torch.device(device)
     h, w = unit.shape
@@ -181,14 +195,20 @@ def run_network(model: Model, unit: np.ndarray, device: torch.device | str = "cp
     x = torch.from_numpy(np.ascontiguousarray(unit, dtype=np.float32))[None, None]
     if ph or pw:
         x = F.pad(x, (0, pw, 0, ph), mode="replicate")
-    x = model.normalise(x.to(device)).contiguous(memory_format=torch.channels_last)
+    x = model.normalise(x.to(device))
     net = _inference_net(model, device)
     ops = list(net.ops)
     up = isinstance(ops[-1], torch.nn.Upsample)
-    ctx = torch.autocast(device_type=device.type, dtype=torch.bfloat16) if precision == "bf16" else _null()
-    with ctx:
-        for op in ops[:-1] if up else ops:
-            x = op(x)
+    if backend == "openvino":
+        from sarreg.model.backend import openvino_trunk
+
+        x = openvino_trunk(model, net, precision)(x)
+    else:
+        x = x.contiguous(memory_format=torch.channels_last)
+        ctx = torch.autocast(device_type=device.type, dtype=torch.bfloat16) if precision == "bf16" else _null()
+        with ctx:
+            for op in ops[:-1] if up else ops:
+                x = op(x)
     raw = x.float().contiguous()
     del x
     if not up:
@@ -202,7 +222,7 @@ def run_network(model: Model, unit: np.ndarray, device: torch.device | str = "cp
         r1 = min(H, r0 + 2 * strip)
         i0, i1 = max(0, r0 // 2 - 1), min(hh, r1 // 2 + 1)
         seg = F.interpolate(raw[:, :, i0:i1], scale_factor=2, mode="bilinear", align_corners=False)
-        a, b = _heads(net, seg[:, :, r0 - 2 * i0:r1 - 2 * i0])
+        a, b = _heads(net, seg[:, :, r0 - 2 * i0:r1 - 2 * i0], inplace=True)
         rel[r0:r1], rep[r0:r1] = a[0].cpu(), b[0].cpu()
     return DenseOutput(raw[0].cpu(), rel[:h, :w], rep[:h, :w], True)
 
@@ -267,7 +287,7 @@ def _extract_tile(model: Model, unit: np.ndarray, valid: np.ndarray, cfg: Extrac
     """Detections inside ``core`` (tile-local rows/cols) -> (rows, cols, scores, descriptors), best ``quota``."""
     if not valid.any():
         return np.zeros(0, int), np.zeros(0, int), np.zeros(0, np.float32), np.zeros((0, 128), np.float32)
-    out = run_network(model, unit, device, cfg.precision)
+    out = run_network(model, unit, device, cfg.precision, backend=resolve_backend(cfg.backend, device))
     rel, rep = out.reliability, out.repeatability
     allowed = _allowed_mask(valid, cfg.border)
     r0, r1, c0, c1 = core

@@ -177,7 +177,9 @@ def register(ref: str | Path, moving: str | Path, out: str | Path, config: Regis
     stage_out = temp_path(out if out.suffix else out.with_name(out.name + ".tif"), stage=True)
     cfg = config.with_(quicklook=str(temp_path(config.quicklook, stage=True))) if config.quicklook else config
     with Staging(finals, register_outputs(stage_out, cfg)) as st:
-        with rasterio.Env(GDAL_CACHEMAX=max(16, config.warp_mem_mb // 2)):
+        # rasterio passes an integer GDAL_CACHEMAX to GDALSetCacheMax64 as BYTES (a bare 64 was a 64-byte cache:
+        # every decimated read decompressed each DEFLATE tile once per output row)
+        with rasterio.Env(GDAL_CACHEMAX=max(16, config.warp_mem_mb // 2) * 2 ** 20):
             rep = _register(ref, moving, stage_out, cfg, progress, extractor)
         names = st.mapping()
         rep.output = names.get(rep.output, rep.output) if rep.output else None

@@ -16,6 +16,7 @@ output is written to a temporary file in the target folder and renamed, so no pa
 from __future__ import annotations
 
 import logging
+import os
 import math
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,9 +30,7 @@ from sarreg.errors import InputError, OutputError
 
 log = logging.getLogger(__name__)
 
-RESAMPLING = ("nearest", "bilinear", "cubic", "cubicspline", "lanczos", "average", "mode")
-FORMATS = ("COG", "GTiff")
-COMPRESSION = ("DEFLATE", "LZW", "ZSTD", "NONE")
+from sarreg.config import COMPRESSION, FORMATS, RESAMPLING  # noqa: E402, F401 - option choices, re-exported
 AFFINE_MODELS = ("shift", "similarity", "affine")
 GRID_GCPS = 12  # GCPs per side for homography / poly2
 
@@ -256,15 +255,17 @@ def _has_data(ds) -> bool:
 
 def warp_to_grid(moving: str | Path, transform: PixelTransform, grid: Grid, out: str | Path,
                  resampling: str = "bilinear", fmt: str = "COG", compress: str = "DEFLATE", mem_mb: int = 128,
-                 threads: int = 2, overwrite: bool = False, require_data: bool = False) -> Path:
+                 threads: int | None = None, overwrite: bool = False, require_data: bool = False) -> Path:
     """Resample ``moving`` (all bands) onto ``grid`` with ``transform``; write ``out`` atomically.
 
-    mem_mb bounds GDAL's warp buffer and block cache (MB). require_data: an output without a single valid pixel is
-    an InputError (and no file). Returns the output path.
+    mem_mb bounds GDAL's warp buffer and block cache (MB). threads: warp and compression threads, None = all
+    cores (``gdalwarp -multi -wo NUM_THREADS=ALL_CPUS``); batch workers pass 1. require_data: an output without a
+    single valid pixel is an InputError (and no file). Returns the output path.
     """
     import rasterio
 
     gdal = _gdal()
+    threads = max(1, int(threads if threads is not None else os.cpu_count() or 1))
     moving, out = Path(moving), Path(out)
     if resampling not in RESAMPLING:
         raise ValueError(f"unknown resampling {resampling!r}; choose from {', '.join(RESAMPLING)}")
@@ -347,7 +348,10 @@ def update_georef(moving: str | Path, transform: PixelTransform, grid: Grid, out
 
         with rasterio.open(moving) as ds:
             dtype = ds.dtypes[0]
-        c = gdal.Translate(str(tmp), src, format=fmt, creationOptions=_creation_options(fmt, compress, dtype))
+        # compression (and the COG's overviews) on all cores: this copy is the whole cost of --update-georef
+        co = _creation_options(fmt, compress, dtype) + ["NUM_THREADS=ALL_CPUS"]
+        with _config({"GDAL_NUM_THREADS": "ALL_CPUS"}):
+            c = gdal.Translate(str(tmp), src, format=fmt, creationOptions=co)
         c = None
         tmp.replace(out)
     except RuntimeError as e:

@@ -127,3 +127,12 @@ def test_decompose():
     assert d["rotation_deg"] == pytest.approx(30)
     assert d["scale_x"] == pytest.approx(2) and d["scale_y"] == pytest.approx(2)
     assert d["shift_x_px"] == 5 and d["shift_y_px"] == -6
+
+
+def test_cli_choices_match_the_implementations() -> None:
+    """The option choices kept in sarreg.config (light, for the CLI) agree with the modules behind them."""
+    from sarreg import config, estimate, warp
+
+    assert tuple(estimate.ROBUST) == config.ROBUST_NAMES
+    assert estimate.MODELS == config.MODELS and set(estimate.MIN_POINTS) == set(config.MODELS)
+    assert warp.RESAMPLING == config.RESAMPLING

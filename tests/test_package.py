@@ -124,3 +124,26 @@ def test_non_editable_install_ships_default_model(repo_root, tmp_path):
     rep = json.loads((work / "out.report.json").read_text())
     assert rep["status"] == "ok" and rep["weights"]["name"] == "sarreg_fast_sar_v2.pt"
     assert abs(rep["correction"]["dx_px"] - 3.0) < 0.5 and abs(rep["correction"]["dy_px"] + 2.0) < 0.5
+
+
+def test_cli_import_is_light(repo_root):
+    """Building the command line (``sarreg --help``, option parsing) imports none of the heavy packages: they load
+    when a subcommand runs. Checked in a fresh interpreter (this test process has them all loaded)."""
+    heavy = ("torch", "cv2", "rasterio", "numpy", "dask", "distributed", "matplotlib", "pyogrio", "shapely", "pyproj",
+             "osgeo", "tqdm")
+    code = ("import sys, sarreg, sarreg.cli; "
+            f"print(','.join(m for m in {heavy!r} if m in sys.modules))")
+    r = _run([sys.executable, "-c", code], cwd=repo_root)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "", f"imported at start-up: {r.stdout.strip()}"
+
+
+def test_lazy_public_api():
+    """The public names resolve on first use; ``sarreg.batch`` stays the function even after the submodule loads."""
+    import sarreg.batch  # noqa: F401 - binds the submodule on the package
+
+    assert callable(sarreg.batch) and sarreg.batch.__module__.startswith("sarreg.batch")
+    assert sarreg.register.__module__ == "sarreg.pipeline"
+    assert set(sarreg.__all__) <= set(dir(sarreg))
+    for name in sarreg.__all__:
+        assert getattr(sarreg, name) is not None

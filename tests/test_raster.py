@@ -119,3 +119,103 @@ def test_display_images_treat_zero_as_fill(tmp_path: Path, intensity: np.ndarray
     assert sc.kind == "display"
     unit, valid = read_unit(sc)
     assert not valid[:, :30].any() and valid[:, 30:].all()
+
+
+def _nodata_border_scene(intensity: np.ndarray) -> np.ndarray:
+    a = intensity.copy()
+    a[:13] = 0
+    a[:, :21] = 0
+    a[60, 70] = np.nan
+    return a
+
+
+@pytest.mark.parametrize("shape", [None, (48, 64), (31, 47)])
+def test_nodata_validity_from_values_matches_gdal_mask(geotiff_factory, intensity: np.ndarray,
+                                                       shape: tuple[int, int] | None) -> None:
+    """A nodata-only file: validity from the values of the read equals GDAL's nodata mask at full resolution and
+    covers every cell that holds any valid pixel when decimated (average resampling skips nodata)."""
+    a = _nodata_border_scene(intensity)
+    p = geotiff_factory(a, "nd_border.tif", nodata=0, compress="deflate")
+    sc = open_scene(p)
+    with rasterio.open(p) as ds:
+        assert ds.mask_flag_enums[0] == [rasterio.enums.MaskFlags.nodata]
+        gdal_mask = ds.read_masks(1) > 0
+    unit, valid = read_unit(sc, None, shape)
+    assert np.isfinite(unit).all()
+    if shape is None:
+        assert np.array_equal(valid, gdal_mask & np.isfinite(a))
+    else:
+        # a decimated cell is valid when it is entirely valid data, never when entirely nodata
+        h, w = a.shape
+        ys = (np.arange(shape[0]) + 0.5) * h / shape[0]
+        xs = (np.arange(shape[1]) + 0.5) * w / shape[1]
+        cell_h, cell_w = h / shape[0], w / shape[1]
+        full = ((ys - cell_h / 2)[:, None] >= 13) & ((xs - cell_w / 2)[None, :] >= 21)
+        empty = ((ys + cell_h / 2)[:, None] <= 13) | ((xs + cell_w / 2)[None, :] <= 21)
+        assert valid[full & np.isfinite(unit)].sum() >= full.sum() - 4  # NaN pixel may spoil a cell or two
+        assert not valid[empty].any()
+
+
+def test_window_read_of_nodata_border(geotiff_factory, intensity: np.ndarray) -> None:
+    a = _nodata_border_scene(intensity)
+    sc = open_scene(geotiff_factory(a, "nd_win.tif", nodata=0))
+    _, valid = read_unit(sc, Window(10, 5, 40, 30))
+    assert not valid[:8].any() and not valid[:, :11].any() and valid[8:, 11:].all()
+    _, valid = read_unit(sc, Window(10, 5, 40, 30), (15, 20))
+    assert not valid[:3].any() and not valid[:, :5].any() and valid[5:, 6:].all()
+
+
+def test_internal_dataset_mask_is_used(tmp_path: Path, intensity: np.ndarray) -> None:
+    """A real per-dataset mask band (no nodata value) decides validity, full resolution and decimated."""
+    p = tmp_path / "masked.tif"
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True):
+        with rasterio.open(p, "w", driver="GTiff", width=128, height=96, count=1, dtype="float32", tiled=True,
+                           blockxsize=32, blockysize=32, crs="EPSG:32631",
+                           transform=rasterio.transform.from_origin(0, 0, 10, 10)) as d:
+            d.write(intensity, 1)
+            m = np.full(intensity.shape, 255, np.uint8)
+            m[:, 64:] = 0  # valid values there, masked out by the mask band only
+            d.write_mask(m)
+    with rasterio.open(p) as ds:
+        assert rasterio.enums.MaskFlags.per_dataset in ds.mask_flag_enums[0]
+    sc = open_scene(p)
+    _, valid = read_unit(sc)
+    assert valid[:, :64].all() and not valid[:, 64:].any()
+    _, valid = read_unit(sc, None, (48, 64))
+    assert valid[:, :32].all() and not valid[:, 32:].any()
+    _, valid = read_unit(sc, Window(48, 0, 32, 32))
+    assert valid[:, :16].all() and not valid[:, 16:].any()
+
+
+def test_alpha_band_is_used(tmp_path: Path, intensity: np.ndarray) -> None:
+    p = tmp_path / "alpha.tif"
+    alpha = np.full(intensity.shape, 255, np.uint8)
+    alpha[:40] = 0
+    img = np.clip(10 * np.log10(intensity) * 8 + 128, 1, 255).astype(np.uint8)
+    with rasterio.open(p, "w", driver="GTiff", width=128, height=96, count=2, dtype="uint8",
+                       photometric="MINISBLACK", alpha="YES", crs="EPSG:32631",
+                       transform=rasterio.transform.from_origin(0, 0, 10, 10)) as d:
+        d.write(np.stack([img, alpha]))
+        d.colorinterp = [rasterio.enums.ColorInterp.gray, rasterio.enums.ColorInterp.alpha]
+    with rasterio.open(p) as ds:
+        assert rasterio.enums.MaskFlags.alpha in ds.mask_flag_enums[0]
+    _, valid = read_unit(open_scene(p))
+    assert not valid[:40].any() and valid[40:].all()
+
+
+def test_overviews_are_read_when_present(geotiff_factory, intensity: np.ndarray) -> None:
+    """With overviews a decimated read uses them (GDAL picks the overview level), nodata still masked."""
+    a = _nodata_border_scene(np.tile(intensity, (4, 4)))
+    p = geotiff_factory(a, "ovr.tif", nodata=0)
+    with rasterio.open(p, "r+") as ds:  # nearest overview: distinguishable from an average of the full resolution
+        ds.build_overviews([4], rasterio.enums.Resampling.nearest)
+    with rasterio.open(p, "r", OVERVIEW_LEVEL=0) as ov:
+        ov_vals = ov.read(1)
+    sc = open_scene(p)
+    unit, valid = read_unit(sc, None, ov_vals.shape)
+    direct = ov_vals.astype(np.float32)
+    ok = (direct != 0) & np.isfinite(direct)
+    assert np.array_equal(valid, ok)
+    lin = 10 * np.log10(np.where(ok, direct, 1))
+    expect = np.clip((lin - sc.lo) / (sc.hi - sc.lo), 0, 1)
+    assert np.abs(unit[ok] - expect[ok]).max() < 1e-5

@@ -8,7 +8,7 @@ import click
 
 from sarreg.cli.options import overwrite_opt, writable_dir
 
-from sarreg.config import ExtractConfig, PreprocessConfig
+from sarreg.config import BACKENDS, ExtractConfig, PreprocessConfig
 from sarreg.errors import InputError, OutputError
 from sarreg.outputs import check_write_set, clean_stale
 
@@ -72,6 +72,8 @@ def extract_outputs(images: list[Path], out_dir: Path | None, geo: bool, quicklo
               help="Box filter size on log values (0 = off).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True)
+@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True,
+              help="Network inference: auto = OpenVINO on the CPU when installed, else torch (CUDA: torch).")
 @click.option("-o", "--out-dir", type=click.Path(path_type=Path), default=None,
               help="Output directory (default: next to each image).")
 @click.option("--geo", is_flag=True, help="Also write keypoints in map coordinates (.gpkg and .geojson).")
@@ -81,21 +83,23 @@ def extract_outputs(images: list[Path], out_dir: Path | None, geo: bool, quicklo
 @overwrite_opt
 def extract(images: tuple[Path, ...], weights: Path | None, top_k: int, tile_size: int, scale_f: float,
             min_size: int, max_size: int, min_scale: float, max_scale: float, rel_thr: float | None, rep_thr: float | None,
-            band: int | None, kind: str, despeckle: int, device: str, precision: str, out_dir: Path | None,
-            geo: bool, quicklook: Path | None, progress: bool, overwrite: bool) -> None:
+            band: int | None, kind: str, despeckle: int, device: str, precision: str, backend: str,
+            out_dir: Path | None, geo: bool, quicklook: Path | None, progress: bool, overwrite: bool) -> None:
     """Extract keypoints of IMAGE(s) into <image>.r2d2 (npz: keypoints, descriptors, scores, imsize)."""
     from tqdm import tqdm
 
     from sarreg.extract import extract_scene, resolve_device
     from sarreg.io.raster import open_scene
+    from sarreg.model.backend import resolve_backend
     from sarreg.model.weights import load_model
 
     cfg = ExtractConfig(top_k=top_k, scale_f=scale_f, min_size=min_size, max_size=max_size, min_scale=min_scale,
                         max_scale=max_scale, rel_thr=rel_thr, rep_thr=rep_thr, tile_size=tile_size, device=device,
-                        precision=precision,
+                        precision=precision, backend=backend,
                         preprocess=PreprocessConfig(band=band, kind=kind, despeckle=despeckle))
     if min_scale > max_scale:
         raise InputError(f"--min-scale {min_scale:g} > --max-scale {max_scale:g}: no pyramid level would run")
+    resolve_backend(backend, resolve_device(device))  # fail before any work (e.g. openvino not installed)
     if out_dir is not None:
         writable_dir(out_dir)
     scenes = [open_scene(p, cfg.preprocess) for p in images]  # validate every input before any work

@@ -8,7 +8,7 @@ import click
 
 from sarreg.errors import OutputError
 
-from sarreg.warp import COMPRESSION, FORMATS, RESAMPLING
+from sarreg.config import COMPRESSION, FORMATS, RESAMPLING
 
 overwrite_opt = click.option("--overwrite", is_flag=True, help="Replace existing outputs (never an input).")
 format_opt = click.option("--format", "fmt", type=click.Choice(FORMATS), default="COG", show_default=True,

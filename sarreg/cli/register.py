@@ -9,7 +9,7 @@ import click
 from sarreg.cli.options import (compress_opt, device_opt, format_opt, mem_opt, overwrite_opt, path_arg,
                                 resampling_opt, update_georef_opt)
 from sarreg.errors import InputError, LowQuality, RegistrationFailed
-from sarreg.estimate import MODELS, ROBUST
+from sarreg.config import MODELS, ROBUST_NAMES
 
 
 @click.command()
@@ -27,7 +27,7 @@ from sarreg.estimate import MODELS, ROBUST
                    "(OUT.offsets.tif), warped through it.")
 @click.option("--grid-spacing", type=click.IntRange(min=0), default=0, show_default=True,
               help="--model local: reference px between grid nodes (0: about 1/96 of the longer side, >= 32).")
-@click.option("--robust", type=click.Choice(list(ROBUST)), default="magsac", show_default=True,
+@click.option("--robust", type=click.Choice(ROBUST_NAMES), default="magsac", show_default=True,
               help="Robust estimator (OpenCV).")
 @click.option("--threshold", type=click.FloatRange(min=0, min_open=True), default=1.5, show_default=True,
               help="Inlier distance (reference pixels).")

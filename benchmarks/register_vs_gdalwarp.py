@@ -1,0 +1,202 @@
+"""``sarreg register`` against a plain ``gdalwarp`` of the moving scene, side by side in one run, on inputs shaped
+like users' products: float32, DEFLATE, 256 px tiles, nodata 0 with a nodata border, no overviews.
+
+Generates (once, by windows with ``register_speed.generate``; bounded memory) a reference and a moving scene per
+size (moving = reference shifted by (37.25, -18.5) px and rotated by 0.2 deg, same georeferencing, so the
+mis-registration is the known pixel transform). Then, per size, each command in a fresh process:
+
+* ``gdalwarp -r bilinear -of COG -co COMPRESS=DEFLATE -multi -wo NUM_THREADS=ALL_CPUS`` of the moving scene onto
+  the reference grid: the resampling cost a user already accepts;
+* ``sarreg register`` (defaults: keypoints + correlation, warped COG) and ``sarreg register --update-georef``
+  (corrected georeferencing, no resampling), once per sarreg source tree given with ``--code`` (e.g. the main
+  branch and a work branch: before/after in the same run).
+
+Per run: wall time of the whole process, the child's peak RSS (``ru_maxrss`` from ``os.wait4``), the error of the
+recovered transform against the truth (mean over a 10 x 10 grid of moving pixels), the ratio register / gdalwarp,
+the load average before the run, and for each sarreg tree the peak RSS ratio between the largest and smallest size.
+
+Usage::
+
+    python benchmarks/register_vs_gdalwarp.py WORK_DIR [--sizes 4096,10240] [--code DIR,DIR] [--weights PATH]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(REPO))
+
+import register_speed as rs  # noqa: E402
+
+TILE = 256
+BORDER_FRAC = 0.03  # nodata border: 3 % of the side, slanted left edge (register_speed.generate)
+PROFILE = dict(blockxsize=TILE, blockysize=TILE, compress="deflate", nodata=0.0)
+
+
+def make_pair(work: Path, size: int) -> tuple[Path, Path]:
+    """Reference and moving scene of ``size``² in the realistic shape (reused when present)."""
+    from sarreg.synth import reflectivity
+
+    ref, mov = work / f"real_ref_{size}.tif", work / f"real_moving_{size}.tif"
+    if ref.exists() and mov.exists():
+        return ref, mov
+    t0 = time.perf_counter()
+    nb = size // rs.BASE_FACTOR + 4
+    base = reflectivity(nb, nb, seed=size)
+    pts = rs._points(size, seed=1)
+    border = int(size * BORDER_FRAC)
+    rs.generate(ref, size, np.eye(3), base, pts, 10, PROFILE, border)
+    rs.generate(mov, size, rs.truth(size), base, pts, 20, PROFILE, border)
+    print(f"generated {size}^2 pair in {time.perf_counter() - t0:.1f}s", file=sys.stderr, flush=True)
+    return ref, mov
+
+
+def run_child(cmd: list[str], env: dict[str, str], log: Path, cwd: Path | None = None) -> dict:
+    """Run ``cmd`` in a fresh process; wall time, exit code and that child's own peak RSS (MB)."""
+    load = os.getloadavg()[0]
+    with open(log, "w") as f:
+        t0 = time.perf_counter()
+        p = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=cwd)
+        _, status, ru = os.wait4(p.pid, 0)
+        wall = time.perf_counter() - t0
+    p.returncode = os.waitstatus_to_exitcode(status)
+    return {"exit": p.returncode, "wall_s": round(wall, 2), "peak_rss_mb": round(ru.ru_maxrss / 1024, 1),
+            "user_s": round(ru.ru_utime, 1), "sys_s": round(ru.ru_stime, 1), "load_before": round(load, 2)}
+
+
+def grid_error(matrix: list | None, size: int) -> float | None:
+    """Mean distance (px) between the recovered and the true transform over a 10 x 10 grid of moving pixels."""
+    from sarreg.estimate import apply_matrix
+
+    if not matrix:
+        return None
+    g = np.stack(np.meshgrid(np.linspace(0, size - 1, 10), np.linspace(0, size - 1, 10)), -1).reshape(-1, 2)
+    d = apply_matrix(np.array(matrix), g) - apply_matrix(rs.truth(size), g)
+    return round(float(np.hypot(*d.T).mean()), 4)
+
+
+def gdalwarp_cmd(ref: Path, mov: Path, out: Path) -> list[str]:
+    """The plain warp of the moving scene onto the reference grid (same CRS, extent and size)."""
+    import rasterio
+
+    with rasterio.open(ref) as ds:
+        b, w, h, crs = ds.bounds, ds.width, ds.height, ds.crs.to_string()
+    return ["gdalwarp", "-q", "-overwrite", "-r", "bilinear", "-of", "COG", "-co", "COMPRESS=DEFLATE", "-multi",
+            "-wo", "NUM_THREADS=ALL_CPUS", "-t_srs", crs, "-te", str(b.left), str(b.bottom), str(b.right),
+            str(b.top), "-ts", str(w), str(h), str(mov), str(out)]
+
+
+def code_env(code: Path) -> dict[str, str]:
+    """Environment of a child running sarreg from source tree ``code``.
+
+    ``python -m`` puts the working directory first on sys.path, so children also run with ``cwd=code``; an
+    editable install elsewhere comes after both.
+    """
+    return {**os.environ, "PYTHONPATH": str(code)}
+
+
+def check_code(code: Path) -> None:
+    """Fail early unless a child started like the register runs imports sarreg from ``code``."""
+    out = subprocess.run([sys.executable, "-c", "import sarreg; print(sarreg.__file__)"], env=code_env(code),
+                         cwd=code, capture_output=True, text=True, check=True).stdout.strip()
+    if not Path(out).resolve().is_relative_to(code):
+        raise SystemExit(f"sarreg imported from {out}, not from {code}")
+
+
+def register(code: Path, ref: Path, mov: Path, out: Path, weights: str | None, extra: list[str],
+             log: Path) -> dict:
+    """``sarreg register`` from source tree ``code`` in a fresh process; adds the report's numbers."""
+    for p in out.parent.glob(out.stem + "*"):
+        p.unlink()
+    cmd = [sys.executable, "-m", "sarreg.cli", "register", str(ref), str(mov), str(out), "--device", "cpu",
+           "--overwrite", *extra]
+    if weights:
+        cmd += ["--weights", weights]
+    r = run_child(cmd, code_env(code), log, cwd=code)
+    rp = out.with_name(out.stem + ".report.json")
+    rep = json.loads(rp.read_text()) if rp.exists() else {}
+    r.update(status=rep.get("status"), timings_s=rep.get("timings_s"), model=rep.get("model"))
+    r["matrix"] = rep.get("matrix")
+    return r
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("work", type=Path)
+    ap.add_argument("--sizes", default="4096,10240")
+    ap.add_argument("--code", default=str(REPO),
+                    help="comma-separated sarreg source trees (PYTHONPATH of the register runs), in run order")
+    ap.add_argument("--weights", default=None)
+    ap.add_argument("--generate-only", action="store_true")
+    ap.add_argument("--no-georef", action="store_true", help="skip the --update-georef runs")
+    a = ap.parse_args()
+    a.work.mkdir(parents=True, exist_ok=True)
+    sizes = [int(s) for s in a.sizes.split(",")]
+    pairs = {s: make_pair(a.work, s) for s in sizes}
+    if a.generate_only:
+        return 0
+    if shutil.which("gdalwarp") is None:
+        print("gdalwarp not found on PATH", file=sys.stderr)
+        return 1
+    weights = rs.pick_weights(a.weights)
+    codes = [Path(c).resolve() for c in a.code.split(",")]
+    for c in codes:
+        check_code(c)
+    labels = [c.name for c in codes]
+    if len(set(labels)) < len(labels):
+        labels = [str(c) for c in codes]
+    rows: list[dict] = []
+    print(f"# {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}, {os.cpu_count()} CPUs, "
+          f"load {os.getloadavg()}", flush=True)
+    for size in sizes:
+        ref, mov = pairs[size]
+        logs = a.work / "logs"
+        logs.mkdir(exist_ok=True)
+        gw = run_child(gdalwarp_cmd(ref, mov, a.work / f"gdalwarp_{size}.tif"), dict(os.environ),
+                       logs / f"gdalwarp_{size}.log")
+        row = {"size": size, "run": "gdalwarp", **gw}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        for code, label in zip(codes, labels):
+            variants = [("register", [])] + ([] if a.no_georef else [("register --update-georef", ["--update-georef"])])
+            for name, extra in variants:
+                tag = name.replace(" --", "_").replace("-", "_")
+                r = register(code, ref, mov, a.work / f"out_{label}_{tag}_{size}.tif", weights, extra,
+                             logs / f"{label}_{tag}_{size}.log")
+                r["grid_error_px"] = grid_error(r.pop("matrix"), size)
+                r["ratio_vs_gdalwarp"] = round(r["wall_s"] / gw["wall_s"], 2)
+                row = {"size": size, "run": f"{name} [{label}]", **r}
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    print("\n| size | run | exit | status | wall s | / gdalwarp | peak RSS MB | user s | sys s | error px "
+          "| load |")
+    print("|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        err = "" if r.get("grid_error_px") is None else format(r["grid_error_px"], ".3f")
+        print(f"| {r['size']}² | {r['run']} | {r['exit']} | {r.get('status') or ''} | {r['wall_s']:.1f} | "
+              f"{r.get('ratio_vs_gdalwarp', 1.0):.2f} | {r['peak_rss_mb']:.0f} | {r['user_s']:.1f} | "
+              f"{r['sys_s']:.1f} | {err} | {r['load_before']:.1f} |")
+    if len(sizes) > 1:
+        lo, hi = min(sizes), max(sizes)
+        print()
+        for run in dict.fromkeys(r["run"] for r in rows):
+            p = {r["size"]: r["peak_rss_mb"] for r in rows if r["run"] == run}
+            if lo in p and hi in p and p[lo]:
+                print(f"peak RSS {hi}²/{lo}² [{run}]: {p[hi] / p[lo]:.2f}")
+    (a.work / "results.json").write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
