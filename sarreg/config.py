@@ -117,6 +117,7 @@ class RegisterConfig:
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     moving_band: int | None = None
     grid_spacing: int = 0  # --model local: px between offsets-field nodes (0 = auto)
+    backend: str = "auto"  # network inference, as ExtractConfig.backend
 
     def with_(self, **kw: Any) -> "RegisterConfig":
         return replace(self, **kw)

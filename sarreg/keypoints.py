@@ -43,7 +43,7 @@ class Extractor:
 
         self.kind = cfg.features
         self.name, self.sha256 = cfg.features, ""
-        self.base = ExtractConfig(device=cfg.device, preprocess=cfg.preprocess)
+        self.base = ExtractConfig(device=cfg.device, preprocess=cfg.preprocess, backend=cfg.backend)
         if self.kind == "r2d2":
             from sarreg.extract import resolve_device
             from sarreg.model.weights import load_model

@@ -245,3 +245,22 @@ def test_apply_update_georef_same_and_other_grid(scenes, tmp_path):
         assert np.array_equal(c.read(1), full[::2, ::2])
     for i, j in ((10, 10), (96, 96), (150, 120)):  # half pixel (i, j) centre = full pixel (2i + 0.5, 2j + 0.5)
         assert np.allclose(gt_half @ (i + 0.5, j + 0.5), gt @ (2 * i + 1.0, 2 * j + 1.0), atol=1e-6)
+
+
+def test_register_backend_torch_and_auto_agree(scenes, tmp_path):
+    """``--backend`` reaches the network of ``register`` (R2D2 features); torch and auto (OpenVINO when installed)
+    give the same registration within 0.05 px."""
+    mats = {}
+    for backend in ("torch", "auto"):
+        out = tmp_path / f"{backend}.tif"
+        res = CliRunner().invoke(cli, ["register", "--no-warp", "--backend", backend, str(scenes["ref"]),
+                                       str(scenes["moving"]), str(out)])
+        assert res.exit_code == 0, res.output
+        rep = json.loads((tmp_path / f"{backend}.report.json").read_text())
+        assert rep["options"]["backend"] == backend and rep["status"] == "ok"
+        mats[backend] = np.array(rep["matrix"])
+    g = np.stack(np.meshgrid(np.linspace(0, N - 1, 5), np.linspace(0, N - 1, 5)), -1).reshape(-1, 2)
+    from sarreg.estimate import apply_matrix
+
+    d = np.hypot(*(apply_matrix(mats["torch"], g) - apply_matrix(mats["auto"], g)).T)
+    assert d.max() < 0.05

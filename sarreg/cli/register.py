@@ -9,7 +9,7 @@ import click
 from sarreg.cli.options import (compress_opt, device_opt, format_opt, mem_opt, overwrite_opt, path_arg,
                                 resampling_opt, update_georef_opt)
 from sarreg.errors import InputError, LowQuality, RegistrationFailed
-from sarreg.config import MODELS, ROBUST_NAMES
+from sarreg.config import BACKENDS, MODELS, ROBUST_NAMES
 
 
 @click.command()
@@ -60,6 +60,8 @@ from sarreg.config import MODELS, ROBUST_NAMES
 @click.option("--geojson", is_flag=True, help="Also write the tie points as GeoJSON.")
 @click.option("--quicklook", type=path_arg, default=None, help="PNG checkerboard with residual vectors.")
 @device_opt
+@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True,
+              help="Network inference: auto = OpenVINO on the CPU when installed, else torch (CUDA: torch).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the robust estimator.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report JSON to stdout.")
 def register(ref: Path, moving: Path, out: Path, features: str, weights: Path | None, model: str, robust: str,
@@ -67,7 +69,7 @@ def register(ref: Path, moving: Path, out: Path, features: str, weights: Path | 
              min_coverage: float, band: int | None, moving_band: int | None, kind: str, coarse_size: int,
              tile_size: int, n_tiles: int, no_warp: bool, update_georef: bool, force: bool, overwrite: bool,
              fmt: str, compress: str, resampling: str, warp_mem_mb: int, geojson: bool, quicklook: Path | None,
-             device: str, seed: int, as_json: bool, grid_spacing: int) -> None:
+             device: str, seed: int, as_json: bool, grid_spacing: int, backend: str) -> None:
     """Register MOVING onto REF and write OUT on the reference grid, plus OUT's sidecars
     (.report.json, .tiepoints.gpkg, .points, .matches.npz). Exit 0 ok, 2 low quality, 3 failed."""
     from sarreg.config import PreprocessConfig, RegisterConfig
@@ -80,7 +82,8 @@ def register(ref: Path, moving: Path, out: Path, features: str, weights: Path | 
         update_georef=update_georef, force=force, overwrite=overwrite, fmt=fmt, compress=compress.upper(),
         resampling=resampling, warp_mem_mb=warp_mem_mb, geojson=geojson,
         quicklook=str(quicklook) if quicklook else None, device=device, seed=seed,
-        preprocess=PreprocessConfig(band=band, kind=kind), moving_band=moving_band, grid_spacing=grid_spacing)
+        preprocess=PreprocessConfig(band=band, kind=kind), moving_band=moving_band, grid_spacing=grid_spacing,
+        backend=backend)
     rep = run(ref, moving, out, cfg)
     if as_json:
         click.echo(rep.to_json())
