@@ -83,6 +83,12 @@ def global_start(ci: CoarseImages, prior: np.ndarray) -> tuple[np.ndarray, float
     return ci.Dr @ translate(*d0) @ G, float(peak), float(ratio)
 
 
+def strong_area(est: Estimate, res: StageResult) -> bool:
+    """A correlation estimate most of whose windows agree, over much of the overlap: enough on its own."""
+    n = res.info.get("windows", 0)
+    return est.n_inliers >= max(2 * AREA_MIN_WINDOWS, 0.5 * n) and est.coverage >= 0.3
+
+
 def coarse_area(ref: Scene, mov: Scene, prior: np.ndarray, ci: CoarseImages, cfg: RegisterConfig,
                 area) -> tuple[Estimate, StageResult]:
     """Coarse estimate by correlation on the decimated images: one global phase correlation (shift) from the

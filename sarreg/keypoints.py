@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 from rasterio.windows import Window
 
-from sarreg.area import coarse_area
+from sarreg.area import coarse_area, strong_area
 from sarreg.config import RegisterConfig
 from sarreg.errors import InputError, RegistrationFailed
 from sarreg.estimate import Estimate, apply_matrix, decompose, fit_model
@@ -100,9 +100,22 @@ def match_features(f1: Features, f2: Features, ratio: float | None, device: str)
 
 def coarse_stage(ref: Scene, mov: Scene, prior: np.ndarray, ci: CoarseImages, ext: Extractor,
                  cfg: RegisterConfig, area) -> tuple[Estimate, StageResult]:
-    """Multiscale keypoints on the decimated images, matching and a robust fit; rotation search when nothing fits."""
+    """Multiscale keypoints on the decimated images, matching and a robust fit; rotation search when nothing fits.
+
+    Correlation first: when the prior is close enough for area-based matching and most of its windows agree
+    (``strong_area``), the keypoints are not needed at this stage (they run again on the fine tiles)."""
     ru, rv, Dr, s, mu, mv, Dm = ci.ru, ci.rv, ci.Dr, ci.s, ci.mu, ci.mv, ci.Dm
     rshape = ru.shape
+    area_first: tuple[Estimate, StageResult] | RegistrationFailed
+    try:
+        area_first = coarse_area(ref, mov, prior, ci, cfg, area)
+        if strong_area(*area_first):
+            log.info("coarse: correlation from the prior, %d of %d windows agree", area_first[0].n_inliers,
+                     area_first[1].info["windows"])
+            area_first[1].info["correlation_first"] = True
+            return area_first
+    except RegistrationFailed as e:
+        area_first = e
     fr = ext(ru, rv, multiscale=True, top_k=cfg.coarse_top_k, min_scale=cfg.coarse_min_scale)
     fr_full = Features(np.c_[apply_matrix(Dr, fr.xy), fr.keypoints[:, 2:] / s].astype(np.float32),
                        fr.descriptors, fr.scores, (ref.width, ref.height))
@@ -147,7 +160,9 @@ def coarse_stage(ref: Scene, mov: Scene, prior: np.ndarray, ci: CoarseImages, ex
         # few or no keypoint matches (speckle, low texture, strong temporal change): area-based matching from
         # the georeferencing prior before trusting a weaker keypoint result
         try:
-            aest, ares = coarse_area(ref, mov, prior, ci, cfg, area)
+            if isinstance(area_first, RegistrationFailed):
+                raise area_first
+            aest, ares = area_first
             tried.append(f"correlation: {aest.n_inliers} of {ares.info['windows']} windows")
             if best is None or aest.n_inliers >= best[0].n_inliers or best[0].n_inliers < COARSE_GOOD:
                 log.info("coarse: area-based matching, %d consistent windows", aest.n_inliers)
