@@ -275,3 +275,38 @@ def test_remote_defaults_do_not_override_user(monkeypatch):
     apply_remote_defaults()
     assert os.environ["GDAL_HTTP_MAX_RETRY"] == "9"
     assert os.environ["GDAL_HTTP_TIMEOUT"] == REMOTE_DEFAULTS["GDAL_HTTP_TIMEOUT"]
+
+
+def test_batch_remote_scenes_and_resume(server, small, tmp_path):
+    """``sarreg batch`` with a URL reference, a URL scene and a zipped local scene (its own 1-worker LocalCluster);
+    a second run resumes both scenes (the remote fingerprint is GDAL's stat of the URL) without a cluster."""
+    base, _ = server
+    ref, mov = small
+    z = tmp_path / "zipped.zip"
+    with zipfile.ZipFile(z, "w") as zf:
+        zf.write(mov, "zipped.tif")
+    args = ["batch", "--features", "sift", "--workers", "1", "--no-progress", "-o", tmp_path / "out",
+            f"{base}/ref.tif", f"{base}/mov.tif", z]
+    res = _cli(*args)
+    assert res.exit_code == 0, res.output
+    doc = json.loads((tmp_path / "out" / "summary.json").read_text())
+    by = {r["scene"]: r for r in doc["scenes"]}
+    assert set(by) == {"mov", "zipped"}
+    for r in by.values():
+        assert abs(r["shift_x_px"] - SHIFT[0]) < 0.5 and abs(r["shift_y_px"] - SHIFT[1]) < 0.5, r
+        assert (tmp_path / "out" / f"{r['scene']}_reg.tif").is_file()
+    res = _cli(*args)
+    assert res.exit_code == 0, res.output
+    doc = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert doc["counts"]["resumed"] == 2
+
+
+def test_extract_remote_image(server, small, tmp_path):
+    """``extract`` reads a URL; its outputs go to -o (a remote input has no folder of its own)."""
+    base, _ = server
+    url = f"{base}/ref.tif"
+    res = _cli("extract", "--no-progress", url)
+    assert res.exit_code == 1 and "--out-dir" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    res = _cli("extract", "--no-progress", "--top-k", "200", "--tile-size", "0", "-o", tmp_path, url)
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "ref.tif.r2d2").is_file()
