@@ -31,7 +31,7 @@ RASTER_SUFFIXES = (".tif", ".tiff", ".jp2", ".img", ".vrt", ".nc", ".h5", ".hdf5
 # GDAL options for network reads; an environment variable of the same name wins.
 REMOTE_DEFAULTS = {
     "GDAL_HTTP_MAX_RETRY": "4",       # retries on 429/502/503/504 and connection errors
-    "GDAL_HTTP_RETRY_DELAY": "1",     # seconds, doubled by GDAL at each retry
+    "GDAL_HTTP_RETRY_DELAY": "1",     # seconds before the first retry (GDAL grows it)
     "GDAL_HTTP_TIMEOUT": "60",        # seconds per request
     "GDAL_HTTP_CONNECTTIMEOUT": "15",  # seconds to connect
 }
