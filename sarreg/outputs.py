@@ -147,10 +147,17 @@ def same_file(a: str | Path, b: str | Path) -> bool:
 
 
 def check_write_set(outputs: Iterable[str | Path], inputs: Iterable[str | Path | None], overwrite: bool) -> list[Path]:
-    """Refuse (OutputError, one line) the first output that is an input, repeats another output, exists without
+    """Refuse (OutputError, one line) the first output that is remote, is an input, repeats another output, exists without
     ``overwrite``, is a directory, or whose folder is missing or not writable. -> the outputs as Paths."""
-    outs = [Path(p) for p in outputs]
-    ins = [Path(p) for p in inputs if p is not None and str(p) != ""]
+    from sarreg.io.source import is_remote, local_path
+
+    outs = []
+    for p in outputs:
+        if is_remote(p):
+            raise OutputError(f"{p}: outputs must be local files (remote or /vsi paths cannot be written)")
+        outs.append(Path(p))
+    # a remote input can never be an output: only local files (and the local zip behind a /vsizip/ input) count
+    ins = [q for q in (local_path(p) for p in inputs if p is not None and str(p) != "") if q is not None]
     seen: dict[Path, Path] = {}
     for out in outs:
         for p in ins:

@@ -39,6 +39,7 @@ from sarreg.area import AREA_RADIUS, area_stage, coarse_area, global_start
 from sarreg.estimate import TPS_MAX_POINTS, Estimate, apply_matrix, decompose, finite_round, fit_model
 from sarreg.geometry import matrix_distance
 from sarreg.io.raster import Scene, open_dataset, open_scene
+from sarreg.io.source import resolve_input
 from sarreg.keypoints import Extractor, coarse_stage, fine_stage
 from sarreg.quality import (FAIL_INLIERS, REGISTER_MODELS, choose_estimate, judge, model_adequacy, overlap_points,
                             prefer_simpler, select_model, to_pixel_transform)
@@ -168,7 +169,7 @@ def register(ref: str | Path, moving: str | Path, out: str | Path, config: Regis
     from sarreg import export
     from sarreg.outputs import Staging, check_write_set, clean_stale, temp_path
 
-    ref, moving, out = Path(ref), Path(moving), Path(out)
+    ref, moving, out = resolve_input(ref), resolve_input(moving), Path(out)
     finals = register_outputs(out, config)
     inputs = [ref, moving, Path(config.weights) if config.weights else None]
     check_write_set(finals.values(), inputs, config.overwrite)
@@ -231,7 +232,7 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
     from sarreg.warp import update_georef, warp_to_grid
 
     cfg = config
-    ref, moving, out = Path(ref), Path(moving), Path(out)
+    ref, moving, out = resolve_input(ref), resolve_input(moving), Path(out)
     t_all = time.perf_counter()
     timings: dict[str, float] = {}
     step = progress or (lambda msg: None)
@@ -250,7 +251,8 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
     check_output(report_path, [ref, moving], cfg.overwrite)
     if cfg.quicklook:
         check_output(Path(cfg.quicklook), [ref, moving], cfg.overwrite)
-    if ref.exists() and moving.exists() and ref.resolve() == moving.resolve():
+    if ref == moving or (isinstance(ref, Path) and isinstance(moving, Path) and ref.exists() and moving.exists()
+                         and ref.resolve() == moving.resolve()):
         raise InputError(f"{moving}: reference and moving are the same file")
 
     t = time.perf_counter()

@@ -27,6 +27,7 @@ import numpy as np
 from affine import Affine
 
 from sarreg.errors import InputError, OutputError
+from sarreg.io.source import OPEN_DEFAULTS, Source, is_remote, resolve_input
 
 log = logging.getLogger(__name__)
 
@@ -171,11 +172,13 @@ def _gcps(gdal, mov_xy: np.ndarray, ref_xy: np.ndarray, grid: Grid) -> list:
             for m, t in zip(np.asarray(mov_xy, dtype=np.float64), tgt)]
 
 
-def _source_vrt(moving: Path, tr: PixelTransform, grid: Grid, mov_size: tuple[int, int]):
+def _source_vrt(moving: Source, tr: PixelTransform, grid: Grid, mov_size: tuple[int, int]):
     """In-memory VRT of the moving raster georeferenced by the estimated transform; + warp options."""
     gdal = _gdal()
+    opts = {k: v for k, v in OPEN_DEFAULTS.items() if k not in os.environ} if is_remote(moving) else {}
     try:
-        src = gdal.Translate("", str(moving), format="VRT")
+        with _config(opts):
+            src = gdal.Translate("", str(moving), format="VRT")
     except RuntimeError as e:
         raise InputError(f"{moving}: cannot open for warping ({str(e).splitlines()[0][:160]})") from None
     wkt = grid.crs_wkt or ""
@@ -262,17 +265,17 @@ def warp_to_grid(moving: str | Path, transform: PixelTransform, grid: Grid, out:
     cores (``gdalwarp -multi -wo NUM_THREADS=ALL_CPUS``); batch workers pass 1. require_data: an output without a
     single valid pixel is an InputError (and no file). Returns the output path.
     """
-    import rasterio
+    from sarreg.io.raster import open_dataset
 
     gdal = _gdal()
     threads = max(1, int(threads if threads is not None else os.cpu_count() or 1))
-    moving, out = Path(moving), Path(out)
+    moving, out = resolve_input(moving), Path(out)
     if resampling not in RESAMPLING:
         raise ValueError(f"unknown resampling {resampling!r}; choose from {', '.join(RESAMPLING)}")
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
     check_output(out, [moving], overwrite)
-    with rasterio.open(moving) as ds:
+    with open_dataset(moving) as ds:
         count, dtype, nodata, size = ds.count, ds.dtypes[0], ds.nodata, (ds.width, ds.height)
     src, wopts = _source_vrt(moving, transform, grid, size)
     out_nodata = _out_nodata(dtype, nodata)
@@ -335,7 +338,7 @@ def update_georef(moving: str | Path, transform: PixelTransform, grid: Grid, out
     Only for shift / similarity / affine models (a geotransform cannot express more).
     """
     gdal = _gdal()
-    moving, out = Path(moving), Path(out)
+    moving, out = resolve_input(moving), Path(out)
     if transform.model not in AFFINE_MODELS:
         raise InputError(f"--update-georef needs a shift, similarity or affine model, not {transform.model}")
     if not grid.georeferenced:
@@ -344,9 +347,9 @@ def update_georef(moving: str | Path, transform: PixelTransform, grid: Grid, out
     src, _ = _source_vrt(moving, transform, grid, (0, 0))
     tmp = _tmp_path(out)
     try:
-        import rasterio
+        from sarreg.io.raster import open_dataset
 
-        with rasterio.open(moving) as ds:
+        with open_dataset(moving) as ds:
             dtype = ds.dtypes[0]
         # compression (and the COG's overviews) on all cores: this copy is the whole cost of --update-georef
         co = _creation_options(fmt, compress, dtype) + ["NUM_THREADS=ALL_CPUS"]

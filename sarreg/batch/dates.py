@@ -50,12 +50,12 @@ def _valid_date(parts: list[str | None]) -> bool:
     return True
 
 
-def _tags(path: Path) -> dict[str, str]:
+def _tags(path: str | Path) -> dict[str, str]:
     """Upper-cased metadata of the default and IMAGE_STRUCTURE domains and of band 1 (dataset tags win)."""
-    import rasterio
+    from sarreg.io.raster import open_dataset
 
     tags: dict[str, str] = {}
-    with rasterio.open(path) as ds:
+    with open_dataset(path) as ds:
         for domain in (None, "IMAGE_STRUCTURE"):
             tags.update({k.upper(): v for k, v in ds.tags(ns=domain).items()})
         if ds.count:
@@ -69,8 +69,10 @@ def scene_date(path: str | Path, warnings: list[str] | None = None) -> str | Non
     An unreadable file is no error here (its registration reports it): the reason is logged and appended to
     ``warnings`` when given, and the date comes from the file name.
     """
-    path = Path(path)
+    from sarreg.io.source import input_name, resolve_input
+
     try:
+        path = resolve_input(path)
         tags = _tags(path)
     except Exception as e:  # noqa: BLE001 - rasterio / GDAL raise several types for unreadable files
         from sarreg.batch.files import error_text
@@ -86,4 +88,4 @@ def scene_date(path: str | Path, warnings: list[str] | None = None) -> str | Non
     for key, value in tags.items():
         if "ACQUISITION" in key and (d := parse_date(value)):
             return d
-    return parse_date(path.name)
+    return parse_date(input_name(path))

@@ -12,13 +12,36 @@ from typing import Any
 from sarreg.errors import SarregError
 from sarreg.outputs import sha256_file, write_atomic
 
-__all__ = ["sha256_file", "fingerprint", "atomic_write", "dumps", "is_temp", "error_text"]
+__all__ = ["sha256_file", "input_sha256", "fingerprint", "atomic_write", "dumps", "is_temp", "error_text"]
 
 
-def fingerprint(path: Path) -> dict[str, int]:
-    """Size and mtime of an input: a changed input makes its committed scene stale."""
-    st = path.stat()
-    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+def fingerprint(path: str | Path) -> dict[str, int] | None:
+    """Size and mtime of an input (local or remote, via GDAL's VSIStatL; None when it cannot be stat'ed): a changed
+    input makes its committed scene stale."""
+    from sarreg.io.source import is_remote
+
+    if not is_remote(path):
+        p = Path(path)
+        if not p.exists():
+            return None
+        st = p.stat()
+        return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    from osgeo import gdal
+
+    st = gdal.VSIStatL(str(path))
+    return None if st is None else {"size": int(st.size), "mtime_ns": int(st.mtime) * 10 ** 9}
+
+
+def input_sha256(path: str | Path) -> str:
+    """sha256 of a local input's bytes; of a remote input's name, size and mtime (reading a whole remote file
+    just to identify it would defeat windowed reads)."""
+    from sarreg.io.source import is_remote
+
+    if not is_remote(path):
+        return sha256_file(path)
+    import hashlib
+
+    return hashlib.sha256(dumps({"remote": str(path), "stat": fingerprint(path)})).hexdigest()
 
 
 def atomic_write(path: Path, data: bytes) -> None:

@@ -174,7 +174,9 @@ def reference_grid(path: str | Path) -> dict[str, Any]:
 
     from sarreg.warp import Grid
 
-    with rasterio.open(path) as ds:
+    from sarreg.io.raster import open_dataset
+
+    with open_dataset(path) as ds:
         geo = ds.crs is not None and ds.transform != rasterio.Affine.identity()
         return Grid(ds.width, ds.height, ds.transform if geo else rasterio.Affine.identity(),
                     ds.crs.to_wkt() if geo else None).to_dict()

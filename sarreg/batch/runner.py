@@ -22,7 +22,7 @@ from typing import Any
 from sarreg.batch.cache import CACHE_DIR, prepare_reference
 from sarreg.batch.chain import CHAIN_MODELS, run_chain
 from sarreg.batch.dates import scene_date
-from sarreg.batch.files import error_text, fingerprint, sha256_file
+from sarreg.batch.files import error_text, fingerprint, input_sha256
 from sarreg.batch.manifest import (MANIFEST, WORK_DIR, Manifest, clean_stale, outdir_lock, prepare_outdir,
                                    run_key)
 from sarreg.batch.results import OUT_SUFFIX, BatchSummary, SceneResult, reference_grid
@@ -30,6 +30,7 @@ from sarreg.batch.summary import write_summary
 from sarreg.batch.tasks import run_scene_with_ref
 from sarreg.config import RegisterConfig
 from sarreg.errors import InputError, OutputError
+from sarreg.io.source import input_name, resolve_input
 
 log = logging.getLogger(__name__)
 
@@ -73,11 +74,20 @@ def dask_client(scheduler: str | None = None, workers: int | None = None, thread
         yield client
 
 
-def unique_keys(paths: Sequence[Path]) -> list[str]:
+def _absolute(src: str | Path) -> str | Path:
+    """A scene input as workers open it: a resolved local Path, or a GDAL name (URL, /vsi...) as is."""
+    try:
+        src = resolve_input(src)
+    except InputError:  # e.g. a zip of several rasters: that scene's registration reports it
+        src = Path(src)
+    return src.resolve() if isinstance(src, Path) else src
+
+
+def unique_keys(paths: Sequence[str | Path]) -> list[str]:
     """Scene names (file stems, made file-name safe and unique): the names of its outputs and manifest keys."""
     keys: list[str] = []
     seen: dict[str, int] = {}
-    for p in paths:
+    for p in (Path(input_name(q)) for q in paths):
         stem = re.sub(r"[^A-Za-z0-9._+-]", "_", p.name.split(".")[0] if p.name.startswith(".") else p.stem) or "scene"
         n = seen.get(stem, 0) + 1
         seen[stem] = n
@@ -125,7 +135,7 @@ class Run:
         res.warnings = [*self.warnings.get(key, []), *res.warnings]
         self.results[key] = res
         p = self.by_key[key]
-        fp = fingerprint(p) if p.exists() else None
+        fp = fingerprint(p)
         self.manifest.commit(key, {"run_key": self.run_key, "input": fp, "status": res.status, "outputs": outputs,
                                    "result": res.to_dict(), **extra})
         if self.progress:
@@ -189,9 +199,9 @@ def batch(reference: str | Path, scenes: Sequence[str | Path], outdir: str | Pat
     unusable reference or an empty scene list, ``OutputError`` for an unwritable OUTDIR.
     """
     t_start = time.perf_counter()
-    ref = Path(reference).resolve()
+    ref = _absolute(reference)
     check_run(ref, config)  # fail fast (exit 1) on an unusable reference, bad options or weights
-    paths = [Path(s).resolve() for s in scenes]
+    paths = [_absolute(s) for s in scenes]
     paths = [p for p in paths if p != ref]  # a glob may include the reference itself
     if not paths:
         raise InputError(f"{outdir}: no scenes to register (besides the reference)")
@@ -200,7 +210,7 @@ def batch(reference: str | Path, scenes: Sequence[str | Path], outdir: str | Pat
                          f"not {config.model}")
     out = Path(outdir).resolve()
     for p in paths:
-        if p.parent == out and p.name.endswith(OUT_SUFFIX):
+        if isinstance(p, Path) and p.parent == out and p.name.endswith(OUT_SUFFIX):
             raise OutputError(f"{p}: input is an output of this batch folder; refusing to overwrite an input")
     prepare_outdir(out)
 
@@ -215,7 +225,7 @@ def batch(reference: str | Path, scenes: Sequence[str | Path], outdir: str | Pat
     keys = [keys[i] for i in order]
     by_key = dict(zip(keys, (paths[i] for i in order)))
     mode = "chain" if chain else "reference"
-    ref_sha = sha256_file(ref)
+    ref_sha = input_sha256(ref)
     key_of_run = run_key(config, mode, ref_sha)
     cache = (Path(cache_dir).resolve() if cache_dir else out / CACHE_DIR) if reference_cache else None
 
@@ -270,7 +280,8 @@ def _resumed(manifest: Manifest, keys: list[str], by_key: dict[str, Path], key_o
              progress: Callable[[SceneResult], None] | None) -> dict[str, SceneResult]:
     """Committed scenes that still verify (outputs re-hashed in parallel threads: hashlib releases the GIL)."""
     def check(k: str) -> SceneResult | None:
-        return manifest.done(k, key_of_run, fingerprint(by_key[k]), out) if by_key[k].exists() else None
+        fp = fingerprint(by_key[k])
+        return manifest.done(k, key_of_run, fp, out) if fp is not None else None
 
     results: dict[str, SceneResult] = {}
     with ThreadPoolExecutor(max_workers=8) as pool:

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from sarreg.batch.cache import CachingExtractor, load_index, process_extractor
-from sarreg.batch.files import atomic_write, dumps, error_text, sha256_file
+from sarreg.batch.files import atomic_write, dumps, error_text, input_sha256
 from sarreg.batch.manifest import publish
 from sarreg.batch.results import OUT_SUFFIX, STATUSES, num, result_fields
 from sarreg.config import RegisterConfig
@@ -74,7 +74,7 @@ def run_scene(task: dict[str, Any]) -> dict[str, Any]:
         res.update(result_fields(report, task["grid"], prior))
         timings: dict[str, float] = dict(report.timings_s or {})
         t = time.perf_counter()
-        out["input_sha256"] = sha256_file(moving)
+        out["input_sha256"] = input_sha256(moving)
         out["outputs"] = publish(stage, outdir)
         timings["publish"] = time.perf_counter() - t
         timings["cpu"] = time.process_time() - cpu0  # CPU seconds of the worker process (all its threads)

@@ -9,10 +9,11 @@ from typing import Any
 
 import click
 
-from sarreg.cli.options import path_arg
+from sarreg.cli.options import input_arg, path_arg
 from sarreg.cli.register import register as _register_cmd
 from sarreg.config import PreprocessConfig, RegisterConfig
 from sarreg.errors import InputError
+from sarreg.io.source import is_remote
 
 # Register options that make no sense per batch (one output per scene, written by the batch itself).
 _NOT_IN_BATCH = {"overwrite", "quicklook", "as_json"}
@@ -42,10 +43,14 @@ def config_from_options(kw: dict[str, Any]) -> RegisterConfig:
     return RegisterConfig(**d, preprocess=PreprocessConfig(**pre))
 
 
-def _scene_list(scenes: tuple[str, ...], from_list: Path | None) -> list[Path]:
-    """Scenes from arguments (globs expanded, also when the shell did not) and from a list file."""
-    out: list[Path] = []
+def _scene_list(scenes: tuple[str, ...], from_list: Path | None) -> list[str | Path]:
+    """Scenes from arguments (local globs expanded, also when the shell did not; URLs and /vsi paths as given)
+    and from a list file."""
+    out: list[str | Path] = []
     for s in scenes:
+        if is_remote(s):
+            out.append(s)
+            continue
         hits = sorted(glob.glob(s)) if glob.has_magic(s) else [s]
         if not hits:
             raise InputError(f"{s}: pattern matches no file")
@@ -59,12 +64,15 @@ def _scene_list(scenes: tuple[str, ...], from_list: Path | None) -> list[Path]:
         for line in lines:
             line = line.strip()
             if line and not line.startswith("#"):
+                if is_remote(line):
+                    out.append(line)
+                    continue
                 p = Path(line)
                 out.append(p if p.is_absolute() else base / p)
-    seen: set[Path] = set()
+    seen: set[str | Path] = set()
     uniq = []
     for p in out:
-        r = p.resolve()
+        r = p.resolve() if isinstance(p, Path) else p
         if r not in seen:
             seen.add(r)
             uniq.append(p)
@@ -74,20 +82,20 @@ def _scene_list(scenes: tuple[str, ...], from_list: Path | None) -> list[Path]:
 RUN_FILES = ("summary.csv", "summary.json", "summary.png", "tiepoints.gpkg", "manifest.json")
 
 
-def _check_run_files(outdir: Path, inputs: list[Path | None]) -> None:
+def _check_run_files(outdir: Path, inputs: list[str | Path | None]) -> None:
     """The run files of OUTDIR (rewritten by every run) must not be an input (also through links)."""
     from sarreg.errors import OutputError
     from sarreg.outputs import same_file
 
     for name in RUN_FILES:
         for p in inputs:
-            if p is not None and same_file(outdir / name, p):
+            if p is not None and not is_remote(p) and same_file(outdir / name, p):
                 raise OutputError(f"{outdir / name}: output path is the same file as input {p}; refusing to "
                                   "overwrite an input")
 
 
 @click.command(context_settings={"show_default": True})
-@click.argument("ref", type=path_arg)
+@click.argument("ref", type=input_arg)
 @click.argument("scenes", nargs=-1)
 @click.option("-o", "--out-dir", "outdir", type=path_arg, required=True, help="Output folder (created).")
 @click.option("--from-list", type=path_arg, default=None,
@@ -107,7 +115,7 @@ def _check_run_files(outdir: Path, inputs: list[Path | None]) -> None:
 @click.option("--cache-dir", type=path_arg, default=None,
               help="Folder of the reference-feature cache [default: OUT_DIR/.cache].")
 @click.option("--progress/--no-progress", default=True, help="Progress bar over scenes.")
-def batch(ref: Path, scenes: tuple[str, ...], outdir: Path, from_list: Path | None, chain: bool,
+def batch(ref: str | Path, scenes: tuple[str, ...], outdir: Path, from_list: Path | None, chain: bool,
           workers: int | None, threads_per_worker: int, scheduler: str | None, resume: bool,
           reference_cache: bool, cache_dir: Path | None, progress: bool, **register_options: Any) -> None:
     """Register every SCENE (paths or globs) onto REF with Dask; per-scene outputs and summary.csv / .json / .png

@@ -6,10 +6,11 @@ from pathlib import Path
 
 import click
 
-from sarreg.cli.options import overwrite_opt, writable_dir
+from sarreg.cli.options import input_arg, overwrite_opt, writable_dir
 
 from sarreg.config import BACKENDS, ExtractConfig, PreprocessConfig
 from sarreg.errors import InputError, OutputError
+from sarreg.io.source import Source, input_folder, input_name, resolve_input
 from sarreg.outputs import check_write_set, clean_stale
 
 
@@ -19,22 +20,32 @@ def _tile_size(ctx: click.Context, param: click.Parameter, value: int) -> int:
     return value
 
 
-def _quicklook_name(quicklook: Path, image: Path, several: bool) -> Path:
-    return quicklook if not several else quicklook.with_name(f"{image.stem}_{quicklook.name}")
+def _quicklook_name(quicklook: Path, image: Source, several: bool) -> Path:
+    return quicklook if not several else quicklook.with_name(f"{Path(input_name(image)).stem}_{quicklook.name}")
 
 
-def extract_outputs(images: list[Path], out_dir: Path | None, geo: bool, quicklook: Path | None) -> list[list[Path]]:
+def _out_folder(img: Source, out_dir: Path | None) -> Path:
+    """-o, else the image's own folder (a remote input needs -o)."""
+    d = out_dir or input_folder(img)
+    if d is None:
+        raise InputError(f"{img}: a remote input has no folder to write next to; give -o/--out-dir")
+    return d
+
+
+def extract_outputs(images: list[Source], out_dir: Path | None, geo: bool,
+                    quicklook: Path | None) -> list[list[Path]]:
     """Write set of ``extract``: per image, its .r2d2 (+ .keypoints.gpkg / .geojson, quicklook).
 
     Two images that would write the same file (``a/scene.tif b/scene.tif -o out``) are refused in one line.
     """
     plan: list[list[Path]] = []
-    owner: dict[str, Path] = {}
+    owner: dict[str, Source] = {}
     for img in images:
-        d = out_dir or img.parent
-        outs = [d / f"{img.name}.r2d2"]
+        d = _out_folder(img, out_dir)
+        name = input_name(img)
+        outs = [d / f"{name}.r2d2"]
         if geo:
-            outs += [d / f"{img.name}.keypoints.gpkg", d / f"{img.name}.keypoints.geojson"]
+            outs += [d / f"{name}.keypoints.gpkg", d / f"{name}.keypoints.geojson"]
         if quicklook is not None:
             outs.append(_quicklook_name(quicklook, img, len(images) > 1))
         for o in outs:
@@ -48,7 +59,7 @@ def extract_outputs(images: list[Path], out_dir: Path | None, geo: bool, quicklo
 
 
 @click.command()
-@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("images", nargs=-1, required=True, type=input_arg)
 @click.option("--weights", type=click.Path(path_type=Path), default=None,
               help="Checkpoint (ours or an original R2D2 .pt). Default: the model shipped in models/.")
 @click.option("--top-k", type=click.IntRange(min=0), default=5000, show_default=True, help="Keypoints kept (0 = all).")
@@ -81,7 +92,7 @@ def extract_outputs(images: list[Path], out_dir: Path | None, geo: bool, quicklo
               help="PNG with keypoints drawn on the scaled image (with several images: prefixed per image).")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @overwrite_opt
-def extract(images: tuple[Path, ...], weights: Path | None, top_k: int, tile_size: int, scale_f: float,
+def extract(images: tuple[Source, ...], weights: Path | None, top_k: int, tile_size: int, scale_f: float,
             min_size: int, max_size: int, min_scale: float, max_scale: float, rel_thr: float | None, rep_thr: float | None,
             band: int | None, kind: str, despeckle: int, device: str, precision: str, backend: str,
             out_dir: Path | None, geo: bool, quicklook: Path | None, progress: bool, overwrite: bool) -> None:
@@ -102,9 +113,10 @@ def extract(images: tuple[Path, ...], weights: Path | None, top_k: int, tile_siz
     resolve_backend(backend, resolve_device(device))  # fail before any work (e.g. openvino not installed)
     if out_dir is not None:
         writable_dir(out_dir)
+    images = tuple(resolve_input(p) for p in images)  # names of outputs come from what is read (zip members)
     scenes = [open_scene(p, cfg.preprocess) for p in images]  # validate every input before any work
     for p in images:
-        d = out_dir or p.parent
+        d = _out_folder(p, out_dir)
         if not os.access(d, os.W_OK):
             raise OutputError(f"{d}: output directory is not writable")
     if geo:
@@ -116,7 +128,7 @@ def extract(images: tuple[Path, ...], weights: Path | None, top_k: int, tile_siz
     clean_stale([p for ps in plan for p in ps])
     model = load_model(weights, resolve_device(device))
     for sc in scenes:
-        bar = tqdm(desc=sc.path.name, unit="tile", disable=not progress, leave=False)
+        bar = tqdm(desc=input_name(sc.path), unit="tile", disable=not progress, leave=False)
 
         def tick(done: int, total: int) -> None:
             bar.total = total
@@ -125,8 +137,8 @@ def extract(images: tuple[Path, ...], weights: Path | None, top_k: int, tile_siz
 
         feats = extract_scene(sc, model, cfg, progress=tick)
         bar.close()
-        d = out_dir or sc.path.parent
-        out = feats.save_npz(d / f"{sc.path.name}.r2d2")
+        d = _out_folder(sc.path, out_dir)
+        out = feats.save_npz(d / f"{input_name(sc.path)}.r2d2")
         click.echo(f"{sc.path}: {len(feats)} keypoints -> {out}")
         if geo:
             from sarreg.io.vector import write_points
@@ -135,7 +147,7 @@ def extract(images: tuple[Path, ...], weights: Path | None, top_k: int, tile_siz
             attrs = {"x": feats.keypoints[:, 0].astype("float64"), "y": feats.keypoints[:, 1].astype("float64"),
                      "scale": feats.keypoints[:, 2].astype("float64"), "score": feats.scores.astype("float64")}
             for suffix in (".keypoints.gpkg", ".keypoints.geojson"):
-                click.echo(f"  -> {write_points(d / (sc.path.name + suffix), xy_map, attrs, sc.crs)}")
+                click.echo(f"  -> {write_points(d / (input_name(sc.path) + suffix), xy_map, attrs, sc.crs)}")
         if quicklook is not None:
             from sarreg.quicklook import keypoint_quicklook
 

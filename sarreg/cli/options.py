@@ -26,6 +26,23 @@ device_opt = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"])
 path_arg = click.Path(path_type=Path)
 
 
+class InputArg(click.ParamType):
+    """A raster input: a local path (``Path``) or a URL / GDAL virtual path kept as a string, since ``Path`` would
+    collapse the ``//`` of ``https://`` (``sarreg.io.source``; existence is checked by opening it)."""
+
+    name = "input"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> str | Path:
+        from sarreg.io.source import is_remote
+
+        if isinstance(value, Path) or not is_remote(str(value)):
+            return Path(value)
+        return str(value)
+
+
+input_arg = InputArg()
+
+
 def writable_dir(path: Path) -> Path:
     """Create ``path`` if needed and check it is a writable directory (OutputError naming it otherwise)."""
     if not path.exists():

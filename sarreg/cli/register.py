@@ -6,15 +6,15 @@ from pathlib import Path
 
 import click
 
-from sarreg.cli.options import (compress_opt, device_opt, format_opt, mem_opt, overwrite_opt, path_arg,
+from sarreg.cli.options import (compress_opt, device_opt, format_opt, input_arg, mem_opt, overwrite_opt, path_arg,
                                 resampling_opt, update_georef_opt)
 from sarreg.errors import InputError, LowQuality, RegistrationFailed
 from sarreg.config import BACKENDS, MODELS, ROBUST_NAMES
 
 
 @click.command()
-@click.argument("ref", type=path_arg)
-@click.argument("moving", type=path_arg)
+@click.argument("ref", type=input_arg)
+@click.argument("moving", type=input_arg)
 @click.argument("out", type=path_arg)
 @click.option("--features", type=click.Choice(["r2d2", "sift"]), default="r2d2", show_default=True,
               help="Keypoints: the R2D2 network or OpenCV SIFT (classical fallback).")
@@ -64,7 +64,7 @@ from sarreg.config import BACKENDS, MODELS, ROBUST_NAMES
               help="Network inference: auto = OpenVINO on the CPU when installed, else torch (CUDA: torch).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the robust estimator.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report JSON to stdout.")
-def register(ref: Path, moving: Path, out: Path, features: str, weights: Path | None, model: str, robust: str,
+def register(ref: Path | str, moving: Path | str, out: Path, features: str, weights: Path | None, model: str, robust: str,
              threshold: float, max_shift: float | None, ratio: float | None, min_inliers: int, max_rmse: float,
              min_coverage: float, band: int | None, moving_band: int | None, kind: str, coarse_size: int,
              tile_size: int, n_tiles: int, no_warp: bool, update_georef: bool, force: bool, overwrite: bool,
@@ -103,7 +103,7 @@ def register(ref: Path, moving: Path, out: Path, features: str, weights: Path | 
 
 @click.command()
 @click.argument("report", type=path_arg)
-@click.argument("moving", type=path_arg)
+@click.argument("moving", type=input_arg)
 @click.argument("out", type=path_arg)
 @update_georef_opt
 @overwrite_opt
@@ -111,7 +111,7 @@ def register(ref: Path, moving: Path, out: Path, features: str, weights: Path | 
 @compress_opt
 @resampling_opt
 @mem_opt
-def apply(report: Path, moving: Path, out: Path, update_georef: bool, overwrite: bool, fmt: str, compress: str,
+def apply(report: Path, moving: Path | str, out: Path, update_georef: bool, overwrite: bool, fmt: str, compress: str,
           resampling: str, warp_mem_mb: int) -> None:
     """Re-apply the transform saved in REPORT (a .report.json) to MOVING, writing OUT on the reference grid.
 

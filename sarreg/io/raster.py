@@ -32,6 +32,7 @@ from rasterio.windows import Window
 
 from sarreg.config import PreprocessConfig
 from sarreg.errors import InputError
+from sarreg.io.source import Source, is_remote, open_options, resolve_input
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ DB_NEGATIVE_FRACTION = 0.05  # kind "auto" on float data: dB when more of the va
 class Scene:
     """What we need to know about one input raster, read once (no pixel data kept)."""
 
-    path: Path
+    path: Source  # a local Path or a GDAL name (URL, /vsi...; ``sarreg.io.source``)
     width: int
     height: int
     count: int
@@ -91,29 +92,34 @@ def gdal_message(e: BaseException, limit: int = 160) -> str:
     return (msg.splitlines()[0] if msg else type(e).__name__)[:limit]
 
 
-def _open(path: Path) -> rasterio.io.DatasetReader:
-    if not path.exists():
-        raise InputError(f"{path}: file not found")
-    if path.is_dir():
-        raise InputError(f"{path}: is a directory, not a raster")
-    if path.stat().st_size == 0:
-        raise InputError(f"{path}: empty file (0 bytes)")
+def _open(path: Source) -> rasterio.io.DatasetReader:
+    """Open a local file or a remote / archived input (``sarreg.io.source``); every failure is one InputError line
+    naming the input."""
+    path = resolve_input(path)
+    if isinstance(path, Path):
+        if not path.exists():
+            raise InputError(f"{path}: file not found")
+        if path.is_dir():
+            raise InputError(f"{path}: is a directory, not a raster")
+        if path.stat().st_size == 0:
+            raise InputError(f"{path}: empty file (0 bytes)")
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), open_options(path):
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             return rasterio.open(path)
     except RasterioIOError as e:
-        raise InputError(f"{path}: not a readable raster ({gdal_message(e)})") from None
+        what = "cannot open remote raster" if is_remote(path) else "not a readable raster"
+        raise InputError(f"{path}: {what} ({gdal_message(e)})") from None
     except Exception as e:  # driver-level failures
         raise InputError(f"{path}: cannot open raster ({type(e).__name__}: {str(e)[:160]})") from None
 
 
-def open_dataset(path: str | Path) -> rasterio.io.DatasetReader:
-    """Open a raster with a clear InputError for missing / unreadable files."""
-    return _open(Path(path))
+def open_dataset(path: Source) -> rasterio.io.DatasetReader:
+    """Open a raster with a clear InputError for missing / unreadable files and URLs."""
+    return _open(path)
 
 
-def choose_band(ds: rasterio.io.DatasetReader, band: int | None, path: Path) -> int:
+def choose_band(ds: rasterio.io.DatasetReader, band: int | None, path: Source) -> int:
     """1-based band: the given one (checked), else the band described as VV, else 1."""
     if band is not None:
         if not 1 <= band <= ds.count:
@@ -229,9 +235,9 @@ def _read_band(ds, band: int, window: Window | None, out_shape: tuple[int, int] 
     return vals, mask
 
 
-def open_scene(path: str | Path, pre: PreprocessConfig = PreprocessConfig()) -> Scene:
+def open_scene(path: Source, pre: PreprocessConfig = PreprocessConfig()) -> Scene:
     """Validate a raster and compute its per-scene scaling from one decimated read (bounded memory)."""
-    path = Path(path)
+    path = resolve_input(path)
     with _open(path) as ds:
         if ds.width < 1 or ds.height < 1 or ds.count < 1:
             raise InputError(f"{path}: zero-size raster ({ds.width}x{ds.height}, {ds.count} bands)")

@@ -1,0 +1,312 @@
+"""Remote and archived inputs (issue #14, first part): URLs, /vsicurl/, zips, /vsizip/.
+
+A real HTTP server on 127.0.0.1 started by the tests (threaded, honours single and multiple ``Range`` requests,
+logs the bytes it serves) serves COGs made with ``gdal.Translate(format="COG")`` from a speckled synthetic pair
+with a known shift. No internet, no mocks: GDAL's /vsicurl/ talks to the server.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import zipfile
+from collections import defaultdict
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pytest
+from affine import Affine
+from click.testing import CliRunner
+
+from sarreg.cli import cli
+from sarreg.synth import reflectivity, speckle, warp_image, write_geotiff
+
+CRS = "EPSG:32633"
+T = Affine(10.0, 0, 500000.0, 0, -10.0, 5000000.0)
+SHIFT = (3.4, -2.1)  # moving px + SHIFT = reference px
+PAD, LOOKS = 48, 8.0
+REPO = Path(__file__).resolve().parents[1]
+
+
+class RangeHandler(BaseHTTPRequestHandler):
+    """GET / HEAD of files under ``server.root`` with ``Range: bytes=a-b[,c-d...]``; bytes served per file name
+    are added to ``server.served``."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args: object) -> None:  # quiet
+        pass
+
+    def _file(self) -> Path | None:
+        p = self.server.root / self.path.split("?", 1)[0].lstrip("/")  # type: ignore[attr-defined]
+        return p if p.is_file() else None
+
+    def do_HEAD(self) -> None:
+        self._serve(head=True)
+
+    def do_GET(self) -> None:
+        self._serve(head=False)
+
+    def _serve(self, head: bool) -> None:
+        p = self._file()
+        if p is None:
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        data = p.read_bytes()
+        size = len(data)
+        rng = self.headers.get("Range")
+        ranges: list[tuple[int, int]] = []
+        if rng and rng.startswith("bytes="):
+            for part in rng[6:].split(","):
+                a, _, b = part.strip().partition("-")
+                if a == "":
+                    start, end = max(0, size - int(b)), size - 1
+                else:
+                    start, end = int(a), min(size - 1, int(b) if b else size - 1)
+                if start < size:
+                    ranges.append((start, end))
+            if not ranges:
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{size}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+        if not ranges:
+            body, ctype, status = data, "image/tiff", 200
+        elif len(ranges) == 1:
+            (s, e), = ranges
+            body, ctype, status = data[s:e + 1], "image/tiff", 206
+        else:
+            sep = "SARREGBOUNDARY"
+            chunks = []
+            for s, e in ranges:
+                chunks.append(f"--{sep}\r\nContent-Type: image/tiff\r\nContent-Range: bytes {s}-{e}/{size}\r\n\r\n"
+                              .encode() + data[s:e + 1] + b"\r\n")
+            body, ctype, status = b"".join(chunks) + f"--{sep}--\r\n".encode(), \
+                f"multipart/byteranges; boundary={sep}", 206
+        self.send_response(status)
+        self.send_header("Accept-Ranges", "bytes")
+        self.send_header("Content-Type", ctype)
+        if status == 206 and len(ranges) == 1:
+            self.send_header("Content-Range", f"bytes {ranges[0][0]}-{ranges[0][1]}/{size}")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if not head:
+            self.wfile.write(body)
+            with self.server.lock:  # type: ignore[attr-defined]
+                self.server.served[p.name] += len(body)  # type: ignore[attr-defined]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory) -> Iterator[tuple[str, ThreadingHTTPServer]]:
+    """(base URL, server) serving a module temp folder; the folder is ``server.root``."""
+    root = tmp_path_factory.mktemp("www")
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), RangeHandler)
+    srv.daemon_threads = True
+    srv.root, srv.served, srv.lock = root, defaultdict(int), threading.Lock()  # type: ignore[attr-defined]
+    th = threading.Thread(target=srv.serve_forever, daemon=True)
+    th.start()
+    yield f"http://127.0.0.1:{srv.server_address[1]}", srv
+    srv.shutdown()
+    srv.server_close()
+
+
+def _cog(src: Path, dst: Path, blocksize: int = 256) -> Path:
+    from osgeo import gdal
+
+    gdal.UseExceptions()
+    gdal.Translate(str(dst), str(src), format="COG",
+                   creationOptions=["COMPRESS=DEFLATE", f"BLOCKSIZE={blocksize}", "OVERVIEWS=AUTO",
+                                    "RESAMPLING=AVERAGE"])
+    return dst
+
+
+def _pair(folder: Path, n: int, seed: int, prefix: str) -> tuple[Path, Path]:
+    """COGs ``<prefix>ref.tif`` / ``<prefix>mov.tif`` (n x n linear power, moving shifted by SHIFT) in folder."""
+    rng = np.random.default_rng(seed)
+    f = reflectivity(n + 2 * PAD, n + 2 * PAD, seed=seed)
+    m = np.array([[1, 0, PAD + SHIFT[0]], [0, 1, PAD + SHIFT[1]], [0, 0, 1.0]])
+    mov = np.nan_to_num(warp_image(speckle(f, LOOKS, rng), m, (n, n)), nan=0.0).astype(np.float32)
+    ref = speckle(f, LOOKS, rng)[PAD:PAD + n, PAD:PAD + n].astype(np.float32)
+    tmp = folder / "plain"
+    tmp.mkdir(exist_ok=True)
+    r = _cog(write_geotiff(tmp / f"{prefix}ref.tif", ref, T, CRS), folder / f"{prefix}ref.tif")
+    mv = _cog(write_geotiff(tmp / f"{prefix}mov.tif", mov, T, CRS, nodata=0.0), folder / f"{prefix}mov.tif")
+    return r, mv
+
+
+@pytest.fixture(scope="module")
+def small(server) -> tuple[Path, Path]:
+    return _pair(server[1].root, 320, 5, "")
+
+
+def _cli(*args: object):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def _shift_error(report: Path) -> float:
+    """Largest distance (px) between the recovered moving -> reference matrix and the known shift."""
+    m = np.asarray(json.loads(report.read_text())["matrix"], dtype=np.float64)
+    g = np.stack(np.meshgrid(np.linspace(32, 288, 9), np.linspace(32, 288, 9)), -1).reshape(-1, 2)
+    p = np.c_[g, np.ones(len(g))] @ m.T
+    return float(np.hypot(*(p[:, :2] / p[:, 2:] - (g + np.asarray(SHIFT))).T).max())
+
+
+def test_register_http_urls(server, small, tmp_path):
+    base, _ = server
+    out = tmp_path / "out.tif"
+    res = _cli("register", "--features", "sift", f"{base}/ref.tif", f"{base}/mov.tif", out)
+    assert res.exit_code == 0, res.output
+    assert out.is_file()
+    assert _shift_error(tmp_path / "out.report.json") < 0.5
+
+
+def test_register_vsicurl_and_vsizip(server, small, tmp_path):
+    base, _ = server
+    ref, mov = small
+    z = tmp_path / "mov.zip"
+    with zipfile.ZipFile(z, "w") as zf:
+        zf.write(mov, "inner/mov.tif")
+    out = tmp_path / "a.tif"
+    res = _cli("register", "--features", "sift", "--no-warp", f"/vsicurl/{base}/ref.tif", f"/vsizip/{z}/inner/mov.tif",
+               out)
+    assert res.exit_code == 0, res.output
+    assert _shift_error(tmp_path / "a.report.json") < 0.5
+
+
+def test_register_local_zip(small, tmp_path):
+    ref, mov = small
+    z = tmp_path / "mov.zip"
+    with zipfile.ZipFile(z, "w") as zf:
+        zf.write(mov, "mov.tif")
+    res = _cli("register", "--features", "sift", ref, z, tmp_path / "z.tif")
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "z.tif").is_file()
+    assert _shift_error(tmp_path / "z.report.json") < 0.5
+    # several rasters: one line listing them; naming one inside the archive works
+    z2 = tmp_path / "two.zip"
+    with zipfile.ZipFile(z2, "w") as zf:
+        zf.write(mov, "a.tif")
+        zf.write(ref, "b.tif")
+    res = _cli("register", "--features", "sift", ref, z2, tmp_path / "t.tif")
+    assert res.exit_code == 1
+    assert "a.tif" in res.stderr and "b.tif" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "t.tif").exists()
+    res = _cli("register", "--features", "sift", "--no-warp", ref, z2 / "a.tif", tmp_path / "t.tif")
+    assert res.exit_code == 0, res.output
+    assert _shift_error(tmp_path / "t.report.json") < 0.5
+
+
+def test_404_url_is_one_line(server, small, tmp_path):
+    base, _ = server
+    url = f"{base}/missing.tif"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    p = subprocess.run([sys.executable, "-m", "sarreg.cli", "register", "--features", "sift", f"{base}/ref.tif", url,
+                        str(tmp_path / "o.tif")], capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+    assert p.returncode == 1, p.stderr
+    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and url in lines[0], p.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_remote_output_is_refused(server, small, tmp_path):
+    base, _ = server
+    res = _cli("register", "--features", "sift", f"{base}/ref.tif", f"{base}/mov.tif", f"{base}/out.tif")
+    assert res.exit_code == 1
+    assert "local" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
+def test_remote_reads_are_windowed(server, tmp_path):
+    """Registering a 4096² remote COG pair (no warp) fetches overviews and a few tiles, not the files.
+
+    The fine stage reads 9 windows of 384² at full resolution, i.e. ~60 of the 256² blocks of each file whatever
+    its size: on a 2048² pair (64 blocks per file) that is nearly everything (97 % measured), on 4096² about a
+    quarter (24 % measured), on a 10k² scene a few percent."""
+    base, srv = server
+    ref, mov = _pair(srv.root, 4096, 11, "big_")
+    size = ref.stat().st_size + mov.stat().st_size
+    srv.served.clear()
+    res = _cli("register", "--features", "sift", "--no-warp", f"{base}/{ref.name}", f"{base}/{mov.name}",
+               tmp_path / "big.tif")
+    assert res.exit_code == 0, res.output
+    served = srv.served[ref.name] + srv.served[mov.name]
+    frac = served / size
+    print(f"\nremote 4096² COG pair: {served} of {size} bytes served ({100 * frac:.1f} %)")
+    assert frac < 0.6, (served, size)
+
+
+def test_apply_remote_moving(server, small, tmp_path):
+    """``apply`` re-applies a saved transform to a raster read over HTTP."""
+    base, _ = server
+    ref, mov = small
+    res = _cli("register", "--features", "sift", "--no-warp", ref, mov, tmp_path / "r.tif")
+    assert res.exit_code == 0, res.output
+    res = _cli("apply", tmp_path / "r.report.json", f"{base}/mov.tif", tmp_path / "a.tif")
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "a.tif").is_file()
+
+
+def test_input_names_map_to_gdal():
+    from sarreg.io.source import is_remote, resolve_input
+
+    assert resolve_input("https://h.example/a/b.tif") == "/vsicurl/https://h.example/a/b.tif"
+    assert resolve_input("s3://bucket/key/x.tif") == "/vsis3/bucket/key/x.tif"
+    assert resolve_input("gs://bucket/x.tif") == "/vsigs/bucket/x.tif"
+    assert resolve_input("/vsiaz/c/x.tif") == "/vsiaz/c/x.tif"
+    assert resolve_input("/vsicurl/http://h/x.tif") == "/vsicurl/http://h/x.tif"
+    assert resolve_input("local/x.tif") == Path("local/x.tif")
+    assert is_remote(Path("https://h/x.tif"))  # a URL collapsed by pathlib is still recognised (and refused as OUT)
+    assert not is_remote(Path("x.tif"))
+
+
+def test_remote_defaults_do_not_override_user(monkeypatch):
+    from sarreg.io.source import REMOTE_DEFAULTS, apply_remote_defaults
+
+    monkeypatch.setenv("GDAL_HTTP_MAX_RETRY", "9")
+    for k in REMOTE_DEFAULTS:
+        if k != "GDAL_HTTP_MAX_RETRY":
+            monkeypatch.delenv(k, raising=False)
+    apply_remote_defaults()
+    assert os.environ["GDAL_HTTP_MAX_RETRY"] == "9"
+    assert os.environ["GDAL_HTTP_TIMEOUT"] == REMOTE_DEFAULTS["GDAL_HTTP_TIMEOUT"]
+
+
+def test_batch_remote_scenes_and_resume(server, small, tmp_path):
+    """``sarreg batch`` with a URL reference, a URL scene and a zipped local scene (its own 1-worker LocalCluster);
+    a second run resumes both scenes (the remote fingerprint is GDAL's stat of the URL) without a cluster."""
+    base, _ = server
+    ref, mov = small
+    z = tmp_path / "zipped.zip"
+    with zipfile.ZipFile(z, "w") as zf:
+        zf.write(mov, "zipped.tif")
+    args = ["batch", "--features", "sift", "--workers", "1", "--no-progress", "-o", tmp_path / "out",
+            f"{base}/ref.tif", f"{base}/mov.tif", z]
+    res = _cli(*args)
+    assert res.exit_code == 0, res.output
+    doc = json.loads((tmp_path / "out" / "summary.json").read_text())
+    by = {r["scene"]: r for r in doc["scenes"]}
+    assert set(by) == {"mov", "zipped"}
+    for r in by.values():
+        assert abs(r["shift_x_px"] - SHIFT[0]) < 0.5 and abs(r["shift_y_px"] - SHIFT[1]) < 0.5, r
+        assert (tmp_path / "out" / f"{r['scene']}_reg.tif").is_file()
+    res = _cli(*args)
+    assert res.exit_code == 0, res.output
+    doc = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert doc["counts"]["resumed"] == 2
+
+
+def test_extract_remote_image(server, small, tmp_path):
+    """``extract`` reads a URL; its outputs go to -o (a remote input has no folder of its own)."""
+    base, _ = server
+    url = f"{base}/ref.tif"
+    res = _cli("extract", "--no-progress", url)
+    assert res.exit_code == 1 and "--out-dir" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    res = _cli("extract", "--no-progress", "--top-k", "200", "--tile-size", "0", "-o", tmp_path, url)
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "ref.tif.r2d2").is_file()
