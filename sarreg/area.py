@@ -23,17 +23,9 @@ from sarreg.stage import StageResult, TilePair
 
 
 AREA_SIZE = 64  # correlation window (px) at full resolution
-
-
 AREA_SPACING = 32  # grid spacing of window centres (px)
-
-
 AREA_MIN_WINDOWS = 8  # consistent windows needed for an area-based estimate
-
-
 AREA_MIN_RATIO = 0.3  # ... and their fraction among the windows that correlated
-
-
 AREA_RADIUS = 8.0  # search radius (px) once a keypoint or correlation estimate exists: wide enough that a wrong
 # model (an affine on a perspective pair) shows as inconsistent windows rather than as missing ones
 

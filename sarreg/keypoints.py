@@ -30,8 +30,6 @@ log = logging.getLogger(__name__)
 # Rotation search of the coarse stage when nothing fits at 0 (R2D2 tolerates roughly +-25 degrees; SIFT is
 # rotation invariant and skips it).
 ROTATIONS = (45.0, -45.0, 90.0, -90.0, 135.0, -135.0, 180.0)
-
-
 COARSE_GOOD = 10  # coarse inliers that end the rotation search
 
 

@@ -15,12 +15,9 @@ from sarreg.warp import PixelTransform
 
 
 FAIL_INLIERS = 8  # fewer final inliers: status "failed" (no usable transform)
-
-
 RICHER = {"shift": "affine", "similarity": "affine", "affine": "homography"}
-# what --model accepts: the estimator's models plus "auto" (affine, or homography when clearly better)
-
-
+# what --model accepts: the estimator's models plus "auto" (affine, or homography when clearly better) and "local"
+# (affine plus a correlation offsets field)
 REGISTER_MODELS = ("auto",) + MODELS + ("local",)
 
 
