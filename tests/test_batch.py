@@ -360,3 +360,16 @@ def test_scene_date_of_unreadable_file_is_recorded(tmp_path):
     warnings: list[str] = []
     assert scene_date(p, warnings) == "2023-04-05"  # from the file name
     assert len(warnings) == 1 and "metadata unreadable" in warnings[0]
+
+
+def test_batch_local_model_writes_offsets_and_commits_them(series, client, tmp_path):
+    """``--model local`` passes through batch: each scene's OUT.offsets.tif is an output of the manifest."""
+    ref, scenes = series
+    outdir = tmp_path / "out"
+    summary = batch(ref, [p for p, _ in scenes[:1]], outdir, CFG.with_(model="local", grid_spacing=64),
+                    client=client)
+    r = summary.scenes[0]
+    assert r.status == "ok", r.error
+    doc = _check_outputs_verify(outdir)
+    outs = next(iter(doc["scenes"].values()))["outputs"]
+    assert any(name.endswith(".offsets.tif") for name in outs), outs
