@@ -39,7 +39,7 @@ from sarreg.area import AREA_RADIUS, area_stage, coarse_area, global_start
 from sarreg.estimate import TPS_MAX_POINTS, Estimate, apply_matrix, decompose, finite_round, fit_model
 from sarreg.geometry import matrix_distance
 from sarreg.io.raster import Scene, open_dataset, open_scene
-from sarreg.io.source import resolve_input
+from sarreg.io.source import resolve_input, stac_info
 from sarreg.keypoints import Extractor, coarse_stage, fine_stage
 from sarreg.quality import (FAIL_INLIERS, REGISTER_MODELS, choose_estimate, judge, model_adequacy, overlap_points,
                             prefer_simpler, select_model, to_pixel_transform)
@@ -276,6 +276,9 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
     rep.stages["relate"] = {"prior": prior.tolist(), "overlap_fraction": round(frac, 4),
                             "overlap_area_px": round(area.area, 1), "georeferenced": rs.georeferenced}
     rep.stages["relate"]["kind"] = {"reference": rs.kind, "moving": ms.kind}
+    stac = {k: v for k, v in (("reference", stac_info(ref)), ("moving", stac_info(moving))) if v}
+    if stac:  # inputs given as STAC Items: item id, datetime and asset read
+        rep.stages["relate"]["stac"] = stac
     est = None
     fine = matches = None
     try:

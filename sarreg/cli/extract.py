@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from sarreg.cli.options import input_arg, overwrite_opt, writable_dir
+from sarreg.cli.options import asset_opt, input_arg, overwrite_opt, writable_dir
 
 from sarreg.config import BACKENDS, ExtractConfig, PreprocessConfig
 from sarreg.errors import InputError, OutputError
@@ -92,10 +92,12 @@ def extract_outputs(images: list[Source], out_dir: Path | None, geo: bool,
               help="PNG with keypoints drawn on the scaled image (with several images: prefixed per image).")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @overwrite_opt
+@asset_opt
 def extract(images: tuple[Source, ...], weights: Path | None, top_k: int, tile_size: int, scale_f: float,
             min_size: int, max_size: int, min_scale: float, max_scale: float, rel_thr: float | None, rep_thr: float | None,
             band: int | None, kind: str, despeckle: int, device: str, precision: str, backend: str,
-            out_dir: Path | None, geo: bool, quicklook: Path | None, progress: bool, overwrite: bool) -> None:
+            out_dir: Path | None, geo: bool, quicklook: Path | None, progress: bool, overwrite: bool,
+            asset: str | None) -> None:
     """Extract keypoints of IMAGE(s) into <image>.r2d2 (npz: keypoints, descriptors, scores, imsize)."""
     from tqdm import tqdm
 
@@ -113,7 +115,7 @@ def extract(images: tuple[Source, ...], weights: Path | None, top_k: int, tile_s
     resolve_backend(backend, resolve_device(device))  # fail before any work (e.g. openvino not installed)
     if out_dir is not None:
         writable_dir(out_dir)
-    images = tuple(resolve_input(p) for p in images)  # names of outputs come from what is read (zip members)
+    images = tuple(resolve_input(p, asset) for p in images)  # names of outputs come from what is read (zip members)
     scenes = [open_scene(p, cfg.preprocess) for p in images]  # validate every input before any work
     for p in images:
         d = _out_folder(p, out_dir)

@@ -24,6 +24,9 @@ update_georef_opt = click.option("--update-georef", is_flag=True,
                                       "(shift / similarity / affine only).")
 device_opt = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 path_arg = click.Path(path_type=Path)
+asset_opt = click.option("--asset", default=None, metavar="KEY",
+                         help="STAC Item inputs: the asset to read (default: the asset named VV, else HH, by key, "
+                              "title or role, else the item's only raster asset).")
 
 
 class InputArg(click.ParamType):

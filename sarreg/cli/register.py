@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from sarreg.cli.options import (compress_opt, device_opt, format_opt, input_arg, mem_opt, overwrite_opt, path_arg,
-                                resampling_opt, update_georef_opt)
+from sarreg.cli.options import (asset_opt, compress_opt, device_opt, format_opt, input_arg, mem_opt, overwrite_opt,
+                                path_arg, resampling_opt, update_georef_opt)
 from sarreg.errors import InputError, LowQuality, RegistrationFailed
 from sarreg.config import BACKENDS, MODELS, ROBUST_NAMES
 
@@ -64,17 +64,24 @@ from sarreg.config import BACKENDS, MODELS, ROBUST_NAMES
               help="Network inference: auto = OpenVINO on the CPU when installed, else torch (CUDA: torch).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the robust estimator.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report JSON to stdout.")
+@asset_opt
+@click.option("--ref-asset", default=None, metavar="KEY",
+              help="STAC Item REF: its asset to read, when not the one of --asset (default: as --asset).")
 def register(ref: Path | str, moving: Path | str, out: Path, features: str, weights: Path | None, model: str, robust: str,
              threshold: float, max_shift: float | None, ratio: float | None, min_inliers: int, max_rmse: float,
              min_coverage: float, band: int | None, moving_band: int | None, kind: str, coarse_size: int,
              tile_size: int, n_tiles: int, no_warp: bool, update_georef: bool, force: bool, overwrite: bool,
              fmt: str, compress: str, resampling: str, warp_mem_mb: int, geojson: bool, quicklook: Path | None,
-             device: str, seed: int, as_json: bool, grid_spacing: int, backend: str) -> None:
+             device: str, seed: int, as_json: bool, grid_spacing: int, backend: str, asset: str | None,
+             ref_asset: str | None) -> None:
     """Register MOVING onto REF and write OUT on the reference grid, plus OUT's sidecars
     (.report.json, .tiepoints.gpkg, .points, .matches.npz). Exit 0 ok, 2 low quality, 3 failed."""
     from sarreg.config import PreprocessConfig, RegisterConfig
+    from sarreg.io.source import resolve_input
     from sarreg.pipeline import register as run
 
+    ref = resolve_input(ref, ref_asset or asset)  # a STAC Item -> its asset
+    moving = resolve_input(moving, asset)
     cfg = RegisterConfig(
         features=features, weights=str(weights) if weights else None, model=model, robust=robust,
         threshold=threshold, max_shift=max_shift, ratio=ratio, min_inliers=min_inliers, max_rmse=max_rmse,
@@ -111,8 +118,9 @@ def register(ref: Path | str, moving: Path | str, out: Path, features: str, weig
 @compress_opt
 @resampling_opt
 @mem_opt
+@asset_opt
 def apply(report: Path, moving: Path | str, out: Path, update_georef: bool, overwrite: bool, fmt: str, compress: str,
-          resampling: str, warp_mem_mb: int) -> None:
+          resampling: str, warp_mem_mb: int, asset: str | None) -> None:
     """Re-apply the transform saved in REPORT (a .report.json) to MOVING, writing OUT on the reference grid.
 
     MOVING may be on another grid than the raster that was registered (other resolution, crop, CRS): it is related
@@ -120,8 +128,10 @@ def apply(report: Path, moving: Path | str, out: Path, update_georef: bool, over
     from sarreg.io.raster import open_dataset
     from sarreg.outputs import check_write_set, clean_stale
     from sarreg.reapply import target_transform
+    from sarreg.io.source import resolve_input
     from sarreg.warp import update_georef as write_georef, warp_to_grid
 
+    moving = resolve_input(moving, asset)  # a STAC Item -> its asset
     check_write_set([out], [report, moving], overwrite)  # before any work; never the report or the raster
 
     try:

@@ -5,7 +5,10 @@
 * ``http://`` / ``https://`` URLs become ``/vsicurl/<url>``, ``s3://bucket/key`` ``/vsis3/bucket/key``,
   ``gs://`` ``/vsigs/`` and ``az://`` ``/vsiaz/``;
 * a local ``.zip`` holding one raster is opened as ``/vsizip/<zip>/<member>``; ``archive.zip/inner.tif`` picks a
-  member.
+  member;
+* a STAC Item (a ``.json`` file, URL or object, parsed with pystac) becomes the name of one of its assets: the one
+  given (``asset``), else the asset whose key, title or roles name VV (else HH), else its only raster asset;
+  relative asset hrefs are resolved against the item's location (``stac_info`` gives the item's id and datetime).
 
 Remote names are kept as strings everywhere: ``pathlib.Path`` would collapse the ``//`` of a URL. Remote reads use
 GDAL's HTTP options from ``REMOTE_DEFAULTS`` unless the user's environment sets them.
@@ -83,12 +86,15 @@ def _split_zip(p: Path) -> tuple[Path, str] | None:
     return None
 
 
-def resolve_input(src: Source) -> Source:
+def resolve_input(src: Source, asset: str | None = None) -> Source:
     """A user's input name -> what GDAL opens: a local ``Path`` or a ``/vsi...`` string (see module docstring).
 
-    Idempotent. Raises InputError (one line naming the input) for a zip without exactly one raster.
+    ``asset`` picks the asset of a STAC Item (ignored for other inputs). Idempotent. Raises InputError (one line
+    naming the input) for a zip without exactly one raster, an unreadable STAC item or a missing asset.
     """
     s = str(src)
+    if is_stac_input(s):
+        return resolve_stac(src, asset)
     if s.startswith("/vsi"):
         return s
     for scheme, vsi in _SCHEMES.items():
@@ -111,6 +117,183 @@ def resolve_input(src: Source) -> Source:
         if z is not None:
             return f"/vsizip/{z[0]}/{z[1]}"
     return p
+
+
+def is_stac(src: Source) -> bool:
+    """True for a name that looks like a STAC JSON document (``.json`` / ``.geojson``, a URL's query ignored)."""
+    s = str(src).split("?", 1)[0].lower()
+    return s.endswith((".json", ".geojson"))
+
+
+def _json_like(s: str) -> bool:
+    """A remote ``.json`` name, or a local file whose first non-blank byte is ``{`` (not a raster so named)."""
+    if is_remote(s):
+        return True
+    try:
+        with open(s, "rb") as f:
+            return f.read(4096).lstrip().startswith(b"{")
+    except OSError:
+        return False  # missing / unreadable: reported as for any other input
+
+
+def is_stac_input(src: Source) -> bool:
+    """A ``.json`` name that is read as a STAC document (see ``_json_like``)."""
+    return is_stac(src) and _json_like(str(src))
+
+
+def _gdal_name(s: str) -> str:
+    """A URL or object name -> the /vsi name GDAL reads it by (no STAC or zip handling)."""
+    for scheme, vsi in _SCHEMES.items():
+        if s.lower().startswith(scheme):
+            return vsi + (s if vsi == "/vsicurl/" else s[len(scheme):])
+    return s
+
+
+def read_text(src: Source) -> str:
+    """Text of a small document (local file, URL, object, /vsi path), remote ones read through GDAL's VSI (so the
+    same AWS/GDAL variables apply). InputError naming ``src`` when it cannot be read."""
+    s = str(src)
+    if not is_remote(s):
+        try:
+            return Path(s).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise InputError(f"{s}: cannot read ({getattr(e, 'strerror', None) or e})") from None
+    apply_remote_defaults()
+    from osgeo import gdal
+
+    name = _gdal_name(s)
+    prev = gdal.GetUseExceptions()
+    gdal.UseExceptions()
+    gdal.PushErrorHandler("CPLQuietErrorHandler")  # GDAL's warnings would be extra stderr lines: the reason is ours
+    try:
+        gdal.VSIErrorReset()
+        gdal.ErrorReset()
+        try:
+            f = gdal.VSIFOpenL(name, "rb")
+        except RuntimeError as e:
+            f, why = None, str(e).strip()
+        else:
+            why = (gdal.VSIGetLastErrorMsg() or gdal.GetLastErrorMsg()).strip()
+        if f is None:
+            why = why.splitlines()[0] if why else "not found or unreachable"
+            raise InputError(f"{s}: cannot read ({why})")
+        try:
+            chunks = []
+            while True:
+                b = gdal.VSIFReadL(1, 1 << 20, f)
+                if not b:
+                    break
+                chunks.append(b)
+        finally:
+            gdal.VSIFCloseL(f)
+    finally:
+        gdal.PopErrorHandler()
+        if not prev:
+            gdal.DontUseExceptions()
+    try:
+        return b"".join(chunks).decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"{s}: not a UTF-8 JSON document") from None
+
+
+def load_stac(src: Source) -> dict:
+    """The JSON object of a STAC document at ``src`` (InputError naming it when unreadable or not JSON)."""
+    import json
+
+    try:
+        d = json.loads(read_text(src))
+    except json.JSONDecodeError as e:
+        raise InputError(f"{src}: not a JSON document ({e.msg} at line {e.lineno})") from None
+    if not isinstance(d, dict):
+        raise InputError(f"{src}: not a STAC Item (a JSON object is expected)")
+    return d
+
+
+def _self_href(src: Source) -> str:
+    """Location of a STAC document that pystac resolves relative hrefs against (absolute; URLs as URLs)."""
+    s = str(src)
+    if s.startswith("/vsicurl/"):
+        return s[len("/vsicurl/"):]
+    if is_remote(s):
+        return s
+    return str(Path(s).resolve())
+
+
+_POL = {p: re.compile(rf"(?<![a-z]){p}(?![a-z])") for p in ("vv", "hh")}
+_NOT_DATA_ROLES = {"thumbnail", "overview", "metadata", "visual"}
+_STAC_INFO: dict[str, dict] = {}
+
+
+def _is_raster(asset: object) -> bool:
+    """A raster data asset: a GeoTIFF/COG/JP2 media type, the ``data`` role or a raster file suffix."""
+    roles = {r.lower() for r in (getattr(asset, "roles", None) or [])}
+    if roles & _NOT_DATA_ROLES and "data" not in roles:
+        return False
+    mt = (getattr(asset, "media_type", None) or "").lower()
+    href = str(getattr(asset, "href", "")).split("?", 1)[0].lower()
+    return ("image/tiff" in mt or "geotiff" in mt or "image/jp2" in mt or "data" in roles
+            or href.endswith(RASTER_SUFFIXES))
+
+
+def _names_pol(key: str, asset: object, pol: str) -> bool:
+    words = [key, getattr(asset, "title", None) or "", *(getattr(asset, "roles", None) or [])]
+    return any(_POL[pol].search(w.lower()) for w in words)
+
+
+def pick_asset(item: object, asset: str | None, name: str) -> str:
+    """Key of the asset to read from a pystac Item (see module docstring); InputError naming ``name`` otherwise."""
+    assets = getattr(item, "assets")
+    keys = ", ".join(assets) or "none"
+    if asset:
+        if asset in assets:
+            return asset
+        same = [k for k in assets if k.lower() == asset.lower()]
+        if len(same) == 1:
+            return same[0]
+        raise InputError(f"{name}: STAC item {getattr(item, 'id', '?')} has no asset {asset!r} (assets: {keys})")
+    raster = [k for k, a in assets.items() if _is_raster(a)]
+    for pol in ("vv", "hh"):
+        hits = [k for k in raster if _names_pol(k, assets[k], pol)]
+        if len(hits) == 1:
+            return hits[0]
+        if hits:
+            raise InputError(f"{name}: STAC item {getattr(item, 'id', '?')} has {len(hits)} {pol.upper()} assets "
+                             f"({', '.join(hits)}); pick one with --asset")
+    if len(raster) == 1:
+        return raster[0]
+    what = f"{len(raster)} raster assets ({', '.join(raster)})" if raster else f"no raster asset (assets: {keys})"
+    raise InputError(f"{name}: STAC item {getattr(item, 'id', '?')} has no VV/HH asset and {what}; "
+                     f"pick one with --asset")
+
+
+def resolve_stac(src: Source, asset: str | None = None) -> Source:
+    """A STAC Item name -> the GDAL name of its chosen asset (its id, datetime and asset kept for ``stac_info``)."""
+    try:
+        import pystac
+    except ImportError:
+        raise InputError(f"{src}: STAC inputs need pystac (pip install 'sarreg[stac]')") from None
+    d = load_stac(src)
+    if d.get("type") != "Feature":
+        kind = d.get("type") or ("Collection" if "extent" in d else "unknown")
+        raise InputError(f"{src}: not a STAC Item (type {kind}); give an item, or an ItemCollection to batch")
+    try:
+        item = pystac.Item.from_dict(d, href=_self_href(src), migrate=True, preserve_dict=False)
+    except Exception as e:  # pystac raises KeyError / STACTypeError / ValueError on malformed items
+        raise InputError(f"{src}: not a valid STAC Item ({type(e).__name__}: {e})") from None
+    key = pick_asset(item, asset, str(src))
+    href = item.assets[key].get_absolute_href() or item.assets[key].href
+    out = resolve_input(href)
+    if is_stac(out):
+        raise InputError(f"{src}: asset {key!r} of STAC item {item.id} is not a raster ({href})")
+    _STAC_INFO[str(out)] = {"item": str(src), "id": item.id,
+                            "datetime": item.datetime.isoformat() if item.datetime else
+                            item.properties.get("start_datetime"), "asset": key}
+    return out
+
+
+def stac_info(src: Source) -> dict | None:
+    """STAC item id, datetime, asset key and item name behind a resolved input, if it came from a STAC Item."""
+    return _STAC_INFO.get(str(src))
 
 
 def local_path(src: Source) -> Path | None:

@@ -1,0 +1,138 @@
+"""STAC Item inputs (issue #14): an item JSON (local file or URL) as REF / MOVING, its asset picked by ``--asset`` or
+by default (VV, else HH, else the only raster asset), relative hrefs resolved against the item's location.
+
+Real GDAL reads of local files and of the test HTTP server of ``test_remote_inputs``; skipped without pystac.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("pystac")
+
+from test_remote_inputs import REPO, _cli, _shift_error, server, small  # noqa: E402,F401  (fixtures reused)
+
+COG = "image/tiff; application=geotiff; profile=cloud-optimized"
+
+
+def _item(path: Path, item_id: str, assets: dict[str, dict], when: str = "2024-05-01T05:30:00Z") -> Path:
+    """Write a minimal STAC Item with ``assets`` (href, type, roles, title) to ``path``."""
+    doc = {"type": "Feature", "stac_version": "1.0.0", "id": item_id,
+           "geometry": {"type": "Polygon", "coordinates": [[[15, 45], [15.1, 45], [15.1, 45.1], [15, 45.1], [15, 45]]]},
+           "bbox": [15, 45, 15.1, 45.1], "properties": {"datetime": when}, "links": [], "assets": assets}
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def _local_items(folder: Path, ref: Path, mov: Path) -> tuple[Path, Path]:
+    """Items in ``folder/items/`` whose assets point at ``folder/data/{ref,mov}.tif`` by relative hrefs."""
+    data, items = folder / "data", folder / "items"
+    data.mkdir()
+    items.mkdir()
+    (data / "ref.tif").write_bytes(ref.read_bytes())
+    (data / "mov.tif").write_bytes(mov.read_bytes())
+    ir = _item(items / "ref_item.json", "S1_REF", {
+        "vv": {"href": "../data/ref.tif", "type": COG, "roles": ["data"]},
+        "thumbnail": {"href": "../data/ref.png", "type": "image/png", "roles": ["thumbnail"]}})
+    im = _item(items / "mov_item.json", "S1_MOV", {
+        "amplitude_a": {"href": "../data/mov.tif", "type": COG, "roles": ["data"], "title": "VV amplitude"},
+        "amplitude_b": {"href": "../data/ref.tif", "type": COG, "roles": ["data"], "title": "VH amplitude"},
+        "metadata": {"href": "meta.xml", "type": "application/xml", "roles": ["metadata"]}},
+        when="2024-05-13T05:30:00Z")
+    return ir, im
+
+
+def test_register_local_items_default_asset(small, tmp_path: Path) -> None:
+    ref, mov = small
+    ir, im = _local_items(tmp_path, ref, mov)
+    res = _cli("register", "--features", "sift", ir, im, tmp_path / "out.tif")
+    assert res.exit_code == 0, res.output
+    assert _shift_error(tmp_path / "out.report.json") < 0.5
+    stac = json.loads((tmp_path / "out.report.json").read_text())["stages"]["relate"]["stac"]
+    assert stac["reference"]["id"] == "S1_REF" and stac["reference"]["asset"] == "vv"
+    assert stac["moving"]["id"] == "S1_MOV" and stac["moving"]["asset"] == "amplitude_a"
+    assert stac["moving"]["datetime"].startswith("2024-05-13T05:30:00")
+
+
+def test_register_items_over_http_with_asset(server, small, tmp_path: Path) -> None:
+    base, srv = server
+    _item(srv.root / "ref_item.json", "REF", {"band1": {"href": "ref.tif", "type": COG, "roles": ["data"]}})
+    _item(srv.root / "mov_item.json", "MOV", {"a": {"href": "mov.tif", "type": COG},
+                                              "b": {"href": "ref.tif", "type": COG}})
+    # ref: its only raster asset; moving: two rasters, none VV/HH -> --asset a (the REF has no "a": --ref-asset)
+    res = _cli("register", "--features", "sift", "--no-warp", f"{base}/ref_item.json", f"{base}/mov_item.json",
+               tmp_path / "h.tif")
+    assert res.exit_code == 1 and "--asset" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    res = _cli("register", "--features", "sift", "--no-warp", "--asset", "a", "--ref-asset", "band1",
+               f"{base}/ref_item.json", f"{base}/mov_item.json", tmp_path / "h.tif")
+    assert res.exit_code == 0, res.output
+    assert _shift_error(tmp_path / "h.report.json") < 0.5
+    rep = json.loads((tmp_path / "h.report.json").read_text())
+    assert rep["moving"].startswith("/vsicurl/http://") and rep["moving"].endswith("/mov.tif")
+    assert rep["stages"]["relate"]["stac"]["moving"]["id"] == "MOV"
+
+
+def test_missing_asset_and_item_are_one_line(server, small, tmp_path: Path) -> None:
+    ref, mov = small
+    ir, im = _local_items(tmp_path, ref, mov)
+    out = tmp_path / "o"
+    out.mkdir()
+    res = _cli("register", "--features", "sift", "--asset", "nope", ir, im, out / "x.tif")
+    assert res.exit_code == 1
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "nope" in lines[0] and str(ir) in lines[0], res.stderr
+    base, _ = server
+    res = _cli("register", "--features", "sift", ir, f"{base}/missing_item.json", out / "x.tif")
+    assert res.exit_code == 1
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "missing_item.json" in lines[0], res.stderr
+    assert list(out.iterdir()) == []
+    # in a fresh process: GDAL's own warnings must not add stderr lines
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    p = subprocess.run([sys.executable, "-m", "sarreg.cli", "register", "--features", "sift", str(ir),
+                        f"{base}/missing_item.json", str(out / "x.tif")], capture_output=True, text=True, env=env,
+                       cwd=REPO, timeout=120)
+    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+    assert p.returncode == 1 and len(lines) == 1 and "missing_item.json" in lines[0], p.stderr
+    assert list(out.iterdir()) == []
+
+
+def test_apply_and_extract_take_items(small, tmp_path: Path) -> None:
+    ref, mov = small
+    ir, im = _local_items(tmp_path, ref, mov)
+    res = _cli("register", "--features", "sift", "--no-warp", ref, mov, tmp_path / "r.tif")
+    assert res.exit_code == 0, res.output
+    res = _cli("apply", "--asset", "amplitude_a", tmp_path / "r.report.json", im, tmp_path / "a.tif")
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "a.tif").is_file()
+    res = _cli("extract", "--no-progress", "--top-k", "100", "--tile-size", "0", "-o", tmp_path / "k", ir)
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "k" / "ref.tif.r2d2").is_file()
+
+
+def test_default_asset_rules() -> None:
+    import pystac
+
+    from sarreg.errors import InputError
+    from sarreg.io.source import pick_asset
+
+    def item(assets: dict[str, dict]) -> pystac.Item:
+        return pystac.Item.from_dict({"type": "Feature", "stac_version": "1.0.0", "id": "x", "geometry": None,
+                                      "properties": {"datetime": "2024-01-01T00:00:00Z"}, "links": [],
+                                      "assets": assets})
+
+    assert pick_asset(item({"HH": {"href": "a.tif"}, "HV": {"href": "b.tif"}}), None, "i") == "HH"
+    assert pick_asset(item({"x": {"href": "a.tif", "roles": ["data", "vh"]},
+                            "y": {"href": "b.tif", "roles": ["data", "VV"]}}), None, "i") == "y"
+    only = item({"img": {"href": "a", "type": "image/tiff"}, "t": {"href": "t.png", "roles": ["thumbnail"]}})
+    assert pick_asset(only, None, "i") == "img"
+    assert pick_asset(item({"Data": {"href": "a.tif"}}), "data", "i") == "Data"  # case-insensitive key
+    with pytest.raises(InputError, match="2 raster assets"):
+        pick_asset(item({"a": {"href": "a.tif"}, "b": {"href": "b.tif"}}), None, "i")
+    with pytest.raises(InputError, match="no asset 'c'"):
+        pick_asset(item({"a": {"href": "a.tif"}}), "c", "i")
