@@ -15,7 +15,7 @@ import pytest
 
 pytest.importorskip("pystac")
 
-from test_remote_inputs import REPO, _cli, _shift_error, server, small  # noqa: E402,F401  (fixtures reused)
+from test_remote_inputs import REPO, SHIFT, _cli, _shift_error, server, small  # noqa: E402,F401  (fixtures reused)
 
 COG = "image/tiff; application=geotiff; profile=cloud-optimized"
 
@@ -136,3 +136,29 @@ def test_default_asset_rules() -> None:
         pick_asset(item({"a": {"href": "a.tif"}, "b": {"href": "b.tif"}}), None, "i")
     with pytest.raises(InputError, match="no asset 'c'"):
         pick_asset(item({"a": {"href": "a.tif"}}), "c", "i")
+
+
+def test_batch_item_collection_over_http(server, small, tmp_path: Path) -> None:
+    """``batch`` takes a STAC Item as REF and an ItemCollection as the scene list (items named by id, dated by
+    their datetime, assets resolved against the collection's URL); 1-worker LocalCluster."""
+    base, srv = server
+    (srv.root / "mov_b.tif").write_bytes((srv.root / "mov.tif").read_bytes())
+    _item(srv.root / "ref_item2.json", "REF2", {"VV": {"href": "ref.tif", "type": COG, "roles": ["data"]}})
+    feats = []
+    for iid, href, when in (("S1_B", "mov_b.tif", "2024-06-02T05:30:00Z"), ("S1_A", "mov.tif", "2024-05-01T05:30:00Z")):
+        p = _item(tmp_path / f"{iid}.json", iid, {"vv": {"href": href, "type": COG, "roles": ["data"]},
+                                                  "vh": {"href": "nope.tif", "type": COG, "roles": ["data"]}}, when)
+        feats.append(json.loads(p.read_text()))
+    (srv.root / "items.json").write_text(json.dumps({"type": "FeatureCollection", "features": feats}))
+    res = _cli("batch", "--features", "sift", "--workers", "1", "--no-progress", "-o", tmp_path / "out",
+               f"{base}/ref_item2.json", f"{base}/items.json")
+    assert res.exit_code == 0, res.output
+    doc = json.loads((tmp_path / "out" / "summary.json").read_text())
+    by = {r["scene"]: r for r in doc["scenes"]}
+    assert list(by) == ["S1_A", "S1_B"]  # time order from the items' datetimes
+    for r in by.values():
+        assert abs(r["shift_x_px"] - SHIFT[0]) < 0.5 and abs(r["shift_y_px"] - SHIFT[1]) < 0.5, r
+    assert str(by["S1_A"].get("date", "")).startswith("2024-05-01"), by["S1_A"]
+    res = _cli("batch", "--features", "sift", "--workers", "1", "--no-progress", "--asset", "nope", "-o",
+               tmp_path / "out2", f"{base}/ref_item2.json", f"{base}/items.json")
+    assert res.exit_code == 1 and "nope" in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr

@@ -64,13 +64,17 @@ def _tags(path: str | Path) -> dict[str, str]:
 
 
 def scene_date(path: str | Path, warnings: list[str] | None = None) -> str | None:
-    """Acquisition date of a raster: metadata (ACQUISITION* / TIFFTAG_DATETIME tags), else the file name.
+    """Acquisition date of a raster: its STAC item's datetime, metadata (ACQUISITION* / TIFFTAG_DATETIME tags), else
+    the file name.
 
     An unreadable file is no error here (its registration reports it): the reason is logged and appended to
     ``warnings`` when given, and the date comes from the file name.
     """
-    from sarreg.io.source import input_name, resolve_input
+    from sarreg.io.source import input_name, resolve_input, stac_info
 
+    info = stac_info(path)
+    if info and info.get("datetime") and (d := parse_date(str(info["datetime"]))):
+        return d  # a STAC item's datetime
     try:
         path = resolve_input(path)
         tags = _tags(path)

@@ -30,7 +30,7 @@ from sarreg.batch.summary import write_summary
 from sarreg.batch.tasks import run_scene_with_ref
 from sarreg.config import RegisterConfig
 from sarreg.errors import InputError, OutputError
-from sarreg.io.source import input_name, resolve_input
+from sarreg.io.source import input_name, resolve_input, stac_info
 
 log = logging.getLogger(__name__)
 
@@ -84,10 +84,11 @@ def _absolute(src: str | Path) -> str | Path:
 
 
 def unique_keys(paths: Sequence[str | Path]) -> list[str]:
-    """Scene names (file stems, made file-name safe and unique): the names of its outputs and manifest keys."""
+    """Scene names (file stems, or STAC item ids, made file-name safe and unique): the names of its outputs and
+    manifest keys."""
     keys: list[str] = []
     seen: dict[str, int] = {}
-    for p in (Path(input_name(q)) for q in paths):
+    for p in (Path(f"{i['id']}.tif") if (i := stac_info(q)) else Path(input_name(q)) for q in paths):
         stem = re.sub(r"[^A-Za-z0-9._+-]", "_", p.name.split(".")[0] if p.name.startswith(".") else p.stem) or "scene"
         n = seen.get(stem, 0) + 1
         seen[stem] = n

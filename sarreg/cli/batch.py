@@ -13,7 +13,7 @@ from sarreg.cli.options import input_arg, path_arg
 from sarreg.cli.register import register as _register_cmd
 from sarreg.config import PreprocessConfig, RegisterConfig
 from sarreg.errors import InputError
-from sarreg.io.source import is_remote
+from sarreg.io.source import expand_stac, is_remote, is_stac_input, resolve_input
 
 # Register options that make no sense per batch (one output per scene, written by the batch itself).
 _NOT_IN_BATCH = {"overwrite", "quicklook", "as_json"}
@@ -43,11 +43,14 @@ def config_from_options(kw: dict[str, Any]) -> RegisterConfig:
     return RegisterConfig(**d, preprocess=PreprocessConfig(**pre))
 
 
-def _scene_list(scenes: tuple[str, ...], from_list: Path | None) -> list[str | Path]:
-    """Scenes from arguments (local globs expanded, also when the shell did not; URLs and /vsi paths as given)
-    and from a list file."""
+def _scene_list(scenes: tuple[str, ...], from_list: Path | None, asset: str | None = None) -> list[str | Path]:
+    """Scenes from arguments (local globs expanded, also when the shell did not; URLs and /vsi paths as given;
+    a STAC ItemCollection or Item -> the chosen asset of each item) and from a list file."""
     out: list[str | Path] = []
     for s in scenes:
+        if not glob.has_magic(s) and is_stac_input(s):
+            out += expand_stac(s, asset)
+            continue
         if is_remote(s):
             out.append(s)
             continue
@@ -64,6 +67,10 @@ def _scene_list(scenes: tuple[str, ...], from_list: Path | None) -> list[str | P
         for line in lines:
             line = line.strip()
             if line and not line.startswith("#"):
+                name = line if is_remote(line) or Path(line).is_absolute() else str(base / line)
+                if is_stac_input(name):
+                    out += expand_stac(name, asset)
+                    continue
                 if is_remote(line):
                     out.append(line)
                     continue
@@ -118,8 +125,8 @@ def _check_run_files(outdir: Path, inputs: list[str | Path | None]) -> None:
 def batch(ref: str | Path, scenes: tuple[str, ...], outdir: Path, from_list: Path | None, chain: bool,
           workers: int | None, threads_per_worker: int, scheduler: str | None, resume: bool,
           reference_cache: bool, cache_dir: Path | None, progress: bool, **register_options: Any) -> None:
-    """Register every SCENE (paths or globs) onto REF with Dask; per-scene outputs and summary.csv / .json / .png
-    and tiepoints.gpkg in OUT_DIR. Register options are those of `sarreg register`.
+    """Register every SCENE (paths, globs, STAC Items or an ItemCollection) onto REF with Dask; per-scene outputs
+    and summary.csv / .json / .png and tiepoints.gpkg in OUT_DIR. Register options are those of `sarreg register`.
     Exit 0 all ok, 2 some low quality, 3 some failed."""
     import logging
 
@@ -128,7 +135,9 @@ def batch(ref: str | Path, scenes: tuple[str, ...], outdir: Path, from_list: Pat
 
     from sarreg.batch import batch as run_batch, check_run
 
-    paths = _scene_list(scenes, from_list)
+    asset, ref_asset = register_options.pop("asset", None), register_options.pop("ref_asset", None)
+    ref = resolve_input(ref, ref_asset or asset)  # a STAC Item -> its asset
+    paths = _scene_list(scenes, from_list, asset)
     if not paths:
         raise click.UsageError("no scenes given (arguments, a glob or --from-list)")
     cfg = config_from_options(register_options)

@@ -266,29 +266,65 @@ def pick_asset(item: object, asset: str | None, name: str) -> str:
                      f"pick one with --asset")
 
 
-def resolve_stac(src: Source, asset: str | None = None) -> Source:
-    """A STAC Item name -> the GDAL name of its chosen asset (its id, datetime and asset kept for ``stac_info``)."""
+def _pystac():  # noqa: ANN202 - the pystac module
     try:
         import pystac
     except ImportError:
-        raise InputError(f"{src}: STAC inputs need pystac (pip install 'sarreg[stac]')") from None
+        raise InputError("STAC inputs need pystac (pip install 'sarreg[stac]')") from None
+    return pystac
+
+
+def _asset_source(item: object, asset: str | None, name: str, base: str, origin: dict) -> Source:
+    """The GDAL name of the chosen asset of a pystac Item; relative hrefs against ``base`` (a file or URL)."""
+    from pystac.utils import make_absolute_href
+
+    key = pick_asset(item, asset, name)
+    a = item.assets[key]  # type: ignore[attr-defined]
+    href = a.get_absolute_href() if item.get_self_href() else None  # type: ignore[attr-defined]
+    href = href or make_absolute_href(a.href, base)
+    out = resolve_input(href)
+    if is_stac(out):
+        raise InputError(f"{name}: asset {key!r} of STAC item {item.id} is not a raster ({href})")  # type: ignore
+    info = {**origin, "id": item.id, "asset": key,  # type: ignore[attr-defined]
+            "datetime": item.datetime.isoformat() if item.datetime else  # type: ignore[attr-defined]
+            item.properties.get("start_datetime")}  # type: ignore[attr-defined]
+    _STAC_INFO[str(out)] = info
+    if isinstance(out, Path):
+        _STAC_INFO[str(out.resolve())] = info
+    return out
+
+
+def resolve_stac(src: Source, asset: str | None = None) -> Source:
+    """A STAC Item name -> the GDAL name of its chosen asset (its id, datetime and asset kept for ``stac_info``)."""
+    pystac = _pystac()
     d = load_stac(src)
     if d.get("type") != "Feature":
         kind = d.get("type") or ("Collection" if "extent" in d else "unknown")
-        raise InputError(f"{src}: not a STAC Item (type {kind}); give an item, or an ItemCollection to batch")
+        what = "give one of its items" if kind == "FeatureCollection" else "give an item"
+        raise InputError(f"{src}: not a STAC Item (type {kind}); {what} (batch takes an ItemCollection)")
     try:
         item = pystac.Item.from_dict(d, href=_self_href(src), migrate=True, preserve_dict=False)
     except Exception as e:  # pystac raises KeyError / STACTypeError / ValueError on malformed items
         raise InputError(f"{src}: not a valid STAC Item ({type(e).__name__}: {e})") from None
-    key = pick_asset(item, asset, str(src))
-    href = item.assets[key].get_absolute_href() or item.assets[key].href
-    out = resolve_input(href)
-    if is_stac(out):
-        raise InputError(f"{src}: asset {key!r} of STAC item {item.id} is not a raster ({href})")
-    _STAC_INFO[str(out)] = {"item": str(src), "id": item.id,
-                            "datetime": item.datetime.isoformat() if item.datetime else
-                            item.properties.get("start_datetime"), "asset": key}
-    return out
+    return _asset_source(item, asset, str(src), _self_href(src), {"item": str(src)})
+
+
+def expand_stac(src: Source, asset: str | None = None) -> list[Source]:
+    """A STAC ItemCollection (or Item) name -> the GDAL names of the chosen asset of each of its items."""
+    pystac = _pystac()
+    d = load_stac(src)
+    if d.get("type") == "Feature":
+        return [resolve_stac(src, asset)]
+    if d.get("type") != "FeatureCollection":
+        raise InputError(f"{src}: not a STAC Item or ItemCollection (type {d.get('type') or 'unknown'})")
+    try:
+        items = pystac.ItemCollection.from_dict(d, preserve_dict=False)
+    except Exception as e:  # noqa: BLE001 - malformed features
+        raise InputError(f"{src}: not a valid STAC ItemCollection ({type(e).__name__}: {e})") from None
+    if not len(items):
+        raise InputError(f"{src}: STAC ItemCollection holds no item")
+    base = _self_href(src)
+    return [_asset_source(it, asset, f"{src} (item {it.id})", base, {"collection": str(src)}) for it in items]
 
 
 def stac_info(src: Source) -> dict | None:
