@@ -12,8 +12,9 @@ import pytest
 from click.testing import CliRunner
 
 from sarreg.cli import cli
+from sarreg.eval_pairs import make_pairs, random_homography
 from sarreg.evaluate import (EvalOptions, Method, apply_h, evaluate, grid_points, homography_error, load_pairs,
-                             make_pairs, match_accuracy, random_homography)
+                             match_accuracy)
 from sarreg.synth import make_pair, reflectivity, warp_image, write_geotiff
 
 

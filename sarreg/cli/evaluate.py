@@ -135,7 +135,7 @@ def make_pairs_cmd(sources: tuple[str, ...], out_dir: Path, n: int, seed: int, s
                    band: int | None, overwrite: bool) -> None:
     """Build N pairs from SOURCES: co-registered dates (a folder of rasters, or 'a.tif,b.tif'), or single rasters
     (two independent synthetic speckle draws), warped by seeded random homographies."""
-    from sarreg.evaluate import WarpRange, make_pairs
+    from sarreg.eval_pairs import WarpRange, make_pairs
 
     written = make_pairs(sources, out_dir, n, seed=seed, size=size, looks=looks,
                          warp=WarpRange(max_shift, max_rotation, tuple(scale_range), perspective), band=band,

@@ -1,0 +1,209 @@
+"""Build evaluation pairs (the pairs-folder layout of ``sarreg.evaluate``) with known ground truth.
+
+``make_pairs`` cuts windows of co-registered multi-date rasters (or single rasters with two independent synthetic
+speckle draws) and warps the moving one with a seeded random homography; ``gt.json`` holds the matrix mapping a
+MOVING pixel to the REFERENCE pixel (x = column, y = row, (0, 0) = centre of the top-left pixel).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+from sarreg.errors import InputError, OutputError
+from sarreg.evaluate import IMAGE_SUFFIXES, apply_h, grid_points
+from sarreg.export import write_text_atomic
+
+
+@dataclass(frozen=True)
+class WarpRange:
+    """Random warp ranges: shift (px), rotation (deg), scale (log-uniform), perspective (corner displacement as a
+    fraction of the image size)."""
+
+    shift: float = 40.0
+    rotation: float = 15.0
+    scale: tuple[float, float] = (0.8, 1.25)
+    perspective: float = 0.05
+
+
+def random_homography(w: int, h: int, rng: np.random.Generator, rng_cfg: WarpRange = WarpRange()
+                      ) -> tuple[np.ndarray, dict[str, float]]:
+    """Seeded random moving -> reference pixel homography about the image centre (w x h image)."""
+    c = np.array([(w - 1) / 2, (h - 1) / 2])
+    ang = math.radians(rng.uniform(-rng_cfg.rotation, rng_cfg.rotation))
+    s = math.exp(rng.uniform(math.log(rng_cfg.scale[0]), math.log(rng_cfg.scale[1])))
+    t = rng.uniform(-rng_cfg.shift, rng_cfg.shift, 2)
+    A = np.array([[s * math.cos(ang), -s * math.sin(ang), 0], [s * math.sin(ang), s * math.cos(ang), 0], [0, 0, 1]])
+    # mild perspective: p' = p / (1 + gx u + gy v) with u, v in [-1, 1] over the image -> <= ~perspective shift
+    g = rng.uniform(-rng_cfg.perspective, rng_cfg.perspective, 2) / np.array([w / 2, h / 2])
+    P = np.array([[1, 0, 0], [0, 1, 0], [g[0], g[1], 1.0]])
+    Tc = np.array([[1, 0, -c[0]], [0, 1, -c[1]], [0, 0, 1]])
+    Tb = np.array([[1, 0, c[0] + t[0]], [0, 1, c[1] + t[1]], [0, 0, 1]])
+    H = Tb @ A @ P @ Tc
+    H /= H[2, 2]
+    return H, {"tx": float(t[0]), "ty": float(t[1]), "rotation_deg": math.degrees(ang), "scale": s,
+               "perspective_x": float(g[0]), "perspective_y": float(g[1])}
+
+
+def _source_groups(srcs: Sequence[str | Path]) -> list[list[Path]]:
+    """SRC -> list of co-registered images: a file alone (synthetic speckle), a folder (every raster in it, one
+    scene, several dates), or 'a.tif,b.tif' (explicit dates)."""
+    groups = []
+    for s in srcs:
+        s = str(s)
+        if "," in s:
+            files = [Path(p) for p in s.split(",") if p]
+        elif Path(s).is_dir():
+            files = sorted(p for p in Path(s).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            if not files:
+                raise InputError(f"{s}: folder holds no rasters ({'/'.join(IMAGE_SUFFIXES)})")
+        else:
+            files = [Path(s)]
+        for f in files:
+            if not f.is_file():
+                raise InputError(f"{f}: file not found")
+        groups.append(files)
+    if not groups:
+        raise InputError("make-pairs needs at least one source")
+    return groups
+
+
+def _read_raw(path: Path, band: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """One band as float32 (values as stored) + validity (dataset mask & finite)."""
+    from sarreg.io.raster import choose_band, open_dataset
+
+    with open_dataset(path) as ds:
+        b = choose_band(ds, band, path)
+        v = ds.read(b)
+        m = ds.read_masks(b) > 0
+    if np.iscomplexobj(v):
+        v = (v.real.astype(np.float32) ** 2 + v.imag.astype(np.float32) ** 2)
+    v = v.astype(np.float32)
+    return v, m & np.isfinite(v)
+
+
+def make_pairs(sources: Sequence[str | Path], out_dir: str | Path, n: int, seed: int = 0, size: int = 512,
+               looks: float = 4.0, warp: WarpRange = WarpRange(), band: int | None = None,
+               overwrite: bool = False, min_inside: float = 0.5) -> list[Path]:
+    """Write ``n`` pairs ``<out_dir>/<id>/{ref,moving}.<tif|png>`` + ``gt.json`` (+ ``index.json``).
+
+    Each pair picks a source (seeded), two different dates of it in random order (a single-image source gets two
+    independent speckle draws of ``looks`` looks on its linear intensity; an 8-bit display image is taken as log
+intensity over 30 dB, v -> 10^(3 v / 255)), a reference crop of ``size`` px (0 = the
+    whole image) and a random homography; the moving image samples the second date through it (GDAL-free
+    resampling with OpenCV, bilinear). 8-bit sources stay 8-bit PNG; others become float32 GeoTIFF-less TIFF
+    with nodata 0 outside the source. Existing pair folders are an error unless ``overwrite``.
+    """
+    from sarreg.synth import speckle, warp_image, write_geotiff
+
+    out = Path(out_dir)
+    groups = _source_groups(sources)
+    if n < 1:
+        raise InputError("--n must be at least 1")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"{out}: cannot create output folder ({e.strerror})") from None
+    inputs = {p.resolve() for g in groups for p in g}
+    if out.resolve() in inputs:
+        raise OutputError(f"{out}: output folder is an input")
+    rng = np.random.default_rng(seed)
+    cache: dict[Path, tuple[np.ndarray, np.ndarray]] = {}
+    written, index = [], []
+    for k in range(n):
+        gi = int(rng.integers(len(groups)))
+        files = groups[gi]
+        if len(files) >= 2:
+            a, b = rng.choice(len(files), 2, replace=False)
+            fa, fb = files[int(a)], files[int(b)]
+        else:
+            fa = fb = files[0]
+        for f in {fa, fb}:
+            if f not in cache:
+                cache[f] = _read_raw(f, band)
+        va, ma = cache[fa]
+        vb, mb = cache[fb]
+        if va.shape != vb.shape:
+            raise InputError(f"{fb}: size {vb.shape[::-1]} differs from {fa} {va.shape[::-1]} (dates must be "
+                             "co-registered rasters of one grid)")
+        is8 = _is_uint8(fa) and _is_uint8(fb) and fa != fb
+        if fa == fb:  # single image: two independent speckle draws on linear intensity
+            lin = va if not _is_uint8(fa) else np.power(10.0, va / 255.0 * 3.0).astype(np.float32)
+            lin = np.where(ma & (lin > 0), lin, np.nan).astype(np.float32)
+            va, vb = speckle(np.nan_to_num(lin, nan=1e-6), looks, rng), speckle(np.nan_to_num(lin, nan=1e-6), looks, rng)
+            ma = mb = ma & np.isfinite(lin)
+        Hh, Ww = va.shape
+        S = min(size, Hh, Ww) if size > 0 else 0
+        cw, ch = (S, S) if S else (Ww, Hh)
+        for _ in range(50):
+            x0 = int(rng.integers(0, Ww - cw + 1))
+            y0 = int(rng.integers(0, Hh - ch + 1))
+            H, params = random_homography(cw, ch, rng, warp)
+            # moving pixel -> full-image pixel of the second date: crop offset after H
+            T = np.array([[1, 0, x0], [0, 1, y0], [0, 0, 1]], float)
+            inside = _inside_fraction(H, cw, ch)
+            if inside >= min_inside and ma[y0:y0 + ch, x0:x0 + cw].mean() > 0.9:
+                break
+        else:
+            raise InputError(f"{fa}: no window with enough valid data and overlap for a pair")
+        ref = va[y0:y0 + ch, x0:x0 + cw]
+        refm = ma[y0:y0 + ch, x0:x0 + cw]
+        src = np.where(mb, vb, np.nan).astype(np.float32)
+        mov = warp_image(src, T @ H, (ch, cw))
+        pid = f"pair_{k:04d}"
+        final = out / pid
+        if final.exists():
+            if not overwrite:
+                raise OutputError(f"{final}: exists (use --overwrite)")
+        tmp = out / f".{pid}.tmp{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        try:
+            if is8:
+                names = ("ref.png", "moving.png")
+                for name, arr, ok in ((names[0], ref, refm), (names[1], mov, np.isfinite(mov))):
+                    img = np.where(ok, np.clip(np.rint(np.nan_to_num(arr)), 0, 255), 0).astype(np.uint8)
+                    if not cv2.imwrite(str(tmp / name), img):
+                        raise OutputError(f"{tmp / name}: cannot write PNG")
+            else:
+                names = ("ref.tif", "moving.tif")
+                for name, arr, ok in ((names[0], ref, refm), (names[1], mov, np.isfinite(mov))):
+                    write_geotiff(tmp / name, np.where(ok & (arr > 0), arr, 0).astype(np.float32), nodata=0.0)
+            gt = {"id": pid, "source": f"make_pairs:{fa.parent.name}/{fa.stem}", "difficulty": "homography",
+                  "large": False, "ref": names[0], "moving": names[1], "ref_size_wh": [cw, ch],
+                  "moving_size_wh": [cw, ch], "H": H.tolist(),
+                  "H_direction": "moving pixel -> reference pixel, (x=col, y=row), origin at centre of top-left pixel",
+                  "warp": dict(params, grid_inside_fraction=inside, crop_xy=[x0, y0]),
+                  "source_info": {"files": [str(fa), str(fb)], "synthetic_speckle_looks": looks if fa == fb else None,
+                                  "seed": seed}}
+            (tmp / "gt.json").write_text(json.dumps(gt, indent=1) + "\n")
+            if final.exists():
+                shutil.rmtree(final)
+            tmp.replace(final)
+        except Exception:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        written.append(final)
+        index.append({"id": pid, "source": gt["source"], "difficulty": "homography", "large": False, "set": "sar"})
+    write_text_atomic(out / "index.json", json.dumps(index, indent=1) + "\n")
+    return written
+
+
+def _is_uint8(path: Path) -> bool:
+    from sarreg.io.raster import open_dataset
+
+    with open_dataset(path) as ds:
+        return ds.dtypes[0] == "uint8"
+
+
+def _inside_fraction(H: np.ndarray, w: int, h: int) -> float:
+    q = apply_h(H, grid_points(w, h))
+    ok = (q[:, 0] >= 0) & (q[:, 0] <= w - 1) & (q[:, 1] >= 0) & (q[:, 1] <= h - 1)
+    return float(ok.mean())
