@@ -21,12 +21,13 @@ import cv2
 import numpy as np
 from rasterio.windows import Window
 
-from sarreg.config import PreprocessConfig
+from sarreg.config import PreprocessConfig, RegisterConfig
 from sarreg.correlate import correlate
-from sarreg.estimate import apply_matrix
+from sarreg.estimate import TPS_MAX_POINTS, Estimate, apply_matrix, thin_spatially
 from sarreg.geometry import resample, resample_valid, translate
 from sarreg.io.raster import Scene, open_dataset, read_unit
-from sarreg.relate import read_moving_around
+from sarreg.relate import moving_pre, read_moving_around
+from sarreg.warp import PixelTransform
 
 log = logging.getLogger(__name__)
 
@@ -224,3 +225,27 @@ def write_field(path, field: OffsetsField, ref: Scene) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def local_transform(ref: Scene, mov: Scene, est: Estimate, area, cfg: RegisterConfig, path
+                    ) -> tuple[PixelTransform, dict[str, Any], list[str]]:
+    """``--model local``: the offsets field over the overlap through the global estimate, written to ``path``
+    (OUT.offsets.tif). -> (warp transform: global model + field nodes as GCPs, field statistics, gate reasons)."""
+    spacing = cfg.grid_spacing or max(32, int(round(max(ref.width, ref.height) / 96 / 16)) * 16)
+    field = estimate_field(ref, mov, est.matrix, area, spacing, cfg.preprocess, moving_pre(cfg))
+    stats = field.stats()
+    reasons = []
+    if stats["known"] < max(4, 0.3 * stats["nodes"]):
+        reasons.append(f"offsets field known at {stats['known']} of {stats['nodes']} nodes")
+    if stats["raw_vs_smooth_rmse_px"] is not None and stats["raw_vs_smooth_rmse_px"] > cfg.max_rmse / 2:
+        reasons.append(f"offsets field inconsistent: raw vs smoothed RMSE {stats['raw_vs_smooth_rmse_px']:.2f} px "
+                       f"> {cfg.max_rmse / 2:g}")
+    if stats["max_px"] is not None and stats["max_px"] > RADIUS - 1:
+        reasons.append(f"local offsets up to {stats['max_px']:.1f} px: at the edge of the search radius")
+    write_field(path, field, ref)
+    tp = field.tiepoints(est.matrix)
+    if len(tp) > TPS_MAX_POINTS:
+        tp = tp[thin_spatially(tp[:, 2:], TPS_MAX_POINTS)]
+    if len(tp) < 3:
+        return PixelTransform(est.model, est.matrix), stats, reasons
+    return PixelTransform("tps", est.matrix, tiepoints=tp), stats, reasons

@@ -33,19 +33,20 @@ import cv2
 import numpy as np
 
 from sarreg import __version__
+from sarreg.area import AREA_RADIUS, area_stage, coarse_area, global_start
 from sarreg.config import RegisterConfig
 from sarreg.errors import InputError, RegistrationFailed
-from sarreg.area import AREA_RADIUS, area_stage, coarse_area, global_start
-from sarreg.estimate import TPS_MAX_POINTS, Estimate, apply_matrix, decompose, finite_round, fit_model
+from sarreg.estimate import Estimate, apply_matrix, decompose, finite_round, fit_model
 from sarreg.geometry import matrix_distance
 from sarreg.io.raster import Scene, open_dataset, open_scene
 from sarreg.io.source import resolve_input, stac_info
 from sarreg.keypoints import Extractor, coarse_stage, fine_stage
+from sarreg.offsets import local_transform
 from sarreg.quality import (FAIL_INLIERS, REGISTER_MODELS, choose_estimate, judge, model_adequacy, overlap_points,
                             prefer_simpler, select_model, to_pixel_transform)
 from sarreg.relate import check_bounds, moving_pre, overlap_area, prior_matrix, read_coarse
 from sarreg.stage import StageResult
-from sarreg.warp import Grid, PixelTransform, check_output, corrected_geotransform, pixel_size
+from sarreg.warp import Grid, check_output, corrected_geotransform, pixel_size
 
 # Extractor and prior_matrix are re-exported: callers (batch, apply) import them from here
 __all__ = ["Report", "register", "register_outputs", "Extractor", "prior_matrix", "STATUS_EXIT"]
@@ -368,7 +369,9 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
         ptr = to_pixel_transform(est, matches.src, matches.dst)
         if cfg.model == "local" and status != "failed":
             step("offsets")
-            ptr, field_reasons = _local_field(rs, ms, est, area, cfg, out, rep)
+            p = export.sidecar(out, ".offsets.tif")
+            ptr, rep.stages["offsets"], field_reasons = local_transform(rs, ms, est, area, cfg, p)
+            rep.model, rep.outputs["offsets"] = "local", str(p)
             if field_reasons and rep.status == "ok":
                 rep.status = "low_quality"
                 rep.message = "; ".join(field_reasons)
@@ -423,38 +426,6 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
     export.write_json(report_path, rep.to_dict())
     log.info("%s: %s (%s)", moving, rep.status, rep.message)
     return rep
-
-
-def _local_field(rs: Scene, ms: Scene, est: Estimate, area, cfg: RegisterConfig, out: Path, rep: Report
-                 ) -> tuple[PixelTransform, list[str]]:
-    """``--model local``: offsets field over the overlap through the global estimate, written to OUT.offsets.tif;
-    -> (the warp transform: global model + field nodes as GCPs, gate reasons)."""
-    from sarreg import export
-    from sarreg.estimate import thin_spatially
-    from sarreg.offsets import RADIUS, estimate_field, write_field
-
-    spacing = cfg.grid_spacing or max(32, int(round(max(rs.width, rs.height) / 96 / 16)) * 16)
-    field = estimate_field(rs, ms, est.matrix, area, spacing, cfg.preprocess, moving_pre(cfg))
-    stats = field.stats()
-    rep.stages["offsets"] = stats
-    rep.model = "local"
-    reasons = []
-    if stats["known"] < max(4, 0.3 * stats["nodes"]):
-        reasons.append(f"offsets field known at {stats['known']} of {stats['nodes']} nodes")
-    if stats["raw_vs_smooth_rmse_px"] is not None and stats["raw_vs_smooth_rmse_px"] > cfg.max_rmse / 2:
-        reasons.append(f"offsets field inconsistent: raw vs smoothed RMSE {stats['raw_vs_smooth_rmse_px']:.2f} px "
-                       f"> {cfg.max_rmse / 2:g}")
-    if stats["max_px"] is not None and stats["max_px"] > RADIUS - 1:
-        reasons.append(f"local offsets up to {stats['max_px']:.1f} px: at the edge of the search radius")
-    p = export.sidecar(out, ".offsets.tif")
-    write_field(p, field, rs)
-    rep.outputs["offsets"] = str(p)
-    tp = field.tiepoints(est.matrix)
-    if len(tp) > TPS_MAX_POINTS:
-        tp = tp[thin_spatially(tp[:, 2:], TPS_MAX_POINTS)]
-    if len(tp) < 3:
-        return PixelTransform(est.model, est.matrix), reasons
-    return PixelTransform("tps", est.matrix, tiepoints=tp), reasons
 
 
 def _write_match_sidecars(rep: Report, rs: Scene, ms: Scene, fine: StageResult, kp: StageResult,

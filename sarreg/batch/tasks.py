@@ -50,6 +50,13 @@ def register_scene(ref: str, moving: str, out: str, config: RegisterConfig,
     return register(ref, moving, out, config, extractor=cached), cached.hits
 
 
+def _recorded(e: Exception, moving: Any, where: str) -> str:
+    """A scene's error as recorded in its result; unexpected ones (not SarregError) also logged with traceback."""
+    if not isinstance(e, SarregError):
+        log.warning("%s: unexpected error%s\n%s", moving, where, traceback.format_exc())
+    return error_text(e)
+
+
 def run_scene(task: dict[str, Any]) -> dict[str, Any]:
     """Worker task: register one scene (to the reference or, in a chain, to its predecessor); never raises.
 
@@ -80,9 +87,7 @@ def run_scene(task: dict[str, Any]) -> dict[str, Any]:
         timings["cpu"] = time.process_time() - cpu0  # CPU seconds of the worker process (all its threads)
         res["timings"] = {k: round(float(v), 3) for k, v in timings.items() if num(v) is not None}
     except Exception as e:  # noqa: BLE001 - a scene's failure must never stop the batch: it is its result
-        res["status"], res["error"] = "failed", error_text(e)
-        if not isinstance(e, SarregError):
-            log.warning("%s: unexpected error\n%s", moving, traceback.format_exc())
+        res["status"], res["error"] = "failed", _recorded(e, moving, "")
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     res["time_s"] = round(time.perf_counter() - t0, 3)
@@ -126,9 +131,7 @@ def warp_scene(task: dict[str, Any]) -> dict[str, Any]:
         out["timings"]["warp"] = round(time.perf_counter() - t0, 3)
         out["outputs"] = publish(stage, outdir)
     except Exception as e:  # noqa: BLE001 - recorded as the scene's error
-        out["error"] = error_text(e)
-        if not isinstance(e, SarregError):
-            log.warning("%s: unexpected error in the chain warp\n%s", moving, traceback.format_exc())
+        out["error"] = _recorded(e, moving, " in the chain warp")
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     out["time_s"] = round(time.perf_counter() - t0, 3)
