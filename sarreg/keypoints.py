@@ -96,24 +96,32 @@ def match_features(f1: Features, f2: Features, ratio: float | None, device: str)
     return match_mnn(f1.descriptors, f2.descriptors, ratio=ratio, device=resolve_device(device))
 
 
+def try_coarse_area(ref: Scene, mov: Scene, prior: np.ndarray, ci: CoarseImages, cfg: RegisterConfig, area
+                    ) -> tuple[Estimate, StageResult] | RegistrationFailed:
+    """``coarse_area``, or the reason it failed (a value: callers use either)."""
+    try:
+        return coarse_area(ref, mov, prior, ci, cfg, area)
+    except RegistrationFailed as e:
+        return e
+
+
 def coarse_stage(ref: Scene, mov: Scene, prior: np.ndarray, ci: CoarseImages, ext: Extractor,
-                 cfg: RegisterConfig, area) -> tuple[Estimate, StageResult]:
+                 cfg: RegisterConfig, area, area_first: tuple[Estimate, StageResult] | RegistrationFailed | None = None
+                 ) -> tuple[Estimate, StageResult]:
     """Multiscale keypoints on the decimated images, matching and a robust fit; rotation search when nothing fits.
 
     Correlation first: when the prior is close enough for area-based matching and most of its windows agree
-    (``strong_area``), the keypoints are not needed at this stage (they run again on the fine tiles)."""
+    (``strong_area``), the keypoints are not needed at this stage (they run again on the fine tiles).
+    ``area_first``: the result of ``try_coarse_area`` when the caller already has it (None: computed here)."""
     ru, rv, Dr, s, mu, mv, Dm = ci.ru, ci.rv, ci.Dr, ci.s, ci.mu, ci.mv, ci.Dm
     rshape = ru.shape
-    area_first: tuple[Estimate, StageResult] | RegistrationFailed
-    try:
-        area_first = coarse_area(ref, mov, prior, ci, cfg, area)
-        if strong_area(*area_first):
-            log.info("coarse: correlation from the prior, %d of %d windows agree", area_first[0].n_inliers,
-                     area_first[1].info["windows"])
-            area_first[1].info["correlation_first"] = True
-            return area_first
-    except RegistrationFailed as e:
-        area_first = e
+    if area_first is None:
+        area_first = try_coarse_area(ref, mov, prior, ci, cfg, area)
+    if not isinstance(area_first, RegistrationFailed) and strong_area(*area_first):
+        log.info("coarse: correlation from the prior, %d of %d windows agree", area_first[0].n_inliers,
+                 area_first[1].info["windows"])
+        area_first[1].info["correlation_first"] = True
+        return area_first
     fr = ext(ru, rv, multiscale=True, top_k=cfg.coarse_top_k, min_scale=cfg.coarse_min_scale)
     fr_full = Features(np.c_[apply_matrix(Dr, fr.xy), fr.keypoints[:, 2:] / s].astype(np.float32),
                        fr.descriptors, fr.scores, (ref.width, ref.height))

@@ -33,14 +33,14 @@ import cv2
 import numpy as np
 
 from sarreg import __version__
-from sarreg.area import AREA_RADIUS, area_stage, coarse_area, global_start
+from sarreg.area import AREA_RADIUS, area_stage, global_start
 from sarreg.config import RegisterConfig
 from sarreg.errors import InputError, RegistrationFailed
 from sarreg.estimate import Estimate, apply_matrix, decompose, finite_round, fit_model
 from sarreg.geometry import matrix_distance
 from sarreg.io.raster import Scene, open_dataset, open_scene
 from sarreg.io.source import resolve_input, stac_info
-from sarreg.keypoints import Extractor, coarse_stage, fine_stage
+from sarreg.keypoints import Extractor, coarse_stage, fine_stage, try_coarse_area
 from sarreg.offsets import local_transform
 from sarreg.quality import (FAIL_INLIERS, REGISTER_MODELS, choose_estimate, judge, model_adequacy, overlap_points,
                             prefer_simpler, select_model, to_pixel_transform)
@@ -284,16 +284,16 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
     fine = matches = None
     try:
         step("coarse")
-        cest, coarse = coarse_stage(rs, ms, prior, ci, ext, cfg, area)
+        area_first = try_coarse_area(rs, ms, prior, ci, cfg, area)
+        cest, coarse = coarse_stage(rs, ms, prior, ci, ext, cfg, area, area_first)
         # the correlation's own coarse estimate, a further start for the refinement when the keypoints' differs
         extra_starts: list[tuple[np.ndarray, float]] = []
         if coarse.info.get("method") != "correlation":
-            try:
-                ca, _ = coarse_area(rs, ms, prior, ci, cfg, area)
-                extra_starts.append((ca.matrix, max(6.0, 3.0 * ca.rmse)))
-            except RegistrationFailed:
+            if isinstance(area_first, RegistrationFailed):
                 # too few windows agree on the coarse grid: the global phase correlation alone is still a start
                 extra_starts.append((global_start(ci, prior)[0], max(6.0, coarse.info["threshold_px"])))
+            else:
+                extra_starts.append((area_first[0].matrix, max(6.0, 3.0 * area_first[0].rmse)))
         del ci
         rep.stages["coarse"] = {**coarse.info, "matrix": cest.matrix.tolist()}
         t = tick("coarse", t)
