@@ -16,7 +16,7 @@ from sarreg.model.weights import load_model
 from sarreg.train.losses import (LossWeights, NeighbourhoodSampler, R2D2Loss, ap_quantized, cosim_loss, peaky_loss,
                                  reliability_loss, sharpen_loss, warp_by_flow)
 from sarreg.train.pairs import (PairConfig, Source, find_date_pairs, flow_from_homography, load_power, make_pair,
-                                random_homography, sample_pair)
+                                random_homography, sample_pair, sensor_look, smooth_distortion)
 
 NOISE_FREE = PairConfig(crop=96, speckle=False, radiometric=0.0, blur=0.0, cutout=0.0)
 
@@ -50,6 +50,50 @@ def test_pair_flow_is_consistent_with_images():
         shifted = aflow.copy()
         shifted[axis] += d
         assert corr(shifted) < best - 0.01
+
+
+def test_distorted_pair_flow_is_consistent_with_images():
+    """With a smooth non-projective distortion of img2, the flow still points at the same scene content."""
+    refl = synth.reflectivity(200, 200, seed=6)
+    cfg = PairConfig(crop=96, speckle=False, radiometric=0.0, blur=0.0, cutout=0.0, distort=1.0, max_distort=3.0)
+    p = make_pair(refl, refl, np.random.default_rng(4), cfg)
+    img1, img2, aflow = p["img1"], p["img2"], p["aflow"]
+    ok = np.isfinite(aflow[0])
+    inner = cv2.erode(ok.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+    yy, xx = np.mgrid[0:96, 0:96]
+    from sarreg.train.pairs import apply_homography
+    hx, hy = apply_homography(p["H"], xx, yy)
+    # the flow departs from the homography (the distortion is real) ...
+    assert np.nanmax(np.hypot(aflow[0] - hx, aflow[1] - hy)[ok]) > 0.3
+
+    def corr(flow: np.ndarray) -> float:
+        back = _backwarp(img2, flow)
+        m = inner & np.isfinite(back)
+        return float(np.corrcoef(back[m], img1[m])[0, 1])
+
+    # ... and following it reproduces img1 better than the homography alone
+    assert corr(aflow) > 0.9
+    assert corr(aflow) > corr(np.stack([hx, hy]).astype(np.float32)) + 0.01
+
+
+def test_smooth_distortion_amplitude():
+    d = smooth_distortion(np.random.default_rng(1), 64, 2.0)
+    assert d.shape == (2, 64, 64) and 0 < np.abs(d).max() <= 2.0 + 1e-6
+
+
+def test_sensor_look_keeps_geometry_and_invalid_pixels():
+    """Another sensor's look changes radiometry/resolution/quantisation, not where things are, nor the nodata."""
+    rng = np.random.default_rng(0)
+    refl = synth.speckle(synth.reflectivity(128, 128, seed=2), 4, rng)
+    refl[:10] = np.nan
+    looks = [sensor_look(refl, np.random.default_rng(s)) for s in range(12)]
+    for q in looks:
+        assert q.shape == refl.shape and q.dtype == np.float32
+        assert np.isnan(q[:10]).all() and np.isfinite(q[10:]).all() and (q[10:] > 0).all()
+        a, b = np.log(refl[10:]), np.log(q[10:])
+        assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.3
+    # the draws differ (the augmentation is not the identity)
+    assert sum(not np.allclose(q[10:], refl[10:]) for q in looks) >= 8
 
 
 def test_flow_from_known_homography():

@@ -122,6 +122,10 @@ def build_sources(data: list[str], stacks: list[str], synthetic: bool, crop: int
 @click.option("--val-rank", type=click.Choice(["rep_rel", "rep"]), default="rep_rel", show_default=True,
               help="Validation ranks keypoints by repeatability x reliability, or by repeatability alone "
                    "(for models shipped with a constant reliability).")
+@click.option("--sensor", type=float, default=0.0, show_default=True,
+              help="Per-view probability of another sensor's look: resolution, noise floor, 8/16-bit storage.")
+@click.option("--distort", type=float, default=0.0, show_default=True,
+              help="Probability of a smooth non-projective distortion of the second view (terrain, ground range).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 ...")
 @click.option("--threads", type=int, default=2, show_default=True)
 @click.option("--workers", type=int, default=1, show_default=True, help="Pair-generation worker processes.")
@@ -160,6 +164,6 @@ def train(ctx: click.Context, data, config_file, out_dir, stacks, no_progress, *
     for s in sources:
         click.echo(f"training data: {s.describe()}, weight {s.weight:g}", err=True)
     state = run_train(sources, out_dir, cfg, val_sources=val_sources, resume=resume, progress=not no_progress,
-                      pair_cfg=PairConfig(crop=cfg.crop))
+                      pair_cfg=PairConfig(crop=cfg.crop, sensor=cfg.sensor, distort=cfg.distort))
     click.echo(f"stopped at iteration {state.iteration}; best validation M-score {state.best:.4f}; "
                f"checkpoints in {out_dir}", err=True)

@@ -242,6 +242,76 @@ def _radiometric(u: np.ndarray, valid: np.ndarray, rng: np.random.Generator, str
     return np.where(valid, v, u).astype(np.float32)
 
 
+# ----------------------------------------------------------------------------------------- sensor diversity
+def sensor_look(p: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The same linear-power crop as another sensor / product would deliver it (NaN stays NaN).
+
+    Why: the shipped scenes come from a few sensors; users' come from any. Each effect is drawn independently:
+    coarser resolution (point-spread blur, then resampling to a 1-3x coarser pixel spacing and back), a thermal
+    noise floor (additive exponential noise power, -15 to -3 dB below the median), and the storage of the product:
+    8-bit dB display stretches with clipping, or integer amplitude (8/16-bit) with saturation and its dark
+    quantisation. Amplitude vs intensity and dB vs linear need no simulation: the input preprocessing
+    (log, then per-scene percentiles) maps them to the same network input.
+    """
+    ok = np.isfinite(p) & (p > 0)
+    if ok.mean() < 0.05:
+        return p
+    q = np.where(ok, p, np.median(p[ok])).astype(np.float32)
+    h, w = q.shape
+    if rng.random() < 0.5:  # resolution: PSF + coarser pixel spacing
+        f = rng.uniform(1.0, 3.0)
+        q = cv2.GaussianBlur(q, (0, 0), 0.45 * f)
+        if f > 1.3:
+            small = cv2.resize(q, (max(8, round(w / f)), max(8, round(h / f))), interpolation=cv2.INTER_AREA)
+            q = cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
+        q = np.maximum(q, 1e-4 * float(np.median(q)))  # cubic overshoot stays a (dark) measurement
+    if rng.random() < 0.3:  # thermal noise floor
+        floor = float(np.median(q)) * 10 ** (rng.uniform(-15, -3) / 10)
+        q = q + floor * rng.exponential(1.0, q.shape).astype(np.float32)
+    r = rng.random()
+    if r < 0.25:  # 8-bit dB display with a clipped stretch
+        db = 10 * np.log10(np.maximum(q, 1e-12))
+        lo, hi = np.percentile(db, [rng.uniform(0.2, 5), rng.uniform(95, 99.9)])
+        v = np.round(np.clip((db - lo) / max(hi - lo, 1e-6), 0, 1) * 254) + 1
+        q = np.power(10.0, (lo + (v - 1) / 254 * (hi - lo)) / 10)
+    elif r < 0.45:  # integer amplitude with saturation, 8 or 16 bit
+        top = 255 if rng.random() < 0.5 else 65535
+        a = np.sqrt(q)
+        scale = rng.uniform(0.3, 1.0) * top / max(float(np.percentile(a, 99)), 1e-12)
+        if top == 65535:
+            scale = min(scale, rng.uniform(50, 3000) / max(float(np.median(a)), 1e-12))
+        a = np.clip(np.round(a * scale), 0, top)
+        q = (np.maximum(a, 0.5) / scale) ** 2  # zeros are dark measurements, as io.raster keeps them
+    out = q.astype(np.float32)
+    out[~ok] = np.nan
+    return out
+
+
+def smooth_distortion(rng: np.random.Generator, size: int, max_px: float) -> np.ndarray:
+    """2 x size x size smooth displacement field (px) of random amplitude up to ``max_px``.
+
+    Why: terrain and ground-range resampling bend real products away from any homography; tie points must still
+    be found where the local geometry deviates by a pixel or two.
+    """
+    n = int(rng.integers(2, 5))
+    coarse = rng.normal(0, 1, (2, n, n)).astype(np.float32)
+    if rng.random() < 0.5:  # range-dependent (column-wise) stretch, as in ground-range products
+        coarse[:, :, :] = coarse[:, :1, :]
+    d = np.stack([cv2.resize(c, (size, size), interpolation=cv2.INTER_CUBIC) for c in coarse])
+    return d * (rng.uniform(0.3, 1.0) * max_px / max(float(np.abs(d).max()), 1e-6))
+
+
+def _remap(img: np.ndarray, mx: np.ndarray, my: np.ndarray) -> np.ndarray:
+    """Bilinear resampling at (mx, my); NaN where the sample leaves the image or touches NaN."""
+    nan_in = ~np.isfinite(img)
+    src = np.where(nan_in, 0, img).astype(np.float32)
+    out = cv2.remap(src, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    valid = cv2.remap((~nan_in).astype(np.float32), mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                      borderValue=0)
+    out[valid < 0.999] = np.nan
+    return out
+
+
 # ------------------------------------------------------------------------------------------------ pair making
 @dataclass(frozen=True)
 class PairConfig:
@@ -260,6 +330,9 @@ class PairConfig:
     blur: float = 0.15  # probability of a slight blur of one view (resolution difference)
     min_valid: float = 0.25  # minimum fraction of img1 pixels with valid flow
     speckle: bool = True  # False: no added speckle (tests on noise-free scenes)
+    sensor: float = 0.0  # probability, per view, of another sensor's look (``sensor_look``)
+    distort: float = 0.0  # probability of a smooth non-projective distortion of img2 (``smooth_distortion``)
+    max_distort: float = 2.5  # its largest displacement (px)
 
 
 def make_pair(view1: np.ndarray, view2: np.ndarray, rng: np.random.Generator, cfg: PairConfig = PairConfig(),
@@ -300,7 +373,13 @@ def make_pair(view1: np.ndarray, view2: np.ndarray, rng: np.random.Generator, cf
     # img2 pixel -> source pixel
     m2 = _translate(ox, oy) @ np.linalg.inv(H)
     p1 = np.ascontiguousarray(v1[oy:oy + crop, ox:ox + crop], dtype=np.float32)
-    p2 = synth.warp_image(np.ascontiguousarray(v2, dtype=np.float32), m2, (crop, crop))
+    disp = smooth_distortion(rng, crop, cfg.max_distort) if rng.random() < cfg.distort else None
+    if disp is None:
+        p2 = synth.warp_image(np.ascontiguousarray(v2, dtype=np.float32), m2, (crop, crop))
+    else:  # img2 pixel q samples the source at m2 (q + d(q))
+        yy, xx = np.mgrid[0:crop, 0:crop].astype(np.float64)
+        sx, sy = apply_homography(m2, xx + disp[0], yy + disp[1])
+        p2 = _remap(np.ascontiguousarray(v2, dtype=np.float32), sx.astype(np.float32), sy.astype(np.float32))
 
     if not cfg.speckle:
         pass
@@ -314,6 +393,10 @@ def make_pair(view1: np.ndarray, view2: np.ndarray, rng: np.random.Generator, cf
     elif rng.random() < cfg.extra_speckle:
         p1 = synth.speckle(p1, rng.uniform(3, 8), rng)
         p2 = synth.speckle(p2, rng.uniform(3, 8), rng)
+    if rng.random() < cfg.sensor:
+        p1 = sensor_look(p1, rng)
+    if rng.random() < cfg.sensor:
+        p2 = sensor_look(p2, rng)
     ok1, ok2 = np.isfinite(p1), np.isfinite(p2)
     if rng.random() < cfg.cutout:
         ok2 &= ~_cutout(rng, (crop, crop))
@@ -334,19 +417,32 @@ def make_pair(view1: np.ndarray, view2: np.ndarray, rng: np.random.Generator, cf
         else:
             u2 = np.where(ok2, cv2.GaussianBlur(u2, (0, 0), sig), u2).astype(np.float32)
 
-    aflow = flow_from_homography(H, (crop, crop), (crop, crop), ok1, ok2)
+    aflow = flow_from_homography(H, (crop, crop), (crop, crop), ok1, ok2, disp)
     if np.isfinite(aflow[0]).mean() < cfg.min_valid:
         raise InputError("pair has too little overlap")
     return {"img1": u1, "img2": u2, "aflow": aflow, "H": H.astype(np.float64)}
 
 
 def flow_from_homography(H: np.ndarray, shape1: tuple[int, int], shape2: tuple[int, int],
-                         valid1: np.ndarray | None = None, valid2: np.ndarray | None = None) -> np.ndarray:
-    """Dense flow 2 x H1 x W1 (float32): img1 pixel -> (x, y) in img2 via ``H``; NaN outside / invalid."""
+                         valid1: np.ndarray | None = None, valid2: np.ndarray | None = None,
+                         disp: np.ndarray | None = None) -> np.ndarray:
+    """Dense flow 2 x H1 x W1 (float32): img1 pixel -> (x, y) in img2 via ``H``; NaN outside / invalid.
+
+    ``disp`` (2 x H2 x W2): img2 was sampled at H^-1 (q + disp(q)); the flow then solves q + disp(q) = H p by
+    fixed-point iteration (the displacement is small and smooth, so it converges in a few steps).
+    """
     h1, w1 = shape1
     h2, w2 = shape2
     yy, xx = np.mgrid[0:h1, 0:w1].astype(np.float64)
     fx, fy = apply_homography(H, xx, yy)
+    if disp is not None:
+        tx, ty = fx.astype(np.float32), fy.astype(np.float32)
+        qx, qy = tx.copy(), ty.copy()
+        for _ in range(8):
+            dx = cv2.remap(disp[0].astype(np.float32), qx, qy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            dy = cv2.remap(disp[1].astype(np.float32), qx, qy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            qx, qy = tx - dx, ty - dy
+        fx, fy = qx.astype(np.float64), qy.astype(np.float64)
     inside = (fx >= -0.5) & (fx <= w2 - 0.5) & (fy >= -0.5) & (fy <= h2 - 0.5) & np.isfinite(fx) & np.isfinite(fy)
     if valid1 is not None:
         inside &= valid1
