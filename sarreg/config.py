@@ -11,7 +11,7 @@ ROBUST_NAMES = ("magsac", "ransac", "lmeds", "usac", "accurate", "prosac", "fast
 RESAMPLING = ("nearest", "bilinear", "cubic", "cubicspline", "lanczos", "average", "mode")  # sarreg.warp
 FORMATS = ("COG", "GTiff")
 COMPRESSION = ("DEFLATE", "LZW", "ZSTD", "NONE")
-BACKENDS = ("auto", "torch", "openvino")  # sarreg.model.backend
+BACKENDS = ("auto", "torch", "openvino", "onnxruntime")  # sarreg.model.backend
 
 
 @dataclass(frozen=True)

@@ -187,7 +187,7 @@ def run_network(model: Model, unit: np.ndarray, device: torch.device | str = "cp
 
     Odd sizes are padded by edge replication to even so the Fast network's output covers every pixel. The heads
     run in row strips over the up-sampled map so the 128-channel full-resolution map never exists whole.
-    backend: "torch" or "openvino" (resolved, see ``sarreg.model.backend``) for the convolution trunk.
+    backend: "torch", "openvino" or "onnxruntime" (resolved, see ``sarreg.model.backend``) for the convolution trunk.
     """
     device = torch.device(device)
     h, w = unit.shape
@@ -203,6 +203,10 @@ def run_network(model: Model, unit: np.ndarray, device: torch.device | str = "cp
         from sarreg.model.backend import openvino_trunk
 
         x = openvino_trunk(model, net, precision)(x)
+    elif backend == "onnxruntime":
+        from sarreg.model.backend import onnxruntime_trunk
+
+        x = onnxruntime_trunk(model, net)(x)
     else:
         x = x.contiguous(memory_format=torch.channels_last)
         ctx = torch.autocast(device_type=device.type, dtype=torch.bfloat16) if precision == "bf16" else _null()

@@ -1,5 +1,5 @@
-"""Inference backends: OpenVINO gives torch's keypoints and descriptors on a realistic image; backend choice;
-the converted model is cached by weights hash in the user cache folder."""
+"""Inference backends: OpenVINO and ONNX Runtime give torch's keypoints and descriptors on a realistic image;
+backend choice; the converted model is cached by weights hash in the user cache folder."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,11 +12,17 @@ from sarreg.config import ExtractConfig
 from sarreg.errors import InputError
 from sarreg.extract import extract_array, run_network
 from sarreg.io.raster import image_to_unit
-from sarreg.model.backend import openvino_available, resolve_backend
+from sarreg.model.backend import onnxruntime_available, openvino_available, resolve_backend
 from sarreg.model.weights import default_weights_path, load_model
 from sarreg.synth import reflectivity, speckle
 
 needs_openvino = pytest.mark.skipif(not openvino_available(), reason="openvino not installed")
+# each CPU backend, with the cache sub-folder and file suffix of its converted model
+CPU_BACKENDS = [
+    pytest.param("openvino", "openvino", ".xml", marks=needs_openvino),
+    pytest.param("onnxruntime", "onnx", ".onnx",
+                 marks=pytest.mark.skipif(not onnxruntime_available(), reason="onnxruntime not installed")),
+]
 
 
 @pytest.fixture
@@ -34,12 +40,15 @@ def test_resolve_backend() -> None:
         resolve_backend("onnx", cpu)
     with pytest.raises(InputError, match="CPU"):
         resolve_backend("openvino", torch.device("cuda"))
+    with pytest.raises(InputError, match="runs on the CPU"):
+        resolve_backend("onnxruntime", torch.device("cuda"))
 
 
-@needs_openvino
-def test_openvino_matches_torch_on_a_realistic_image(cache_home: Path) -> None:
+@pytest.mark.parametrize("backend,folder,suffix", CPU_BACKENDS)
+def test_backend_matches_torch_on_a_realistic_image(cache_home: Path, backend: str, folder: str,
+                                                    suffix: str) -> None:
     """Shipped model, speckled synthetic landscape, multiscale R2D2 defaults: >= 95 % of torch's top-1000
-    keypoints found within 0.5 px by OpenVINO, and the descriptors of those pairs agree (cosine > 0.99)."""
+    keypoints found within 0.5 px by the backend, and the descriptors of those pairs agree (cosine > 0.99)."""
     if default_weights_path() is None:
         pytest.skip("no shipped model")
     model = load_model(None, torch.device("cpu"))
@@ -47,7 +56,7 @@ def test_openvino_matches_torch_on_a_realistic_image(cache_home: Path) -> None:
     unit, valid = image_to_unit(speckle(reflectivity(640, 640, seed=11), 4.0, rng))
     cfg = ExtractConfig(top_k=1000, device="cpu")
     ft = extract_array(model, unit, valid, cfg.with_(backend="torch"))
-    fo = extract_array(model, unit, valid, cfg.with_(backend="openvino"))
+    fo = extract_array(model, unit, valid, cfg.with_(backend=backend))
     assert len(ft) == 1000 and len(fo) >= 950
     # nearest OpenVINO keypoint (same scale level) of each torch keypoint
     d = np.linalg.norm(ft.keypoints[:, None, :2] - fo.keypoints[None, :, :2], axis=2)
@@ -58,20 +67,21 @@ def test_openvino_matches_torch_on_a_realistic_image(cache_home: Path) -> None:
     cos = np.sum(ft.descriptors[close] * fo.descriptors[j[close]], axis=1)
     assert cos.min() > 0.99, cos.min()
     # the converted model went to the user cache, keyed by the weights' sha256
-    irs = list((cache_home / "sarreg" / "openvino").glob("*.xml"))
-    assert len(irs) == 1 and irs[0].name.startswith(model.sha256[:32]) and irs[0].with_suffix(".bin").is_file()
+    irs = list((cache_home / "sarreg" / folder).glob(f"*{suffix}"))
+    assert len(irs) == 1 and irs[0].name.startswith(model.sha256[:32])
+    assert backend != "openvino" or irs[0].with_suffix(".bin").is_file()
 
 
-@needs_openvino
-def test_openvino_cache_is_reused(cache_home: Path) -> None:
-    """A second process-like load (new Model object) reads the cached IR instead of converting again."""
+@pytest.mark.parametrize("backend,folder,suffix", CPU_BACKENDS)
+def test_backend_cache_is_reused(cache_home: Path, backend: str, folder: str, suffix: str) -> None:
+    """A second process-like load (new Model object) reads the cached model instead of converting again."""
     if default_weights_path() is None:
         pytest.skip("no shipped model")
     unit = np.random.default_rng(3).uniform(0, 1, (96, 130)).astype(np.float32)  # odd shapes: padding path
-    a = run_network(load_model(None, torch.device("cpu")), unit, backend="openvino")
-    (ir,) = (cache_home / "sarreg" / "openvino").glob("*.xml")
+    a = run_network(load_model(None, torch.device("cpu")), unit, backend=backend)
+    (ir,) = (cache_home / "sarreg" / folder).glob(f"*{suffix}")
     stamp = ir.stat().st_mtime_ns
-    b = run_network(load_model(None, torch.device("cpu")), unit, backend="openvino")
+    b = run_network(load_model(None, torch.device("cpu")), unit, backend=backend)
     assert ir.stat().st_mtime_ns == stamp
     t = run_network(load_model(None, torch.device("cpu")), unit, backend="torch")
     assert torch.equal(a.raw, b.raw) and a.reliability.shape == t.reliability.shape == (96, 130)

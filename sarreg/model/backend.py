@@ -1,4 +1,4 @@
-"""Inference backends for the network's convolution trunk: PyTorch, or OpenVINO on the CPU.
+"""Inference backends for the network's convolution trunk: PyTorch, OpenVINO or ONNX Runtime on the CPU.
 
 The trunk (every layer up to the descriptor map; for the Fast network everything before its final x2
 up-sampling) is the whole cost of a forward pass; the heads run on the result in torch either way
@@ -8,6 +8,8 @@ up-sampling) is the whole cost of a forward pass; the heads run on the result in
 The OpenVINO model is converted from our torch module (batch norm folded) with ``openvino.convert_model``, with a
 dynamic spatial input shape (tiles and pyramid levels have many sizes), and cached as IR (``.xml`` + ``.bin``,
 fp32 weights) in the user cache folder, keyed by the sha256 of the weights file: later runs only read and compile.
+ONNX Runtime gets the same trunk exported with ``torch.onnx.export`` (dynamic height and width), cached the same way
+as ``.onnx``; it is the portable choice where OpenVINO is not available (e.g. ARM CPUs).
 """
 from __future__ import annotations
 
@@ -33,17 +35,25 @@ def openvino_available() -> bool:
     return importlib.util.find_spec("openvino") is not None
 
 
+def onnxruntime_available() -> bool:
+    """True when ``onnxruntime`` (and ``onnx``, which torch's exporter needs) are importable (not imported)."""
+    return importlib.util.find_spec("onnxruntime") is not None and importlib.util.find_spec("onnx") is not None
+
+
 def resolve_backend(name: str, device: torch.device) -> str:
     """'auto' -> 'openvino' on the CPU when installed, else 'torch'; explicit choices are checked."""
     if name not in BACKENDS:
         raise InputError(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)}")
     if name == "auto":
         return "openvino" if device.type == "cpu" and openvino_available() else "torch"
-    if name == "openvino":
+    if name in ("openvino", "onnxruntime"):
         if device.type != "cpu":
-            raise InputError(f"--backend openvino runs on the CPU; use --device cpu (got {device})")
-        if not openvino_available():
+            raise InputError(f"--backend {name} runs on the CPU; use --device cpu (got {device})")
+        if name == "openvino" and not openvino_available():
             raise InputError("--backend openvino: the openvino package is not installed (pip install openvino)")
+        if name == "onnxruntime" and not onnxruntime_available():
+            raise InputError("--backend onnxruntime: onnxruntime / onnx are not installed "
+                             "(pip install onnxruntime onnx)")
     return name
 
 
@@ -112,16 +122,75 @@ class OpenVINOTrunk:
         return torch.from_numpy(np.array(next(iter(out.values())), dtype=np.float32, copy=True))
 
 
+class OnnxRuntimeTrunk:
+    """An ONNX Runtime session of a network trunk: ``__call__(x)`` N x C x H x W float32 -> feature map."""
+
+    def __init__(self, trunk: torch.nn.Module, in_channels: int, sha256: str, tag: str, threads: int | None = None):
+        import onnxruntime as ort
+
+        path = cache_dir() / "onnx" / f"{sha256[:32]}-{tag}-v{IR_VERSION}.onnx" if sha256 else None
+        data = path.read_bytes() if path is not None and path.is_file() else None
+        if data is None:
+            data = self._export(trunk, in_channels)
+            if path is not None:
+                from sarreg.outputs import write_atomic
+
+                try:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    write_atomic(path, data)
+                except OSError as e:
+                    log.warning("onnxruntime: cannot cache the exported model in %s (%s)", path.parent, e)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = int(threads or torch.get_num_threads())
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        self.session = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+        self.input = self.session.get_inputs()[0].name
+
+    @staticmethod
+    def _export(trunk: torch.nn.Module, in_channels: int) -> bytes:
+        import io
+        import warnings
+
+        buf = io.BytesIO()
+        example = torch.zeros(1, in_channels, 64, 64)
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(trunk.eval(), (example,), buf, input_names=["x"], output_names=["y"],
+                              dynamic_axes={"x": {2: "h", 3: "w"}, "y": {2: "h2", 3: "w2"}}, opset_version=17,
+                              dynamo=False)
+        return buf.getvalue()
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        arr = np.ascontiguousarray(x.detach().to("cpu", torch.float32).contiguous().numpy())
+        return torch.from_numpy(self.session.run(None, {self.input: arr})[0])
+
+
+def _trunk_of(net: torch.nn.Module) -> torch.nn.Module:
+    ops = list(net.ops)
+    if isinstance(ops[-1], torch.nn.Upsample):
+        ops = ops[:-1]
+    return torch.nn.Sequential(*ops).to("cpu").to(memory_format=torch.contiguous_format)
+
+
 def openvino_trunk(model, net: torch.nn.Module, precision: str = "fp32") -> OpenVINOTrunk:
     """The OpenVINO trunk of ``net`` (the BN-folded inference copy of ``model.net``), built once per model."""
     key = (id(model.net), precision)
     cached = getattr(model, "_sarreg_openvino", None)
     if cached is None or cached[0] != key:
-        ops = list(net.ops)
-        if isinstance(ops[-1], torch.nn.Upsample):
-            ops = ops[:-1]
-        trunk = torch.nn.Sequential(*ops).to("cpu").to(memory_format=torch.contiguous_format)
         tag = f"{model.arch}-m{model.mchan}-c{model.in_channels}"
-        model._sarreg_openvino = (key, OpenVINOTrunk(trunk, model.in_channels, model.sha256, tag, precision))
+        model._sarreg_openvino = (key, OpenVINOTrunk(_trunk_of(net), model.in_channels, model.sha256, tag,
+                                                     precision))
         cached = model._sarreg_openvino
+    return cached[1]
+
+
+def onnxruntime_trunk(model, net: torch.nn.Module) -> OnnxRuntimeTrunk:
+    """The ONNX Runtime trunk of ``net`` (the BN-folded inference copy of ``model.net``), built once per model."""
+    key = id(model.net)
+    cached = getattr(model, "_sarreg_onnxruntime", None)
+    if cached is None or cached[0] != key:
+        tag = f"{model.arch}-m{model.mchan}-c{model.in_channels}"
+        model._sarreg_onnxruntime = (key, OnnxRuntimeTrunk(_trunk_of(net), model.in_channels, model.sha256, tag))
+        cached = model._sarreg_onnxruntime
     return cached[1]
