@@ -15,7 +15,7 @@ import numpy as np
 from sarreg.config import RegisterConfig
 from sarreg.errors import RegistrationFailed
 from sarreg.estimate import Estimate, apply_matrix, decompose, finite_round, fit_model
-from sarreg.extract import Features
+from sarreg.features import Features
 from sarreg.geometry import resample, resample_valid, translate
 from sarreg.io.raster import Scene
 from sarreg.relate import CoarseImages
@@ -79,6 +79,14 @@ def strong_area(est: Estimate, res: StageResult) -> bool:
     """A correlation estimate most of whose windows agree, over much of the overlap: enough on its own."""
     n = res.info.get("windows", 0)
     return est.n_inliers >= max(2 * AREA_MIN_WINDOWS, 0.5 * n) and est.coverage >= 0.3
+
+
+def settles(est: Estimate | None, res: StageResult) -> bool:
+    """A fine correlation estimate so clearly right that keypoints could not improve it: most windows agree
+    (as when the refinement stops trying starts) and they cover at least half the overlap (``choose_estimate``
+    would keep it over any keypoint fit). The network then never runs."""
+    return est is not None and strong_area(est, res) and est.n_inliers >= 0.7 * res.info.get("windows", 0) \
+        and est.coverage >= 0.5
 
 
 def coarse_area(ref: Scene, mov: Scene, prior: np.ndarray, ci: CoarseImages, cfg: RegisterConfig,

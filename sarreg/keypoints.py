@@ -17,7 +17,7 @@ from sarreg.area import coarse_area, strong_area
 from sarreg.config import RegisterConfig
 from sarreg.errors import InputError, RegistrationFailed
 from sarreg.estimate import Estimate, apply_matrix, decompose, fit_model
-from sarreg.extract import Features
+from sarreg.features import Features
 from sarreg.geometry import resample, resample_valid, rotation, translate
 from sarreg.io.raster import Scene, open_dataset, read_unit
 from sarreg.quality import FAIL_INLIERS
@@ -42,16 +42,35 @@ class Extractor:
         self.kind = cfg.features
         self.name, self.sha256 = cfg.features, ""
         self.base = ExtractConfig(device=cfg.device, preprocess=cfg.preprocess, backend=cfg.backend)
+        self._model = None
+        self._device = cfg.device
         if self.kind == "r2d2":
+            # the network is loaded on the first call (a registration that correlation settles never needs it);
+            # the file is found and hashed now, so the report names the weights either way
+            from sarreg.errors import WeightsError
+            from sarreg.model.files import weights_path
+            from sarreg.outputs import sha256_file
+
+            self._path = weights_path(cfg.weights)
+            if self._path.is_dir():
+                raise WeightsError(f"{self._path}: is a directory, not a weights file (pass the checkpoint file)")
+            if not self._path.is_file():
+                raise WeightsError(f"{self._path}: weights file not found")
+            self.name, self.sha256 = self._path.name, sha256_file(self._path)
+            if cfg.weights is not None:
+                self.model  # noqa: B018  (weights the user named are checked now: a bad file fails before any work)
+        elif self.kind != "sift":
+            raise InputError(f"unknown feature type {cfg.features!r} (choose r2d2 or sift)")
+
+    @property
+    def model(self):
+        """The network (``sarreg.model.weights.Model``), loaded once on first use; None for SIFT."""
+        if self._model is None and self.kind == "r2d2":
             from sarreg.extract import resolve_device
             from sarreg.model.weights import load_model
 
-            self.model = load_model(cfg.weights, resolve_device(cfg.device))
-            self.name, self.sha256 = self.model.name, self.model.sha256
-        elif self.kind == "sift":
-            self.model = None
-        else:
-            raise InputError(f"unknown feature type {cfg.features!r} (choose r2d2 or sift)")
+            self._model = load_model(self._path, resolve_device(self._device))
+        return self._model
 
     def __call__(self, unit: np.ndarray, valid: np.ndarray, multiscale: bool, top_k: int,
                  min_scale: float = 0.0) -> Features:
@@ -221,63 +240,70 @@ def plan_tiles(ref: Scene, area, tile: int, n_tiles: int) -> list[tuple[int, int
     return [(c0, r0, tw, th) for c0, r0 in cands]
 
 
-def fine_stage(ref: Scene, mov: Scene, coarse: np.ndarray, coarse_err: float, ext: Extractor,
-               cfg: RegisterConfig, area) -> StageResult:
-    """Full-resolution tiles around the coarse prediction; matches in full-scene pixels."""
+def read_tiles(ref: Scene, mov: Scene, coarse: np.ndarray, cfg: RegisterConfig, area
+               ) -> tuple[list[TilePair], dict]:
+    """Full-resolution reference tiles over the overlap and the moving reads that cover them through ``coarse``.
+
+    The fine stages (keypoints and correlation) share these reads; tiles without texture or data are skipped."""
     tiles = plan_tiles(ref, area, cfg.tile_size, cfg.n_tiles)
-    inv = np.linalg.inv(coarse)
-    radius = max(6.0, 3.0 * coarse_err)  # true matches lie near the coarse prediction
-    srcs, dsts, sims, i1s, i2s, rparts, mparts = [], [], [], [], [], [], []
-    n_r = n_m = 0
-    used = skipped = 0
-    tiles_kept: list[TilePair] = []
+    kept: list[TilePair] = []
     mpre = moving_pre(cfg)
     with open_dataset(ref.path) as dr, open_dataset(mov.path) as dm:
         for c0, r0, tw, th in tiles:
             ru, rv = read_unit(ref, Window(c0, r0, tw, th), None, cfg.preprocess, ds=dr)
             if rv.mean() < 0.2 or float(np.std(ru[rv])) < 0.01:
-                skipped += 1
                 continue
             got = read_moving_around(mov, coarse, c0, r0, c0 + tw, r0 + th, 8.0, mpre, ds=dm)
             if got is None:
-                skipped += 1
                 continue
             mu, mv, Dm, k = got
             Ft = translate(-c0, -r0) @ coarse @ Dm  # moving read px -> tile px
-            wu = resample(mu, Ft, (th, tw))
-            wv = resample_valid(mv, Ft, (th, tw))
-            if wv.mean() < 0.1:
-                skipped += 1
+            if resample_valid(mv, Ft, (th, tw)).mean() < 0.1:
                 continue
-            tiles_kept.append(TilePair(c0, r0, ru, rv, mu, mv, Dm))
-            fr = ext(ru, rv, multiscale=False, top_k=cfg.fine_top_k)
-            fm = ext(wu, wv, multiscale=False, top_k=cfg.fine_top_k)
-            used += 1
-            if not len(fr) or not len(fm):
-                continue
-            m = match_features(fr, fm, cfg.ratio, cfg.device)
-            near = np.hypot(*(fr.xy[m.idx1] - fm.xy[m.idx2]).T) <= radius
-            off = np.array([c0, r0], dtype=np.float64)
-            rk = fr.xy + off
-            mk = apply_matrix(inv, fm.xy + off)
-            srcs.append(mk[m.idx2[near]])
-            dsts.append(rk[m.idx1[near]])
-            sims.append(m.similarity[near])
-            i1s.append(m.idx1[near] + n_r)
-            i2s.append(m.idx2[near] + n_m)
-            rparts.append(Features(np.c_[rk, fr.keypoints[:, 2:]].astype(np.float32), fr.descriptors, fr.scores,
-                                   (ref.width, ref.height)))
-            mparts.append(Features(np.c_[mk, fm.keypoints[:, 2:] / max(k, 1e-6)].astype(np.float32),
-                                   fm.descriptors, fm.scores, (mov.width, mov.height)))
-            n_r += len(fr)
-            n_m += len(fm)
+            kept.append(TilePair(c0, r0, ru, rv, mu, mv, Dm, k))
+    return kept, {"tiles_planned": len(tiles), "tiles_used": len(kept), "tiles_skipped": len(tiles) - len(kept)}
+
+
+def fine_stage(ref: Scene, mov: Scene, coarse: np.ndarray, coarse_err: float, ext: Extractor,
+               cfg: RegisterConfig, tiles: list[TilePair], tiles_info: dict) -> StageResult:
+    """Single-scale keypoints on the tiles of ``read_tiles`` (the moving read resampled through ``coarse``),
+    matched per tile; matches in full-scene pixels."""
+    inv = np.linalg.inv(coarse)
+    radius = max(6.0, 3.0 * coarse_err)  # true matches lie near the coarse prediction
+    srcs, dsts, sims, i1s, i2s, rparts, mparts = [], [], [], [], [], [], []
+    n_r = n_m = 0
+    for t in tiles:
+        c0, r0, (th, tw) = t.c0, t.r0, t.ru.shape
+        Ft = translate(-c0, -r0) @ coarse @ t.Dm  # moving read px -> tile px
+        wu = resample(t.mu, Ft, (th, tw))
+        wv = resample_valid(t.mv, Ft, (th, tw))
+        k = t.k
+        fr = ext(t.ru, t.rv, multiscale=False, top_k=cfg.fine_top_k)
+        fm = ext(wu, wv, multiscale=False, top_k=cfg.fine_top_k)
+        if not len(fr) or not len(fm):
+            continue
+        m = match_features(fr, fm, cfg.ratio, cfg.device)
+        near = np.hypot(*(fr.xy[m.idx1] - fm.xy[m.idx2]).T) <= radius
+        off = np.array([c0, r0], dtype=np.float64)
+        rk = fr.xy + off
+        mk = apply_matrix(inv, fm.xy + off)
+        srcs.append(mk[m.idx2[near]])
+        dsts.append(rk[m.idx1[near]])
+        sims.append(m.similarity[near])
+        i1s.append(m.idx1[near] + n_r)
+        i2s.append(m.idx2[near] + n_m)
+        rparts.append(Features(np.c_[rk, fr.keypoints[:, 2:]].astype(np.float32), fr.descriptors, fr.scores,
+                               (ref.width, ref.height)))
+        mparts.append(Features(np.c_[mk, fm.keypoints[:, 2:] / max(k, 1e-6)].astype(np.float32),
+                               fm.descriptors, fm.scores, (mov.width, mov.height)))
+        n_r += len(fr)
+        n_m += len(fm)
     cat = (lambda xs, shape: np.concatenate(xs) if xs else np.zeros(shape))
     res = StageResult(cat(srcs, (0, 2)), cat(dsts, (0, 2)), cat(sims, (0,)).astype(np.float32),
                       Features.concat(rparts, (ref.width, ref.height)), Features.concat(mparts, (mov.width, mov.height)),
                       cat(i1s, (0,)).astype(np.int64), cat(i2s, (0,)).astype(np.int64),
-                      {"tiles_planned": len(tiles), "tiles_used": used, "tiles_skipped": skipped,
-                       "keypoints_ref": n_r, "keypoints_moving": n_m, "search_radius_px": radius},
-                      tiles=tiles_kept)
+                      {**tiles_info, "keypoints_ref": n_r, "keypoints_moving": n_m, "search_radius_px": radius},
+                      tiles=list(tiles))
     res.info["matches"] = len(res.src)
-    log.info("fine: %d tiles, %d matches", used, len(res.src))
+    log.info("fine: %d tiles, %d matches", len(tiles), len(res.src))
     return res

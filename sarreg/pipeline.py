@@ -33,14 +33,14 @@ import cv2
 import numpy as np
 
 from sarreg import __version__
-from sarreg.area import AREA_RADIUS, area_stage, global_start
+from sarreg.area import AREA_RADIUS, area_stage, global_start, settles
 from sarreg.config import RegisterConfig
 from sarreg.errors import InputError, RegistrationFailed
 from sarreg.estimate import Estimate, apply_matrix, decompose, finite_round, fit_model
 from sarreg.geometry import matrix_distance
 from sarreg.io.raster import Scene, open_dataset, open_scene
 from sarreg.io.source import resolve_input, stac_info
-from sarreg.keypoints import Extractor, coarse_stage, fine_stage, try_coarse_area
+from sarreg.keypoints import Extractor, coarse_stage, fine_stage, read_tiles, try_coarse_area
 from sarreg.offsets import local_transform
 from sarreg.quality import (FAIL_INLIERS, REGISTER_MODELS, choose_estimate, judge, model_adequacy, overlap_points,
                             prefer_simpler, select_model, to_pixel_transform)
@@ -144,14 +144,19 @@ def _units(scene: Scene) -> str:
 
 
 def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
     import rasterio
     import shapely
-    import torch
     from osgeo import gdal
 
+    try:  # from the installed metadata: importing torch costs a second and the run may not need it
+        torch_version = version("torch")
+    except PackageNotFoundError:
+        torch_version = "not installed"
     return {"sarreg": __version__, "python": platform.python_version(), "numpy": np.__version__,
             "opencv": cv2.__version__, "gdal": gdal.__version__, "rasterio": rasterio.__version__,
-            "torch": torch.__version__, "shapely": shapely.__version__}
+            "torch": torch_version, "shapely": shapely.__version__}
 
 
 # --------------------------------------------------------------------------------------------- main
@@ -298,21 +303,33 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
         rep.stages["coarse"] = {**coarse.info, "matrix": cest.matrix.tolist()}
         t = tick("coarse", t)
         step("fine")
-        fine = fine_stage(rs, ms, cest.matrix, max(cest.rmse, coarse.info["threshold_px"] / 2), ext, cfg, area)
+        tiles, tiles_info = read_tiles(rs, ms, cest.matrix, cfg, area)
+        # coverage grid: one cell per fine tile when tiles sample a large scene, else 8 x 8
+        n_t = tiles_info["tiles_planned"]
+        grid_n = 8 if n_t <= 1 else max(2, min(8, int(round(math.sqrt(n_t)))))
+        fit_as = "affine" if cfg.model in ("auto", "local") else cfg.model
+        c_radius = max(6.0, 3.0 * cest.rmse, coarse.info["threshold_px"])
+        # correlation first here too: when the coarse correlation held and the fine windows settle the estimate
+        # from it, the keypoints cannot change the result, so the network is not run (nor loaded)
+        probe = None
+        if coarse.info.get("correlation_first"):
+            probe = area_stage(rs, ms, tiles, cest.matrix, c_radius, fit_as, cfg, area, grid_n)
+        if probe is not None and settles(*probe):
+            fine = StageResult.empty(rs, ms, {**tiles_info, "keypoints": "skipped (correlation settled)"})
+        else:
+            fine = fine_stage(rs, ms, cest.matrix, max(cest.rmse, coarse.info["threshold_px"] / 2), ext, cfg,
+                              tiles, tiles_info)
         rep.stages["fine"] = dict(fine.info)
         t = tick("fine", t)
         step("estimate")
-        # coverage grid: one cell per fine tile when tiles sample a large scene, else 8 x 8
-        n_t = fine.info["tiles_planned"]
-        grid_n = 8 if n_t <= 1 else max(2, min(8, int(round(math.sqrt(n_t)))))
-        fit_as = "affine" if cfg.model in ("auto", "local") else cfg.model
         est_kp = kp_error = None
         try:
-            est_kp = fit_model(fine.src, fine.dst, fit_as, cfg.robust, cfg.threshold, area=area,
-                               scores=fine.similarity, seed=cfg.seed, coverage_grid=grid_n)
-            if cfg.model == "auto" and not cfg.update_georef:
-                est_kp, rep.stages["model_selection"] = select_model(est_kp, fine.src, fine.dst, area, cfg,
-                                                                     scores=fine.similarity, coverage_grid=grid_n)
+            if "keypoints" not in fine.info:  # (skipped when the correlation settled)
+                est_kp = fit_model(fine.src, fine.dst, fit_as, cfg.robust, cfg.threshold, area=area,
+                                   scores=fine.similarity, seed=cfg.seed, coverage_grid=grid_n)
+                if cfg.model == "auto" and not cfg.update_georef:
+                    est_kp, rep.stages["model_selection"] = select_model(
+                        est_kp, fine.src, fine.dst, area, cfg, scores=fine.similarity, coverage_grid=grid_n)
         except RegistrationFailed as e:
             kp_error = str(e)
         t = tick("estimate", t)
@@ -322,7 +339,7 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
         # start the correlation from the keypoint estimate, and also from the coarse one and the georeferencing
         # when they differ (a weak keypoint fit can be a few px off where correlation still finds the truth)
         starts = [(est_kp.matrix, AREA_RADIUS)] if kp_good else []
-        starts.append((cest.matrix, max(6.0, 3.0 * cest.rmse, coarse.info["threshold_px"])))
+        starts.append((cest.matrix, c_radius))
         starts += extra_starts
         if rs.georeferenced:
             starts.append((prior, max(6.0, 3.0 * cest.rmse, coarse.info["threshold_px"])))
@@ -332,7 +349,10 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
             if any(matrix_distance(T0, T1, area) < 1.0 for T1 in tried_starts):
                 continue
             tried_starts.append(T0)
-            e, r = area_stage(rs, ms, fine.tiles, T0, radius, area_model, cfg, area, grid_n)
+            if probe is not None and T0 is cest.matrix and area_model == fit_as:
+                e, r = probe  # this start already ran before the keypoints
+            else:
+                e, r = area_stage(rs, ms, tiles, T0, radius, area_model, cfg, area, grid_n)
             if area_res is None or (e is not None and (est_area is None or e.n_inliers > est_area.n_inliers)):
                 est_area, area_res = e, r
             if e is not None and e.n_inliers >= 0.7 * r.info["windows"]:

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from sarreg.extract import Features
+from sarreg.features import Features
 
 
 @dataclass
@@ -23,13 +23,21 @@ class StageResult:
     info: dict[str, Any] = field(default_factory=dict)
     tiles: list["TilePair"] = field(default_factory=list, repr=False)
 
+    @staticmethod
+    def empty(ref, mov, info: dict[str, Any] | None = None) -> "StageResult":
+        """No matches (a stage that did not run or found nothing); ``ref`` / ``mov`` give the scene sizes."""
+        return StageResult(np.zeros((0, 2)), np.zeros((0, 2)), np.zeros(0, np.float32),
+                           Features.empty((ref.width, ref.height)), Features.empty((mov.width, mov.height)),
+                           np.zeros(0, np.int64), np.zeros(0, np.int64), dict(info or {}))
+
 
 @dataclass
 class TilePair:
     """One full-resolution reference tile and the moving read covering it (kept for area-based refinement).
 
     ru / rv: reference [0, 1] tile and validity, at reference pixels (c0, r0) + tile px; mu / mv: the moving read;
-    Dm: moving read px -> full moving px.
+    Dm: moving read px -> full moving px; k: local scale of the transform the read was planned with (reference px
+    per moving px).
     """
 
     c0: int
@@ -39,3 +47,4 @@ class TilePair:
     mu: np.ndarray
     mv: np.ndarray
     Dm: np.ndarray
+    k: float = 1.0

@@ -157,11 +157,11 @@ def test_missing_weights_file_message(tmp_path: Path) -> None:
 
 def test_missing_default_weights_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Neither the installed package data nor the checkout has the default model: one clear WeightsError."""
-    from sarreg.model import weights
+    from sarreg.model import files
 
-    monkeypatch.setattr(weights, "MODELS_DIR", tmp_path / "no-models")
-    monkeypatch.setattr(weights, "MODELS_PACKAGE", "sarreg._no_such_models")
-    assert weights.default_weights_path() is None
+    monkeypatch.setattr(files, "MODELS_DIR", tmp_path / "no-models")
+    monkeypatch.setattr(files, "MODELS_PACKAGE", "sarreg._no_such_models")
+    assert files.default_weights_path() is None
     with pytest.raises(WeightsError, match="no model weights: sarreg_fast_sar_v2.pt is neither installed"):
         load_model(None)
 

@@ -32,7 +32,7 @@ import numpy as np
 
 from sarreg.batch.files import atomic_write, dumps, error_text
 from sarreg.config import RegisterConfig
-from sarreg.extract import Features
+from sarreg.features import Features
 from sarreg.pipeline import Extractor
 
 log = logging.getLogger(__name__)

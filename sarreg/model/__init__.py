@@ -1,6 +1,17 @@
-"""Networks and checkpoint loading."""
-from sarreg.model.r2d2 import Fast_Quad_L2Net_ConfCFS, Quad_L2Net_ConfCFS, build_network, fold_batchnorm
-from sarreg.model.weights import Model, load_model, save_checkpoint, default_weights_path
+"""Networks and checkpoint loading (imported lazily: ``sarreg.model.files`` must not cost the torch import)."""
+from __future__ import annotations
 
-__all__ = ["Fast_Quad_L2Net_ConfCFS", "Quad_L2Net_ConfCFS", "build_network", "fold_batchnorm",
-           "Model", "load_model", "save_checkpoint", "default_weights_path"]
+import importlib
+from typing import Any
+
+_WHERE = {"Fast_Quad_L2Net_ConfCFS": "r2d2", "Quad_L2Net_ConfCFS": "r2d2", "build_network": "r2d2",
+          "fold_batchnorm": "r2d2", "Model": "weights", "load_model": "weights", "save_checkpoint": "weights",
+          "default_weights_path": "files"}
+
+__all__ = list(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        return getattr(importlib.import_module(f"sarreg.model.{_WHERE[name]}"), name)
+    raise AttributeError(f"module 'sarreg.model' has no attribute {name!r}")

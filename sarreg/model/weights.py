@@ -22,6 +22,8 @@ import torch
 from torch import nn
 
 from sarreg.errors import WeightsError
+from sarreg.model.files import (  # noqa: F401  (re-exported: the lookup lives in the torch-free module)
+    DEFAULT_MODEL_NAME, MODELS_DIR, MODELS_PACKAGE, default_weights_path, packaged_weights, weights_path)
 from sarreg.model.r2d2 import build_network
 from sarreg.outputs import sha256_file, write_atomic
 
@@ -32,9 +34,6 @@ IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
 SAR_MEAN = [0.5]
 SAR_STD = [0.25]
-MODELS_DIR = Path(__file__).resolve().parents[2] / "models"  # the checkout's models/ (source runs, editable installs)
-MODELS_PACKAGE = "sarreg._models"  # the same files as package data of an installed wheel (copied by setup.py)
-DEFAULT_MODEL_NAME = "sarreg_fast_sar_v2.pt"
 
 # Whitelist of constructor strings found in R2D2 checkpoints -> (arch, mchan).
 _NET_RE = re.compile(r"^\s*(Quad_L2Net_ConfCFS|Fast_Quad_L2Net_ConfCFS)\s*\(\s*(?:mchan\s*=\s*(\d+)\s*)?\)\s*$")
@@ -72,30 +71,6 @@ class Model:
         return (x - mean) / std
 
 
-def default_weights_path() -> Path | None:
-    """The shipped model: package data of the installed wheel first, else the checkout's ``models/`` (None when
-    neither has it)."""
-    for p in (packaged_weights(DEFAULT_MODEL_NAME), MODELS_DIR / DEFAULT_MODEL_NAME):
-        if p is not None and p.is_file():
-            return p
-    return None
-
-
-def packaged_weights(name: str) -> Path | None:
-    """``sarreg/_models/<name>`` found with ``importlib.resources`` (None when the package or file is absent).
-
-    Only an installation on a file system counts (torch loads from a path; a zipped install falls back to the
-    checkout lookup).
-    """
-    from importlib import resources
-
-    try:
-        res = resources.files(MODELS_PACKAGE) / name
-    except ModuleNotFoundError:
-        return None
-    return res if isinstance(res, Path) and res.is_file() else None
-
-
 def _plain_dict(*args: Any) -> dict:
     """Stands in for ``collections.defaultdict`` while loading (the loss logs in R2D2's faster2d2 file): a plain
     dict receives the items, the default factory is dropped (torch's weights-only unpickler fills only dicts)."""
@@ -124,15 +99,7 @@ def _load_state(net: nn.Module, state: dict[str, torch.Tensor], path: Path) -> N
 
 def load_model(path: str | Path | None = None, device: str | torch.device = "cpu") -> Model:
     """Load a checkpoint (ours or an original R2D2 one) in eval mode; ``None`` means the shipped model."""
-    if path is None:
-        path = default_weights_path()
-        if path is None:
-            raise WeightsError(
-                f"no model weights: {DEFAULT_MODEL_NAME} is neither installed with sarreg ({MODELS_PACKAGE}) nor in "
-                f"{MODELS_DIR}; pass --weights PATH "
-                "(one of our checkpoints or an R2D2 .pt file)"
-            )
-    path = Path(path)
+    path = weights_path(path)
     if path.is_dir():
         raise WeightsError(f"{path}: is a directory, not a weights file (pass the checkpoint file itself)")
     if not path.is_file():
