@@ -272,12 +272,27 @@ def test_grd_onto_map_reference(scenes, tmp_path):
         assert o.dtypes[0] == "uint16"
 
 
+def test_map_onto_grd_reference(scenes, tmp_path):
+    """map -> GCP: the map-projected raster onto the GRD (the reverse pair); the output is on the GRD's grid."""
+    out = tmp_path / "utm_on_grd.tif"
+    rep = register(resolve_input(scenes["safe"], pol="VV"), scenes["ref"], out, SIFT)
+    assert rep.status == "ok", rep.message
+    truth = np.linalg.inv(truth_to_ref(A1))
+    mean, worst = grid_error(rep.matrix, truth, shape=(REF_N, REF_N), inside=GRD_SHAPE[::-1])
+    print(f"map->GCP: error mean {mean:.3f} px, max {worst:.3f} px")
+    assert mean < 0.2 and worst < 0.4
+    assert rep.stages["relate"]["located_by"]["reference"].startswith("gcps (80")
+    with rasterio.open(out) as o:
+        assert (o.height, o.width) == GRD_SHAPE and len(o.gcps[0]) == 80 and o.dtypes[0] == "float32"
+
+
 def test_gcp_to_gcp_same_track(scenes, tmp_path, field):
     """GCP <-> GCP: a second GRD of the same track (shifted frame, its own GCP error) onto the first; the output is
     on the first GRD's pixel grid and carries its GCPs."""
     rng = np.random.default_rng(9)
     A2 = grd_to_field(-12.3, (338.0, 296.0))
-    mov = write_measurement(tmp_path / "grd2.tif", grd_dn(field, A2, rng), geolocation(A2, (-1.4, 2.2)))
+    dn2, gcps2 = grd_dn(field, A2, rng), geolocation(A2, (-1.4, 2.2))
+    mov = write_measurement(tmp_path / "grd2.tif", dn2, gcps2)
     ref = resolve_input(scenes["safe"], pol="VV")
     out = tmp_path / "out.tif"
     rep = register(ref, mov, out, SIFT)
@@ -292,6 +307,20 @@ def test_gcp_to_gcp_same_track(scenes, tmp_path, field):
         assert o.gcps[1].to_epsg() == 4326 and len(o.gcps[0]) == 80
         assert [(g.col, g.row, g.x, g.y) for g in o.gcps[0]] == [(g.col, g.row, g.x, g.y) for g in r.gcps[0]]
     assert rep.reference_grid["gcps"] and rep.reference_grid["crs_wkt"] is None
+    # apply: a crop of the second GRD (another size, its own GCPs) is related through the GCPs and lands where the
+    # registered raster did
+    crop = write_measurement(tmp_path / "crop.tif", dn2[40:300, 30:350],
+                             [(p - 30, ln - 40, x, y) for p, ln, x, y in gcps2])
+    r = CliRunner().invoke(cli, ["apply", str(out.with_name("out.report.json")), str(crop),
+                                 str(tmp_path / "crop_out.tif")])
+    assert r.exit_code == 0, r.output
+    with rasterio.open(out) as a, rasterio.open(tmp_path / "crop_out.tif") as b:
+        assert len(b.gcps[0]) == 80 and (a.width, a.height) == (b.width, b.height)
+        va, vb = a.read(1).astype(float), b.read(1).astype(float)
+    both = (va > 0) & (vb > 0)
+    rel = np.abs(va[both] - vb[both]) / va[both]
+    print(f"apply on a crop: {both.mean():.2f} of the grid, median relative difference {np.median(rel):.4f}")
+    assert both.mean() > 0.3 and np.median(rel) < 0.01
 
 
 def test_cli_register_product_then_apply_other_pol(scenes, tmp_path):
