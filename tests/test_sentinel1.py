@@ -381,3 +381,13 @@ def test_errors_missing_pol_corrupt_zip_not_a_safe(scenes, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([bad.name, empty.name, notxml.name, s2.name])
     with pytest.raises(InputError, match="unknown polarisation"):
         resolve_input(scenes["safe"], pol="XX")
+
+
+def test_batch_scene_list_resolves_products(scenes):
+    """sarreg batch: a product among the scenes is its --pol measurement (resolved before any cluster starts)."""
+    from sarreg.cli.batch import _scene_list
+
+    got = _scene_list((str(scenes["zip"]), str(scenes["ref"])), None, pol="VH")
+    assert got[0] == resolve_input(scenes["zip"], pol="VH") and got[1] == scenes["ref"]
+    with pytest.raises(InputError, match="no HH measurement"):
+        _scene_list((str(scenes["safe"]),), None, pol="HH")
