@@ -39,12 +39,13 @@ from sarreg.errors import InputError, RegistrationFailed
 from sarreg.estimate import Estimate, apply_matrix, decompose, finite_round, fit_model
 from sarreg.geometry import matrix_distance
 from sarreg.io.raster import Scene, open_dataset, open_scene
+from sarreg.io.safe import product_info
 from sarreg.io.source import resolve_input, stac_info
 from sarreg.keypoints import Extractor, coarse_stage, fine_stage, read_tiles, try_coarse_area
 from sarreg.offsets import local_transform
 from sarreg.quality import (FAIL_INLIERS, REGISTER_MODELS, choose_estimate, judge, model_adequacy, overlap_points,
                             prefer_simpler, select_model, to_pixel_transform)
-from sarreg.relate import check_bounds, moving_pre, overlap_area, prior_matrix, read_coarse
+from sarreg.relate import check_bounds, located_by, moving_pre, overlap_area, prior_matrix, read_coarse
 from sarreg.stage import StageResult
 from sarreg.warp import Grid, check_output, corrected_geotransform, pixel_size
 
@@ -199,13 +200,19 @@ def register(ref: str | Path, moving: str | Path, out: str | Path, config: Regis
 
 
 def _grid_of(path: Path) -> dict[str, Any]:
-    """Size, GDAL geotransform and CRS WKT (None in pixel space) of a raster."""
+    """Size, GDAL geotransform and CRS WKT (None in pixel space) of a raster; GCPs and their CRS when it has no
+    geotransform but GCPs."""
+    from sarreg.io.gcps import read_gcps
     from sarreg.io.raster import _is_georeferenced
 
     with open_dataset(path) as ds:
         geo = _is_georeferenced(ds)
-        return {"width": ds.width, "height": ds.height, "geotransform": list(ds.transform.to_gdal()),
-                "crs_wkt": ds.crs.to_wkt() if geo else None}
+        d = {"width": ds.width, "height": ds.height, "geotransform": list(ds.transform.to_gdal()),
+             "crs_wkt": ds.crs.to_wkt() if geo else None}
+        gcps, crs = (None, None) if geo else read_gcps(ds)
+        if gcps:
+            d.update(gcps=[list(g) for g in gcps], gcp_crs_wkt=crs.to_wkt() if crs is not None else None)
+        return d
 
 
 def register_outputs(out: str | Path, cfg: RegisterConfig) -> dict[str, Path]:
@@ -280,11 +287,15 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
                  weights={"features": cfg.features, "name": ext.name, "sha256": ext.sha256},
                  options=cfg.to_dict())
     rep.stages["relate"] = {"prior": prior.tolist(), "overlap_fraction": round(frac, 4),
-                            "overlap_area_px": round(area.area, 1), "georeferenced": rs.georeferenced}
+                            "overlap_area_px": round(area.area, 1), "georeferenced": rs.georeferenced,
+                            "located_by": {"reference": located_by(rs), "moving": located_by(ms)}}
     rep.stages["relate"]["kind"] = {"reference": rs.kind, "moving": ms.kind}
     stac = {k: v for k, v in (("reference", stac_info(ref)), ("moving", stac_info(moving))) if v}
     if stac:  # inputs given as STAC Items: item id, datetime and asset read
         rep.stages["relate"]["stac"] = stac
+    s1 = {k: v for k, v in (("reference", product_info(ref)), ("moving", product_info(moving))) if v}
+    if s1:  # inputs given as Sentinel-1 products: product, polarisation and measurement read
+        rep.stages["relate"]["sentinel1"] = s1
     est = None
     fine = matches = None
     try:
@@ -341,7 +352,7 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
         starts = [(est_kp.matrix, AREA_RADIUS)] if kp_good else []
         starts.append((cest.matrix, c_radius))
         starts += extra_starts
-        if rs.georeferenced:
+        if rs.geolocated:
             starts.append((prior, max(6.0, 3.0 * cest.rmse, coarse.info["threshold_px"])))
         est_area = area_res = None
         tried_starts: list[np.ndarray] = []
@@ -411,7 +422,7 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
         if est.model in ("shift", "similarity", "affine"):
             gt = corrected_geotransform(est.matrix, grid)
             rep.geotransform = list(gt.to_gdal())
-            if rs.georeferenced and ms.crs == rs.crs:
+            if rs.georeferenced and ms.georeferenced and ms.crs == rs.crs:
                 a_new = np.array([[gt.a, gt.b, gt.c], [gt.d, gt.e, gt.f], [0, 0, 1]])
                 am = ms.transform
                 a_old = np.array([[am.a, am.b, am.c], [am.d, am.e, am.f], [0, 0, 1]])
@@ -460,13 +471,11 @@ def _write_match_sidecars(rep: Report, rs: Scene, ms: Scene, fine: StageResult, 
     pred = est.apply(fine.src) if est is not None else np.full((n, 2), np.nan)
     grid = Grid.from_scene(rs)
     ref_map = grid.px_to_map(fine.dst)
-    if rs.georeferenced:
-        mov_map = ms.xy_to_map(fine.src)
-        crs = rs.crs
-    else:  # pixel space: QGIS shows non-georeferenced rasters with y = -row (pixel edges)
-        ref_map = np.c_[fine.dst[:, 0] + 0.5, -(fine.dst[:, 1] + 0.5)]
-        mov_map = np.c_[fine.src[:, 0] + 0.5, -(fine.src[:, 1] + 0.5)]
-        crs = None
+    # pixel space: QGIS shows non-georeferenced rasters with y = -row (pixel edges)
+    mov_map = ms.xy_to_map(fine.src) if ms.georeferenced else np.c_[fine.src[:, 0] + 0.5, -(fine.src[:, 1] + 0.5)]
+    crs = rs.crs if rs.geolocated else None
+    if not rs.georeferenced:  # GCP-only reference: ground coordinates through its GCPs
+        ref_map = rs.xy_to_map(fine.dst) if rs.geolocated else np.c_[fine.dst[:, 0] + 0.5, -(fine.dst[:, 1] + 0.5)]
     if cfg.tiepoints:
         p = export.sidecar(out, ".tiepoints.gpkg")
         export.write_tiepoints(p, ref_map, mov_map, fine.dst, fine.src, resid, fine.similarity, inl, crs)

@@ -7,8 +7,10 @@ raster through the georeferencings, as ``register`` relates its inputs:
     target px --(target and reference georeferencing)--> reference px under the old georeferencing
               --(inverse of the report's prior)--> moving px --(estimated transform)--> reference px
 
-so ``M_target = M . prior_moving^-1 . prior_target``. A target whose grid cannot be related (pixel-space rasters of
-another size, an unrelated CRS) or that does not reach the reference grid is refused in one line.
+so ``M_target = M . prior_moving^-1 . prior_target``. Georeferencing is a geotransform or, for GCP-only
+rasters (Sentinel-1 GRD measurements), the GCPs (``sarreg.relate.prior_matrix``). A target whose grid cannot be
+related (pixel-space rasters of another size, an unrelated CRS) or that does not reach the reference grid is refused
+in one line.
 """
 from __future__ import annotations
 
@@ -25,18 +27,22 @@ from sarreg.warp import Grid, PixelTransform
 log = logging.getLogger(__name__)
 
 
-def _scene_like(path: Path, width: int, height: int, transform: Affine, crs: Any, georef: bool):
-    """A ``Scene`` holding only the geometry (what ``pipeline.prior_matrix`` reads)."""
+def _scene_like(path: Path, width: int, height: int, transform: Affine, crs: Any, georef: bool,
+                gcps: tuple | None = None):
+    """A ``Scene`` holding only the geometry (what ``pipeline.prior_matrix`` reads); ``gcps`` for GCP-only rasters
+    (``crs`` is then the GCPs' CRS)."""
     from sarreg.io.raster import Scene
 
     return Scene(path=path, width=width, height=height, count=1, dtype="float32", band=1, kind="linear",
-                 nodata=None, crs=crs, transform=transform, georeferenced=georef, lo=0.0, hi=1.0, fill=0.0)
+                 nodata=None, crs=crs, transform=transform, georeferenced=georef, lo=0.0, hi=1.0, fill=0.0,
+                 gcps=None if georef else gcps)
 
 
 def target_transform(data: dict[str, Any], report: Path, target: Path) -> tuple[PixelTransform, Grid]:
     """The report's transform expressed for ``target``'s own pixels, and the reference grid."""
     from rasterio.crs import CRS
 
+    from sarreg.io.gcps import read_gcps
     from sarreg.io.raster import _is_georeferenced, open_dataset
     from sarreg.pipeline import prior_matrix
 
@@ -49,21 +55,29 @@ def target_transform(data: dict[str, Any], report: Path, target: Path) -> tuple[
     mgrid = relate.get("moving_grid")
     with open_dataset(target) as ds:
         t_size, t_aff, t_crs, t_geo = (ds.width, ds.height), ds.transform, ds.crs, _is_georeferenced(ds)
+        t_gcps, t_gcp_crs = (None, None) if t_geo else read_gcps(ds)
     same_size = mgrid is None or (int(mgrid["width"]), int(mgrid["height"])) == t_size
     if mgrid is not None and mgrid.get("crs_wkt") and t_geo:
         same_grid = same_size and np.allclose(Affine.from_gdal(*mgrid["geotransform"]), t_aff, rtol=0, atol=1e-9) \
             and CRS.from_wkt(mgrid["crs_wkt"]) == t_crs
+    elif mgrid is not None and mgrid.get("gcps") and t_gcps:  # GCP-only rasters: the same GCPs
+        same_grid = same_size and np.shape(mgrid["gcps"]) == np.shape(t_gcps) \
+            and np.allclose(mgrid["gcps"], t_gcps, rtol=0, atol=1e-9)
     else:
         same_grid = same_size
-    if not (grid.georeferenced and t_geo):
+    if same_grid and not (grid.georeferenced and t_geo):
+        return tr, grid
+    if not ((grid.georeferenced or grid.gcps) and (t_geo or t_gcps)):
         if not same_grid:
             raise CRSError(f"{target}: cannot be related to the registered moving raster ({data.get('moving')}): "
-                           f"{'no georeferencing' if not t_geo else 'pixel-space reference'} and another size "
+                           f"{'pixel-space reference' if t_geo or t_gcps else 'no georeferencing'} and another size "
                            f"({t_size[0]}x{t_size[1]} instead of {mgrid['width']}x{mgrid['height']})")
         return tr, grid
     prior_mov = np.asarray(relate.get("prior") if relate.get("prior") is not None else np.eye(3), dtype=np.float64)
-    ref = _scene_like(report, grid.width, grid.height, grid.transform, CRS.from_wkt(grid.crs_wkt), True)
-    tgt = _scene_like(target, t_size[0], t_size[1], t_aff, t_crs, True)
+    ref_wkt = grid.crs_wkt or grid.gcp_crs_wkt
+    ref = _scene_like(report, grid.width, grid.height, grid.transform, CRS.from_wkt(ref_wkt) if ref_wkt else None,
+                      grid.georeferenced, grid.gcps)
+    tgt = _scene_like(target, t_size[0], t_size[1], t_aff, t_crs if t_geo else t_gcp_crs, t_geo, t_gcps)
     prior_t = prior_matrix(ref, tgt)  # target px -> reference px (old georeferencing); CRSError when unrelated
     c = np.linalg.inv(prior_mov) @ prior_t  # target px -> moving px
     corners = np.array([[0, 0], [t_size[0] - 1, 0], [0, t_size[1] - 1], [t_size[0] - 1, t_size[1] - 1]], float)

@@ -20,16 +20,21 @@ from sarreg.io.raster import Scene, decimated_shape, read_unit
 
 
 def prior_matrix(ref: Scene, mov: Scene) -> np.ndarray:
-    """Moving px -> reference px implied by the two georeferencings (affine least-squares fit over a grid)."""
-    if not ref.georeferenced and not mov.georeferenced:
+    """Moving px -> reference px implied by the two georeferencings (affine least-squares fit over a grid).
+
+    A raster is located by its geotransform and CRS or, without a geotransform, by its GCPs (GDAL's GCP
+    transformer, ``sarreg.io.gcps``): the grid of moving pixels goes to the ground through the moving raster's own
+    location and back into reference pixels through the reference's, so GCP <-> map and GCP <-> GCP pairs get a
+    prior like map <-> map ones; the stages then estimate what the fit leaves."""
+    if not ref.geolocated and not mov.geolocated:
         return np.eye(3)
-    if ref.georeferenced != mov.georeferenced:
-        which, other = (mov, ref) if ref.georeferenced else (ref, mov)
-        raise CRSError(f"{which.path}: has no CRS/georeferencing but {other.path} has; both or neither must be "
-                       "georeferenced")
+    if ref.geolocated != mov.geolocated:
+        which, other = (mov, ref) if ref.geolocated else (ref, mov)
+        raise CRSError(f"{which.path}: has no CRS/georeferencing (geotransform or GCPs) but {other.path} has; both "
+                       "or neither must be georeferenced")
     from pyproj import Transformer
 
-    n = 11
+    n = 11 if mov.georeferenced and ref.georeferenced else 21
     g = np.stack(np.meshgrid(np.linspace(0, mov.width - 1, n), np.linspace(0, mov.height - 1, n)), -1).reshape(-1, 2)
     m = mov.xy_to_map(g)
     if mov.crs != ref.crs:
@@ -45,6 +50,17 @@ def prior_matrix(ref: Scene, mov: Scene) -> np.ndarray:
         raise CRSError(f"{mov.path}: its footprint cannot be expressed in the reference CRS ({ref.path})")
     p = np.linalg.lstsq(np.c_[g[ok], np.ones(ok.sum())], r[ok], rcond=None)[0]
     return np.r_[p.T, [[0, 0, 1]]]
+
+
+def located_by(scene: Scene) -> str | None:
+    """How a scene sits on the ground: "geotransform", "gcps (N, METHOD)" or None (pixel space)."""
+    if scene.georeferenced:
+        return "geotransform"
+    if scene.gcps is not None:
+        from sarreg.io.gcps import method
+
+        return f"gcps ({len(scene.gcps)}, {method(scene.gcps)})"
+    return None
 
 
 def mask_polygon(valid: np.ndarray, D: np.ndarray):

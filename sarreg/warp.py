@@ -45,12 +45,17 @@ def _gdal():
 
 @dataclass(frozen=True)
 class Grid:
-    """A target pixel grid: size, GDAL-order affine (pixel-edge -> map) and CRS WKT (None = pixel space)."""
+    """A target pixel grid: size, GDAL-order affine (pixel-edge -> map) and CRS WKT (None = pixel space).
+
+    A GCP-only reference (a Sentinel-1 GRD measurement) is a pixel-space grid that also carries the reference's
+    GCPs (``sarreg.io.gcps`` tuples) and their CRS: the output is warped in the reference's pixels and gets them."""
 
     width: int
     height: int
     transform: Affine
     crs_wkt: str | None
+    gcps: tuple | None = None
+    gcp_crs_wkt: str | None = None
 
     @property
     def georeferenced(self) -> bool:
@@ -59,15 +64,22 @@ class Grid:
     @staticmethod
     def from_scene(scene) -> "Grid":
         wkt = scene.crs.to_wkt() if scene.georeferenced and scene.crs is not None else None
-        return Grid(scene.width, scene.height, scene.transform if wkt else Affine.identity(), wkt)
+        gcps = None if wkt else getattr(scene, "gcps", None)
+        gcp_wkt = scene.crs.to_wkt() if gcps and scene.crs is not None else None
+        return Grid(scene.width, scene.height, scene.transform if wkt else Affine.identity(), wkt, gcps, gcp_wkt)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"width": self.width, "height": self.height, "geotransform": list(self.transform.to_gdal()),
-                "crs_wkt": self.crs_wkt}
+        d = {"width": self.width, "height": self.height, "geotransform": list(self.transform.to_gdal()),
+             "crs_wkt": self.crs_wkt}
+        if self.gcps:
+            d.update(gcps=[list(g) for g in self.gcps], gcp_crs_wkt=self.gcp_crs_wkt)
+        return d
 
     @staticmethod
     def from_dict(d: dict[str, Any]) -> "Grid":
-        return Grid(int(d["width"]), int(d["height"]), Affine.from_gdal(*d["geotransform"]), d.get("crs_wkt"))
+        gcps = tuple(tuple(float(v) for v in g) for g in d["gcps"]) if d.get("gcps") else None
+        return Grid(int(d["width"]), int(d["height"]), Affine.from_gdal(*d["geotransform"]), d.get("crs_wkt"),
+                    gcps, d.get("gcp_crs_wkt") if gcps else None)
 
     def px_to_map(self, xy: np.ndarray) -> np.ndarray:
         """Pixel centres (N x 2) -> target coordinates: map coords, or pixel-edge coords in pixel space."""
@@ -305,6 +317,10 @@ def warp_to_grid(moving: str | Path, transform: PixelTransform, grid: Grid, out:
             r = gdal.Warp(dst, src, options=wo)
             if r is None:
                 raise OutputError(f"{out}: GDAL warp failed")
+            if grid.gcps:  # a GCP-only reference: the output, on its pixel grid, carries its GCPs
+                from sarreg.io.gcps import gdal_gcps
+
+                dst.SetGCPs(gdal_gcps(grid.gcps), grid.gcp_crs_wkt or "")
             dst.FlushCache()
             if require_data and not _has_data(dst):
                 raise InputError(f"{moving}: no valid pixel of it lands on the reference grid with this transform; "

@@ -13,6 +13,7 @@ from sarreg.cli.options import input_arg, path_arg
 from sarreg.cli.register import register as _register_cmd
 from sarreg.config import PreprocessConfig, RegisterConfig
 from sarreg.errors import InputError
+from sarreg.io.safe import resolve_safe
 from sarreg.io.source import expand_stac, is_remote, is_stac_input, resolve_input
 
 # Register options that make no sense per batch (one output per scene, written by the batch itself).
@@ -43,9 +44,11 @@ def config_from_options(kw: dict[str, Any]) -> RegisterConfig:
     return RegisterConfig(**d, preprocess=PreprocessConfig(**pre))
 
 
-def _scene_list(scenes: tuple[str, ...], from_list: Path | None, asset: str | None = None) -> list[str | Path]:
+def _scene_list(scenes: tuple[str, ...], from_list: Path | None, asset: str | None = None,
+                pol: str | None = None) -> list[str | Path]:
     """Scenes from arguments (local globs expanded, also when the shell did not; URLs and /vsi paths as given;
-    a STAC ItemCollection or Item -> the chosen asset of each item) and from a list file."""
+    a STAC ItemCollection or Item -> the chosen asset of each item; a Sentinel-1 product -> its ``pol``
+    measurement) and from a list file."""
     out: list[str | Path] = []
     for s in scenes:
         if not glob.has_magic(s) and is_stac_input(s):
@@ -79,6 +82,7 @@ def _scene_list(scenes: tuple[str, ...], from_list: Path | None, asset: str | No
     seen: set[str | Path] = set()
     uniq = []
     for p in out:
+        p = resolve_safe(p, pol) or p
         r = p.resolve() if isinstance(p, Path) else p
         if r not in seen:
             seen.add(r)
@@ -136,8 +140,9 @@ def batch(ref: str | Path, scenes: tuple[str, ...], outdir: Path, from_list: Pat
     from sarreg.batch import batch as run_batch, check_run
 
     asset, ref_asset = register_options.pop("asset", None), register_options.pop("ref_asset", None)
-    ref = resolve_input(ref, ref_asset or asset)  # a STAC Item -> its asset
-    paths = _scene_list(scenes, from_list, asset)
+    pol, ref_pol = register_options.pop("pol", None), register_options.pop("ref_pol", None)
+    ref = resolve_input(ref, ref_asset or asset, ref_pol or pol)  # a STAC Item -> its asset, a product -> a raster
+    paths = _scene_list(scenes, from_list, asset, pol)
     if not paths:
         raise click.UsageError("no scenes given (arguments, a glob or --from-list)")
     cfg = config_from_options(register_options)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from sarreg.cli.options import asset_opt, input_arg, overwrite_opt, writable_dir
+from sarreg.cli.options import asset_opt, input_arg, overwrite_opt, pol_opt, writable_dir
 
 from sarreg.config import BACKENDS, ExtractConfig, PreprocessConfig
 from sarreg.errors import InputError, OutputError
@@ -93,11 +93,12 @@ def extract_outputs(images: list[Source], out_dir: Path | None, geo: bool,
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @overwrite_opt
 @asset_opt
+@pol_opt
 def extract(images: tuple[Source, ...], weights: Path | None, top_k: int, tile_size: int, scale_f: float,
             min_size: int, max_size: int, min_scale: float, max_scale: float, rel_thr: float | None, rep_thr: float | None,
             band: int | None, kind: str, despeckle: int, device: str, precision: str, backend: str,
             out_dir: Path | None, geo: bool, quicklook: Path | None, progress: bool, overwrite: bool,
-            asset: str | None) -> None:
+            asset: str | None, pol: str | None) -> None:
     """Extract keypoints of IMAGE(s) into <image>.r2d2 (npz: keypoints, descriptors, scores, imsize)."""
     from tqdm import tqdm
 
@@ -115,7 +116,7 @@ def extract(images: tuple[Source, ...], weights: Path | None, top_k: int, tile_s
     resolve_backend(backend, resolve_device(device))  # fail before any work (e.g. openvino not installed)
     if out_dir is not None:
         writable_dir(out_dir)
-    images = tuple(resolve_input(p, asset) for p in images)  # names of outputs come from what is read (zip members)
+    images = tuple(resolve_input(p, asset, pol) for p in images)  # names of outputs come from what is read (zip members)
     scenes = [open_scene(p, cfg.preprocess) for p in images]  # validate every input before any work
     for p in images:
         d = _out_folder(p, out_dir)
@@ -123,8 +124,8 @@ def extract(images: tuple[Source, ...], weights: Path | None, top_k: int, tile_s
             raise OutputError(f"{d}: output directory is not writable")
     if geo:
         for sc in scenes:
-            if not sc.georeferenced:
-                raise InputError(f"{sc.path}: --geo needs a georeferenced raster (no CRS/geotransform)")
+            if not sc.geolocated:  # a geotransform, or GCPs (map coordinates through GDAL's GCP transformer)
+                raise InputError(f"{sc.path}: --geo needs a georeferenced raster (no CRS/geotransform or GCPs)")
     plan = extract_outputs(list(images), out_dir, geo, quicklook)
     check_write_set([p for ps in plan for p in ps], [*images, weights], overwrite)
     clean_stale([p for ps in plan for p in ps])

@@ -28,6 +28,14 @@ asset_opt = click.option("--asset", default=None, metavar="KEY",
                          help="STAC Item inputs: the asset to read (default: the asset named VV, else HH, by key, "
                               "title or role, else the item's only raster asset).")
 
+POLS = ("VV", "VH", "HH", "HV")
+pol_opt = click.option("--pol", default=None, type=click.Choice(POLS, case_sensitive=False),
+                       help="Sentinel-1 product inputs (X.SAFE, its manifest.safe or the zip): the polarisation to "
+                            "read (default: VV, else HH).")
+ref_pol_opt = click.option("--ref-pol", default=None, type=click.Choice(POLS, case_sensitive=False),
+                           help="Sentinel-1 product REF: its polarisation, when not the one of --pol (default: as "
+                                "--pol).")
+
 
 class InputArg(click.ParamType):
     """A raster input: a local path (``Path``) or a URL / GDAL virtual path kept as a string, since ``Path`` would

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from sarreg.cli.options import (asset_opt, compress_opt, device_opt, format_opt, input_arg, mem_opt, overwrite_opt,
-                                path_arg, resampling_opt, update_georef_opt)
+                                path_arg, pol_opt, ref_pol_opt, resampling_opt, update_georef_opt)
 from sarreg.errors import InputError, LowQuality, RegistrationFailed
 from sarreg.config import BACKENDS, MODELS, ROBUST_NAMES
 
@@ -67,21 +67,23 @@ from sarreg.config import BACKENDS, MODELS, ROBUST_NAMES
 @asset_opt
 @click.option("--ref-asset", default=None, metavar="KEY",
               help="STAC Item REF: its asset to read, when not the one of --asset (default: as --asset).")
+@pol_opt
+@ref_pol_opt
 def register(ref: Path | str, moving: Path | str, out: Path, features: str, weights: Path | None, model: str, robust: str,
              threshold: float, max_shift: float | None, ratio: float | None, min_inliers: int, max_rmse: float,
              min_coverage: float, band: int | None, moving_band: int | None, kind: str, coarse_size: int,
              tile_size: int, n_tiles: int, no_warp: bool, update_georef: bool, force: bool, overwrite: bool,
              fmt: str, compress: str, resampling: str, warp_mem_mb: int, geojson: bool, quicklook: Path | None,
              device: str, seed: int, as_json: bool, grid_spacing: int, backend: str, asset: str | None,
-             ref_asset: str | None) -> None:
+             ref_asset: str | None, pol: str | None, ref_pol: str | None) -> None:
     """Register MOVING onto REF and write OUT on the reference grid, plus OUT's sidecars
     (.report.json, .tiepoints.gpkg, .points, .matches.npz). Exit 0 ok, 2 low quality, 3 failed."""
     from sarreg.config import PreprocessConfig, RegisterConfig
     from sarreg.io.source import resolve_input
     from sarreg.pipeline import register as run
 
-    ref = resolve_input(ref, ref_asset or asset)  # a STAC Item -> its asset
-    moving = resolve_input(moving, asset)
+    ref = resolve_input(ref, ref_asset or asset, ref_pol or pol)  # a STAC Item -> its asset, a product -> a raster
+    moving = resolve_input(moving, asset, pol)
     cfg = RegisterConfig(
         features=features, weights=str(weights) if weights else None, model=model, robust=robust,
         threshold=threshold, max_shift=max_shift, ratio=ratio, min_inliers=min_inliers, max_rmse=max_rmse,
@@ -119,8 +121,9 @@ def register(ref: Path | str, moving: Path | str, out: Path, features: str, weig
 @resampling_opt
 @mem_opt
 @asset_opt
+@pol_opt
 def apply(report: Path, moving: Path | str, out: Path, update_georef: bool, overwrite: bool, fmt: str, compress: str,
-          resampling: str, warp_mem_mb: int, asset: str | None) -> None:
+          resampling: str, warp_mem_mb: int, asset: str | None, pol: str | None) -> None:
     """Re-apply the transform saved in REPORT (a .report.json) to MOVING, writing OUT on the reference grid.
 
     MOVING may be on another grid than the raster that was registered (other resolution, crop, CRS): it is related
@@ -131,7 +134,7 @@ def apply(report: Path, moving: Path | str, out: Path, update_georef: bool, over
     from sarreg.io.source import resolve_input
     from sarreg.warp import update_georef as write_georef, warp_to_grid
 
-    moving = resolve_input(moving, asset)  # a STAC Item -> its asset
+    moving = resolve_input(moving, asset, pol)  # a STAC Item -> its asset, a S1 product -> its measurement
     check_write_set([out], [report, moving], overwrite)  # before any work; never the report or the raster
 
     try:

@@ -32,6 +32,7 @@ from rasterio.windows import Window
 
 from sarreg.config import PreprocessConfig
 from sarreg.errors import InputError
+from sarreg.io.gcps import Gcps, map_to_pixel, pixel_to_map, read_gcps
 from sarreg.io.source import Source, is_remote, open_options, resolve_input
 
 log = logging.getLogger(__name__)
@@ -61,13 +62,22 @@ class Scene:
     lo: float
     hi: float
     fill: float
+    gcps: Gcps | None = None  # GCP-only rasters (no geotransform): their GCPs; ``crs`` is then the GCPs' CRS
 
     @property
     def shape(self) -> tuple[int, int]:
         return self.height, self.width
 
+    @property
+    def geolocated(self) -> bool:
+        """Located on the ground: by a geotransform and CRS, or by GCPs."""
+        return self.georeferenced or self.gcps is not None
+
     def xy_to_map(self, xy: np.ndarray) -> np.ndarray:
-        """N x 2 pixel (x=col, y=row, centre convention) -> N x 2 map coordinates via the affine."""
+        """N x 2 pixel (x=col, y=row, centre convention) -> N x 2 map coordinates via the affine (GCP-only
+        rasters: via their GCP transformer, ``sarreg.io.gcps``)."""
+        if self.gcps is not None and not self.georeferenced:
+            return pixel_to_map(self.gcps, xy)
         xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
         a = self.transform
         x, y = xy[:, 0] + 0.5, xy[:, 1] + 0.5  # pixel centre -> edge-based affine input
@@ -75,6 +85,8 @@ class Scene:
 
     def map_to_xy(self, xy_map: np.ndarray) -> np.ndarray:
         """N x 2 map coordinates -> pixel (x=col, y=row, centre convention)."""
+        if self.gcps is not None and not self.georeferenced:
+            return map_to_pixel(self.gcps, xy_map)
         inv = ~self.transform
         m = np.asarray(xy_map, dtype=np.float64).reshape(-1, 2)
         x = inv.a * m[:, 0] + inv.b * m[:, 1] + inv.c
@@ -265,9 +277,11 @@ def open_scene(path: Source, pre: PreprocessConfig = PreprocessConfig()) -> Scen
             if not hi - lo > 1e-6:
                 raise InputError(f"{path}: constant image (every valid pixel is {lo:g}); nothing to match")
         fill = float(np.clip((np.median(logv[valid]) - lo) / (hi - lo), 0, 1))
+        geo = _is_georeferenced(ds)
+        gcps, gcp_crs = (None, None) if geo else read_gcps(ds)
         return Scene(path=path, width=ds.width, height=ds.height, count=ds.count, dtype=dtype, band=band,
-                     kind=kind, nodata=ds.nodata, crs=ds.crs, transform=ds.transform,
-                     georeferenced=_is_georeferenced(ds), lo=float(lo), hi=float(hi), fill=fill)
+                     kind=kind, nodata=ds.nodata, crs=ds.crs if gcps is None else gcp_crs, transform=ds.transform,
+                     georeferenced=geo, lo=float(lo), hi=float(hi), fill=fill, gcps=gcps)
 
 
 def unit_scale(logv: np.ndarray, lo: float, hi: float, fill: float, despeckle: int = 0) -> np.ndarray:

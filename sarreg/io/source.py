@@ -6,6 +6,8 @@
   ``gs://`` ``/vsigs/`` and ``az://`` ``/vsiaz/``;
 * a local ``.zip`` holding one raster is opened as ``/vsizip/<zip>/<member>``; ``archive.zip/inner.tif`` picks a
   member;
+* a Sentinel-1 product (``X.SAFE`` folder, its ``manifest.safe`` or a local zip of it) becomes the name of its
+  measurement raster in the polarisation asked for (``sarreg.io.safe``);
 * a STAC Item (a ``.json`` file, URL or object, parsed with pystac) becomes the name of one of its assets: the one
   given (``asset``), else the asset whose key, title or roles name VV (else HH), else its only raster asset;
   relative asset hrefs are resolved against the item's location (``stac_info`` gives the item's id and datetime).
@@ -86,11 +88,12 @@ def _split_zip(p: Path) -> tuple[Path, str] | None:
     return None
 
 
-def resolve_input(src: Source, asset: str | None = None) -> Source:
+def resolve_input(src: Source, asset: str | None = None, pol: str | None = None) -> Source:
     """A user's input name -> what GDAL opens: a local ``Path`` or a ``/vsi...`` string (see module docstring).
 
-    ``asset`` picks the asset of a STAC Item (ignored for other inputs). Idempotent. Raises InputError (one line
-    naming the input) for a zip without exactly one raster, an unreadable STAC item or a missing asset.
+    ``asset`` picks the asset of a STAC Item, ``pol`` the measurement of a Sentinel-1 product (``sarreg.io.safe``);
+    both are ignored for other inputs. Idempotent. Raises InputError (one line naming the input) for a zip without
+    exactly one raster, an unreadable STAC item, a missing asset or polarisation, or a broken SAFE product.
     """
     s = str(src)
     if is_stac_input(s):
@@ -103,6 +106,11 @@ def resolve_input(src: Source, asset: str | None = None) -> Source:
             return vsi + (s if vsi == "/vsicurl/" else rest)
     if "://" in s:
         return s  # another URL scheme GDAL may know (e.g. a driver connection string)
+    from sarreg.io.safe import resolve_safe
+
+    measurement = resolve_safe(src, pol)
+    if measurement is not None:
+        return measurement
     p = Path(src)
     if p.suffix.lower() == ".zip" and p.is_file():
         members = _zip_members(p)
