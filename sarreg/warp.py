@@ -351,7 +351,10 @@ def update_georef(moving: str | Path, transform: PixelTransform, grid: Grid, out
                   compress: str = "DEFLATE", overwrite: bool = False) -> Path:
     """Copy ``moving`` unchanged (no resampling) with a corrected geotransform in the reference CRS.
 
-    Only for shift / similarity / affine models (a geotransform cannot express more).
+    Only for shift / similarity / affine models (a geotransform cannot express more). When the moving raster is a
+    local GeoTIFF and the output asks for GTiff with the compression it already has, its bytes are copied as they
+    are and only the georeferencing tags are rewritten (no decompression, no re-encoding: what AROSICS does);
+    otherwise the copy is re-encoded with ``fmt`` / ``compress``.
     """
     gdal = _gdal()
     moving, out = resolve_input(moving), Path(out)
@@ -362,6 +365,17 @@ def update_georef(moving: str | Path, transform: PixelTransform, grid: Grid, out
     check_output(out, [moving], overwrite)
     src, _ = _source_vrt(moving, transform, grid, (0, 0))
     tmp = _tmp_path(out)
+    if _same_encoding(gdal, moving, fmt, compress):
+        try:
+            _copy_with_georef(gdal, Path(moving), tmp, src.GetGeoTransform(), src.GetProjection())
+            tmp.replace(out)
+            return out
+        except (OSError, RuntimeError) as e:
+            raise OutputError(f"{out}: cannot write ({str(e).splitlines()[0][:200]})") from None
+        finally:
+            src = None
+            if tmp.exists():
+                tmp.unlink()
     try:
         from sarreg.io.raster import open_dataset
 
@@ -380,6 +394,36 @@ def update_georef(moving: str | Path, transform: PixelTransform, grid: Grid, out
         if tmp.exists():
             tmp.unlink()
     return out
+
+
+def _same_encoding(gdal, moving: Source, fmt: str, compress: str) -> bool:
+    """True when ``moving`` is a local GeoTIFF file (no GCPs, no external mask or overview files) whose
+    compression is ``compress`` and the output format asked for is GTiff: its bytes can be kept as they are."""
+    if fmt != "GTiff" or is_remote(moving) or not Path(str(moving)).is_file():
+        return False
+    p = Path(str(moving))
+    if any(p.with_name(p.name + ext).exists() for ext in (".msk", ".ovr", ".aux.xml")):
+        return False
+    ds = gdal.OpenEx(str(p), gdal.OF_RASTER)
+    if ds is None or ds.GetDriver().ShortName != "GTiff" or ds.GetGCPCount():
+        return False
+    have = (ds.GetMetadataItem("COMPRESSION", "IMAGE_STRUCTURE") or "NONE").upper()
+    have = {"DEFLATE": "DEFLATE", "ZIP": "DEFLATE", "LZW": "LZW", "ZSTD": "ZSTD", "NONE": "NONE"}.get(have, have)
+    return have == compress.upper()
+
+
+def _copy_with_georef(gdal, moving: Path, tmp: Path, geotransform, wkt: str) -> None:
+    """Byte copy of ``moving`` to ``tmp``, then its geotransform and CRS rewritten in place (tags only)."""
+    import shutil
+
+    shutil.copyfile(moving, tmp)
+    ds = gdal.OpenEx(str(tmp), gdal.OF_RASTER | gdal.OF_UPDATE)
+    if ds is None:
+        raise RuntimeError(f"cannot open the copy {tmp} for update")
+    ds.SetGeoTransform(geotransform)
+    ds.SetProjection(wkt)
+    ds.FlushCache()
+    ds = None
 
 
 def pixel_size(grid: Grid) -> float:

@@ -145,6 +145,24 @@ def test_update_georef(tmp_path):
         update_georef(mov, PixelTransform("homography", np.eye(3)), grid, tmp_path / "o2.tif")
 
 
+@pytest.mark.parametrize("fmt,compress,kept", [("GTiff", "DEFLATE", True), ("GTiff", "LZW", False),
+                                                ("COG", "DEFLATE", False)])
+def test_update_georef_keeps_the_bytes_when_the_encoding_matches(tmp_path, fmt, compress, kept):
+    """GTiff output with the input's own compression: the file's encoding is kept as is (its 256 px blocks, not the
+    512 px re-encoding), only the georeferencing changes; otherwise a re-encoded copy. Same pixels either way."""
+    mov = tmp_path / "m.tif"
+    img = _moving(_shift_rot(4, 5))
+    write_geotiff(mov, img, REF_T, UTM, nodata=0, compress="deflate")
+    grid = Grid(W, H, REF_T, UTM.to_wkt())
+    out = update_georef(mov, PixelTransform("shift", _shift_rot(4, 5)), grid, tmp_path / "o.tif", fmt=fmt,
+                        compress=compress)
+    with rasterio.open(mov) as a, rasterio.open(out) as b:
+        assert b.transform.almost_equals(REF_T @ Affine.translation(4, 5)) and b.crs == a.crs
+        assert np.array_equal(b.read(1), img) and b.nodata == a.nodata
+        assert (b.block_shapes == a.block_shapes and b.compression == a.compression) == kept
+    assert not list(tmp_path.glob("*.tmp*")) and not list(tmp_path.glob(".*"))  # no temporary left behind
+
+
 def test_output_checks(tmp_path):
     mov = tmp_path / "m.tif"
     write_geotiff(mov, np.ones((32, 32), np.float32), None, None)
