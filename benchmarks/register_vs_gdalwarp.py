@@ -75,6 +75,32 @@ def run_child(cmd: list[str], env: dict[str, str], log: Path, cwd: Path | None =
             "user_s": round(ru.ru_utime, 1), "sys_s": round(ru.ru_stime, 1), "load_before": round(load, 2)}
 
 
+def georef_error(ref: Path, out: Path, size: int) -> float | None:
+    """Mean distance (reference px) over a 10 x 10 grid of moving pixels between where a georeference-corrected
+    copy ``out`` puts them on the map and where the truth does (both through the affine transforms, pixel
+    centres): the accuracy of an ``--update-georef`` / AROSICS output whatever its shift convention."""
+    import rasterio
+    from sarreg.estimate import apply_matrix
+
+    if not out.exists():
+        return None
+    with rasterio.open(ref) as r, rasterio.open(out) as o:
+        tr, to = r.transform, o.transform
+    g = np.stack(np.meshgrid(np.linspace(0, size - 1, 10), np.linspace(0, size - 1, 10)), -1).reshape(-1, 2)
+    at_out = np.array([to * (u + 0.5, v + 0.5) for u, v in g])
+    at_ref = np.array([tr * (x + 0.5, y + 0.5) for x, y in apply_matrix(rs.truth(size), g)])
+    return round(float(np.hypot(*(at_out - at_ref).T).mean() / abs(tr.a)), 4)
+
+
+def arosics(python: str, ref: Path, mov: Path, out: Path, log: Path, size: int) -> dict:
+    """AROSICS global (``arosics_global.py``) with its own Python in a fresh process."""
+    for p in out.parent.glob(out.stem + "*"):
+        p.unlink()
+    r = run_child([python, str(HERE / "arosics_global.py"), str(ref), str(mov), str(out)], dict(os.environ), log)
+    r["grid_error_px"] = georef_error(ref, out, size)
+    return r
+
+
 def grid_error(matrix: list | None, size: int) -> float | None:
     """Mean distance (px) between the recovered and the true transform over a 10 x 10 grid of moving pixels."""
     from sarreg.estimate import apply_matrix
@@ -140,8 +166,16 @@ def main() -> int:
     ap.add_argument("--weights", default=None)
     ap.add_argument("--generate-only", action="store_true")
     ap.add_argument("--no-georef", action="store_true", help="skip the --update-georef runs")
+    ap.add_argument("--shift-only", action="store_true",
+                    help="pairs related by the shift alone (no rotation): what a global-shift tool can recover")
+    ap.add_argument("--arosics", default=None, metavar="PYTHON",
+                    help="also run AROSICS global (benchmarks/arosics_global.py) with this Python interpreter")
     a = ap.parse_args()
     a.work.mkdir(parents=True, exist_ok=True)
+    if a.shift_only:
+        rs.ANGLE = 0.0  # truth() and the generated pairs become a pure shift
+        a.work = a.work / "shift_only"
+        a.work.mkdir(exist_ok=True)
     sizes = [int(s) for s in a.sizes.split(",")]
     pairs = {s: make_pair(a.work, s) for s in sizes}
     if a.generate_only:
@@ -168,13 +202,23 @@ def main() -> int:
         row = {"size": size, "run": "gdalwarp", **gw}
         rows.append(row)
         print(json.dumps(row), flush=True)
+        if a.arosics:
+            r = arosics(a.arosics, ref, mov, a.work / f"arosics_{size}.tif", logs / f"arosics_{size}.log", size)
+            r["ratio_vs_gdalwarp"] = round(r["wall_s"] / gw["wall_s"], 2)
+            rows.append({"size": size, "run": "AROSICS global (256 px window, corrected copy)", **r})
+            print(json.dumps(rows[-1]), flush=True)
         for code, label in zip(codes, labels):
-            variants = [("register", [])] + ([] if a.no_georef else [("register --update-georef", ["--update-georef"])])
+            variants = [("register", [])] + ([] if a.no_georef else [
+                ("register --update-georef", ["--update-georef"]),
+                ("register --update-georef --format GTiff", ["--update-georef", "--format", "GTiff",
+                                                             "--compress", "deflate"])])
             for name, extra in variants:
-                tag = name.replace(" --", "_").replace("-", "_")
-                r = register(code, ref, mov, a.work / f"out_{label}_{tag}_{size}.tif", weights, extra,
-                             logs / f"{label}_{tag}_{size}.log")
-                r["grid_error_px"] = grid_error(r.pop("matrix"), size)
+                tag = name.replace(" --", "_").replace("-", "_").replace(" ", "_")
+                out = a.work / f"out_{label}_{tag}_{size}.tif"
+                r = register(code, ref, mov, out, weights, extra, logs / f"{label}_{tag}_{size}.log")
+                matrix = r.pop("matrix")
+                r["grid_error_px"] = georef_error(ref, out, size) if "--update-georef" in extra else \
+                    grid_error(matrix, size)
                 r["ratio_vs_gdalwarp"] = round(r["wall_s"] / gw["wall_s"], 2)
                 row = {"size": size, "run": f"{name} [{label}]", **r}
                 rows.append(row)
