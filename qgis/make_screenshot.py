@@ -156,8 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     q, c = rep["quality"], rep["correction"]
     title = (f"sarreg:register in QGIS: {rep['status']}, {q['model']}, {q['inliers']} / {q['matches']} tie points, "
              f"RMSE {q['rmse_px']:.2f} px")
+    rot = round(c["rotation_deg"], 2) + 0.0  # no "-0.00"
     subtitle = (f"{Path(a.moving).name} onto {Path(a.ref).name}: corrected by {c['shift_px']:.1f} px "
-                f"({c.get('shift_map', 0):.0f} {c.get('map_units', '')}), rotation {c['rotation_deg']:.2f} deg; "
+                f"({c.get('shift_map', 0):.0f} {c.get('map_units', '')}), rotation {rot:.2f} deg; "
                 f"tie points by residual (px), outliers as crosses")
     w, h = (int(v) for v in a.size.lower().split("x"))
     out = render(res["OUTPUT"], res["TIEPOINTS"], title, subtitle, a.out, (w, h), float(q.get("threshold_px", 1.5)))

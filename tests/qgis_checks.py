@@ -1,13 +1,15 @@
 """Checks run inside QGIS's own Python (``/usr/bin/python3`` with python3-qgis), started by ``tests/test_qgis.py``;
 not a pytest module (sarreg's venv has no qgis, QGIS's Python has no sarreg).
 
-    python3 tests/qgis_checks.py JSON   (keys: ref, moving, work, tiepoints, offsets)
+    python3 tests/qgis_checks.py JSON   (keys: ref, moving, work, raster, report, tiepoints, offsets)
 
 Prints one JSON object: what the test asserts on.
 1. the runner with a ``QgsProcessingFeedback`` canceled at the first progress line: SIGTERM, nothing left;
 2. the Register algorithm through ``processing.run`` with such a feedback: a failed algorithm, nothing left;
 3. the styles on a real tie point layer and offsets raster (every feature drawn by the rule of its class);
-4. the screenshot renderer (``qgis/make_screenshot.render``) on them.
+4. Apply transform and Extract keypoints through ``processing.run`` (the keypoint layer queued for loading with
+   its styling post-processor);
+5. the screenshot renderer (``qgis/make_screenshot.render``) on them.
 """
 from __future__ import annotations
 
@@ -25,8 +27,8 @@ sys.path.insert(0, str(REPO / "qgis"))
 def main() -> None:
     args = json.loads(sys.argv[1])
     import make_screenshot
-    from qgis.core import (QgsProcessingException, QgsProcessingFeedback, QgsRasterLayer, QgsRenderContext,
-                           QgsVectorLayer)
+    from qgis.core import (QgsProcessingContext, QgsProcessingException, QgsProcessingFeedback, QgsRasterLayer,
+                           QgsRenderContext, QgsVectorLayer)
 
     app, _provider = make_screenshot.start_qgis()
     import processing
@@ -91,7 +93,25 @@ def main() -> None:
     style_offsets(ras)
     out["offsets"] = {"valid": ras.isValid(), "bands": ras.bandCount(), "renderer": ras.renderer().type()}
 
-    # 4. the screenshot renderer
+    # 4. apply and extract through processing.run; extract's keypoint layer is queued for loading with its styler
+    d = work / "apply"
+    res = processing.run("sarreg:apply", {"REPORT": args["report"], "MOVING": mov, "RESAMPLING": "cubic",
+                                          "OUTPUT": str(d / "a.tif")}, feedback=QgsProcessingFeedback())
+    out["apply"] = {"output": res["OUTPUT"], "exists": Path(res["OUTPUT"]).is_file()}
+    context = QgsProcessingContext()
+    res = processing.run("sarreg:extract", {"IMAGES": [ref], "TOP_K": 200, "BACKEND": "torch",  # no OpenVINO cache
+                                            "OUTPUT_DIR": str(work / "kp")},
+                         context=context, feedback=QgsProcessingFeedback())
+    queued = context.layersToLoadOnCompletion()
+    kp = res["KEYPOINTS"]
+    out["extract"] = {"keypoints": kp, "queued": sorted(queued)}
+    if kp and kp[0] in queued:
+        lyr = QgsVectorLayer(kp[0], "kp", "ogr")
+        queued[kp[0]].postProcessor().postProcessLayer(lyr, context, QgsProcessingFeedback())
+        out["extract"].update(features=lyr.featureCount(), renderer=lyr.renderer().type(),
+                              classes=len(lyr.renderer().ranges()))
+
+    # 5. the screenshot renderer
     png = make_screenshot.render(args["raster"], args["tiepoints"], "test", "subtitle", work / "shot.png",
                                  (400, 300))
     out["png"] = {"path": str(png), "bytes": png.stat().st_size}

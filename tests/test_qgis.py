@@ -124,6 +124,27 @@ def test_cli_spec_is_in_sync_with_click():
     assert set(json.loads(text)["commands"]) == {"register", "apply", "batch", "extract"}
 
 
+def _build_zip(out: Path) -> Path:
+    s = importlib.util.spec_from_file_location("build_plugin", QGIS_DIR / "build_plugin.py")
+    mod = importlib.util.module_from_spec(s)
+    s.loader.exec_module(mod)
+    return mod.build_zip(out)
+
+
+def test_plugin_zip_layout(tmp_path):
+    """`make qgis-plugin`'s zip: one root folder sarreg_qgis/ with every plugin file, no caches."""
+    import zipfile
+
+    (QGIS_DIR / "sarreg_qgis" / "__pycache__").mkdir(exist_ok=True)  # present after any import: never zipped
+    with zipfile.ZipFile(_build_zip(tmp_path / "sarreg_qgis.zip")) as z:
+        names = set(z.namelist())
+    expected = {f"sarreg_qgis/{p.relative_to(QGIS_DIR / 'sarreg_qgis').as_posix()}"
+                for p in (QGIS_DIR / "sarreg_qgis").rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+    assert names == expected
+    assert {"sarreg_qgis/metadata.txt", "sarreg_qgis/__init__.py", "sarreg_qgis/cli_spec.json",
+            "sarreg_qgis/algorithms/register.py"} <= names
+
+
 def test_spec_option_args():
     p = spec.option("register", "threshold")
     assert p["default"] == 1.5 and p["help"] and spec.param_name(p) == "THRESHOLD"
@@ -209,6 +230,16 @@ def test_qgis_process_lists_the_provider(qgis_env):
     assert "Inlier distance (reference pixels). (sarreg register --threshold)" in h.stdout  # the CLI's help
 
 
+def test_qgis_process_loads_the_installed_zip(qgis_env, tmp_path):
+    """The zip unpacked into a plugins folder (what Install from ZIP does) gives the provider."""
+    import zipfile
+
+    with zipfile.ZipFile(_build_zip(tmp_path / "sarreg_qgis.zip")) as z:
+        z.extractall(tmp_path / "plugins")
+    r = qgis_process({**qgis_env, "QGIS_PLUGINPATH": str(tmp_path / "plugins")}, "list")
+    assert r.returncode == 0 and "sarreg:extract" in r.stdout, r.stdout[-2000:] + r.stderr[-2000:]
+
+
 def test_qgis_process_register(registered, pair):
     res = registered["results"]
     out = Path(res["OUTPUT"])
@@ -235,12 +266,14 @@ def test_qgis_process_bad_input_fails_with_the_cli_error(qgis_env, pair, tmp_pat
 
 def test_inside_qgis_python_cancel_styles_render(qgis_env, registered, pair, tmp_path):
     """In QGIS's Python: a canceled QgsProcessingFeedback stops sarreg (runner and algorithm) and leaves no output;
-    the tie point rules draw every feature in the class of its residual; the screenshot renderer works."""
+    the tie point rules draw every feature in the class of its residual; Apply and Extract run, the keypoints come
+    back styled; the screenshot renderer works."""
     if not _has_qgis_python():
         pytest.skip(f"{QGIS_PYTHON} cannot import qgis.core (python3-qgis)")
     res = registered["results"]
     args = {"ref": str(pair["ref"]), "moving": str(pair["moving"]), "work": str(tmp_path),
-            "tiepoints": res["TIEPOINTS"], "offsets": res["OFFSETS"], "raster": res["OUTPUT"]}
+            "tiepoints": res["TIEPOINTS"], "offsets": res["OFFSETS"], "raster": res["OUTPUT"],
+            "report": res["REPORT"]}
     r = subprocess.run([QGIS_PYTHON, str(REPO / "tests" / "qgis_checks.py"), json.dumps(args)], env=qgis_env,
                        capture_output=True, text=True, timeout=300)
     lines = [ln for ln in r.stdout.splitlines() if ln.startswith("RESULT ")]
@@ -264,4 +297,8 @@ def test_inside_qgis_python_cancel_styles_render(qgis_env, registered, pair, tmp
             lo, _, hi = f["classes"][0].partition(" - ")
             assert float(lo) <= f["residual"] + 0.005 and (not hi or f["residual"] < float(hi) + 0.005), f
     assert out["offsets"] == {"valid": True, "bands": 3, "renderer": "singlebandpseudocolor"}
+    assert out["apply"]["exists"] and out["apply"]["output"] == str(tmp_path / "apply" / "a.tif")
+    ex = out["extract"]
+    assert ex["keypoints"] == [str(tmp_path / "kp" / "ref.tif.keypoints.gpkg")] and ex["queued"] == ex["keypoints"]
+    assert ex["features"] == 200 and ex["renderer"] == "graduatedSymbol" and ex["classes"] == 5, ex
     assert out["png"]["bytes"] > 1000

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qgis.core import QgsProcessingParameterFile, QgsProcessingParameterRasterDestination, QgsProcessingParameterRasterLayer
+from qgis.core import (QgsProcessingParameterFile, QgsProcessingParameterRasterDestination,
+                       QgsProcessingParameterRasterLayer)
 
 from .base import SarregAlgorithm
 

@@ -161,7 +161,8 @@ class SarregAlgorithm(QgsProcessingAlgorithm):
                               f"{c.get('map_units', '')}), rotation {_f(c.get('rotation_deg'), 4)} deg")
         off = (rep.get("stages") or {}).get("offsets")
         if off:
-            feedback.pushInfo(f"  offsets field: {json.dumps({k: v for k, v in off.items() if not isinstance(v, (list, dict))})}")
+            scalars = {k: v for k, v in off.items() if not isinstance(v, (list, dict))}
+            feedback.pushInfo(f"  offsets field: {json.dumps(scalars)}")
         t = (rep.get("timings_s") or {}).get("total")
         feedback.pushInfo(f"  report: {res.final.get('report')}" + (f" ({t} s)" if t is not None else ""))
         return rep

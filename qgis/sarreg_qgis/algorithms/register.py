@@ -4,8 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from qgis.core import (QgsProcessingOutputFile, QgsProcessingOutputNumber, QgsProcessingOutputRasterLayer,
-                       QgsProcessingOutputString, QgsProcessingOutputVectorLayer, QgsProcessingParameterRasterDestination,
-                       QgsProcessingParameterRasterLayer)
+                       QgsProcessingOutputString, QgsProcessingOutputVectorLayer,
+                       QgsProcessingParameterRasterDestination, QgsProcessingParameterRasterLayer)
 
 from .base import SarregAlgorithm
 
