@@ -145,6 +145,18 @@ def test_plugin_zip_layout(tmp_path):
             "sarreg_qgis/algorithms/register.py"} <= names
 
 
+def test_plugin_metadata():
+    import configparser
+
+    import sarreg
+
+    meta = configparser.ConfigParser()
+    meta.read(QGIS_DIR / "sarreg_qgis" / "metadata.txt", encoding="utf-8")
+    g = meta["general"]
+    assert g["name"] == "sarreg" and g["hasProcessingProvider"] == "yes" and g["version"] == sarreg.__version__
+    assert tuple(map(int, g["qgisMinimumVersion"].split("."))) >= (3, 22)
+
+
 def test_spec_option_args():
     p = spec.option("register", "threshold")
     assert p["default"] == 1.5 and p["help"] and spec.param_name(p) == "THRESHOLD"
