@@ -28,16 +28,34 @@ PYTEST_ARGS ?=
 
 DEMO_OUT ?= demo_out
 MODEL ?= models/sarreg_fast_sar_v2.pt
+QGIS ?= yes
+QGIS_PYTHON ?= /usr/bin/python3
+SHOT_DIR ?= build/qgis_screenshot
 
-.PHONY: help install test demo clean distclean
+.PHONY: help install qgis-system test demo qgis-plugin qgis-screenshot clean distclean
 
 help:
 	@echo "make install    create .venv and install sarreg (+ torch, GDAL bindings, test extras)"
 	@echo "make test       run the test suite"
 	@echo "make demo       generate sample SAR scenes and run sarreg on them (outputs in $(DEMO_OUT)/)"
+	@echo "make qgis-plugin      build the QGIS plugin zip dist/sarreg_qgis.zip"
+	@echo "make qgis-screenshot  render docs/qgis_screenshot.png headless with QGIS"
 	@echo "make clean      remove $(DEMO_OUT)/ and caches;  make distclean  also removes $(VENV)/"
 
-install: $(STAMP)
+install: qgis-system $(STAMP)
+
+# QGIS for the plugin (qgis/sarreg_qgis) and its tests: optional for sarreg itself, so never fatal as non-root
+qgis-system:
+	@if [ "$(QGIS)" = no ] || command -v qgis_process >/dev/null 2>&1; then exit 0; fi
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+	  echo "==> QGIS not found (no qgis_process): installing qgis python3-qgis qgis-providers with apt-get"
+	  export DEBIAN_FRONTEND=noninteractive
+	  apt-get update -q
+	  apt-get install -y -q --no-install-recommends qgis python3-qgis qgis-providers
+	else
+	  echo "make install: QGIS is not installed (no qgis_process); the QGIS plugin tests will be skipped." >&2
+	  echo "  To run them: sudo apt-get install qgis python3-qgis qgis-providers (or make install QGIS=no to hide this)" >&2
+	fi
 
 $(STAMP): setup.cfg pyproject.toml constraints-cpu.txt
 	@t0=$$(date +%s)
@@ -104,6 +122,17 @@ demo: install
 	ls -l "$(DEMO_OUT)" "$(DEMO_OUT)/samples"
 	echo "Open $(DEMO_OUT)/scene_b_coreg.png for a quick visual check; $(DEMO_OUT)/scene_b_coreg.tiepoints.gpkg in QGIS."
 	exit $$rc
+
+qgis-plugin: install
+	$(PY) qgis/build_plugin.py --out dist/sarreg_qgis.zip
+
+qgis-screenshot: install
+	@command -v qgis_process >/dev/null 2>&1 || { echo "make qgis-screenshot: QGIS is not installed" >&2; exit 1; }
+	mkdir -p "$(SHOT_DIR)"
+	$(PY) samples/make_samples.py --out "$(SHOT_DIR)/samples" --size 768
+	QT_QPA_PLATFORM=offscreen $(QGIS_PYTHON) qgis/make_screenshot.py --sarreg "$(abspath $(SARREG))" \
+	  --ref "$(SHOT_DIR)/samples/scene_a.tif" --moving "$(SHOT_DIR)/samples/scene_b.tif" --work "$(SHOT_DIR)/out" \
+	  --out docs/qgis_screenshot.png
 
 clean:
 	rm -rf "$(DEMO_OUT)" .pytest_cache

@@ -28,7 +28,10 @@ _SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if 
 
 def _exit_on_signal(signum: int, frame: object) -> None:
     """Start-up handler (imports, before the command runs): nothing to clean up yet, so leave at once."""
-    os.write(2, f"sarreg: interrupted ({signal.Signals(signum).name})\n".encode())
+    name = signal.Signals(signum).name
+    os.write(2, f"sarreg: interrupted ({name})\n".encode())
+    if os.environ.get("SARREG_PROGRESS_JSON", "").strip().lower() not in ("", "0", "false", "no"):
+        os.write(2, f'{{"status": "interrupted", "exit_code": {128 + signum}, "signal": "{name}"}}\n'.encode())
     os._exit(128 + signum)
 
 
@@ -61,7 +64,7 @@ os.environ.setdefault("GDAL_CACHEMAX", "256")
 
 import click  # noqa: E402
 
-from sarreg import __version__  # noqa: E402
+from sarreg import __version__, progress  # noqa: E402
 from sarreg.errors import SarregError  # noqa: E402
 
 
@@ -69,24 +72,30 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context):
         old = _install(_raise_on_signal)
         old_hook, sys.unraisablehook = sys.unraisablehook, _log_unraisable
+        progress.enable(ctx.params.get("progress_json", False))
         try:
             with warnings.catch_warnings():
                 # library warnings (torch, rasterio, pyogrio, matplotlib) go to the log: shown with -v, never as
                 # extra stderr lines
                 logging.captureWarnings(True)
                 warnings.simplefilter("default")
-                return super().invoke(ctx)
+                rv = super().invoke(ctx)
+            progress.final("ok", 0)  # commands without their own final line (ignored when they sent one)
+            return rv
         except SarregError as e:
             click.echo(f"sarreg: error: {e}", err=True)
+            progress.final("error", e.exit_code, message=f"sarreg: error: {e}")
             sys.exit(e.exit_code)
         except click.UsageError as e:  # bad option values: one line too (click's exit code 2 for usage errors)
             cmd = f" (sarreg {e.ctx.command.name} --help)" if e.ctx is not None and e.ctx.command is not self else ""
             msg = " ".join(e.format_message().split())
             click.echo(f"sarreg: error: {msg}{cmd}", err=True)
+            progress.final("error", e.exit_code, message=f"sarreg: error: {msg}{cmd}")
             sys.exit(e.exit_code)
         except KeyboardInterrupt as e:
             signum = getattr(e, "signum", signal.SIGINT)
             click.echo(f"sarreg: interrupted ({signal.Signals(signum).name})", err=True)
+            progress.final("interrupted", 128 + signum, signal=signal.Signals(signum).name)
             sys.exit(128 + signum)
         finally:
             logging.captureWarnings(False)
@@ -98,7 +107,10 @@ class _Group(click.Group):
 @click.version_option(__version__, prog_name="sarreg")
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 @click.option("-q", "--quiet", is_flag=True, help="Only errors.")
-def cli(verbose: int, quiet: bool) -> None:
+@click.option("--progress-json", is_flag=True,
+              help="Progress as JSON lines on stderr ({\"stage\": ..., \"progress\": 0..1}, then one final "
+                   "{\"status\": ..., \"exit_code\": ...}); no progress bars. Also SARREG_PROGRESS_JSON=1.")
+def cli(verbose: int, quiet: bool, progress_json: bool) -> None:
     """Co-register SAR scenes with a learned keypoint network."""
     level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")

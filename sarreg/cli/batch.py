@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from sarreg import progress as json_progress
 from sarreg.cli.options import input_arg, path_arg
 from sarreg.cli.register import register as _register_cmd
 from sarreg.config import PreprocessConfig, RegisterConfig
@@ -152,10 +153,16 @@ def batch(ref: str | Path, scenes: tuple[str, ...], outdir: Path, from_list: Pat
     if root.getEffectiveLevel() > logging.DEBUG:  # Dask logs its cluster life at INFO; keep it for -vv
         for name in ("distributed", "bokeh", "tornado"):
             logging.getLogger(name).setLevel(max(root.getEffectiveLevel(), logging.WARNING))
-    bar = tqdm(total=len(paths), unit="scene", disable=not progress, file=sys.stderr, dynamic_ncols=True)
+    bar = tqdm(total=len(paths), unit="scene", disable=not progress or json_progress.enabled(), file=sys.stderr,
+               dynamic_ncols=True)
+    json_progress.stage("scenes", 0.0, done=0, total=len(paths))
+    done = [0]
 
     def on_result(r) -> None:
         bar.update(1)
+        done[0] += 1
+        json_progress.stage("scenes", done[0] / len(paths), done=done[0], total=len(paths), scene=r.scene,
+                            scene_status=r.status)
         bar.set_postfix_str(f"{r.scene}: {r.status}{' (resumed)' if r.resumed else ''}", refresh=False)
         if r.status == "failed" and not r.resumed:
             bar.write(f"sarreg: {r.scene}: failed: {r.error}", file=sys.stderr)
@@ -174,6 +181,9 @@ def batch(ref: str | Path, scenes: tuple[str, ...], outdir: Path, from_list: Pat
     c = summary.counts
     click.echo(f"{len(summary.scenes)} scenes: {c['ok']} ok, {c['low_quality']} low quality, {c['failed']} failed "
                f"({c['resumed']} already done) in {summary.wall_s:.1f} s -> {summary.files.get('csv')}")
+    status = {0: "ok", 2: "low_quality"}.get(summary.exit_code, "failed")
+    json_progress.final(status, summary.exit_code, summary=summary.files.get("json"), counts=c,
+                        outputs=summary.files)
     sys.exit(summary.exit_code)
 
 

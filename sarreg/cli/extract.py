@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from sarreg import progress as json_progress
 from sarreg.cli.options import asset_opt, input_arg, overwrite_opt, pol_opt, writable_dir
 
 from sarreg.config import BACKENDS, ExtractConfig, PreprocessConfig
@@ -129,20 +130,25 @@ def extract(images: tuple[Source, ...], weights: Path | None, top_k: int, tile_s
     plan = extract_outputs(list(images), out_dir, geo, quicklook)
     check_write_set([p for ps in plan for p in ps], [*images, weights], overwrite)
     clean_stale([p for ps in plan for p in ps])
+    json_progress.stage("model", 0.0)
     model = load_model(weights, resolve_device(device))
-    for sc in scenes:
-        bar = tqdm(desc=input_name(sc.path), unit="tile", disable=not progress, leave=False)
+    written: list[str] = []
+    for i, sc in enumerate(scenes):
+        bar = tqdm(desc=input_name(sc.path), unit="tile", disable=not progress or json_progress.enabled(),
+                   leave=False)
 
-        def tick(done: int, total: int) -> None:
+        def tick(done: int, total: int, i: int = i) -> None:
             bar.total = total
             bar.n = done
             bar.refresh()
+            json_progress.stage("extract", (i + done / max(total, 1)) / len(scenes), image=str(sc.path))
 
         feats = extract_scene(sc, model, cfg, progress=tick)
         bar.close()
         d = _out_folder(sc.path, out_dir)
         out = feats.save_npz(d / f"{input_name(sc.path)}.r2d2")
         click.echo(f"{sc.path}: {len(feats)} keypoints -> {out}")
+        written.append(str(out))
         if geo:
             from sarreg.io.vector import write_points
 
@@ -150,9 +156,12 @@ def extract(images: tuple[Source, ...], weights: Path | None, top_k: int, tile_s
             attrs = {"x": feats.keypoints[:, 0].astype("float64"), "y": feats.keypoints[:, 1].astype("float64"),
                      "scale": feats.keypoints[:, 2].astype("float64"), "score": feats.scores.astype("float64")}
             for suffix in (".keypoints.gpkg", ".keypoints.geojson"):
-                click.echo(f"  -> {write_points(d / (input_name(sc.path) + suffix), xy_map, attrs, sc.crs)}")
+                written.append(str(write_points(d / (input_name(sc.path) + suffix), xy_map, attrs, sc.crs)))
+                click.echo(f"  -> {written[-1]}")
         if quicklook is not None:
             from sarreg.quicklook import keypoint_quicklook
 
             q = _quicklook_name(quicklook, sc.path, len(scenes) > 1)
-            click.echo(f"  -> {keypoint_quicklook(sc, feats.keypoints, q)}")
+            written.append(str(keypoint_quicklook(sc, feats.keypoints, q)))
+            click.echo(f"  -> {written[-1]}")
+    json_progress.final("ok", 0, outputs=written)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from sarreg import progress
 from sarreg.cli.options import (asset_opt, compress_opt, device_opt, format_opt, input_arg, mem_opt, overwrite_opt,
                                 path_arg, pol_opt, ref_pol_opt, resampling_opt, update_georef_opt)
 from sarreg.errors import InputError, LowQuality, RegistrationFailed
@@ -93,7 +94,10 @@ def register(ref: Path | str, moving: Path | str, out: Path, features: str, weig
         quicklook=str(quicklook) if quicklook else None, device=device, seed=seed,
         preprocess=PreprocessConfig(band=band, kind=kind), moving_band=moving_band, grid_spacing=grid_spacing,
         backend=backend)
-    rep = run(ref, moving, out, cfg)
+    rep = run(ref, moving, out, cfg, progress=progress.register_step)
+    progress.final(rep.status, {"ok": 0, "low_quality": LowQuality.exit_code}.get(rep.status,
+                                                                                RegistrationFailed.exit_code),
+                   report=rep.outputs.get("report"), output=rep.output, message=rep.message or None)
     if as_json:
         click.echo(rep.to_json())
     q = rep.quality
@@ -150,9 +154,11 @@ def apply(report: Path, moving: Path | str, out: Path, update_georef: bool, over
     # MOVING on another grid than the registered raster: composed through the georeferencings
     tr, grid = target_transform(data, report, moving)
     clean_stale([out])
+    progress.stage("warp", 0.05)
     if update_georef:
         write_georef(moving, tr, grid, out, fmt, compress.upper(), overwrite=overwrite)
     else:
         warp_to_grid(moving, tr, grid, out, resampling, fmt, compress.upper(), warp_mem_mb, overwrite=overwrite,
                      require_data=True)
+    progress.final("ok", 0, output=str(out), model=tr.model)
     click.echo(f"{moving} -> {out} ({tr.model})")

@@ -1,0 +1,181 @@
+"""What the four algorithms share: parameters built from the CLI spec, the command line, running sarreg through
+``runner.run_cli``, loading and styling output layers, and the report in the log."""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from qgis.core import (QgsProcessingAlgorithm, QgsProcessingContext, QgsProcessingException,
+                       QgsProcessingParameterBoolean, QgsProcessingParameterDefinition, QgsProcessingParameterEnum,
+                       QgsProcessingParameterFile, QgsProcessingParameterNumber,
+                       QgsProcessingParameterString, QgsProcessingUtils,
+                       QgsProviderRegistry)
+
+from .. import runner, spec
+from ..styles import Styler
+
+
+class SarregAlgorithm(QgsProcessingAlgorithm):
+    """One ``sarreg COMMAND``. Subclasses set ``COMMAND``, ``NAME``, ``DISPLAY`` and declare their inputs; options
+    mirrored from the CLI are added with ``add_option`` (type, choices, default and help from the CLI)."""
+
+    COMMAND = ""
+    NAME = ""
+    DISPLAY = ""
+    # (click option name, advanced?) of the CLI options offered as parameters
+    OPTIONS: tuple[tuple[str, bool], ...] = ()
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._options: dict[str, dict[str, Any]] = {}  # parameter name -> option spec
+
+    def createInstance(self):  # noqa: N802
+        return type(self)()
+
+    def name(self) -> str:
+        return self.NAME
+
+    def displayName(self) -> str:  # noqa: N802
+        return self.DISPLAY
+
+    def shortHelpString(self) -> str:  # noqa: N802
+        lines = [spec.command(self.COMMAND)["help"], "",
+                 f"Runs <code>sarreg {self.COMMAND}</code> in its own environment (the executable is set in "
+                 "Processing > Options > Providers > sarreg). Options:"]
+        for name, _ in self.OPTIONS:
+            p = spec.option(self.COMMAND, name)
+            lines.append(f"<b>{spec.label(p)}</b> ({p['opt']}): {p.get('help') or ''}")
+        return "<br>".join(lines)
+
+    # ------------------------------------------------------------------------------------------- parameters
+    def add_cli_options(self) -> None:
+        for name, advanced in self.OPTIONS:
+            self.add_option(name, advanced)
+
+    def add_option(self, name: str, advanced: bool = False) -> None:
+        p = spec.option(self.COMMAND, name)
+        pname = spec.param_name(p)
+        label, default, t = spec.label(p), p.get("default"), p["type"]
+        if t == "flag":
+            param = QgsProcessingParameterBoolean(pname, label, defaultValue=bool(default))
+        elif t == "choice":
+            param = QgsProcessingParameterEnum(pname, label, options=p["choices"], defaultValue=default,
+                                               optional=default is None, usesStaticStrings=True)
+        elif t in ("int", "float"):
+            kind = QgsProcessingParameterNumber.Integer if t == "int" else QgsProcessingParameterNumber.Double
+            param = QgsProcessingParameterNumber(pname, label, type=kind, defaultValue=default,
+                                                 optional=default is None)
+            if p.get("min") is not None:
+                param.setMinimum(p["min"])
+            if p.get("max") is not None:
+                param.setMaximum(p["max"])
+        elif t == "path":
+            param = QgsProcessingParameterFile(pname, label, optional=True)
+        elif t == "string":
+            param = QgsProcessingParameterString(pname, label, defaultValue=default, optional=True)
+        else:
+            raise ValueError(f"no parameter type for sarreg {self.COMMAND} option {name} ({t})")
+        param.setHelp(spec.help_text(self.COMMAND, name))
+        if advanced:
+            param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+        self.addParameter(param)
+        self._options[pname] = p
+
+    def option_args(self, parameters: dict[str, Any], context: QgsProcessingContext) -> list[str]:
+        """Command-line arguments of the mirrored options whose values differ from the CLI's defaults."""
+        args: list[str] = []
+        for pname, p in self._options.items():
+            if parameters.get(pname) is None:
+                continue
+            t = p["type"]
+            if t == "flag":
+                value = self.parameterAsBoolean(parameters, pname, context)
+            elif t == "choice":
+                value = self.parameterAsEnumString(parameters, pname, context)
+            elif t == "int":
+                value = self.parameterAsInt(parameters, pname, context)
+            elif t == "float":
+                value = self.parameterAsDouble(parameters, pname, context)
+            elif t == "path":
+                value = self.parameterAsFile(parameters, pname, context)
+            else:
+                value = self.parameterAsString(parameters, pname, context)
+            args += spec.option_args(p, value)
+        return args
+
+    def raster_source(self, layer, what: str) -> str:
+        """The file (or GDAL path: /vsicurl/..., /vsizip/...) behind a raster layer parameter."""
+        if layer is None:
+            raise QgsProcessingException(f"{what}: no raster layer")
+        if layer.providerType() != "gdal":
+            raise QgsProcessingException(f"{what}: {layer.name()} is not a GDAL raster (provider "
+                                         f"{layer.providerType()}); sarreg reads files GDAL opens")
+        parts = QgsProviderRegistry.instance().decodeUri("gdal", layer.source())
+        path = parts.get("path") or layer.source()
+        return os.path.abspath(path) if os.path.exists(path) else path  # the CLI runs in another folder
+
+    # ----------------------------------------------------------------------------------------------- running
+    def run_sarreg(self, args: list[str], feedback, ok_codes: tuple[int, ...] = (0,)) -> runner.Result:
+        from ..provider import executable_setting
+
+        try:
+            res = runner.run_cli([self.COMMAND, *args], feedback, executable=runner.find_executable(
+                executable_setting()))
+        except runner.SarregNotFound as e:
+            raise QgsProcessingException(str(e)) from None
+        if res.canceled:
+            raise QgsProcessingException("Canceled: sarreg was stopped and removed its partial outputs")
+        if res.returncode not in ok_codes:
+            self.log_report(res, feedback)
+            raise QgsProcessingException(res.message)
+        return res
+
+    @staticmethod
+    def read_report(res: runner.Result) -> dict[str, Any] | None:
+        path = (res.final or {}).get("report")
+        if not path:
+            return None
+        try:
+            return json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+
+    def log_report(self, res: runner.Result, feedback) -> dict[str, Any] | None:
+        """The report's status and numbers in the log; -> the report (None when there is none)."""
+        rep = self.read_report(res)
+        if rep is None or feedback is None:
+            return rep
+        q, c = rep.get("quality") or {}, rep.get("correction") or {}
+        feedback.pushInfo(f"sarreg report: status {rep.get('status')} ({rep.get('message')}), model "
+                          f"{q.get('model', rep.get('model'))}")
+        if q:
+            feedback.pushInfo(f"  inliers {q.get('inliers')} of {q.get('matches')} matches, RMSE {q.get('rmse_px')} px "
+                              f"(held-out {q.get('heldout_rmse_px')}), coverage {q.get('coverage')}, overlap "
+                              f"{q.get('overlap_fraction')}")
+        if c:
+            feedback.pushInfo(f"  correction at the reference centre: dx {_f(c.get('dx_px'))} px, dy "
+                              f"{_f(c.get('dy_px'))} px (shift {_f(c.get('shift_px'))} px = {_f(c.get('shift_map'))} "
+                              f"{c.get('map_units', '')}), rotation {_f(c.get('rotation_deg'), 4)} deg")
+        off = (rep.get("stages") or {}).get("offsets")
+        if off:
+            scalars = {k: v for k, v in off.items() if not isinstance(v, (list, dict))}
+            feedback.pushInfo(f"  offsets field: {json.dumps(scalars)}")
+        t = (rep.get("timings_s") or {}).get("total")
+        feedback.pushInfo(f"  report: {res.final.get('report')}" + (f" ({t} s)" if t is not None else ""))
+        return rep
+
+    @staticmethod
+    def load_on_completion(context: QgsProcessingContext, path: str | Path, name: str, output: str,
+                           style: str | None = None, threshold: float = 1.5, vector: bool = True) -> None:
+        hint = QgsProcessingUtils.LayerHint.Vector if vector else QgsProcessingUtils.LayerHint.Raster
+        details = QgsProcessingContext.LayerDetails(name, context.project(), output, hint)
+        if style:
+            details.setPostProcessor(Styler.create(style, threshold))
+        context.addLayerToLoadOnCompletion(str(path), details)
+
+
+def _f(v: Any, nd: int = 2) -> str:
+    return f"{v:.{nd}f}" if isinstance(v, (int, float)) and math.isfinite(v) else str(v)
