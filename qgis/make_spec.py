@@ -87,7 +87,7 @@ def build_spec() -> dict[str, Any]:
         cmd = cli.commands[name]
         spec["commands"][name] = {
             "help": " ".join((cmd.help or "").split("\n\n")[0].split()),
-            "params": [param_spec(p) for p in cmd.params if p.name != "help"],
+            "params": [param_spec(p) for p in cmd.params if p.name != "help" and not getattr(p, "hidden", False)],
         }
     return spec
 

@@ -105,7 +105,7 @@ def coarse_area(ref: Scene, mov: Scene, prior: np.ndarray, ci: CoarseImages, cfg
     G1 = translate(*d0) @ G
     wu, wv = resample(mu, G1 @ Dm, rshape), resample_valid(mv, G1 @ Dm, rshape)
     model = {"shift": "shift", "similarity": "similarity"}.get(cfg.model, "affine")
-    thr = max(2.0 * cfg.threshold, 2.5 / s)
+    thr = cfg.coarse_threshold(s)
     size = AREA_SIZE if min(rshape) >= 2.5 * AREA_SIZE else AREA_SIZE // 2
     est, errors = None, []
     # weak correlation (speckle, strong temporal change): too few windows pass; larger windows average more

@@ -1,17 +1,82 @@
-"""Frozen option sets for each stage, passed down whole (never copied field by field)."""
+"""Frozen option sets for each stage, passed down whole (never copied field by field).
+
+One source for every option: a field's default, its allowed values (``choices``) and its range (``min`` / ``max``)
+are declared here once, in the field's metadata (``_opt``). The command line reads them from here
+(``sarreg.cli.options.config_option``: click defaults, choices and ranges) and ``RegisterConfig.validate()`` /
+``check_config`` check a config built in Python against the same declarations.
+"""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+import math
+from dataclasses import MISSING, InitVar, asdict, dataclass, field, fields, is_dataclass, replace
 from typing import Any
 
 # Choices of the command-line options, kept here (no heavy imports) so that building the CLI (``sarreg --help``)
 # does not import numpy, OpenCV or GDAL; the modules that implement them import these names from here.
 MODELS = ("shift", "similarity", "affine", "homography", "poly2", "tps")  # sarreg.estimate
+REGISTER_MODELS = ("auto",) + MODELS + ("local",)  # sarreg register --model (auto: selection, local: offsets field)
 ROBUST_NAMES = ("magsac", "ransac", "lmeds", "usac", "accurate", "prosac", "fast")  # keys of estimate.ROBUST
 RESAMPLING = ("nearest", "bilinear", "cubic", "cubicspline", "lanczos", "average", "mode")  # sarreg.warp
 FORMATS = ("COG", "GTiff")
 COMPRESSION = ("DEFLATE", "LZW", "ZSTD", "NONE")
 BACKENDS = ("auto", "torch", "openvino", "onnxruntime")  # sarreg.model.backend
+FEATURES = ("r2d2", "sift")  # sarreg.keypoints.Extractor
+KINDS = ("auto", "linear", "amplitude", "db", "display")  # sarreg.io.raster
+DEVICES = ("auto", "cpu", "cuda")  # the CLI's --device choices (the library also takes "cuda:N")
+PRECISIONS = ("fp32", "bf16")
+
+
+def _opt(default: Any, *, choices: tuple[str, ...] | None = None, min: float | None = None,
+         max: float | None = None, min_open: bool = False, type: type | None = None,
+         case_sensitive: bool = True) -> Any:
+    """A config field with its default and, in its metadata, what values it accepts (read by ``check_config``
+    and by the CLI's ``config_option``). ``type``: int or float, for fields whose default is None."""
+    meta: dict[str, Any] = {}
+    if choices is not None:
+        meta["choices"] = choices
+        meta["case_sensitive"] = case_sensitive
+    if min is not None or max is not None:
+        meta.update(min=min, max=max, min_open=min_open,
+                    type=type or (int if isinstance(default, int) and not isinstance(default, bool) else float))
+    return field(default=default, metadata=meta)
+
+
+def default(cls: type, name: str) -> Any:
+    """The default of field ``name`` of config dataclass ``cls`` (the one place defaults are written)."""
+    f = cls.__dataclass_fields__[name]
+    return f.default_factory() if f.default is MISSING else f.default
+
+
+def _range_text(m: dict[str, Any]) -> str:
+    lo, hi = m["min"], m["max"]
+    if hi is None:
+        return f"{'>' if m['min_open'] else '>='} {lo:g}"
+    if lo is None:
+        return f"<= {hi:g}"
+    return f"within [{lo:g}, {hi:g}]"
+
+
+def check_config(cfg: Any) -> None:
+    """Check every field of a config dataclass (nested ones too) against its declared choices and range;
+    InputError naming the field and the allowed values otherwise. None passes where the default is None."""
+    from sarreg.errors import InputError
+
+    for f in fields(cfg):
+        v = getattr(cfg, f.name)
+        if is_dataclass(v):
+            check_config(v)
+            continue
+        m = f.metadata
+        if not m or (v is None and f.default is None):
+            continue
+        if "choices" in m and v not in m["choices"]:
+            raise InputError(f"unknown {f.name} {v!r}; choose from {', '.join(m['choices'])}")
+        if "min" in m:
+            lo, hi = m["min"], m["max"]
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(v)
+            ok = ok and (lo is None or (v > lo if m["min_open"] else v >= lo)) and (hi is None or v <= hi)
+            if not ok:
+                raise InputError(f"{f.name} must be {_range_text(m)} (got {v!r})")
 
 
 @dataclass(frozen=True)
@@ -24,11 +89,11 @@ class PreprocessConfig:
     despeckle: box filter size in pixels applied to log values (0 = off).
     """
 
-    band: int | None = None
-    kind: str = "auto"
-    lo_pct: float = 1.0
-    hi_pct: float = 99.0
-    despeckle: int = 0
+    band: int | None = _opt(None, min=1, type=int)
+    kind: str = _opt("auto", choices=KINDS)
+    lo_pct: float = _opt(1.0, min=0.0, max=100.0)
+    hi_pct: float = _opt(99.0, min=0.0, max=100.0)
+    despeckle: int = _opt(0, min=0)
 
 
 @dataclass(frozen=True)
@@ -37,24 +102,26 @@ class ExtractConfig:
 
     Scales are relative to the full-resolution scene; a level runs when its longer side is within
     [min_size, max_size] (max_size 0 = no limit) and its scale within [min_scale, max_scale].
-    tile_size / halo are in pixels of the level being processed; halo >= the network receptive field.
+    tile_size / halo: the extractor's processing tiles (0 = no tiling), in pixels of the pyramid level being
+    processed (not the registration's fine-stage tiles, ``RegisterConfig.fine_tile``); halo >= the network
+    receptive field.
     border: keypoints closer than this (level pixels) to nodata or the scene edge are dropped.
     """
 
-    top_k: int = 5000
-    scale_f: float = 2 ** 0.25
-    min_size: int = 256
-    max_size: int = 1024
-    min_scale: float = 0.0
-    max_scale: float = 1.0
+    top_k: int = _opt(5000, min=0)
+    scale_f: float = _opt(2 ** 0.25, min=1.0, max=16.0, min_open=True)
+    min_size: int = _opt(256, min=1)
+    max_size: int = _opt(1024, min=0)
+    min_scale: float = _opt(0.0, min=0.0)
+    max_scale: float = _opt(1.0, min=0.0, min_open=True)
     rel_thr: float | None = None  # None: the model's own (0.7 for R2D2 checkpoints, stored in ours)
     rep_thr: float | None = None
-    tile_size: int = 1024
-    halo: int = 64
-    border: int = 4
-    device: str = "auto"
-    precision: str = "fp32"
-    backend: str = "auto"  # network trunk: auto (OpenVINO on the CPU when installed, else torch) | torch | openvino
+    tile_size: int = _opt(1024, min=0)  # 0 = no tiling, else at least 64 (checked by ``extract_scene``' tiling)
+    halo: int = _opt(64, min=0)
+    border: int = _opt(4, min=0)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: str = _opt("fp32", choices=PRECISIONS)
+    backend: str = _opt("auto", choices=BACKENDS)  # network trunk: auto (OpenVINO on the CPU when installed, else torch) | torch | openvino
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
 
     def with_(self, **kw: Any) -> "ExtractConfig":
@@ -71,56 +138,89 @@ class RegisterConfig:
     features: "r2d2" (network, ``weights`` = checkpoint path or None for the shipped model) or "sift" (OpenCV SIFT
     on the same log-scaled images, classical fallback). model: auto (affine, or homography when it clearly fits better) | shift | similarity | affine | homography | poly2 | tps
     | local (affine plus a correlation offsets field on a grid every ``grid_spacing`` px, 0 = auto).
-    robust: OpenCV robust estimator name (see ``sarreg.estimate.ROBUST``). threshold: inlier distance (reference px).
-    max_shift: largest displacement from the georeferencing prior accepted at the coarse stage (reference px;
-    None = no limit). coarse_size: longer side (px) of the decimated coarse-stage images; coarse_min_scale: smallest
-    pyramid level there (relative scale range the coarse stage handles: about 1/x to x). tile_size / n_tiles /
-    fine_top_k: fine stage tiles (reference px), how many, keypoints per tile. ratio: optional Lowe ratio on MNN.
+    robust: OpenCV robust estimator name (see ``sarreg.estimate.ROBUST``). threshold: inlier distance (reference px)
+    of the fine estimate; the coarse stage, on decimated images, uses ``coarse_threshold(s)`` derived from it.
+    max_shift: largest displacement from the georeferencing prior accepted (reference px; None = no limit): the
+    coarse stage keeps only keypoint matches within it, and a final correction beyond it makes an ok result
+    low_quality. coarse_size: longer side (px) of the decimated coarse-stage images; coarse_min_scale: smallest
+    pyramid level there (relative scale range the coarse stage handles: about 1/x to x); rotation_search: when
+    nothing fits at the prior's orientation, the coarse stage retries with the moving image turned by 90, 180,
+    270 degrees, ... (R2D2 features only). fine_tile / n_tiles / fine_top_k: fine stage tiles (side in reference
+    px at full resolution, how many, keypoints per tile; ``tile_size`` is the old, still accepted keyword of
+    ``fine_tile``). ratio: optional Lowe ratio on MNN.
     Gates: min_inliers, max_rmse (px), min_coverage (0..1) decide ok / low_quality; fewer matches -> failed.
     Outputs: warp (False = --no-warp), update_georef, fmt COG|GTiff, compress, resampling, warp_mem_mb, sidecar
     switches. ``moving_band`` (1-based, None = same rule as the reference) picks the moving band to match on.
+    Allowed values and ranges are declared with each field; ``validate()`` checks them.
     """
 
-    features: str = "r2d2"
+    features: str = _opt("r2d2", choices=FEATURES)
     weights: str | None = None
-    model: str = "auto"
-    robust: str = "magsac"
-    threshold: float = 1.5
-    max_shift: float | None = None
-    coarse_size: int = 768
-    coarse_min_scale: float = 0.7
-    coarse_top_k: int = 4000
+    model: str = _opt("auto", choices=REGISTER_MODELS)
+    robust: str = _opt("magsac", choices=ROBUST_NAMES)
+    threshold: float = _opt(1.5, min=0.0, min_open=True)
+    max_shift: float | None = _opt(None, min=0.0, type=float)
+    coarse_size: int = _opt(768, min=128)
+    coarse_min_scale: float = _opt(0.7, min=0.0, max=1.0, min_open=True)
+    coarse_top_k: int = _opt(4000, min=1)
     rotation_search: bool = True
-    tile_size: int = 384
-    n_tiles: int = 9
-    fine_top_k: int = 1500
-    ratio: float | None = None
-    min_inliers: int = 12
-    max_rmse: float = 1.5
-    min_coverage: float = 0.15
-    min_overlap: float = 0.02
+    fine_tile: int = _opt(384, min=64)
+    n_tiles: int = _opt(9, min=1)
+    fine_top_k: int = _opt(1500, min=1)
+    ratio: float | None = _opt(None, min=0.0, max=1.0, type=float)
+    min_inliers: int = _opt(12, min=3)
+    max_rmse: float = _opt(1.5, min=0.0, min_open=True)
+    min_coverage: float = _opt(0.15, min=0.0, max=1.0)
+    min_overlap: float = _opt(0.02, min=0.0, max=1.0)
     warp: bool = True
     update_georef: bool = False
     force: bool = False
     overwrite: bool = False
-    fmt: str = "COG"
-    compress: str = "DEFLATE"
-    resampling: str = "bilinear"
-    warp_mem_mb: int = 128
+    fmt: str = _opt("COG", choices=FORMATS)
+    compress: str = _opt("DEFLATE", choices=COMPRESSION, case_sensitive=False)
+    resampling: str = _opt("bilinear", choices=RESAMPLING)
+    warp_mem_mb: int = _opt(128, min=16, max=65536)
     tiepoints: bool = True
     geojson: bool = False
     points: bool = True
     matches_npz: bool = True
     quicklook: str | None = None
-    device: str = "auto"
+    device: str = "auto"  # as ExtractConfig.device
     seed: int = 0
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
-    moving_band: int | None = None
-    grid_spacing: int = 0  # --model local: px between offsets-field nodes (0 = auto)
-    backend: str = "auto"  # network inference, as ExtractConfig.backend
+    moving_band: int | None = _opt(None, min=1, type=int)
+    grid_spacing: int = _opt(0, min=0)  # --model local: px between offsets-field nodes (0 = auto)
+    backend: str = _opt("auto", choices=BACKENDS)  # network inference, as ExtractConfig.backend
+    tile_size: InitVar[int | None] = None  # old name of fine_tile (accepted, not stored)
+
+    def __post_init__(self, tile_size: int | None) -> None:
+        if tile_size is not None:  # ``RegisterConfig(tile_size=...)`` / ``with_(tile_size=...)`` of older code
+            object.__setattr__(self, "fine_tile", tile_size)
 
     def with_(self, **kw: Any) -> "RegisterConfig":
         return replace(self, **kw)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def validate(self) -> "RegisterConfig":
+        """Check the options (choices, ranges, combinations); InputError for the first bad one. -> self.
+
+        Used by ``sarreg.register`` before any work and by ``sarreg.batch.check_run`` before a run starts."""
+        from sarreg.errors import InputError
+
+        check_config(self)
+        if self.update_georef and self.model not in ("shift", "similarity", "affine", "auto"):
+            raise InputError(f"--update-georef needs a shift, similarity, affine or auto model, not {self.model}")
+        return self
+
+    def coarse_threshold(self, scale: float) -> float:
+        """Inlier distance (full-resolution reference px) of the coarse stage, whose images are decimated by
+        ``scale`` (< 1): twice ``threshold``, and at least 2.5 px of the decimated grid. Recorded in the report
+        as ``stages.coarse.threshold_px``."""
+        return max(2.0 * self.threshold, 2.5 / scale)
+
+
+# ``cfg.tile_size`` of older code reads the fine-stage tile side (the InitVar default above is not an attribute)
+RegisterConfig.tile_size = property(lambda self: self.fine_tile,  # type: ignore[assignment]
+                                    doc="Old name of ``fine_tile`` (read only).")

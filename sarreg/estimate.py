@@ -22,7 +22,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from sarreg.config import MODELS  # noqa: F401 - re-exported
+from sarreg.config import MODELS, RegisterConfig  # noqa: F401 - MODELS re-exported
 from sarreg.errors import RegistrationFailed
 
 log = logging.getLogger(__name__)
@@ -341,7 +341,7 @@ def coverage(points: np.ndarray, area=None, grid: int = 8) -> tuple[float, float
 
 
 def fit_model(src: np.ndarray, dst: np.ndarray, model: str = "affine", robust: str = "magsac",
-              threshold: float = 1.5, confidence: float = 0.9999, max_iters: int = 10000,
+              threshold: float = RegisterConfig.threshold, confidence: float = 0.9999, max_iters: int = 10000,
               area=None, scores: np.ndarray | None = None, kfold: int = 5, seed: int = 0,
               coverage_grid: int = 8) -> Estimate:
     """Fit ``model`` robustly to matches src (moving px, N x 2) -> dst (reference px, N x 2).

@@ -145,7 +145,7 @@ def coarse_stage(ref: Scene, mov: Scene, prior: np.ndarray, ci: CoarseImages, ex
     fr_full = Features(np.c_[apply_matrix(Dr, fr.xy), fr.keypoints[:, 2:] / s].astype(np.float32),
                        fr.descriptors, fr.scores, (ref.width, ref.height))
     model = {"shift": "shift", "similarity": "similarity"}.get(cfg.model, "affine")
-    thr = max(2.0 * cfg.threshold, 2.5 / s)
+    thr = cfg.coarse_threshold(s)
     angles = (0.0,) + (ROTATIONS if cfg.rotation_search and ext.kind != "sift" else ())
     best: tuple[Estimate, StageResult] | None = None
     tried = []
@@ -245,7 +245,7 @@ def read_tiles(ref: Scene, mov: Scene, coarse: np.ndarray, cfg: RegisterConfig, 
     """Full-resolution reference tiles over the overlap and the moving reads that cover them through ``coarse``.
 
     The fine stages (keypoints and correlation) share these reads; tiles without texture or data are skipped."""
-    tiles = plan_tiles(ref, area, cfg.tile_size, cfg.n_tiles)
+    tiles = plan_tiles(ref, area, cfg.fine_tile, cfg.n_tiles)
     kept: list[TilePair] = []
     mpre = moving_pre(cfg)
     with open_dataset(ref.path) as dr, open_dataset(mov.path) as dm:

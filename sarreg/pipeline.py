@@ -43,7 +43,7 @@ from sarreg.io.safe import product_info
 from sarreg.io.source import resolve_input, stac_info
 from sarreg.keypoints import Extractor, coarse_stage, fine_stage, read_tiles, try_coarse_area
 from sarreg.offsets import local_transform
-from sarreg.quality import (FAIL_INLIERS, REGISTER_MODELS, choose_estimate, judge, model_adequacy, overlap_points,
+from sarreg.quality import (FAIL_INLIERS, choose_estimate, judge, model_adequacy, overlap_points,
                             prefer_simpler, select_model, to_pixel_transform)
 from sarreg.relate import check_bounds, located_by, moving_pre, overlap_area, prior_matrix, read_coarse
 from sarreg.stage import StageResult
@@ -258,7 +258,7 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
         peaks[name] = round(_peak_mb(), 1)  # process peak RSS so far: shows which stage set it
         return t1
 
-    _check_config(cfg)
+    cfg.validate()
     check_output(out, [ref, moving], cfg.overwrite)
     report_path = export.sidecar(out, ".report.json")
     check_output(report_path, [ref, moving], cfg.overwrite)
@@ -496,17 +496,3 @@ def _write_match_sidecars(rep: Report, rs: Scene, ms: Scene, fine: StageResult, 
                                  kp_resid)
         rep.outputs["matches"] = str(p)
 
-
-def _check_config(cfg: RegisterConfig) -> None:
-    from sarreg.estimate import ROBUST
-    from sarreg.warp import COMPRESSION, FORMATS, RESAMPLING
-
-    for name, val, allowed in (("model", cfg.model, REGISTER_MODELS), ("robust", cfg.robust, tuple(ROBUST)),
-                               ("format", cfg.fmt, FORMATS), ("resampling", cfg.resampling, RESAMPLING),
-                               ("compress", cfg.compress, COMPRESSION), ("features", cfg.features, ("r2d2", "sift"))):
-        if val not in allowed:
-            raise InputError(f"unknown {name} {val!r}; choose from {', '.join(allowed)}")
-    if cfg.update_georef and cfg.model not in ("shift", "similarity", "affine", "auto"):
-        raise InputError(f"--update-georef needs a shift, similarity, affine or auto model, not {cfg.model}")
-    if not cfg.threshold > 0 or not cfg.max_rmse > 0:
-        raise InputError("threshold and max-rmse must be positive")

@@ -9,16 +9,13 @@ import numpy as np
 
 from sarreg.config import RegisterConfig
 from sarreg.errors import RegistrationFailed
-from sarreg.estimate import MODELS, Estimate, apply_matrix, decompose, finite_round, fit_model
+from sarreg.estimate import Estimate, apply_matrix, decompose, finite_round, fit_model
 from sarreg.stage import StageResult
 from sarreg.warp import PixelTransform
 
 
 FAIL_INLIERS = 8  # fewer final inliers: status "failed" (no usable transform)
 RICHER = {"shift": "affine", "similarity": "affine", "affine": "homography"}
-# what --model accepts: the estimator's models plus "auto" (affine, or homography when clearly better) and "local"
-# (affine plus a correlation offsets field)
-REGISTER_MODELS = ("auto",) + MODELS + ("local",)
 
 
 def _model_distance(a: Estimate, b: Estimate, area) -> float | None:

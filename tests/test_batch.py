@@ -29,7 +29,7 @@ TRANSFORM = Affine(10.0, 0.0, 500_000.0, 0.0, -10.0, 5_000_000.0)
 # moving pixel (x, y) shows the ground of reference pixel (x + dx, y + dy): the georeferencing is off by this
 SHIFTS = [(3.25, -2.5), (-4.0, 1.75), (1.5, 5.0), (-2.75, -3.5), (5.0, 2.0), (-1.5, -5.5)]
 TOL_PX = 0.75  # SIFT on 384 x 384 speckled scenes: typical error 0.1-0.4 px
-CFG = RegisterConfig(features="sift", model="shift", coarse_size=384, tile_size=192, n_tiles=4)
+CFG = RegisterConfig(features="sift", model="shift", coarse_size=384, fine_tile=192, n_tiles=4)
 SIFT_ARGS = ["--features", "sift", "--model", "shift", "--coarse-size", "384", "--tile-size", "192", "--tiles", "4"]
 
 

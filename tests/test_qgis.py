@@ -239,7 +239,8 @@ def test_qgis_process_lists_the_provider(qgis_env):
     for alg in ("sarreg:register", "sarreg:apply", "sarreg:batch", "sarreg:extract"):
         assert alg in r.stdout, r.stdout[-2000:]
     h = qgis_process(qgis_env, "help", "sarreg:register")
-    assert "Inlier distance (reference pixels). (sarreg register --threshold)" in h.stdout  # the CLI's help
+    assert "Inlier distance (reference pixels; " in h.stdout  # the CLI's help
+    assert "decimated grid). (sarreg register --threshold)" in h.stdout
 
 
 def test_qgis_process_loads_the_installed_zip(qgis_env, tmp_path):

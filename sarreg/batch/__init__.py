@@ -21,7 +21,7 @@ One concern per module, in the order of a run:
 - ``files``     sha256, atomic writes, strict JSON
 
 The package talks to the pipeline only through its public API: ``register(..., extractor=)``, ``Report``,
-``Extractor`` and ``prior_matrix`` (plus its option check in ``check_run``).
+``Extractor`` and ``prior_matrix`` (``check_run`` checks the options with ``RegisterConfig.validate``).
 Pixel convention as everywhere in sarreg: x = column, y = row, (0, 0) = centre of the top-left pixel.
 """
 from __future__ import annotations

@@ -41,7 +41,7 @@ CACHE_DIR = ".cache"
 INDEX = "index.json"
 PROBES = 3  # scenes tried in turn to record the reference's features (an unreadable one is skipped)
 # options that change the reference's features (the cache key)
-FEATURE_OPTIONS = ("features", "weights", "coarse_size", "coarse_top_k", "tile_size", "n_tiles", "fine_top_k",
+FEATURE_OPTIONS = ("features", "weights", "coarse_size", "coarse_top_k", "fine_tile", "n_tiles", "fine_top_k",
                    "preprocess")
 
 

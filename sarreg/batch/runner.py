@@ -100,10 +100,9 @@ def check_run(reference: str | Path, config: RegisterConfig) -> None:
     """Validate the reference, the run's options and its weights (loaded once here, on the client): a bad
     ``--weights`` is one InputError / WeightsError (exit 1) up front, not a failure of every scene on the cluster."""
     from sarreg.io.raster import open_scene
-    from sarreg.pipeline import _check_config  # the pipeline's option check (no public validator yet)
 
+    config.validate()  # the check ``register`` makes before any work
     open_scene(reference, config.preprocess)
-    _check_config(config)
     if config.features == "r2d2":
         from sarreg.model.weights import load_model
 

@@ -56,12 +56,6 @@ def _restore(old: dict[int, object]) -> None:
 if os.path.basename(sys.argv[0]) in ("sarreg", "-m", "cli.py", "__main__.py"):
     _install(_exit_on_signal)
 
-# PyTorch's CPU allocator: transparent huge pages remove most page-fault time (spec section 9).
-os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
-# GDAL's block cache defaults to 5 % of RAM and grows with every block read: bound it so that peak memory of a
-# windowed pass over a big scene stays flat (the user's own GDAL_CACHEMAX wins).
-os.environ.setdefault("GDAL_CACHEMAX", "256")
-
 import click  # noqa: E402
 
 from sarreg import __version__, progress  # noqa: E402
@@ -112,11 +106,23 @@ class _Group(click.Group):
                    "{\"status\": ..., \"exit_code\": ...}); no progress bars. Also SARREG_PROGRESS_JSON=1.")
 def cli(verbose: int, quiet: bool, progress_json: bool) -> None:
     """Co-register SAR scenes with a learned keypoint network."""
+    _set_environment()
     level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     # warnings of libraries (captured into the log by the group) and "Exception ignored in ..." messages of
     # finalizers (e.g. GDAL closing a dataset on a full disk) are shown with -v only
     logging.getLogger("py.warnings").setLevel(logging.WARNING if verbose else logging.ERROR)
+
+
+def _set_environment() -> None:
+    """Process environment of a command (here, when a command runs, never on import: a program importing
+    ``sarreg.cli`` keeps its own). Both are read later, when first used: torch is imported by the command, GDAL
+    reads its cache size at the first raster block."""
+    # PyTorch's CPU allocator: transparent huge pages remove most page-fault time (spec section 9).
+    os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+    # GDAL's block cache defaults to 5 % of RAM and grows with every block read: bound it so that peak memory of a
+    # windowed pass over a big scene stays flat (the user's own GDAL_CACHEMAX wins).
+    os.environ.setdefault("GDAL_CACHEMAX", "256")
 
 
 def _log_unraisable(u) -> None:

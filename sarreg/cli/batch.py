@@ -10,9 +10,9 @@ from typing import Any
 import click
 
 from sarreg import progress as json_progress
-from sarreg.cli.options import input_arg, path_arg
+from sarreg.cli.options import config_from_params, input_arg, path_arg
 from sarreg.cli.register import register as _register_cmd
-from sarreg.config import PreprocessConfig, RegisterConfig
+from sarreg.config import RegisterConfig
 from sarreg.errors import InputError
 from sarreg.io.safe import resolve_safe
 from sarreg.io.source import expand_stac, is_remote, is_stac_input, resolve_input
@@ -28,21 +28,9 @@ def _register_options() -> list[click.Parameter]:
 
 
 def config_from_options(kw: dict[str, Any]) -> RegisterConfig:
-    """Build the ONE RegisterConfig of the run from ``sarreg register`` option values (name -> value)."""
-    fields = RegisterConfig.__dataclass_fields__
-    pre_fields = PreprocessConfig.__dataclass_fields__
-    d: dict[str, Any] = {}
-    pre: dict[str, Any] = {}
-    for k, v in kw.items():
-        if k == "no_warp":
-            d["warp"] = not v
-        elif k in pre_fields:
-            pre[k] = v
-        elif k in fields:
-            d[k] = str(v) if isinstance(v, Path) else v
-    if isinstance(d.get("compress"), str):
-        d["compress"] = d["compress"].upper()
-    return RegisterConfig(**d, preprocess=PreprocessConfig(**pre))
+    """Build the ONE RegisterConfig of the run from ``sarreg register`` option values (name -> value), as
+    ``sarreg register`` does (``cli.options.config_from_params``)."""
+    return config_from_params(RegisterConfig, kw)
 
 
 def _scene_list(scenes: tuple[str, ...], from_list: Path | None, asset: str | None = None,

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import click
 
 from sarreg import progress as json_progress
-from sarreg.cli.options import asset_opt, input_arg, overwrite_opt, pol_opt, writable_dir
-
-from sarreg.config import BACKENDS, ExtractConfig, PreprocessConfig
+from sarreg.cli.options import (asset_opt, config_from_params, config_option, device_opt, input_arg, overwrite_opt,
+                                pol_opt, writable_dir)
+from sarreg.config import ExtractConfig, PreprocessConfig
 from sarreg.errors import InputError, OutputError
 from sarreg.io.source import Source, input_folder, input_name, resolve_input
 from sarreg.outputs import check_write_set, clean_stale
@@ -59,33 +60,32 @@ def extract_outputs(images: list[Source], out_dir: Path | None, geo: bool,
     return plan
 
 
+E = ExtractConfig
+P = PreprocessConfig
+
+
 @click.command()
 @click.argument("images", nargs=-1, required=True, type=input_arg)
 @click.option("--weights", type=click.Path(path_type=Path), default=None,
               help="Checkpoint (ours or an original R2D2 .pt). Default: the model shipped in models/.")
-@click.option("--top-k", type=click.IntRange(min=0), default=5000, show_default=True, help="Keypoints kept (0 = all).")
-@click.option("--tile-size", type=click.IntRange(min=0), default=1024, show_default=True, callback=_tile_size,
-              help="Tile core size in pixels (0 = no tiling, else at least 64).")
-@click.option("--scale-f", type=click.FloatRange(min=1.0, min_open=True, max=16.0), default=2 ** 0.25,
-              show_default=True, help="Ratio between pyramid levels (> 1; at most 32 levels run).")
-@click.option("--min-size", type=click.IntRange(min=1), default=256, show_default=True,
-              help="Smallest longer side of a level (px).")
-@click.option("--max-size", type=click.IntRange(min=0), default=1024, show_default=True,
-              help="Largest longer side of a level (px, 0 = no limit).")
-@click.option("--min-scale", type=click.FloatRange(min=0.0), default=0.0, show_default=True)
-@click.option("--max-scale", type=click.FloatRange(min=0.0, min_open=True), default=1.0, show_default=True)
-@click.option("--rel-thr", type=float, default=None,
-              help="Reliability threshold (default: the model's; 0.7 for R2D2 checkpoints).")
-@click.option("--rep-thr", type=float, default=None, help="Repeatability threshold (default: the model's).")
-@click.option("--band", type=int, default=None, help="1-based band (default: the VV band if described, else 1).")
-@click.option("--kind", type=click.Choice(["auto", "linear", "amplitude", "db", "display"]), default="auto",
-              show_default=True, help="How pixel values are interpreted.")
-@click.option("--despeckle", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Box filter size on log values (0 = off).")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True)
-@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True,
-              help="Network inference: auto = OpenVINO on the CPU when installed, else torch (CUDA: torch).")
+@config_option(E, "top_k", help="Keypoints kept (0 = all).")
+@config_option(E, "tile_size", callback=_tile_size,
+               help="Side of the extractor's processing tiles, in pixels of each pyramid level (0 = no tiling, "
+                    "else at least 64).")
+@config_option(E, "scale_f", help="Ratio between pyramid levels (> 1; at most 32 levels run).")
+@config_option(E, "min_size", help="Smallest longer side of a level (px).")
+@config_option(E, "max_size", help="Largest longer side of a level (px, 0 = no limit).")
+@config_option(E, "min_scale")
+@config_option(E, "max_scale")
+@config_option(E, "rel_thr", type=float, help="Reliability threshold (default: the model's; 0.7 for R2D2 checkpoints).")
+@config_option(E, "rep_thr", type=float, help="Repeatability threshold (default: the model's).")
+@config_option(P, "band", help="1-based band (default: the VV band if described, else 1).")
+@config_option(P, "kind", help="How pixel values are interpreted.")
+@config_option(P, "despeckle", help="Box filter size on log values (0 = off).")
+@device_opt
+@config_option(E, "precision")
+@config_option(E, "backend",
+               help="Network inference: auto = OpenVINO on the CPU when installed, else torch (CUDA: torch).")
 @click.option("-o", "--out-dir", type=click.Path(path_type=Path), default=None,
               help="Output directory (default: next to each image).")
 @click.option("--geo", is_flag=True, help="Also write keypoints in map coordinates (.gpkg and .geojson).")
@@ -95,11 +95,9 @@ def extract_outputs(images: list[Source], out_dir: Path | None, geo: bool,
 @overwrite_opt
 @asset_opt
 @pol_opt
-def extract(images: tuple[Source, ...], weights: Path | None, top_k: int, tile_size: int, scale_f: float,
-            min_size: int, max_size: int, min_scale: float, max_scale: float, rel_thr: float | None, rep_thr: float | None,
-            band: int | None, kind: str, despeckle: int, device: str, precision: str, backend: str,
-            out_dir: Path | None, geo: bool, quicklook: Path | None, progress: bool, overwrite: bool,
-            asset: str | None, pol: str | None) -> None:
+def extract(images: tuple[Source, ...], weights: Path | None, out_dir: Path | None, geo: bool,
+            quicklook: Path | None, progress: bool, overwrite: bool, asset: str | None, pol: str | None,
+            **options: Any) -> None:
     """Extract keypoints of IMAGE(s) into <image>.r2d2 (npz: keypoints, descriptors, scores, imsize)."""
     from tqdm import tqdm
 
@@ -108,13 +106,11 @@ def extract(images: tuple[Source, ...], weights: Path | None, top_k: int, tile_s
     from sarreg.model.backend import resolve_backend
     from sarreg.model.weights import load_model
 
-    cfg = ExtractConfig(top_k=top_k, scale_f=scale_f, min_size=min_size, max_size=max_size, min_scale=min_scale,
-                        max_scale=max_scale, rel_thr=rel_thr, rep_thr=rep_thr, tile_size=tile_size, device=device,
-                        precision=precision, backend=backend,
-                        preprocess=PreprocessConfig(band=band, kind=kind, despeckle=despeckle))
+    cfg = config_from_params(ExtractConfig, options)
+    device, min_scale, max_scale = cfg.device, cfg.min_scale, cfg.max_scale
     if min_scale > max_scale:
         raise InputError(f"--min-scale {min_scale:g} > --max-scale {max_scale:g}: no pyramid level would run")
-    resolve_backend(backend, resolve_device(device))  # fail before any work (e.g. openvino not installed)
+    resolve_backend(cfg.backend, resolve_device(device))  # fail before any work (e.g. openvino not installed)
     if out_dir is not None:
         writable_dir(out_dir)
     images = tuple(resolve_input(p, asset, pol) for p in images)  # names of outputs come from what is read (zip members)

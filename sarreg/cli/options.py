@@ -1,28 +1,99 @@
-"""Click options shared by subcommands (one definition each, as rasterio's ``rio`` does)."""
+"""Click options shared by subcommands (one definition each, as rasterio's ``rio`` does), and the one way the
+commands turn option values into a config (``config_from_params``).
+
+Options of a config field are declared with ``config_option``: default, choices and range come from the field in
+``sarreg.config`` (written there once), the command adds the flag name and help text.
+"""
 from __future__ import annotations
 
 import os
+from dataclasses import fields
 from pathlib import Path
+from typing import Any, Callable, TypeVar
 
 import click
 
 from sarreg.errors import OutputError
 
-from sarreg.config import COMPRESSION, FORMATS, RESAMPLING
+from sarreg.config import DEVICES, PreprocessConfig, RegisterConfig, default
+
+C = TypeVar("C")
+
+
+def _click_type(meta: dict[str, Any]) -> click.ParamType | None:
+    if "choices" in meta:
+        return click.Choice(meta["choices"], case_sensitive=meta["case_sensitive"])
+    if "min" in meta:
+        rng = click.IntRange if meta["type"] is int else click.FloatRange
+        kw = {"min_open": True} if meta["min_open"] else {}
+        lo, hi = (int(v) if isinstance(v, float) and v.is_integer() else v for v in (meta["min"], meta["max"]))
+        return rng(lo, hi, **kw)  # (integral bounds as ints: help shows x>0, not x>0.0)
+    return None
+
+
+def config_option(cls: type, name: str, *decls: str, **kw: Any) -> Callable[[Callable], Callable]:
+    """A click option for field ``name`` of config dataclass ``cls``, stored under the field's name: its default,
+    choices (``click.Choice``) and range (``click.IntRange`` / ``FloatRange``) read from the field (``_opt``
+    metadata in ``sarreg.config``); ``decls`` default to ``--field-name``; ``kw`` adds help text or overrides."""
+    f = cls.__dataclass_fields__[name]
+    kw.setdefault("default", default(cls, name))
+    if not kw.get("is_flag"):
+        t = _click_type(dict(f.metadata))
+        if t is not None:
+            kw.setdefault("type", t)
+    kw.setdefault("show_default", kw["default"] is not None and not kw.get("is_flag"))
+    return click.option(*(decls or ("--" + name.replace("_", "-"),)), name, **kw)
+
+
+# Old option names kept as hidden aliases: dest of the alias -> the config field it sets.
+ALIASES = {"tile_size_alias": "fine_tile"}
+
+
+def config_from_params(cls: type[C], params: dict[str, Any]) -> C:
+    """Build config ``cls`` (RegisterConfig or ExtractConfig) from click parameter values (name -> value): the one
+    builder of the commands. Names that are fields of ``cls`` or of its ``PreprocessConfig`` are used, others
+    ignored; ``no_warp`` sets ``warp``; paths become strings; hidden aliases (``ALIASES``) set their field."""
+    d: dict[str, Any] = {}
+    pre: dict[str, Any] = {}
+    own = {f.name for f in fields(cls)} - {"preprocess"}
+    pre_fields = {f.name for f in fields(PreprocessConfig)}
+    for k, v in params.items():
+        if k in ALIASES:
+            if v is None:
+                continue
+            target = ALIASES[k]
+            if params.get(target, default(cls, target)) != default(cls, target) and params[target] != v:
+                raise click.UsageError(f"--{k.removesuffix('_alias').replace('_', '-')} is the old name of "
+                                       f"--{target.replace('_', '-')}: give one of them")
+            d[target] = v
+        elif k == "no_warp":
+            d["warp"] = not v
+        elif k in pre_fields and k not in own:
+            pre[k] = v
+        elif k in own and k not in d:
+            d[k] = _normalise(cls, k, str(v) if isinstance(v, Path) else v)
+    return cls(**d, preprocess=PreprocessConfig(**pre))
+
+
+def _normalise(cls: type, name: str, v: Any) -> Any:
+    """A case-insensitive choice (``--compress lzw``) as declared (``LZW``)."""
+    m = cls.__dataclass_fields__[name].metadata
+    if isinstance(v, str) and "choices" in m and not m["case_sensitive"]:
+        return next((c for c in m["choices"] if c.lower() == v.lower()), v)
+    return v
+
 
 overwrite_opt = click.option("--overwrite", is_flag=True, help="Replace existing outputs (never an input).")
-format_opt = click.option("--format", "fmt", type=click.Choice(FORMATS), default="COG", show_default=True,
-                          help="Output raster format.")
-compress_opt = click.option("--compress", type=click.Choice(COMPRESSION, case_sensitive=False), default="DEFLATE",
-                            show_default=True, help="Output compression.")
-resampling_opt = click.option("--resampling", type=click.Choice(RESAMPLING), default="bilinear", show_default=True,
-                              help="Resampling of the warp.")
-mem_opt = click.option("--mem", "warp_mem_mb", type=click.IntRange(16, 65536), default=128, show_default=True,
-                       help="GDAL warp buffer limit (MB; the multithreaded warp uses about 2.5x this).")
+format_opt = config_option(RegisterConfig, "fmt", "--format", help="Output raster format.")
+compress_opt = config_option(RegisterConfig, "compress", help="Output compression.")
+resampling_opt = config_option(RegisterConfig, "resampling", help="Resampling of the warp.")
+mem_opt = config_option(RegisterConfig, "warp_mem_mb", "--mem",
+                        help="GDAL warp buffer limit (MB; the multithreaded warp uses about 2.5x this).")
 update_georef_opt = click.option("--update-georef", is_flag=True,
                                  help="Write a copy of MOVING with corrected georeferencing instead of resampling it "
                                       "(shift / similarity / affine only).")
-device_opt = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+device_opt = click.option("--device", type=click.Choice(DEVICES), default=default(RegisterConfig, "device"),
+                          show_default=True)
 path_arg = click.Path(path_type=Path)
 asset_opt = click.option("--asset", default=None, metavar="KEY",
                          help="STAC Item inputs: the asset to read (default: the asset named VV, else HH, by key, "

@@ -3,53 +3,53 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 
 from sarreg import progress
-from sarreg.cli.options import (asset_opt, compress_opt, device_opt, format_opt, input_arg, mem_opt, overwrite_opt,
-                                path_arg, pol_opt, ref_pol_opt, resampling_opt, update_georef_opt)
+from sarreg.cli.options import (asset_opt, compress_opt, config_from_params, config_option, device_opt, format_opt,
+                                input_arg, mem_opt, overwrite_opt, path_arg, pol_opt, ref_pol_opt, resampling_opt,
+                                update_georef_opt)
+from sarreg.config import PreprocessConfig, RegisterConfig
 from sarreg.errors import InputError, LowQuality, RegistrationFailed
-from sarreg.config import BACKENDS, MODELS, ROBUST_NAMES
+
+R = RegisterConfig
+P = PreprocessConfig
 
 
 @click.command()
 @click.argument("ref", type=input_arg)
 @click.argument("moving", type=input_arg)
 @click.argument("out", type=path_arg)
-@click.option("--features", type=click.Choice(["r2d2", "sift"]), default="r2d2", show_default=True,
-              help="Keypoints: the R2D2 network or OpenCV SIFT (classical fallback).")
+@config_option(R, "features", help="Keypoints: the R2D2 network or OpenCV SIFT (classical fallback).")
 @click.option("--weights", type=path_arg, default=None,
               help="Checkpoint (ours or an original R2D2 .pt). Default: the model shipped in models/.")
-@click.option("--model", type=click.Choice(("auto",) + MODELS + ("local",)), default="auto", show_default=True,
-              help="Geometric model moving -> reference. auto: affine, or a homography when it explains clearly "
-                   "more matches and predicts held-out ones at least as well (always affine with --update-georef); "
-                   "local: an affine plus a smoothed field of local offsets measured by correlation on a grid "
-                   "(OUT.offsets.tif), warped through it.")
-@click.option("--grid-spacing", type=click.IntRange(min=0), default=0, show_default=True,
-              help="--model local: reference px between grid nodes (0: about 1/96 of the longer side, >= 32).")
-@click.option("--robust", type=click.Choice(ROBUST_NAMES), default="magsac", show_default=True,
-              help="Robust estimator (OpenCV).")
-@click.option("--threshold", type=click.FloatRange(min=0, min_open=True), default=1.5, show_default=True,
-              help="Inlier distance (reference pixels).")
-@click.option("--max-shift", type=click.FloatRange(min=0), default=None,
-              help="Largest offset from the georeferencing accepted (reference pixels; default: no limit).")
-@click.option("--ratio", type=click.FloatRange(0, 1), default=None, help="Lowe ratio test on top of MNN.")
-@click.option("--min-inliers", type=click.IntRange(min=3), default=12, show_default=True)
-@click.option("--max-rmse", type=click.FloatRange(min=0, min_open=True), default=1.5, show_default=True,
-              help="Largest inlier RMSE accepted (pixels).")
-@click.option("--min-coverage", type=click.FloatRange(0, 1), default=0.15, show_default=True,
-              help="Smallest fraction of overlap grid cells holding inliers.")
-@click.option("--band", type=click.IntRange(min=1), default=None, help="1-based reference band (default: VV or 1).")
-@click.option("--moving-band", type=click.IntRange(min=1), default=None, help="1-based moving band (default: as --band).")
-@click.option("--kind", type=click.Choice(["auto", "linear", "amplitude", "db", "display"]), default="auto",
-              show_default=True, help="How pixel values are interpreted.")
-@click.option("--coarse-size", type=click.IntRange(min=128), default=768, show_default=True,
-              help="Longer side of the decimated coarse-stage images (px).")
-@click.option("--tile-size", type=click.IntRange(min=64), default=384, show_default=True,
-              help="Fine-stage tile size (reference px).")
-@click.option("--tiles", "n_tiles", type=click.IntRange(min=1), default=9, show_default=True,
-              help="Number of fine-stage tiles.")
+@config_option(R, "model",
+               help="Geometric model moving -> reference. auto: affine, or a homography when it explains clearly "
+                    "more matches and predicts held-out ones at least as well (always affine with --update-georef); "
+                    "local: an affine plus a smoothed field of local offsets measured by correlation on a grid "
+                    "(OUT.offsets.tif), warped through it.")
+@config_option(R, "grid_spacing",
+               help="--model local: reference px between grid nodes (0: about 1/96 of the longer side, >= 32).")
+@config_option(R, "robust", help="Robust estimator (OpenCV).")
+@config_option(R, "threshold", help="Inlier distance (reference pixels; the coarse stage uses twice this, at least "
+                                    "2.5 px of its decimated grid).")
+@config_option(R, "max_shift", help="Largest offset from the georeferencing accepted (reference pixels; default: no "
+                                    "limit): coarse keypoint matches beyond it are dropped, and a larger final "
+                                    "correction makes the result low quality.")
+@config_option(R, "ratio", help="Lowe ratio test on top of MNN.")
+@config_option(R, "min_inliers")
+@config_option(R, "max_rmse", help="Largest inlier RMSE accepted (pixels).")
+@config_option(R, "min_coverage", help="Smallest fraction of overlap grid cells holding inliers.")
+@config_option(P, "band", help="1-based reference band (default: VV or 1).")
+@config_option(R, "moving_band", help="1-based moving band (default: as --band).")
+@config_option(P, "kind", help="How pixel values are interpreted.")
+@config_option(R, "coarse_size", help="Longer side of the decimated coarse-stage images (px).")
+@config_option(R, "fine_tile", help="Side of the fine-stage tiles (reference px at full resolution).")
+@click.option("--tile-size", "tile_size_alias", type=click.IntRange(min=64), default=None, hidden=True,
+              help="Old name of --fine-tile.")
+@config_option(R, "n_tiles", "--tiles", help="Number of fine-stage tiles.")
 @click.option("--no-warp", is_flag=True, help="Estimate only: no output raster (sidecars still written).")
 @update_georef_opt
 @click.option("--force", is_flag=True, help="Write the raster even when the quality gates fail.")
@@ -61,39 +61,26 @@ from sarreg.config import BACKENDS, MODELS, ROBUST_NAMES
 @click.option("--geojson", is_flag=True, help="Also write the tie points as GeoJSON.")
 @click.option("--quicklook", type=path_arg, default=None, help="PNG checkerboard with residual vectors.")
 @device_opt
-@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True,
-              help="Network inference: auto = OpenVINO on the CPU when installed, else torch (CUDA: torch).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the robust estimator.")
+@config_option(R, "backend",
+               help="Network inference: auto = OpenVINO on the CPU when installed, else torch (CUDA: torch).")
+@config_option(R, "seed", type=int, help="Seed of the robust estimator.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report JSON to stdout.")
 @asset_opt
 @click.option("--ref-asset", default=None, metavar="KEY",
               help="STAC Item REF: its asset to read, when not the one of --asset (default: as --asset).")
 @pol_opt
 @ref_pol_opt
-def register(ref: Path | str, moving: Path | str, out: Path, features: str, weights: Path | None, model: str, robust: str,
-             threshold: float, max_shift: float | None, ratio: float | None, min_inliers: int, max_rmse: float,
-             min_coverage: float, band: int | None, moving_band: int | None, kind: str, coarse_size: int,
-             tile_size: int, n_tiles: int, no_warp: bool, update_georef: bool, force: bool, overwrite: bool,
-             fmt: str, compress: str, resampling: str, warp_mem_mb: int, geojson: bool, quicklook: Path | None,
-             device: str, seed: int, as_json: bool, grid_spacing: int, backend: str, asset: str | None,
-             ref_asset: str | None, pol: str | None, ref_pol: str | None) -> None:
+def register(ref: Path | str, moving: Path | str, out: Path, as_json: bool, asset: str | None,
+             ref_asset: str | None, pol: str | None, ref_pol: str | None, **options: Any) -> None:
     """Register MOVING onto REF and write OUT on the reference grid, plus OUT's sidecars
     (.report.json, .tiepoints.gpkg, .points, .matches.npz). Exit 0 ok, 2 low quality, 3 failed."""
-    from sarreg.config import PreprocessConfig, RegisterConfig
     from sarreg.io.source import resolve_input
     from sarreg.pipeline import register as run
 
     ref = resolve_input(ref, ref_asset or asset, ref_pol or pol)  # a STAC Item -> its asset, a product -> a raster
     moving = resolve_input(moving, asset, pol)
-    cfg = RegisterConfig(
-        features=features, weights=str(weights) if weights else None, model=model, robust=robust,
-        threshold=threshold, max_shift=max_shift, ratio=ratio, min_inliers=min_inliers, max_rmse=max_rmse,
-        min_coverage=min_coverage, coarse_size=coarse_size, tile_size=tile_size, n_tiles=n_tiles, warp=not no_warp,
-        update_georef=update_georef, force=force, overwrite=overwrite, fmt=fmt, compress=compress.upper(),
-        resampling=resampling, warp_mem_mb=warp_mem_mb, geojson=geojson,
-        quicklook=str(quicklook) if quicklook else None, device=device, seed=seed,
-        preprocess=PreprocessConfig(band=band, kind=kind), moving_band=moving_band, grid_spacing=grid_spacing,
-        backend=backend)
+    cfg = config_from_params(RegisterConfig, options)
+    force = cfg.force
     rep = run(ref, moving, out, cfg, progress=progress.register_step)
     progress.final(rep.status, {"ok": 0, "low_quality": LowQuality.exit_code}.get(rep.status,
                                                                                 RegistrationFailed.exit_code),
@@ -156,9 +143,9 @@ def apply(report: Path, moving: Path | str, out: Path, update_georef: bool, over
     clean_stale([out])
     progress.stage("warp", 0.05)
     if update_georef:
-        write_georef(moving, tr, grid, out, fmt, compress.upper(), overwrite=overwrite)
+        write_georef(moving, tr, grid, out, fmt, compress, overwrite=overwrite)
     else:
-        warp_to_grid(moving, tr, grid, out, resampling, fmt, compress.upper(), warp_mem_mb, overwrite=overwrite,
+        warp_to_grid(moving, tr, grid, out, resampling, fmt, compress, warp_mem_mb, overwrite=overwrite,
                      require_data=True)
     progress.final("ok", 0, output=str(out), model=tr.model)
     click.echo(f"{moving} -> {out} ({tr.model})")
