@@ -123,3 +123,38 @@ def test_mnn_matching() -> None:
     m = match_mnn(d, d[perm], ratio=0.9, block=7)
     assert len(m) == 50 and np.array_equal(perm[m.idx2], m.idx1)
     assert len(match_mnn(d[:0], d)) == 0
+
+
+def test_bf16_keypoints_match_fp32(tmp_path, rng):
+    """--precision bf16 (autocast of the trunk): nearly the same keypoints and descriptors as fp32 with the shipped
+    model, yet not bit-identical (the reduced precision is really used); the CLI option runs."""
+    from click.testing import CliRunner
+
+    from sarreg.cli import cli
+    from sarreg.io.raster import image_to_unit
+    from sarreg.model.weights import load_model
+    from sarreg.synth import write_geotiff
+
+    try:
+        shipped = load_model(None, "cpu")
+    except Exception as e:  # noqa: BLE001 - a checkout without models/
+        pytest.skip(f"no shipped model ({e})")
+    img = speckle(reflectivity(256, 256, seed=5), 4, rng).astype(np.float32)
+    unit, valid = image_to_unit(img, kind="linear")
+    cfg = ExtractConfig(top_k=500, min_size=128, device="cpu", backend="torch")
+    a = extract_array(shipped, unit, valid, cfg)
+    b = extract_array(shipped, unit, valid, cfg.with_(precision="bf16"))
+    assert len(a) == len(b) == 500
+    d = np.linalg.norm(b.keypoints[:, None, :2] - a.keypoints[None, :, :2], axis=2)
+    j, dist = d.argmin(axis=1), d.min(axis=1)
+    assert (dist <= 1.0).mean() >= 0.95, (dist <= 1.0).mean()
+    same = dist <= 0.01
+    cos = np.sum(a.descriptors[j[same]] * b.descriptors[same], axis=1)
+    assert cos.min() > 0.999, cos.min()
+    assert not np.array_equal(a.descriptors[j[same]], b.descriptors[same])
+    tif = write_geotiff(tmp_path / "s.tif", img)
+    res = CliRunner().invoke(cli, ["extract", "--no-progress", "--precision", "bf16", "--top-k", "200", "-o",
+                                   str(tmp_path), str(tif)])
+    assert res.exit_code == 0, res.output
+    with np.load(tmp_path / "s.tif.r2d2") as z:
+        assert len(z["keypoints"]) == 200

@@ -231,6 +231,49 @@ def test_r2d2_pipeline(tmp_path, field):
     assert rep.weights["sha256"] and rep.weights["name"] == weights.name
 
 
+@pytest.mark.parametrize("deg", [90.0, 180.0])
+def test_rotation_search_finds_a_turned_scene(tmp_path, field, deg):
+    """A moving image turned by a quarter / half turn in pixel space: the correlation from the prior and the R2D2
+    keypoints at 0 deg find nothing; the coarse rotation search turns the moving image and registers it."""
+    weights = _r2d2_weights()
+    if weights is None:
+        pytest.skip("no R2D2 weights")
+    m = sim(4.0, -3.0, deg=deg)
+    ref, mov = make_pair(tmp_path, field, m)
+    cfg = RegisterConfig(features="r2d2", weights=str(weights), coarse_size=256, coarse_top_k=2000, fine_top_k=1000,
+                         device="cpu", warp=False)
+    rep = register(ref, mov, tmp_path / "o.tif", cfg)
+    assert rep.status == "ok", rep.message
+    assert grid_error(rep.matrix, m) < 1.0
+    coarse = rep.stages["coarse"]
+    assert coarse.get("method") != "correlation" and coarse["rotation_tried_deg"] != 0.0, coarse
+    assert abs((coarse["rotation_deg"] - deg + 180) % 360 - 180) < 3, coarse["rotation_deg"]
+    if deg != 90.0:
+        return
+    # without the search the same pair does not register
+    off = register(ref, mov, tmp_path / "off.tif", cfg.with_(rotation_search=False))
+    assert off.status == "failed", off.message
+    # the Lowe ratio (--ratio) on the keypoint matches: fewer, less ambiguous matches, same answer
+    strict = register(ref, mov, tmp_path / "ratio.tif", cfg.with_(ratio=0.9))
+    assert strict.status == "ok" and strict.options["ratio"] == 0.9, strict.message
+    assert strict.stages["coarse"]["matches"] < coarse["matches"], (strict.stages["coarse"], coarse)
+    assert grid_error(strict.matrix, m) < 1.0
+
+
+def test_max_shift_bounds_the_correction(tmp_path, field):
+    """--max-shift: a correction within it is accepted as usual; a larger one is found but reported low_quality
+    (no raster), with the reason."""
+    m = sim(12.0, -9.0)  # 15 px from the (identity) prior
+    ref, mov = make_pair(tmp_path, field, m)
+    rep = register(ref, mov, tmp_path / "a.tif", SIFT.with_(max_shift=30.0))
+    assert rep.status == "ok" and (tmp_path / "a.tif").is_file(), rep.message
+    assert rep.correction["shift_px"] == pytest.approx(15.0, abs=0.3) and grid_error(rep.matrix, m) < 0.3
+    rep = register(ref, mov, tmp_path / "b.tif", SIFT.with_(max_shift=5.0))
+    assert rep.status == "low_quality" and "exceeds --max-shift 5 px" in rep.message, rep.message
+    assert rep.output is None and not (tmp_path / "b.tif").exists()
+    assert grid_error(rep.matrix, m) < 0.3  # the estimate itself is still reported
+
+
 def test_auto_model_picks_homography_only_for_perspective(tmp_path, field):
     """Default --model auto: affine for a similarity warp, homography for a clear perspective warp."""
     persp = sim(4.0, -3.0, deg=2.0) @ np.array([[1, 0, 0], [0, 1, 0], [1.5e-4, -1e-4, 1.0]])
