@@ -72,10 +72,13 @@ def test_register_ok_with_all_sidecars(scenes, tmp_path):
     res = run(scenes["ref"], scenes["moving"], out, "--geojson", "--quicklook", q)
     assert res.exit_code == 0, res.output
     assert res.stdout.startswith("ok: ") and str(out) in res.stdout
-    for suffix in (".tif", ".report.json", ".tiepoints.gpkg", ".tiepoints.geojson", ".points", ".matches.npz"):
+    for suffix in (".tif", ".report.json", ".tiepoints.gpkg", ".tiepoints.geojson", ".points"):
         assert (tmp_path / f"out{suffix}").is_file(), suffix
     assert q.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     rep = json.loads((tmp_path / "out.report.json").read_text())
+    # keypoint matches with their features only when keypoints ran (not when the correlation settled the estimate)
+    skipped = str(rep["stages"]["fine"].get("keypoints", "")).startswith("skipped")
+    assert (tmp_path / "out.matches.npz").is_file() == (not skipped) == ("matches" in rep["outputs"])
     assert rep["status"] == "ok" and rep["options"]["features"] == "sift"
     assert abs(rep["correction"]["rotation_deg"] - 2.0) < 0.1
     assert _digest(scenes["moving"]) == before
