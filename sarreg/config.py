@@ -121,7 +121,8 @@ class ExtractConfig:
     border: int = _opt(4, min=0)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: str = _opt("fp32", choices=PRECISIONS)
-    backend: str = _opt("auto", choices=BACKENDS)  # network trunk: auto (OpenVINO on the CPU when installed, else torch) | torch | openvino
+    backend: str = _opt("auto", choices=BACKENDS)  # network trunk: auto (OpenVINO on the CPU when installed, else torch) | torch | openvino |
+    # onnxruntime
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
 
     def with_(self, **kw: Any) -> "ExtractConfig":

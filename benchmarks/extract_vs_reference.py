@@ -1,0 +1,75 @@
+"""``sarreg`` multiscale extraction against R2D2's reference algorithm, same weights, side by side in one process.
+
+The reference is R2D2's extract algorithm re-implemented plainly in torch (``sarreg.extract.
+extract_multiscale_reference``: chained bilinear pyramid, whole image per level, fp32); ours is
+``extract_array`` with the same level rule, thresholds and top-k, once per inference backend. Rounds rotate the
+order; the median wall time of each is divided by the reference's. Input: a speckled synthetic 1024² scene.
+
+    python benchmarks/extract_vs_reference.py [--size 1024] [--rounds 3] [--weights PATH] [--threads 2]
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size", type=int, default=1024)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--weights", default=None)
+    ap.add_argument("--threads", type=int, default=2)
+    a = ap.parse_args()
+
+    import numpy as np
+    import torch
+
+    from sarreg.config import ExtractConfig
+    from sarreg.extract import extract_array, extract_multiscale_reference
+    from sarreg.io.raster import image_to_unit
+    from sarreg.model.backend import onnxruntime_available, openvino_available
+    from sarreg.model.weights import load_model
+    from sarreg.synth import reflectivity, speckle
+
+    torch.set_num_threads(a.threads)
+    model = load_model(a.weights, torch.device("cpu"))
+    unit, valid = image_to_unit(speckle(reflectivity(a.size, a.size, seed=3), 4.0, np.random.default_rng(0)))
+    thr = dict(rel_thr=model.rel_thr, rep_thr=model.rep_thr)  # the model's own thresholds, in both
+    x = model.normalise(torch.from_numpy(unit)[None, None])
+
+    def reference() -> int:
+        with torch.inference_mode():
+            kp, _, _, _ = extract_multiscale_reference(model.net.eval(), x, top_k=5000, **thr)
+        return len(kp)
+
+    runs = {"reference (R2D2 algorithm, torch fp32)": reference}
+    backends = ["torch"] + (["openvino"] if openvino_available() else []) + \
+        (["onnxruntime"] if onnxruntime_available() else [])
+    for b in backends:
+        cfg = ExtractConfig(top_k=5000, device="cpu", backend=b, **thr)
+        runs[f"sarreg extract_array [{b}]"] = (lambda cfg=cfg: len(extract_array(model, unit, valid, cfg)))
+    for f in runs.values():  # warm-up (conversion / compilation are cached, not timed)
+        f()
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    counts: dict[str, int] = {}
+    names = list(runs)
+    for r in range(a.rounds):
+        for k in names[r % len(names):] + names[:r % len(names)]:
+            t0 = time.perf_counter()
+            counts[k] = runs[k]()
+            times[k].append(time.perf_counter() - t0)
+    ref = statistics.median(times[names[0]])
+    print(f"multiscale extraction of a {a.size}² image, {a.threads} threads, median of {a.rounds} rounds:")
+    for k in names:
+        m = statistics.median(times[k])
+        print(f"  {k:42s} {m:6.2f} s  {m / ref:5.2f}x reference  ({counts[k]} keypoints)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
