@@ -121,8 +121,7 @@ class ExtractConfig:
     border: int = _opt(4, min=0)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: str = _opt("fp32", choices=PRECISIONS)
-    backend: str = _opt("auto", choices=BACKENDS)  # network trunk: auto (OpenVINO on the CPU when installed, else torch) | torch | openvino |
-    # onnxruntime
+    backend: str = _opt("auto", choices=BACKENDS)  # network trunk, see sarreg.model.backend.resolve_backend
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
 
     def with_(self, **kw: Any) -> "ExtractConfig":
