@@ -7,6 +7,8 @@ Windows of AREA_SIZE px, twice that when too few agree (weak correlation).
 """
 from __future__ import annotations
 
+import math
+
 from typing import Any
 
 import cv2
@@ -81,12 +83,21 @@ def strong_area(est: Estimate, res: StageResult) -> bool:
     return est.n_inliers >= max(2 * AREA_MIN_WINDOWS, 0.5 * n) and est.coverage >= 0.3
 
 
+SETTLED_HELDOUT_PX = 0.4  # held-out RMSE below which no keypoint fit can be preferred (see ``settles``)
+
+
 def settles(est: Estimate | None, res: StageResult) -> bool:
-    """A fine correlation estimate so clearly right that keypoints could not improve it: most windows agree
-    (as when the refinement stops trying starts) and they cover at least half the overlap (``choose_estimate``
-    would keep it over any keypoint fit). The network then never runs."""
-    return est is not None and strong_area(est, res) and est.n_inliers >= 0.7 * res.info.get("windows", 0) \
-        and est.coverage >= 0.5
+    """A fine correlation estimate that keypoints could not improve, so the network need not run.
+
+    ``choose_estimate`` keeps the correlation over a keypoint fit unless it covers less than half the overlap or
+    predicts held-out points clearly worse (> 1.25 x + 0.05 px); keypoints at integer pixels of their level do not
+    reach a held-out error of 0.3 px, so an estimate that covers half the overlap, agrees with most correlated
+    windows and predicts held-out windows within ``SETTLED_HELDOUT_PX`` is final."""
+    if est is None or est.n_inliers < 2 * AREA_MIN_WINDOWS:
+        return False
+    held = est.heldout_rmse if math.isfinite(est.heldout_rmse) else math.inf
+    return est.coverage >= 0.5 and est.n_inliers >= 0.5 * res.info.get("matches", len(res.src)) \
+        and held <= SETTLED_HELDOUT_PX
 
 
 def coarse_area(ref: Scene, mov: Scene, prior: np.ndarray, ci: CoarseImages, cfg: RegisterConfig,
