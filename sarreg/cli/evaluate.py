@@ -127,7 +127,8 @@ def run(pairs_dir: Path, methods: str, weights: tuple[Path, ...], top_k: int, re
 @click.option("--max-rotation", default=15.0, show_default=True, help="Largest random rotation (degrees).")
 @click.option("--scale-range", nargs=2, type=float, default=(0.8, 1.25), show_default=True)
 @click.option("--perspective", default=0.05, show_default=True,
-              help="Perspective strength (corner displacement as a fraction of the image size).")
+              help="Perspective strength (largest change of the projective denominator at the image edge, ~ the "
+                   "corner displacement as a fraction of the half-size).")
 @click.option("--band", type=int, default=None, help="1-based band (default: VV if described, else 1).")
 @click.option("--overwrite", is_flag=True, help="Replace existing pair folders.")
 def make_pairs_cmd(sources: tuple[str, ...], out_dir: Path, n: int, seed: int, size: int, looks: float,
@@ -138,7 +139,8 @@ def make_pairs_cmd(sources: tuple[str, ...], out_dir: Path, n: int, seed: int, s
     from sarreg.eval_pairs import WarpRange, make_pairs
 
     written = make_pairs(sources, out_dir, n, seed=seed, size=size, looks=looks,
-                         warp=WarpRange(max_shift, max_rotation, tuple(scale_range), perspective), band=band,
+                         warp=WarpRange(rotation=max_rotation, scale=tuple(scale_range), perspective=perspective,
+                                        shift=max_shift), band=band,
                          overwrite=overwrite)
     click.echo(f"wrote {len(written)} pairs to {out_dir}")
 
