@@ -5,9 +5,10 @@ A *pairs folder* holds one sub-folder per pair with ``ref.*``, ``moving.*`` (Geo
 (x = column, y = row, (0, 0) = centre of the top-left pixel). This is the layout of ``../shared/eval/pairs``.
 
 ``evaluate(pairs, methods)`` runs every method on every pair the same way: both images are read through
-``sarreg.io.raster`` (log intensity scaled to [0, 1]), keypoints are matched (learned methods: mutual nearest
-neighbours, ``sarreg.match.match_mnn``; SIFT / ORB: OpenCV brute force with Lowe's ratio 0.8 on the same
-log-scaled 8-bit images) and a homography is fitted with MAGSAC++ (``sarreg.estimate.fit_model``). Metrics:
+``sarreg.io.raster`` (log intensity scaled to [0, 1]), keypoints are extracted (learned methods:
+``sarreg.extract.extract_array``; SIFT: the pipeline's ``sarreg.keypoints.Extractor``; ORB: OpenCV ORB) and matched
+by mutual nearest neighbours (``sarreg.keypoints.match_features`` -> ``sarreg.match.match_mnn``), and a homography
+is fitted with MAGSAC++ (``sarreg.estimate.fit_model``). Metrics:
 
 * MMA(t), t = 1..10 px: fraction of tentative matches whose moving keypoint, mapped with the true H, lands within
   t px of its matched reference keypoint (0 for a pair without matches), averaged over pairs.
@@ -26,7 +27,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 import cv2
 import numpy as np
@@ -34,6 +35,9 @@ import numpy as np
 from sarreg.config import ExtractConfig, PreprocessConfig
 from sarreg.errors import InputError, OutputError, RegistrationFailed
 from sarreg.export import to_jsonable, write_text_atomic
+
+if TYPE_CHECKING:
+    from sarreg.extract import Features
 
 log = logging.getLogger(__name__)
 
@@ -186,14 +190,12 @@ class Method:
 @dataclass(frozen=True)
 class EvalOptions:
     """Options shared by every pair. extract: learned extraction (multiscale, top-k, thresholds);
-    ratio: optional Lowe ratio for the learned MNN matcher; classical_ratio: ratio test of SIFT / ORB;
-    orb_features: ORB keypoint budget; threshold: MAGSAC inlier distance (reference px)."""
+    ratio: optional Lowe ratio of the MNN matcher (every method); orb_features: ORB keypoint budget (SIFT and the
+    learned methods keep ``extract.top_k``); threshold: MAGSAC inlier distance (reference px)."""
 
     extract: ExtractConfig = field(default_factory=ExtractConfig)
     ratio: float | None = None
-    classical_ratio: float = 0.8
     orb_features: int = 5000
-    sift_features: int = 0
     threshold: float = 3.0
     robust: str = "magsac"
     skip_large_learned: bool = False
@@ -304,28 +306,20 @@ def _read(path: Path, pre: PreprocessConfig) -> tuple[np.ndarray, np.ndarray]:
     return read_unit(open_scene(path, pre), pre=pre)
 
 
-def _to_u8(unit: np.ndarray) -> np.ndarray:
-    return np.clip(np.rint(unit * 255.0), 0, 255).astype(np.uint8)
+def _orb(unit: np.ndarray, valid: np.ndarray, n: int) -> "Features":
+    """OpenCV ORB keypoints as ``Features``: the 256 descriptor bits as +-1 / 16 (unit norm), so that the cosine
+    similarity of ``sarreg.match.match_mnn`` is 1 - 2 Hamming / 256 (mutual nearest neighbours in Hamming)."""
+    from sarreg.extract import Features
 
-
-def _classical(kind: str, u8: np.ndarray, valid: np.ndarray, opt: EvalOptions):
+    h, w = unit.shape
+    img = np.clip(np.rint(unit * 255.0), 0, 255).astype(np.uint8)
     mask = cv2.erode(valid.astype(np.uint8) * 255, np.ones((5, 5), np.uint8))
-    det = cv2.SIFT_create(nfeatures=opt.sift_features) if kind == "sift" else cv2.ORB_create(opt.orb_features)
-    kps, desc = det.detectAndCompute(u8, mask)
-    xy = np.array([k.pt for k in kps], np.float64).reshape(-1, 2)  # OpenCV: pixel centres at integers, as ours
-    return xy, desc
-
-
-def _ratio_match(kind: str, d1: np.ndarray | None, d2: np.ndarray | None, ratio: float) -> tuple[np.ndarray, np.ndarray]:
-    if d1 is None or d2 is None or len(d1) < 1 or len(d2) < 2:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    bf = cv2.BFMatcher(cv2.NORM_L2 if kind == "sift" else cv2.NORM_HAMMING)
-    i1, i2 = [], []
-    for m in bf.knnMatch(d1, d2, k=2):
-        if len(m) == 2 and m[0].distance < ratio * m[1].distance:
-            i1.append(m[0].queryIdx)
-            i2.append(m[0].trainIdx)
-    return np.asarray(i1, np.int64), np.asarray(i2, np.int64)
+    kps, desc = cv2.ORB_create(n).detectAndCompute(img, mask)
+    if desc is None or not kps:
+        return Features.empty((w, h), 256)
+    bits = np.unpackbits(desc, axis=1).astype(np.float32)
+    kp = np.array([[k.pt[0], k.pt[1], k.size] for k in kps], np.float32)  # OpenCV: pixel centres at integers
+    return Features(kp, (2 * bits - 1) / 16.0, np.array([k.response for k in kps], np.float32), (w, h))
 
 
 def _fit(src: np.ndarray, dst: np.ndarray, opt: EvalOptions) -> tuple[np.ndarray | None, int, str]:
@@ -347,21 +341,12 @@ def run_pair(pair: Pair, method: Method, model: Any, opt: EvalOptions,
     if images is None:
         images = (_read(pair.ref, opt.extract.preprocess), _read(pair.moving, opt.extract.preprocess), 0.0)
     (ur, vr), (um, vm), t_read = images
-    if method.kind == "learned":
-        from sarreg.extract import extract_array
-        from sarreg.match import match_mnn
+    from sarreg.keypoints import match_features
 
-        fr = extract_array(model, ur, vr, opt.extract)
-        fm = extract_array(model, um, vm, opt.extract)
-        m = match_mnn(fm.descriptors, fr.descriptors, ratio=opt.ratio, device=_device(opt))
-        xy_m, xy_r = fm.xy[m.idx1], fr.xy[m.idx2]
-        nkp = (len(fr), len(fm))
-    else:
-        xr, dr = _classical(method.kind, _to_u8(ur), vr, opt)
-        xm, dm = _classical(method.kind, _to_u8(um), vm, opt)
-        i1, i2 = _ratio_match(method.kind, dm, dr, opt.classical_ratio)
-        xy_m, xy_r = xm[i1], xr[i2]
-        nkp = (len(xr), len(xm))
+    fr, fm = (_features(method, model, u, v, opt) for u, v in ((ur, vr), (um, vm)))
+    m = match_features(fm, fr, opt.ratio, opt.extract.device)
+    xy_m, xy_r = fm.xy[m.idx1], fr.xy[m.idx2]
+    nkp = (len(fr), len(fm))
     matrix, inliers, msg = _fit(xy_m, xy_r, opt)
     dt = time.perf_counter() - t0 + t_read
     err = mma = None
@@ -375,10 +360,20 @@ def run_pair(pair: Pair, method: Method, model: Any, opt: EvalOptions,
                       keypoints=nkp, matches=int(len(xy_m)), inliers=int(inliers), time_s=float(dt), message=msg)
 
 
-def _device(opt: EvalOptions) -> str:
-    from sarreg.extract import resolve_device
+def _features(method: Method, model: Any, unit: np.ndarray, valid: np.ndarray, opt: EvalOptions) -> "Features":
+    """Keypoints of one whole image: learned (``sarreg.extract.extract_array`` with ``opt.extract``), SIFT (the
+    pipeline's extractor, ``sarreg.keypoints.Extractor``: RootSIFT, top-k) or ORB."""
+    if method.kind == "learned":
+        from sarreg.extract import extract_array
 
-    return str(resolve_device(opt.extract.device))
+        return extract_array(model, unit, valid, opt.extract)
+    if method.kind == "sift":
+        from sarreg.config import RegisterConfig
+        from sarreg.keypoints import Extractor
+
+        ext = Extractor(RegisterConfig(features="sift", device=opt.extract.device))
+        return ext(unit, valid, multiscale=False, top_k=opt.extract.top_k)
+    return _orb(unit, valid, opt.orb_features)
 
 
 def _check_sizes(pair: Pair, ur: np.ndarray, um: np.ndarray) -> None:
