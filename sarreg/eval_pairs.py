@@ -20,7 +20,7 @@ from sarreg.evaluate import IMAGE_SUFFIXES, apply_h, grid_points
 from sarreg.export import write_text_atomic
 from sarreg.geometry import WarpRange, random_homography
 
-__all__ = ["make_pairs", "random_homography", "WarpRange"]
+__all__ = ["WarpRange", "make_pairs", "random_homography"]
 
 
 def _source_groups(srcs: Sequence[str | Path]) -> list[list[Path]]:

@@ -2,10 +2,16 @@
 
 A *pairs folder* holds one sub-folder per pair with ``ref.*``, ``moving.*`` (GeoTIFF / PNG / JPEG) and
 ``gt.json`` whose key ``"H"`` is the 3 x 3 matrix mapping a MOVING pixel to the REFERENCE pixel
-(x = column, y = row, (0, 0) = centre of the top-left pixel). This is the layout of ``../shared/eval/pairs``.
+(x = column, y = row, (0, 0) = centre of the top-left pixel). This is the layout of ``../shared/eval/pairs``; a
+benchmark folder with an ``index.json`` (``../shared/eval``: ``pairs/<id>``, ``geo_pairs/<id>``) is read in its
+index order.
 
-``evaluate(pairs, methods)`` runs every method on every pair the same way: both images are read through
-``sarreg.io.raster`` (log intensity scaled to [0, 1]), keypoints are extracted (learned methods:
+``evaluate(pairs, methods)`` runs every method on every pair. The default method, ``register``, is the user's
+pipeline: ``sarreg.pipeline.register`` with a ``RegisterConfig`` and no outputs but its report (``register_pair``,
+also what ``benchmarks/register_accuracy.py`` runs); its status (ok / low_quality / failed) is kept, and success is
+reported over every estimate (ok and low_quality) and over ok ones only. The *single-stage* protocol (methods
+``model``, ``sift``, ``orb``, checkpoints) measures the features alone, the same way for each: both images are read
+through ``sarreg.io.raster`` (log intensity scaled to [0, 1]), keypoints are extracted (learned methods:
 ``sarreg.extract.extract_array``; SIFT: the pipeline's ``sarreg.keypoints.Extractor``; ORB: OpenCV ORB) and matched
 by mutual nearest neighbours (``sarreg.keypoints.match_features`` -> ``sarreg.match.match_mnn``), and a homography
 is fitted with MAGSAC++ (``sarreg.estimate.fit_model``). Metrics:
@@ -16,6 +22,9 @@ is fitted with MAGSAC++ (``sarreg.estimate.fit_model``). Metrics:
   reference image) between the estimated and the true mapping, exactly as ``../shared/eval/score.py`` computes
   it; a failed fit is an infinite error. Success at 1 / 3 / 5 px.
 * inliers of the fit, keypoints, matches, wall time per pair (reading + extraction + matching + fitting).
+* the same success rates per source (``gt.json`` / ``index.json`` key ``"source"``).
+
+MMA needs the tentative matches: single-stage methods only.
 
 ``sarreg.eval_pairs.make_pairs`` builds such a folder from co-registered multi-date rasters.
 """
@@ -24,6 +33,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,7 +42,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 import cv2
 import numpy as np
 
-from sarreg.config import ExtractConfig, PreprocessConfig
+from sarreg.config import ExtractConfig, PreprocessConfig, RegisterConfig
 from sarreg.errors import InputError, OutputError, RegistrationFailed
 from sarreg.export import to_jsonable, write_text_atomic
 
@@ -45,6 +55,7 @@ MMA_THRESHOLDS = tuple(range(1, 11))
 SUCCESS_THRESHOLDS = (1, 3, 5)
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 CLASSICAL = ("sift", "orb")
+USABLE = ("ok", "low_quality")  # statuses whose matrix is an estimate (a "failed" registration's is not)
 
 
 # ------------------------------------------------------------------------------------------------ pairs
@@ -91,26 +102,51 @@ def read_gt(path: Path) -> dict[str, Any]:
 
 
 def load_pairs(pairs_dir: str | Path, ids: Iterable[str] | None = None, skip_large: bool = False) -> list[Pair]:
-    """All pairs of a folder (sub-folders holding gt.json), sorted by id; optionally only ``ids``."""
+    """All pairs of a folder; optionally only ``ids``. With an ``index.json`` (a list of {"id", "set", "source",
+    ...}) in the index's order, a pair's folder being ``<id>`` or, as in ../shared/eval, ``pairs/<id>`` (set "sar")
+    / ``geo_pairs/<id>`` (set "geo"); else the sub-folders holding gt.json, sorted by name."""
     root = Path(pairs_dir)
     if not root.is_dir():
         raise InputError(f"{root}: pairs folder not found")
     want = None if ids is None else set(ids)
     out = []
-    for sub in sorted(p for p in root.iterdir() if p.is_dir() and (p / "gt.json").is_file()):
-        if want is not None and sub.name not in want:
-            continue
+    for sub, entry in _pair_folders(root, want):
         gt = read_gt(sub / "gt.json")
         pair = Pair(id=str(gt.get("id", sub.name)),
                     ref=_find_image(sub, "ref", gt.get("ref")), moving=_find_image(sub, "moving", gt.get("moving")),
                     H=gt["H"], ref_size=_wh(gt.get("ref_size_wh")), moving_size=_wh(gt.get("moving_size_wh")),
-                    source=str(gt.get("source", "")), difficulty=str(gt.get("difficulty", "")),
-                    large=bool(gt.get("large", False)))
+                    source=str(gt.get("source", entry.get("source", ""))),
+                    difficulty=str(gt.get("difficulty", entry.get("difficulty", ""))),
+                    large=bool(gt.get("large", entry.get("large", False))))
         if skip_large and pair.large:
             continue
         out.append(pair)
     if not out:
         raise InputError(f"{root}: no pairs (sub-folders with ref.*, moving.*, gt.json)")
+    return out
+
+
+def _pair_folders(root: Path, want: set[str] | None) -> list[tuple[Path, dict[str, Any]]]:
+    index = root / "index.json"
+    if not index.is_file():
+        return [(p, {}) for p in sorted(root.iterdir())
+                if p.is_dir() and (p / "gt.json").is_file() and (want is None or p.name in want)]
+    try:
+        entries = json.loads(index.read_text())
+    except (OSError, ValueError) as e:
+        raise InputError(f"{index}: unreadable index ({e})") from None
+    if not isinstance(entries, list) or not all(isinstance(e, dict) and "id" in e for e in entries):
+        raise InputError(f"{index}: expected a list of {{\"id\": ...}} entries")
+    out = []
+    for e in entries:
+        pid = str(e["id"])
+        if want is not None and pid not in want:
+            continue
+        cands = [root / pid, root / ("geo_pairs" if e.get("set") == "geo" else "pairs") / pid]
+        sub = next((c for c in cands if (c / "gt.json").is_file()), None)
+        if sub is None:
+            raise InputError(f"{index}: pair {pid!r} has no folder with gt.json ({cands[0]} or {cands[1]})")
+        out.append((sub, e))
     return out
 
 
@@ -165,34 +201,50 @@ def match_accuracy(H_gt: np.ndarray, xy_moving: np.ndarray, xy_ref: np.ndarray,
 # ------------------------------------------------------------------------------------------------ methods
 @dataclass(frozen=True)
 class Method:
-    """A way to get matches. kind: "learned" (``weights`` = checkpoint path, None = shipped model), "sift", "orb"."""
+    """How a pair is registered. kind "register": the pipeline (``sarreg.pipeline.register``; ``features`` r2d2 or
+    sift, ``weights`` None = the shipped model). Single-stage kinds: "learned" (``weights`` = checkpoint path, None
+    = shipped model), "sift", "orb"."""
 
     label: str
     kind: str
     weights: str | None = None
+    features: str = "r2d2"
 
     @staticmethod
     def parse(spec: str) -> "Method":
-        """'sift' | 'orb' | 'model' (the shipped model) | a checkpoint path (label = file stem)."""
+        """'register' | 'register-sift' | 'register:CHECKPOINT.pt' (label register:<stem>) | single-stage: 'sift' |
+        'orb' | 'model' (the shipped model) | a checkpoint path (label = file stem)."""
         s = spec.strip()
-        if s.lower() in CLASSICAL:
-            return Method(s.lower(), s.lower())
-        if s.lower() == "model":
+        low = s.lower()
+        if low == "register":
+            return Method("register", "register")
+        if low == "register-sift":
+            return Method("register-sift", "register", None, "sift")
+        if low.startswith("register:"):
+            p = Path(s.split(":", 1)[1])
+            return Method(f"register:{p.stem}", "register", str(p))
+        if low in CLASSICAL:
+            return Method(low, low)
+        if low == "model":
             from sarreg.model.weights import DEFAULT_MODEL_NAME
 
             return Method(Path(DEFAULT_MODEL_NAME).stem, "learned", None)
         p = Path(s)
         if p.suffix.lower() in (".pt", ".pth") or p.exists():
             return Method(p.stem, "learned", str(p))
-        raise InputError(f"unknown method {spec!r}: use sift, orb, model, or a checkpoint path (.pt)")
+        raise InputError(f"unknown method {spec!r}: use register, register-sift, register:CHECKPOINT.pt, or "
+                         "single-stage sift, orb, model, or a checkpoint path (.pt)")
 
 
 @dataclass(frozen=True)
 class EvalOptions:
-    """Options shared by every pair. extract: learned extraction (multiscale, top-k, thresholds);
-    ratio: optional Lowe ratio of the MNN matcher (every method); orb_features: ORB keypoint budget (SIFT and the
-    learned methods keep ``extract.top_k``); threshold: MAGSAC inlier distance (reference px)."""
+    """Options shared by every pair. register: the pipeline options of the register methods (features / weights
+    come from the method, outputs are switched off: ``register_config``). Single-stage: extract: learned extraction
+    (multiscale, top-k, thresholds); ratio: optional Lowe ratio of the MNN matcher (every method); orb_features:
+    ORB keypoint budget (SIFT and the learned methods keep ``extract.top_k``); threshold: MAGSAC inlier distance
+    (reference px)."""
 
+    register: RegisterConfig = field(default_factory=RegisterConfig)
     extract: ExtractConfig = field(default_factory=ExtractConfig)
     ratio: float | None = None
     orb_features: int = 5000
@@ -204,11 +256,13 @@ class EvalOptions:
 
 @dataclass
 class PairResult:
-    """One method on one pair. error: homography grid error (px, inf = failed); mma: per MMA_THRESHOLDS."""
+    """One method on one pair. status: ok | low_quality | failed | error (bad input) | skipped. matrix: the
+    estimate (moving px -> reference px). error: homography grid error (px) of a usable estimate (status ok or
+    low_quality), else inf; None without ground truth. mma: per MMA_THRESHOLDS (single-stage only)."""
 
     pair: str
     method: str
-    status: str                       # ok | failed | skipped
+    status: str
     matrix: list[list[float]] | None
     error: float | None
     mma: list[float] | None
@@ -217,22 +271,42 @@ class PairResult:
     inliers: int
     time_s: float
     message: str = ""
+    source: str = ""
 
 
 @dataclass
-class MethodSummary:
-    """Averages of one method over the pairs it ran on (skipped pairs excluded)."""
+class Scores:
+    """Success over a set of pairs. success: every estimate counts (status ok or low_quality); success_ok: only
+    status ok (what a user gets without ``--force``); "1", "3", "5" -> fraction of pairs with error <= t px.
+    failed: pairs without a usable estimate. median_error: None = inf (more than half failed)."""
 
-    method: str
     n: int
     failed: int
-    success: dict[str, float]         # "1", "3", "5" -> fraction of pairs with error <= t px
-    median_error: float | None        # None = inf (more than half failed)
-    mma: list[float]                  # mean over pairs, per MMA_THRESHOLDS
-    mean_inliers: float
-    mean_matches: float
-    mean_keypoints: float
-    time_s: float
+    low_quality: int
+    success: dict[str, float]
+    success_ok: dict[str, float]
+    median_error: float | None
+
+
+@dataclass
+class MethodSummary(Scores):
+    """Averages of one method over the pairs it ran on (skipped pairs excluded); by_source: ``Scores`` per source."""
+
+    method: str = ""
+    mma: list[float] = field(default_factory=list)   # mean over pairs, per MMA_THRESHOLDS (NaN: no matches known)
+    mean_inliers: float = 0.0
+    mean_matches: float = 0.0
+    mean_keypoints: float = 0.0
+    time_s: float = 0.0
+    by_source: dict[str, Scores] = field(default_factory=dict)
+
+
+def _f(v: float) -> str:
+    return "-" if math.isnan(v) else f"{v:.3f}"
+
+
+def _med(s: Scores) -> str:
+    return "inf" if s.median_error is None else f"{s.median_error:.2f}"
 
 
 @dataclass
@@ -259,16 +333,24 @@ class EvalResult:
         return write_text_atomic(Path(path), json.dumps(self.to_dict(), indent=1) + "\n")
 
     def to_markdown(self) -> str:
-        """A markdown table: one row per method."""
-        head = ("| method | pairs | failed | s@1px | s@3px | s@5px | median err (px) | MMA@1 | MMA@3 | MMA@5 | "
-                "MMA@10 | inliers | matches | s/pair |")
-        lines = [head, "|" + "---|" * 1 + "---:|" * (head.count("|") - 2)]
+        """Two markdown tables: one row per method, then success per method and source ("ok" columns: status ok
+        only)."""
+        head = ("| method | pairs | failed | low q | s@1px | s@3px | s@5px | s@1px ok | s@3px ok | median err (px) | "
+                "MMA@1 | MMA@3 | MMA@5 | MMA@10 | inliers | matches | s/pair |")
+        lines = [head, "|---|" + "---:|" * (head.count("|") - 2)]
         for s in self.summaries:
-            med = "inf" if s.median_error is None else f"{s.median_error:.2f}"
             lines.append(
-                f"| {s.method} | {s.n} | {s.failed} | {s.success['1']:.3f} | {s.success['3']:.3f} | "
-                f"{s.success['5']:.3f} | {med} | {s.mma[0]:.3f} | {s.mma[2]:.3f} | {s.mma[4]:.3f} | {s.mma[9]:.3f} | "
+                f"| {s.method} | {s.n} | {s.failed} | {s.low_quality} | {_f(s.success['1'])} | {_f(s.success['3'])} | "
+                f"{_f(s.success['5'])} | {_f(s.success_ok['1'])} | {_f(s.success_ok['3'])} | {_med(s)} | "
+                f"{_f(s.mma[0])} | {_f(s.mma[2])} | {_f(s.mma[4])} | {_f(s.mma[9])} | "
                 f"{s.mean_inliers:.1f} | {s.mean_matches:.1f} | {s.time_s:.2f} |")
+        head = "| method | source | pairs | failed | low q | s@1px | s@3px | s@1px ok | s@3px ok | median err (px) |"
+        lines += ["", head, "|---|---|" + "---:|" * (head.count("|") - 3)]
+        for s in self.summaries:
+            for src, c in [*s.by_source.items(), ("all", s)]:
+                lines.append(f"| {s.method} | {src or '-'} | {c.n} | {c.failed} | {c.low_quality} | "
+                             f"{_f(c.success['1'])} | {_f(c.success['3'])} | {_f(c.success_ok['1'])} | "
+                             f"{_f(c.success_ok['3'])} | {_med(c)} |")
         return "\n".join(lines) + "\n"
 
     def save_markdown(self, path: str | Path) -> Path:
@@ -284,13 +366,15 @@ class EvalResult:
         fig = Figure(figsize=(6, 4), dpi=100)
         ax = fig.add_subplot(111)
         for s in self.summaries:
-            ax.plot(self.mma_thresholds, s.mma, marker="o", label=f"{s.method} (s@3px {s.success['3']:.2f})")
+            if np.isfinite(s.mma).any():  # register methods: no tentative matches, no curve
+                ax.plot(self.mma_thresholds, s.mma, marker="o", label=f"{s.method} (s@3px {s.success['3']:.2f})")
         ax.set_xlabel("threshold (px)")
         ax.set_ylabel("mean matching accuracy")
         ax.set_ylim(0, 1)
         ax.set_xlim(1, max(self.mma_thresholds))
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.lines:
+            ax.legend(fontsize=8)
         ax.set_title(f"MMA over {len(self.pairs)} pairs")
         fig.tight_layout()
         from sarreg.export import write_atomic
@@ -306,7 +390,7 @@ def _read(path: Path, pre: PreprocessConfig) -> tuple[np.ndarray, np.ndarray]:
     return read_unit(open_scene(path, pre), pre=pre)
 
 
-def _orb(unit: np.ndarray, valid: np.ndarray, n: int) -> "Features":
+def _orb(unit: np.ndarray, valid: np.ndarray, n: int) -> Features:
     """OpenCV ORB keypoints as ``Features``: the 256 descriptor bits as +-1 / 16 (unit norm), so that the cosine
     similarity of ``sarreg.match.match_mnn`` is 1 - 2 Hamming / 256 (mutual nearest neighbours in Hamming)."""
     from sarreg.extract import Features
@@ -333,13 +417,94 @@ def _fit(src: np.ndarray, dst: np.ndarray, opt: EvalOptions) -> tuple[np.ndarray
     return est.matrix, est.n_inliers, ""
 
 
+def register_config(method: Method, base: RegisterConfig = RegisterConfig()) -> RegisterConfig:
+    """The configuration a register method runs with: ``base`` with the method's features / weights and no
+    outputs but the report (no warp, tie points, .points, matches npz or quicklook)."""
+    return base.with_(features=method.features, weights=method.weights, warp=False, tiepoints=False, points=False,
+                      matches_npz=False, quicklook=None, overwrite=True)
+
+
+@dataclass
+class RegisterRun:
+    """One ``register_pair``: status ok | low_quality | failed | error (bad input, message = the error), the
+    matrix (moving px -> reference px, may be None), wall seconds of the ``register`` call, the Report."""
+
+    status: str
+    matrix: list[list[float]] | None
+    message: str
+    time_s: float
+    report: Any = None
+
+    @property
+    def usable(self) -> bool:
+        """The matrix is an estimate: status ok or low_quality (a "failed" registration's matrix is not)."""
+        return self.matrix is not None and self.status in USABLE
+
+
+def register_pair(ref: str | Path, moving: str | Path, config: RegisterConfig, extractor: Any = None
+                  ) -> RegisterRun:
+    """``sarreg.pipeline.register(ref, moving)`` as the evaluation runs it (``sarreg evaluate``,
+    ``benchmarks/register_accuracy.py``): ``config`` as given (``register_config`` switches the outputs off), the
+    report written to a temporary folder and dropped. ``extractor``: a ``sarreg.keypoints.Extractor`` for
+    ``config`` to keep the network loaded across pairs. Bad input (``SarregError``) is status "error"."""
+    from sarreg.errors import SarregError
+    from sarreg.pipeline import register
+
+    with tempfile.TemporaryDirectory(prefix="sarreg-eval-") as tmp:
+        t0 = time.perf_counter()
+        try:
+            rep = register(ref, moving, Path(tmp) / f"{Path(moving).stem}.tif", config, extractor=extractor)
+        except SarregError as e:
+            return RegisterRun("error", None, str(e), time.perf_counter() - t0)
+        return RegisterRun(rep.status, rep.matrix, rep.message, time.perf_counter() - t0, rep)
+
+
+def _image_wh(path: Path) -> tuple[int, int]:
+    from sarreg.io.raster import open_dataset
+
+    with open_dataset(path) as ds:
+        return ds.width, ds.height
+
+
+def _run_register(pair: Pair, method: Method, extractor: Any, opt: EvalOptions) -> PairResult:
+    run = register_pair(pair.ref, pair.moving, register_config(method, opt.register), extractor)
+    err = None
+    if pair.H is not None:
+        err = homography_error(pair.H, run.matrix if run.usable else None,
+                               pair.moving_size or _image_wh(pair.moving), pair.ref_size or _image_wh(pair.ref))
+    q = run.report.quality if run.report is not None else {}
+    fine = run.report.stages.get("fine", {}) if run.report is not None else {}
+    return PairResult(pair=pair.id, method=method.label, status=run.status, matrix=run.matrix, error=err, mma=None,
+                      keypoints=(int(fine.get("keypoints_ref", 0)), int(fine.get("keypoints_moving", 0))),
+                      matches=int(q.get("matches") or 0), inliers=int(q.get("inliers") or 0),
+                      time_s=float(run.time_s), message=run.message, source=pair.source)
+
+
+def make_runner(method: Method, opt: EvalOptions) -> Any:
+    """What ``run_pair`` needs for a method, loaded once (so checked before any work): the pipeline's extractor of
+    a register method, the model of a learned one, None for SIFT / ORB."""
+    if method.kind == "register":
+        from sarreg.keypoints import Extractor
+
+        return Extractor(register_config(method, opt.register))
+    if method.kind == "learned":
+        from sarreg.extract import resolve_device
+        from sarreg.model.weights import load_model
+
+        return load_model(method.weights, resolve_device(opt.extract.device))
+    return None
+
+
 def run_pair(pair: Pair, method: Method, model: Any, opt: EvalOptions,
              images: tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray], float] | None = None
              ) -> PairResult:
-    """Run one method on one pair. ``images``: already read (ref, moving, read seconds) to share reads."""
+    """Run one method on one pair. model: ``make_runner``'s. ``images``: already read (ref, moving, read seconds)
+    to share reads between single-stage methods."""
+    if method.kind == "register":
+        return _run_register(pair, method, model, opt)
     t0 = time.perf_counter()
     if images is None:
-        images = (_read(pair.ref, opt.extract.preprocess), _read(pair.moving, opt.extract.preprocess), 0.0)
+        images = _read_pair(pair, opt)
     (ur, vr), (um, vm), t_read = images
     from sarreg.keypoints import match_features
 
@@ -357,10 +522,11 @@ def run_pair(pair: Pair, method: Method, model: Any, opt: EvalOptions,
         mma = match_accuracy(pair.H, xy_m, xy_r)
     return PairResult(pair=pair.id, method=method.label, status="ok" if matrix is not None else "failed",
                       matrix=None if matrix is None else np.asarray(matrix).tolist(), error=err, mma=mma,
-                      keypoints=nkp, matches=int(len(xy_m)), inliers=int(inliers), time_s=float(dt), message=msg)
+                      keypoints=nkp, matches=int(len(xy_m)), inliers=int(inliers), time_s=float(dt), message=msg,
+                      source=pair.source)
 
 
-def _features(method: Method, model: Any, unit: np.ndarray, valid: np.ndarray, opt: EvalOptions) -> "Features":
+def _features(method: Method, model: Any, unit: np.ndarray, valid: np.ndarray, opt: EvalOptions) -> Features:
     """Keypoints of one whole image: learned (``sarreg.extract.extract_array`` with ``opt.extract``), SIFT (the
     pipeline's extractor, ``sarreg.keypoints.Extractor``: RootSIFT, top-k) or ORB."""
     if method.kind == "learned":
@@ -376,35 +542,60 @@ def _features(method: Method, model: Any, unit: np.ndarray, valid: np.ndarray, o
     return _orb(unit, valid, opt.orb_features)
 
 
+def _read_pair(pair: Pair, opt: EvalOptions) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray],
+                                                       float]:
+    t0 = time.perf_counter()
+    ref = _read(pair.ref, opt.extract.preprocess)
+    mov = _read(pair.moving, opt.extract.preprocess)
+    _check_sizes(pair, ref[0], mov[0])
+    return ref, mov, time.perf_counter() - t0
+
+
 def _check_sizes(pair: Pair, ur: np.ndarray, um: np.ndarray) -> None:
     for name, wh, u, path in (("ref", pair.ref_size, ur, pair.ref), ("moving", pair.moving_size, um, pair.moving)):
         if wh is not None and tuple(wh) != (u.shape[1], u.shape[0]):
             raise InputError(f"{path}: size {u.shape[1]}x{u.shape[0]} differs from gt.json {name}_size_wh {wh}")
 
 
-def summarise(method: str, rows: list[PairResult]) -> MethodSummary:
-    """Success rates, median error, mean MMA curve / inliers / time over the non-skipped rows."""
-    rows = [r for r in rows if r.status != "skipped"]
+def scores(rows: Sequence[PairResult]) -> Scores:
+    """Success rates (every estimate / ok only) and median error of some non-skipped rows."""
     n = len(rows)
     errs = np.array([math.inf if r.error is None else r.error for r in rows], float)
-    has_gt = [r for r in rows if r.mma is not None]
+    errs_ok = np.where([r.status == "ok" for r in rows], errs, math.inf) if n else errs
+    gt = n > 0 and any(r.error is not None for r in rows)
     med = float(np.median(errs)) if n else math.inf
+    return Scores(n=n, failed=int(sum(not (r.matrix is not None and r.status in USABLE) for r in rows)),
+                  low_quality=int(sum(r.status == "low_quality" for r in rows)),
+                  success={str(t): float(np.mean(errs <= t)) if gt else float("nan") for t in SUCCESS_THRESHOLDS},
+                  success_ok={str(t): float(np.mean(errs_ok <= t)) if gt else float("nan") for t in SUCCESS_THRESHOLDS},
+                  median_error=med if math.isfinite(med) else None)
+
+
+def summarise(method: str, rows: list[PairResult]) -> MethodSummary:
+    """Scores overall and per source, mean MMA curve / inliers / time over the non-skipped rows."""
+    rows = [r for r in rows if r.status != "skipped"]
+    n = len(rows)
+    by_source: dict[str, list[PairResult]] = {}
+    for r in rows:
+        by_source.setdefault(r.source, []).append(r)
+    with_mma = [r.mma for r in rows if r.mma is not None]
     return MethodSummary(
-        method=method, n=n, failed=int(sum(r.status != "ok" for r in rows)),
-        success={str(t): float(np.mean(errs <= t)) if n and has_gt else float("nan") for t in SUCCESS_THRESHOLDS},
-        median_error=med if math.isfinite(med) else None,
-        mma=[float(v) for v in np.mean([r.mma for r in has_gt], axis=0)] if has_gt else [float("nan")] * 10,
+        **asdict(scores(rows)), method=method,
+        mma=[float(v) for v in np.mean(with_mma, axis=0)] if with_mma else [float("nan")] * len(MMA_THRESHOLDS),
         mean_inliers=float(np.mean([r.inliers for r in rows])) if n else 0.0,
         mean_matches=float(np.mean([r.matches for r in rows])) if n else 0.0,
         mean_keypoints=float(np.mean([np.mean(r.keypoints) for r in rows])) if n else 0.0,
-        time_s=float(np.mean([r.time_s for r in rows])) if n else 0.0)
+        time_s=float(np.mean([r.time_s for r in rows])) if n else 0.0,
+        by_source={k: scores(v) for k, v in by_source.items()})
 
 
 def write_prediction(pred_dir: Path, r: PairResult) -> Path:
-    """``<pred_dir>/<pair>.json`` in the official scorer's format ({"matrix", "time_s"} or {"failed": true})."""
-    doc: dict[str, Any] = {"matrix": r.matrix, "time_s": round(r.time_s, 4)} if r.matrix is not None else \
-        {"failed": True, "time_s": round(r.time_s, 4), "reason": r.message}
-    doc.update(method=r.method, inliers=r.inliers, matches=r.matches)
+    """``<pred_dir>/<pair>.json`` in the official scorer's format ({"matrix", "time_s"} for a usable estimate, else
+    {"failed": true}), with the status."""
+    doc: dict[str, Any] = {"matrix": r.matrix, "time_s": round(r.time_s, 4)} \
+        if r.matrix is not None and r.status in USABLE else {"failed": True, "time_s": round(r.time_s, 4),
+                                                              "reason": r.message}
+    doc.update(method=r.method, status=r.status, inliers=r.inliers, matches=r.matches)
     return write_text_atomic(pred_dir / f"{r.pair}.json", json.dumps(doc) + "\n")
 
 
@@ -414,13 +605,10 @@ def evaluate(pairs: str | Path | Sequence[Pair], methods: Sequence[Method | str]
     """Run every method on every pair; returns per-pair results and per-method summaries.
 
     pairs: a pairs folder or a list of ``Pair`` (H may be None: then only matches / inliers / time are measured).
-    methods: ``Method`` objects or specs for ``Method.parse``. Learned checkpoints are loaded once
-    (``models`` may hold preloaded ones by label). pred_dir: write ``<pred_dir>/<method>/<pair>.json`` for
-    ``score.py``. progress: callable(done, total, label).
+    methods: ``Method`` objects or specs for ``Method.parse``. Checkpoints / extractors are loaded once
+    (``make_runner``; ``models`` may hold preloaded ones by label). pred_dir: write
+    ``<pred_dir>/<method>/<pair>.json`` for ``score.py``. progress: callable(done, total, label).
     """
-    from sarreg.extract import resolve_device
-    from sarreg.model.weights import load_model
-
     plist = load_pairs(pairs) if isinstance(pairs, (str, Path)) else list(pairs)
     meths = [m if isinstance(m, Method) else Method.parse(m) for m in methods]
     if not meths:
@@ -429,10 +617,9 @@ def evaluate(pairs: str | Path | Sequence[Pair], methods: Sequence[Method | str]
     if len(set(labels)) != len(labels):
         raise InputError(f"duplicate method labels {labels}: rename the checkpoint files")
     loaded = dict(models or {})
-    device = resolve_device(options.extract.device)
     for m in meths:  # load (and so validate) every checkpoint before any work
-        if m.kind == "learned" and m.label not in loaded:
-            loaded[m.label] = load_model(m.weights, device)
+        if m.label not in loaded:
+            loaded[m.label] = make_runner(m, options)
     outs: dict[str, Path] = {}
     if pred_dir is not None:
         for m in meths:
@@ -445,16 +632,15 @@ def evaluate(pairs: str | Path | Sequence[Pair], methods: Sequence[Method | str]
     results: list[PairResult] = []
     total, done = len(plist) * len(meths), 0
     for pair in plist:
-        t0 = time.perf_counter()
-        ref = _read(pair.ref, options.extract.preprocess)
-        mov = _read(pair.moving, options.extract.preprocess)
-        _check_sizes(pair, ref[0], mov[0])
-        t_read = time.perf_counter() - t0
+        images = None  # read once for the single-stage methods (register reads for itself)
         for m in meths:
             if m.kind == "learned" and options.skip_large_learned and pair.large:
-                r = PairResult(pair.id, m.label, "skipped", None, None, None, (0, 0), 0, 0, 0.0, "large pair")
+                r = PairResult(pair.id, m.label, "skipped", None, None, None, (0, 0), 0, 0, 0.0, "large pair",
+                               pair.source)
             else:
-                r = run_pair(pair, m, loaded.get(m.label), options, (ref, mov, t_read))
+                if m.kind != "register" and images is None:
+                    images = _read_pair(pair, options)
+                r = run_pair(pair, m, loaded.get(m.label), options, images)
                 if m.label in outs:
                     write_prediction(outs[m.label], r)
             log.info("%s %s: %s err=%s inliers=%d %.2fs", pair.id, m.label, r.status,
@@ -466,6 +652,6 @@ def evaluate(pairs: str | Path | Sequence[Pair], methods: Sequence[Method | str]
     summaries = [summarise(m.label, [r for r in results if r.method == m.label]) for m in meths]
     opts = to_jsonable(asdict(options))
     opts["models"] = {k: {"name": getattr(v, "name", ""), "sha256": getattr(v, "sha256", "")}
-                      for k, v in loaded.items()}
+                      for k, v in loaded.items() if v is not None}
     return EvalResult(methods=labels, pairs=[p.id for p in plist], results=results, summaries=summaries,
                       options=opts)
