@@ -12,7 +12,7 @@ import click
 
 from sarreg.cli.options import writable_dir
 
-from sarreg.config import ExtractConfig, PreprocessConfig, RegisterConfig
+from sarreg.config import MODELS, ExtractConfig, PreprocessConfig, RegisterConfig
 from sarreg.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ def evaluate() -> None:
                    "register:CHECKPOINT.pt; single-stage (one extraction per whole image, mutual nearest "
                    "neighbours, one homography): model (the shipped model), sift, orb, or a checkpoint path.")
 @click.option("--model", "reg_model", default="auto", show_default=True,
-              type=click.Choice(["auto", "shift", "similarity", "affine", "homography", "poly2", "tps", "local"]),
+              type=click.Choice(("auto",) + MODELS + ("local",)),
               help="Transform model of the register methods (as 'sarreg register --model').")
 @click.option("--weights", "weights", multiple=True, type=click.Path(path_type=Path),
               help="Extra single-stage checkpoint to compare (ours or an original R2D2 .pt), labelled by file name; "
