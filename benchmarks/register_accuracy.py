@@ -1,9 +1,11 @@
 """Accuracy of ``sarreg.register`` on the evaluation pairs in ../shared/eval (evaluation only, never tuning).
 
-For each pair, runs the pipeline (no warp) and writes ``<id>.json`` = ``{"matrix": ..., "time_s": ...,
-"status": ...}`` or ``{"failed": true}`` into PRED_DIR, plus ``PRED_DIR_ok/`` where only ``status == "ok"``
-results count (low-quality ones become failures: what a user gets without ``--force``). Then runs the scorer:
-``python ../shared/eval/score.py PRED_DIR --bench ../shared/eval``.
+For each pair, runs the pipeline (no warp) through ``sarreg.evaluate.run_pair`` -- the ``register`` method of
+``sarreg evaluate`` -- and writes ``<id>.json`` = ``{"matrix": ..., "time_s": ..., "status": ...}`` or
+``{"failed": true}`` into PRED_DIR, plus ``PRED_DIR_ok/`` where only ``status == "ok"`` results count (low-quality
+ones become failures: what a user gets without ``--force``). Then runs the scorer:
+``python ../shared/eval/score.py PRED_DIR --bench ../shared/eval``. (``sarreg evaluate run ../shared/eval`` gives
+the same numbers, with per-source tables of its own.)
 
 Usage::
 
@@ -19,8 +21,6 @@ import argparse
 import json
 import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,47 +49,32 @@ def main() -> int:
         return 0
 
     from sarreg.config import RegisterConfig
-    from sarreg.errors import SarregError
-    from sarreg.pipeline import register
+    from sarreg.evaluate import USABLE, EvalOptions, Method, load_pairs, make_runner, run_pair
 
-    index = json.loads((bench / "index.json").read_text())
-    if a.ids:
-        keep = set(a.ids.split(","))
-        index = [e for e in index if e["id"] in keep]
-    if a.skip_large:
-        index = [e for e in index if not e.get("large")]
+    pairs = load_pairs(bench, a.ids.split(",") if a.ids else None, skip_large=a.skip_large)  # index.json order
     if a.limit:
-        index = index[: a.limit]
+        pairs = pairs[: a.limit]
     weights = pick_weights(a.weights) if a.features == "r2d2" else None
-    cfg = RegisterConfig(features=a.features, weights=weights, model=a.model, warp=False, tiepoints=False,
-                         points=False, matches_npz=False, overwrite=True, device="cpu")
+    method = Method("register", "register", weights, a.features)
+    opt = EvalOptions(register=RegisterConfig(model=a.model, device="cpu"))
+    extractor = make_runner(method, opt)  # the network, loaded once
     pred, pred_ok = a.out_dir, Path(str(a.out_dir).rstrip("/") + "_ok")
     pred.mkdir(parents=True, exist_ok=True)
     pred_ok.mkdir(parents=True, exist_ok=True)
     counts: dict[str, int] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for i, e in enumerate(index):
-            d = bench / ("geo_pairs" if e["set"] == "geo" else "pairs") / e["id"]
-            ref = next(d.glob("ref.*"))
-            mov = next(d.glob("moving.*"))
-            t0 = time.perf_counter()
-            try:
-                rep = register(ref, mov, Path(tmp) / f"{e['id']}.tif", cfg)
-                status, matrix, msg = rep.status, rep.matrix, rep.message
-            except SarregError as err:
-                status, matrix, msg = "error", None, str(err)
-            dt = time.perf_counter() - t0
-            counts[status] = counts.get(status, 0) + 1
-            usable = matrix and status in ("ok", "low_quality")  # a "failed" estimate is not a result
-            res = {"matrix": matrix, "time_s": round(dt, 3), "status": status} if usable else {"failed": True,
-                                                                                                "status": status}
-            (pred / f"{e['id']}.json").write_text(json.dumps(res))
-            ok = res if status == "ok" else {"failed": True, "status": status}
-            (pred_ok / f"{e['id']}.json").write_text(json.dumps(ok))
-            print(f"[{i + 1}/{len(index)}] {e['id']}: {status} {dt:.1f}s {msg[:100]}", flush=True)
+    for i, p in enumerate(pairs):
+        r = run_pair(p, method, extractor, opt)
+        counts[r.status] = counts.get(r.status, 0) + 1
+        usable = r.matrix and r.status in USABLE  # a "failed" estimate is not a result
+        res = {"matrix": r.matrix, "time_s": round(r.time_s, 3), "status": r.status} if usable else {
+            "failed": True, "status": r.status}
+        (pred / f"{p.id}.json").write_text(json.dumps(res))
+        ok = res if r.status == "ok" else {"failed": True, "status": r.status}
+        (pred_ok / f"{p.id}.json").write_text(json.dumps(ok))
+        print(f"[{i + 1}/{len(pairs)}] {p.id}: {r.status} {r.time_s:.1f}s {r.message[:100]}", flush=True)
     print("status counts:", counts)
     ids = pred / "ids.txt"
-    ids.write_text("\n".join(e["id"] for e in index) + "\n")
+    ids.write_text("\n".join(p.id for p in pairs) + "\n")
     for p in (pred, pred_ok):
         print(f"== {p.name} ==", flush=True)
         subprocess.run([sys.executable, str(EVAL / "score.py"), str(p), "--bench", str(bench), "--ids", str(ids)],

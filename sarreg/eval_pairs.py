@@ -7,10 +7,8 @@ MOVING pixel to the REFERENCE pixel (x = column, y = row, (0, 0) = centre of the
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -20,36 +18,9 @@ import numpy as np
 from sarreg.errors import InputError, OutputError
 from sarreg.evaluate import IMAGE_SUFFIXES, apply_h, grid_points
 from sarreg.export import write_text_atomic
+from sarreg.geometry import WarpRange, random_homography
 
-
-@dataclass(frozen=True)
-class WarpRange:
-    """Random warp ranges: shift (px), rotation (deg), scale (log-uniform), perspective (corner displacement as a
-    fraction of the image size)."""
-
-    shift: float = 40.0
-    rotation: float = 15.0
-    scale: tuple[float, float] = (0.8, 1.25)
-    perspective: float = 0.05
-
-
-def random_homography(w: int, h: int, rng: np.random.Generator, rng_cfg: WarpRange = WarpRange()
-                      ) -> tuple[np.ndarray, dict[str, float]]:
-    """Seeded random moving -> reference pixel homography about the image centre (w x h image)."""
-    c = np.array([(w - 1) / 2, (h - 1) / 2])
-    ang = math.radians(rng.uniform(-rng_cfg.rotation, rng_cfg.rotation))
-    s = math.exp(rng.uniform(math.log(rng_cfg.scale[0]), math.log(rng_cfg.scale[1])))
-    t = rng.uniform(-rng_cfg.shift, rng_cfg.shift, 2)
-    A = np.array([[s * math.cos(ang), -s * math.sin(ang), 0], [s * math.sin(ang), s * math.cos(ang), 0], [0, 0, 1]])
-    # mild perspective: p' = p / (1 + gx u + gy v) with u, v in [-1, 1] over the image -> <= ~perspective shift
-    g = rng.uniform(-rng_cfg.perspective, rng_cfg.perspective, 2) / np.array([w / 2, h / 2])
-    P = np.array([[1, 0, 0], [0, 1, 0], [g[0], g[1], 1.0]])
-    Tc = np.array([[1, 0, -c[0]], [0, 1, -c[1]], [0, 0, 1]])
-    Tb = np.array([[1, 0, c[0] + t[0]], [0, 1, c[1] + t[1]], [0, 0, 1]])
-    H = Tb @ A @ P @ Tc
-    H /= H[2, 2]
-    return H, {"tx": float(t[0]), "ty": float(t[1]), "rotation_deg": math.degrees(ang), "scale": s,
-               "perspective_x": float(g[0]), "perspective_y": float(g[1])}
+__all__ = ["WarpRange", "make_pairs", "random_homography"]
 
 
 def _source_groups(srcs: Sequence[str | Path]) -> list[list[Path]]:
@@ -146,6 +117,7 @@ intensity over 30 dB, v -> 10^(3 v / 255)), a reference crop of ``size`` px (0 =
             x0 = int(rng.integers(0, Ww - cw + 1))
             y0 = int(rng.integers(0, Hh - ch + 1))
             H, params = random_homography(cw, ch, rng, warp)
+            H = H / H[2, 2]
             # moving pixel -> full-image pixel of the second date: crop offset after H
             T = np.array([[1, 0, x0], [0, 1, y0], [0, 0, 1]], float)
             inside = _inside_fraction(H, cw, ch)

@@ -2,12 +2,19 @@
 
 A *pairs folder* holds one sub-folder per pair with ``ref.*``, ``moving.*`` (GeoTIFF / PNG / JPEG) and
 ``gt.json`` whose key ``"H"`` is the 3 x 3 matrix mapping a MOVING pixel to the REFERENCE pixel
-(x = column, y = row, (0, 0) = centre of the top-left pixel). This is the layout of ``../shared/eval/pairs``.
+(x = column, y = row, (0, 0) = centre of the top-left pixel). This is the layout of ``../shared/eval/pairs``; a
+benchmark folder with an ``index.json`` (``../shared/eval``: ``pairs/<id>``, ``geo_pairs/<id>``) is read in its
+index order.
 
-``evaluate(pairs, methods)`` runs every method on every pair the same way: both images are read through
-``sarreg.io.raster`` (log intensity scaled to [0, 1]), keypoints are matched (learned methods: mutual nearest
-neighbours, ``sarreg.match.match_mnn``; SIFT / ORB: OpenCV brute force with Lowe's ratio 0.8 on the same
-log-scaled 8-bit images) and a homography is fitted with MAGSAC++ (``sarreg.estimate.fit_model``). Metrics:
+``evaluate(pairs, methods)`` runs every method on every pair. The default method, ``register``, is the user's
+pipeline: ``sarreg.pipeline.register`` with a ``RegisterConfig`` and no outputs but its report (``register_pair``,
+also what ``benchmarks/register_accuracy.py`` runs); its status (ok / low_quality / failed) is kept, and success is
+reported over every estimate (ok and low_quality) and over ok ones only. The *single-stage* protocol (methods
+``model``, ``sift``, ``orb``, checkpoints) measures the features alone, the same way for each: both images are read
+through ``sarreg.io.raster`` (log intensity scaled to [0, 1]), keypoints are extracted (learned methods:
+``sarreg.extract.extract_array``; SIFT: the pipeline's ``sarreg.keypoints.Extractor``; ORB: OpenCV ORB) and matched
+by mutual nearest neighbours (``sarreg.keypoints.match_features`` -> ``sarreg.match.match_mnn``), and a homography
+is fitted with MAGSAC++ (``sarreg.estimate.fit_model``). Metrics:
 
 * MMA(t), t = 1..10 px: fraction of tentative matches whose moving keypoint, mapped with the true H, lands within
   t px of its matched reference keypoint (0 for a pair without matches), averaged over pairs.
@@ -15,30 +22,38 @@ log-scaled 8-bit images) and a homography is fitted with MAGSAC++ (``sarreg.esti
   reference image) between the estimated and the true mapping, exactly as ``../shared/eval/score.py`` computes
   it; a failed fit is an infinite error. Success at 1 / 3 / 5 px.
 * inliers of the fit, keypoints, matches, wall time per pair (reading + extraction + matching + fitting).
+* the same success rates per source (``gt.json`` / ``index.json`` key ``"source"``).
 
-``sarreg.eval_pairs.make_pairs`` builds such a folder from co-registered multi-date rasters.
+MMA needs the tentative matches: single-stage methods only.
+
+``sarreg.eval_pairs.make_pairs`` builds such a folder from co-registered multi-date rasters; the results
+(``PairResult``, ``EvalResult``: summaries, markdown, JSON, MMA plot) are in ``sarreg.eval_report``.
 """
 from __future__ import annotations
 
 import json
 import logging
 import math
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 import cv2
 import numpy as np
 
-from sarreg.config import ExtractConfig, PreprocessConfig
+from sarreg.config import ExtractConfig, PreprocessConfig, RegisterConfig
 from sarreg.errors import InputError, OutputError, RegistrationFailed
-from sarreg.export import to_jsonable, write_text_atomic
+from sarreg.eval_report import (MMA_THRESHOLDS, SUCCESS_THRESHOLDS, USABLE, EvalResult, MethodSummary, PairResult,
+                                Scores, scores, summarise, write_prediction)
+from sarreg.export import to_jsonable
+
+if TYPE_CHECKING:
+    from sarreg.extract import Features
 
 log = logging.getLogger(__name__)
 
-MMA_THRESHOLDS = tuple(range(1, 11))
-SUCCESS_THRESHOLDS = (1, 3, 5)
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 CLASSICAL = ("sift", "orb")
 
@@ -87,26 +102,51 @@ def read_gt(path: Path) -> dict[str, Any]:
 
 
 def load_pairs(pairs_dir: str | Path, ids: Iterable[str] | None = None, skip_large: bool = False) -> list[Pair]:
-    """All pairs of a folder (sub-folders holding gt.json), sorted by id; optionally only ``ids``."""
+    """All pairs of a folder; optionally only ``ids``. With an ``index.json`` (a list of {"id", "set", "source",
+    ...}) in the index's order, a pair's folder being ``<id>`` or, as in ../shared/eval, ``pairs/<id>`` (set "sar")
+    / ``geo_pairs/<id>`` (set "geo"); else the sub-folders holding gt.json, sorted by name."""
     root = Path(pairs_dir)
     if not root.is_dir():
         raise InputError(f"{root}: pairs folder not found")
     want = None if ids is None else set(ids)
     out = []
-    for sub in sorted(p for p in root.iterdir() if p.is_dir() and (p / "gt.json").is_file()):
-        if want is not None and sub.name not in want:
-            continue
+    for sub, entry in _pair_folders(root, want):
         gt = read_gt(sub / "gt.json")
         pair = Pair(id=str(gt.get("id", sub.name)),
                     ref=_find_image(sub, "ref", gt.get("ref")), moving=_find_image(sub, "moving", gt.get("moving")),
                     H=gt["H"], ref_size=_wh(gt.get("ref_size_wh")), moving_size=_wh(gt.get("moving_size_wh")),
-                    source=str(gt.get("source", "")), difficulty=str(gt.get("difficulty", "")),
-                    large=bool(gt.get("large", False)))
+                    source=str(gt.get("source", entry.get("source", ""))),
+                    difficulty=str(gt.get("difficulty", entry.get("difficulty", ""))),
+                    large=bool(gt.get("large", entry.get("large", False))))
         if skip_large and pair.large:
             continue
         out.append(pair)
     if not out:
         raise InputError(f"{root}: no pairs (sub-folders with ref.*, moving.*, gt.json)")
+    return out
+
+
+def _pair_folders(root: Path, want: set[str] | None) -> list[tuple[Path, dict[str, Any]]]:
+    index = root / "index.json"
+    if not index.is_file():
+        return [(p, {}) for p in sorted(root.iterdir())
+                if p.is_dir() and (p / "gt.json").is_file() and (want is None or p.name in want)]
+    try:
+        entries = json.loads(index.read_text())
+    except (OSError, ValueError) as e:
+        raise InputError(f"{index}: unreadable index ({e})") from None
+    if not isinstance(entries, list) or not all(isinstance(e, dict) and "id" in e for e in entries):
+        raise InputError(f"{index}: expected a list of {{\"id\": ...}} entries")
+    out = []
+    for e in entries:
+        pid = str(e["id"])
+        if want is not None and pid not in want:
+            continue
+        cands = [root / pid, root / ("geo_pairs" if e.get("set") == "geo" else "pairs") / pid]
+        sub = next((c for c in cands if (c / "gt.json").is_file()), None)
+        if sub is None:
+            raise InputError(f"{index}: pair {pid!r} has no folder with gt.json ({cands[0]} or {cands[1]})")
+        out.append((sub, e))
     return out
 
 
@@ -161,139 +201,57 @@ def match_accuracy(H_gt: np.ndarray, xy_moving: np.ndarray, xy_ref: np.ndarray,
 # ------------------------------------------------------------------------------------------------ methods
 @dataclass(frozen=True)
 class Method:
-    """A way to get matches. kind: "learned" (``weights`` = checkpoint path, None = shipped model), "sift", "orb"."""
+    """How a pair is registered. kind "register": the pipeline (``sarreg.pipeline.register``; ``features`` r2d2 or
+    sift, ``weights`` None = the shipped model). Single-stage kinds: "learned" (``weights`` = checkpoint path, None
+    = shipped model), "sift", "orb"."""
 
     label: str
     kind: str
     weights: str | None = None
+    features: str = "r2d2"
 
     @staticmethod
     def parse(spec: str) -> "Method":
-        """'sift' | 'orb' | 'model' (the shipped model) | a checkpoint path (label = file stem)."""
+        """'register' | 'register-sift' | 'register:CHECKPOINT.pt' (label register:<stem>) | single-stage: 'sift' |
+        'orb' | 'model' (the shipped model) | a checkpoint path (label = file stem)."""
         s = spec.strip()
-        if s.lower() in CLASSICAL:
-            return Method(s.lower(), s.lower())
-        if s.lower() == "model":
+        low = s.lower()
+        if low == "register":
+            return Method("register", "register")
+        if low == "register-sift":
+            return Method("register-sift", "register", None, "sift")
+        if low.startswith("register:"):
+            p = Path(s.split(":", 1)[1])
+            return Method(f"register:{p.stem}", "register", str(p))
+        if low in CLASSICAL:
+            return Method(low, low)
+        if low == "model":
             from sarreg.model.weights import DEFAULT_MODEL_NAME
 
             return Method(Path(DEFAULT_MODEL_NAME).stem, "learned", None)
         p = Path(s)
         if p.suffix.lower() in (".pt", ".pth") or p.exists():
             return Method(p.stem, "learned", str(p))
-        raise InputError(f"unknown method {spec!r}: use sift, orb, model, or a checkpoint path (.pt)")
+        raise InputError(f"unknown method {spec!r}: use register, register-sift, register:CHECKPOINT.pt, or "
+                         "single-stage sift, orb, model, or a checkpoint path (.pt)")
 
 
 @dataclass(frozen=True)
 class EvalOptions:
-    """Options shared by every pair. extract: learned extraction (multiscale, top-k, thresholds);
-    ratio: optional Lowe ratio for the learned MNN matcher; classical_ratio: ratio test of SIFT / ORB;
-    orb_features: ORB keypoint budget; threshold: MAGSAC inlier distance (reference px)."""
+    """Options shared by every pair. register: the pipeline options of the register methods (features / weights
+    come from the method, outputs are switched off: ``register_config``). Single-stage: extract: learned extraction
+    (multiscale, top-k, thresholds); ratio: optional Lowe ratio of the MNN matcher (every method); orb_features:
+    ORB keypoint budget (SIFT and the learned methods keep ``extract.top_k``); threshold: MAGSAC inlier distance
+    (reference px)."""
 
+    register: RegisterConfig = field(default_factory=RegisterConfig)
     extract: ExtractConfig = field(default_factory=ExtractConfig)
     ratio: float | None = None
-    classical_ratio: float = 0.8
     orb_features: int = 5000
-    sift_features: int = 0
     threshold: float = 3.0
     robust: str = "magsac"
     skip_large_learned: bool = False
     seed: int = 0
-
-
-@dataclass
-class PairResult:
-    """One method on one pair. error: homography grid error (px, inf = failed); mma: per MMA_THRESHOLDS."""
-
-    pair: str
-    method: str
-    status: str                       # ok | failed | skipped
-    matrix: list[list[float]] | None
-    error: float | None
-    mma: list[float] | None
-    keypoints: tuple[int, int]
-    matches: int
-    inliers: int
-    time_s: float
-    message: str = ""
-
-
-@dataclass
-class MethodSummary:
-    """Averages of one method over the pairs it ran on (skipped pairs excluded)."""
-
-    method: str
-    n: int
-    failed: int
-    success: dict[str, float]         # "1", "3", "5" -> fraction of pairs with error <= t px
-    median_error: float | None        # None = inf (more than half failed)
-    mma: list[float]                  # mean over pairs, per MMA_THRESHOLDS
-    mean_inliers: float
-    mean_matches: float
-    mean_keypoints: float
-    time_s: float
-
-
-@dataclass
-class EvalResult:
-    """Everything one ``evaluate`` run measured; ``to_dict`` / ``save_json`` give plain JSON (inf -> null)."""
-
-    methods: list[str]
-    pairs: list[str]
-    results: list[PairResult]
-    summaries: list[MethodSummary]
-    mma_thresholds: list[int] = field(default_factory=lambda: list(MMA_THRESHOLDS))
-    options: dict[str, Any] = field(default_factory=dict)
-
-    def summary(self, method: str) -> MethodSummary:
-        for s in self.summaries:
-            if s.method == method:
-                return s
-        raise KeyError(method)
-
-    def to_dict(self) -> dict[str, Any]:
-        return to_jsonable(asdict(self))
-
-    def save_json(self, path: str | Path) -> Path:
-        return write_text_atomic(Path(path), json.dumps(self.to_dict(), indent=1) + "\n")
-
-    def to_markdown(self) -> str:
-        """A markdown table: one row per method."""
-        head = ("| method | pairs | failed | s@1px | s@3px | s@5px | median err (px) | MMA@1 | MMA@3 | MMA@5 | "
-                "MMA@10 | inliers | matches | s/pair |")
-        lines = [head, "|" + "---|" * 1 + "---:|" * (head.count("|") - 2)]
-        for s in self.summaries:
-            med = "inf" if s.median_error is None else f"{s.median_error:.2f}"
-            lines.append(
-                f"| {s.method} | {s.n} | {s.failed} | {s.success['1']:.3f} | {s.success['3']:.3f} | "
-                f"{s.success['5']:.3f} | {med} | {s.mma[0]:.3f} | {s.mma[2]:.3f} | {s.mma[4]:.3f} | {s.mma[9]:.3f} | "
-                f"{s.mean_inliers:.1f} | {s.mean_matches:.1f} | {s.time_s:.2f} |")
-        return "\n".join(lines) + "\n"
-
-    def save_markdown(self, path: str | Path) -> Path:
-        return write_text_atomic(Path(path), self.to_markdown())
-
-    def plot_mma(self, path: str | Path) -> Path:
-        """PNG of mean matching accuracy versus threshold, one curve per method (matplotlib Agg)."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        from matplotlib.figure import Figure
-
-        fig = Figure(figsize=(6, 4), dpi=100)
-        ax = fig.add_subplot(111)
-        for s in self.summaries:
-            ax.plot(self.mma_thresholds, s.mma, marker="o", label=f"{s.method} (s@3px {s.success['3']:.2f})")
-        ax.set_xlabel("threshold (px)")
-        ax.set_ylabel("mean matching accuracy")
-        ax.set_ylim(0, 1)
-        ax.set_xlim(1, max(self.mma_thresholds))
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        ax.set_title(f"MMA over {len(self.pairs)} pairs")
-        fig.tight_layout()
-        from sarreg.export import write_atomic
-
-        return write_atomic(Path(path), lambda tmp: fig.savefig(tmp, format="png"))
 
 
 # ------------------------------------------------------------------------------------------------ running
@@ -304,28 +262,20 @@ def _read(path: Path, pre: PreprocessConfig) -> tuple[np.ndarray, np.ndarray]:
     return read_unit(open_scene(path, pre), pre=pre)
 
 
-def _to_u8(unit: np.ndarray) -> np.ndarray:
-    return np.clip(np.rint(unit * 255.0), 0, 255).astype(np.uint8)
+def _orb(unit: np.ndarray, valid: np.ndarray, n: int) -> Features:
+    """OpenCV ORB keypoints as ``Features``: the 256 descriptor bits as +-1 / 16 (unit norm), so that the cosine
+    similarity of ``sarreg.match.match_mnn`` is 1 - 2 Hamming / 256 (mutual nearest neighbours in Hamming)."""
+    from sarreg.extract import Features
 
-
-def _classical(kind: str, u8: np.ndarray, valid: np.ndarray, opt: EvalOptions):
+    h, w = unit.shape
+    img = np.clip(np.rint(unit * 255.0), 0, 255).astype(np.uint8)
     mask = cv2.erode(valid.astype(np.uint8) * 255, np.ones((5, 5), np.uint8))
-    det = cv2.SIFT_create(nfeatures=opt.sift_features) if kind == "sift" else cv2.ORB_create(opt.orb_features)
-    kps, desc = det.detectAndCompute(u8, mask)
-    xy = np.array([k.pt for k in kps], np.float64).reshape(-1, 2)  # OpenCV: pixel centres at integers, as ours
-    return xy, desc
-
-
-def _ratio_match(kind: str, d1: np.ndarray | None, d2: np.ndarray | None, ratio: float) -> tuple[np.ndarray, np.ndarray]:
-    if d1 is None or d2 is None or len(d1) < 1 or len(d2) < 2:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    bf = cv2.BFMatcher(cv2.NORM_L2 if kind == "sift" else cv2.NORM_HAMMING)
-    i1, i2 = [], []
-    for m in bf.knnMatch(d1, d2, k=2):
-        if len(m) == 2 and m[0].distance < ratio * m[1].distance:
-            i1.append(m[0].queryIdx)
-            i2.append(m[0].trainIdx)
-    return np.asarray(i1, np.int64), np.asarray(i2, np.int64)
+    kps, desc = cv2.ORB_create(n).detectAndCompute(img, mask)
+    if desc is None or not kps:
+        return Features.empty((w, h), 256)
+    bits = np.unpackbits(desc, axis=1).astype(np.float32)
+    kp = np.array([[k.pt[0], k.pt[1], k.size] for k in kps], np.float32)  # OpenCV: pixel centres at integers
+    return Features(kp, (2 * bits - 1) / 16.0, np.array([k.response for k in kps], np.float32), (w, h))
 
 
 def _fit(src: np.ndarray, dst: np.ndarray, opt: EvalOptions) -> tuple[np.ndarray | None, int, str]:
@@ -339,29 +289,101 @@ def _fit(src: np.ndarray, dst: np.ndarray, opt: EvalOptions) -> tuple[np.ndarray
     return est.matrix, est.n_inliers, ""
 
 
+def register_config(method: Method, base: RegisterConfig = RegisterConfig()) -> RegisterConfig:
+    """The configuration a register method runs with: ``base`` with the method's features / weights and no
+    outputs but the report (no warp, tie points, .points, matches npz or quicklook)."""
+    return base.with_(features=method.features, weights=method.weights, warp=False, tiepoints=False, points=False,
+                      matches_npz=False, quicklook=None, overwrite=True)
+
+
+@dataclass
+class RegisterRun:
+    """One ``register_pair``: status ok | low_quality | failed | error (bad input, message = the error), the
+    matrix (moving px -> reference px, may be None), wall seconds of the ``register`` call, the Report."""
+
+    status: str
+    matrix: list[list[float]] | None
+    message: str
+    time_s: float
+    report: Any = None
+
+    @property
+    def usable(self) -> bool:
+        """The matrix is an estimate: status ok or low_quality (a "failed" registration's matrix is not)."""
+        return self.matrix is not None and self.status in USABLE
+
+
+def register_pair(ref: str | Path, moving: str | Path, config: RegisterConfig, extractor: Any = None
+                  ) -> RegisterRun:
+    """``sarreg.pipeline.register(ref, moving)`` as the evaluation runs it (``sarreg evaluate``,
+    ``benchmarks/register_accuracy.py``): ``config`` as given (``register_config`` switches the outputs off), the
+    report written to a temporary folder and dropped. ``extractor``: a ``sarreg.keypoints.Extractor`` for
+    ``config`` to keep the network loaded across pairs. Bad input (``SarregError``) is status "error"."""
+    from sarreg.errors import SarregError
+    from sarreg.pipeline import register
+
+    with tempfile.TemporaryDirectory(prefix="sarreg-eval-") as tmp:
+        t0 = time.perf_counter()
+        try:
+            rep = register(ref, moving, Path(tmp) / f"{Path(moving).stem}.tif", config, extractor=extractor)
+        except SarregError as e:
+            return RegisterRun("error", None, str(e), time.perf_counter() - t0)
+        return RegisterRun(rep.status, rep.matrix, rep.message, time.perf_counter() - t0, rep)
+
+
+def _image_wh(path: Path) -> tuple[int, int]:
+    from sarreg.io.raster import open_dataset
+
+    with open_dataset(path) as ds:
+        return ds.width, ds.height
+
+
+def _run_register(pair: Pair, method: Method, extractor: Any, opt: EvalOptions) -> PairResult:
+    run = register_pair(pair.ref, pair.moving, register_config(method, opt.register), extractor)
+    err = None
+    if pair.H is not None:
+        err = homography_error(pair.H, run.matrix if run.usable else None,
+                               pair.moving_size or _image_wh(pair.moving), pair.ref_size or _image_wh(pair.ref))
+    q = run.report.quality if run.report is not None else {}
+    fine = run.report.stages.get("fine", {}) if run.report is not None else {}
+    return PairResult(pair=pair.id, method=method.label, status=run.status, matrix=run.matrix, error=err, mma=None,
+                      keypoints=(int(fine.get("keypoints_ref", 0)), int(fine.get("keypoints_moving", 0))),
+                      matches=int(q.get("matches") or 0), inliers=int(q.get("inliers") or 0),
+                      time_s=float(run.time_s), message=run.message, source=pair.source)
+
+
+def make_runner(method: Method, opt: EvalOptions) -> Any:
+    """What ``run_pair`` needs for a method, loaded once (so checked before any work): the pipeline's extractor of
+    a register method, the model of a learned one, None for SIFT / ORB."""
+    if method.kind == "register":
+        from sarreg.keypoints import Extractor
+
+        return Extractor(register_config(method, opt.register))
+    if method.kind == "learned":
+        from sarreg.extract import resolve_device
+        from sarreg.model.weights import load_model
+
+        return load_model(method.weights, resolve_device(opt.extract.device))
+    return None
+
+
 def run_pair(pair: Pair, method: Method, model: Any, opt: EvalOptions,
              images: tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray], float] | None = None
              ) -> PairResult:
-    """Run one method on one pair. ``images``: already read (ref, moving, read seconds) to share reads."""
+    """Run one method on one pair. model: ``make_runner``'s. ``images``: already read (ref, moving, read seconds)
+    to share reads between single-stage methods."""
+    if method.kind == "register":
+        return _run_register(pair, method, model, opt)
     t0 = time.perf_counter()
     if images is None:
-        images = (_read(pair.ref, opt.extract.preprocess), _read(pair.moving, opt.extract.preprocess), 0.0)
+        images = _read_pair(pair, opt)
     (ur, vr), (um, vm), t_read = images
-    if method.kind == "learned":
-        from sarreg.extract import extract_array
-        from sarreg.match import match_mnn
+    from sarreg.keypoints import match_features
 
-        fr = extract_array(model, ur, vr, opt.extract)
-        fm = extract_array(model, um, vm, opt.extract)
-        m = match_mnn(fm.descriptors, fr.descriptors, ratio=opt.ratio, device=_device(opt))
-        xy_m, xy_r = fm.xy[m.idx1], fr.xy[m.idx2]
-        nkp = (len(fr), len(fm))
-    else:
-        xr, dr = _classical(method.kind, _to_u8(ur), vr, opt)
-        xm, dm = _classical(method.kind, _to_u8(um), vm, opt)
-        i1, i2 = _ratio_match(method.kind, dm, dr, opt.classical_ratio)
-        xy_m, xy_r = xm[i1], xr[i2]
-        nkp = (len(xr), len(xm))
+    fr, fm = (_features(method, model, u, v, opt) for u, v in ((ur, vr), (um, vm)))
+    m = match_features(fm, fr, opt.ratio, opt.extract.device)
+    xy_m, xy_r = fm.xy[m.idx1], fr.xy[m.idx2]
+    nkp = (len(fr), len(fm))
     matrix, inliers, msg = _fit(xy_m, xy_r, opt)
     dt = time.perf_counter() - t0 + t_read
     err = mma = None
@@ -372,13 +394,33 @@ def run_pair(pair: Pair, method: Method, model: Any, opt: EvalOptions,
         mma = match_accuracy(pair.H, xy_m, xy_r)
     return PairResult(pair=pair.id, method=method.label, status="ok" if matrix is not None else "failed",
                       matrix=None if matrix is None else np.asarray(matrix).tolist(), error=err, mma=mma,
-                      keypoints=nkp, matches=int(len(xy_m)), inliers=int(inliers), time_s=float(dt), message=msg)
+                      keypoints=nkp, matches=int(len(xy_m)), inliers=int(inliers), time_s=float(dt), message=msg,
+                      source=pair.source)
 
 
-def _device(opt: EvalOptions) -> str:
-    from sarreg.extract import resolve_device
+def _features(method: Method, model: Any, unit: np.ndarray, valid: np.ndarray, opt: EvalOptions) -> Features:
+    """Keypoints of one whole image: learned (``sarreg.extract.extract_array`` with ``opt.extract``), SIFT (the
+    pipeline's extractor, ``sarreg.keypoints.Extractor``: RootSIFT, top-k) or ORB."""
+    if method.kind == "learned":
+        from sarreg.extract import extract_array
 
-    return str(resolve_device(opt.extract.device))
+        return extract_array(model, unit, valid, opt.extract)
+    if method.kind == "sift":
+        from sarreg.config import RegisterConfig
+        from sarreg.keypoints import Extractor
+
+        ext = Extractor(RegisterConfig(features="sift", device=opt.extract.device))
+        return ext(unit, valid, multiscale=False, top_k=opt.extract.top_k)
+    return _orb(unit, valid, opt.orb_features)
+
+
+def _read_pair(pair: Pair, opt: EvalOptions) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray],
+                                                       float]:
+    t0 = time.perf_counter()
+    ref = _read(pair.ref, opt.extract.preprocess)
+    mov = _read(pair.moving, opt.extract.preprocess)
+    _check_sizes(pair, ref[0], mov[0])
+    return ref, mov, time.perf_counter() - t0
 
 
 def _check_sizes(pair: Pair, ur: np.ndarray, um: np.ndarray) -> None:
@@ -387,45 +429,16 @@ def _check_sizes(pair: Pair, ur: np.ndarray, um: np.ndarray) -> None:
             raise InputError(f"{path}: size {u.shape[1]}x{u.shape[0]} differs from gt.json {name}_size_wh {wh}")
 
 
-def summarise(method: str, rows: list[PairResult]) -> MethodSummary:
-    """Success rates, median error, mean MMA curve / inliers / time over the non-skipped rows."""
-    rows = [r for r in rows if r.status != "skipped"]
-    n = len(rows)
-    errs = np.array([math.inf if r.error is None else r.error for r in rows], float)
-    has_gt = [r for r in rows if r.mma is not None]
-    med = float(np.median(errs)) if n else math.inf
-    return MethodSummary(
-        method=method, n=n, failed=int(sum(r.status != "ok" for r in rows)),
-        success={str(t): float(np.mean(errs <= t)) if n and has_gt else float("nan") for t in SUCCESS_THRESHOLDS},
-        median_error=med if math.isfinite(med) else None,
-        mma=[float(v) for v in np.mean([r.mma for r in has_gt], axis=0)] if has_gt else [float("nan")] * 10,
-        mean_inliers=float(np.mean([r.inliers for r in rows])) if n else 0.0,
-        mean_matches=float(np.mean([r.matches for r in rows])) if n else 0.0,
-        mean_keypoints=float(np.mean([np.mean(r.keypoints) for r in rows])) if n else 0.0,
-        time_s=float(np.mean([r.time_s for r in rows])) if n else 0.0)
-
-
-def write_prediction(pred_dir: Path, r: PairResult) -> Path:
-    """``<pred_dir>/<pair>.json`` in the official scorer's format ({"matrix", "time_s"} or {"failed": true})."""
-    doc: dict[str, Any] = {"matrix": r.matrix, "time_s": round(r.time_s, 4)} if r.matrix is not None else \
-        {"failed": True, "time_s": round(r.time_s, 4), "reason": r.message}
-    doc.update(method=r.method, inliers=r.inliers, matches=r.matches)
-    return write_text_atomic(pred_dir / f"{r.pair}.json", json.dumps(doc) + "\n")
-
-
 def evaluate(pairs: str | Path | Sequence[Pair], methods: Sequence[Method | str], options: EvalOptions = EvalOptions(),
              pred_dir: str | Path | None = None, progress: Callable[[int, int, str], None] | None = None,
              models: dict[str, Any] | None = None) -> EvalResult:
     """Run every method on every pair; returns per-pair results and per-method summaries.
 
     pairs: a pairs folder or a list of ``Pair`` (H may be None: then only matches / inliers / time are measured).
-    methods: ``Method`` objects or specs for ``Method.parse``. Learned checkpoints are loaded once
-    (``models`` may hold preloaded ones by label). pred_dir: write ``<pred_dir>/<method>/<pair>.json`` for
-    ``score.py``. progress: callable(done, total, label).
+    methods: ``Method`` objects or specs for ``Method.parse``. Checkpoints / extractors are loaded once
+    (``make_runner``; ``models`` may hold preloaded ones by label). pred_dir: write
+    ``<pred_dir>/<method>/<pair>.json`` for ``score.py``. progress: callable(done, total, label).
     """
-    from sarreg.extract import resolve_device
-    from sarreg.model.weights import load_model
-
     plist = load_pairs(pairs) if isinstance(pairs, (str, Path)) else list(pairs)
     meths = [m if isinstance(m, Method) else Method.parse(m) for m in methods]
     if not meths:
@@ -434,10 +447,9 @@ def evaluate(pairs: str | Path | Sequence[Pair], methods: Sequence[Method | str]
     if len(set(labels)) != len(labels):
         raise InputError(f"duplicate method labels {labels}: rename the checkpoint files")
     loaded = dict(models or {})
-    device = resolve_device(options.extract.device)
     for m in meths:  # load (and so validate) every checkpoint before any work
-        if m.kind == "learned" and m.label not in loaded:
-            loaded[m.label] = load_model(m.weights, device)
+        if m.label not in loaded:
+            loaded[m.label] = make_runner(m, options)
     outs: dict[str, Path] = {}
     if pred_dir is not None:
         for m in meths:
@@ -450,16 +462,15 @@ def evaluate(pairs: str | Path | Sequence[Pair], methods: Sequence[Method | str]
     results: list[PairResult] = []
     total, done = len(plist) * len(meths), 0
     for pair in plist:
-        t0 = time.perf_counter()
-        ref = _read(pair.ref, options.extract.preprocess)
-        mov = _read(pair.moving, options.extract.preprocess)
-        _check_sizes(pair, ref[0], mov[0])
-        t_read = time.perf_counter() - t0
+        images = None  # read once for the single-stage methods (register reads for itself)
         for m in meths:
             if m.kind == "learned" and options.skip_large_learned and pair.large:
-                r = PairResult(pair.id, m.label, "skipped", None, None, None, (0, 0), 0, 0, 0.0, "large pair")
+                r = PairResult(pair.id, m.label, "skipped", None, None, None, (0, 0), 0, 0, 0.0, "large pair",
+                               pair.source)
             else:
-                r = run_pair(pair, m, loaded.get(m.label), options, (ref, mov, t_read))
+                if m.kind != "register" and images is None:
+                    images = _read_pair(pair, options)
+                r = run_pair(pair, m, loaded.get(m.label), options, images)
                 if m.label in outs:
                     write_prediction(outs[m.label], r)
             log.info("%s %s: %s err=%s inliers=%d %.2fs", pair.id, m.label, r.status,
@@ -471,6 +482,12 @@ def evaluate(pairs: str | Path | Sequence[Pair], methods: Sequence[Method | str]
     summaries = [summarise(m.label, [r for r in results if r.method == m.label]) for m in meths]
     opts = to_jsonable(asdict(options))
     opts["models"] = {k: {"name": getattr(v, "name", ""), "sha256": getattr(v, "sha256", "")}
-                      for k, v in loaded.items()}
+                      for k, v in loaded.items() if v is not None}
     return EvalResult(methods=labels, pairs=[p.id for p in plist], results=results, summaries=summaries,
                       options=opts)
+
+
+__all__ = ["MMA_THRESHOLDS", "SUCCESS_THRESHOLDS", "USABLE", "EvalOptions", "EvalResult", "Method", "MethodSummary",
+           "Pair", "PairResult", "RegisterRun", "Scores", "apply_h", "evaluate", "grid_points", "homography_error",
+           "load_pairs", "make_runner", "match_accuracy", "read_gt", "register_config", "register_pair", "run_pair",
+           "scores", "summarise", "write_prediction"]

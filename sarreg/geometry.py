@@ -5,6 +5,7 @@ Pixel convention: x = column, y = row, (0, 0) = centre of the top-left pixel.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -14,6 +15,47 @@ from sarreg.estimate import apply_matrix
 
 def translate(tx: float, ty: float) -> np.ndarray:
     return np.array([[1, 0, tx], [0, 1, ty], [0, 0, 1]], dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class WarpRange:
+    """Ranges of a random homography about the image centre: rotation (degrees, uniform), scale (log-uniform
+    between the two bounds), aspect (log of the x / y scale ratio, uniform in +-aspect), shear (uniform), perspective
+    (largest change of the projective denominator at the image edge, per axis), shift (px, uniform per axis)."""
+
+    rotation: float = 15.0
+    scale: tuple[float, float] = (0.8, 1.25)
+    aspect: float = 0.0
+    shear: float = 0.0
+    perspective: float = 0.05
+    shift: float = 40.0
+
+
+def random_homography(w: int, h: int, rng: np.random.Generator, ranges: WarpRange = WarpRange()
+                      ) -> tuple[np.ndarray, dict[str, float]]:
+    """Seeded random homography of a w x h image about its centre -> (3 x 3 matrix, drawn parameters).
+
+    H = T(c + t) @ [[R @ [[s a, k s], [0, s / a]], 0], [p, 1]] @ T(-c): the linear part (rotation R, scale s,
+    aspect a, shear k) and the perspective row p act about the centre c, then the shift t. Draw order (one
+    generator): rotation, scale, aspect, shear, perspective (x, y), shift (x, y). The matrix is not normalised
+    (H[2, 2] = 1 - p . c). Used for the evaluation pairs (``sarreg.eval_pairs``) and the training pairs
+    (``sarreg.train.pairs``, moving = img1 -> img2).
+    """
+    r = ranges
+    c = np.array([(w - 1) / 2.0, (h - 1) / 2.0])
+    th = math.radians(rng.uniform(-r.rotation, r.rotation))
+    s = math.exp(rng.uniform(math.log(r.scale[0]), math.log(r.scale[1])))
+    asp = math.exp(rng.uniform(-r.aspect, r.aspect))
+    k = rng.uniform(-r.shear, r.shear)
+    rot = np.array([[math.cos(th), -math.sin(th)], [math.sin(th), math.cos(th)]])
+    core = np.eye(3)
+    core[:2, :2] = rot @ np.array([[s * asp, k * s], [0.0, s / asp]])
+    p = rng.uniform(-1, 1, 2) * r.perspective / np.maximum(1.0, c)
+    t = rng.uniform(-r.shift, r.shift, 2)
+    core[2, :2] = p
+    H = translate(c[0] + t[0], c[1] + t[1]) @ core @ translate(-c[0], -c[1])
+    return H, {"tx": float(t[0]), "ty": float(t[1]), "rotation_deg": math.degrees(th), "scale": s,
+               "aspect": asp, "shear": float(k), "perspective_x": float(p[0]), "perspective_y": float(p[1])}
 
 
 def decimation(full: tuple[int, int], small: tuple[int, int]) -> np.ndarray:

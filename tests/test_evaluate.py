@@ -1,4 +1,5 @@
-"""``sarreg evaluate``: pair building, metrics agreeing with the official scorer, SIFT / learned paths, outputs."""
+"""``sarreg evaluate``: pair building, metrics agreeing with the official scorer, the register method (the
+pipeline) and the single-stage SIFT / learned paths, per-source summaries, outputs."""
 from __future__ import annotations
 
 import importlib.util
@@ -15,6 +16,7 @@ from sarreg.cli import cli
 from sarreg.eval_pairs import make_pairs, random_homography
 from sarreg.evaluate import (EvalOptions, Method, apply_h, evaluate, grid_points, homography_error, load_pairs,
                              match_accuracy)
+from sarreg.model.weights import default_weights_path
 from sarreg.synth import make_pair, reflectivity, warp_image, write_geotiff
 
 
@@ -179,7 +181,10 @@ def test_learned_path_random_weights_and_outputs(dates: Path, tmp_path: Path) ->
     assert r.exit_code == 0, r.output
     assert "| rand_net |" in r.output and "| orb |" in r.output
     md = (out / "eval.md").read_text().splitlines()
-    assert md[0].startswith("| method |") and len(md) == 4
+    assert md[0].startswith("| method |") and md[2].startswith("| orb |") and md[3].startswith("| rand_net |")
+    # per source: one source and the overall row for each method
+    assert md[5].startswith("| method | source |") and len(md) == 11
+    assert md[7].startswith("| orb | make_pairs:") and md[8].startswith("| orb | all | 3 |")
     doc = json.loads((out / "eval.json").read_text())
     assert doc["methods"] == ["orb", "rand_net"] and len(doc["results"]) == 6
     learned = [x for x in doc["results"] if x["method"] == "rand_net"]
@@ -193,6 +198,9 @@ def test_learned_path_random_weights_and_outputs(dates: Path, tmp_path: Path) ->
 
 
 def test_method_parse() -> None:
+    assert Method.parse("register") == Method("register", "register")
+    assert Method.parse("register-sift") == Method("register-sift", "register", None, "sift")
+    assert Method.parse("register:/x/mine.pt") == Method("register:mine", "register", "/x/mine.pt")
     assert Method.parse("SIFT") == Method("sift", "sift")
     assert Method.parse("/x/faster2d2_WASF_N16.pt") == Method("faster2d2_WASF_N16", "learned",
                                                               "/x/faster2d2_WASF_N16.pt")
@@ -221,3 +229,72 @@ def test_bad_input_one_line_error(case: str, pairs: Path, tmp_path: Path) -> Non
     assert {"missing_dir": "nope", "bad_gt": "gt.json", "no_moving": "pair_0002",
             "missing_weights": "absent.pt"}[case] in msg[0]
     assert not (out / "eval.json").exists()
+
+
+needs_model = pytest.mark.skipif(default_weights_path() is None, reason="no shipped model")
+
+
+@pytest.fixture(scope="module")
+def three_ways(pairs: Path):
+    """The pipeline (default method) and two single-stage methods on the same generated pairs."""
+    return evaluate(pairs, ["register", "model", "sift"], EvalOptions())
+
+
+@needs_model
+def test_register_and_single_stage_recover_homographies(three_ways, pairs: Path) -> None:
+    res = three_ways
+    assert res.methods == ["register", Method.parse("model").label, "sift"]
+    gts = {p.id: p for p in load_pairs(pairs)}
+    off = np.array([[1, 0, 0], [0, 1, 4.0], [0, 0, 1]])
+    for r in res.results:
+        assert r.source.startswith("make_pairs:dates")
+        assert r.status in ("ok", "low_quality"), (r.method, r.pair, r.message)
+        # the recorded matrix maps moving px -> reference px: compare with the ground truth directly
+        H, p = np.asarray(r.matrix), gts[r.pair]
+        err = homography_error(p.H, H, p.moving_size, p.ref_size)
+        assert err == pytest.approx(r.error) and err < 3.0, (r.method, r.pair, err)
+        # against a ground truth 4 px off the same estimate misses (the success below is real)
+        assert homography_error(off @ p.H, H, p.moving_size, p.ref_size) > 3.0
+    reg = res.summary("register")  # the pipeline (model auto: affine unless a homography clearly fits better)
+    assert reg.n == 3 and reg.failed == 0 and reg.success["3"] == 1.0 and reg.median_error < 0.5
+    assert reg.success_ok["3"] == (3 - reg.low_quality) / 3
+    assert all(math.isnan(v) for v in reg.mma) and reg.mean_inliers >= 10  # no tentative matches: no MMA
+    for m in res.methods[1:]:
+        s = res.summary(m)
+        assert s.success["3"] == 1.0 and s.mma[2] > 0.2
+    (src,) = reg.by_source  # one source, whose scores are the overall ones
+    assert reg.by_source[src].success == reg.success and reg.by_source[src].n == 3
+
+
+@needs_model
+def test_cli_default_is_register_per_source_tables(pairs: Path, tmp_path: Path) -> None:
+    """`sarreg evaluate` on a benchmark folder (index.json with sets, pairs/ and geo_pairs/ as ../shared/eval):
+    the default method is register; pairs come in index order; per-source rows in the table and eval.json."""
+    bench = tmp_path / "bench"
+    ids = ["pair_0002", "pair_0000"]
+    index = []
+    for pid, (set_, src) in zip(ids, [("sar", "alpha"), ("geo", "beta")]):
+        shutil.copytree(pairs / pid, bench / ("geo_pairs" if set_ == "geo" else "pairs") / pid)
+        g = bench / ("geo_pairs" if set_ == "geo" else "pairs") / pid / "gt.json"
+        gt = json.loads(g.read_text())
+        gt["source"] = src
+        g.write_text(json.dumps(gt))
+        index.append({"id": pid, "source": src, "set": set_, "large": False})
+    (bench / "index.json").write_text(json.dumps(index))
+    assert [p.id for p in load_pairs(bench)] == ids
+    out, pred = tmp_path / "out", tmp_path / "pred"
+    r = _run(str(bench), "-o", str(out), "--pred-dir", str(pred), "--no-progress")
+    assert r.exit_code == 0, r.output
+    lines = r.output.splitlines()
+    assert lines[2].startswith("| register | 2 | 0 |")
+    rows = {tuple(c.strip() for c in ln.split("|")[1:3]): ln for ln in lines if ln.startswith("| register | ")}
+    assert {("register", "alpha"), ("register", "beta"), ("register", "all")} <= set(rows)
+    assert rows[("register", "alpha")].split("|")[3].strip() == "1"
+    doc = json.loads((out / "eval.json").read_text())
+    assert doc["methods"] == ["register"] and doc["pairs"] == ids
+    summ = doc["summaries"][0]
+    assert set(summ["by_source"]) == {"alpha", "beta"} and summ["by_source"]["alpha"]["n"] == 1
+    assert summ["success"]["3"] == 1.0
+    for pid in ids:
+        pd = json.loads((pred / "register" / f"{pid}.json").read_text())
+        assert pd["status"] in ("ok", "low_quality") and np.asarray(pd["matrix"]).shape == (3, 3)

@@ -12,11 +12,12 @@ import torch.nn.functional as F
 
 from sarreg import synth
 from sarreg.errors import InputError
+from sarreg.geometry import random_homography
 from sarreg.model.weights import load_model
 from sarreg.train.losses import (LossWeights, NeighbourhoodSampler, R2D2Loss, ap_quantized, cosim_loss, peaky_loss,
                                  reliability_loss, sharpen_loss, warp_by_flow)
 from sarreg.train.pairs import (PairConfig, Source, find_date_pairs, flow_from_homography, load_power, make_pair,
-                                random_homography, sample_pair, sensor_look, smooth_distortion)
+                                sample_pair, sensor_look, smooth_distortion)
 
 NOISE_FREE = PairConfig(crop=96, speckle=False, radiometric=0.0, blur=0.0, cutout=0.0)
 
@@ -101,7 +102,7 @@ def test_flow_from_known_homography():
     f = flow_from_homography(H, (20, 30), (20, 30))
     assert f[0, 10, 3] == pytest.approx(8.0) and f[1, 10, 3] == pytest.approx(8.0)
     assert np.isnan(f[:, 0, 0]).all() and np.isnan(f[:, 5, 28]).all()
-    Hr = random_homography(np.random.default_rng(0), 128)
+    Hr, _ = random_homography(128, 128, np.random.default_rng(0), PairConfig(crop=128).warp_range())
     assert Hr.shape == (3, 3) and abs(np.linalg.det(Hr[:2, :2])) > 0.3
 
 

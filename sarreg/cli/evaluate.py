@@ -1,6 +1,7 @@
 """``sarreg evaluate``: compare registration methods on pairs with ground truth; ``make-pairs`` builds pairs.
 
-``sarreg evaluate PAIRS_DIR [options]`` is short for ``sarreg evaluate run PAIRS_DIR [options]``.
+``sarreg evaluate PAIRS_DIR [options]`` is short for ``sarreg evaluate run PAIRS_DIR [options]``. The default
+method is the registration pipeline itself (``register``); single-stage methods measure features alone.
 """
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ import click
 
 from sarreg.cli.options import writable_dir
 
-from sarreg.config import ExtractConfig, PreprocessConfig
+from sarreg.config import MODELS, ExtractConfig, PreprocessConfig, RegisterConfig
 from sarreg.errors import InputError
 
 log = logging.getLogger(__name__)
+
+DEFAULT_METHODS = "register"
 
 
 class _DefaultRunGroup(click.Group):
@@ -38,33 +41,42 @@ def evaluate() -> None:
 
 @evaluate.command("run")
 @click.argument("pairs_dir", type=click.Path(path_type=Path))
-@click.option("--methods", default="model,sift,orb", show_default=True,
-              help="Comma list of: model (the shipped model; skipped with a warning when absent and not asked for "
-                   "explicitly), sift, orb.")
+@click.option("--methods", default=DEFAULT_METHODS, show_default=True,
+              help="Comma list of: register (the pipeline of 'sarreg register' with the shipped model; "
+                   "register-sift when there is none and the methods are the default), register-sift, "
+                   "register:CHECKPOINT.pt; single-stage (one extraction per whole image, mutual nearest "
+                   "neighbours, one homography): model (the shipped model), sift, orb, or a checkpoint path.")
+@click.option("--model", "reg_model", default="auto", show_default=True,
+              type=click.Choice(("auto",) + MODELS + ("local",)),
+              help="Transform model of the register methods (as 'sarreg register --model').")
 @click.option("--weights", "weights", multiple=True, type=click.Path(path_type=Path),
-              help="Extra checkpoint to compare (ours or an original R2D2 .pt), labelled by file name; repeatable.")
-@click.option("--top-k", default=5000, show_default=True, help="Keypoints per image for learned methods.")
+              help="Extra single-stage checkpoint to compare (ours or an original R2D2 .pt), labelled by file name; "
+                   "repeatable.")
+@click.option("--top-k", default=5000, show_default=True, help="Keypoints per image (single-stage learned / SIFT).")
 @click.option("--rel-thr", type=float, default=None, help="Reliability threshold (default: each model's own).")
 @click.option("--rep-thr", type=float, default=None, help="Repeatability threshold (default: each model's own).")
 @click.option("--min-size", default=256, show_default=True, help="Smallest longer side of a pyramid level (px).")
 @click.option("--max-size", default=1024, show_default=True, help="Largest longer side of a level (px, 0 = none).")
-@click.option("--ratio", type=float, default=None, help="Lowe ratio on the learned MNN matches (default: none).")
-@click.option("--threshold", default=3.0, show_default=True, help="MAGSAC inlier threshold (reference px).")
+@click.option("--ratio", type=float, default=None, help="Lowe ratio on the single-stage MNN matches (default: none).")
+@click.option("--threshold", default=3.0, show_default=True,
+              help="Single-stage MAGSAC inlier threshold (reference px).")
 @click.option("--orb-features", default=5000, show_default=True)
 @click.option("--ids", "ids_file", type=click.Path(path_type=Path), default=None,
               help="Text file with one pair id per line: evaluate only these.")
-@click.option("--skip-large", is_flag=True, help="Skip pairs flagged large in gt.json for learned methods.")
+@click.option("--skip-large", is_flag=True,
+              help="Skip pairs flagged large in gt.json for single-stage learned methods.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("-o", "--out-dir", type=click.Path(path_type=Path), default=None,
-              help="Write eval.md, eval.json and mma.png here.")
+              help="Write eval.md, eval.json and mma.png (single-stage methods) here.")
 @click.option("--pred-dir", type=click.Path(path_type=Path), default=None,
               help="Write <pred-dir>/<method>/<id>.json predictions for the official score.py.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
-def run(pairs_dir: Path, methods: str, weights: tuple[Path, ...], top_k: int, rel_thr: float | None, rep_thr: float | None,
-        min_size: int, max_size: int, ratio: float | None, threshold: float, orb_features: int,
+def run(pairs_dir: Path, methods: str, reg_model: str, weights: tuple[Path, ...], top_k: int, rel_thr: float | None,
+        rep_thr: float | None, min_size: int, max_size: int, ratio: float | None, threshold: float, orb_features: int,
         ids_file: Path | None, skip_large: bool, device: str, out_dir: Path | None, pred_dir: Path | None,
         progress: bool) -> None:
-    """Run methods over PAIRS_DIR (sub-folders with ref.*, moving.*, gt.json) and print a markdown table."""
+    """Run methods over PAIRS_DIR (sub-folders with ref.*, moving.*, gt.json; or a benchmark folder with
+    index.json, pairs/, geo_pairs/) and print markdown tables: per method, then per method and source."""
     from tqdm import tqdm
 
     from sarreg.evaluate import EvalOptions, Method, evaluate as run_eval, load_pairs
@@ -80,10 +92,10 @@ def run(pairs_dir: Path, methods: str, weights: tuple[Path, ...], top_k: int, re
     specs = [s.strip() for s in methods.split(",") if s.strip()]
     meths = []
     for s in specs:
-        if s.lower() == "model" and default_weights_path() is None and methods == "model,sift,orb":
-            log.warning("no shipped model in models/: evaluating without it")
-            click.echo("sarreg: warning: no shipped model; skipping method 'model'", err=True)
-            continue
+        if s.lower() == "register" and default_weights_path() is None and methods == DEFAULT_METHODS:
+            log.warning("no shipped model in models/: evaluating register-sift")
+            click.echo("sarreg: warning: no shipped model; evaluating method 'register-sift' instead", err=True)
+            s = "register-sift"
         meths.append(Method.parse(s))
     for w in weights:
         if not w.is_file():
@@ -94,8 +106,8 @@ def run(pairs_dir: Path, methods: str, weights: tuple[Path, ...], top_k: int, re
             writable_dir(d)
     cfg = ExtractConfig(top_k=top_k, rel_thr=rel_thr, rep_thr=rep_thr, min_size=min_size, max_size=max_size,
                         device=device, preprocess=PreprocessConfig())
-    opt = EvalOptions(extract=cfg, ratio=ratio, threshold=threshold, orb_features=orb_features,
-                      skip_large_learned=skip_large)
+    opt = EvalOptions(register=RegisterConfig(model=reg_model, device=device), extract=cfg, ratio=ratio,
+                      threshold=threshold, orb_features=orb_features, skip_large_learned=skip_large)
     bar = tqdm(total=len(pairs) * len(meths), unit="run", disable=not progress, leave=False)
 
     def tick(done: int, total: int, label: str) -> None:
@@ -127,7 +139,8 @@ def run(pairs_dir: Path, methods: str, weights: tuple[Path, ...], top_k: int, re
 @click.option("--max-rotation", default=15.0, show_default=True, help="Largest random rotation (degrees).")
 @click.option("--scale-range", nargs=2, type=float, default=(0.8, 1.25), show_default=True)
 @click.option("--perspective", default=0.05, show_default=True,
-              help="Perspective strength (corner displacement as a fraction of the image size).")
+              help="Perspective strength (largest change of the projective denominator at the image edge, ~ the "
+                   "corner displacement as a fraction of the half-size).")
 @click.option("--band", type=int, default=None, help="1-based band (default: VV if described, else 1).")
 @click.option("--overwrite", is_flag=True, help="Replace existing pair folders.")
 def make_pairs_cmd(sources: tuple[str, ...], out_dir: Path, n: int, seed: int, size: int, looks: float,
@@ -138,7 +151,8 @@ def make_pairs_cmd(sources: tuple[str, ...], out_dir: Path, n: int, seed: int, s
     from sarreg.eval_pairs import WarpRange, make_pairs
 
     written = make_pairs(sources, out_dir, n, seed=seed, size=size, looks=looks,
-                         warp=WarpRange(max_shift, max_rotation, tuple(scale_range), perspective), band=band,
+                         warp=WarpRange(rotation=max_rotation, scale=tuple(scale_range), perspective=perspective,
+                                        shift=max_shift), band=band,
                          overwrite=overwrite)
     click.echo(f"wrote {len(written)} pairs to {out_dir}")
 

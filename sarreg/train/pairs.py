@@ -25,6 +25,7 @@ from rasterio.errors import NotGeoreferencedWarning
 
 from sarreg import synth
 from sarreg.errors import InputError
+from sarreg.geometry import WarpRange, random_homography
 from sarreg.io.raster import image_to_unit
 
 log = logging.getLogger(__name__)
@@ -184,28 +185,6 @@ class Source:
 
 
 # ------------------------------------------------------------------------------------------ geometry helpers
-def random_homography(rng: np.random.Generator, size: int, max_rot: float = 20.0,
-                      scale: tuple[float, float] = (0.75, 1.33), max_shear: float = 0.15,
-                      max_persp: float = 0.1, max_shift: float = 0.12) -> np.ndarray:
-    """3 x 3 map img1 pixel -> img2 pixel for size x size crops, about the crop centre.
-
-    max_persp: relative change of the projective denominator at the crop edge; max_shift: fraction of the size.
-    """
-    c = (size - 1) / 2.0
-    th = math.radians(rng.uniform(-max_rot, max_rot))
-    s = math.exp(rng.uniform(math.log(scale[0]), math.log(scale[1])))
-    asp = math.exp(rng.uniform(-0.1, 0.1))
-    k = rng.uniform(-max_shear, max_shear)
-    rot = np.array([[math.cos(th), -math.sin(th)], [math.sin(th), math.cos(th)]])
-    a = rot @ np.array([[s * asp, k * s], [0.0, s / asp]])
-    p = rng.uniform(-1, 1, 2) * max_persp / max(1.0, c)
-    t = rng.uniform(-max_shift, max_shift, 2) * size
-    core = np.eye(3)
-    core[:2, :2] = a
-    core[2, :2] = p
-    return _translate(c + t[0], c + t[1]) @ core @ _translate(-c, -c)
-
-
 def _translate(tx: float, ty: float) -> np.ndarray:
     return np.array([[1.0, 0, tx], [0, 1.0, ty], [0, 0, 1.0]])
 
@@ -334,6 +313,12 @@ class PairConfig:
     distort: float = 0.0  # probability of a smooth non-projective distortion of img2 (``smooth_distortion``)
     max_distort: float = 2.5  # its largest displacement (px)
 
+    def warp_range(self) -> WarpRange:
+        """The homography ranges for ``sarreg.geometry.random_homography`` (shift: a fraction of the crop;
+        log aspect ratio within +-0.1)."""
+        return WarpRange(rotation=self.max_rot, scale=self.scale, aspect=0.1, shear=self.max_shear,
+                         perspective=self.max_persp, shift=self.max_shift * self.crop)
+
 
 def make_pair(view1: np.ndarray, view2: np.ndarray, rng: np.random.Generator, cfg: PairConfig = PairConfig(),
               synthetic: bool = False, H: np.ndarray | None = None) -> dict[str, np.ndarray]:
@@ -369,7 +354,7 @@ def make_pair(view1: np.ndarray, view2: np.ndarray, rng: np.random.Generator, cf
     ox = int(rng.integers(0, w0 - crop + 1)) if H is None else (w0 - crop) // 2
     oy = int(rng.integers(0, h0 - crop + 1)) if H is None else (h0 - crop) // 2
     if H is None:
-        H = random_homography(rng, crop, cfg.max_rot, cfg.scale, cfg.max_shear, cfg.max_persp, cfg.max_shift)
+        H = random_homography(crop, crop, rng, cfg.warp_range())[0]
     # img2 pixel -> source pixel
     m2 = _translate(ox, oy) @ np.linalg.inv(H)
     p1 = np.ascontiguousarray(v1[oy:oy + crop, ox:ox + crop], dtype=np.float32)
