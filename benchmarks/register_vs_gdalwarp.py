@@ -157,6 +157,12 @@ def register(code: Path, ref: Path, mov: Path, out: Path, weights: str | None, e
     return r
 
 
+def _has_shipped_model() -> bool:
+    from sarreg.model.files import default_weights_path
+
+    return default_weights_path() is not None
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("work", type=Path)
@@ -183,7 +189,8 @@ def main() -> int:
     if shutil.which("gdalwarp") is None:
         print("gdalwarp not found on PATH", file=sys.stderr)
         return 1
-    weights = rs.pick_weights(a.weights)
+    # no --weights: each tree runs its own shipped model the way users do (loaded only when a stage needs it)
+    weights = a.weights if a.weights else (None if _has_shipped_model() else rs.pick_weights(None))
     codes = [Path(c).resolve() for c in a.code.split(",")]
     for c in codes:
         check_code(c)

@@ -21,6 +21,7 @@ FORMATS = ("COG", "GTiff")
 COMPRESSION = ("DEFLATE", "LZW", "ZSTD", "NONE")
 BACKENDS = ("auto", "torch", "openvino", "onnxruntime")  # sarreg.model.backend
 FEATURES = ("r2d2", "sift")  # sarreg.keypoints.Extractor
+KEYPOINTS = ("auto", "always")  # fine-stage keypoints: when correlation cannot settle the estimate / every time
 KINDS = ("auto", "linear", "amplitude", "db", "display")  # sarreg.io.raster
 DEVICES = ("auto", "cpu", "cuda")  # the CLI's --device choices (the library also takes "cuda:N")
 PRECISIONS = ("fp32", "bf16")
@@ -147,7 +148,9 @@ class RegisterConfig:
     nothing fits at the prior's orientation, the coarse stage retries with the moving image turned by 90, 180,
     270 degrees, ... (R2D2 features only). fine_tile / n_tiles / fine_top_k: fine stage tiles (side in reference
     px at full resolution, how many, keypoints per tile; ``tile_size`` is the old, still accepted keyword of
-    ``fine_tile``). ratio: optional Lowe ratio on MNN.
+    ``fine_tile``). keypoints: "auto" runs the fine-stage keypoints only when the fine correlation does not settle
+    the estimate on its own (``sarreg.area.settles``); "always" runs them every time (their matches in
+    OUT.matches.npz). ratio: optional Lowe ratio on MNN.
     Gates: min_inliers, max_rmse (px), min_coverage (0..1) decide ok / low_quality; fewer matches -> failed.
     Outputs: warp (False = --no-warp), update_georef, fmt COG|GTiff, compress, resampling, warp_mem_mb, sidecar
     switches. ``moving_band`` (1-based, None = same rule as the reference) picks the moving band to match on.
@@ -167,6 +170,7 @@ class RegisterConfig:
     fine_tile: int = _opt(384, min=64)
     n_tiles: int = _opt(9, min=1)
     fine_top_k: int = _opt(1500, min=1)
+    keypoints: str = _opt("auto", choices=KEYPOINTS)
     ratio: float | None = _opt(None, min=0.0, max=1.0, type=float)
     min_inliers: int = _opt(12, min=3)
     max_rmse: float = _opt(1.5, min=0.0, min_open=True)

@@ -323,7 +323,7 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
         # correlation first here too: when the coarse correlation held and the fine windows settle the estimate
         # from it, the keypoints cannot change the result, so the network is not run (nor loaded)
         probe = None
-        if coarse.info.get("correlation_first"):
+        if coarse.info.get("correlation_first") and cfg.keypoints == "auto":
             probe = area_stage(rs, ms, tiles, cest.matrix, c_radius, fit_as, cfg, area, grid_n)
         if probe is not None and settles(*probe):
             fine = StageResult.empty(rs, ms, {**tiles_info, "keypoints": "skipped (correlation settled)"})

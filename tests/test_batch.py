@@ -29,7 +29,9 @@ TRANSFORM = Affine(10.0, 0.0, 500_000.0, 0.0, -10.0, 5_000_000.0)
 # moving pixel (x, y) shows the ground of reference pixel (x + dx, y + dy): the georeferencing is off by this
 SHIFTS = [(3.25, -2.5), (-4.0, 1.75), (1.5, 5.0), (-2.75, -3.5), (5.0, 2.0), (-1.5, -5.5)]
 TOL_PX = 0.75  # SIFT on 384 x 384 speckled scenes: typical error 0.1-0.4 px
-CFG = RegisterConfig(features="sift", model="shift", coarse_size=384, fine_tile=192, n_tiles=4)
+# keypoints "always": the batch's reference-feature cache has work to do (with "auto" correlation settles these
+# clean synthetic scenes without any keypoints; test_batch_cache_empty_when_correlation_settles)
+CFG = RegisterConfig(features="sift", model="shift", coarse_size=384, fine_tile=192, n_tiles=4, keypoints="always")
 SIFT_ARGS = ["--features", "sift", "--model", "shift", "--coarse-size", "384", "--tile-size", "192", "--tiles", "4"]
 
 
@@ -176,6 +178,18 @@ def test_batch_recovers_shifts_and_isolates_failure(series, client, tmp_path):
     # other options -> a different run: nothing is taken from the manifest
     third = batch(ref, [p for p, _ in scenes[:1]], outdir, CFG.with_(threshold=1.25), client=client)
     assert not third.scenes[0].resumed and third.scenes[0].status == "ok"
+
+
+def test_batch_cache_empty_when_correlation_settles(series, client, tmp_path):
+    """keypoints "auto": the clean series is settled by correlation, so the probe records no reference features;
+    an empty cache is valid (not an error) and the scenes register the same as with keypoints."""
+    ref, scenes = series
+    summary = batch(ref, [p for p, _ in scenes[:2]], tmp_path / "auto", CFG.with_(keypoints="auto"), client=client)
+    assert summary.exit_code == 0 and not summary.warnings, summary.warnings
+    assert summary.reference_cache["entries"] == 0 and summary.reference_cache.get("error") is None
+    for r, (_, (dx, dy)) in zip(summary.scenes, scenes[:2]):
+        assert r.status == "ok" and r.ref_cache_hits == 0
+        assert abs(r.shift_x_px - dx) < TOL_PX and abs(r.shift_y_px - dy) < TOL_PX
 
 
 def test_chain_composes_and_relinks_around_a_failed_scene(series, client, tmp_path):

@@ -42,7 +42,7 @@ INDEX = "index.json"
 PROBES = 3  # scenes tried in turn to record the reference's features (an unreadable one is skipped)
 # options that change the reference's features (the cache key)
 FEATURE_OPTIONS = ("features", "weights", "coarse_size", "coarse_top_k", "fine_tile", "n_tiles", "fine_top_k",
-                   "preprocess")
+                   "keypoints", "preprocess")
 
 
 def feature_key(unit: np.ndarray, valid: np.ndarray, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
@@ -135,7 +135,8 @@ def record_reference(ref: str, ref_sha: str, probes: list[str], config: Register
                      folder: Path) -> int:
     """Register ``ref`` with the first probe scene that opens, recording every extraction into ``folder``.
 
-    Returns the number of entries; raises the last probe's error when no probe could be registered.
+    Returns the number of entries (0 when the probe needed no keypoints); raises when no probe could be
+    registered.
     """
     from sarreg.pipeline import register
 
@@ -147,18 +148,22 @@ def record_reference(ref: str, ref_sha: str, probes: list[str], config: Register
     record: dict[str, Features] = {}
     rec = CachingExtractor(ext, record=record)
     errors: list[str] = []
+    registered = False
     try:
         for probe in probes[:PROBES]:
             try:
                 register(ref, probe, work / "probe.tif", quiet, extractor=rec)
+                registered = True
                 break
             except Exception as e:  # noqa: BLE001 - a bad probe scene: try the next one (its task reports it)
                 errors.append(f"{Path(probe).name}: {error_text(e)}")
                 log.info("reference features not recorded with %s: %s", probe, errors[-1])
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    if not record:
+    if not registered:
         raise RuntimeError("no scene could be registered to record them (" + "; ".join(errors) + ")")
+    # an empty record is a valid cache: correlation settled the probe without keypoints (scenes that do need
+    # them extract the reference themselves)
     entries: dict[str, str] = {}
     for i, (k, f) in enumerate(record.items()):
         entries[k] = f"{i:03d}.npz"

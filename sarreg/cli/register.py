@@ -50,6 +50,9 @@ P = PreprocessConfig
 @click.option("--tile-size", "tile_size_alias", type=click.IntRange(min=64), default=None, hidden=True,
               help="Old name of --fine-tile.")
 @config_option(R, "n_tiles", "--tiles", help="Number of fine-stage tiles.")
+@config_option(R, "keypoints", help="Fine-stage keypoints: auto = only when the correlation windows cannot settle "
+                                    "the estimate alone (the network is then not even loaded); always = every time "
+                                    "(their matches in OUT.matches.npz).")
 @click.option("--no-warp", is_flag=True, help="Estimate only: no output raster (sidecars still written).")
 @update_georef_opt
 @click.option("--force", is_flag=True, help="Write the raster even when the quality gates fail.")
