@@ -9,8 +9,10 @@ Rules (README, "What sarreg writes"):
   ``.<name>.<pid>[.<tag>].tmp<suffix>`` or ``.<name>.<pid>.stage<suffix>`` (``temp_path``); those left by a dead
   process (a killed run) are removed before the next run writes there (``clean_stale``), those of live processes
   are left alone;
-* a registration is staged (``Staging``): everything is written under stage names and renamed at the end, the
-  report last (it is the commit marker), with SIGINT / SIGTERM / SIGHUP held back during the renames.
+* a command's outputs are staged (``Staging``: ``register``, ``apply``, ``extract``): everything is written under
+  stage names and renamed at the end, the last role last (``register``: the report, its commit marker), with
+  SIGINT / SIGTERM / SIGHUP held back during the renames; on an error or a signal the stage files are removed and
+  existing files are untouched.
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from sarreg.errors import OutputError
+from sarreg.errors import OutputError, SarregError
 
 log = logging.getLogger(__name__)
 
@@ -207,9 +209,17 @@ class Staging:
     def __enter__(self) -> "Staging":
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: object) -> None:
         if not self.committed:
             self.discard()
+        if isinstance(exc, SarregError) and exc.args and isinstance(exc.args[0], str):
+            exc.args = (self.final_names(exc.args[0]), *exc.args[1:])  # the user's file names, not stage names
+
+    def final_names(self, text: str) -> str:
+        """``text`` with stage paths (and names) replaced by the final ones."""
+        for k, st in self.stages.items():
+            text = text.replace(str(st), str(self.finals[k])).replace(st.name, self.finals[k].name)
+        return text
 
     def discard(self) -> None:
         for p in self.stages.values():
@@ -223,30 +233,53 @@ class Staging:
         """str(stage path) -> str(final path)."""
         return {str(self.stages[k]): str(self.finals[k]) for k in self.stages}
 
-    def commit(self, last: str, write_last, overwrite: bool) -> list[Path]:
-        """Rename every written stage file to its final name, then ``write_last(final path of role last)``.
+    def commit(self, last: str, write_last: Callable[[Path], Any] | None = None, overwrite: bool = False) -> list[Path]:
+        """Rename every written stage file to its final name, then ``write_last(final path of role last)`` (None:
+        rename the stage file of role ``last``, last).
 
-        With ``overwrite``, the existing ``last`` (the commit marker) goes first and final files of the set this
-        run did not produce (left by an earlier run) are removed, so the folder never mixes two runs.
+        With ``overwrite`` and ``write_last``, the existing ``last`` (the commit marker) goes first and final files
+        of the set this run did not produce (left by an earlier run) are removed, so the folder never mixes two runs.
+        When a rename fails, the files this commit created are removed again (OutputError): nothing new remains.
         """
-        done = []
+        done: list[Path] = []
+        new: list[Path] = []
+
+        def rename(st: Path, fin: Path) -> None:
+            existed = fin.exists() or fin.is_symlink()
+            os.replace(st, fin)
+            done.append(fin)
+            if not existed:
+                new.append(fin)
+
         with signals_held():
-            if overwrite:
-                self.finals[last].unlink(missing_ok=True)
-            for k, st in self.stages.items():
-                fin = self.finals[k]
-                if k == last:
-                    continue
-                try:
-                    if st.exists():
-                        os.replace(st, fin)
-                        done.append(fin)
-                    elif overwrite and (fin.exists() or fin.is_symlink()):
-                        fin.unlink()
-                except OSError as e:
-                    raise OutputError(f"{fin}: cannot write ({e.strerror or e})") from None
-            write_last(self.finals[last])
-            done.append(self.finals[last])
-            self.stages[last].unlink(missing_ok=True)
+            try:
+                if overwrite and write_last is not None:
+                    self.finals[last].unlink(missing_ok=True)
+                for k, st in self.stages.items():
+                    fin = self.finals[k]
+                    if k == last:
+                        continue
+                    try:
+                        if st.exists():
+                            rename(st, fin)
+                        elif overwrite and write_last is not None and (fin.exists() or fin.is_symlink()):
+                            fin.unlink()
+                    except OSError as e:
+                        raise OutputError(f"{fin}: cannot write ({e.strerror or e})") from None
+                fin = self.finals[last]
+                if write_last is not None:
+                    write_last(fin)
+                    done.append(fin)
+                    self.stages[last].unlink(missing_ok=True)
+                else:
+                    try:
+                        rename(self.stages[last], fin)
+                    except OSError as e:
+                        raise OutputError(f"{fin}: cannot write ({e.strerror or e})") from None
+            except BaseException:
+                for p in new:
+                    with contextlib.suppress(OSError):
+                        p.unlink()
+                raise
             self.committed = True
         return done
