@@ -44,6 +44,39 @@ def temp_path(path: str | Path, tag: str = "", stage: bool = False) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}{'.' + tag if tag else ''}.{kind}{path.suffix}")
 
 
+_NO_SPACE_RE = re.compile(r"no space|disk (?:is )?full|ENOSPC", re.IGNORECASE)
+_NEARLY_FULL = 1 << 20  # bytes: a write that failed on a folder with less free space failed for want of space
+
+
+def no_space(path: str | Path, e: BaseException) -> bool:
+    """True when the failed write of ``path`` ran out of space: ENOSPC, a library's own words for it (SQLite's
+    "database or disk is full"), or, as libtiff only says "Write error", a folder with less than 1 MiB free (call it
+    before the temporaries are removed)."""
+    import errno
+
+    if isinstance(e, OSError) and e.errno is not None:  # the system said what failed
+        return e.errno == errno.ENOSPC
+    if _NO_SPACE_RE.search(str(e)):
+        return True
+    folder = Path(path).parent
+    try:
+        st = os.statvfs(folder if str(folder) else ".")
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < _NEARLY_FULL
+
+
+def write_error(path: str | Path, e: BaseException, what: str = "cannot write") -> OutputError:
+    """The one-line OutputError of a failed write of ``path``: ``PATH: WHAT: no space left on device (ENOSPC)`` when
+    it ran out of space (``no_space``), else ``PATH: WHAT (first line of the error)``. GDAL's, libtiff's and
+    SQLite's messages can span lines; only the first is kept."""
+    if no_space(path, e):
+        return OutputError(f"{path}: {what}: no space left on device (ENOSPC)")
+    msg = (e.strerror if isinstance(e, OSError) and e.strerror else None) or str(e)
+    first = (msg.strip().splitlines() or [""])[0].strip()[:200] or type(e).__name__
+    return OutputError(f"{path}: {what} ({first})")
+
+
 def write_atomic(path: str | Path, write: Callable[[Path], Any] | bytes, durable: bool = False) -> Path:
     """The one atomic writer: ``write(tmp)`` (or the bytes) on ``temp_path(path)``, then rename onto ``path``, so
     the file is old or new, never partial. ``durable``: fsync the file before and its folder after the rename (a
@@ -67,9 +100,13 @@ def write_atomic(path: str | Path, write: Callable[[Path], Any] | bytes, durable
                 finally:
                     os.close(fd)
         os.replace(tmp, path)
-    except OSError as e:
+    except Exception as e:  # noqa: BLE001 - the writer's library errors: ENOSPC is one line whatever raised it
+        err = None if isinstance(e, OutputError) else \
+            write_error(path, e) if isinstance(e, OSError) or no_space(tmp, e) else None
         tmp.unlink(missing_ok=True)
-        raise OutputError(f"{path}: cannot write ({e.strerror or e})") from None
+        if err is None:
+            raise
+        raise err from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -265,7 +302,7 @@ class Staging:
                         elif overwrite and write_last is not None and (fin.exists() or fin.is_symlink()):
                             fin.unlink()
                     except OSError as e:
-                        raise OutputError(f"{fin}: cannot write ({e.strerror or e})") from None
+                        raise write_error(fin, e) from None
                 fin = self.finals[last]
                 if write_last is not None:
                     write_last(fin)
@@ -275,7 +312,7 @@ class Staging:
                     try:
                         rename(self.stages[last], fin)
                     except OSError as e:
-                        raise OutputError(f"{fin}: cannot write ({e.strerror or e})") from None
+                        raise write_error(fin, e) from None
             except BaseException:
                 for p in new:
                     with contextlib.suppress(OSError):

@@ -67,6 +67,7 @@ class _Group(click.Group):
         old = _install(_raise_on_signal)
         old_hook, sys.unraisablehook = sys.unraisablehook, _log_unraisable
         progress.enable(ctx.params.get("progress_json", False))
+        code = None
         try:
             with warnings.catch_warnings():
                 # library warnings (torch, rasterio, pyogrio, matplotlib) go to the log: shown with -v, never as
@@ -79,22 +80,29 @@ class _Group(click.Group):
         except SarregError as e:
             click.echo(f"sarreg: error: {e}", err=True)
             progress.final("error", e.exit_code, message=f"sarreg: error: {e}")
-            sys.exit(e.exit_code)
+            code = e.exit_code
         except click.UsageError as e:  # bad option values: one line too (click's exit code 2 for usage errors)
             cmd = f" (sarreg {e.ctx.command.name} --help)" if e.ctx is not None and e.ctx.command is not self else ""
             msg = " ".join(e.format_message().split())
             click.echo(f"sarreg: error: {msg}{cmd}", err=True)
             progress.final("error", e.exit_code, message=f"sarreg: error: {msg}{cmd}")
-            sys.exit(e.exit_code)
+            code = e.exit_code
         except KeyboardInterrupt as e:
             signum = getattr(e, "signum", signal.SIGINT)
             click.echo(f"sarreg: interrupted ({signal.Signals(signum).name})", err=True)
             progress.final("interrupted", 128 + signum, signal=signal.Signals(signum).name)
-            sys.exit(128 + signum)
+            code = 128 + signum
         finally:
+            if code is not None:
+                # the error is gone; what its frames held (a GDAL dataset whose close fails on a full disk) is
+                # finalized now, while finalizer errors go to the log, not after the exit as extra stderr lines
+                import gc
+
+                gc.collect()
             logging.captureWarnings(False)
             sys.unraisablehook = old_hook
             _restore(old)
+        sys.exit(code)
 
 
 @click.group(cls=_Group)
