@@ -15,9 +15,33 @@ Pixel convention everywhere: x = column, y = row, (0, 0) = centre of the top-lef
 """
 __version__ = "0.1.0"
 
+import os
+import signal
 import sys
 import types
 from typing import TYPE_CHECKING, Any
+
+# The ``sarreg`` command (console script, ``python -m sarreg.cli``, the checkout's cli.py), never a program or a test
+# importing the package: a signal during start-up (these imports, the command's heavy ones) ends it at once with one
+# line and 128 + signum instead of a traceback; ``sarreg.cli`` turns signals into exceptions while a command runs.
+_ARGV = getattr(sys, "orig_argv", sys.argv)
+IS_COMMAND = os.path.basename(sys.argv[0] if sys.argv else "") in ("sarreg", "cli.py") or \
+    ("-m" in _ARGV[:-1] and _ARGV[_ARGV.index("-m") + 1] in ("sarreg.cli", "sarreg.cli.__main__"))
+SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))
+
+
+def _exit_on_signal(signum: int, frame: object) -> None:
+    """Start-up handler: nothing to clean up yet, so leave at once (also the final JSON line of --progress-json)."""
+    name = signal.Signals(signum).name
+    os.write(2, f"sarreg: interrupted ({name})\n".encode())
+    if os.environ.get("SARREG_PROGRESS_JSON", "").strip().lower() not in ("", "0", "false", "no"):
+        os.write(2, f'{{"status": "interrupted", "exit_code": {128 + signum}, "signal": "{name}"}}\n'.encode())
+    os._exit(128 + signum)
+
+
+if IS_COMMAND:
+    for _s in SIGNALS:
+        signal.signal(_s, _exit_on_signal)
 
 from sarreg.config import ExtractConfig, PreprocessConfig, RegisterConfig  # noqa: E402
 from sarreg.errors import (  # noqa: E402

@@ -201,7 +201,8 @@ def write_field(path, field: OffsetsField, ref: Scene) -> None:
     import rasterio
     from affine import Affine
 
-    from sarreg.outputs import temp_path
+    from sarreg.errors import SarregError
+    from sarreg.outputs import temp_path, write_error
 
     s = field.spacing
     grid_t = Affine.translation(field.x0 + 0.5 - s / 2, field.y0 + 0.5 - s / 2) * Affine.scale(s)
@@ -222,6 +223,10 @@ def write_field(path, field: OffsetsField, ref: Scene) -> None:
             ds.set_band_description(3, "quality")
             ds.update_tags(convention="reference px; the content put at p by the global model lies at p + (dx, dy)")
         os.replace(tmp, path)
+    except SarregError:
+        raise
+    except Exception as e:  # noqa: BLE001 - rasterio / GDAL errors (a full disk) as one line
+        raise write_error(path, e) from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -9,8 +9,10 @@ Rules (README, "What sarreg writes"):
   ``.<name>.<pid>[.<tag>].tmp<suffix>`` or ``.<name>.<pid>.stage<suffix>`` (``temp_path``); those left by a dead
   process (a killed run) are removed before the next run writes there (``clean_stale``), those of live processes
   are left alone;
-* a registration is staged (``Staging``): everything is written under stage names and renamed at the end, the
-  report last (it is the commit marker), with SIGINT / SIGTERM / SIGHUP held back during the renames.
+* a command's outputs are staged (``Staging``: ``register``, ``apply``, ``extract``): everything is written under
+  stage names and renamed at the end, the last role last (``register``: the report, its commit marker), with
+  SIGINT / SIGTERM / SIGHUP held back during the renames; on an error or a signal the stage files are removed and
+  existing files are untouched.
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from sarreg.errors import OutputError
+from sarreg.errors import OutputError, SarregError
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +42,39 @@ def temp_path(path: str | Path, tag: str = "", stage: bool = False) -> Path:
     path = Path(path)
     kind = "stage" if stage else "tmp"
     return path.with_name(f".{path.name}.{os.getpid()}{'.' + tag if tag else ''}.{kind}{path.suffix}")
+
+
+_NO_SPACE_RE = re.compile(r"no space|disk (?:is )?full|ENOSPC", re.IGNORECASE)
+_NEARLY_FULL = 1 << 20  # bytes: a write that failed on a folder with less free space failed for want of space
+
+
+def no_space(path: str | Path, e: BaseException) -> bool:
+    """True when the failed write of ``path`` ran out of space: ENOSPC, a library's own words for it (SQLite's
+    "database or disk is full"), or, as libtiff only says "Write error", a folder with less than 1 MiB free (call it
+    before the temporaries are removed)."""
+    import errno
+
+    if isinstance(e, OSError) and e.errno is not None:  # the system said what failed
+        return e.errno == errno.ENOSPC
+    if _NO_SPACE_RE.search(str(e)):
+        return True
+    folder = Path(path).parent
+    try:
+        st = os.statvfs(folder if str(folder) else ".")
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < _NEARLY_FULL
+
+
+def write_error(path: str | Path, e: BaseException, what: str = "cannot write") -> OutputError:
+    """The one-line OutputError of a failed write of ``path``: ``PATH: WHAT: no space left on device (ENOSPC)`` when
+    it ran out of space (``no_space``), else ``PATH: WHAT (first line of the error)``. GDAL's, libtiff's and
+    SQLite's messages can span lines; only the first is kept."""
+    if no_space(path, e):
+        return OutputError(f"{path}: {what}: no space left on device (ENOSPC)")
+    msg = (e.strerror if isinstance(e, OSError) and e.strerror else None) or str(e)
+    first = (msg.strip().splitlines() or [""])[0].strip()[:200] or type(e).__name__
+    return OutputError(f"{path}: {what} ({first})")
 
 
 def write_atomic(path: str | Path, write: Callable[[Path], Any] | bytes, durable: bool = False) -> Path:
@@ -65,9 +100,13 @@ def write_atomic(path: str | Path, write: Callable[[Path], Any] | bytes, durable
                 finally:
                     os.close(fd)
         os.replace(tmp, path)
-    except OSError as e:
+    except Exception as e:  # noqa: BLE001 - the writer's library errors: ENOSPC is one line whatever raised it
+        err = None if isinstance(e, OutputError) else \
+            write_error(path, e) if isinstance(e, OSError) or no_space(tmp, e) else None
         tmp.unlink(missing_ok=True)
-        raise OutputError(f"{path}: cannot write ({e.strerror or e})") from None
+        if err is None:
+            raise
+        raise err from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -207,9 +246,17 @@ class Staging:
     def __enter__(self) -> "Staging":
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: object) -> None:
         if not self.committed:
             self.discard()
+        if isinstance(exc, SarregError) and exc.args and isinstance(exc.args[0], str):
+            exc.args = (self.final_names(exc.args[0]), *exc.args[1:])  # the user's file names, not stage names
+
+    def final_names(self, text: str) -> str:
+        """``text`` with stage paths (and names) replaced by the final ones."""
+        for k, st in self.stages.items():
+            text = text.replace(str(st), str(self.finals[k])).replace(st.name, self.finals[k].name)
+        return text
 
     def discard(self) -> None:
         for p in self.stages.values():
@@ -223,30 +270,53 @@ class Staging:
         """str(stage path) -> str(final path)."""
         return {str(self.stages[k]): str(self.finals[k]) for k in self.stages}
 
-    def commit(self, last: str, write_last, overwrite: bool) -> list[Path]:
-        """Rename every written stage file to its final name, then ``write_last(final path of role last)``.
+    def commit(self, last: str, write_last: Callable[[Path], Any] | None = None, overwrite: bool = False) -> list[Path]:
+        """Rename every written stage file to its final name, then ``write_last(final path of role last)`` (None:
+        rename the stage file of role ``last``, last).
 
-        With ``overwrite``, the existing ``last`` (the commit marker) goes first and final files of the set this
-        run did not produce (left by an earlier run) are removed, so the folder never mixes two runs.
+        With ``overwrite`` and ``write_last``, the existing ``last`` (the commit marker) goes first and final files
+        of the set this run did not produce (left by an earlier run) are removed, so the folder never mixes two runs.
+        When a rename fails, the files this commit created are removed again (OutputError): nothing new remains.
         """
-        done = []
+        done: list[Path] = []
+        new: list[Path] = []
+
+        def rename(st: Path, fin: Path) -> None:
+            existed = fin.exists() or fin.is_symlink()
+            os.replace(st, fin)
+            done.append(fin)
+            if not existed:
+                new.append(fin)
+
         with signals_held():
-            if overwrite:
-                self.finals[last].unlink(missing_ok=True)
-            for k, st in self.stages.items():
-                fin = self.finals[k]
-                if k == last:
-                    continue
-                try:
-                    if st.exists():
-                        os.replace(st, fin)
-                        done.append(fin)
-                    elif overwrite and (fin.exists() or fin.is_symlink()):
-                        fin.unlink()
-                except OSError as e:
-                    raise OutputError(f"{fin}: cannot write ({e.strerror or e})") from None
-            write_last(self.finals[last])
-            done.append(self.finals[last])
-            self.stages[last].unlink(missing_ok=True)
+            try:
+                if overwrite and write_last is not None:
+                    self.finals[last].unlink(missing_ok=True)
+                for k, st in self.stages.items():
+                    fin = self.finals[k]
+                    if k == last:
+                        continue
+                    try:
+                        if st.exists():
+                            rename(st, fin)
+                        elif overwrite and write_last is not None and (fin.exists() or fin.is_symlink()):
+                            fin.unlink()
+                    except OSError as e:
+                        raise write_error(fin, e) from None
+                fin = self.finals[last]
+                if write_last is not None:
+                    write_last(fin)
+                    done.append(fin)
+                    self.stages[last].unlink(missing_ok=True)
+                else:
+                    try:
+                        rename(self.stages[last], fin)
+                    except OSError as e:
+                        raise write_error(fin, e) from None
+            except BaseException:
+                for p in new:
+                    with contextlib.suppress(OSError):
+                        p.unlink()
+                raise
             self.committed = True
         return done

@@ -26,8 +26,9 @@ from typing import Any, Iterator
 import numpy as np
 from affine import Affine
 
-from sarreg.errors import InputError, OutputError
+from sarreg.errors import InputError, OutputError, SarregError
 from sarreg.io.source import OPEN_DEFAULTS, Source, is_remote, resolve_input
+from sarreg.outputs import write_error
 
 log = logging.getLogger(__name__)
 
@@ -293,6 +294,7 @@ def warp_to_grid(moving: str | Path, transform: PixelTransform, grid: Grid, out:
     out_nodata = _out_nodata(dtype, nodata)
     tmp = _tmp_path(out, "warp")
     tmp_cog = _tmp_path(out)
+    dst = r = c = None
     try:
         with _config({"GDAL_NUM_THREADS": str(threads)}, cache_mb=max(16, mem_mb // 2)):
             gdt = src.GetRasterBand(1).DataType
@@ -336,10 +338,13 @@ def warp_to_grid(moving: str | Path, transform: PixelTransform, grid: Grid, out:
                 tmp_cog.replace(out)
             else:
                 tmp.replace(out)
-    except RuntimeError as e:
-        raise OutputError(f"{out}: cannot write warped raster ({str(e).splitlines()[0][:200]})") from None
+    except SarregError:
+        raise
+    except (RuntimeError, OSError) as e:  # GDAL's errors (a full disk: libtiff's "Write error", several lines)
+        raise write_error(out, e, "cannot write warped raster") from None
     finally:
-        src = None
+        # datasets closed here, where the CLI logs a finalizer's error (a flush on a full disk) instead of printing it
+        src = dst = r = c = None
         for p in (tmp, tmp_cog):
             if p.exists():
                 p.unlink()
@@ -370,12 +375,15 @@ def update_georef(moving: str | Path, transform: PixelTransform, grid: Grid, out
             _copy_with_georef(gdal, Path(moving), tmp, src.GetGeoTransform(), src.GetProjection())
             tmp.replace(out)
             return out
+        except SarregError:
+            raise
         except (OSError, RuntimeError) as e:
-            raise OutputError(f"{out}: cannot write ({str(e).splitlines()[0][:200]})") from None
+            raise write_error(out, e) from None
         finally:
             src = None
             if tmp.exists():
                 tmp.unlink()
+    c = None
     try:
         from sarreg.io.raster import open_dataset
 
@@ -387,10 +395,12 @@ def update_georef(moving: str | Path, transform: PixelTransform, grid: Grid, out
             c = gdal.Translate(str(tmp), src, format=fmt, creationOptions=co)
         c = None
         tmp.replace(out)
-    except RuntimeError as e:
-        raise OutputError(f"{out}: cannot write ({str(e).splitlines()[0][:200]})") from None
+    except SarregError:
+        raise
+    except (OSError, RuntimeError) as e:
+        raise write_error(out, e) from None
     finally:
-        src = None
+        src = c = None
         if tmp.exists():
             tmp.unlink()
     return out

@@ -162,3 +162,42 @@ def test_batch_item_collection_over_http(server, small, tmp_path: Path) -> None:
     res = _cli("batch", "--features", "sift", "--workers", "1", "--no-progress", "--asset", "nope", "-o",
                tmp_path / "out2", f"{base}/ref_item2.json", f"{base}/items.json")
     assert res.exit_code == 1 and "nope" in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
+
+
+def test_batch_list_of_item_urls_records_item_id_and_datetime(server, small, tmp_path: Path) -> None:
+    """``--from-list`` takes a plain list of STAC Items (URLs and a path relative to the list, one per line): each
+    item's chosen asset is a scene, and the summary rows (CSV and JSON) record the item id, datetime and asset; a scene
+    given as a raster has none. 1-worker LocalCluster."""
+    import csv
+
+    base, srv = server
+    (srv.root / "mov_c.tif").write_bytes((srv.root / "mov.tif").read_bytes())
+    (srv.root / "items").mkdir(exist_ok=True)
+    _item(srv.root / "items" / "L_A.json", "S1_LIST_A", {"vv": {"href": "../mov.tif", "type": COG, "roles": ["data"]}},
+          "2024-07-01T05:30:00Z")
+    _item(srv.root / "items" / "L_B.json", "S1_LIST_B", {"VV": {"href": "../mov_c.tif", "type": COG, "roles": ["data"]}},
+          "2024-06-01T05:30:00Z")
+    local = tmp_path / "local"
+    local.mkdir()
+    (local / "mov_d.tif").write_bytes((srv.root / "mov.tif").read_bytes())
+    _item(local / "L_C.json", "S1_LIST_C", {"vv": {"href": "mov_d.tif", "type": COG, "roles": ["data"]}},
+          "2024-08-01T05:30:00.250000Z")
+    (tmp_path / "plain.tif").write_bytes((srv.root / "mov.tif").read_bytes())
+    lst = tmp_path / "scenes.txt"
+    lst.write_text(f"# items\n{base}/items/L_A.json\n{base}/items/L_B.json\n\nlocal/L_C.json\nplain.tif\n")
+    res = _cli("batch", "--features", "sift", "--workers", "1", "--no-progress", "-o", tmp_path / "out",
+               "--from-list", lst, f"{base}/ref.tif")
+    assert res.exit_code == 0, res.output
+    doc = json.loads((tmp_path / "out" / "summary.json").read_text())
+    by = {r["scene"]: r for r in doc["scenes"]}
+    assert set(by) == {"S1_LIST_A", "S1_LIST_B", "S1_LIST_C", "plain"}, list(by)
+    for r in by.values():
+        assert r["status"] == "ok" and abs(r["shift_x_px"] - SHIFT[0]) < 0.5, r
+    assert by["S1_LIST_A"]["stac_item"] == "S1_LIST_A" and by["S1_LIST_A"]["stac_asset"] == "vv"
+    assert by["S1_LIST_A"]["stac_datetime"].startswith("2024-07-01T05:30:00")
+    assert by["S1_LIST_B"]["stac_asset"] == "VV" and by["S1_LIST_C"]["stac_datetime"].startswith("2024-08-01T05:30:00.25")
+    assert by["plain"]["stac_item"] is None and by["plain"]["stac_datetime"] is None
+    with (tmp_path / "out" / "summary.csv").open() as f:
+        rows = {r["scene"]: r for r in csv.DictReader(f)}
+    assert rows["S1_LIST_B"]["stac_item"] == "S1_LIST_B" and rows["S1_LIST_B"]["stac_datetime"].startswith("2024-06-01")
+    assert rows["plain"]["stac_item"] == "" and rows["plain"]["stac_datetime"] == ""

@@ -15,7 +15,8 @@ if TYPE_CHECKING:
 OUT_SUFFIX = "_reg.tif"
 STATUSES = ("ok", "low_quality", "failed")
 CSV_COLUMNS = ("scene", "date", "status", "shift_x_m", "shift_y_m", "shift_x_px", "shift_y_px", "rotation_deg",
-               "rmse_px", "inliers", "coverage", "time_s", "resumed", "via", "error", "path")
+               "rmse_px", "inliers", "coverage", "time_s", "resumed", "via", "error", "path", "stac_item",
+               "stac_datetime", "stac_asset")
 
 
 @dataclass
@@ -31,6 +32,9 @@ class SceneResult:
     served from the cache. outputs: file name (in OUTDIR) -> sha256; timings: per-stage wall seconds (the
     pipeline's, plus ``publish``) and ``cpu`` (CPU seconds of the task); matrix: 3 x 3 moving px -> reference px.
     warnings: problems that did not fail the scene (e.g. unreadable date metadata), one line each.
+    stac_item / stac_datetime / stac_asset: for a scene given as a STAC Item (an ItemCollection's, a list's line), the
+    item's id, its datetime as the item says it (ISO 8601; ``start_datetime`` for items with a range) and the asset
+    read; None otherwise.
     """
 
     scene: str
@@ -54,6 +58,9 @@ class SceneResult:
     timings: dict[str, float] = field(default_factory=dict)
     matrix: list[list[float]] | None = None
     warnings: list[str] = field(default_factory=list)
+    stac_item: str | None = None
+    stac_datetime: str | None = None
+    stac_asset: str | None = None
 
     @property
     def output(self) -> str | None:
@@ -89,6 +96,9 @@ class BatchSummary:
     files: dict[str, str] = field(default_factory=dict)
     reference_cache: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    stac_item: str | None = None
+    stac_datetime: str | None = None
+    stac_asset: str | None = None
 
     @property
     def counts(self) -> dict[str, int]:

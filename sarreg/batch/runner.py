@@ -131,6 +131,8 @@ class Run:
     def commit(self, key: str, res: SceneResult, outputs: dict[str, str], extra: dict[str, Any]) -> None:
         """Record a finished scene in the manifest (the commit point) and report it."""
         res.date = self.dates.get(key)
+        if info := stac_info(self.by_key[key]):  # a scene given as a STAC Item: its identity in the summary
+            res.stac_item, res.stac_datetime, res.stac_asset = info.get("id"), info.get("datetime"), info.get("asset")
         res.outputs = outputs
         res.warnings = [*self.warnings.get(key, []), *res.warnings]
         self.results[key] = res

@@ -14,6 +14,8 @@ import sys
 import threading
 import warnings
 
+from sarreg import IS_COMMAND, SIGNALS as _SIGNALS  # noqa: I001 - first: sarreg installs the start-up handler
+
 
 class Interrupted(KeyboardInterrupt):
     """A termination signal turned into an exception, so ``finally`` blocks clean up as for Ctrl-C."""
@@ -21,18 +23,6 @@ class Interrupted(KeyboardInterrupt):
     def __init__(self, signum: int):
         super().__init__(signum)
         self.signum = signum
-
-
-_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))
-
-
-def _exit_on_signal(signum: int, frame: object) -> None:
-    """Start-up handler (imports, before the command runs): nothing to clean up yet, so leave at once."""
-    name = signal.Signals(signum).name
-    os.write(2, f"sarreg: interrupted ({name})\n".encode())
-    if os.environ.get("SARREG_PROGRESS_JSON", "").strip().lower() not in ("", "0", "false", "no"):
-        os.write(2, f'{{"status": "interrupted", "exit_code": {128 + signum}, "signal": "{name}"}}\n'.encode())
-    os._exit(128 + signum)
 
 
 def _raise_on_signal(signum: int, frame: object) -> None:
@@ -51,11 +41,6 @@ def _restore(old: dict[int, object]) -> None:
         signal.signal(s, h)
 
 
-# Only when this process is the ``sarreg`` command (console script, ``python -m sarreg.cli``, the checkout's cli.py),
-# never when a program or test imports the package.
-if os.path.basename(sys.argv[0]) in ("sarreg", "-m", "cli.py", "__main__.py"):
-    _install(_exit_on_signal)
-
 import click  # noqa: E402
 
 from sarreg import __version__, progress  # noqa: E402
@@ -67,6 +52,7 @@ class _Group(click.Group):
         old = _install(_raise_on_signal)
         old_hook, sys.unraisablehook = sys.unraisablehook, _log_unraisable
         progress.enable(ctx.params.get("progress_json", False))
+        code = None
         try:
             with warnings.catch_warnings():
                 # library warnings (torch, rasterio, pyogrio, matplotlib) go to the log: shown with -v, never as
@@ -79,22 +65,29 @@ class _Group(click.Group):
         except SarregError as e:
             click.echo(f"sarreg: error: {e}", err=True)
             progress.final("error", e.exit_code, message=f"sarreg: error: {e}")
-            sys.exit(e.exit_code)
+            code = e.exit_code
         except click.UsageError as e:  # bad option values: one line too (click's exit code 2 for usage errors)
             cmd = f" (sarreg {e.ctx.command.name} --help)" if e.ctx is not None and e.ctx.command is not self else ""
             msg = " ".join(e.format_message().split())
             click.echo(f"sarreg: error: {msg}{cmd}", err=True)
             progress.final("error", e.exit_code, message=f"sarreg: error: {msg}{cmd}")
-            sys.exit(e.exit_code)
+            code = e.exit_code
         except KeyboardInterrupt as e:
             signum = getattr(e, "signum", signal.SIGINT)
             click.echo(f"sarreg: interrupted ({signal.Signals(signum).name})", err=True)
             progress.final("interrupted", 128 + signum, signal=signal.Signals(signum).name)
-            sys.exit(128 + signum)
+            code = 128 + signum
         finally:
+            if code is not None:
+                # the error is gone; what its frames held (a GDAL dataset whose close fails on a full disk) is
+                # finalized now, while finalizer errors go to the log, not after the exit as extra stderr lines
+                import gc
+
+                gc.collect()
             logging.captureWarnings(False)
             sys.unraisablehook = old_hook
             _restore(old)
+        sys.exit(code)
 
 
 @click.group(cls=_Group)
@@ -131,13 +124,19 @@ def _log_unraisable(u) -> None:
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point: a signal anywhere (start-up, click, the command) is one line and 128 + signum."""
     try:
         cli(prog_name="sarreg")
     except KeyboardInterrupt as e:  # outside a command (click's own start-up)
         signum = getattr(e, "signum", signal.SIGINT)
         click.echo(f"sarreg: interrupted ({signal.Signals(signum).name})", err=True)
         sys.exit(128 + signum)
+    finally:
+        if IS_COMMAND and threading.current_thread() is threading.main_thread():
+            # the command is over and its exit code final: a signal while the interpreter shuts down (Python
+            # restores the default handlers part way, which would end the process as killed by the signal) is ignored
+            for s in _SIGNALS:
+                signal.signal(s, signal.SIG_IGN)
 
 
 # Subcommands, one module each (as rasterio's rio does).

@@ -13,7 +13,7 @@ from sarreg.cli.options import (asset_opt, config_from_params, config_option, de
 from sarreg.config import ExtractConfig, PreprocessConfig
 from sarreg.errors import InputError, OutputError
 from sarreg.io.source import Source, input_folder, input_name, resolve_input
-from sarreg.outputs import check_write_set, clean_stale
+from sarreg.outputs import Staging, check_write_set, clean_stale
 
 
 def _tile_size(ctx: click.Context, param: click.Parameter, value: int) -> int:
@@ -128,36 +128,43 @@ def extract(images: tuple[Source, ...], weights: Path | None, out_dir: Path | No
     clean_stale([p for ps in plan for p in ps])
     json_progress.stage("model", 0.0)
     model = load_model(weights, resolve_device(device))
+    # every file of every image is staged (hidden names in its final folder) and the set is renamed at the end: an
+    # error or a signal leaves nothing new and existing files untouched
+    finals = {f"{i}:{j}": p for i, ps in enumerate(plan) for j, p in enumerate(ps)}
     written: list[str] = []
-    for i, sc in enumerate(scenes):
-        bar = tqdm(desc=input_name(sc.path), unit="tile", disable=not progress or json_progress.enabled(),
-                   leave=False)
+    lines: list[str] = []
+    with Staging(finals) as st:
+        for i, sc in enumerate(scenes):
+            bar = tqdm(desc=input_name(sc.path), unit="tile", disable=not progress or json_progress.enabled(),
+                       leave=False)
 
-        def tick(done: int, total: int, i: int = i) -> None:
-            bar.total = total
-            bar.n = done
-            bar.refresh()
-            json_progress.stage("extract", (i + done / max(total, 1)) / len(scenes), image=str(sc.path))
+            def tick(done: int, total: int, i: int = i) -> None:
+                bar.total = total
+                bar.n = done
+                bar.refresh()
+                json_progress.stage("extract", (i + done / max(total, 1)) / len(scenes), image=str(sc.path))
 
-        feats = extract_scene(sc, model, cfg, progress=tick)
-        bar.close()
-        d = _out_folder(sc.path, out_dir)
-        out = feats.save_npz(d / f"{input_name(sc.path)}.r2d2")
-        click.echo(f"{sc.path}: {len(feats)} keypoints -> {out}")
-        written.append(str(out))
-        if geo:
-            from sarreg.io.vector import write_points
+            feats = extract_scene(sc, model, cfg, progress=tick)
+            bar.close()
+            outs = plan[i]
+            feats.save_npz(st.stages[f"{i}:0"])
+            lines.append(f"{sc.path}: {len(feats)} keypoints -> {outs[0]}")
+            if geo:
+                from sarreg.io.vector import write_points
 
-            xy_map = sc.xy_to_map(feats.xy)
-            attrs = {"x": feats.keypoints[:, 0].astype("float64"), "y": feats.keypoints[:, 1].astype("float64"),
-                     "scale": feats.keypoints[:, 2].astype("float64"), "score": feats.scores.astype("float64")}
-            for suffix in (".keypoints.gpkg", ".keypoints.geojson"):
-                written.append(str(write_points(d / (input_name(sc.path) + suffix), xy_map, attrs, sc.crs)))
-                click.echo(f"  -> {written[-1]}")
-        if quicklook is not None:
-            from sarreg.quicklook import keypoint_quicklook
+                xy_map = sc.xy_to_map(feats.xy)
+                attrs = {"x": feats.keypoints[:, 0].astype("float64"), "y": feats.keypoints[:, 1].astype("float64"),
+                         "scale": feats.keypoints[:, 2].astype("float64"), "score": feats.scores.astype("float64")}
+                for j, o in ((1, outs[1]), (2, outs[2])):  # .keypoints.gpkg / .geojson, layer named after OUT
+                    write_points(st.stages[f"{i}:{j}"], xy_map, attrs, sc.crs, layer=o.stem.replace(".", "_"))
+                    lines.append(f"  -> {o}")
+            if quicklook is not None:
+                from sarreg.quicklook import keypoint_quicklook
 
-            q = _quicklook_name(quicklook, sc.path, len(scenes) > 1)
-            written.append(str(keypoint_quicklook(sc, feats.keypoints, q)))
-            click.echo(f"  -> {written[-1]}")
+                keypoint_quicklook(sc, feats.keypoints, st.stages[f"{i}:{len(outs) - 1}"])
+                lines.append(f"  -> {outs[-1]}")
+            written += [str(o) for o in outs]
+        st.commit(next(reversed(finals)), overwrite=overwrite)
+    for line in lines:  # the files exist now
+        click.echo(line)
     json_progress.final("ok", 0, outputs=written)

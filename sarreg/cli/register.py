@@ -123,7 +123,7 @@ def apply(report: Path, moving: Path | str, out: Path, update_georef: bool, over
     MOVING may be on another grid than the raster that was registered (other resolution, crop, CRS): it is related
     to it through the georeferencings. An output that would hold no valid pixel is refused (exit 1, no file)."""
     from sarreg.io.raster import open_dataset
-    from sarreg.outputs import check_write_set, clean_stale
+    from sarreg.outputs import Staging, check_write_set, clean_stale, temp_path
     from sarreg.reapply import target_transform
     from sarreg.io.source import resolve_input
     from sarreg.warp import update_georef as write_georef, warp_to_grid
@@ -145,10 +145,15 @@ def apply(report: Path, moving: Path | str, out: Path, update_georef: bool, over
     tr, grid = target_transform(data, report, moving)
     clean_stale([out])
     progress.stage("warp", 0.05)
-    if update_georef:
-        write_georef(moving, tr, grid, out, fmt, compress, overwrite=overwrite)
-    else:
-        warp_to_grid(moving, tr, grid, out, resampling, fmt, compress, warp_mem_mb, overwrite=overwrite,
-                     require_data=True)
+    # staged as register's outputs: a hidden name in OUT's folder, renamed when complete; removed on an error or a
+    # signal, so an existing OUT is untouched unless the new one is complete
+    with Staging({"raster": out}, {"raster": temp_path(out if out.suffix else out.with_name(out.name + ".tif"),
+                                                       stage=True)}) as st:
+        stage = st.stages["raster"]
+        if update_georef:
+            write_georef(moving, tr, grid, stage, fmt, compress)
+        else:
+            warp_to_grid(moving, tr, grid, stage, resampling, fmt, compress, warp_mem_mb, require_data=True)
+        st.commit("raster", overwrite=overwrite)
     progress.final("ok", 0, output=str(out), model=tr.model)
     click.echo(f"{moving} -> {out} ({tr.model})")

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from sarreg.errors import OutputError
-from sarreg.outputs import write_atomic
+from sarreg.outputs import write_atomic, write_error
 
 
 def write_points(path: str | Path, xy: np.ndarray, attributes: dict[str, np.ndarray], crs: Any | None,
@@ -36,4 +36,4 @@ def write_points(path: str | Path, xy: np.ndarray, attributes: dict[str, np.ndar
     except OutputError:
         raise
     except Exception as e:  # pyogrio / GDAL errors of several types
-        raise OutputError(f"{path}: cannot write point layer ({e})") from None
+        raise write_error(path, e, "cannot write point layer") from None
