@@ -265,3 +265,6 @@ def test_export_with_reliability_calibration(tmp_path):
     assert shift[0] == 0 and shift[1] == pytest.approx(cal["logit_shift"], rel=1e-4)
     assert out.training["reliability_calibration"]["threshold"] == cal["threshold"]
     assert "optimizer" not in torch.load(tmp_path / "s.pt", weights_only=True)
+    assert out.rel_thr == 0.0  # ranking only, unless the threshold is stored
+    cal2 = export(src, tmp_path / "t2.pt", calibrate=True, pairs=pairs, store_threshold=True)
+    assert cal2["stored_rel_thr"] == 0.7 and load_model(tmp_path / "t2.pt").rel_thr == 0.7

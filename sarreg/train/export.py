@@ -58,12 +58,14 @@ def _sample_rel(model, pairs, target_ap: float, seed: int = 0) -> dict:
 
 
 def export(src: str | Path, dst: str | Path, calibrate: bool = False, pairs=None, target_ap: float = 0.5,
-           constant_reliability: float | None = None) -> dict:
+           constant_reliability: float | None = None, store_threshold: bool = False) -> dict:
     """Write ``dst`` (our format, no optimizer state) from training checkpoint ``src``; returns the calibration.
 
     ``constant_reliability``: replace the reliability head by a constant (clf weights 0, bias set so that the
     softmax gives this value) -- for a head that does not predict descriptor AP on validation data; detection
-    then ranks by repeatability alone.
+    then ranks by repeatability alone. ``store_threshold`` (with ``calibrate``): the checkpoint also stores the
+    detection threshold rel > 0.7 (= "AP >= target_ap" after the calibration), which the extractor then applies
+    before ranking; without it every repeatability maximum is ranked by reliability x repeatability.
     """
     model = load_model(src)
     training = dict(model.training)
@@ -84,8 +86,11 @@ def export(src: str | Path, dst: str | Path, calibrate: bool = False, pairs=None
         cal["logit_shift"] = delta
         training["reliability_calibration"] = cal
     training["exported_from"] = Path(src).name
+    rel_thr = 0.7 if calibrate and store_threshold and constant_reliability is None else None
+    if rel_thr is not None:
+        cal["stored_rel_thr"] = rel_thr
     save_checkpoint(dst, model.net, model.arch, model.mchan, model.in_channels, model.mean, model.std,
-                    training=training)
+                    training=training, rel_thr=rel_thr)
     return cal
 
 
@@ -100,6 +105,9 @@ def main() -> None:
     ap.add_argument("--ombria", default=None, help="BEFORE/AFTER folder whose last 4 pairs are the held-out ones")
     ap.add_argument("--target-ap", type=float, default=0.5)
     ap.add_argument("--constant-reliability", type=float, default=None)
+    ap.add_argument("--store-threshold", action="store_true",
+                    help="with --calibrate: store rel_thr 0.7 in the checkpoint (detection keeps only calibrated "
+                         "reliable pixels)")
     a = ap.parse_args()
     torch.set_num_threads(2)
     pairs = None
@@ -108,7 +116,7 @@ def main() -> None:
         if a.ombria:
             srcs.append(Source("pairs", 1.0, find_date_pairs(a.ombria)[-4:]))
         pairs = make_validation_set(srcs, 256, 8)
-    print(export(a.src, a.dst, a.calibrate, pairs, a.target_ap, a.constant_reliability))
+    print(export(a.src, a.dst, a.calibrate, pairs, a.target_ap, a.constant_reliability, a.store_threshold))
 
 
 if __name__ == "__main__":
