@@ -268,3 +268,24 @@ def test_export_with_reliability_calibration(tmp_path):
     assert out.rel_thr == 0.0  # ranking only, unless the threshold is stored
     cal2 = export(src, tmp_path / "t2.pt", calibrate=True, pairs=pairs, store_threshold=True)
     assert cal2["stored_rel_thr"] == 0.7 and load_model(tmp_path / "t2.pt").rel_thr == 0.7
+
+
+def test_sensor_pairs_keep_geometry_change_looks(tmp_path):
+    """``sarreg.train.sensor_pairs``: same pairs and ground truth, the moving image stored as another product."""
+    import json
+
+    from sarreg.eval_pairs import make_pairs
+    from sarreg.evaluate import load_pairs
+    from sarreg.train.sensor_pairs import make_sensor_pairs
+
+    src = synth.write_geotiff(tmp_path / "s.tif", synth.reflectivity(200, 200, seed=3))
+    make_pairs([str(src)], tmp_path / "pairs", 3, seed=1, size=128)
+    out = make_sensor_pairs(tmp_path / "pairs", tmp_path / "sensor", seed=2)
+    assert len(out) == 3
+    a, b = load_pairs(tmp_path / "pairs"), load_pairs(tmp_path / "sensor")
+    for p, q in zip(a, b):
+        assert np.allclose(p.H, q.H) and q.moving.name == "moving.tif"
+        assert json.loads((q.moving.parent / "gt.json").read_text())["source"].startswith("sensor_look:")
+    looks = [load_power(q.moving) for q in b]
+    orig = [load_power(p.moving) for p in a]
+    assert sum(not np.allclose(np.nan_to_num(x), np.nan_to_num(y), rtol=1e-3) for x, y in zip(looks, orig)) >= 1
