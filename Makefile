@@ -50,8 +50,9 @@ qgis-system:
 	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
 	  echo "==> QGIS not found (no qgis_process): installing qgis python3-qgis qgis-providers with apt-get"
 	  export DEBIAN_FRONTEND=noninteractive
-	  apt-get update -q
-	  apt-get install -y -q --no-install-recommends qgis python3-qgis qgis-providers
+	  # optional (only the QGIS plugin tests need it): a failed install warns instead of failing make install
+	  { apt-get update -q && apt-get install -y -q --no-install-recommends qgis python3-qgis qgis-providers; } \
+	    || echo "make install: warning: QGIS could not be installed; the QGIS plugin tests will be skipped" >&2
 	else
 	  echo "make install: QGIS is not installed (no qgis_process); the QGIS plugin tests will be skipped." >&2
 	  echo "  To run them: sudo apt-get install qgis python3-qgis qgis-providers (or make install QGIS=no to hide this)" >&2
