@@ -127,10 +127,24 @@ def run_network(model: Model, unit: np.ndarray, device: torch.device | str = "cp
     run in row strips over the up-sampled map so the 128-channel full-resolution map never exists whole.
     backend: "torch", "openvino" or "onnxruntime" (resolved, see ``sarreg.model.backend``) for the convolution trunk.
     """
+    return run_network_batch(model, np.asarray(unit)[None], device, precision, strip, backend)[0]
+
+
+@torch.inference_mode()
+def run_network_batch(model: Model, units: np.ndarray, device: torch.device | str = "cpu", precision: str = "fp32",
+                      strip: int = 128, backend: str = "torch") -> list[DenseOutput]:
+    """B x H x W [0, 1] images of one size -> one ``DenseOutput`` each, the trunk run once on the whole batch.
+
+    Why: on a GPU one call on several tiles keeps the device busy where single tiles leave it idle; the CPU
+    backends (OpenVINO / ONNX Runtime models have batch 1) run the images one after the other.
+    """
+    units = np.asarray(units, dtype=np.float32)
+    if backend in ("openvino", "onnxruntime") and len(units) > 1:
+        return [run_network_batch(model, u[None], device, precision, strip, backend)[0] for u in units]
     device = torch.device(device)
-    h, w = unit.shape
+    _, h, w = units.shape
     ph, pw = h % 2, w % 2
-    x = torch.from_numpy(np.ascontiguousarray(unit, dtype=np.float32))[None, None]
+    x = torch.from_numpy(np.ascontiguousarray(units))[:, None]
     if ph or pw:
         x = F.pad(x, (0, pw, 0, ph), mode="replicate")
     x = model.normalise(x.to(device))
@@ -155,18 +169,22 @@ def run_network(model: Model, unit: np.ndarray, device: torch.device | str = "cp
     del x
     if not up:
         rel, rep = _heads(net, raw)
-        return DenseOutput(raw[0, :, :h, :w].cpu(), rel[0, :h, :w].cpu(), rep[0, :h, :w].cpu(), False)
+        return [DenseOutput(raw[i, :, :h, :w].cpu(), rel[i, :h, :w].cpu(), rep[i, :h, :w].cpu(), False)
+                for i in range(len(units))]
     hh = raw.shape[2]
     H, W = 2 * hh, 2 * raw.shape[3]
-    rel = torch.empty(H, W)
-    rep = torch.empty(H, W)
-    for r0 in range(0, H, 2 * strip):
-        r1 = min(H, r0 + 2 * strip)
-        i0, i1 = max(0, r0 // 2 - 1), min(hh, r1 // 2 + 1)
-        seg = F.interpolate(raw[:, :, i0:i1], scale_factor=2, mode="bilinear", align_corners=False)
-        a, b = _heads(net, seg[:, :, r0 - 2 * i0:r1 - 2 * i0], inplace=True)
-        rel[r0:r1], rep[r0:r1] = a[0].cpu(), b[0].cpu()
-    return DenseOutput(raw[0].cpu(), rel[:h, :w], rep[:h, :w], True)
+    outs = []
+    for i in range(len(units)):
+        rel = torch.empty(H, W)
+        rep = torch.empty(H, W)
+        for r0 in range(0, H, 2 * strip):
+            r1 = min(H, r0 + 2 * strip)
+            i0, i1 = max(0, r0 // 2 - 1), min(hh, r1 // 2 + 1)
+            seg = F.interpolate(raw[i:i + 1, :, i0:i1], scale_factor=2, mode="bilinear", align_corners=False)
+            a, b = _heads(net, seg[:, :, r0 - 2 * i0:r1 - 2 * i0], inplace=True)
+            rel[r0:r1], rep[r0:r1] = a[0].cpu(), b[0].cpu()
+        outs.append(DenseOutput(raw[i].cpu(), rel[:h, :w], rep[:h, :w], True))
+    return outs
 
 
 class _null:
@@ -287,6 +305,41 @@ def extract_array(model: Model, unit: np.ndarray, valid: np.ndarray | None = Non
             kp = np.stack([X, Y, np.full_like(X, 32.0 / s, dtype=np.float64)], 1).astype(np.float32)
             parts.append(Features(kp, de, sc, (W, H)))
     return Features.concat(parts, (W, H)).top_k(cfg.top_k)
+
+
+def extract_batch(model: Model, images: list[tuple[np.ndarray, np.ndarray]], cfg: ExtractConfig = ExtractConfig(),
+                  batch: int = 8) -> list[Features]:
+    """Single-scale keypoints of several small images (the fine stage's tiles): images of one size go through the
+    network ``batch`` at a time (``run_network_batch``); each result equals ``extract_array`` with
+    ``min_scale = max_scale = 1`` on that image. Images larger than ``cfg.tile_size`` take ``extract_array``."""
+    single = cfg.with_(min_scale=1.0, max_scale=1.0, max_size=0)
+    device = resolve_device(cfg.device)
+    backend = resolve_backend(cfg.backend, device)
+    out: list[Features | None] = [None] * len(images)
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, (u, v) in enumerate(images):
+        h, w = np.shape(u)
+        if (cfg.tile_size and max(h, w) > cfg.tile_size) or not np.asarray(v).any():
+            out[i] = extract_array(model, u, v, single)
+        else:
+            groups.setdefault((h, w), []).append(i)
+    for (h, w), idx in groups.items():
+        for k in range(0, len(idx), max(1, batch)):
+            part = idx[k:k + max(1, batch)]
+            dense = run_network_batch(model, np.stack([np.asarray(images[i][0], np.float32) for i in part]),
+                                      device, cfg.precision, backend=backend)
+            for i, d in zip(part, dense):
+                valid = np.asarray(images[i][1], bool)
+                ys, xs = detect(d.reliability, d.repeatability, *thresholds(single, model),
+                                _allowed_mask(valid, cfg.border))
+                scores = (d.reliability[ys, xs] * d.repeatability[ys, xs]).numpy().astype(np.float32)
+                quota = _quota(single, h * w, h * w)
+                if quota > 0 and scores.size > quota:
+                    best = np.argpartition(scores, -quota)[-quota:]
+                    ys, xs, scores = ys[best], xs[best], scores[best]
+                kp = np.stack([xs, ys, np.full(len(xs), 32.0)], 1).astype(np.float32)
+                out[i] = Features(kp, d.descriptors_at(ys, xs), scores, (w, h)).top_k(cfg.top_k)
+    return [f for f in out if f is not None]
 
 
 def extract_scene(scene: Scene, model: Model, cfg: ExtractConfig = ExtractConfig(),

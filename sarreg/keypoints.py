@@ -87,6 +87,16 @@ class Extractor:
             cfg = cfg.with_(min_scale=1.0, max_scale=1.0, max_size=0)
         return extract_array(self.model, unit, valid, cfg)
 
+    def many(self, images: list[tuple[np.ndarray, np.ndarray]], top_k: int) -> list[Features]:
+        """Single-scale keypoints of several tiles: on a CUDA device the R2D2 network takes them in batches
+        (``sarreg.extract.extract_batch``, same keypoints as one by one); otherwise one call each."""
+        if self.kind == "r2d2" and self.base.device != "cpu":
+            from sarreg.extract import extract_batch, resolve_device
+
+            if resolve_device(self.base.device).type == "cuda":
+                return extract_batch(self.model, images, self.base.with_(top_k=top_k))
+        return [self(u, v, multiscale=False, top_k=top_k) for u, v in images]
+
     @staticmethod
     def _sift(unit: np.ndarray, valid: np.ndarray, top_k: int) -> Features:
         h, w = unit.shape
@@ -272,14 +282,14 @@ def fine_stage(ref: Scene, mov: Scene, coarse: np.ndarray, coarse_err: float, ex
     radius = max(6.0, 3.0 * coarse_err)  # true matches lie near the coarse prediction
     srcs, dsts, sims, i1s, i2s, rparts, mparts = [], [], [], [], [], [], []
     n_r = n_m = 0
-    for t in tiles:
-        c0, r0, (th, tw) = t.c0, t.r0, t.ru.shape
-        Ft = translate(-c0, -r0) @ coarse @ t.Dm  # moving read px -> tile px
-        wu = resample(t.mu, Ft, (th, tw))
-        wv = resample_valid(t.mv, Ft, (th, tw))
-        k = t.k
-        fr = ext(t.ru, t.rv, multiscale=False, top_k=cfg.fine_top_k)
-        fm = ext(wu, wv, multiscale=False, top_k=cfg.fine_top_k)
+    images = []
+    for t in tiles:  # reference tile, then the moving read resampled onto it
+        Ft = translate(-t.c0, -t.r0) @ coarse @ t.Dm  # moving read px -> tile px
+        images += [(t.ru, t.rv), (resample(t.mu, Ft, t.ru.shape), resample_valid(t.mv, Ft, t.ru.shape))]
+    feats = ext.many(images, cfg.fine_top_k)  # batched on a GPU
+    for j, t in enumerate(tiles):
+        c0, r0, k = t.c0, t.r0, t.k
+        fr, fm = feats[2 * j], feats[2 * j + 1]
         if not len(fr) or not len(fm):
             continue
         m = match_features(fr, fm, cfg.ratio, cfg.device)

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from sarreg.config import ExtractConfig
 from sarreg.extract import Features, extract_array, extract_scene, pyramid_scales
@@ -20,7 +21,6 @@ SINGLE = ExtractConfig(min_scale=1.0, max_size=0, rel_thr=0.0, rep_thr=0.0, top_
 def model():
     """A random net with its heads scaled up so that repeatability varies (a plain random net is nearly flat,
     which makes 3x3 maxima float-rounding ties)."""
-    import torch
 
     m = random_model("Fast_Quad_L2Net_ConfCFS", 1, seed=0)
     with torch.no_grad():
@@ -158,3 +158,48 @@ def test_bf16_keypoints_match_fp32(tmp_path, rng):
     assert res.exit_code == 0, res.output
     with np.load(tmp_path / "s.tif.r2d2") as z:
         assert len(z["keypoints"]) == 200
+
+
+def _tiles(sizes, seed=0):
+    from sarreg.io.raster import image_to_unit
+    from sarreg.synth import reflectivity, speckle
+
+    rng = np.random.default_rng(seed)
+    out = [image_to_unit(speckle(reflectivity(s, s, seed=i), 4, rng)) for i, s in enumerate(sizes)]
+    out[1][1][:20] = False  # a nodata band in one tile
+    return out
+
+
+def test_extract_batch_equals_one_by_one():
+    """Tiles batched through the network (B > 1, mixed sizes) give exactly the single-image keypoints."""
+    from sarreg.extract import extract_batch
+    from sarreg.model.weights import load_model
+
+    model = load_model(None, torch.device("cpu"))
+    images = _tiles([160, 160, 128, 160])
+    cfg = ExtractConfig(top_k=600, device="cpu", backend="torch")
+    got = extract_batch(model, images, cfg, batch=3)
+    for (u, v), b in zip(images, got):
+        a = extract_array(model, u, v, cfg.with_(min_scale=1.0, max_scale=1.0, max_size=0))
+        assert len(a) == len(b) > 100
+        assert np.array_equal(a.keypoints, b.keypoints) and np.allclose(a.descriptors, b.descriptors, atol=1e-6)
+        assert np.allclose(a.scores, b.scores, atol=1e-6)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_batched_tiles_match_cpu():
+    """On a GPU the fine-stage tiles go through the network in batches: same keypoints as on the CPU (float
+    tolerance), and a registration on the GPU recovers the shift."""
+    from sarreg.extract import extract_batch
+    from sarreg.keypoints import Extractor
+    from sarreg.config import RegisterConfig
+    from sarreg.model.weights import load_model
+
+    images = _tiles([160, 160, 160])
+    cpu = extract_batch(load_model(None, torch.device("cpu")), images, ExtractConfig(top_k=600, device="cpu",
+                                                                                       backend="torch"))
+    ext = Extractor(RegisterConfig(device="cuda", backend="torch"))
+    gpu = ext.many(images, 600)
+    for a, b in zip(cpu, gpu):
+        d = np.linalg.norm(a.keypoints[:, None, :2] - b.keypoints[None, :, :2], axis=2).min(axis=1)
+        assert (d <= 0.5).mean() >= 0.95

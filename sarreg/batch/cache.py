@@ -94,6 +94,10 @@ class CachingExtractor(Extractor):
             raise AttributeError(name)
         return getattr(self.inner, name)  # kind, name, sha256, ... of the wrapped extractor
 
+    def many(self, images: list[tuple[np.ndarray, np.ndarray]], top_k: int) -> list[Features]:
+        """One call each, so every tile goes through the cache (no GPU batching here)."""
+        return [self(u, v, multiscale=False, top_k=top_k) for u, v in images]
+
     def __call__(self, unit: np.ndarray, valid: np.ndarray, *args: Any, **kwargs: Any) -> Features:
         key = feature_key(unit, valid, args, kwargs)
         f = self.index.get(key) if self.index is not None else None
