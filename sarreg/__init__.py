@@ -18,8 +18,6 @@ __version__ = "0.1.0"
 import os
 import signal
 import sys
-import types
-from typing import TYPE_CHECKING, Any
 
 # The ``sarreg`` command (console script, ``python -m sarreg.cli``, the checkout's cli.py), never a program or a test
 # importing the package: a signal during start-up (these imports, the command's heavy ones) ends it at once with one
@@ -42,6 +40,9 @@ def _exit_on_signal(signum: int, frame: object) -> None:
 if IS_COMMAND:
     for _s in SIGNALS:
         signal.signal(_s, _exit_on_signal)
+
+import types  # noqa: E402  (after the handler: the window before it stays as short as possible)
+from typing import TYPE_CHECKING, Any  # noqa: E402
 
 from sarreg.config import ExtractConfig, PreprocessConfig, RegisterConfig  # noqa: E402
 from sarreg.errors import (  # noqa: E402

@@ -66,7 +66,9 @@ def test_sigint_by_the_clock(pair, tmp_path, how, delay):
     _, err = p.communicate(timeout=120)
     if p.returncode == 130:
         assert "Traceback" not in err and _lines(err) == ["sarreg: interrupted (SIGINT)"], err
-    else:  # Python's own start-up: no frame of the package ran yet
+    else:  # Python's own start-up, or the first lines of sarreg/__init__.py before its handler is installed
         assert p.returncode in (-signal.SIGINT, 1), (p.returncode, err)
-        assert f"{os.sep}sarreg{os.sep}" not in err.replace(f"{os.sep}bin{os.sep}sarreg", ""), err
+        frames = [ln for ln in err.splitlines() if ln.strip().startswith("File ")]
+        ours = [ln for ln in frames if f"{os.sep}sarreg{os.sep}" in ln.replace(f"{os.sep}bin{os.sep}sarreg", "")]
+        assert all(f"sarreg{os.sep}__init__.py" in ln for ln in ours), err
     assert not (tmp_path / "o.tif").exists()
