@@ -29,7 +29,6 @@ import torch.nn.functional as F
 from sarreg.config import ExtractConfig
 from sarreg.errors import InputError
 from sarreg.features import Features  # noqa: F401  (re-exported: the .r2d2 layout lives in a torch-free module)
-from sarreg.outputs import write_atomic
 from sarreg.io.raster import Scene, open_dataset, open_scene, read_unit
 from sarreg.io.tiling import tile_grid
 from sarreg.model.backend import resolve_backend

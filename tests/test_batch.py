@@ -18,7 +18,7 @@ import rasterio
 from affine import Affine
 
 from sarreg import synth
-from sarreg.batch import (MANIFEST, Manifest, SceneResult, batch, matrix_fields, parse_date, scene_date,
+from sarreg.batch import (MANIFEST, batch, matrix_fields, parse_date, scene_date,
                           sha256_file)
 from sarreg.config import RegisterConfig
 

@@ -6,7 +6,6 @@ interrupting a writer. Real GeoTIFFs, the pair of ``test_bad_inputs``.
 """
 from __future__ import annotations
 
-import os
 import signal
 from pathlib import Path
 
