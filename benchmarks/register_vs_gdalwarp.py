@@ -62,6 +62,43 @@ def make_pair(work: Path, size: int) -> tuple[Path, Path]:
     return ref, mov
 
 
+SHAPES = ("default", "cog", "striped", "int16", "cfloat32")
+
+
+def convert(src: Path, shape: str) -> Path:
+    """``src`` (the default shape) as another product shape, written once next to it (window by window):
+    cog = DEFLATE COG with overviews; striped = uncompressed, strips (no tiles); int16 = amplitude DN
+    (100 x sqrt(power), nodata 0); cfloat32 = complex SLC-like values (amplitude sqrt(power), random phase)."""
+    if shape == "default":
+        return src
+    dst = src.with_name(f"{src.stem}_{shape}.tif")
+    if dst.exists():
+        return dst
+    tmp = dst.with_name(dst.name + ".tmp.tif")
+    if shape in ("cog", "striped"):
+        opts = (["-of", "COG", "-co", "COMPRESS=DEFLATE", "-co", "OVERVIEWS=AUTO", "-co", "BIGTIFF=IF_SAFER"]
+                if shape == "cog" else ["-co", "TILED=NO", "-co", "COMPRESS=NONE", "-co", "BIGTIFF=IF_SAFER"])
+        subprocess.run(["gdal_translate", "-q", *opts, str(src), str(tmp)], check=True)
+    else:
+        import rasterio
+
+        rng = np.random.default_rng(0)
+        with rasterio.open(src) as s:
+            prof = dict(s.profile)
+            prof.update(dtype="int16" if shape == "int16" else "complex64", nodata=0, BIGTIFF="IF_SAFER")
+            with rasterio.open(tmp, "w", **prof) as d:
+                for _, w in s.block_windows(1):
+                    p = np.maximum(s.read(1, window=w), 0)
+                    amp = np.sqrt(p)
+                    if shape == "int16":
+                        v = np.clip(np.round(100.0 * amp), 0, 32767).astype(np.int16)
+                    else:
+                        v = (amp * np.exp(1j * rng.uniform(0, 2 * np.pi, amp.shape))).astype(np.complex64)
+                    d.write(v, 1, window=w)
+    tmp.replace(dst)
+    return dst
+
+
 def run_child(cmd: list[str], env: dict[str, str], log: Path, cwd: Path | None = None) -> dict:
     """Run ``cmd`` in a fresh process; wall time, exit code and that child's own peak RSS (MB)."""
     load = os.getloadavg()[0]
@@ -174,6 +211,9 @@ def main() -> int:
     ap.add_argument("--no-georef", action="store_true", help="skip the --update-georef runs")
     ap.add_argument("--shift-only", action="store_true",
                     help="pairs related by the shift alone (no rotation): what a global-shift tool can recover")
+    ap.add_argument("--shape", default="default", choices=SHAPES,
+                    help="product shape of both inputs: default (float32 DEFLATE 256 px tiles, no overviews), a COG "
+                         "with overviews, an uncompressed striped file, int16 amplitude or CFloat32")
     ap.add_argument("--arosics", default=None, metavar="PYTHON",
                     help="also run AROSICS global (benchmarks/arosics_global.py) with this Python interpreter")
     a = ap.parse_args()
@@ -183,7 +223,7 @@ def main() -> int:
         a.work = a.work / "shift_only"
         a.work.mkdir(exist_ok=True)
     sizes = [int(s) for s in a.sizes.split(",")]
-    pairs = {s: make_pair(a.work, s) for s in sizes}
+    pairs = {s: tuple(convert(p, a.shape) for p in make_pair(a.work, s)) for s in sizes}
     if a.generate_only:
         return 0
     if shutil.which("gdalwarp") is None:
@@ -206,7 +246,7 @@ def main() -> int:
         logs.mkdir(exist_ok=True)
         gw = run_child(gdalwarp_cmd(ref, mov, a.work / f"gdalwarp_{size}.tif"), dict(os.environ),
                        logs / f"gdalwarp_{size}.log")
-        row = {"size": size, "run": "gdalwarp", **gw}
+        row = {"size": size, "run": "gdalwarp" + ("" if a.shape == "default" else f" ({a.shape})"), **gw}
         rows.append(row)
         print(json.dumps(row), flush=True)
         if a.arosics:
@@ -227,7 +267,8 @@ def main() -> int:
                 r["grid_error_px"] = georef_error(ref, out, size) if "--update-georef" in extra else \
                     grid_error(matrix, size)
                 r["ratio_vs_gdalwarp"] = round(r["wall_s"] / gw["wall_s"], 2)
-                row = {"size": size, "run": f"{name} [{label}]", **r}
+                row = {"size": size, "run": f"{name} [{label}]" + ("" if a.shape == "default" else f" ({a.shape})"),
+                       **r}
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     print("\n| size | run | exit | status | wall s | / gdalwarp | peak RSS MB | user s | sys s | error px "

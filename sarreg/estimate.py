@@ -40,7 +40,7 @@ MIN_POINTS = {"shift": 1, "similarity": 2, "affine": 3, "homography": 4, "poly2"
 TPS_MAX_POINTS = 1000  # GDAL's TPS transformer and our check are O(N^2..N^3); thin spatially beyond this
 
 
-@dataclass
+@dataclass(frozen=True)
 class Estimate:
     """A fitted moving -> reference pixel transform and its quality.
 

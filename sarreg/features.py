@@ -13,7 +13,7 @@ import numpy as np
 from sarreg.outputs import write_atomic
 
 
-@dataclass
+@dataclass(frozen=True)
 class Features:
     """Keypoints of one image.
 

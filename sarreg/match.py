@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 
-@dataclass
+@dataclass(frozen=True)
 class Matches:
     """Index pairs into two feature sets. idx1, idx2: M int64; similarity: M float32 (cosine)."""
 

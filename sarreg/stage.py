@@ -9,7 +9,7 @@ import numpy as np
 from sarreg.features import Features
 
 
-@dataclass
+@dataclass(frozen=True)
 class StageResult:
     """Matches of one stage in full-scene pixels plus the features they come from."""
 
@@ -31,7 +31,7 @@ class StageResult:
                            np.zeros(0, np.int64), np.zeros(0, np.int64), dict(info or {}))
 
 
-@dataclass
+@dataclass(frozen=True)
 class TilePair:
     """One full-resolution reference tile and the moving read covering it (kept for area-based refinement).
 
