@@ -83,21 +83,24 @@ def strong_area(est: Estimate, res: StageResult) -> bool:
     return est.n_inliers >= max(2 * AREA_MIN_WINDOWS, 0.5 * n) and est.coverage >= 0.3
 
 
-SETTLED_HELDOUT_PX = 0.4  # held-out RMSE below which no keypoint fit can be preferred (see ``settles``)
+# held-out RMSE (px) below which no keypoint fit can be preferred (see ``settles``), by feature type: R2D2
+# keypoints sit at integer pixels, so their held-out error cannot fall below ~0.58 px (uniform rounding in x and y
+# of both images); SIFT's are sub-pixel
+SETTLED_HELDOUT_PX = {"r2d2": 0.6, "sift": 0.4}
 
 
-def settles(est: Estimate | None, res: StageResult) -> bool:
+def settles(est: Estimate | None, res: StageResult, features: str = "r2d2") -> bool:
     """A fine correlation estimate that keypoints could not improve, so the network need not run.
 
     ``choose_estimate`` keeps the correlation over a keypoint fit unless it covers less than half the overlap or
-    predicts held-out points clearly worse (> 1.25 x + 0.05 px); keypoints at integer pixels of their level do not
-    reach a held-out error of 0.3 px, so an estimate that covers half the overlap, agrees with most correlated
-    windows and predicts held-out windows within ``SETTLED_HELDOUT_PX`` is final."""
+    predicts held-out points clearly worse (> 1.25 x + 0.05 px than the keypoints); an estimate that covers half
+    the overlap, agrees with most correlated windows and predicts held-out windows within
+    ``SETTLED_HELDOUT_PX[features]`` (under what keypoints can reach) is final."""
     if est is None or est.n_inliers < 2 * AREA_MIN_WINDOWS:
         return False
     held = est.heldout_rmse if math.isfinite(est.heldout_rmse) else math.inf
     return est.coverage >= 0.5 and est.n_inliers >= 0.5 * res.info.get("matches", len(res.src)) \
-        and held <= SETTLED_HELDOUT_PX
+        and held <= SETTLED_HELDOUT_PX.get(features, 0.4)
 
 
 def coarse_area(ref: Scene, mov: Scene, prior: np.ndarray, ci: CoarseImages, cfg: RegisterConfig,

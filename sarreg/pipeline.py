@@ -325,7 +325,7 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
         probe = None
         if coarse.info.get("correlation_first") and cfg.keypoints == "auto":
             probe = area_stage(rs, ms, tiles, cest.matrix, c_radius, fit_as, cfg, area, grid_n)
-        if probe is not None and settles(*probe):
+        if probe is not None and settles(*probe, cfg.features):
             fine = StageResult.empty(rs, ms, {**tiles_info, "keypoints": "skipped (correlation settled)"})
         else:
             fine = fine_stage(rs, ms, cest.matrix, max(cest.rmse, coarse.info["threshold_px"] / 2), ext, cfg,
