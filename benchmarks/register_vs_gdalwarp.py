@@ -155,7 +155,11 @@ def gdalwarp_cmd(ref: Path, mov: Path, out: Path) -> list[str]:
 
     with rasterio.open(ref) as ds:
         b, w, h, crs = ds.bounds, ds.width, ds.height, ds.crs.to_string()
-    return ["gdalwarp", "-q", "-overwrite", "-r", "bilinear", "-of", "COG", "-co", "COMPRESS=DEFLATE", "-multi",
+    with rasterio.open(mov) as ds:
+        complex_ = ds.dtypes[0].startswith("complex")
+    # GDAL's COG overviews default to CUBIC, which complex data does not support
+    extra = ["-co", "RESAMPLING=NEAREST"] if complex_ else []
+    return ["gdalwarp", "-q", "-overwrite", "-r", "bilinear", "-of", "COG", "-co", "COMPRESS=DEFLATE", *extra, "-multi",
             "-wo", "NUM_THREADS=ALL_CPUS", "-t_srs", crs, "-te", str(b.left), str(b.bottom), str(b.right),
             str(b.top), "-ts", str(w), str(h), str(mov), str(out)]
 
