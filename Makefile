@@ -110,7 +110,7 @@ demo: install
 	echo "==> generating sample scenes in $(DEMO_OUT)/samples"
 	$(PY) samples/make_samples.py --out "$(DEMO_OUT)/samples"
 	echo "==> sarreg extract: keypoints of both scenes, with quicklooks"
-	$(SARREG) extract --weights "$(MODEL)" -o "$(DEMO_OUT)" --geo --no-progress \
+	$(SARREG) extract --weights "$(MODEL)" -o "$(DEMO_OUT)" --geo --no-progress --overwrite \
 	  --quicklook "$(DEMO_OUT)/keypoints.png" "$(DEMO_OUT)/samples/scene_a.tif" "$(DEMO_OUT)/samples/scene_b.tif"
 	echo "==> sarreg register: scene_b onto scene_a's grid (COG + report, tie points, QGIS .points, quicklook)"
 	rc=0; $(SARREG) register --weights "$(MODEL)" --overwrite --geojson \
