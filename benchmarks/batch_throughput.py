@@ -67,6 +67,13 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+# register stages as the scene reports time them: relate = opening and decimated reads of both scenes; coarse and
+# fine = correlation and (when needed) the network on decimated images / full-resolution tiles (tile reads in fine);
+# estimate / refine = robust fits and sub-pixel correlation; warp = resampling and writing; publish = moving the
+# outputs into place
+STAGES = ("relate", "load_model", "coarse", "fine", "estimate", "refine", "warp", "sidecars", "publish")
+
+
 def run_one(ref: Path, scenes: list[Path], out: Path, cfg: RegisterConfig, workers: int, cache: bool,
             cache_dir: Path | None) -> dict:
     from distributed import Client, LocalCluster
@@ -84,6 +91,14 @@ def run_one(ref: Path, scenes: list[Path], out: Path, cfg: RegisterConfig, worke
         wall = time.perf_counter() - t1
         peaks = sorted(client.run(_peak_rss_mb).values())
     statuses = [r.status for r in s.scenes]
+    # where a task's time goes: the register stages summed over the scenes, as shares of their total
+    stage_s: dict[str, float] = {}
+    for r in s.scenes:
+        for k, v in (r.timings or {}).items():
+            if k in STAGES and isinstance(v, (int, float)):
+                stage_s[k] = stage_s.get(k, 0.0) + float(v)
+    total = sum(stage_s.values()) or 1.0
+    shares = {k: round(stage_s[k] / total, 3) for k in STAGES if k in stage_s}
     task = [r.time_s for r in s.scenes if r.time_s]
     cpu = [r.timings["cpu"] for r in s.scenes if r.timings.get("cpu")]
     return {"workers": workers, "cache": cache, "cache_hit": bool(s.reference_cache.get("cache_hit")),
@@ -94,7 +109,7 @@ def run_one(ref: Path, scenes: list[Path], out: Path, cfg: RegisterConfig, worke
             "peak_rss_mb_per_worker": [round(p) for p in peaks], "ok": statuses.count("ok"),
             "failed": statuses.count("failed"), "low_quality": statuses.count("low_quality"),
             "ref_cache_hits_per_scene": sorted({r.ref_cache_hits for r in s.scenes}, key=lambda v: (v is None, v)),
-            "loadavg_start": round(load0, 1), "loadavg_end": round(os.getloadavg()[0], 1)}
+            "loadavg_start": round(load0, 1), "loadavg_end": round(os.getloadavg()[0], 1), "shares": shares}
 
 
 def main() -> None:
@@ -102,7 +117,7 @@ def main() -> None:
     ap.add_argument("--data", type=Path, required=True, help="folder for the generated scenes and outputs")
     ap.add_argument("--n", type=int, default=8, help="scenes in the series")
     ap.add_argument("--size", type=int, default=4096, help="scene side (px)")
-    ap.add_argument("--features", default="sift", choices=["sift", "r2d2"])
+    ap.add_argument("--features", default="r2d2", choices=["sift", "r2d2"])
     ap.add_argument("--weights", default=None, help="checkpoint for --features r2d2")
     ap.add_argument("--workers", default="1,2", help="comma-separated worker counts")
     args = ap.parse_args()
@@ -134,6 +149,12 @@ def main() -> None:
               f"{r['mean_task_cpu_s']} | "
               f"{r['reference_prep_s'] if r['cache'] else '-'} | {', '.join(map(str, r['peak_rss_mb_per_worker']))} | "
               f"{r['ok']}/{r['low_quality']}/{r['failed']} | {r['loadavg_start']}-{r['loadavg_end']} |")
+    print("\nShare of the register stages in the tasks' time (summed over the scenes):\n")
+    print("| workers | reference features | " + " | ".join(STAGES) + " |")
+    print("|---|---|" + "---:|" * len(STAGES))
+    for r in rows:
+        how = "extracted per scene" if not r["cache"] else ("cache, warm" if r["cache_hit"] else "cache, cold")
+        print(f"| {r['workers']} | {how} | " + " | ".join(f"{100 * r['shares'].get(k, 0):.0f} %" for k in STAGES) + " |")
 
 
 if __name__ == "__main__":
