@@ -1,9 +1,12 @@
-"""``sarreg`` multiscale extraction against R2D2's reference algorithm, same weights, side by side in one process.
+"""Inference backends and ``sarreg`` multiscale extraction against R2D2's reference algorithm, same weights, side
+by side in one process.
 
 The reference is R2D2's extract algorithm re-implemented plainly in torch (``sarreg.extract.
 extract_multiscale_reference``: chained bilinear pyramid, whole image per level, fp32); ours is
 ``extract_array`` with the same level rule, thresholds and top-k, once per inference backend. Rounds rotate the
-order; the median wall time of each is divided by the reference's. Input: a speckled synthetic 1024² scene.
+order; the median wall time of each is divided by the reference's. The same rounds also time one whole network
+forward (trunk in the backend + heads in torch) per backend, against torch's, with the largest difference of the
+raw descriptor map. Input: a speckled synthetic 1024² scene; conversion / compilation are cached, not timed.
 
     python benchmarks/extract_vs_reference.py [--size 1024] [--rounds 3] [--weights PATH] [--threads 2]
 """
@@ -30,7 +33,7 @@ def main() -> int:
     import torch
 
     from sarreg.config import ExtractConfig
-    from sarreg.extract import extract_array, extract_multiscale_reference
+    from sarreg.extract import extract_array, extract_multiscale_reference, run_network
     from sarreg.io.raster import image_to_unit
     from sarreg.model.backend import onnxruntime_available, openvino_available
     from sarreg.model.weights import load_model
@@ -53,6 +56,12 @@ def main() -> int:
     for b in backends:
         cfg = ExtractConfig(top_k=5000, device="cpu", backend=b, **thr)
         runs[f"sarreg extract_array [{b}]"] = (lambda cfg=cfg: len(extract_array(model, unit, valid, cfg)))
+    for b in backends:
+        runs[f"forward [{b}]"] = (lambda b=b: run_network(model, unit, backend=b).raw)
+    raw_torch = run_network(model, unit, backend="torch").raw
+    for b in backends:
+        diff = float((run_network(model, unit, backend=b).raw - raw_torch).abs().max())
+        print(f"forward [{b}]: max |raw - torch| = {diff:.2e}")
     for f in runs.values():  # warm-up (conversion / compilation are cached, not timed)
         f()
     times: dict[str, list[float]] = {k: [] for k in runs}
@@ -63,11 +72,13 @@ def main() -> int:
             t0 = time.perf_counter()
             counts[k] = runs[k]()
             times[k].append(time.perf_counter() - t0)
-    ref = statistics.median(times[names[0]])
+    med = {k: statistics.median(v) for k, v in times.items()}
     print(f"multiscale extraction of a {a.size}² image, {a.threads} threads, median of {a.rounds} rounds:")
-    for k in names:
-        m = statistics.median(times[k])
-        print(f"  {k:42s} {m:6.2f} s  {m / ref:5.2f}x reference  ({counts[k]} keypoints)")
+    for k in (n for n in names if not n.startswith("forward")):
+        print(f"  {k:42s} {med[k]:6.2f} s  {med[k] / med[names[0]]:5.2f}x reference  ({counts[k]} keypoints)")
+    print("one whole forward (trunk in the backend, heads in torch):")
+    for k in (n for n in names if n.startswith("forward")):
+        print(f"  {k:42s} {med[k]:6.2f} s  {med[k] / med['forward [torch]']:5.2f}x torch")
     return 0
 
 

@@ -247,6 +247,12 @@ def _extract_tile(model: Model, unit: np.ndarray, valid: np.ndarray, cfg: Extrac
     if not valid.any():
         return np.zeros(0, int), np.zeros(0, int), np.zeros(0, np.float32), np.zeros((0, 128), np.float32)
     out = run_network(model, unit, device, cfg.precision, backend=resolve_backend(cfg.backend, device))
+    return _detections(out, valid, model, cfg, core, quota)
+
+
+def _detections(out: DenseOutput, valid: np.ndarray, model: Model, cfg: ExtractConfig,
+                core: tuple[int, int, int, int], quota: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Keypoints of one network output inside ``core`` -> (rows, cols, scores, descriptors), best ``quota``."""
     rel, rep = out.reliability, out.repeatability
     allowed = _allowed_mask(valid, cfg.border)
     r0, r1, c0, c1 = core
@@ -328,16 +334,10 @@ def extract_batch(model: Model, images: list[tuple[np.ndarray, np.ndarray]], cfg
             dense = run_network_batch(model, np.stack([np.asarray(images[i][0], np.float32) for i in part]),
                                       device, cfg.precision, backend=backend)
             for i, d in zip(part, dense):
-                valid = np.asarray(images[i][1], bool)
-                ys, xs = detect(d.reliability, d.repeatability, *thresholds(single, model),
-                                _allowed_mask(valid, cfg.border))
-                scores = (d.reliability[ys, xs] * d.repeatability[ys, xs]).numpy().astype(np.float32)
-                quota = _quota(single, h * w, h * w)
-                if quota > 0 and scores.size > quota:
-                    best = np.argpartition(scores, -quota)[-quota:]
-                    ys, xs, scores = ys[best], xs[best], scores[best]
+                ys, xs, scores, desc = _detections(d, np.asarray(images[i][1], bool), model, single, (0, h, 0, w),
+                                                   _quota(single, h * w, h * w))
                 kp = np.stack([xs, ys, np.full(len(xs), 32.0)], 1).astype(np.float32)
-                out[i] = Features(kp, d.descriptors_at(ys, xs), scores, (w, h)).top_k(cfg.top_k)
+                out[i] = Features(kp, desc, scores, (w, h)).top_k(cfg.top_k)
     return [f for f in out if f is not None]
 
 
