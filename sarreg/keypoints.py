@@ -57,8 +57,8 @@ class Extractor:
             if not self._path.is_file():
                 raise WeightsError(f"{self._path}: weights file not found")
             self.name, self.sha256 = self._path.name, sha256_file(self._path)
-            if cfg.weights is not None:
-                self.model  # noqa: B018  (weights the user named are checked now: a bad file fails before any work)
+            if cfg.weights is not None:  # weights the user named are checked now: a bad file fails before any work
+                self._load()
         elif self.kind != "sift":
             raise InputError(f"unknown feature type {cfg.features!r} (choose r2d2 or sift)")
 
@@ -66,11 +66,14 @@ class Extractor:
     def model(self):
         """The network (``sarreg.model.weights.Model``), loaded once on first use; None for SIFT."""
         if self._model is None and self.kind == "r2d2":
-            from sarreg.extract import resolve_device
-            from sarreg.model.weights import load_model
-
-            self._model = load_model(self._path, resolve_device(self._device))
+            self._load()
         return self._model
+
+    def _load(self) -> None:
+        from sarreg.extract import resolve_device
+        from sarreg.model.weights import load_model
+
+        self._model = load_model(self._path, resolve_device(self._device))
 
     def __call__(self, unit: np.ndarray, valid: np.ndarray, multiscale: bool, top_k: int,
                  min_scale: float = 0.0) -> Features:
