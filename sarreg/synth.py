@@ -7,6 +7,9 @@ A scene is built in the dB domain from layered primitives, then turned into line
 * rivers (dark, wide, smooth curvilinear) and roads (thin, dark or bright),
 * urban blocks (bright buildings on a darker street grid) and bright point scatterers.
 
+``terrain`` makes a mountain scene instead (topographic shading of a ridged fractal elevation, snow lines and
+land cover by elevation) and ``snow_change`` its later date.
+
 Everything is deterministic per ``seed`` and drawn with OpenCV (a 1024 x 1024 scene takes well under a second).
 ``speckle`` multiplies by unit-mean Gamma noise (L looks); ``temporal_change`` alters a fraction of the scene as
 between two acquisition dates; ``warp_image`` resamples with a 3 x 3 homography; ``write_geotiff`` writes a real
@@ -199,6 +202,74 @@ def temporal_change(refl: np.ndarray, rng: np.random.Generator, fraction: float 
             out[m] = refl[m] * np.float32(10 ** (gain_db / 10))
         changed |= poly
     return out
+
+
+def terrain(height: int, width: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A mountain scene as a side-looking radar sees it: (linear backscatter, elevation), float32, H x W.
+
+    Why: flat agricultural scenes teach little about mountains, where the image is mostly topographic shading
+    that stays put between dates while snow and vegetation change the levels. Elevation is a ridged fractal in
+    units of the pixel spacing (total relief 20-120 pixels); backscatter follows the local incidence angle of a
+    random look direction (brighter slopes facing the sensor, dark or shadowed slopes facing away), partly
+    flattened as in terrain-corrected (RTC) products, over elevation-dependent land cover (forest, meadow and
+    rock, glaciers, valley lakes, villages with bright points).
+    """
+    if height < 1 or width < 1:
+        raise ValueError(f"scene size must be positive, got {height} x {width}")
+    rng = np.random.default_rng(seed)
+    h, w = int(height), int(width)
+    z = np.zeros((h, w), np.float32)
+    amp, cell = 1.0, rng.uniform(80, 220)
+    for _ in range(5):
+        n = _smooth_noise(rng, h, w, cell)
+        z += amp * ((1.0 - np.abs(n)) if rng.random() < 0.7 else 0.5 * n)
+        amp *= rng.uniform(0.4, 0.6)
+        cell = max(3.0, cell / rng.uniform(1.8, 2.6))
+    z = (z - z.min()) / max(float(np.ptp(z)), 1e-6)
+    z = np.float32(rng.uniform(20, 120)) * z ** np.float32(rng.uniform(1.0, 2.0))
+
+    # local incidence angle for a random look direction (image axes need not be the range axis)
+    gy, gx = np.gradient(z)
+    phi, theta0 = rng.uniform(0, 2 * np.pi), np.deg2rad(rng.uniform(30, 45))
+    lx, ly, lz = -math.sin(theta0) * math.cos(phi), -math.sin(theta0) * math.sin(phi), math.cos(theta0)
+    cos_loc = (-gx * lx - gy * ly + lz) / np.sqrt(gx * gx + gy * gy + 1.0)
+    terrain_db = rng.uniform(1.0, 3.0) * 10 * np.log10(np.clip(cos_loc, 0.05, 1.0) / math.cos(theta0))
+    terrain_db += 10 * np.log10(math.sin(theta0) / np.clip(np.sqrt(1 - np.clip(cos_loc, -1, 1) ** 2), 0.15, 1.0))
+    terrain_db *= np.float32(1.0 - 0.8 * rng.random())  # radiometric terrain flattening leaves a residual
+
+    # land cover by elevation, with patchy texture
+    zq = np.quantile(z, [0.03, 0.2, rng.uniform(0.3, 0.7), rng.uniform(0.8, 0.97)])
+    patch = _smooth_noise(rng, h, w, rng.uniform(10, 30))
+    forest = -7.0 + 1.0 * _smooth_noise(rng, h, w, 4.0) + 0.8 * patch
+    alpine = -12.0 + 3.0 * patch + 1.0 * _smooth_noise(rng, h, w, 6.0)
+    glacier = -15.0 + 1.0 * _smooth_noise(rng, h, w, 40.0)
+    line = zq[2] + 0.1 * float(np.ptp(z)) * _smooth_noise(rng, h, w, 60.0)
+    db = np.where(z < line, forest, alpine)
+    db = np.where(z > zq[3], glacier, db) + terrain_db
+    db[cos_loc < 0.05] = -24.0 + rng.standard_normal()  # radar shadow
+    flat = np.hypot(gx, gy) < 0.15
+    if rng.random() < 0.6:  # valley lakes
+        db[(z < zq[0]) & flat] = -22.0
+    valley = np.flatnonzero((z < zq[1]).ravel())
+    if valley.size:  # villages and roads in the valleys: bright points
+        pts = rng.choice(valley, size=min(valley.size, int(rng.poisson(h * w / 3000.0)) + 1))
+        db.ravel()[pts] = np.maximum(db.ravel()[pts], rng.uniform(8, 20, pts.size))
+    return np.power(10.0, db / 10.0, dtype=np.float32).astype(np.float32), z.astype(np.float32)
+
+
+def snow_change(refl: np.ndarray, elevation: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A later-date version of a ``terrain`` scene: wet snow above a patchy snow line (-2 to -12 dB), or a
+    dry/seasonal change of a few dB over whole land-cover zones. The topography does not move."""
+    refl = np.asarray(refl, dtype=np.float32)
+    h, w = refl.shape
+    z = np.asarray(elevation, dtype=np.float32)
+    line = np.quantile(z, rng.uniform(0.1, 0.9)) + 0.05 * float(np.ptp(z)) * _smooth_noise(rng, h, w, 50.0)
+    weight = 1.0 / (1.0 + np.exp(-(z - line) / max(0.02 * float(np.ptp(z)), 1e-3)))
+    if rng.random() < 0.7:  # wet snow
+        gain_db = -rng.uniform(2, 12) + 1.5 * _smooth_noise(rng, h, w, rng.uniform(8, 30))
+    else:  # dry snow / vegetation season: small, zone-wide changes of either sign
+        gain_db = rng.uniform(-3, 3) + 0.7 * _smooth_noise(rng, h, w, 20.0)
+    return (refl * np.power(10.0, weight * gain_db / 10.0)).astype(np.float32)
 
 
 def warp_image(img: np.ndarray, H: np.ndarray, out_shape: tuple[int, int], fill: float | None = None,

@@ -84,3 +84,34 @@ def test_write_geotiff_round_trip(tmp_path):
         assert ds.count == 2 and ds.crs is None and ds.dtypes[0] == "float64"
         np.testing.assert_allclose(ds.read(2), arr * 2)
     assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_terrain_shading_follows_slopes_and_snow_darkens_high_ground():
+    refl, z = synth.terrain(192, 160, seed=4)
+    assert refl.shape == z.shape == (192, 160) and refl.dtype == np.float32
+    assert np.isfinite(refl).all() and (refl > 0).all() and np.ptp(z) >= 19
+    r2, _ = synth.terrain(192, 160, seed=4)
+    np.testing.assert_array_equal(refl, r2)
+    # topography makes the texture: backscatter varies with the local slope, not only with land cover
+    gy, gx = np.gradient(z)
+    slope = np.hypot(gx, gy)
+    db = 10 * np.log10(refl)
+    assert abs(np.corrcoef(slope.ravel(), db.ravel())[0, 1]) > 0.05 or np.std(db[slope > np.median(slope)]) > 2
+    # a later date: wet snow (most draws) darkens the high ground more than the valleys; shapes stay
+    later = [synth.snow_change(refl, z, np.random.default_rng(s)) for s in range(8)]
+    high, low = z > np.quantile(z, 0.9), z < np.quantile(z, 0.1)
+    drop = [float(np.mean(10 * np.log10(refl[high] / r[high])) - np.mean(10 * np.log10(refl[low] / r[low])))
+            for r in later]
+    assert all(r.shape == refl.shape and (r > 0).all() for r in later)
+    assert sum(d > 1.0 for d in drop) >= 4
+
+
+def test_training_source_draws_mountains_when_asked():
+    from sarreg.train.pairs import Source
+
+    src = Source("synthetic", 1.0, size=128, terrain=1.0)
+    a, b, is_synth = src.views(np.random.default_rng(0))
+    assert a.shape == b.shape == (128, 128) and is_synth and "mountains" in src.describe()
+    flat = Source("synthetic", 1.0, size=128)
+    f1, _, _ = flat.views(np.random.default_rng(0))
+    assert not np.array_equal(a, f1)

@@ -27,7 +27,7 @@ def _load_config(path: Path) -> dict:
 
 
 def build_sources(data: list[str], stacks: list[str], synthetic: bool, crop: int, val_holdout: int,
-                  weights: dict[str, float]):
+                  weights: dict[str, float], terrain: float = 0.0):
     """CLI data arguments -> (training sources, validation sources).
 
     A file is a single image; a folder with BEFORE/ and AFTER/ is a set of two-date pairs (the last
@@ -61,7 +61,7 @@ def build_sources(data: list[str], stacks: list[str], synthetic: bool, crop: int
 
     sources, val_sources = [], []
     if synthetic:
-        sources.append(Source("synthetic", weights.get("synthetic", 1.0), size=2 * crop))
+        sources.append(Source("synthetic", weights.get("synthetic", 1.0), size=2 * crop, terrain=terrain))
         val_sources.append(Source("synthetic", 1.0, size=384))
     if pairs:
         hold = min(val_holdout, len(pairs) // 5)
@@ -126,6 +126,8 @@ def build_sources(data: list[str], stacks: list[str], synthetic: bool, crop: int
               help="Per-view probability of another sensor's look: resolution, noise floor, 8/16-bit storage.")
 @click.option("--distort", type=float, default=0.0, show_default=True,
               help="Probability of a smooth non-projective distortion of the second view (terrain, ground range).")
+@click.option("--terrain", type=float, default=0.0, show_default=True,
+              help="Probability that a synthetic scene is mountains (topographic shading, snow lines).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 ...")
 @click.option("--threads", type=int, default=2, show_default=True)
 @click.option("--workers", type=int, default=1, show_default=True, help="Pair-generation worker processes.")
@@ -160,7 +162,7 @@ def train(ctx: click.Context, data, config_file, out_dir, stacks, no_progress, *
     weights = {k: opts.pop(f"{k}_weight") for k in ("synthetic", "pairs", "single", "stack")}
     synthetic, val_holdout, resume = opts.pop("synthetic"), opts.pop("val_holdout"), opts.pop("resume")
     cfg = TrainConfig(**opts)
-    sources, val_sources = build_sources(data, stacks, synthetic, cfg.crop, val_holdout, weights)
+    sources, val_sources = build_sources(data, stacks, synthetic, cfg.crop, val_holdout, weights, cfg.terrain)
     for s in sources:
         click.echo(f"training data: {s.describe()}, weight {s.weight:g}", err=True)
     state = run_train(sources, out_dir, cfg, val_sources=val_sources, resume=resume, progress=not no_progress,

@@ -66,6 +66,7 @@ class TrainConfig:
     val_rank: str = "rep_rel"  # validation keypoint ranking: "rep_rel" (rep x rel) or "rep" (constant reliability)
     sensor: float = 0.0  # per-view probability of another sensor's look (sarreg.train.pairs.sensor_look)
     distort: float = 0.0  # probability of a smooth non-projective distortion (sarreg.train.pairs.smooth_distortion)
+    terrain: float = 0.0  # probability that a synthetic scene is mountains (sarreg.synth.terrain)
 
 
 # ------------------------------------------------------------------------------------------------------ data

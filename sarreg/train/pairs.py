@@ -139,10 +139,12 @@ class Source:
     weight: float = 1.0
     items: list = field(default_factory=list)  # single: [Path]; pairs: [(Path, Path)]; stack: [[Path, ...]]
     size: int = 320  # synthetic scene side
+    terrain: float = 0.0  # synthetic: probability of a mountain scene (sarreg.synth.terrain) instead of a flat one
 
     def describe(self) -> str:
         n = len(self.items)
-        return {"synthetic": f"synthetic scenes {self.size}x{self.size}", "single": f"{n} single images",
+        mountains = f" ({self.terrain:.0%} mountains)" if self.terrain else ""
+        return {"synthetic": f"synthetic scenes {self.size}x{self.size}{mountains}", "single": f"{n} single images",
                 "pairs": f"{n} two-date pairs", "stack": f"{n} multi-date stacks"}[self.kind]
 
     def views(self, rng: np.random.Generator, cache: dict | None = None) -> tuple[np.ndarray, np.ndarray, bool]:
@@ -159,6 +161,9 @@ class Source:
 
         if self.kind == "synthetic":
             seed = int(rng.integers(0, 2 ** 31 - 1))
+            if self.terrain > 0 and rng.random() < self.terrain:
+                refl, elevation = synth.terrain(self.size, self.size, seed)
+                return refl, synth.snow_change(refl, elevation, rng) if rng.random() < 0.7 else refl, True
             refl = synth.reflectivity(self.size, self.size, seed)
             refl2 = synth.temporal_change(refl, rng, rng.uniform(0.05, 0.3)) if rng.random() < 0.4 else refl
             return refl, refl2, True
