@@ -17,7 +17,7 @@ MODELS = ("shift", "similarity", "affine", "homography", "poly2", "tps")  # sarr
 REGISTER_MODELS = ("auto",) + MODELS + ("local",)  # sarreg register --model (auto: selection, local: offsets field)
 ROBUST_NAMES = ("magsac", "ransac", "lmeds", "usac", "accurate", "prosac", "fast")  # keys of estimate.ROBUST
 RESAMPLING = ("nearest", "bilinear", "cubic", "cubicspline", "lanczos", "average", "mode")  # sarreg.warp
-FORMATS = ("COG", "GTiff")
+FORMATS = ("auto", "COG", "GTiff")  # auto: COG, but --update-georef keeps a local GeoTIFF's encoding
 COMPRESSION = ("DEFLATE", "LZW", "ZSTD", "NONE")
 BACKENDS = ("auto", "torch", "openvino", "onnxruntime")  # sarreg.model.backend
 FEATURES = ("r2d2", "sift")  # sarreg.keypoints.Extractor
@@ -152,7 +152,8 @@ class RegisterConfig:
     the estimate on its own (``sarreg.area.settles``); "always" runs them every time (their matches in
     OUT.matches.npz). ratio: optional Lowe ratio on MNN.
     Gates: min_inliers, max_rmse (px), min_coverage (0..1) decide ok / low_quality; fewer matches -> failed.
-    Outputs: warp (False = --no-warp), update_georef, fmt COG|GTiff, compress, resampling, warp_mem_mb, sidecar
+    Outputs: warp (False = --no-warp), update_georef, fmt auto|COG|GTiff (auto: a COG, or
+    with update_georef the moving GeoTIFF's own encoding, its bytes kept), compress, resampling, warp_mem_mb, sidecar
     switches. ``moving_band`` (1-based, None = same rule as the reference) picks the moving band to match on.
     Allowed values and ranges are declared with each field; ``validate()`` checks them.
     """
@@ -180,7 +181,7 @@ class RegisterConfig:
     update_georef: bool = False
     force: bool = False
     overwrite: bool = False
-    fmt: str = _opt("COG", choices=FORMATS)
+    fmt: str = _opt("auto", choices=FORMATS)
     compress: str = _opt("DEFLATE", choices=COMPRESSION, case_sensitive=False)
     resampling: str = _opt("bilinear", choices=RESAMPLING)
     warp_mem_mb: int = _opt(128, min=16, max=65536)

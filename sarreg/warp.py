@@ -270,7 +270,7 @@ def _has_data(ds) -> bool:
 
 
 def warp_to_grid(moving: str | Path, transform: PixelTransform, grid: Grid, out: str | Path,
-                 resampling: str = "bilinear", fmt: str = "COG", compress: str = "DEFLATE", mem_mb: int = 128,
+                 resampling: str = "bilinear", fmt: str = "auto", compress: str = "DEFLATE", mem_mb: int = 128,
                  threads: int | None = None, overwrite: bool = False, require_data: bool = False) -> Path:
     """Resample ``moving`` (all bands) onto ``grid`` with ``transform``; write ``out`` atomically.
 
@@ -287,6 +287,7 @@ def warp_to_grid(moving: str | Path, transform: PixelTransform, grid: Grid, out:
         raise ValueError(f"unknown resampling {resampling!r}; choose from {', '.join(RESAMPLING)}")
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
+    fmt = "COG" if fmt == "auto" else fmt
     check_output(out, [moving], overwrite)
     with open_dataset(moving) as ds:
         count, dtype, nodata, size = ds.count, ds.dtypes[0], ds.nodata, (ds.width, ds.height)
@@ -352,14 +353,14 @@ def warp_to_grid(moving: str | Path, transform: PixelTransform, grid: Grid, out:
     return out
 
 
-def update_georef(moving: str | Path, transform: PixelTransform, grid: Grid, out: str | Path, fmt: str = "COG",
+def update_georef(moving: str | Path, transform: PixelTransform, grid: Grid, out: str | Path, fmt: str = "auto",
                   compress: str = "DEFLATE", overwrite: bool = False) -> Path:
     """Copy ``moving`` unchanged (no resampling) with a corrected geotransform in the reference CRS.
 
     Only for shift / similarity / affine models (a geotransform cannot express more). When the moving raster is a
-    local GeoTIFF and the output asks for GTiff with the compression it already has, its bytes are copied as they
-    are and only the georeferencing tags are rewritten (no decompression, no re-encoding: what AROSICS does);
-    otherwise the copy is re-encoded with ``fmt`` / ``compress``.
+    local GeoTIFF and ``fmt`` is "auto", or GTiff with the compression it already has, its bytes are copied as
+    they are and only the georeferencing tags are rewritten (no decompression, no re-encoding: what AROSICS does);
+    otherwise the copy is re-encoded with ``fmt`` ("auto": COG) / ``compress``.
     """
     gdal = _gdal()
     moving, out = resolve_input(moving), Path(out)
@@ -370,6 +371,8 @@ def update_georef(moving: str | Path, transform: PixelTransform, grid: Grid, out
     check_output(out, [moving], overwrite)
     src, _ = _source_vrt(moving, transform, grid, (0, 0))
     tmp = _tmp_path(out)
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
     if _same_encoding(gdal, moving, fmt, compress):
         try:
             _copy_with_georef(gdal, Path(moving), tmp, src.GetGeoTransform(), src.GetProjection())
@@ -383,6 +386,7 @@ def update_georef(moving: str | Path, transform: PixelTransform, grid: Grid, out
             src = None
             if tmp.exists():
                 tmp.unlink()
+    fmt = "COG" if fmt == "auto" else fmt
     c = None
     try:
         from sarreg.io.raster import open_dataset
@@ -407,9 +411,9 @@ def update_georef(moving: str | Path, transform: PixelTransform, grid: Grid, out
 
 
 def _same_encoding(gdal, moving: Source, fmt: str, compress: str) -> bool:
-    """True when ``moving`` is a local GeoTIFF file (no GCPs, no external mask or overview files) whose
-    compression is ``compress`` and the output format asked for is GTiff: its bytes can be kept as they are."""
-    if fmt != "GTiff" or is_remote(moving) or not Path(str(moving)).is_file():
+    """True when ``moving`` is a local GeoTIFF file (no GCPs, no external mask or overview files) and the output
+    asked for is "auto", or GTiff with the compression ``moving`` has: its bytes can be kept as they are."""
+    if fmt not in ("auto", "GTiff") or is_remote(moving) or not Path(str(moving)).is_file():
         return False
     p = Path(str(moving))
     if any(p.with_name(p.name + ext).exists() for ext in (".msk", ".ovr", ".aux.xml")):
@@ -419,7 +423,7 @@ def _same_encoding(gdal, moving: Source, fmt: str, compress: str) -> bool:
         return False
     have = (ds.GetMetadataItem("COMPRESSION", "IMAGE_STRUCTURE") or "NONE").upper()
     have = {"DEFLATE": "DEFLATE", "ZIP": "DEFLATE", "LZW": "LZW", "ZSTD": "ZSTD", "NONE": "NONE"}.get(have, have)
-    return have == compress.upper()
+    return fmt == "auto" or have == compress.upper()
 
 
 def _copy_with_georef(gdal, moving: Path, tmp: Path, geotransform, wkt: str) -> None:

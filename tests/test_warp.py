@@ -146,10 +146,11 @@ def test_update_georef(tmp_path):
 
 
 @pytest.mark.parametrize("fmt,compress,kept", [("GTiff", "DEFLATE", True), ("GTiff", "LZW", False),
-                                                ("COG", "DEFLATE", False)])
+                                                ("COG", "DEFLATE", False), ("auto", "LZW", True)])
 def test_update_georef_keeps_the_bytes_when_the_encoding_matches(tmp_path, fmt, compress, kept):
-    """GTiff output with the input's own compression: the file's encoding is kept as is (its 256 px blocks, not the
-    512 px re-encoding), only the georeferencing changes; otherwise a re-encoded copy. Same pixels either way."""
+    """GTiff output with the input's own compression, or the default "auto" whatever --compress says: the file's
+    encoding is kept as is (its 256 px blocks, not the 512 px re-encoding), only the georeferencing changes;
+    otherwise a re-encoded copy. Same pixels either way."""
     mov = tmp_path / "m.tif"
     img = _moving(_shift_rot(4, 5))
     write_geotiff(mov, img, REF_T, UTM, nodata=0, compress="deflate")
@@ -161,6 +162,21 @@ def test_update_georef_keeps_the_bytes_when_the_encoding_matches(tmp_path, fmt, 
         assert np.array_equal(b.read(1), img) and b.nodata == a.nodata
         assert (b.block_shapes == a.block_shapes and b.compression == a.compression) == kept
     assert not list(tmp_path.glob("*.tmp*")) and not list(tmp_path.glob(".*"))  # no temporary left behind
+
+
+def test_update_georef_auto_re_encodes_what_it_cannot_keep(tmp_path):
+    """"auto" on an input whose bytes cannot be kept (here a VRT, not a GeoTIFF) gives a COG."""
+    from osgeo import gdal
+
+    img = _moving(_shift_rot(4, 5))
+    write_geotiff(tmp_path / "m.tif", img, REF_T, UTM, nodata=0)
+    mov = tmp_path / "m.vrt"
+    gdal.Translate(str(mov), str(tmp_path / "m.tif"), format="VRT")
+    grid = Grid(W, H, REF_T, UTM.to_wkt())
+    out = update_georef(mov, PixelTransform("shift", _shift_rot(4, 5)), grid, tmp_path / "o.tif")
+    with rasterio.open(out) as b:
+        assert b.driver == "GTiff" and b.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+        assert np.array_equal(b.read(1), img) and b.transform.almost_equals(REF_T @ Affine.translation(4, 5))
 
 
 def test_output_checks(tmp_path):

@@ -84,7 +84,9 @@ def _normalise(cls: type, name: str, v: Any) -> Any:
 
 
 overwrite_opt = click.option("--overwrite", is_flag=True, help="Replace existing outputs (never an input).")
-format_opt = config_option(RegisterConfig, "fmt", "--format", help="Output raster format.")
+format_opt = config_option(RegisterConfig, "fmt", "--format",
+                           help="Output raster format. auto: a COG; with --update-georef a local GeoTIFF keeps its "
+                                "own encoding (its bytes are copied, only the georeferencing changes).")
 compress_opt = config_option(RegisterConfig, "compress", help="Output compression.")
 resampling_opt = config_option(RegisterConfig, "resampling", help="Resampling of the warp.")
 mem_opt = config_option(RegisterConfig, "warp_mem_mb", "--mem",
