@@ -289,3 +289,27 @@ def test_sensor_pairs_keep_geometry_change_looks(tmp_path):
     looks = [load_power(q.moving) for q in b]
     orig = [load_power(p.moving) for p in a]
     assert sum(not np.allclose(np.nan_to_num(x), np.nan_to_num(y), rtol=1e-3) for x, y in zip(looks, orig)) >= 1
+
+
+def test_seasonal_change_pairs_keep_geometry_and_nodata(tmp_path):
+    """``--change``: the moving image's levels change over regions (gains, speckle kept), its nodata stays nodata."""
+    import json
+
+    from sarreg.eval_pairs import make_pairs
+    from sarreg.evaluate import load_pairs
+    from sarreg.train.sensor_pairs import make_sensor_pairs, seasonal_change
+
+    power = synth.speckle(synth.reflectivity(160, 160, seed=5), 4, np.random.default_rng(0))
+    power[:, :20] = np.nan
+    ch = seasonal_change(power, np.random.default_rng(1), 0.3)
+    assert np.isnan(ch[:, :20]).all() and np.isfinite(ch[:, 20:]).all()
+    ratio_db = 10 * np.log10(ch[:, 20:] / power[:, 20:])
+    assert np.mean(np.abs(ratio_db) > 2.5) > 0.15  # a sizeable part of the scene changed level
+    src = synth.write_geotiff(tmp_path / "s.tif", synth.reflectivity(200, 200, seed=3))
+    make_pairs([str(src)], tmp_path / "pairs", 2, seed=1, size=128)
+    make_sensor_pairs(tmp_path / "pairs", tmp_path / "season", seed=2, change=0.3, look=False)
+    for p, q in zip(load_pairs(tmp_path / "pairs"), load_pairs(tmp_path / "season")):
+        assert np.allclose(p.H, q.H)
+        assert json.loads((q.moving.parent / "gt.json").read_text())["source"].startswith("change:")
+        a, b = load_power(p.moving), load_power(q.moving)
+        assert np.array_equal(np.isnan(a), np.isnan(b))

@@ -1,11 +1,13 @@
 """Validation pairs for "other sensors": an evaluation-pair folder with each moving image given another sensor's
-look (``sarreg.train.pairs.sensor_look``: resolution, noise floor, 8/16-bit storage), the geometry unchanged.
+look (``sarreg.train.pairs.sensor_look``: resolution, noise floor, 8/16-bit storage), the geometry unchanged;
+optionally (``--change F``) strong temporal change too: polygons over a fraction F of the scene change level
+(``sarreg.synth.temporal_change``) under a smooth regional gain of up to +-6 dB (snow, moisture, season).
 
-Why: the training-split validation pairs come from the training sensors; models are also chosen on how they hold
-up when the moving image looks like another product. Built from pairs of ``sarreg evaluate make-pairs`` made from
-training-split data only (never from evaluation data).
+Why: the training-split validation pairs come from the training sensors and dates close in time; models are also
+chosen on how they hold up when the moving image looks like another product or another season. Built from pairs of
+``sarreg evaluate make-pairs`` made from training-split data only (never from evaluation data).
 
-    python -m sarreg.train.sensor_pairs PAIRS_DIR OUT_DIR [--seed 0]
+    python -m sarreg.train.sensor_pairs PAIRS_DIR OUT_DIR [--seed 0] [--change 0.4] [--no-look]
 """
 from __future__ import annotations
 
@@ -14,15 +16,28 @@ import json
 import shutil
 from pathlib import Path
 
+import cv2
 import numpy as np
 
-from sarreg.synth import write_geotiff
+from sarreg.synth import _smooth_noise, temporal_change, write_geotiff
 from sarreg.train.pairs import load_power, sensor_look
 
 
-def make_sensor_pairs(src: Path, out: Path, seed: int = 0) -> list[Path]:
+def seasonal_change(power: np.ndarray, rng: np.random.Generator, fraction: float) -> np.ndarray:
+    """``power`` as at another season: the level changes of ``temporal_change`` over ``fraction`` of the scene
+    (applied as gains, so the speckle stays), then a smooth regional gain (correlation length ~1/3 of the image,
+    up to about +-6 dB). Invalid pixels (NaN, <= 0) stay invalid."""
+    ok = np.isfinite(power) & (power > 0)
+    h, w = power.shape
+    gain = temporal_change(np.ones((h, w), np.float32), rng, fraction)
+    gain *= np.power(10.0, 3.0 * _smooth_noise(rng, h, w, max(h, w) / 3.0) / 10.0)
+    return np.where(ok, power * gain, np.nan).astype(np.float32)
+
+
+def make_sensor_pairs(src: Path, out: Path, seed: int = 0, change: float = 0.0, look: bool = True) -> list[Path]:
     """Copy every pair folder of ``src`` (``gt.json`` + ref + moving) to ``out`` with a sensor-looked moving image
-    (float32 linear power GeoTIFF, NaN nodata); pair i uses seed ``[seed, i]``. Returns the new folders."""
+    (``look``) and/or one with strong temporal change (``change`` > 0: the fraction of changed polygons), written
+    as float32 linear power GeoTIFF, NaN nodata; pair i uses seed ``[seed, i]``. Returns the new folders."""
     out.mkdir(parents=True, exist_ok=True)
     written = []
     folders = sorted(p.parent for p in src.glob("*/gt.json"))
@@ -32,9 +47,17 @@ def make_sensor_pairs(src: Path, out: Path, seed: int = 0) -> list[Path]:
         dst.mkdir(exist_ok=True)
         shutil.copy2(d / gt["ref"], dst / gt["ref"])
         power = load_power(d / gt["moving"])
-        look = sensor_look(power, np.random.default_rng([seed, i]))
-        write_geotiff(dst / "moving.tif", look.astype(np.float32), nodata=float("nan"))
-        gt.update(moving="moving.tif", source=f"sensor_look:{gt.get('source', d.name)}")
+        if Path(gt["moving"]).suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp"):  # 8-bit: 0 is the nodata
+            raw = cv2.imread(str(d / gt["moving"]), cv2.IMREAD_GRAYSCALE)
+            power[raw == 0] = np.nan
+        rng = np.random.default_rng([seed, i])
+        if change > 0:
+            power = seasonal_change(power, rng, change)
+        if look:
+            power = sensor_look(power, rng)
+        write_geotiff(dst / "moving.tif", power.astype(np.float32), nodata=float("nan"))
+        tag = "+".join((["change"] if change > 0 else []) + (["sensor_look"] if look else [])) or "copy"
+        gt.update(moving="moving.tif", source=f"{tag}:{gt.get('source', d.name)}")
         (dst / "gt.json").write_text(json.dumps(gt, indent=1))
         written.append(dst)
     if (src / "index.json").is_file():
@@ -47,8 +70,11 @@ def main() -> None:
     ap.add_argument("src", type=Path)
     ap.add_argument("out", type=Path)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--change", type=float, default=0.0, help="fraction of the scene with temporal change")
+    ap.add_argument("--no-look", action="store_true", help="keep the sensor's look (only --change)")
     a = ap.parse_args()
-    print(f"wrote {len(make_sensor_pairs(a.src, a.out, a.seed))} pairs to {a.out}")
+    n = len(make_sensor_pairs(a.src, a.out, a.seed, a.change, not a.no_look))
+    print(f"wrote {n} pairs to {a.out}")
 
 
 if __name__ == "__main__":
