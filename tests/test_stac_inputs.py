@@ -201,3 +201,22 @@ def test_batch_list_of_item_urls_records_item_id_and_datetime(server, small, tmp
         rows = {r["scene"]: r for r in csv.DictReader(f)}
     assert rows["S1_LIST_B"]["stac_item"] == "S1_LIST_B" and rows["S1_LIST_B"]["stac_datetime"].startswith("2024-06-01")
     assert rows["plain"]["stac_item"] == "" and rows["plain"]["stac_datetime"] == ""
+
+
+def test_stac_api_item_urls_without_suffix(server, small, tmp_path: Path) -> None:
+    """A STAC API item endpoint (``.../collections/C/items/ID``, no ``.json``) is read as an Item."""
+    from sarreg.io.source import is_stac
+
+    base, srv = server
+    items = srv.root / "collections" / "s1" / "items"
+    items.mkdir(parents=True, exist_ok=True)
+    _item(items / "REF_ID", "REF_ID", {"vv": {"href": f"{base}/ref.tif", "type": COG, "roles": ["data"]}})
+    _item(items / "MOV_ID", "MOV_ID", {"vv": {"href": f"{base}/mov.tif", "type": COG, "roles": ["data"]}})
+    assert is_stac(f"{base}/collections/s1/items/MOV_ID") and is_stac(f"{base}/search?collections=s1")
+    assert not is_stac(f"{base}/collections/s1/items/MOV_ID/mov.tif") and not is_stac(str(tmp_path / "items"))
+    res = _cli("register", "--features", "sift", "--no-warp", f"{base}/collections/s1/items/REF_ID",
+               f"{base}/collections/s1/items/MOV_ID", tmp_path / "api.tif")
+    assert res.exit_code == 0, res.output
+    assert _shift_error(tmp_path / "api.report.json") < 0.5
+    stac = json.loads((tmp_path / "api.report.json").read_text())["stages"]["relate"]["stac"]
+    assert stac["moving"]["id"] == "MOV_ID" and stac["reference"]["asset"] == "vv"

@@ -127,10 +127,14 @@ def resolve_input(src: Source, asset: str | None = None, pol: str | None = None)
     return p
 
 
+_STAC_API = re.compile(r"^https?://.*/(collections/[^/]+/items(/[^/]+)?|search)/?$", re.IGNORECASE)
+
+
 def is_stac(src: Source) -> bool:
-    """True for a name that looks like a STAC JSON document (``.json`` / ``.geojson``, a URL's query ignored)."""
-    s = str(src).split("?", 1)[0].lower()
-    return s.endswith((".json", ".geojson"))
+    """True for a name that looks like a STAC JSON document: ``.json`` / ``.geojson`` (a URL's query ignored), or
+    a STAC API URL without suffix (``.../collections/C/items/ID``, ``.../collections/C/items``, ``.../search``)."""
+    s = str(src).split("?", 1)[0].split("#", 1)[0]
+    return s.lower().endswith((".json", ".geojson")) or bool(_STAC_API.match(s))
 
 
 def _json_like(s: str) -> bool:
