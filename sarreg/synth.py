@@ -37,7 +37,7 @@ from sarreg.outputs import write_atomic
 log = logging.getLogger(__name__)
 
 
-def _smooth_noise(rng: np.random.Generator, height: int, width: int, cell: float) -> np.ndarray:
+def smooth_noise(rng: np.random.Generator, height: int, width: int, cell: float) -> np.ndarray:
     """Zero-mean, unit-ish std smooth noise with correlation length ~``cell`` pixels (bicubic up-sampling)."""
     gh, gw = max(2, int(math.ceil(height / cell)) + 2), max(2, int(math.ceil(width / cell)) + 2)
     small = rng.standard_normal((gh, gw)).astype(np.float32)
@@ -83,8 +83,8 @@ def reflectivity(height: int, width: int, seed: int) -> np.ndarray:
     area = h * w
 
     # 1. smooth background texture (dB)
-    db = -10.0 + 2.0 * _smooth_noise(rng, h, w, rng.uniform(60, 160))
-    db += 1.0 * _smooth_noise(rng, h, w, rng.uniform(12, 30))
+    db = -10.0 + 2.0 * smooth_noise(rng, h, w, rng.uniform(60, 160))
+    db += 1.0 * smooth_noise(rng, h, w, rng.uniform(12, 30))
 
     # 2. agricultural fields: Voronoi cells from random seeds -> per-field mean (and sometimes stripes)
     field_size = rng.uniform(40, 90)
@@ -221,7 +221,7 @@ def terrain(height: int, width: int, seed: int) -> tuple[np.ndarray, np.ndarray]
     z = np.zeros((h, w), np.float32)
     amp, cell = 1.0, rng.uniform(80, 220)
     for _ in range(5):
-        n = _smooth_noise(rng, h, w, cell)
+        n = smooth_noise(rng, h, w, cell)
         z += amp * ((1.0 - np.abs(n)) if rng.random() < 0.7 else 0.5 * n)
         amp *= rng.uniform(0.4, 0.6)
         cell = max(3.0, cell / rng.uniform(1.8, 2.6))
@@ -239,11 +239,11 @@ def terrain(height: int, width: int, seed: int) -> tuple[np.ndarray, np.ndarray]
 
     # land cover by elevation, with patchy texture
     zq = np.quantile(z, [0.03, 0.2, rng.uniform(0.3, 0.7), rng.uniform(0.8, 0.97)])
-    patch = _smooth_noise(rng, h, w, rng.uniform(10, 30))
-    forest = -7.0 + 1.0 * _smooth_noise(rng, h, w, 4.0) + 0.8 * patch
-    alpine = -12.0 + 3.0 * patch + 1.0 * _smooth_noise(rng, h, w, 6.0)
-    glacier = -15.0 + 1.0 * _smooth_noise(rng, h, w, 40.0)
-    line = zq[2] + 0.1 * float(np.ptp(z)) * _smooth_noise(rng, h, w, 60.0)
+    patch = smooth_noise(rng, h, w, rng.uniform(10, 30))
+    forest = -7.0 + 1.0 * smooth_noise(rng, h, w, 4.0) + 0.8 * patch
+    alpine = -12.0 + 3.0 * patch + 1.0 * smooth_noise(rng, h, w, 6.0)
+    glacier = -15.0 + 1.0 * smooth_noise(rng, h, w, 40.0)
+    line = zq[2] + 0.1 * float(np.ptp(z)) * smooth_noise(rng, h, w, 60.0)
     db = np.where(z < line, forest, alpine)
     db = np.where(z > zq[3], glacier, db) + terrain_db
     db[cos_loc < 0.05] = -24.0 + rng.standard_normal()  # radar shadow
@@ -263,12 +263,12 @@ def snow_change(refl: np.ndarray, elevation: np.ndarray, rng: np.random.Generato
     refl = np.asarray(refl, dtype=np.float32)
     h, w = refl.shape
     z = np.asarray(elevation, dtype=np.float32)
-    line = np.quantile(z, rng.uniform(0.1, 0.9)) + 0.05 * float(np.ptp(z)) * _smooth_noise(rng, h, w, 50.0)
+    line = np.quantile(z, rng.uniform(0.1, 0.9)) + 0.05 * float(np.ptp(z)) * smooth_noise(rng, h, w, 50.0)
     weight = 1.0 / (1.0 + np.exp(-(z - line) / max(0.02 * float(np.ptp(z)), 1e-3)))
     if rng.random() < 0.7:  # wet snow
-        gain_db = -rng.uniform(2, 12) + 1.5 * _smooth_noise(rng, h, w, rng.uniform(8, 30))
+        gain_db = -rng.uniform(2, 12) + 1.5 * smooth_noise(rng, h, w, rng.uniform(8, 30))
     else:  # dry snow / vegetation season: small, zone-wide changes of either sign
-        gain_db = rng.uniform(-3, 3) + 0.7 * _smooth_noise(rng, h, w, 20.0)
+        gain_db = rng.uniform(-3, 3) + 0.7 * smooth_noise(rng, h, w, 20.0)
     return (refl * np.power(10.0, weight * gain_db / 10.0)).astype(np.float32)
 
 

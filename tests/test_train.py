@@ -313,3 +313,12 @@ def test_seasonal_change_pairs_keep_geometry_and_nodata(tmp_path):
         assert json.loads((q.moving.parent / "gt.json").read_text())["source"].startswith("change:")
         a, b = load_power(p.moving), load_power(q.moving)
         assert np.array_equal(np.isnan(a), np.isnan(b))
+
+
+def test_season_option_changes_the_second_view_only():
+    refl = synth.reflectivity(256, 256, seed=9)
+    cfg = PairConfig(crop=96, radiometric=0.0, blur=0.0, cutout=0.0)
+    a = make_pair(refl, refl, np.random.default_rng(4), cfg, synthetic=True)
+    b = make_pair(refl, refl, np.random.default_rng(4), PairConfig(**{**cfg.__dict__, "season": 1.0}), synthetic=True)
+    assert np.array_equal(a["img1"], b["img1"]) and np.allclose(a["aflow"], b["aflow"], equal_nan=True)
+    assert np.abs(a["img2"] - b["img2"]).mean() > 0.02

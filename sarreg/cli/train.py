@@ -128,6 +128,8 @@ def build_sources(data: list[str], stacks: list[str], synthetic: bool, crop: int
               help="Probability of a smooth non-projective distortion of the second view (terrain, ground range).")
 @click.option("--terrain", type=float, default=0.0, show_default=True,
               help="Probability that a synthetic scene is mountains (topographic shading, snow lines).")
+@click.option("--season", type=float, default=0.0, show_default=True,
+              help="Probability of strong temporal change of the second view (regional level changes, +-6 dB gain).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 ...")
 @click.option("--threads", type=int, default=2, show_default=True)
 @click.option("--workers", type=int, default=1, show_default=True, help="Pair-generation worker processes.")
@@ -166,6 +168,7 @@ def train(ctx: click.Context, data, config_file, out_dir, stacks, no_progress, *
     for s in sources:
         click.echo(f"training data: {s.describe()}, weight {s.weight:g}", err=True)
     state = run_train(sources, out_dir, cfg, val_sources=val_sources, resume=resume, progress=not no_progress,
-                      pair_cfg=PairConfig(crop=cfg.crop, sensor=cfg.sensor, distort=cfg.distort))
+                      pair_cfg=PairConfig(crop=cfg.crop, sensor=cfg.sensor, distort=cfg.distort,
+                                                 season=cfg.season))
     click.echo(f"stopped at iteration {state.iteration}; best validation M-score {state.best:.4f}; "
                f"checkpoints in {out_dir}", err=True)

@@ -227,6 +227,17 @@ def _radiometric(u: np.ndarray, valid: np.ndarray, rng: np.random.Generator, str
 
 
 # ----------------------------------------------------------------------------------------- sensor diversity
+def seasonal_change(power: np.ndarray, rng: np.random.Generator, fraction: float) -> np.ndarray:
+    """``power`` as at another season: the level changes of ``temporal_change`` over ``fraction`` of the scene
+    (applied as gains, so the speckle stays), then a smooth regional gain (correlation length ~1/3 of the image,
+    up to about +-6 dB). Invalid pixels (NaN, <= 0) stay invalid."""
+    ok = np.isfinite(power) & (power > 0)
+    h, w = power.shape
+    gain = synth.temporal_change(np.ones((h, w), np.float32), rng, fraction)
+    gain *= np.power(10.0, 3.0 * synth.smooth_noise(rng, h, w, max(h, w) / 3.0) / 10.0)
+    return np.where(ok, power * gain, np.nan).astype(np.float32)
+
+
 def sensor_look(p: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """The same linear-power crop as another sensor / product would deliver it (NaN stays NaN).
 
@@ -317,6 +328,7 @@ class PairConfig:
     sensor: float = 0.0  # probability, per view, of another sensor's look (``sensor_look``)
     distort: float = 0.0  # probability of a smooth non-projective distortion of img2 (``smooth_distortion``)
     max_distort: float = 2.5  # its largest displacement (px)
+    season: float = 0.0  # probability of strong temporal change of img2 (``seasonal_change``, 10-40 % of the crop)
 
     def warp_range(self) -> WarpRange:
         """The homography ranges for ``sarreg.geometry.random_homography`` (shift: a fraction of the crop;
@@ -383,6 +395,8 @@ def make_pair(view1: np.ndarray, view2: np.ndarray, rng: np.random.Generator, cf
     elif rng.random() < cfg.extra_speckle:
         p1 = synth.speckle(p1, rng.uniform(3, 8), rng)
         p2 = synth.speckle(p2, rng.uniform(3, 8), rng)
+    if cfg.season > 0 and rng.random() < cfg.season:  # (no draw when off: older runs keep their batches)
+        p2 = seasonal_change(p2, rng, rng.uniform(0.1, 0.4))
     if rng.random() < cfg.sensor:
         p1 = sensor_look(p1, rng)
     if rng.random() < cfg.sensor:

@@ -19,19 +19,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from sarreg.synth import _smooth_noise, temporal_change, write_geotiff
-from sarreg.train.pairs import load_power, sensor_look
-
-
-def seasonal_change(power: np.ndarray, rng: np.random.Generator, fraction: float) -> np.ndarray:
-    """``power`` as at another season: the level changes of ``temporal_change`` over ``fraction`` of the scene
-    (applied as gains, so the speckle stays), then a smooth regional gain (correlation length ~1/3 of the image,
-    up to about +-6 dB). Invalid pixels (NaN, <= 0) stay invalid."""
-    ok = np.isfinite(power) & (power > 0)
-    h, w = power.shape
-    gain = temporal_change(np.ones((h, w), np.float32), rng, fraction)
-    gain *= np.power(10.0, 3.0 * _smooth_noise(rng, h, w, max(h, w) / 3.0) / 10.0)
-    return np.where(ok, power * gain, np.nan).astype(np.float32)
+from sarreg.synth import write_geotiff
+from sarreg.train.pairs import load_power, seasonal_change, sensor_look
 
 
 def make_sensor_pairs(src: Path, out: Path, seed: int = 0, change: float = 0.0, look: bool = True) -> list[Path]:
