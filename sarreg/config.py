@@ -120,6 +120,7 @@ class ExtractConfig:
     tile_size: int = _opt(1024, min=0)  # 0 = no tiling, else at least 64 (checked by ``extract_scene``' tiling)
     halo: int = _opt(64, min=0)
     border: int = _opt(4, min=0)
+    subpixel: bool = False  # refine keypoints to sub-pixel by a parabola through the repeatability peak
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: str = _opt("fp32", choices=PRECISIONS)
     backend: str = _opt("auto", choices=BACKENDS)  # network trunk, see sarreg.model.backend.resolve_backend
