@@ -79,6 +79,8 @@ P = PreprocessConfig
 @config_option(E, "max_scale")
 @config_option(E, "rel_thr", type=float, help="Reliability threshold (default: the model's; 0.7 for R2D2 checkpoints).")
 @config_option(E, "rep_thr", type=float, help="Repeatability threshold (default: the model's).")
+@config_option(E, "subpixel", "--subpixel/--no-subpixel",
+               help="Refine keypoints to sub-pixel by a parabola through the repeatability peak.")
 @config_option(P, "band", help="1-based band (default: the VV band if described, else 1).")
 @config_option(P, "kind", help="How pixel values are interpreted.")
 @config_option(P, "despeckle", help="Box filter size on log values (0 = off).")
