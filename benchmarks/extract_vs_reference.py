@@ -54,7 +54,7 @@ def main() -> int:
     backends = ["torch"] + (["openvino"] if openvino_available() else []) + \
         (["onnxruntime"] if onnxruntime_available() else [])
     for b in backends:
-        cfg = ExtractConfig(top_k=5000, device="cpu", backend=b, **thr)
+        cfg = ExtractConfig(top_k=5000, device="cpu", backend=b, min_size=256, **thr)  # R2D2's levels
         runs[f"sarreg extract_array [{b}]"] = (lambda cfg=cfg: len(extract_array(model, unit, valid, cfg)))
     for b in backends:
         runs[f"forward [{b}]"] = (lambda b=b: run_network(model, unit, backend=b).raw)

@@ -102,7 +102,10 @@ class ExtractConfig:
     """Keypoint extraction options; defaults follow R2D2's reference extractor.
 
     Scales are relative to the full-resolution scene; a level runs when its longer side is within
-    [min_size, max_size] (max_size 0 = no limit) and its scale within [min_scale, max_scale].
+    [min_size, max_size] (max_size 0 = no limit) and its scale within [min_scale, max_scale]. Levels above scale 1
+    (up-sampled: scale_f, scale_f^2, ...) run only for an image whose longer side is below ``upsample_to`` (0 =
+    off), up to where it reaches ``upsample_to`` and at most ``max_scale``: small patches (e.g. 120 px) otherwise
+    give too few keypoints.
     tile_size / halo: the extractor's processing tiles (0 = no tiling), in pixels of the pyramid level being
     processed (not the registration's fine-stage tiles, ``RegisterConfig.fine_tile``); halo >= the network
     receptive field.
@@ -111,10 +114,11 @@ class ExtractConfig:
 
     top_k: int = _opt(5000, min=0)
     scale_f: float = _opt(2 ** 0.25, min=1.0, max=16.0, min_open=True)
-    min_size: int = _opt(256, min=1)
+    min_size: int = _opt(128, min=1)
     max_size: int = _opt(1024, min=0)
     min_scale: float = _opt(0.0, min=0.0)
-    max_scale: float = _opt(1.0, min=0.0, min_open=True)
+    max_scale: float = _opt(4.0, min=0.0, min_open=True)
+    upsample_to: int = _opt(256, min=0)  # images smaller than this (longer side) also get up-sampled levels
     rel_thr: float | None = None  # None: the model's own (0.7 for R2D2 checkpoints, stored in ours)
     rep_thr: float | None = None
     tile_size: int = _opt(1024, min=0)  # 0 = no tiling, else at least 64 (checked by ``extract_scene``' tiling)

@@ -257,7 +257,10 @@ def detect(rel: torch.Tensor, rep: torch.Tensor, rel_thr: float, rep_thr: float,
 def pyramid_scales(width: int, height: int, cfg: ExtractConfig) -> list[float]:
     """Scales of the levels that run (R2D2's loop); never empty: falls back to scale 1 for tiny images.
 
-    At most ``MAX_LEVELS`` levels (a scale factor close to 1 would otherwise make thousands).
+    An image smaller than ``upsample_to`` (longer side) also gets up-sampled levels s = f, f^2, ... up to where
+    its longer side reaches ``upsample_to`` (never above ``max_scale`` or ``max_size``), above R2D2's, which
+    starts at 1. At most ``MAX_LEVELS`` levels (a scale factor close to 1 would
+    otherwise make thousands).
     """
     if not (math.isfinite(cfg.scale_f) and cfg.scale_f > 1):
         raise InputError(f"scale factor between pyramid levels must be > 1, got {cfg.scale_f:g}")
@@ -272,7 +275,13 @@ def pyramid_scales(width: int, height: int, cfg: ExtractConfig) -> list[float]:
         s /= cfg.scale_f
         if s < 1e-4 or len(scales) >= MAX_LEVELS:
             break
-    return scales or [min(1.0, cfg.max_scale) if cfg.max_scale > 0 else 1.0]
+    scales = scales or [min(1.0, cfg.max_scale) if cfg.max_scale > 0 else 1.0]
+    top = min(cfg.max_scale, max(1.0, cfg.upsample_to / L))  # levels above 1: small images only
+    up, s = [], cfg.scale_f
+    while s - 0.001 <= min(top, max_size / L) and len(up) + len(scales) < MAX_LEVELS:
+        up.insert(0, s)
+        s *= cfg.scale_f
+    return up + scales
 
 
 def _allowed_mask(valid: np.ndarray, border: int) -> np.ndarray:

@@ -41,7 +41,9 @@ class Extractor:
 
         self.kind = cfg.features
         self.name, self.sha256 = cfg.features, ""
-        self.base = ExtractConfig(device=cfg.device, preprocess=cfg.preprocess, backend=cfg.backend)
+        # the registration's own levels (coarse_min_scale, single-scale fine tiles), measured with these
+        self.base = ExtractConfig(device=cfg.device, preprocess=cfg.preprocess, backend=cfg.backend, min_size=256,
+                                  upsample_to=0)
         self._model = None
         self._device = cfg.device
         if self.kind == "r2d2":

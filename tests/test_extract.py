@@ -203,3 +203,22 @@ def test_cuda_batched_tiles_match_cpu():
     for a, b in zip(cpu, gpu):
         d = np.linalg.norm(a.keypoints[:, None, :2] - b.keypoints[None, :, :2], axis=2).min(axis=1)
         assert (d <= 0.5).mean() >= 0.95
+
+
+def test_small_images_get_up_sampled_levels(tmp_path):
+    """Levels above scale 1 only for images smaller than ``upsample_to`` (and never above max_scale); a 120 px
+    patch then gives keypoints on finer grids (patch size 32 / s < 32) and more of them, inside the image."""
+    from sarreg.extract import extract_file, pyramid_scales
+    from sarreg.synth import reflectivity, speckle, write_geotiff
+
+    cfg = ExtractConfig(top_k=2000, device="cpu", backend="torch")
+    assert max(pyramid_scales(120, 90, cfg)) == pytest.approx(2 ** 1.0, rel=0.01)
+    assert max(pyramid_scales(256, 256, cfg)) == 1.0 and max(pyramid_scales(4000, 3000, cfg)) < 1
+    assert max(pyramid_scales(120, 90, cfg.with_(upsample_to=0))) == 1.0
+    assert max(pyramid_scales(120, 90, cfg.with_(max_scale=1.0))) == 1.0
+    path = write_geotiff(tmp_path / "p.tif", speckle(reflectivity(90, 120, seed=2), 4, np.random.default_rng(0)))
+    up = extract_file(path, cfg=cfg)
+    flat = extract_file(path, cfg=cfg.with_(upsample_to=0))
+    assert len(up) > 1.3 * len(flat) and (up.keypoints[:, 2] < 32).any() and (flat.keypoints[:, 2] >= 32).all()
+    x, y = up.keypoints[:, 0], up.keypoints[:, 1]
+    assert x.min() >= -0.5 and x.max() <= 119.5 and y.min() >= -0.5 and y.max() <= 89.5

@@ -77,6 +77,8 @@ P = PreprocessConfig
 @config_option(E, "max_size", help="Largest longer side of a level (px, 0 = no limit).")
 @config_option(E, "min_scale")
 @config_option(E, "max_scale")
+@config_option(E, "upsample_to",
+               help="Images whose longer side is below this get up-sampled levels up to it (0 = off).")
 @config_option(E, "rel_thr", type=float, help="Reliability threshold (default: the model's; 0.7 for R2D2 checkpoints).")
 @config_option(E, "rep_thr", type=float, help="Repeatability threshold (default: the model's).")
 @config_option(E, "subpixel", "--subpixel/--no-subpixel",
