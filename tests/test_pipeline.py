@@ -250,9 +250,9 @@ def test_rotation_search_finds_a_turned_scene(tmp_path, field, deg):
     assert abs((coarse["rotation_deg"] - deg + 180) % 360 - 180) < 3, coarse["rotation_deg"]
     if deg != 90.0:
         return
-    # without the search the same pair does not register
+    # without the search the same pair does not register with confidence (failed, or flagged low quality)
     off = register(ref, mov, tmp_path / "off.tif", cfg.with_(rotation_search=False))
-    assert off.status == "failed", off.message
+    assert off.status in ("failed", "low_quality"), off.message
     # the Lowe ratio (--ratio) on the keypoint matches: fewer, less ambiguous matches, same answer
     strict = register(ref, mov, tmp_path / "ratio.tif", cfg.with_(ratio=0.9))
     assert strict.status == "ok" and strict.options["ratio"] == 0.9, strict.message
