@@ -1,7 +1,7 @@
 """Inference backends and ``sarreg`` multiscale extraction against R2D2's reference algorithm, same weights, side
 by side in one process.
 
-The reference is R2D2's extract algorithm re-implemented plainly in torch (``sarreg.extract.
+The reference is R2D2's extract algorithm re-implemented plainly in torch (``sarreg.model.reference.
 extract_multiscale_reference``: chained bilinear pyramid, whole image per level, fp32); ours is
 ``extract_array`` with the same level rule, thresholds and top-k, once per inference backend. Rounds rotate the
 order; the median wall time of each is divided by the reference's. The same rounds also time one whole network
@@ -33,7 +33,8 @@ def main() -> int:
     import torch
 
     from sarreg.config import ExtractConfig
-    from sarreg.extract import extract_array, extract_multiscale_reference, run_network
+    from sarreg.extract import extract_array, run_network
+    from sarreg.model.reference import extract_multiscale_reference
     from sarreg.io.raster import image_to_unit
     from sarreg.model.backend import onnxruntime_available, openvino_available
     from sarreg.model.weights import load_model

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from sarreg.errors import WeightsError
-from sarreg.extract import extract_multiscale_reference, run_network
+from sarreg.extract import run_network
+from sarreg.model.reference import extract_multiscale_reference
 from sarreg.model.r2d2 import build_network, fold_batchnorm
 from sarreg.model.weights import load_model, random_model, save_checkpoint
 
