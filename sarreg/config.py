@@ -99,7 +99,8 @@ class PreprocessConfig:
 
 @dataclass(frozen=True)
 class ExtractConfig:
-    """Keypoint extraction options; defaults follow R2D2's reference extractor.
+    """Keypoint extraction options; defaults follow R2D2's reference extractor, except the pyramid (down to 128 px,
+    up-sampled levels for small images; chosen on training-split validation pairs, see models/README.md).
 
     Scales are relative to the full-resolution scene; a level runs when its longer side is within
     [min_size, max_size] (max_size 0 = no limit) and its scale within [min_scale, max_scale]. Levels above scale 1
@@ -157,9 +158,9 @@ class RegisterConfig:
     the estimate on its own (``sarreg.area.settles``); "always" runs them every time (their matches in
     OUT.matches.npz). ratio: optional Lowe ratio on MNN.
     Gates: min_inliers, max_rmse (px), min_coverage (0..1) decide ok / low_quality; fewer matches -> failed.
-    Outputs: warp (False = --no-warp), update_georef, fmt auto|COG|GTiff (auto: a COG, or
-    with update_georef the moving GeoTIFF's own encoding, its bytes kept), compress, resampling, warp_mem_mb, sidecar
-    switches. ``moving_band`` (1-based, None = same rule as the reference) picks the moving band to match on.
+    Outputs: warp (False = --no-warp), update_georef, fmt auto|COG|GTiff (auto: a COG, or with update_georef the
+    moving GeoTIFF's own encoding, its bytes kept), compress, resampling, warp_mem_mb, sidecar switches.
+    ``moving_band`` (1-based, None = same rule as the reference) picks the moving band to match on.
     Allowed values and ranges are declared with each field; ``validate()`` checks them.
     """
 

@@ -99,6 +99,12 @@ class DenseOutput:
         return F.normalize(v.float(), p=2, dim=1, eps=1e-12).numpy().astype(np.float32)
 
 
+def _head_weights(net: torch.nn.Module, c: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """The reliability (2) and repeatability (1) 1x1 convolutions as one 3 x C matrix and a bias of 3."""
+    wts = torch.cat([net.clf.weight.reshape(-1, c), net.sal.weight.reshape(-1, c)]).to(dtype)
+    return wts, torch.cat([net.clf.bias, net.sal.bias]).to(dtype)
+
+
 def _heads(net: torch.nn.Module, full: torch.Tensor, inplace: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Reliability softmax(clf(x²))[1] and repeatability r/(1+r), r = softplus(sal(x²)), of a B x 128 x H x W map.
 
@@ -110,8 +116,7 @@ def _heads(net: torch.nn.Module, full: torch.Tensor, inplace: bool = False) -> t
     x = full.reshape(n, c, h * w)
     copied = x.data_ptr() != full.data_ptr()  # a non-contiguous view was copied: the copy is ours
     sq = x.square_() if inplace or copied else x.square()
-    wts = torch.cat([net.clf.weight.reshape(-1, c), net.sal.weight.reshape(-1, c)]).to(sq.dtype)
-    bias = torch.cat([net.clf.bias, net.sal.bias]).to(sq.dtype)
+    wts, bias = _head_weights(net, c, sq.dtype)
     o = torch.matmul(wts, sq).add_(bias.view(1, -1, 1)).view(n, -1, h, w)
     rel = torch.softmax(o[:, :2], dim=1)[:, 1]
     s = F.softplus(o[:, 2:3])
@@ -191,8 +196,8 @@ def _heads_upsampled(net: torch.nn.Module, raw: torch.Tensor, strip: int = 32) -
     (0.75 / 0.25). Exact up to float rounding. Row strips of ``strip`` raw rows bound the memory.
     """
     c, hh, ww = raw.shape
-    wts = torch.cat([net.clf.weight.reshape(-1, c), net.sal.weight.reshape(-1, c)]).to(raw.dtype)  # 3 x C
-    bias = torch.cat([net.clf.bias, net.sal.bias]).to(raw.dtype).view(-1, 1, 1)
+    wts, bias = _head_weights(net, c, raw.dtype)
+    bias = bias.view(-1, 1, 1)
     pad = F.pad(raw[None], (1, 1, 1, 1), mode="replicate")[0]  # clamped edges = replicated border
     o = torch.empty(3, 2 * hh, 2 * ww, dtype=raw.dtype)
     near, far = 0.75, 0.25
@@ -260,8 +265,7 @@ def pyramid_scales(width: int, height: int, cfg: ExtractConfig) -> list[float]:
 
     An image smaller than ``upsample_to`` (longer side) also gets up-sampled levels s = f, f^2, ... up to where
     its longer side reaches ``upsample_to`` (never above ``max_scale`` or ``max_size``), above R2D2's, which
-    starts at 1. At most ``MAX_LEVELS`` levels (a scale factor close to 1 would
-    otherwise make thousands).
+    starts at 1. At most ``MAX_LEVELS`` levels (a scale factor close to 1 would otherwise make thousands).
     """
     if not (math.isfinite(cfg.scale_f) and cfg.scale_f > 1):
         raise InputError(f"scale factor between pyramid levels must be > 1, got {cfg.scale_f:g}")

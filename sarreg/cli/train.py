@@ -143,7 +143,6 @@ def train(ctx: click.Context, data, config_file, out_dir, stacks, no_progress, *
 
     from sarreg.train.loop import TrainConfig
     from sarreg.train.loop import train as run_train
-    from sarreg.train.pairs import PairConfig
 
     data, stacks = list(data), list(stacks)
     if config_file is not None:
@@ -167,8 +166,6 @@ def train(ctx: click.Context, data, config_file, out_dir, stacks, no_progress, *
     sources, val_sources = build_sources(data, stacks, synthetic, cfg.crop, val_holdout, weights, cfg.terrain)
     for s in sources:
         click.echo(f"training data: {s.describe()}, weight {s.weight:g}", err=True)
-    state = run_train(sources, out_dir, cfg, val_sources=val_sources, resume=resume, progress=not no_progress,
-                      pair_cfg=PairConfig(crop=cfg.crop, sensor=cfg.sensor, distort=cfg.distort,
-                                                 season=cfg.season))
+    state = run_train(sources, out_dir, cfg, val_sources=val_sources, resume=resume, progress=not no_progress)
     click.echo(f"stopped at iteration {state.iteration}; best validation M-score {state.best:.4f}; "
                f"checkpoints in {out_dir}", err=True)
