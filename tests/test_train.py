@@ -16,8 +16,8 @@ from sarreg.geometry import random_homography
 from sarreg.model.weights import load_model
 from sarreg.train.losses import (LossWeights, NeighbourhoodSampler, R2D2Loss, ap_quantized, cosim_loss, peaky_loss,
                                  reliability_loss, sharpen_loss, warp_by_flow)
-from sarreg.train.pairs import (PairConfig, Source, find_date_pairs, flow_from_homography, load_power, make_pair,
-                                sample_pair, sensor_look, smooth_distortion)
+from sarreg.train.pairs import (PairConfig, Source, cross_pol_look, find_date_pairs, flow_from_homography, load_channels,
+                                load_power, make_pair, sample_pair, sensor_look, smooth_distortion)
 
 NOISE_FREE = PairConfig(crop=96, speckle=False, radiometric=0.0, blur=0.0, cutout=0.0)
 
@@ -322,3 +322,41 @@ def test_season_option_changes_the_second_view_only():
     b = make_pair(refl, refl, np.random.default_rng(4), PairConfig(**{**cfg.__dict__, "season": 1.0}), synthetic=True)
     assert np.array_equal(a["img1"], b["img1"]) and np.allclose(a["aflow"], b["aflow"], equal_nan=True)
     assert np.abs(a["img2"] - b["img2"]).mean() > 0.02
+
+
+def test_cross_pol_look_is_darker_keeps_structure_and_nodata():
+    """VH as seen from VV: ~6-10 dB darker, bright targets compressed, still the same scene, nodata kept."""
+    refl = synth.speckle(synth.reflectivity(160, 160, seed=4), 4, np.random.default_rng(0))
+    refl[:, :12] = np.nan
+    for s in range(6):
+        q = cross_pol_look(refl, np.random.default_rng(s))
+        assert q.dtype == np.float32 and np.isnan(q[:, :12]).all() and (q[:, 12:] > 0).all()
+        a, b = 10 * np.log10(refl[:, 12:]), 10 * np.log10(q[:, 12:])
+        assert -11.0 < np.median(b - a) < -4.0
+        assert 0.3 < np.corrcoef(a.ravel(), b.ravel())[0, 1] < 0.999
+        bright = a > np.percentile(a, 99.5)
+        assert np.median((b - a)[bright]) < np.median(b - a)  # double bounce loses more than the median
+
+
+def test_polar_pairs_from_channels_of_a_multichannel_image(tmp_path):
+    """A 3-band 8-bit radar image (Pauli RGB) gives two different channels as a pair with ``polar``; never
+    without it (older runs keep their batches)."""
+    import rasterio
+
+    rng = np.random.default_rng(0)
+    base = synth.reflectivity(200, 200, seed=6)
+    chans = [np.clip(10 * np.log10(base) + 30 + k * 5 + rng.normal(0, 1, base.shape), 0, 255).astype(np.uint8)
+             for k in range(3)]
+    path = tmp_path / "pauli.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=200, height=200, count=3, dtype="uint8") as ds:
+        ds.write(np.stack(chans))
+    views = load_channels(path)
+    assert len(views) == 3 and all(v.shape == (200, 200) for v in views)
+    assert not np.allclose(views[0], views[1])
+    src = Source("single", 1.0, [path], polar=1.0)
+    v1, v2, syn = src.views(np.random.default_rng(1), {})
+    assert v1 is not v2 and not syn and any(np.array_equal(v1, v) for v in views)
+    w1, w2, _ = Source("single", 1.0, [path]).views(np.random.default_rng(1), {})
+    assert w1 is w2
+    pair = make_pair(v1, v2, np.random.default_rng(2), PairConfig(crop=96, polar=1.0))
+    assert pair["img1"].shape == (96, 96) and np.isfinite(pair["aflow"][0]).mean() > 0.25

@@ -27,12 +27,13 @@ def _load_config(path: Path) -> dict:
 
 
 def build_sources(data: list[str], stacks: list[str], synthetic: bool, crop: int, val_holdout: int,
-                  weights: dict[str, float], terrain: float = 0.0):
+                  weights: dict[str, float], terrain: float = 0.0, polar: float = 0.0):
     """CLI data arguments -> (training sources, validation sources).
 
     A file is a single image; a folder with BEFORE/ and AFTER/ is a set of two-date pairs (the last
     ``val_holdout`` pairs are held out for validation); any other folder is a set of single images; each
-    ``--stack`` folder holds co-registered dates of one scene.
+    ``--stack`` folder holds co-registered dates of one scene. ``polar``: probability that a multi-channel single
+    image (a Pauli RGB) gives two of its channels, a real cross-polarisation pair.
     """
     from sarreg.train.pairs import IMAGE_EXTS, Source, find_date_pairs, list_images
 
@@ -70,7 +71,7 @@ def build_sources(data: list[str], stacks: list[str], synthetic: bool, crop: int
         if hold:
             val_sources.append(Source("pairs", 1.0, pairs[len(pairs) - hold:]))
     if singles:
-        sources.append(Source("single", weights.get("single", 0.5), singles))
+        sources.append(Source("single", weights.get("single", 0.5), singles, polar=polar))
     if stack_items:
         sources.append(Source("stack", weights.get("stack", 1.0), stack_items))
     if not sources:
@@ -130,6 +131,9 @@ def build_sources(data: list[str], stacks: list[str], synthetic: bool, crop: int
               help="Probability that a synthetic scene is mountains (topographic shading, snow lines).")
 @click.option("--season", type=float, default=0.0, show_default=True,
               help="Probability of strong temporal change of the second view (regional level changes, +-6 dB gain).")
+@click.option("--polar", type=float, default=0.0, show_default=True,
+              help="Probability of a cross-polarisation pair: one view as VH/HV would show it, or two channels "
+                   "of a multi-channel (Pauli RGB) image.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 ...")
 @click.option("--threads", type=int, default=2, show_default=True)
 @click.option("--workers", type=int, default=1, show_default=True, help="Pair-generation worker processes.")
@@ -163,7 +167,8 @@ def train(ctx: click.Context, data, config_file, out_dir, stacks, no_progress, *
     weights = {k: opts.pop(f"{k}_weight") for k in ("synthetic", "pairs", "single", "stack")}
     synthetic, val_holdout, resume = opts.pop("synthetic"), opts.pop("val_holdout"), opts.pop("resume")
     cfg = TrainConfig(**opts)
-    sources, val_sources = build_sources(data, stacks, synthetic, cfg.crop, val_holdout, weights, cfg.terrain)
+    sources, val_sources = build_sources(data, stacks, synthetic, cfg.crop, val_holdout, weights, cfg.terrain,
+                                         cfg.polar)
     for s in sources:
         click.echo(f"training data: {s.describe()}, weight {s.weight:g}", err=True)
     state = run_train(sources, out_dir, cfg, val_sources=val_sources, resume=resume, progress=not no_progress)

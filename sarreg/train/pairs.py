@@ -105,6 +105,31 @@ def load_power(path: str | Path) -> np.ndarray:
     return p
 
 
+def load_channels(path: str | Path) -> list[np.ndarray]:
+    """The channels of a multi-channel radar image (e.g. a Pauli RGB: |HH-VV|, |HV|, |HH+VV|) as float32 power
+    views (NaN invalid); a single-channel image gives one view. Why: two channels of one acquisition are a real
+    cross-polarisation pair, exactly co-registered."""
+    path = Path(path)
+    if path.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".npy"):
+        return [load_power(path)]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.open(path) as ds:
+                if ds.dtypes[0] != "uint8" or ds.count < 3:
+                    return [load_power(path)]
+                a = ds.read([1, 2, 3])
+                valid = ds.read_masks(1) > 0
+    except rasterio.errors.RasterioIOError as e:
+        raise InputError(f"{path}: not a readable raster ({str(e).splitlines()[0][:120]})") from None
+    out = []
+    for c in a:
+        p = _display_to_power(c, 255.0)
+        p[~valid] = np.nan
+        out.append(p)
+    return out
+
+
 def list_images(folder: str | Path) -> list[Path]:
     """Image files under ``folder`` (recursive, sorted), without optical/flow/mask companions."""
     folder = Path(folder)
@@ -140,6 +165,7 @@ class Source:
     items: list = field(default_factory=list)  # single: [Path]; pairs: [(Path, Path)]; stack: [[Path, ...]]
     size: int = 320  # synthetic scene side
     terrain: float = 0.0  # synthetic: probability of a mountain scene (sarreg.synth.terrain) instead of a flat one
+    polar: float = 0.0  # single: probability of two different channels of a multi-channel image (cross-pol pair)
 
     def describe(self) -> str:
         n = len(self.items)
@@ -168,7 +194,16 @@ class Source:
             refl2 = synth.temporal_change(refl, rng, rng.uniform(0.05, 0.3)) if rng.random() < 0.4 else refl
             return refl, refl2, True
         if self.kind == "single":
-            v = get(self.items[int(rng.integers(len(self.items)))])
+            path = self.items[int(rng.integers(len(self.items)))]
+            if self.polar > 0 and rng.random() < self.polar:  # (no draw when off: older runs keep their batches)
+                key = (path, "channels")
+                if cache is not None and key not in cache:
+                    cache[key] = load_channels(path)
+                chans = cache[key] if cache is not None else load_channels(path)
+                if len(chans) > 1:
+                    i, j = rng.choice(len(chans), size=2, replace=False)
+                    return chans[i], chans[j], False
+            v = get(path)
             return v, v, False
         if self.kind == "pairs":
             a, b = self.items[int(rng.integers(len(self.items)))]
@@ -236,6 +271,34 @@ def seasonal_change(power: np.ndarray, rng: np.random.Generator, fraction: float
     gain = synth.temporal_change(np.ones((h, w), np.float32), rng, fraction)
     gain *= np.power(10.0, 3.0 * synth.smooth_noise(rng, h, w, max(h, w) / 3.0) / 10.0)
     return np.where(ok, power * gain, np.nan).astype(np.float32)
+
+
+def cross_pol_look(p: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A co-polarised (VV/HH) power crop as the cross-polarised channel (VH/HV) would show it; NaN stays NaN.
+
+    Why: users register VH scenes, or VV to VH, and no allowed training scene has both channels on a large scale.
+    Cross-pol backscatter is volume scattering: 6-10 dB below co-pol over vegetation, with a ratio that changes
+    with land cover (a smooth random field at field scale, 20-50 % of the scene's contrast, at most 3 dB), much lower for bright double-bounce and
+    point targets (their excess over the local median is compressed by 30-70 %), and near the noise floor over
+    water and smooth soil (an additive thermal noise a few dB below the scene's median cross-pol level).
+    """
+    ok = np.isfinite(p) & (p > 0)
+    if ok.mean() < 0.05:
+        return p
+    h, w = p.shape
+    q = np.where(ok, p, np.median(p[ok])).astype(np.float32)
+    db = 10 * np.log10(np.maximum(q, 1e-12))
+    local = 10 * np.log10(np.maximum(cv2.blur(q, (5, 5)), 1e-12))  # bright targets, not speckle peaks
+    med = float(np.median(db[ok]))
+    base = rng.uniform(-10.0, -6.0)
+    spread = min(3.0, float(np.std(local[ok])))  # relative to the scene's own contrast (low in multilooked data)
+    ratio = base + rng.uniform(0.2, 0.5) * spread * synth.smooth_noise(rng, h, w, rng.uniform(8.0, 40.0))
+    ratio -= rng.uniform(0.3, 0.7) * np.maximum(local - (med + rng.uniform(4.0, 8.0)), 0.0)
+    out = np.power(10.0, (db + ratio) / 10.0)
+    floor = 10 ** ((med + base - rng.uniform(2.0, 8.0)) / 10.0)
+    out = (out + floor * rng.exponential(1.0, out.shape)).astype(np.float32)
+    out[~ok] = np.nan
+    return out
 
 
 def sensor_look(p: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -329,6 +392,7 @@ class PairConfig:
     distort: float = 0.0  # probability of a smooth non-projective distortion of img2 (``smooth_distortion``)
     max_distort: float = 2.5  # its largest displacement (px)
     season: float = 0.0  # probability of strong temporal change of img2 (``seasonal_change``, 10-40 % of the crop)
+    polar: float = 0.0  # probability that img2 is shown as the cross-polarised channel (``cross_pol_look``)
 
     def warp_range(self) -> WarpRange:
         """The homography ranges for ``sarreg.geometry.random_homography`` (shift: a fraction of the crop;
@@ -397,6 +461,11 @@ def make_pair(view1: np.ndarray, view2: np.ndarray, rng: np.random.Generator, cf
         p2 = synth.speckle(p2, rng.uniform(3, 8), rng)
     if cfg.season > 0 and rng.random() < cfg.season:  # (no draw when off: older runs keep their batches)
         p2 = seasonal_change(p2, rng, rng.uniform(0.1, 0.4))
+    if cfg.polar > 0 and rng.random() < cfg.polar:
+        if rng.random() < 0.5:
+            p2 = cross_pol_look(p2, rng)
+        else:  # either view can be the cross-pol one
+            p1 = cross_pol_look(p1, rng)
     if rng.random() < cfg.sensor:
         p1 = sensor_look(p1, rng)
     if rng.random() < cfg.sensor:
