@@ -6,6 +6,8 @@
 * ``geotiff_factory`` writes a small real GeoTIFF (rasterio/GDAL) from an array into ``tmp_path``:
   UTM zone 31N (EPSG:32631), 10 m pixels, north-up, float32 unless told otherwise.
 * ``sarreg_exe``     the ``sarreg`` console script of the environment running the tests.
+* ``server``         (base URL, server): a real HTTP server on 127.0.0.1 serving a module temp folder
+  (``server.root``), with byte ranges; ``server.served`` counts the bytes served per file name.
 
 Matplotlib is forced onto the non-interactive Agg backend (no display in CI). Torch threads are left alone.
 """
@@ -13,7 +15,10 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
+import threading
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -87,3 +92,88 @@ def sarreg_exe() -> Path:
     if not exe.is_file():
         pytest.fail(f"console script {exe} missing: install the package (make install / pip install -e .)")
     return exe
+
+
+class RangeHandler(BaseHTTPRequestHandler):
+    """GET / HEAD of files under ``server.root`` with ``Range: bytes=a-b[,c-d...]``; bytes served per file name
+    are added to ``server.served``."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args: object) -> None:  # quiet
+        pass
+
+    def _file(self) -> Path | None:
+        p = self.server.root / self.path.split("?", 1)[0].lstrip("/")  # type: ignore[attr-defined]
+        return p if p.is_file() else None
+
+    def do_HEAD(self) -> None:
+        self._serve(head=True)
+
+    def do_GET(self) -> None:
+        self._serve(head=False)
+
+    def _serve(self, head: bool) -> None:
+        p = self._file()
+        if p is None:
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        data = p.read_bytes()
+        size = len(data)
+        rng = self.headers.get("Range")
+        ranges: list[tuple[int, int]] = []
+        if rng and rng.startswith("bytes="):
+            for part in rng[6:].split(","):
+                a, _, b = part.strip().partition("-")
+                if a == "":
+                    start, end = max(0, size - int(b)), size - 1
+                else:
+                    start, end = int(a), min(size - 1, int(b) if b else size - 1)
+                if start < size:
+                    ranges.append((start, end))
+            if not ranges:
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{size}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+        if not ranges:
+            body, ctype, status = data, "image/tiff", 200
+        elif len(ranges) == 1:
+            (s, e), = ranges
+            body, ctype, status = data[s:e + 1], "image/tiff", 206
+        else:
+            sep = "SARREGBOUNDARY"
+            chunks = []
+            for s, e in ranges:
+                chunks.append(f"--{sep}\r\nContent-Type: image/tiff\r\nContent-Range: bytes {s}-{e}/{size}\r\n\r\n"
+                              .encode() + data[s:e + 1] + b"\r\n")
+            body, ctype, status = b"".join(chunks) + f"--{sep}--\r\n".encode(), \
+                f"multipart/byteranges; boundary={sep}", 206
+        self.send_response(status)
+        self.send_header("Accept-Ranges", "bytes")
+        self.send_header("Content-Type", ctype)
+        if status == 206 and len(ranges) == 1:
+            self.send_header("Content-Range", f"bytes {ranges[0][0]}-{ranges[0][1]}/{size}")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if not head:
+            self.wfile.write(body)
+            with self.server.lock:  # type: ignore[attr-defined]
+                self.server.served[p.name] += len(body)  # type: ignore[attr-defined]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory) -> Iterator[tuple[str, ThreadingHTTPServer]]:
+    """(base URL, server) serving a module temp folder; the folder is ``server.root``."""
+    root = tmp_path_factory.mktemp("www")
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), RangeHandler)
+    srv.daemon_threads = True
+    srv.root, srv.served, srv.lock = root, defaultdict(int), threading.Lock()  # type: ignore[attr-defined]
+    th = threading.Thread(target=srv.serve_forever, daemon=True)
+    th.start()
+    yield f"http://127.0.0.1:{srv.server_address[1]}", srv
+    srv.shutdown()
+    srv.server_close()

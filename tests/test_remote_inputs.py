@@ -1,7 +1,7 @@
 """Remote and archived inputs (issue #14, first part): URLs, /vsicurl/, zips, /vsizip/.
 
-A real HTTP server on 127.0.0.1 started by the tests (threaded, honours single and multiple ``Range`` requests,
-logs the bytes it serves) serves COGs made with ``gdal.Translate(format="COG")`` from a speckled synthetic pair
+A real HTTP server on 127.0.0.1 started by the tests (``server`` in conftest: threaded, honours single and multiple
+``Range`` requests, logs the bytes it serves) serves COGs made with ``gdal.Translate(format="COG")`` from a speckled synthetic pair
 with a known shift. No internet, no mocks: GDAL's /vsicurl/ talks to the server.
 """
 from __future__ import annotations
@@ -10,12 +10,8 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import zipfile
-from collections import defaultdict
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pytest
@@ -30,91 +26,6 @@ T = Affine(10.0, 0, 500000.0, 0, -10.0, 5000000.0)
 SHIFT = (3.4, -2.1)  # moving px + SHIFT = reference px
 PAD, LOOKS = 48, 8.0
 REPO = Path(__file__).resolve().parents[1]
-
-
-class RangeHandler(BaseHTTPRequestHandler):
-    """GET / HEAD of files under ``server.root`` with ``Range: bytes=a-b[,c-d...]``; bytes served per file name
-    are added to ``server.served``."""
-
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *args: object) -> None:  # quiet
-        pass
-
-    def _file(self) -> Path | None:
-        p = self.server.root / self.path.split("?", 1)[0].lstrip("/")  # type: ignore[attr-defined]
-        return p if p.is_file() else None
-
-    def do_HEAD(self) -> None:
-        self._serve(head=True)
-
-    def do_GET(self) -> None:
-        self._serve(head=False)
-
-    def _serve(self, head: bool) -> None:
-        p = self._file()
-        if p is None:
-            self.send_response(404)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
-        data = p.read_bytes()
-        size = len(data)
-        rng = self.headers.get("Range")
-        ranges: list[tuple[int, int]] = []
-        if rng and rng.startswith("bytes="):
-            for part in rng[6:].split(","):
-                a, _, b = part.strip().partition("-")
-                if a == "":
-                    start, end = max(0, size - int(b)), size - 1
-                else:
-                    start, end = int(a), min(size - 1, int(b) if b else size - 1)
-                if start < size:
-                    ranges.append((start, end))
-            if not ranges:
-                self.send_response(416)
-                self.send_header("Content-Range", f"bytes */{size}")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return
-        if not ranges:
-            body, ctype, status = data, "image/tiff", 200
-        elif len(ranges) == 1:
-            (s, e), = ranges
-            body, ctype, status = data[s:e + 1], "image/tiff", 206
-        else:
-            sep = "SARREGBOUNDARY"
-            chunks = []
-            for s, e in ranges:
-                chunks.append(f"--{sep}\r\nContent-Type: image/tiff\r\nContent-Range: bytes {s}-{e}/{size}\r\n\r\n"
-                              .encode() + data[s:e + 1] + b"\r\n")
-            body, ctype, status = b"".join(chunks) + f"--{sep}--\r\n".encode(), \
-                f"multipart/byteranges; boundary={sep}", 206
-        self.send_response(status)
-        self.send_header("Accept-Ranges", "bytes")
-        self.send_header("Content-Type", ctype)
-        if status == 206 and len(ranges) == 1:
-            self.send_header("Content-Range", f"bytes {ranges[0][0]}-{ranges[0][1]}/{size}")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if not head:
-            self.wfile.write(body)
-            with self.server.lock:  # type: ignore[attr-defined]
-                self.server.served[p.name] += len(body)  # type: ignore[attr-defined]
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory) -> Iterator[tuple[str, ThreadingHTTPServer]]:
-    """(base URL, server) serving a module temp folder; the folder is ``server.root``."""
-    root = tmp_path_factory.mktemp("www")
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), RangeHandler)
-    srv.daemon_threads = True
-    srv.root, srv.served, srv.lock = root, defaultdict(int), threading.Lock()  # type: ignore[attr-defined]
-    th = threading.Thread(target=srv.serve_forever, daemon=True)
-    th.start()
-    yield f"http://127.0.0.1:{srv.server_address[1]}", srv
-    srv.shutdown()
-    srv.server_close()
 
 
 def _cog(src: Path, dst: Path, blocksize: int = 256) -> Path:
@@ -310,3 +221,26 @@ def test_extract_remote_image(server, small, tmp_path):
     res = _cli("extract", "--no-progress", "--top-k", "200", "--tile-size", "0", "-o", tmp_path, url)
     assert res.exit_code == 0, res.output
     assert (tmp_path / "ref.tif.r2d2").is_file()
+
+
+def test_register_remote_zip_by_range_requests(server, small, tmp_path):
+    """``https://.../scene.zip`` holding one raster is read through /vsizip//vsicurl/: the zip's directory and the
+    raster's blocks by range requests, never the whole archive; two rasters in a remote zip: one line naming them."""
+    base, srv = server
+    ref, mov = small
+    pad = np.random.default_rng(0).integers(0, 255, 3_000_000, dtype=np.uint8).tobytes()
+    with zipfile.ZipFile(srv.root / "remote.zip", "w", zipfile.ZIP_STORED) as zf:
+        zf.writestr("notes/padding.bin", pad)  # a big member the registration must not download
+        zf.write(mov, "S/mov.tif")
+    res = _cli("register", "--features", "sift", "--no-warp", f"{base}/ref.tif", f"{base}/remote.zip",
+               tmp_path / "r.tif")
+    assert res.exit_code == 0, res.output
+    assert _shift_error(tmp_path / "r.report.json") < 0.5
+    assert 0 < srv.served["remote.zip"] < 0.5 * (srv.root / "remote.zip").stat().st_size
+    with zipfile.ZipFile(srv.root / "two.zip", "w") as zf:
+        zf.write(mov, "a.tif")
+        zf.write(ref, "b.tif")
+    res = _cli("register", "--features", "sift", f"{base}/ref.tif", f"{base}/two.zip", tmp_path / "t.tif")
+    assert res.exit_code == 1
+    assert "two.zip" in res.stderr and "a.tif" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "t.tif").exists()

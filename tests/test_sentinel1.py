@@ -391,3 +391,23 @@ def test_batch_scene_list_resolves_products(scenes):
     assert got[0] == resolve_input(scenes["zip"], pol="VH") and got[1] == scenes["ref"]
     with pytest.raises(InputError, match="no HH measurement"):
         _scene_list((str(scenes["safe"]),), None, pol="HH")
+
+
+def test_zipped_product_behind_a_url(scenes, server, tmp_path):
+    """``https://.../S1A_....zip``: the product's manifest and chosen measurement are read from the remote zip
+    (range requests); the result is the one the local zip gives."""
+    import shutil
+
+    from sarreg.io.safe import product_info
+
+    base, srv = server
+    shutil.copy(scenes["zip"], srv.root / scenes["zip"].name)
+    url = f"{base}/{scenes['zip'].name}"
+    vh = resolve_input(url, pol="VH")
+    assert str(vh).startswith(f"/vsizip//vsicurl/{url}/{NAME}.SAFE/measurement/") and str(vh).endswith("-002.tiff")
+    assert product_info(vh)["polarisation"] == "VH" and product_info(vh)["product"] == url
+    with rasterio.open(resolve_input(url)) as a, rasterio.open(resolve_input(scenes["zip"])) as b:
+        assert np.array_equal(a.read(1), b.read(1)) and len(a.gcps[0]) == len(b.gcps[0])
+    r = CliRunner().invoke(cli, ["register", str(scenes["ref"]), url, str(tmp_path / "o.tif"), "--pol", "HV"])
+    _one_error_line(r, url)
+    assert "no HV measurement" in r.output

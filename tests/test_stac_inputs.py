@@ -1,7 +1,7 @@
 """STAC Item inputs (issue #14): an item JSON (local file or URL) as REF / MOVING, its asset picked by ``--asset`` or
 by default (VV, else HH, else the only raster asset), relative hrefs resolved against the item's location.
 
-Real GDAL reads of local files and of the test HTTP server of ``test_remote_inputs``; skipped without pystac.
+Real GDAL reads of local files and of the test HTTP server (``server`` in conftest); skipped without pystac.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 
 pytest.importorskip("pystac")
 
-from test_remote_inputs import REPO, SHIFT, _cli, _shift_error, server, small  # noqa: E402,F401  (fixtures reused)
+from test_remote_inputs import REPO, SHIFT, _cli, _shift_error, small  # noqa: E402,F401  (fixture reused)
 
 COG = "image/tiff; application=geotiff; profile=cloud-optimized"
 

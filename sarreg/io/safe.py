@@ -1,23 +1,24 @@
 """Sentinel-1 products (SAFE) as inputs: the product folder ``X.SAFE``, its ``manifest.safe`` or the zipped product
-(a local ``.zip`` holding ``X.SAFE/manifest.safe``) stands for one of its measurement rasters.
+(a ``.zip`` holding ``X.SAFE/manifest.safe``, local or behind a URL) stands for one of its measurement rasters.
 
 The measurement is chosen by polarisation (``pol``: VV, VH, HH or HV; default VV, else HH) among the data objects
 the manifest lists with ``repID="s1Level1MeasurementSchema"`` (GDAL's SENTINEL1 driver reads the same list), else
 among the files of ``measurement/``; the polarisation and swath come from the ESA file name
 ``s1?-<swath>-<product>-<pol>-<start>-<stop>-<orbit>-<take>-<image>.tiff``. The input then becomes that TIFF (a local
-path, or ``/vsizip/<zip>/X.SAFE/measurement/...``): sarreg reads its DN amplitude and its GCPs (the annotation's
-geolocation grid, which GRD measurement TIFFs carry), without calibration. ``product_info`` gives the product,
+path, or ``/vsizip/<zip>/X.SAFE/measurement/...``; a remote zip is read by range requests, ``sarreg.io.archive``):
+sarreg reads its DN amplitude and its GCPs (the annotation's geolocation grid, which GRD measurement TIFFs carry),
+without calibration. ``product_info`` gives the product,
 polarisation and measurement behind a resolved name (for the report).
 """
 from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from sarreg.errors import InputError
+from sarreg.io import archive
 
 POLARISATIONS = ("VV", "VH", "HH", "HV")
 MANIFEST = "manifest.safe"
@@ -28,25 +29,43 @@ _INFO: dict[str, dict] = {}
 
 @dataclass(frozen=True)
 class Product:
-    """A located SAFE product: the name the user gave, its zip (None for a folder) and the product folder (a local
-    path, or the folder's path inside the zip)."""
+    """A located SAFE product: the name the user gave, its zip (a local path or a remote GDAL name such as
+    ``/vsicurl/<url>``; None for a folder) and the product folder (a local path, or the folder's path inside the
+    zip)."""
 
     name: str
-    zip_path: Path | None
+    zip_path: Path | str | None
     root: str
 
     def gdal_name(self, member: str) -> str | Path:
         """GDAL name of a file of the product (``member`` relative to the product folder)."""
         if self.zip_path is None:
             return Path(self.root) / member
-        return f"/vsizip/{self.zip_path}/{self.root}/{member}" if self.root else f"/vsizip/{self.zip_path}/{member}"
+        return archive.vsi(self.zip_path, f"{self.root}/{member}" if self.root else member)
+
+    def member(self, name: str) -> str:
+        """Path inside the zip of a file of the product (``name`` relative to the product folder)."""
+        return f"{self.root}/{name}" if self.root else name
 
 
-def find_product(src: str | Path) -> Product | None:
-    """The SAFE product named by ``src`` (folder, manifest.safe or local zip), None when ``src`` is not one.
+def _zipped(name: str, z: Path | str) -> Product | None:
+    """The SAFE product in zip ``z`` (user's name ``name``), None when the zip holds no manifest."""
+    manifests = [n for n in archive.members(z, name) if n.rsplit("/", 1)[-1].lower() == MANIFEST]
+    if not manifests:
+        return None
+    if len(manifests) > 1:
+        raise InputError(f"{name}: zip archive holds {len(manifests)} SAFE products ({', '.join(manifests[:4])})")
+    return Product(name, z, manifests[0].rsplit("/", 1)[0] if "/" in manifests[0] else "")
 
+
+def find_product(src: str | Path, remote_zip: str | None = None) -> Product | None:
+    """The SAFE product named by ``src`` (folder, manifest.safe or zip), None when ``src`` is not one.
+
+    ``remote_zip``: the GDAL name (``/vsicurl/...``, ``/vsis3/...``) of a remote ``.zip`` that ``src`` names.
     InputError for a ``.SAFE`` folder without manifest and for a ``.zip`` that cannot be read."""
     s = str(src)
+    if remote_zip is not None:
+        return _zipped(s, remote_zip)
     if s.startswith("/vsi") or "://" in s:
         return None
     p = Path(src)
@@ -59,35 +78,23 @@ def find_product(src: str | Path) -> Product | None:
     if p.name.lower() == MANIFEST and p.is_file():
         return Product(s, None, str(p.parent))
     if p.suffix.lower() == ".zip" and p.is_file():
-        try:
-            with zipfile.ZipFile(p) as z:
-                names = [i.filename for i in z.infolist() if not i.is_dir()]
-        except (zipfile.BadZipFile, OSError) as e:
-            raise InputError(f"{p}: not a readable zip archive ({e})") from None
-        manifests = sorted(n for n in names if n.rsplit("/", 1)[-1].lower() == MANIFEST)
-        if not manifests:
-            return None
-        if len(manifests) > 1:
-            raise InputError(f"{p}: zip archive holds {len(manifests)} SAFE products ({', '.join(manifests[:4])})")
-        return Product(s, p, manifests[0].rsplit("/", 1)[0] if "/" in manifests[0] else "")
+        return _zipped(s, p)
     return None
 
 
 def _read(product: Product, member: str) -> bytes:
+    if product.zip_path is not None:
+        return archive.read(product.zip_path, product.member(member), product.name)
     try:
-        if product.zip_path is None:
-            return (Path(product.root) / member).read_bytes()
-        with zipfile.ZipFile(product.zip_path) as z:
-            return z.read(f"{product.root}/{member}" if product.root else member)
-    except (OSError, KeyError, zipfile.BadZipFile) as e:
+        return (Path(product.root) / member).read_bytes()
+    except OSError as e:
         raise InputError(f"{product.name}: cannot read {member} of the SAFE product ({e})") from None
 
 
 def _exists(product: Product, member: str) -> bool:
     if product.zip_path is None:
         return (Path(product.root) / member).is_file()
-    with zipfile.ZipFile(product.zip_path) as z:
-        return (f"{product.root}/{member}" if product.root else member) in z.namelist()
+    return product.member(member) in archive.members(product.zip_path, product.name)
 
 
 def _listed(product: Product) -> list[str]:
@@ -95,10 +102,9 @@ def _listed(product: Product) -> list[str]:
     if product.zip_path is None:
         d = Path(product.root) / "measurement"
         return sorted(f"measurement/{f.name}" for f in d.iterdir() if f.is_file()) if d.is_dir() else []
-    prefix = f"{product.root}/measurement/" if product.root else "measurement/"
-    with zipfile.ZipFile(product.zip_path) as z:
-        return sorted(n[len(prefix) - len("measurement/"):] for n in z.namelist()
-                      if n.startswith(prefix) and not n.endswith("/"))
+    prefix = product.member("measurement/")
+    return [n[len(prefix) - len("measurement/"):] for n in archive.members(product.zip_path, product.name)
+            if n.startswith(prefix)]
 
 
 def measurements(product: Product) -> list[str]:
@@ -159,9 +165,9 @@ def resolve_product(product: Product, pol: str | None) -> str | Path:
     return out
 
 
-def resolve_safe(src: str | Path, pol: str | None = None) -> str | Path | None:
+def resolve_safe(src: str | Path, pol: str | None = None, remote_zip: str | None = None) -> str | Path | None:
     """``src`` as a SAFE product -> the GDAL name of its chosen measurement; None when ``src`` is not a product."""
-    product = find_product(src)
+    product = find_product(src, remote_zip)
     return None if product is None else resolve_product(product, pol)
 
 

@@ -4,10 +4,10 @@
 * ``/vsicurl/``, ``/vsis3/``, ``/vsigs/``, ``/vsiaz/``, ``/vsizip/`` and other ``/vsi...`` paths go to GDAL as is;
 * ``http://`` / ``https://`` URLs become ``/vsicurl/<url>``, ``s3://bucket/key`` ``/vsis3/bucket/key``,
   ``gs://`` ``/vsigs/`` and ``az://`` ``/vsiaz/``;
-* a local ``.zip`` holding one raster is opened as ``/vsizip/<zip>/<member>``; ``archive.zip/inner.tif`` picks a
-  member;
-* a Sentinel-1 product (``X.SAFE`` folder, its ``manifest.safe`` or a local zip of it) becomes the name of its
-  measurement raster in the polarisation asked for (``sarreg.io.safe``);
+* a ``.zip`` holding one raster, local or a URL / object name, is opened as ``/vsizip/<zip>/<member>`` (a remote
+  one by range requests, never downloaded whole); a local ``archive.zip/inner.tif`` picks a member;
+* a Sentinel-1 product (``X.SAFE`` folder, its ``manifest.safe`` or a zip of it, local or remote) becomes the name
+  of its measurement raster in the polarisation asked for (``sarreg.io.safe``);
 * a STAC Item (a ``.json`` file, URL or object, parsed with pystac) becomes the name of one of its assets: the one
   given (``asset``), else the asset whose key, title or roles name VV (else HH), else its only raster asset;
   relative asset hrefs are resolved against the item's location (``stac_info`` gives the item's id and datetime).
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import re
-import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -71,13 +70,18 @@ def open_options(src: Source) -> Iterator[None]:
         yield
 
 
-def _zip_members(zpath: Path) -> list[str]:
-    try:
-        with zipfile.ZipFile(zpath) as z:
-            names = [i.filename for i in z.infolist() if not i.is_dir()]
-    except (zipfile.BadZipFile, OSError) as e:
-        raise InputError(f"{zpath}: not a readable zip archive ({e})") from None
-    return [n for n in names if n.lower().endswith(RASTER_SUFFIXES)]
+def _zipped_raster(name: Source, z: Path | str) -> str:
+    """The GDAL name of the one raster in zip ``z`` (user's name ``name``); InputError when it holds none or
+    several."""
+    from sarreg.io import archive
+
+    members = [n for n in archive.members(z, name) if n.lower().endswith(RASTER_SUFFIXES)]
+    if len(members) == 1:
+        return archive.vsi(z, members[0])
+    if not members:
+        raise InputError(f"{name}: zip archive holds no raster ({', '.join(RASTER_SUFFIXES[:2])}, ...)")
+    raise InputError(f"{name}: zip archive holds {len(members)} rasters ({', '.join(members[:8])}"
+                     f"{', ...' if len(members) > 8 else ''}); name one as {name}/{members[0]}")
 
 
 def _split_zip(p: Path) -> tuple[Path, str] | None:
@@ -98,28 +102,27 @@ def resolve_input(src: Source, asset: str | None = None, pol: str | None = None)
     s = str(src)
     if is_stac_input(s):
         return resolve_stac(src, asset)
+    from sarreg.io.safe import resolve_safe
+
     if s.startswith("/vsi"):
         return s
     for scheme, vsi in _SCHEMES.items():
         if s.lower().startswith(scheme):
             rest = s[len(scheme):]
-            return vsi + (s if vsi == "/vsicurl/" else rest)
+            name = vsi + (s if vsi == "/vsicurl/" else rest)
+            if s.split("?", 1)[0].lower().endswith(".zip"):  # a remote archive: product or single raster
+                with open_options(name):
+                    return resolve_safe(s, pol, remote_zip=name) or _zipped_raster(s, name)
+            return name
     if "://" in s:
         return s  # another URL scheme GDAL may know (e.g. a driver connection string)
-    from sarreg.io.safe import resolve_safe
 
     measurement = resolve_safe(src, pol)
     if measurement is not None:
         return measurement
     p = Path(src)
     if p.suffix.lower() == ".zip" and p.is_file():
-        members = _zip_members(p)
-        if len(members) == 1:
-            return f"/vsizip/{p}/{members[0]}"
-        if not members:
-            raise InputError(f"{p}: zip archive holds no raster ({', '.join(RASTER_SUFFIXES[:2])}, ...)")
-        raise InputError(f"{p}: zip archive holds {len(members)} rasters ({', '.join(members[:8])}"
-                         f"{', ...' if len(members) > 8 else ''}); name one as {p}/{members[0]}")
+        return _zipped_raster(p, p)
     if not p.exists():
         z = _split_zip(p)
         if z is not None:

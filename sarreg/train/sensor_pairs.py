@@ -1,13 +1,14 @@
 """Validation pairs for "other sensors": an evaluation-pair folder with each moving image given another sensor's
 look (``sarreg.train.pairs.sensor_look``: resolution, noise floor, 8/16-bit storage), the geometry unchanged;
 optionally (``--change F``) strong temporal change too: polygons over a fraction F of the scene change level
-(``sarreg.synth.temporal_change``) under a smooth regional gain of up to +-6 dB (snow, moisture, season).
+(``sarreg.synth.temporal_change``) under a smooth regional gain of up to +-6 dB (snow, moisture, season);
+``--polar``: the moving image as the cross-polarised channel would show it (``sarreg.train.pairs.cross_pol_look``).
 
 Why: the training-split validation pairs come from the training sensors and dates close in time; models are also
 chosen on how they hold up when the moving image looks like another product or another season. Built from pairs of
 ``sarreg evaluate make-pairs`` made from training-split data only (never from evaluation data).
 
-    python -m sarreg.train.sensor_pairs PAIRS_DIR OUT_DIR [--seed 0] [--change 0.4] [--no-look]
+    python -m sarreg.train.sensor_pairs PAIRS_DIR OUT_DIR [--seed 0] [--change 0.4] [--polar] [--no-look]
 """
 from __future__ import annotations
 
@@ -20,12 +21,14 @@ import cv2
 import numpy as np
 
 from sarreg.synth import write_geotiff
-from sarreg.train.pairs import load_power, seasonal_change, sensor_look
+from sarreg.train.pairs import cross_pol_look, load_power, seasonal_change, sensor_look
 
 
-def make_sensor_pairs(src: Path, out: Path, seed: int = 0, change: float = 0.0, look: bool = True) -> list[Path]:
+def make_sensor_pairs(src: Path, out: Path, seed: int = 0, change: float = 0.0, look: bool = True,
+                      polar: bool = False) -> list[Path]:
     """Copy every pair folder of ``src`` (``gt.json`` + ref + moving) to ``out`` with a sensor-looked moving image
-    (``look``) and/or one with strong temporal change (``change`` > 0: the fraction of changed polygons), written
+    (``look``) and/or one with strong temporal change (``change`` > 0: the fraction of changed polygons) and/or
+    the cross-polarised channel's look (``polar``), written
     as float32 linear power GeoTIFF, NaN nodata; pair i uses seed ``[seed, i]``. Returns the new folders."""
     out.mkdir(parents=True, exist_ok=True)
     written = []
@@ -42,10 +45,13 @@ def make_sensor_pairs(src: Path, out: Path, seed: int = 0, change: float = 0.0, 
         rng = np.random.default_rng([seed, i])
         if change > 0:
             power = seasonal_change(power, rng, change)
+        if polar:
+            power = cross_pol_look(power, rng)
         if look:
             power = sensor_look(power, rng)
         write_geotiff(dst / "moving.tif", power.astype(np.float32), nodata=float("nan"))
-        tag = "+".join((["change"] if change > 0 else []) + (["sensor_look"] if look else [])) or "copy"
+        tag = "+".join((["change"] if change > 0 else []) + (["cross_pol"] if polar else [])
+                       + (["sensor_look"] if look else [])) or "copy"
         gt.update(moving="moving.tif", source=f"{tag}:{gt.get('source', d.name)}")
         (dst / "gt.json").write_text(json.dumps(gt, indent=1))
         written.append(dst)
@@ -60,9 +66,10 @@ def main() -> None:
     ap.add_argument("out", type=Path)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--change", type=float, default=0.0, help="fraction of the scene with temporal change")
-    ap.add_argument("--no-look", action="store_true", help="keep the sensor's look (only --change)")
+    ap.add_argument("--polar", action="store_true", help="the moving image as the cross-polarised channel")
+    ap.add_argument("--no-look", action="store_true", help="keep the sensor's look (only --change / --polar)")
     a = ap.parse_args()
-    n = len(make_sensor_pairs(a.src, a.out, a.seed, a.change, not a.no_look))
+    n = len(make_sensor_pairs(a.src, a.out, a.seed, a.change, not a.no_look, a.polar))
     print(f"wrote {n} pairs to {a.out}")
 
 
