@@ -313,6 +313,13 @@ def test_seasonal_change_pairs_keep_geometry_and_nodata(tmp_path):
         assert json.loads((q.moving.parent / "gt.json").read_text())["source"].startswith("change:")
         a, b = load_power(p.moving), load_power(q.moving)
         assert np.array_equal(np.isnan(a), np.isnan(b))
+    make_sensor_pairs(tmp_path / "pairs", tmp_path / "xpol", seed=3, look=False, polar=True)
+    for p, q in zip(load_pairs(tmp_path / "pairs"), load_pairs(tmp_path / "xpol")):
+        assert np.allclose(p.H, q.H)
+        assert json.loads((q.moving.parent / "gt.json").read_text())["source"].startswith("cross_pol:")
+        a, b = load_power(p.moving), load_power(q.moving)
+        ok = np.isfinite(a)
+        assert np.array_equal(ok, np.isfinite(b)) and -11 < np.median(10 * np.log10(b[ok] / a[ok])) < -4
 
 
 def test_season_option_changes_the_second_view_only():
