@@ -7,8 +7,8 @@ threshold t such that the queries with r >= t have mean AP >= ``target_ap``, and
 delta = logit(0.7) - logit(t) to the reliability logit (bias of the second ``clf`` output). This is a monotone
 re-scaling: the ranking of pixels is unchanged; "r > 0.7" then means "as reliable as AP >= target_ap".
 
-``python -m sarreg.train.export runs/v4/it6567.pt models/sarreg_fast_sar_v3.pt --calibrate [--ombria DIR]``
-``python -m sarreg.train.export runs/v4/it6567.pt models/sarreg_fast_sar_v3.pt --constant-reliability 0.75``
+``python -m sarreg.train.export runs/v4/it11817.pt models/sarreg_fast_sar_v4.pt --calibrate [--ombria DIR]``
+``python -m sarreg.train.export runs/v4/it11817.pt models/sarreg_fast_sar_v4.pt --constant-reliability 0.75``
 """
 from __future__ import annotations
 
