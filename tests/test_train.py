@@ -16,8 +16,9 @@ from sarreg.geometry import random_homography
 from sarreg.model.weights import load_model
 from sarreg.train.losses import (LossWeights, NeighbourhoodSampler, R2D2Loss, ap_quantized, cosim_loss, peaky_loss,
                                  reliability_loss, sharpen_loss, warp_by_flow)
-from sarreg.train.pairs import (PairConfig, Source, cross_pol_look, find_date_pairs, flow_from_homography, load_channels,
-                                load_power, make_pair, sample_pair, sensor_look, smooth_distortion)
+from sarreg.train.looks import cross_pol_look, sensor_look, smooth_distortion
+from sarreg.train.pairs import (PairConfig, Source, find_date_pairs, flow_from_homography, load_channels, load_power,
+                                make_pair, sample_pair)
 
 NOISE_FREE = PairConfig(crop=96, speckle=False, radiometric=0.0, blur=0.0, cutout=0.0)
 

@@ -64,11 +64,11 @@ class TrainConfig:
     amp: bool = False  # bfloat16 autocast for the convolution trunk (heads and losses stay float32)
     init: str = ""  # start from the weights of this checkpoint (fine-tuning; fresh optimizer, iteration 0)
     val_rank: str = "rep_rel"  # validation keypoint ranking: "rep_rel" (rep x rel) or "rep" (constant reliability)
-    sensor: float = 0.0  # per-view probability of another sensor's look (sarreg.train.pairs.sensor_look)
-    distort: float = 0.0  # probability of a smooth non-projective distortion (sarreg.train.pairs.smooth_distortion)
+    sensor: float = 0.0  # per-view probability of another sensor's look (sarreg.train.looks.sensor_look)
+    distort: float = 0.0  # probability of a smooth non-projective distortion (sarreg.train.looks.smooth_distortion)
     terrain: float = 0.0  # probability that a synthetic scene is mountains (sarreg.synth.terrain)
-    season: float = 0.0  # probability of strong temporal change of the second view (sarreg.train.pairs.seasonal_change)
-    polar: float = 0.0  # probability of a cross-polarisation pair (sarreg.train.pairs.cross_pol_look, channel pairs)
+    season: float = 0.0  # probability of strong temporal change of the second view (sarreg.train.looks.seasonal_change)
+    polar: float = 0.0  # probability of a cross-polarisation pair (sarreg.train.looks.cross_pol_look, channel pairs)
 
 
 # ------------------------------------------------------------------------------------------------------ data

@@ -1,8 +1,8 @@
 """Validation pairs for "other sensors": an evaluation-pair folder with each moving image given another sensor's
-look (``sarreg.train.pairs.sensor_look``: resolution, noise floor, 8/16-bit storage), the geometry unchanged;
+look (``sarreg.train.looks.sensor_look``: resolution, noise floor, 8/16-bit storage), the geometry unchanged;
 optionally (``--change F``) strong temporal change too: polygons over a fraction F of the scene change level
 (``sarreg.synth.temporal_change``) under a smooth regional gain of up to +-6 dB (snow, moisture, season);
-``--polar``: the moving image as the cross-polarised channel would show it (``sarreg.train.pairs.cross_pol_look``).
+``--polar``: the moving image as the cross-polarised channel would show it (``sarreg.train.looks.cross_pol_look``).
 
 Why: the training-split validation pairs come from the training sensors and dates close in time; models are also
 chosen on how they hold up when the moving image looks like another product or another season. Built from pairs of
@@ -21,7 +21,8 @@ import cv2
 import numpy as np
 
 from sarreg.synth import write_geotiff
-from sarreg.train.pairs import cross_pol_look, load_power, seasonal_change, sensor_look
+from sarreg.train.looks import cross_pol_look, seasonal_change, sensor_look
+from sarreg.train.pairs import load_power
 
 
 def make_sensor_pairs(src: Path, out: Path, seed: int = 0, change: float = 0.0, look: bool = True,
