@@ -303,13 +303,13 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
         area_first = try_coarse_area(rs, ms, prior, ci, cfg, area)
         cest, coarse = coarse_stage(rs, ms, prior, ci, ext, cfg, area, area_first)
         # the correlation's own coarse estimate, a further start for the refinement when the keypoints' differs
-        extra_starts: list[tuple[np.ndarray, float]] = []
+        extra_starts: list[tuple[np.ndarray, float, str]] = []
         if coarse.info.get("method") != "correlation":
             if isinstance(area_first, RegistrationFailed):
                 # too few windows agree on the coarse grid: the global phase correlation alone is still a start
-                extra_starts.append((global_start(ci, prior)[0], max(6.0, coarse.info["threshold_px"])))
+                extra_starts.append((global_start(ci, prior)[0], max(6.0, coarse.info["threshold_px"]), "global"))
             else:
-                extra_starts.append((area_first[0].matrix, max(6.0, 3.0 * area_first[0].rmse)))
+                extra_starts.append((area_first[0].matrix, max(6.0, 3.0 * area_first[0].rmse), "coarse_area"))
         del ci
         rep.stages["coarse"] = {**coarse.info, "matrix": cest.matrix.tolist()}
         t = tick("coarse", t)
@@ -349,14 +349,14 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
         area_model = est_kp.model if kp_good and est_kp.model in ("affine", "homography") else fit_as
         # start the correlation from the keypoint estimate, and also from the coarse one and the georeferencing
         # when they differ (a weak keypoint fit can be a few px off where correlation still finds the truth)
-        starts = [(est_kp.matrix, AREA_RADIUS)] if kp_good else []
-        starts.append((cest.matrix, c_radius))
+        starts = [(est_kp.matrix, AREA_RADIUS, "keypoints")] if kp_good else []
+        starts.append((cest.matrix, c_radius, "coarse"))
         starts += extra_starts
         if rs.geolocated:
-            starts.append((prior, max(6.0, 3.0 * cest.rmse, coarse.info["threshold_px"])))
+            starts.append((prior, max(6.0, 3.0 * cest.rmse, coarse.info["threshold_px"]), "georeferencing"))
         est_area = area_res = None
         tried_starts: list[np.ndarray] = []
-        for T0, radius in starts:
+        for T0, radius, name in starts:  # (name: which estimate the correlation started from, in the report)
             if any(matrix_distance(T0, T1, area) < 1.0 for T1 in tried_starts):
                 continue
             tried_starts.append(T0)
@@ -364,6 +364,7 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
                 e, r = probe  # this start already ran before the keypoints
             else:
                 e, r = area_stage(rs, ms, tiles, T0, radius, area_model, cfg, area, grid_n)
+            r.info["start"] = name
             if area_res is None or (e is not None and (est_area is None or e.n_inliers > est_area.n_inliers)):
                 est_area, area_res = e, r
             if e is not None and e.n_inliers >= 0.7 * r.info["windows"]:
@@ -389,7 +390,7 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
         # --model local absorbs what a richer global model would (the field), so no adequacy gate there
         adequacy = model_adequacy(est, matches.src, matches.dst, area, cfg) if cfg.model != "local" else None
         spread = bootstrap_spread(est, matches.src, matches.dst, overlap_points(area), seed=cfg.seed)
-        status, reasons = judge(est, prior, cfg, adequacy, spread)
+        status, reasons = judge(est, prior, cfg, adequacy, spread, matches.info)
         if est.n_inliers < FAIL_INLIERS:
             status = "failed"
             reasons.insert(0, f"too few inliers ({est.n_inliers} < {FAIL_INLIERS})")

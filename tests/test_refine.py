@@ -93,6 +93,25 @@ def test_bootstrap_spread_flags_clustered_tie_points():
     assert bootstrap_spread(shift, src, dst, corners) < spread_out  # fewer parameters, tighter
 
 
+def test_global_start_answer_needs_enough_agreeing_windows():
+    """A correlation answer started from the global phase correlation alone (no coarse estimate held) that few of
+    the correlation windows agree on is not ok; the same support from another start, or more windows, is."""
+    import shapely
+
+    from sarreg.quality import judge
+
+    rng = np.random.default_rng(1)
+    src = rng.uniform(0, 500, (40, 2))
+    est = fit_model(src, src + [3.0, -2.0] + rng.normal(0, 0.2, (40, 2)), "shift", threshold=1.5,
+                    area=shapely.box(0, 0, 500, 500))
+    assert est.n_inliers == 40
+    eye = np.eye(3)
+    status, reasons = judge(est, eye, SIFT, matches_info={"method": "correlation", "windows": 400, "start": "global"})
+    assert status == "low_quality" and "only 40 of 400 correlation windows agree" in reasons[0], reasons
+    for info in ({"windows": 400, "start": "coarse"}, {"windows": 300, "start": "global"}, None):
+        assert judge(est, eye, SIFT, matches_info=info) == ("ok", []), info
+
+
 def test_unrelated_scenes_are_not_ok(tmp_path):
     """Two different scenes with right-looking georeferencing: correlation must not invent a registration."""
     n = 320
