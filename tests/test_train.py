@@ -16,7 +16,7 @@ from sarreg.geometry import random_homography
 from sarreg.model.weights import load_model
 from sarreg.train.losses import (LossWeights, NeighbourhoodSampler, R2D2Loss, ap_quantized, cosim_loss, peaky_loss,
                                  reliability_loss, sharpen_loss, warp_by_flow)
-from sarreg.train.looks import cross_pol_look, sensor_look, smooth_distortion
+from sarreg.train.looks import cross_pol_look, jpeg_look, sensor_look, smooth_distortion
 from sarreg.train.pairs import (PairConfig, Source, find_date_pairs, flow_from_homography, load_channels, load_power,
                                 make_pair, sample_pair)
 
@@ -344,6 +344,22 @@ def test_cross_pol_look_is_darker_keeps_structure_and_nodata():
         assert 0.3 < np.corrcoef(a.ravel(), b.ravel())[0, 1] < 0.999
         bright = a > np.percentile(a, 99.5)
         assert np.median((b - a)[bright]) < np.median(b - a)  # double bounce loses more than the median
+
+
+def test_jpeg_look_has_block_artefacts_keeps_scene_and_nodata():
+    """An 8-bit JPEG of the crop: 256 grey levels at most, lossy, the same scene, nodata kept; ``jpeg`` off draws nothing (older runs keep their batches)."""
+    refl = synth.speckle(synth.reflectivity(128, 128, seed=3), 4, np.random.default_rng(0))
+    refl[:8] = np.nan
+    for s in range(4):
+        q = jpeg_look(refl, np.random.default_rng(s))
+        assert q.dtype == np.float32 and np.isnan(q[:8]).all() and (q[8:] > 0).all()
+        assert len(np.unique(q[8:])) <= 255
+        a, b = np.log(refl[8:]), np.log(q[8:])
+        assert 0.8 < np.corrcoef(a.ravel(), b.ravel())[0, 1] < 0.99  # the same scene, lossy (speckle smoothed)
+    cfg = PairConfig(crop=64)
+    a = make_pair(refl, refl, np.random.default_rng(4), cfg, synthetic=True)
+    b = make_pair(refl, refl, np.random.default_rng(4), PairConfig(**{**cfg.__dict__, "jpeg": 0.0}), synthetic=True)
+    assert np.array_equal(a["img2"], b["img2"], equal_nan=True)
 
 
 def test_polar_pairs_from_channels_of_a_multichannel_image(tmp_path):

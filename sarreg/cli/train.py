@@ -134,6 +134,8 @@ def build_sources(data: list[str], stacks: list[str], synthetic: bool, crop: int
 @click.option("--polar", type=float, default=0.0, show_default=True,
               help="Probability of a cross-polarisation pair: one view as VH/HV would show it, or two channels "
                    "of a multi-channel (Pauli RGB) image.")
+@click.option("--jpeg", type=float, default=0.0, show_default=True,
+              help="Per-view probability of an 8-bit JPEG file (dB stretch, quality 40-95: block artefacts).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 ...")
 @click.option("--threads", type=int, default=2, show_default=True)
 @click.option("--workers", type=int, default=1, show_default=True, help="Pair-generation worker processes.")

@@ -1,5 +1,5 @@
 """Sensor and scene diversity for training views: another season, the cross-polarised channel, another sensor's
-product, smooth terrain distortion. Each takes a linear-power crop (NaN = invalid) and keeps its geometry and
+product, a JPEG file, smooth terrain distortion. Each takes a linear-power crop (NaN = invalid) and keeps its geometry and
 nodata (except ``smooth_distortion``, which makes the displacement field ``make_pair`` applies).
 """
 from __future__ import annotations
@@ -76,10 +76,8 @@ def sensor_look(p: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         q = q + floor * rng.exponential(1.0, q.shape).astype(np.float32)
     r = rng.random()
     if r < 0.25:  # 8-bit dB display with a clipped stretch
-        db = 10 * np.log10(np.maximum(q, 1e-12))
-        lo, hi = np.percentile(db, [rng.uniform(0.2, 5), rng.uniform(95, 99.9)])
-        v = np.round(np.clip((db - lo) / max(hi - lo, 1e-6), 0, 1) * 254) + 1
-        q = np.power(10.0, (lo + (v - 1) / 254 * (hi - lo)) / 10)
+        v, lo, hi = _db_to_8bit(q, rng)
+        q = _8bit_to_power(v, lo, hi)
     elif r < 0.45:  # integer amplitude with saturation, 8 or 16 bit
         top = 255 if rng.random() < 0.5 else 65535
         a = np.sqrt(q)
@@ -89,6 +87,33 @@ def sensor_look(p: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         a = np.clip(np.round(a * scale), 0, top)
         q = (np.maximum(a, 0.5) / scale) ** 2  # zeros are dark measurements, as io.raster keeps them
     out = q.astype(np.float32)
+    out[~ok] = np.nan
+    return out
+
+
+def _db_to_8bit(q: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, float, float]:
+    """Positive power -> 8-bit dB display values 1..255 with a clipped percentile stretch, and the stretch (dB)."""
+    db = 10 * np.log10(np.maximum(q, 1e-12))
+    lo, hi = np.percentile(db, [rng.uniform(0.2, 5), rng.uniform(95, 99.9)])
+    return np.round(np.clip((db - lo) / max(hi - lo, 1e-6), 0, 1) * 254) + 1, float(lo), float(hi)
+
+
+def _8bit_to_power(v: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    return np.power(10.0, (lo + (v - 1) / 254 * (hi - lo)) / 10)
+
+
+def jpeg_look(p: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The crop as delivered in an 8-bit JPEG (a dB display stretch, quality 40-95); NaN stays NaN.
+
+    Why: archives, quicklooks and many published SAR registration pairs come as JPEG. Its 8 x 8 block edges and
+    ringing are structures of the file grid, not of the scene: keypoints must not lock onto them."""
+    ok = np.isfinite(p) & (p > 0)
+    if ok.mean() < 0.05:
+        return p
+    v, lo, hi = _db_to_8bit(np.where(ok, p, np.median(p[ok])), rng)
+    _, buf = cv2.imencode(".jpg", v.astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(40, 96))])
+    v = np.maximum(cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE).astype(np.float32), 1.0)  # 0 would read as nodata
+    out = _8bit_to_power(v, lo, hi).astype(np.float32)
     out[~ok] = np.nan
     return out
 

@@ -27,7 +27,7 @@ from sarreg import synth
 from sarreg.errors import InputError
 from sarreg.geometry import WarpRange, random_homography
 from sarreg.io.raster import image_to_unit
-from sarreg.train.looks import cross_pol_look, seasonal_change, sensor_look, smooth_distortion
+from sarreg.train.looks import cross_pol_look, jpeg_look, seasonal_change, sensor_look, smooth_distortion
 
 log = logging.getLogger(__name__)
 
@@ -296,6 +296,7 @@ class PairConfig:
     max_distort: float = 2.5  # its largest displacement (px)
     season: float = 0.0  # probability of strong temporal change of img2 (``seasonal_change``, 10-40 % of the crop)
     polar: float = 0.0  # probability that img2 is shown as the cross-polarised channel (``cross_pol_look``)
+    jpeg: float = 0.0  # probability, per view, of an 8-bit JPEG file (``jpeg_look``)
 
     def warp_range(self) -> WarpRange:
         """The homography ranges for ``sarreg.geometry.random_homography`` (shift: a fraction of the crop;
@@ -373,6 +374,9 @@ def make_pair(view1: np.ndarray, view2: np.ndarray, rng: np.random.Generator, cf
         p1 = sensor_look(p1, rng)
     if rng.random() < cfg.sensor:
         p2 = sensor_look(p2, rng)
+    if cfg.jpeg > 0:  # (no draw when off: older runs keep their batches)
+        p1 = jpeg_look(p1, rng) if rng.random() < cfg.jpeg else p1
+        p2 = jpeg_look(p2, rng) if rng.random() < cfg.jpeg else p2
     ok1, ok2 = np.isfinite(p1), np.isfinite(p2)
     if rng.random() < cfg.cutout:
         ok2 &= ~_cutout(rng, (crop, crop))
