@@ -321,6 +321,15 @@ def test_seasonal_change_pairs_keep_geometry_and_nodata(tmp_path):
         a, b = load_power(p.moving), load_power(q.moving)
         ok = np.isfinite(a)
         assert np.array_equal(ok, np.isfinite(b)) and -11 < np.median(10 * np.log10(b[ok] / a[ok])) < -4
+    make_sensor_pairs(tmp_path / "pairs", tmp_path / "jpeg", seed=4, look=False, jpeg=True)
+    for p, q in zip(load_pairs(tmp_path / "pairs"), load_pairs(tmp_path / "jpeg")):
+        assert np.allclose(p.H, q.H) and q.ref.name == "ref.tif"
+        assert json.loads((q.moving.parent / "gt.json").read_text())["source"].startswith("jpeg:")
+        for x, y in ((p.ref, q.ref), (p.moving, q.moving)):  # both images: 8-bit levels, the same scene and nodata
+            a, b = load_power(x), load_power(y)
+            ok = np.isfinite(a)
+            assert np.array_equal(ok, np.isfinite(b)) and len(np.unique(b[ok])) <= 255
+            assert np.corrcoef(np.log(a[ok]), np.log(b[ok]))[0, 1] > 0.8
 
 
 def test_season_option_changes_the_second_view_only():

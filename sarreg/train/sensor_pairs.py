@@ -2,13 +2,15 @@
 look (``sarreg.train.looks.sensor_look``: resolution, noise floor, 8/16-bit storage), the geometry unchanged;
 optionally (``--change F``) strong temporal change too: polygons over a fraction F of the scene change level
 (``sarreg.synth.temporal_change``) under a smooth regional gain of up to +-6 dB (snow, moisture, season);
-``--polar``: the moving image as the cross-polarised channel would show it (``sarreg.train.looks.cross_pol_look``).
+``--polar``: the moving image as the cross-polarised channel would show it (``sarreg.train.looks.cross_pol_look``);
+``--jpeg``: both images as 8-bit JPEG files would store them (``sarreg.train.looks.jpeg_look``), as legacy products
+and published registration pairs come.
 
 Why: the training-split validation pairs come from the training sensors and dates close in time; models are also
 chosen on how they hold up when the moving image looks like another product or another season. Built from pairs of
 ``sarreg evaluate make-pairs`` made from training-split data only (never from evaluation data).
 
-    python -m sarreg.train.sensor_pairs PAIRS_DIR OUT_DIR [--seed 0] [--change 0.4] [--polar] [--no-look]
+    python -m sarreg.train.sensor_pairs PAIRS_DIR OUT_DIR [--seed 0] [--change 0.4] [--polar] [--jpeg] [--no-look]
 """
 from __future__ import annotations
 
@@ -21,16 +23,25 @@ import cv2
 import numpy as np
 
 from sarreg.synth import write_geotiff
-from sarreg.train.looks import cross_pol_look, seasonal_change, sensor_look
+from sarreg.train.looks import cross_pol_look, jpeg_look, seasonal_change, sensor_look
 from sarreg.train.pairs import load_power
 
 
+def _power(path: Path) -> np.ndarray:
+    """Linear power of a pair image, NaN invalid (0 is the nodata of 8-bit images)."""
+    power = load_power(path)
+    if path.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp"):
+        power[cv2.imread(str(path), cv2.IMREAD_GRAYSCALE) == 0] = np.nan
+    return power
+
+
 def make_sensor_pairs(src: Path, out: Path, seed: int = 0, change: float = 0.0, look: bool = True,
-                      polar: bool = False) -> list[Path]:
+                      polar: bool = False, jpeg: bool = False) -> list[Path]:
     """Copy every pair folder of ``src`` (``gt.json`` + ref + moving) to ``out`` with a sensor-looked moving image
     (``look``) and/or one with strong temporal change (``change`` > 0: the fraction of changed polygons) and/or
     the cross-polarised channel's look (``polar``), written
-    as float32 linear power GeoTIFF, NaN nodata; pair i uses seed ``[seed, i]``. Returns the new folders."""
+    as float32 linear power GeoTIFF, NaN nodata; pair i uses seed ``[seed, i]``. ``jpeg``: both images then go
+    through an 8-bit JPEG (the reference too, written as ``ref.tif``). Returns the new folders."""
     out.mkdir(parents=True, exist_ok=True)
     written = []
     folders = sorted(p.parent for p in src.glob("*/gt.json"))
@@ -38,21 +49,24 @@ def make_sensor_pairs(src: Path, out: Path, seed: int = 0, change: float = 0.0, 
         gt = json.loads((d / "gt.json").read_text())
         dst = out / d.name
         dst.mkdir(exist_ok=True)
-        shutil.copy2(d / gt["ref"], dst / gt["ref"])
-        power = load_power(d / gt["moving"])
-        if Path(gt["moving"]).suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp"):  # 8-bit: 0 is the nodata
-            raw = cv2.imread(str(d / gt["moving"]), cv2.IMREAD_GRAYSCALE)
-            power[raw == 0] = np.nan
         rng = np.random.default_rng([seed, i])
+        if jpeg:
+            write_geotiff(dst / "ref.tif", jpeg_look(_power(d / gt["ref"]), rng), nodata=float("nan"))
+            gt["ref"] = "ref.tif"
+        else:
+            shutil.copy2(d / gt["ref"], dst / gt["ref"])
+        power = _power(d / gt["moving"])
         if change > 0:
             power = seasonal_change(power, rng, change)
         if polar:
             power = cross_pol_look(power, rng)
         if look:
             power = sensor_look(power, rng)
+        if jpeg:
+            power = jpeg_look(power, rng)
         write_geotiff(dst / "moving.tif", power.astype(np.float32), nodata=float("nan"))
         tag = "+".join((["change"] if change > 0 else []) + (["cross_pol"] if polar else [])
-                       + (["sensor_look"] if look else [])) or "copy"
+                       + (["sensor_look"] if look else []) + (["jpeg"] if jpeg else [])) or "copy"
         gt.update(moving="moving.tif", source=f"{tag}:{gt.get('source', d.name)}")
         (dst / "gt.json").write_text(json.dumps(gt, indent=1))
         written.append(dst)
@@ -68,9 +82,10 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--change", type=float, default=0.0, help="fraction of the scene with temporal change")
     ap.add_argument("--polar", action="store_true", help="the moving image as the cross-polarised channel")
+    ap.add_argument("--jpeg", action="store_true", help="both images as 8-bit JPEG files would store them")
     ap.add_argument("--no-look", action="store_true", help="keep the sensor's look (only --change / --polar)")
     a = ap.parse_args()
-    n = len(make_sensor_pairs(a.src, a.out, a.seed, a.change, not a.no_look, a.polar))
+    n = len(make_sensor_pairs(a.src, a.out, a.seed, a.change, not a.no_look, a.polar, a.jpeg))
     print(f"wrote {n} pairs to {a.out}")
 
 
