@@ -93,6 +93,42 @@ def test_bootstrap_spread_flags_clustered_tie_points():
     assert bootstrap_spread(shift, src, dst, corners) < spread_out  # fewer parameters, tighter
 
 
+def test_model_choice_by_extrapolation_takes_the_model_that_carries_over():
+    """--model auto keeps the model that best predicts held-out blocks of the tie points: the homography for a
+    perspective scene (a similarity would be constrained but ~2 px off at the far side), the shift for a shifted
+    one (richer models fit the noise, not the blocks), and no choice at all from too few points."""
+    import shapely
+
+    from sarreg.features import Features
+    from sarreg.quality import choose_by_extrapolation
+    from sarreg.stage import StageResult
+
+    rng = np.random.default_rng(3)
+    area = shapely.box(0, 0, 1000, 1000)
+    cfg = RegisterConfig(model="auto")
+
+    def matches(src, dst):
+        e = Features.empty((1000, 1000))
+        return StageResult(src, dst, np.ones(len(src), np.float32), e, e, np.arange(len(src)), np.arange(len(src)))
+
+    def grid_error(m, truth):
+        g = np.stack(np.meshgrid(np.linspace(0, 1000, 11), np.linspace(0, 1000, 11)), -1).reshape(-1, 2)
+        return float(np.hypot(*(apply_matrix(m, g) - apply_matrix(truth, g)).T).mean())
+
+    src = rng.uniform(0, 1000, (150, 2))
+    noise = rng.normal(0, 0.3, (150, 2))
+    H = np.array([[1.0, 0.0, 5.0], [0.0, 1.0, -3.0], [8e-6, 6e-6, 1.0]])
+    est, info = choose_by_extrapolation(matches(src, apply_matrix(H, src) + noise), area, cfg, 8)
+    assert info["chosen"] == est.model == "homography", info
+    assert grid_error(est.matrix, H) < 0.3
+    sim = fit_model(src, apply_matrix(H, src) + noise, "similarity", threshold=cfg.threshold, area=area)
+    assert grid_error(sim.matrix, H) > 1.0  # what the simpler model would have cost
+    S = np.array([[1.0, 0.0, 5.0], [0.0, 1.0, -3.0], [0.0, 0.0, 1.0]])
+    est, info = choose_by_extrapolation(matches(src, apply_matrix(S, src) + noise), area, cfg, 8)
+    assert info["chosen"] == "shift", info
+    assert choose_by_extrapolation(matches(src[:10], src[:10] + 2.0), area, cfg, 8) is None
+
+
 def test_global_start_answer_needs_enough_agreeing_windows():
     """A correlation answer started from the global phase correlation alone (no coarse estimate held) that few of
     the correlation windows agree on is not ok; the same support from another start, or more windows, is."""
