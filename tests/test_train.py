@@ -341,6 +341,26 @@ def test_season_option_changes_the_second_view_only():
     assert np.abs(a["img2"] - b["img2"]).mean() > 0.02
 
 
+def test_single_look_option_adds_strong_speckle_to_real_views_only():
+    """--single-look: views of a real two-date pair get 1-2-look speckle (more pixel-to-pixel variation than the
+    multi-looked scene); synthetic pairs draw nothing (their batches stay as before)."""
+    refl = synth.reflectivity(256, 256, seed=9)
+    v1, v2 = refl.copy(), refl.copy()  # two dates (distinct arrays), no extra speckle otherwise
+    cfg = PairConfig(crop=96, radiometric=0.0, blur=0.0, cutout=0.0, extra_speckle=0.0)
+    a = make_pair(v1, v2, np.random.default_rng(4), cfg)
+    b = make_pair(v1, v2, np.random.default_rng(4), PairConfig(**{**cfg.__dict__, "single_look": 1.0}))
+
+    def roughness(u):  # mean absolute difference of horizontal neighbours
+        return float(np.nanmean(np.abs(np.diff(u, axis=1))))
+
+    assert np.allclose(a["aflow"], b["aflow"], equal_nan=True)
+    assert roughness(b["img1"]) > 2 * roughness(a["img1"]) and roughness(b["img2"]) > 2 * roughness(a["img2"])
+    s = make_pair(refl, refl, np.random.default_rng(4), cfg, synthetic=True)
+    t = make_pair(refl, refl, np.random.default_rng(4), PairConfig(**{**cfg.__dict__, "single_look": 1.0}),
+                  synthetic=True)
+    assert np.array_equal(s["img1"], t["img1"]) and np.array_equal(s["img2"], t["img2"])
+
+
 def test_cross_pol_look_is_darker_keeps_structure_and_nodata():
     """VH as seen from VV: ~6-10 dB darker, bright targets compressed, still the same scene, nodata kept."""
     refl = synth.speckle(synth.reflectivity(160, 160, seed=4), 4, np.random.default_rng(0))

@@ -70,6 +70,7 @@ class TrainConfig:
     season: float = 0.0  # probability of strong temporal change of the second view (sarreg.train.looks.seasonal_change)
     polar: float = 0.0  # probability of a cross-polarisation pair (sarreg.train.looks.cross_pol_look, channel pairs)
     jpeg: float = 0.0  # per-view probability of an 8-bit JPEG file (sarreg.train.looks.jpeg_look)
+    single_look: float = 0.0  # per-view probability of 1-2-look extra speckle on real pairs (PairConfig.single_look)
 
 
 # ------------------------------------------------------------------------------------------------------ data
@@ -329,7 +330,7 @@ def train(sources: Sequence[Source], out_dir: str | Path, cfg: TrainConfig = Tra
         log.info("resumed from %s at iteration %d (best val %.4f)", last_path, state.iteration, state.best)
 
     pcfg = pair_cfg or PairConfig(crop=cfg.crop, sensor=cfg.sensor, distort=cfg.distort, season=cfg.season,
-                                    polar=cfg.polar, jpeg=cfg.jpeg)
+                                    polar=cfg.polar, jpeg=cfg.jpeg, single_look=cfg.single_look)
     data_desc = [f"{s.describe()} (weight {s.weight:g})" for s in sources]
     val_pairs = make_validation_set(val_sources or sources, cfg.val_size, cfg.val_pairs)
     criterion = R2D2Loss(LossWeights(cfg.w_reliability, cfg.w_cosim, cfg.w_peaky, cfg.w_sharpen, cfg.w_ap),

@@ -297,6 +297,7 @@ class PairConfig:
     season: float = 0.0  # probability of strong temporal change of img2 (``seasonal_change``, 10-40 % of the crop)
     polar: float = 0.0  # probability that img2 is shown as the cross-polarised channel (``cross_pol_look``)
     jpeg: float = 0.0  # probability, per view, of an 8-bit JPEG file (``jpeg_look``)
+    single_look: float = 0.0  # probability, per view of a real pair, of strong extra speckle (1-2 looks)
 
     def warp_range(self) -> WarpRange:
         """The homography ranges for ``sarreg.geometry.random_homography`` (shift: a fraction of the crop;
@@ -363,6 +364,10 @@ def make_pair(view1: np.ndarray, view2: np.ndarray, rng: np.random.Generator, cf
     elif rng.random() < cfg.extra_speckle:
         p1 = synth.speckle(p1, rng.uniform(3, 8), rng)
         p2 = synth.speckle(p2, rng.uniform(3, 8), rng)
+    if cfg.single_look > 0 and not synthetic:  # (no draw when off: older runs keep their batches)
+        # single-look products (SLC amplitude, high-resolution spotlight): the real scenes are multi-looked GRD
+        p1 = synth.speckle(p1, rng.uniform(1, 2), rng) if rng.random() < cfg.single_look else p1
+        p2 = synth.speckle(p2, rng.uniform(1, 2), rng) if rng.random() < cfg.single_look else p2
     if cfg.season > 0 and rng.random() < cfg.season:  # (no draw when off: older runs keep their batches)
         p2 = seasonal_change(p2, rng, rng.uniform(0.1, 0.4))
     if cfg.polar > 0 and rng.random() < cfg.polar:
