@@ -290,6 +290,14 @@ def test_sensor_pairs_keep_geometry_change_looks(tmp_path):
     looks = [load_power(q.moving) for q in b]
     orig = [load_power(p.moving) for p in a]
     assert sum(not np.allclose(np.nan_to_num(x), np.nan_to_num(y), rtol=1e-3) for x, y in zip(looks, orig)) >= 1
+    make_sensor_pairs(tmp_path / "pairs", tmp_path / "slc", seed=4, look=False, single_look=True)
+    for p, q in zip(a, load_pairs(tmp_path / "slc")):  # both images re-speckled (1-2 looks), geometry kept
+        assert np.allclose(p.H, q.H) and q.ref.name == "ref.tif"
+        assert json.loads((q.moving.parent / "gt.json").read_text())["source"].startswith("single_look:")
+        for x, y in ((load_power(p.ref), load_power(q.ref)), (load_power(p.moving), load_power(q.moving))):
+            ok = np.isfinite(x) & np.isfinite(y)
+            assert np.array_equal(np.isfinite(x), np.isfinite(y))
+            assert np.std(np.log(y[ok] / x[ok])) > 0.5  # 1-2-look gamma speckle: ~0.8-1.3 in natural log
 
 
 def test_seasonal_change_pairs_keep_geometry_and_nodata(tmp_path):

@@ -22,7 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from sarreg.synth import write_geotiff
+from sarreg.synth import speckle, write_geotiff
 from sarreg.train.looks import cross_pol_look, jpeg_look, seasonal_change, sensor_look
 from sarreg.train.pairs import load_power
 
@@ -36,12 +36,14 @@ def _power(path: Path) -> np.ndarray:
 
 
 def make_sensor_pairs(src: Path, out: Path, seed: int = 0, change: float = 0.0, look: bool = True,
-                      polar: bool = False, jpeg: bool = False) -> list[Path]:
+                      polar: bool = False, jpeg: bool = False, single_look: bool = False) -> list[Path]:
     """Copy every pair folder of ``src`` (``gt.json`` + ref + moving) to ``out`` with a sensor-looked moving image
     (``look``) and/or one with strong temporal change (``change`` > 0: the fraction of changed polygons) and/or
     the cross-polarised channel's look (``polar``), written
     as float32 linear power GeoTIFF, NaN nodata; pair i uses seed ``[seed, i]``. ``jpeg``: both images then go
-    through an 8-bit JPEG (the reference too, written as ``ref.tif``). Returns the new folders."""
+    through an 8-bit JPEG (the reference too, written as ``ref.tif``). ``single_look``: both images first get
+    1-2-look speckle, as single-look products show (the reference then written as ``ref.tif`` too). Returns the new
+    folders."""
     out.mkdir(parents=True, exist_ok=True)
     written = []
     folders = sorted(p.parent for p in src.glob("*/gt.json"))
@@ -50,12 +52,17 @@ def make_sensor_pairs(src: Path, out: Path, seed: int = 0, change: float = 0.0, 
         dst = out / d.name
         dst.mkdir(exist_ok=True)
         rng = np.random.default_rng([seed, i])
-        if jpeg:
-            write_geotiff(dst / "ref.tif", jpeg_look(_power(d / gt["ref"]), rng), nodata=float("nan"))
+        if jpeg or single_look:
+            ref = _power(d / gt["ref"])
+            ref = speckle(ref, rng.uniform(1, 2), rng) if single_look else ref
+            write_geotiff(dst / "ref.tif", jpeg_look(ref, rng) if jpeg else ref.astype(np.float32),
+                          nodata=float("nan"))
             gt["ref"] = "ref.tif"
         else:
             shutil.copy2(d / gt["ref"], dst / gt["ref"])
         power = _power(d / gt["moving"])
+        if single_look:
+            power = speckle(power, rng.uniform(1, 2), rng)
         if change > 0:
             power = seasonal_change(power, rng, change)
         if polar:
@@ -65,7 +72,7 @@ def make_sensor_pairs(src: Path, out: Path, seed: int = 0, change: float = 0.0, 
         if jpeg:
             power = jpeg_look(power, rng)
         write_geotiff(dst / "moving.tif", power.astype(np.float32), nodata=float("nan"))
-        tag = "+".join((["change"] if change > 0 else []) + (["cross_pol"] if polar else [])
+        tag = "+".join((["single_look"] if single_look else []) + (["change"] if change > 0 else []) + (["cross_pol"] if polar else [])
                        + (["sensor_look"] if look else []) + (["jpeg"] if jpeg else [])) or "copy"
         gt.update(moving="moving.tif", source=f"{tag}:{gt.get('source', d.name)}")
         (dst / "gt.json").write_text(json.dumps(gt, indent=1))
@@ -83,9 +90,10 @@ def main() -> None:
     ap.add_argument("--change", type=float, default=0.0, help="fraction of the scene with temporal change")
     ap.add_argument("--polar", action="store_true", help="the moving image as the cross-polarised channel")
     ap.add_argument("--jpeg", action="store_true", help="both images as 8-bit JPEG files would store them")
+    ap.add_argument("--single-look", action="store_true", help="both images with 1-2-look speckle first")
     ap.add_argument("--no-look", action="store_true", help="keep the sensor's look (only --change / --polar)")
     a = ap.parse_args()
-    n = len(make_sensor_pairs(a.src, a.out, a.seed, a.change, not a.no_look, a.polar, a.jpeg))
+    n = len(make_sensor_pairs(a.src, a.out, a.seed, a.change, not a.no_look, a.polar, a.jpeg, a.single_look))
     print(f"wrote {n} pairs to {a.out}")
 
 
