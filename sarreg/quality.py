@@ -38,17 +38,31 @@ def _clearly_better(richer: Estimate, est: Estimate) -> bool:
 
 def model_adequacy(est: Estimate, src: np.ndarray, dst: np.ndarray, area, cfg: RegisterConfig) -> float | None:
     """Mean distance (px, over a grid on the overlap) between the estimate and a richer model fitted to the same
-    matches: a shift fitted to rotated scenes still has inliers (a band of them) but disagrees with an affine."""
+    matches that explains clearly more of them (the largest such distance; 0.0: none does): a shift fitted to
+    rotated scenes still has inliers (a band of them) but disagrees with an affine. A rival beyond the next richer
+    model (a homography for a similarity or a shift) counts only when it also predicts held-out blocks of the tie
+    points at least as well (``choose_by_extrapolation``'s measure): a similarity fitted to a perspective scene can be
+    kept for a small margin there and still be 3 px off at the far side of the overlap. None: no richer fit."""
     richer = RICHER.get(est.model)
     if richer is None:
         return None
-    try:
-        alt = fit_model(src, dst, richer, cfg.robust, est.threshold, area=None, seed=cfg.seed)
-    except RegistrationFailed:
-        return None
-    if not _clearly_better(alt, est):
-        return 0.0  # the richer model explains no more matches: the chosen one is adequate
-    return _model_distance(est, alt, area)
+    fits = _fit_all(src, dst, area, cfg, 8, None)
+    fits[est.model] = est
+    cv = None
+    worst = None
+    for model in CV_MODELS[CV_MODELS.index(richer):]:
+        alt = fits.get(model)
+        if alt is None:
+            continue
+        worst = worst or 0.0
+        if not _clearly_better(alt, est):
+            continue  # the richer model explains no more matches: the chosen one is adequate against it
+        if model != richer:
+            cv = _cv_medians(fits, src, dst, cfg) if cv is None else cv
+            if not cv or cv[model] > cv[est.model]:
+                continue
+        worst = max(worst, _model_distance(est, alt, area) or 0.0)
+    return worst
 
 
 def select_model(est: Estimate, src: np.ndarray, dst: np.ndarray, area, cfg: RegisterConfig,
@@ -123,36 +137,52 @@ def choose_by_extrapolation(matches: StageResult, area, cfg: RegisterConfig, gri
     A simpler model fitted to a perspective scene is constrained but biased; a richer one fitted to clustered points
     fits them but extrapolates wrongly: both show as a larger error on the held-out blocks. None when the tie
     points are too few for the blocks. -> (estimate, info)."""
-    from sarreg.estimate import spatial_cv_residuals, spatial_folds
+    fits = _fit_all(matches.src, matches.dst, area, cfg, grid_n, matches.similarity)
+    cv = _cv_medians(fits, matches.src, matches.dst, cfg)
+    if not cv:
+        return None
+    chosen = None
+    for model in fits:
+        if chosen is None or cv[model] < (1.0 - CV_GAIN) * cv[chosen] or cv[model] < cv[chosen] - CV_GAIN_PX:
+            chosen = model
+    return fits[chosen], {"method": "spatial cross-validation", "tie_points": cv["_n"], "blocks": CV_FOLDS,
+                          "cv_median_px": {m: v for m, v in cv.items() if m != "_n"}, "chosen": chosen}
 
-    src, dst = matches.src, matches.dst
+
+def _fit_all(src: np.ndarray, dst: np.ndarray, area, cfg: RegisterConfig, grid_n: int,
+             scores: np.ndarray | None) -> dict[str, Estimate]:
+    """Every model of CV_MODELS fitted robustly to the same matches (those that can be), simplest first."""
     fits: dict[str, Estimate] = {}
     for model in CV_MODELS:
         try:
-            fits[model] = fit_model(src, dst, model, cfg.robust, cfg.threshold, area=area, scores=matches.similarity,
+            fits[model] = fit_model(src, dst, model, cfg.robust, cfg.threshold, area=area, scores=scores,
                                     seed=cfg.seed, coverage_grid=grid_n)
         except RegistrationFailed:
             continue
-    used = np.zeros(len(src), bool)  # the tie points any model with a rotation term accepts
+    return fits
+
+
+def _cv_medians(fits: dict[str, Estimate], src: np.ndarray, dst: np.ndarray, cfg: RegisterConfig
+                ) -> dict[str, float]:
+    """Median held-out residual (px) of each fitted model over spatial blocks of the tie points that any model with
+    a rotation term accepts, residuals capped at twice ``--threshold``; "_n": how many tie points. {} when they
+    are too few for the blocks."""
+    from sarreg.estimate import spatial_cv_residuals, spatial_folds
+
+    used = np.zeros(len(src), bool)
     for model, e in fits.items():
         if model != "shift":
             used |= e.inliers
     idx = np.flatnonzero(used)
     folds = spatial_folds(dst[idx], CV_FOLDS, cfg.seed)
-    if folds is None:
-        return None
+    if folds is None or not fits:
+        return {}
     cap = 2.0 * cfg.threshold
-    cv: dict[str, float] = {}
-    chosen = None
-    for model, e in fits.items():
+    out: dict[str, float] = {"_n": len(idx)}
+    for model in fits:
         r = spatial_cv_residuals(src[idx], dst[idx], model, folds)
-        cv[model] = round(float(np.median(np.minimum(np.nan_to_num(r, nan=cap), cap))), 4)
-        if chosen is None or cv[model] < (1.0 - CV_GAIN) * cv[chosen] or cv[model] < cv[chosen] - CV_GAIN_PX:
-            chosen = model
-    if chosen is None:
-        return None
-    return fits[chosen], {"method": "spatial cross-validation", "tie_points": len(idx), "blocks": CV_FOLDS,
-                          "cv_median_px": cv, "chosen": chosen}
+        out[model] = round(float(np.median(np.minimum(np.nan_to_num(r, nan=cap), cap))), 4)
+    return out
 
 
 def prefer_simpler(est: Estimate, matches: StageResult, area, cfg: RegisterConfig, grid_n: int
@@ -262,8 +292,8 @@ def judge(est: Estimate, prior: np.ndarray, cfg: RegisterConfig, adequacy: float
         reasons.append(f"uncertain away from the tie points: bootstrap spread {spread:.2f} px over the overlap "
                        f"> {MAX_SPREAD * cfg.max_rmse:g}")
     if adequacy is not None and adequacy > cfg.max_rmse:
-        reasons.append(f"{est.model} model inadequate: a {RICHER[est.model]} fit differs by {adequacy:.2f} px "
-                       f"on average over the overlap")
+        reasons.append(f"{est.model} model inadequate: a richer fit that explains clearly more tie points differs "
+                       f"by {adequacy:.2f} px on average over the overlap")
     if est.n_inliers < cfg.min_inliers:
         reasons.append(f"{est.n_inliers} inliers < {cfg.min_inliers}")
     if not est.rmse <= cfg.max_rmse:

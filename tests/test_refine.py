@@ -127,6 +127,17 @@ def test_model_choice_by_extrapolation_takes_the_model_that_carries_over():
     est, info = choose_by_extrapolation(matches(src, apply_matrix(S, src) + noise), area, cfg, 8)
     assert info["chosen"] == "shift", info
     assert choose_by_extrapolation(matches(src[:10], src[:10] + 2.0), area, cfg, 8) is None
+    # a similarity kept for a perspective scene is inadequate: a homography explains clearly more tie points,
+    # predicts the held-out blocks better and differs from it by more than --max-rmse; a shift scene's is not
+    from sarreg.quality import model_adequacy
+
+    P = np.array([[1.0, 0.0, 5.0], [0.0, 1.0, -3.0], [1.5e-5, 1e-5, 1.0]])
+    dst = apply_matrix(P, src) + noise
+    sim = fit_model(src, dst, "similarity", threshold=cfg.threshold, area=area)
+    assert model_adequacy(sim, src, dst, area, cfg) > cfg.max_rmse
+    shift_dst = apply_matrix(S, src) + noise
+    shift = fit_model(src, shift_dst, "shift", threshold=cfg.threshold, area=area)
+    assert model_adequacy(shift, src, shift_dst, area, cfg) == 0.0
 
 
 def test_global_start_answer_needs_enough_agreeing_windows():
