@@ -271,11 +271,14 @@ def _fit_points(src: np.ndarray, dst: np.ndarray, model: str):
 
 def _kfold_residuals(src: np.ndarray, dst: np.ndarray, model: str, k: int, rng: np.random.Generator) -> np.ndarray:
     """Each point's residual under a least-squares fit made without it (k random folds)."""
-    return _fold_residuals(src, dst, model, rng.permutation(len(src)) % max(1, min(k, len(src))))
+    return fold_residuals(src, dst, model, rng.permutation(len(src)) % max(1, min(k, len(src))))
 
 
-def _fold_residuals(src: np.ndarray, dst: np.ndarray, model: str, folds: np.ndarray) -> np.ndarray:
-    """Each point's residual under a least-squares fit to the points of the other folds (NaN: too few of them)."""
+def fold_residuals(src: np.ndarray, dst: np.ndarray, model: str, folds: np.ndarray) -> np.ndarray:
+    """Each point's residual (reference px) under a least-squares ``model`` fitted to the points of the other folds
+    (NaN: too few of them). With ``spatial_folds`` this measures how well the model carries over to where it has no
+    tie points, which is what an output warped over the whole overlap needs (random folds hide the extrapolation
+    error of clustered points)."""
     n = len(src)
     out = np.full(n, np.nan)
     need = MIN_POINTS[model] + (2 if model in ("poly2", "tps") else 1)
@@ -299,14 +302,6 @@ def spatial_folds(xy: np.ndarray, k: int = 5, seed: int = 0) -> np.ndarray | Non
     crit = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 50, 0.1)
     _, labels, _ = cv2.kmeans(np.asarray(xy, np.float32), k, None, crit, 3, cv2.KMEANS_PP_CENTERS)
     return labels.ravel()
-
-
-def spatial_cv_residuals(src: np.ndarray, dst: np.ndarray, model: str, folds: np.ndarray) -> np.ndarray:
-    """Residuals (reference px) of matches src -> dst, each spatial block of ``folds`` predicted by a least-squares
-    ``model`` fitted to the other blocks: how well the model carries over to where it has no tie points, which is
-    what an output warped over the whole overlap needs (random folds hide the extrapolation error of clustered
-    points). NaN where the other blocks hold too few points."""
-    return _fold_residuals(src, dst, model, folds)
 
 
 def thin_spatially(xy: np.ndarray, n_max: int, scores: np.ndarray | None = None) -> np.ndarray:

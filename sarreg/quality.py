@@ -48,13 +48,13 @@ def model_adequacy(est: Estimate, src: np.ndarray, dst: np.ndarray, area, cfg: R
         return None
     fits = _fit_all(src, dst, area, cfg, 8, None)
     fits[est.model] = est
+    rivals = [m for m in CV_MODELS[CV_MODELS.index(richer):] if m in fits]
+    if not rivals:
+        return None
     cv = None
-    worst = None
-    for model in CV_MODELS[CV_MODELS.index(richer):]:
-        alt = fits.get(model)
-        if alt is None:
-            continue
-        worst = worst or 0.0
+    worst = 0.0
+    for model in rivals:
+        alt = fits[model]
         if not _clearly_better(alt, est):
             continue  # the richer model explains no more matches: the chosen one is adequate against it
         if model != richer:
@@ -167,7 +167,7 @@ def _cv_medians(fits: dict[str, Estimate], src: np.ndarray, dst: np.ndarray, cfg
     """Median held-out residual (px) of each fitted model over spatial blocks of the tie points that any model with
     a rotation term accepts, residuals capped at twice ``--threshold``; "_n": how many tie points. {} when they
     are too few for the blocks."""
-    from sarreg.estimate import spatial_cv_residuals, spatial_folds
+    from sarreg.estimate import fold_residuals, spatial_folds
 
     used = np.zeros(len(src), bool)
     for model, e in fits.items():
@@ -175,12 +175,12 @@ def _cv_medians(fits: dict[str, Estimate], src: np.ndarray, dst: np.ndarray, cfg
             used |= e.inliers
     idx = np.flatnonzero(used)
     folds = spatial_folds(dst[idx], CV_FOLDS, cfg.seed)
-    if folds is None or not fits:
+    if folds is None:
         return {}
     cap = 2.0 * cfg.threshold
     out: dict[str, float] = {"_n": len(idx)}
     for model in fits:
-        r = spatial_cv_residuals(src[idx], dst[idx], model, folds)
+        r = fold_residuals(src[idx], dst[idx], model, folds)
         out[model] = round(float(np.median(np.minimum(np.nan_to_num(r, nan=cap), cap))), 4)
     return out
 

@@ -72,8 +72,9 @@ def make_sensor_pairs(src: Path, out: Path, seed: int = 0, change: float = 0.0, 
         if jpeg:
             power = jpeg_look(power, rng)
         write_geotiff(dst / "moving.tif", power.astype(np.float32), nodata=float("nan"))
-        tag = "+".join((["single_look"] if single_look else []) + (["change"] if change > 0 else []) + (["cross_pol"] if polar else [])
-                       + (["sensor_look"] if look else []) + (["jpeg"] if jpeg else [])) or "copy"
+        tag = "+".join((["single_look"] if single_look else []) + (["change"] if change > 0 else [])
+                       + (["cross_pol"] if polar else []) + (["sensor_look"] if look else [])
+                       + (["jpeg"] if jpeg else [])) or "copy"
         gt.update(moving="moving.tif", source=f"{tag}:{gt.get('source', d.name)}")
         (dst / "gt.json").write_text(json.dumps(gt, indent=1))
         written.append(dst)
