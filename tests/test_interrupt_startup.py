@@ -2,9 +2,10 @@
 imports) is one line ``sarreg: interrupted (SIGINT)`` and exit 130, never a Python traceback.
 
 Deterministic: the command runs with ``-X importtime`` and the signal is sent as soon as a given module has been
-imported (stderr says so), at each phase of the start-up. Then by the clock (0.05 s, 0.3 s): before the package's
-first line runs (Python's own start-up, its site packages) the process may still die of the signal (-2) or show
-Python's traceback, which no code of sarreg can catch; once sarreg's code runs, only 130 and the one line.
+imported (stderr says so), at each phase of the start-up; and inside GDAL's module init, from an audit hook. Then by
+the clock (0.05 s, a quarter and half of a whole run): before the package's first line runs (Python's own start-up,
+its site packages) the process may still die of the signal (-2) or show Python's traceback, which no code of sarreg
+can catch; once sarreg's code runs, only 130 and the one line.
 """
 from __future__ import annotations
 
@@ -56,9 +57,21 @@ def test_sigint_after_an_import_is_one_line(pair, tmp_path, how, after):
     assert not (tmp_path / "o.tif").exists()
 
 
+@pytest.fixture(scope="module")
+def run_time(pair, tmp_path_factory) -> float:
+    """Seconds of one whole uninterrupted run of the command on this machine (so that "mid-run" is mid-run on a fast
+    or a loaded machine alike)."""
+    d = tmp_path_factory.mktemp("timed")
+    t0 = time.perf_counter()
+    p = subprocess.run(_command(pair, d, "module"), capture_output=True, text=True, env=ENV, cwd=d)
+    assert p.returncode == 0, p.stderr
+    return time.perf_counter() - t0
+
+
 @pytest.mark.parametrize("how", ["module", "script"])
-@pytest.mark.parametrize("delay", [0.05, 0.3])
-def test_sigint_by_the_clock(pair, tmp_path, how, delay):
+@pytest.mark.parametrize("when", [0.05, "25%", "50%"])
+def test_sigint_by_the_clock(pair, tmp_path, run_time, how, when):
+    delay = when if isinstance(when, float) else run_time * float(when[:-1]) / 100
     p = subprocess.Popen(_command(pair, tmp_path, how), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          env=ENV, cwd=tmp_path)
     time.sleep(delay)
@@ -67,8 +80,46 @@ def test_sigint_by_the_clock(pair, tmp_path, how, delay):
     if p.returncode == 130:
         assert "Traceback" not in err and _lines(err) == ["sarreg: interrupted (SIGINT)"], err
     else:  # Python's own start-up, or the first lines of sarreg/__init__.py before its handler is installed
+        assert isinstance(when, float), f"interrupted {delay:.2f} s into a {run_time:.2f} s run: {p.returncode} {err}"
         assert p.returncode in (-signal.SIGINT, 1), (p.returncode, err)
         frames = [ln for ln in err.splitlines() if ln.strip().startswith("File ")]
         ours = [ln for ln in frames if f"{os.sep}sarreg{os.sep}" in ln.replace(f"{os.sep}bin{os.sep}sarreg", "")]
         assert all(f"sarreg{os.sep}__init__.py" in ln for ln in ours), err
     assert not (tmp_path / "o.tif").exists()
+
+
+# The command's first GDAL import happens mid-run; GDAL's SWIG module init imports an optional module and clears
+# whatever error that raised, so an interrupt landing there used to vanish: the run went on and wrote its outputs
+# with exit 0. The signal is sent exactly there, from an audit hook, in a real run of the command.
+_IN_SWIG_INIT = """
+import importlib.machinery, runpy, signal, sys
+sent = []
+def inside_gdal_init():
+    f = sys._getframe(1)
+    while f is not None:
+        s = f.f_locals.get("self") if f.f_code.co_name in ("create_module", "exec_module") else None
+        if isinstance(s, importlib.machinery.ExtensionFileLoader) and s.name == "osgeo._gdal":
+            return True
+        f = f.f_back
+    return False
+def hook(event, args):
+    if event == "import" and not sent and args[0] != "osgeo._gdal" and inside_gdal_init():
+        sent.append(args[0])
+        signal.raise_signal(signal.SIGINT)
+sys.addaudithook(hook)
+sys.argv = ["sarreg", *sys.argv[1:]]
+try:
+    runpy.run_module("sarreg.cli", run_name="__main__")
+finally:
+    if not sent:
+        sys.stderr.write("never inside GDAL module init\\n")
+"""
+
+
+def test_sigint_inside_gdals_module_init_is_not_lost(pair, tmp_path):
+    cmd = _command(pair, tmp_path, "module")
+    p = subprocess.run([sys.executable, "-c", _IN_SWIG_INIT, *cmd[3:]], capture_output=True, text=True, env=ENV,
+                       cwd=tmp_path, timeout=120)
+    assert p.returncode == 130, (p.returncode, p.stderr)
+    assert _lines(p.stderr) == ["sarreg: interrupted (SIGINT)"], p.stderr
+    assert not list(tmp_path.glob("o.*")) and not list(tmp_path.glob(".o.*"))

@@ -7,12 +7,14 @@ SIGINT, SIGTERM and SIGHUP interrupt the command the same way (outputs in progre
 """
 from __future__ import annotations
 
+import importlib.machinery
 import logging
 import os
 import signal
 import sys
 import threading
 import warnings
+from types import FrameType
 
 from sarreg import IS_COMMAND, SIGNALS as _SIGNALS  # noqa: I001 - first: sarreg installs the start-up handler
 
@@ -25,8 +27,25 @@ class Interrupted(KeyboardInterrupt):
         self.signum = signum
 
 
-def _raise_on_signal(signum: int, frame: object) -> None:
+def _raise_on_signal(signum: int, frame: FrameType | None) -> None:
+    if _in_extension_init(frame):
+        # a C module's init (GDAL's SWIG bindings import an optional module and clear any error) would swallow the
+        # exception and the command would go on as if never interrupted: deliver the signal again once it is done
+        t = threading.Timer(0.01, signal.pthread_kill, (threading.main_thread().ident, signum))
+        t.daemon = True
+        t.start()
+        return
     raise Interrupted(signum)
+
+
+def _in_extension_init(frame: FrameType | None) -> bool:
+    """True while an extension module is being created or executed below ``frame`` (a lazy import of the command)."""
+    while frame is not None:
+        if frame.f_code.co_name in ("create_module", "exec_module") and \
+                isinstance(frame.f_locals.get("self"), importlib.machinery.ExtensionFileLoader):
+            return True
+        frame = frame.f_back
+    return False
 
 
 def _install(handler) -> dict[int, object]:
@@ -59,7 +78,13 @@ class _Group(click.Group):
                 # extra stderr lines
                 logging.captureWarnings(True)
                 warnings.simplefilter("default")
-                rv = super().invoke(ctx)
+                try:
+                    rv = super().invoke(ctx)
+                finally:
+                    # the command is over: its outputs are committed or removed and what follows only reports
+                    # that, so a signal now is ignored (no second line, no click "Aborted!", no exit 130 over a
+                    # finished result)
+                    _install(signal.SIG_IGN)
             progress.final("ok", 0)  # commands without their own final line (ignored when they sent one)
             return rv
         except SarregError as e:
@@ -86,7 +111,8 @@ class _Group(click.Group):
                 gc.collect()
             logging.captureWarnings(False)
             sys.unraisablehook = old_hook
-            _restore(old)
+            if not IS_COMMAND:  # a program running the group in-process gets its own handlers back
+                _restore(old)
         sys.exit(code)
 
 
