@@ -61,11 +61,14 @@ def test_sigint_after_an_import_is_one_line(pair, tmp_path, how, after):
 def run_time(pair, tmp_path_factory) -> float:
     """Seconds of one whole uninterrupted run of the command on this machine (so that "mid-run" is mid-run on a fast
     or a loaded machine alike)."""
-    d = tmp_path_factory.mktemp("timed")
-    t0 = time.perf_counter()
-    p = subprocess.run(_command(pair, d, "module"), capture_output=True, text=True, env=ENV, cwd=d)
-    assert p.returncode == 0, p.stderr
-    return time.perf_counter() - t0
+    times = []
+    for _ in range(2):  # the faster of two: the first may pay for a cold disk cache
+        d = tmp_path_factory.mktemp("timed")
+        t0 = time.perf_counter()
+        p = subprocess.run(_command(pair, d, "module"), capture_output=True, text=True, env=ENV, cwd=d)
+        assert p.returncode == 0, p.stderr
+        times.append(time.perf_counter() - t0)
+    return min(times)
 
 
 @pytest.mark.parametrize("how", ["module", "script"])
