@@ -1,0 +1,233 @@
+"""Model choice on training-split validation sets: build the sets, score candidate weights against the shipped
+model, apply the release rule.
+
+Why: which snapshot of a training run becomes the shipped model is decided on pairs that no run trained on, built
+only from allowed training-split data (never from evaluation data). The sets and the rule used to live in scripts
+outside the project and were lost with a machine; here they are reproducible from one command.
+
+Sets (32 pairs each, from the held-out OMBRIA train-split two-date pairs; the recipes of the model card):
+A / B (256 px, whole scenes), SA-SF (128 px crops), and looks derived from them by ``sensor_pairs``: CA / CB
+(another sensor's look), XA / XB (temporal change), HA / HD-HF (change + another sensor + 8-bit JPEG), LD-LF
+(single-look speckle + change), MD (single-look speckle).
+
+Rule (``RULE``): a candidate passes when (1) its mean success@3px over the single-stage sets is above the
+baseline's, (2) its mean success@1px is not below, and (3) through ``register`` on the check sets it has no
+``ok`` result more than 3 px off and at least the baseline's estimates within 3 px and within 1 px. Only then
+does it go to ../shared/eval as a release check.
+
+    python -m sarreg.train.choose build DIR [--ombria ../shared/datasets/ombria/OmbriaS1/train] [--sets A,XA]
+    python -m sarreg.train.choose score DIR CANDIDATE.pt... [--sets ...] [--json OUT.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+# the last four two-date pairs of the OMBRIA train split (held out by --val-holdout 8) and the four before them
+HELD_OUT = ("0783", "0784", "0785", "0787")
+HELD_OUT_B = ("0778", "0779", "0780", "0781")
+
+
+@dataclass(frozen=True)
+class SetRecipe:
+    """One validation set: ``make-pairs`` of ``sources`` ("A" = HELD_OUT, "B" = HELD_OUT_B) or, with ``base``, a
+    ``sensor_pairs`` look of another set."""
+
+    seed: int
+    sources: str = "A"
+    size: int = 512
+    base: str | None = None
+    look: dict[str, Any] = field(default_factory=dict)
+
+
+_HARD = dict(change=0.4, jpeg=True)
+_SINGLE = dict(change=0.4, look=False, single_look=True)
+SETS: dict[str, SetRecipe] = {
+    "A": SetRecipe(11), "B": SetRecipe(12, "B"),
+    **{f"S{c}": SetRecipe(s, size=128) for c, s in zip("ABCDEF", range(21, 27))},
+    "CA": SetRecipe(5, base="A"), "CB": SetRecipe(6, base="B"),
+    "XA": SetRecipe(7, base="A", look=dict(change=0.25, look=False)),
+    "XB": SetRecipe(8, base="B", look=dict(change=0.25, look=False)),
+    "HA": SetRecipe(44, base="A", look=_HARD),
+    "HD": SetRecipe(41, base="SD", look=_HARD), "HE": SetRecipe(42, base="SE", look=_HARD),
+    "HF": SetRecipe(43, base="SF", look=_HARD),
+    "LD": SetRecipe(51, base="SD", look=_SINGLE), "LE": SetRecipe(52, base="SE", look=_SINGLE),
+    "LF": SetRecipe(53, base="SF", look=_SINGLE),
+    "MD": SetRecipe(54, base="SD", look=dict(look=False, single_look=True)),
+}
+SINGLE_STAGE = ("A", "B", "CA", "CB", "XA", "XB", "SA", "SB", "SC", "SD", "SE", "SF", "HD", "HE", "HF",
+                "LD", "LE", "LF", "MD")
+CHECK = ("A", "XA", "CA", "HA")
+RULE = ("(1) mean s@3 over the single-stage sets above the baseline's, (2) mean s@1 not below, (3) through register "
+        "on the check sets no ok result more than 3 px off and at least the baseline's estimates within 3 / 1 px")
+
+
+def _sources(ombria: Path, which: str) -> list[str]:
+    ids = HELD_OUT if which == "A" else HELD_OUT_B
+    return [f"{ombria}/BEFORE/S1_before_{k}.png,{ombria}/AFTER/S1_after_{k}.png" for k in ids]
+
+
+def build_sets(out: str | Path, ombria: str | Path, names: Sequence[str] = tuple(SETS), n: int = 32) -> list[Path]:
+    """Write the named sets (and the sets they derive from) under ``out``; existing set folders are kept, so a
+    build can be resumed. ``ombria``: the OMBRIA S1 train folder (BEFORE/, AFTER/). Returns the set folders."""
+    from sarreg.eval_pairs import make_pairs
+    from sarreg.train.sensor_pairs import make_sensor_pairs
+
+    out = Path(out)
+    done: dict[str, Path] = {}
+
+    def build(name: str) -> Path:
+        if name in done:
+            return done[name]
+        r = SETS[name]
+        d = out / name
+        if not (d / "index.json").is_file():
+            if r.base is None:
+                make_pairs(_sources(Path(ombria), r.sources), d, n, seed=r.seed, size=r.size, overwrite=True)
+            else:
+                make_sensor_pairs(build(r.base), d, seed=r.seed, **r.look)
+        done[name] = d
+        return d
+
+    unknown = [s for s in names if s not in SETS]
+    if unknown:
+        raise ValueError(f"unknown sets {unknown}: choose from {', '.join(SETS)}")
+    return [build(s) for s in names]
+
+
+@dataclass
+class Choice:
+    """Scores of the baseline (first label) and the candidates: single-stage (set -> label -> (s@1, s@3)) and
+    through register (label -> counts over the check sets), with each candidate's verdict under ``RULE``."""
+
+    single: dict[str, dict[str, tuple[float, float]]]
+    register: dict[str, dict[str, int]]
+    labels: list[str]
+    verdicts: dict[str, list[str]] = field(default_factory=dict)
+
+    def means(self, label: str) -> tuple[float, float]:
+        """Mean (s@1, s@3) of ``label`` over the single-stage sets scored."""
+        v = np.array([self.single[s][label] for s in self.single], dtype=float)
+        return (float(v[:, 0].mean()), float(v[:, 1].mean())) if len(v) else (float("nan"), float("nan"))
+
+    def judge(self) -> dict[str, list[str]]:
+        """Per candidate, the rule's clauses it fails (empty: it passes)."""
+        base = self.labels[0]
+        b1, b3 = self.means(base)
+        rb = self.register.get(base, {})
+        for lab in self.labels[1:]:
+            c1, c3 = self.means(lab)
+            rc = self.register.get(lab, {})
+            fails = []
+            if not c3 > b3:
+                fails.append(f"(1) mean s@3 {c3:.3f} not above {b3:.3f}")
+            if c1 < b1:
+                fails.append(f"(2) mean s@1 {c1:.3f} below {b1:.3f}")
+            if rc.get("ok_off", 0):
+                fails.append(f"(3) {rc['ok_off']} ok result(s) more than 3 px off")
+            for k in ("within_3", "within_1"):
+                if rc.get(k, 0) < rb.get(k, 0):
+                    fails.append(f"(3) {rc.get(k, 0)} estimates {k.replace('_', ' ')} px < {rb.get(k, 0)}")
+            self.verdicts[lab] = fails
+        return self.verdicts
+
+    def to_markdown(self) -> str:
+        """The single-stage table (s@1 / s@3 per set, means), the register counts and the verdicts."""
+        sets = list(self.single)
+        lines = ["| weights | " + " | ".join(sets) + " | mean s@1 | mean s@3 |",
+                 "|---|" + "---|" * len(sets) + "---:|---:|"]
+        for lab in self.labels:
+            cells = [f"{self.single[s][lab][0]:.2f} / {self.single[s][lab][1]:.2f}" for s in sets]
+            m1, m3 = self.means(lab)
+            lines.append(f"| {lab} | " + " | ".join(cells) + f" | {m1:.3f} | {m3:.3f} |")
+        if self.register:
+            keys = ["ok", "ok_within_3", "ok_within_1", "ok_off", "within_3", "within_1", "pairs"]
+            lines += ["", "| weights (register) | " + " | ".join(keys) + " |", "|---|" + "---:|" * len(keys)]
+            lines += [f"| {lab} | " + " | ".join(str(self.register[lab][k]) for k in keys) + " |"
+                      for lab in self.labels if lab in self.register]
+        lines += [""] + [f"* {lab}: " + ("passes" if not f else "fails: " + "; ".join(f))
+                         for lab, f in self.verdicts.items()]
+        return "\n".join(lines) + "\n"
+
+
+def _register_counts(rows: Sequence[Any]) -> dict[str, int]:
+    err = [np.inf if r.error is None else float(r.error) for r in rows]
+    ok = [r.status == "ok" for r in rows]
+    return {"pairs": len(rows), "ok": sum(ok),
+            "ok_within_3": sum(o and e <= 3 for o, e in zip(ok, err)),
+            "ok_within_1": sum(o and e <= 1 for o, e in zip(ok, err)),
+            "ok_off": sum(o and e > 3 for o, e in zip(ok, err)),
+            "within_3": sum(e <= 3 for e in err), "within_1": sum(e <= 1 for e in err)}
+
+
+def score(root: str | Path, candidates: Sequence[str | Path], baseline: str | Path | None = None,
+          single_sets: Sequence[str] = SINGLE_STAGE, check_sets: Sequence[str] = CHECK,
+          progress: bool = True) -> Choice:
+    """Score ``baseline`` (None = the shipped model) and ``candidates`` (exported weights, as shipped) on the sets
+    under ``root``: single-stage (multiscale extraction, mutual nearest neighbours, MAGSAC homography at 3 px) on
+    ``single_sets``, the full ``register`` pipeline on ``check_sets``; then judge them by ``RULE``."""
+    from sarreg.evaluate import EvalOptions, Method, evaluate
+    from sarreg.model.weights import DEFAULT_MODEL_NAME
+
+    base = Method.parse(str(baseline)) if baseline else Method(Path(DEFAULT_MODEL_NAME).stem, "learned", None)
+    single = [base] + [Method.parse(str(c)) for c in candidates]
+    labels = [m.label for m in single]
+    reg = [Method(m.label, "register", m.weights) for m in single]
+    opt = EvalOptions()
+    res: dict[str, dict[str, tuple[float, float]]] = {}
+    for s in single_sets:
+        out = evaluate(Path(root) / s, single, opt)
+        res[s] = {sm.method: (sm.success["1"], sm.success["3"]) for sm in out.summaries}
+        if progress:
+            print(s, {k: f"{v[0]:.2f}/{v[1]:.2f}" for k, v in res[s].items()}, flush=True)
+    counts: dict[str, dict[str, int]] = {}
+    rows: dict[str, list[Any]] = {lab: [] for lab in labels}
+    for s in check_sets:
+        out = evaluate(Path(root) / s, reg, opt)
+        for r in out.results:
+            rows[r.method].append(r)
+        if progress:
+            print(s, "register", {lab: _register_counts([r for r in out.results if r.method == lab])
+                                  for lab in labels}, flush=True)
+    if check_sets:
+        counts = {lab: _register_counts(rows[lab]) for lab in labels}
+    choice = Choice(res, counts, labels)
+    choice.judge()
+    return choice
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("build", help="write the validation sets")
+    b.add_argument("root", type=Path)
+    b.add_argument("--ombria", type=Path, default=Path("../shared/datasets/ombria/OmbriaS1/train"))
+    b.add_argument("--sets", default=",".join(SETS))
+    b.add_argument("--n", type=int, default=32)
+    s = sub.add_parser("score", help="score candidates against the shipped model and apply the rule")
+    s.add_argument("root", type=Path)
+    s.add_argument("candidates", nargs="+")
+    s.add_argument("--baseline", default=None, help="weights to beat (default: the shipped model)")
+    s.add_argument("--sets", default=",".join(SINGLE_STAGE), help="single-stage sets")
+    s.add_argument("--check", default=",".join(CHECK), help="sets run through register ('' = none)")
+    s.add_argument("--json", type=Path, default=None)
+    a = ap.parse_args(argv)
+    if a.cmd == "build":
+        for d in build_sets(a.root, a.ombria, [x for x in a.sets.split(",") if x], a.n):
+            print(f"{d}: {len(list(d.glob('*/gt.json')))} pairs")
+        return
+    ch = score(a.root, a.candidates, a.baseline, [x for x in a.sets.split(",") if x],
+               [x for x in a.check.split(",") if x])
+    print(ch.to_markdown())
+    if a.json is not None:
+        a.json.write_text(json.dumps({"single": ch.single, "register": ch.register, "verdicts": ch.verdicts,
+                                      "rule": RULE}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

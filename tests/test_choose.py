@@ -1,0 +1,67 @@
+"""``sarreg.train.choose``: the validation sets are built from an OMBRIA-shaped folder, candidates are scored
+against the shipped model single-stage and through ``register``, and the release rule is applied."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from sarreg.model.weights import default_weights_path
+from sarreg.synth import make_pair
+from sarreg.train.choose import HELD_OUT, SETS, build_sets, main, score
+
+
+@pytest.fixture(scope="module")
+def ombria(tmp_path_factory) -> Path:
+    """BEFORE/ and AFTER/ 8-bit PNGs (log intensity over 30 dB, as OMBRIA stores them) of synthetic two-date
+    scenes under the held-out ids."""
+    root = tmp_path_factory.mktemp("ombria")
+    for i, k in enumerate(HELD_OUT):
+        _, a, b = make_pair(256, 256, seed=40 + i, looks=8.0)
+        for name, img in (("BEFORE/S1_before", a), ("AFTER/S1_after", b)):
+            db = 10 * np.log10(np.maximum(img, 1e-6))
+            v = np.clip((db - db.min()) / 30 * 255, 1, 255).astype(np.uint8)
+            f = root / f"{name}_{k}.png"
+            f.parent.mkdir(exist_ok=True)
+            cv2.imwrite(str(f), v)
+    return root
+
+
+def test_build_sets_derives_looks_and_resumes(ombria: Path, tmp_path: Path) -> None:
+    a, xa = build_sets(tmp_path, ombria, ["A", "XA"], n=2)
+    assert [p.name for p in (a, xa)] == ["A", "XA"]
+    for d in (a, xa):
+        assert len(list(d.glob("*/gt.json"))) == 2
+    gt_a = json.loads((a / "pair_0000" / "gt.json").read_text())
+    gt_x = json.loads((xa / "pair_0000" / "gt.json").read_text())
+    assert gt_x["H"] == gt_a["H"] and gt_x["source"].startswith("change:")
+    before = (xa / "pair_0000" / "moving.tif").stat().st_mtime_ns
+    build_sets(tmp_path, ombria, ["XA"], n=2)  # already there: kept
+    assert (xa / "pair_0000" / "moving.tif").stat().st_mtime_ns == before
+    with pytest.raises(ValueError, match="unknown sets"):
+        build_sets(tmp_path, ombria, ["ZZ"])
+    assert {"A", "SD", "HA", "LD", "MD"} <= set(SETS)
+
+
+def test_same_weights_fail_the_rule_on_clause_one(ombria: Path, tmp_path: Path, capsys) -> None:
+    build_sets(tmp_path / "sets", ombria, ["A", "XA"], n=2)
+    same = tmp_path / "same.pt"
+    shutil.copy(default_weights_path(), same)
+    ch = score(tmp_path / "sets", [same], single_sets=["A", "XA"], check_sets=["A"], progress=False)
+    base = ch.labels[0]
+    assert ch.labels[1] == "same"
+    for s in ("A", "XA"):
+        assert ch.single[s][base] == ch.single[s]["same"]
+    assert ch.register[base] == ch.register["same"] and ch.register[base]["pairs"] == 2
+    assert ch.register[base]["within_3"] >= 1  # easy 8-look synthetic pairs
+    fails = ch.verdicts["same"]
+    assert len(fails) == 1 and fails[0].startswith("(1) mean s@3")
+    out = tmp_path / "choice.json"
+    main(["score", str(tmp_path / "sets"), str(same), "--sets", "A", "--check", "", "--json", str(out)])
+    printed = capsys.readouterr().out
+    assert "| same |" in printed and "fails: (1)" in printed
+    assert json.loads(out.read_text())["verdicts"]["same"][0].startswith("(1)")
