@@ -12,7 +12,7 @@ import pytest
 
 from sarreg.model.weights import default_weights_path
 from sarreg.synth import make_pair
-from sarreg.train.choose import HELD_OUT, SETS, build_sets, main, score
+from sarreg.train.choose import HELD_OUT, SETS, build_sets, main, release, score
 
 
 @pytest.fixture(scope="module")
@@ -65,3 +65,16 @@ def test_same_weights_fail_the_rule_on_clause_one(ombria: Path, tmp_path: Path, 
     printed = capsys.readouterr().out
     assert "| same |" in printed and "fails: (1)" in printed
     assert json.loads(out.read_text())["verdicts"]["same"][0].startswith("(1)")
+
+
+def test_release_check_same_weights_pass(ombria: Path, tmp_path: Path) -> None:
+    (a,) = build_sets(tmp_path / "sets", ombria, ["A"], n=2)
+    same = tmp_path / "same.pt"
+    shutil.copy(default_weights_path(), same)
+    nums, fails = release(same, a, geo=a, unseen=[json.loads((a / "pair_0000" / "gt.json").read_text())["source"]])
+    assert set(nums) == {"bench", "geo"}
+    for key in nums:
+        assert nums[key]["baseline"] == nums[key]["candidate"]
+        assert nums[key]["baseline"]["pairs"] == 2 and nums[key]["baseline"]["s3"] > 0
+    assert nums["bench"]["baseline"]["unseen_within_3"] >= 1  # the named source's pair is counted
+    assert fails == []

@@ -13,10 +13,12 @@ A / B (256 px, whole scenes), SA-SF (128 px crops), and looks derived from them 
 Rule (``RULE``): a candidate passes when (1) its mean success@3px over the single-stage sets is above the
 baseline's, (2) its mean success@1px is not below, and (3) through ``register`` on the check sets it has no
 ``ok`` result more than 3 px off and at least the baseline's estimates within 3 px and within 1 px. Only then
-does it go to ../shared/eval as a release check.
+does it go to ../shared/eval as a release check (``release``, ``RELEASE_RULE``): evaluation data measure a
+choice already made, they never make it.
 
     python -m sarreg.train.choose build DIR [--ombria ../shared/datasets/ombria/OmbriaS1/train] [--sets A,XA]
     python -m sarreg.train.choose score DIR CANDIDATE.pt... [--sets ...] [--json OUT.json]
+    python -m sarreg.train.choose release CANDIDATE.pt [--bench ../shared/eval] [--geo ../shared/eval/geo_dev]
 """
 from __future__ import annotations
 
@@ -65,6 +67,11 @@ SINGLE_STAGE = ("A", "B", "CA", "CB", "XA", "XB", "SA", "SB", "SC", "SD", "SE", 
 CHECK = ("A", "XA", "CA", "HA")
 RULE = ("(1) mean s@3 over the single-stage sets above the baseline's, (2) mean s@1 not below, (3) through register "
         "on the check sets no ok result more than 3 px off and at least the baseline's estimates within 3 / 1 px")
+
+RELEASE_RULE = ("through register in the same run as the baseline: no ok result more than 3 px off, the geo set's "
+                "s@1 not below the baseline's, the benchmark's ok-only s@3 not below, the unseen-like sources' "
+                "estimates within 3 px not below")
+UNSEEN = ("r2d2sar_nq", "spicy_snow", "geo_bigearthnet_xpol")
 
 
 def _sources(ombria: Path, which: str) -> list[str]:
@@ -201,6 +208,44 @@ def score(root: str | Path, candidates: Sequence[str | Path], baseline: str | Pa
     return choice
 
 
+def _release_numbers(rows: Sequence[Any], unseen: Sequence[str]) -> dict[str, float]:
+    err = [np.inf if r.error is None else float(r.error) for r in rows]
+    ok = [r.status == "ok" for r in rows]
+    n = max(len(rows), 1)
+    return {"pairs": len(rows), "ok": sum(ok), "ok_off": sum(o and e > 3 for o, e in zip(ok, err)),
+            "s1": sum(e <= 1 for e in err) / n, "s3": sum(e <= 3 for e in err) / n,
+            "ok_s3": sum(o and e <= 3 for o, e in zip(ok, err)) / n,
+            "unseen_within_3": sum(e <= 3 for r, e in zip(rows, err) if r.source in unseen)}
+
+
+def release(candidate: str | Path, bench: str | Path | None, geo: str | Path | None = None,
+            baseline: str | Path | None = None, unseen: Sequence[str] = UNSEEN
+            ) -> tuple[dict[str, dict[str, dict[str, float]]], list[str]]:
+    """The release check of a candidate that passed ``RULE``: ``register`` with the baseline (None = the shipped
+    model) and with ``candidate`` on the benchmark ``bench`` (../shared/eval) and the georeferenced set ``geo``
+    (../shared/eval/geo_dev), judged by ``RELEASE_RULE``. Returns ({"bench"|"geo": {label: numbers}}, the clauses
+    the candidate fails)."""
+    from sarreg.evaluate import EvalOptions, Method, evaluate
+
+    base = Method("baseline", "register", str(baseline) if baseline else None)
+    cand = Method("candidate", "register", str(candidate))
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for key, folder in (("bench", bench), ("geo", geo)):
+        if folder is not None:
+            res = evaluate(folder, [base, cand], EvalOptions())
+            out[key] = {m.label: _release_numbers([r for r in res.results if r.method == m.label], unseen)
+                        for m in (base, cand)}
+    fails = []
+    for key, nums in out.items():
+        b, c = nums["baseline"], nums["candidate"]
+        if c["ok_off"]:
+            fails.append(f"{key}: {c['ok_off']} ok result(s) more than 3 px off")
+        checks = [("s1", "s@1")] if key == "geo" else [("ok_s3", "ok-only s@3"), ("unseen_within_3",
+                                                                                    "unseen-like within 3 px")]
+        fails += [f"{key}: {name} {c[k]:.3f} below {b[k]:.3f}" for k, name in checks if c[k] < b[k]]
+    return out, fails
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -216,7 +261,22 @@ def main(argv: Sequence[str] | None = None) -> None:
     s.add_argument("--sets", default=",".join(SINGLE_STAGE), help="single-stage sets")
     s.add_argument("--check", default=",".join(CHECK), help="sets run through register ('' = none)")
     s.add_argument("--json", type=Path, default=None)
+    r = sub.add_parser("release", help="release check on evaluation pairs (after the choice, never for it)")
+    r.add_argument("candidate")
+    r.add_argument("--baseline", default=None)
+    r.add_argument("--bench", type=Path, default=Path("../shared/eval"))
+    r.add_argument("--geo", type=Path, default=Path("../shared/eval/geo_dev"))
+    r.add_argument("--unseen", default=",".join(UNSEEN), help="sources that stand for unseen sensors")
     a = ap.parse_args(argv)
+    if a.cmd == "release":
+        found = [p for p in (a.bench, a.geo) if p.is_dir()]
+        if not found:
+            raise SystemExit(f"{a.bench}: evaluation pairs absent; nothing to check")
+        nums, fails = release(a.candidate, a.bench if a.bench.is_dir() else None,
+                              a.geo if a.geo.is_dir() else None, a.baseline, a.unseen.split(","))
+        print(json.dumps(nums, indent=1))
+        print("candidate passes the release rule" if not fails else "candidate fails: " + "; ".join(fails))
+        return
     if a.cmd == "build":
         for d in build_sets(a.root, a.ombria, [x for x in a.sets.split(",") if x], a.n):
             print(f"{d}: {len(list(d.glob('*/gt.json')))} pairs")
