@@ -61,6 +61,10 @@ SETS: dict[str, SetRecipe] = {
     "LD": SetRecipe(51, base="SD", look=_SINGLE), "LE": SetRecipe(52, base="SE", look=_SINGLE),
     "LF": SetRecipe(53, base="SF", look=_SINGLE),
     "MD": SetRecipe(54, base="SD", look=dict(look=False, single_look=True)),
+    # 256 px single-look sets (stop 10): the 128 px ones (LD-LF) are at the floor for every method, SIFT and the
+    # full pipeline included; not in SINGLE_STAGE, so the rule's means stay comparable with earlier stops
+    "LA": SetRecipe(55, base="A", look=_SINGLE),
+    "MA": SetRecipe(56, base="A", look=dict(look=False, single_look=True)),
 }
 SINGLE_STAGE = ("A", "B", "CA", "CB", "XA", "XB", "SA", "SB", "SC", "SD", "SE", "SF", "HD", "HE", "HF",
                 "LD", "LE", "LF", "MD")
