@@ -166,14 +166,17 @@ class Choice:
         return "\n".join(lines) + "\n"
 
 
-def _register_counts(rows: Sequence[Any]) -> dict[str, int]:
+def _tally(rows: Sequence[Any], unseen: Sequence[str] = ()) -> dict[str, int]:
+    """Counts over ``PairResult`` rows of one method: status ok, ok within 3 / 1 px, ok more than 3 px off,
+    estimates within 3 / 1 px, and estimates within 3 px from the ``unseen`` sources."""
     err = [np.inf if r.error is None else float(r.error) for r in rows]
     ok = [r.status == "ok" for r in rows]
     return {"pairs": len(rows), "ok": sum(ok),
             "ok_within_3": sum(o and e <= 3 for o, e in zip(ok, err)),
             "ok_within_1": sum(o and e <= 1 for o, e in zip(ok, err)),
             "ok_off": sum(o and e > 3 for o, e in zip(ok, err)),
-            "within_3": sum(e <= 3 for e in err), "within_1": sum(e <= 1 for e in err)}
+            "within_3": sum(e <= 3 for e in err), "within_1": sum(e <= 1 for e in err),
+            "unseen_within_3": sum(e <= 3 for r, e in zip(rows, err) if r.source in unseen)}
 
 
 def score(root: str | Path, candidates: Sequence[str | Path], baseline: str | Path | None = None,
@@ -196,30 +199,25 @@ def score(root: str | Path, candidates: Sequence[str | Path], baseline: str | Pa
         res[s] = {sm.method: (sm.success["1"], sm.success["3"]) for sm in out.summaries}
         if progress:
             print(s, {k: f"{v[0]:.2f}/{v[1]:.2f}" for k, v in res[s].items()}, flush=True)
-    counts: dict[str, dict[str, int]] = {}
     rows: dict[str, list[Any]] = {lab: [] for lab in labels}
     for s in check_sets:
         out = evaluate(Path(root) / s, reg, opt)
         for r in out.results:
             rows[r.method].append(r)
         if progress:
-            print(s, "register", {lab: _register_counts([r for r in out.results if r.method == lab])
-                                  for lab in labels}, flush=True)
-    if check_sets:
-        counts = {lab: _register_counts(rows[lab]) for lab in labels}
+            print(s, "register", {lab: _tally([r for r in out.results if r.method == lab]) for lab in labels},
+                  flush=True)
+    counts = {lab: _tally(rows[lab]) for lab in labels} if check_sets else {}
     choice = Choice(res, counts, labels)
     choice.judge()
     return choice
 
 
 def _release_numbers(rows: Sequence[Any], unseen: Sequence[str]) -> dict[str, float]:
-    err = [np.inf if r.error is None else float(r.error) for r in rows]
-    ok = [r.status == "ok" for r in rows]
-    n = max(len(rows), 1)
-    return {"pairs": len(rows), "ok": sum(ok), "ok_off": sum(o and e > 3 for o, e in zip(ok, err)),
-            "s1": sum(e <= 1 for e in err) / n, "s3": sum(e <= 3 for e in err) / n,
-            "ok_s3": sum(o and e <= 3 for o, e in zip(ok, err)) / n,
-            "unseen_within_3": sum(e <= 3 for r, e in zip(rows, err) if r.source in unseen)}
+    """``_tally`` plus the success fractions the release rule compares (every estimate s@1 / s@3, ok-only s@3)."""
+    t = _tally(rows, unseen)
+    n = max(t["pairs"], 1)
+    return {**t, "s1": t["within_1"] / n, "s3": t["within_3"] / n, "ok_s3": t["ok_within_3"] / n}
 
 
 def release(candidate: str | Path, bench: str | Path | None, geo: str | Path | None = None,
@@ -273,11 +271,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     r.add_argument("--unseen", default=",".join(UNSEEN), help="sources that stand for unseen sensors")
     a = ap.parse_args(argv)
     if a.cmd == "release":
-        found = [p for p in (a.bench, a.geo) if p.is_dir()]
-        if not found:
+        bench, geo = (p if p.is_dir() else None for p in (a.bench, a.geo))
+        if bench is None and geo is None:
             raise SystemExit(f"{a.bench}: evaluation pairs absent; nothing to check")
-        nums, fails = release(a.candidate, a.bench if a.bench.is_dir() else None,
-                              a.geo if a.geo.is_dir() else None, a.baseline, a.unseen.split(","))
+        nums, fails = release(a.candidate, bench, geo, a.baseline, a.unseen.split(","))
         print(json.dumps(nums, indent=1))
         print("candidate passes the release rule" if not fails else "candidate fails: " + "; ".join(fails))
         return
