@@ -119,7 +119,8 @@ def build_sources(data: list[str], stacks: list[str], synthetic: bool, crop: int
 @click.option("--amp/--no-amp", default=False, show_default=True,
               help="bfloat16 autocast for the convolution trunk (about 2x faster on CPUs with AVX512-BF16).")
 @click.option("--init", default="", metavar="CHECKPOINT",
-              help="Start from these weights (our format; fresh optimizer, iteration 0) instead of random ones.")
+              help="Start from these weights (our format; fresh optimizer, iteration 0) instead of random ones; "
+                   "a narrower checkpoint (smaller mchan) is widened with the same outputs (Net2WiderNet).")
 @click.option("--val-rank", type=click.Choice(["rep_rel", "rep"]), default="rep_rel", show_default=True,
               help="Validation ranks keypoints by repeatability x reliability, or by repeatability alone "
                    "(for models shipped with a constant reliability).")

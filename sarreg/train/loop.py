@@ -28,6 +28,7 @@ from sarreg.model.weights import SAR_MEAN, SAR_STD, Model, save_checkpoint
 from sarreg.outputs import write_atomic
 from sarreg.train.losses import LossWeights, NeighbourhoodSampler, R2D2Loss
 from sarreg.train.pairs import PairConfig, Source, make_pair, sample_pair
+from sarreg.train.widen import widen_network
 
 log = logging.getLogger(__name__)
 
@@ -310,9 +311,16 @@ def train(sources: Sequence[Source], out_dir: str | Path, cfg: TrainConfig = Tra
         raise InputError(f"val_rank must be 'rep_rel' or 'rep', got {cfg.val_rank!r}")
     if cfg.init and not resume:
         ck = torch.load(cfg.init, map_location="cpu", weights_only=True)
-        if int(ck.get("mchan", -1)) != cfg.mchan:
-            raise WeightsError(f"{cfg.init}: mchan {ck.get('mchan')} differs from --mchan {cfg.mchan}")
-        net.load_state_dict(ck["state_dict"])
+        init_mchan = int(ck.get("mchan", -1))
+        if init_mchan == cfg.mchan:
+            net.load_state_dict(ck["state_dict"])
+        elif 0 < init_mchan < cfg.mchan:  # more capacity, same function at the start (Net2WiderNet)
+            small = build_network(ARCH, in_channels=1, mchan=init_mchan)
+            small.load_state_dict(ck["state_dict"])
+            widen_network(small, net, seed=cfg.seed)
+            log.info("widened mchan %d -> %d", init_mchan, cfg.mchan)
+        else:
+            raise WeightsError(f"{cfg.init}: mchan {init_mchan} is wider than --mchan {cfg.mchan}")
         log.info("initialised from %s", cfg.init)
     if resume:
         if not last_path.is_file():
