@@ -421,3 +421,28 @@ def test_polar_pairs_from_channels_of_a_multichannel_image(tmp_path):
     assert w1 is w2
     pair = make_pair(v1, v2, np.random.default_rng(2), PairConfig(crop=96, polar=1.0))
     assert pair["img1"].shape == (96, 96) and np.isfinite(pair["aflow"][0]).mean() > 0.25
+
+
+def test_export_averages_checkpoints(tmp_path):
+    from sarreg.errors import WeightsError
+    from sarreg.model.weights import random_model, save_checkpoint
+    from sarreg.train.export import export
+
+    paths = []
+    for seed in (1, 2, 3):
+        m = random_model(mchan=2, seed=seed)
+        paths.append(save_checkpoint(tmp_path / f"s{seed}.pt", m.net, m.arch, 2, 1, training={"iteration": seed}))
+    export(paths[0], tmp_path / "soup.pt", average=paths[1:], constant_reliability=0.75)
+    soup = load_model(tmp_path / "soup.pt")
+    states = [load_model(p).net.state_dict() for p in paths]
+    for k, v in soup.net.state_dict().items():
+        if k.startswith("clf") or not v.dtype.is_floating_point:
+            continue
+        assert torch.allclose(v, (states[0][k] + states[1][k] + states[2][k]) / 3, atol=1e-6), k
+    assert not torch.allclose(states[0]["ops.0.weight"], soup.net.state_dict()["ops.0.weight"])
+    assert soup.training["averaged_with"] == ["s2.pt", "s3.pt"]
+    w = random_model(mchan=3, seed=4)
+    wide = save_checkpoint(tmp_path / "w.pt", w.net, w.arch, 3, 1, training={})
+    with pytest.raises(WeightsError, match="w.pt"):
+        export(paths[0], tmp_path / "bad.pt", average=[wide])
+    assert not (tmp_path / "bad.pt").exists()

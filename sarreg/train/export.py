@@ -9,16 +9,23 @@ re-scaling: the ranking of pixels is unchanged; "r > 0.7" then means "as reliabl
 
 ``python -m sarreg.train.export runs/v4/it11817.pt models/sarreg_fast_sar_v4.pt --calibrate [--ombria DIR]``
 ``python -m sarreg.train.export runs/v4/it11817.pt models/sarreg_fast_sar_v4.pt --constant-reliability 0.75``
+
+Averaging (``--average B.pt C.pt ...``): the exported weights are the uniform mean of ``src`` and those checkpoints
+(a "model soup" / stochastic weight averaging). Why: snapshots of one training lineage lie in one basin, and their
+mean is a flatter, better-generalising solution than any one snapshot (Izmailov et al. 2018, Wortsman et al. 2022);
+the batch-norm running statistics are averaged too.
 """
 from __future__ import annotations
 
 import argparse
 import math
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
 
+from sarreg.errors import WeightsError
 from sarreg.model.weights import load_model, save_checkpoint
 from sarreg.train.losses import NeighbourhoodSampler, ap_quantized
 
@@ -57,8 +64,21 @@ def _sample_rel(model, pairs, target_ap: float, seed: int = 0) -> dict:
             "corr_r_ap": float(np.corrcoef(r, ap)[0, 1]) if len(r) > 2 else float("nan")}
 
 
+def average_weights(model, others: Sequence[str | Path]) -> None:
+    """Replace ``model``'s weights and batch-norm statistics in place by their mean with those of ``others``."""
+    nets = [model.net] + [load_model(o).net for o in others]
+    for o, net in zip(others, nets[1:]):
+        if type(net) is not type(model.net) or net.mchan != model.net.mchan or net.in_channels != model.net.in_channels:
+            raise WeightsError(f"{o}: another architecture or width than the first checkpoint; cannot average")
+    states = [n.state_dict() for n in nets]
+    mean = {k: (sum(st[k] for st in states) / len(states) if v.dtype.is_floating_point else v)
+            for k, v in states[0].items()}
+    model.net.load_state_dict(mean)
+
+
 def export(src: str | Path, dst: str | Path, calibrate: bool = False, pairs=None, target_ap: float = 0.5,
-           constant_reliability: float | None = None, store_threshold: bool = False) -> dict:
+           constant_reliability: float | None = None, store_threshold: bool = False,
+           average: Sequence[str | Path] = ()) -> dict:
     """Write ``dst`` (our format, no optimizer state) from training checkpoint ``src``; returns the calibration.
 
     ``constant_reliability``: replace the reliability head by a constant (clf weights 0, bias set so that the
@@ -69,6 +89,9 @@ def export(src: str | Path, dst: str | Path, calibrate: bool = False, pairs=None
     """
     model = load_model(src)
     training = dict(model.training)
+    if average:
+        average_weights(model, average)
+        training["averaged_with"] = [Path(a).name for a in average]
     cal: dict = {}
     if constant_reliability is not None:
         if not 0 < constant_reliability < 1:
@@ -105,6 +128,8 @@ def main() -> None:
     ap.add_argument("--ombria", default=None, help="BEFORE/AFTER folder whose last 4 pairs are the held-out ones")
     ap.add_argument("--target-ap", type=float, default=0.5)
     ap.add_argument("--constant-reliability", type=float, default=None)
+    ap.add_argument("--average", nargs="+", default=[], metavar="CHECKPOINT",
+                    help="export the mean of src and these checkpoints (same architecture and width)")
     ap.add_argument("--store-threshold", action="store_true",
                     help="with --calibrate: store rel_thr 0.7 in the checkpoint (detection keeps only calibrated "
                          "reliable pixels)")
@@ -116,7 +141,8 @@ def main() -> None:
         if a.ombria:
             srcs.append(Source("pairs", 1.0, find_date_pairs(a.ombria)[-4:]))
         pairs = make_validation_set(srcs, 256, 8)
-    print(export(a.src, a.dst, a.calibrate, pairs, a.target_ap, a.constant_reliability, a.store_threshold))
+    print(export(a.src, a.dst, a.calibrate, pairs, a.target_ap, a.constant_reliability, a.store_threshold,
+                 a.average))
 
 
 if __name__ == "__main__":
