@@ -111,6 +111,7 @@ class ExtractConfig:
     processed (not the registration's fine-stage tiles, ``RegisterConfig.fine_tile``); halo >= the network
     receptive field.
     border: keypoints closer than this (level pixels) to nodata or the scene edge are dropped.
+    nms: a keypoint is the repeatability maximum of its nms x nms window (R2D2: 3).
     """
 
     top_k: int = _opt(5000, min=0)
@@ -125,6 +126,7 @@ class ExtractConfig:
     tile_size: int = _opt(1024, min=0)  # 0 = no tiling, else at least 64 (checked by ``extract_scene``' tiling)
     halo: int = _opt(64, min=0)
     border: int = _opt(4, min=0)
+    nms: int = _opt(3, min=1)  # side of the non-maximum suppression window on repeatability (odd, pixels of a level)
     subpixel: bool = False  # refine keypoints to sub-pixel by a parabola through the repeatability peak
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: str = _opt("fp32", choices=PRECISIONS)

@@ -250,9 +250,11 @@ def thresholds(cfg: ExtractConfig, model: Model) -> tuple[float, float]:
 
 
 def detect(rel: torch.Tensor, rep: torch.Tensor, rel_thr: float, rep_thr: float,
-           allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """3x3 maxima of repeatability above both thresholds (inclusive), inside ``allowed`` -> (rows, cols)."""
-    maxima = rep == F.max_pool2d(rep[None, None], 3, stride=1, padding=1)[0, 0]
+           allowed: np.ndarray | None = None, nms: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """nms x nms maxima of repeatability above both thresholds (inclusive), inside ``allowed`` -> (rows, cols)."""
+    if nms < 1 or nms % 2 == 0:
+        raise InputError(f"non-maximum suppression window must be odd and >= 1, got {nms}")
+    maxima = rep == F.max_pool2d(rep[None, None], nms, stride=1, padding=nms // 2)[0, 0]
     keep = maxima & (rep >= rep_thr) & (rel >= rel_thr)
     if allowed is not None:
         keep &= torch.from_numpy(allowed)
@@ -315,7 +317,7 @@ def _detections(out: DenseOutput, valid: np.ndarray, model: Model, cfg: ExtractC
     r0, r1, c0, c1 = core
     inside = np.zeros_like(allowed)
     inside[r0:r1, c0:c1] = True
-    ys, xs = detect(rel, rep, *thresholds(cfg, model), allowed & inside)
+    ys, xs = detect(rel, rep, *thresholds(cfg, model), allowed & inside, cfg.nms)
     scores = (rel[ys, xs] * rep[ys, xs]).numpy().astype(np.float32)
     if quota > 0 and scores.size > quota:
         best = np.argpartition(scores, -quota)[-quota:]

@@ -12,7 +12,8 @@ import pytest
 
 from sarreg.model.weights import default_weights_path
 from sarreg.synth import make_pair
-from sarreg.train.choose import HELD_OUT, SETS, build_sets, main, release, score
+from sarreg.synth import write_geotiff
+from sarreg.train.choose import HELD_OUT, OTHER, SETS, build_sets, main, release, score
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +46,26 @@ def test_build_sets_derives_looks_and_resumes(ombria: Path, tmp_path: Path) -> N
     with pytest.raises(ValueError, match="unknown sets"):
         build_sets(tmp_path, ombria, ["ZZ"])
     assert {"A", "SD", "HA", "LD", "MD"} <= set(SETS)
+
+
+def test_other_sensor_sets_come_from_the_gefolki_images(ombria: Path, tmp_path: Path) -> None:
+    """Sets "O..." cut pairs from the allowed non-OMBRIA images (single images: two speckle draws each)."""
+    gef = tmp_path / "gefolki"
+    for i, name in enumerate(OTHER):
+        _, a, _ = make_pair(300, 300, seed=60 + i, looks=8.0)
+        f = gef / name
+        f.parent.mkdir(parents=True, exist_ok=True)
+        if f.suffix == ".png":
+            db = 10 * np.log10(np.maximum(a, 1e-6))
+            cv2.imwrite(str(f), np.clip((db - db.min()) / 30 * 255, 1, 255).astype(np.uint8))
+        else:
+            write_geotiff(f, a.astype(np.float32))
+    o, ol = build_sets(tmp_path / "sets", ombria, ["O", "OL"], n=3, gefolki=gef)
+    srcs = [json.loads(p.read_text())["source"] for p in sorted(o.glob("*/gt.json"))]
+    assert len(srcs) == 3 and all(any(Path(n).stem in s for n in OTHER) for s in srcs)
+    assert len(list(ol.glob("*/moving.tif"))) == 3
+    with pytest.raises(Exception):
+        build_sets(tmp_path / "sets2", ombria, ["O"], n=1, gefolki=tmp_path / "absent")
 
 
 def test_same_weights_fail_the_rule_on_clause_one(ombria: Path, tmp_path: Path, capsys) -> None:

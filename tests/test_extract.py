@@ -222,3 +222,15 @@ def test_small_images_get_up_sampled_levels(tmp_path):
     assert len(up) > 1.3 * len(flat) and (up.keypoints[:, 2] < 32).any() and (flat.keypoints[:, 2] >= 32).all()
     x, y = up.keypoints[:, 0], up.keypoints[:, 1]
     assert x.min() >= -0.5 and x.max() <= 119.5 and y.min() >= -0.5 and y.max() <= 89.5
+
+
+def test_wider_nms_keeps_a_subset_and_rejects_even_windows(geotiff_factory, scene_array, model) -> None:
+    """A 5x5 suppression window keeps only maxima that are also 3x3 maxima, fewer of them; even windows are refused."""
+    sc = open_scene(geotiff_factory(scene_array))
+    k3 = _key(extract_scene(sc, model, SINGLE))
+    k5 = _key(extract_scene(sc, model, SINGLE.with_(nms=5)))
+    assert 0 < len(k5) < len(k3) and k5 <= k3
+    from sarreg.errors import InputError
+
+    with pytest.raises(InputError, match="odd"):
+        extract_scene(sc, model, SINGLE.with_(nms=4))

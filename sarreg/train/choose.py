@@ -33,12 +33,17 @@ import numpy as np
 # the last four two-date pairs of the OMBRIA train split (held out by --val-holdout 8) and the four before them
 HELD_OUT = ("0783", "0784", "0785", "0787")
 HELD_OUT_B = ("0778", "0779", "0780", "0781")
+# other sensors among the allowed training data (gefolki): Sandia Ku-band airborne (2 scenes), UAVSAR L-band Pauli,
+# a Sentinel-1 patch; single images, so each pair gets two independent speckle draws (sets "O...", stop 12)
+OTHER = ("JacksonvilleNavalAirStation_sandiaKu.png", "WhashingtonDC_sandiaKu_project.png",
+         "EvalGeFolki/HR/lngley_05521_09059_000_090813_L090_CX_01_pauli_x016_y020_radar.tif",
+         "EvalGeFolki/S1S2/S1_patch11.tif")
 
 
 @dataclass(frozen=True)
 class SetRecipe:
-    """One validation set: ``make-pairs`` of ``sources`` ("A" = HELD_OUT, "B" = HELD_OUT_B) or, with ``base``, a
-    ``sensor_pairs`` look of another set."""
+    """One validation set: ``make-pairs`` of ``sources`` ("A" = HELD_OUT, "B" = HELD_OUT_B, "O" = OTHER) or, with
+    ``base``, a ``sensor_pairs`` look of another set."""
 
     seed: int
     sources: str = "A"
@@ -65,7 +70,12 @@ SETS: dict[str, SetRecipe] = {
     # full pipeline included; not in SINGLE_STAGE, so the rule's means stay comparable with earlier stops
     "LA": SetRecipe(55, base="A", look=_SINGLE),
     "MA": SetRecipe(56, base="A", look=dict(look=False, single_look=True)),
+    # 256 px pairs of other sensors (stop 12): the OMBRIA-derived sets above reward what the training data already
+    # is; these come from the allowed non-OMBRIA images (airborne Ku- and L-band, one Sentinel-1 patch)
+    "O": SetRecipe(61, "O", size=256), "OC": SetRecipe(62, base="O"),
+    "OL": SetRecipe(63, base="O", look=_SINGLE), "OH": SetRecipe(64, base="O", look=_HARD),
 }
+OTHER_SETS = ("O", "OC", "OL", "OH")
 SINGLE_STAGE = ("A", "B", "CA", "CB", "XA", "XB", "SA", "SB", "SC", "SD", "SE", "SF", "HD", "HE", "HF",
                 "LD", "LE", "LF", "MD")
 CHECK = ("A", "XA", "CA", "HA")
@@ -78,14 +88,19 @@ RELEASE_RULE = ("through register in the same run as the baseline: no ok result 
 UNSEEN = ("r2d2sar_nq", "spicy_snow", "geo_bigearthnet_xpol")
 
 
-def _sources(ombria: Path, which: str) -> list[str]:
+def _sources(ombria: Path, which: str, gefolki: Path | None = None) -> list[str]:
+    if which == "O":
+        g = gefolki if gefolki is not None else ombria.parents[2] / "gefolki"
+        return [str(g / f) for f in OTHER]
     ids = HELD_OUT if which == "A" else HELD_OUT_B
     return [f"{ombria}/BEFORE/S1_before_{k}.png,{ombria}/AFTER/S1_after_{k}.png" for k in ids]
 
 
-def build_sets(out: str | Path, ombria: str | Path, names: Sequence[str] = tuple(SETS), n: int = 32) -> list[Path]:
+def build_sets(out: str | Path, ombria: str | Path, names: Sequence[str] = tuple(SETS), n: int = 32,
+               gefolki: str | Path | None = None) -> list[Path]:
     """Write the named sets (and the sets they derive from) under ``out``; existing set folders are kept, so a
-    build can be resumed. ``ombria``: the OMBRIA S1 train folder (BEFORE/, AFTER/). Returns the set folders."""
+    build can be resumed. ``ombria``: the OMBRIA S1 train folder (BEFORE/, AFTER/); ``gefolki``: the gefolki
+    folder (None = beside ``ombria``'s dataset folder). Returns the set folders."""
     from sarreg.eval_pairs import make_pairs
     from sarreg.train.sensor_pairs import make_sensor_pairs
 
@@ -99,7 +114,7 @@ def build_sets(out: str | Path, ombria: str | Path, names: Sequence[str] = tuple
         d = out / name
         if not (d / "index.json").is_file():
             if r.base is None:
-                make_pairs(_sources(Path(ombria), r.sources), d, n, seed=r.seed, size=r.size, overwrite=True)
+                make_pairs(_sources(Path(ombria), r.sources, gefolki and Path(gefolki)), d, n, seed=r.seed, size=r.size, overwrite=True)
             else:
                 make_sensor_pairs(build(r.base), d, seed=r.seed, **r.look)
         done[name] = d
@@ -254,6 +269,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     b = sub.add_parser("build", help="write the validation sets")
     b.add_argument("root", type=Path)
     b.add_argument("--ombria", type=Path, default=Path("../shared/datasets/ombria/OmbriaS1/train"))
+    b.add_argument("--gefolki", type=Path, default=None, help="default: beside the OMBRIA dataset folder")
     b.add_argument("--sets", default=",".join(SETS))
     b.add_argument("--n", type=int, default=32)
     s = sub.add_parser("score", help="score candidates against the shipped model and apply the rule")
@@ -279,7 +295,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         print("candidate passes the release rule" if not fails else "candidate fails: " + "; ".join(fails))
         return
     if a.cmd == "build":
-        for d in build_sets(a.root, a.ombria, [x for x in a.sets.split(",") if x], a.n):
+        for d in build_sets(a.root, a.ombria, [x for x in a.sets.split(",") if x], a.n, a.gefolki):
             print(f"{d}: {len(list(d.glob('*/gt.json')))} pairs")
         return
     ch = score(a.root, a.candidates, a.baseline, [x for x in a.sets.split(",") if x],
