@@ -322,7 +322,7 @@ def _detections(out: DenseOutput, valid: np.ndarray, model: Model, cfg: ExtractC
     if quota > 0 and scores.size > quota:
         best = np.argpartition(scores, -quota)[-quota:]
         ys, xs, scores = ys[best], xs[best], scores[best]
-    desc = out.descriptors_at(ys, xs)
+    desc = model.describe(out.descriptors_at(ys, xs))
     if cfg.subpixel and len(ys):
         dy, dx = _peak_offsets(rep, ys, xs)
         return ys + dy, xs + dx, scores, desc

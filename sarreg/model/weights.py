@@ -5,6 +5,9 @@ Our format (``save_checkpoint``) is a plain dict loaded with ``torch.load(weight
     {"format": "sarreg-checkpoint", "version": 1, "arch": "Fast_Quad_L2Net_ConfCFS", "mchan": 4,
      "in_channels": 1, "preprocess": {"mean": [0.5], "std": [0.25]}, "training": {...}, "state_dict": {...}}
 
+optionally with ``"whitening": {"mean": D, "matrix": D x D}``: a linear projection of the L2-normalised
+descriptors, (d - mean) @ matrix.T, L2-normalised again (``sarreg.train.whiten``).
+
 R2D2 checkpoints (``{"net": "Quad_L2Net_ConfCFS()", "state_dict": ...}``, loaded with ``weights_only`` plus
 ``collections.defaultdict`` read as a plain dict, torch >= 2.6) are recognised by parsing the ``net``
 string against a whitelist of constructors (never ``eval``-ed); a ``module.`` key prefix is stripped; CUDA
@@ -18,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -54,6 +58,7 @@ class Model:
     training: dict[str, Any] = field(default_factory=dict)
     rel_thr: float = 0.7  # detection thresholds the model was calibrated for (R2D2's defaults otherwise)
     rep_thr: float = 0.7
+    whitening: tuple[np.ndarray, np.ndarray] | None = None  # (mean D, matrix D x D), see ``describe``
 
     @property
     def receptive_field(self) -> int:
@@ -62,6 +67,18 @@ class Model:
     def to(self, device: str | torch.device) -> "Model":
         self.net.to(device)
         return self
+
+    def describe(self, desc: np.ndarray) -> np.ndarray:
+        """The descriptors that are matched: the network's L2-normalised ones, projected by the stored whitening
+        when the checkpoint has one ((d - mean) @ matrix.T, L2-normalised again), else unchanged.
+
+        Why: a whitening learned from matching views (``sarreg.train.whiten``) damps the descriptor directions that
+        speckle and temporal change move and centres away the direction that all descriptors share."""
+        if self.whitening is None or len(desc) == 0:
+            return desc
+        mean, mat = self.whitening
+        y = (desc - mean) @ mat.T
+        return (y / np.maximum(np.linalg.norm(y, axis=1, keepdims=True), 1e-12)).astype(np.float32)
 
     def normalise(self, unit: torch.Tensor) -> torch.Tensor:
         """B x 1 x H x W image scaled to [0, 1] -> network input B x C x H x W (channels replicated)."""
@@ -149,7 +166,23 @@ def load_model(path: str | Path | None = None, device: str | torch.device = "cpu
     net.eval().to(device)
     return Model(net=net, arch=arch, mchan=mchan, in_channels=cin, mean=mean, std=std,
                  name=path.name, sha256=sha256_file(path), training=training,
-                 rel_thr=float(thr.get("rel_thr", default_thr)), rep_thr=float(thr.get("rep_thr", default_thr)))
+                 rel_thr=float(thr.get("rel_thr", default_thr)), rep_thr=float(thr.get("rep_thr", default_thr)),
+                 whitening=_whitening(ckpt.get("whitening"), path))
+
+
+def _whitening(w: Any, path: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """The checkpoint's descriptor whitening as float32 arrays (None when absent); a malformed one is an error."""
+    if w is None:
+        return None
+    try:
+        mean = np.asarray(w["mean"], np.float32).reshape(-1)
+        mat = np.asarray(w["matrix"], np.float32)
+    except (KeyError, TypeError, ValueError) as e:
+        raise WeightsError(f"{path}: malformed descriptor whitening ({e})") from None
+    if mat.shape != (mean.size, mean.size) or not (np.isfinite(mean).all() and np.isfinite(mat).all()):
+        raise WeightsError(f"{path}: descriptor whitening must be a finite mean of D and a D x D matrix, "
+                           f"got {mean.shape} and {mat.shape}")
+    return mean, mat
 
 
 def random_model(arch: str = "Fast_Quad_L2Net_ConfCFS", in_channels: int = 1, mchan: int = 4, seed: int = 0) -> Model:
