@@ -79,6 +79,9 @@ def test_same_weights_fail_the_rule_on_clause_one(ombria: Path, tmp_path: Path, 
         assert ch.single[s][base] == ch.single[s]["same"]
     assert ch.register[base] == ch.register["same"] and ch.register[base]["pairs"] == 2
     assert ch.register[base]["within_3"] >= 1  # easy 8-look synthetic pairs
+    assert len(ch.pairs) == 4 and {p["label"] for p in ch.pairs} == {base, "same"}
+    assert sum(p["error_px"] is not None and p["error_px"] <= 3 for p in ch.pairs if p["label"] == base) \
+        == ch.register[base]["within_3"]
     fails = ch.verdicts["same"]
     assert len(fails) == 1 and fails[0].startswith("(1) mean s@3")
     out = tmp_path / "choice.json"

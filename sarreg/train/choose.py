@@ -129,12 +129,15 @@ def build_sets(out: str | Path, ombria: str | Path, names: Sequence[str] = tuple
 @dataclass
 class Choice:
     """Scores of the baseline (first label) and the candidates: single-stage (set -> label -> (s@1, s@3)) and
-    through register (label -> counts over the check sets), with each candidate's verdict under ``RULE``."""
+    through register (label -> counts over the check sets), with each candidate's verdict under ``RULE``;
+    ``pairs``: the register results per pair (set, pair, label, status, error px, message), to find the pair
+    behind a count."""
 
     single: dict[str, dict[str, tuple[float, float]]]
     register: dict[str, dict[str, int]]
     labels: list[str]
     verdicts: dict[str, list[str]] = field(default_factory=dict)
+    pairs: list[dict[str, Any]] = field(default_factory=list)
 
     def means(self, label: str) -> tuple[float, float]:
         """Mean (s@1, s@3) of ``label`` over the single-stage sets scored."""
@@ -215,15 +218,19 @@ def score(root: str | Path, candidates: Sequence[str | Path], baseline: str | Pa
         if progress:
             print(s, {k: f"{v[0]:.2f}/{v[1]:.2f}" for k, v in res[s].items()}, flush=True)
     rows: dict[str, list[Any]] = {lab: [] for lab in labels}
+    per_pair: list[dict[str, Any]] = []
     for s in check_sets:
         out = evaluate(Path(root) / s, reg, opt)
         for r in out.results:
             rows[r.method].append(r)
+            per_pair.append({"set": s, "pair": r.pair, "label": r.method, "status": r.status,
+                             "error_px": None if r.error is None else round(float(r.error), 3),
+                             "message": r.message})
         if progress:
             print(s, "register", {lab: _tally([r for r in out.results if r.method == lab]) for lab in labels},
                   flush=True)
     counts = {lab: _tally(rows[lab]) for lab in labels} if check_sets else {}
-    choice = Choice(res, counts, labels)
+    choice = Choice(res, counts, labels, pairs=per_pair)
     choice.judge()
     return choice
 
@@ -303,7 +310,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(ch.to_markdown())
     if a.json is not None:
         a.json.write_text(json.dumps({"single": ch.single, "register": ch.register, "verdicts": ch.verdicts,
-                                      "rule": RULE}, indent=1) + "\n")
+                                      "rule": RULE, "register_pairs": ch.pairs}, indent=1) + "\n")
 
 
 if __name__ == "__main__":
