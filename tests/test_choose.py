@@ -13,7 +13,7 @@ import pytest
 from sarreg.model.weights import default_weights_path
 from sarreg.synth import make_pair
 from sarreg.synth import write_geotiff
-from sarreg.train.choose import HELD_OUT, OTHER, SETS, build_sets, main, release, score
+from sarreg.train.choose import HELD_OUT, OTHER, SETS, Choice, build_sets, main, release, score
 
 
 @pytest.fixture(scope="module")
@@ -89,6 +89,9 @@ def test_same_weights_fail_the_rule_on_clause_one(ombria: Path, tmp_path: Path, 
     printed = capsys.readouterr().out
     assert "| same |" in printed and "fails: (1)" in printed
     assert json.loads(out.read_text())["verdicts"]["same"][0].startswith("(1)")
+    # register only: the means are not measured, which is never a pass
+    only = Choice({}, {base: ch.register[base], "same": ch.register["same"]}, [base, "same"])
+    assert only.judge()["same"] == ["(1), (2) not measured: no single-stage sets scored"]
 
 
 def test_release_check_same_weights_pass(ombria: Path, tmp_path: Path) -> None:
