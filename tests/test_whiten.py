@@ -77,6 +77,10 @@ def test_malformed_whitening_is_refused(tmp_path) -> None:
                           extra={"whitening": {"mean": torch.zeros(128), "matrix": torch.zeros(128, 64)}})
     with pytest.raises(WeightsError, match="D x D"):
         load_model(bad)
+    small = save_checkpoint(tmp_path / "small.pt", m.net, m.arch, 1, 1,
+                            extra={"whitening": {"mean": torch.zeros(64), "matrix": torch.eye(64)}})
+    with pytest.raises(WeightsError, match="D = 128"):
+        load_model(small)
 
 
 def test_collect_gives_matching_rows_from_training_views() -> None:

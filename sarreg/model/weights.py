@@ -181,9 +181,10 @@ def _whitening(w: Any, path: Path) -> tuple[np.ndarray, np.ndarray] | None:
         mat = np.asarray(w["matrix"], np.float32)
     except (KeyError, TypeError, ValueError) as e:
         raise WeightsError(f"{path}: malformed descriptor whitening ({e})") from None
-    if mat.shape != (mean.size, mean.size) or not (np.isfinite(mean).all() and np.isfinite(mat).all()):
-        raise WeightsError(f"{path}: descriptor whitening must be a finite mean of D and a D x D matrix, "
-                           f"got {mean.shape} and {mat.shape}")
+    if mean.size != 128 or mat.shape != (mean.size, mean.size) or not (np.isfinite(mean).all()
+                                                                       and np.isfinite(mat).all()):
+        raise WeightsError(f"{path}: descriptor whitening must be a finite mean of D and a D x D matrix, D = 128 "
+                           f"(the descriptor size), got {mean.shape} and {mat.shape}")
     return mean, mat
 
 
