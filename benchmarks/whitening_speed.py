@@ -45,8 +45,9 @@ def main() -> None:
     scene = make_scene(work / f"scene_{a.size}.tif", a.size)
     times: dict[str, list[float]] = {"plain": [], "whitened": []}
     rss: dict[str, float] = {"plain": 0.0, "whitened": 0.0}
+    both = (("plain", plain), ("whitened", white))
     for i in range(a.repeats):
-        for label, w in (("plain", plain), ("whitened", white)) if i % 2 == 0 else (("whitened", white), ("plain", plain)):
+        for label, w in both if i % 2 == 0 else both[::-1]:
             res = run([sys.executable, "-m", "sarreg.cli", "extract", "--no-progress", "--weights", w, "-o",
                        str(work), "--overwrite", "--top-k", "5000", str(scene)])
             times[label].append(res["wall_s"])
@@ -54,7 +55,8 @@ def main() -> None:
             print(f"{label:<9} run {i + 1}: {res['wall_s']:.2f} s, peak RSS {res['peak_rss_mb']:.0f} MB", flush=True)
     mp, mw = statistics.median(times["plain"]), statistics.median(times["whitened"])
     print(f"\n| weights | median wall s ({a.repeats} runs, {a.size}²) | peak RSS MB |\n|---|---:|---:|")
-    print(f"| {Path(plain).name} | {mp:.2f} | {rss['plain']:.0f} |\n| {Path(white).name} | {mw:.2f} | {rss['whitened']:.0f} |")
+    print(f"| {Path(plain).name} | {mp:.2f} | {rss['plain']:.0f} |")
+    print(f"| {Path(white).name} | {mw:.2f} | {rss['whitened']:.0f} |")
     print(f"\nwhitened / plain wall time: {mw / mp:.3f}")
 
 

@@ -10,9 +10,9 @@ import cv2
 import numpy as np
 import pytest
 
+from sarreg.errors import InputError
 from sarreg.model.weights import default_weights_path
-from sarreg.synth import make_pair
-from sarreg.synth import write_geotiff
+from sarreg.synth import make_pair, write_geotiff
 from sarreg.train.choose import HELD_OUT, OTHER, SETS, Choice, build_sets, main, release, score
 
 
@@ -64,7 +64,7 @@ def test_other_sensor_sets_come_from_the_gefolki_images(ombria: Path, tmp_path: 
     srcs = [json.loads(p.read_text())["source"] for p in sorted(o.glob("*/gt.json"))]
     assert len(srcs) == 3 and all(any(Path(n).stem in s for n in OTHER) for s in srcs)
     assert len(list(ol.glob("*/moving.tif"))) == 3
-    with pytest.raises(Exception):
+    with pytest.raises(InputError, match="not found"):
         build_sets(tmp_path / "sets2", ombria, ["O"], n=1, gefolki=tmp_path / "absent")
 
 

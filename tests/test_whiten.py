@@ -64,8 +64,7 @@ def test_whitening_round_trips_through_the_checkpoint_and_the_extractor(tmp_path
     cfg = ExtractConfig(min_scale=1.0, max_size=0, rel_thr=0.0, rep_thr=0.0, top_k=200, border=0)
     fp, fw = extract_array(plain, unit, None, cfg), extract_array(white, unit, None, cfg)
     assert np.array_equal(fp.keypoints, fw.keypoints)
-    assert np.allclose(fw.descriptors, white.describe(fp.descriptors),
-                       atol=1e-5)
+    assert np.allclose(fw.descriptors, white.describe(fp.descriptors), atol=1e-5)
     assert not np.allclose(fw.descriptors, fp.descriptors, atol=1e-3)
     with pytest.raises(WeightsError, match="overwrite"):
         write_whitened(dst, dst, mean, q.astype(np.float32))

@@ -75,7 +75,6 @@ SETS: dict[str, SetRecipe] = {
     "O": SetRecipe(61, "O", size=256), "OC": SetRecipe(62, base="O"),
     "OL": SetRecipe(63, base="O", look=_SINGLE), "OH": SetRecipe(64, base="O", look=_HARD),
 }
-OTHER_SETS = ("O", "OC", "OL", "OH")
 SINGLE_STAGE = ("A", "B", "CA", "CB", "XA", "XB", "SA", "SB", "SC", "SD", "SE", "SF", "HD", "HE", "HF",
                 "LD", "LE", "LF", "MD")
 CHECK = ("A", "XA", "CA", "HA")
@@ -88,9 +87,9 @@ RELEASE_RULE = ("through register in the same run as the baseline: no ok result 
 UNSEEN = ("r2d2sar_nq", "spicy_snow", "geo_bigearthnet_xpol")
 
 
-def _sources(ombria: Path, which: str, gefolki: Path | None = None) -> list[str]:
+def _sources(ombria: Path, which: str, gefolki: str | Path | None = None) -> list[str]:
     if which == "O":
-        g = gefolki if gefolki is not None else ombria.parents[2] / "gefolki"
+        g = Path(gefolki) if gefolki is not None else ombria.parents[2] / "gefolki"
         return [str(g / f) for f in OTHER]
     ids = HELD_OUT if which == "A" else HELD_OUT_B
     return [f"{ombria}/BEFORE/S1_before_{k}.png,{ombria}/AFTER/S1_after_{k}.png" for k in ids]
@@ -114,7 +113,8 @@ def build_sets(out: str | Path, ombria: str | Path, names: Sequence[str] = tuple
         d = out / name
         if not (d / "index.json").is_file():
             if r.base is None:
-                make_pairs(_sources(Path(ombria), r.sources, gefolki and Path(gefolki)), d, n, seed=r.seed, size=r.size, overwrite=True)
+                make_pairs(_sources(Path(ombria), r.sources, gefolki), d, n, seed=r.seed, size=r.size,
+                           overwrite=True)
             else:
                 make_sensor_pairs(build(r.base), d, seed=r.seed, **r.look)
         done[name] = d

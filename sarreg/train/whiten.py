@@ -26,7 +26,6 @@ from typing import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from sarreg.errors import WeightsError
 from sarreg.model.weights import Model, _torch_load, load_model, weights_path
@@ -40,14 +39,13 @@ VIEWS = dict(sensor=0.5, distort=0.3, season=0.5, polar=0.25, jpeg=0.1, single_l
 
 def _maxima(rep: torch.Tensor, border: int, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The best ``k`` 3x3 maxima of a repeatability map, ``border`` px from the edge -> (rows, cols)."""
-    mx = rep == F.max_pool2d(rep[None, None], 3, stride=1, padding=1)[0, 0]
-    mx[:border] = False
-    mx[-border:] = False
-    mx[:, :border] = False
-    mx[:, -border:] = False
-    ys, xs = torch.nonzero(mx, as_tuple=True)
-    best = torch.argsort(rep[ys, xs], descending=True)[:k]
-    return ys[best].numpy(), xs[best].numpy()
+    from sarreg.extract import detect
+
+    allowed = np.zeros(tuple(rep.shape), bool)
+    allowed[border:-border, border:-border] = True
+    ys, xs = detect(rep, rep, 0.0, 0.0, allowed)
+    best = torch.argsort(rep[ys, xs], descending=True)[:k].numpy()
+    return ys[best], xs[best]
 
 
 def collect(model: Model, sources: Sequence[Source], n_pairs: int = 400, crop: int = 256, per_pair: int = 300,
