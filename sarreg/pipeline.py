@@ -36,14 +36,14 @@ from sarreg import __version__
 from sarreg.area import AREA_RADIUS, area_stage, global_start, settles
 from sarreg.config import RegisterConfig
 from sarreg.errors import InputError, RegistrationFailed
-from sarreg.estimate import Estimate, apply_matrix, decompose, finite_round, fit_model
+from sarreg.estimate import Estimate, apply_matrix, bootstrap_spread, decompose, finite_round, fit_model
 from sarreg.geometry import matrix_distance
 from sarreg.io.raster import Scene, open_dataset, open_scene
 from sarreg.io.safe import product_info
 from sarreg.io.source import resolve_input, stac_info
 from sarreg.keypoints import Extractor, coarse_stage, fine_stage, read_tiles, try_coarse_area
 from sarreg.offsets import local_transform
-from sarreg.quality import (FAIL_INLIERS, choose_estimate, judge, model_adequacy, overlap_points,
+from sarreg.quality import (FAIL_INLIERS, choose_estimate, cross_check, judge, model_adequacy, overlap_points,
                             prefer_simpler, select_model, to_pixel_transform)
 from sarreg.relate import check_bounds, located_by, moving_pre, overlap_area, prior_matrix, read_coarse
 from sarreg.stage import StageResult
@@ -385,12 +385,12 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
         rep.status, rep.message = "failed", str(e)
         t = tick("estimate", t)
     if est is not None:
-        from sarreg.estimate import bootstrap_spread
-
         # --model local absorbs what a richer global model would (the field), so no adequacy gate there
         adequacy = model_adequacy(est, matches.src, matches.dst, area, cfg) if cfg.model != "local" else None
         spread = bootstrap_spread(est, matches.src, matches.dst, overlap_points(area), seed=cfg.seed)
-        status, reasons = judge(est, prior, cfg, adequacy, spread, matches.info)
+        other = (est_area, area_res) if matches is fine else (est_kp, fine)
+        cross = cross_check(est, *other, area, prior, cfg) if cfg.model != "local" else None
+        status, reasons = judge(est, prior, cfg, adequacy, spread, matches.info, cross)
         if est.n_inliers < FAIL_INLIERS:
             status = "failed"
             reasons.insert(0, f"too few inliers ({est.n_inliers} < {FAIL_INLIERS})")
@@ -417,7 +417,7 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
                             "heldout_rmse_map": est.heldout_rmse * psize if rs.georeferenced else None,
                             "overlap_fraction": round(frac, 4),
                             "model_adequacy_px": None if adequacy is None else round(adequacy, 4),
-                            "overlap_spread_px": finite_round(spread)})
+                            "overlap_spread_px": finite_round(spread), "cross_check": cross})
         rep.correction = _correction(rs, prior, est, area)
         enforce_max_shift(rep, cfg)
         if est.model in ("shift", "similarity", "affine"):

@@ -140,6 +140,41 @@ def test_model_choice_by_extrapolation_takes_the_model_that_carries_over():
     assert model_adequacy(shift, src, shift_dst, area, cfg) == 0.0
 
 
+def test_cross_check_flags_an_estimate_the_other_tie_points_disagree_with():
+    """A similarity fitted to correlation tie points clustered in one corner of a perspective scene fits them and is
+    constrained there, but keypoint tie points spread over the overlap (whose own homography passes the gates)
+    mostly lie beyond --threshold of it: not ok. An estimate that agrees with them, or a second source that does
+    not pass the gates itself, leaves the status alone."""
+    import shapely
+
+    from sarreg.features import Features
+    from sarreg.quality import cross_check, judge
+    from sarreg.stage import StageResult
+
+    rng = np.random.default_rng(5)
+    area = shapely.box(0, 0, 1000, 1000)
+    cfg = RegisterConfig(model="auto")
+    P = np.array([[1.0, 0.0, 5.0], [0.0, 1.0, -3.0], [2e-5, 1.5e-5, 1.0]])
+    corner = rng.uniform(0, 300, (40, 2))
+    sim = fit_model(corner, apply_matrix(P, corner) + rng.normal(0, 0.2, (40, 2)), "similarity",
+                    threshold=cfg.threshold, area=area)
+    assert sim.n_inliers >= 36  # the corner alone cannot tell the similarity is wrong
+    src = rng.uniform(0, 1000, (120, 2))
+    dst = apply_matrix(P, src) + rng.normal(0, 0.5, (120, 2))
+    e = Features.empty((1000, 1000))
+    kp = StageResult(src, dst, np.ones(120, np.float32), e, e, np.arange(120), np.arange(120))
+    kp_est = fit_model(src, dst, "homography", threshold=cfg.threshold, area=area)
+    eye = np.eye(3)
+    cross = cross_check(sim, kp_est, kp, area, eye, cfg)
+    assert cross["source"] == "keypoints" and cross["within_threshold"] < 0.5 < cross["median_px"], cross
+    status, reasons = judge(sim, eye, cfg, cross=cross)
+    assert status == "low_quality" and any("keypoints tie points disagree" in r for r in reasons), reasons
+    good = cross_check(kp_est, kp_est, kp, area, eye, cfg)
+    assert good["within_threshold"] == 1.0 and judge(kp_est, eye, cfg, cross=good)[0] == "ok"
+    few = fit_model(src[:10], dst[:10], "homography", threshold=cfg.threshold, area=area)
+    assert cross_check(sim, few, kp, area, eye, cfg) is None  # 10 inliers < --min-inliers: no second opinion
+
+
 def test_global_start_answer_needs_enough_agreeing_windows():
     """A correlation answer started from the global phase correlation alone (no coarse estimate held) that few of
     the correlation windows agree on is not ok; the same support from another start, or more windows, is."""
