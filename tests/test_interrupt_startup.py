@@ -71,12 +71,33 @@ def run_time(pair, tmp_path_factory) -> float:
     return min(times)
 
 
+def _wait_for_exec(p: subprocess.Popen, timeout: float = 30.0) -> None:
+    """Until the child runs the command (Linux: its /proc cmdline is the command's): a signal that lands between the
+    fork and the exec goes to a copy of this test process, whose handler only sets a flag the exec then discards,
+    so on a loaded machine the command would run unsignalled to the end."""
+    cmdline = f"/proc/{p.pid}/cmdline"
+    if not os.path.exists(cmdline):
+        return
+    with open("/proc/self/cmdline", "rb") as f:
+        ours = f.read()
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < timeout and p.poll() is None:
+        try:
+            with open(cmdline, "rb") as f:
+                if f.read() != ours:
+                    return
+        except OSError:
+            return
+        time.sleep(0.001)
+
+
 @pytest.mark.parametrize("how", ["module", "script"])
 @pytest.mark.parametrize("when", [0.05, "25%", "50%"])
 def test_sigint_by_the_clock(pair, tmp_path, run_time, how, when):
     delay = when if isinstance(when, float) else run_time * float(when[:-1]) / 100
     p = subprocess.Popen(_command(pair, tmp_path, how), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          env=ENV, cwd=tmp_path)
+    _wait_for_exec(p)
     time.sleep(delay)
     p.send_signal(signal.SIGINT)
     _, err = p.communicate(timeout=120)
