@@ -338,8 +338,9 @@ def cross_check(est: Estimate, other: Estimate | None, other_matches: StageResul
     idx = np.flatnonzero(other.inliers)
     r = np.hypot(*(est.apply(other_matches.src[idx]) - other_matches.dst[idx]).T)
     dist = _model_distance(est, other, area)
-    return {"source": "correlation" if other_matches.info.get("windows") else "keypoints", "model": other.model,
-            "tie_points": int(idx.size), "median_px": finite_round(float(np.median(r))),
+    source = "correlation" if other_matches.info.get("method") == "correlation" else "keypoints"
+    return {"source": source, "model": other.model, "tie_points": int(idx.size),
+            "median_px": finite_round(float(np.median(r))),
             "within_threshold": round(float(np.mean(r <= cfg.threshold)), 4),
             "distance_px": None if dist is None else round(dist, 4)}
 
