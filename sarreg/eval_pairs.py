@@ -1,8 +1,10 @@
 """Build evaluation pairs (the pairs-folder layout of ``sarreg.evaluate``) with known ground truth.
 
 ``make_pairs`` cuts windows of co-registered multi-date rasters (or single rasters with two independent synthetic
-speckle draws) and warps the moving one with a seeded random homography; ``gt.json`` holds the matrix mapping a
-MOVING pixel to the REFERENCE pixel (x = column, y = row, (0, 0) = centre of the top-left pixel).
+speckle draws) and warps the moving one with a seeded random homography; ``make_geo_pairs`` writes georeferenced
+two-date pairs whose georeference is right or off by a known offset (what ``register`` corrects for users).
+``gt.json`` holds the matrix mapping a MOVING pixel to the REFERENCE pixel (x = column, y = row, (0, 0) = centre
+of the top-left pixel).
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from sarreg.evaluate import IMAGE_SUFFIXES, apply_h, grid_points
 from sarreg.export import write_text_atomic
 from sarreg.geometry import WarpRange, random_homography
 
-__all__ = ["WarpRange", "make_pairs", "random_homography"]
+__all__ = ["WarpRange", "make_geo_pairs", "make_pairs", "random_homography"]
 
 
 def _source_groups(srcs: Sequence[str | Path]) -> list[list[Path]]:
@@ -179,3 +181,83 @@ def _inside_fraction(H: np.ndarray, w: int, h: int) -> float:
     q = apply_h(H, grid_points(w, h))
     ok = (q[:, 0] >= 0) & (q[:, 0] <= w - 1) & (q[:, 1] >= 0) & (q[:, 1] <= h - 1)
     return float(ok.mean())
+
+
+GEO_KINDS = ("noop", "offset", "offset", "resampled")
+
+
+def make_geo_pairs(sources: Sequence[str | Path], out_dir: str | Path, n: int, seed: int = 0,
+                   max_error_px: float = 12.0, crs: str = "EPSG:32633", pixel: float = 10.0,
+                   overwrite: bool = False) -> list[Path]:
+    """Write ``n`` georeferenced two-date pairs ``<out_dir>/<id>/{ref,moving}.tif`` + ``gt.json`` (+ ``index.json``),
+    shaped like a user's: float32 linear intensity GeoTIFFs (DEFLATE, nodata 0) on a projected grid.
+
+    Each pair takes two dates of a co-registered multi-date source (``make_pairs``' source forms; 8-bit display
+    images are read as 30 dB of log intensity) in random order; the reference is the first date on a ``pixel`` m
+    grid, the moving one the other date cut at a random sub-pixel offset ("noop", "offset") or also resampled to
+    1.5 x the pixel size ("resampled"), bilinear. Its georeference is the true one ("noop") or the true one moved
+    by a random 2..``max_error_px`` reference-pixel map offset ("offset", "resampled"): the error ``register``
+    must find. ``H`` in gt.json maps a moving pixel to the reference pixel of the same ground point."""
+    from affine import Affine
+
+    from sarreg.synth import warp_image, write_geotiff
+
+    out = Path(out_dir)
+    groups = [g for g in _source_groups(sources) if len(g) >= 2]
+    if not groups or n < 1:
+        raise InputError("make_geo_pairs needs multi-date sources (two or more co-registered dates) and n >= 1")
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    written, index = [], []
+    for k in range(n):
+        files = groups[int(rng.integers(len(groups)))]
+        a, b = rng.choice(len(files), 2, replace=False)
+        (va, ma), (vb, mb) = (_read_raw(files[int(i)], None) for i in (a, b))
+        va, vb = (np.power(10.0, v / 255.0 * 3.0).astype(np.float32) if _is_uint8(files[0]) else v for v in (va, vb))
+        kind = GEO_KINDS[k % len(GEO_KINDS)]
+        s = 1.5 if kind == "resampled" else 1.0
+        tx, ty = rng.uniform(8.0, 24.0, 2)
+        h_img, w_img = va.shape
+        mw, mh = int((w_img - tx - 8) / s), int((h_img - ty - 8) / s)
+        H = np.array([[s, 0.0, tx], [0.0, s, ty], [0.0, 0.0, 1.0]])
+        mov = warp_image(np.where(mb, vb, np.nan).astype(np.float32), H, (mh, mw))
+        a_ref = Affine(pixel, 0.0, 500_000.0 + 1000.0 * k, 0.0, -pixel, 5_000_000.0)
+        # pixel centres: moving (c, r) -> reference H @ (c, r); GDAL's transform maps corners (centre + 0.5)
+        a_true = a_ref * Affine(s, 0.0, tx + 0.5 - 0.5 * s, 0.0, s, ty + 0.5 - 0.5 * s)
+        err = np.zeros(2)
+        if kind != "noop":
+            ang = rng.uniform(0, 2 * np.pi)
+            err = rng.uniform(2.0, max_error_px) * np.array([np.cos(ang), np.sin(ang)])
+        a_written = Affine.translation(err[0] * pixel, -err[1] * pixel) * a_true
+        pid = f"geo_{k:04d}_{kind}"
+        final = out / pid
+        if final.exists() and not overwrite:
+            raise OutputError(f"{final}: exists (use --overwrite)")
+        tmp = out / f".{pid}.tmp{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        try:
+            for name, arr, ok, t in (("ref.tif", va, ma, a_ref), ("moving.tif", mov, np.isfinite(mov), a_written)):
+                write_geotiff(tmp / name, np.where(ok & (arr > 0), arr, 0).astype(np.float32), t, crs, nodata=0.0,
+                              compress="deflate")
+            gt = {"id": pid, "source": f"make_geo_pairs:{files[0].parent.name}/{files[0].stem}",
+                  "difficulty": f"geo_{kind}", "large": False, "ref": "ref.tif", "moving": "moving.tif",
+                  "ref_size_wh": [w_img, h_img], "moving_size_wh": [mw, mh], "H": H.tolist(),
+                  "H_direction": "moving pixel -> reference pixel, (x=col, y=row), origin at centre of top-left pixel",
+                  "crs": crs, "ref_geotransform_gdal": list(a_ref.to_gdal()),
+                  "moving_written_geotransform_gdal": list(a_written.to_gdal()),
+                  "moving_true_geotransform_gdal": list(a_true.to_gdal()),
+                  "georeference_error_px": [round(float(e), 4) for e in err],
+                  "source_info": {"files": [str(files[int(a)]), str(files[int(b)])], "seed": seed}}
+            (tmp / "gt.json").write_text(json.dumps(gt, indent=1) + "\n")
+            if final.exists():
+                shutil.rmtree(final)
+            tmp.replace(final)
+        except Exception:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        written.append(final)
+        index.append({"id": pid, "source": gt["source"], "difficulty": gt["difficulty"], "large": False,
+                      "set": "geo"})
+    write_text_atomic(out / "index.json", json.dumps(index, indent=1) + "\n")
+    return written

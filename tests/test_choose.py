@@ -13,7 +13,7 @@ import pytest
 from sarreg.errors import InputError
 from sarreg.model.weights import default_weights_path
 from sarreg.synth import make_pair, write_geotiff
-from sarreg.train.choose import HELD_OUT, OTHER, SETS, Choice, build_sets, main, release, score
+from sarreg.train.choose import HELD_OUT, HELD_OUT_B, OTHER, SETS, Choice, build_sets, main, release, score
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +21,7 @@ def ombria(tmp_path_factory) -> Path:
     """BEFORE/ and AFTER/ 8-bit PNGs (log intensity over 30 dB, as OMBRIA stores them) of synthetic two-date
     scenes under the held-out ids."""
     root = tmp_path_factory.mktemp("ombria")
-    for i, k in enumerate(HELD_OUT):
+    for i, k in enumerate(HELD_OUT + HELD_OUT_B):
         _, a, b = make_pair(256, 256, seed=40 + i, looks=8.0)
         for name, img in (("BEFORE/S1_before", a), ("AFTER/S1_after", b)):
             db = 10 * np.log10(np.maximum(img, 1e-6))
@@ -92,6 +92,33 @@ def test_same_weights_fail_the_rule_on_clause_one(ombria: Path, tmp_path: Path, 
     # register only: the means are not measured, which is never a pass
     only = Choice({}, {base: ch.register[base], "same": ch.register["same"]}, [base, "same"])
     assert only.judge()["same"] == ["(1), (2) not measured: no single-stage sets scored"]
+
+
+def test_geo_set_has_known_georeference_errors_and_its_own_clause(ombria: Path, tmp_path: Path) -> None:
+    """Set G: georeferenced two-date pairs; through the TRUE georeference a moving pixel centre lands where gt's H
+    says, through the written one off by the recorded error; rule clause (4) compares estimates within 1 px there."""
+    import rasterio
+    from affine import Affine
+
+    (g,) = build_sets(tmp_path, ombria, ["G"], n=4)
+    gts = [json.loads(p.read_text()) for p in sorted(g.glob("*/gt.json"))]
+    assert [x["difficulty"] for x in gts] == ["geo_noop", "geo_offset", "geo_offset", "geo_resampled"]
+    cr = np.array([[0.0, 0.0], [40.0, 7.0], [100.0, 120.0]])
+    for x in gts:
+        d = g / x["id"]
+        with rasterio.open(d / "ref.tif") as r, rasterio.open(d / "moving.tif") as m:
+            assert r.crs == m.crs and m.nodata == 0 and m.dtypes[0] == "float32"
+            assert (m.width, m.height) == tuple(x["moving_size_wh"])
+            a_ref, a_mov = r.transform, m.transform
+        want = cr @ np.array(x["H"])[:2, :2].T + np.array(x["H"])[:2, 2]
+        for gt_key, err in (("moving_true_geotransform_gdal", 0.0), (None, np.array(x["georeference_error_px"]))):
+            a = Affine.from_gdal(*x[gt_key]) if gt_key else a_mov
+            got = np.array([~a_ref * (a * (c + 0.5, r_ + 0.5)) for c, r_ in cr]) - 0.5
+            np.testing.assert_allclose(got, want + err, atol=1e-3)  # (GeoTIFF stores the origin rounded)
+    assert gts[0]["georeference_error_px"] == [0.0, 0.0] and np.hypot(*gts[1]["georeference_error_px"]) >= 2.0
+    rows = [{"set": "G", "label": lab, "error_px": e} for lab, e in (("b", 0.4), ("b", 0.9), ("c", 0.5), ("c", 1.2))]
+    ch = Choice({"A": {"b": (0.5, 0.9), "c": (0.6, 1.0)}}, {"b": {}, "c": {}}, ["b", "c"], pairs=rows)
+    assert ch.judge()["c"] == ["(4) 1 estimates within 1 px on G < 2"]
 
 
 def test_release_check_same_weights_pass(ombria: Path, tmp_path: Path) -> None:
