@@ -116,9 +116,16 @@ def test_geo_set_has_known_georeference_errors_and_its_own_clause(ombria: Path, 
             got = np.array([~a_ref * (a * (c + 0.5, r_ + 0.5)) for c, r_ in cr]) - 0.5
             np.testing.assert_allclose(got, want + err, atol=1e-3)  # (GeoTIFF stores the origin rounded)
     assert gts[0]["georeference_error_px"] == [0.0, 0.0] and np.hypot(*gts[1]["georeference_error_px"]) >= 2.0
+    (gh,) = build_sets(tmp_path, ombria, ["GH"], n=4)  # a look of G (change, 8-bit JPEG) keeps the georeference
+    for x in gts:
+        for name in ("ref.tif", "moving.tif"):
+            with rasterio.open(g / x["id"] / name) as a, rasterio.open(gh / x["id"] / name) as b:
+                assert (b.transform, b.crs) == (a.transform, a.crs) and not np.array_equal(a.read(1), b.read(1))
     rows = [{"set": "G", "label": lab, "error_px": e} for lab, e in (("b", 0.4), ("b", 0.9), ("c", 0.5), ("c", 1.2))]
     ch = Choice({"A": {"b": (0.5, 0.9), "c": (0.6, 1.0)}}, {"b": {}, "c": {}}, ["b", "c"], pairs=rows)
-    assert ch.judge()["c"] == ["(4) 1 estimates within 1 px on G < 2"]
+    assert ch.judge()["c"] == ["(4) 1 estimates within 1 px on the georeferenced sets < 2"]
+    rows.append({"set": "GL", "label": "c", "error_px": 0.3})  # the geo sets count together
+    assert ch.judge()["c"] == []
 
 
 def test_release_check_same_weights_pass(ombria: Path, tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ import argparse
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -35,12 +36,21 @@ def _power(path: Path) -> np.ndarray:
     return power
 
 
+def _georeference(path: Path) -> tuple[Any, Any]:
+    """(transform, crs) of a georeferenced raster, so a look keeps it; (None, None) for a pixel-space image."""
+    from sarreg.io.raster import open_dataset
+
+    with open_dataset(path) as ds:
+        return (ds.transform, ds.crs) if ds.crs is not None else (None, None)
+
+
 def make_sensor_pairs(src: Path, out: Path, seed: int = 0, change: float = 0.0, look: bool = True,
                       polar: bool = False, jpeg: bool = False, single_look: bool = False) -> list[Path]:
     """Copy every pair folder of ``src`` (``gt.json`` + ref + moving) to ``out`` with a sensor-looked moving image
     (``look``) and/or one with strong temporal change (``change`` > 0: the fraction of changed polygons) and/or
     the cross-polarised channel's look (``polar``), written
-    as float32 linear power GeoTIFF, NaN nodata; pair i uses seed ``[seed, i]``. ``jpeg``: both images then go
+    as float32 linear power GeoTIFF, NaN nodata, with the source's georeference if it has one; pair i uses seed
+    ``[seed, i]``. ``jpeg``: both images then go
     through an 8-bit JPEG (the reference too, written as ``ref.tif``). ``single_look``: both images first get
     1-2-look speckle, as single-look products show (the reference then written as ``ref.tif`` too). Returns the new
     folders."""
@@ -49,13 +59,14 @@ def make_sensor_pairs(src: Path, out: Path, seed: int = 0, change: float = 0.0, 
     folders = sorted(p.parent for p in src.glob("*/gt.json"))
     for i, d in enumerate(folders):
         gt = json.loads((d / "gt.json").read_text())
+        geo_ref, geo_mov = (_georeference(d / gt[k]) for k in ("ref", "moving"))
         dst = out / d.name
         dst.mkdir(exist_ok=True)
         rng = np.random.default_rng([seed, i])
         if jpeg or single_look:
             ref = _power(d / gt["ref"])
             ref = speckle(ref, rng.uniform(1, 2), rng) if single_look else ref
-            write_geotiff(dst / "ref.tif", jpeg_look(ref, rng) if jpeg else ref.astype(np.float32),
+            write_geotiff(dst / "ref.tif", jpeg_look(ref, rng) if jpeg else ref.astype(np.float32), *geo_ref,
                           nodata=float("nan"))
             gt["ref"] = "ref.tif"
         else:
@@ -71,7 +82,7 @@ def make_sensor_pairs(src: Path, out: Path, seed: int = 0, change: float = 0.0, 
             power = sensor_look(power, rng)
         if jpeg:
             power = jpeg_look(power, rng)
-        write_geotiff(dst / "moving.tif", power.astype(np.float32), nodata=float("nan"))
+        write_geotiff(dst / "moving.tif", power.astype(np.float32), *geo_mov, nodata=float("nan"))
         tag = "+".join((["single_look"] if single_look else []) + (["change"] if change > 0 else [])
                        + (["cross_pol"] if polar else []) + (["sensor_look"] if look else [])
                        + (["jpeg"] if jpeg else [])) or "copy"
