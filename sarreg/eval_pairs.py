@@ -12,7 +12,7 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import cv2
 import numpy as np
@@ -110,7 +110,8 @@ intensity over 30 dB, v -> 10^(3 v / 255)), a reference crop of ``size`` px (0 =
         if fa == fb:  # single image: two independent speckle draws on linear intensity
             lin = va if not _is_uint8(fa) else np.power(10.0, va / 255.0 * 3.0).astype(np.float32)
             lin = np.where(ma & (lin > 0), lin, np.nan).astype(np.float32)
-            va, vb = speckle(np.nan_to_num(lin, nan=1e-6), looks, rng), speckle(np.nan_to_num(lin, nan=1e-6), looks, rng)
+            filled = np.nan_to_num(lin, nan=1e-6)
+            va, vb = speckle(filled, looks, rng), speckle(filled, looks, rng)
             ma = mb = ma & np.isfinite(lin)
         Hh, Ww = va.shape
         S = min(size, Hh, Ww) if size > 0 else 0
@@ -132,14 +133,8 @@ intensity over 30 dB, v -> 10^(3 v / 255)), a reference crop of ``size`` px (0 =
         src = np.where(mb, vb, np.nan).astype(np.float32)
         mov = warp_image(src, T @ H, (ch, cw))
         pid = f"pair_{k:04d}"
-        final = out / pid
-        if final.exists():
-            if not overwrite:
-                raise OutputError(f"{final}: exists (use --overwrite)")
-        tmp = out / f".{pid}.tmp{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        try:
+
+        def write(tmp: Path) -> dict:
             if is8:
                 names = ("ref.png", "moving.png")
                 for name, arr, ok in ((names[0], ref, refm), (names[1], mov, np.isfinite(mov))):
@@ -150,24 +145,42 @@ intensity over 30 dB, v -> 10^(3 v / 255)), a reference crop of ``size`` px (0 =
                 names = ("ref.tif", "moving.tif")
                 for name, arr, ok in ((names[0], ref, refm), (names[1], mov, np.isfinite(mov))):
                     write_geotiff(tmp / name, np.where(ok & (arr > 0), arr, 0).astype(np.float32), nodata=0.0)
-            gt = {"id": pid, "source": f"make_pairs:{fa.parent.name}/{fa.stem}", "difficulty": "homography",
-                  "large": False, "ref": names[0], "moving": names[1], "ref_size_wh": [cw, ch],
-                  "moving_size_wh": [cw, ch], "H": H.tolist(),
-                  "H_direction": "moving pixel -> reference pixel, (x=col, y=row), origin at centre of top-left pixel",
-                  "warp": dict(params, grid_inside_fraction=inside, crop_xy=[x0, y0]),
-                  "source_info": {"files": [str(fa), str(fb)], "synthetic_speckle_looks": looks if fa == fb else None,
-                                  "seed": seed}}
-            (tmp / "gt.json").write_text(json.dumps(gt, indent=1) + "\n")
-            if final.exists():
-                shutil.rmtree(final)
-            tmp.replace(final)
-        except Exception:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+            return {"id": pid, "source": f"make_pairs:{fa.parent.name}/{fa.stem}", "difficulty": "homography",
+                    "large": False, "ref": names[0], "moving": names[1], "ref_size_wh": [cw, ch],
+                    "moving_size_wh": [cw, ch], "H": H.tolist(), "H_direction": H_DIRECTION,
+                    "warp": dict(params, grid_inside_fraction=inside, crop_xy=[x0, y0]),
+                    "source_info": {"files": [str(fa), str(fb)],
+                                    "synthetic_speckle_looks": looks if fa == fb else None, "seed": seed}}
+
+        final, gt = _write_pair(out, pid, overwrite, write)
         written.append(final)
         index.append({"id": pid, "source": gt["source"], "difficulty": "homography", "large": False, "set": "sar"})
     write_text_atomic(out / "index.json", json.dumps(index, indent=1) + "\n")
     return written
+
+
+H_DIRECTION = "moving pixel -> reference pixel, (x=col, y=row), origin at centre of top-left pixel"
+
+
+def _write_pair(out: Path, pid: str, overwrite: bool, write: Callable[[Path], dict]) -> tuple[Path, dict]:
+    """One pair folder ``out/pid``, built in a temporary folder (``write`` puts the images there and returns gt.json's
+    content) and renamed into place: never a half-written pair. -> (folder, gt)."""
+    final = out / pid
+    if final.exists() and not overwrite:
+        raise OutputError(f"{final}: exists (use --overwrite)")
+    tmp = out / f".{pid}.tmp{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        gt = write(tmp)
+        (tmp / "gt.json").write_text(json.dumps(gt, indent=1) + "\n")
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.replace(final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final, gt
 
 
 def _is_uint8(path: Path) -> bool:
@@ -230,32 +243,21 @@ def make_geo_pairs(sources: Sequence[str | Path], out_dir: str | Path, n: int, s
             err = rng.uniform(2.0, max_error_px) * np.array([np.cos(ang), np.sin(ang)])
         a_written = Affine.translation(err[0] * pixel, -err[1] * pixel) * a_true
         pid = f"geo_{k:04d}_{kind}"
-        final = out / pid
-        if final.exists() and not overwrite:
-            raise OutputError(f"{final}: exists (use --overwrite)")
-        tmp = out / f".{pid}.tmp{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        try:
+
+        def write(tmp: Path) -> dict:
             for name, arr, ok, t in (("ref.tif", va, ma, a_ref), ("moving.tif", mov, np.isfinite(mov), a_written)):
                 write_geotiff(tmp / name, np.where(ok & (arr > 0), arr, 0).astype(np.float32), t, crs, nodata=0.0,
                               compress="deflate")
-            gt = {"id": pid, "source": f"make_geo_pairs:{files[0].parent.name}/{files[0].stem}",
-                  "difficulty": f"geo_{kind}", "large": False, "ref": "ref.tif", "moving": "moving.tif",
-                  "ref_size_wh": [w_img, h_img], "moving_size_wh": [mw, mh], "H": H.tolist(),
-                  "H_direction": "moving pixel -> reference pixel, (x=col, y=row), origin at centre of top-left pixel",
-                  "crs": crs, "ref_geotransform_gdal": list(a_ref.to_gdal()),
-                  "moving_written_geotransform_gdal": list(a_written.to_gdal()),
-                  "moving_true_geotransform_gdal": list(a_true.to_gdal()),
-                  "georeference_error_px": [round(float(e), 4) for e in err],
-                  "source_info": {"files": [str(files[int(a)]), str(files[int(b)])], "seed": seed}}
-            (tmp / "gt.json").write_text(json.dumps(gt, indent=1) + "\n")
-            if final.exists():
-                shutil.rmtree(final)
-            tmp.replace(final)
-        except Exception:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+            return {"id": pid, "source": f"make_geo_pairs:{files[0].parent.name}/{files[0].stem}",
+                    "difficulty": f"geo_{kind}", "large": False, "ref": "ref.tif", "moving": "moving.tif",
+                    "ref_size_wh": [w_img, h_img], "moving_size_wh": [mw, mh], "H": H.tolist(),
+                    "H_direction": H_DIRECTION, "crs": crs, "ref_geotransform_gdal": list(a_ref.to_gdal()),
+                    "moving_written_geotransform_gdal": list(a_written.to_gdal()),
+                    "moving_true_geotransform_gdal": list(a_true.to_gdal()),
+                    "georeference_error_px": [round(float(e), 4) for e in err],
+                    "source_info": {"files": [str(files[int(a)]), str(files[int(b)])], "seed": seed}}
+
+        final, gt = _write_pair(out, pid, overwrite, write)
         written.append(final)
         index.append({"id": pid, "source": gt["source"], "difficulty": gt["difficulty"], "large": False,
                       "set": "geo"})
