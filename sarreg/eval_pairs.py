@@ -108,7 +108,7 @@ intensity over 30 dB, v -> 10^(3 v / 255)), a reference crop of ``size`` px (0 =
                              "co-registered rasters of one grid)")
         is8 = _is_uint8(fa) and _is_uint8(fb) and fa != fb
         if fa == fb:  # single image: two independent speckle draws on linear intensity
-            lin = va if not _is_uint8(fa) else np.power(10.0, va / 255.0 * 3.0).astype(np.float32)
+            lin = _linear(va, fa)
             lin = np.where(ma & (lin > 0), lin, np.nan).astype(np.float32)
             filled = np.nan_to_num(lin, nan=1e-6)
             va, vb = speckle(filled, looks, rng), speckle(filled, looks, rng)
@@ -183,6 +183,11 @@ def _write_pair(out: Path, pid: str, overwrite: bool, write: Callable[[Path], di
     return final, gt
 
 
+def _linear(v: np.ndarray, path: Path) -> np.ndarray:
+    """Values as read -> linear intensity: an 8-bit display image is log intensity over 30 dB (v -> 10^(3 v / 255))."""
+    return np.power(10.0, v / 255.0 * 3.0).astype(np.float32) if _is_uint8(path) else v
+
+
 def _is_uint8(path: Path) -> bool:
     from sarreg.io.raster import open_dataset
 
@@ -221,12 +226,19 @@ def make_geo_pairs(sources: Sequence[str | Path], out_dir: str | Path, n: int, s
         raise InputError("make_geo_pairs needs multi-date sources (two or more co-registered dates) and n >= 1")
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
+    cache: dict[Path, tuple[np.ndarray, np.ndarray]] = {}
+
+    def read(f: Path) -> tuple[np.ndarray, np.ndarray]:
+        if f not in cache:
+            v, m = _read_raw(f, None)
+            cache[f] = _linear(v, f), m
+        return cache[f]
+
     written, index = [], []
     for k in range(n):
         files = groups[int(rng.integers(len(groups)))]
         a, b = rng.choice(len(files), 2, replace=False)
-        (va, ma), (vb, mb) = (_read_raw(files[int(i)], None) for i in (a, b))
-        va, vb = (np.power(10.0, v / 255.0 * 3.0).astype(np.float32) if _is_uint8(files[0]) else v for v in (va, vb))
+        (va, ma), (vb, mb) = read(files[int(a)]), read(files[int(b)])
         kind = GEO_KINDS[k % len(GEO_KINDS)]
         s = 1.5 if kind == "resampled" else 1.0
         tx, ty = rng.uniform(8.0, 24.0, 2)
