@@ -18,7 +18,7 @@ from sarreg.config import RegisterConfig
 from sarreg.errors import RegistrationFailed
 from sarreg.estimate import Estimate, apply_matrix, decompose, finite_round, fit_model
 from sarreg.features import Features
-from sarreg.geometry import resample, resample_valid, translate
+from sarreg.geometry import matrix_distance, resample, resample_valid, translate
 from sarreg.io.raster import Scene
 from sarreg.relate import CoarseImages
 from sarreg.stage import StageResult, TilePair
@@ -205,3 +205,30 @@ def area_stage(ref: Scene, mov: Scene, tiles: list[TilePair], T: np.ndarray, rad
     if est is None:
         return None, res
     return est, best
+
+
+def refine_from_starts(ref: Scene, mov: Scene, tiles: list[TilePair], starts: list[tuple[np.ndarray, float, str]],
+                       model: str, cfg: RegisterConfig, area, coverage_grid: int = 8,
+                       done: tuple[np.ndarray, tuple[Estimate | None, StageResult]] | None = None
+                       ) -> tuple[Estimate | None, StageResult | None]:
+    """``area_stage`` from each distinct start (matrix, search radius, name: keypoint, coarse, georeferencing
+    estimates...), keeping the result most windows agree with. Why several: a weak keypoint fit can be a few px off
+    where the correlation from the coarse estimate or the georeferencing still finds the truth. Starts within 1 px
+    of one tried are skipped; the search stops once most (70 %) windows agree. ``done``: (start matrix, result) of a
+    run already made with ``model`` (not repeated). The kept result's ``info["start"]`` names its start."""
+    est = res = None
+    tried: list[np.ndarray] = []
+    for T0, radius, name in starts:
+        if any(matrix_distance(T0, T1, area) < 1.0 for T1 in tried):
+            continue
+        tried.append(T0)
+        if done is not None and T0 is done[0]:
+            e, r = done[1]
+        else:
+            e, r = area_stage(ref, mov, tiles, T0, radius, model, cfg, area, coverage_grid)
+        r.info["start"] = name
+        if res is None or (e is not None and (est is None or e.n_inliers > est.n_inliers)):
+            est, res = e, r
+        if e is not None and e.n_inliers >= 0.7 * r.info["windows"]:
+            break
+    return est, res

@@ -33,11 +33,10 @@ import cv2
 import numpy as np
 
 from sarreg import __version__
-from sarreg.area import AREA_RADIUS, area_stage, global_start, settles
+from sarreg.area import AREA_RADIUS, area_stage, global_start, refine_from_starts, settles
 from sarreg.config import RegisterConfig
 from sarreg.errors import InputError, RegistrationFailed
 from sarreg.estimate import Estimate, apply_matrix, bootstrap_spread, decompose, finite_round, fit_model
-from sarreg.geometry import matrix_distance
 from sarreg.io.raster import Scene, open_dataset, open_scene
 from sarreg.io.safe import product_info
 from sarreg.io.source import resolve_input, stac_info
@@ -347,28 +346,14 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
         step("refine")
         kp_good = est_kp is not None and est_kp.n_inliers >= FAIL_INLIERS
         area_model = est_kp.model if kp_good and est_kp.model in ("affine", "homography") else fit_as
-        # start the correlation from the keypoint estimate, and also from the coarse one and the georeferencing
-        # when they differ (a weak keypoint fit can be a few px off where correlation still finds the truth)
+        # the correlation from the keypoint estimate, the coarse one and the georeferencing (when they differ)
         starts = [(est_kp.matrix, AREA_RADIUS, "keypoints")] if kp_good else []
         starts.append((cest.matrix, c_radius, "coarse"))
         starts += extra_starts
         if rs.geolocated:
             starts.append((prior, max(6.0, 3.0 * cest.rmse, coarse.info["threshold_px"]), "georeferencing"))
-        est_area = area_res = None
-        tried_starts: list[np.ndarray] = []
-        for T0, radius, name in starts:  # (name: which estimate the correlation started from, in the report)
-            if any(matrix_distance(T0, T1, area) < 1.0 for T1 in tried_starts):
-                continue
-            tried_starts.append(T0)
-            if probe is not None and T0 is cest.matrix and area_model == fit_as:
-                e, r = probe  # this start already ran before the keypoints
-            else:
-                e, r = area_stage(rs, ms, tiles, T0, radius, area_model, cfg, area, grid_n)
-            r.info["start"] = name
-            if area_res is None or (e is not None and (est_area is None or e.n_inliers > est_area.n_inliers)):
-                est_area, area_res = e, r
-            if e is not None and e.n_inliers >= 0.7 * r.info["windows"]:
-                break  # most windows agree: no need to try other starts
+        done = (cest.matrix, probe) if probe is not None and area_model == fit_as else None
+        est_area, area_res = refine_from_starts(rs, ms, tiles, starts, area_model, cfg, area, grid_n, done)
         if est_area is not None and cfg.model == "auto" and not cfg.update_georef and area_model == "affine":
             est_area, rep.stages["model_selection_area"] = select_model(
                 est_area, area_res.src, area_res.dst, area, cfg, scores=area_res.similarity, coverage_grid=grid_n)
