@@ -164,6 +164,21 @@ def test_reliability_loss_prefers_matching_descriptors():
     assert reliability_loss(*sampler(desc1, desc1, rel, rel, nan_flow, gen)) == 0
 
 
+def test_positive_radius_sets_how_far_a_descriptor_may_slide():
+    """--pos-d / --neg-d: descriptors that match 2 px away from the true position satisfy R2D2's radius (3 px) and
+    fail a 1 px one (the 2 px match then lies in the ignored ring, not among the positives)."""
+    torch.manual_seed(1)
+    b, d, h, w = 2, 32, 48, 48
+    desc1 = F.normalize(torch.randn(b, d, h, w), dim=1)
+    slid = torch.roll(desc1, shifts=2, dims=3)  # desc2 at x + 2 = desc1 at x
+    rel = torch.ones(b, 1, h, w)
+    flow = _identity_flow(b, h, w)
+    gen = torch.Generator().manual_seed(0)
+    wide = reliability_loss(*NeighbourhoodSampler(border=8)(desc1, slid, rel, rel, flow, gen))
+    tight = reliability_loss(*NeighbourhoodSampler(border=8, pos_d=1, neg_d=3)(desc1, slid, rel, rel, flow, gen))
+    assert wide < 0.01 and tight > 0.5
+
+
 def test_repeatability_losses():
     torch.manual_seed(0)
     rep = torch.rand(2, 1, 48, 48)

@@ -114,6 +114,10 @@ def build_sources(data: list[str], stacks: list[str], synthetic: bool, crop: int
               help="Weight of an ungated 1 - AP term (keeps descriptors learning while reliability is low).")
 @click.option("--maxpool-pos/--no-maxpool-pos", default=True, show_default=True,
               help="Keep only the best of the positives (NAVER) or all of them (SAR fork).")
+@click.option("--pos-d", type=int, default=3, show_default=True,
+              help="AP loss: positives within this many px of the true position (R2D2: 3; smaller = more precise).")
+@click.option("--neg-d", type=int, default=5, show_default=True,
+              help="AP loss: negatives from this many px on (R2D2: 5; above --pos-d).")
 @click.option("--rel-lr-mult", type=float, default=1.0, show_default=True,
               help="Learning-rate multiplier for the reliability head.")
 @click.option("--amp/--no-amp", default=False, show_default=True,

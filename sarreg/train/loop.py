@@ -55,6 +55,8 @@ class TrainConfig:
     w_sharpen: float = 0.0
     w_ap: float = 0.0
     maxpool_pos: bool = True
+    pos_d: int = 3  # AP loss: positives within pos_d px of the true position, negatives from neg_d px (R2D2: 3, 5)
+    neg_d: int = 5
     checkpoint_minutes: float = 5.0
     val_every: int = 100
     val_size: int = 256
@@ -342,7 +344,7 @@ def train(sources: Sequence[Source], out_dir: str | Path, cfg: TrainConfig = Tra
     data_desc = [f"{s.describe()} (weight {s.weight:g})" for s in sources]
     val_pairs = make_validation_set(val_sources or sources, cfg.val_size, cfg.val_pairs)
     criterion = R2D2Loss(LossWeights(cfg.w_reliability, cfg.w_cosim, cfg.w_peaky, cfg.w_sharpen, cfg.w_ap),
-                         NeighbourhoodSampler(maxpool_pos=cfg.maxpool_pos))
+                         NeighbourhoodSampler(maxpool_pos=cfg.maxpool_pos, pos_d=cfg.pos_d, neg_d=cfg.neg_d))
     gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + state.iteration)
 
     start = state.iteration
