@@ -251,6 +251,10 @@ def test_train_cli_config_and_errors(tmp_path):
     assert r.exit_code == 1 and "bogus" in r.output
     r = CliRunner().invoke(cli, ["train", str(tmp_path / "nope.tif"), "--out", str(tmp_path / "o")])
     assert r.exit_code == 1 and "nope.tif" in r.output
+    conf.write_text(json.dumps({"iterations": 1, "batch": 2, "crop": 64, "mchan": 2, "workers": 0}))
+    r = CliRunner().invoke(cli, ["train", "--config", str(conf), "--out", str(tmp_path / "o"), "--pos-d", "3",
+                                 "--neg-d", "3"])
+    assert r.exit_code == 1 and "--pos-d / --neg-d" in r.output
 
 
 def test_amp_forward_matches_float32():

@@ -117,7 +117,7 @@ def build_sources(data: list[str], stacks: list[str], synthetic: bool, crop: int
 @click.option("--pos-d", type=int, default=3, show_default=True,
               help="AP loss: positives within this many px of the true position (R2D2: 3; smaller = more precise).")
 @click.option("--neg-d", type=int, default=5, show_default=True,
-              help="AP loss: negatives from this many px on (R2D2: 5; above --pos-d).")
+              help="AP loss: negatives from this many px on (R2D2: 5; above --pos-d, at most 7).")
 @click.option("--rel-lr-mult", type=float, default=1.0, show_default=True,
               help="Learning-rate multiplier for the reliability head.")
 @click.option("--amp/--no-amp", default=False, show_default=True,

@@ -311,6 +311,10 @@ def train(sources: Sequence[Source], out_dir: str | Path, cfg: TrainConfig = Tra
     last_path, best_path = out / "last.pt", out / "best.pt"
     if cfg.val_rank not in ("rep_rel", "rep"):
         raise InputError(f"val_rank must be 'rep_rel' or 'rep', got {cfg.val_rank!r}")
+    ngh = NeighbourhoodSampler.ngh
+    if not 0 <= cfg.pos_d < cfg.neg_d <= ngh:
+        raise InputError(f"--pos-d / --neg-d must satisfy 0 <= pos_d < neg_d <= {ngh} (the sampled neighbourhood), "
+                         f"got {cfg.pos_d} / {cfg.neg_d}")
     if cfg.init and not resume:
         ck = torch.load(cfg.init, map_location="cpu", weights_only=True)
         init_mchan = int(ck.get("mchan", -1))
