@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -22,6 +22,9 @@ from sarreg.geometry import matrix_distance, resample, resample_valid, translate
 from sarreg.io.raster import Scene
 from sarreg.relate import CoarseImages
 from sarreg.stage import StageResult, TilePair
+
+if TYPE_CHECKING:
+    from shapely.geometry.base import BaseGeometry
 
 
 AREA_SIZE = 64  # correlation window (px) at full resolution
@@ -104,7 +107,7 @@ def settles(est: Estimate | None, res: StageResult, features: str = "r2d2") -> b
 
 
 def coarse_area(ref: Scene, mov: Scene, prior: np.ndarray, ci: CoarseImages, cfg: RegisterConfig,
-                area) -> tuple[Estimate, StageResult]:
+                area: BaseGeometry) -> tuple[Estimate, StageResult]:
     """Coarse estimate by correlation on the decimated images: one global phase correlation (shift) from the
     prior, then a grid of windows fitted robustly. Raises RegistrationFailed when the windows do not agree."""
     from sarreg.correlate import global_offset
@@ -169,7 +172,7 @@ def _area_pass(tiles: list[TilePair], T: np.ndarray, size: int, radius: float
 
 
 def area_stage(ref: Scene, mov: Scene, tiles: list[TilePair], T: np.ndarray, radius: float, model: str,
-               cfg: RegisterConfig, area, coverage_grid: int = 8, iterations: int = 2
+               cfg: RegisterConfig, area: BaseGeometry, coverage_grid: int = 8, iterations: int = 2
                ) -> tuple[Estimate | None, StageResult]:
     """Sub-pixel tie points by correlation on the fine-stage tiles, the moving tile resampled through the current
     transform ``T``; the model refitted and the correlation repeated through it (``iterations`` passes). Windows of
@@ -208,7 +211,7 @@ def area_stage(ref: Scene, mov: Scene, tiles: list[TilePair], T: np.ndarray, rad
 
 
 def refine_from_starts(ref: Scene, mov: Scene, tiles: list[TilePair], starts: list[tuple[np.ndarray, float, str]],
-                       model: str, cfg: RegisterConfig, area, coverage_grid: int = 8,
+                       model: str, cfg: RegisterConfig, area: BaseGeometry, coverage_grid: int = 8,
                        done: tuple[np.ndarray, tuple[Estimate | None, StageResult]] | None = None
                        ) -> tuple[Estimate | None, StageResult | None]:
     """``area_stage`` from each distinct start (matrix, search radius, name: keypoint, coarse, georeferencing

@@ -17,13 +17,16 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
 
 from sarreg.config import MODELS, RegisterConfig  # noqa: F401 - MODELS re-exported
 from sarreg.errors import RegistrationFailed
+
+if TYPE_CHECKING:
+    from shapely.geometry.base import BaseGeometry
 
 log = logging.getLogger(__name__)
 
@@ -322,7 +325,7 @@ def thin_spatially(xy: np.ndarray, n_max: int, scores: np.ndarray | None = None)
     return np.sort(chosen[:n_max])
 
 
-def coverage(points: np.ndarray, area=None, grid: int = 8) -> tuple[float, float]:
+def coverage(points: np.ndarray, area: BaseGeometry | None = None, grid: int = 8) -> tuple[float, float]:
     """(fraction of grid x grid cells over ``area`` holding a point, convex-hull area / area).
 
     ``area``: shapely geometry in the same pixel coordinates (None = bounding box of the points).
@@ -360,7 +363,7 @@ def coverage(points: np.ndarray, area=None, grid: int = 8) -> tuple[float, float
 
 def fit_model(src: np.ndarray, dst: np.ndarray, model: str = "affine", robust: str = "magsac",
               threshold: float = RegisterConfig.threshold, confidence: float = 0.9999, max_iters: int = 10000,
-              area=None, scores: np.ndarray | None = None, kfold: int = 5, seed: int = 0,
+              area: BaseGeometry | None = None, scores: np.ndarray | None = None, kfold: int = 5, seed: int = 0,
               coverage_grid: int = 8) -> Estimate:
     """Fit ``model`` robustly to matches src (moving px, N x 2) -> dst (reference px, N x 2).
 

@@ -19,12 +19,18 @@ import json
 import logging
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
 
 from sarreg.outputs import write_atomic  # the one atomic writer (also used as export.write_atomic)
+
+if TYPE_CHECKING:
+    from sarreg.estimate import Estimate
+    from sarreg.features import Features
+    from sarreg.io.raster import Scene
+    from sarreg.warp import PixelTransform
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +98,7 @@ def write_qgis_points(path: str | Path, ref_map: np.ndarray, source_xy: np.ndarr
     return write_text_atomic(Path(path), "\n".join(lines) + "\n")
 
 
-def write_matches_npz(path: str | Path, ref_feats, mov_feats, idx1: np.ndarray, idx2: np.ndarray,
+def write_matches_npz(path: str | Path, ref_feats: Features, mov_feats: Features, idx1: np.ndarray, idx2: np.ndarray,
                       similarity: np.ndarray, inliers: np.ndarray, residuals: np.ndarray) -> Path:
     """Both scenes' features (R2D2 layout, prefixed) plus the matches, in one npz (atomic)."""
     path = Path(path)
@@ -114,8 +120,9 @@ def write_matches_npz(path: str | Path, ref_feats, mov_feats, idx1: np.ndarray, 
     return write_atomic(path, save)
 
 
-def write_quicklook(path: str | Path, ref_scene, mov_scene, transform, src: np.ndarray, dst: np.ndarray,
-                    inliers: np.ndarray, max_side: int = 1024, squares: int = 8, magnify: float = 10.0) -> Path:
+def write_quicklook(path: str | Path, ref_scene: Scene, mov_scene: Scene, transform: Estimate | PixelTransform,
+                    src: np.ndarray, dst: np.ndarray, inliers: np.ndarray, max_side: int = 1024, squares: int = 8,
+                    magnify: float = 10.0) -> Path:
     """Checkerboard of reference / resampled moving (decimated reads) with residual vectors x ``magnify``.
 
     transform: object with ``apply(N x 2 moving px) -> N x 2 reference px``; src / dst: matches in moving /

@@ -21,6 +21,7 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -427,7 +428,8 @@ def extract_batch(model: Model, images: list[tuple[np.ndarray, np.ndarray]], cfg
 
 
 def extract_scene(scene: Scene, model: Model, cfg: ExtractConfig = ExtractConfig(),
-                  window: tuple[int, int, int, int] | None = None, progress=None) -> Features:
+                  window: tuple[int, int, int, int] | None = None,
+                  progress: Callable[[int, int], None] | None = None) -> Features:
     """Tiled multiscale extraction reading ``scene`` window by window (never the whole scene at once).
 
     window: optional (row0, row1, col0, col1) region of the scene to process; keypoints stay in scene pixel
@@ -473,7 +475,7 @@ def extract_scene(scene: Scene, model: Model, cfg: ExtractConfig = ExtractConfig
 
 
 def extract_file(path: str | Path, model: Model | None = None, cfg: ExtractConfig = ExtractConfig(),
-                 progress=None) -> Features:
+                 progress: Callable[[int, int], None] | None = None) -> Features:
     """Open a raster (GeoTIFF, PNG, ...) and extract its keypoints; ``model=None`` uses the shipped model."""
     scene = open_scene(path, cfg.preprocess)
     if model is None:

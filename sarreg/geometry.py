@@ -6,14 +6,19 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
 from sarreg.estimate import apply_matrix
 
+if TYPE_CHECKING:
+    from shapely.geometry.base import BaseGeometry
+
 
 def translate(tx: float, ty: float) -> np.ndarray:
+    """3 x 3 translation by (tx, ty) px: the building block of the stages' pixel maps (windows, tiles, offsets)."""
     return np.array([[1, 0, tx], [0, 1, ty], [0, 0, 1]], dtype=np.float64)
 
 
@@ -65,6 +70,7 @@ def decimation(full: tuple[int, int], small: tuple[int, int]) -> np.ndarray:
 
 
 def rotation(deg: float, cx: float, cy: float) -> np.ndarray:
+    """3 x 3 rotation by ``deg`` degrees about (cx, cy): the coarse stage's rotation search turns images with it."""
     a = math.radians(deg)
     c, s = math.cos(a), math.sin(a)
     return translate(cx, cy) @ np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]]) @ translate(-cx, -cy)
@@ -94,10 +100,12 @@ def resample(img: np.ndarray, m: np.ndarray, shape: tuple[int, int], nearest: bo
 
 
 def resample_valid(valid: np.ndarray, m: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Validity mask resampled through ``m``; only pixels with (nearly) all-valid support stay valid (no edge bleed)."""
     return resample(valid.astype(np.float32), m, shape) > 0.999
 
 
-def apply_geom(geom, m: np.ndarray):
+def apply_geom(geom: BaseGeometry, m: np.ndarray) -> BaseGeometry:
+    """Shapely geometry mapped through a 3 x 3 matrix: moving footprints compared in reference pixels."""
     import shapely
 
     if np.allclose(m[2], [0, 0, 1]):
@@ -105,7 +113,7 @@ def apply_geom(geom, m: np.ndarray):
     return shapely.transform(geom, lambda xy: apply_matrix(m, xy))
 
 
-def matrix_distance(a: np.ndarray, b: np.ndarray, area) -> float:
+def matrix_distance(a: np.ndarray, b: np.ndarray, area: BaseGeometry) -> float:
     """Largest distance (reference px) between two moving -> reference matrices at the overlap's bounding box
     corners and centre."""
     x0, y0, x1, y1 = area.bounds

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -23,6 +24,12 @@ from sarreg.io.raster import Scene, open_dataset, read_unit
 from sarreg.quality import FAIL_INLIERS
 from sarreg.relate import CoarseImages, moving_pre, read_moving_around
 from sarreg.stage import StageResult, TilePair
+
+if TYPE_CHECKING:
+    from shapely.geometry.base import BaseGeometry
+
+    from sarreg.match import Matches
+    from sarreg.model.weights import Model
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +72,7 @@ class Extractor:
             raise InputError(f"unknown feature type {cfg.features!r} (choose r2d2 or sift)")
 
     @property
-    def model(self):
+    def model(self) -> Model | None:
         """The network (``sarreg.model.weights.Model``), loaded once on first use; None for SIFT."""
         if self._model is None and self.kind == "r2d2":
             self._load()
@@ -123,15 +130,16 @@ class Extractor:
         return Features(kp[order], padded[order], scores[order], (w, h))
 
 
-def match_features(f1: Features, f2: Features, ratio: float | None, device: str):
+def match_features(f1: Features, f2: Features, ratio: float | None, device: str) -> Matches:
+    """Mutual nearest neighbours of two feature sets on ``device``: the one matching rule of every keypoint stage."""
     from sarreg.extract import resolve_device
     from sarreg.match import match_mnn
 
     return match_mnn(f1.descriptors, f2.descriptors, ratio=ratio, device=resolve_device(device))
 
 
-def try_coarse_area(ref: Scene, mov: Scene, prior: np.ndarray, ci: CoarseImages, cfg: RegisterConfig, area
-                    ) -> tuple[Estimate, StageResult] | RegistrationFailed:
+def try_coarse_area(ref: Scene, mov: Scene, prior: np.ndarray, ci: CoarseImages, cfg: RegisterConfig,
+                    area: BaseGeometry) -> tuple[Estimate, StageResult] | RegistrationFailed:
     """``coarse_area``, or the reason it failed (a value: callers use either)."""
     try:
         return coarse_area(ref, mov, prior, ci, cfg, area)
@@ -140,7 +148,8 @@ def try_coarse_area(ref: Scene, mov: Scene, prior: np.ndarray, ci: CoarseImages,
 
 
 def coarse_stage(ref: Scene, mov: Scene, prior: np.ndarray, ci: CoarseImages, ext: Extractor,
-                 cfg: RegisterConfig, area, area_first: tuple[Estimate, StageResult] | RegistrationFailed | None = None
+                 cfg: RegisterConfig, area: BaseGeometry,
+                 area_first: tuple[Estimate, StageResult] | RegistrationFailed | None = None
                  ) -> tuple[Estimate, StageResult]:
     """Multiscale keypoints on the decimated images, matching and a robust fit; rotation search when nothing fits.
 
@@ -221,7 +230,7 @@ def coarse_stage(ref: Scene, mov: Scene, prior: np.ndarray, ci: CoarseImages, ex
     return est, res
 
 
-def plan_tiles(ref: Scene, area, tile: int, n_tiles: int) -> list[tuple[int, int, int, int]]:
+def plan_tiles(ref: Scene, area: BaseGeometry, tile: int, n_tiles: int) -> list[tuple[int, int, int, int]]:
     """Up to ``n_tiles`` windows (col0, row0, width, height) of the reference spread over ``area``."""
     import shapely
 
@@ -255,7 +264,7 @@ def plan_tiles(ref: Scene, area, tile: int, n_tiles: int) -> list[tuple[int, int
     return [(c0, r0, tw, th) for c0, r0 in cands]
 
 
-def read_tiles(ref: Scene, mov: Scene, coarse: np.ndarray, cfg: RegisterConfig, area
+def read_tiles(ref: Scene, mov: Scene, coarse: np.ndarray, cfg: RegisterConfig, area: BaseGeometry
                ) -> tuple[list[TilePair], dict]:
     """Full-resolution reference tiles over the overlap and the moving reads that cover them through ``coarse``.
 

@@ -15,7 +15,8 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -28,6 +29,9 @@ from sarreg.geometry import resample, resample_valid, translate
 from sarreg.io.raster import Scene, open_dataset, read_unit
 from sarreg.relate import moving_pre, read_moving_around
 from sarreg.warp import PixelTransform
+
+if TYPE_CHECKING:
+    from shapely.geometry.base import BaseGeometry
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +91,7 @@ class OffsetsField:
         }
 
 
-def estimate_field(ref: Scene, mov: Scene, T: np.ndarray, area, spacing: int, ref_pre: PreprocessConfig,
+def estimate_field(ref: Scene, mov: Scene, T: np.ndarray, area: BaseGeometry, spacing: int, ref_pre: PreprocessConfig,
                    mov_pre: PreprocessConfig, radius: float = RADIUS, size: int = WINDOW) -> OffsetsField:
     """Correlate ``mov`` (resampled through ``T``) with ``ref`` at grid nodes every ``spacing`` px over ``area``'s
     bounding box; returns the raw and filtered field."""
@@ -193,7 +197,7 @@ def _smooth(raw: np.ndarray, sigma: float = 1.0, reach: float = 2.0) -> np.ndarr
     return out
 
 
-def write_field(path, field: OffsetsField, ref: Scene) -> None:
+def write_field(path: str | Path, field: OffsetsField, ref: Scene) -> None:
     """``OUT.offsets.tif``: float32 bands dx, dy (reference px) and quality, nodata NaN, on the node grid,
     georeferenced like the reference (pixel space when the reference is not). Written atomically."""
     import os
@@ -232,7 +236,7 @@ def write_field(path, field: OffsetsField, ref: Scene) -> None:
             os.unlink(tmp)
 
 
-def local_transform(ref: Scene, mov: Scene, est: Estimate, area, cfg: RegisterConfig, path
+def local_transform(ref: Scene, mov: Scene, est: Estimate, area: BaseGeometry, cfg: RegisterConfig, path: str | Path
                     ) -> tuple[PixelTransform, dict[str, Any], list[str]]:
     """``--model local``: the offsets field over the overlap through the global estimate, written to ``path``
     (OUT.offsets.tif). -> (warp transform: global model + field nodes as GCPs, field statistics, gate reasons)."""

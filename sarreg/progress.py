@@ -36,6 +36,7 @@ def enable(on: bool = True) -> None:
 
 
 def enabled() -> bool:
+    """JSON progress on (flag or environment variable): emitters write only then and human progress bars stay off."""
     return _state["flag"] or os.environ.get(ENV, "").strip().lower() not in ("", "0", "false", "no")
 
 
@@ -69,4 +70,5 @@ def final(status: str, exit_code: int, **extra: Any) -> None:
 
 
 def final_sent() -> bool:
+    """True once the final line was written: later ones are ignored, so a caller knows whether it still owes one."""
     return _state["final"]

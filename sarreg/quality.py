@@ -3,7 +3,7 @@ whether the result can be trusted (status ok / low_quality)."""
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -12,6 +12,9 @@ from sarreg.errors import RegistrationFailed
 from sarreg.estimate import Estimate, apply_matrix, decompose, finite_round, fit_model
 from sarreg.stage import StageResult
 from sarreg.warp import PixelTransform
+
+if TYPE_CHECKING:
+    from shapely.geometry.base import BaseGeometry
 
 
 FAIL_INLIERS = 8  # fewer final inliers: status "failed" (no usable transform)
@@ -36,7 +39,8 @@ def _clearly_better(richer: Estimate, est: Estimate) -> bool:
     return richer.n_inliers >= 1.1 * est.n_inliers + 3
 
 
-def model_adequacy(est: Estimate, src: np.ndarray, dst: np.ndarray, area, cfg: RegisterConfig) -> float | None:
+def model_adequacy(est: Estimate, src: np.ndarray, dst: np.ndarray, area: BaseGeometry, cfg: RegisterConfig
+                   ) -> float | None:
     """Mean distance (px, over a grid on the overlap) between the estimate and a richer model fitted to the same
     matches that explains clearly more of them (the largest such distance; 0.0: none does): a shift fitted to
     rotated scenes still has inliers (a band of them) but disagrees with an affine. A rival beyond the next richer
@@ -65,7 +69,7 @@ def model_adequacy(est: Estimate, src: np.ndarray, dst: np.ndarray, area, cfg: R
     return worst
 
 
-def select_model(est: Estimate, src: np.ndarray, dst: np.ndarray, area, cfg: RegisterConfig,
+def select_model(est: Estimate, src: np.ndarray, dst: np.ndarray, area: BaseGeometry, cfg: RegisterConfig,
                  **fit_kw: Any) -> tuple[Estimate, dict[str, Any]]:
     """``--model auto``: keep the affine ``est`` unless a homography fitted to the same matches explains clearly
     more of them, predicts held-out matches at least as well, and differs from the affine by more than a third of
@@ -108,7 +112,7 @@ def choose_estimate(est_kp: Estimate | None, kp: StageResult, est_area: Estimate
 MAX_SPREAD = 0.5  # largest bootstrap 1-sigma spread over the overlap, as a fraction of max_rmse
 
 
-def overlap_points(area, n: int = 7) -> np.ndarray:
+def overlap_points(area: BaseGeometry, n: int = 7) -> np.ndarray:
     """An n x n grid of reference px over the overlap's bounding box, kept where inside the overlap."""
     import shapely
 
@@ -126,7 +130,7 @@ CV_GAIN_PX = 0.25  # or by this many px. Measured (stop 9): with 10 % alone some
 # off got a similarity 3.4 px wrong instead of a homography within 1 px
 
 
-def choose_by_extrapolation(matches: StageResult, area, cfg: RegisterConfig, grid_n: int
+def choose_by_extrapolation(matches: StageResult, area: BaseGeometry, cfg: RegisterConfig, grid_n: int
                             ) -> tuple[Estimate, dict[str, Any]] | None:
     """``--model auto``: of shift, similarity, affine and homography fitted to the same tie points, the one that best
     predicts each spatial block of them from the other blocks (median residual, capped at twice ``--threshold`` so
@@ -185,7 +189,7 @@ def _cv_medians(fits: dict[str, Estimate], src: np.ndarray, dst: np.ndarray, cfg
     return out
 
 
-def prefer_simpler(est: Estimate, matches: StageResult, area, cfg: RegisterConfig, grid_n: int
+def prefer_simpler(est: Estimate, matches: StageResult, area: BaseGeometry, cfg: RegisterConfig, grid_n: int
                    ) -> tuple[Estimate, dict[str, Any]]:
     """``--model auto``: the model that best predicts held-out blocks of the tie points (``choose_by_extrapolation``);
     with too few tie points for that, fewer parameters when the information criterion says so, and a similarity or
@@ -324,8 +328,8 @@ def judge(est: Estimate, prior: np.ndarray, cfg: RegisterConfig, adequacy: float
     return ("ok" if not reasons else "low_quality"), reasons
 
 
-def cross_check(est: Estimate, other: Estimate | None, other_matches: StageResult | None, area, prior: np.ndarray,
-                cfg: RegisterConfig) -> dict[str, Any] | None:
+def cross_check(est: Estimate, other: Estimate | None, other_matches: StageResult | None, area: BaseGeometry,
+                prior: np.ndarray, cfg: RegisterConfig) -> dict[str, Any] | None:
     """The kept estimate against the other source of tie points (keypoints vs correlation), when that source's own
     estimate passes the gates: how far the kept estimate is from the other source's inlier tie points (median
     residual, fraction within ``--threshold``) and from its estimate over the overlap (mean px). Two independent

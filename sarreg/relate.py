@@ -7,16 +7,21 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 from rasterio.windows import Window
 
-from sarreg.config import RegisterConfig
+from sarreg.config import PreprocessConfig, RegisterConfig
 from sarreg.errors import CRSError, OverlapError
 from sarreg.estimate import apply_matrix
 from sarreg.geometry import apply_geom, decimation, local_scale, translate
 from sarreg.io.raster import Scene, decimated_shape, read_unit
+
+if TYPE_CHECKING:
+    from rasterio.io import DatasetReader
+    from shapely.geometry.base import BaseGeometry
 
 
 def prior_matrix(ref: Scene, mov: Scene) -> np.ndarray:
@@ -63,7 +68,7 @@ def located_by(scene: Scene) -> str | None:
     return None
 
 
-def mask_polygon(valid: np.ndarray, D: np.ndarray):
+def mask_polygon(valid: np.ndarray, D: np.ndarray) -> BaseGeometry:
     """Valid-data footprint of a (decimated) mask as a polygon in full-scene pixel-centre coordinates.
 
     D: 3 x 3, pixel of the mask -> full-scene pixel. Small holes (speckle zeros, NaN pixels) are closed first.
@@ -137,7 +142,8 @@ def read_coarse(ref: Scene, mov: Scene, prior: np.ndarray, cfg: RegisterConfig) 
     return CoarseImages(ru, rv, Dr, s, mu, mv, Dm)
 
 
-def overlap_area(ref: Scene, mov: Scene, prior: np.ndarray, cfg: RegisterConfig, ci: CoarseImages):
+def overlap_area(ref: Scene, mov: Scene, prior: np.ndarray, cfg: RegisterConfig, ci: CoarseImages
+                 ) -> tuple[BaseGeometry, float]:
     """Overlap of the valid footprints in reference pixels; OverlapError when none or too small.
 
     The fraction is the overlap area over the smaller of the two whole valid footprints (the moving one from a
@@ -156,7 +162,7 @@ def overlap_area(ref: Scene, mov: Scene, prior: np.ndarray, cfg: RegisterConfig,
     return ov, frac
 
 
-def full_footprint(scene: Scene, pre, max_side: int = 512):
+def full_footprint(scene: Scene, pre: PreprocessConfig, max_side: int = 512) -> BaseGeometry:
     """Valid-data footprint of the whole scene (polygon, full-scene pixel-centre coordinates) from one decimated
     read (longer side ``max_side``)."""
     s = min(1.0, max_side / max(scene.width, scene.height))
@@ -164,14 +170,16 @@ def full_footprint(scene: Scene, pre, max_side: int = 512):
     return mask_polygon(valid, decimation(scene.shape, valid.shape))
 
 
-def moving_pre(cfg: RegisterConfig):
+def moving_pre(cfg: RegisterConfig) -> PreprocessConfig:
+    """The moving scene's preprocessing: the reference's, on ``moving_band`` when set (band order differs by sensor)."""
     from dataclasses import replace
 
     return replace(cfg.preprocess, band=cfg.moving_band) if cfg.moving_band is not None else cfg.preprocess
 
 
 def read_moving_around(mov: Scene, T: np.ndarray, c0: int, r0: int, c1: int, r1: int, pad: float,
-                       pre, ds=None) -> tuple[np.ndarray, np.ndarray, np.ndarray, float] | None:
+                       pre: PreprocessConfig, ds: DatasetReader | None = None
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float] | None:
     """The moving raster read around the reference window [c0, c1) x [r0, r1) mapped through ``T^-1`` (moving
     px -> reference px ``T``), ``pad`` reference px wider on each side; moving pixels finer than the reference's
     are read decimated to about the reference pixel size. -> (unit, valid, Dm: read px -> full moving px,

@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from sarreg.features import Features
+
+if TYPE_CHECKING:
+    from sarreg.io.raster import Scene
 
 
 @dataclass(frozen=True)
@@ -24,7 +27,7 @@ class StageResult:
     tiles: list["TilePair"] = field(default_factory=list, repr=False)
 
     @staticmethod
-    def empty(ref, mov, info: dict[str, Any] | None = None) -> "StageResult":
+    def empty(ref: Scene, mov: Scene, info: dict[str, Any] | None = None) -> "StageResult":
         """No matches (a stage that did not run or found nothing); ``ref`` / ``mov`` give the scene sizes."""
         return StageResult(np.zeros((0, 2)), np.zeros((0, 2)), np.zeros(0, np.float32),
                            Features.empty((ref.width, ref.height)), Features.empty((mov.width, mov.height)),

@@ -21,7 +21,7 @@ import math
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 from affine import Affine
@@ -29,6 +29,9 @@ from affine import Affine
 from sarreg.errors import InputError, OutputError, SarregError
 from sarreg.io.source import OPEN_DEFAULTS, Source, is_remote, resolve_input
 from sarreg.outputs import write_error
+
+if TYPE_CHECKING:
+    from sarreg.io.raster import Scene
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +66,7 @@ class Grid:
         return self.crs_wkt is not None
 
     @staticmethod
-    def from_scene(scene) -> "Grid":
+    def from_scene(scene: Scene) -> "Grid":
         wkt = scene.crs.to_wkt() if scene.georeferenced and scene.crs is not None else None
         gcps = None if wkt else getattr(scene, "gcps", None)
         gcp_wkt = scene.crs.to_wkt() if gcps and scene.crs is not None else None

@@ -172,6 +172,7 @@ def num(v: Any) -> float | None:
 
 
 def integer(v: Any) -> int | None:
+    """An int, else None: report fields may be missing or not numbers, and a summary row must still be written."""
     try:
         return int(v)
     except (TypeError, ValueError):

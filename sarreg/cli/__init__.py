@@ -15,6 +15,7 @@ import sys
 import threading
 import warnings
 from types import FrameType
+from typing import Any
 
 from sarreg import IS_COMMAND, SIGNALS as _SIGNALS  # noqa: I001 - first: sarreg installs the start-up handler
 
@@ -67,7 +68,7 @@ from sarreg.errors import SarregError  # noqa: E402
 
 
 class _Group(click.Group):
-    def invoke(self, ctx: click.Context):
+    def invoke(self, ctx: click.Context) -> Any:
         old = _install(_raise_on_signal)
         old_hook, sys.unraisablehook = sys.unraisablehook, _log_unraisable
         progress.enable(ctx.params.get("progress_json", False))

@@ -5,7 +5,7 @@ import copy
 import glob
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -16,6 +16,11 @@ from sarreg.config import RegisterConfig
 from sarreg.errors import InputError
 from sarreg.io.safe import resolve_safe
 from sarreg.io.source import expand_stac, is_remote, is_stac_input, resolve_input
+
+if TYPE_CHECKING:
+    from distributed import Client
+
+    from sarreg.batch.results import SceneResult
 
 # Register options that make no sense per batch (one output per scene, written by the batch itself).
 _NOT_IN_BATCH = {"overwrite", "quicklook", "as_json"}
@@ -146,7 +151,7 @@ def batch(ref: str | Path, scenes: tuple[str, ...], outdir: Path, from_list: Pat
     json_progress.stage("scenes", 0.0, done=0, total=len(paths))
     done = [0]
 
-    def on_result(r) -> None:
+    def on_result(r: SceneResult) -> None:
         bar.update(1)
         done[0] += 1
         json_progress.stage("scenes", done[0] / len(paths), done=done[0], total=len(paths), scene=r.scene,
@@ -155,7 +160,7 @@ def batch(ref: str | Path, scenes: tuple[str, ...], outdir: Path, from_list: Pat
         if r.status == "failed" and not r.resumed:
             bar.write(f"sarreg: {r.scene}: failed: {r.error}", file=sys.stderr)
 
-    def on_cluster(client) -> None:
+    def on_cluster(client: Client) -> None:
         bar.write(f"Dask dashboard: {client.dashboard_link} "
                   f"({len(client.scheduler_info().get('workers', {}))} workers)", file=sys.stderr)
 

@@ -5,10 +5,14 @@ import json
 import logging
 import tomllib
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from sarreg.errors import InputError
+
+if TYPE_CHECKING:
+    from sarreg.train.pairs import Source
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +31,8 @@ def _load_config(path: Path) -> dict:
 
 
 def build_sources(data: list[str], stacks: list[str], synthetic: bool, crop: int, val_holdout: int,
-                  weights: dict[str, float], terrain: float = 0.0, polar: float = 0.0):
+                  weights: dict[str, float], terrain: float = 0.0, polar: float = 0.0
+                  ) -> tuple[list[Source], list[Source]]:
     """CLI data arguments -> (training sources, validation sources).
 
     A file is a single image; a folder with BEFORE/ and AFTER/ is a set of two-date pairs (the last
@@ -151,7 +156,8 @@ def build_sources(data: list[str], stacks: list[str], synthetic: bool, crop: int
 @click.option("--max-minutes", type=float, default=0.0, show_default=True, help="Stop after this time (0 = off).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.pass_context
-def train(ctx: click.Context, data, config_file, out_dir, stacks, no_progress, **opts) -> None:
+def train(ctx: click.Context, data: tuple[str, ...], config_file: Path | None, out_dir: Path,
+          stacks: tuple[str, ...], no_progress: bool, **opts: Any) -> None:
     """Train the keypoint network on DATA (images, folders, BEFORE/AFTER pair folders) + synthetic scenes."""
     from click.core import ParameterSource
 

@@ -189,7 +189,7 @@ def _resolve_kind(kind: str, dtype: str, sample: np.ndarray) -> str:
     return "amplitude"
 
 
-def has_mask_band(ds, band: int) -> bool:
+def has_mask_band(ds: rasterio.io.DatasetReader, band: int) -> bool:
     """True when validity of ``band`` comes from a real mask (internal/external mask band or alpha band).
 
     Nodata-derived masks (``MaskFlags.nodata``) and all-valid bands return False: their validity is a test on
@@ -297,7 +297,8 @@ def unit_scale(logv: np.ndarray, lo: float, hi: float, fill: float, despeckle: i
 
 
 def read_unit(scene: Scene, window: Window | None = None, out_shape: tuple[int, int] | None = None,
-              pre: PreprocessConfig = PreprocessConfig(), ds=None) -> tuple[np.ndarray, np.ndarray]:
+              pre: PreprocessConfig = PreprocessConfig(), ds: rasterio.io.DatasetReader | None = None
+              ) -> tuple[np.ndarray, np.ndarray]:
     """Read one window (optionally decimated to ``out_shape`` = (rows, cols)) as network input.
 
     Returns (unit float32 H x W in [0, 1], valid bool H x W). ``ds`` lets callers reuse an open dataset.

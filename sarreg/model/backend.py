@@ -17,13 +17,16 @@ import importlib.util
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from sarreg.config import BACKENDS
 from sarreg.errors import InputError
+
+if TYPE_CHECKING:
+    from sarreg.model.weights import Model
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +176,7 @@ def _trunk_of(net: torch.nn.Module) -> torch.nn.Module:
     return torch.nn.Sequential(*ops).to("cpu").to(memory_format=torch.contiguous_format)
 
 
-def openvino_trunk(model, net: torch.nn.Module, precision: str = "fp32") -> OpenVINOTrunk:
+def openvino_trunk(model: Model, net: torch.nn.Module, precision: str = "fp32") -> OpenVINOTrunk:
     """The OpenVINO trunk of ``net`` (the BN-folded inference copy of ``model.net``), built once per model."""
     key = (id(model.net), precision)
     cached = getattr(model, "_sarreg_openvino", None)
@@ -185,7 +188,7 @@ def openvino_trunk(model, net: torch.nn.Module, precision: str = "fp32") -> Open
     return cached[1]
 
 
-def onnxruntime_trunk(model, net: torch.nn.Module) -> OnnxRuntimeTrunk:
+def onnxruntime_trunk(model: Model, net: torch.nn.Module) -> OnnxRuntimeTrunk:
     """The ONNX Runtime trunk of ``net`` (the BN-folded inference copy of ``model.net``), built once per model."""
     key = id(model.net)
     cached = getattr(model, "_sarreg_onnxruntime", None)

@@ -14,11 +14,11 @@ import numpy as np
 import torch
 
 from sarreg.config import ExtractConfig
-from sarreg.model.weights import load_model, random_model
+from sarreg.model.weights import Model, load_model, random_model
 from sarreg.train.pairs import PairConfig, Source, make_pair
 
 
-def check(model, n_pairs: int = 6, size: int = 384, cfg: ExtractConfig | None = None, seed: int = 4242) -> dict:
+def check(model: Model, n_pairs: int = 6, size: int = 384, cfg: ExtractConfig | None = None, seed: int = 4242) -> dict:
     """Mean numbers over ``n_pairs`` synthetic pairs (see module docstring)."""
     from sarreg.extract import extract_array
     from sarreg.match import match_mnn
@@ -50,6 +50,7 @@ def check(model, n_pairs: int = 6, size: int = 384, cfg: ExtractConfig | None = 
 
 
 def main() -> None:
+    """Command line: one line of numbers per checkpoint, to compare candidates on the real inference path."""
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("checkpoints", nargs="+")
     ap.add_argument("--pairs", type=int, default=6)

@@ -294,6 +294,7 @@ def release(candidate: str | Path, bench: str | Path | None, geo: str | Path | N
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    """Command line (build, score, release): the sets, scores and rule reproducible from one command."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build", help="write the validation sets")

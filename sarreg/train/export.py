@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from sarreg.errors import WeightsError
-from sarreg.model.weights import load_model, save_checkpoint
+from sarreg.model.weights import Model, load_model, save_checkpoint
 from sarreg.train.losses import NeighbourhoodSampler, ap_quantized
 
 
@@ -64,7 +64,7 @@ def _sample_rel(model, pairs, target_ap: float, seed: int = 0) -> dict:
             "corr_r_ap": float(np.corrcoef(r, ap)[0, 1]) if len(r) > 2 else float("nan")}
 
 
-def average_weights(model, others: Sequence[str | Path]) -> None:
+def average_weights(model: Model, others: Sequence[str | Path]) -> None:
     """Replace ``model``'s weights and batch-norm statistics in place by their mean with those of ``others``."""
     nets = [model.net] + [load_model(o).net for o in others]
     for o, net in zip(others, nets[1:]):
@@ -76,8 +76,8 @@ def average_weights(model, others: Sequence[str | Path]) -> None:
     model.net.load_state_dict(mean)
 
 
-def export(src: str | Path, dst: str | Path, calibrate: bool = False, pairs=None, target_ap: float = 0.5,
-           constant_reliability: float | None = None, store_threshold: bool = False,
+def export(src: str | Path, dst: str | Path, calibrate: bool = False, pairs: list[dict] | None = None,
+           target_ap: float = 0.5, constant_reliability: float | None = None, store_threshold: bool = False,
            average: Sequence[str | Path] = ()) -> dict:
     """Write ``dst`` (our format, no optimizer state) from training checkpoint ``src``; returns the calibration.
 
@@ -118,6 +118,7 @@ def export(src: str | Path, dst: str | Path, calibrate: bool = False, pairs=None
 
 
 def main() -> None:
+    """Command line: export a checkpoint (calibrated, averaged or constant reliability) and print the calibration."""
     from sarreg.train.loop import make_validation_set
     from sarreg.train.pairs import Source, find_date_pairs
 

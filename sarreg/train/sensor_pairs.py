@@ -95,6 +95,7 @@ def make_sensor_pairs(src: Path, out: Path, seed: int = 0, change: float = 0.0, 
 
 
 def main() -> None:
+    """Command line: write the other-sensor look of a pair folder, to choose models for unseen products."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("src", type=Path)
     ap.add_argument("out", type=Path)

@@ -58,6 +58,7 @@ def measure(mchan: int, crop: int, batch: int, iters: int, threads: int = 2,
 
 
 def main() -> None:
+    """Command line: time each width x crop setting, to pick a training configuration this machine can run."""
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--mchan", type=int, nargs="+", default=[4, 3])
     ap.add_argument("--crop", type=int, nargs="+", default=[128, 192])

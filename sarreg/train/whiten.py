@@ -134,6 +134,7 @@ def write_whitened(src: str | Path, dst: str | Path, mean: np.ndarray, matrix: n
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    """Command line: fit the whitening on training views, print held-out matching before / after, write ``dst``."""
     from sarreg.cli.train import build_sources
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
