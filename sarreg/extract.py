@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -34,214 +33,12 @@ from sarreg.features import Features  # noqa: F401  (re-exported: the .r2d2 layo
 from sarreg.io.raster import Scene, open_dataset, open_scene, read_unit
 from sarreg.io.tiling import tile_grid
 from sarreg.model.backend import resolve_backend
-from sarreg.model.r2d2 import fold_batchnorm
 from sarreg.model.weights import Model, load_model
+from sarreg.network import (  # noqa: F401  (re-exported: network execution lives in sarreg.network)
+    DenseOutput, describe_at, resolve_device, run_network, run_network_batch)
 
 log = logging.getLogger(__name__)
 MAX_LEVELS = 32  # pyramid levels per scene at most (see pyramid_scales)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Network execution
-def resolve_device(name: str = "auto") -> torch.device:
-    """'auto' -> CUDA when available, else CPU; 'cuda' without CUDA is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError("--device cuda requested but no CUDA device is available")
-    return torch.device(name)
-
-
-def _inference_net(model: Model, device: torch.device) -> torch.nn.Module:
-    """BN folded into the convs (one fewer full-resolution pass per layer), cached on the model."""
-    key = (id(model.net), str(device))
-    cached = getattr(model, "_sarreg_infer", None)
-    if cached is None or cached[0] != key:
-        # channels-last is oneDNN's preferred layout for CPU convolutions (~10-20 % less CPU time here)
-        net = fold_batchnorm(model.net).to(device).eval().to(memory_format=torch.channels_last)
-        model._sarreg_infer = (key, net)  # type: ignore[attr-defined]
-        cached = model._sarreg_infer  # type: ignore[attr-defined]
-    return cached[1]
-
-
-@dataclass
-class DenseOutput:
-    """Network output of one tile: full-resolution reliability/repeatability (H x W) and the raw descriptor map
-    (128 x h x w; half resolution for the Fast network) from which descriptors are sampled at keypoints only.
-
-    Why: the full-resolution 128-channel descriptor map is by far the largest buffer (512 B/px); sampling it at
-    the few thousand keypoints instead keeps tile memory several times lower with identical values.
-    """
-
-    raw: torch.Tensor
-    reliability: torch.Tensor
-    repeatability: torch.Tensor
-    upsampled: bool
-
-    def descriptors_at(self, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
-        """L2-normalised descriptors (N x 128 float32) at full-resolution integer pixels (rows ys, cols xs)."""
-        if len(ys) == 0:
-            return np.zeros((0, self.raw.shape[0]), np.float32)
-        y = torch.as_tensor(ys, dtype=torch.float32)
-        x = torch.as_tensor(xs, dtype=torch.float32)
-        if not self.upsampled:
-            v = self.raw[:, y.long(), x.long()].T
-        else:
-            # bilinear x2 up-sampling, align_corners=False, edge clamped: exactly what nn.Upsample computes
-            h, w = self.raw.shape[1:]
-            sy = ((y + 0.5) / 2 - 0.5).clamp(min=0)
-            sx = ((x + 0.5) / 2 - 0.5).clamp(min=0)
-            y0, x0 = sy.floor().long().clamp(max=h - 1), sx.floor().long().clamp(max=w - 1)
-            y1, x1 = (y0 + 1).clamp(max=h - 1), (x0 + 1).clamp(max=w - 1)
-            wy, wx = (sy - y0).unsqueeze(0), (sx - x0).unsqueeze(0)
-            r = self.raw
-            v = ((r[:, y0, x0] * (1 - wx) + r[:, y0, x1] * wx) * (1 - wy)
-                 + (r[:, y1, x0] * (1 - wx) + r[:, y1, x1] * wx) * wy).T
-        return F.normalize(v.float(), p=2, dim=1, eps=1e-12).numpy().astype(np.float32)
-
-
-def _head_weights(net: torch.nn.Module, c: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """The reliability (2) and repeatability (1) 1x1 convolutions as one 3 x C matrix and a bias of 3."""
-    wts = torch.cat([net.clf.weight.reshape(-1, c), net.sal.weight.reshape(-1, c)]).to(dtype)
-    return wts, torch.cat([net.clf.bias, net.sal.bias]).to(dtype)
-
-
-def _heads(net: torch.nn.Module, full: torch.Tensor, inplace: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Reliability softmax(clf(x²))[1] and repeatability r/(1+r), r = softplus(sal(x²)), of a B x 128 x H x W map.
-
-    Both 1x1 convolutions run as one matrix product over the channels: torch's conv2d with 1-2 output channels
-    is several times slower (the heads cost more than the whole trunk did). ``inplace``: ``full`` is a temporary
-    the caller no longer needs; it is squared in place, saving one 128-channel buffer.
-    """
-    n, c, h, w = full.shape
-    x = full.reshape(n, c, h * w)
-    copied = x.data_ptr() != full.data_ptr()  # a non-contiguous view was copied: the copy is ours
-    sq = x.square_() if inplace or copied else x.square()
-    wts, bias = _head_weights(net, c, sq.dtype)
-    o = torch.matmul(wts, sq).add_(bias.view(1, -1, 1)).view(n, -1, h, w)
-    rel = torch.softmax(o[:, :2], dim=1)[:, 1]
-    s = F.softplus(o[:, 2:3])
-    return rel, (s / (1 + s))[:, 0]
-
-
-@torch.inference_mode()
-def run_network(model: Model, unit: np.ndarray, device: torch.device | str = "cpu", precision: str = "fp32",
-                strip: int = 32, backend: str = "torch") -> DenseOutput:
-    """H x W [0, 1] image -> ``DenseOutput`` (maps on the CPU, float32).
-
-    Odd sizes are padded by edge replication to even so the Fast network's output covers every pixel. The heads
-    run on the half-resolution map in strips of ``strip`` rows (``_heads_upsampled``): the 128-channel
-    full-resolution map is never built.
-    backend: "torch", "openvino" or "onnxruntime" (resolved, see ``sarreg.model.backend``) for the convolution trunk.
-    """
-    return run_network_batch(model, np.asarray(unit)[None], device, precision, strip, backend)[0]
-
-
-@torch.inference_mode()
-def run_network_batch(model: Model, units: np.ndarray, device: torch.device | str = "cpu", precision: str = "fp32",
-                      strip: int = 32, backend: str = "torch") -> list[DenseOutput]:
-    """B x H x W [0, 1] images of one size -> one ``DenseOutput`` each, the trunk run once on the whole batch.
-
-    Why: on a GPU one call on several tiles keeps the device busy where single tiles leave it idle; the CPU
-    backends (OpenVINO / ONNX Runtime models have batch 1) run the images one after the other.
-    """
-    units = np.asarray(units, dtype=np.float32)
-    if backend in ("openvino", "onnxruntime") and len(units) > 1:
-        return [run_network_batch(model, u[None], device, precision, strip, backend)[0] for u in units]
-    device = torch.device(device)
-    _, h, w = units.shape
-    ph, pw = h % 2, w % 2
-    x = torch.from_numpy(np.ascontiguousarray(units))[:, None]
-    if ph or pw:
-        x = F.pad(x, (0, pw, 0, ph), mode="replicate")
-    x = model.normalise(x.to(device))
-    net = _inference_net(model, device)
-    ops = list(net.ops)
-    up = isinstance(ops[-1], torch.nn.Upsample)
-    if backend == "openvino":
-        from sarreg.model.backend import openvino_trunk
-
-        x = openvino_trunk(model, net, precision)(x)
-    elif backend == "onnxruntime":
-        from sarreg.model.backend import onnxruntime_trunk
-
-        x = onnxruntime_trunk(model, net)(x)
-    else:
-        x = x.contiguous(memory_format=torch.channels_last)
-        ctx = torch.autocast(device_type=device.type, dtype=torch.bfloat16) if precision == "bf16" else _null()
-        with ctx:
-            for op in ops[:-1] if up else ops:
-                x = op(x)
-    raw = x.float().contiguous()
-    del x
-    if not up:
-        rel, rep = _heads(net, raw)
-        return [DenseOutput(raw[i, :, :h, :w].cpu(), rel[i, :h, :w].cpu(), rep[i, :h, :w].cpu(), False)
-                for i in range(len(units))]
-    outs = []
-    for i in range(len(units)):
-        rel, rep = _heads_upsampled(net, raw[i], strip)
-        outs.append(DenseOutput(raw[i].cpu(), rel[:h, :w].cpu(), rep[:h, :w].cpu(), True))
-    return outs
-
-
-def _heads_upsampled(net: torch.nn.Module, raw: torch.Tensor, strip: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
-    """Reliability and repeatability at full resolution (2h x 2w) from the half-resolution C x h x w map, equal
-    to ``_heads`` of its bilinear x2 up-sampling (align_corners=False, edges clamped) without building it.
-
-    Why: up-sampling 128 channels to 4x the pixels and squaring them cost more than the whole trunk. The heads
-    are linear in the squared map, and an up-sampled pixel is a weighted sum of a 2 x 2 block of raw pixels
-    r_a..r_d, so  W (sum_k w_k r_k)^2 = sum_k w_k^2 W(r_k r_k) + 2 sum_{k<l} w_k w_l W(r_k r_l): the head
-    projections of the products of neighbouring raw pixels (self, right, down, both diagonals) are computed
-    once at half resolution (3 channels each) and combined per output pixel with the bilinear weights
-    (0.75 / 0.25). Exact up to float rounding. Row strips of ``strip`` raw rows bound the memory.
-    """
-    c, hh, ww = raw.shape
-    wts, bias = _head_weights(net, c, raw.dtype)
-    bias = bias.view(-1, 1, 1)
-    pad = F.pad(raw[None], (1, 1, 1, 1), mode="replicate")[0]  # clamped edges = replicated border
-    o = torch.empty(3, 2 * hh, 2 * ww, dtype=raw.dtype)
-    near, far = 0.75, 0.25
-
-    def proj(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        n, hs, ws = a.shape
-        return torch.matmul(wts, (a * b).reshape(n, hs * ws)).view(-1, hs, ws)
-
-    for m0 in range(0, hh, max(1, strip)):
-        m1 = min(hh, m0 + max(1, strip))
-        p = pad[:, m0:m1 + 2]  # padded rows m0 .. m1+1 (output rows 2 m0 .. 2 m1 - 1)
-        S = proj(p, p)
-        Hz = proj(p[:, :, :-1], p[:, :, 1:])
-        V = proj(p[:, :-1], p[:, 1:])
-        D = proj(p[:, :-1, :-1], p[:, 1:, 1:])
-        A = proj(p[:, :-1, 1:], p[:, 1:, :-1])
-        n = m1 - m0
-        for py in (0, 1):  # output row 2m + py: top padded row m + py, weight of the top row
-            wt = far if py == 0 else near
-            wb = 1.0 - wt
-            ts = slice(py, py + n)
-            tb = slice(py + 1, py + n + 1)
-            for px in (0, 1):
-                wl = far if px == 0 else near
-                wr = 1.0 - wl
-                ls, rs = slice(px, px + ww), slice(px + 1, px + ww + 1)
-                wa, wb_, wc, wd = wt * wl, wt * wr, wb * wl, wb * wr
-                v = (wa * wa) * S[:, ts, ls] + (wb_ * wb_) * S[:, ts, rs] + (wc * wc) * S[:, tb, ls] \
-                    + (wd * wd) * S[:, tb, rs] + (2 * wa * wb_) * Hz[:, ts, ls] + (2 * wc * wd) * Hz[:, tb, ls] \
-                    + (2 * wa * wc) * V[:, ts, ls] + (2 * wb_ * wd) * V[:, ts, rs] \
-                    + (2 * wa * wd) * D[:, ts, ls] + (2 * wb_ * wc) * A[:, ts, ls]
-                o[:, 2 * m0 + py:2 * m1:2, px::2] = v + bias
-    rel = torch.softmax(o[:2], dim=0)[1]
-    sp = F.softplus(o[2])
-    return rel, sp / (1 + sp)
-
-
-class _null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *a: object) -> None:
-        return None
 
 
 def thresholds(cfg: ExtractConfig, model: Model) -> tuple[float, float]:
@@ -306,13 +103,17 @@ def _extract_tile(model: Model, unit: np.ndarray, valid: np.ndarray, cfg: Extrac
     """Detections inside ``core`` (tile-local rows/cols) -> (rows, cols, scores, descriptors), best ``quota``."""
     if not valid.any():
         return np.zeros(0, int), np.zeros(0, int), np.zeros(0, np.float32), np.zeros((0, 128), np.float32)
-    out = run_network(model, unit, device, cfg.precision, backend=resolve_backend(cfg.backend, device))
-    return _detections(out, valid, model, cfg, core, quota)
+    backend = resolve_backend(cfg.backend, device)
+    out = run_network(model, unit, device, cfg.precision, backend=backend)
+    return _detections(out, valid, model, cfg, core, quota, unit, device, backend)
 
 
 def _detections(out: DenseOutput, valid: np.ndarray, model: Model, cfg: ExtractConfig,
-                core: tuple[int, int, int, int], quota: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Keypoints of one network output inside ``core`` -> (rows, cols, scores, descriptors), best ``quota``."""
+                core: tuple[int, int, int, int], quota: int, unit: np.ndarray | None = None,
+                device: torch.device | str = "cpu", backend: str = "torch"
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Keypoints of one network output inside ``core`` -> (rows, cols, scores, descriptors), best ``quota``.
+    ``unit``: the image ``out`` came from (needed by models with context descriptors, ``Model.context``)."""
     rel, rep = out.reliability, out.repeatability
     allowed = _allowed_mask(valid, cfg.border)
     r0, r1, c0, c1 = core
@@ -323,7 +124,7 @@ def _detections(out: DenseOutput, valid: np.ndarray, model: Model, cfg: ExtractC
     if quota > 0 and scores.size > quota:
         best = np.argpartition(scores, -quota)[-quota:]
         ys, xs, scores = ys[best], xs[best], scores[best]
-    desc = model.describe(out.descriptors_at(ys, xs))
+    desc = describe_at(model, out, ys, xs, unit, device, cfg.precision, backend)
     if cfg.subpixel and len(ys):
         dy, dx = _peak_offsets(rep, ys, xs)
         return ys + dy, xs + dx, scores, desc
@@ -421,7 +222,7 @@ def extract_batch(model: Model, images: list[tuple[np.ndarray, np.ndarray]], cfg
                                       device, cfg.precision, backend=backend)
             for i, d in zip(part, dense):
                 ys, xs, scores, desc = _detections(d, np.asarray(images[i][1], bool), model, single, (0, h, 0, w),
-                                                   _quota(single, h * w, h * w))
+                                                   _quota(single, h * w, h * w), images[i][0], device, backend)
                 kp = np.stack([xs, ys, np.full(len(xs), 32.0)], 1).astype(np.float32)
                 out[i] = Features(kp, desc, scores, (w, h)).top_k(cfg.top_k)
     return [f for f in out if f is not None]
