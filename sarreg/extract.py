@@ -35,7 +35,7 @@ from sarreg.io.tiling import tile_grid
 from sarreg.model.backend import resolve_backend
 from sarreg.model.weights import Model, load_model
 from sarreg.network import (  # noqa: F401  (re-exported: network execution lives in sarreg.network)
-    DenseOutput, describe_at, resolve_device, run_network, run_network_batch)
+    DenseOutput, resolve_device, run_network, run_network_batch)
 
 log = logging.getLogger(__name__)
 MAX_LEVELS = 32  # pyramid levels per scene at most (see pyramid_scales)
@@ -103,17 +103,13 @@ def _extract_tile(model: Model, unit: np.ndarray, valid: np.ndarray, cfg: Extrac
     """Detections inside ``core`` (tile-local rows/cols) -> (rows, cols, scores, descriptors), best ``quota``."""
     if not valid.any():
         return np.zeros(0, int), np.zeros(0, int), np.zeros(0, np.float32), np.zeros((0, 128), np.float32)
-    backend = resolve_backend(cfg.backend, device)
-    out = run_network(model, unit, device, cfg.precision, backend=backend)
-    return _detections(out, valid, model, cfg, core, quota, unit, device, backend)
+    out = run_network(model, unit, device, cfg.precision, backend=resolve_backend(cfg.backend, device))
+    return _detections(out, valid, model, cfg, core, quota)
 
 
 def _detections(out: DenseOutput, valid: np.ndarray, model: Model, cfg: ExtractConfig,
-                core: tuple[int, int, int, int], quota: int, unit: np.ndarray | None = None,
-                device: torch.device | str = "cpu", backend: str = "torch"
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Keypoints of one network output inside ``core`` -> (rows, cols, scores, descriptors), best ``quota``.
-    ``unit``: the image ``out`` came from (needed by models with context descriptors, ``Model.context``)."""
+                core: tuple[int, int, int, int], quota: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Keypoints of one network output inside ``core`` -> (rows, cols, scores, descriptors), best ``quota``."""
     rel, rep = out.reliability, out.repeatability
     allowed = _allowed_mask(valid, cfg.border)
     r0, r1, c0, c1 = core
@@ -124,7 +120,7 @@ def _detections(out: DenseOutput, valid: np.ndarray, model: Model, cfg: ExtractC
     if quota > 0 and scores.size > quota:
         best = np.argpartition(scores, -quota)[-quota:]
         ys, xs, scores = ys[best], xs[best], scores[best]
-    desc = describe_at(model, out, ys, xs, unit, device, cfg.precision, backend)
+    desc = model.describe(out.descriptors_at(ys, xs))
     if cfg.subpixel and len(ys):
         dy, dx = _peak_offsets(rep, ys, xs)
         return ys + dy, xs + dx, scores, desc
@@ -222,7 +218,7 @@ def extract_batch(model: Model, images: list[tuple[np.ndarray, np.ndarray]], cfg
                                       device, cfg.precision, backend=backend)
             for i, d in zip(part, dense):
                 ys, xs, scores, desc = _detections(d, np.asarray(images[i][1], bool), model, single, (0, h, 0, w),
-                                                   _quota(single, h * w, h * w), images[i][0], device, backend)
+                                                   _quota(single, h * w, h * w))
                 kp = np.stack([xs, ys, np.full(len(xs), 32.0)], 1).astype(np.float32)
                 out[i] = Features(kp, desc, scores, (w, h)).top_k(cfg.top_k)
     return [f for f in out if f is not None]

@@ -1,5 +1,5 @@
 """Network execution: a [0, 1] image -> dense reliability, repeatability and descriptor maps (``DenseOutput``),
-and the descriptors that are matched, sampled from them at keypoints (``describe_at``).
+from which descriptors are sampled at keypoints.
 
 Kept apart from keypoint detection (``sarreg.extract``) so that the fine stage, training tools and benchmarks can
 run the network without the pyramid and tiling logic.
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -16,6 +15,7 @@ import torch.nn.functional as F
 from sarreg.errors import InputError
 from sarreg.model.r2d2 import fold_batchnorm
 from sarreg.model.weights import Model
+
 
 def resolve_device(name: str = "auto") -> torch.device:
     """'auto' -> CUDA when available, else CPU; 'cuda' without CUDA is an error."""
@@ -218,47 +218,3 @@ class _null:
 
     def __exit__(self, *a: object) -> None:
         return None
-
-
-def context_levels(unit: np.ndarray, factors: tuple[int, ...]) -> list[tuple[int, np.ndarray]]:
-    """The image area-averaged by each factor (at least 8 x 8 px): the coarser views context descriptors come from."""
-    h, w = unit.shape
-    out = []
-    for f in factors:
-        lw, lh = max(8, round(w / f)), max(8, round(h / f))
-        out.append((f, cv2.resize(np.asarray(unit, np.float32), (lw, lh), interpolation=cv2.INTER_AREA)))
-    return out
-
-
-def raw_descriptors_at(model: Model, out: DenseOutput, ys: np.ndarray, xs: np.ndarray, unit: np.ndarray | None = None,
-                       device: torch.device | str = "cpu", precision: str = "fp32", backend: str = "torch"
-                       ) -> np.ndarray:
-    """The network's descriptors at (rows ys, cols xs) of ``out``, followed, for a model with context levels
-    (``Model.context``, e.g. (2, 4)), by the descriptors at the same places of ``unit`` area-averaged by each
-    factor: N x 128 (1 + len(context)), each block L2-normalised. ``unit`` = the image ``out`` came from.
-
-    Why: a descriptor of the level alone sees a few tens of pixels, where speckle and temporal change dominate;
-    the same place seen 2x and 4x coarser adds the surrounding structure (fields, ridges, shorelines) that
-    survives between dates. The model's projection (``Model.describe``) reduces the blocks to 128 again."""
-    d = out.descriptors_at(ys, xs)
-    if not model.context or len(ys) == 0:
-        return d
-    if unit is None:
-        raise InputError(f"{model.name}: context descriptors need the image the network ran on")
-    h, w = np.shape(unit)
-    parts = [d]
-    for _, small in context_levels(unit, model.context):
-        sh, sw = small.shape
-        o = run_network(model, small, device, precision, backend=backend)
-        # pixel-centre rule between the two grids: x_small = (x + 0.5) * sw / w - 0.5
-        yy = np.clip((np.asarray(ys, np.float64) + 0.5) * sh / h - 0.5, 0, sh - 1)
-        xx = np.clip((np.asarray(xs, np.float64) + 0.5) * sw / w - 0.5, 0, sw - 1)
-        parts.append(o.descriptors_at(yy, xx))
-    return np.concatenate(parts, 1)
-
-
-def describe_at(model: Model, out: DenseOutput, ys: np.ndarray, xs: np.ndarray, unit: np.ndarray | None = None,
-                device: torch.device | str = "cpu", precision: str = "fp32", backend: str = "torch") -> np.ndarray:
-    """The descriptors that are matched at (rows ys, cols xs): ``raw_descriptors_at`` projected by the model's
-    whitening (``Model.describe``), N x 128."""
-    return model.describe(raw_descriptors_at(model, out, ys, xs, unit, device, precision, backend))

@@ -5,10 +5,8 @@ Our format (``save_checkpoint``) is a plain dict loaded with ``torch.load(weight
     {"format": "sarreg-checkpoint", "version": 1, "arch": "Fast_Quad_L2Net_ConfCFS", "mchan": 4,
      "in_channels": 1, "preprocess": {"mean": [0.5], "std": [0.25]}, "training": {...}, "state_dict": {...}}
 
-optionally with ``"whitening": {"mean": D, "matrix": 128 x D, "context": [f, ...]}``: a linear projection of the
-L2-normalised descriptors, (d - mean) @ matrix.T, L2-normalised again (``sarreg.train.whiten``); with context
-factors, d is the level's descriptor followed by those of the image area-averaged by each factor, D = 128 (1 + n)
-(``sarreg.network.raw_descriptors_at``).
+optionally with ``"whitening": {"mean": D, "matrix": D x D}``: a linear projection of the L2-normalised
+descriptors, (d - mean) @ matrix.T, L2-normalised again (``sarreg.train.whiten``).
 
 R2D2 checkpoints (``{"net": "Quad_L2Net_ConfCFS()", "state_dict": ...}``, loaded with ``weights_only`` plus
 ``collections.defaultdict`` read as a plain dict, torch >= 2.6) are recognised by parsing the ``net``
@@ -60,8 +58,7 @@ class Model:
     training: dict[str, Any] = field(default_factory=dict)
     rel_thr: float = 0.7  # detection thresholds the model was calibrated for (R2D2's defaults otherwise)
     rep_thr: float = 0.7
-    whitening: tuple[np.ndarray, np.ndarray] | None = None  # (mean D, matrix 128 x D), see ``describe``
-    context: tuple[int, ...] = ()  # down-sampling factors of the context descriptors, see ``describe``
+    whitening: tuple[np.ndarray, np.ndarray] | None = None  # (mean D, matrix D x D), see ``describe``
 
     @property
     def receptive_field(self) -> int:
@@ -72,10 +69,8 @@ class Model:
         return self
 
     def describe(self, desc: np.ndarray) -> np.ndarray:
-        """The descriptors that are matched: the network's L2-normalised ones (N x D; with context factors the
-        level's descriptor and those of the coarser views side by side, ``sarreg.network.raw_descriptors_at``),
-        projected by the stored whitening when the checkpoint has one ((d - mean) @ matrix.T, L2-normalised
-        again, N x 128), else unchanged.
+        """The descriptors that are matched: the network's L2-normalised ones, projected by the stored whitening
+        when the checkpoint has one ((d - mean) @ matrix.T, L2-normalised again), else unchanged.
 
         Why: a whitening learned from matching views (``sarreg.train.whiten``) damps the descriptor directions that
         speckle and temporal change move and centres away the direction that all descriptors share."""
@@ -174,18 +169,7 @@ def load_model(path: str | Path | None = None, device: str | torch.device = "cpu
     return Model(net=net, arch=arch, mchan=mchan, in_channels=cin, mean=mean, std=std,
                  name=path.name, sha256=sha256_file(path), training=training,
                  rel_thr=float(thr.get("rel_thr", default_thr)), rep_thr=float(thr.get("rep_thr", default_thr)),
-                 whitening=_whitening(ckpt.get("whitening"), path), context=_context(ckpt.get("whitening"), path))
-
-
-def _context(w: Any, path: Path) -> tuple[int, ...]:
-    """The context factors stored with the whitening (integers >= 2; () when none)."""
-    try:
-        ctx = tuple(int(f) for f in ((w or {}).get("context") or ()))
-    except (AttributeError, TypeError, ValueError) as e:
-        raise WeightsError(f"{path}: malformed descriptor context ({e})") from None
-    if any(f < 2 for f in ctx):
-        raise WeightsError(f"{path}: descriptor context factors must be integers >= 2, got {list(ctx)}")
-    return ctx
+                 whitening=_whitening(ckpt.get("whitening"), path))
 
 
 def _whitening(w: Any, path: Path) -> tuple[np.ndarray, np.ndarray] | None:
@@ -197,10 +181,10 @@ def _whitening(w: Any, path: Path) -> tuple[np.ndarray, np.ndarray] | None:
         mat = np.asarray(w["matrix"], np.float32)
     except (KeyError, TypeError, ValueError) as e:
         raise WeightsError(f"{path}: malformed descriptor whitening ({e})") from None
-    d = 128 * (1 + len(_context(w, path)))
-    if mean.size != d or mat.shape != (128, d) or not (np.isfinite(mean).all() and np.isfinite(mat).all()):
-        raise WeightsError(f"{path}: descriptor whitening must be a finite mean of D and a 128 x D matrix, D = {d} "
-                           f"(128 per descriptor block), got {mean.shape} and {mat.shape}")
+    if mean.size != 128 or mat.shape != (mean.size, mean.size) or not (np.isfinite(mean).all()
+                                                                       and np.isfinite(mat).all()):
+        raise WeightsError(f"{path}: descriptor whitening must be a finite mean of D and a D x D matrix, D = 128 "
+                           f"(the descriptor size), got {mean.shape} and {mat.shape}")
     return mean, mat
 
 

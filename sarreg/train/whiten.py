@@ -15,12 +15,7 @@ Matching views come from ``sarreg.train.pairs.sample_pair`` on the training sour
 built from them stay unseen): keypoints of the first view (3x3 maxima of repeatability, best ``per_pair``), the
 descriptors there and at the true positions in the second view.
 
-With ``--context 2,4`` each descriptor is the level's own followed by those at the same place of the image
-area-averaged 2x and 4x (``sarreg.network.raw_descriptors_at``); the whitening of the 384 dimensions is followed
-by their 128 principal directions (of the whitened matching descriptors), so the stored matrix is 128 x 384 and
-the matched descriptors keep R2D2's size.
-
-    python -m sarreg.train.whiten SRC.pt DST.pt DATA... [--pairs 400] [--shrink 0.1] [--seed 1234] [--context 2,4]
+    python -m sarreg.train.whiten SRC.pt DST.pt DATA... [--pairs 400] [--shrink 0.1] [--seed 1234]
 """
 from __future__ import annotations
 
@@ -57,7 +52,7 @@ def collect(model: Model, sources: Sequence[Source], n_pairs: int = 400, crop: i
             seed: int = 1234, views: dict | None = None, log_every: int = 50) -> dict[str, np.ndarray]:
     """Descriptors of matching keypoints in ``n_pairs`` training pairs -> {"a", "b": N x D matching rows,
     "others": descriptors at the second views' own keypoints (non-matching), "group"/"group_others": pair index}."""
-    from sarreg.network import raw_descriptors_at, run_network
+    from sarreg.extract import run_network
 
     rng = np.random.default_rng(seed)
     cfg = PairConfig(crop=crop, **(VIEWS if views is None else views))
@@ -75,11 +70,11 @@ def collect(model: Model, sources: Sequence[Source], n_pairs: int = 400, crop: i
               & (x2 <= w - 1 - border) & (y2 <= h - 1 - border))
         if ok.sum() < 10:
             continue
-        a.append(raw_descriptors_at(model, o1, ys[ok], xs[ok], p["img1"]))
-        b.append(raw_descriptors_at(model, o2, y2[ok], x2[ok], p["img2"]))
+        a.append(o1.descriptors_at(ys[ok], xs[ok]))
+        b.append(o2.descriptors_at(y2[ok], x2[ok]))
         g.append(np.full(int(ok.sum()), k))
         y2k, x2k = _maxima(o2.repeatability, border, per_pair)
-        o.append(raw_descriptors_at(model, o2, y2k, x2k, p["img2"]))
+        o.append(o2.descriptors_at(y2k, x2k))
         go.append(np.full(len(y2k), k))
         if log_every and (k + 1) % log_every == 0:
             print(f"{k + 1} pairs, {sum(len(x) for x in a)} matching descriptors, {time.time() - t0:.0f} s",
@@ -101,22 +96,6 @@ def fit_whitening(a: np.ndarray, b: np.ndarray, others: np.ndarray | None = None
     w = np.maximum(w, 0) + shrink * max(float(w.mean()), 1e-12)
     mat = (v / np.sqrt(w)) @ v.T
     return mean.astype(np.float32), mat.astype(np.float32)
-
-
-def reduce_whitening(a: np.ndarray, b: np.ndarray, mean: np.ndarray, matrix: np.ndarray, dims: int = 128
-                     ) -> np.ndarray:
-    """The whitening ``matrix`` (D x D) followed by the ``dims`` principal directions of the whitened matching
-    descriptors ``a`` and ``b`` -> dims x D (unchanged when D <= dims).
-
-    Why: context descriptors (D = 384) are matched at R2D2's size; the whitened directions with little variance
-    across places carry mostly noise (measured on held-out training views: 128 of 384 match better than all)."""
-    if matrix.shape[0] <= dims:
-        return matrix
-    if 2 * len(a) < dims:
-        raise ValueError(f"too few matching descriptors ({len(a)} pairs) for {dims} principal directions")
-    y = (np.concatenate([a, b]).astype(np.float64) - mean) @ matrix.T.astype(np.float64)
-    _, _, vt = np.linalg.svd(y - y.mean(0), full_matrices=False)
-    return (vt[:dims] @ matrix.astype(np.float64)).astype(np.float32)
 
 
 def matching_scores(data: dict[str, np.ndarray], model: Model, groups: np.ndarray) -> dict[str, float]:
@@ -148,8 +127,7 @@ def write_whitened(src: str | Path, dst: str | Path, mean: np.ndarray, matrix: n
     ck = _torch_load(src)
     if ck.get("format") != "sarreg-checkpoint":
         raise WeightsError(f"{src}: whitening is stored in sarreg checkpoints only")
-    ctx = [int(f) for f in (info or {}).get("context", [])]
-    ck["whitening"] = {"mean": torch.from_numpy(mean), "matrix": torch.from_numpy(matrix), "context": ctx}
+    ck["whitening"] = {"mean": torch.from_numpy(mean), "matrix": torch.from_numpy(matrix)}
     ck.setdefault("training", {})["whitening"] = info or {}
     ck.pop("optimizer", None)
     return write_atomic(dst, lambda tmp: torch.save(ck, tmp))
@@ -169,32 +147,25 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--val-holdout", type=int, default=8)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--context", default="", help="down-sampling factors of context descriptors, e.g. 2,4")
     a = ap.parse_args(argv)
-    context = tuple(int(f) for f in a.context.split(",") if f.strip())
     torch.set_num_threads(a.threads)
     model = load_model(a.src)
     if model.whitening is not None:
         raise SystemExit(f"{a.src}: already whitened")
     sources, _ = build_sources(a.data, [], True, a.crop, a.val_holdout, {}, terrain=0.3, polar=0.25)
-    model.context = context
     data = collect(model, sources, a.pairs, a.crop, seed=a.seed)
     half = data["group"].max() // 2
     fit_part = data["group"] <= half
     mean, mat = fit_whitening(data["a"][fit_part], data["b"][fit_part],
                               data["others"][data["group_others"] <= half], a.shrink)
-    mat = reduce_whitening(data["a"][fit_part], data["b"][fit_part], mean, mat)
     held = np.unique(data["group"][~fit_part])
-    own = {k: (v[:, :128] if v.ndim == 2 else v) for k, v in data.items()}  # the level's descriptors alone
-    before = matching_scores(own, model, held)
+    before = matching_scores(data, model, held)
     model.whitening = (mean, mat)
     after = matching_scores(data, model, held)
     print(f"held-out half of the pairs: before {before}\n                            after  {after}")
     # the stored whitening uses every pair
     mean, mat = fit_whitening(data["a"], data["b"], data["others"], a.shrink)
-    mat = reduce_whitening(data["a"], data["b"], mean, mat)
     info = {"pairs": a.pairs, "crop": a.crop, "shrink": a.shrink, "seed": a.seed, "val_holdout": a.val_holdout,
-            "context": list(context),
             "views": VIEWS, "data": [str(d) for d in a.data], "matching_descriptors": int(len(data["a"])),
             "held_out_half": {"before": before, "after": after}}
     print(write_whitened(a.src, a.dst, mean, mat, info))
