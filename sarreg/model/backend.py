@@ -2,7 +2,7 @@
 
 The trunk (every layer up to the descriptor map; for the Fast network everything before its final x2
 up-sampling) is the whole cost of a forward pass; the heads run on the result in torch either way
-(``sarreg.extract.run_network``). OpenVINO runs this trunk about 2-5x faster than torch on CPUs
+(``sarreg.network.run_network``). OpenVINO runs this trunk about 2-5x faster than torch on CPUs
 (see ``benchmarks/RESULTS.md``). Training always stays on torch.
 
 The OpenVINO model is converted from our torch module (batch norm folded) with ``openvino.convert_model``, with a
