@@ -286,6 +286,8 @@ GLOBAL_START_MIN_AGREE = 0.11
 # it flags 11 / 14 of 112 / 122 ok results, 7 / 6 of them more than 2 px off (one 3.3 / 4.0 px), 1 / 2 within
 # 1 px; the other ok results more than 3 px off (1 / 1) have no second source that passes the gates
 CROSS_MIN_AGREE = 0.5
+GROSS_THRESHOLDS = 10.0  # gross disagreement with an untrusted second estimate: 10 x --threshold (15 px by default)
+GROSS_SIGMAS = 3.0  # ... plus 3 sigma of that estimate's bootstrap spread over the overlap
 
 
 def judge(est: Estimate, prior: np.ndarray, cfg: RegisterConfig, adequacy: float | None = None,
@@ -304,7 +306,12 @@ def judge(est: Estimate, prior: np.ndarray, cfg: RegisterConfig, adequacy: float
     if spread is not None and spread > MAX_SPREAD * cfg.max_rmse:
         reasons.append(f"uncertain away from the tie points: bootstrap spread {spread:.2f} px over the overlap "
                        f"> {MAX_SPREAD * cfg.max_rmse:g}")
-    if cross is not None and cross["within_threshold"] < CROSS_MIN_AGREE:
+    if cross is not None and not cross.get("other_passes", True):
+        if cross["distance_px"] is not None and cross["distance_px"] > gross_limit(cross, cfg):
+            reasons.append(f"the {cross['source']} tie points' own {cross['model']} fit ({cross['tie_points']} inliers, "
+                           f"not trusted alone) is {cross['distance_px']:.1f} px from this estimate over the overlap, "
+                           f"beyond its own uncertainty ({gross_limit(cross, cfg):.1f} px): one of them is grossly wrong")
+    elif cross is not None and cross["within_threshold"] < CROSS_MIN_AGREE:
         reasons.append(f"the {cross['source']} tie points disagree: only {cross['within_threshold']:.0%} of the "
                        f"{cross['tie_points']} inliers of their own {cross['model']} fit lie within "
                        f"{cfg.threshold:g} px of this estimate (median {cross['median_px']:.2f} px)")
@@ -330,23 +337,39 @@ def judge(est: Estimate, prior: np.ndarray, cfg: RegisterConfig, adequacy: float
 
 def cross_check(est: Estimate, other: Estimate | None, other_matches: StageResult | None, area: BaseGeometry,
                 prior: np.ndarray, cfg: RegisterConfig) -> dict[str, Any] | None:
-    """The kept estimate against the other source of tie points (keypoints vs correlation), when that source's own
-    estimate passes the gates: how far the kept estimate is from the other source's inlier tie points (median
-    residual, fraction within ``--threshold``) and from its estimate over the overlap (mean px). Two independent
-    sources that each look trustworthy but disagree mean that at least one extrapolates wrongly (tie points
-    clustered in part of the overlap): the result is not trusted. None: no such other estimate."""
+    """The kept estimate against the other source of tie points (keypoints vs correlation): how far the kept
+    estimate is from the other source's inlier tie points (median residual, fraction within ``--threshold``) and
+    from its estimate over the overlap (mean px). Two independent sources that each look trustworthy but disagree
+    mean that at least one extrapolates wrongly (tie points clustered in part of the overlap): the result is not
+    trusted. When the other source's estimate does not pass the gates itself ("other_passes": false), only a gross
+    disagreement counts (``judge``), measured against that estimate's own bootstrap spread ("other_spread_px").
+    None: no other estimate with at least ``--min-inliers`` inliers (measured, stop 16: an 8-inlier correlation fit
+    93 px off flagged a keypoint result 1.7 px off; the 20-inlier keypoint fit that caught a 36 px wrong result
+    passes this)."""
+    from sarreg.estimate import bootstrap_spread
+
     if other is None or other_matches is None or other.n_inliers < cfg.min_inliers:
         return None
-    if judge(other, prior, cfg)[0] != "ok":
-        return None
+    passes = judge(other, prior, cfg)[0] == "ok"
     idx = np.flatnonzero(other.inliers)
     r = np.hypot(*(est.apply(other_matches.src[idx]) - other_matches.dst[idx]).T)
     dist = _model_distance(est, other, area)
     source = "correlation" if other_matches.info.get("method") == "correlation" else "keypoints"
-    return {"source": source, "model": other.model, "tie_points": int(idx.size),
-            "median_px": finite_round(float(np.median(r))),
-            "within_threshold": round(float(np.mean(r <= cfg.threshold)), 4),
-            "distance_px": None if dist is None else round(dist, 4)}
+    out = {"source": source, "model": other.model, "tie_points": int(idx.size),
+           "median_px": finite_round(float(np.median(r))),
+           "within_threshold": round(float(np.mean(r <= cfg.threshold)), 4),
+           "distance_px": None if dist is None else round(dist, 4), "other_passes": bool(passes)}
+    if not passes:
+        out["other_spread_px"] = finite_round(bootstrap_spread(other, other_matches.src, other_matches.dst,
+                                                               overlap_points(area), seed=cfg.seed))
+    return out
+
+
+def gross_limit(cross: dict[str, Any], cfg: RegisterConfig) -> float:
+    """How far (mean px over the overlap) an estimate may be from the other source's estimate that does not pass
+    the gates itself: ``GROSS_THRESHOLDS`` x ``--threshold`` plus ``GROSS_SIGMAS`` x that estimate's own bootstrap
+    spread (its uncertainty away from its tie points; 0 when unknown)."""
+    return GROSS_THRESHOLDS * cfg.threshold + GROSS_SIGMAS * float(cross.get("other_spread_px") or 0.0)
 
 
 def to_pixel_transform(est: Estimate, src: np.ndarray, dst: np.ndarray) -> PixelTransform:

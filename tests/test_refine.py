@@ -173,6 +173,50 @@ def test_cross_check_flags_an_estimate_the_other_tie_points_disagree_with():
     assert good["within_threshold"] == 1.0 and judge(kp_est, eye, cfg, cross=good)[0] == "ok"
     few = fit_model(src[:10], dst[:10], "homography", threshold=cfg.threshold, area=area)
     assert cross_check(sim, few, kp, area, eye, cfg) is None  # 10 inliers < --min-inliers: no second opinion
+    near = np.flatnonzero((src < 350).all(1))  # keypoints of one corner only: coverage too small to pass alone
+    assert len(near) >= cfg.min_inliers
+    kp_near = StageResult(src[near], dst[near], np.ones(len(near), np.float32), e, e, np.arange(len(near)),
+                          np.arange(len(near)))
+    weak = cross_check(sim, fit_model(src[near], dst[near], "homography", threshold=cfg.threshold, area=area),
+                       kp_near, area, eye, cfg)
+    assert weak["other_passes"] is False and weak["other_spread_px"] is not None, weak
+    assert not any("tie points" in r for r in judge(sim, eye, cfg, cross=weak)[1])  # and not grossly apart
+
+
+def test_an_estimate_grossly_apart_from_the_other_sources_untrusted_fit_is_not_ok():
+    """Correlation windows locked onto a wrong solution (all tie points agree on a shift 60 px off the truth) pass
+    every gate of their own; the keypoints' fit does not pass the gates (clustered: coverage too small) but sits
+    tens of pixels away, far beyond its own bootstrap spread: not ok. Keypoints that agree within their
+    uncertainty leave the status alone."""
+    import shapely
+
+    from sarreg.features import Features
+    from sarreg.quality import cross_check, judge
+    from sarreg.stage import StageResult
+
+    rng = np.random.default_rng(11)
+    area = shapely.box(0, 0, 1000, 1000)
+    cfg = RegisterConfig(model="auto")
+    eye = np.eye(3)
+    truth = np.array([[1.0, 0.0, 4.0], [0.0, 1.0, 54.0], [0.0, 0.0, 1.0]])
+    src = rng.uniform(0, 1000, (80, 2))
+    wrong = fit_model(src, src + [6.0, -8.0] + rng.normal(0, 0.3, (80, 2)), "shift", threshold=cfg.threshold,
+                      area=area)
+    assert judge(wrong, eye, cfg)[0] == "ok"  # on its own it looks fine
+    k_src = rng.uniform(0, 120, (20, 2))  # keypoint tie points in one corner only
+    k_dst = apply_matrix(truth, k_src) + rng.normal(0, 0.5, (20, 2))
+    e = Features.empty((1000, 1000))
+    kp = StageResult(k_src, k_dst, np.ones(20, np.float32), e, e, np.arange(20), np.arange(20))
+    kp_est = fit_model(k_src, k_dst, "shift", threshold=cfg.threshold, area=area)
+    assert judge(kp_est, eye, cfg)[0] == "low_quality"  # not trusted alone
+    cross = cross_check(wrong, kp_est, kp, area, eye, cfg)
+    assert cross["other_passes"] is False and cross["distance_px"] > 50, cross
+    status, reasons = judge(wrong, eye, cfg, cross=cross)
+    assert status == "low_quality" and any("grossly wrong" in r for r in reasons), reasons
+    right = fit_model(src, apply_matrix(truth, src) + rng.normal(0, 0.3, (80, 2)), "shift", threshold=cfg.threshold,
+                      area=area)
+    agree = cross_check(right, kp_est, kp, area, eye, cfg)
+    assert agree["distance_px"] < 2 and judge(right, eye, cfg, cross=agree)[0] == "ok", agree
 
 
 def test_global_start_answer_needs_enough_agreeing_windows():
