@@ -58,8 +58,8 @@ def _area_result(src: np.ndarray, dst: np.ndarray, q: np.ndarray, ref: Scene, mo
                        Features.empty((mov.width, mov.height)), np.zeros(n, np.int64), np.zeros(n, np.int64), info)
 
 
-def _fit_area(src: np.ndarray, dst: np.ndarray, q: np.ndarray, model: str, thr: float, cfg: RegisterConfig, area,
-              coverage_grid: int = 8) -> Estimate:
+def _fit_area(src: np.ndarray, dst: np.ndarray, q: np.ndarray, model: str, thr: float, cfg: RegisterConfig,
+              area: BaseGeometry, coverage_grid: int = 8) -> Estimate:
     """Robust fit to correlation tie points; RegistrationFailed unless enough of them agree."""
     est = fit_model(src, dst, model, cfg.robust, thr, area=area, scores=q, seed=cfg.seed, coverage_grid=coverage_grid)
     if est.n_inliers < AREA_MIN_WINDOWS or est.n_inliers < AREA_MIN_RATIO * len(src):

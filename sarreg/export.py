@@ -168,7 +168,8 @@ def write_quicklook(path: str | Path, ref_scene: Scene, mov_scene: Scene, transf
     return write_png(path, img)
 
 
-def _inverse_points(transform, ref_xy: np.ndarray, mov_scene) -> np.ndarray:
+def _inverse_points(transform: PixelTransform, ref_xy: np.ndarray, mov_scene: Scene | None = None
+                    ) -> np.ndarray:
     """Reference px -> moving px: exact for matrices; for poly2 / tps, Newton steps from the affine inverse."""
     m = np.asarray(transform.matrix, dtype=np.float64)
     inv = np.linalg.inv(m)

@@ -27,7 +27,7 @@ import resource
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import cv2
 import numpy as np
@@ -47,6 +47,9 @@ from sarreg.quality import (FAIL_INLIERS, choose_estimate, cross_check, judge, m
 from sarreg.relate import check_bounds, located_by, moving_pre, overlap_area, prior_matrix, read_coarse
 from sarreg.stage import StageResult
 from sarreg.warp import Grid, check_output, corrected_geotransform, pixel_size
+
+if TYPE_CHECKING:
+    from shapely.geometry.base import BaseGeometry
 
 # Extractor and prior_matrix are re-exported: callers (batch, apply) import them from here
 __all__ = ["Report", "register", "register_outputs", "Extractor", "prior_matrix", "STATUS_EXIT"]
@@ -106,7 +109,7 @@ def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def _correction(ref: Scene, prior: np.ndarray, est: Estimate, area) -> dict[str, Any]:
+def _correction(ref: Scene, prior: np.ndarray, est: Estimate, area: BaseGeometry) -> dict[str, Any]:
     """How far the estimate moves the moving raster from where its georeferencing put it (overlap centre)."""
     c = area.centroid
     centre_ref = np.array([[c.x, c.y]])

@@ -21,7 +21,7 @@ FAIL_INLIERS = 8  # fewer final inliers: status "failed" (no usable transform)
 RICHER = {"shift": "affine", "similarity": "affine", "affine": "homography"}
 
 
-def _model_distance(a: Estimate, b: Estimate, area) -> float | None:
+def _model_distance(a: Estimate, b: Estimate, area: BaseGeometry) -> float | None:
     """Mean distance (reference px) between two estimates over a 12 x 12 grid on the overlap ``area``."""
     import shapely
 
@@ -153,7 +153,7 @@ def choose_by_extrapolation(matches: StageResult, area: BaseGeometry, cfg: Regis
                           "cv_median_px": {m: v for m, v in cv.items() if m != "_n"}, "chosen": chosen}
 
 
-def _fit_all(src: np.ndarray, dst: np.ndarray, area, cfg: RegisterConfig, grid_n: int,
+def _fit_all(src: np.ndarray, dst: np.ndarray, area: BaseGeometry, cfg: RegisterConfig, grid_n: int,
              scores: np.ndarray | None) -> dict[str, Estimate]:
     """Every model of CV_MODELS fitted robustly to the same matches (those that can be), simplest first."""
     fits: dict[str, Estimate] = {}
@@ -308,9 +308,10 @@ def judge(est: Estimate, prior: np.ndarray, cfg: RegisterConfig, adequacy: float
                        f"> {MAX_SPREAD * cfg.max_rmse:g}")
     if cross is not None and not cross.get("other_passes", True):
         if cross["distance_px"] is not None and cross["distance_px"] > gross_limit(cross, cfg):
-            reasons.append(f"the {cross['source']} tie points' own {cross['model']} fit ({cross['tie_points']} inliers, "
-                           f"not trusted alone) is {cross['distance_px']:.1f} px from this estimate over the overlap, "
-                           f"beyond its own uncertainty ({gross_limit(cross, cfg):.1f} px): one of them is grossly wrong")
+            reasons.append(f"the {cross['source']} tie points' own {cross['model']} fit ({cross['tie_points']} "
+                           f"inliers, not trusted alone) is {cross['distance_px']:.1f} px from this estimate over the "
+                           f"overlap, beyond its own uncertainty ({gross_limit(cross, cfg):.1f} px): one of them is "
+                           f"grossly wrong")
     elif cross is not None and cross["within_threshold"] < CROSS_MIN_AGREE:
         reasons.append(f"the {cross['source']} tie points disagree: only {cross['within_threshold']:.0%} of the "
                        f"{cross['tie_points']} inliers of their own {cross['model']} fit lie within "

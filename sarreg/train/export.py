@@ -35,7 +35,7 @@ def _logit(p: float) -> float:
     return math.log(p / (1 - p))
 
 
-def _sample_rel(model, pairs, target_ap: float, seed: int = 0) -> dict:
+def _sample_rel(model: Model, pairs: Sequence[dict], target_ap: float, seed: int = 0) -> dict:
     """Per-query AP and raw img1 reliability with identical query positions."""
     net = model.net.eval()
     aps, rels = [], []
