@@ -141,7 +141,7 @@ def write_quicklook(path: str | Path, ref_scene: Scene, mov_scene: Scene, transf
     # for each preview pixel of the reference: its full-res reference position -> moving position -> preview
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
     ref_full = np.stack([(xx + 0.5) * ref_scene.width / w - 0.5, (yy + 0.5) * ref_scene.height / h - 0.5], -1)
-    mov_full = _inverse_points(transform, ref_full.reshape(-1, 2), mov_scene)
+    mov_full = _inverse_points(transform, ref_full.reshape(-1, 2))
     mh, mw = mu.shape
     mapx = ((mov_full[:, 0] + 0.5) * mw / mov_scene.width - 0.5).reshape(h, w).astype(np.float32)
     mapy = ((mov_full[:, 1] + 0.5) * mh / mov_scene.height - 0.5).reshape(h, w).astype(np.float32)
@@ -168,8 +168,7 @@ def write_quicklook(path: str | Path, ref_scene: Scene, mov_scene: Scene, transf
     return write_png(path, img)
 
 
-def _inverse_points(transform: PixelTransform, ref_xy: np.ndarray, mov_scene: Scene | None = None
-                    ) -> np.ndarray:
+def _inverse_points(transform: Estimate | PixelTransform, ref_xy: np.ndarray) -> np.ndarray:
     """Reference px -> moving px: exact for matrices; for poly2 / tps, Newton steps from the affine inverse."""
     m = np.asarray(transform.matrix, dtype=np.float64)
     inv = np.linalg.inv(m)

@@ -59,12 +59,11 @@ class DenseOutput:
             return np.zeros((0, self.raw.shape[0]), np.float32)
         y = torch.as_tensor(ys, dtype=torch.float32)
         x = torch.as_tensor(xs, dtype=torch.float32)
+        h, w = self.raw.shape[1:]
         if not self.upsampled:
-            h, w = self.raw.shape[1:]
             v = self.raw[:, y.round().long().clamp(0, h - 1), x.round().long().clamp(0, w - 1)].T
         else:
             # bilinear x2 up-sampling, align_corners=False, edge clamped: exactly what nn.Upsample computes
-            h, w = self.raw.shape[1:]
             sy = ((y + 0.5) / 2 - 0.5).clamp(min=0)
             sx = ((x + 0.5) / 2 - 0.5).clamp(min=0)
             y0, x0 = sy.floor().long().clamp(max=h - 1), sx.floor().long().clamp(max=w - 1)

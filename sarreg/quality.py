@@ -307,11 +307,11 @@ def judge(est: Estimate, prior: np.ndarray, cfg: RegisterConfig, adequacy: float
         reasons.append(f"uncertain away from the tie points: bootstrap spread {spread:.2f} px over the overlap "
                        f"> {MAX_SPREAD * cfg.max_rmse:g}")
     if cross is not None and not cross.get("other_passes", True):
-        if cross["distance_px"] is not None and cross["distance_px"] > gross_limit(cross, cfg):
+        limit = gross_limit(cross, cfg)
+        if cross["distance_px"] is not None and cross["distance_px"] > limit:
             reasons.append(f"the {cross['source']} tie points' own {cross['model']} fit ({cross['tie_points']} "
                            f"inliers, not trusted alone) is {cross['distance_px']:.1f} px from this estimate over the "
-                           f"overlap, beyond its own uncertainty ({gross_limit(cross, cfg):.1f} px): one of them is "
-                           f"grossly wrong")
+                           f"overlap, beyond its own uncertainty ({limit:.1f} px): one of them is grossly wrong")
     elif cross is not None and cross["within_threshold"] < CROSS_MIN_AGREE:
         reasons.append(f"the {cross['source']} tie points disagree: only {cross['within_threshold']:.0%} of the "
                        f"{cross['tie_points']} inliers of their own {cross['model']} fit lie within "
