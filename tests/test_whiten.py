@@ -12,7 +12,8 @@ from sarreg.extract import extract_array
 from sarreg.model.weights import load_model, random_model, save_checkpoint
 from sarreg.synth import reflectivity, speckle
 from sarreg.train.pairs import Source
-from sarreg.train.whiten import collect, fit_whitening, matching_scores, write_whitened
+from sarreg.train.precision import measure
+from sarreg.train.whiten import NEAR, collect, fit_whitening, matching_scores, precision_scores, write_whitened
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -88,3 +89,31 @@ def test_collect_gives_matching_rows_from_training_views() -> None:
     assert data["a"].shape == data["b"].shape and data["a"].shape[1] == 128
     assert len(data["group"]) == len(data["a"]) and len(data["group_others"]) == len(data["others"])
     assert 20 <= len(data["a"]) <= 80
+
+
+def test_precision_counts_true_positions_that_beat_every_nearby_one(rng) -> None:
+    """A near position (1.5 px away) identical to the query beats the true one at 1.5 px and not from 2 px on."""
+    n, d = 30, 16
+    a = _unit(rng.normal(size=(n, d)))
+    b = _unit(a + rng.normal(0, 0.05, (n, d)))
+    near = _unit(rng.normal(size=(n * len(NEAR), d))).reshape(n, len(NEAR), d)
+    data = {"a": a, "b": b, "group": np.zeros(n, int), "near": near.copy(), "near_index": np.arange(n)}
+    m = random_model(mchan=1)
+    assert precision_scores(data, m, np.array([0])) == {"beats_1.5px": 1.0, "beats_2px": 1.0, "beats_3px": 1.0}
+    closest = [i for i, (dx, dy) in enumerate(NEAR) if np.hypot(dx, dy) < 1.6]
+    assert len(closest) == 4
+    data["near"][:, closest] = a[:, None]
+    got = precision_scores(data, m, np.array([0]))
+    assert got["beats_1.5px"] == 0.0 and got["beats_2px"] == 1.0 and got["beats_3px"] == 1.0
+
+
+def test_measure_gives_matching_and_precision_figures_of_a_weights_file(tmp_path) -> None:
+    m = random_model(mchan=1, seed=2)
+    w = save_checkpoint(tmp_path / "m.pt", m.net, m.arch, 1, 1)
+    data = collect(m, [Source("synthetic", 1.0, size=192)], n_pairs=2, crop=96, per_pair=40, seed=5, log_every=0,
+                   near=NEAR, near_per_pair=10)
+    assert data["near"].shape[1:] == (len(NEAR), 128) and len(data["near"]) == len(data["near_index"]) <= 20
+    assert (data["near_index"] < len(data["a"])).all()
+    figures = measure(str(w), [Source("synthetic", 1.0, size=192)], pairs=2, crop=96, seed=5)
+    assert set(figures) >= {"nn_accuracy", "mnn_precision", "beats_1.5px", "beats_2px", "beats_3px"}
+    assert 0.0 <= figures["beats_1.5px"] <= figures["beats_2px"] <= figures["beats_3px"] <= 1.0
