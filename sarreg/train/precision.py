@@ -17,10 +17,9 @@ import json
 from typing import Sequence
 
 import numpy as np
-import torch
 
 from sarreg.model.weights import load_model
-from sarreg.train.whiten import NEAR, collect, matching_scores, precision_scores
+from sarreg.train.whiten import NEAR, add_view_arguments, collect, matching_scores, precision_scores, view_sources
 
 
 def measure(weights: str, sources: list, pairs: int = 160, crop: int = 256, seed: int = 1234) -> dict[str, float]:
@@ -33,19 +32,12 @@ def measure(weights: str, sources: list, pairs: int = 160, crop: int = 256, seed
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Command line: one JSON line of figures per weights file."""
-    from sarreg.cli.train import build_sources
-
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("weights", nargs="+")
     ap.add_argument("--data", nargs="+", required=True, help="training data, as for 'sarreg train'")
-    ap.add_argument("--pairs", type=int, default=160)
-    ap.add_argument("--crop", type=int, default=256)
-    ap.add_argument("--seed", type=int, default=1234)
-    ap.add_argument("--val-holdout", type=int, default=8)
-    ap.add_argument("--threads", type=int, default=2)
+    add_view_arguments(ap, pairs=160)
     a = ap.parse_args(argv)
-    torch.set_num_threads(a.threads)
-    sources, _ = build_sources(a.data, [], True, a.crop, a.val_holdout, {}, terrain=0.3, polar=0.25)
+    sources = view_sources(a)
     for w in a.weights:
         figures = measure(w, sources, a.pairs, a.crop, a.seed)
         print(json.dumps({"weights": w, **{k: round(v, 4) if isinstance(v, float) else v

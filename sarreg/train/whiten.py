@@ -174,26 +174,36 @@ def write_whitened(src: str | Path, dst: str | Path, mean: np.ndarray, matrix: n
     return write_atomic(dst, lambda tmp: torch.save(ck, tmp))
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """Command line: fit the whitening on training views, print held-out matching before / after, write ``dst``."""
+def add_view_arguments(ap: argparse.ArgumentParser, pairs: int) -> None:
+    """The options that say which held-out training views are drawn (shared with ``sarreg.train.precision``)."""
+    ap.add_argument("--pairs", type=int, default=pairs)
+    ap.add_argument("--crop", type=int, default=256)
+    ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--val-holdout", type=int, default=8)
+    ap.add_argument("--threads", type=int, default=2)
+
+
+def view_sources(a: argparse.Namespace) -> list[Source]:
+    """Training sources of ``a.data`` without the last ``a.val_holdout`` two-date pairs; sets the torch threads."""
     from sarreg.cli.train import build_sources
 
+    torch.set_num_threads(a.threads)
+    return build_sources(a.data, [], True, a.crop, a.val_holdout, {}, terrain=0.3, polar=0.25)[0]
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Command line: fit the whitening on training views, print held-out matching before / after, write ``dst``."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("src", help="weights to whiten (exported, as shipped)")
     ap.add_argument("dst")
     ap.add_argument("data", nargs="+", help="training data, as for 'sarreg train'")
-    ap.add_argument("--pairs", type=int, default=400)
-    ap.add_argument("--crop", type=int, default=256)
     ap.add_argument("--shrink", type=float, default=0.1)
-    ap.add_argument("--seed", type=int, default=1234)
-    ap.add_argument("--val-holdout", type=int, default=8)
-    ap.add_argument("--threads", type=int, default=2)
+    add_view_arguments(ap, pairs=400)
     a = ap.parse_args(argv)
-    torch.set_num_threads(a.threads)
     model = load_model(a.src)
     if model.whitening is not None:
         raise SystemExit(f"{a.src}: already whitened")
-    sources, _ = build_sources(a.data, [], True, a.crop, a.val_holdout, {}, terrain=0.3, polar=0.25)
+    sources = view_sources(a)
     data = collect(model, sources, a.pairs, a.crop, seed=a.seed, near=NEAR)
     half = data["group"].max() // 2
     fit_part = data["group"] <= half
