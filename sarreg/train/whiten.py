@@ -64,6 +64,7 @@ def collect(model: Model, sources: Sequence[Source], n_pairs: int = 400, crop: i
     cache: dict = {}
     t0 = time.time()
     border = 8
+    rows = 0  # matching rows so far (where this pair's "near" rows point)
     for k in range(n_pairs):
         p = sample_pair(sources, rng, cfg, cache)
         o1, o2 = run_network(model, p["img1"]), run_network(model, p["img2"])
@@ -78,9 +79,10 @@ def collect(model: Model, sources: Sequence[Source], n_pairs: int = 400, crop: i
         b.append(o2.descriptors_at(y2[ok], x2[ok]))
         if near:
             yn, xn = y2[ok][:near_per_pair], x2[ok][:near_per_pair]
-            ni.append(sum(len(x) for x in a[:-1]) + np.arange(len(yn)))
+            ni.append(rows + np.arange(len(yn)))
             nr.append(np.stack([o2.descriptors_at(yn + dy, xn + dx) for dx, dy in near], 1))
         g.append(np.full(int(ok.sum()), k))
+        rows += int(ok.sum())
         y2k, x2k = _maxima(o2.repeatability, border, per_pair)
         o.append(o2.descriptors_at(y2k, x2k))
         go.append(np.full(len(y2k), k))
