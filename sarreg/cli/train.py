@@ -98,6 +98,10 @@ def build_sources(data: list[str], stacks: list[str], synthetic: bool, crop: int
 @click.option("--crop", type=int, default=160, show_default=True, help="Training crop side (even).")
 @click.option("--batch", type=int, default=8, show_default=True)
 @click.option("--mchan", type=int, default=4, show_default=True, help="Width multiplier of the network.")
+@click.option("--arch", type=click.Choice(["Fast_Quad_L2Net_ConfCFS", "Quad_L2Net_ConfCFS"]),
+              default="Fast_Quad_L2Net_ConfCFS", show_default=True,
+              help="Network: Fast (half-resolution trunk) or full resolution (slower, more precise). A Fast --init "
+                   "checkpoint is converted to the full-resolution network (same weights, sarreg.train.atrous).")
 @click.option("--lr", type=float, default=1e-4, show_default=True)
 @click.option("--weight-decay", type=float, default=5e-4, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -130,6 +134,8 @@ def build_sources(data: list[str], stacks: list[str], synthetic: bool, crop: int
 @click.option("--init", default="", metavar="CHECKPOINT",
               help="Start from these weights (our format; fresh optimizer, iteration 0) instead of random ones; "
                    "a narrower checkpoint (smaller mchan) is widened with the same outputs (Net2WiderNet).")
+@click.option("--bn-batches", type=int, default=25, show_default=True,
+              help="Training batches that re-estimate BatchNorm statistics after a Fast -> full conversion.")
 @click.option("--val-rank", type=click.Choice(["rep_rel", "rep"]), default="rep_rel", show_default=True,
               help="Validation ranks keypoints by repeatability x reliability, or by repeatability alone "
                    "(for models shipped with a constant reliability).")

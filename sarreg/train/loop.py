@@ -26,13 +26,14 @@ from sarreg.extract import resolve_device  # the one device resolver (training a
 from sarreg.model.r2d2 import build_network
 from sarreg.model.weights import SAR_MEAN, SAR_STD, Model, save_checkpoint
 from sarreg.outputs import write_atomic
+from sarreg.train.atrous import full_resolution_copy, reestimate_batchnorm
 from sarreg.train.losses import LossWeights, NeighbourhoodSampler, R2D2Loss
 from sarreg.train.pairs import PairConfig, Source, make_pair, sample_pair
 from sarreg.train.widen import widen_network
 
 log = logging.getLogger(__name__)
 
-ARCH = "Fast_Quad_L2Net_ConfCFS"
+ARCHITECTURES = ("Fast_Quad_L2Net_ConfCFS", "Quad_L2Net_ConfCFS")  # trainable networks (sarreg.model.r2d2)
 
 
 @dataclass
@@ -40,6 +41,7 @@ class TrainConfig:
     """Everything that defines a run (stored in the checkpoint's ``training`` entry)."""
 
     iterations: int = 1500
+    arch: str = ARCHITECTURES[0]  # Fast (half-resolution trunk) or the full-resolution network
     batch: int = 8
     crop: int = 160
     mchan: int = 4
@@ -66,6 +68,7 @@ class TrainConfig:
     rel_lr_mult: float = 1.0  # learning-rate multiplier of the reliability head (clf)
     amp: bool = False  # bfloat16 autocast for the convolution trunk (heads and losses stay float32)
     init: str = ""  # start from the weights of this checkpoint (fine-tuning; fresh optimizer, iteration 0)
+    bn_batches: int = 25  # training batches that re-estimate BatchNorm statistics after a Fast -> full conversion
     val_rank: str = "rep_rel"  # validation keypoint ranking: "rep_rel" (rep x rel) or "rep" (constant reliability)
     sensor: float = 0.0  # per-view probability of another sensor's look (sarreg.train.looks.sensor_look)
     distort: float = 0.0  # probability of a smooth non-projective distortion (sarreg.train.looks.smooth_distortion)
@@ -248,7 +251,7 @@ def _save(path: Path, net, cfg: TrainConfig, state: RunState, data_desc: list[st
         order = [names[id(p)] for g in opt.param_groups for p in g["params"]]
         extra = {"optimizer": opt.state_dict(), "optimizer_params": order, "iteration": state.iteration, "best_val": state.best,
                  "val_history": json.dumps(state.history), "elapsed_s": float(elapsed)}
-    save_checkpoint(path, net, ARCH, cfg.mchan, 1, SAR_MEAN, SAR_STD, training=training, extra=extra)
+    save_checkpoint(path, net, cfg.arch, cfg.mchan, 1, SAR_MEAN, SAR_STD, training=training, extra=extra)
 
 
 def _make_optimizer(net: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -281,6 +284,30 @@ def _forward(net, x: torch.Tensor, amp: bool) -> dict[str, torch.Tensor]:
     return net.heads(raw.float())
 
 
+def _init_weights(net: torch.nn.Module, cfg: TrainConfig) -> bool:
+    """Load ``cfg.init`` into ``net``: as is, widened (Net2WiderNet) and / or converted from the Fast network to
+    the full-resolution one (:mod:`sarreg.train.atrous`); returns True when converted (BatchNorm to re-estimate)."""
+    ck = torch.load(cfg.init, map_location="cpu", weights_only=True)
+    init_mchan, init_arch = int(ck.get("mchan", -1)), str(ck.get("arch", ARCHITECTURES[0]))
+    convert = init_arch != cfg.arch
+    if convert and (init_arch, cfg.arch) != ARCHITECTURES:
+        raise WeightsError(f"{cfg.init}: a {init_arch} checkpoint cannot initialise a {cfg.arch} network")
+    if not 0 < init_mchan <= cfg.mchan:
+        raise WeightsError(f"{cfg.init}: mchan {init_mchan} is wider than --mchan {cfg.mchan}")
+    src = build_network(init_arch, in_channels=1, mchan=init_mchan)
+    src.load_state_dict(ck["state_dict"])
+    if convert:
+        src = full_resolution_copy(src)
+        log.info("converted %s -> %s (same weights, full resolution)", init_arch, cfg.arch)
+    if init_mchan == cfg.mchan:
+        net.load_state_dict(src.state_dict())
+    else:  # more capacity, same function at the start (Net2WiderNet)
+        widen_network(src, net, seed=cfg.seed)
+        log.info("widened mchan %d -> %d", init_mchan, cfg.mchan)
+    log.info("initialised from %s", cfg.init)
+    return convert
+
+
 def train(sources: Sequence[Source], out_dir: str | Path, cfg: TrainConfig = TrainConfig(),
           val_sources: Sequence[Source] | None = None, resume: bool = False, progress: bool = True,
           pair_cfg: PairConfig | None = None) -> RunState:
@@ -301,10 +328,12 @@ def train(sources: Sequence[Source], out_dir: str | Path, cfg: TrainConfig = Tra
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
 
-    net = build_network(ARCH, in_channels=1, mchan=cfg.mchan).to(device).train()
+    if cfg.arch not in ARCHITECTURES:
+        raise InputError(f"arch must be one of {', '.join(ARCHITECTURES)}, got {cfg.arch!r}")
+    net = build_network(cfg.arch, in_channels=1, mchan=cfg.mchan).to(device).train()
     if cfg.amp:
         net = net.to(memory_format=torch.channels_last)  # faster oneDNN / cuDNN convolutions
-    model = Model(net=net, arch=ARCH, mchan=cfg.mchan, in_channels=1, mean=list(SAR_MEAN), std=list(SAR_STD))
+    model = Model(net=net, arch=cfg.arch, mchan=cfg.mchan, in_channels=1, mean=list(SAR_MEAN), std=list(SAR_STD))
     opt = _make_optimizer(net, cfg)
     state = RunState()
     elapsed0 = 0.0
@@ -315,25 +344,17 @@ def train(sources: Sequence[Source], out_dir: str | Path, cfg: TrainConfig = Tra
     if not 0 <= cfg.pos_d < cfg.neg_d <= ngh:
         raise InputError(f"--pos-d / --neg-d must satisfy 0 <= pos_d < neg_d <= {ngh} (the sampled neighbourhood), "
                          f"got {cfg.pos_d} / {cfg.neg_d}")
+    converted = False
     if cfg.init and not resume:
-        ck = torch.load(cfg.init, map_location="cpu", weights_only=True)
-        init_mchan = int(ck.get("mchan", -1))
-        if init_mchan == cfg.mchan:
-            net.load_state_dict(ck["state_dict"])
-        elif 0 < init_mchan < cfg.mchan:  # more capacity, same function at the start (Net2WiderNet)
-            small = build_network(ARCH, in_channels=1, mchan=init_mchan)
-            small.load_state_dict(ck["state_dict"])
-            widen_network(small, net, seed=cfg.seed)
-            log.info("widened mchan %d -> %d", init_mchan, cfg.mchan)
-        else:
-            raise WeightsError(f"{cfg.init}: mchan {init_mchan} is wider than --mchan {cfg.mchan}")
-        log.info("initialised from %s", cfg.init)
+        converted = _init_weights(net, cfg)
     if resume:
         if not last_path.is_file():
             raise WeightsError(f"{last_path}: nothing to resume from")
         ck = torch.load(last_path, map_location="cpu", weights_only=True)
         if int(ck.get("mchan", -1)) != cfg.mchan:
             raise WeightsError(f"{last_path}: mchan {ck.get('mchan')} differs from --mchan {cfg.mchan}")
+        if str(ck.get("arch", ARCHITECTURES[0])) != cfg.arch:
+            raise WeightsError(f"{last_path}: a {ck.get('arch')} run; resume it with --arch {ck.get('arch')}")
         net.load_state_dict(ck["state_dict"])
         if "optimizer" in ck:
             _load_optimizer_state(opt, net, ck["optimizer"], ck.get("optimizer_params"))
@@ -346,6 +367,12 @@ def train(sources: Sequence[Source], out_dir: str | Path, cfg: TrainConfig = Tra
     pcfg = pair_cfg or PairConfig(crop=cfg.crop, sensor=cfg.sensor, distort=cfg.distort, season=cfg.season,
                                     polar=cfg.polar, jpeg=cfg.jpeg, single_look=cfg.single_look)
     data_desc = [f"{s.describe()} (weight {s.weight:g})" for s in sources]
+    if converted:  # BatchNorm statistics of the full-resolution copy, from training pairs the run will not see
+        bn_data = PairDataset(sources, pcfg, cfg.seed + 7_919, cfg.bn_batches * cfg.batch)
+        bn_loader = torch.utils.data.DataLoader(bn_data, batch_size=cfg.batch)
+        n = reestimate_batchnorm(net, (model.normalise(torch.cat([a, b])).to(device) for a, b, _ in bn_loader))
+        net.train()
+        log.info("BatchNorm statistics re-estimated on %d batches", n)
     val_pairs = make_validation_set(val_sources or sources, cfg.val_size, cfg.val_pairs)
     criterion = R2D2Loss(LossWeights(cfg.w_reliability, cfg.w_cosim, cfg.w_peaky, cfg.w_sharpen, cfg.w_ap),
                          NeighbourhoodSampler(maxpool_pos=cfg.maxpool_pos, pos_d=cfg.pos_d, neg_d=cfg.neg_d))
