@@ -79,6 +79,10 @@ def test_train_full_resolution_from_a_fast_checkpoint(tmp_path) -> None:
     with pytest.raises(WeightsError, match="resume it with --arch Quad_L2Net_ConfCFS"):
         train(src, tmp_path / "run", TrainConfig(**{**cfg.__dict__, "arch": "Fast_Quad_L2Net_ConfCFS",
                                                       "iterations": 2}), resume=True, progress=False)
+    torch.save({"net": "Quad_L2Net_ConfCFS()", "state_dict": {}}, tmp_path / "naver.pt")
+    with pytest.raises(WeightsError, match="not a sarreg checkpoint"):
+        train(src, tmp_path / "run3", TrainConfig(**{**cfg.__dict__, "init": str(tmp_path / "naver.pt")}),
+              progress=False)
     with pytest.raises(WeightsError, match="cannot initialise"):  # full -> Fast is not a conversion we offer
         train(src, tmp_path / "run2", TrainConfig(**{**cfg.__dict__, "arch": "Fast_Quad_L2Net_ConfCFS",
                                                        "init": str(tmp_path / "run" / "last.pt")}), progress=False)

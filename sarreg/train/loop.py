@@ -288,7 +288,9 @@ def _init_weights(net: torch.nn.Module, cfg: TrainConfig) -> bool:
     """Load ``cfg.init`` into ``net``: as is, widened (Net2WiderNet) and / or converted from the Fast network to
     the full-resolution one (:mod:`sarreg.train.atrous`); returns True when converted (BatchNorm to re-estimate)."""
     ck = torch.load(cfg.init, map_location="cpu", weights_only=True)
-    init_mchan, init_arch = int(ck.get("mchan", -1)), str(ck.get("arch", ARCHITECTURES[0]))
+    if not isinstance(ck, dict) or "mchan" not in ck or "state_dict" not in ck:
+        raise WeightsError(f"{cfg.init}: not a sarreg checkpoint (--init takes our format, e.g. a run's last.pt)")
+    init_mchan, init_arch = int(ck["mchan"]), str(ck.get("arch", ARCHITECTURES[0]))
     convert = init_arch != cfg.arch
     if convert and (init_arch, cfg.arch) != ARCHITECTURES:
         raise WeightsError(f"{cfg.init}: a {init_arch} checkpoint cannot initialise a {cfg.arch} network")
