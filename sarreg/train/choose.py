@@ -17,8 +17,8 @@ Rule (``RULE``): a candidate passes when (1) its mean success@3px over the singl
 baseline's, (2) its mean success@1px is not below, and (3) through ``register`` on the check sets it has no
 ``ok`` result more than 3 px off and at least the baseline's estimates within 3 px and within 1 px, and (4) on
 the georeferenced sets (G, GL, GH, G2, GL2) together at least the baseline's estimates within 1 px (the release
-check's geo_dev clause, on training data). Only then does it go to ../shared/eval as a release check (``release``, ``RELEASE_RULE``): evaluation data measure a
-choice already made, they never make it.
+check's geo_dev clause, on training data). Only then does it go to ../shared/eval as a release check
+(``release``, ``RELEASE_RULE``): evaluation data measure a choice already made, they never make it.
 
     python -m sarreg.train.choose build DIR [--ombria ../shared/datasets/ombria/OmbriaS1/train] [--sets A,XA]
     python -m sarreg.train.choose score DIR CANDIDATE.pt... [--sets ...] [--json OUT.json]
