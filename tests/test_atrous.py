@@ -1,14 +1,13 @@
 """Fast -> full-resolution conversion (sarreg.train.atrous) and its use by the training loop (--arch)."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from sarreg.errors import WeightsError
+from sarreg.model.files import MODELS_DIR
 from sarreg.model.r2d2 import Quad_L2Net_ConfCFS, build_network
 from sarreg.model.weights import load_model, random_model, save_checkpoint
 from sarreg.train.atrous import full_resolution_copy, reestimate_batchnorm
@@ -25,7 +24,7 @@ def test_full_resolution_copy_computes_nearly_the_fast_descriptors() -> None:
     """On an image smooth at the 2 px scale, max-pool ~ sub-sampling, so both networks describe each pixel alike;
     a copy that kept the Fast dilations (the layer mapping wrong) does not."""
     torch.set_num_threads(1)
-    path = Path(__file__).resolve().parents[1] / "models" / "training" / "v4_last.pt"  # a trained Fast network
+    path = MODELS_DIR / "training" / "v4_last.pt"  # a trained Fast network (the checkout's, not packaged)
     if not path.is_file():
         pytest.skip(f"{path} absent")
     fast = load_model(path).net.eval()
