@@ -127,7 +127,8 @@ def test_mnn_matching() -> None:
 
 def test_bf16_keypoints_match_fp32(tmp_path, rng):
     """--precision bf16 (autocast of the trunk): nearly the same keypoints and descriptors as fp32 with the shipped
-    model, yet not bit-identical (the reduced precision is really used); the CLI option runs."""
+    model, yet not bit-identical where the CPU computes bfloat16 natively (the reduced precision is really used);
+    the CLI option runs."""
     from click.testing import CliRunner
 
     from sarreg.cli import cli
@@ -151,7 +152,10 @@ def test_bf16_keypoints_match_fp32(tmp_path, rng):
     same = dist <= 0.01
     cos = np.sum(a.descriptors[j[same]] * b.descriptors[same], axis=1)
     assert cos.min() > 0.999, cos.min()
-    assert not np.array_equal(a.descriptors[j[same]], b.descriptors[same])
+    from sarreg.network import native_bf16
+
+    # bfloat16 really used where the CPU has it; where it is emulated (~10x slower) it falls back to float32
+    assert np.array_equal(a.descriptors[j[same]], b.descriptors[same]) == (not native_bf16("cpu"))
     tif = write_geotiff(tmp_path / "s.tif", img)
     res = CliRunner().invoke(cli, ["extract", "--no-progress", "--precision", "bf16", "--top-k", "200", "-o",
                                    str(tmp_path), str(tif)])

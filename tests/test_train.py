@@ -228,8 +228,8 @@ def test_train_smoke_and_resume(tmp_path):
 
     assert ck["iteration"] == 2 and "optimizer" in ck
     assert set(ck["optimizer_params"]) == {n for n, _ in build_network("Fast_Quad_L2Net_ConfCFS", 1, 2).named_parameters()}
-    st = train(src, out, TrainConfig(**{**cfg.__dict__, "iterations": 3, "rel_lr_mult": 10.0}), resume=True,
-               progress=False)
+    st = train(src, out, TrainConfig(**{**cfg.__dict__, "iterations": 3, "rel_lr_mult": 10.0, "amp": True}),
+               resume=True, progress=False)
     assert st.iteration == 3
     with open(out / "train_log.csv") as f:
         rows = list(csv.DictReader(f))
@@ -237,6 +237,32 @@ def test_train_smoke_and_resume(tmp_path):
     assert all(np.isfinite(float(r["loss"])) for r in rows)
     assert torch.load(out / "last.pt", weights_only=True)["iteration"] == 3
     assert len(json.loads(torch.load(out / "last.pt", weights_only=True)["val_history"])) >= 2
+    # --amp where bfloat16 is emulated (an AVX2 CPU) runs in float32, and the checkpoint says what ran
+    from sarreg.network import native_bf16
+
+    ck = torch.load(out / "last.pt", weights_only=True)
+    training = ck["training"] if isinstance(ck["training"], dict) else json.loads(ck["training"])
+    assert training["config"]["amp"] == native_bf16("cpu")
+
+
+def test_bf16_inference_falls_back_to_fp32_where_emulated(caplog):
+    """``--precision bf16`` with the PyTorch backend: bfloat16 where the device computes it natively, else float32
+    (emulated bfloat16 is slower and less accurate) with one warning."""
+    import logging
+
+    from sarreg.model.weights import random_model
+    from sarreg.network import native_bf16, run_network, usable_precision
+
+    m = random_model("Fast_Quad_L2Net_ConfCFS", 1, mchan=2)
+    img = np.random.default_rng(0).random((64, 64), dtype=np.float32)
+    fp32 = run_network(m, img, precision="fp32")
+    with caplog.at_level(logging.WARNING, logger="sarreg.network"):
+        bf16 = run_network(m, img, precision="bf16")
+    same = torch.equal(fp32.repeatability, bf16.repeatability) and torch.equal(fp32.raw, bf16.raw)
+    assert same == (not native_bf16("cpu"))
+    assert usable_precision("bf16", "cpu") == ("bf16" if native_bf16("cpu") else "fp32")
+    assert usable_precision("fp32", "cpu") == "fp32"
+    assert native_bf16("meta") is False
 
 
 def test_train_cli_config_and_errors(tmp_path):

@@ -130,7 +130,8 @@ def build_sources(data: list[str], stacks: list[str], synthetic: bool, crop: int
 @click.option("--rel-lr-mult", type=float, default=1.0, show_default=True,
               help="Learning-rate multiplier for the reliability head.")
 @click.option("--amp/--no-amp", default=False, show_default=True,
-              help="bfloat16 autocast for the convolution trunk (about 2x faster on CPUs with AVX512-BF16).")
+              help="bfloat16 autocast for the convolution trunk (about 2x faster on CPUs with AVX512-BF16 or AMX; "
+                   "where bfloat16 is emulated it warns and trains in float32).")
 @click.option("--init", default="", metavar="CHECKPOINT",
               help="Start from these weights (our format; fresh optimizer, iteration 0) instead of random ones; "
                    "a narrower checkpoint (smaller mchan) is widened with the same outputs (Net2WiderNet).")

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from sarreg.errors import InputError, OutputError, WeightsError
 from sarreg.extract import resolve_device  # the one device resolver (training and inference)
+from sarreg.network import native_bf16
 from sarreg.model.r2d2 import build_network
 from sarreg.model.weights import SAR_MEAN, SAR_STD, Model, save_checkpoint
 from sarreg.outputs import write_atomic
@@ -327,6 +328,10 @@ def train(sources: Sequence[Source], out_dir: str | Path, cfg: TrainConfig = Tra
     torch.set_num_threads(max(1, cfg.threads))
     torch.set_flush_denormal(True)  # denormal floats make CPU convolutions/backward many times slower
     device = resolve_device(cfg.device)
+    if cfg.amp and not native_bf16(device):
+        log.warning("--amp ignored: %s has no native bfloat16 (AVX512-BF16 / AMX / CUDA), where it would make each "
+                    "iteration several times slower; training in float32", device)
+        cfg = dataclasses.replace(cfg, amp=False)
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
 
