@@ -92,6 +92,12 @@ def test_same_weights_fail_the_rule_on_clause_one(ombria: Path, tmp_path: Path, 
     # register only: the means are not measured, which is never a pass
     only = Choice({}, {base: ch.register[base], "same": ch.register["same"]}, [base, "same"])
     assert only.judge()["same"] == ["(1), (2) not measured: no single-stage sets scored"]
+    # clause (3): ok results more than 3 px off, counted against the baseline's own
+    counts = {"ok_off": 1, "within_3": 5, "within_1": 3}
+    c = Choice({"A": {"b": (0.5, 0.9), "c": (0.6, 1.0)}}, {"b": counts, "c": counts}, ["b", "c"])
+    assert c.judge()["c"] == []
+    c.register["c"] = {**counts, "ok_off": 2}
+    assert c.judge()["c"] == ["(3) 2 ok result(s) more than 3 px off (baseline 1)"]
 
 
 def test_geo_set_has_known_georeference_errors_and_its_own_clause(ombria: Path, tmp_path: Path) -> None:

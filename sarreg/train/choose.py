@@ -8,14 +8,14 @@ outside the project and were lost with a machine; here they are reproducible fro
 Sets (32 pairs each, from the held-out OMBRIA train-split two-date pairs; the recipes of the model card):
 A / B (256 px, whole scenes), SA-SF (128 px crops), and looks derived from them by ``sensor_pairs``: CA / CB
 (another sensor's look), XA / XB (temporal change), HA / HD-HF (change + another sensor + 8-bit JPEG), LD-LF
-(single-look speckle + change), MD (single-look speckle); G: georeferenced two-date pairs of the eight held-out
+(single-look speckle + change), MD (single-look speckle), LA / MA (the same two looks of A, 256 px); G: georeferenced two-date pairs of the eight held-out
 scenes whose georeference is right or off by a known offset (``make_geo_pairs``, run through ``register``), and
 its looks GL (single-look + change) and GH (change + another sensor + 8-bit JPEG); G2 / GL2: a second draw of G
 and GL.
 
 Rule (``RULE``): a candidate passes when (1) its mean success@3px over the single-stage sets is above the
-baseline's, (2) its mean success@1px is not below, and (3) through ``register`` on the check sets it has no
-``ok`` result more than 3 px off and at least the baseline's estimates within 3 px and within 1 px, and (4) on
+baseline's, (2) its mean success@1px is not below, and (3) through ``register`` on the check sets it has no more
+``ok`` results more than 3 px off than the baseline and at least its estimates within 3 px and within 1 px, and (4) on
 the georeferenced sets (G, GL, GH, G2, GL2) together at least the baseline's estimates within 1 px (the release
 check's geo_dev clause, on training data). Only then does it go to ../shared/eval as a release check
 (``release``, ``RELEASE_RULE``): evaluation data measure a choice already made, they never make it.
@@ -90,9 +90,13 @@ SETS: dict[str, SetRecipe] = {
 SINGLE_STAGE = ("A", "B", "CA", "CB", "XA", "XB", "SA", "SB", "SC", "SD", "SE", "SF", "HD", "HE", "HF",
                 "LD", "LE", "LF", "MD")
 GEO_SETS = ("G", "GL", "GH", "G2", "GL2")
-CHECK = ("A", "XA", "CA", "HA") + GEO_SETS
+# LA / MA through register (stop 21): on the nine sets before them neither v4 nor any candidate ever had an ok
+# result more than 3 px off, yet the candidates that passed failed the release check by such results; on LA + MA
+# (64 pairs) v4 has 1 and the soup that failed by 3 (stop 20) has 3, so clause (3) compares with the baseline
+CHECK = ("A", "XA", "CA", "HA", "LA", "MA") + GEO_SETS
 RULE = ("(1) mean s@3 over the single-stage sets above the baseline's, (2) mean s@1 not below, (3) through register "
-        "on the check sets no ok result more than 3 px off and at least the baseline's estimates within 3 / 1 px, "
+        "on the check sets no more ok results more than 3 px off than the baseline and at least its estimates within "
+        "3 / 1 px, "
         "(4) over the georeferenced check sets at least the baseline's estimates within 1 px")
 
 RELEASE_RULE = ("through register in the same run as the baseline: no ok result more than 3 px off, the geo set's "
@@ -180,8 +184,8 @@ class Choice:
                 fails.append(f"(1) mean s@3 {c3:.3f} not above {b3:.3f}")
             if self.single and c1 < b1:
                 fails.append(f"(2) mean s@1 {c1:.3f} below {b1:.3f}")
-            if rc.get("ok_off", 0):
-                fails.append(f"(3) {rc['ok_off']} ok result(s) more than 3 px off")
+            if rc.get("ok_off", 0) > rb.get("ok_off", 0):
+                fails.append(f"(3) {rc['ok_off']} ok result(s) more than 3 px off (baseline {rb.get('ok_off', 0)})")
             for k in ("within_3", "within_1"):
                 if rc.get(k, 0) < rb.get(k, 0):
                     fails.append(f"(3) {rc.get(k, 0)} estimates {k.replace('_', ' ')} px < {rb.get(k, 0)}")
