@@ -221,6 +221,7 @@ def refine_from_starts(ref: Scene, mov: Scene, tiles: list[TilePair], starts: li
     run already made with ``model`` (not repeated). The kept result's ``info["start"]`` names its start."""
     est = res = None
     tried: list[np.ndarray] = []
+    results: list[tuple[str, Estimate | None]] = []
     for T0, radius, name in starts:
         if any(matrix_distance(T0, T1, area) < 1.0 for T1 in tried):
             continue
@@ -230,8 +231,14 @@ def refine_from_starts(ref: Scene, mov: Scene, tiles: list[TilePair], starts: li
         else:
             e, r = area_stage(ref, mov, tiles, T0, radius, model, cfg, area, coverage_grid)
         r.info["start"] = name
+        results.append((name, e))
         if res is None or (e is not None and (est is None or e.n_inliers > est.n_inliers)):
             est, res = e, r
         if e is not None and e.n_inliers >= 0.7 * r.info["windows"]:
             break
+    if res is not None and est is not None:  # each start's answer: windows agreeing, distance from the kept one
+        res.info["starts"] = {name: {"inliers": 0 if e is None else int(e.n_inliers),
+                                     "distance_px": None if e is None else finite_round(
+                                         matrix_distance(e.matrix, est.matrix, area))}
+                              for name, e in results}
     return est, res

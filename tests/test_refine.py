@@ -71,6 +71,10 @@ def test_subpixel_shift_with_wrong_georeference(tmp_path, d):
     assert rep.stages["refine"]["chosen"] == "correlation"
     assert _grid_error(rep.matrix, d, n) < 0.1
     assert rep.stages["refine"]["passes"] == 2 and rep.stages["refine"]["inliers"] >= 50
+    starts = rep.stages["refine"]["starts"]  # each start tried: its agreeing windows, distance from the kept answer
+    kept = starts[rep.stages["refine"]["start"]]
+    assert kept["inliers"] == rep.stages["refine"]["inliers"] and kept["distance_px"] == 0.0
+    assert all(v["inliers"] <= kept["inliers"] for v in starts.values())
 
 
 def test_bootstrap_spread_flags_clustered_tie_points():
