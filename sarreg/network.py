@@ -46,8 +46,8 @@ def native_bf16(device: torch.device | str = "cpu") -> bool:
 
 
 def usable_precision(precision: str, device: torch.device | str) -> str:
-    """``precision`` for the PyTorch backend on ``device``: "bf16" falls back to "fp32" (with a warning, once per
-    call site) where bfloat16 is emulated, because it would only be slower and less accurate there."""
+    """``precision`` for the PyTorch backend on ``device``: "bf16" falls back to "fp32" (with one warning per
+    process) where bfloat16 is emulated, because it would only be slower and less accurate there."""
     if precision == "bf16" and not native_bf16(device):
         if not getattr(usable_precision, "_warned", False):
             log.warning("bf16 requested but %s has no native bfloat16 (AVX512-BF16 / AMX / CUDA): running in "

@@ -8,17 +8,17 @@ outside the project and were lost with a machine; here they are reproducible fro
 Sets (32 pairs each, from the held-out OMBRIA train-split two-date pairs; the recipes of the model card):
 A / B (256 px, whole scenes), SA-SF (128 px crops), and looks derived from them by ``sensor_pairs``: CA / CB
 (another sensor's look), XA / XB (temporal change), HA / HD-HF (change + another sensor + 8-bit JPEG), LD-LF
-(single-look speckle + change), MD (single-look speckle), LA / MA (the same two looks of A, 256 px); G: georeferenced two-date pairs of the eight held-out
-scenes whose georeference is right or off by a known offset (``make_geo_pairs``, run through ``register``), and
-its looks GL (single-look + change) and GH (change + another sensor + 8-bit JPEG); G2 / GL2: a second draw of G
-and GL.
+(single-look speckle + change), MD (single-look speckle), LA / MA (the same two looks of A, 256 px); G:
+georeferenced two-date pairs of the eight held-out scenes whose georeference is right or off by a known offset
+(``make_geo_pairs``, run through ``register``), and its looks GL (single-look + change) and GH (change + another
+sensor + 8-bit JPEG); G2 / GL2: a second draw of G and GL.
 
 Rule (``RULE``): a candidate passes when (1) its mean success@3px over the single-stage sets is above the
-baseline's, (2) its mean success@1px is not below, and (3) through ``register`` on the check sets it has no more
-``ok`` results more than 3 px off than the baseline and at least its estimates within 3 px and within 1 px, and (4) on
-the georeferenced sets (G, GL, GH, G2, GL2) together at least the baseline's estimates within 1 px (the release
-check's geo_dev clause, on training data). Only then does it go to ../shared/eval as a release check
-(``release``, ``RELEASE_RULE``): evaluation data measure a choice already made, they never make it.
+baseline's, (2) its mean success@1px is not below, and (3) through ``register`` on the check sets it has no
+more ``ok`` results more than 3 px off than the baseline and at least its estimates within 3 px and within 1 px,
+and (4) on the georeferenced sets (G, GL, GH, G2, GL2) together at least the baseline's estimates within 1 px
+(the release check's geo_dev clause, on training data). Only then does it go to ../shared/eval as a release
+check (``release``, ``RELEASE_RULE``): evaluation data measure a choice already made, they never make it.
 
     python -m sarreg.train.choose build DIR [--ombria ../shared/datasets/ombria/OmbriaS1/train] [--sets A,XA]
     python -m sarreg.train.choose score DIR CANDIDATE.pt... [--sets ...] [--json OUT.json]
