@@ -154,7 +154,7 @@ def test_bf16_keypoints_match_fp32(tmp_path, rng):
     assert cos.min() > 0.999, cos.min()
     from sarreg.network import native_bf16
 
-    # bfloat16 really used where the CPU has it; where it is emulated (~10x slower) it falls back to float32
+    # bfloat16 really used where the CPU has it; where it is emulated (~8x slower) it falls back to float32
     assert np.array_equal(a.descriptors[j[same]], b.descriptors[same]) == (not native_bf16("cpu"))
     tif = write_geotiff(tmp_path / "s.tif", img)
     res = CliRunner().invoke(cli, ["extract", "--no-progress", "--precision", "bf16", "--top-k", "200", "-o",
