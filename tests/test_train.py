@@ -414,6 +414,32 @@ def test_single_look_option_adds_strong_speckle_to_real_views_only():
     assert np.array_equal(s["img1"], t["img1"]) and np.array_equal(s["img2"], t["img2"])
 
 
+def test_near_identity_option_draws_georeferenced_style_warps():
+    """--near-identity: the warp is a shift plus at most ~1 px of rotation / scale / shear at the crop's corners
+    (where the default homographies move them by tens of pixels); off, no draw is made and batches stay as before."""
+    refl = synth.reflectivity(256, 256, seed=9)
+    cfg = PairConfig(crop=96, radiometric=0.0, blur=0.0, cutout=0.0)
+    corners = np.array([[0, 0, 1], [95, 0, 1], [0, 95, 1], [95, 95, 1]], dtype=float).T
+
+    def corner_spread(H):  # displacement of the corners beyond the common shift (px)
+        q = H @ corners
+        d = q[:2] / q[2] - corners[:2]
+        return float(np.abs(d - d.mean(axis=1, keepdims=True)).max())
+
+    far, near = [], []
+    for seed in range(12):
+        far.append(corner_spread(make_pair(refl, refl, np.random.default_rng(seed), cfg, synthetic=True)["H"]))
+        p = make_pair(refl, refl, np.random.default_rng(seed), PairConfig(**{**cfg.__dict__, "near_identity": 1.0}),
+                      synthetic=True)
+        near.append(corner_spread(p["H"]))
+        assert np.isfinite(p["aflow"][0]).mean() > 0.5
+    assert max(near) < 1.5 and np.median(far) > 5.0
+    a = make_pair(refl, refl, np.random.default_rng(3), cfg, synthetic=True)
+    b = make_pair(refl, refl, np.random.default_rng(3), PairConfig(**{**cfg.__dict__, "near_identity": 0.0}),
+                  synthetic=True)
+    assert np.array_equal(a["H"], b["H"]) and np.array_equal(a["img2"], b["img2"])
+
+
 def test_cross_pol_look_is_darker_keeps_structure_and_nodata():
     """VH as seen from VV: ~6-10 dB darker, bright targets compressed, still the same scene, nodata kept."""
     refl = synth.speckle(synth.reflectivity(160, 160, seed=4), 4, np.random.default_rng(0))

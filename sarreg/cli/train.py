@@ -156,6 +156,9 @@ def build_sources(data: list[str], stacks: list[str], synthetic: bool, crop: int
 @click.option("--single-look", type=float, default=0.0, show_default=True,
               help="Per-view probability that a real two-date pair's view gets 1-2-look speckle (single-look "
                    "products; the shipped real scenes are multi-looked).")
+@click.option("--near-identity", type=float, default=0.0, show_default=True,
+              help="Probability of a georeferenced-style warp (any shift, at most ~1 px of rotation, scale and "
+                   "shear) instead of a random homography: sub-pixel accuracy where most real pairs are.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 ...")
 @click.option("--threads", type=int, default=2, show_default=True)
 @click.option("--workers", type=int, default=1, show_default=True, help="Pair-generation worker processes.")

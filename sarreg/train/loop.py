@@ -78,6 +78,7 @@ class TrainConfig:
     polar: float = 0.0  # probability of a cross-polarisation pair (sarreg.train.looks.cross_pol_look, channel pairs)
     jpeg: float = 0.0  # per-view probability of an 8-bit JPEG file (sarreg.train.looks.jpeg_look)
     single_look: float = 0.0  # per-view probability of 1-2-look extra speckle on real pairs (PairConfig.single_look)
+    near_identity: float = 0.0  # probability of a georeferenced-style near-identity warp (PairConfig.near_identity)
 
 
 # ------------------------------------------------------------------------------------------------------ data
@@ -372,7 +373,8 @@ def train(sources: Sequence[Source], out_dir: str | Path, cfg: TrainConfig = Tra
         log.info("resumed from %s at iteration %d (best val %.4f)", last_path, state.iteration, state.best)
 
     pcfg = pair_cfg or PairConfig(crop=cfg.crop, sensor=cfg.sensor, distort=cfg.distort, season=cfg.season,
-                                    polar=cfg.polar, jpeg=cfg.jpeg, single_look=cfg.single_look)
+                                    polar=cfg.polar, jpeg=cfg.jpeg, single_look=cfg.single_look,
+                                    near_identity=cfg.near_identity)
     data_desc = [f"{s.describe()} (weight {s.weight:g})" for s in sources]
     if converted:  # BatchNorm statistics of the full-resolution copy, from training pairs the run will not see
         bn_data = PairDataset(sources, pcfg, cfg.seed + 7_919, cfg.bn_batches * cfg.batch)

@@ -298,12 +298,18 @@ class PairConfig:
     polar: float = 0.0  # probability that img2 is shown as the cross-polarised channel (``cross_pol_look``)
     jpeg: float = 0.0  # probability, per view, of an 8-bit JPEG file (``jpeg_look``)
     single_look: float = 0.0  # probability, per view of a real pair, of strong extra speckle (1-2 looks)
+    near_identity: float = 0.0  # probability of a georeferenced-style warp: shift + at most ~1 px of the rest
 
     def warp_range(self) -> WarpRange:
         """The homography ranges for ``sarreg.geometry.random_homography`` (shift: a fraction of the crop;
         log aspect ratio within +-0.1)."""
         return WarpRange(rotation=self.max_rot, scale=self.scale, aspect=0.1, shear=self.max_shear,
                          perspective=self.max_persp, shift=self.max_shift * self.crop)
+
+
+# georeferenced multi-date pairs: a georeference error (any sub-pixel shift) and a residual linear part that moves
+# the crop's corners by about a pixel at most; the sub-pixel position of the keypoints is what matters there
+NEAR_IDENTITY = WarpRange(rotation=0.5, scale=(0.99, 1.01), aspect=0.005, shear=0.005, perspective=0.002, shift=24.0)
 
 
 def make_pair(view1: np.ndarray, view2: np.ndarray, rng: np.random.Generator, cfg: PairConfig = PairConfig(),
@@ -340,7 +346,9 @@ def make_pair(view1: np.ndarray, view2: np.ndarray, rng: np.random.Generator, cf
     ox = int(rng.integers(0, w0 - crop + 1)) if H is None else (w0 - crop) // 2
     oy = int(rng.integers(0, h0 - crop + 1)) if H is None else (h0 - crop) // 2
     if H is None:
-        H = random_homography(crop, crop, rng, cfg.warp_range())[0]
+        # (no draw when near_identity is off: older runs keep their batches)
+        near = cfg.near_identity > 0 and rng.random() < cfg.near_identity
+        H = random_homography(crop, crop, rng, NEAR_IDENTITY if near else cfg.warp_range())[0]
     # img2 pixel -> source pixel
     m2 = _translate(ox, oy) @ np.linalg.inv(H)
     p1 = np.ascontiguousarray(v1[oy:oy + crop, ox:ox + crop], dtype=np.float32)
