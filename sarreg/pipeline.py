@@ -378,7 +378,8 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
         spread = bootstrap_spread(est, matches.src, matches.dst, overlap_points(area), seed=cfg.seed)
         other = (est_area, area_res) if matches is fine else (est_kp, fine)
         cross = cross_check(est, *other, area, prior, cfg) if cfg.model != "local" else None
-        status, reasons = judge(est, prior, cfg, adequacy, spread, matches.info, cross)
+        extrap = (rep.stages.get("parsimony") or {}).get("cv_median_px", {}).get(est.model)
+        status, reasons = judge(est, prior, cfg, adequacy, spread, matches.info, cross, extrap)
         if est.n_inliers < FAIL_INLIERS:
             status = "failed"
             reasons.insert(0, f"too few inliers ({est.n_inliers} < {FAIL_INLIERS})")
@@ -405,7 +406,8 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
                             "heldout_rmse_map": est.heldout_rmse * psize if rs.georeferenced else None,
                             "overlap_fraction": round(frac, 4),
                             "model_adequacy_px": None if adequacy is None else round(adequacy, 4),
-                            "overlap_spread_px": finite_round(spread), "cross_check": cross})
+                            "overlap_spread_px": finite_round(spread), "heldout_blocks_px": extrap,
+                            "cross_check": cross})
         rep.correction = _correction(rs, prior, est, area)
         enforce_max_shift(rep, cfg)
         if est.model in ("shift", "similarity", "affine"):

@@ -286,17 +286,26 @@ GLOBAL_START_MIN_AGREE = 0.11
 # it flags 11 / 14 of 112 / 122 ok results, 7 / 6 of them more than 2 px off (one 3.3 / 4.0 px), 1 / 2 within
 # 1 px; the other ok results more than 3 px off (1 / 1) have no second source that passes the gates
 CROSS_MIN_AGREE = 0.5
+# extrapolation gate (stop 26): tie points in a fifth of the overlap of a scene with perspective give a similarity
+# or affine that fits them within 1 px yet is 2-5 px off on average over the overlap; the bootstrap spread sees
+# its variance (0.45-0.75 px there, below MAX_SPREAD), the held-out blocks see its bias. Both together flag it.
+# Measured on the 11 training-split check sets through register (352 pairs; v4 / soupN5): it flags 9 / 13 of
+# 162 / 87 ok results, of them 1 / 1 more than 3 px off, 4 / 9 2-3 px off, 4 / 3 1-2 px off and none within 1 px
+EXTRAP_SPREAD = 1.0 / 3.0  # x --max-rmse: bootstrap spread over the overlap (0.5 px by default) ...
+EXTRAP_HELDOUT = 0.8  # ... and median held-out-block residual (1.2 px by default), both above
 GROSS_THRESHOLDS = 10.0  # gross disagreement with an untrusted second estimate: 10 x --threshold (15 px by default)
 GROSS_SIGMAS = 3.0  # ... plus 3 sigma of that estimate's bootstrap spread over the overlap
 
 
 def judge(est: Estimate, prior: np.ndarray, cfg: RegisterConfig, adequacy: float | None = None,
-          spread: float | None = None, matches_info: dict | None = None, cross: dict | None = None
-          ) -> tuple[str, list[str]]:
+          spread: float | None = None, matches_info: dict | None = None, cross: dict | None = None,
+          extrapolation: float | None = None) -> tuple[str, list[str]]:
     """Quality gates -> ("ok" | "low_quality", reasons). spread: bootstrap 1-sigma spread of the estimate over the
     overlap (px): an estimate its tie points cannot pin down away from them is not trusted. matches_info: the info
     of the matches the estimate was fitted to (for correlation tie points: windows tried, which start). cross:
-    ``cross_check``'s agreement with the other source of tie points."""
+    ``cross_check``'s agreement with the other source of tie points. extrapolation: the estimate's median residual
+    on held-out spatial blocks of its tie points (``choose_by_extrapolation``, px): with a spread that is also
+    large, the model does not carry over to where it has no tie points (bias the bootstrap alone does not see)."""
     reasons = []
     info = matches_info or {}
     n_win = int(info.get("windows") or 0)
@@ -306,6 +315,10 @@ def judge(est: Estimate, prior: np.ndarray, cfg: RegisterConfig, adequacy: float
     if spread is not None and spread > MAX_SPREAD * cfg.max_rmse:
         reasons.append(f"uncertain away from the tie points: bootstrap spread {spread:.2f} px over the overlap "
                        f"> {MAX_SPREAD * cfg.max_rmse:g}")
+    if (spread is not None and extrapolation is not None and spread > EXTRAP_SPREAD * cfg.max_rmse
+            and extrapolation > EXTRAP_HELDOUT * cfg.max_rmse):
+        reasons.append(f"extrapolates poorly: held-out blocks of the tie points are predicted {extrapolation:.2f} px "
+                       f"off (median) and the bootstrap spread over the overlap is {spread:.2f} px")
     if cross is not None and not cross.get("other_passes", True):
         limit = gross_limit(cross, cfg)
         if cross["distance_px"] is not None and cross["distance_px"] > limit:

@@ -51,6 +51,8 @@ def test_low_texture_speckled_pair_with_right_georeference_is_not_failed(tmp_pat
     assert rep.stages["refine"]["chosen"] == "correlation"
     assert _grid_error(rep.matrix, d, n) < 0.75
     assert rep.quality["overlap_spread_px"] is not None and rep.quality["overlap_spread_px"] < 0.75
+    held = rep.quality["heldout_blocks_px"]  # the extrapolation gate's measure, as parsimony saw it
+    assert held is None or held == rep.stages["parsimony"]["cv_median_px"][rep.model]
 
 
 @pytest.mark.parametrize("d", [(2.4, -1.7), (-0.35, 0.8)])
@@ -221,6 +223,30 @@ def test_an_estimate_grossly_apart_from_the_other_sources_untrusted_fit_is_not_o
                       area=area)
     agree = cross_check(right, kp_est, kp, area, eye, cfg)
     assert agree["distance_px"] < 2 and judge(right, eye, cfg, cross=agree)[0] == "ok", agree
+
+
+def test_an_estimate_that_extrapolates_poorly_is_not_ok():
+    """Tie points that pin an estimate down only loosely away from them (bootstrap spread between a third of and half
+    --max-rmse: not enough alone) whose held-out spatial blocks are also predicted poorly (median 1.4 px): the model
+    does not carry over to the rest of the overlap, not ok. Either signal alone leaves the status alone."""
+    import shapely
+
+    from sarreg.quality import EXTRAP_HELDOUT, EXTRAP_SPREAD, judge
+
+    rng = np.random.default_rng(2)
+    cfg = RegisterConfig(model="auto")
+    src = rng.uniform(0, 1000, (80, 2))
+    est = fit_model(src, src + [3.0, -1.0] + rng.normal(0, 0.3, (80, 2)), "similarity", threshold=cfg.threshold,
+                    area=shapely.box(0, 0, 1000, 1000))
+    eye = np.eye(3)
+    spread, held = 0.6, 1.4
+    assert EXTRAP_SPREAD * cfg.max_rmse < spread <= 0.5 * cfg.max_rmse < EXTRAP_HELDOUT * cfg.max_rmse < held
+    assert judge(est, eye, cfg, spread=spread) == ("ok", [])  # the spread alone is within the bootstrap gate
+    status, reasons = judge(est, eye, cfg, spread=spread, extrapolation=held)
+    assert status == "low_quality" and reasons[0].startswith("extrapolates poorly"), reasons
+    assert judge(est, eye, cfg, spread=0.3, extrapolation=held)[0] == "ok"  # tie points pin it down
+    assert judge(est, eye, cfg, spread=spread, extrapolation=0.9)[0] == "ok"  # held-out blocks predicted well
+    assert judge(est, eye, cfg.with_(max_rmse=3.0), spread=spread, extrapolation=held)[0] == "ok"  # x --max-rmse
 
 
 def test_global_start_answer_needs_enough_agreeing_windows():
