@@ -249,6 +249,37 @@ def test_an_estimate_that_extrapolates_poorly_is_not_ok():
     assert judge(est, eye, cfg.with_(max_rmse=3.0), spread=spread, extrapolation=held)[0] == "ok"  # x --max-rmse
 
 
+def test_georeferenced_pair_keeps_a_constrained_shift_over_a_loose_block_choice():
+    """18 noisy tie points in a band of a pair that differs by a shift: the held-out blocks prefer an affine that
+    they cannot pin down (bootstrap spread > 0.75 px) and that is 1.7 px off over the overlap. When both rasters
+    are located on the ground (what is left after the georeferencing is near a shift), the constrained shift is
+    kept instead; without a georeferencing the blocks' choice stands."""
+    import shapely
+
+    from sarreg.features import Features
+    from sarreg.quality import prefer_simpler
+    from sarreg.stage import StageResult
+
+    cfg = RegisterConfig(model="auto")
+    area = shapely.box(0, 0, 511, 511)
+    rng = np.random.default_rng(20)
+    src = rng.uniform(0, 511, (18, 2)) * [1, 0.35] + [0, 150]
+    dst = src + [2.5, -1.5] + rng.normal(0, 0.7, (18, 2))
+    e = Features.empty((512, 512))
+    m = StageResult(src, dst, np.ones(18, np.float32), e, e, np.arange(18), np.arange(18))
+    est = fit_model(src, dst, "affine", threshold=cfg.threshold, area=area, seed=cfg.seed)
+    grid = np.stack(np.meshgrid(np.linspace(0, 511, 10), np.linspace(0, 511, 10)), -1).reshape(-1, 2)
+
+    def error(x):
+        return float(np.hypot(*(x.apply(grid) - grid - [2.5, -1.5]).T).mean())
+
+    loose, info = prefer_simpler(est, m, area, cfg, 8, located=False)
+    assert loose.model != "shift" and info["spread_px"] > 0.75 and error(loose) > 1.0, info
+    kept, info = prefer_simpler(est, m, area, cfg, 8, located=True)
+    assert kept.model == "shift" and info["chosen"] == "shift" and info["shift_spread_px"] <= 0.75, info
+    assert error(kept) < 0.5
+
+
 def test_global_start_answer_needs_enough_agreeing_windows():
     """A correlation answer started from the global phase correlation alone (no coarse estimate held) that few of
     the correlation windows agree on is not ok; the same support from another start, or more windows, is."""
