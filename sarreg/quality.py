@@ -314,7 +314,7 @@ CROSS_MIN_AGREE = 0.5
 # or affine that fits them within 1 px yet is 2-5 px off on average over the overlap; the bootstrap spread sees
 # its variance (0.45-0.75 px there, below MAX_SPREAD), the held-out blocks see its bias. Both together flag it.
 # Measured on the 11 training-split check sets through register (352 pairs; v4 / soupN5): it flags 9 / 13 of
-# 162 / 87 ok results, of them 1 / 1 more than 3 px off, 4 / 9 2-3 px off, 4 / 3 1-2 px off and none within 1 px
+# 162 / 164 ok results, of them 1 / 1 more than 3 px off, 4 / 9 2-3 px off, 4 / 3 1-2 px off and none within 1 px
 EXTRAP_SPREAD = 1.0 / 3.0  # x --max-rmse: bootstrap spread over the overlap (0.5 px by default) ...
 EXTRAP_HELDOUT = 0.8  # ... and median held-out-block residual (1.2 px by default), both above
 GROSS_THRESHOLDS = 10.0  # gross disagreement with an untrusted second estimate: 10 x --threshold (15 px by default)
