@@ -100,7 +100,7 @@ class PreprocessConfig:
 @dataclass(frozen=True)
 class ExtractConfig:
     """Keypoint extraction options; defaults follow R2D2's reference extractor, except the pyramid (down to 128 px,
-    up-sampled levels for small images; chosen on training-split validation pairs, see models/README.md).
+    up-sampled levels for small images; chosen on training-split validation pairs, see models/HISTORY.md).
 
     Scales are relative to the full-resolution scene; a level runs when its longer side is within
     [min_size, max_size] (max_size 0 = no limit) and its scale within [min_scale, max_scale]. Levels above scale 1

@@ -5,7 +5,7 @@ Why: which snapshot of a training run becomes the shipped model is decided on pa
 only from allowed training-split data (never from evaluation data). The sets and the rule used to live in scripts
 outside the project and were lost with a machine; here they are reproducible from one command.
 
-Sets (32 pairs each, from the held-out OMBRIA train-split two-date pairs; the recipes of the model card):
+Sets (32 pairs each, from the held-out OMBRIA train-split two-date pairs; the recipes of models/HISTORY.md):
 A / B (256 px, whole scenes), SA-SF (128 px crops), and looks derived from them by ``sensor_pairs``: CA / CB
 (another sensor's look), XA / XB (temporal change), HA / HD-HF (change + another sensor + 8-bit JPEG), LD-LF
 (single-look speckle + change), MD (single-look speckle), LA / MA (the same two looks of A, 256 px); G:

@@ -5,7 +5,7 @@ sources without the last ``--val-holdout`` two-date pairs, the view diversity of
 matching (``matching_scores``: nearest neighbour is the true match, mutual nearest neighbours' precision and
 count) and precision (``precision_scores``: the true position beats every position of the same second view at
 least 1.5 / 2 / 3 px away). Why both: a candidate network, whitening or descriptor variant can match more and
-still register worse at 1 px when its descriptors are smoother around the true position (models/README.md,
+still register worse at 1 px when its descriptors are smoother around the true position (models/HISTORY.md,
 stops 16-17); the single-stage validation sets show that only after many minutes, this in a few.
 
     python -m sarreg.train.precision W.pt [W2.pt ...] --data DATA... [--pairs 160] [--seed 1234]

@@ -145,7 +145,7 @@ def precision_scores(data: dict[str, np.ndarray], model: Model, groups: np.ndarr
 
     Why: a single homography fitted to mutual nearest neighbours is only as precise as the descriptors are sharp
     around the true position; matching scores (``matching_scores``) do not show it, and more distinctive but
-    smoother descriptors have lost 1 px accuracy while matching more (models/README.md, stops 16-17)."""
+    smoother descriptors have lost 1 px accuracy while matching more (models/HISTORY.md, stops 16-17)."""
     dist = np.hypot(*np.asarray(near, np.float64).T)
     sel = np.isin(data["group"][data["near_index"]], groups)
     rows = data["near_index"][sel]
