@@ -237,7 +237,8 @@ def _source_vrt(moving: Source, tr: PixelTransform, grid: Grid, mov_size: tuple[
 def _out_nodata(dtype: str, nodata: float | None) -> float:
     if nodata is not None:
         return nodata
-    return float("nan") if dtype.startswith("float") or dtype.startswith("complex") else 0.0
+    # NaN only where the type holds it: complex_int16 / complex_int32 (CInt16 / CInt32) fill with 0 like integers
+    return float("nan") if dtype.startswith("float") or dtype in ("complex64", "complex128") else 0.0
 
 
 def predictor(dtype: str) -> int:

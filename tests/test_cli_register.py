@@ -107,7 +107,14 @@ def test_exit_codes_low_quality_and_failed(scenes, tmp_path):
     res = run(scenes["ref"], scenes["moving"], tmp_path / "lq.tif", "--min-inliers", "100000")
     assert res.exit_code == 2
     _one_line_error(res, "low-quality", "inliers")
+    assert "no raster written (--force writes it)" in res.stderr
     assert not (tmp_path / "lq.tif").exists() and (tmp_path / "lq.report.json").exists()
+    # --force: the raster is written and the error line says so (exit code 2 still: the result is not trustworthy)
+    res = run(scenes["ref"], scenes["moving"], tmp_path / "lq.tif", "--min-inliers", "100000", "--force",
+              "--overwrite")
+    assert res.exit_code == 2
+    _one_line_error(res, "low-quality", "raster written anyway (--force)")
+    assert "no raster written" not in res.stderr and (tmp_path / "lq.tif").exists()
     res = run(scenes["ref"], scenes["other"], tmp_path / "f.tif")
     assert res.exit_code in (2, 3), res.output
     assert not (tmp_path / "f.tif").exists()

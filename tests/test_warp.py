@@ -225,6 +225,12 @@ def test_every_dtype_warps_with_matching_creation_options(tmp_path, dtype, fmt):
         assert ds.dtypes[0] == dtype
         pred = ds.tags(ns="IMAGE_STRUCTURE").get("PREDICTOR")
         v = ds.read(1)
+        nodata = ds.nodata
+    # the fill is flagged as nodata in a value the type holds: NaN for float / complex float, 0 for integers and CInt16
+    if dtype in ("float32", "float64", "complex64"):
+        assert nodata is not None and np.isnan(nodata)
+    else:
+        assert nodata == 0
     assert pred == ({"float32": "3", "float64": "3"}.get(dtype, None if dtype.startswith("complex") else "2"))
     assert v[13, 12] == (a[10, 10] * (1 + 1j) if dtype.startswith("complex") else a[10, 10])
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([src.name, "out.tif"])

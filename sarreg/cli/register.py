@@ -98,8 +98,10 @@ def register(ref: Path | str, moving: Path | str, out: Path, as_json: bool, asse
                    f"shift {c.get('shift_px', 0):.2f} px, rotation {c.get('rotation_deg', 0):.3f} deg"
                    + (f" -> {rep.output}" if rep.output else ""), err=as_json)
     if rep.status == "low_quality":
-        raise LowQuality(f"{moving}: low-quality registration ({rep.message}); no raster written"
-                         + (" (--force writes it)" if not force else "") + f"; see {rep.outputs.get('report')}")
+        written = f"raster written anyway (--force): {rep.output}" if rep.output else \
+            "no raster written" + ("" if force else " (--force writes it)")
+        raise LowQuality(f"{moving}: low-quality registration ({rep.message}); {written}; "
+                         f"see {rep.outputs.get('report')}")
     if rep.status == "failed":
         raise RegistrationFailed(f"{moving}: registration failed ({rep.message}); see {rep.outputs.get('report')}")
 

@@ -275,7 +275,9 @@ def open_scene(path: Source, pre: PreprocessConfig = PreprocessConfig()) -> Scen
         if not hi - lo > 1e-6:
             lo, hi = float(np.min(logv[valid])), float(np.max(logv[valid]))
             if not hi - lo > 1e-6:
-                raise InputError(f"{path}: constant image (every valid pixel is {lo:g}); nothing to match")
+                v = vals[valid].flat[0]
+                v = f"{v:g}" if not np.iscomplexobj(vals) else f"{complex(v):g}"
+                raise InputError(f"{path}: constant image (every valid pixel of band {band} is {v}); nothing to match")
         fill = float(np.clip((np.median(logv[valid]) - lo) / (hi - lo), 0, 1))
         geo = _is_georeferenced(ds)
         gcps, gcp_crs = (None, None) if geo else read_gcps(ds)
