@@ -100,3 +100,33 @@ def test_cli_rejects_openvino_on_cuda_or_missing(tmp_path: Path, geotiff_factory
     if not openvino_available():
         r = CliRunner().invoke(cli, ["extract", str(img), "--backend", "openvino", "--device", "cpu", "--no-progress"])
         assert r.exit_code != 0 and "openvino" in r.output
+
+
+@needs_openvino
+def test_openvino_conversion_sends_no_telemetry(tmp_path: Path) -> None:
+    """Converting a network with the OpenVINO backend starts no child process and sends nothing: OpenVINO's
+    telemetry (Google Analytics, from a forked child) is replaced by its no-op stub. Network calls are refused."""
+    import subprocess
+    import sys
+
+    code = """
+import multiprocessing, socket, sys, urllib.request
+def refuse(*a, **k):
+    print("NETWORK", a[:1], file=sys.stderr); raise OSError("no network in this test")
+urllib.request.urlopen = refuse
+socket.create_connection = refuse
+started = []
+_start = multiprocessing.Process.start
+multiprocessing.Process.start = lambda self: (started.append(self), _start(self))[1]
+import torch
+from sarreg.model.backend import OpenVINOTrunk
+trunk = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU())
+out = OpenVINOTrunk(trunk, 1, "0" * 64, "test")(torch.zeros(1, 1, 32, 32))
+assert tuple(out.shape) == (1, 4, 32, 32), out.shape
+print("children", len(started), "telemetry", sys.modules.get("openvino_telemetry") is not None)
+"""
+    env = {**__import__("os").environ, "XDG_CACHE_HOME": str(tmp_path / "cache"), "HOME": str(tmp_path)}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "children 0 telemetry False" in res.stdout, res.stdout + res.stderr[-2000:]
+    assert "NETWORK" not in res.stderr

@@ -66,11 +66,21 @@ def cache_dir() -> Path:
     return Path(base) / "sarreg"
 
 
+def no_telemetry() -> None:
+    """Keep OpenVINO's model conversion from sending usage data: ``openvino.convert_model`` reports to Google
+    Analytics through ``openvino_telemetry`` from a forked child (which also inherits sarreg's signal handlers);
+    with that module unimportable OpenVINO uses its own no-op stub. Left alone when the caller imported it."""
+    import sys
+
+    sys.modules.setdefault("openvino_telemetry", None)  # type: ignore[arg-type]
+
+
 class OpenVINOTrunk:
     """A compiled OpenVINO model of a network trunk: ``__call__(x)`` N x C x H x W float32 -> feature map."""
 
     def __init__(self, trunk: torch.nn.Module, in_channels: int, sha256: str, tag: str, precision: str = "fp32",
                  threads: int | None = None):
+        no_telemetry()
         import openvino as ov
 
         core = ov.Core()
