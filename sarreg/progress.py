@@ -26,7 +26,7 @@ ENV = "SARREG_PROGRESS_JSON"
 REGISTER_STAGES = {"relate": 0.0, "model": 0.04, "coarse": 0.08, "fine": 0.18, "estimate": 0.6, "refine": 0.62,
                    "offsets": 0.72, "warp": 0.82, "sidecars": 0.94}
 
-_state = {"flag": False, "final": False}
+_state = {"flag": False, "final": False, "quiet": False}
 
 
 def enable(on: bool = True) -> None:
@@ -38,6 +38,16 @@ def enable(on: bool = True) -> None:
 def enabled() -> bool:
     """JSON progress on (flag or environment variable): emitters write only then and human progress bars stay off."""
     return _state["flag"] or os.environ.get(ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def quiet(on: bool = True) -> None:
+    """``sarreg -q`` (only errors) for this process: no human progress bars (``bars``)."""
+    _state["quiet"] = on
+
+
+def bars(wanted: bool) -> bool:
+    """Human progress bars on: asked for (``--progress``), no JSON progress, and not ``sarreg -q``."""
+    return wanted and not enabled() and not _state.get("quiet", False)
 
 
 def emit(**obj: Any) -> None:

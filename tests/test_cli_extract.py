@@ -126,3 +126,13 @@ def test_output_dir_is_a_file(tmp_path: Path, scene: Path, weights: Path) -> Non
 def test_console_script_exit_code(sarreg_exe: Path, tmp_path: Path) -> None:
     p = subprocess.run([str(sarreg_exe), "extract", str(tmp_path / "missing.tif")], capture_output=True, text=True)
     assert p.returncode == 1 and "missing.tif: file not found" in p.stderr
+
+
+def test_quiet_silences_progress_bars(tmp_path: Path, scene: Path, weights: Path) -> None:
+    """``sarreg -q`` means only errors: the progress bar (on by default) stays off; without -q it is drawn."""
+    args = ["extract", str(scene), "--weights", str(weights), "--min-size", "64", "--overwrite"]
+    loud = CliRunner().invoke(cli, [*args, "-o", str(tmp_path / "a")], catch_exceptions=False)
+    assert loud.exit_code == 0 and "tile" in loud.stderr, loud.stderr
+    quiet = CliRunner().invoke(cli, ["-q", *args, "-o", str(tmp_path / "b")], catch_exceptions=False)
+    assert quiet.exit_code == 0 and quiet.stderr == "", quiet.stderr
+    assert (tmp_path / "b" / "scene.tif.r2d2").is_file()

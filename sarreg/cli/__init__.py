@@ -127,6 +127,7 @@ class _Group(click.Group):
 def cli(verbose: int, quiet: bool, progress_json: bool) -> None:
     """Co-register SAR scenes with a learned keypoint network."""
     _set_environment()
+    progress.quiet(quiet)
     level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     # warnings of libraries (captured into the log by the group) and "Exception ignored in ..." messages of

@@ -146,7 +146,7 @@ def batch(ref: str | Path, scenes: tuple[str, ...], outdir: Path, from_list: Pat
     if root.getEffectiveLevel() > logging.DEBUG:  # Dask logs its cluster life at INFO; keep it for -vv
         for name in ("distributed", "bokeh", "tornado"):
             logging.getLogger(name).setLevel(max(root.getEffectiveLevel(), logging.WARNING))
-    bar = tqdm(total=len(paths), unit="scene", disable=not progress or json_progress.enabled(), file=sys.stderr,
+    bar = tqdm(total=len(paths), unit="scene", disable=not json_progress.bars(progress), file=sys.stderr,
                dynamic_ncols=True)
     json_progress.stage("scenes", 0.0, done=0, total=len(paths))
     done = [0]

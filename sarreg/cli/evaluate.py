@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from sarreg import progress as json_progress
 from sarreg.cli.options import config_option, writable_dir
 
 from sarreg.config import MODELS, ExtractConfig, PreprocessConfig, RegisterConfig
@@ -113,7 +114,7 @@ def run(pairs_dir: Path, methods: str, reg_model: str, weights: tuple[Path, ...]
                         max_scale=max_scale, upsample_to=upsample_to, subpixel=subpixel, device=device, preprocess=PreprocessConfig())
     opt = EvalOptions(register=RegisterConfig(model=reg_model, device=device), extract=cfg, ratio=ratio,
                       threshold=threshold, orb_features=orb_features, skip_large_learned=skip_large)
-    bar = tqdm(total=len(pairs) * len(meths), unit="run", disable=not progress, leave=False)
+    bar = tqdm(total=len(pairs) * len(meths), unit="run", disable=not json_progress.bars(progress), leave=False)
 
     def tick(done: int, total: int, label: str) -> None:
         bar.set_postfix_str(label[-40:])

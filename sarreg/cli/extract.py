@@ -139,7 +139,7 @@ def extract(images: tuple[Source, ...], weights: Path | None, out_dir: Path | No
     lines: list[str] = []
     with Staging(finals) as st:
         for i, sc in enumerate(scenes):
-            bar = tqdm(desc=input_name(sc.path), unit="tile", disable=not progress or json_progress.enabled(),
+            bar = tqdm(desc=input_name(sc.path), unit="tile", disable=not json_progress.bars(progress),
                        leave=False)
 
             def tick(done: int, total: int, i: int = i) -> None:
