@@ -225,6 +225,8 @@ class RegisterConfig:
         check_config(self)
         if self.update_georef and self.model not in ("shift", "similarity", "affine", "auto"):
             raise InputError(f"--update-georef needs a shift, similarity, affine or auto model, not {self.model}")
+        if self.update_georef and not self.warp:
+            raise InputError("--update-georef writes OUT, --no-warp writes no raster: give one of them")
         return self
 
     def coarse_threshold(self, scale: float) -> float:
