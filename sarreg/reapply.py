@@ -46,12 +46,24 @@ def target_transform(data: dict[str, Any], report: Path, target: Path) -> tuple[
     from sarreg.io.raster import _is_georeferenced, open_dataset
     from sarreg.pipeline import prior_matrix
 
+    import pyproj
+
+    from sarreg.config import MODELS
+
+    relate = (data.get("stages") or {}).get("relate") or {}
     try:
         tr = PixelTransform.from_dict(data["transform"])
+        if tr.model not in MODELS:
+            raise ValueError(f"unknown model {tr.model!r}")
         grid = Grid.from_dict(data["reference_grid"])
-    except (KeyError, TypeError, ValueError) as e:
+        for name, g in (("reference_grid", data["reference_grid"]), ("moving_grid", relate.get("moving_grid"))):
+            if g and g.get("crs_wkt"):
+                pyproj.CRS.from_wkt(g["crs_wkt"])  # pyproj's CRSError when it does not parse (GDAL would print)
+            gt = (g or {}).get("geotransform")
+            if gt is not None and not abs(Affine.from_gdal(*gt).determinant) > 0:
+                raise ValueError(f"{name}: degenerate geotransform {g['geotransform']}")
+    except (KeyError, TypeError, ValueError, pyproj.exceptions.CRSError) as e:
         raise InputError(f"{report}: malformed transform ({e})") from None
-    relate = (data.get("stages") or {}).get("relate") or {}
     mgrid = relate.get("moving_grid")
     with open_dataset(target) as ds:
         t_size, t_aff, t_crs, t_geo = (ds.width, ds.height), ds.transform, ds.crs, _is_georeferenced(ds)

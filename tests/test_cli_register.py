@@ -103,6 +103,25 @@ def test_apply_reproduces_register_output(scenes, tmp_path):
     assert res.exit_code == 1 and not (tmp_path / "c.tif").exists()
 
 
+@pytest.mark.parametrize("damage,needle", [
+    (lambda d: d["reference_grid"].update(crs_wkt="garbage"), "Invalid WKT"),
+    (lambda d: d["reference_grid"].update(geotransform=[0, 0, 0, 0, 0, 0]), "degenerate geotransform"),
+    (lambda d: d["stages"]["relate"]["moving_grid"].update(crs_wkt="PROJCS[broken"), "malformed transform"),
+    (lambda d: d["transform"].update(model="bogus"), "unknown model 'bogus'"),
+])
+def test_apply_damaged_report_one_line_error(scenes, tmp_path, damage, needle):
+    """A report edited by hand (a broken CRS, a zero geotransform, an unknown model) is one error line, exit 1."""
+    res = run(scenes["ref"], scenes["moving"], tmp_path / "a.tif", "--no-warp")
+    assert res.exit_code == 0, res.output
+    data = json.loads((tmp_path / "a.report.json").read_text())
+    damage(data)
+    (tmp_path / "d.report.json").write_text(json.dumps(data))
+    res = CliRunner().invoke(cli, ["apply", str(tmp_path / "d.report.json"), str(scenes["moving"]),
+                                   str(tmp_path / "c.tif")])
+    _one_line_error(res, "d.report.json", needle)
+    assert res.exit_code == 1 and not (tmp_path / "c.tif").exists()
+
+
 def test_exit_codes_low_quality_and_failed(scenes, tmp_path):
     res = run(scenes["ref"], scenes["moving"], tmp_path / "lq.tif", "--min-inliers", "100000")
     assert res.exit_code == 2
