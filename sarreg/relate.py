@@ -40,7 +40,9 @@ def prior_matrix(ref: Scene, mov: Scene) -> np.ndarray:
     from pyproj import Transformer
 
     n = 11 if mov.georeferenced and ref.georeferenced else 21
-    g = np.stack(np.meshgrid(np.linspace(0, mov.width - 1, n), np.linspace(0, mov.height - 1, n)), -1).reshape(-1, 2)
+    # the grid spans the raster's extent (pixel edges, -0.5 .. size - 0.5): a one-pixel-wide raster still has one
+    g = np.stack(np.meshgrid(np.linspace(-0.5, mov.width - 0.5, n), np.linspace(-0.5, mov.height - 0.5, n)),
+                 -1).reshape(-1, 2)
     m = mov.xy_to_map(g)
     if mov.crs != ref.crs:
         try:

@@ -219,3 +219,16 @@ def test_overviews_are_read_when_present(geotiff_factory, intensity: np.ndarray)
     lin = 10 * np.log10(np.where(ok, direct, 1))
     expect = np.clip((lin - sc.lo) / (sc.hi - sc.lo), 0, 1)
     assert np.abs(unit[ok] - expect[ok]).max() < 1e-5
+
+
+@pytest.mark.parametrize("shape", [(64, 1), (1, 64), (40, 300)])
+def test_prior_of_thin_rasters_is_the_georeferencing(geotiff_factory, shape) -> None:
+    """The prior (moving px -> reference px from the two geotransforms) is exact for one-pixel-wide rasters too:
+    the fit's sample grid spans the raster's extent, not only its pixel centres (which are one column there)."""
+    from sarreg.relate import prior_matrix
+
+    a = np.random.default_rng(0).random(shape) + 1.0
+    ref = open_scene(geotiff_factory(a, "r.tif", origin=(500000.0, 5000000.0), pixel=10.0))
+    mov = open_scene(geotiff_factory(a, "m.tif", origin=(500030.0, 4999980.0), pixel=20.0))
+    expect = np.array([[2.0, 0, 3.0 + 0.5], [0, 2.0, 2.0 + 0.5], [0, 0, 1]])  # centres: x_r = 2 x_m + 3.5
+    assert np.allclose(prior_matrix(ref, mov), expect, atol=1e-6)
