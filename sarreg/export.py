@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
+from sarreg.config import RegisterConfig
 from sarreg.outputs import write_atomic  # the one atomic writer (also used as export.write_atomic)
 
 if TYPE_CHECKING:
@@ -33,6 +34,44 @@ if TYPE_CHECKING:
     from sarreg.warp import PixelTransform
 
 log = logging.getLogger(__name__)
+
+
+# every sidecar role ``register_outputs`` knows (the quicklook, named by the user, is not a sidecar)
+ALL_OUTPUTS = RegisterConfig(warp=True, tiepoints=True, geojson=True, points=True, matches_npz=True, model="local")
+
+
+def earlier_roles(report: Path, finals: dict[str, Path]) -> list[str]:
+    """Sidecar roles that the earlier run's report (``report``, about to be overwritten) lists among its outputs and
+    that this run (``finals``) will not write: with ``--overwrite`` they are removed, so that OUT's folder never
+    mixes two runs. Nothing when there is no readable earlier report (files sarreg did not write are left alone)."""
+    try:
+        old = json.loads(report.read_text()).get("outputs") or {}
+    except (OSError, ValueError, AttributeError):
+        return []
+    every = register_outputs(Path("x.tif"), ALL_OUTPUTS)
+    return [r for r in old if r in every and r not in finals and r != "quicklook"]
+
+
+def register_outputs(out: str | Path, cfg: RegisterConfig) -> dict[str, Path]:
+    """The write set of ``register``: role -> path of every file it may write (raster, sidecars, quicklook)."""
+    out = Path(out)
+    roles: dict[str, Path] = {}
+    if cfg.warp:
+        roles["raster"] = out
+    if cfg.tiepoints:
+        roles["tiepoints"] = sidecar(out, ".tiepoints.gpkg")
+        if cfg.geojson:
+            roles["tiepoints_geojson"] = sidecar(out, ".tiepoints.geojson")
+    if cfg.points:
+        roles["points"] = sidecar(out, ".points")
+    if cfg.matches_npz:
+        roles["matches"] = sidecar(out, ".matches.npz")
+    if cfg.quicklook:
+        roles["quicklook"] = Path(cfg.quicklook)
+    if cfg.model == "local":
+        roles["offsets"] = sidecar(out, ".offsets.tif")
+    roles["report"] = sidecar(out, ".report.json")
+    return roles
 
 
 def sidecar(out: str | Path, suffix: str) -> Path:

@@ -36,6 +36,7 @@ from sarreg import __version__
 from sarreg.area import AREA_RADIUS, area_stage, global_start, refine_from_starts, settles
 from sarreg.config import RegisterConfig
 from sarreg.errors import InputError, RegistrationFailed
+from sarreg.export import ALL_OUTPUTS, earlier_roles, register_outputs
 from sarreg.estimate import Estimate, apply_matrix, bootstrap_spread, decompose, finite_round, fit_model
 from sarreg.io.raster import Scene, open_dataset, open_scene
 from sarreg.io.safe import product_info
@@ -180,13 +181,18 @@ def register(ref: str | Path, moving: str | Path, out: str | Path, config: Regis
 
     ref, moving, out = resolve_input(ref), resolve_input(moving), Path(out)
     finals = register_outputs(out, config)
-    inputs = [ref, moving, Path(config.weights) if config.weights else None]
-    check_write_set(finals.values(), inputs, config.overwrite)
-    clean_stale(finals.values())
     # stage names: hidden, per process, in the same folders; the sidecars of the staged raster name keep their roles
     stage_out = temp_path(out if out.suffix else out.with_name(out.name + ".tif"), stage=True)
     cfg = config.with_(quicklook=str(temp_path(config.quicklook, stage=True))) if config.quicklook else config
-    with Staging(finals, register_outputs(stage_out, cfg)) as st:
+    stages = register_outputs(stage_out, cfg)
+    if config.overwrite:  # what an earlier run wrote beside OUT and this one will not goes at the commit
+        for role in earlier_roles(finals["report"], finals):
+            finals[role], stages[role] = register_outputs(out, ALL_OUTPUTS)[role], \
+                register_outputs(stage_out, ALL_OUTPUTS)[role]
+    inputs = [ref, moving, Path(config.weights) if config.weights else None]
+    check_write_set(finals.values(), inputs, config.overwrite)
+    clean_stale(finals.values())
+    with Staging(finals, stages) as st:
         # rasterio passes an integer GDAL_CACHEMAX to GDALSetCacheMax64 as BYTES (a bare 64 was a 64-byte cache:
         # every decimated read decompressed each DEFLATE tile once per output row)
         with rasterio.Env(GDAL_CACHEMAX=max(16, config.warp_mem_mb // 2) * 2 ** 20):
@@ -215,30 +221,6 @@ def _grid_of(path: Path) -> dict[str, Any]:
         if gcps:
             d.update(gcps=[list(g) for g in gcps], gcp_crs_wkt=crs.to_wkt() if crs is not None else None)
         return d
-
-
-def register_outputs(out: str | Path, cfg: RegisterConfig) -> dict[str, Path]:
-    """The write set of ``register``: role -> path of every file it may write (raster, sidecars, quicklook)."""
-    from sarreg.export import sidecar
-
-    out = Path(out)
-    roles: dict[str, Path] = {}
-    if cfg.warp:
-        roles["raster"] = out
-    if cfg.tiepoints:
-        roles["tiepoints"] = sidecar(out, ".tiepoints.gpkg")
-        if cfg.geojson:
-            roles["tiepoints_geojson"] = sidecar(out, ".tiepoints.geojson")
-    if cfg.points:
-        roles["points"] = sidecar(out, ".points")
-    if cfg.matches_npz:
-        roles["matches"] = sidecar(out, ".matches.npz")
-    if cfg.quicklook:
-        roles["quicklook"] = Path(cfg.quicklook)
-    if cfg.model == "local":
-        roles["offsets"] = sidecar(out, ".offsets.tif")
-    roles["report"] = sidecar(out, ".report.json")
-    return roles
 
 
 def _register(ref: str | Path, moving: str | Path, out: str | Path, config: RegisterConfig,

@@ -122,6 +122,24 @@ def test_apply_damaged_report_one_line_error(scenes, tmp_path, damage, needle):
     assert res.exit_code == 1 and not (tmp_path / "c.tif").exists()
 
 
+def test_overwrite_removes_what_the_earlier_run_wrote(scenes, tmp_path):
+    """--overwrite replaces a run as a whole: sidecars of the earlier run that this one does not write (its raster
+    under --no-warp, the offsets of --model local, the GeoJSON) go, so OUT's folder never mixes two runs; a file
+    the earlier report does not list stays."""
+    res = run(scenes["ref"], scenes["moving"], tmp_path / "o.tif", "--model", "local", "--geojson")
+    assert res.exit_code == 0, res.output
+    for name in ("o.tif", "o.offsets.tif", "o.tiepoints.geojson", "o.report.json"):
+        assert (tmp_path / name).exists(), name
+    (tmp_path / "o.notes.txt").write_text("mine")
+    res = run(scenes["ref"], scenes["moving"], tmp_path / "o.tif", "--no-warp", "--overwrite")
+    assert res.exit_code == 0, res.output
+    rep = json.loads((tmp_path / "o.report.json").read_text())
+    assert rep["output"] is None and "raster" not in rep["outputs"]
+    left = {p.name for p in tmp_path.iterdir()}
+    assert {"o.tif", "o.offsets.tif", "o.tiepoints.geojson"}.isdisjoint(left), left
+    assert {"o.report.json", "o.tiepoints.gpkg", "o.points", "o.notes.txt"} <= left, left
+
+
 def test_exit_codes_low_quality_and_failed(scenes, tmp_path):
     res = run(scenes["ref"], scenes["moving"], tmp_path / "lq.tif", "--min-inliers", "100000")
     assert res.exit_code == 2
