@@ -26,11 +26,16 @@ _ARGV = getattr(sys, "orig_argv", sys.argv)
 IS_COMMAND = os.path.basename(sys.argv[0] if sys.argv else "") in ("sarreg", "cli.py") or \
     ("-m" in _ARGV[:-1] and _ARGV[_ARGV.index("-m") + 1] in ("sarreg.cli", "sarreg.cli.__main__"))
 SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))
+# a worker process of the command (Dask's nanny spawns them with the command's sys.argv): it leaves quietly on a
+# signal, the command itself says "interrupted" once
+IS_CHILD = "--multiprocessing-fork" in _ARGV or any(a.startswith("from multiprocessing") for a in _ARGV)
 
 
 def _exit_on_signal(signum: int, frame: object) -> None:
     """Start-up handler: nothing to clean up yet, so leave at once (also the final JSON line of --progress-json)."""
     name = signal.Signals(signum).name
+    if IS_CHILD:
+        os._exit(128 + signum)
     os.write(2, f"sarreg: interrupted ({name})\n".encode())
     if os.environ.get("SARREG_PROGRESS_JSON", "").strip().lower() not in ("", "0", "false", "no"):
         os.write(2, f'{{"status": "interrupted", "exit_code": {128 + signum}, "signal": "{name}"}}\n'.encode())

@@ -147,3 +147,23 @@ def test_sigint_inside_gdals_module_init_is_not_lost(pair, tmp_path):
     assert p.returncode == 130, (p.returncode, p.stderr)
     assert _lines(p.stderr) == ["sarreg: interrupted (SIGINT)"], p.stderr
     assert not list(tmp_path.glob("o.*")) and not list(tmp_path.glob(".o.*"))
+
+
+def test_worker_process_of_the_command_leaves_quietly(tmp_path):
+    """A process spawned by the command (Dask's nanny starts its workers with the command's ``sys.argv``) leaves
+    on a signal with 128 + signum and prints nothing: the command says "interrupted" once, not once per worker."""
+    script = tmp_path / "spawn_child.py"
+    script.write_text(
+        "import multiprocessing as mp, os, signal, sys, time\n"
+        "def child():\n"
+        "    import sarreg\n"
+        "    assert sarreg.IS_COMMAND and sarreg.IS_CHILD\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    time.sleep(10)\n"
+        "if __name__ == '__main__':\n"
+        "    sys.argv[0] = os.path.join(os.path.dirname(sys.executable), 'sarreg')\n"
+        "    p = mp.get_context('spawn').Process(target=child)\n"
+        "    p.start(); p.join(); print('exit', p.exitcode)\n")
+    res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=ENV, timeout=120)
+    assert res.stdout.strip() == f"exit {128 + signal.SIGTERM}", res.stdout + res.stderr
+    assert "interrupted" not in res.stderr, res.stderr
