@@ -66,12 +66,32 @@ def dask_client(scheduler: str | None = None, workers: int | None = None, thread
     n = int(workers) if workers else default_workers(threads_per_worker)
     if n < 1:
         raise InputError(f"--workers must be >= 1, got {n}")
+    _quiet_cluster_atexit()
     inner = str(max(1, (os.cpu_count() or 1) // (n * threads_per_worker)))
     env = {"OMP_NUM_THREADS": inner, "MKL_NUM_THREADS": inner, "OPENBLAS_NUM_THREADS": inner}
     with LocalCluster(n_workers=n, threads_per_worker=threads_per_worker, processes=True,
                       memory_limit=memory_limit, dashboard_address=dashboard_address,
                       silence_logs=logging.ERROR, env=env) as cluster, Client(cluster) as client:
         yield client
+
+
+def _quiet_cluster_atexit() -> None:
+    """Dask closes leftover clusters at exit (``distributed.deploy.spec.close_clusters``); one interrupted while it
+    started (Ctrl-C during the workers' start-up) fails that with a traceback after "sarreg: interrupted". The same
+    closing, with its errors dropped: the process is leaving anyway and the workers die with it."""
+    import atexit
+    import contextlib
+
+    from distributed.deploy import spec
+
+    def close_clusters_quietly() -> None:
+        with contextlib.suppress(Exception):
+            spec.close_clusters()
+
+    if not getattr(spec, "_sarreg_quiet", False):
+        atexit.unregister(spec.close_clusters)
+        atexit.register(close_clusters_quietly)
+        spec._sarreg_quiet = True
 
 
 def _absolute(src: str | Path) -> str | Path:
