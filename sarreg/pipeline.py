@@ -47,7 +47,7 @@ from sarreg.quality import (FAIL_INLIERS, choose_estimate, cross_check, judge, m
                             prefer_simpler, select_model, to_pixel_transform)
 from sarreg.relate import check_bounds, located_by, moving_pre, overlap_area, prior_matrix, read_coarse
 from sarreg.stage import StageResult
-from sarreg.warp import Grid, check_output, corrected_geotransform, pixel_size
+from sarreg.warp import Grid, check_output, check_raster_name, corrected_geotransform, pixel_size
 
 if TYPE_CHECKING:
     from shapely.geometry.base import BaseGeometry
@@ -190,6 +190,8 @@ def register(ref: str | Path, moving: str | Path, out: str | Path, config: Regis
             finals[role], stages[role] = register_outputs(out, ALL_OUTPUTS)[role], \
                 register_outputs(stage_out, ALL_OUTPUTS)[role]
     inputs = [ref, moving, Path(config.weights) if config.weights else None]
+    if "raster" in finals:
+        check_raster_name(finals["raster"])
     check_write_set(finals.values(), inputs, config.overwrite)
     clean_stale(finals.values())
     with Staging(finals, stages) as st:

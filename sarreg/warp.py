@@ -173,6 +173,18 @@ def _tmp_path(out: Path, tag: str = "") -> Path:
     return temp_path(out if out.suffix else out.with_name(out.name + ".tif"), tag)
 
 
+# names of image formats a GeoTIFF must not be written under (a viewer would open it as that format and fail)
+NOT_TIFF = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".jp2", ".vrt", ".nc", ".h5", ".hdf", ".zip"}
+
+
+def check_raster_name(out: str | Path) -> None:
+    """Refuse (OutputError) an output raster named like another format: sarreg writes GeoTIFF / COG only."""
+    from sarreg.errors import OutputError
+
+    if Path(out).suffix.lower() in NOT_TIFF:
+        raise OutputError(f"{out}: the output raster is a GeoTIFF; name it .tif (not {Path(out).suffix})")
+
+
 def check_output(out: Path, inputs: list[Path], overwrite: bool) -> Path:
     """Refuse to overwrite an input (also through links) or an existing file (without overwrite), and
     unwritable folders (``sarreg.outputs.check_write_set`` for one file)."""

@@ -140,6 +140,19 @@ def test_overwrite_removes_what_the_earlier_run_wrote(scenes, tmp_path):
     assert {"o.report.json", "o.tiepoints.gpkg", "o.points", "o.notes.txt"} <= left, left
 
 
+@pytest.mark.parametrize("command", ["register", "apply"])
+def test_output_raster_named_like_another_format_is_refused(scenes, tmp_path, command):
+    """OUT ``x.png`` would be a GeoTIFF under a PNG name (viewers fail on it): one error line, nothing written."""
+    if command == "register":
+        res = run(scenes["ref"], scenes["moving"], tmp_path / "x.png")
+    else:
+        assert run(scenes["ref"], scenes["moving"], tmp_path / "a.tif", "--no-warp").exit_code == 0
+        res = CliRunner().invoke(cli, ["apply", str(tmp_path / "a.report.json"), str(scenes["moving"]),
+                                       str(tmp_path / "x.png")])
+    _one_line_error(res, "x.png", "name it .tif")
+    assert res.exit_code == 1 and not list(tmp_path.glob("x.*"))
+
+
 def test_exit_codes_low_quality_and_failed(scenes, tmp_path):
     res = run(scenes["ref"], scenes["moving"], tmp_path / "lq.tif", "--min-inliers", "100000")
     assert res.exit_code == 2

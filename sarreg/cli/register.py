@@ -128,9 +128,10 @@ def apply(report: Path, moving: Path | str, out: Path, update_georef: bool, over
     from sarreg.outputs import Staging, check_write_set, clean_stale, temp_path
     from sarreg.reapply import target_transform
     from sarreg.io.source import resolve_input
-    from sarreg.warp import update_georef as write_georef, warp_to_grid
+    from sarreg.warp import check_raster_name, update_georef as write_georef, warp_to_grid
 
     moving = resolve_input(moving, asset, pol)  # a STAC Item -> its asset, a S1 product -> its measurement
+    check_raster_name(out)
     check_write_set([out], [report, moving], overwrite)  # before any work; never the report or the raster
 
     try:
