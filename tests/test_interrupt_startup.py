@@ -167,3 +167,26 @@ def test_worker_process_of_the_command_leaves_quietly(tmp_path):
     res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=ENV, timeout=120)
     assert res.stdout.strip() == f"exit {128 + signal.SIGTERM}", res.stdout + res.stderr
     assert "interrupted" not in res.stderr, res.stderr
+
+
+def test_cleanup_that_hangs_after_a_signal_is_cut_short():
+    """A clean-up that never ends after a signal (a Dask cluster waiting on a worker that never got it) does not
+    keep the command alive: after ``CLEANUP_LIMIT_S`` it leaves with 128 + signum and one "interrupted" line."""
+    code = (
+        "import os, signal, time\n"
+        "import click\n"
+        "import sarreg.cli as c\n"
+        "c.CLEANUP_LIMIT_S = 1.0\n"
+        "@c.cli.command()\n"
+        "def hang():\n"
+        "    try:\n"
+        "        os.kill(os.getpid(), signal.SIGTERM)\n"
+        "        time.sleep(30)\n"
+        "    finally:\n"
+        "        time.sleep(60)  # a clean-up that never ends\n"
+        "c.cli(['hang'])\n")
+    t0 = time.monotonic()
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, timeout=50)
+    assert res.returncode == 128 + signal.SIGTERM, (res.returncode, res.stderr)
+    assert _lines(res.stderr) == ["sarreg: interrupted (SIGTERM)"], res.stderr
+    assert time.monotonic() - t0 < 30

@@ -28,6 +28,22 @@ class Interrupted(KeyboardInterrupt):
         self.signum = signum
 
 
+# seconds the clean-up after a signal may take (finally blocks, a Dask cluster's shutdown) before the process
+# leaves anyway: a clean-up stuck on a worker that never got the signal must not keep the command alive
+CLEANUP_LIMIT_S = 30.0
+_reported: list[int] = []  # the "interrupted" line was printed (by the command, or by the watchdog)
+_watchdogs: list[threading.Timer] = []
+
+
+def _watchdog(signum: int) -> None:
+    """Leave with 128 + signum when the clean-up after a signal has not ended within ``CLEANUP_LIMIT_S``."""
+    if not _reported:
+        _reported.append(signum)
+        os.write(2, f"sarreg: interrupted ({signal.Signals(signum).name})\n".encode())
+        progress.final("interrupted", 128 + signum, signal=signal.Signals(signum).name)
+    os._exit(128 + signum)
+
+
 def _raise_on_signal(signum: int, frame: FrameType | None) -> None:
     if _in_extension_init(frame):
         # a C module's init (GDAL's SWIG bindings import an optional module and clear any error) would swallow the
@@ -36,6 +52,10 @@ def _raise_on_signal(signum: int, frame: FrameType | None) -> None:
         t.daemon = True
         t.start()
         return
+    t = threading.Timer(CLEANUP_LIMIT_S, _watchdog, (signum,))
+    t.daemon = True
+    t.start()
+    _watchdogs.append(t)
     raise Interrupted(signum)
 
 
@@ -70,6 +90,7 @@ from sarreg.errors import SarregError  # noqa: E402
 class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         old = _install(_raise_on_signal)
+        _reported.clear()
         old_hook, sys.unraisablehook = sys.unraisablehook, _log_unraisable
         progress.enable(ctx.params.get("progress_json", False))
         code = None
@@ -100,7 +121,9 @@ class _Group(click.Group):
             code = e.exit_code
         except KeyboardInterrupt as e:
             signum = getattr(e, "signum", signal.SIGINT)
-            click.echo(f"sarreg: interrupted ({signal.Signals(signum).name})", err=True)
+            if not _reported:
+                _reported.append(signum)
+                click.echo(f"sarreg: interrupted ({signal.Signals(signum).name})", err=True)
             progress.final("interrupted", 128 + signum, signal=signal.Signals(signum).name)
             code = 128 + signum
         finally:
@@ -114,6 +137,8 @@ class _Group(click.Group):
             sys.unraisablehook = old_hook
             if not IS_COMMAND:  # a program running the group in-process gets its own handlers back
                 _restore(old)
+                while _watchdogs:  # (the command's own process keeps them: its exit may still hang, in atexit)
+                    _watchdogs.pop().cancel()
         sys.exit(code)
 
 
