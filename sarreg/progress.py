@@ -45,6 +45,11 @@ def quiet(on: bool = True) -> None:
     _state["quiet"] = on
 
 
+def is_quiet() -> bool:
+    """``sarreg -q``: only errors on stderr."""
+    return bool(_state.get("quiet", False))
+
+
 def bars(wanted: bool) -> bool:
     """Human progress bars on: asked for (``--progress``), no JSON progress, and not ``sarreg -q``."""
     return wanted and not enabled() and not _state.get("quiet", False)

@@ -311,6 +311,16 @@ def test_existing_scheduler_and_workers(tmp_path, series):
             p.wait()
 
 
+def test_missing_scheduler_file_is_named(tmp_path, series):
+    """--scheduler with a file name that does not exist says so (not "missing port number in address")."""
+    ref, scenes = series
+    r = _invoke(["batch", str(ref), str(scenes[0][0]), "-o", str(tmp_path / "out"),
+                 "--scheduler", str(tmp_path / "nosuch.json"), "--no-progress", *SIFT_ARGS])
+    assert r.exit_code == 1, r.stderr
+    assert r.stderr.strip().splitlines() == [f"sarreg: error: {tmp_path / 'nosuch.json'}: scheduler file not found "
+                                             "(or give the scheduler's address, tcp://host:8786)"], r.stderr
+
+
 def test_cli_options_build_one_register_config(tmp_path):
     from sarreg.cli.batch import _scene_list, config_from_options
 

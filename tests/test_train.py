@@ -283,6 +283,47 @@ def test_train_cli_config_and_errors(tmp_path):
     assert r.exit_code == 1 and "--pos-d / --neg-d" in r.output
 
 
+def test_train_cli_bad_values_are_one_line_and_leave_nothing(tmp_path):
+    """Bad option values (command line or --config), an unreadable --init and a run folder that already holds a
+    run: one error line each, no traceback, no folder left behind; only --resume continues a run."""
+    from click.testing import CliRunner
+
+    from sarreg.cli import cli
+    from sarreg.train.loop import TrainConfig, train
+
+    out = tmp_path / "o"
+    small = ["--crop", "64", "--mchan", "2", "--workers", "0", "--out", str(out)]
+
+    def one_line(args: list[str], needle: str, code: int) -> None:
+        r = CliRunner().invoke(cli, ["train", *args])
+        lines = [ln for ln in r.output.strip().splitlines() if ln]
+        assert r.exit_code == code and len(lines) == 1 and lines[0].startswith("sarreg: error: "), r.output
+        assert needle in lines[0], lines[0]
+        assert r.exception is None or isinstance(r.exception, SystemExit), r.exception
+        assert not out.exists()
+
+    one_line(["--batch", "0", *small], "--batch", 2)
+    one_line(["--iterations", "0", *small], "--iterations", 2)
+    one_line(["--distort", "1.5", *small], "--distort", 2)
+    conf = tmp_path / "c.json"
+    conf.write_text(json.dumps({"iterations": "abc"}))
+    one_line(["--config", str(conf), *small], "c.json: iterations", 1)
+    one_line(["--init", str(tmp_path / "nosuch.pt"), *small], "nosuch.pt: --init checkpoint not found", 1)
+    (tmp_path / "junk.pt").write_text("not a checkpoint")
+    r = CliRunner().invoke(cli, ["train", "--init", str(tmp_path / "junk.pt"), "--iterations", "1", *small])
+    assert r.exit_code == 1 and "junk.pt: not a readable checkpoint" in r.output, r.output
+    # a folder holding a run is not trained over again (its best.pt, logs) without --resume
+    cfg = TrainConfig(iterations=1, batch=2, crop=64, mchan=2, workers=0, threads=1, val_every=1, val_size=64,
+                      val_top_k=50, val_pairs=2)
+    run = tmp_path / "run"
+    train([Source("synthetic", 1.0, size=128)], run, cfg, progress=False)
+    before = (run / "last.pt").read_bytes()
+    r = CliRunner().invoke(cli, ["train", "--iterations", "1", "--batch", "2", "--crop", "64", "--mchan", "2",
+                                 "--workers", "0", "--out", str(run)])
+    assert r.exit_code == 1 and "holds a training run (last.pt); --resume continues it" in r.output, r.output
+    assert (run / "last.pt").read_bytes() == before
+
+
 def test_amp_forward_matches_float32():
     from sarreg.model.r2d2 import build_network
     from sarreg.train.loop import _forward

@@ -52,6 +52,10 @@ def dask_client(scheduler: str | None = None, workers: int | None = None, thread
     from distributed import Client, LocalCluster
 
     if scheduler:
+        if not Path(scheduler).is_file() and "://" not in scheduler and \
+                (scheduler.lower().endswith((".json", ".yaml", ".yml")) or os.sep in scheduler):
+            raise InputError(f"{scheduler}: scheduler file not found (or give the scheduler's address, "
+                             "tcp://host:8786)")
         kw: dict[str, Any] = {"scheduler_file": scheduler} if Path(scheduler).is_file() else {"address": scheduler}
         try:
             client = Client(timeout="30s", **kw)

@@ -161,6 +161,8 @@ def batch(ref: str | Path, scenes: tuple[str, ...], outdir: Path, from_list: Pat
             bar.write(f"sarreg: {r.scene}: failed: {r.error}", file=sys.stderr)
 
     def on_cluster(client: Client) -> None:
+        if json_progress.is_quiet():
+            return
         bar.write(f"Dask dashboard: {client.dashboard_link} "
                   f"({len(client.scheduler_info().get('workers', {}))} workers)", file=sys.stderr)
 

@@ -9,12 +9,14 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from sarreg import progress as json_progress
 from sarreg.errors import InputError
 
 if TYPE_CHECKING:
     from sarreg.train.pairs import Source
 
 log = logging.getLogger(__name__)
+PROBABILITY = click.FloatRange(0.0, 1.0)
 
 
 def _load_config(path: Path) -> dict:
@@ -94,10 +96,10 @@ def build_sources(data: list[str], stacks: list[str], synthetic: bool, crop: int
               show_default=True, help="Run folder: last.pt, best.pt, logs, curves.png.")
 @click.option("--stack", "stacks", multiple=True, type=click.Path(path_type=str),
               help="Folder of co-registered dates of one scene (repeatable).")
-@click.option("--iterations", type=int, default=1500, show_default=True)
+@click.option("--iterations", type=click.IntRange(min=1), default=1500, show_default=True)
 @click.option("--crop", type=int, default=160, show_default=True, help="Training crop side (even).")
-@click.option("--batch", type=int, default=8, show_default=True)
-@click.option("--mchan", type=int, default=4, show_default=True, help="Width multiplier of the network.")
+@click.option("--batch", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--mchan", type=click.IntRange(min=1), default=4, show_default=True, help="Width multiplier of the network.")
 @click.option("--arch", type=click.Choice(["Fast_Quad_L2Net_ConfCFS", "Quad_L2Net_ConfCFS"]),
               default="Fast_Quad_L2Net_ConfCFS", show_default=True,
               help="Network: Fast (half-resolution trunk) or full resolution (slower, more precise). A Fast --init "
@@ -140,23 +142,23 @@ def build_sources(data: list[str], stacks: list[str], synthetic: bool, crop: int
 @click.option("--val-rank", type=click.Choice(["rep_rel", "rep"]), default="rep_rel", show_default=True,
               help="Validation ranks keypoints by repeatability x reliability, or by repeatability alone "
                    "(for models shipped with a constant reliability).")
-@click.option("--sensor", type=float, default=0.0, show_default=True,
+@click.option("--sensor", type=PROBABILITY, default=0.0, show_default=True,
               help="Per-view probability of another sensor's look: resolution, noise floor, 8/16-bit storage.")
-@click.option("--distort", type=float, default=0.0, show_default=True,
+@click.option("--distort", type=PROBABILITY, default=0.0, show_default=True,
               help="Probability of a smooth non-projective distortion of the second view (terrain, ground range).")
-@click.option("--terrain", type=float, default=0.0, show_default=True,
+@click.option("--terrain", type=PROBABILITY, default=0.0, show_default=True,
               help="Probability that a synthetic scene is mountains (topographic shading, snow lines).")
-@click.option("--season", type=float, default=0.0, show_default=True,
+@click.option("--season", type=PROBABILITY, default=0.0, show_default=True,
               help="Probability of strong temporal change of the second view (regional level changes, +-6 dB gain).")
-@click.option("--polar", type=float, default=0.0, show_default=True,
+@click.option("--polar", type=PROBABILITY, default=0.0, show_default=True,
               help="Probability of a cross-polarisation pair: one view as VH/HV would show it, or two channels "
                    "of a multi-channel (Pauli RGB) image.")
-@click.option("--jpeg", type=float, default=0.0, show_default=True,
+@click.option("--jpeg", type=PROBABILITY, default=0.0, show_default=True,
               help="Per-view probability of an 8-bit JPEG file (dB stretch, quality 40-95: block artefacts).")
-@click.option("--single-look", type=float, default=0.0, show_default=True,
+@click.option("--single-look", type=PROBABILITY, default=0.0, show_default=True,
               help="Per-view probability that a real two-date pair's view gets 1-2-look speckle (single-look "
                    "products; the shipped real scenes are multi-looked).")
-@click.option("--near-identity", type=float, default=0.0, show_default=True,
+@click.option("--near-identity", type=PROBABILITY, default=0.0, show_default=True,
               help="Probability of a georeferenced-style warp (any shift, at most ~1 px of rotation, scale and "
                    "shear) instead of a random homography: sub-pixel accuracy where most real pairs are.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 ...")
@@ -171,7 +173,7 @@ def train(ctx: click.Context, data: tuple[str, ...], config_file: Path | None, o
     """Train the keypoint network on DATA (images, folders, BEFORE/AFTER pair folders) + synthetic scenes."""
     from click.core import ParameterSource
 
-    from sarreg.train.loop import TrainConfig
+    from sarreg.train.loop import TrainConfig, check_train
     from sarreg.train.loop import train as run_train
 
     data, stacks = list(data), list(stacks)
@@ -189,14 +191,21 @@ def train(ctx: click.Context, data: tuple[str, ...], config_file: Path | None, o
             elif k == "out" and ctx.get_parameter_source("out_dir") == ParameterSource.DEFAULT:
                 out_dir = Path(v)
             elif k in opts and ctx.get_parameter_source(k) == ParameterSource.DEFAULT:
-                opts[k] = v
+                param = next(p for p in ctx.command.params if p.name == k)
+                try:  # the option's own type and range, as on the command line
+                    opts[k] = param.type_cast_value(ctx, v)
+                except click.BadParameter as e:
+                    raise InputError(f"{config_file}: {k}: {e.message}") from None
     weights = {k: opts.pop(f"{k}_weight") for k in ("synthetic", "pairs", "single", "stack")}
     synthetic, val_holdout, resume = opts.pop("synthetic"), opts.pop("val_holdout"), opts.pop("resume")
     cfg = TrainConfig(**opts)
+    check_train(out_dir, cfg, resume)
     sources, val_sources = build_sources(data, stacks, synthetic, cfg.crop, val_holdout, weights, cfg.terrain,
                                          cfg.polar)
     for s in sources:
-        click.echo(f"training data: {s.describe()}, weight {s.weight:g}", err=True)
+        if not json_progress.is_quiet():
+            click.echo(f"training data: {s.describe()}, weight {s.weight:g}", err=True)
     state = run_train(sources, out_dir, cfg, val_sources=val_sources, resume=resume, progress=not no_progress)
-    click.echo(f"stopped at iteration {state.iteration}; best validation M-score {state.best:.4f}; "
-               f"checkpoints in {out_dir}", err=True)
+    if not json_progress.is_quiet():
+        click.echo(f"stopped at iteration {state.iteration}; best validation M-score {state.best:.4f}; "
+                   f"checkpoints in {out_dir}", err=True)

@@ -289,7 +289,10 @@ def _forward(net, x: torch.Tensor, amp: bool) -> dict[str, torch.Tensor]:
 def _init_weights(net: torch.nn.Module, cfg: TrainConfig) -> bool:
     """Load ``cfg.init`` into ``net``: as is, widened (Net2WiderNet) and / or converted from the Fast network to
     the full-resolution one (:mod:`sarreg.train.atrous`); returns True when converted (BatchNorm to re-estimate)."""
-    ck = torch.load(cfg.init, map_location="cpu", weights_only=True)
+    try:
+        ck = torch.load(cfg.init, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises several types for a file that is not a checkpoint
+        raise WeightsError(f"{cfg.init}: not a readable checkpoint ({type(e).__name__})") from None
     if not isinstance(ck, dict) or "mchan" not in ck or "state_dict" not in ck:
         raise WeightsError(f"{cfg.init}: not a sarreg checkpoint (--init takes our format, e.g. a run's last.pt)")
     init_mchan, init_arch = int(ck["mchan"]), str(ck.get("arch", ARCHITECTURES[0]))
@@ -312,6 +315,19 @@ def _init_weights(net: torch.nn.Module, cfg: TrainConfig) -> bool:
     return convert
 
 
+def check_train(out: Path, cfg: TrainConfig, resume: bool) -> None:
+    """Refuse (one-line errors) options that cannot train, a run folder that holds a run (without ``resume``) and
+    a missing ``--init`` checkpoint, before anything is written."""
+    if cfg.crop % 2 or cfg.crop < 48:
+        raise InputError(f"crop must be even and >= 48 px, got {cfg.crop}")
+    if cfg.iterations < 1 or cfg.batch < 1:
+        raise InputError(f"iterations and batch must be >= 1, got {cfg.iterations} and {cfg.batch}")
+    if not resume and (Path(out) / "last.pt").exists():
+        raise OutputError(f"{out}: holds a training run (last.pt); --resume continues it, or give another --out")
+    if cfg.init and not Path(cfg.init).is_file():
+        raise WeightsError(f"{cfg.init}: --init checkpoint not found")
+
+
 def train(sources: Sequence[Source], out_dir: str | Path, cfg: TrainConfig = TrainConfig(),
           val_sources: Sequence[Source] | None = None, resume: bool = False, progress: bool = True,
           pair_cfg: PairConfig | None = None) -> RunState:
@@ -320,12 +336,11 @@ def train(sources: Sequence[Source], out_dir: str | Path, cfg: TrainConfig = Tra
     from tqdm import tqdm
 
     out = Path(out_dir)
+    check_train(out, cfg, resume)  # the options first: a refused run leaves no folder behind
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise OutputError(f"{out}: cannot create output folder ({e.strerror})") from None
-    if cfg.crop % 2 or cfg.crop < 48:
-        raise InputError(f"crop must be even and >= 48 px, got {cfg.crop}")
     torch.set_num_threads(max(1, cfg.threads))
     torch.set_flush_denormal(True)  # denormal floats make CPU convolutions/backward many times slower
     device = resolve_device(cfg.device)
