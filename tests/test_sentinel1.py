@@ -236,19 +236,22 @@ def test_gdal_safe_driver_reads_the_fixture(scenes):
     assert np.array_equal(vv.ReadAsArray(), tif.ReadAsArray())
 
 
-@pytest.mark.parametrize("form", ["safe", "manifest", "zip"])
+@pytest.mark.parametrize("form", ["safe", "manifest", "zip", "zip_safe", "zip_manifest"])
 def test_product_forms_resolve_to_the_measurement(scenes, form):
-    src = {"safe": scenes["safe"], "manifest": scenes["safe"] / "manifest.safe", "zip": scenes["zip"]}[form]
+    src = {"safe": scenes["safe"], "manifest": scenes["safe"] / "manifest.safe", "zip": scenes["zip"],
+           "zip_safe": scenes["zip"] / f"{NAME}.SAFE",  # the product named inside its zip
+           "zip_manifest": scenes["zip"] / f"{NAME}.SAFE" / "manifest.safe"}[form]
     from sarreg.io.safe import product_info
 
     vv, vh = resolve_input(src), resolve_input(src, pol="vh")
     assert str(vv).endswith("-vv-20240513t054012-20240513t054037-053843-068b7c-001.tiff")
     assert str(vh).endswith("-vh-20240513t054012-20240513t054037-053843-068b7c-002.tiff")
     assert resolve_input(src, pol="VV") == vv and resolve_input(vv) == vv  # default VV; idempotent
-    if form == "zip":
+    if form.startswith("zip"):
         assert str(vv).startswith(f"/vsizip/{scenes['zip']}/{NAME}.SAFE/measurement/")
     info = product_info(vh)
-    assert info["polarisation"] == "VH" and info["product_type"] == "GRD" and info["product"] == str(src)
+    product = scenes["zip"] if form.startswith("zip") else src
+    assert info["polarisation"] == "VH" and info["product_type"] == "GRD" and info["product"] == str(product)
     with rasterio.open(vv) as ds:
         assert ds.gcps[0] and ds.gcps[1].to_epsg() == 4326 and ds.dtypes[0] == "uint16"
 

@@ -126,6 +126,11 @@ def resolve_input(src: Source, asset: str | None = None, pol: str | None = None)
     if not p.exists():
         z = _split_zip(p)
         if z is not None:
+            member = z[1].rstrip("/")
+            if member.lower().endswith((".safe/manifest.safe", ".safe")):  # a product named inside its zip
+                measurement = resolve_safe(z[0], pol)
+                if measurement is not None:
+                    return measurement
             return f"/vsizip/{z[0]}/{z[1]}"
     return p
 
