@@ -123,6 +123,7 @@ def test_404_url_is_one_line(server, small, tmp_path):
     assert p.returncode == 1, p.stderr
     lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and url in lines[0], p.stderr
+    assert "cannot reach remote raster (not found" in lines[0], lines[0]  # not GDAL's "not recognized as ... format"
     assert list(tmp_path.iterdir()) == []
 
 

@@ -33,7 +33,7 @@ from rasterio.windows import Window
 from sarreg.config import PreprocessConfig
 from sarreg.errors import InputError
 from sarreg.io.gcps import Gcps, map_to_pixel, pixel_to_map, read_gcps
-from sarreg.io.source import Source, is_remote, open_options, resolve_input
+from sarreg.io.source import Source, open_options, resolve_input
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,8 @@ def gdal_message(e: BaseException, limit: int = 160) -> str:
     cause = e.__cause__ or e.__context__
     if "previous exception" in msg and cause is not None and str(cause).strip():
         msg = str(cause).strip()
-    return (msg.splitlines()[0] if msg else type(e).__name__)[:limit]
+    msg = msg.splitlines()[0] if msg else type(e).__name__
+    return msg if len(msg) <= limit else msg[:limit].rsplit(" ", 1)[0] + " ..."
 
 
 def _open(path: Source) -> rasterio.io.DatasetReader:
@@ -120,10 +121,23 @@ def _open(path: Source) -> rasterio.io.DatasetReader:
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             return rasterio.open(path)
     except RasterioIOError as e:
-        what = "cannot open remote raster" if is_remote(path) else "not a readable raster"
+        network = any(v in str(path) for v in ("/vsicurl", "/vsis3", "/vsigs", "/vsiaz", "/vsiadls", "/vsioss",
+                                               "/vsiswift", "/vsiwebhdfs"))
+        if network and not _reachable(path):
+            raise InputError(f"{path}: cannot reach remote raster (not found, or the server did not answer)") from None
+        what = "cannot open remote raster" if network else "not a readable raster"
         raise InputError(f"{path}: {what} ({gdal_message(e)})") from None
     except Exception as e:  # driver-level failures
         raise InputError(f"{path}: cannot open raster ({type(e).__name__}: {str(e)[:160]})") from None
+
+
+def _reachable(path: Source) -> bool:
+    """A network path GDAL can stat (it exists and the server answers): when not, GDAL's open error ("not
+    recognized as being in a supported file format") would blame the format."""
+    from osgeo import gdal
+
+    with open_options(path):
+        return gdal.VSIStatL(str(path)) is not None
 
 
 def open_dataset(path: Source) -> rasterio.io.DatasetReader:
