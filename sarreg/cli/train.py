@@ -99,7 +99,8 @@ def build_sources(data: list[str], stacks: list[str], synthetic: bool, crop: int
 @click.option("--iterations", type=click.IntRange(min=1), default=1500, show_default=True)
 @click.option("--crop", type=int, default=160, show_default=True, help="Training crop side (even).")
 @click.option("--batch", type=click.IntRange(min=1), default=8, show_default=True)
-@click.option("--mchan", type=click.IntRange(min=1), default=4, show_default=True, help="Width multiplier of the network.")
+@click.option("--mchan", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Width multiplier of the network.")
 @click.option("--arch", type=click.Choice(["Fast_Quad_L2Net_ConfCFS", "Quad_L2Net_ConfCFS"]),
               default="Fast_Quad_L2Net_ConfCFS", show_default=True,
               help="Network: Fast (half-resolution trunk) or full resolution (slower, more precise). A Fast --init "
