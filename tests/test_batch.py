@@ -321,6 +321,23 @@ def test_missing_scheduler_file_is_named(tmp_path, series):
                                              "(or give the scheduler's address, tcp://host:8786)"], r.stderr
 
 
+def test_api_call_without_main_guard_says_so(tmp_path, series):
+    """``sarreg.batch`` at the top level of a script (no ``if __name__ == "__main__":``): the local cluster's
+    worker processes import the script again; that second call says what to do instead of "another sarreg batch
+    is running in this folder"."""
+    ref, scenes = series
+    script = tmp_path / "unguarded.py"
+    script.write_text("import sarreg\nfrom sarreg.config import RegisterConfig\n"
+                      f"sarreg.batch({str(ref)!r}, [{str(scenes[0][0])!r}], {str(tmp_path / 'out')!r}, "
+                      "RegisterConfig(features='sift', model='shift'), workers=1)\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=300,
+                         cwd=tmp_path)
+    assert res.returncode != 0
+    assert 'put the call under `if __name__ == "__main__":`' in res.stderr, res.stderr[-3000:]
+    assert "another sarreg batch is running" not in res.stderr
+
+
 def test_cli_options_build_one_register_config(tmp_path):
     from sarreg.cli.batch import _scene_list, config_from_options
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 import re
 import shutil
 import socket
@@ -96,6 +97,16 @@ def _quiet_cluster_atexit() -> None:
         atexit.unregister(spec.close_clusters)
         atexit.register(close_clusters_quietly)
         spec._sarreg_quiet = True
+
+
+def _called_from_mp_main() -> bool:
+    """True when a caller is the script being re-imported as ``__mp_main__`` by a new (spawned) process."""
+    f = sys._getframe(1)
+    while f is not None:
+        if f.f_globals.get("__name__") == "__mp_main__":
+            return True
+        f = f.f_back
+    return False
 
 
 def _absolute(src: str | Path) -> str | Path:
@@ -224,6 +235,10 @@ def batch(reference: str | Path, scenes: Sequence[str | Path], outdir: str | Pat
     Scene failures never raise: they are recorded (status "failed", ``error``). Raises ``InputError`` for an
     unusable reference or an empty scene list, ``OutputError`` for an unwritable OUTDIR.
     """
+    if _called_from_mp_main():
+        # a local cluster's worker process re-importing the user's script: the call is not under a main guard
+        raise InputError("sarreg.batch was called while a worker process imported the calling script: put the "
+                         "call under `if __name__ == \"__main__\":` (local Dask workers are new processes)")
     t_start = time.perf_counter()
     ref = _absolute(reference)
     check_run(ref, config)  # fail fast (exit 1) on an unusable reference, bad options or weights
