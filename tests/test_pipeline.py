@@ -313,3 +313,43 @@ def test_auto_model_picks_homography_only_for_perspective(tmp_path, field):
     # no homography; the information criterion may keep the (true) similarity instead of the affine
     assert rep.status == "ok" and rep.model in ("affine", "similarity"), rep.stages.get("model_selection")
     assert grid_error(rep.matrix, m) < 0.5
+
+
+def _smooth(a: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian low-pass of ``a`` (periodic, FFT)."""
+    fy, fx = np.fft.fftfreq(a.shape[0])[:, None], np.fft.fftfreq(a.shape[1])[None]
+    return np.real(np.fft.ifft2(np.fft.fft2(a) * np.exp(-2 * (np.pi * sigma) ** 2 * (fx ** 2 + fy ** 2))))
+
+
+def test_lattice_scene_far_off_is_not_locked_on_a_neighbouring_cell(tmp_path):
+    """A regular lattice of fields (32 px cells of random brightness, bright 2 px borders) with a georeference
+    250 px off: the global phase correlation has two near-equal peaks (cells apart) and every correlation window
+    agrees with the wrong one, so the correlation is not taken first there; the keypoints find the true shift."""
+    import cv2
+
+    n, q, o = 2048, 32, 700
+    rng = np.random.default_rng(4)
+    world = np.kron(np.exp(0.8 * rng.standard_normal((n // q, n // q))), np.ones((q, q)))
+    yy, xx = np.mgrid[:n, :n]
+    world[(xx % q < 2) | (yy % q < 2)] = 4.0
+    noise = np.random.default_rng(5)
+    tex = sum(w * _smooth(noise.standard_normal((n, n)), sd) * sd
+              for sd, w in ((2, 1.0), (6, 1.0), (20, 1.5), (60, 1.0)))
+    world = _smooth(world, 0.7).clip(0.01) * (0.85 + 0.15 * np.exp(0.5 * (tex - tex.mean()) / tex.std()))
+    dx, dy = 200.3, -150.2  # moving px -> reference px
+
+    def looks4(a: np.ndarray, seed: int) -> np.ndarray:
+        return a * np.random.default_rng(seed).gamma(4.0, 0.25, a.shape)
+
+    ref = looks4(world[o:o + 512, o:o + 512], 1)
+    to_world = np.float64([[1, 0, o + dx], [0, 1, o + dy], [0, 0, 1]])  # moving px -> world px
+    mov = cv2.warpPerspective(world.astype(np.float32), to_world, (512, 512),
+                              flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REFLECT)
+    mov = looks4(np.maximum(mov.astype(np.float64), 1e-6), 2)
+    t = Affine(10.0, 0, 507000.0, 0, -10.0, 4993000.0)  # the same georeference for both: 250 px off
+    r = write_geotiff(tmp_path / "ref.tif", ref.astype(np.float32), t, "EPSG:32633")
+    m = write_geotiff(tmp_path / "mov.tif", mov.astype(np.float32), t, "EPSG:32633")
+    rep = register(r, m, tmp_path / "o.tif", RegisterConfig(device="cpu", warp=False))
+    truth = np.array([[1, 0, dx], [0, 1, dy], [0, 0, 1.0]])
+    assert rep.status == "ok", rep.message
+    assert grid_error(rep.matrix, truth) < 0.5, rep.matrix
