@@ -186,9 +186,9 @@ def register(ref: str | Path, moving: str | Path, out: str | Path, config: Regis
     cfg = config.with_(quicklook=str(temp_path(config.quicklook, stage=True))) if config.quicklook else config
     stages = register_outputs(stage_out, cfg)
     if config.overwrite:  # what an earlier run wrote beside OUT and this one will not goes at the commit
+        every, every_stage = register_outputs(out, ALL_OUTPUTS), register_outputs(stage_out, ALL_OUTPUTS)
         for role in earlier_roles(finals["report"], finals):
-            finals[role], stages[role] = register_outputs(out, ALL_OUTPUTS)[role], \
-                register_outputs(stage_out, ALL_OUTPUTS)[role]
+            finals[role], stages[role] = every[role], every_stage[role]
     inputs = [ref, moving, Path(config.weights) if config.weights else None]
     if "raster" in finals:
         check_raster_name(finals["raster"])

@@ -33,7 +33,7 @@ from rasterio.windows import Window
 from sarreg.config import PreprocessConfig
 from sarreg.errors import InputError
 from sarreg.io.gcps import Gcps, map_to_pixel, pixel_to_map, read_gcps
-from sarreg.io.source import Source, open_options, resolve_input
+from sarreg.io.source import Source, is_network, open_options, resolve_input
 
 log = logging.getLogger(__name__)
 
@@ -121,8 +121,7 @@ def _open(path: Source) -> rasterio.io.DatasetReader:
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             return rasterio.open(path)
     except RasterioIOError as e:
-        network = any(v in str(path) for v in ("/vsicurl", "/vsis3", "/vsigs", "/vsiaz", "/vsiadls", "/vsioss",
-                                               "/vsiswift", "/vsiwebhdfs"))
+        network = is_network(path)
         if network and not _reachable(path):
             raise InputError(f"{path}: cannot reach remote raster (not found, or the server did not answer)") from None
         what = "cannot open remote raster" if network else "not a readable raster"

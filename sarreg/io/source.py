@@ -49,6 +49,14 @@ def is_remote(src: Source) -> bool:
     return s.startswith("/vsi") or _URL.match(s) is not None
 
 
+NETWORK_VSI = ("/vsicurl", "/vsis3", "/vsigs", "/vsiaz", "/vsiadls", "/vsioss", "/vsiswift", "/vsiwebhdfs")
+
+
+def is_network(src: Source) -> bool:
+    """True for a GDAL name read over the network (also inside ``/vsizip/``): not a local archive member."""
+    return any(v in str(src) for v in NETWORK_VSI)
+
+
 def apply_remote_defaults() -> None:
     """Put ``REMOTE_DEFAULTS`` in the process environment where the user has not set them (GDAL reads its config
     options from the environment, so both rasterio's and osgeo's GDAL see them, also in batch workers)."""
