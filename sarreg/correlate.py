@@ -29,6 +29,10 @@ MIN_RATIO = 1.5
 WHITEN = 1.0  # detection surface: cross-power spectrum divided by |X|^WHITEN (1 = phase only)
 FIT_WHITEN = 0.5  # sub-pixel fit surface: partial whitening weighs frequencies closer to their signal-to-noise
 MIN_TEXTURE = 0.02  # std of a reference window ([0, 1] log-intensity units) below which it is textureless
+# peak width by speckle level (``peak_sigma``): pixel noise of the [0, 1] log images (a multi-look Sentinel-1 GRD is
+# about 0.025, a single-look scene 0.15) mapped linearly from NOISY[0] -> SIGMA_RANGE[0] to NOISY[1] -> SIGMA_RANGE[1]
+NOISY = (0.10, 0.14)
+SIGMA_RANGE = (1.0, 2.0)
 
 
 @dataclass
@@ -86,6 +90,31 @@ def window_grid(valid: np.ndarray, size: int, spacing: int, min_valid: float = 0
     return c[s >= min_valid * size * size].astype(np.int64)
 
 
+def pixel_noise(img: np.ndarray, valid: np.ndarray, max_samples: int = 200_000) -> float:
+    """Robust std of the pixel-to-pixel noise of an image (MAD of horizontal neighbour differences / sqrt 2).
+
+    On [0, 1] log-intensity images this is the speckle level relative to the scene's dynamic range: scene
+    structure changes slowly from pixel to pixel, speckle does not."""
+    both = valid[:, 1:] & valid[:, :-1]
+    d = (img[:, 1:] - img[:, :-1])[both]
+    if d.size < 100:
+        return 0.0
+    if d.size > max_samples:
+        d = d[:: d.size // max_samples + 1]
+    return float(1.4826 * np.median(np.abs(d - np.median(d))) / math.sqrt(2.0))
+
+
+def peak_sigma(ref: np.ndarray, mov: np.ndarray, ref_valid: np.ndarray, mov_valid: np.ndarray) -> float:
+    """Width (px) of the Gaussian the correlation peak is shaped into, from the noisier image's speckle level.
+
+    Why: the low-pass removes the frequencies where speckle dominates; for single-look images (independent
+    speckle at every pixel) that is most of them, and a peak of 1 px width lets speckle decide which windows agree;
+    for multi-look images a narrow peak keeps the sub-pixel precision (training-split sets, models/HISTORY.md)."""
+    n = max(pixel_noise(ref, ref_valid), pixel_noise(mov, mov_valid))
+    t = min(max((n - NOISY[0]) / (NOISY[1] - NOISY[0]), 0.0), 1.0)
+    return SIGMA_RANGE[0] + t * (SIGMA_RANGE[1] - SIGMA_RANGE[0])
+
+
 def _windows(img: np.ndarray, centres: np.ndarray, size: int) -> np.ndarray:
     """N x size x size copies of the windows of ``img`` around integer ``centres``."""
     v = np.lib.stride_tricks.sliding_window_view(img, (size, size))
@@ -127,17 +156,20 @@ def _surface(a: np.ndarray, b: np.ndarray, av: np.ndarray, bv: np.ndarray, taper
 
 
 def correlate(ref: np.ndarray, mov: np.ndarray, ref_valid: np.ndarray, mov_valid: np.ndarray,
-              centres: np.ndarray, size: int = 64, radius: float = 12.0, sigma: float = 1.0,
+              centres: np.ndarray, size: int = 64, radius: float = 12.0, sigma: float | None = None,
               min_texture: float = MIN_TEXTURE, batch: int = 512) -> Offsets:
     """Sub-pixel offsets of ``mov`` relative to ``ref`` (same grid, H x W float [0, 1]) at integer ``centres``.
 
     radius: largest offset searched (px; capped at size/2 - 2). sigma: spatial width (px) of the Gaussian the
-    correlation peak is shaped into (larger = more robust to speckle, less detail). Windows whose reference part
-    is textureless (std < ``min_texture``) are returned with ok = False.
+    correlation peak is shaped into (larger = more robust to speckle, less detail; None = from the images' speckle
+    level, ``peak_sigma``). Windows whose reference part is textureless (std < ``min_texture``) are returned with
+    ok = False.
     """
     centres = np.asarray(centres, dtype=np.int64).reshape(-1, 2)
     if not len(centres):
         return Offsets.empty()
+    if sigma is None:
+        sigma = peak_sigma(ref, mov, ref_valid, mov_valid)
     radius = float(min(radius, size / 2 - 2))
     hann = np.hanning(size + 2)[1:-1].astype(np.float32)
     taper = np.outer(hann, hann)[None]

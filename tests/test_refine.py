@@ -299,6 +299,52 @@ def test_global_start_answer_needs_enough_agreeing_windows():
         assert judge(est, eye, SIFT, matches_info=info) == ("ok", []), info
 
 
+def test_near_tie_between_refinement_starts_is_ambiguous():
+    """Two starts of the refinement that converge to answers far apart (> 3 x --threshold) with nearly the same
+    number of agreeing windows: the kept one is a coin toss, so not ok; a clear winner or a near answer is."""
+    import shapely
+
+    from sarreg.quality import judge
+
+    rng = np.random.default_rng(1)
+    src = rng.uniform(0, 500, (40, 2))
+    est = fit_model(src, src + [3.0, -2.0] + rng.normal(0, 0.2, (40, 2)), "shift", threshold=1.5,
+                    area=shapely.box(0, 0, 500, 500))
+    eye = np.eye(3)
+
+    def info(rival_inliers, rival_px):
+        return {"method": "correlation", "windows": 100, "start": "global",
+                "starts": {"coarse": {"inliers": rival_inliers, "distance_px": rival_px},
+                           "global": {"inliers": 40, "distance_px": 0.0}}}
+
+    status, reasons = judge(est, eye, SIFT, matches_info=info(39, 11.0))
+    assert status == "low_quality" and reasons[0].startswith("ambiguous: from the coarse start 39"), reasons
+    for rival in ((30, 11.0), (39, 2.0)):
+        assert judge(est, eye, SIFT, matches_info=info(*rival)) == ("ok", []), rival
+
+
+def test_single_look_low_texture_pairs_with_wrong_georeference(tmp_path):
+    """1-look speckle on both dates, weak texture (2 dB), 30 % change, 256 px, georeference 3.8 px off: the
+    correlation peak widened to the speckle level (``correlate.peak_sigma``) registers most such pairs within
+    0.5 px (a 1 px peak: 2 of these 6, two failing outright)."""
+    n, pad, d = 256, 40, (7.3, -4.6)
+    good = []
+    for seed in range(6):
+        rng = np.random.default_rng(seed)
+        f = cv2.GaussianBlur(rng.normal(0, 1, (n + 2 * pad, n + 2 * pad)).astype(np.float32), (0, 0), 3)
+        f = 10 ** ((f / f.std() * 2 - 10) / 10)
+        f2 = temporal_change(f, rng, 0.3)
+        ref = speckle(f, 1.0, rng)[pad:pad + n, pad:pad + n]
+        to_field = np.array([[1, 0, pad + d[0]], [0, 1, pad + d[1]], [0, 0, 1]])
+        mov = warp_image(speckle(f2, 1.0, rng), to_field, (n, n), interpolation=cv2.INTER_LANCZOS4)
+        sub = tmp_path / str(seed)
+        sub.mkdir()
+        r, m = _write_pair(sub, ref, mov, d, georef_error=(-3.2, 2.1))
+        rep = register(r, m, sub / "o.tif", SIFT)
+        good.append(rep.status == "ok" and _grid_error(rep.matrix, d, n) < 0.5)
+    assert sum(good) >= 4, good
+
+
 def test_unrelated_scenes_are_not_ok(tmp_path):
     """Two different scenes with right-looking georeferencing: correlation must not invent a registration."""
     n = 320
