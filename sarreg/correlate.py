@@ -109,7 +109,8 @@ def peak_sigma(ref: np.ndarray, mov: np.ndarray, ref_valid: np.ndarray, mov_vali
 
     Why: the low-pass removes the frequencies where speckle dominates; for single-look images (independent
     speckle at every pixel) that is most of them, and a peak of 1 px width lets speckle decide which windows agree;
-    for multi-look images a narrow peak keeps the sub-pixel precision (training-split sets, models/HISTORY.md)."""
+    for multi-look images a narrow peak keeps the sub-pixel precision (training-split sets, models/HISTORY.md).
+    The noise is relative to the scene's dynamic range: a low-contrast multi-look scene is widened too."""
     n = max(pixel_noise(ref, ref_valid), pixel_noise(mov, mov_valid))
     t = min(max((n - NOISY[0]) / (NOISY[1] - NOISY[0]), 0.0), 1.0)
     return SIGMA_RANGE[0] + t * (SIGMA_RANGE[1] - SIGMA_RANGE[0])
