@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 # Minimum peak height and peak-to-secondary ratio for a window to count as a match (see Offsets.ok).
@@ -269,3 +270,33 @@ def global_offset(ref: np.ndarray, mov: np.ndarray, ref_valid: np.ndarray, mov_v
     far = np.hypot(xx - px[0], yy - py[0]) > 3 * sigma + 1.0
     second = float(s[0][far].max())
     return d, peak, peak / max(second, 1e-3)
+
+
+def repeat_period(img: np.ndarray, valid: np.ndarray, size: int = 128) -> tuple[float, float] | None:
+    """The strongest repetition in an image: (period px, strength), or None when no window fits.
+
+    A lattice of fields, greenhouses or plantation rows puts isolated peaks in the power spectrum (averaged over
+    windows of ``size`` px: speckle averages out): strength is the highest local maximum over the median power of
+    its frequency ring, for periods of 5 px to 3/8 of the window. Natural SAR scenes stay well under 100 (at most
+    43 over 1088 training-split images), a lattice that dominates the scene reaches hundreds to thousands."""
+    size = min(size, 2 ** int(math.log2(max(min(img.shape), 2))))
+    c = window_grid(valid, size, size // 2) if size >= 32 else np.zeros((0, 2), np.int64)
+    if not len(c):
+        return None
+    hann = np.hanning(size + 2)[1:-1].astype(np.float32)
+    taper = np.outer(hann, hann)[None]
+    power = np.zeros((size, size))
+    for i in range(0, len(c), 64):
+        w = _windows(img, c[i:i + 64], size).astype(np.float32)
+        power += (np.abs(np.fft.fft2((w - w.mean((1, 2), keepdims=True)) * taper)) ** 2).sum(0)
+    power = np.fft.fftshift(power)
+    fy, fx = (np.mgrid[:size, :size] - size // 2) / size
+    f = np.hypot(fx, fy)
+    ring = np.minimum(np.round(f * size).astype(int), size // 2)
+    med = np.array([np.median(power[ring == k]) if (ring == k).any() else 0.0 for k in range(size // 2 + 1)])
+    rel = power / np.maximum(med[ring], 1e-12)
+    p32 = power.astype(np.float32)
+    peaks = (p32 >= cv2.dilate(p32, np.ones((3, 3), np.uint8))) & (f >= 1 / (0.375 * size)) & (f <= 1 / 5)
+    rel = np.where(peaks, rel, 0.0)
+    k = int(rel.argmax())
+    return 1.0 / max(float(f.flat[k]), 1e-9), float(rel.flat[k])

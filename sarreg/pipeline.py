@@ -35,9 +35,11 @@ import numpy as np
 from sarreg import __version__
 from sarreg.area import AREA_RADIUS, area_stage, global_start, refine_from_starts, settles
 from sarreg.config import RegisterConfig
+from sarreg.correlate import repeat_period
 from sarreg.errors import InputError, RegistrationFailed
 from sarreg.export import ALL_OUTPUTS, earlier_roles, register_outputs
 from sarreg.estimate import Estimate, apply_matrix, bootstrap_spread, decompose, finite_round, fit_model
+from sarreg.geometry import matrix_distance
 from sarreg.io.raster import Scene, open_dataset, open_scene
 from sarreg.io.safe import product_info
 from sarreg.io.source import resolve_input, stac_info
@@ -262,6 +264,7 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
     check_bounds(rs, ms, prior)
     ci = read_coarse(rs, ms, prior, cfg)
     area, frac = overlap_area(rs, ms, prior, cfg, ci)
+    period = repeat_period(ci.ru, ci.rv)
     grid = Grid.from_scene(rs)
     t = tick("relate", t)
     step("model")
@@ -276,6 +279,8 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
                             "overlap_area_px": round(area.area, 1), "georeferenced": rs.georeferenced,
                             "located_by": {"reference": located_by(rs), "moving": located_by(ms)}}
     rep.stages["relate"]["kind"] = {"reference": rs.kind, "moving": ms.kind}
+    repeat = None if period is None else {"period_px": round(period[0] / ci.s, 2), "strength": round(period[1], 1)}
+    rep.stages["relate"]["repeat"] = repeat
     stac = {k: v for k, v in (("reference", stac_info(ref)), ("moving", stac_info(moving))) if v}
     if stac:  # inputs given as STAC Items: item id, datetime and asset read
         rep.stages["relate"]["stac"] = stac
@@ -364,7 +369,9 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
         other = (est_area, area_res) if matches is fine else (est_kp, fine)
         cross = cross_check(est, *other, area, prior, cfg) if cfg.model != "local" else None
         extrap = (rep.stages.get("parsimony") or {}).get("cv_median_px", {}).get(est.model)
-        status, reasons = judge(est, prior, cfg, adequacy, spread, matches.info, cross, extrap)
+        if repeat is not None:
+            repeat["correction_px"] = round(matrix_distance(est.matrix, prior, area), 2)
+        status, reasons = judge(est, prior, cfg, adequacy, spread, matches.info, cross, extrap, repeat=repeat)
         if est.n_inliers < FAIL_INLIERS:
             status = "failed"
             reasons.insert(0, f"too few inliers ({est.n_inliers} < {FAIL_INLIERS})")

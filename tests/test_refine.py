@@ -321,6 +321,41 @@ def test_near_tie_between_refinement_starts_is_ambiguous():
     assert status == "low_quality" and reasons[0].startswith("ambiguous: from the coarse start 39"), reasons
     for rival in ((30, 11.0), (39, 2.0)):
         assert judge(est, eye, SIFT, matches_info=info(*rival)) == ("ok", []), rival
+    # beyond three search radii, windows agree with a wrong answer only on a repeating scene: 3/4 of the support
+    # is already a tie there
+    status, reasons = judge(est, eye, SIFT, matches_info=info(31, 30.0))
+    assert status == "low_quality" and "30.0 px from this one" in reasons[0], reasons
+    assert judge(est, eye, SIFT, matches_info=info(28, 30.0)) == ("ok", [])
+
+
+def _lattice(n: int, period: float, angle: float, rng: np.random.Generator) -> np.ndarray:
+    """Linear reflectivity of a lattice of bright cells (4 dB), with a weak smooth texture on top."""
+    y, x = np.mgrid[0:n, 0:n].astype(np.float32)
+    a = np.radians(angle)
+    u, v = x * np.cos(a) + y * np.sin(a), -x * np.sin(a) + y * np.cos(a)
+    f = np.sin(2 * np.pi / period * u) + np.sin(2 * np.pi / period * v)
+    f += 1.2 * cv2.GaussianBlur(rng.normal(0, 1, (n, n)).astype(np.float32), (0, 0), 8)
+    return 10 ** ((f / f.std() * 4 - 10) / 10)
+
+
+@pytest.mark.parametrize("seed", [15, 25, 26])
+def test_repeating_scene_is_not_ok_one_period_off(tmp_path, seed):
+    """A lattice (period 10-16 px), 1-look speckle, georeference off by up to 9 px: the coarse stage locks on a
+    lattice node periods away and most windows agree with it. The scene repeats (``correlate.repeat_period``) and
+    another start reaches another node with nearly as many windows: the result must not be ok unless it is right
+    (it was ok 11-122 px off)."""
+    n, pad = 320, 60
+    rng = np.random.default_rng(seed)
+    period, angle = rng.uniform(10, 16), rng.uniform(0, 90)
+    d, georef_error = tuple(np.round(rng.uniform(-8, 8, 2), 2)), tuple(np.round(rng.uniform(-9, 9, 2), 2))
+    f = _lattice(n + 2 * pad, period, angle, rng)
+    f2 = temporal_change(f, rng, 0.1)
+    ref = speckle(f, 1.0, rng)[pad:pad + n, pad:pad + n]
+    to_field = np.array([[1, 0, pad + d[0]], [0, 1, pad + d[1]], [0, 0, 1]])
+    mov = speckle(warp_image(f2, to_field, (n, n), interpolation=cv2.INTER_LANCZOS4), 1.0, rng)
+    r, m = _write_pair(tmp_path, ref, mov, d, georef_error=georef_error)
+    rep = register(r, m, tmp_path / "o.tif", SIFT)
+    assert rep.status != "ok" or _grid_error(rep.matrix, d, n) < 3.0, (rep.status, _grid_error(rep.matrix, d, n))
 
 
 def test_single_look_low_texture_pairs_with_wrong_georeference(tmp_path):
