@@ -242,3 +242,35 @@ def refine_from_starts(ref: Scene, mov: Scene, tiles: list[TilePair], starts: li
                                          matrix_distance(e.matrix, est.matrix, area))}
                               for name, e in results}
     return est, res
+
+
+REPEAT_SIZE = 2 * AREA_SIZE  # windows of ``repeat_match``: offsets up to a quarter of this are searched
+
+
+def repeat_match(tiles: list[TilePair], T: np.ndarray, min_px: float, size: int = REPEAT_SIZE) -> float | None:
+    """How well the pair also matches one step away from ``T`` (moving px -> reference px): the highest local
+    maximum of the windows' summed correlation surface farther than ``min_px`` from offset 0, over the peak at 0.
+    Near 1 or above when the moving image fits a repeating reference equally well a period away (a lattice); low
+    when the content inside the pattern differs from cell to cell (fields of different crops), which pins the
+    answer down. None when no window fits."""
+    from sarreg.correlate import mean_surface, peak_sigma, window_grid
+
+    total, n = np.zeros((size, size)), 0
+    for t in tiles:
+        shape = t.ru.shape
+        if min(shape) < size + 8:
+            continue
+        Ft = translate(-t.c0, -t.r0) @ T @ t.Dm
+        wu, wv = resample(t.mu, Ft, shape, flags=cv2.INTER_LANCZOS4), resample_valid(t.mv, Ft, shape)
+        c = window_grid(t.rv & wv, size, _area_spacing(len(tiles), size))
+        if len(c):
+            s, k = mean_surface(t.ru, wu, t.rv, wv, c, size, peak_sigma(t.ru, wu, t.rv, wv))
+            total, n = total + s, n + k
+    if not n:
+        return None
+    yy, xx = np.mgrid[:size, :size] - size // 2
+    r = np.hypot(xx, yy)
+    t32 = total.astype(np.float32)
+    peaks = t32 >= cv2.dilate(t32, np.ones((5, 5), np.uint8))  # local maxima: the main peak's flank is no repeat
+    far = np.where(peaks & (r > min_px) & (r <= size / 4), total, -np.inf)
+    return float(far.max()) / max(float(total[r <= 2.0].max()), 1e-9)

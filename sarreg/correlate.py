@@ -300,3 +300,20 @@ def repeat_period(img: np.ndarray, valid: np.ndarray, size: int = 128) -> tuple[
     rel = np.where(peaks, rel, 0.0)
     k = int(rel.argmax())
     return 1.0 / max(float(f.flat[k]), 1e-9), float(rel.flat[k])
+
+
+def mean_surface(ref: np.ndarray, mov: np.ndarray, ref_valid: np.ndarray, mov_valid: np.ndarray,
+                 centres: np.ndarray, size: int, sigma: float, batch: int = 256) -> tuple[np.ndarray, int]:
+    """Sum of the correlation surfaces of windows at ``centres`` (``correlate``'s conventions, offset 0 at
+    [size//2, size//2]) and their number. Summed, speckle and change average out; what every window shares stays:
+    the true offset and, for a scene that repeats, the same peak again one period away."""
+    centres = np.asarray(centres, dtype=np.int64).reshape(-1, 2)
+    hann = np.hanning(size + 2)[1:-1].astype(np.float32)
+    taper = np.outer(hann, hann)[None]
+    total = np.zeros((size, size), np.float64)
+    for i in range(0, len(centres), batch):
+        c = centres[i:i + batch]
+        s, _ = _surface(_windows(ref, c, size).astype(np.float32), _windows(mov, c, size).astype(np.float32),
+                        _windows(ref_valid, c, size), _windows(mov_valid, c, size), taper, sigma)
+        total += s.sum(0)
+    return total, len(centres)

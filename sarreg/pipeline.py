@@ -33,7 +33,7 @@ import cv2
 import numpy as np
 
 from sarreg import __version__
-from sarreg.area import AREA_RADIUS, area_stage, global_start, refine_from_starts, settles
+from sarreg.area import AREA_RADIUS, area_stage, global_start, refine_from_starts, repeat_match, settles
 from sarreg.config import RegisterConfig
 from sarreg.correlate import repeat_period
 from sarreg.errors import InputError, RegistrationFailed
@@ -45,8 +45,8 @@ from sarreg.io.safe import product_info
 from sarreg.io.source import resolve_input, stac_info
 from sarreg.keypoints import Extractor, coarse_stage, fine_stage, read_tiles, try_coarse_area
 from sarreg.offsets import local_transform
-from sarreg.quality import (FAIL_INLIERS, choose_estimate, cross_check, judge, model_adequacy, overlap_points,
-                            prefer_simpler, select_model, to_pixel_transform)
+from sarreg.quality import (FAIL_INLIERS, RIVAL_THRESHOLDS, choose_estimate, cross_check, judge, model_adequacy,
+                            overlap_points, prefer_simpler, repeats_far, select_model, to_pixel_transform)
 from sarreg.relate import check_bounds, located_by, moving_pre, overlap_area, prior_matrix, read_coarse
 from sarreg.stage import StageResult
 from sarreg.warp import Grid, check_output, check_raster_name, corrected_geotransform, pixel_size
@@ -371,6 +371,9 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
         extrap = (rep.stages.get("parsimony") or {}).get("cv_median_px", {}).get(est.model)
         if repeat is not None:
             repeat["correction_px"] = round(matrix_distance(est.matrix, prior, area), 2)
+            if repeats_far(repeat):  # does the pair itself match a period away as well? (one more window pass)
+                match = repeat_match(tiles, est.matrix, RIVAL_THRESHOLDS * cfg.threshold)
+                repeat["match_ratio"] = None if match is None else round(match, 3)
         status, reasons = judge(est, prior, cfg, adequacy, spread, matches.info, cross, extrap, repeat=repeat)
         if est.n_inliers < FAIL_INLIERS:
             status = "failed"

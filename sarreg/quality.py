@@ -332,9 +332,12 @@ RIVAL_FAR_SUPPORT = 0.75
 RIVAL_FAR_PX = 24.0
 # a repeating scene (``correlate.repeat_period``: spectral peak REPEAT_STRENGTH x its ring or more) matches one
 # period away nearly as well: an answer more than half a period from the prior may be whole periods off. Measured
-# (stop 30): the 1088 training-split images reach at most 43; of 230 synthetic pairs it flags 16 of the 17 ok
-# results 15-504 px off (all lattices) and 10 right ones (within 1.1 px: strong lattices or stripes on a texture)
+# (stop 30): the 1088 training-split images reach at most 43; of 230 synthetic pairs, with REPEAT_MATCH below, it
+# flags 16 of the 17 ok results 15-504 px off (all lattices) and 2 right ones (within 1.1 px)
 REPEAT_STRENGTH = 100.0
+# ... unless the pair itself does not match one step away (``area.repeat_match`` under REPEAT_MATCH): fields of
+# different crops on a regular grid repeat in the spectrum, but their content pins the answer down
+REPEAT_MATCH = 0.5
 GROSS_THRESHOLDS = 10.0  # gross disagreement with an untrusted second estimate: 10 x --threshold (15 px by default)
 GROSS_SIGMAS = 3.0  # ... plus 3 sigma of that estimate's bootstrap spread over the overlap
 
@@ -348,8 +351,8 @@ def judge(est: Estimate, prior: np.ndarray, cfg: RegisterConfig, adequacy: float
     ``cross_check``'s agreement with the other source of tie points. extrapolation: the estimate's median residual
     on held-out spatial blocks of its tie points (``choose_by_extrapolation``, px): with a spread that is also
     large, the model does not carry over to where it has no tie points (bias the bootstrap alone does not see).
-    repeat: the reference's repetition (``period_px``, ``strength``) and the answer's distance from the prior
-    (``correction_px``)."""
+    repeat: the reference's repetition (``period_px``, ``strength``), the answer's distance from the prior
+    (``correction_px``) and how well the pair matches one step away (``match_ratio``, ``area.repeat_match``)."""
     reasons = []
     info = matches_info or {}
     n_win = int(info.get("windows") or 0)
@@ -359,7 +362,8 @@ def judge(est: Estimate, prior: np.ndarray, cfg: RegisterConfig, adequacy: float
     rival = rival_start(info, cfg)
     if rival:
         reasons.append(rival)
-    if repeat and repeat["strength"] >= REPEAT_STRENGTH and repeat["correction_px"] > 0.5 * repeat["period_px"]:
+    if repeat and repeats_far(repeat) and (repeat.get("match_ratio") is None
+                                           or repeat["match_ratio"] >= REPEAT_MATCH):
         reasons.append(f"repeating scene: the reference repeats every {repeat['period_px']:.1f} px and the answer is "
                        f"{repeat['correction_px']:.1f} px from the prior, more than half a period: it may be whole "
                        f"periods off")
@@ -398,6 +402,11 @@ def judge(est: Estimate, prior: np.ndarray, cfg: RegisterConfig, adequacy: float
         reasons.append(f"implausible scale/shear relative to the georeferencing ({rel['scale_x']:.2f}, "
                        f"{rel['scale_y']:.2f}, shear {rel['shear']:.2f})")
     return ("ok" if not reasons else "low_quality"), reasons
+
+
+def repeats_far(repeat: dict) -> bool:
+    """The reference repeats strongly and the answer lies more than half a period from the prior."""
+    return repeat["strength"] >= REPEAT_STRENGTH and repeat["correction_px"] > 0.5 * repeat["period_px"]
 
 
 def rival_start(info: dict, cfg: RegisterConfig) -> str | None:
