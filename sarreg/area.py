@@ -270,7 +270,12 @@ def repeat_match(tiles: list[TilePair], T: np.ndarray, min_px: float, size: int 
         return None
     yy, xx = np.mgrid[:size, :size] - size // 2
     r = np.hypot(xx, yy)
+    # a perfect repeat d px away still peaks lower by the overlap of the windows' taper with itself shifted by d
+    hann = np.hanning(size + 2)[1:-1]
+    w = np.fft.fft2(np.outer(hann, hann) ** 2)
+    overlap = np.fft.fftshift(np.fft.ifft2(w * np.conj(w)).real)
+    total = total / np.maximum(overlap / overlap.max(), 1e-3)
     t32 = total.astype(np.float32)
     peaks = t32 >= cv2.dilate(t32, np.ones((5, 5), np.uint8))  # local maxima: the main peak's flank is no repeat
     far = np.where(peaks & (r > min_px) & (r <= size / 4), total, -np.inf)
-    return float(far.max()) / max(float(total[r <= 2.0].max()), 1e-9)
+    return max(float(far.max()), 0.0) / max(float(total[r <= 2.0].max()), 1e-9)  # 0: no other peak in reach

@@ -389,3 +389,24 @@ def test_unrelated_scenes_are_not_ok(tmp_path):
     r, m = _write_pair(tmp_path, a, b, (0.0, 0.0))
     rep = register(r, m, tmp_path / "o.tif", SIFT)
     assert rep.status != "ok", rep.message
+
+
+def test_repeat_match_tells_a_lattice_from_fields_of_different_crops():
+    """Both repeat in the spectrum (4 looks); only the lattice matches one cell away nearly as well as at the
+    truth, so only the lattice's answer can be whole periods off."""
+    from sarreg.area import repeat_match
+    from sarreg.io.raster import image_to_unit
+    from sarreg.stage import TilePair
+
+    n, q = 384, 24
+    rng = np.random.default_rng(6)
+    yy, xx = np.mgrid[:n, :n]
+    lattice = 10 ** ((np.sin(2 * np.pi / q * xx) + np.sin(2 * np.pi / q * yy)) * 2 / 10 - 1)
+    fields = np.kron(np.exp(0.8 * rng.standard_normal((n // q, n // q))), np.ones((q, q)))
+    fields[(xx % q < 2) | (yy % q < 2)] = 4.0
+    ok = np.ones((n, n), bool)
+    ratios = []
+    for f in (lattice, fields):
+        a, b = (image_to_unit(speckle(f, 4.0, rng))[0] for _ in range(2))
+        ratios.append(repeat_match([TilePair(0, 0, a, ok, b, ok, np.eye(3))], np.eye(3), 4.5))
+    assert ratios[0] >= 0.8 and ratios[1] < 0.2, ratios
