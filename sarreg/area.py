@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 import cv2
 import numpy as np
@@ -152,18 +152,25 @@ def _area_spacing(n_tiles: int, size: int) -> int:
     return max(spacing, size // 4) if size > AREA_SIZE else spacing
 
 
+def _resampled(tiles: list[TilePair], T: np.ndarray, size: int
+               ) -> Iterator[tuple[TilePair, np.ndarray, np.ndarray]]:
+    """Each tile big enough for ``size`` px windows with its moving read resampled through ``T`` (Lanczos) onto the
+    reference tile: (tile, image, validity)."""
+    for t in tiles:
+        shape = t.ru.shape
+        if min(shape) < size + 8:
+            continue
+        Ft = translate(-t.c0, -t.r0) @ T @ t.Dm
+        yield t, resample(t.mu, Ft, shape, flags=cv2.INTER_LANCZOS4), resample_valid(t.mv, Ft, shape)
+
+
 def _area_pass(tiles: list[TilePair], T: np.ndarray, size: int, radius: float
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """Correlation tie points of all tiles, the moving tiles resampled through ``T`` (Lanczos)."""
     srcs, dsts, qs, n = [np.zeros((0, 2))], [np.zeros((0, 2))], [np.zeros(0)], 0
     inv = np.linalg.inv(T)
     spacing = _area_spacing(len(tiles), size)
-    for t in tiles:
-        shape = t.ru.shape
-        if min(shape) < size + 8:
-            continue
-        Ft = translate(-t.c0, -t.r0) @ T @ t.Dm
-        wu, wv = resample(t.mu, Ft, shape, flags=cv2.INTER_LANCZOS4), resample_valid(t.mv, Ft, shape)
+    for t, wu, wv in _resampled(tiles, T, size):
         off = translate(t.c0, t.r0)
         src, dst, q, k = _area_points(t.ru, t.rv, wu, wv, off, inv @ off, size, spacing, radius)
         srcs.append(src), dsts.append(dst), qs.append(q)
@@ -256,12 +263,7 @@ def repeat_match(tiles: list[TilePair], T: np.ndarray, min_px: float, size: int 
     from sarreg.correlate import mean_surface, peak_sigma, window_grid
 
     total, n = np.zeros((size, size)), 0
-    for t in tiles:
-        shape = t.ru.shape
-        if min(shape) < size + 8:
-            continue
-        Ft = translate(-t.c0, -t.r0) @ T @ t.Dm
-        wu, wv = resample(t.mu, Ft, shape, flags=cv2.INTER_LANCZOS4), resample_valid(t.mv, Ft, shape)
+    for t, wu, wv in _resampled(tiles, T, size):
         c = window_grid(t.rv & wv, size, _area_spacing(len(tiles), size))
         if len(c):
             s, k = mean_surface(t.ru, wu, t.rv, wv, c, size, peak_sigma(t.ru, wu, t.rv, wv))
