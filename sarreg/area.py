@@ -263,8 +263,9 @@ def repeat_match(tiles: list[TilePair], T: np.ndarray, min_px: float, size: int 
     from sarreg.correlate import mean_surface, peak_sigma, window_grid
 
     total, n = np.zeros((size, size)), 0
+    spacing = _area_spacing(len(tiles), size)
     for t, wu, wv in _resampled(tiles, T, size):
-        c = window_grid(t.rv & wv, size, _area_spacing(len(tiles), size))
+        c = window_grid(t.rv & wv, size, spacing)
         if len(c):
             s, k = mean_surface(t.ru, wu, t.rv, wv, c, size, peak_sigma(t.ru, wu, t.rv, wv))
             total, n = total + s, n + k
@@ -272,11 +273,6 @@ def repeat_match(tiles: list[TilePair], T: np.ndarray, min_px: float, size: int 
         return None
     yy, xx = np.mgrid[:size, :size] - size // 2
     r = np.hypot(xx, yy)
-    # a perfect repeat d px away still peaks lower by the overlap of the windows' taper with itself shifted by d
-    hann = np.hanning(size + 2)[1:-1]
-    w = np.fft.fft2(np.outer(hann, hann) ** 2)
-    overlap = np.fft.fftshift(np.fft.ifft2(w * np.conj(w)).real)
-    total = total / np.maximum(overlap / overlap.max(), 1e-3)
     t32 = total.astype(np.float32)
     peaks = t32 >= cv2.dilate(t32, np.ones((5, 5), np.uint8))  # local maxima: the main peak's flank is no repeat
     far = np.where(peaks & (r > min_px) & (r <= size / 4), total, -np.inf)

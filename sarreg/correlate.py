@@ -124,6 +124,12 @@ def _windows(img: np.ndarray, centres: np.ndarray, size: int) -> np.ndarray:
     return v[centres[:, 1] - half, centres[:, 0] - half]
 
 
+def _taper(size: int) -> np.ndarray:
+    """1 x size x size Hann window that apodises correlation windows (zero just outside the window)."""
+    hann = np.hanning(size + 2)[1:-1].astype(np.float32)
+    return np.outer(hann, hann)[None]
+
+
 def _lowpass(size: int, sigma: float) -> np.ndarray:
     """Gaussian weight over rfft2 frequencies whose inverse is a Gaussian of ``sigma`` px (spatial)."""
     fy = np.fft.fftfreq(size)[:, None]
@@ -173,8 +179,7 @@ def correlate(ref: np.ndarray, mov: np.ndarray, ref_valid: np.ndarray, mov_valid
     if sigma is None:
         sigma = peak_sigma(ref, mov, ref_valid, mov_valid)
     radius = float(min(radius, size / 2 - 2))
-    hann = np.hanning(size + 2)[1:-1].astype(np.float32)
-    taper = np.outer(hann, hann)[None]
+    taper = _taper(size)
     yy, xx = np.mgrid[:size, :size] - size // 2
     rr = np.hypot(xx, yy)
     search = rr <= radius
@@ -283,8 +288,7 @@ def repeat_period(img: np.ndarray, valid: np.ndarray, size: int = 128) -> tuple[
     c = window_grid(valid, size, size // 2) if size >= 32 else np.zeros((0, 2), np.int64)
     if not len(c):
         return None
-    hann = np.hanning(size + 2)[1:-1].astype(np.float32)
-    taper = np.outer(hann, hann)[None]
+    taper = _taper(size)
     power = np.zeros((size, size))
     for i in range(0, len(c), 64):
         w = _windows(img, c[i:i + 64], size).astype(np.float32)
@@ -306,14 +310,17 @@ def mean_surface(ref: np.ndarray, mov: np.ndarray, ref_valid: np.ndarray, mov_va
                  centres: np.ndarray, size: int, sigma: float, batch: int = 256) -> tuple[np.ndarray, int]:
     """Sum of the correlation surfaces of windows at ``centres`` (``correlate``'s conventions, offset 0 at
     [size//2, size//2]) and their number. Summed, speckle and change average out; what every window shares stays:
-    the true offset and, for a scene that repeats, the same peak again one period away."""
+    the true offset and, for a scene that repeats, the same peak again one period away. Each offset d is divided by
+    the overlap of the squared taper with itself shifted by d (1 at d = 0), so that a perfect repeat d px away
+    scores about as high as offset 0 instead of lower by the shrinking overlap of the windows."""
     centres = np.asarray(centres, dtype=np.int64).reshape(-1, 2)
-    hann = np.hanning(size + 2)[1:-1].astype(np.float32)
-    taper = np.outer(hann, hann)[None]
+    taper = _taper(size)
     total = np.zeros((size, size), np.float64)
     for i in range(0, len(centres), batch):
         c = centres[i:i + batch]
         s, _ = _surface(_windows(ref, c, size).astype(np.float32), _windows(mov, c, size).astype(np.float32),
                         _windows(ref_valid, c, size), _windows(mov_valid, c, size), taper, sigma)
         total += s.sum(0)
-    return total, len(centres)
+    w = np.fft.fft2(taper[0].astype(np.float64) ** 2)
+    overlap = np.fft.fftshift(np.fft.ifft2(w * np.conj(w)).real)
+    return total / np.maximum(overlap / overlap.max(), 1e-3), len(centres)
