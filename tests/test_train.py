@@ -16,7 +16,7 @@ from sarreg.geometry import random_homography
 from sarreg.model.weights import load_model
 from sarreg.train.losses import (LossWeights, NeighbourhoodSampler, R2D2Loss, ap_quantized, cosim_loss, peaky_loss,
                                  reliability_loss, sharpen_loss, warp_by_flow)
-from sarreg.train.looks import cross_pol_look, jpeg_look, sensor_look, smooth_distortion
+from sarreg.train.looks import contrast_look, cross_pol_look, jpeg_look, sensor_look, smooth_distortion
 from sarreg.train.pairs import (PairConfig, Source, find_date_pairs, flow_from_homography, load_channels, load_power,
                                 make_pair, sample_pair)
 
@@ -479,6 +479,33 @@ def test_near_identity_option_draws_georeferenced_style_warps():
     b = make_pair(refl, refl, np.random.default_rng(3), PairConfig(**{**cfg.__dict__, "near_identity": 0.0}),
                   synthetic=True)
     assert np.array_equal(a["H"], b["H"]) and np.array_equal(a["img2"], b["img2"])
+
+
+def test_contrast_look_remaps_grey_levels_keeps_shapes_and_nodata():
+    """--contrast: one view through a random transfer curve: values stay in [0, 1], invalid pixels untouched,
+    some draws reverse the contrast (negative correlation), others keep it; the geometry (flow) is unchanged,
+    exactly one view is remapped, and off, no draw is made (batches stay as before)."""
+    refl = synth.reflectivity(128, 128, seed=5)
+    u = np.clip((10 * np.log10(refl) - np.percentile(10 * np.log10(refl), 1)) / 25.0, 0, 1).astype(np.float32)
+    valid = np.ones_like(u, bool)
+    valid[:, :10] = False
+    corrs = []
+    for s in range(24):
+        v = contrast_look(u, valid, np.random.default_rng(s))
+        assert v.shape == u.shape and v.dtype == np.float32
+        assert np.array_equal(v[:, :10], u[:, :10]) and 0.0 <= v.min() and v.max() <= 1.0
+        corrs.append(np.corrcoef(u[valid], v[valid])[0, 1])
+    assert min(corrs) < -0.3 and max(corrs) > 0.8  # reversals and gentle curves both occur
+    cfg = PairConfig(crop=96, radiometric=0.0, blur=0.0, cutout=0.0)
+    a = make_pair(refl, refl, np.random.default_rng(3), cfg, synthetic=True)
+    b = make_pair(refl, refl, np.random.default_rng(3), PairConfig(**{**cfg.__dict__, "contrast": 0.0}),
+                  synthetic=True)
+    assert np.array_equal(a["img1"], b["img1"]) and np.array_equal(a["img2"], b["img2"])
+    c = make_pair(refl, refl, np.random.default_rng(3), PairConfig(**{**cfg.__dict__, "contrast": 1.0}),
+                  synthetic=True)
+    assert np.allclose(a["aflow"], c["aflow"], equal_nan=True)
+    changed = [not np.array_equal(a[k], c[k]) for k in ("img1", "img2")]
+    assert sum(changed) == 1  # exactly one view remapped
 
 
 def test_cross_pol_look_is_darker_keeps_structure_and_nodata():

@@ -130,3 +130,41 @@ def smooth_distortion(rng: np.random.Generator, size: int, max_px: float) -> np.
         coarse[:, :, :] = coarse[:, :1, :]
     d = np.stack([cv2.resize(c, (size, size), interpolation=cv2.INTER_CUBIC) for c in coarse])
     return d * (rng.uniform(0.3, 1.0) * max_px / max(float(np.abs(d).max()), 1e-6))
+
+
+def contrast_look(u: np.ndarray, valid: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A [0, 1] network-input image through a random intensity transfer curve (``valid`` pixels only).
+
+    Why: unseen sensors and seasons change the radiometry far more than a gamma / offset (wet snow darkens
+    fields by several dB, cross-pol and other bands reorder land covers, display products stretch non-linearly),
+    while the scene's shapes stay. Training on random transfer curves (as SynthMorph does with random contrasts
+    across modalities) asks the descriptors for shapes, not grey levels. The curve is piecewise linear through
+    4-8 knots: monotone (random positive steps) or, half the time, free (any level at each knot: contrast
+    reversals). Half the time two curves are blended by a smooth random mask (a regional change of radiometry,
+    correlation length 1/4-1/2 of the image). The result is stretched again to the 1 / 99 percentiles, as
+    ``image_to_unit`` does for a scene.
+    """
+    if valid.mean() < 0.05:
+        return u
+    h, w = u.shape
+
+    def curve() -> np.ndarray:
+        k = int(rng.integers(4, 9))
+        if rng.random() < 0.5:
+            lv = np.concatenate([[0.0], np.cumsum(rng.gamma(1.0, 1.0, k - 1))])
+            lv /= lv[-1]
+            if rng.random() < 0.5:
+                lv = 1.0 - lv
+        else:
+            lv = rng.uniform(0.0, 1.0, k)
+        return np.interp(u, np.linspace(0.0, 1.0, k), lv).astype(np.float32)
+
+    v = curve()
+    if rng.random() < 0.5:
+        m = 1.0 / (1.0 + np.exp(-3.0 * synth.smooth_noise(rng, h, w, max(h, w) * rng.uniform(0.25, 0.5))))
+        v = (m * v + (1.0 - m) * curve()).astype(np.float32)
+    lo, hi = np.percentile(v[valid], [1, 99])
+    if hi - lo < 1e-3:
+        return u
+    v = np.clip((v - lo) / (hi - lo), 0.0, 1.0)
+    return np.where(valid, v, u).astype(np.float32)

@@ -79,6 +79,7 @@ class TrainConfig:
     jpeg: float = 0.0  # per-view probability of an 8-bit JPEG file (sarreg.train.looks.jpeg_look)
     single_look: float = 0.0  # per-view probability of 1-2-look extra speckle on real pairs (PairConfig.single_look)
     near_identity: float = 0.0  # probability of a georeferenced-style near-identity warp (PairConfig.near_identity)
+    contrast: float = 0.0  # probability of a random intensity transfer curve (sarreg.train.looks.contrast_look)
 
 
 # ------------------------------------------------------------------------------------------------------ data
@@ -389,7 +390,7 @@ def train(sources: Sequence[Source], out_dir: str | Path, cfg: TrainConfig = Tra
 
     pcfg = pair_cfg or PairConfig(crop=cfg.crop, sensor=cfg.sensor, distort=cfg.distort, season=cfg.season,
                                     polar=cfg.polar, jpeg=cfg.jpeg, single_look=cfg.single_look,
-                                    near_identity=cfg.near_identity)
+                                    near_identity=cfg.near_identity, contrast=cfg.contrast)
     data_desc = [f"{s.describe()} (weight {s.weight:g})" for s in sources]
     if converted:  # BatchNorm statistics of the full-resolution copy, from training pairs the run will not see
         bn_data = PairDataset(sources, pcfg, cfg.seed + 7_919, cfg.bn_batches * cfg.batch)

@@ -27,7 +27,8 @@ from sarreg import synth
 from sarreg.errors import InputError
 from sarreg.geometry import WarpRange, random_homography
 from sarreg.io.raster import image_to_unit
-from sarreg.train.looks import cross_pol_look, jpeg_look, seasonal_change, sensor_look, smooth_distortion
+from sarreg.train.looks import (contrast_look, cross_pol_look, jpeg_look, seasonal_change, sensor_look,
+                                smooth_distortion)
 
 log = logging.getLogger(__name__)
 
@@ -299,6 +300,7 @@ class PairConfig:
     jpeg: float = 0.0  # probability, per view, of an 8-bit JPEG file (``jpeg_look``)
     single_look: float = 0.0  # probability, per view of a real pair, of strong extra speckle (1-2 looks)
     near_identity: float = 0.0  # probability of a georeferenced-style warp: shift + at most ~1 px of the rest
+    contrast: float = 0.0  # probability of a random intensity transfer curve on one view (``contrast_look``)
 
     def warp_range(self) -> WarpRange:
         """The homography ranges for ``sarreg.geometry.random_homography`` (shift: a fraction of the crop;
@@ -399,6 +401,11 @@ def make_pair(view1: np.ndarray, view2: np.ndarray, rng: np.random.Generator, cf
         raise InputError("pair crop has too little valid data")
     u1, ok1 = image_to_unit(np.where(ok1, p1, np.nan), kind="linear", valid=ok1)
     u2, ok2 = image_to_unit(np.where(ok2, p2, np.nan), kind="linear", valid=ok2)
+    if cfg.contrast > 0 and rng.random() < cfg.contrast:  # (no draw when off: older runs keep their batches)
+        if rng.random() < 0.5:
+            u2 = contrast_look(u2, ok2, rng)
+        else:
+            u1 = contrast_look(u1, ok1, rng)
     if rng.random() < cfg.radiometric:
         u2 = _radiometric(u2, ok2, rng, 1.0)
     if rng.random() < cfg.radiometric / 2:
