@@ -424,6 +424,17 @@ def test_seasonal_change_pairs_keep_geometry_and_nodata(tmp_path):
             ok = np.isfinite(a)
             assert np.array_equal(ok, np.isfinite(b)) and len(np.unique(b[ok])) <= 255
             assert np.corrcoef(np.log(a[ok]), np.log(b[ok]))[0, 1] > 0.8
+    make_sensor_pairs(tmp_path / "pairs", tmp_path / "contrast", seed=5, look=False, contrast=True)
+    for p, q in zip(load_pairs(tmp_path / "pairs"), load_pairs(tmp_path / "contrast")):
+        assert np.allclose(p.H, q.H) and q.ref.name == p.ref.name  # the reference untouched
+        assert json.loads((q.moving.parent / "gt.json").read_text())["source"].startswith("contrast:")
+        a, b = load_power(p.moving), load_power(q.moving)
+        ok = np.isfinite(a)
+        assert np.array_equal(ok, np.isfinite(b)) and (b[ok] > 0).all()
+        da, db = 10 * np.log10(a[ok]), 10 * np.log10(b[ok])
+        assert not np.allclose(da, db, atol=0.5)  # grey levels remapped ...
+        lo, hi = np.percentile(da, (1, 99))
+        assert lo - 0.5 <= np.percentile(db, 1) and np.percentile(db, 99) <= hi + 0.5  # ... within the same dB range
 
 
 def test_season_option_changes_the_second_view_only():

@@ -86,6 +86,10 @@ SETS: dict[str, SetRecipe] = {
     # a second draw of G and GL (stop 19): a candidate won G + GL + GH by two estimates at 1 px and lost geo_dev by
     # two; 64 more georeferenced pairs (the single-look + change look twice over) make clause (4) less of a coin
     "G2": SetRecipe(74, "AB", geo=True), "GL2": SetRecipe(75, base="G2", look=_SINGLE),
+    # the moving image through a random grey-level transfer curve (stop 31): radiometry unlike the reference's
+    # (contrast reversals, regional changes), warped and georeferenced; measured, not in the rule
+    "KA": SetRecipe(81, base="A", look=dict(look=False, contrast=True)),
+    "KG": SetRecipe(82, base="G", look=dict(look=False, contrast=True)),
 }
 SINGLE_STAGE = ("A", "B", "CA", "CB", "XA", "XB", "SA", "SB", "SC", "SD", "SE", "SF", "HD", "HE", "HF",
                 "LD", "LE", "LF", "MD")

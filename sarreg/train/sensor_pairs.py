@@ -4,13 +4,14 @@ optionally (``--change F``) strong temporal change too: polygons over a fraction
 (``sarreg.synth.temporal_change``) under a smooth regional gain of up to +-6 dB (snow, moisture, season);
 ``--polar``: the moving image as the cross-polarised channel would show it (``sarreg.train.looks.cross_pol_look``);
 ``--jpeg``: both images as 8-bit JPEG files would store them (``sarreg.train.looks.jpeg_look``), as legacy products
-and published registration pairs come.
+and published registration pairs come; ``--contrast``: the moving image's grey levels through a random transfer
+curve, contrast reversals and regional changes included (``sarreg.train.looks.contrast_look``).
 
 Why: the training-split validation pairs come from the training sensors and dates close in time; models are also
 chosen on how they hold up when the moving image looks like another product or another season. Built from pairs of
 ``sarreg evaluate make-pairs`` made from training-split data only (never from evaluation data).
 
-    python -m sarreg.train.sensor_pairs PAIRS_DIR OUT_DIR [--seed 0] [--change 0.4] [--polar] [--jpeg] [--no-look]
+    python -m sarreg.train.sensor_pairs PAIRS_DIR OUT_DIR [--seed 0] [--change 0.4] [--polar] [--jpeg] [--contrast] [--no-look]
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ import cv2
 import numpy as np
 
 from sarreg.synth import speckle, write_geotiff
-from sarreg.train.looks import cross_pol_look, jpeg_look, seasonal_change, sensor_look
+from sarreg.train.looks import contrast_look, cross_pol_look, jpeg_look, seasonal_change, sensor_look
 from sarreg.train.pairs import load_power
 
 
@@ -44,15 +45,30 @@ def _georeference(path: Path) -> tuple[Any, Any]:
         return (ds.transform, ds.crs) if ds.crs is not None else (None, None)
 
 
+def _contrast_power(power: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``contrast_look`` on linear power: dB stretched to [0, 1] over its 1 / 99 percentiles, remapped, and back
+    over the same dB range; invalid pixels (NaN, <= 0) stay NaN."""
+    valid = np.isfinite(power) & (power > 0)
+    if valid.sum() < 16:
+        return power
+    db = 10.0 * np.log10(np.where(valid, power, 1.0))
+    lo, hi = np.percentile(db[valid], (1, 99))
+    unit = np.clip((db - lo) / max(hi - lo, 1e-6), 0.0, 1.0)
+    out = 10.0 ** ((lo + contrast_look(unit, valid, rng) * (hi - lo)) / 10.0)
+    return np.where(valid, out, np.nan)
+
+
 def make_sensor_pairs(src: Path, out: Path, seed: int = 0, change: float = 0.0, look: bool = True,
-                      polar: bool = False, jpeg: bool = False, single_look: bool = False) -> list[Path]:
+                      polar: bool = False, jpeg: bool = False, single_look: bool = False,
+                      contrast: bool = False) -> list[Path]:
     """Copy every pair folder of ``src`` (``gt.json`` + ref + moving) to ``out`` with a sensor-looked moving image
     (``look``) and/or one with strong temporal change (``change`` > 0: the fraction of changed polygons) and/or
     the cross-polarised channel's look (``polar``), written
     as float32 linear power GeoTIFF, NaN nodata, with the source's georeference if it has one; pair i uses seed
     ``[seed, i]``. ``jpeg``: both images then go
     through an 8-bit JPEG (the reference too, written as ``ref.tif``). ``single_look``: both images first get
-    1-2-look speckle, as single-look products show (the reference then written as ``ref.tif`` too). Returns the new
+    1-2-look speckle, as single-look products show (the reference then written as ``ref.tif`` too). ``contrast``:
+    the moving image's grey levels through a random transfer curve (``_contrast_power``). Returns the new
     folders."""
     out.mkdir(parents=True, exist_ok=True)
     written = []
@@ -80,12 +96,14 @@ def make_sensor_pairs(src: Path, out: Path, seed: int = 0, change: float = 0.0, 
             power = cross_pol_look(power, rng)
         if look:
             power = sensor_look(power, rng)
+        if contrast:
+            power = _contrast_power(power, rng)
         if jpeg:
             power = jpeg_look(power, rng)
         write_geotiff(dst / "moving.tif", power.astype(np.float32), *geo_mov, nodata=float("nan"))
         tag = "+".join((["single_look"] if single_look else []) + (["change"] if change > 0 else [])
                        + (["cross_pol"] if polar else []) + (["sensor_look"] if look else [])
-                       + (["jpeg"] if jpeg else [])) or "copy"
+                       + (["contrast"] if contrast else []) + (["jpeg"] if jpeg else [])) or "copy"
         gt.update(moving="moving.tif", source=f"{tag}:{gt.get('source', d.name)}")
         (dst / "gt.json").write_text(json.dumps(gt, indent=1))
         written.append(dst)
@@ -104,9 +122,11 @@ def main() -> None:
     ap.add_argument("--polar", action="store_true", help="the moving image as the cross-polarised channel")
     ap.add_argument("--jpeg", action="store_true", help="both images as 8-bit JPEG files would store them")
     ap.add_argument("--single-look", action="store_true", help="both images with 1-2-look speckle first")
+    ap.add_argument("--contrast", action="store_true", help="the moving image through a random transfer curve")
     ap.add_argument("--no-look", action="store_true", help="keep the sensor's look (only --change / --polar)")
     a = ap.parse_args()
-    n = len(make_sensor_pairs(a.src, a.out, a.seed, a.change, not a.no_look, a.polar, a.jpeg, a.single_look))
+    n = len(make_sensor_pairs(a.src, a.out, a.seed, a.change, not a.no_look, a.polar, a.jpeg, a.single_look,
+                                a.contrast))
     print(f"wrote {n} pairs to {a.out}")
 
 
