@@ -314,8 +314,12 @@ CROSS_MIN_AGREE = 0.5
 # or affine that fits them within 1 px yet is 2-5 px off on average over the overlap; the bootstrap spread sees
 # its variance (0.45-0.75 px there, below MAX_SPREAD), the held-out blocks see its bias. Both together flag it.
 # Measured on the 11 training-split check sets through register (352 pairs; v4 / soupN5): it flags 9 / 13 of
-# 162 / 164 ok results, of them 1 / 1 more than 3 px off, 4 / 9 2-3 px off, 4 / 3 1-2 px off and none within 1 px
-EXTRAP_SPREAD = 1.0 / 3.0  # x --max-rmse: bootstrap spread over the overlap (0.5 px by default) ...
+# 162 / 164 ok results, of them 1 / 1 more than 3 px off, 4 / 9 2-3 px off, 4 / 3 1-2 px off and none within 1 px.
+# Stop 31, v4 on 17 training-split sets through register (544 pairs, 306 ok): with the spread limit at 0.5 px two
+# ok results were more than 3 px off (3.0 and 3.55 px, spread 0.41 / 0.48) and 15 of the 46 ok results with a
+# spread of 0.4-0.5 px were more than 1 px off (none below 0.2 px); a limit of 0.3-0.375 px flags the same 9 more:
+# both results off, 5 at 1.3-2.8 px and 2 within 1 px (0.47 and 0.82 px, held-out blocks 1.20 / 1.24 px)
+EXTRAP_SPREAD = 0.25  # x --max-rmse: bootstrap spread over the overlap (0.375 px by default) ...
 EXTRAP_HELDOUT = 0.8  # ... and median held-out-block residual (1.2 px by default), both above
 # rival solutions (stop 29): the refinement runs from several starts (``area.refine_from_starts``) and keeps the one
 # most correlation windows agree with; another start that converged more than RIVAL_THRESHOLDS x --threshold away
