@@ -11,7 +11,8 @@ Why: the training-split validation pairs come from the training sensors and date
 chosen on how they hold up when the moving image looks like another product or another season. Built from pairs of
 ``sarreg evaluate make-pairs`` made from training-split data only (never from evaluation data).
 
-    python -m sarreg.train.sensor_pairs PAIRS_DIR OUT_DIR [--seed 0] [--change 0.4] [--polar] [--jpeg] [--contrast] [--no-look]
+    python -m sarreg.train.sensor_pairs PAIRS_DIR OUT_DIR [--seed 0] [--change 0.4] [--polar] [--jpeg] [--contrast]
+        [--single-look] [--no-look]
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from sarreg.io.raster import to_log, unit_scale
 from sarreg.synth import speckle, write_geotiff
 from sarreg.train.looks import contrast_look, cross_pol_look, jpeg_look, seasonal_change, sensor_look
 from sarreg.train.pairs import load_power
@@ -48,13 +50,13 @@ def _georeference(path: Path) -> tuple[Any, Any]:
 def _contrast_power(power: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """``contrast_look`` on linear power: dB stretched to [0, 1] over its 1 / 99 percentiles, remapped, and back
     over the same dB range; invalid pixels (NaN, <= 0) stay NaN."""
-    valid = np.isfinite(power) & (power > 0)
+    db = to_log(power, "linear")
+    valid = np.isfinite(db)
     if valid.sum() < 16:
         return power
-    db = 10.0 * np.log10(np.where(valid, power, 1.0))
-    lo, hi = np.percentile(db[valid], (1, 99))
-    unit = np.clip((db - lo) / max(hi - lo, 1e-6), 0.0, 1.0)
-    out = 10.0 ** ((lo + contrast_look(unit, valid, rng) * (hi - lo)) / 10.0)
+    lo, hi = (float(v) for v in np.percentile(db[valid], (1, 99)))
+    hi = max(hi, lo + 1e-6)
+    out = 10.0 ** ((lo + contrast_look(unit_scale(db, lo, hi, 0.5), valid, rng) * (hi - lo)) / 10.0)
     return np.where(valid, out, np.nan)
 
 
