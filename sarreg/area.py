@@ -18,7 +18,7 @@ from sarreg.config import RegisterConfig
 from sarreg.errors import RegistrationFailed
 from sarreg.estimate import Estimate, apply_matrix, decompose, finite_round, fit_model
 from sarreg.features import Features
-from sarreg.geometry import matrix_distance, resample, resample_valid, translate
+from sarreg.geometry import matrix_distance, resample, resample_valid, rotation, translate
 from sarreg.io.raster import Scene
 from sarreg.relate import CoarseImages
 from sarreg.stage import StageResult, TilePair
@@ -144,6 +144,48 @@ def coarse_area(ref: Scene, mov: Scene, prior: np.ndarray, ci: CoarseImages, cfg
     res.info.update({"inliers": est.n_inliers, "rmse_px": est.rmse, "threshold_px": thr,
                      "rotation_deg": decompose(np.linalg.inv(prior) @ est.matrix)["rotation_deg"]})
     return est, res
+
+
+FM_MIN_TURN = 1.5  # deg: a Fourier-Mellin start closer than this (and FM_MIN_SCALE) to the prior adds nothing
+FM_MIN_SCALE = 0.02  # |ln scale|
+
+
+def turned_area(ref: Scene, mov: Scene, prior: np.ndarray, ci: CoarseImages, cfg: RegisterConfig,
+                area: BaseGeometry) -> tuple[Estimate, StageResult]:
+    """``coarse_area`` started from the prior turned and scaled by a Fourier-Mellin estimate (``rotation_scale``).
+
+    Why: correlation from the prior measures shifts only; a moving image turned or scaled against the reference
+    (pixel-space pairs, a wrong georeference) defeats it, and where keypoints also fail (speckle, strong change)
+    nothing else starts the refinement. Each candidate rotation (and its + 180 deg twin) is tried; the windows
+    decide, as for the prior itself. Raises RegistrationFailed when no candidate's windows agree."""
+    from sarreg.correlate import rotation_scale
+
+    G = np.linalg.inv(ci.Dr) @ prior
+    rshape = ci.ru.shape
+    wv = resample_valid(ci.mv, G @ ci.Dm, rshape)
+    if (wv & ci.rv).mean() < 0.01:
+        raise RegistrationFailed("no overlap on the coarse grid")
+    cx, cy = rshape[1] / 2 - 0.5, rshape[0] / 2 - 0.5
+    best: tuple[Estimate, StageResult] | None = None
+    errors = []
+    for ang, scale, peak in rotation_scale(ci.ru, resample(ci.mu, G @ ci.Dm, rshape), ci.rv, wv):
+        for turn in (ang, ang + 180.0):
+            if abs(turn) < FM_MIN_TURN and abs(math.log(scale)) < FM_MIN_SCALE:
+                continue
+            S = rotation(turn, cx, cy) @ translate(cx, cy) @ np.diag([scale, scale, 1.0]) @ translate(-cx, -cy)
+            try:
+                est, res = coarse_area(ref, mov, ci.Dr @ S @ G, ci, cfg, area)
+            except RegistrationFailed as e:
+                errors.append(f"{turn:+.0f} deg x {scale:.2f}: {e}")
+                continue
+            res.info.update({"start": "fourier-mellin", "start_rotation_deg": round(turn, 1),
+                             "start_scale": round(scale, 3), "start_peak": round(peak, 4),
+                             "rotation_deg": decompose(np.linalg.inv(prior) @ est.matrix)["rotation_deg"]})
+            if best is None or est.n_inliers > best[0].n_inliers:
+                best = (est, res)
+    if best is None:
+        raise RegistrationFailed("turned starts: " + ("; ".join(errors) or "none away from the prior"))
+    return best
 
 
 def _area_spacing(n_tiles: int, size: int) -> int:

@@ -153,8 +153,9 @@ class RegisterConfig:
     coarse stage keeps only keypoint matches within it, and a final correction beyond it makes an ok result
     low_quality. coarse_size: longer side (px) of the decimated coarse-stage images; coarse_min_scale: smallest
     pyramid level there (relative scale range the coarse stage handles: about 1/x to x); rotation_search: when
-    nothing fits at the prior's orientation, the coarse stage retries with the moving image turned by 90, 180,
-    270 degrees, ... (R2D2 features only). fine_tile / n_tiles / fine_top_k: fine stage tiles (side in reference
+    nothing fits at the prior's orientation, the coarse stage correlates from the prior turned and scaled by a
+    Fourier-Mellin estimate, then retries the keypoints with the moving image turned by 45, 90, ... degrees (R2D2
+    features only). fine_tile / n_tiles / fine_top_k: fine stage tiles (side in reference
     px at full resolution, how many, keypoints per tile; ``tile_size`` is the old, still accepted keyword of
     ``fine_tile``). keypoints: "auto" runs the fine-stage keypoints only when the fine correlation does not settle
     the estimate on its own (``sarreg.area.settles``); "always" runs them every time (their matches in

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 from rasterio.windows import Window
 
-from sarreg.area import coarse_area, strong_area
+from sarreg.area import coarse_area, strong_area, turned_area
 from sarreg.config import RegisterConfig
 from sarreg.errors import InputError, RegistrationFailed
 from sarreg.estimate import Estimate, apply_matrix, decompose, fit_model
@@ -156,6 +156,21 @@ def try_coarse_area(ref: Scene, mov: Scene, prior: np.ndarray, ci: CoarseImages,
         return e
 
 
+def _try_turned(ref: Scene, mov: Scene, prior: np.ndarray, ci: CoarseImages, cfg: RegisterConfig,
+                area: BaseGeometry, area_first: tuple[Estimate, StageResult] | RegistrationFailed,
+                tried: list[str]) -> tuple[Estimate, StageResult] | None:
+    """``turned_area`` when the rotation search is on, the model can turn and the correlation from the prior did not
+    hold on its own; None otherwise or when it fails (the reason appended to ``tried``)."""
+    if not cfg.rotation_search or cfg.model == "shift" or (
+            not isinstance(area_first, RegistrationFailed) and strong_area(*area_first)):
+        return None
+    try:
+        return turned_area(ref, mov, prior, ci, cfg, area)
+    except RegistrationFailed as e:
+        tried.append(str(e))
+        return None
+
+
 def coarse_stage(ref: Scene, mov: Scene, prior: np.ndarray, ci: CoarseImages, ext: Extractor,
                  cfg: RegisterConfig, area: BaseGeometry,
                  area_first: tuple[Estimate, StageResult] | RegistrationFailed | None = None
@@ -182,8 +197,16 @@ def coarse_stage(ref: Scene, mov: Scene, prior: np.ndarray, ci: CoarseImages, ex
     thr = cfg.coarse_threshold(s)
     angles = (0.0,) + (ROTATIONS if cfg.rotation_search and ext.kind != "sift" else ())
     best: tuple[Estimate, StageResult] | None = None
-    tried = []
+    turned: tuple[Estimate, StageResult] | None = None
+    turned_tried = False
+    tried: list[str] = []
     for ang in angles:
+        if ang != 0.0 and not turned_tried:  # nothing fits as the prior stands: a turned correlation start first
+            turned, turned_tried = _try_turned(ref, mov, prior, ci, cfg, area, area_first, tried), True
+            if turned is not None and strong_area(*turned):
+                log.info("coarse: correlation from a turned start, %d of %d windows agree", turned[0].n_inliers,
+                         turned[1].info["windows"])
+                return turned
         G = rotation(ang, rshape[1] / 2 - 0.5, rshape[0] / 2 - 0.5) @ np.linalg.inv(Dr) @ prior  # mov full -> grid
         wu = resample(mu, G @ Dm, rshape)
         wv = resample_valid(mv, G @ Dm, rshape)
@@ -217,7 +240,13 @@ def coarse_stage(ref: Scene, mov: Scene, prior: np.ndarray, ci: CoarseImages, ex
                  est.n_inliers, est.n_matches)
     if best is None or not (best[0].n_inliers >= COARSE_GOOD and best[0].inlier_ratio >= 0.05):
         # few or no keypoint matches (speckle, low texture, strong temporal change): area-based matching from
-        # the georeferencing prior before trusting a weaker keypoint result
+        # the georeferencing prior, or from the prior turned and scaled (Fourier-Mellin), before trusting a weaker
+        # keypoint result
+        if not turned_tried:
+            turned = _try_turned(ref, mov, prior, ci, cfg, area, area_first, tried)
+        if turned is not None and (isinstance(area_first, RegistrationFailed)
+                                   or turned[0].n_inliers > area_first[0].n_inliers):
+            area_first = turned
         try:
             if isinstance(area_first, RegistrationFailed):
                 raise area_first

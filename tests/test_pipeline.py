@@ -234,7 +234,8 @@ def test_r2d2_pipeline(tmp_path, field):
 @pytest.mark.parametrize("deg", [90.0, 180.0])
 def test_rotation_search_finds_a_turned_scene(tmp_path, field, deg):
     """A moving image turned by a quarter / half turn in pixel space: the correlation from the prior and the R2D2
-    keypoints at 0 deg find nothing; the coarse rotation search turns the moving image and registers it."""
+    keypoints at 0 deg find nothing; the coarse rotation search (keypoints on the turned image, or correlation from a
+    turned start) registers it."""
     weights = _r2d2_weights()
     if weights is None:
         pytest.skip("no R2D2 weights")
@@ -246,7 +247,9 @@ def test_rotation_search_finds_a_turned_scene(tmp_path, field, deg):
     assert rep.status == "ok", rep.message
     assert grid_error(rep.matrix, m) < 1.0
     coarse = rep.stages["coarse"]
-    assert coarse.get("method") != "correlation" and coarse["rotation_tried_deg"] != 0.0, coarse
+    # the keypoints' rotation search or the correlation from a Fourier-Mellin start (``turned_area``)
+    assert coarse.get("start") == "fourier-mellin" or (
+        coarse.get("method") != "correlation" and coarse["rotation_tried_deg"] != 0.0), coarse
     assert abs((coarse["rotation_deg"] - deg + 180) % 360 - 180) < 3, coarse["rotation_deg"]
     if deg != 90.0:
         return
@@ -257,8 +260,32 @@ def test_rotation_search_finds_a_turned_scene(tmp_path, field, deg):
     # (a stricter 0.9: test_no_silent_wrong_answer_on_turned_scene_with_strict_ratio)
     strict = register(ref, mov, tmp_path / "ratio.tif", cfg.with_(ratio=0.99))
     assert strict.status == "ok" and strict.options["ratio"] == 0.99, strict.message
-    assert strict.stages["coarse"]["matches"] < coarse["matches"], (strict.stages["coarse"], coarse)
     assert grid_error(strict.matrix, m) < 1.0
+    if strict.stages["fine"].get("method") != "correlation":  # keypoint matches: fewer with the ratio
+        assert strict.stages["fine"]["matches"] < rep.stages["fine"]["matches"], (strict.stages["fine"], rep.stages)
+
+
+def test_turned_and_scaled_scene_registers_by_correlation_when_keypoints_fail(tmp_path, field):
+    """A pair turned by 50 deg (beyond what R2D2 descriptors tolerate) and scaled by 1.12: the keypoints at 0 deg
+    and the correlation from the prior (it measures shifts) both fail; the Fourier-Mellin start (``turned_area``)
+    turns and scales the prior before the keypoints' rotation search, and the correlation windows register the
+    pair; without the rotation search it does not register."""
+    weights = _r2d2_weights()
+    if weights is None:
+        pytest.skip("no R2D2 weights")
+    m = sim(6.0, -4.0, deg=50.0, scale=1.12)
+    ref, mov = make_pair(tmp_path, field, m)
+    cfg = RegisterConfig(features="r2d2", weights=str(weights), coarse_size=256, coarse_top_k=2000, fine_top_k=1000,
+                         device="cpu", warp=False)
+    rep = register(ref, mov, tmp_path / "o.tif", cfg)
+    coarse = rep.stages["coarse"]
+    assert coarse.get("start") == "fourier-mellin", coarse
+    assert abs(coarse["start_rotation_deg"] - 50.0) < 1.5 and abs(coarse["start_scale"] / 1.12 - 1) < 0.03, coarse
+    assert abs(coarse["rotation_deg"] - 50.0) < 1.0, coarse
+    assert rep.status == "ok", rep.message
+    assert grid_error(rep.matrix, m) < 1.0
+    off = register(ref, mov, tmp_path / "off.tif", cfg.with_(rotation_search=False))
+    assert off.status != "ok" or grid_error(off.matrix, m) > 3.0, off.message
 
 
 def test_no_silent_wrong_answer_on_turned_scene_with_strict_ratio(tmp_path, field):
