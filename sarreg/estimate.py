@@ -382,7 +382,8 @@ def fit_model(src: np.ndarray, dst: np.ndarray, model: str = "affine", robust: s
     n = len(src)
     need = max(MIN_POINTS[model], 3) + 1
     if ok.sum() < need:
-        raise RegistrationFailed(f"too few matches to fit a {model} model ({int(ok.sum())}, need {need})")
+        article = "an" if model[:1] in "aeiou" else "a"
+        raise RegistrationFailed(f"too few matches to fit {article} {model} model ({int(ok.sum())}, need {need})")
     rng = np.random.default_rng(seed)
 
     # 1. robust hypothesis from OpenCV (poly2/tps start from an affine with a looser threshold)

@@ -94,8 +94,10 @@ def test_random_matches_give_few_inliers():
 
 
 def test_too_few_points_raise():
-    with pytest.raises(RegistrationFailed, match="too few matches"):
+    with pytest.raises(RegistrationFailed, match="too few matches to fit an affine model"):
         fit_model(np.zeros((2, 2)), np.zeros((2, 2)), model="affine")
+    with pytest.raises(RegistrationFailed, match="too few matches to fit a homography model"):
+        fit_model(np.zeros((3, 2)), np.zeros((3, 2)), model="homography")
     with pytest.raises(ValueError, match="unknown model"):
         fit_model(np.zeros((10, 2)), np.zeros((10, 2)), model="cubic")
 
