@@ -245,6 +245,11 @@ def _peak_fit(s: np.ndarray, py: np.ndarray, px: np.ndarray, axis: int) -> np.nd
     return np.clip(np.nan_to_num(off), -0.5, 0.5)
 
 
+def _fft_size(shape: tuple[int, ...]) -> int:
+    """Side of the square power-of-two frame (at least 16) that holds an image of ``shape``."""
+    return int(2 ** math.ceil(math.log2(max(*shape, 16))))
+
+
 def _padded(img: np.ndarray, valid: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``img`` and ``valid`` centred in a 1 x size x size zero frame, and a Hann taper over the data's own extent
     (not the padding), so that the image borders do not correlate."""
@@ -267,7 +272,7 @@ def global_offset(ref: np.ndarray, mov: np.ndarray, ref_valid: np.ndarray, mov_v
     Returns (d, peak, ratio) with the conventions of ``correlate``. Images are padded to a square power of two
     (``_padded``).
     """
-    size = int(2 ** math.ceil(math.log2(max(*ref.shape, 16))))
+    size = _fft_size(ref.shape)
     (a, av, taper), (b, bv, _) = _padded(ref, ref_valid, size), _padded(mov, mov_valid, size)
     s, _ = _surface(a, b, av, bv, taper, sigma)
     k = int(s[0].argmax())
@@ -367,9 +372,10 @@ def rotation_scale(ref: np.ndarray, mov: np.ndarray, ref_valid: np.ndarray, mov_
     candidates as (angle deg, scale, peak), strongest first: the moving image turned by ``angle`` and scaled by
     ``scale`` about its centre (``sarreg.geometry.rotation``'s sense) looks like the reference; angles in
     [-90, 90): a magnitude spectrum cannot tell a turn from the same turn + 180 deg, both are the caller's to try.
-    Resolution: 180 / ``n_angles`` deg and a factor exp(ln(size / 2) / ``n_radii``) (about 2 % on 1024 px), left to the refinement.
+    Resolution: 180 / ``n_angles`` deg and a factor exp(ln(size / 2) / ``n_radii``) (about 2 % on 1024 px), left
+    to the refinement.
     """
-    size = int(2 ** math.ceil(math.log2(max(*ref.shape, 16))))
+    size = _fft_size(ref.shape)
     la = _log_polar_spectrum(ref, ref_valid, size, n_angles, n_radii)
     lb = _log_polar_spectrum(mov, mov_valid, size, n_angles, n_radii)
     x = np.fft.fft2(la) * np.conj(np.fft.fft2(lb))
