@@ -88,6 +88,8 @@ class PreprocessConfig:
     kind: "auto" | "linear" (power) | "amplitude" | "db" | "display" (8-bit image used as is).
     lo_pct / hi_pct: per-scene percentiles (of the log values) mapped to 0 and 1.
     despeckle: box filter size in pixels applied to log values (0 = off).
+    exclude: vector files (polygons, any CRS) or mask rasters (non-zero = excluded) of areas not to match in
+    (water, changed fields, layover): nodata for matching, still warped (``sarreg.io.exclude``).
     """
 
     band: int | None = _opt(None, min=1, type=int)
@@ -95,6 +97,13 @@ class PreprocessConfig:
     lo_pct: float = _opt(1.0, min=0.0, max=100.0)
     hi_pct: float = _opt(99.0, min=0.0, max=100.0)
     despeckle: int = _opt(0, min=0)
+    exclude: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        # paths from the command line (Path), a config file (list) or Python (str): one hashable form
+        ex = (self.exclude,) if isinstance(self.exclude, (str, bytes)) or hasattr(self.exclude, "__fspath__") \
+            else self.exclude
+        object.__setattr__(self, "exclude", tuple(str(p) for p in (ex or ())))
 
 
 @dataclass(frozen=True)

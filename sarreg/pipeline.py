@@ -247,11 +247,12 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
         return t1
 
     cfg.validate()
-    check_output(out, [ref, moving], cfg.overwrite)
+    inputs = [ref, moving, *cfg.preprocess.exclude]
+    check_output(out, inputs, cfg.overwrite)
     report_path = export.sidecar(out, ".report.json")
-    check_output(report_path, [ref, moving], cfg.overwrite)
+    check_output(report_path, inputs, cfg.overwrite)
     if cfg.quicklook:
-        check_output(Path(cfg.quicklook), [ref, moving], cfg.overwrite)
+        check_output(Path(cfg.quicklook), inputs, cfg.overwrite)
     if ref == moving or (isinstance(ref, Path) and isinstance(moving, Path) and ref.exists() and moving.exists()
                          and ref.resolve() == moving.resolve()):
         raise InputError(f"{moving}: reference and moving are the same file")
@@ -279,6 +280,10 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
                             "overlap_area_px": round(area.area, 1), "georeferenced": rs.georeferenced,
                             "located_by": {"reference": located_by(rs), "moving": located_by(ms)}}
     rep.stages["relate"]["kind"] = {"reference": rs.kind, "moving": ms.kind}
+    if cfg.preprocess.exclude:  # share of each image's valid pixels that --exclude removed from matching
+        rep.stages["relate"]["excluded"] = {"files": list(cfg.preprocess.exclude),
+                                            **{k: s.exclude.fraction if s.exclude else 0.0
+                                               for k, s in (("reference", rs), ("moving", ms))}}
     repeat = None if period is None else {"period_px": round(period[0] / ci.s, 2), "strength": round(period[1], 1)}
     rep.stages["relate"]["repeat"] = repeat
     stac = {k: v for k, v in (("reference", stac_info(ref)), ("moving", stac_info(moving))) if v}

@@ -68,7 +68,20 @@ def pair(tmp_path_factory) -> dict[str, Path]:
     mov = np.nan_to_num(warp_image(speckle(field, 4.0, rng), m, (N, N)), nan=0.0)
     return {"ref": write_geotiff(d / "ref.tif", ref, T, UTM),
             "moving": write_geotiff(d / "moving.tif", mov, T, UTM, nodata=0.0),
-            "far": write_geotiff(d / "far.tif", ref[:128, :128], Affine(10.0, 0, 700000.0, 0, -10.0, 5000000.0), UTM)}
+            "far": write_geotiff(d / "far.tif", ref[:128, :128], Affine(10.0, 0, 700000.0, 0, -10.0, 5000000.0), UTM),
+            "corner": _corner_polygon(d / "corner.geojson")}
+
+
+def _corner_polygon(path: Path) -> Path:
+    """A GeoJSON polygon over the reference's top-left 64 x 64 px (an area --exclude keeps out of matching)."""
+    import pyogrio
+    import shapely
+
+    x0, y0 = T.c, T.f
+    poly = shapely.box(x0, y0 - 64 * T.a, x0 + 64 * T.a, y0)
+    pyogrio.raw.write(path, geometry=shapely.to_wkb(np.asarray([poly], dtype=object)), field_data=[], fields=[],
+                      crs=UTM, driver="GeoJSON", geometry_type="Polygon")
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +121,8 @@ def registered(qgis_env, pair, tmp_path_factory) -> dict:
     """``qgis_process run sarreg:register`` with --model local (so the offsets field comes back too)."""
     d = tmp_path_factory.mktemp("qgis_out")
     r = qgis_process(qgis_env, "--json", "run", "sarreg:register", "--", f"REFERENCE={pair['ref']}",
-                     f"MOVING={pair['moving']}", "FEATURES=sift", "MODEL=local", f"OUTPUT={d / 'out.tif'}")
+                     f"MOVING={pair['moving']}", "FEATURES=sift", "MODEL=local", f"EXCLUDE={pair['corner']}",
+                     f"OUTPUT={d / 'out.tif'}")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     return {"dir": d, **json.loads(r.stdout)}
 
@@ -265,6 +279,9 @@ def test_qgis_process_register(registered, pair):
     assert info["features"] > 50 and {"residual_px", "inlier", "score"} <= set(info["fields"])
     with rasterio.open(res["OFFSETS"]) as off:
         assert off.count == 3
+    rep = json.loads(Path(res["REPORT"]).read_text())
+    assert rep["options"]["preprocess"]["exclude"] == [str(pair["corner"])]  # EXCLUDE -> --exclude
+    assert 0.03 < rep["stages"]["relate"]["excluded"]["reference"] < 0.05
     log = "\n".join(registered["log"]["info"])
     assert "sarreg report: status ok" in log and "inliers" in log and "offsets field" in log
 

@@ -8,8 +8,8 @@ from typing import Any
 import click
 
 from sarreg import progress as json_progress
-from sarreg.cli.options import (asset_opt, config_from_params, config_option, device_opt, input_arg, overwrite_opt,
-                                pol_opt, writable_dir)
+from sarreg.cli.options import (asset_opt, config_from_params, config_option, device_opt, exclude_opt, input_arg,
+                                overwrite_opt, pol_opt, writable_dir)
 from sarreg.config import ExtractConfig, PreprocessConfig
 from sarreg.errors import InputError, OutputError
 from sarreg.io.source import Source, input_folder, input_name, resolve_input
@@ -86,6 +86,7 @@ P = PreprocessConfig
 @config_option(P, "band", help="1-based band (default: the VV band if described, else 1).")
 @config_option(P, "kind", help="How pixel values are interpreted.")
 @config_option(P, "despeckle", help="Box filter size on log values (0 = off).")
+@exclude_opt
 @device_opt
 @config_option(E, "precision")
 @config_option(E, "backend",

@@ -125,6 +125,11 @@ class InputArg(click.ParamType):
 
 
 input_arg = InputArg()
+exclude_opt = click.option(
+    "--exclude", multiple=True, default=(), type=input_arg, metavar="FILE",
+    help="Areas not to match in (water, changed fields, layover), repeatable: a vector file (GeoPackage, GeoJSON, "
+         "shapefile...; polygons in any CRS) or a mask raster (non-zero = excluded; on the image's grid or "
+         "georeferenced). Nodata for matching only: the output still carries them.")
 
 
 def writable_dir(path: Path) -> Path:

@@ -8,8 +8,8 @@ from typing import Any
 import click
 
 from sarreg import progress
-from sarreg.cli.options import (asset_opt, compress_opt, config_from_params, config_option, device_opt, format_opt,
-                                input_arg, mem_opt, overwrite_opt, path_arg, pol_opt, ref_pol_opt, resampling_opt,
+from sarreg.cli.options import (asset_opt, compress_opt, config_from_params, config_option, device_opt,
+                                exclude_opt, format_opt, input_arg, mem_opt, overwrite_opt, path_arg, pol_opt, ref_pol_opt, resampling_opt,
                                 update_georef_opt)
 from sarreg.config import PreprocessConfig, RegisterConfig
 from sarreg.errors import InputError, LowQuality, RegistrationFailed
@@ -45,6 +45,7 @@ P = PreprocessConfig
 @config_option(P, "band", help="1-based reference band (default: VV or 1).")
 @config_option(R, "moving_band", help="1-based moving band (default: as --band).")
 @config_option(P, "kind", help="How pixel values are interpreted.")
+@exclude_opt
 @config_option(R, "coarse_size", help="Longer side of the decimated coarse-stage images (px).")
 @config_option(R, "fine_tile", help="Side of the fine-stage tiles (reference px at full resolution).")
 @click.option("--tile-size", "tile_size_alias", type=click.IntRange(min=64), default=None, hidden=True,

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +32,7 @@ from rasterio.windows import Window
 
 from sarreg.config import PreprocessConfig
 from sarreg.errors import InputError
+from sarreg.io.exclude import Exclusion, load_exclusion
 from sarreg.io.gcps import Gcps, map_to_pixel, pixel_to_map, read_gcps
 from sarreg.io.source import Source, is_network, open_options, resolve_input
 
@@ -63,6 +64,7 @@ class Scene:
     hi: float
     fill: float
     gcps: Gcps | None = None  # GCP-only rasters (no geotransform): their GCPs; ``crs`` is then the GCPs' CRS
+    exclude: Exclusion | None = None  # areas not to match in (``PreprocessConfig.exclude``), applied by ``read_unit``
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -294,9 +296,22 @@ def open_scene(path: Source, pre: PreprocessConfig = PreprocessConfig()) -> Scen
         fill = float(np.clip((np.median(logv[valid]) - lo) / (hi - lo), 0, 1))
         geo = _is_georeferenced(ds)
         gcps, gcp_crs = (None, None) if geo else read_gcps(ds)
-        return Scene(path=path, width=ds.width, height=ds.height, count=ds.count, dtype=dtype, band=band,
-                     kind=kind, nodata=ds.nodata, crs=ds.crs if gcps is None else gcp_crs, transform=ds.transform,
-                     georeferenced=geo, lo=float(lo), hi=float(hi), fill=fill, gcps=gcps)
+        scene = Scene(path=path, width=ds.width, height=ds.height, count=ds.count, dtype=dtype, band=band,
+                      kind=kind, nodata=ds.nodata, crs=ds.crs if gcps is None else gcp_crs, transform=ds.transform,
+                      georeferenced=geo, lo=float(lo), hi=float(hi), fill=fill, gcps=gcps)
+    return _with_exclusion(scene, pre.exclude, valid)
+
+
+def _with_exclusion(scene: Scene, paths: tuple[str, ...], valid: np.ndarray) -> Scene:
+    """``scene`` with its ``--exclude`` areas; InputError when they cover every valid pixel (``valid``: the
+    decimated statistics read)."""
+    exc = load_exclusion(paths, scene)
+    if exc is None:
+        return scene
+    gone = exc.mask(None, valid.shape, scene.shape) & valid
+    if gone.sum() == valid.sum():
+        raise InputError(f"{scene.path}: every valid pixel is excluded by {', '.join(exc.sources)}")
+    return replace(scene, exclude=replace(exc, fraction=round(float(gone.sum() / valid.sum()), 4)))
 
 
 def unit_scale(logv: np.ndarray, lo: float, hi: float, fill: float, despeckle: int = 0) -> np.ndarray:
@@ -330,6 +345,8 @@ def read_unit(scene: Scene, window: Window | None = None, out_shape: tuple[int, 
     logv = to_log(vals, scene.kind)
     valid = mask & np.isfinite(logv)
     _keep_isolated_dark(vals, logv, mask, valid, scene.lo)
+    if scene.exclude is not None:
+        valid &= ~scene.exclude.mask(window, valid.shape, scene.shape)
     return unit_scale(logv, scene.lo, scene.hi, scene.fill, pre.despeckle), valid
 
 

@@ -8,9 +8,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from qgis.core import (QgsProcessingAlgorithm, QgsProcessingContext, QgsProcessingException,
+from qgis.core import (QgsProcessing, QgsProcessingAlgorithm, QgsProcessingContext, QgsProcessingException,
                        QgsProcessingParameterBoolean, QgsProcessingParameterDefinition, QgsProcessingParameterEnum,
-                       QgsProcessingParameterFile, QgsProcessingParameterNumber,
+                       QgsProcessingParameterFile, QgsProcessingParameterMultipleLayers,
+                       QgsProcessingParameterNumber,
                        QgsProcessingParameterString, QgsProcessingUtils,
                        QgsProviderRegistry)
 
@@ -54,6 +55,12 @@ class SarregAlgorithm(QgsProcessingAlgorithm):
     def add_cli_options(self) -> None:
         for name, advanced in self.OPTIONS:
             self.add_option(name, advanced)
+        if any(p["name"] == "exclude" for p in spec.command(self.COMMAND)["params"]):
+            param = QgsProcessingParameterMultipleLayers(
+                "EXCLUDE", "Areas not to match in (polygon layers or mask rasters)",
+                layerType=QgsProcessing.TypeMapLayer, optional=True)
+            param.setHelp(spec.help_text(self.COMMAND, "exclude"))
+            self.addParameter(param)
 
     def add_option(self, name: str, advanced: bool = False) -> None:
         p = spec.option(self.COMMAND, name)
@@ -104,7 +111,19 @@ class SarregAlgorithm(QgsProcessingAlgorithm):
             else:
                 value = self.parameterAsString(parameters, pname, context)
             args += spec.option_args(p, value)
+        for layer in self.parameterAsLayerList(parameters, "EXCLUDE", context) if "EXCLUDE" in parameters else []:
+            args += ["--exclude", self.layer_file(layer, "Exclude")]
         return args
+
+    @staticmethod
+    def layer_file(layer, what: str) -> str:
+        """The file (or GDAL path) behind a vector or raster layer; every polygon layer of that file is used."""
+        if layer.providerType() not in ("ogr", "gdal"):
+            raise QgsProcessingException(f"{what}: {layer.name()} is not a file layer (provider "
+                                         f"{layer.providerType()}); save it to a file first")
+        parts = QgsProviderRegistry.instance().decodeUri(layer.providerType(), layer.source())
+        path = parts.get("path") or layer.source()
+        return os.path.abspath(path) if os.path.exists(path) else path  # the CLI runs in another folder
 
     def raster_source(self, layer, what: str) -> str:
         """The file (or GDAL path: /vsicurl/..., /vsizip/...) behind a raster layer parameter."""
@@ -113,9 +132,7 @@ class SarregAlgorithm(QgsProcessingAlgorithm):
         if layer.providerType() != "gdal":
             raise QgsProcessingException(f"{what}: {layer.name()} is not a GDAL raster (provider "
                                          f"{layer.providerType()}); sarreg reads files GDAL opens")
-        parts = QgsProviderRegistry.instance().decodeUri("gdal", layer.source())
-        path = parts.get("path") or layer.source()
-        return os.path.abspath(path) if os.path.exists(path) else path  # the CLI runs in another folder
+        return self.layer_file(layer, what)
 
     # ----------------------------------------------------------------------------------------------- running
     def run_sarreg(self, args: list[str], feedback, ok_codes: tuple[int, ...] = (0,)) -> runner.Result:
