@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyogrio
 import pytest
 import rasterio
 from affine import Affine
@@ -190,6 +191,29 @@ def test_batch_cache_empty_when_correlation_settles(series, client, tmp_path):
     for r, (_, (dx, dy)) in zip(summary.scenes, scenes[:2]):
         assert r.status == "ok" and r.ref_cache_hits == 0
         assert abs(r.shift_x_px - dx) < TOL_PX and abs(r.shift_y_px - dy) < TOL_PX
+
+
+def test_batch_exclude_reaches_every_worker(series, client, tmp_path, monkeypatch):
+    """--exclude given relative to the caller's folder is applied on the Dask workers (made absolute)."""
+    from sarreg.config import PreprocessConfig
+
+    ref, scenes = series
+    bad = np.zeros((SIZE, SIZE), np.uint8)
+    bad[:96, :] = 1  # the top quarter
+    synth.write_geotiff(tmp_path / "top.tif", bad, TRANSFORM, CRS, dtype="uint8")
+    monkeypatch.chdir(tmp_path)
+    cfg = CFG.with_(preprocess=PreprocessConfig(exclude=("top.tif",)))
+    summary = batch(ref, [p for p, _ in scenes[:2]], tmp_path / "ex", cfg, client=client)
+    assert summary.exit_code == 0, summary.warnings
+    for r, (_, (dx, dy)) in zip(summary.scenes, scenes[:2]):
+        assert r.status == "ok" and abs(r.shift_x_px - dx) < TOL_PX and abs(r.shift_y_px - dy) < TOL_PX
+        rep = json.loads((tmp_path / "ex" / r.output).with_suffix(".report.json").read_text())
+        ex = rep["stages"]["relate"]["excluded"]
+        assert ex["files"] == [str(tmp_path / "top.tif")] and abs(ex["reference"] - 0.25) < 0.01
+        tie = pyogrio.raw.read(tmp_path / "ex" / (r.output.removesuffix(".tif") + ".tiepoints.gpkg"),
+                               read_geometry=False)
+        rows = dict(zip(tie[0]["fields"], tie[3]))["ref_row"]
+        assert len(rows) and rows.min() > 94  # no tie point in the excluded quarter
 
 
 def test_chain_composes_and_relinks_around_a_failed_scene(series, client, tmp_path):

@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ from sarreg.batch.summary import write_summary
 from sarreg.batch.tasks import run_scene_with_ref
 from sarreg.config import RegisterConfig
 from sarreg.errors import InputError, OutputError
-from sarreg.io.source import input_name, resolve_input, stac_info
+from sarreg.io.source import input_name, is_remote, resolve_input, stac_info
 
 log = logging.getLogger(__name__)
 
@@ -241,6 +242,9 @@ def batch(reference: str | Path, scenes: Sequence[str | Path], outdir: str | Pat
                          "call under `if __name__ == \"__main__\":` (local Dask workers are new processes)")
     t_start = time.perf_counter()
     ref = _absolute(reference)
+    if config.preprocess.exclude:  # workers may run in another folder
+        config = config.with_(preprocess=replace(config.preprocess, exclude=tuple(
+            e if is_remote(e) else str(Path(e).resolve()) for e in config.preprocess.exclude)))
     check_run(ref, config)  # fail fast (exit 1) on an unusable reference, bad options or weights
     paths = [_absolute(s) for s in scenes]
     paths = [p for p in paths if p != ref]  # a glob may include the reference itself
