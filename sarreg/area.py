@@ -293,6 +293,32 @@ def refine_from_starts(ref: Scene, mov: Scene, tiles: list[TilePair], starts: li
     return est, res
 
 
+SECOND_SIZE = 2 * AREA_SIZE  # windows of ``second_motion``: offsets up to a quarter of this are searched
+SECOND_APART = 2.0  # x --threshold: a window whose peak lies this far from the estimate disagrees with it
+
+
+def second_motion(tiles: list[TilePair], est: Estimate, cfg: RegisterConfig, area: BaseGeometry,
+                  size: int = SECOND_SIZE) -> dict[str, Any] | None:
+    """Whether part of the scene moved on its own (a glacier, a landslide, a mosaic of two dates): the windows
+    that disagree with ``est``, searched up to a quarter of ``size`` px around it, fitted with a shift of their
+    own. -> {"windows": textured windows, "agree": windows agreeing with ``est``, "second": windows agreeing on
+    one other shift, "distance_px": that shift's distance from ``est`` over the overlap}; None without windows.
+    Temporal change gives disagreeing windows too, but their peaks are scattered; a second motion's agree."""
+    src, dst, q, n = _area_pass(tiles, est.matrix, size, size / 4)
+    if not len(src):
+        return None
+    off = np.hypot(*(est.apply(src) - dst).T) > SECOND_APART * cfg.threshold
+    out = {"windows": int(len(src)), "agree": int(len(src) - off.sum()), "second": 0, "distance_px": None}
+    if off.sum() >= AREA_MIN_WINDOWS:
+        try:
+            e2 = fit_model(src[off], dst[off], "shift", cfg.robust, cfg.threshold, area=area, scores=q[off],
+                           seed=cfg.seed)
+        except RegistrationFailed:
+            return out
+        out.update(second=int(e2.n_inliers), distance_px=finite_round(matrix_distance(e2.matrix, est.matrix, area)))
+    return out
+
+
 REPEAT_SIZE = 2 * AREA_SIZE  # windows of ``repeat_match``: offsets up to a quarter of this are searched
 
 

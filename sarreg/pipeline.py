@@ -33,7 +33,8 @@ import cv2
 import numpy as np
 
 from sarreg import __version__
-from sarreg.area import AREA_RADIUS, area_stage, global_start, refine_from_starts, repeat_match, settles
+from sarreg.area import (AREA_RADIUS, area_stage, global_start, refine_from_starts, repeat_match, second_motion,
+                         settles)
 from sarreg.config import RegisterConfig
 from sarreg.correlate import repeat_period
 from sarreg.errors import InputError, RegistrationFailed
@@ -379,7 +380,10 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
             if repeats_far(repeat):  # does the pair itself match a period away as well? (one more window pass)
                 match = repeat_match(tiles, est.matrix, RIVAL_THRESHOLDS * cfg.threshold)
                 repeat["match_ratio"] = None if match is None else round(match, 3)
-        status, reasons = judge(est, prior, cfg, adequacy, spread, matches.info, cross, extrap, repeat=repeat)
+        second = second_motion(tiles, est, cfg, area) if cfg.model != "local" else None  # --model local follows it
+        rep.stages["second_motion"] = second
+        status, reasons = judge(est, prior, cfg, adequacy, spread, matches.info, cross, extrap, repeat=repeat,
+                                second=second)
         if est.n_inliers < FAIL_INLIERS:
             status = "failed"
             reasons.insert(0, f"too few inliers ({est.n_inliers} < {FAIL_INLIERS})")

@@ -342,13 +342,18 @@ REPEAT_STRENGTH = 100.0
 # ... unless the pair itself does not match one step away (``area.repeat_match`` under REPEAT_MATCH): fields of
 # different crops on a regular grid repeat in the spectrum, but their content pins the answer down
 REPEAT_MATCH = 0.5
+# part of the scene moved on its own (``area.second_motion``): at least this share of the textured windows (and
+# --min-inliers of them) agree on one other shift, more than RIVAL_THRESHOLDS x --threshold away. Synthetic two-motion
+# pairs: 29-50 % of the windows; training-split pairs (one motion, temporal change): see models/HISTORY.md, stop 33
+SECOND_SHARE = 0.2
 GROSS_THRESHOLDS = 10.0  # gross disagreement with an untrusted second estimate: 10 x --threshold (15 px by default)
 GROSS_SIGMAS = 3.0  # ... plus 3 sigma of that estimate's bootstrap spread over the overlap
 
 
 def judge(est: Estimate, prior: np.ndarray, cfg: RegisterConfig, adequacy: float | None = None,
           spread: float | None = None, matches_info: dict | None = None, cross: dict | None = None,
-          extrapolation: float | None = None, repeat: dict | None = None) -> tuple[str, list[str]]:
+          extrapolation: float | None = None, repeat: dict | None = None,
+          second: dict | None = None) -> tuple[str, list[str]]:
     """Quality gates -> ("ok" | "low_quality", reasons). spread: bootstrap 1-sigma spread of the estimate over the
     overlap (px): an estimate its tie points cannot pin down away from them is not trusted. matches_info: the info
     of the matches the estimate was fitted to (for correlation tie points: windows tried, which start). cross:
@@ -356,7 +361,8 @@ def judge(est: Estimate, prior: np.ndarray, cfg: RegisterConfig, adequacy: float
     on held-out spatial blocks of its tie points (``choose_by_extrapolation``, px): with a spread that is also
     large, the model does not carry over to where it has no tie points (bias the bootstrap alone does not see).
     repeat: the reference's repetition (``period_px``, ``strength``), the answer's distance from the prior
-    (``correction_px``) and how well the pair matches one step away (``match_ratio``, ``area.repeat_match``)."""
+    (``correction_px``) and how well the pair matches one step away (``match_ratio``, ``area.repeat_match``).
+    second: ``area.second_motion`` (windows agreeing on another shift: part of the scene moved on its own)."""
     reasons = []
     info = matches_info or {}
     n_win = int(info.get("windows") or 0)
@@ -371,6 +377,10 @@ def judge(est: Estimate, prior: np.ndarray, cfg: RegisterConfig, adequacy: float
         reasons.append(f"repeating scene: the reference repeats every {repeat['period_px']:.1f} px and the answer is "
                        f"{repeat['correction_px']:.1f} px from the prior, more than half a period: it may be whole "
                        f"periods off")
+    if second_moves(second, cfg):
+        reasons.append(f"part of the scene moves differently: {second['second']} of {second['windows']} correlation "
+                       f"windows agree on a shift {second['distance_px']:.1f} px from this estimate ({second['agree']} "
+                       f"agree with it); --exclude the part that moved")
     if spread is not None and spread > MAX_SPREAD * cfg.max_rmse:
         reasons.append(f"uncertain away from the tie points: bootstrap spread {spread:.2f} px over the overlap "
                        f"> {MAX_SPREAD * cfg.max_rmse:g}")
@@ -406,6 +416,12 @@ def judge(est: Estimate, prior: np.ndarray, cfg: RegisterConfig, adequacy: float
         reasons.append(f"implausible scale/shear relative to the georeferencing ({rel['scale_x']:.2f}, "
                        f"{rel['scale_y']:.2f}, shear {rel['shear']:.2f})")
     return ("ok" if not reasons else "low_quality"), reasons
+
+
+def second_moves(second: dict | None, cfg: RegisterConfig) -> bool:
+    """Enough windows agree on another motion than the estimate's (``area.second_motion``, SECOND_SHARE)."""
+    return bool(second and second["distance_px"] is not None and second["distance_px"] > RIVAL_THRESHOLDS * cfg.threshold
+                and second["second"] >= max(cfg.min_inliers, SECOND_SHARE * second["windows"]))
 
 
 def repeats_far(repeat: dict) -> bool:

@@ -181,3 +181,34 @@ def test_cli_register_and_extract_take_exclude(glacier, tmp_path):
     assert res.exit_code == 0, res.output
     kp = np.load(tmp_path / "ref.tif.r2d2")["keypoints"]
     assert len(kp) > 100 and not _inside(kp[:, :2], 0.0).any()
+
+
+def test_a_part_that_moved_on_its_own_is_flagged_until_excluded(tmp_path):
+    """The right 40 % of the moving scene moved 12 px further (a mosaic of two dates, a landslide): no single
+    answer holds for the whole scene, so the result is low_quality with the reason; with that part excluded the
+    rest registers ok."""
+    n, pad = 512, 48
+    field = reflectivity(n + 2 * pad, n + 2 * pad, seed=21)
+    rng = np.random.default_rng(8)
+    ref = speckle(field, 4.0, rng)[pad:pad + n, pad:pad + n]
+
+    def moving(dx: float, dy: float, seed: int) -> np.ndarray:
+        m = np.array([[1, 0, pad + dx], [0, 1, pad + dy], [0, 0, 1]], float)
+        return warp_image(speckle(field, 4.0, np.random.default_rng(seed)), m, (n, n))
+
+    mov = moving(3.0, -2.0, 9)
+    cut = int(0.6 * n)
+    mov[:, cut:] = moving(15.0, 8.0, 10)[:, cut:]
+    r = write_geotiff(tmp_path / "ref.tif", ref, REF_T, UTM)
+    mv = write_geotiff(tmp_path / "moving.tif", mov, REF_T, UTM)
+    cfg = RegisterConfig(features="sift", warp=False)
+    rep = register(r, mv, tmp_path / "a.tif", cfg)
+    assert rep.status == "low_quality" and "part of the scene moves differently" in rep.message, rep.message
+    sm = rep.stages["second_motion"]
+    assert sm["second"] >= 0.2 * sm["windows"] and 10 < sm["distance_px"] < 20
+
+    right = _write_polygons(tmp_path / "right.gpkg", [_map_polygon(cut - 20, -10, n + 10, n + 10)], UTM)
+    rep = register(r, mv, tmp_path / "b.tif", cfg.with_(preprocess=PreprocessConfig(exclude=(str(right),))))
+    assert rep.status == "ok", rep.message
+    np.testing.assert_allclose(np.asarray(rep.matrix)[:2, 2], [3.0, -2.0], atol=0.3)
+    assert rep.stages["second_motion"]["second"] < 0.2 * rep.stages["second_motion"]["windows"]
