@@ -206,12 +206,13 @@ def _resampled(tiles: list[TilePair], T: np.ndarray, size: int
         yield t, resample(t.mu, Ft, shape, flags=cv2.INTER_LANCZOS4), resample_valid(t.mv, Ft, shape)
 
 
-def _area_pass(tiles: list[TilePair], T: np.ndarray, size: int, radius: float
+def _area_pass(tiles: list[TilePair], T: np.ndarray, size: int, radius: float, spacing: int | None = None
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """Correlation tie points of all tiles, the moving tiles resampled through ``T`` (Lanczos)."""
+    """Correlation tie points of all tiles, the moving tiles resampled through ``T`` (Lanczos); windows every
+    ``spacing`` px (default ``_area_spacing``)."""
     srcs, dsts, qs, n = [np.zeros((0, 2))], [np.zeros((0, 2))], [np.zeros(0)], 0
     inv = np.linalg.inv(T)
-    spacing = _area_spacing(len(tiles), size)
+    spacing = spacing or _area_spacing(len(tiles), size)
     for t, wu, wv in _resampled(tiles, T, size):
         off = translate(t.c0, t.r0)
         src, dst, q, k = _area_points(t.ru, t.rv, wu, wv, off, inv @ off, size, spacing, radius)
@@ -300,11 +301,12 @@ SECOND_APART = 2.0  # x --threshold: a window whose peak lies this far from the 
 def second_motion(tiles: list[TilePair], est: Estimate, cfg: RegisterConfig, area: BaseGeometry,
                   size: int = SECOND_SIZE) -> dict[str, Any] | None:
     """Whether part of the scene moved on its own (a glacier, a landslide, a mosaic of two dates): the windows
-    that disagree with ``est``, searched up to a quarter of ``size`` px around it, fitted with a shift of their
-    own. -> {"windows": textured windows, "agree": windows agreeing with ``est``, "second": windows agreeing on
-    one other shift, "distance_px": that shift's distance from ``est`` over the overlap}; None without windows.
-    Temporal change gives disagreeing windows too, but their peaks are scattered; a second motion's agree."""
-    src, dst, q, n = _area_pass(tiles, est.matrix, size, size / 4)
+    (every ``size / 2`` px) that disagree with ``est``, searched up to a quarter of ``size`` px around it, fitted
+    with a shift of their own. -> {"windows": textured windows, "agree": windows agreeing with ``est``, "second":
+    windows agreeing on one other shift, "distance_px": that shift's distance from ``est`` over the overlap}; None
+    without windows. Temporal change gives disagreeing windows too, but their peaks are scattered; a second
+    motion's agree."""
+    src, dst, q, n = _area_pass(tiles, est.matrix, size, size / 4, size // 2)  # windows overlapping by half
     if not len(src):
         return None
     off = np.hypot(*(est.apply(src) - dst).T) > SECOND_APART * cfg.threshold
