@@ -420,8 +420,10 @@ def judge(est: Estimate, prior: np.ndarray, cfg: RegisterConfig, adequacy: float
 
 def second_moves(second: dict | None, cfg: RegisterConfig) -> bool:
     """Enough windows agree on another motion than the estimate's (``area.second_motion``, SECOND_SHARE)."""
-    return bool(second and second["distance_px"] is not None and second["distance_px"] > RIVAL_THRESHOLDS * cfg.threshold
-                and second["second"] >= max(cfg.min_inliers, SECOND_SHARE * second["windows"]))
+    if not second or second["distance_px"] is None:
+        return False
+    return (second["distance_px"] > RIVAL_THRESHOLDS * cfg.threshold
+            and second["second"] >= max(cfg.min_inliers, SECOND_SHARE * second["windows"]))
 
 
 def repeats_far(repeat: dict) -> bool:

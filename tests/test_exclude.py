@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pyogrio
 import pytest
-import rasterio
 import shapely
 from affine import Affine
 from pyproj import Transformer
@@ -100,7 +99,8 @@ def test_bad_exclusions_are_one_line_errors_naming_the_file(tmp_path):
     everything = _write_polygons(tmp_path / "all.gpkg", [_map_polygon(-5, -5, 400, 300)], UTM)
     with pytest.raises(InputError, match="scene.tif: every valid pixel is excluded by .*all.gpkg"):
         open_scene(path, PreprocessConfig(exclude=(str(everything),)))
-    pixel_space = write_geotiff(tmp_path / "plain.tif", np.arange(240 * 320, dtype=np.float32).reshape(240, 320) + 1, None, None)
+    ramp = np.arange(240 * 320, dtype=np.float32).reshape(240, 320) + 1
+    pixel_space = write_geotiff(tmp_path / "plain.tif", ramp, None, None)
     with pytest.raises(InputError, match="need a georeferenced image; .*plain.tif has no georeferencing"):
         open_scene(pixel_space, PreprocessConfig(exclude=(str(everything),)))
     small = write_geotiff(tmp_path / "small.tif", np.ones((10, 10), np.uint8), None, None, dtype="uint8")

@@ -9,8 +9,8 @@ import click
 
 from sarreg import progress
 from sarreg.cli.options import (asset_opt, compress_opt, config_from_params, config_option, device_opt,
-                                exclude_opt, format_opt, input_arg, mem_opt, overwrite_opt, path_arg, pol_opt, ref_pol_opt, resampling_opt,
-                                update_georef_opt)
+                                exclude_opt, format_opt, input_arg, mem_opt, overwrite_opt, path_arg, pol_opt,
+                                ref_pol_opt, resampling_opt, update_georef_opt)
 from sarreg.config import PreprocessConfig, RegisterConfig
 from sarreg.errors import InputError, LowQuality, RegistrationFailed
 
