@@ -299,26 +299,36 @@ SECOND_APART = 2.0  # x --threshold: a window whose peak lies this far from the 
 
 
 def second_motion(tiles: list[TilePair], est: Estimate, cfg: RegisterConfig, area: BaseGeometry,
-                  size: int = SECOND_SIZE) -> dict[str, Any] | None:
+                  size: int = SECOND_SIZE) -> tuple[dict[str, Any] | None, BaseGeometry | None]:
     """Whether part of the scene moved on its own (a glacier, a landslide, a mosaic of two dates): the windows
     (every ``size / 2`` px) that disagree with ``est``, searched up to a quarter of ``size`` px around it, fitted
-    with a shift of their own. -> {"windows": textured windows, "agree": windows agreeing with ``est``, "second":
-    windows agreeing on one other shift, "distance_px": that shift's distance from ``est`` over the overlap}; None
-    without windows. Temporal change gives disagreeing windows too, but their peaks are scattered; a second
-    motion's agree."""
+    with a shift of their own. Temporal change gives disagreeing windows too, but their peaks are scattered; a
+    second motion's agree.
+
+    -> ({"windows": textured windows, "agree": windows agreeing with ``est``, "second": windows agreeing on one
+    other shift, "distance_px": that shift's distance from ``est`` over the overlap, "bounds_px": the reference
+    px bounds of those windows}, their outline in reference px: the windows widened by the distance, an area to
+    ``--exclude``); (None, None) without windows."""
+    import shapely
+
     src, dst, q, n = _area_pass(tiles, est.matrix, size, size / 4, size // 2)  # windows overlapping by half
     if not len(src):
-        return None
+        return None, None
     off = np.hypot(*(est.apply(src) - dst).T) > SECOND_APART * cfg.threshold
     out = {"windows": int(len(src)), "agree": int(len(src) - off.sum()), "second": 0, "distance_px": None}
-    if off.sum() >= AREA_MIN_WINDOWS:
-        try:
-            e2 = fit_model(src[off], dst[off], "shift", cfg.robust, cfg.threshold, area=area, scores=q[off],
-                           seed=cfg.seed)
-        except RegistrationFailed:
-            return out
-        out.update(second=int(e2.n_inliers), distance_px=finite_round(matrix_distance(e2.matrix, est.matrix, area)))
-    return out
+    if off.sum() < AREA_MIN_WINDOWS:
+        return out, None
+    try:
+        e2 = fit_model(src[off], dst[off], "shift", cfg.robust, cfg.threshold, area=area, scores=q[off], seed=cfg.seed)
+    except RegistrationFailed:
+        return out, None
+    d = matrix_distance(e2.matrix, est.matrix, area)
+    out.update(second=int(e2.n_inliers), distance_px=finite_round(d))
+    c = dst[off][e2.inliers]
+    half = size / 2 + (d if math.isfinite(d) else 0.0)
+    outline = shapely.union_all(shapely.box(c[:, 0] - half, c[:, 1] - half, c[:, 0] + half, c[:, 1] + half))
+    out["bounds_px"] = [round(float(v), 1) for v in outline.bounds]
+    return out, outline
 
 
 REPEAT_SIZE = 2 * AREA_SIZE  # windows of ``repeat_match``: offsets up to a quarter of this are searched

@@ -28,6 +28,8 @@ from sarreg.config import RegisterConfig
 from sarreg.outputs import write_atomic  # the one atomic writer (also used as export.write_atomic)
 
 if TYPE_CHECKING:
+    from shapely.geometry.base import BaseGeometry
+
     from sarreg.estimate import Estimate
     from sarreg.features import Features
     from sarreg.io.raster import Scene
@@ -70,6 +72,7 @@ def register_outputs(out: str | Path, cfg: RegisterConfig) -> dict[str, Path]:
         roles["quicklook"] = Path(cfg.quicklook)
     if cfg.model == "local":
         roles["offsets"] = sidecar(out, ".offsets.tif")
+    roles["moved"] = sidecar(out, ".moved.gpkg")  # only when part of the scene moved on its own (area.second_motion)
     roles["report"] = sidecar(out, ".report.json")
     return roles
 
@@ -157,6 +160,20 @@ def write_matches_npz(path: str | Path, ref_feats: Features, mov_feats: Features
             np.savez(fh, **data)
 
     return write_atomic(path, save)
+
+
+def write_outline(path: str | Path, outline: BaseGeometry, scene: Scene, attributes: dict[str, Any]) -> Path:
+    """A polygon in ``scene``'s pixel coordinates as a one-feature layer in its map coordinates (through its
+    geotransform or its GCPs; edges densified to 16 px first)."""
+    import shapely
+
+    from sarreg.io.vector import write_features
+
+    geom = shapely.transform(shapely.segmentize(outline, 16.0), scene.xy_to_map)
+    geoms = np.asarray(list(shapely.get_parts(geom)) if geom.geom_type == "MultiPolygon" else [geom], dtype=object)
+    multi = shapely.multipolygons(geoms)
+    return write_features(path, np.asarray([multi], dtype=object), "MultiPolygon",
+                          {k: np.asarray([v]) for k, v in attributes.items()}, scene.crs, layer="moved")
 
 
 def write_quicklook(path: str | Path, ref_scene: Scene, mov_scene: Scene, transform: Estimate | PixelTransform,

@@ -47,7 +47,8 @@ from sarreg.io.source import resolve_input, stac_info
 from sarreg.keypoints import Extractor, coarse_stage, fine_stage, read_tiles, try_coarse_area
 from sarreg.offsets import local_transform
 from sarreg.quality import (FAIL_INLIERS, RIVAL_THRESHOLDS, choose_estimate, cross_check, judge, model_adequacy,
-                            overlap_points, prefer_simpler, repeats_far, select_model, to_pixel_transform)
+                            overlap_points, prefer_simpler, repeats_far, second_moves, select_model,
+                            to_pixel_transform)
 from sarreg.relate import check_bounds, located_by, moving_pre, overlap_area, prior_matrix, read_coarse
 from sarreg.stage import StageResult
 from sarreg.warp import Grid, check_output, check_raster_name, corrected_geotransform, pixel_size
@@ -192,7 +193,7 @@ def register(ref: str | Path, moving: str | Path, out: str | Path, config: Regis
         every, every_stage = register_outputs(out, ALL_OUTPUTS), register_outputs(stage_out, ALL_OUTPUTS)
         for role in earlier_roles(finals["report"], finals):
             finals[role], stages[role] = every[role], every_stage[role]
-    inputs = [ref, moving, Path(config.weights) if config.weights else None]
+    inputs = [ref, moving, Path(config.weights) if config.weights else None, *config.preprocess.exclude]
     if "raster" in finals:
         check_raster_name(finals["raster"])
     check_write_set(finals.values(), inputs, config.overwrite)
@@ -380,10 +381,15 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
             if repeats_far(repeat):  # does the pair itself match a period away as well? (one more window pass)
                 match = repeat_match(tiles, est.matrix, RIVAL_THRESHOLDS * cfg.threshold)
                 repeat["match_ratio"] = None if match is None else round(match, 3)
-        second = second_motion(tiles, est, cfg, area) if cfg.model != "local" else None  # --model local follows it
+        # did part of the scene move on its own? (--model local follows it)
+        second, moved = second_motion(tiles, est, cfg, area) if cfg.model != "local" else (None, None)
         rep.stages["second_motion"] = second
         status, reasons = judge(est, prior, cfg, adequacy, spread, matches.info, cross, extrap, repeat=repeat,
                                 second=second)
+        if second_moves(second, cfg) and moved is not None and rs.geolocated:  # its outline, for --exclude
+            p = export.sidecar(out, ".moved.gpkg")
+            export.write_outline(p, moved, rs, {"windows": second["second"], "distance_px": second["distance_px"]})
+            rep.outputs["moved"] = str(p)
         if est.n_inliers < FAIL_INLIERS:
             status = "failed"
             reasons.insert(0, f"too few inliers ({est.n_inliers} < {FAIL_INLIERS})")

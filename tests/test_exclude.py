@@ -207,8 +207,15 @@ def test_a_part_that_moved_on_its_own_is_flagged_until_excluded(tmp_path):
     sm = rep.stages["second_motion"]
     assert sm["second"] >= 0.2 * sm["windows"] and 10 < sm["distance_px"] < 20
 
-    right = _write_polygons(tmp_path / "right.gpkg", [_map_polygon(cut - 20, -10, n + 10, n + 10)], UTM)
-    rep = register(r, mv, tmp_path / "b.tif", cfg.with_(preprocess=PreprocessConfig(exclude=(str(right),))))
+    # the outline of the part that moved, written beside OUT, is what --exclude takes
+    moved = Path(rep.outputs["moved"])
+    assert moved.name == "a.moved.gpkg" and ".moved.gpkg" in rep.message
+    meta, _, wkb, fields = pyogrio.raw.read(moved)
+    outline = shapely.transform(shapely.from_wkb(wkb[0]), lambda xy: np.asarray(~REF_T @ xy.T).T - 0.5)
+    assert meta["crs"].endswith("32631") and outline.covers(shapely.box(cut + 40, 40, n - 40, n - 40))
+    assert outline.intersection(shapely.box(0, 0, cut - 80, n)).area < 0.02 * n * n  # not the part that stayed
+    rep = register(r, mv, tmp_path / "b.tif", cfg.with_(preprocess=PreprocessConfig(exclude=(str(moved),))))
     assert rep.status == "ok", rep.message
+    assert "moved" not in rep.outputs
     np.testing.assert_allclose(np.asarray(rep.matrix)[:2, 2], [3.0, -2.0], atol=0.3)
     assert rep.stages["second_motion"]["second"] < 0.2 * rep.stages["second_motion"]["windows"]

@@ -1,4 +1,5 @@
-"""Point layers for QGIS: GeoPackage / GeoJSON written with pyogrio, CRS set, atomically."""
+"""Vector layers for QGIS (tie points, keypoints, outlines): GeoPackage / GeoJSON written with pyogrio, CRS set,
+atomically."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,25 +16,35 @@ def write_points(path: str | Path, xy: np.ndarray, attributes: dict[str, np.ndar
     """Write N points (N x 2 map coordinates) with per-point attributes; driver from the suffix
     (.gpkg -> GPKG, .geojson -> GeoJSON, which is always reprojected to nothing: RFC 7946 readers assume
     WGS84, so we write the CRS member GDAL understands and QGIS honours)."""
+    import shapely
+
+    xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
+    geoms = shapely.points(xy[:, 0], xy[:, 1]) if len(xy) else np.zeros(0, dtype=object)
+    return write_features(path, geoms, "Point", attributes, crs, layer, driver)
+
+
+def write_features(path: str | Path, geoms: np.ndarray, geometry_type: str, attributes: dict[str, np.ndarray],
+                   crs: Any | None, layer: str | None = None, driver: str | None = None) -> Path:
+    """Write shapely geometries (map coordinates, all of ``geometry_type``) with per-feature attributes, atomically;
+    driver from the suffix as in ``write_points``."""
     import pyogrio
     import shapely
 
     path = Path(path)
     driver = driver or {".gpkg": "GPKG", ".geojson": "GeoJSON", ".json": "GeoJSON"}.get(path.suffix.lower(), "GPKG")
-    xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
-    geoms = shapely.to_wkb(shapely.points(xy[:, 0], xy[:, 1])) if len(xy) else np.zeros(0, dtype=object)
+    wkb = shapely.to_wkb(np.asarray(geoms, dtype=object)) if len(geoms) else np.zeros(0, dtype=object)
     fields = {k: np.asarray(v) for k, v in attributes.items()}
     crs_wkt = crs.to_wkt() if hasattr(crs, "to_wkt") else (str(crs) if crs else None)
 
     def write(tmp: Path) -> None:
         tmp.unlink(missing_ok=True)
-        pyogrio.raw.write(tmp, geometry=geoms, field_data=list(fields.values()), fields=list(fields.keys()),
+        pyogrio.raw.write(tmp, geometry=wkb, field_data=list(fields.values()), fields=list(fields.keys()),
                           crs=crs_wkt, driver=driver, layer=layer or path.stem.replace(".", "_"),
-                          geometry_type="Point", encoding="UTF-8")
+                          geometry_type=geometry_type, encoding="UTF-8")
 
     try:
         return write_atomic(path, write)
     except OutputError:
         raise
     except Exception as e:  # pyogrio / GDAL errors of several types
-        raise write_error(path, e, "cannot write point layer") from None
+        raise write_error(path, e, "cannot write vector layer") from None
