@@ -286,6 +286,17 @@ def test_qgis_process_register(registered, pair):
     assert "sarreg report: status ok" in log and "inliers" in log and "offsets field" in log
 
 
+def test_qgis_process_low_quality_is_a_result_to_inspect(qgis_env, pair, tmp_path):
+    """Exit 2 (low quality) is not a crash in QGIS: the status, the tie points and the reason come back, no raster."""
+    r = qgis_process(qgis_env, "--json", "run", "sarreg:register", "--", f"REFERENCE={pair['ref']}",
+                     f"MOVING={pair['moving']}", "FEATURES=sift", "MAX_SHIFT=0.5", f"OUTPUT={tmp_path / 'out.tif'}")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    res = json.loads(r.stdout)["results"]
+    assert res["STATUS"] == "low_quality" and res["OUTPUT"] is None and not (tmp_path / "out.tif").exists()
+    assert Path(res["TIEPOINTS"]).exists() and Path(res["REPORT"]).exists()
+    assert "exceeds --max-shift" in json.loads(Path(res["REPORT"]).read_text())["message"]
+
+
 def test_qgis_process_bad_input_fails_with_the_cli_error(qgis_env, pair, tmp_path):
     r = qgis_process(qgis_env, "run", "sarreg:register", "--", f"REFERENCE={pair['ref']}", f"MOVING={pair['far']}",
                      "FEATURES=sift", f"OUTPUT={tmp_path / 'out.tif'}")

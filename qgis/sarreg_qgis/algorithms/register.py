@@ -31,6 +31,7 @@ class RegisterAlgorithm(SarregAlgorithm):
         self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT", "Co-registered raster (OUT)"))
         self.addOutput(QgsProcessingOutputVectorLayer("TIEPOINTS", "Tie points"))
         self.addOutput(QgsProcessingOutputRasterLayer("OFFSETS", "Offsets field (--model local)"))
+        self.addOutput(QgsProcessingOutputVectorLayer("MOVED", "Part that moved on its own (outline, for Exclude)"))
         self.addOutput(QgsProcessingOutputFile("REPORT", "Report (JSON)"))
         self.addOutput(QgsProcessingOutputString("STATUS", "Status"))
         self.addOutput(QgsProcessingOutputNumber("INLIERS", "Inliers"))
@@ -41,13 +42,19 @@ class RegisterAlgorithm(SarregAlgorithm):
         mov = self.raster_source(self.parameterAsRasterLayer(parameters, "MOVING", context), "Moving")
         out = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
         Path(out).parent.mkdir(parents=True, exist_ok=True)
-        res = self.run_sarreg([ref, mov, out, "--overwrite", *self.option_args(parameters, context)], feedback)
+        # low quality (exit 2) is a result to inspect, not a crash: the tie points (and the outline of a part that
+        # moved on its own) are loaded; the raster exists only with Force
+        res = self.run_sarreg([ref, mov, out, "--overwrite", *self.option_args(parameters, context)], feedback,
+                              ok_codes=(0, 2))
+        if res.returncode == 2:
+            feedback.reportError(res.message, fatalError=False)
         rep = self.log_report(res, feedback) or {}
         outputs = rep.get("outputs") or {}
         q = rep.get("quality") or {}
-        results = {"OUTPUT": outputs.get("raster") or out, "REPORT": res.final.get("report") if res.final else None,
+        results = {"OUTPUT": outputs.get("raster"), "REPORT": res.final.get("report") if res.final else None,
                    "STATUS": rep.get("status", res.status), "INLIERS": q.get("inliers"), "RMSE_PX": q.get("rmse_px"),
-                   "TIEPOINTS": outputs.get("tiepoints"), "OFFSETS": outputs.get("offsets")}
+                   "TIEPOINTS": outputs.get("tiepoints"), "OFFSETS": outputs.get("offsets"),
+                   "MOVED": outputs.get("moved")}
         stem = Path(out).stem
         if outputs.get("tiepoints"):
             self.load_on_completion(context, outputs["tiepoints"], f"{stem} tie points", "TIEPOINTS", "tiepoints",
@@ -55,4 +62,6 @@ class RegisterAlgorithm(SarregAlgorithm):
         if outputs.get("offsets"):
             self.load_on_completion(context, outputs["offsets"], f"{stem} offsets dx (px)", "OFFSETS", "offsets",
                                     vector=False)
+        if outputs.get("moved"):
+            self.load_on_completion(context, outputs["moved"], f"{stem} part that moved", "MOVED")
         return results
