@@ -171,7 +171,9 @@ class RegisterConfig:
     OUT.matches.npz). ratio: optional Lowe ratio on MNN.
     Gates: min_inliers, max_rmse (px), min_coverage (0..1) decide ok / low_quality; fewer matches -> failed.
     Outputs: warp (False = --no-warp), update_georef, fmt auto|COG|GTiff (auto: a COG, or with update_georef the
-    moving GeoTIFF's own encoding, its bytes kept), compress, resampling, warp_mem_mb, sidecar switches.
+    moving GeoTIFF's own encoding, its bytes kept), compress, resampling, resolution (the output's pixel size on the
+    reference's extent and CRS: "reference", "moving" = the moving raster's, or a number in map units;
+    ``sarreg.warp.output_grid``), warp_mem_mb, sidecar switches.
     ``moving_band`` (1-based, None = same rule as the reference) picks the moving band to match on.
     Allowed values and ranges are declared with each field; ``validate()`` checks them.
     """
@@ -202,6 +204,7 @@ class RegisterConfig:
     fmt: str = _opt("auto", choices=FORMATS)
     compress: str = _opt("DEFLATE", choices=COMPRESSION, case_sensitive=False)
     resampling: str = _opt("bilinear", choices=RESAMPLING)
+    resolution: str = "reference"  # output pixel size: "reference", "moving" or map units ("5", "2.5")
     warp_mem_mb: int = _opt(128, min=16, max=65536)
     tiepoints: bool = True
     geojson: bool = False
@@ -237,6 +240,16 @@ class RegisterConfig:
             raise InputError(f"--update-georef needs a shift, similarity, affine or auto model, not {self.model}")
         if self.update_georef and not self.warp:
             raise InputError("--update-georef writes OUT, --no-warp writes no raster: give one of them")
+        if self.resolution not in ("reference", "moving"):
+            try:
+                ok = math.isfinite(float(self.resolution)) and float(self.resolution) > 0
+            except (TypeError, ValueError):
+                ok = False
+            if not ok:
+                raise InputError(f"--resolution must be reference, moving or a pixel size > 0 in the reference's map "
+                                 f"units, not {self.resolution!r}")
+        if self.update_georef and self.resolution != "reference":
+            raise InputError("--update-georef keeps MOVING's own grid; --resolution applies to a resampled output")
         return self
 
     def coarse_threshold(self, scale: float) -> float:

@@ -232,7 +232,7 @@ def _grid_of(path: Path) -> dict[str, Any]:
 def _register(ref: str | Path, moving: str | Path, out: str | Path, config: RegisterConfig,
               progress: Callable[[str], None] | None, extractor: Extractor | None = None) -> Report:
     from sarreg import export
-    from sarreg.warp import update_georef, warp_to_grid
+    from sarreg.warp import output_grid, update_georef, warp_to_grid
 
     cfg = config
     ref, moving, out = resolve_input(ref), resolve_input(moving), Path(out)
@@ -435,8 +435,12 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
             if cfg.update_georef:
                 update_georef(moving, ptr, grid, out, cfg.fmt, cfg.compress, overwrite=cfg.overwrite)
             else:
+                same = ms.georeferenced and rs.georeferenced and ms.crs == rs.crs
+                og = output_grid(grid, cfg.resolution, ptr.matrix, pixel_size(Grid.from_scene(ms)) if same else None)
                 warp_to_grid(moving, ptr, grid, out, cfg.resampling, cfg.fmt, cfg.compress, cfg.warp_mem_mb,
-                             overwrite=cfg.overwrite)
+                             overwrite=cfg.overwrite, out_grid=og)
+                if og is not grid:  # --resolution: the output's own grid (same extent and CRS)
+                    rep.stages["warp"] = {"resolution": cfg.resolution, "grid": og.to_dict()}
             rep.output = str(out)
             rep.outputs["raster"] = str(out)
             t = tick("warp", t)

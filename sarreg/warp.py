@@ -92,6 +92,34 @@ class Grid:
         return np.stack([a.a * xy[:, 0] + a.b * xy[:, 1] + a.c, a.d * xy[:, 0] + a.e * xy[:, 1] + a.f], 1)
 
 
+def output_grid(grid: Grid, resolution: str | float, matrix: np.ndarray | None = None,
+                moving_pixel: float | None = None) -> Grid:
+    """The output grid for ``--resolution``: ``grid`` itself ("reference"), or the same extent, CRS and orientation
+    with square pixels of ``resolution`` map units. "moving": the moving raster's pixel size, ``moving_pixel`` (its
+    geotransform's, when in the reference's CRS) or else from the linear part of ``matrix`` (moving px -> reference
+    px) to 3 significant digits. Registering a 1 m scene onto a 10 m reference keeps its 1 m."""
+    if resolution in ("reference", None):
+        return grid
+    if not grid.georeferenced:
+        raise InputError("--resolution needs a reference with a geotransform (this one is in pixel space or located "
+                         "by GCPs: its output stays on its pixel grid)")
+    t = grid.transform
+    px, py = math.hypot(t.a, t.d), math.hypot(t.b, t.e)
+    if resolution == "moving" and moving_pixel:
+        res = float(moving_pixel)
+    elif resolution == "moving":
+        if matrix is None:
+            raise ValueError("--resolution moving needs the transform")
+        res = float(f"{math.sqrt(abs(np.linalg.det(np.asarray(matrix, dtype=np.float64)[:2, :2])) * px * py):.3g}")
+    else:
+        res = float(resolution)
+    kx, ky = res / px, res / py
+    width, height = max(1, math.ceil(grid.width / kx - 1e-6)), max(1, math.ceil(grid.height / ky - 1e-6))
+    if width * height > 2 ** 34:
+        raise InputError(f"--resolution {res:g}: the output would be {width} x {height} pixels")
+    return Grid(width, height, t @ Affine.scale(kx, ky), grid.crs_wkt)
+
+
 @dataclass
 class PixelTransform:
     """What the warp needs: model name, 3 x 3 matrix (moving px -> reference px, centre convention) and, for
@@ -287,8 +315,10 @@ def _has_data(ds) -> bool:
 
 def warp_to_grid(moving: str | Path, transform: PixelTransform, grid: Grid, out: str | Path,
                  resampling: str = "bilinear", fmt: str = "auto", compress: str = "DEFLATE", mem_mb: int = 128,
-                 threads: int | None = None, overwrite: bool = False, require_data: bool = False) -> Path:
-    """Resample ``moving`` (all bands) onto ``grid`` with ``transform``; write ``out`` atomically.
+                 threads: int | None = None, overwrite: bool = False, require_data: bool = False,
+                 out_grid: Grid | None = None) -> Path:
+    """Resample ``moving`` (all bands) onto ``grid`` with ``transform`` (moving px -> ``grid`` px); write ``out``
+    atomically, on ``out_grid`` when given (``output_grid``: the same map, another pixel size).
 
     mem_mb bounds GDAL's warp buffer and block cache (MB). threads: warp and compression threads, None = all
     cores (``gdalwarp -multi -wo NUM_THREADS=ALL_CPUS``); batch workers pass 1. require_data: an output without a
@@ -317,10 +347,11 @@ def warp_to_grid(moving: str | Path, transform: PixelTransform, grid: Grid, out:
             gdt = src.GetRasterBand(1).DataType
             drv = gdal.GetDriverByName("GTiff")
             co = _creation_options("GTiff", compress if fmt == "GTiff" else "NONE", dtype)
-            dst = drv.Create(str(tmp), grid.width, grid.height, count, gdt, co)
-            if grid.georeferenced:
-                dst.SetGeoTransform(grid.transform.to_gdal())
-                dst.SetProjection(grid.crs_wkt)
+            og = out_grid or grid
+            dst = drv.Create(str(tmp), og.width, og.height, count, gdt, co)
+            if og.georeferenced:
+                dst.SetGeoTransform(og.transform.to_gdal())
+                dst.SetProjection(og.crs_wkt)
             for b in range(1, count + 1):
                 dst.GetRasterBand(b).SetNoDataValue(out_nodata)
                 desc = src.GetRasterBand(b).GetDescription()

@@ -89,6 +89,10 @@ format_opt = config_option(RegisterConfig, "fmt", "--format",
                                 "own encoding (its bytes are copied, only the georeferencing changes).")
 compress_opt = config_option(RegisterConfig, "compress", help="Output compression.")
 resampling_opt = config_option(RegisterConfig, "resampling", help="Resampling of the warp.")
+resolution_opt = config_option(
+    RegisterConfig, "resolution", metavar="reference|moving|RES",
+    help="Output pixel size on the reference's extent and CRS: the reference's, the moving raster's (a 1 m scene "
+         "onto a 10 m reference stays 1 m), or RES map units.")
 mem_opt = config_option(RegisterConfig, "warp_mem_mb", "--mem",
                         help="GDAL warp buffer limit (MB; the multithreaded warp uses about 2.5x this).")
 update_georef_opt = click.option("--update-georef", is_flag=True,

@@ -10,7 +10,7 @@ import click
 from sarreg import progress
 from sarreg.cli.options import (asset_opt, compress_opt, config_from_params, config_option, device_opt,
                                 exclude_opt, format_opt, input_arg, mem_opt, overwrite_opt, path_arg, pol_opt,
-                                ref_pol_opt, resampling_opt, update_georef_opt)
+                                ref_pol_opt, resampling_opt, resolution_opt, update_georef_opt)
 from sarreg.config import PreprocessConfig, RegisterConfig
 from sarreg.errors import InputError, LowQuality, RegistrationFailed
 
@@ -61,6 +61,7 @@ P = PreprocessConfig
 @format_opt
 @compress_opt
 @resampling_opt
+@resolution_opt
 @mem_opt
 @click.option("--geojson", is_flag=True, help="Also write the tie points as GeoJSON.")
 @click.option("--quicklook", type=path_arg, default=None, help="PNG checkerboard with residual vectors.")
@@ -116,11 +117,12 @@ def register(ref: Path | str, moving: Path | str, out: Path, as_json: bool, asse
 @format_opt
 @compress_opt
 @resampling_opt
+@resolution_opt
 @mem_opt
 @asset_opt
 @pol_opt
 def apply(report: Path, moving: Path | str, out: Path, update_georef: bool, overwrite: bool, fmt: str, compress: str,
-          resampling: str, warp_mem_mb: int, asset: str | None, pol: str | None) -> None:
+          resampling: str, resolution: str, warp_mem_mb: int, asset: str | None, pol: str | None) -> None:
     """Re-apply the transform saved in REPORT (a .report.json) to MOVING, writing OUT on the reference grid.
 
     MOVING may be on another grid than the raster that was registered (other resolution, crop, CRS): it is related
@@ -129,8 +131,9 @@ def apply(report: Path, moving: Path | str, out: Path, update_georef: bool, over
     from sarreg.outputs import Staging, check_write_set, clean_stale, temp_path
     from sarreg.reapply import target_transform
     from sarreg.io.source import resolve_input
-    from sarreg.warp import check_raster_name, update_georef as write_georef, warp_to_grid
+    from sarreg.warp import check_raster_name, output_grid, update_georef as write_georef, warp_to_grid
 
+    RegisterConfig(update_georef=update_georef, resolution=resolution).validate()  # the combination, the value
     moving = resolve_input(moving, asset, pol)  # a STAC Item -> its asset, a S1 product -> its measurement
     check_raster_name(out)
     check_write_set([out], [report, moving], overwrite)  # before any work; never the report or the raster
@@ -143,8 +146,8 @@ def apply(report: Path, moving: Path | str, out: Path, update_georef: bool, over
         raise InputError(f"{report}: not a readable JSON report ({e})") from None
     if not isinstance(data, dict) or not data.get("transform") or not data.get("reference_grid"):
         raise InputError(f"{report}: holds no transform (status {data.get('status') if isinstance(data, dict) else '?'})")
-    with open_dataset(moving):
-        pass  # clear error for missing / unreadable rasters before any output
+    with open_dataset(moving) as ds:  # clear error for missing / unreadable rasters before any output
+        moving_crs, moving_pixel = ds.crs, abs(ds.transform.determinant) ** 0.5
     # MOVING on another grid than the registered raster: composed through the georeferencings
     tr, grid = target_transform(data, report, moving)
     clean_stale([out])
@@ -157,7 +160,10 @@ def apply(report: Path, moving: Path | str, out: Path, update_georef: bool, over
         if update_georef:
             write_georef(moving, tr, grid, stage, fmt, compress)
         else:
-            warp_to_grid(moving, tr, grid, stage, resampling, fmt, compress, warp_mem_mb, require_data=True)
+            warp_to_grid(moving, tr, grid, stage, resampling, fmt, compress, warp_mem_mb, require_data=True,
+                         out_grid=output_grid(grid, resolution, tr.matrix, moving_pixel if grid.georeferenced
+                                              and moving_crs is not None and moving_crs.to_wkt() == grid.crs_wkt
+                                              else None))
         st.commit("raster", overwrite=overwrite)
     progress.final("ok", 0, output=str(out), model=tr.model)
     click.echo(f"{moving} -> {out} ({tr.model})")

@@ -16,7 +16,7 @@ REGISTER_OPTIONS = (
     ("ratio", True), ("min_inliers", True), ("max_rmse", True), ("min_coverage", True), ("band", True),
     ("moving_band", True), ("kind", True), ("coarse_size", True), ("fine_tile", True), ("n_tiles", True),
     ("compress", True), ("warp_mem_mb", True), ("weights", True), ("device", True), ("backend", True),
-    ("seed", True),
+    ("seed", True), ("resolution", True),
 )
 
 
