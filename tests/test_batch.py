@@ -216,6 +216,18 @@ def test_batch_exclude_reaches_every_worker(series, client, tmp_path, monkeypatc
         assert len(rows) and rows.min() > 94  # no tie point in the excluded quarter
 
 
+def test_chain_warps_at_the_given_resolution(series, client, tmp_path):
+    """--resolution reaches the chain's own warp (``tasks.warp_scene``): the reference's extent at 5 m."""
+    ref, scenes = series
+    summary = batch(ref, [p for p, _ in scenes[:2]], tmp_path / "res", CFG.with_(resolution="5"), chain=True,
+                    client=client)
+    assert summary.exit_code == 0, summary.warnings
+    for r in summary.scenes:
+        with rasterio.open(tmp_path / "res" / r.output) as ds:
+            assert ds.res == (5.0, 5.0) and ds.shape == (2 * SIZE, 2 * SIZE)
+            assert ds.transform.c == TRANSFORM.c and ds.transform.f == TRANSFORM.f
+
+
 def test_chain_composes_and_relinks_around_a_failed_scene(series, client, tmp_path):
     ref, scenes = series
     bad = tmp_path / "S1A_IW_GRDH_1SDV_20240202T120000_corrupt.tif"  # dated between scenes 2 and 3
