@@ -41,7 +41,7 @@ from sarreg.errors import InputError, RegistrationFailed
 from sarreg.export import ALL_OUTPUTS, earlier_roles, register_outputs
 from sarreg.estimate import Estimate, apply_matrix, bootstrap_spread, decompose, finite_round, fit_model
 from sarreg.geometry import matrix_distance
-from sarreg.io.raster import Scene, open_dataset, open_scene
+from sarreg.io.raster import Scene, both, open_dataset, open_scene
 from sarreg.io.safe import product_info
 from sarreg.io.source import resolve_input, stac_info
 from sarreg.keypoints import Extractor, coarse_stage, fine_stage, read_tiles, try_coarse_area
@@ -261,8 +261,7 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
 
     t = time.perf_counter()
     step("relate")
-    rs = open_scene(ref, cfg.preprocess)
-    ms = open_scene(moving, moving_pre(cfg))
+    rs, ms = both(lambda: open_scene(ref, cfg.preprocess), lambda: open_scene(moving, moving_pre(cfg)))
     prior = prior_matrix(rs, ms)
     check_bounds(rs, ms, prior)
     ci = read_coarse(rs, ms, prior, cfg)

@@ -17,7 +17,7 @@ from sarreg.config import PreprocessConfig, RegisterConfig
 from sarreg.errors import CRSError, OverlapError
 from sarreg.estimate import apply_matrix
 from sarreg.geometry import apply_geom, decimation, local_scale, translate
-from sarreg.io.raster import Scene, decimated_shape, read_unit
+from sarreg.io.raster import Scene, both, decimated_shape, read_unit
 
 if TYPE_CHECKING:
     from rasterio.io import DatasetReader
@@ -122,8 +122,6 @@ def read_coarse(ref: Scene, mov: Scene, prior: np.ndarray, cfg: RegisterConfig) 
     """Reference at longer side ``coarse_size``; moving window around the reference at about the same pixel size."""
     s = min(1.0, cfg.coarse_size / max(ref.width, ref.height))
     rshape = decimated_shape(ref, s)
-    ru, rv = read_unit(ref, None, rshape if s < 1 else None, cfg.preprocess)
-    Dr = decimation(ref.shape, ru.shape)
     inv = np.linalg.inv(prior)
     corners = apply_matrix(inv, [[-0.5, -0.5], [ref.width - 0.5, -0.5], [-0.5, ref.height - 0.5],
                                  [ref.width - 0.5, ref.height - 0.5]])
@@ -138,8 +136,10 @@ def read_coarse(ref: Scene, mov: Scene, prior: np.ndarray, cfg: RegisterConfig) 
     k = min(k, 2.0 * cfg.coarse_size / max(c1 - c0, r1 - r0))
     mshape = (max(1, round((r1 - r0) * k)), max(1, round((c1 - c0) * k)))
     full = (r1 - r0, c1 - c0)
-    mu, mv = read_unit(mov, Window(c0, r0, c1 - c0, r1 - r0), mshape if mshape != full else None,
-                       moving_pre(cfg))
+    (ru, rv), (mu, mv) = both(  # the two files decoded at the same time
+        lambda: read_unit(ref, None, rshape if s < 1 else None, cfg.preprocess),
+        lambda: read_unit(mov, Window(c0, r0, c1 - c0, r1 - r0), mshape if mshape != full else None, moving_pre(cfg)))
+    Dr = decimation(ref.shape, ru.shape)
     Dm = translate(c0, r0) @ decimation(full, mu.shape)
     return CoarseImages(ru, rv, Dr, s, mu, mv, Dm)
 
