@@ -95,6 +95,14 @@ resolution_opt = config_option(
          "onto a 10 m reference stays 1 m), or RES map units.")
 mem_opt = config_option(RegisterConfig, "warp_mem_mb", "--mem",
                         help="GDAL warp buffer limit (MB; the multithreaded warp uses about 2.5x this).")
+def output_options(f: Callable) -> Callable:
+    """The raster-writing options ``register`` and ``apply`` share: --overwrite, --format, --compress, --resampling,
+    --resolution, --mem (in that order in --help)."""
+    for opt in reversed((overwrite_opt, format_opt, compress_opt, resampling_opt, resolution_opt, mem_opt)):
+        f = opt(f)
+    return f
+
+
 update_georef_opt = click.option("--update-georef", is_flag=True,
                                  help="Write a copy of MOVING with corrected georeferencing instead of resampling it "
                                       "(shift / similarity / affine only).")

@@ -8,9 +8,8 @@ from typing import Any
 import click
 
 from sarreg import progress
-from sarreg.cli.options import (asset_opt, compress_opt, config_from_params, config_option, device_opt,
-                                exclude_opt, format_opt, input_arg, mem_opt, overwrite_opt, path_arg, pol_opt,
-                                ref_pol_opt, resampling_opt, resolution_opt, update_georef_opt)
+from sarreg.cli.options import (asset_opt, config_from_params, config_option, device_opt, exclude_opt, input_arg,
+                                output_options, path_arg, pol_opt, ref_pol_opt, update_georef_opt)
 from sarreg.config import PreprocessConfig, RegisterConfig
 from sarreg.errors import InputError, LowQuality, RegistrationFailed
 
@@ -57,12 +56,7 @@ P = PreprocessConfig
 @click.option("--no-warp", is_flag=True, help="Estimate only: no output raster (sidecars still written).")
 @update_georef_opt
 @click.option("--force", is_flag=True, help="Write the raster even when the quality gates fail.")
-@overwrite_opt
-@format_opt
-@compress_opt
-@resampling_opt
-@resolution_opt
-@mem_opt
+@output_options
 @click.option("--geojson", is_flag=True, help="Also write the tie points as GeoJSON.")
 @click.option("--quicklook", type=path_arg, default=None, help="PNG checkerboard with residual vectors.")
 @device_opt
@@ -113,12 +107,7 @@ def register(ref: Path | str, moving: Path | str, out: Path, as_json: bool, asse
 @click.argument("moving", type=input_arg)
 @click.argument("out", type=path_arg)
 @update_georef_opt
-@overwrite_opt
-@format_opt
-@compress_opt
-@resampling_opt
-@resolution_opt
-@mem_opt
+@output_options
 @asset_opt
 @pol_opt
 def apply(report: Path, moving: Path | str, out: Path, update_georef: bool, overwrite: bool, fmt: str, compress: str,
