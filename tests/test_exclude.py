@@ -219,3 +219,19 @@ def test_a_part_that_moved_on_its_own_is_flagged_until_excluded(tmp_path):
     assert "moved" not in rep.outputs
     np.testing.assert_allclose(np.asarray(rep.matrix)[:2, 2], [3.0, -2.0], atol=0.3)
     assert rep.stages["second_motion"]["second"] < 0.2 * rep.stages["second_motion"]["windows"]
+
+
+def test_large_layers_are_read_near_the_image_only(tmp_path):
+    """A layer of many polygons far away (a whole country's water) and one over the image: only the one counts, and
+    a layer with none near the image is no error (that scene has no water)."""
+    path = _scene(tmp_path)
+    far = [_map_polygon(x, y, x + 5, y + 5) for x in range(2000, 20000, 400) for y in range(2000, 20000, 400)]
+    near = _map_polygon(20, 20, 60, 80)
+    big = _write_polygons(tmp_path / "country.gpkg", far + [near], UTM)
+    scene = open_scene(path, PreprocessConfig(exclude=(str(big),)))
+    truth = rasterize([(near, 1)], out_shape=(240, 320), transform=REF_T) > 0
+    _, v = read_unit(scene)
+    assert (~v == truth).all() and len(far) > 2000
+    elsewhere = _write_polygons(tmp_path / "elsewhere.gpkg", far, UTM)
+    scene = open_scene(path, PreprocessConfig(exclude=(str(elsewhere),)))
+    assert scene.exclude.polygons is None and read_unit(scene)[1].all()

@@ -121,19 +121,21 @@ def load_exclusion(paths: tuple[str, ...] | list[str], scene: Scene) -> Exclusio
 
 
 def _file_kind(path: str) -> str:
-    """"raster" or "vector", by what GDAL can open it as; InputError when neither."""
-    from osgeo import gdal
+    """"vector" (OGR layers, read with pyogrio) or "raster" (rasterio); InputError when neither. pyogrio first: its
+    GDAL reads the GeoPackage versions newer QGIS writes without a warning."""
+    import pyogrio
+    import rasterio
 
-    gdal.UseExceptions()  # as sarreg.warp does
     try:
-        ds = gdal.OpenEx(path, gdal.OF_RASTER | gdal.OF_VECTOR)
-    except RuntimeError as e:
+        if len(pyogrio.list_layers(path)):
+            return "vector"
+    except Exception:  # noqa: BLE001 - not a vector file (pyogrio / GDAL errors of several types)
+        pass
+    try:
+        with rasterio.open(path):
+            return "raster"
+    except Exception as e:  # noqa: BLE001 - rasterio / GDAL errors of several types
         raise InputError(f"{path}: unreadable exclusion file ({str(e).splitlines()[0][:160]})") from None
-    if ds is None:
-        raise InputError(f"{path}: unreadable exclusion file (neither a raster nor a vector file)")
-    kind = "vector" if ds.GetLayerCount() > 0 else "raster"
-    ds = None
-    return kind
 
 
 def _vector_exclusion(path: str, scene: Scene) -> list[Any]:
@@ -147,8 +149,13 @@ def _vector_exclusion(path: str, scene: Scene) -> list[Any]:
         raise InputError(f"{path}: unreadable exclusion file ({str(e).splitlines()[0][:160]})") from None
     out: list[Any] = []
     found: set[str] = set()
+    polygonal = False  # a layer declared as polygons: none near this image is not an error (a scene without water)
     for layer in layers:
-        meta, _, wkb, _ = pyogrio.raw.read(path, layer=layer, read_geometry=True, columns=[])
+        info = pyogrio.read_info(path, layer=layer)
+        polygonal |= "polygon" in str(info.get("geometry_type") or "").lower()
+        # only the features near the image: a water layer of a whole country is read for one scene's area
+        bbox = _scene_bounds(scene, info.get("crs"))
+        meta, _, wkb, _ = pyogrio.raw.read(path, layer=layer, read_geometry=True, columns=[], bbox=bbox)
         if wkb is None or not len(wkb):
             continue
         geoms = shapely.from_wkb(wkb)
@@ -157,10 +164,34 @@ def _vector_exclusion(path: str, scene: Scene) -> list[Any]:
         polys = geoms[np.isin(shapely.get_type_id(geoms), (3, 6))]  # Polygon, MultiPolygon
         if len(polys):
             out.extend(_to_pixels(polys, meta.get("crs"), scene, path))
-    if not out:
+    if not out and not polygonal:
         what = ", ".join(sorted({shapely.GeometryType(t).name.lower() for t in found})) or "no features"
         raise InputError(f"{path}: no polygons to exclude (found {what})")
     return out
+
+
+def _scene_bounds(scene: Scene, crs: Any) -> tuple[float, float, float, float] | None:
+    """The scene's bounds in ``crs`` (its outline densified, then transformed), a tenth wider on each side; None
+    when the scene is not located on the ground or cannot be transformed (everything is read then)."""
+    from pyproj import CRS, Transformer
+
+    if not scene.geolocated or scene.crs is None:
+        return None
+    w, h = scene.width, scene.height
+    t = np.linspace(0.0, 1.0, 33)
+    edge = np.concatenate([np.c_[t * w, 0 * t], np.c_[w + 0 * t, t * h], np.c_[t * w, h + 0 * t], np.c_[0 * t, t * h]])
+    try:
+        xy = scene.xy_to_map(edge - 0.5)  # pixel-centre coordinates of the outline's edges
+        if crs:
+            to = Transformer.from_crs(CRS.from_user_input(scene.crs.to_wkt()), CRS.from_user_input(crs), always_xy=True)
+            xy = np.stack(to.transform(xy[:, 0], xy[:, 1]), axis=1)
+    except Exception:  # noqa: BLE001 - pyproj / GCP transformer errors: no filter, read everything
+        return None
+    if not np.isfinite(xy).all():
+        return None
+    (x0, y0), (x1, y1) = xy.min(axis=0), xy.max(axis=0)
+    mx, my = 0.1 * (x1 - x0), 0.1 * (y1 - y0)
+    return float(x0 - mx), float(y0 - my), float(x1 + mx), float(y1 + my)
 
 
 def _to_pixels(geoms: np.ndarray, crs: Any, scene: Scene, path: str) -> list[Any]:
