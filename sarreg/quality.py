@@ -380,7 +380,8 @@ def judge(est: Estimate, prior: np.ndarray, cfg: RegisterConfig, adequacy: float
     if second_moves(second, cfg):
         reasons.append(f"part of the scene moves differently: {second['second']} of {second['windows']} correlation "
                        f"windows agree on a shift {second['distance_px']:.1f} px from this estimate ({second['agree']} "
-                       f"agree with it); --exclude the part that moved (its outline: the .moved.gpkg sidecar)")
+                       f"agree with it); --exclude the part that moved (its outline: the .moved.gpkg sidecar), or "
+                       f"--model local for a smooth distortion (terrain)")
     if spread is not None and spread > MAX_SPREAD * cfg.max_rmse:
         reasons.append(f"uncertain away from the tie points: bootstrap spread {spread:.2f} px over the overlap "
                        f"> {MAX_SPREAD * cfg.max_rmse:g}")
