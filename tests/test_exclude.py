@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pyogrio
+import rasterio
 import pytest
 import shapely
 from affine import Affine
@@ -235,3 +236,24 @@ def test_large_layers_are_read_near_the_image_only(tmp_path):
     elsewhere = _write_polygons(tmp_path / "elsewhere.gpkg", far, UTM)
     scene = open_scene(path, PreprocessConfig(exclude=(str(elsewhere),)))
     assert scene.exclude.polygons is None and read_unit(scene)[1].all()
+
+
+def test_polygons_on_an_image_located_by_gcps(tmp_path):
+    """A GCP-only raster (a Sentinel-1 GRD measurement's way of being located): the polygons go through its GCPs."""
+    from rasterio.control import GroundControlPoint
+    from rasterio.crs import CRS
+
+    a = speckle(reflectivity(240, 320, seed=3), 4.0, np.random.default_rng(1)).astype(np.float32)
+    gcps = [GroundControlPoint(row=r, col=c, x=(REF_T @ (c, r))[0], y=(REF_T @ (c, r))[1])
+            for r in np.linspace(0, 240, 5) for c in np.linspace(0, 320, 6)]
+    path = tmp_path / "gcp.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=320, height=240, count=1, dtype="float32") as ds:
+        ds.write(a, 1)
+        ds.gcps = (gcps, CRS.from_string(UTM))
+    poly = _map_polygon(40.3, 30.7, 200.2, 150.6)
+    area = _write_polygons(tmp_path / "area.geojson", [poly], UTM)
+    scene = open_scene(path, PreprocessConfig(exclude=(str(area),)))
+    assert scene.gcps is not None and not scene.georeferenced
+    truth = rasterize([(poly, 1)], out_shape=(240, 320), transform=REF_T) > 0
+    _, v = read_unit(scene)
+    assert (~v != truth).sum() <= 4
