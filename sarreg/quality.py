@@ -344,7 +344,7 @@ REPEAT_STRENGTH = 100.0
 REPEAT_MATCH = 0.5
 # part of the scene moved on its own (``area.second_motion``): at least this share of the textured windows (and
 # --min-inliers of them) agree on one other shift, more than RIVAL_THRESHOLDS x --threshold away. Synthetic two-motion
-# pairs: 29-50 % of the windows; training-split pairs (one motion, temporal change): see models/HISTORY.md, stop 33
+# pairs: 26-53 % of the windows; 480 training-split pairs (one motion, temporal change): 0 (models/HISTORY.md, stop 33)
 SECOND_SHARE = 0.2
 GROSS_THRESHOLDS = 10.0  # gross disagreement with an untrusted second estimate: 10 x --threshold (15 px by default)
 GROSS_SIGMAS = 3.0  # ... plus 3 sigma of that estimate's bootstrap spread over the overlap
