@@ -397,6 +397,7 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
         rep.model = est.model
         rep.matrix = est.matrix.tolist()
         ptr = to_pixel_transform(est, matches.src, matches.dst)
+        t = tick("checks", t)  # the quality gates' own measurements (bootstrap, cross-check, second motion, ...)
         if cfg.model == "local" and status != "failed":
             step("offsets")
             p = export.sidecar(out, ".offsets.tif")
