@@ -41,7 +41,7 @@ from sarreg.errors import InputError, RegistrationFailed
 from sarreg.export import ALL_OUTPUTS, earlier_roles, register_outputs
 from sarreg.estimate import Estimate, apply_matrix, bootstrap_spread, decompose, finite_round, fit_model
 from sarreg.geometry import matrix_distance
-from sarreg.io.raster import Scene, both, open_dataset, open_scene
+from sarreg.io.raster import Scene, both, open_scene
 from sarreg.io.safe import product_info
 from sarreg.io.source import resolve_input, stac_info
 from sarreg.keypoints import Extractor, coarse_stage, fine_stage, read_tiles, try_coarse_area
@@ -182,6 +182,7 @@ def register(ref: str | Path, moving: str | Path, out: str | Path, config: Regis
 
     from sarreg import export
     from sarreg.outputs import Staging, check_write_set, clean_stale, temp_path
+    from sarreg.reapply import grid_of
 
     ref, moving, out = resolve_input(ref), resolve_input(moving), Path(out)
     finals = register_outputs(out, config)
@@ -208,25 +209,9 @@ def register(ref: str | Path, moving: str | Path, out: str | Path, config: Regis
         rep.outputs = {k: names.get(v, v) for k, v in rep.outputs.items()}
         rep.options["quicklook"] = config.quicklook
         if "relate" in rep.stages:  # the moving grid lets ``apply`` relate a raster on another grid to it
-            rep.stages["relate"]["moving_grid"] = _grid_of(moving)
+            rep.stages["relate"]["moving_grid"] = grid_of(moving)
         st.commit("report", lambda p: export.write_json(p, rep.to_dict()), config.overwrite)
     return rep
-
-
-def _grid_of(path: Path) -> dict[str, Any]:
-    """Size, GDAL geotransform and CRS WKT (None in pixel space) of a raster; GCPs and their CRS when it has no
-    geotransform but GCPs."""
-    from sarreg.io.gcps import read_gcps
-    from sarreg.io.raster import _is_georeferenced
-
-    with open_dataset(path) as ds:
-        geo = _is_georeferenced(ds)
-        d = {"width": ds.width, "height": ds.height, "geotransform": list(ds.transform.to_gdal()),
-             "crs_wkt": ds.crs.to_wkt() if geo else None}
-        gcps, crs = (None, None) if geo else read_gcps(ds)
-        if gcps:
-            d.update(gcps=[list(g) for g in gcps], gcp_crs_wkt=crs.to_wkt() if crs is not None else None)
-        return d
 
 
 def _register(ref: str | Path, moving: str | Path, out: str | Path, config: RegisterConfig,

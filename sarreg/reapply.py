@@ -130,3 +130,20 @@ def _check_reaches(tr: PixelTransform, grid: Grid, size: tuple[int, int], target
     if poly.intersection(box).area < 1:
         raise OverlapError(f"{target}: the transform puts it entirely outside the reference grid; an output would "
                            "be all nodata")
+
+
+def grid_of(path: Path) -> dict[str, Any]:
+    """Size, GDAL geotransform and CRS WKT (None in pixel space) of a raster; GCPs and their CRS when it has no
+    geotransform but GCPs. ``register`` records the moving raster's (``stages.relate.moving_grid``) so that
+    ``apply`` can relate a raster on another grid to it."""
+    from sarreg.io.gcps import read_gcps
+    from sarreg.io.raster import _is_georeferenced, open_dataset
+
+    with open_dataset(path) as ds:
+        geo = _is_georeferenced(ds)
+        d = {"width": ds.width, "height": ds.height, "geotransform": list(ds.transform.to_gdal()),
+             "crs_wkt": ds.crs.to_wkt() if geo else None}
+        gcps, crs = (None, None) if geo else read_gcps(ds)
+        if gcps:
+            d.update(gcps=[list(g) for g in gcps], gcp_crs_wkt=crs.to_wkt() if crs is not None else None)
+        return d
