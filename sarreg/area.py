@@ -311,7 +311,7 @@ def second_motion(tiles: list[TilePair], est: Estimate, cfg: RegisterConfig, are
     ``--exclude``); (None, None) without windows."""
     import shapely
 
-    src, dst, q, n = _area_pass(tiles, est.matrix, size, size / 4, size // 2)  # windows overlapping by half
+    src, dst, q, _ = _area_pass(tiles, est.matrix, size, size / 4, size // 2)  # windows overlapping by half
     if not len(src):
         return None, None
     off = np.hypot(*(est.apply(src) - dst).T) > SECOND_APART * cfg.threshold

@@ -420,8 +420,7 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
             if cfg.update_georef:
                 update_georef(moving, ptr, grid, out, cfg.fmt, cfg.compress, overwrite=cfg.overwrite)
             else:
-                same = ms.georeferenced and rs.georeferenced and ms.crs == rs.crs
-                og = output_grid(grid, cfg.resolution, ptr.matrix, pixel_size(Grid.from_scene(ms)) if same else None)
+                og = output_grid(grid, cfg.resolution, ptr.matrix, Grid.from_scene(ms))
                 warp_to_grid(moving, ptr, grid, out, cfg.resampling, cfg.fmt, cfg.compress, cfg.warp_mem_mb,
                              overwrite=cfg.overwrite, out_grid=og)
                 if og is not grid:  # --resolution: the output's own grid (same extent and CRS)

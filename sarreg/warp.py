@@ -93,11 +93,11 @@ class Grid:
 
 
 def output_grid(grid: Grid, resolution: str | float, matrix: np.ndarray | None = None,
-                moving_pixel: float | None = None) -> Grid:
+                moving: Grid | None = None) -> Grid:
     """The output grid for ``--resolution``: ``grid`` itself ("reference"), or the same extent, CRS and orientation
-    with square pixels of ``resolution`` map units. "moving": the moving raster's pixel size, ``moving_pixel`` (its
-    geotransform's, when in the reference's CRS) or else from the linear part of ``matrix`` (moving px -> reference
-    px) to 3 significant digits. Registering a 1 m scene onto a 10 m reference keeps its 1 m."""
+    with square pixels of ``resolution`` map units. "moving": the pixel size of the moving raster's grid ``moving``
+    when it is in the reference's CRS, else from the linear part of ``matrix`` (moving px -> reference px) to 3
+    significant digits. Registering a 1 m scene onto a 10 m reference keeps its 1 m."""
     if resolution in ("reference", None):
         return grid
     if not grid.georeferenced:
@@ -105,8 +105,8 @@ def output_grid(grid: Grid, resolution: str | float, matrix: np.ndarray | None =
                          "by GCPs: its output stays on its pixel grid)")
     t = grid.transform
     px, py = math.hypot(t.a, t.d), math.hypot(t.b, t.e)
-    if resolution == "moving" and moving_pixel:
-        res = float(moving_pixel)
+    if resolution == "moving" and moving is not None and moving.georeferenced and moving.crs_wkt == grid.crs_wkt:
+        res = pixel_size(moving)
     elif resolution == "moving":
         if matrix is None:
             raise ValueError("--resolution moving needs the transform")

@@ -110,6 +110,7 @@ def warp_scene(task: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"key": key, "outputs": {}, "error": None, "timings": {}}
     cfg: RegisterConfig = task["config"]
     try:
+        from sarreg.reapply import grid_of
         from sarreg.warp import Grid, PixelTransform, output_grid, update_georef, warp_to_grid
 
         stage.mkdir(parents=True, exist_ok=True)
@@ -125,7 +126,8 @@ def warp_scene(task: dict[str, Any]) -> dict[str, Any]:
             else:
                 warp_to_grid(moving, tr, grid, target, resampling=cfg.resampling, fmt=cfg.fmt,
                              compress=cfg.compress, mem_mb=cfg.warp_mem_mb, threads=1,
-                             out_grid=output_grid(grid, cfg.resolution, m))
+                             out_grid=output_grid(grid, cfg.resolution, m, Grid.from_dict(grid_of(moving))
+                                                  if cfg.resolution == "moving" else None))
         doc = {"scene": key, "moving": moving, "reference": task["ref"], "via": task["via"],
                "matrix": m.tolist(), "model": model, "link": task["link"]}
         atomic_write(stage / (key + OUT_SUFFIX.replace(".tif", ".chain.json")), dumps(doc))

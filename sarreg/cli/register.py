@@ -116,11 +116,10 @@ def apply(report: Path, moving: Path | str, out: Path, update_georef: bool, over
 
     MOVING may be on another grid than the raster that was registered (other resolution, crop, CRS): it is related
     to it through the georeferencings. An output that would hold no valid pixel is refused (exit 1, no file)."""
-    from sarreg.io.raster import open_dataset
     from sarreg.outputs import Staging, check_write_set, clean_stale, temp_path
-    from sarreg.reapply import target_transform
+    from sarreg.reapply import grid_of, target_transform
     from sarreg.io.source import resolve_input
-    from sarreg.warp import check_raster_name, output_grid, update_georef as write_georef, warp_to_grid
+    from sarreg.warp import Grid, check_raster_name, output_grid, update_georef as write_georef, warp_to_grid
 
     RegisterConfig(update_georef=update_georef, resolution=resolution).validate()  # the combination, the value
     moving = resolve_input(moving, asset, pol)  # a STAC Item -> its asset, a S1 product -> its measurement
@@ -135,8 +134,7 @@ def apply(report: Path, moving: Path | str, out: Path, update_georef: bool, over
         raise InputError(f"{report}: not a readable JSON report ({e})") from None
     if not isinstance(data, dict) or not data.get("transform") or not data.get("reference_grid"):
         raise InputError(f"{report}: holds no transform (status {data.get('status') if isinstance(data, dict) else '?'})")
-    with open_dataset(moving) as ds:  # clear error for missing / unreadable rasters before any output
-        moving_crs, moving_pixel = ds.crs, abs(ds.transform.determinant) ** 0.5
+    moving_grid = Grid.from_dict(grid_of(moving))  # also a clear error for missing / unreadable rasters
     # MOVING on another grid than the registered raster: composed through the georeferencings
     tr, grid = target_transform(data, report, moving)
     clean_stale([out])
@@ -150,9 +148,7 @@ def apply(report: Path, moving: Path | str, out: Path, update_georef: bool, over
             write_georef(moving, tr, grid, stage, fmt, compress)
         else:
             warp_to_grid(moving, tr, grid, stage, resampling, fmt, compress, warp_mem_mb, require_data=True,
-                         out_grid=output_grid(grid, resolution, tr.matrix, moving_pixel if grid.georeferenced
-                                              and moving_crs is not None and moving_crs.to_wkt() == grid.crs_wkt
-                                              else None))
+                         out_grid=output_grid(grid, resolution, tr.matrix, moving_grid))
         st.commit("raster", overwrite=overwrite)
     progress.final("ok", 0, output=str(out), model=tr.model)
     click.echo(f"{moving} -> {out} ({tr.model})")
