@@ -214,8 +214,11 @@ def prefer_simpler(est: Estimate, matches: StageResult, area: BaseGeometry, cfg:
         # points of a georeferenced pair): a constrained simpler fit that explains nearly as many of them is kept
         # instead. Measured (stop 26, v4, training-split check sets): GL + GL2 within 1 px 31 -> 35, ok 16 -> 19,
         # no ok result more than 3 px off; on pairs with perspective and no georeferencing (A, XA, CA) the same
-        # fallback made a similarity 1-2 px off out of a homography within 1 px, hence georeferenced pairs only
-        return _constrained_simpler(est, matches, area, cfg, grid_n, pts, info, {})
+        # fallback made a similarity 1-2 px off out of a homography within 1 px, hence georeferenced pairs only.
+        # The shift is tried first there: it is what the georeferencing leaves, and a similarity fitted to such tie
+        # points turns the scene about them (stop 34, G + GL + GH + G2 + GL2, 160 pairs: 3 estimates of v4 and 3 of
+        # a whitened candidate closer, up to 1.35 -> 0.30 px, none farther, no ok result more than 3 px off)
+        return _constrained_simpler(est, matches, area, cfg, grid_n, pts, info, {}, ("shift", "similarity"))
     # 1. information criterion: the richer model must reduce the residuals by more than its extra parameters can
     #    (overlapping correlation windows are not independent: their count is scaled by the overlap)
     size, spacing = matches.info.get("window_px"), matches.info.get("spacing_px")
@@ -240,15 +243,16 @@ def prefer_simpler(est: Estimate, matches: StageResult, area: BaseGeometry, cfg:
 
 
 def _constrained_simpler(est: Estimate, matches: StageResult, area: BaseGeometry, cfg: RegisterConfig, grid_n: int,
-                         pts: np.ndarray, info: dict[str, Any], best: dict[str, Any]
-                         ) -> tuple[Estimate, dict[str, Any]]:
+                         pts: np.ndarray, info: dict[str, Any], best: dict[str, Any],
+                         order: tuple[str, ...] = ("similarity", "shift")) -> tuple[Estimate, dict[str, Any]]:
     """A similarity or a shift in place of ``est`` (whose bootstrap spread over the overlap is too large) when it is
     constrained (spread within the gate), explains at least 80 % as many tie points within ``--max-rmse``, and the
-    information criterion (``best``, when computed) does not strongly prefer ``est``. -> (estimate, info)."""
+    information criterion (``best``, when computed) does not strongly prefer ``est``; ``order``: the simpler models
+    in the order tried. -> (estimate, info)."""
     from sarreg.estimate import bootstrap_spread
 
     limit = MAX_SPREAD * cfg.max_rmse
-    for simpler in ("similarity", "shift"):
+    for simpler in order:
         if CV_MODELS.index(simpler) >= CV_MODELS.index(est.model):
             continue
         b_s, b_e = best.get(simpler), best.get(est.model)

@@ -282,6 +282,38 @@ def test_georeferenced_pair_keeps_a_constrained_shift_over_a_loose_block_choice(
     assert error(kept) < 0.5
 
 
+def test_georeferenced_pair_tries_the_shift_before_a_similarity():
+    """Tie points in three clusters in one corner of a located pair that differs by a shift (each cluster biased by
+    a few tenths of a pixel, as changed areas bias correlation windows): the blocks choose a model they cannot pin
+    down, and of the constrained simpler fits the shift comes first, because a shift is what the georeferencing
+    leaves; a similarity fitted to the clusters would be constrained too but turns the scene about them."""
+    import shapely
+
+    from sarreg.features import Features
+    from sarreg.quality import _constrained_simpler, choose_by_extrapolation, overlap_points, prefer_simpler
+    from sarreg.stage import StageResult
+
+    cfg = RegisterConfig(model="auto")
+    area = shapely.box(0, 0, 255, 255)
+    rng = np.random.default_rng(104)
+    centres = rng.uniform(20, 110, (3, 2))
+    src = np.concatenate([c + rng.normal(0, 12, (10, 2)) for c in centres])
+    dst = src + [2.5, -1.5] + np.repeat(rng.normal(0, 0.3, (3, 2)), 10, axis=0) + rng.normal(0, 0.5, src.shape)
+    e = Features.empty((256, 256))
+    m = StageResult(src, dst, np.ones(30, np.float32), e, e, np.arange(30), np.arange(30))
+    est = fit_model(src, dst, "affine", threshold=cfg.threshold, area=area, seed=cfg.seed)
+    grid = np.stack(np.meshgrid(np.linspace(0, 255, 10), np.linspace(0, 255, 10)), -1).reshape(-1, 2)
+
+    def error(x):
+        return float(np.hypot(*(x.apply(grid) - grid - [2.5, -1.5]).T).mean())
+
+    kept, info = prefer_simpler(est, m, area, cfg, 8, located=True)
+    assert info["spread_px"] > 0.75 and kept.model == "shift" and error(kept) < 0.4, info
+    blocks, _ = choose_by_extrapolation(m, area, cfg, 8)
+    turned, t_info = _constrained_simpler(blocks, m, area, cfg, 8, overlap_points(area), {}, {})  # similarity first
+    assert t_info["chosen"] == "similarity" and error(turned) > 0.6, t_info
+
+
 def test_global_start_answer_needs_enough_agreeing_windows():
     """A correlation answer started from the global phase correlation alone (no coarse estimate held) that few of
     the correlation windows agree on is not ok; the same support from another start, or more windows, is."""
