@@ -27,7 +27,7 @@ TORCH_PIP_ARGS ?=
 PYTEST_ARGS ?=
 
 DEMO_OUT ?= demo_out
-MODEL ?= models/sarreg_fast_sar_v4.pt
+MODEL ?= models/sarreg_fast_sar_v5.pt
 QGIS ?= yes
 QGIS_PYTHON ?= /usr/bin/python3
 SHOT_DIR ?= build/qgis_screenshot

@@ -163,7 +163,7 @@ def test_missing_default_weights_message(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.setattr(files, "MODELS_DIR", tmp_path / "no-models")
     monkeypatch.setattr(files, "MODELS_PACKAGE", "sarreg._no_such_models")
     assert files.default_weights_path() is None
-    with pytest.raises(WeightsError, match="no model weights: sarreg_fast_sar_v4.pt is neither installed"):
+    with pytest.raises(WeightsError, match="no model weights: sarreg_fast_sar_v5.pt is neither installed"):
         load_model(None)
 
 

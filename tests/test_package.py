@@ -107,8 +107,8 @@ def test_non_editable_install_ships_default_model(repo_root, tmp_path):
                             "print(m.name, m.arch, m.in_channels)"])
     assert r.returncode == 0, r.stderr
     mod, weights, model = r.stdout.splitlines()
-    assert Path(mod).is_relative_to(site) and Path(weights) == site / "sarreg" / "_models" / "sarreg_fast_sar_v4.pt"
-    assert model == "sarreg_fast_sar_v4.pt Fast_Quad_L2Net_ConfCFS 1"
+    assert Path(mod).is_relative_to(site) and Path(weights) == site / "sarreg" / "_models" / "sarreg_fast_sar_v5.pt"
+    assert model == "sarreg_fast_sar_v5.pt Fast_Quad_L2Net_ConfCFS 1"
 
     # the console script of the install registers a pair with the default (packaged) model
     rng = np.random.default_rng(1)
@@ -122,7 +122,7 @@ def test_non_editable_install_ships_default_model(repo_root, tmp_path):
              "out.tif"])
     assert r.returncode == 0, r.stderr
     rep = json.loads((work / "out.report.json").read_text())
-    assert rep["status"] == "ok" and rep["weights"]["name"] == "sarreg_fast_sar_v4.pt"
+    assert rep["status"] == "ok" and rep["weights"]["name"] == "sarreg_fast_sar_v5.pt"
     assert abs(rep["correction"]["dx_px"] - 3.0) < 0.5 and abs(rep["correction"]["dy_px"] + 2.0) < 0.5
 
 

@@ -11,7 +11,7 @@ from sarreg.errors import WeightsError
 
 MODELS_DIR = Path(__file__).resolve().parents[2] / "models"  # the checkout's models/ (source runs, editable installs)
 MODELS_PACKAGE = "sarreg._models"  # the same files as package data of an installed wheel (copied by setup.py)
-DEFAULT_MODEL_NAME = "sarreg_fast_sar_v4.pt"
+DEFAULT_MODEL_NAME = "sarreg_fast_sar_v5.pt"
 
 
 def default_weights_path() -> Path | None:
