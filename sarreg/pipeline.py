@@ -343,7 +343,8 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
         est, matches = choose_estimate(est_kp, fine, est_area, area_res)
         if est is not None and cfg.model == "auto" and not cfg.update_georef:
             est, rep.stages["parsimony"] = prefer_simpler(est, matches, area, cfg, grid_n,
-                                                          located=rs.geolocated and ms.geolocated)
+                                                          located=rs.geolocated and ms.geolocated,
+                                                          shift_left=rs.georeferenced and ms.georeferenced)
         rep.stages["refine"] = {**area_res.info, "chosen": "correlation" if matches is area_res else "keypoints",
                                 "keypoints": None if est_kp is None else est_kp.summary(),
                                 "correlation": None if est_area is None else est_area.summary()}

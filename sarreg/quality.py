@@ -190,14 +190,15 @@ def _cv_medians(fits: dict[str, Estimate], src: np.ndarray, dst: np.ndarray, cfg
 
 
 def prefer_simpler(est: Estimate, matches: StageResult, area: BaseGeometry, cfg: RegisterConfig, grid_n: int,
-                   located: bool = False) -> tuple[Estimate, dict[str, Any]]:
+                   located: bool = False, shift_left: bool = False) -> tuple[Estimate, dict[str, Any]]:
     """``--model auto``: the model that best predicts held-out blocks of the tie points (``choose_by_extrapolation``);
     with too few tie points for that, fewer parameters when the information criterion says so, and a similarity or
     a shift when the tie points cannot constrain the chosen model over the whole overlap (bootstrap spread too
     large) and the simpler fit explains nearly as many of them and is constrained. located: both rasters are
     located on the ground, so what is left between them after the georeferencing is close to a shift: a constrained
-    shift that explains nearly as many tie points replaces the block-chosen model, and a constrained similarity one
-    whose spread is too large. -> (estimate, info)."""
+    similarity replaces a block-chosen model whose spread is too large. shift_left: both by geotransforms (GCP
+    interpolation leaves more than a shift): a constrained shift that explains nearly as many tie points replaces the
+    block-chosen model. -> (estimate, info)."""
     from sarreg.estimate import bootstrap_spread
 
     pts = overlap_points(area)
@@ -209,10 +210,9 @@ def prefer_simpler(est: Estimate, matches: StageResult, area: BaseGeometry, cfg:
         info.update(cv_info)
         spread = bootstrap_spread(est, matches.src, matches.dst, pts, seed=cfg.seed)
         info["spread_px"] = finite_round(spread)
-        if located and est.model != "shift":
-            # the blocks cannot tell a real turn from tie points biased region by region by temporal change. Stop 34,
-            # v4: G + GL + GH + G2 + GL2 within 1 px 134 -> 140 (8 closer, none farther); the same pairs with a
-            # georeference also turned 0.2-1 degree and scaled 0.3-1 %: 50 -> 53 (none farther)
+        if shift_left and est.model != "shift":
+            # blocks cannot tell a real turn from tie points biased region by region by temporal change. Stop 34, v4:
+            # G + GL + GH + G2 + GL2 within 1 px 134 -> 140, none farther; georeferences turned 0.2-1 deg: 50 -> 53
             alt, alt_info = _constrained_simpler(est, matches, area, cfg, grid_n, pts, dict(info), {}, ("shift",))
             if alt.model == "shift":
                 return alt, alt_info

@@ -307,7 +307,7 @@ def test_georeferenced_pair_tries_the_shift_before_a_similarity():
     def error(x):
         return float(np.hypot(*(x.apply(grid) - grid - [2.5, -1.5]).T).mean())
 
-    kept, info = prefer_simpler(est, m, area, cfg, 8, located=True)
+    kept, info = prefer_simpler(est, m, area, cfg, 8, located=True, shift_left=True)
     assert info["spread_px"] > 0.75 and kept.model == "shift" and error(kept) < 0.4, info
     blocks, _ = choose_by_extrapolation(m, area, cfg, 8)
     turned, t_info = _constrained_simpler(blocks, m, area, cfg, 8, overlap_points(area), {}, {})  # similarity first
@@ -317,8 +317,9 @@ def test_georeferenced_pair_tries_the_shift_before_a_similarity():
 def test_georeferenced_pair_keeps_a_shift_that_explains_its_tie_points_over_a_constrained_block_choice():
     """Four clusters of tie points of a pair that differs by a shift, each cluster biased by a few tenths of a pixel
     (temporal change biases correlation windows region by region): the held-out blocks choose an affine that is
-    constrained (bootstrap spread under the gate) yet 1.1 px off over the overlap. Between located rasters the
-    shift, which explains nearly as many tie points, is kept; in pixel space the blocks' choice stands."""
+    constrained (bootstrap spread under the gate) yet 1.1 px off over the overlap. Between rasters located by
+    geotransforms the shift, which explains nearly as many tie points, is kept; in pixel space or between rasters
+    located by GCPs the blocks' choice stands."""
     import shapely
 
     from sarreg.features import Features
@@ -341,8 +342,10 @@ def test_georeferenced_pair_keeps_a_shift_that_explains_its_tie_points_over_a_co
 
     blocks, info = prefer_simpler(est, m, area, cfg, 8, located=False)
     assert blocks.model == "affine" and info["spread_px"] <= 0.75 and error(blocks) > 1.0, info
-    kept, info = prefer_simpler(est, m, area, cfg, 8, located=True)
+    kept, info = prefer_simpler(est, m, area, cfg, 8, located=True, shift_left=True)
     assert kept.model == "shift" and info["chosen"] == "shift" and error(kept) < 0.4, info
+    by_gcps, info = prefer_simpler(est, m, area, cfg, 8, located=True)  # GCP interpolation leaves more than a shift
+    assert by_gcps.model == "affine", info
 
 
 def test_global_start_answer_needs_enough_agreeing_windows():
