@@ -282,31 +282,41 @@ def test_georeferenced_pair_keeps_a_constrained_shift_over_a_loose_block_choice(
     assert error(kept) < 0.5
 
 
-def test_georeferenced_pair_tries_the_shift_before_a_similarity():
-    """Tie points in three clusters in one corner of a located pair that differs by a shift (each cluster biased by
-    a few tenths of a pixel, as changed areas bias correlation windows): the blocks choose a model they cannot pin
-    down, and of the constrained simpler fits the shift comes first, because a shift is what the georeferencing
-    leaves; a similarity fitted to the clusters would be constrained too but turns the scene about them."""
+def _biased_clusters(seed: int, clusters: int, lo: float, hi: float, spread: float, bias: float):
+    """Tie points of a 256 px pair that differs by a shift of (2.5, -1.5) px, in ``clusters`` clusters of 10 whose
+    centres lie in [lo, hi]; each cluster biased by ``bias`` px (sd; temporal change biases correlation windows
+    region by region), each point by 0.5 px. -> (matches, affine fit, overlap, config, mean error over the overlap)."""
     import shapely
 
     from sarreg.features import Features
-    from sarreg.quality import _constrained_simpler, choose_by_extrapolation, overlap_points, prefer_simpler
     from sarreg.stage import StageResult
 
     cfg = RegisterConfig(model="auto")
     area = shapely.box(0, 0, 255, 255)
-    rng = np.random.default_rng(104)
-    centres = rng.uniform(20, 110, (3, 2))
-    src = np.concatenate([c + rng.normal(0, 12, (10, 2)) for c in centres])
-    dst = src + [2.5, -1.5] + np.repeat(rng.normal(0, 0.3, (3, 2)), 10, axis=0) + rng.normal(0, 0.5, src.shape)
+    rng = np.random.default_rng(seed)
+    centres = rng.uniform(lo, hi, (clusters, 2))
+    src = np.concatenate([c + rng.normal(0, spread, (10, 2)) for c in centres])
+    dst = src + [2.5, -1.5] + np.repeat(rng.normal(0, bias, (clusters, 2)), 10, axis=0) + rng.normal(0, 0.5, src.shape)
     e = Features.empty((256, 256))
-    m = StageResult(src, dst, np.ones(30, np.float32), e, e, np.arange(30), np.arange(30))
+    n = len(src)
+    m = StageResult(src, dst, np.ones(n, np.float32), e, e, np.arange(n), np.arange(n))
     est = fit_model(src, dst, "affine", threshold=cfg.threshold, area=area, seed=cfg.seed)
     grid = np.stack(np.meshgrid(np.linspace(0, 255, 10), np.linspace(0, 255, 10)), -1).reshape(-1, 2)
 
     def error(x):
         return float(np.hypot(*(x.apply(grid) - grid - [2.5, -1.5]).T).mean())
 
+    return m, est, area, cfg, error
+
+
+def test_georeferenced_pair_tries_the_shift_before_a_similarity():
+    """Tie points in three clusters in one corner of a pair located by geotransforms that differs by a shift: the
+    blocks choose a model they cannot pin down, and the shift, what the georeferencing leaves, is kept; a similarity
+    fitted to the clusters (the loose-spread fallback's first choice) would be constrained too but turns the scene
+    about them."""
+    from sarreg.quality import _constrained_simpler, choose_by_extrapolation, overlap_points, prefer_simpler
+
+    m, est, area, cfg, error = _biased_clusters(104, 3, 20, 110, 12, 0.3)
     kept, info = prefer_simpler(est, m, area, cfg, 8, located=True, shift_left=True)
     assert info["spread_px"] > 0.75 and kept.model == "shift" and error(kept) < 0.4, info
     blocks, _ = choose_by_extrapolation(m, area, cfg, 8)
@@ -315,31 +325,13 @@ def test_georeferenced_pair_tries_the_shift_before_a_similarity():
 
 
 def test_georeferenced_pair_keeps_a_shift_that_explains_its_tie_points_over_a_constrained_block_choice():
-    """Four clusters of tie points of a pair that differs by a shift, each cluster biased by a few tenths of a pixel
-    (temporal change biases correlation windows region by region): the held-out blocks choose an affine that is
-    constrained (bootstrap spread under the gate) yet 1.1 px off over the overlap. Between rasters located by
+    """Four biased clusters of tie points of a pair that differs by a shift: the held-out blocks choose an affine
+    that is constrained (bootstrap spread under the gate) yet 1.1 px off over the overlap. Between rasters located by
     geotransforms the shift, which explains nearly as many tie points, is kept; in pixel space or between rasters
     located by GCPs the blocks' choice stands."""
-    import shapely
-
-    from sarreg.features import Features
     from sarreg.quality import prefer_simpler
-    from sarreg.stage import StageResult
 
-    cfg = RegisterConfig(model="auto")
-    area = shapely.box(0, 0, 255, 255)
-    rng = np.random.default_rng(53)
-    centres = rng.uniform(30, 220, (4, 2))
-    src = np.concatenate([c + rng.normal(0, 15, (10, 2)) for c in centres])
-    dst = src + [2.5, -1.5] + np.repeat(rng.normal(0, 0.4, (4, 2)), 10, axis=0) + rng.normal(0, 0.5, src.shape)
-    e = Features.empty((256, 256))
-    m = StageResult(src, dst, np.ones(40, np.float32), e, e, np.arange(40), np.arange(40))
-    est = fit_model(src, dst, "affine", threshold=cfg.threshold, area=area, seed=cfg.seed)
-    grid = np.stack(np.meshgrid(np.linspace(0, 255, 10), np.linspace(0, 255, 10)), -1).reshape(-1, 2)
-
-    def error(x):
-        return float(np.hypot(*(x.apply(grid) - grid - [2.5, -1.5]).T).mean())
-
+    m, est, area, cfg, error = _biased_clusters(53, 4, 30, 220, 15, 0.4)
     blocks, info = prefer_simpler(est, m, area, cfg, 8, located=False)
     assert blocks.model == "affine" and info["spread_px"] <= 0.75 and error(blocks) > 1.0, info
     kept, info = prefer_simpler(est, m, area, cfg, 8, located=True, shift_left=True)
