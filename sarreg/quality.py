@@ -250,10 +250,10 @@ def prefer_simpler(est: Estimate, matches: StageResult, area: BaseGeometry, cfg:
 def _constrained_simpler(est: Estimate, matches: StageResult, area: BaseGeometry, cfg: RegisterConfig, grid_n: int,
                          pts: np.ndarray, info: dict[str, Any], best: dict[str, Any],
                          order: tuple[str, ...] = ("similarity", "shift")) -> tuple[Estimate, dict[str, Any]]:
-    """A similarity or a shift in place of ``est`` (whose bootstrap spread over the overlap is too large) when it is
-    constrained (spread within the gate), explains at least 80 % as many tie points within ``--max-rmse``, and the
-    information criterion (``best``, when computed) does not strongly prefer ``est``; ``order``: the simpler models
-    in the order tried. -> (estimate, info)."""
+    """A similarity or a shift in place of ``est`` (a loose fit, or any fit between rasters located by geotransforms)
+    when it is constrained (spread within the gate), explains at least 80 % as many tie points within ``--max-rmse``,
+    and the information criterion (``best``, when computed) does not strongly prefer ``est``; ``order``: the simpler
+    models in the order tried. -> (estimate, info)."""
     from sarreg.estimate import bootstrap_spread
 
     limit = MAX_SPREAD * cfg.max_rmse
