@@ -145,3 +145,16 @@ def test_release_check_same_weights_pass(ombria: Path, tmp_path: Path) -> None:
         assert nums[key]["baseline"]["pairs"] == 2 and nums[key]["baseline"]["s3"] > 0
     assert nums["bench"]["baseline"]["unseen_within_3"] >= 1  # the named source's pair is counted
     assert fails == []
+
+
+def test_discordant_pairs_and_their_sign_test() -> None:
+    # baseline b / candidate c on 12 pairs: 1 pair only b within 1 px, 9 only c, 2 both
+    errs = [(0.5, 2.0)] + [(2.0, 0.5)] * 9 + [(0.2, 0.3)] * 2
+    rows = [{"set": "A", "pair": f"p{i}", "label": lab, "error_px": e}
+            for i, (eb, ec) in enumerate(errs) for lab, e in (("b", eb), ("c", ec))]
+    rows.append({"set": "A", "pair": "p99", "label": "c", "error_px": 0.1})  # no baseline result: not counted
+    ch = Choice({}, {}, ["b", "c"], pairs=rows)
+    b, c, p = ch.discordant("c", 1.0)
+    assert (b, c) == (1, 9) and p == pytest.approx(2 * 11 / 1024)  # P(X <= 1 | n = 10), two-sided
+    assert ch.discordant("c", 3.0) == (0, 0, 1.0)
+    assert "1 vs 9 (sign test p = 0.02)" in ch.to_markdown()

@@ -173,6 +173,27 @@ class Choice:
         rows = [p for p in self.pairs if p["set"] in check_sets and p["label"] == label]
         return sum(p["error_px"] is not None and p["error_px"] <= px for p in rows) if rows else None
 
+    def discordant(self, label: str, px: float) -> tuple[int, int, float]:
+        """Register pairs within ``px`` for only the baseline, for only ``label``, and the two-sided sign-test p of
+        that split (exact binomial, 0.5).
+
+        Why: each candidate moves 30-50 of the 352 check pairs across 1 px in both directions (models/HISTORY.md,
+        stop 35), so a count difference of a few pairs is within chance; the split says how far."""
+        import math
+
+        errs: dict[tuple[str, str], dict[str, float | None]] = {}
+        for p in self.pairs:
+            errs.setdefault((p["set"], p.get("pair", "")), {})[p["label"]] = p["error_px"]
+
+        def hit(e: float | None) -> bool:
+            return e is not None and e <= px
+
+        both = [e for e in errs.values() if self.labels[0] in e and label in e]
+        b = sum(hit(e[self.labels[0]]) and not hit(e[label]) for e in both)
+        c = sum(hit(e[label]) and not hit(e[self.labels[0]]) for e in both)
+        tail = sum(math.comb(b + c, i) for i in range(min(b, c) + 1)) / 2 ** (b + c)
+        return b, c, min(1.0, 2 * tail)
+
     def judge(self) -> dict[str, list[str]]:
         """Per candidate, the rule's clauses it fails (empty: it passes)."""
         base = self.labels[0]
@@ -215,6 +236,11 @@ class Choice:
                       for lab in self.labels if lab in self.register]
         lines += [""] + [f"* {lab}: " + ("passes" if not f else "fails: " + "; ".join(f))
                          for lab, f in self.verdicts.items()]
+        if self.pairs:
+            for lab in self.labels[1:]:
+                split = [(px, *self.discordant(lab, px)) for px in (1.0, 3.0)]
+                lines.append(f"* {lab}, register pairs within 1 / 3 px for only the baseline vs only {lab}: "
+                             + ", ".join(f"{b} vs {c} (sign test p = {p:.2f})" for _, b, c, p in split))
         return "\n".join(lines) + "\n"
 
 
