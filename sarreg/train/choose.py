@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -179,8 +180,6 @@ class Choice:
 
         Why: each candidate moves 30-50 of the 352 check pairs across 1 px in both directions (models/HISTORY.md,
         stop 35), so a count difference of a few pairs is within chance; the split says how far."""
-        import math
-
         errs: dict[tuple[str, str], dict[str, float | None]] = {}
         for p in self.pairs:
             errs.setdefault((p["set"], p.get("pair", "")), {})[p["label"]] = p["error_px"]
