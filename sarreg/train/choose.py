@@ -237,9 +237,9 @@ class Choice:
                          for lab, f in self.verdicts.items()]
         if self.pairs:
             for lab in self.labels[1:]:
-                split = [(px, *self.discordant(lab, px)) for px in (1.0, 3.0)]
+                split = [self.discordant(lab, px) for px in (1.0, 3.0)]
                 lines.append(f"* {lab}, register pairs within 1 / 3 px for only the baseline vs only {lab}: "
-                             + ", ".join(f"{b} vs {c} (sign test p = {p:.2f})" for _, b, c, p in split))
+                             + ", ".join(f"{b} vs {c} (sign test p = {p:.2f})" for b, c, p in split))
         return "\n".join(lines) + "\n"
 
 
