@@ -27,6 +27,7 @@ from sarreg.errors import RegistrationFailed
 
 if TYPE_CHECKING:
     from shapely.geometry.base import BaseGeometry
+    from sarreg.warp import PixelTransform
 
 log = logging.getLogger(__name__)
 
@@ -466,3 +467,14 @@ def bootstrap_spread(est: Estimate, src: np.ndarray, dst: np.ndarray, points: np
     with np.errstate(invalid="ignore"):
         sd = np.sqrt(np.nanvar(p[..., 0], axis=0) + np.nanvar(p[..., 1], axis=0))
     return float(np.nanmax(sd)) if np.isfinite(sd).any() else None
+
+
+def to_pixel_transform(est: Estimate, src: np.ndarray, dst: np.ndarray) -> PixelTransform:
+    """What the warp needs from an estimate (tps: its inlier tie points, moving px -> reference px)."""
+    from sarreg.warp import PixelTransform
+
+    tp = None
+    if est.model == "tps":
+        idx = np.flatnonzero(est.inliers)
+        tp = np.c_[src[idx], dst[idx]]
+    return PixelTransform(est.model, est.matrix, poly=est.poly, tiepoints=tp)

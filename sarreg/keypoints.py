@@ -21,7 +21,7 @@ from sarreg.estimate import Estimate, apply_matrix, decompose, fit_model
 from sarreg.features import Features
 from sarreg.geometry import resample, resample_valid, rotation, translate
 from sarreg.io.raster import Scene, open_dataset, read_unit
-from sarreg.quality import FAIL_INLIERS
+from sarreg.choice import FAIL_INLIERS
 from sarreg.relate import CoarseImages, moving_pre, read_moving_around
 from sarreg.stage import StageResult, TilePair
 

@@ -39,16 +39,16 @@ from sarreg.config import RegisterConfig
 from sarreg.correlate import repeat_period
 from sarreg.errors import InputError, RegistrationFailed
 from sarreg.export import ALL_OUTPUTS, earlier_roles, register_outputs
-from sarreg.estimate import Estimate, apply_matrix, bootstrap_spread, decompose, finite_round, fit_model
+from sarreg.estimate import (Estimate, apply_matrix, bootstrap_spread, decompose, finite_round, fit_model,
+                             to_pixel_transform)
 from sarreg.geometry import matrix_distance
 from sarreg.io.raster import Scene, both, open_scene
 from sarreg.io.safe import product_info
 from sarreg.io.source import resolve_input, stac_info
 from sarreg.keypoints import Extractor, coarse_stage, fine_stage, read_tiles, try_coarse_area
 from sarreg.offsets import local_transform
-from sarreg.quality import (FAIL_INLIERS, RIVAL_THRESHOLDS, choose_estimate, cross_check, judge, model_adequacy,
-                            overlap_points, prefer_simpler, repeats_far, second_moves, select_model,
-                            to_pixel_transform)
+from sarreg.choice import FAIL_INLIERS, choose_estimate, overlap_points, prefer_simpler, select_model
+from sarreg.quality import RIVAL_THRESHOLDS, cross_check, judge, model_adequacy, repeats_far, second_moves
 from sarreg.relate import check_bounds, located_by, moving_pre, overlap_area, prior_matrix, read_coarse
 from sarreg.stage import StageResult
 from sarreg.warp import Grid, check_output, check_raster_name, corrected_geotransform, pixel_size

@@ -106,7 +106,7 @@ def test_model_choice_by_extrapolation_takes_the_model_that_carries_over():
     import shapely
 
     from sarreg.features import Features
-    from sarreg.quality import choose_by_extrapolation
+    from sarreg.choice import choose_by_extrapolation
     from sarreg.stage import StageResult
 
     rng = np.random.default_rng(3)
@@ -231,7 +231,8 @@ def test_an_estimate_that_extrapolates_poorly_is_not_ok():
     does not carry over to the rest of the overlap, not ok. Either signal alone leaves the status alone."""
     import shapely
 
-    from sarreg.quality import EXTRAP_HELDOUT, EXTRAP_SPREAD, judge
+    from sarreg.choice import EXTRAP_HELDOUT, EXTRAP_SPREAD
+    from sarreg.quality import judge
 
     rng = np.random.default_rng(2)
     cfg = RegisterConfig(model="auto")
@@ -259,7 +260,7 @@ def test_georeferenced_pair_keeps_a_constrained_shift_over_a_loose_block_choice(
     import shapely
 
     from sarreg.features import Features
-    from sarreg.quality import prefer_simpler
+    from sarreg.choice import prefer_simpler
     from sarreg.stage import StageResult
 
     cfg = RegisterConfig(model="auto")
@@ -314,7 +315,7 @@ def test_georeferenced_pair_tries_the_shift_before_a_similarity():
     blocks choose a model they cannot pin down, and the shift, what the georeferencing leaves, is kept; a similarity
     fitted to the clusters (the loose-spread fallback's first choice) would be constrained too but turns the scene
     about them."""
-    from sarreg.quality import _constrained_simpler, choose_by_extrapolation, overlap_points, prefer_simpler
+    from sarreg.choice import _constrained_simpler, choose_by_extrapolation, overlap_points, prefer_simpler
 
     m, est, area, cfg, error = _biased_clusters(104, 3, 20, 110, 12, 0.3)
     kept, info = prefer_simpler(est, m, area, cfg, 8, located=True, shift_left=True)
@@ -329,7 +330,7 @@ def test_georeferenced_pair_keeps_a_shift_that_explains_its_tie_points_over_a_co
     that is constrained (bootstrap spread under the gate) yet 1.1 px off over the overlap. Between rasters located by
     geotransforms the shift, which explains nearly as many tie points, is kept; in pixel space or between rasters
     located by GCPs the blocks' choice stands."""
-    from sarreg.quality import prefer_simpler
+    from sarreg.choice import prefer_simpler
 
     m, est, area, cfg, error = _biased_clusters(53, 4, 30, 220, 15, 0.4)
     blocks, info = prefer_simpler(est, m, area, cfg, 8, located=False)
