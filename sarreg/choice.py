@@ -99,11 +99,6 @@ def extrapolates_poorly(spread: float | None, extrapolation: float | None, cfg: 
             and extrapolation > EXTRAP_HELDOUT * cfg.max_rmse)
 
 
-def pinned_down(spread: float | None, extrapolation: float | None, cfg: RegisterConfig) -> bool:
-    """The tie points pin the estimate down over the overlap: neither spread gate of ``quality.judge`` flags it."""
-    return not too_uncertain(spread, cfg) and not extrapolates_poorly(spread, extrapolation, cfg)
-
-
 def overlap_points(area: BaseGeometry, n: int = 7) -> np.ndarray:
     """An n x n grid of reference px over the overlap's bounding box, kept where inside the overlap."""
     import shapely
@@ -119,41 +114,28 @@ CV_FOLDS = 5  # spatial blocks of the tie points
 CV_GAIN = 0.20  # between located rasters a richer model must predict the held-out blocks this much better (median)
 CV_GAIN_PX = 0.25  # than a simpler one, or by this many px. Measured (stop 9): with 10 % alone some shifted real scenes
 # whose tie points trend slightly got an affine 0.3 px worse; with 20 % alone a perspective scene whose held-out blocks
-# are all ~2 px off got a similarity 3.4 px wrong instead of a homography within 1 px. In pixel space no georeferencing
-# says what is left is near a shift: the best predictor is kept when its tie points pin it down over the overlap
-# (stop 38, training-split sets through register, numbers in models/HISTORY.md)
+# are all ~2 px off got a similarity 3.4 px wrong instead of a homography within 1 px. Stop 38: no margin in pixel
+# space helped the homography-warped training-split sets at 1 px and cost sub-pixel accuracy on real pairs whose
+# warp is a shift or a similarity (15 of 88 ../shared/eval pairs farther off), so the margin stays everywhere
 
 
-def choose_by_extrapolation(matches: StageResult, area: BaseGeometry, cfg: RegisterConfig, grid_n: int,
-                            margin: bool = True) -> tuple[Estimate, dict[str, Any]] | None:
+def choose_by_extrapolation(matches: StageResult, area: BaseGeometry, cfg: RegisterConfig, grid_n: int
+                            ) -> tuple[Estimate, dict[str, Any]] | None:
     """``--model auto``: of shift, similarity, affine and homography fitted to the same tie points, the one that best
     predicts each spatial block of them from the other blocks (median residual, capped at twice ``--threshold`` so
-    that a few wrong matches do not decide); with ``margin`` (rasters located on the ground) a richer model is taken
-    only when it predicts 20 % or 0.25 px better. Without it the best predictor is taken, unless its tie points
-    cannot pin it down over the overlap (``pinned_down``) while the margin's choice stays: the gates would flag it.
+    that a few wrong matches do not decide); a richer model is taken only when it predicts 20 % or 0.25 px better.
 
     Why: the output is warped over the whole overlap, so the model must carry over to where it has no tie points.
     A simpler model fitted to a perspective scene is constrained but biased; a richer one fitted to clustered points
     fits them but extrapolates wrongly: both show as a larger error on the held-out blocks. None when the tie
     points are too few for the blocks. -> (estimate, info)."""
-    from sarreg.estimate import bootstrap_spread
-
     fits = _fit_all(matches.src, matches.dst, area, cfg, grid_n, matches.similarity)
     cv = _cv_medians(fits, matches.src, matches.dst, cfg)
     if not cv:
         return None
     chosen = _least_held_out(cv, fits, CV_GAIN, CV_GAIN_PX)
-    info: dict[str, Any] = {"method": "spatial cross-validation", "tie_points": cv["_n"], "blocks": CV_FOLDS,
-                            "margin": margin, "cv_median_px": {m: v for m, v in cv.items() if m != "_n"}}
-    best = chosen if margin else _least_held_out(cv, fits, 0.0, 0.0)
-    if best != chosen:
-        spread = bootstrap_spread(fits[best], matches.src, matches.dst, overlap_points(area), seed=cfg.seed)
-        if pinned_down(spread, cv[best], cfg):
-            chosen = best
-        else:
-            info["best_predictor"] = {"model": best, "spread_px": finite_round(spread), "kept": chosen}
-    info["chosen"] = chosen
-    return fits[chosen], info
+    return fits[chosen], {"method": "spatial cross-validation", "tie_points": cv["_n"], "blocks": CV_FOLDS,
+                          "cv_median_px": {m: v for m, v in cv.items() if m != "_n"}, "chosen": chosen}
 
 
 def _least_held_out(cv: dict[str, float], fits: dict[str, Estimate], gain: float, gain_px: float) -> str:
@@ -208,16 +190,15 @@ def prefer_simpler(est: Estimate, matches: StageResult, area: BaseGeometry, cfg:
     with too few tie points for that, fewer parameters when the information criterion says so, and a similarity or
     a shift when the tie points cannot constrain the chosen model over the whole overlap (bootstrap spread too
     large) and the simpler fit explains nearly as many of them and is constrained. located: both rasters are
-    located on the ground, so what is left between them after the georeferencing is close to a shift: the blocks need
-    a margin for a richer model and a constrained similarity replaces a block-chosen model whose spread is too
-    large. shift_left: both by geotransforms (GCP
+    located on the ground, so what is left between them after the georeferencing is close to a shift: a constrained
+    similarity replaces a block-chosen model whose spread is too large. shift_left: both by geotransforms (GCP
     interpolation leaves more than a shift): a constrained shift that explains nearly as many tie points replaces the
     block-chosen model. -> (estimate, info)."""
     from sarreg.estimate import bootstrap_spread
 
     pts = overlap_points(area)
     info: dict[str, Any] = {"model": est.model, "chosen": est.model}
-    by_cv = choose_by_extrapolation(matches, area, cfg, grid_n, margin=located)
+    by_cv = choose_by_extrapolation(matches, area, cfg, grid_n)
     limit = MAX_SPREAD * cfg.max_rmse
     if by_cv is not None:
         est, cv_info = by_cv
