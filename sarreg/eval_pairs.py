@@ -62,6 +62,16 @@ def _read_raw(path: Path, band: int | None) -> tuple[np.ndarray, np.ndarray]:
     return v, m & np.isfinite(v)
 
 
+def warp_kind(warp: WarpRange) -> str:
+    """The simplest model that every warp drawn from ``warp`` is (shift, similarity, affine or homography): the
+    pair's "difficulty", as the evaluation sets label theirs."""
+    if warp.perspective:
+        return "homography"
+    if warp.aspect or warp.shear:
+        return "affine"
+    return "similarity" if warp.rotation or warp.scale != (1.0, 1.0) else "shift"
+
+
 def make_pairs(sources: Sequence[str | Path], out_dir: str | Path, n: int, seed: int = 0, size: int = 512,
                looks: float = 4.0, warp: WarpRange = WarpRange(), band: int | None = None,
                overwrite: bool = False, min_inside: float = 0.5) -> list[Path]:
@@ -88,6 +98,7 @@ intensity over 30 dB, v -> 10^(3 v / 255)), a reference crop of ``size`` px (0 =
     if out.resolve() in inputs:
         raise OutputError(f"{out}: output folder is an input")
     rng = np.random.default_rng(seed)
+    difficulty = warp_kind(warp)
     cache: dict[Path, tuple[np.ndarray, np.ndarray]] = {}
     written, index = [], []
     for k in range(n):
@@ -145,7 +156,7 @@ intensity over 30 dB, v -> 10^(3 v / 255)), a reference crop of ``size`` px (0 =
                 names = ("ref.tif", "moving.tif")
                 for name, arr, ok in ((names[0], ref, refm), (names[1], mov, np.isfinite(mov))):
                     write_geotiff(tmp / name, np.where(ok & (arr > 0), arr, 0).astype(np.float32), nodata=0.0)
-            return {"id": pid, "source": f"make_pairs:{fa.parent.name}/{fa.stem}", "difficulty": "homography",
+            return {"id": pid, "source": f"make_pairs:{fa.parent.name}/{fa.stem}", "difficulty": difficulty,
                     "large": False, "ref": names[0], "moving": names[1], "ref_size_wh": [cw, ch],
                     "moving_size_wh": [cw, ch], "H": H.tolist(), "H_direction": H_DIRECTION,
                     "warp": dict(params, grid_inside_fraction=inside, crop_xy=[x0, y0]),
@@ -154,7 +165,7 @@ intensity over 30 dB, v -> 10^(3 v / 255)), a reference crop of ``size`` px (0 =
 
         final, gt = _write_pair(out, pid, overwrite, write)
         written.append(final)
-        index.append({"id": pid, "source": gt["source"], "difficulty": "homography", "large": False, "set": "sar"})
+        index.append({"id": pid, "source": gt["source"], "difficulty": difficulty, "large": False, "set": "sar"})
     write_text_atomic(out / "index.json", json.dumps(index, indent=1) + "\n")
     return written
 

@@ -68,6 +68,29 @@ def test_make_pairs_same_seed_same_pairs(dates: Path, tmp_path: Path) -> None:
     assert ga != [json.loads((p / "gt.json").read_text())["H"] for p in c]
 
 
+def test_make_pairs_labels_the_warp_kind(dates: Path, tmp_path: Path) -> None:
+    """A shift-only or similarity-only warp range gives pairs of that kind, labelled as the evaluation sets label
+    theirs (``difficulty``); the default range is a homography."""
+    from sarreg.eval_pairs import WarpRange, warp_kind
+
+    shift = WarpRange(rotation=0.0, scale=(1.0, 1.0), perspective=0.0)
+    similar = WarpRange(rotation=5.0, scale=(0.95, 1.05), perspective=0.0)
+    assert [warp_kind(w) for w in (shift, similar, WarpRange(), WarpRange(perspective=0.0, shear=0.1))] == [
+        "shift", "similarity", "homography", "affine"]
+    for w, kind in ((shift, "shift"), (similar, "similarity")):
+        out = tmp_path / kind
+        for p in make_pairs([dates], out, 3, seed=4, size=128, warp=w):
+            H = np.asarray(json.loads((p / "gt.json").read_text())["H"])
+            assert np.allclose(H[2], [0, 0, 1])  # no perspective
+            lin = H[:2, :2]
+            if kind == "shift":
+                assert np.allclose(lin, np.eye(2))
+            else:
+                assert np.isclose(lin[0, 0], lin[1, 1]) and np.isclose(lin[0, 1], -lin[1, 0])
+                assert not np.allclose(lin, np.eye(2))
+        assert {e["difficulty"] for e in json.loads((out / "index.json").read_text())} == {kind}
+
+
 def test_make_pairs_gt_maps_moving_onto_reference(tmp_path: Path) -> None:
     """Two identical 'dates': pulling the moving image back with the written H reproduces the reference crop,
     while a 3 px error in H does not (so the check can fail)."""

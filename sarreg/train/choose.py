@@ -56,6 +56,7 @@ class SetRecipe:
     base: str | None = None
     look: dict[str, Any] = field(default_factory=dict)
     geo: bool = False  # georeferenced pairs with a georeference error (``make_geo_pairs``) instead of homographies
+    warp: dict[str, Any] = field(default_factory=dict)  # ``geometry.WarpRange`` fields other than the default's
 
 
 _HARD = dict(change=0.4, jpeg=True)
@@ -91,6 +92,12 @@ SETS: dict[str, SetRecipe] = {
     # (contrast reversals, regional changes), warped and georeferenced; measured, not in the rule
     "KA": SetRecipe(81, base="A", look=dict(look=False, contrast=True)),
     "KG": SetRecipe(82, base="G", look=dict(look=False, contrast=True)),
+    # pairs whose warp is a shift (P) or a similarity (Q), and their single-look + change looks (stop 38): every
+    # other pixel-space set is a homography, which rewards richer models in register's model choice; the
+    # evaluation's pairs are mostly shifts and similarities. Measured for register changes, not in the rule
+    "PA": SetRecipe(91, warp=dict(rotation=0.0, scale=(1.0, 1.0), perspective=0.0)),
+    "QA": SetRecipe(92, warp=dict(rotation=5.0, scale=(0.95, 1.05), perspective=0.0)),
+    "PL": SetRecipe(93, base="PA", look=_SINGLE), "QL": SetRecipe(94, base="QA", look=_SINGLE),
 }
 SINGLE_STAGE = ("A", "B", "CA", "CB", "XA", "XB", "SA", "SB", "SC", "SD", "SE", "SF", "HD", "HE", "HF",
                 "LD", "LE", "LF", "MD")
@@ -124,6 +131,7 @@ def build_sets(out: str | Path, ombria: str | Path, names: Sequence[str] = tuple
     build can be resumed. ``ombria``: the OMBRIA S1 train folder (BEFORE/, AFTER/); ``gefolki``: the gefolki
     folder (None = beside ``ombria``'s dataset folder). Returns the set folders."""
     from sarreg.eval_pairs import make_geo_pairs, make_pairs
+    from sarreg.geometry import WarpRange
     from sarreg.train.sensor_pairs import make_sensor_pairs
 
     out = Path(out)
@@ -139,7 +147,7 @@ def build_sets(out: str | Path, ombria: str | Path, names: Sequence[str] = tuple
                 make_geo_pairs(_sources(Path(ombria), r.sources, gefolki), d, n, seed=r.seed, overwrite=True)
             elif r.base is None:
                 make_pairs(_sources(Path(ombria), r.sources, gefolki), d, n, seed=r.seed, size=r.size,
-                           overwrite=True)
+                           warp=WarpRange(**r.warp), overwrite=True)
             else:
                 make_sensor_pairs(build(r.base), d, seed=r.seed, **r.look)
         done[name] = d
