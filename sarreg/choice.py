@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 FAIL_INLIERS = 8  # fewer final inliers: status "failed" (no usable transform)
 
 
-def _model_distance(a: Estimate, b: Estimate, area: BaseGeometry) -> float | None:
+def model_distance(a: Estimate, b: Estimate, area: BaseGeometry) -> float | None:
     """Mean distance (reference px) between two estimates over a 12 x 12 grid on the overlap ``area``."""
     import shapely
 
@@ -33,7 +33,7 @@ def _model_distance(a: Estimate, b: Estimate, area: BaseGeometry) -> float | Non
     return float(np.nanmean(np.hypot(*(a.apply(mov) - g).T)))
 
 
-def _clearly_better(richer: Estimate, est: Estimate) -> bool:
+def clearly_better(richer: Estimate, est: Estimate) -> bool:
     """The richer model explains clearly more matches than ``est`` (10 % + 3 more inliers)."""
     return richer.n_inliers >= 1.1 * est.n_inliers + 3
 
@@ -49,12 +49,12 @@ def select_model(est: Estimate, src: np.ndarray, dst: np.ndarray, area: BaseGeom
     except RegistrationFailed as e:
         info["homography"] = str(e)
         return est, info
-    dist = _model_distance(est, alt, area)
+    dist = model_distance(est, alt, area)
     info.update({"affine_inliers": est.n_inliers, "homography_inliers": alt.n_inliers,
                  "affine_heldout_rmse_px": finite_round(est.heldout_rmse),
                  "homography_heldout_rmse_px": finite_round(alt.heldout_rmse),
                  "distance_px": None if dist is None else round(dist, 4)})
-    if (dist is not None and dist > cfg.threshold / 3 and _clearly_better(alt, est)
+    if (dist is not None and dist > cfg.threshold / 3 and clearly_better(alt, est)
             and math.isfinite(alt.heldout_rmse) and alt.heldout_rmse <= est.heldout_rmse):
         info["chosen"] = "homography"
         return alt, info
@@ -111,10 +111,10 @@ def overlap_points(area: BaseGeometry, n: int = 7) -> np.ndarray:
 
 CV_MODELS = ("shift", "similarity", "affine", "homography")
 CV_FOLDS = 5  # spatial blocks of the tie points
-CV_GAIN = 0.20  # between located rasters a richer model must predict the held-out blocks this much better (median)
-CV_GAIN_PX = 0.25  # than a simpler one, or by this many px. Measured (stop 9): with 10 % alone some shifted real scenes
-# whose tie points trend slightly got an affine 0.3 px worse; with 20 % alone a perspective scene whose held-out blocks
-# are all ~2 px off got a similarity 3.4 px wrong instead of a homography within 1 px. Stop 38: no margin in pixel
+CV_GAIN = 0.20  # a richer model must predict the held-out blocks this much better (median) than a simpler one,
+CV_GAIN_PX = 0.25  # or by this many px. Measured (stop 9): with 10 % alone some shifted real scenes whose tie points
+# trend slightly got an affine 0.3 px worse; with 20 % alone a perspective scene whose held-out blocks are all ~2 px
+# off got a similarity 3.4 px wrong instead of a homography within 1 px. Stop 38: no margin in pixel
 # space helped the homography-warped training-split sets at 1 px and cost sub-pixel accuracy on real pairs whose
 # warp is a shift or a similarity (15 of 88 ../shared/eval pairs farther off), so the margin stays everywhere
 
@@ -129,26 +129,19 @@ def choose_by_extrapolation(matches: StageResult, area: BaseGeometry, cfg: Regis
     A simpler model fitted to a perspective scene is constrained but biased; a richer one fitted to clustered points
     fits them but extrapolates wrongly: both show as a larger error on the held-out blocks. None when the tie
     points are too few for the blocks. -> (estimate, info)."""
-    fits = _fit_all(matches.src, matches.dst, area, cfg, grid_n, matches.similarity)
-    cv = _cv_medians(fits, matches.src, matches.dst, cfg)
+    fits = fit_all(matches.src, matches.dst, area, cfg, grid_n, matches.similarity)
+    cv = cv_medians(fits, matches.src, matches.dst, cfg)
     if not cv:
         return None
-    chosen = _least_held_out(cv, fits, CV_GAIN, CV_GAIN_PX)
+    chosen = None
+    for model in fits:
+        if chosen is None or cv[model] < (1.0 - CV_GAIN) * cv[chosen] or cv[model] < cv[chosen] - CV_GAIN_PX:
+            chosen = model
     return fits[chosen], {"method": "spatial cross-validation", "tie_points": cv["_n"], "blocks": CV_FOLDS,
                           "cv_median_px": {m: v for m, v in cv.items() if m != "_n"}, "chosen": chosen}
 
 
-def _least_held_out(cv: dict[str, float], fits: dict[str, Estimate], gain: float, gain_px: float) -> str:
-    """The model (simplest first) with the least held-out residual, a richer one taken only when it predicts ``gain``
-    (fraction) or ``gain_px`` better."""
-    chosen = None
-    for model in fits:
-        if chosen is None or cv[model] < (1.0 - gain) * cv[chosen] or cv[model] < cv[chosen] - gain_px:
-            chosen = model
-    return chosen
-
-
-def _fit_all(src: np.ndarray, dst: np.ndarray, area: BaseGeometry, cfg: RegisterConfig, grid_n: int,
+def fit_all(src: np.ndarray, dst: np.ndarray, area: BaseGeometry, cfg: RegisterConfig, grid_n: int,
              scores: np.ndarray | None) -> dict[str, Estimate]:
     """Every model of CV_MODELS fitted robustly to the same matches (those that can be), simplest first."""
     fits: dict[str, Estimate] = {}
@@ -161,7 +154,7 @@ def _fit_all(src: np.ndarray, dst: np.ndarray, area: BaseGeometry, cfg: Register
     return fits
 
 
-def _cv_medians(fits: dict[str, Estimate], src: np.ndarray, dst: np.ndarray, cfg: RegisterConfig
+def cv_medians(fits: dict[str, Estimate], src: np.ndarray, dst: np.ndarray, cfg: RegisterConfig
                 ) -> dict[str, float]:
     """Median held-out residual (px) of each fitted model over spatial blocks of the tie points that any model with
     a rotation term accepts, residuals capped at twice ``--threshold``; "_n": how many tie points. {} when they

@@ -15,13 +15,13 @@ import numpy as np
 from rasterio.windows import Window
 
 from sarreg.area import coarse_area, strong_area, turned_area
+from sarreg.choice import FAIL_INLIERS
 from sarreg.config import RegisterConfig
 from sarreg.errors import InputError, RegistrationFailed
 from sarreg.estimate import Estimate, apply_matrix, decompose, fit_model
 from sarreg.features import Features
 from sarreg.geometry import resample, resample_valid, rotation, translate
 from sarreg.io.raster import Scene, open_dataset, read_unit
-from sarreg.choice import FAIL_INLIERS
 from sarreg.relate import CoarseImages, moving_pre, read_moving_around
 from sarreg.stage import StageResult, TilePair
 

@@ -35,6 +35,7 @@ import numpy as np
 from sarreg import __version__
 from sarreg.area import (AREA_RADIUS, area_stage, global_start, refine_from_starts, repeat_match, second_motion,
                          settles)
+from sarreg.choice import FAIL_INLIERS, choose_estimate, overlap_points, prefer_simpler, select_model
 from sarreg.config import RegisterConfig
 from sarreg.correlate import repeat_period
 from sarreg.errors import InputError, RegistrationFailed
@@ -47,7 +48,6 @@ from sarreg.io.safe import product_info
 from sarreg.io.source import resolve_input, stac_info
 from sarreg.keypoints import Extractor, coarse_stage, fine_stage, read_tiles, try_coarse_area
 from sarreg.offsets import local_transform
-from sarreg.choice import FAIL_INLIERS, choose_estimate, overlap_points, prefer_simpler, select_model
 from sarreg.quality import RIVAL_THRESHOLDS, cross_check, judge, model_adequacy, repeats_far, second_moves
 from sarreg.relate import check_bounds, located_by, moving_pre, overlap_area, prior_matrix, read_coarse
 from sarreg.stage import StageResult

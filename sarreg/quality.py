@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from sarreg.choice import (CV_MODELS, MAX_SPREAD, _clearly_better, _cv_medians, _fit_all, _model_distance,
-                           extrapolates_poorly, overlap_points, too_uncertain)
+from sarreg.choice import (CV_MODELS, MAX_SPREAD, clearly_better, cv_medians, extrapolates_poorly, fit_all,
+                           model_distance, overlap_points, too_uncertain)
 from sarreg.config import RegisterConfig
 from sarreg.estimate import Estimate, decompose, finite_round
 from sarreg.stage import StageResult
@@ -32,7 +32,7 @@ def model_adequacy(est: Estimate, src: np.ndarray, dst: np.ndarray, area: BaseGe
     richer = RICHER.get(est.model)
     if richer is None:
         return None
-    fits = _fit_all(src, dst, area, cfg, 8, None)
+    fits = fit_all(src, dst, area, cfg, 8, None)
     fits[est.model] = est
     rivals = [m for m in CV_MODELS[CV_MODELS.index(richer):] if m in fits]
     if not rivals:
@@ -41,13 +41,13 @@ def model_adequacy(est: Estimate, src: np.ndarray, dst: np.ndarray, area: BaseGe
     worst = 0.0
     for model in rivals:
         alt = fits[model]
-        if not _clearly_better(alt, est):
+        if not clearly_better(alt, est):
             continue  # the richer model explains no more matches: the chosen one is adequate against it
         if model != richer:
-            cv = _cv_medians(fits, src, dst, cfg) if cv is None else cv
+            cv = cv_medians(fits, src, dst, cfg) if cv is None else cv
             if not cv or cv[model] > cv[est.model]:
                 continue
-        worst = max(worst, _model_distance(est, alt, area) or 0.0)
+        worst = max(worst, model_distance(est, alt, area) or 0.0)
     return worst
 
 
@@ -207,7 +207,7 @@ def cross_check(est: Estimate, other: Estimate | None, other_matches: StageResul
     passes = judge(other, prior, cfg)[0] == "ok"
     idx = np.flatnonzero(other.inliers)
     r = np.hypot(*(est.apply(other_matches.src[idx]) - other_matches.dst[idx]).T)
-    dist = _model_distance(est, other, area)
+    dist = model_distance(est, other, area)
     source = "correlation" if other_matches.info.get("method") == "correlation" else "keypoints"
     out = {"source": source, "model": other.model, "tie_points": int(idx.size),
            "median_px": finite_round(float(np.median(r))),
