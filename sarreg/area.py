@@ -26,6 +26,8 @@ from sarreg.stage import StageResult, TilePair
 if TYPE_CHECKING:
     from shapely.geometry.base import BaseGeometry
 
+    from sarreg.dense import DenseDescriber
+
 
 AREA_SIZE = 64  # correlation window (px) at full resolution
 AREA_SPACING = 32  # grid spacing of window centres (px)
@@ -36,19 +38,33 @@ AREA_RADIUS = 8.0  # search radius (px) once a keypoint or correlation estimate 
 
 
 def _area_points(ru: np.ndarray, rv: np.ndarray, wu: np.ndarray, wv: np.ndarray, to_ref: np.ndarray,
-                 to_mov: np.ndarray, size: int, spacing: int, radius: float
+                 to_mov: np.ndarray, size: int, spacing: int, radius: float, dense: DenseDescriber | None = None
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """Tie points from correlating a reference image with the moving image resampled onto its grid.
 
     to_ref / to_mov: image px -> full reference px / full moving px. Returns (src moving px, dst reference px,
-    peak heights, number of windows tried); only windows whose correlation peak passed the quality checks.
+    peak heights, number of windows tried); only windows whose correlation peak passed the quality checks, or with
+    ``dense`` (AREA_SIZE windows searched within AREA_RADIUS) those the network's dense descriptors verify
+    (``sarreg.dense.verified``).
     """
     from sarreg.correlate import correlate, window_grid
 
     c = window_grid(rv & wv, size, spacing)
     o = correlate(ru, wu, rv, wv, c, size, radius)
-    o = o.subset(o.ok)
+    if checked(dense, size, radius) and len(c):
+        from sarreg.dense import descriptor_offsets, verified
+
+        o = verified(o, descriptor_offsets(dense, ru, rv, wu, wv, c, size, radius))
+    else:
+        o = o.subset(o.ok)
     return apply_matrix(to_mov, o.xy), apply_matrix(to_ref, o.xy + o.d), o.peak, len(c)
+
+
+def checked(dense: DenseDescriber | None, size: int, radius: float) -> bool:
+    """Whether windows of ``size`` px searched within ``radius`` px are checked by the dense descriptors: the
+    refinement's AREA_SIZE windows once an estimate exists (the descriptors' search is measured there,
+    ``benchmarks/window_accuracy.py``), not the coarse grid's, second-motion or repeat windows."""
+    return dense is not None and size == AREA_SIZE and radius <= AREA_RADIUS + 0.5
 
 
 def _area_result(src: np.ndarray, dst: np.ndarray, q: np.ndarray, ref: Scene, mov: Scene,
@@ -206,27 +222,28 @@ def _resampled(tiles: list[TilePair], T: np.ndarray, size: int
         yield t, resample(t.mu, Ft, shape, flags=cv2.INTER_LANCZOS4), resample_valid(t.mv, Ft, shape)
 
 
-def _area_pass(tiles: list[TilePair], T: np.ndarray, size: int, radius: float, spacing: int | None = None
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+def _area_pass(tiles: list[TilePair], T: np.ndarray, size: int, radius: float, spacing: int | None = None,
+               dense: DenseDescriber | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """Correlation tie points of all tiles, the moving tiles resampled through ``T`` (Lanczos); windows every
-    ``spacing`` px (default ``_area_spacing``)."""
+    ``spacing`` px (default ``_area_spacing``); ``dense``: verified by the descriptors (``_area_points``)."""
     srcs, dsts, qs, n = [np.zeros((0, 2))], [np.zeros((0, 2))], [np.zeros(0)], 0
     inv = np.linalg.inv(T)
     spacing = spacing or _area_spacing(len(tiles), size)
     for t, wu, wv in _resampled(tiles, T, size):
         off = translate(t.c0, t.r0)
-        src, dst, q, k = _area_points(t.ru, t.rv, wu, wv, off, inv @ off, size, spacing, radius)
+        src, dst, q, k = _area_points(t.ru, t.rv, wu, wv, off, inv @ off, size, spacing, radius, dense)
         srcs.append(src), dsts.append(dst), qs.append(q)
         n += k
     return np.concatenate(srcs), np.concatenate(dsts), np.concatenate(qs), n
 
 
 def area_stage(ref: Scene, mov: Scene, tiles: list[TilePair], T: np.ndarray, radius: float, model: str,
-               cfg: RegisterConfig, area: BaseGeometry, coverage_grid: int = 8, iterations: int = 2
-               ) -> tuple[Estimate | None, StageResult]:
+               cfg: RegisterConfig, area: BaseGeometry, coverage_grid: int = 8, iterations: int = 2,
+               dense: DenseDescriber | None = None) -> tuple[Estimate | None, StageResult]:
     """Sub-pixel tie points by correlation on the fine-stage tiles, the moving tile resampled through the current
     transform ``T``; the model refitted and the correlation repeated through it (``iterations`` passes). Windows of
     AREA_SIZE px; twice that when too few of them agree (weak correlation: strong speckle or temporal change).
+    ``dense``: the AREA_SIZE windows verified by the network's dense descriptors (``sarreg.dense``).
 
     Returns (estimate or None when the windows do not agree, the last successful pass's tie points)."""
     est = None
@@ -239,11 +256,12 @@ def area_stage(ref: Scene, mov: Scene, tiles: list[TilePair], T: np.ndarray, rad
     for it in range(iterations):
         e = None
         for size in sizes:
-            src, dst, q, n = _area_pass(tiles, T, size, radius)
+            src, dst, q, n = _area_pass(tiles, T, size, radius, dense=dense)
             spacing = _area_spacing(len(tiles), size)
             res = _area_result(src, dst, q, ref, mov, {"method": "correlation", "windows": n, "matches": len(src),
                                                        "window_px": size, "spacing_px": spacing,
-                                                       "search_radius_px": radius, "passes": it + 1})
+                                                       "search_radius_px": radius, "passes": it + 1,
+                                                       "descriptor_check": checked(dense, size, radius)})
             try:
                 e = _fit_area(src, dst, q, model, cfg.threshold, cfg, area, coverage_grid)
                 sizes = [size]  # the next pass keeps the window size that worked
@@ -262,8 +280,8 @@ def area_stage(ref: Scene, mov: Scene, tiles: list[TilePair], T: np.ndarray, rad
 
 def refine_from_starts(ref: Scene, mov: Scene, tiles: list[TilePair], starts: list[tuple[np.ndarray, float, str]],
                        model: str, cfg: RegisterConfig, area: BaseGeometry, coverage_grid: int = 8,
-                       done: tuple[np.ndarray, tuple[Estimate | None, StageResult]] | None = None
-                       ) -> tuple[Estimate | None, StageResult | None]:
+                       done: tuple[np.ndarray, tuple[Estimate | None, StageResult]] | None = None,
+                       dense: DenseDescriber | None = None) -> tuple[Estimate | None, StageResult | None]:
     """``area_stage`` from each distinct start (matrix, search radius, name: keypoint, coarse, georeferencing
     estimates...), keeping the result most windows agree with. Why several: a weak keypoint fit can be a few px off
     where the correlation from the coarse estimate or the georeferencing still finds the truth. Starts within 1 px
@@ -279,7 +297,7 @@ def refine_from_starts(ref: Scene, mov: Scene, tiles: list[TilePair], starts: li
         if done is not None and T0 is done[0]:
             e, r = done[1]
         else:
-            e, r = area_stage(ref, mov, tiles, T0, radius, model, cfg, area, coverage_grid)
+            e, r = area_stage(ref, mov, tiles, T0, radius, model, cfg, area, coverage_grid, dense=dense)
         r.info["start"] = name
         results.append((name, e))
         if res is None or (e is not None and (est is None or e.n_inliers > est.n_inliers)):

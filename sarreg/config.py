@@ -168,7 +168,9 @@ class RegisterConfig:
     px at full resolution, how many, keypoints per tile; ``tile_size`` is the old, still accepted keyword of
     ``fine_tile``). keypoints: "auto" runs the fine-stage keypoints only when the fine correlation does not settle
     the estimate on its own (``sarreg.area.settles``); "always" runs them every time (their matches in
-    OUT.matches.npz). ratio: optional Lowe ratio on MNN.
+    OUT.matches.npz). area_descriptors: the area stage keeps the correlation windows that the network's dense
+    descriptors confirm, and uses the descriptors' offsets when few are confirmed (``sarreg.dense``; R2D2 only).
+    ratio: optional Lowe ratio on MNN.
     Gates: min_inliers, max_rmse (px), min_coverage (0..1) decide ok / low_quality; fewer matches -> failed.
     Outputs: warp (False = --no-warp), update_georef, fmt auto|COG|GTiff (auto: a COG, or with update_georef the
     moving GeoTIFF's own encoding, its bytes kept), compress, resampling, resolution (the output's pixel size on the
@@ -192,6 +194,7 @@ class RegisterConfig:
     n_tiles: int = _opt(9, min=1)
     fine_top_k: int = _opt(1500, min=1)
     keypoints: str = _opt("auto", choices=KEYPOINTS)
+    area_descriptors: bool = False
     ratio: float | None = _opt(None, min=0.0, max=1.0, type=float)
     min_inliers: int = _opt(12, min=3)
     max_rmse: float = _opt(1.5, min=0.0, min_open=True)

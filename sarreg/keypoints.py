@@ -28,6 +28,7 @@ from sarreg.stage import StageResult, TilePair
 if TYPE_CHECKING:
     from shapely.geometry.base import BaseGeometry
 
+    from sarreg.dense import DenseDescriber
     from sarreg.match import Matches
     from sarreg.model.weights import Model
 
@@ -77,6 +78,13 @@ class Extractor:
         if self._model is None and self.kind == "r2d2":
             self._load()
         return self._model
+
+    def dense(self) -> DenseDescriber | None:
+        """The network's dense descriptors for the area stage's window check (``sarreg.dense``); None for SIFT."""
+        from sarreg.dense import DenseDescriber
+        from sarreg.extract import resolve_device
+
+        return None if self.model is None else DenseDescriber(self.model, resolve_device(self._device))
 
     def _load(self) -> None:
         from sarreg.extract import resolve_device

@@ -304,12 +304,14 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
         c_radius = max(6.0, 3.0 * cest.rmse, coarse.info["threshold_px"])
         # correlation first here too: when the coarse correlation held and the fine windows settle the estimate
         # from it, the keypoints cannot change the result, so the network is not run (nor loaded)
-        probe = None
+        probe = dense = None
         if coarse.info.get("correlation_first") and cfg.keypoints == "auto":
             probe = area_stage(rs, ms, tiles, cest.matrix, c_radius, fit_as, cfg, area, grid_n)
         if probe is not None and settles(*probe, cfg.features):
             fine = StageResult.empty(rs, ms, {**tiles_info, "keypoints": "skipped (correlation settled)"})
         else:
+            # the correlation did not settle: its windows are checked by the network's dense descriptors
+            dense = ext.dense() if cfg.area_descriptors else None
             fine = fine_stage(rs, ms, cest.matrix, max(cest.rmse, coarse.info["threshold_px"] / 2), ext, cfg,
                               tiles, tiles_info)
         rep.stages["fine"] = dict(fine.info)
@@ -335,8 +337,8 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
         starts += extra_starts
         if rs.geolocated:
             starts.append((prior, max(6.0, 3.0 * cest.rmse, coarse.info["threshold_px"]), "georeferencing"))
-        done = (cest.matrix, probe) if probe is not None and area_model == fit_as else None
-        est_area, area_res = refine_from_starts(rs, ms, tiles, starts, area_model, cfg, area, grid_n, done)
+        done = (cest.matrix, probe) if probe is not None and area_model == fit_as and dense is None else None
+        est_area, area_res = refine_from_starts(rs, ms, tiles, starts, area_model, cfg, area, grid_n, done, dense)
         if est_area is not None and cfg.model == "auto" and not cfg.update_georef and area_model == "affine":
             est_area, rep.stages["model_selection_area"] = select_model(
                 est_area, area_res.src, area_res.dst, area, cfg, scores=area_res.similarity, coverage_grid=grid_n)

@@ -1,0 +1,182 @@
+"""Area-based matching on the network's dense descriptors: window offsets that check the correlation's.
+
+Why: on single-look speckle, strong temporal change or unlike radiometry the phase correlation of a 64 px window
+often peaks on noise, while the network's descriptors, trained to match across exactly these changes, averaged over
+the same window still find the offset (``benchmarks/window_accuracy.py``: windows within 1 px, correlation vs
+descriptors, 0.16 vs 0.46 on single-look looks, 0.27 vs 0.62 on strong change). Where the correlation holds it is
+the more precise (a sub-pixel Gaussian fit), so the descriptors *verify* its windows: a window is kept when both
+agree within ``VERIFY_PX``, with the correlation's offset. When too few agree (under ``MIN_VERIFIED``) the
+correlation is the weak measure on this pair, and the descriptors' own offsets stand in where they disagree.
+
+The similarity of a window at offset o is the mean over the window of the cosine similarity between the reference
+descriptor at p and the moving descriptor at p + o. It is searched on the network's own grid (half resolution for
+the Fast network), then at full resolution around that peak (the descriptors up-sampled bilinearly, as for the
+keypoints), with a 3-point fit per axis. Memory: the full-resolution maps are made in bands of window rows.
+"""
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from sarreg.correlate import MIN_TEXTURE, Offsets
+
+if TYPE_CHECKING:
+    from sarreg.model.weights import Model
+
+VERIFY_PX = 1.0  # a correlation window is verified when the descriptors' offset lies this close (px) to its own
+MIN_VERIFIED = 0.4  # share of the descriptors' windows verified under which their offsets replace the correlation's
+DISTINCT = 1.02  # a window's best similarity over the best one > 2 px away: under it the window is ambiguous
+BAND_PX = 2 ** 20  # full-resolution pixels per band of the sub-pixel step (2 x 128 float32 maps: ~1 GiB)
+
+
+class DenseDescriber:
+    """Raw dense descriptors of a [0, 1] image from the network (``run_network``): (C x h x w map, its step in
+    image px: 2 for the Fast network's half-resolution map, else 1)."""
+
+    def __init__(self, model: Model, device: torch.device | str = "cpu", precision: str = "fp32"):
+        self.model, self.device, self.precision = model, device, precision
+
+    def __call__(self, unit: np.ndarray, valid: np.ndarray) -> tuple[torch.Tensor, int]:
+        from sarreg.network import run_network
+
+        img = np.where(valid, np.nan_to_num(unit), 0).astype(np.float32)
+        out = run_network(self.model, img, self.device, self.precision)
+        return out.raw.float().cpu(), 2 if out.upsampled else 1
+
+
+def _window_means(a: torch.Tensor, b: torch.Tensor, m: int, offsets: np.ndarray, rows: np.ndarray,
+                  cols: np.ndarray, half: int) -> np.ndarray:
+    """For each (dx, dy) in ``offsets`` (|dx|, |dy| <= m): the mean over each window (centre ``rows`` / ``cols``,
+    side 2 * half) of the dot product a(p) . b(p + offset) -> (len(offsets), len(rows)). ``b`` holds ``m`` more
+    rows than ``a`` above and below (zeros outside the image); columns outside it count as 0."""
+    C, H, W = a.shape
+    bp = F.pad(b[None], (m, m, 0, 0))[0]
+    out = np.empty((len(offsets), len(rows)), np.float32)
+    chunk = max(1, min(C, 2 ** 24 // (H * W)))  # bounded temporary: at most 64 MB per product
+    for k, (ox, oy) in enumerate(offsets):
+        prod = torch.zeros(H, W)
+        for ch in range(0, C, chunk):
+            prod += (a[ch:ch + chunk] * bp[ch:ch + chunk, m + oy:m + oy + H, m + ox:m + ox + W]).sum(0)
+        box = cv2.boxFilter(prod.numpy(), -1, (2 * half, 2 * half), anchor=(half, half), normalize=True,
+                            borderType=cv2.BORDER_CONSTANT)
+        out[k] = box[rows, cols]
+    return out
+
+
+def _peak_fit(s: np.ndarray, iy: int, ix: int) -> tuple[float, float]:
+    """Sub-pixel (dx, dy) of the maximum at (iy, ix) of a surface by a 3-point parabola per axis (0 at borders)."""
+    e = [0.0, 0.0]
+    for ax, (i, n) in enumerate(((ix, s.shape[1]), (iy, s.shape[0]))):
+        if 0 < i < n - 1:
+            lo, mid, hi = s[iy, i - 1:i + 2] if ax == 0 else s[i - 1:i + 2, ix]
+            den = lo - 2 * mid + hi
+            if den < 0:
+                e[ax] = float(np.clip(0.5 * (lo - hi) / den, -0.5, 0.5))
+    return e[0], e[1]
+
+
+def _up(raw: torch.Tensor, y0: int, y1: int, W: int) -> torch.Tensor:
+    """L2-normalised full-resolution descriptors of image rows [y0, y1) from a half-resolution map (bilinear x2,
+    align_corners=False: the same values as up-sampling the whole map, one extra source row each side)."""
+    h = raw.shape[1]
+    s0, s1 = max(0, y0 // 2 - 1), min(h, (y1 + 1) // 2 + 1)
+    up = F.interpolate(raw[None, :, s0:s1], scale_factor=2, mode="bilinear", align_corners=False)[0]
+    out = up[:, y0 - 2 * s0:y1 - 2 * s0, :W]
+    return F.normalize(out, dim=0)
+
+
+def descriptor_offsets(dense: DenseDescriber, ru: np.ndarray, rv: np.ndarray, wu: np.ndarray, wv: np.ndarray,
+                       centres: np.ndarray, size: int, radius: float) -> Offsets:
+    """Per-window offsets (``Offsets``, as ``correlate``: the moving content at xy lies at xy + d in the reference)
+    from the dense descriptors of the reference image and the moving image resampled onto its grid, searched
+    within ``radius`` px. peak: the mean cosine similarity at the offset; ratio: over the best one > 2 px away;
+    ok: a positive, distinct peak on a textured window."""
+    c = np.asarray(centres, int).reshape(-1, 2)
+    n = len(c)
+    if not n:
+        return Offsets.empty()
+    H, W = ru.shape
+    half = size // 2
+    (ra, step), (ma, _) = dense(ru, rv), dense(wu, wv)
+    # 1. the network's grid: every offset within the radius
+    R = max(1, int(math.ceil(radius / step)))
+    grid = np.array([(ox, oy) for oy in range(-R, R + 1) for ox in range(-R, R + 1)])
+    hr = np.clip(c[:, 1] // step, 0, ra.shape[1] - 1)
+    hc = np.clip(c[:, 0] // step, 0, ra.shape[2] - 1)
+    mb = F.pad(F.normalize(ma, dim=0)[None], (0, 0, R, R))[0]
+    S = _window_means(F.normalize(ra, dim=0), mb, R, grid, hr, hc, max(1, half // step))
+    S = S.T.reshape(n, 2 * R + 1, 2 * R + 1)
+    flat = S.reshape(n, -1)
+    best_i = flat.argmax(1)
+    iy, ix = np.divmod(best_i, 2 * R + 1)
+    best = flat[np.arange(n), best_i]
+    yy, xx = np.mgrid[-R:R + 1, -R:R + 1]
+    near = (np.abs(yy[None] - (iy - R)[:, None, None]) * step <= 2) & (np.abs(xx[None] - (ix - R)[:, None, None])
+                                                                         * step <= 2)
+    second = np.where(near, -np.inf, S).reshape(n, -1).max(1)
+    o = np.zeros((n, 2))
+    for k in range(n):
+        fx, fy = _peak_fit(S[k], iy[k], ix[k])
+        o[k] = ((ix[k] - R + fx) * step, (iy[k] - R + fy) * step)
+    peak = best.astype(np.float64)
+    # 2. full resolution around that peak (the Fast network): a 3 x 3 neighbourhood, in bands of window rows
+    if step > 1:
+        cand = np.round(o).astype(int)
+        order = np.argsort(c[:, 1], kind="stable")
+        rows_per_band = max(size, BAND_PX // max(W, 1))
+        start = 0
+        while start < n:
+            y_lo = c[order[start], 1]
+            end = start
+            while end < n and c[order[end], 1] - y_lo + size <= rows_per_band:
+                end += 1
+            idx = order[start:max(end, start + 1)]
+            start = max(end, start + 1)
+            m = int(np.abs(cand[idx]).max()) + 1
+            y0, y1 = max(0, int(c[idx, 1].min()) - half), min(H, int(c[idx, 1].max()) + half)
+            a = _up(ra, y0, y1, W)
+            b0, b1 = max(0, y0 - m), min(H, y1 + m)
+            b = F.pad(_up(ma, b0, b1, W)[None], (0, 0, m - (y0 - b0), m - (b1 - y1)))[0]  # rows y0 - m .. y1 + m
+            nb = np.array([(dx, dy) for dy in (-1, 0, 1) for dx in (-1, 0, 1)])
+            offs = np.unique((cand[idx][:, None, :] + nb[None]).reshape(-1, 2), axis=0)
+            vals = _window_means(a, b, m, offs, c[idx, 1] - y0, c[idx, 0], half)
+            lookup = {tuple(v): i for i, v in enumerate(offs)}
+            for j, k in enumerate(idx):
+                s3 = np.array([[vals[lookup[(cand[k, 0] + dx, cand[k, 1] + dy)], j] for dx in (-1, 0, 1)]
+                               for dy in (-1, 0, 1)])
+                jy, jx = np.unravel_index(int(np.argmax(s3)), (3, 3))
+                fx, fy = _peak_fit(s3, jy, jx) if (jy, jx) == (1, 1) else (0.0, 0.0)
+                o[k] = (cand[k, 0] + jx - 1 + fx, cand[k, 1] + jy - 1 + fy)
+                peak[k] = max(peak[k], float(s3[jy, jx]))
+    textured = np.array([_textured(ru, rv, x, y, half, size) for x, y in c])
+    ok = (best > 0) & (best >= DISTINCT * second) & textured & (np.hypot(*o.T) <= radius + 1)
+    ratio = np.where(second > 0, best / np.maximum(second, 1e-9), np.inf)
+    return Offsets(c.astype(float), -o, peak, ratio, ok)
+
+
+def _textured(ru: np.ndarray, rv: np.ndarray, x: int, y: int, half: int, size: int) -> bool:
+    """A window mostly valid (half its pixels) whose reference values vary (``MIN_TEXTURE``)."""
+    y0, x0 = y - half, x - half
+    if y0 < 0 or x0 < 0 or y0 + size > ru.shape[0] or x0 + size > ru.shape[1]:
+        return False
+    v = rv[y0:y0 + size, x0:x0 + size]
+    return bool(v.mean() >= 0.5 and np.std(ru[y0:y0 + size, x0:x0 + size][v]) >= MIN_TEXTURE)
+
+
+def verified(corr: Offsets, desc: Offsets) -> Offsets:
+    """The correlation's windows whose offset the descriptors confirm (within ``VERIFY_PX``), with the
+    correlation's (sub-pixel) offset; when under ``MIN_VERIFIED`` of the descriptors' windows are confirmed, all
+    of these, the descriptors' offset where the two disagree. peak: the descriptors' similarity."""
+    keep = desc.ok.copy()
+    same = len(corr) == len(desc)
+    agree = keep & corr.ok & np.all(np.isfinite(corr.d), 1) & (np.hypot(*(corr.d - desc.d).T) <= VERIFY_PX) \
+        if same else np.zeros_like(keep)
+    d = np.where(agree[:, None], corr.d, desc.d)
+    if agree.sum() >= MIN_VERIFIED * keep.sum():
+        keep = agree
+    return Offsets(desc.xy, d, desc.peak, desc.ratio, keep).subset(keep)

@@ -1,0 +1,114 @@
+"""The area stage's descriptor check (sarreg.dense): known offsets on project-generated speckled scenes with the
+shipped network, the verification rule, and the banded up-sampling that bounds its memory."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from sarreg import synth
+from sarreg.correlate import Offsets, correlate, window_grid
+from sarreg.dense import MIN_VERIFIED, VERIFY_PX, DenseDescriber, _up, descriptor_offsets, verified
+from sarreg.io.raster import image_to_unit
+from sarreg.model.weights import load_model
+
+
+@pytest.fixture(scope="module")
+def dense() -> DenseDescriber:
+    return DenseDescriber(load_model(None))
+
+
+def _pair(d: tuple[float, float], seed: int, looks: float, change: float = 0.0, n: int = 320):
+    """Reference = date 1; moving = date 2 whose content sits at -d (the moving window at c matches the reference
+    at c + d), resampled with Lanczos."""
+    _, a, b = synth.make_pair(n, n, seed, looks=looks, change=change)
+    H = np.array([[1, 0, d[0]], [0, 1, d[1]], [0, 0, 1]], dtype=np.float64)
+    bw = synth.warp_image(b, H, (n, n), interpolation=cv2.INTER_LANCZOS4)
+    ua, va = image_to_unit(a)
+    ub, vb = image_to_unit(bw, valid=np.isfinite(bw))
+    return ua, va, ub, vb
+
+
+@pytest.mark.parametrize("d", [(0.0, 0.0), (0.4, -0.35), (2.71, 1.18), (-5.5, 3.25)])
+def test_descriptor_offsets_find_known_shifts(dense, d):
+    ua, va, ub, vb = _pair(d, seed=5, looks=4.0)
+    c = window_grid(va & vb, 64, 32)
+    o = descriptor_offsets(dense, ua, va, ub, vb, c, 64, 8.0)
+    assert len(o) == len(c) and o.ok.mean() > 0.5
+    err = np.hypot(*(o.d[o.ok] - np.array(d)).T)
+    assert np.median(err) < 0.5  # the full-resolution step: sub-pixel, not the half-resolution grid's 2 px
+    assert (err < 1.0).mean() > 0.8
+
+
+def test_descriptors_hold_where_single_look_correlation_does_not(dense):
+    """Single-look speckle with temporal change: more windows within 1 px than the phase correlation's."""
+    d = (1.3, -2.2)
+    ua, va, ub, vb = _pair(d, seed=8, looks=1.0, change=0.3, n=384)
+    c = window_grid(va & vb, 64, 32)
+    o = descriptor_offsets(dense, ua, va, ub, vb, c, 64, 8.0)
+    oc = correlate(ua, ub, va, vb, c, 64, 8.0)
+
+    def good(x: Offsets) -> int:
+        return int((x.ok & (np.hypot(*(x.d - np.array(d)).T) < 1.0)).sum())
+
+    assert good(o) > good(oc)
+
+
+def test_verified_keeps_agreeing_windows_with_the_correlation_offset():
+    xy = np.arange(20, dtype=float).reshape(10, 2)
+    truth = np.tile([1.0, -2.0], (10, 1))
+    desc = Offsets(xy, truth + 0.3, np.full(10, 0.5), np.full(10, 1.2), np.ones(10, bool))
+    cd = truth.copy()
+    cd[:3] += 5.0  # three correlation windows on noise
+    corr = Offsets(xy, cd.copy(), np.full(10, 0.3), np.full(10, 2.0), np.ones(10, bool))
+    v = verified(corr, desc)
+    assert len(v) == 7 and np.allclose(v.d, truth[3:]) and np.allclose(v.xy, xy[3:])
+    # few windows confirmed: the correlation is the weak measure here, the descriptors' offsets stand in
+    cd[:8] += 5.0
+    v = verified(Offsets(xy, cd, corr.peak, corr.ratio, corr.ok), desc)  # 2 of 10 confirmed
+    assert 2 < MIN_VERIFIED * 10 and len(v) == 10
+    assert np.allclose(v.d[:8], truth[:8] + 0.3) and np.allclose(v.d[8:], truth[8:])
+    # a window the descriptors find ambiguous is dropped whatever the correlation says
+    desc.ok[9] = False
+    assert len(verified(corr, desc)) == 6
+    assert VERIFY_PX >= 0.3
+
+
+def test_banded_upsampling_equals_the_whole_map():
+    """The sub-pixel step up-samples bands of rows (bounded memory): the same values as the whole map."""
+    g = torch.Generator().manual_seed(0)
+    raw = torch.randn(8, 23, 30, generator=g)
+    H, W = 45, 59
+    whole = F.normalize(F.interpolate(raw[None], scale_factor=2, mode="bilinear", align_corners=False)[0, :, :H, :W],
+                        dim=0)
+    for y0, y1 in ((0, 7), (5, 20), (13, 14), (30, 45), (0, 45)):
+        assert torch.allclose(_up(raw, y0, y1, W), whole[:, y0:y1], atol=1e-6), (y0, y1)
+
+
+def test_register_checks_the_refinement_windows_with_descriptors(tmp_path):
+    """Through ``register`` (real GeoTIFFs): a single-look pair with temporal change, the shipped network; the
+    refinement's windows are checked by the descriptors (``stages.refine.descriptor_check``) unless switched off,
+    and the result is within a pixel either way."""
+    from sarreg import register
+    from sarreg.config import RegisterConfig
+    from sarreg.estimate import apply_matrix
+
+    n, d = 384, (3.4, -2.6)
+    rng = np.random.default_rng(3)
+    refl = synth.reflectivity(n, n, seed=21)
+    later = synth.temporal_change(refl, rng, 0.2)
+    H = np.array([[1, 0, -d[0]], [0, 1, -d[1]], [0, 0, 1]], dtype=np.float64)  # moving px -> reference px: + d
+    mov = synth.warp_image(synth.speckle(later, 1.0, rng), np.linalg.inv(H), (n, n))
+    ref = synth.write_geotiff(tmp_path / "ref.tif", synth.speckle(refl, 1.0, rng))
+    mv = synth.write_geotiff(tmp_path / "mov.tif", np.nan_to_num(mov, nan=0.0), nodata=0.0)
+    g = np.stack(np.meshgrid(np.linspace(0, n - 1, 8), np.linspace(0, n - 1, 8)), -1).reshape(-1, 2)
+    truth = np.linalg.inv(H)
+    for on in (True, False):
+        cfg = RegisterConfig(keypoints="always", model="shift", device="cpu", area_descriptors=on, warp=False)
+        rep = register(ref, mv, tmp_path / f"o{on}.tif", cfg)
+        assert rep.stages["refine"]["descriptor_check"] is on
+        assert rep.matrix is not None
+        err = np.hypot(*(apply_matrix(np.asarray(rep.matrix), g) - apply_matrix(truth, g)).T).mean()
+        assert err < 1.0, (on, err, rep.message)
