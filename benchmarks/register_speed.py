@@ -52,11 +52,12 @@ def _points(size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def generate(path: Path, size: int, m: np.ndarray, base: np.ndarray, pts, looks_seed: int,
-             profile: dict | None = None, border: int = 0) -> None:
+             profile: dict | None = None, border: int = 0, looks: float = 4.0) -> None:
     """Write one scene window by window: pixel (u, v) shows the landscape at reference pixel m(u, v).
 
     ``profile`` overrides the rasterio creation profile (tiling, compression, nodata); ``border`` > 0 writes 0
-    (nodata) outside a footprint inset by ``border`` px with a slanted left edge, as in SAR products.
+    (nodata) outside a footprint inset by ``border`` px with a slanted left edge, as in SAR products; ``looks``:
+    of the speckle (1 = single-look).
     """
     import cv2
     import rasterio
@@ -85,7 +86,7 @@ def generate(path: Path, size: int, m: np.ndarray, base: np.ndarray, pts, looks_
                 ins = (p[:, 0] >= c0 - 0.5) & (p[:, 0] < c0 + w - 0.5) & (p[:, 1] >= r0 - 0.5) & (p[:, 1] < r0 + h - 0.5)
                 pi = np.round(p[ins]).astype(int)
                 refl[np.clip(pi[:, 1] - r0, 0, h - 1), np.clip(pi[:, 0] - c0, 0, w - 1)] += amp[ins]
-                refl = np.maximum(refl, 1e-4) * rng.gamma(4.0, 0.25, refl.shape).astype(np.float32)
+                refl = np.maximum(refl, 1e-4) * rng.gamma(looks, 1.0 / looks, refl.shape).astype(np.float32)
                 if border:
                     out = (vv < border) | (vv >= size - border) | (uu >= size - border) | (uu < border + 0.08 * vv)
                     refl[out] = 0.0

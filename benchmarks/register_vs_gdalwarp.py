@@ -44,20 +44,23 @@ BORDER_FRAC = 0.03  # nodata border: 3 % of the side, slanted left edge (registe
 PROFILE = dict(blockxsize=TILE, blockysize=TILE, compress="deflate", nodata=0.0)
 
 
-def make_pair(work: Path, size: int) -> tuple[Path, Path]:
-    """Reference and moving scene of ``size``² in the realistic shape (reused when present)."""
-    from sarreg.synth import reflectivity
+def make_pair(work: Path, size: int, looks: float = 4.0, change: float = 0.0, name: str = "real"
+              ) -> tuple[Path, Path]:
+    """Reference and moving scene of ``size``² in the realistic shape (reused when present); ``looks`` of the
+    speckle, ``change``: fraction of the moving date's landscape changed (``synth.temporal_change``)."""
+    from sarreg.synth import reflectivity, temporal_change
 
-    ref, mov = work / f"real_ref_{size}.tif", work / f"real_moving_{size}.tif"
+    ref, mov = work / f"{name}_ref_{size}.tif", work / f"{name}_moving_{size}.tif"
     if ref.exists() and mov.exists():
         return ref, mov
     t0 = time.perf_counter()
     nb = size // rs.BASE_FACTOR + 4
     base = reflectivity(nb, nb, seed=size)
+    later = temporal_change(base, np.random.default_rng(size), change) if change else base
     pts = rs._points(size, seed=1)
     border = int(size * BORDER_FRAC)
-    rs.generate(ref, size, np.eye(3), base, pts, 10, PROFILE, border)
-    rs.generate(mov, size, rs.truth(size), base, pts, 20, PROFILE, border)
+    rs.generate(ref, size, np.eye(3), base, pts, 10, PROFILE, border, looks)
+    rs.generate(mov, size, rs.truth(size), later, pts, 20, PROFILE, border, looks)
     print(f"generated {size}^2 pair in {time.perf_counter() - t0:.1f}s", file=sys.stderr, flush=True)
     return ref, mov
 

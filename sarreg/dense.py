@@ -4,9 +4,9 @@ Why: on single-look speckle, strong temporal change or unlike radiometry the pha
 often peaks on noise, while the network's descriptors, trained to match across exactly these changes, averaged over
 the same window still find the offset (``benchmarks/window_accuracy.py``: windows within 1 px, correlation vs
 descriptors, 0.16 vs 0.46 on single-look looks, 0.27 vs 0.62 on strong change). Where the correlation holds it is
-the more precise (a sub-pixel Gaussian fit), so the descriptors *verify* its windows: a window is kept when both
-agree within ``VERIFY_PX``, with the correlation's offset. When too few agree (under ``MIN_VERIFIED``) the
-correlation is the weak measure on this pair, and the descriptors' own offsets stand in where they disagree.
+the more precise (a sub-pixel Gaussian fit), so the descriptors *check* its windows (``verified``): when they
+confirm most of them the correlation's windows stand as they are; when they do not, the correlation is the weak
+measure on this image and the descriptors' offsets stand in where the two disagree.
 
 The similarity of a window at offset o is the mean over the window of the cosine similarity between the reference
 descriptor at p and the moving descriptor at p + o. It is searched on the network's own grid (half resolution for
@@ -29,7 +29,11 @@ if TYPE_CHECKING:
     from sarreg.model.weights import Model
 
 VERIFY_PX = 1.0  # a correlation window is verified when the descriptors' offset lies this close (px) to its own
-MIN_VERIFIED = 0.4  # share of the descriptors' windows verified under which their offsets replace the correlation's
+RELIABLE = 0.6  # share of the windows both measured that agree, from which the correlation's windows are kept as
+# they are (windows of `register`'s refinement on the training-split check sets: 0.64-0.90 on clean pairs, 0.16-0.59
+# on single-look or strongly changed looks, stop 39)
+CONFIRMED = 0.1  # ... and under which the descriptors confirm too little to stand in: two unrelated offsets within
+# the search radius (6-8 px) agree within 1 px by chance for 2-3 % of the windows (a start far from the answer)
 DISTINCT = 1.02  # a window's best similarity over the best one > 2 px away: under it the window is ambiguous
 BAND_PX = 2 ** 20  # full-resolution pixels per band of the sub-pixel step (2 x 128 float32 maps: ~1 GiB)
 
@@ -95,7 +99,7 @@ def descriptor_offsets(dense: DenseDescriber, ru: np.ndarray, rv: np.ndarray, wu
     """Per-window offsets (``Offsets``, as ``correlate``: the moving content at xy lies at xy + d in the reference)
     from the dense descriptors of the reference image and the moving image resampled onto its grid, searched
     within ``radius`` px. peak: the mean cosine similarity at the offset; ratio: over the best one > 2 px away;
-    ok: a positive, distinct peak on a textured window."""
+    ok: a positive, distinct peak inside the search region, on a textured window."""
     c = np.asarray(centres, int).reshape(-1, 2)
     n = len(c)
     if not n:
@@ -154,7 +158,10 @@ def descriptor_offsets(dense: DenseDescriber, ru: np.ndarray, rv: np.ndarray, wu
                 o[k] = (cand[k, 0] + jx - 1 + fx, cand[k, 1] + jy - 1 + fy)
                 peak[k] = max(peak[k], float(s3[jy, jx]))
     textured = np.array([_textured(ru, rv, x, y, half, size) for x, y in c])
-    ok = (best > 0) & (best >= DISTINCT * second) & textured & (np.hypot(*o.T) <= radius + 1)
+    # a peak on the search region's edge is no peak: the offset may lie beyond it (a start farther than the
+    # radius from the answer), and such clipped offsets agree with each other on a wrong answer
+    inside = (np.abs(ix - R) < R) & (np.abs(iy - R) < R)
+    ok = (best > 0) & (best >= DISTINCT * second) & textured & inside & (np.hypot(*o.T) <= radius)
     ratio = np.where(second > 0, best / np.maximum(second, 1e-9), np.inf)
     return Offsets(c.astype(float), -o, peak, ratio, ok)
 
@@ -169,14 +176,19 @@ def _textured(ru: np.ndarray, rv: np.ndarray, x: int, y: int, half: int, size: i
 
 
 def verified(corr: Offsets, desc: Offsets) -> Offsets:
-    """The correlation's windows whose offset the descriptors confirm (within ``VERIFY_PX``), with the
-    correlation's (sub-pixel) offset; when under ``MIN_VERIFIED`` of the descriptors' windows are confirmed, all
-    of these, the descriptors' offset where the two disagree. peak: the descriptors' similarity."""
-    keep = desc.ok.copy()
-    same = len(corr) == len(desc)
-    agree = keep & corr.ok & np.all(np.isfinite(corr.d), 1) & (np.hypot(*(corr.d - desc.d).T) <= VERIFY_PX) \
-        if same else np.zeros_like(keep)
+    """The area stage's windows given the correlation's and the descriptors' offsets of the same windows.
+
+    When the descriptors confirm (within ``VERIFY_PX``) at least ``RELIABLE`` of the windows both measured, the
+    correlation is reliable on this image: its windows as they are (peak: the correlation's), the robust fit
+    rejecting the few off. Otherwise it mostly locked onto speckle or change: the windows the descriptors
+    measured, with the correlation's (sub-pixel) offset where the two agree and the descriptors' elsewhere (peak:
+    the descriptors' similarity); unless they agree on fewer than ``CONFIRMED`` (about chance: the search started
+    too far from the answer), where the correlation's windows are left to fail the fit on their own. Why not only the confirmed windows: on clean pairs the descriptors' own
+    scatter (a fifth of them > 1 px off, ``benchmarks/window_accuracy.py``) drops good windows and costs precision."""
+    both = desc.ok & corr.ok
+    agree = both & np.all(np.isfinite(corr.d), 1) & (np.hypot(*(corr.d - desc.d).T) <= VERIFY_PX) \
+        if len(corr) == len(desc) else np.zeros_like(both)
+    if not both.any() or agree.sum() >= RELIABLE * both.sum() or agree.sum() < CONFIRMED * both.sum():
+        return corr.subset(corr.ok)
     d = np.where(agree[:, None], corr.d, desc.d)
-    if agree.sum() >= MIN_VERIFIED * keep.sum():
-        keep = agree
-    return Offsets(desc.xy, d, desc.peak, desc.ratio, keep).subset(keep)
+    return Offsets(desc.xy, d, desc.peak, desc.ratio, desc.ok).subset(desc.ok)

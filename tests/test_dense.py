@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from sarreg import synth
 from sarreg.correlate import Offsets, correlate, window_grid
-from sarreg.dense import MIN_VERIFIED, VERIFY_PX, DenseDescriber, _up, descriptor_offsets, verified
+from sarreg.dense import CONFIRMED, RELIABLE, VERIFY_PX, DenseDescriber, _up, descriptor_offsets, verified
 from sarreg.io.raster import image_to_unit
 from sarreg.model.weights import load_model
 
@@ -56,24 +56,30 @@ def test_descriptors_hold_where_single_look_correlation_does_not(dense):
     assert good(o) > good(oc)
 
 
-def test_verified_keeps_agreeing_windows_with_the_correlation_offset():
+def test_verified_keeps_a_reliable_correlation_and_replaces_an_unreliable_one():
     xy = np.arange(20, dtype=float).reshape(10, 2)
     truth = np.tile([1.0, -2.0], (10, 1))
     desc = Offsets(xy, truth + 0.3, np.full(10, 0.5), np.full(10, 1.2), np.ones(10, bool))
     cd = truth.copy()
-    cd[:3] += 5.0  # three correlation windows on noise
+    cd[:3] += 5.0  # three correlation windows on noise: 7 of 10 confirmed, the correlation is reliable here
     corr = Offsets(xy, cd.copy(), np.full(10, 0.3), np.full(10, 2.0), np.ones(10, bool))
+    assert 0.7 >= RELIABLE
     v = verified(corr, desc)
-    assert len(v) == 7 and np.allclose(v.d, truth[3:]) and np.allclose(v.xy, xy[3:])
-    # few windows confirmed: the correlation is the weak measure here, the descriptors' offsets stand in
+    assert len(v) == 10 and np.allclose(v.d, cd) and np.allclose(v.peak, 0.3)  # as they are: the fit rejects 3
+    # 2 of 10 confirmed: the descriptors' offsets stand in where the two disagree, the correlation's where they agree
     cd[:8] += 5.0
-    v = verified(Offsets(xy, cd, corr.peak, corr.ratio, corr.ok), desc)  # 2 of 10 confirmed
-    assert 2 < MIN_VERIFIED * 10 and len(v) == 10
+    v = verified(Offsets(xy, cd, corr.peak, corr.ratio, corr.ok), desc)
+    assert 0.2 < RELIABLE and len(v) == 10 and np.allclose(v.peak, 0.5)
     assert np.allclose(v.d[:8], truth[:8] + 0.3) and np.allclose(v.d[8:], truth[8:])
-    # a window the descriptors find ambiguous is dropped whatever the correlation says
+    # windows the descriptors find ambiguous are dropped then, whatever the correlation says
     desc.ok[9] = False
-    assert len(verified(corr, desc)) == 6
-    assert VERIFY_PX >= 0.3
+    v = verified(Offsets(xy, cd, corr.peak, corr.ratio, corr.ok), desc)
+    assert len(v) == 9 and not np.any(np.all(v.xy == xy[9], 1))
+    assert VERIFY_PX <= 1.0
+    # none confirmed (a start beyond the search radius): no stand-in, the correlation's windows as they are
+    cd[:] = truth + 5.0
+    v = verified(Offsets(xy, cd, corr.peak, corr.ratio, corr.ok), desc)
+    assert 0.0 < CONFIRMED and len(v) == 10 and np.allclose(v.d, truth + 5.0)
 
 
 def test_banded_upsampling_equals_the_whole_map():

@@ -1,0 +1,66 @@
+"""Cost of the area stage's descriptor check (``RegisterConfig.area_descriptors``) on pairs it runs on.
+
+The check runs only when the correlation does not settle the estimate on its own, i.e. on hard pairs; this
+generates such a pair per size in the shape of users' files (float32, DEFLATE, 256 px tiles, nodata border, no
+overviews; ``register_vs_gdalwarp.make_pair``'s landscape and warp) but single-look, the moving date with
+temporal change over a fifth of the scene. Then, in one run and each in a fresh process, ``sarreg register``
+with ``--no-area-descriptors`` and ``--area-descriptors`` (alternating, ``--repeat`` times): wall time of the
+whole process, the refine stage's time, the child's peak RSS, the status, whether the check ran and the mean
+error of the recovered transform over a 10 x 10 grid.
+
+Usage::
+
+    python benchmarks/descriptor_check_cost.py WORK_DIR [--sizes 2048,4096] [--repeat 2]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import register_speed as rs  # noqa: E402
+import register_vs_gdalwarp as rg  # noqa: E402
+
+
+def make_pair(work: Path, size: int) -> tuple[Path, Path]:
+    """Single-look reference and moving scene with temporal change (reused when present)."""
+    return rg.make_pair(work, size, looks=1.0, change=0.2, name="hard")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("work", type=Path)
+    ap.add_argument("--sizes", default="2048,4096")
+    ap.add_argument("--repeat", type=int, default=2)
+    a = ap.parse_args()
+    a.work.mkdir(parents=True, exist_ok=True)
+    print("| size | run | wall s | refine s | peak RSS MB | status | check ran | error px |")
+    print("|---|---|---:|---:|---:|---|---|---:|")
+    for size in [int(s) for s in a.sizes.split(",")]:
+        ref, mov = make_pair(a.work, size)
+        walls: dict[str, list[float]] = {}
+        for rep in range(a.repeat):
+            for flag in ("--no-area-descriptors", "--area-descriptors"):
+                out = a.work / f"out_{size}.tif"
+                r = rg.register(REPO, ref, mov, out, None, [flag], a.work / f"log_{size}_{flag}_{rep}.txt")
+                rp = json.loads(out.with_name(out.stem + ".report.json").read_text())
+                ran = (rp.get("stages", {}).get("refine") or {}).get("descriptor_check")
+                err = rg.grid_error(r["matrix"], size)
+                walls.setdefault(flag, []).append(r["wall_s"])
+                print(f"| {size}² | {flag} | {r['wall_s']:.1f} | {(r['timings_s'] or {}).get('refine', 0):.1f} | "
+                      f"{r['peak_rss_mb']:.0f} | {r['status']} | {ran} | "
+                      f"{'' if err is None else f'{err:.3f}'} |", flush=True)
+        on, off = np.median(walls["--area-descriptors"]), np.median(walls["--no-area-descriptors"])
+        print(f"{size}²: median wall with / without the check: {on:.1f} / {off:.1f} s = {on / off:.2f}x", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
