@@ -10,7 +10,7 @@ the same numbers, with per-source tables of its own.)
 Usage::
 
     python benchmarks/register_accuracy.py OUT_DIR [--features r2d2|sift] [--weights PATH] [--model affine]
-        [--skip-large] [--ids a,b,...] [--limit N] [--bench ../shared/eval/geo_dev]
+        [--no-area-descriptors] [--skip-large] [--ids a,b,...] [--limit N] [--bench ../shared/eval/geo_dev]
 
 R2D2 weights: ``--weights``, else the shipped model (models/), else the reference checkpoint in ../shared
 (comparison only).
@@ -37,6 +37,8 @@ def main() -> int:
     ap.add_argument("--features", default="r2d2", choices=["r2d2", "sift"])
     ap.add_argument("--weights", default=None)
     ap.add_argument("--model", default="auto")
+    ap.add_argument("--no-area-descriptors", action="store_true",
+                    help="RegisterConfig.area_descriptors=False (the refinement's windows not checked by descriptors)")
     ap.add_argument("--skip-large", action="store_true")
     ap.add_argument("--ids", default=None, help="comma-separated pair ids")
     ap.add_argument("--limit", type=int, default=0)
@@ -56,7 +58,7 @@ def main() -> int:
         pairs = pairs[: a.limit]
     weights = pick_weights(a.weights) if a.features == "r2d2" else None
     method = Method("register", "register", weights, a.features)
-    opt = EvalOptions(register=RegisterConfig(model=a.model, device="cpu"))
+    opt = EvalOptions(register=RegisterConfig(model=a.model, device="cpu", area_descriptors=not a.no_area_descriptors))
     extractor = make_runner(method, opt)  # the network, loaded once
     pred, pred_ok = a.out_dir, Path(str(a.out_dir).rstrip("/") + "_ok")
     pred.mkdir(parents=True, exist_ok=True)

@@ -9,9 +9,9 @@ confirm most of them the correlation's windows stand as they are; when they do n
 measure on this image and the descriptors' offsets stand in where the two disagree.
 
 The similarity of a window at offset o is the mean over the window of the cosine similarity between the reference
-descriptor at p and the moving descriptor at p + o. It is searched on the network's own grid (half resolution for
-the Fast network), then at full resolution around that peak (the descriptors up-sampled bilinearly, as for the
-keypoints), with a 3-point fit per axis. Memory: the full-resolution maps are made in bands of window rows.
+descriptor at p and the moving descriptor at p + o, searched on the network's own grid (half resolution for the
+Fast network: the descriptors' spatial detail; a full-resolution step around the peak measured no more precise on
+known shifts, stop 39) and refined by a 3-point parabola per axis.
 """
 from __future__ import annotations
 
@@ -35,22 +35,34 @@ RELIABLE = 0.6  # share of the windows both measured that agree, from which the 
 CONFIRMED = 0.1  # ... and under which the descriptors confirm too little to stand in: two unrelated offsets within
 # the search radius (6-8 px) agree within 1 px by chance for 2-3 % of the windows (a start far from the answer)
 DISTINCT = 1.02  # a window's best similarity over the best one > 2 px away: under it the window is ambiguous
-BAND_PX = 2 ** 20  # full-resolution pixels per band of the sub-pixel step (2 x 128 float32 maps: ~1 GiB)
+CACHE_MB = 256  # reference tiles' descriptor maps kept between passes (float16: 64 B per tile px, Fast network)
 
 
 class DenseDescriber:
-    """Raw dense descriptors of a [0, 1] image from the network (``run_network``): (C x h x w map, its step in
-    image px: 2 for the Fast network's half-resolution map, else 1)."""
+    """L2-normalised dense descriptors of a [0, 1] image from the network's trunk (``descriptor_map``): (C x h x w
+    map, its step in image px: 2 for the Fast network's half-resolution map, else 1).
+
+    ``cached=True`` keeps the map of that very array (the reference tiles, described again on every pass and start
+    of the refinement), in float16, up to CACHE_MB in all."""
 
     def __init__(self, model: Model, device: torch.device | str = "cpu", precision: str = "fp32"):
         self.model, self.device, self.precision = model, device, precision
+        self._cache: dict[int, tuple[np.ndarray, torch.Tensor, int]] = {}
+        self._bytes = 0
 
-    def __call__(self, unit: np.ndarray, valid: np.ndarray) -> tuple[torch.Tensor, int]:
-        from sarreg.network import run_network
+    def __call__(self, unit: np.ndarray, valid: np.ndarray, cached: bool = False) -> tuple[torch.Tensor, int]:
+        from sarreg.network import descriptor_map
 
+        hit = self._cache.get(id(unit)) if cached else None
+        if hit is not None and hit[0] is unit:
+            return hit[1].float(), hit[2]
         img = np.where(valid, np.nan_to_num(unit), 0).astype(np.float32)
-        out = run_network(self.model, img, self.device, self.precision)
-        return out.raw.float().cpu(), 2 if out.upsampled else 1
+        raw, step = descriptor_map(self.model, img, self.device, self.precision)
+        d = F.normalize(raw, dim=0)
+        if cached and self._bytes + d.numel() * 2 <= CACHE_MB * 2 ** 20:
+            self._cache[id(unit)] = (unit, d.half(), step)  # the array itself is held: its id stays its own
+            self._bytes += d.numel() * 2
+        return d, step
 
 
 def _window_means(a: torch.Tensor, b: torch.Tensor, m: int, offsets: np.ndarray, rows: np.ndarray,
@@ -84,16 +96,6 @@ def _peak_fit(s: np.ndarray, iy: int, ix: int) -> tuple[float, float]:
     return e[0], e[1]
 
 
-def _up(raw: torch.Tensor, y0: int, y1: int, W: int) -> torch.Tensor:
-    """L2-normalised full-resolution descriptors of image rows [y0, y1) from a half-resolution map (bilinear x2,
-    align_corners=False: the same values as up-sampling the whole map, one extra source row each side)."""
-    h = raw.shape[1]
-    s0, s1 = max(0, y0 // 2 - 1), min(h, (y1 + 1) // 2 + 1)
-    up = F.interpolate(raw[None, :, s0:s1], scale_factor=2, mode="bilinear", align_corners=False)[0]
-    out = up[:, y0 - 2 * s0:y1 - 2 * s0, :W]
-    return F.normalize(out, dim=0)
-
-
 def descriptor_offsets(dense: DenseDescriber, ru: np.ndarray, rv: np.ndarray, wu: np.ndarray, wv: np.ndarray,
                        centres: np.ndarray, size: int, radius: float) -> Offsets:
     """Per-window offsets (``Offsets``, as ``correlate``: the moving content at xy lies at xy + d in the reference)
@@ -104,16 +106,14 @@ def descriptor_offsets(dense: DenseDescriber, ru: np.ndarray, rv: np.ndarray, wu
     n = len(c)
     if not n:
         return Offsets.empty()
-    H, W = ru.shape
     half = size // 2
-    (ra, step), (ma, _) = dense(ru, rv), dense(wu, wv)
-    # 1. the network's grid: every offset within the radius
+    (ra, step), (ma, _) = dense(ru, rv, cached=True), dense(wu, wv)
+    # every offset within the radius on the network's grid, the peak refined by a parabola per axis
     R = max(1, int(math.ceil(radius / step)))
     grid = np.array([(ox, oy) for oy in range(-R, R + 1) for ox in range(-R, R + 1)])
     hr = np.clip(c[:, 1] // step, 0, ra.shape[1] - 1)
     hc = np.clip(c[:, 0] // step, 0, ra.shape[2] - 1)
-    mb = F.pad(F.normalize(ma, dim=0)[None], (0, 0, R, R))[0]
-    S = _window_means(F.normalize(ra, dim=0), mb, R, grid, hr, hc, max(1, half // step))
+    S = _window_means(ra, F.pad(ma[None], (0, 0, R, R))[0], R, grid, hr, hc, max(1, half // step))
     S = S.T.reshape(n, 2 * R + 1, 2 * R + 1)
     flat = S.reshape(n, -1)
     best_i = flat.argmax(1)
@@ -127,43 +127,13 @@ def descriptor_offsets(dense: DenseDescriber, ru: np.ndarray, rv: np.ndarray, wu
     for k in range(n):
         fx, fy = _peak_fit(S[k], iy[k], ix[k])
         o[k] = ((ix[k] - R + fx) * step, (iy[k] - R + fy) * step)
-    peak = best.astype(np.float64)
-    # 2. full resolution around that peak (the Fast network): a 3 x 3 neighbourhood, in bands of window rows
-    if step > 1:
-        cand = np.round(o).astype(int)
-        order = np.argsort(c[:, 1], kind="stable")
-        rows_per_band = max(size, BAND_PX // max(W, 1))
-        start = 0
-        while start < n:
-            y_lo = c[order[start], 1]
-            end = start
-            while end < n and c[order[end], 1] - y_lo + size <= rows_per_band:
-                end += 1
-            idx = order[start:max(end, start + 1)]
-            start = max(end, start + 1)
-            m = int(np.abs(cand[idx]).max()) + 1
-            y0, y1 = max(0, int(c[idx, 1].min()) - half), min(H, int(c[idx, 1].max()) + half)
-            a = _up(ra, y0, y1, W)
-            b0, b1 = max(0, y0 - m), min(H, y1 + m)
-            b = F.pad(_up(ma, b0, b1, W)[None], (0, 0, m - (y0 - b0), m - (b1 - y1)))[0]  # rows y0 - m .. y1 + m
-            nb = np.array([(dx, dy) for dy in (-1, 0, 1) for dx in (-1, 0, 1)])
-            offs = np.unique((cand[idx][:, None, :] + nb[None]).reshape(-1, 2), axis=0)
-            vals = _window_means(a, b, m, offs, c[idx, 1] - y0, c[idx, 0], half)
-            lookup = {tuple(v): i for i, v in enumerate(offs)}
-            for j, k in enumerate(idx):
-                s3 = np.array([[vals[lookup[(cand[k, 0] + dx, cand[k, 1] + dy)], j] for dx in (-1, 0, 1)]
-                               for dy in (-1, 0, 1)])
-                jy, jx = np.unravel_index(int(np.argmax(s3)), (3, 3))
-                fx, fy = _peak_fit(s3, jy, jx) if (jy, jx) == (1, 1) else (0.0, 0.0)
-                o[k] = (cand[k, 0] + jx - 1 + fx, cand[k, 1] + jy - 1 + fy)
-                peak[k] = max(peak[k], float(s3[jy, jx]))
     textured = np.array([_textured(ru, rv, x, y, half, size) for x, y in c])
     # a peak on the search region's edge is no peak: the offset may lie beyond it (a start farther than the
     # radius from the answer), and such clipped offsets agree with each other on a wrong answer
     inside = (np.abs(ix - R) < R) & (np.abs(iy - R) < R)
     ok = (best > 0) & (best >= DISTINCT * second) & textured & inside & (np.hypot(*o.T) <= radius)
     ratio = np.where(second > 0, best / np.maximum(second, 1e-9), np.inf)
-    return Offsets(c.astype(float), -o, peak, ratio, ok)
+    return Offsets(c.astype(float), -o, best.astype(np.float64), ratio, ok)
 
 
 def _textured(ru: np.ndarray, rv: np.ndarray, x: int, y: int, half: int, size: int) -> bool:
@@ -183,8 +153,9 @@ def verified(corr: Offsets, desc: Offsets) -> Offsets:
     rejecting the few off. Otherwise it mostly locked onto speckle or change: the windows the descriptors
     measured, with the correlation's (sub-pixel) offset where the two agree and the descriptors' elsewhere (peak:
     the descriptors' similarity); unless they agree on fewer than ``CONFIRMED`` (about chance: the search started
-    too far from the answer), where the correlation's windows are left to fail the fit on their own. Why not only the confirmed windows: on clean pairs the descriptors' own
-    scatter (a fifth of them > 1 px off, ``benchmarks/window_accuracy.py``) drops good windows and costs precision."""
+    too far from the answer), where the correlation's windows are left to fail the fit on their own.
+    Why not only the confirmed windows: on clean pairs the descriptors' own scatter (a fifth of them > 1 px off,
+    ``benchmarks/window_accuracy.py``) drops good windows and costs precision (stop 39)."""
     both = desc.ok & corr.ok
     agree = both & np.all(np.isfinite(corr.d), 1) & (np.hypot(*(corr.d - desc.d).T) <= VERIFY_PX) \
         if len(corr) == len(desc) else np.zeros_like(both)

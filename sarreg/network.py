@@ -154,6 +154,33 @@ def run_network_batch(model: Model, units: np.ndarray, device: torch.device | st
     units = np.asarray(units, dtype=np.float32)
     if backend in ("openvino", "onnxruntime") and len(units) > 1:
         return [run_network_batch(model, u[None], device, precision, strip, backend)[0] for u in units]
+    _, h, w = units.shape
+    raw, up, net = _trunk(model, units, device, precision, backend)
+    if not up:
+        rel, rep = _heads(net, raw)
+        return [DenseOutput(raw[i, :, :h, :w].cpu(), rel[i, :h, :w].cpu(), rep[i, :h, :w].cpu(), False)
+                for i in range(len(units))]
+    outs = []
+    for i in range(len(units)):
+        rel, rep = _heads_upsampled(net, raw[i], strip)
+        outs.append(DenseOutput(raw[i].cpu(), rel[:h, :w].cpu(), rep[:h, :w].cpu(), True))
+    return outs
+
+
+@torch.inference_mode()
+def descriptor_map(model: Model, unit: np.ndarray, device: torch.device | str = "cpu", precision: str = "fp32",
+                   backend: str = "torch") -> tuple[torch.Tensor, int]:
+    """H x W [0, 1] image -> (the raw descriptor map C x h x w on the CPU, float32; its step in image px: 2 for
+    the Fast network's half-resolution map, else 1). The trunk only: no reliability / repeatability heads."""
+    unit = np.asarray(unit, dtype=np.float32)
+    raw, up, _ = _trunk(model, unit[None], device, precision, backend)
+    return (raw[0].cpu(), 2) if up else (raw[0, :, :unit.shape[0], :unit.shape[1]].cpu(), 1)
+
+
+def _trunk(model: Model, units: np.ndarray, device: torch.device | str, precision: str, backend: str
+           ) -> tuple[torch.Tensor, bool, torch.nn.Module]:
+    """The convolution trunk on B x H x W images -> (raw maps B x C x h x w, float32; whether the network
+    up-samples them (the Fast network: h, w = half of the even-padded H, W), the inference network)."""
     device = torch.device(device)
     _, h, w = units.shape
     ph, pw = h % 2, w % 2
@@ -179,17 +206,7 @@ def run_network_batch(model: Model, units: np.ndarray, device: torch.device | st
         with ctx:
             for op in ops[:-1] if up else ops:
                 x = op(x)
-    raw = x.float().contiguous()
-    del x
-    if not up:
-        rel, rep = _heads(net, raw)
-        return [DenseOutput(raw[i, :, :h, :w].cpu(), rel[i, :h, :w].cpu(), rep[i, :h, :w].cpu(), False)
-                for i in range(len(units))]
-    outs = []
-    for i in range(len(units)):
-        rel, rep = _heads_upsampled(net, raw[i], strip)
-        outs.append(DenseOutput(raw[i].cpu(), rel[:h, :w].cpu(), rep[:h, :w].cpu(), True))
-    return outs
+    return x.float().contiguous(), up, net
 
 
 def _heads_upsampled(net: torch.nn.Module, raw: torch.Tensor, strip: int = 32) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,16 +1,14 @@
 """The area stage's descriptor check (sarreg.dense): known offsets on project-generated speckled scenes with the
-shipped network, the verification rule, and the banded up-sampling that bounds its memory."""
+shipped network, the rule that picks the windows, the reference maps kept between passes."""
 from __future__ import annotations
 
 import cv2
 import numpy as np
 import pytest
-import torch
-import torch.nn.functional as F
 
 from sarreg import synth
 from sarreg.correlate import Offsets, correlate, window_grid
-from sarreg.dense import CONFIRMED, RELIABLE, VERIFY_PX, DenseDescriber, _up, descriptor_offsets, verified
+from sarreg.dense import CONFIRMED, RELIABLE, VERIFY_PX, DenseDescriber, descriptor_offsets, verified
 from sarreg.io.raster import image_to_unit
 from sarreg.model.weights import load_model
 
@@ -38,7 +36,7 @@ def test_descriptor_offsets_find_known_shifts(dense, d):
     o = descriptor_offsets(dense, ua, va, ub, vb, c, 64, 8.0)
     assert len(o) == len(c) and o.ok.mean() > 0.5
     err = np.hypot(*(o.d[o.ok] - np.array(d)).T)
-    assert np.median(err) < 0.5  # the full-resolution step: sub-pixel, not the half-resolution grid's 2 px
+    assert np.median(err) < 0.5  # sub-pixel, not the half-resolution grid's 2 px
     assert (err < 1.0).mean() > 0.8
 
 
@@ -82,17 +80,6 @@ def test_verified_keeps_a_reliable_correlation_and_replaces_an_unreliable_one():
     assert 0.0 < CONFIRMED and len(v) == 10 and np.allclose(v.d, truth + 5.0)
 
 
-def test_banded_upsampling_equals_the_whole_map():
-    """The sub-pixel step up-samples bands of rows (bounded memory): the same values as the whole map."""
-    g = torch.Generator().manual_seed(0)
-    raw = torch.randn(8, 23, 30, generator=g)
-    H, W = 45, 59
-    whole = F.normalize(F.interpolate(raw[None], scale_factor=2, mode="bilinear", align_corners=False)[0, :, :H, :W],
-                        dim=0)
-    for y0, y1 in ((0, 7), (5, 20), (13, 14), (30, 45), (0, 45)):
-        assert torch.allclose(_up(raw, y0, y1, W), whole[:, y0:y1], atol=1e-6), (y0, y1)
-
-
 def test_register_checks_the_refinement_windows_with_descriptors(tmp_path):
     """Through ``register`` (real GeoTIFFs): a single-look pair with temporal change, the shipped network; the
     refinement's windows are checked by the descriptors (``stages.refine.descriptor_check``) unless switched off,
@@ -118,3 +105,13 @@ def test_register_checks_the_refinement_windows_with_descriptors(tmp_path):
         assert rep.matrix is not None
         err = np.hypot(*(apply_matrix(np.asarray(rep.matrix), g) - apply_matrix(truth, g)).T).mean()
         assert err < 1.0, (on, err, rep.message)
+
+
+def test_reference_maps_are_kept_for_that_array_only(dense):
+    ua, va, ub, vb = _pair((1.0, 0.5), seed=2, looks=4.0, n=128)
+    d1, step = dense(ua, va, cached=True)
+    d2, _ = dense(ua, va, cached=True)
+    assert step == 2 and d1.shape[1:] == (64, 64)
+    assert float((d1 - d2).abs().max()) < 2e-3  # the kept map (float16)
+    d3, _ = dense(ub, vb, cached=True)  # another array: its own map
+    assert float((d3 - d1).abs().max()) > 0.1
