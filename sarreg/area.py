@@ -38,14 +38,14 @@ AREA_RADIUS = 8.0  # search radius (px) once a keypoint or correlation estimate 
 
 
 def _area_points(ru: np.ndarray, rv: np.ndarray, wu: np.ndarray, wv: np.ndarray, to_ref: np.ndarray,
-                 to_mov: np.ndarray, size: int, spacing: int, radius: float, dense: DenseDescriber | None = None
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+                 to_mov: np.ndarray, size: int, spacing: int, radius: float, dense: DenseDescriber | None = None,
+                 alone: list[np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """Tie points from correlating a reference image with the moving image resampled onto its grid.
 
     to_ref / to_mov: image px -> full reference px / full moving px. Returns (src moving px, dst reference px,
     peak heights, number of windows tried); only windows whose correlation peak passed the quality checks, or with
     ``dense`` (AREA_SIZE windows searched within AREA_RADIUS) those the network's dense descriptors verify
-    (``sarreg.dense.verified``).
+    (``sarreg.dense.verified``); ``alone`` gets a bool per returned point: its offset is the descriptors' alone.
     """
     from sarreg.correlate import correlate, window_grid
 
@@ -54,9 +54,11 @@ def _area_points(ru: np.ndarray, rv: np.ndarray, wu: np.ndarray, wv: np.ndarray,
     if checked(dense, size, radius) and len(c):
         from sarreg.dense import descriptor_offsets, verified
 
-        o = verified(o, descriptor_offsets(dense, ru, rv, wu, wv, c, size, radius))
+        o, by_desc = verified(o, descriptor_offsets(dense, ru, rv, wu, wv, c, size, radius))
     else:
-        o = o.subset(o.ok)
+        o, by_desc = o.subset(o.ok), np.zeros(int(o.ok.sum()), bool)
+    if alone is not None:
+        alone.append(by_desc)
     return apply_matrix(to_mov, o.xy), apply_matrix(to_ref, o.xy + o.d), o.peak, len(c)
 
 
@@ -68,10 +70,11 @@ def checked(dense: DenseDescriber | None, size: int, radius: float) -> bool:
 
 
 def _area_result(src: np.ndarray, dst: np.ndarray, q: np.ndarray, ref: Scene, mov: Scene,
-                 info: dict[str, Any]) -> StageResult:
+                 info: dict[str, Any], alone: np.ndarray | None = None) -> StageResult:
     n = len(src)
     return StageResult(src, dst, q.astype(np.float32), Features.empty((ref.width, ref.height)),
-                       Features.empty((mov.width, mov.height)), np.zeros(n, np.int64), np.zeros(n, np.int64), info)
+                       Features.empty((mov.width, mov.height)), np.zeros(n, np.int64), np.zeros(n, np.int64), info,
+                       alone=alone)
 
 
 def _fit_area(src: np.ndarray, dst: np.ndarray, q: np.ndarray, model: str, thr: float, cfg: RegisterConfig,
@@ -223,15 +226,16 @@ def _resampled(tiles: list[TilePair], T: np.ndarray, size: int
 
 
 def _area_pass(tiles: list[TilePair], T: np.ndarray, size: int, radius: float, spacing: int | None = None,
-               dense: DenseDescriber | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+               dense: DenseDescriber | None = None, alone: list[np.ndarray] | None = None
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """Correlation tie points of all tiles, the moving tiles resampled through ``T`` (Lanczos); windows every
-    ``spacing`` px (default ``_area_spacing``); ``dense``: verified by the descriptors (``_area_points``)."""
+    ``spacing`` px (default ``_area_spacing``); ``dense`` / ``alone``: checked by the descriptors (``_area_points``)."""
     srcs, dsts, qs, n = [np.zeros((0, 2))], [np.zeros((0, 2))], [np.zeros(0)], 0
     inv = np.linalg.inv(T)
     spacing = spacing or _area_spacing(len(tiles), size)
     for t, wu, wv in _resampled(tiles, T, size):
         off = translate(t.c0, t.r0)
-        src, dst, q, k = _area_points(t.ru, t.rv, wu, wv, off, inv @ off, size, spacing, radius, dense)
+        src, dst, q, k = _area_points(t.ru, t.rv, wu, wv, off, inv @ off, size, spacing, radius, dense, alone)
         srcs.append(src), dsts.append(dst), qs.append(q)
         n += k
     return np.concatenate(srcs), np.concatenate(dsts), np.concatenate(qs), n
@@ -256,12 +260,16 @@ def area_stage(ref: Scene, mov: Scene, tiles: list[TilePair], T: np.ndarray, rad
     for it in range(iterations):
         e = None
         for size in sizes:
-            src, dst, q, n = _area_pass(tiles, T, size, radius, dense=dense)
+            by_desc: list[np.ndarray] = []
+            src, dst, q, n = _area_pass(tiles, T, size, radius, dense=dense, alone=by_desc)
             spacing = _area_spacing(len(tiles), size)
             res = _area_result(src, dst, q, ref, mov, {"method": "correlation", "windows": n, "matches": len(src),
                                                        "window_px": size, "spacing_px": spacing,
                                                        "search_radius_px": radius, "passes": it + 1,
-                                                       "descriptor_check": checked(dense, size, radius)})
+                                                       "descriptor_check": checked(dense, size, radius)},
+                               np.concatenate(by_desc) if by_desc else None)
+            if res.alone is not None and res.alone.any():  # windows whose offset is the descriptors' alone
+                res.info["descriptors_alone"] = int(res.alone.sum())
             try:
                 e = _fit_area(src, dst, q, model, cfg.threshold, cfg, area, coverage_grid)
                 sizes = [size]  # the next pass keeps the window size that worked

@@ -145,7 +145,7 @@ def _textured(ru: np.ndarray, rv: np.ndarray, x: int, y: int, half: int, size: i
     return bool(v.mean() >= 0.5 and np.std(ru[y0:y0 + size, x0:x0 + size][v]) >= MIN_TEXTURE)
 
 
-def verified(corr: Offsets, desc: Offsets) -> Offsets:
+def verified(corr: Offsets, desc: Offsets) -> tuple[Offsets, np.ndarray]:
     """The area stage's windows given the correlation's and the descriptors' offsets of the same windows.
 
     When the descriptors confirm (within ``VERIFY_PX``) at least ``RELIABLE`` of the windows both measured, the
@@ -155,11 +155,13 @@ def verified(corr: Offsets, desc: Offsets) -> Offsets:
     the descriptors' similarity); unless they agree on fewer than ``CONFIRMED`` (about chance: the search started
     too far from the answer), where the correlation's windows are left to fail the fit on their own.
     Why not only the confirmed windows: on clean pairs the descriptors' own scatter (a fifth of them > 1 px off,
-    ``benchmarks/window_accuracy.py``) drops good windows and costs precision (stop 39)."""
+    ``benchmarks/window_accuracy.py``) drops good windows and costs precision (stop 39).
+
+    -> (the windows, a bool per window: its offset is the descriptors' alone, unconfirmed by the correlation)."""
     both = desc.ok & corr.ok
     agree = both & np.all(np.isfinite(corr.d), 1) & (np.hypot(*(corr.d - desc.d).T) <= VERIFY_PX) \
         if len(corr) == len(desc) else np.zeros_like(both)
     if not both.any() or agree.sum() >= RELIABLE * both.sum() or agree.sum() < CONFIRMED * both.sum():
-        return corr.subset(corr.ok)
+        return corr.subset(corr.ok), np.zeros(int(corr.ok.sum()), bool)
     d = np.where(agree[:, None], corr.d, desc.d)
-    return Offsets(desc.xy, d, desc.peak, desc.ratio, desc.ok).subset(desc.ok)
+    return Offsets(desc.xy, d, desc.peak, desc.ratio, desc.ok).subset(desc.ok), ~agree[desc.ok]

@@ -62,6 +62,12 @@ GLOBAL_START_MIN_AGREE = 0.11
 # it flags 11 / 14 of 112 / 122 ok results, 7 / 6 of them more than 2 px off (one 3.3 / 4.0 px), 1 / 2 within
 # 1 px; the other ok results more than 3 px off (1 / 1) have no second source that passes the gates
 CROSS_MIN_AGREE = 0.5
+# an estimate more than this share of whose inliers are windows measured by the network's dense descriptors alone
+# (``sarreg.dense.verified``: the correlation confirmed few windows of that tile) is not ok unless the keypoints'
+# own fit passes the gates and agrees with it (``cross_check``). Why: on radiometrically unlike pairs the
+# descriptors can agree with each other on an answer several px off (stop 39: 8 such ok results 4-42 px off among
+# 704 training-split pairs, the keypoints' fit failing or absent on all 8)
+DESCRIPTORS_ALONE = 0.5
 # rival solutions (stop 29): the refinement runs from several starts (``area.refine_from_starts``) and keeps the one
 # most correlation windows agree with; another start that converged more than RIVAL_THRESHOLDS x --threshold away
 # with at least RIVAL_SUPPORT as many agreeing windows is a near tie between two different answers. Measured on the
@@ -103,7 +109,8 @@ def judge(est: Estimate, prior: np.ndarray, cfg: RegisterConfig, adequacy: float
     large, the model does not carry over to where it has no tie points (bias the bootstrap alone does not see).
     repeat: the reference's repetition (``period_px``, ``strength``), the answer's distance from the prior
     (``correction_px``) and how well the pair matches one step away (``match_ratio``, ``area.repeat_match``).
-    second: ``area.second_motion`` (windows agreeing on another shift: part of the scene moved on its own)."""
+    second: ``area.second_motion`` (windows agreeing on another shift: part of the scene moved on its own).
+    matches_info["inliers_descriptors_alone"]: inliers measured by the dense descriptors alone (DESCRIPTORS_ALONE)."""
     reasons = []
     info = matches_info or {}
     n_win = int(info.get("windows") or 0)
@@ -129,6 +136,11 @@ def judge(est: Estimate, prior: np.ndarray, cfg: RegisterConfig, adequacy: float
     if extrapolates_poorly(spread, extrapolation, cfg):
         reasons.append(f"extrapolates poorly: held-out blocks of the tie points are predicted {extrapolation:.2f} px "
                        f"off (median) and the bootstrap spread over the overlap is {spread:.2f} px")
+    alone = int(info.get("inliers_descriptors_alone") or 0)
+    if alone > DESCRIPTORS_ALONE * est.n_inliers and not (
+            cross is not None and cross.get("other_passes") and cross["within_threshold"] >= CROSS_MIN_AGREE):
+        reasons.append(f"rests on the network's dense descriptors alone: {alone} of {est.n_inliers} inliers are windows "
+                       f"the correlation did not confirm, and no keypoint fit that passes the gates agrees")
     if cross is not None and not cross.get("other_passes", True):
         limit = gross_limit(cross, cfg)
         if cross["distance_px"] is not None and cross["distance_px"] > limit:

@@ -25,6 +25,8 @@ class StageResult:
     idx2: np.ndarray
     info: dict[str, Any] = field(default_factory=dict)
     tiles: list["TilePair"] = field(default_factory=list, repr=False)
+    # correlation stages: per tie point, whether its offset is the dense descriptors' alone (``sarreg.dense``)
+    alone: np.ndarray | None = field(default=None, repr=False)
 
     @staticmethod
     def empty(ref: Scene, mov: Scene, info: dict[str, Any] | None = None) -> "StageResult":

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from sarreg import synth
+from sarreg.config import RegisterConfig
 from sarreg.correlate import Offsets, correlate, window_grid
 from sarreg.dense import CONFIRMED, RELIABLE, VERIFY_PX, DenseDescriber, descriptor_offsets, verified
 from sarreg.io.raster import image_to_unit
@@ -62,22 +63,24 @@ def test_verified_keeps_a_reliable_correlation_and_replaces_an_unreliable_one():
     cd[:3] += 5.0  # three correlation windows on noise: 7 of 10 confirmed, the correlation is reliable here
     corr = Offsets(xy, cd.copy(), np.full(10, 0.3), np.full(10, 2.0), np.ones(10, bool))
     assert 0.7 >= RELIABLE
-    v = verified(corr, desc)
+    v, alone = verified(corr, desc)
     assert len(v) == 10 and np.allclose(v.d, cd) and np.allclose(v.peak, 0.3)  # as they are: the fit rejects 3
+    assert not alone.any()
     # 2 of 10 confirmed: the descriptors' offsets stand in where the two disagree, the correlation's where they agree
     cd[:8] += 5.0
-    v = verified(Offsets(xy, cd, corr.peak, corr.ratio, corr.ok), desc)
+    v, alone = verified(Offsets(xy, cd, corr.peak, corr.ratio, corr.ok), desc)
     assert 0.2 < RELIABLE and len(v) == 10 and np.allclose(v.peak, 0.5)
     assert np.allclose(v.d[:8], truth[:8] + 0.3) and np.allclose(v.d[8:], truth[8:])
+    assert alone.tolist() == [True] * 8 + [False] * 2
     # windows the descriptors find ambiguous are dropped then, whatever the correlation says
     desc.ok[9] = False
-    v = verified(Offsets(xy, cd, corr.peak, corr.ratio, corr.ok), desc)
-    assert len(v) == 9 and not np.any(np.all(v.xy == xy[9], 1))
+    v, alone = verified(Offsets(xy, cd, corr.peak, corr.ratio, corr.ok), desc)
+    assert len(v) == 9 and len(alone) == 9 and not np.any(np.all(v.xy == xy[9], 1))
     assert VERIFY_PX <= 1.0
     # none confirmed (a start beyond the search radius): no stand-in, the correlation's windows as they are
     cd[:] = truth + 5.0
-    v = verified(Offsets(xy, cd, corr.peak, corr.ratio, corr.ok), desc)
-    assert 0.0 < CONFIRMED and len(v) == 10 and np.allclose(v.d, truth + 5.0)
+    v, alone = verified(Offsets(xy, cd, corr.peak, corr.ratio, corr.ok), desc)
+    assert 0.0 < CONFIRMED and len(v) == 10 and np.allclose(v.d, truth + 5.0) and not alone.any()
 
 
 def test_register_checks_the_refinement_windows_with_descriptors(tmp_path):
@@ -85,7 +88,6 @@ def test_register_checks_the_refinement_windows_with_descriptors(tmp_path):
     refinement's windows are checked by the descriptors (``stages.refine.descriptor_check``) unless switched off,
     and the result is within a pixel either way."""
     from sarreg import register
-    from sarreg.config import RegisterConfig
     from sarreg.estimate import apply_matrix
 
     n, d = 384, (3.4, -2.6)
@@ -115,3 +117,37 @@ def test_reference_maps_are_kept_for_that_array_only(dense):
     assert float((d1 - d2).abs().max()) < 2e-3  # the kept map (float16)
     d3, _ = dense(ub, vb, cached=True)  # another array: its own map
     assert float((d3 - d1).abs().max()) > 0.1
+
+
+def test_an_estimate_resting_on_descriptors_alone_needs_agreeing_keypoints():
+    """Windows measured by the dense descriptors alone (the correlation confirmed few of them) can agree with each
+    other on a wrong answer (unlike radiometry): an estimate mostly on them is not ok unless the keypoints' own
+    fit passes the gates and agrees; the same estimate on confirmed windows is ok."""
+    import shapely
+
+    from sarreg.estimate import fit_model
+    from sarreg.features import Features
+    from sarreg.quality import DESCRIPTORS_ALONE, cross_check, judge
+    from sarreg.stage import StageResult
+
+    rng = np.random.default_rng(2)
+    area = shapely.box(0, 0, 1000, 1000)
+    cfg = RegisterConfig(model="auto")
+    eye = np.eye(3)
+    src = rng.uniform(0, 1000, (80, 2))
+    est = fit_model(src, src + [3.0, -2.0] + rng.normal(0, 0.3, (80, 2)), "shift", threshold=cfg.threshold,
+                    area=area)
+    alone = int(0.8 * est.n_inliers)
+    assert alone > DESCRIPTORS_ALONE * est.n_inliers
+    status, reasons = judge(est, eye, cfg, matches_info={"inliers_descriptors_alone": alone})
+    assert status == "low_quality" and any("descriptors alone" in r for r in reasons), reasons
+    assert judge(est, eye, cfg, matches_info={"inliers_descriptors_alone": 3})[0] == "ok"
+    # keypoints whose own fit passes the gates and agrees: a second source, ok
+    k_src = rng.uniform(0, 1000, (60, 2))
+    k_dst = k_src + [3.0, -2.0] + rng.normal(0, 0.5, (60, 2))
+    e = Features.empty((1000, 1000))
+    kp = StageResult(k_src, k_dst, np.ones(60, np.float32), e, e, np.arange(60), np.arange(60))
+    cross = cross_check(est, fit_model(k_src, k_dst, "shift", threshold=cfg.threshold, area=area), kp, area, eye,
+                        cfg)
+    assert cross["other_passes"] and judge(est, eye, cfg, matches_info={"inliers_descriptors_alone": alone},
+                                           cross=cross)[0] == "ok"
