@@ -294,7 +294,8 @@ def refine_from_starts(ref: Scene, mov: Scene, tiles: list[TilePair], starts: li
     estimates...), keeping the result most windows agree with. Why several: a weak keypoint fit can be a few px off
     where the correlation from the coarse estimate or the georeferencing still finds the truth. Starts within 1 px
     of one tried are skipped; the search stops once most (70 %) windows agree. ``done``: (start matrix, result) of a
-    run already made with ``model`` (not repeated). The kept result's ``info["start"]`` names its start."""
+    run already made with ``model`` (not repeated). The kept result's ``info["start"]`` names its start; starts are
+    compared by their ``support`` (inliers not measured by the descriptors alone; ``info["starts"]``)."""
     est = res = None
     tried: list[np.ndarray] = []
     results: list[tuple[str, Estimate | None]] = []
@@ -307,17 +308,29 @@ def refine_from_starts(ref: Scene, mov: Scene, tiles: list[TilePair], starts: li
         else:
             e, r = area_stage(ref, mov, tiles, T0, radius, model, cfg, area, coverage_grid, dense=dense)
         r.info["start"] = name
-        results.append((name, e))
-        if res is None or (e is not None and (est is None or e.n_inliers > est.n_inliers)):
+        results.append((name, e, support(e, r)))
+        if res is None or (e is not None and (est is None or results[-1][2] > support(est, res))):
             est, res = e, r
-        if e is not None and e.n_inliers >= 0.7 * r.info["windows"]:
+        if e is not None and results[-1][2] >= 0.7 * r.info["windows"]:
             break
     if res is not None and est is not None:  # each start's answer: windows agreeing, distance from the kept one
-        res.info["starts"] = {name: {"inliers": 0 if e is None else int(e.n_inliers),
-                                     "distance_px": None if e is None else finite_round(
-                                         matrix_distance(e.matrix, est.matrix, area))}
-                              for name, e in results}
+        res.info["starts"] = {name: {"inliers": n, "distance_px": None if e is None else finite_round(
+                                     matrix_distance(e.matrix, est.matrix, area))}
+                              for name, e, n in results}
     return est, res
+
+
+def support(e: Estimate | None, r: StageResult) -> int:
+    """Inliers of an area estimate not measured by the dense descriptors alone: what starts are compared by.
+
+    Why: windows the descriptors stood in for are weaker evidence; from a wrong start (the global phase correlation
+    of a pair with unlike radiometry) they can agree with each other on an answer tens of px off and outnumber the
+    right start's windows (stop 39)."""
+    if e is None:
+        return 0
+    if r.alone is None or len(r.alone) != len(e.inliers):
+        return int(e.n_inliers)
+    return int((e.inliers & ~r.alone).sum())
 
 
 SECOND_SIZE = 2 * AREA_SIZE  # windows of ``second_motion``: offsets up to a quarter of this are searched

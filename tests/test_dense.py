@@ -151,3 +151,27 @@ def test_an_estimate_resting_on_descriptors_alone_needs_agreeing_keypoints():
                         cfg)
     assert cross["other_passes"] and judge(est, eye, cfg, matches_info={"inliers_descriptors_alone": alone},
                                            cross=cross)[0] == "ok"
+
+
+def test_starts_are_compared_by_windows_not_resting_on_descriptors_alone():
+    """``area.support``: an answer most of whose agreeing windows the descriptors alone measured ranks below one
+    whose windows the correlation confirmed, however many they are."""
+    import shapely
+
+    from sarreg.area import support
+    from sarreg.estimate import fit_model
+    from sarreg.features import Features
+    from sarreg.stage import StageResult
+
+    rng = np.random.default_rng(4)
+    area = shapely.box(0, 0, 500, 500)
+    src = rng.uniform(0, 500, (60, 2))
+    e = fit_model(src, src + [2.0, 1.0] + rng.normal(0, 0.2, (60, 2)), "shift", threshold=1.5, area=area)
+    f = Features.empty((500, 500))
+    r = StageResult(src, src, np.ones(60, np.float32), f, f, np.zeros(60, np.int64), np.zeros(60, np.int64))
+    assert support(e, r) == e.n_inliers and support(None, r) == 0  # no descriptor check: every inlier counts
+    alone = np.zeros(60, bool)
+    alone[:45] = True
+    r2 = StageResult(src, src, np.ones(60, np.float32), f, f, np.zeros(60, np.int64), np.zeros(60, np.int64),
+                     alone=alone)
+    assert support(e, r2) == int(e.inliers[45:].sum()) <= 15
