@@ -194,7 +194,7 @@ class RegisterConfig:
     n_tiles: int = _opt(9, min=1)
     fine_top_k: int = _opt(1500, min=1)
     keypoints: str = _opt("auto", choices=KEYPOINTS)
-    area_descriptors: bool = True
+    area_descriptors: bool = False
     ratio: float | None = _opt(None, min=0.0, max=1.0, type=float)
     min_inliers: int = _opt(12, min=3)
     max_rmse: float = _opt(1.5, min=0.0, min_open=True)
