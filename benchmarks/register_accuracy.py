@@ -10,7 +10,8 @@ the same numbers, with per-source tables of its own.)
 Usage::
 
     python benchmarks/register_accuracy.py OUT_DIR [--features r2d2|sift] [--weights PATH] [--model affine]
-        [--no-area-descriptors] [--skip-large] [--ids a,b,...] [--limit N] [--bench ../shared/eval/geo_dev]
+        [--area-descriptors | --no-area-descriptors] [--skip-large] [--ids a,b,...] [--limit N]
+        [--bench ../shared/eval/geo_dev]
 
 R2D2 weights: ``--weights``, else the shipped model (models/), else the reference checkpoint in ../shared
 (comparison only).
@@ -37,8 +38,9 @@ def main() -> int:
     ap.add_argument("--features", default="r2d2", choices=["r2d2", "sift"])
     ap.add_argument("--weights", default=None)
     ap.add_argument("--model", default="auto")
-    ap.add_argument("--no-area-descriptors", action="store_true",
-                    help="RegisterConfig.area_descriptors=False (the refinement's windows not checked by descriptors)")
+    check = ap.add_mutually_exclusive_group()  # the refinement's windows checked by the dense descriptors or not
+    check.add_argument("--area-descriptors", dest="area_descriptors", action="store_true", default=None)
+    check.add_argument("--no-area-descriptors", dest="area_descriptors", action="store_false")
     ap.add_argument("--skip-large", action="store_true")
     ap.add_argument("--ids", default=None, help="comma-separated pair ids")
     ap.add_argument("--limit", type=int, default=0)
@@ -58,7 +60,8 @@ def main() -> int:
         pairs = pairs[: a.limit]
     weights = pick_weights(a.weights) if a.features == "r2d2" else None
     method = Method("register", "register", weights, a.features)
-    opt = EvalOptions(register=RegisterConfig(model=a.model, device="cpu", area_descriptors=not a.no_area_descriptors))
+    rc = RegisterConfig(model=a.model, device="cpu")
+    opt = EvalOptions(register=rc if a.area_descriptors is None else rc.with_(area_descriptors=a.area_descriptors))
     extractor = make_runner(method, opt)  # the network, loaded once
     pred, pred_ok = a.out_dir, Path(str(a.out_dir).rstrip("/") + "_ok")
     pred.mkdir(parents=True, exist_ok=True)

@@ -48,7 +48,8 @@ from sarreg.io.safe import product_info
 from sarreg.io.source import resolve_input, stac_info
 from sarreg.keypoints import Extractor, coarse_stage, fine_stage, read_tiles, try_coarse_area
 from sarreg.offsets import local_transform
-from sarreg.quality import RIVAL_THRESHOLDS, cross_check, judge, model_adequacy, repeats_far, second_moves
+from sarreg.quality import (RIVAL_THRESHOLDS, confirms, cross_check, judge, model_adequacy, repeats_far,
+                            rests_on_descriptors, second_moves)
 from sarreg.relate import check_bounds, located_by, moving_pre, overlap_area, prior_matrix, read_coarse
 from sarreg.stage import StageResult
 from sarreg.warp import Grid, check_output, check_raster_name, corrected_geotransform, pixel_size
@@ -337,8 +338,14 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
         starts += extra_starts
         if rs.geolocated:
             starts.append((prior, max(6.0, 3.0 * cest.rmse, coarse.info["threshold_px"]), "georeferencing"))
-        done = (cest.matrix, probe) if probe is not None and area_model == fit_as and dense is None else None
-        est_area, area_res = refine_from_starts(rs, ms, tiles, starts, area_model, cfg, area, grid_n, done, dense)
+        done = (cest.matrix, probe) if probe is not None and area_model == fit_as else None
+        est_area, area_res = refine_from_starts(rs, ms, tiles, starts, area_model, cfg, area, grid_n,
+                                                None if dense else done, dense)
+        if rests_on_descriptors(est_area, area_res) and not confirms(
+                cross_check(est_area, est_kp, fine, area, prior, cfg) if kp_good else None):
+            # descriptors stood in for most windows, no keypoint fit confirms: they may be biased (stop 39)
+            est_area, area_res = refine_from_starts(rs, ms, tiles, starts, area_model, cfg, area, grid_n, done)
+            area_res.info["descriptors_unconfirmed"] = True  # (and so not used)
         if est_area is not None and cfg.model == "auto" and not cfg.update_georef and area_model == "affine":
             est_area, rep.stages["model_selection_area"] = select_model(
                 est_area, area_res.src, area_res.dst, area, cfg, scores=area_res.similarity, coverage_grid=grid_n)

@@ -137,10 +137,9 @@ def judge(est: Estimate, prior: np.ndarray, cfg: RegisterConfig, adequacy: float
         reasons.append(f"extrapolates poorly: held-out blocks of the tie points are predicted {extrapolation:.2f} px "
                        f"off (median) and the bootstrap spread over the overlap is {spread:.2f} px")
     alone = int(info.get("inliers_descriptors_alone") or 0)
-    if alone > DESCRIPTORS_ALONE * est.n_inliers and not (
-            cross is not None and cross.get("other_passes") and cross["within_threshold"] >= CROSS_MIN_AGREE):
-        reasons.append(f"rests on the network's dense descriptors alone: {alone} of {est.n_inliers} inliers are windows "
-                       f"the correlation did not confirm, and no keypoint fit that passes the gates agrees")
+    if alone > DESCRIPTORS_ALONE * est.n_inliers and not confirms(cross):
+        reasons.append(f"rests on the network's dense descriptors alone: {alone} of {est.n_inliers} inliers are "
+                       f"windows the correlation did not confirm, and no keypoint fit that passes the gates agrees")
     if cross is not None and not cross.get("other_passes", True):
         limit = gross_limit(cross, cfg)
         if cross["distance_px"] is not None and cross["distance_px"] > limit:
@@ -229,6 +228,18 @@ def cross_check(est: Estimate, other: Estimate | None, other_matches: StageResul
         out["other_spread_px"] = finite_round(bootstrap_spread(other, other_matches.src, other_matches.dst,
                                                                overlap_points(area), seed=cfg.seed))
     return out
+
+
+def confirms(cross: dict[str, Any] | None) -> bool:
+    """Whether ``cross_check``'s other source passes the gates itself and agrees with the estimate."""
+    return cross is not None and bool(cross.get("other_passes")) and cross["within_threshold"] >= CROSS_MIN_AGREE
+
+
+def rests_on_descriptors(est: Estimate | None, res: StageResult | None) -> bool:
+    """An area estimate more than DESCRIPTORS_ALONE of whose inliers are windows measured by the descriptors alone."""
+    if est is None or res is None or res.alone is None or len(res.alone) != len(est.inliers):
+        return False
+    return int((est.inliers & res.alone).sum()) > DESCRIPTORS_ALONE * est.n_inliers
 
 
 def gross_limit(cross: dict[str, Any], cfg: RegisterConfig) -> float:

@@ -175,3 +175,28 @@ def test_starts_are_compared_by_windows_not_resting_on_descriptors_alone():
     r2 = StageResult(src, src, np.ones(60, np.float32), f, f, np.zeros(60, np.int64), np.zeros(60, np.int64),
                      alone=alone)
     assert support(e, r2) == int(e.inliers[45:].sum()) <= 15
+
+
+def test_rests_on_descriptors_and_confirms():
+    """The helpers behind the fallback to the correlation alone: an area estimate mostly on descriptor-only windows,
+    and a second source that passes the gates and agrees."""
+    import shapely
+
+    from sarreg.estimate import fit_model
+    from sarreg.features import Features
+    from sarreg.quality import confirms, rests_on_descriptors
+    from sarreg.stage import StageResult
+
+    rng = np.random.default_rng(6)
+    src = rng.uniform(0, 400, (40, 2))
+    e = fit_model(src, src + 1.0 + rng.normal(0, 0.2, (40, 2)), "shift", threshold=1.5,
+                  area=shapely.box(0, 0, 400, 400))
+    f = Features.empty((400, 400))
+    z = np.zeros(40, np.int64)
+    mostly = StageResult(src, src, np.ones(40, np.float32), f, f, z, z, alone=np.arange(40) < 30)
+    few = StageResult(src, src, np.ones(40, np.float32), f, f, z, z, alone=np.arange(40) < 10)
+    assert rests_on_descriptors(e, mostly) and not rests_on_descriptors(e, few)
+    assert not rests_on_descriptors(None, mostly) and not rests_on_descriptors(e, StageResult(src, src, z, f, f, z, z))
+    assert confirms({"other_passes": True, "within_threshold": 0.9})
+    assert not confirms({"other_passes": False, "within_threshold": 0.9}) and not confirms(None)
+    assert not confirms({"other_passes": True, "within_threshold": 0.2})
