@@ -326,11 +326,7 @@ def support(e: Estimate | None, r: StageResult) -> int:
     Why: windows the descriptors stood in for are weaker evidence; from a wrong start (the global phase correlation
     of a pair with unlike radiometry) they can agree with each other on an answer tens of px off and outnumber the
     right start's windows (stop 39)."""
-    if e is None:
-        return 0
-    if r.alone is None or len(r.alone) != len(e.inliers):
-        return int(e.n_inliers)
-    return int((e.inliers & ~r.alone).sum())
+    return 0 if e is None else int(e.n_inliers) - r.alone_inliers(e.inliers)
 
 
 SECOND_SIZE = 2 * AREA_SIZE  # windows of ``second_motion``: offsets up to a quarter of this are searched

@@ -168,8 +168,9 @@ class RegisterConfig:
     px at full resolution, how many, keypoints per tile; ``tile_size`` is the old, still accepted keyword of
     ``fine_tile``). keypoints: "auto" runs the fine-stage keypoints only when the fine correlation does not settle
     the estimate on its own (``sarreg.area.settles``); "always" runs them every time (their matches in
-    OUT.matches.npz). area_descriptors: the area stage keeps the correlation windows that the network's dense
-    descriptors confirm, and uses the descriptors' offsets when few are confirmed (``sarreg.dense``; R2D2 only).
+    OUT.matches.npz). area_descriptors: the refinement's correlation windows checked by the network's dense
+    descriptors, whose offsets stand in when the correlation confirms few of them and the keypoints confirm the
+    answer (``sarreg.dense``; R2D2 only).
     ratio: optional Lowe ratio on MNN.
     Gates: min_inliers, max_rmse (px), min_coverage (0..1) decide ok / low_quality; fewer matches -> failed.
     Outputs: warp (False = --no-warp), update_georef, fmt auto|COG|GTiff (auto: a COG, or with update_georef the

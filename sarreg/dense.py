@@ -68,10 +68,9 @@ class DenseDescriber:
 def _window_means(a: torch.Tensor, b: torch.Tensor, m: int, offsets: np.ndarray, rows: np.ndarray,
                   cols: np.ndarray, half: int) -> np.ndarray:
     """For each (dx, dy) in ``offsets`` (|dx|, |dy| <= m): the mean over each window (centre ``rows`` / ``cols``,
-    side 2 * half) of the dot product a(p) . b(p + offset) -> (len(offsets), len(rows)). ``b`` holds ``m`` more
-    rows than ``a`` above and below (zeros outside the image); columns outside it count as 0."""
+    side 2 * half) of the dot product a(p) . b(p + offset) -> (len(offsets), len(rows)); b is 0 outside the image."""
     C, H, W = a.shape
-    bp = F.pad(b[None], (m, m, 0, 0))[0]
+    bp = F.pad(b[None], (m, m, m, m))[0]
     out = np.empty((len(offsets), len(rows)), np.float32)
     chunk = max(1, min(C, 2 ** 24 // (H * W)))  # bounded temporary: at most 64 MB per product
     for k, (ox, oy) in enumerate(offsets):
@@ -113,7 +112,7 @@ def descriptor_offsets(dense: DenseDescriber, ru: np.ndarray, rv: np.ndarray, wu
     grid = np.array([(ox, oy) for oy in range(-R, R + 1) for ox in range(-R, R + 1)])
     hr = np.clip(c[:, 1] // step, 0, ra.shape[1] - 1)
     hc = np.clip(c[:, 0] // step, 0, ra.shape[2] - 1)
-    S = _window_means(ra, F.pad(ma[None], (0, 0, R, R))[0], R, grid, hr, hc, max(1, half // step))
+    S = _window_means(ra, ma, R, grid, hr, hc, max(1, half // step))
     S = S.T.reshape(n, 2 * R + 1, 2 * R + 1)
     flat = S.reshape(n, -1)
     best_i = flat.argmax(1)

@@ -378,8 +378,8 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
         # did part of the scene move on its own? (--model local follows it)
         second, moved = second_motion(tiles, est, cfg, area) if cfg.model != "local" else (None, None)
         rep.stages["second_motion"] = second
-        if matches.alone is not None and len(matches.alone) == len(est.inliers):
-            matches.info["inliers_descriptors_alone"] = int((est.inliers & matches.alone).sum())
+        if matches.alone_inliers(est.inliers):
+            matches.info["inliers_descriptors_alone"] = matches.alone_inliers(est.inliers)
             rep.stages["refine"]["inliers_descriptors_alone"] = matches.info["inliers_descriptors_alone"]
         status, reasons = judge(est, prior, cfg, adequacy, spread, matches.info, cross, extrap, repeat=repeat,
                                 second=second)

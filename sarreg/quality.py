@@ -237,9 +237,7 @@ def confirms(cross: dict[str, Any] | None) -> bool:
 
 def rests_on_descriptors(est: Estimate | None, res: StageResult | None) -> bool:
     """An area estimate more than DESCRIPTORS_ALONE of whose inliers are windows measured by the descriptors alone."""
-    if est is None or res is None or res.alone is None or len(res.alone) != len(est.inliers):
-        return False
-    return int((est.inliers & res.alone).sum()) > DESCRIPTORS_ALONE * est.n_inliers
+    return est is not None and res is not None and res.alone_inliers(est.inliers) > DESCRIPTORS_ALONE * est.n_inliers
 
 
 def gross_limit(cross: dict[str, Any], cfg: RegisterConfig) -> float:

@@ -28,6 +28,12 @@ class StageResult:
     # correlation stages: per tie point, whether its offset is the dense descriptors' alone (``sarreg.dense``)
     alone: np.ndarray | None = field(default=None, repr=False)
 
+    def alone_inliers(self, inliers: np.ndarray) -> int:
+        """How many of ``inliers`` (a bool per tie point) are tie points the dense descriptors alone measured."""
+        if self.alone is None or len(self.alone) != len(inliers):
+            return 0
+        return int((inliers & self.alone).sum())
+
     @staticmethod
     def empty(ref: Scene, mov: Scene, info: dict[str, Any] | None = None) -> "StageResult":
         """No matches (a stage that did not run or found nothing); ``ref`` / ``mov`` give the scene sizes."""
