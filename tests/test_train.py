@@ -228,14 +228,15 @@ def test_train_smoke_and_resume(tmp_path):
 
     assert ck["iteration"] == 2 and "optimizer" in ck
     assert set(ck["optimizer_params"]) == {n for n, _ in build_network("Fast_Quad_L2Net_ConfCFS", 1, 2).named_parameters()}
-    st = train(src, out, TrainConfig(**{**cfg.__dict__, "iterations": 3, "rel_lr_mult": 10.0, "amp": True}),
-               resume=True, progress=False)
-    assert st.iteration == 3
+    st = train(src, out, TrainConfig(**{**cfg.__dict__, "iterations": 4, "rel_lr_mult": 10.0, "amp": True,
+                                        "lr_decay_from": 2}), resume=True, progress=False)
+    assert st.iteration == 4
     with open(out / "train_log.csv") as f:
         rows = list(csv.DictReader(f))
-    assert [int(r["iteration"]) for r in rows] == [1, 2, 3]
+    assert [int(r["iteration"]) for r in rows] == [1, 2, 3, 4]
+    assert [float(r["lr"]) for r in rows] == pytest.approx([1e-4, 1e-4, 1e-4, 0.5e-4])  # the annealed end
     assert all(np.isfinite(float(r["loss"])) for r in rows)
-    assert torch.load(out / "last.pt", weights_only=True)["iteration"] == 3
+    assert torch.load(out / "last.pt", weights_only=True)["iteration"] == 4
     assert len(json.loads(torch.load(out / "last.pt", weights_only=True)["val_history"])) >= 2
     # --amp where bfloat16 is emulated (an AVX2 CPU) runs in float32, and the checkpoint says what ran
     from sarreg.network import native_bf16
@@ -243,6 +244,16 @@ def test_train_smoke_and_resume(tmp_path):
     ck = torch.load(out / "last.pt", weights_only=True)
     training = ck["training"] if isinstance(ck["training"], dict) else json.loads(ck["training"])
     assert training["config"]["amp"] == native_bf16("cpu")
+
+
+def test_learning_rate_anneals_on_a_cosine():
+    from sarreg.train.loop import TrainConfig, learning_rate
+
+    cfg = TrainConfig(iterations=100, lr=1e-4, lr_decay_from=60)
+    lrs = [learning_rate(cfg, i) for i in range(101)]
+    assert lrs[:61] == [1e-4] * 61 and lrs[80] == pytest.approx(0.5e-4) and lrs[100] == pytest.approx(0.0)
+    assert all(a >= b for a, b in zip(lrs, lrs[1:]))
+    assert learning_rate(TrainConfig(iterations=100, lr=1e-4), 99) == 1e-4  # 0: constant
 
 
 def test_bf16_inference_falls_back_to_fp32_where_emulated(caplog):

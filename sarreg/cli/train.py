@@ -132,6 +132,9 @@ def build_sources(data: list[str], stacks: list[str], synthetic: bool, crop: int
               help="AP loss: negatives from this many px on (R2D2: 5; above --pos-d, at most 7).")
 @click.option("--rel-lr-mult", type=float, default=1.0, show_default=True,
               help="Learning-rate multiplier for the reliability head.")
+@click.option("--lr-decay-from", type=click.IntRange(min=0), default=0, show_default=True,
+              help="From this iteration on the learning rate follows a cosine down to 0 at --iterations "
+                   "(an annealed end of a fine-tune; 0 = constant).")
 @click.option("--amp/--no-amp", default=False, show_default=True,
               help="bfloat16 autocast for the convolution trunk (about 2x faster on CPUs with AVX512-BF16 or AMX; "
                    "where bfloat16 is emulated it warns and trains in float32).")

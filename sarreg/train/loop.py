@@ -11,6 +11,7 @@ import csv
 import dataclasses
 import json
 import logging
+import math
 import signal
 import time
 from dataclasses import dataclass, field
@@ -26,8 +27,8 @@ from sarreg.extract import resolve_device  # the one device resolver (training a
 from sarreg.network import native_bf16
 from sarreg.model.r2d2 import build_network
 from sarreg.model.weights import SAR_MEAN, SAR_STD, Model, save_checkpoint
-from sarreg.outputs import write_atomic
 from sarreg.train.atrous import full_resolution_copy, reestimate_batchnorm
+from sarreg.train.curves import plot_curves
 from sarreg.train.losses import LossWeights, NeighbourhoodSampler, R2D2Loss
 from sarreg.train.pairs import PairConfig, Source, make_pair, sample_pair
 from sarreg.train.widen import widen_network
@@ -67,6 +68,7 @@ class TrainConfig:
     val_pairs: int = 8
     max_minutes: float = 0.0  # stop (and save) after this wall time; 0 = no limit
     rel_lr_mult: float = 1.0  # learning-rate multiplier of the reliability head (clf)
+    lr_decay_from: int = 0  # from this iteration (> 0) the lr follows a cosine down to 0 at ``iterations``
     amp: bool = False  # bfloat16 autocast for the convolution trunk (heads and losses stay float32)
     init: str = ""  # start from the weights of this checkpoint (fine-tuning; fresh optimizer, iteration 0)
     bn_batches: int = 25  # training batches that re-estimate BatchNorm statistics after a Fast -> full conversion
@@ -192,49 +194,6 @@ def evaluate(net: torch.nn.Module, model: Model, pairs: Sequence[dict], device: 
     return {"mma3": float(np.mean(mma)), "mscore": float(np.mean(mscore)), "matches": float(np.mean(nmatch))}
 
 
-# ------------------------------------------------------------------------------------------------------ plot
-def plot_curves(log_csv: Path, val_csv: Path, png: Path) -> None:
-    """Training-curve PNG from the CSV logs (matplotlib Agg)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    def read(p: Path) -> dict[str, np.ndarray]:
-        if not p.is_file():
-            return {}
-        with open(p) as f:
-            rows = list(csv.DictReader(f))
-        if not rows:
-            return {}
-        return {k: np.array([float(r[k]) if r[k] not in ("", None) else np.nan for r in rows]) for k in rows[0]}
-
-    tr, va = read(log_csv), read(val_csv)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    if tr:
-        it = tr["iteration"]
-        win = max(1, min(25, len(it) // 10))
-        ker = np.ones(win) / win
-        for k in ("loss", "reliability", "cosim", "peaky", "sharpen", "ap"):
-            if k in tr and np.isfinite(tr[k]).any():
-                y = np.convolve(np.nan_to_num(tr[k]), ker, mode="valid")
-                axes[0].plot(it[win - 1:], y, label=k)
-        axes[0].set_xlabel("iteration")
-        axes[0].set_title(f"training losses (moving mean of {win})")
-        axes[0].legend()
-    if va:
-        for k in ("mma3", "mscore"):
-            axes[1].plot(va["iteration"], va[k], "o-", label=k)
-        axes[1].set_xlabel("iteration")
-        axes[1].set_title("validation (fixed held-out pairs)")
-        axes[1].legend()
-    fig.tight_layout()
-    try:
-        write_atomic(png, lambda tmp: fig.savefig(tmp, dpi=80, format="png"))
-    finally:
-        plt.close(fig)
-
-
 # ------------------------------------------------------------------------------------------------------ train
 @dataclass
 class RunState:
@@ -255,6 +214,17 @@ def _save(path: Path, net, cfg: TrainConfig, state: RunState, data_desc: list[st
         extra = {"optimizer": opt.state_dict(), "optimizer_params": order, "iteration": state.iteration, "best_val": state.best,
                  "val_history": json.dumps(state.history), "elapsed_s": float(elapsed)}
     save_checkpoint(path, net, cfg.arch, cfg.mchan, 1, SAR_MEAN, SAR_STD, training=training, extra=extra)
+
+
+def learning_rate(cfg: TrainConfig, iteration: int) -> float:
+    """The lr of the step after ``iteration`` steps: ``cfg.lr``, from ``cfg.lr_decay_from`` on a cosine down to 0
+    at ``cfg.iterations``. Why: a fine-tune at a constant lr ends wherever its last noisy steps left it; an annealed
+    end settles the weights (the lr is a function of the iteration, so a resumed run follows the same curve)."""
+    start = cfg.lr_decay_from
+    if start <= 0 or iteration < start or cfg.iterations <= start:
+        return cfg.lr
+    t = min(1.0, (iteration - start) / (cfg.iterations - start))
+    return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * t))
 
 
 def _make_optimizer(net: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -461,6 +431,9 @@ def train(sources: Sequence[Source], out_dir: str | Path, cfg: TrainConfig = Tra
             out1 = _forward(net, model.normalise(img1), cfg.amp)
             out2 = _forward(net, model.normalise(img2), cfg.amp)
             loss, parts = criterion(out1, out2, aflow, gen)
+            lr = learning_rate(cfg, state.iteration)
+            for group, mult in zip(opt.param_groups, (1.0, cfg.rel_lr_mult)):
+                group["lr"] = lr * mult
             opt.zero_grad(set_to_none=True)
             if torch.isfinite(loss):
                 loss.backward()
@@ -472,7 +445,7 @@ def train(sources: Sequence[Source], out_dir: str | Path, cfg: TrainConfig = Tra
             wlog.writerow({"iteration": state.iteration, "time_s": round(elapsed0 + now - t0, 2),
                            "loss": round(float(loss.detach()), 5), **{k: round(parts.get(k, float("nan")), 5)
                                                                for k in ("reliability", "cosim", "peaky", "sharpen", "ap")},
-                           "lr": cfg.lr, "s_per_it": round(now - t_it, 3)})
+                           "lr": lr, "s_per_it": round(now - t_it, 3)})
             t_it = now
             bar.update(1)
             bar.set_postfix(loss=f"{float(loss.detach()):.3f}", best=f"{state.best:.3f}", refresh=False)
