@@ -231,8 +231,15 @@ def _make_optimizer(net: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optim
     """Adam (L2 weight decay added to the gradient, as the reference); the reliability head may get its own lr."""
     head = [p for n, p in net.named_parameters() if n.startswith("clf.")]
     rest = [p for n, p in net.named_parameters() if not n.startswith("clf.")]
-    return torch.optim.Adam([{"params": rest}, {"params": head, "lr": cfg.lr * cfg.rel_lr_mult}],
-                            lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.Adam([{"params": rest}, {"params": head}], lr=cfg.lr, weight_decay=cfg.weight_decay)
+    _set_lr(opt, cfg, cfg.lr)
+    return opt
+
+
+def _set_lr(opt: torch.optim.Optimizer, cfg: TrainConfig, lr: float) -> None:
+    """The lr of the trunk and ``lr * cfg.rel_lr_mult`` of the reliability head (the groups of ``_make_optimizer``)."""
+    for group, mult in zip(opt.param_groups, (1.0, cfg.rel_lr_mult)):
+        group["lr"] = lr * mult
 
 
 def _load_optimizer_state(opt: torch.optim.Optimizer, net: torch.nn.Module, saved: dict,
@@ -432,8 +439,7 @@ def train(sources: Sequence[Source], out_dir: str | Path, cfg: TrainConfig = Tra
             out2 = _forward(net, model.normalise(img2), cfg.amp)
             loss, parts = criterion(out1, out2, aflow, gen)
             lr = learning_rate(cfg, state.iteration)
-            for group, mult in zip(opt.param_groups, (1.0, cfg.rel_lr_mult)):
-                group["lr"] = lr * mult
+            _set_lr(opt, cfg, lr)
             opt.zero_grad(set_to_none=True)
             if torch.isfinite(loss):
                 loss.backward()
