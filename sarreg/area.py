@@ -320,6 +320,22 @@ def refine_from_starts(ref: Scene, mov: Scene, tiles: list[TilePair], starts: li
     return est, res
 
 
+def repass(ref: Scene, mov: Scene, tiles: list[TilePair], est: Estimate, res: StageResult, passed_as: str,
+           cfg: RegisterConfig, area: BaseGeometry, coverage_grid: int = 8, dense: DenseDescriber | None = None
+           ) -> tuple[Estimate, StageResult]:
+    """One more correlation pass through ``est`` when the model chosen after the refinement is not the one its
+    passes resampled the moving tiles through (``passed_as``; e.g. affine passes, then a homography chosen): windows
+    resampled through the model that will warp the output agree more closely. Kept when that pass fits the same
+    model with at least as many inliers; else (est, res) unchanged."""
+    if est.model == passed_as:
+        return est, res
+    e, r = area_stage(ref, mov, tiles, est.matrix, AREA_RADIUS, est.model, cfg, area, coverage_grid, 1, dense)
+    if e is None or e.model != est.model or e.n_inliers < est.n_inliers:
+        return est, res
+    r.info.update({"start": res.info.get("start"), "repassed_as": est.model})
+    return e, r
+
+
 def support(e: Estimate | None, r: StageResult) -> int:
     """Inliers of an area estimate not measured by the dense descriptors alone: what starts are compared by.
 

@@ -33,8 +33,8 @@ import cv2
 import numpy as np
 
 from sarreg import __version__
-from sarreg.area import (AREA_RADIUS, area_stage, global_start, refine_from_starts, repeat_match, second_motion,
-                         settles)
+from sarreg.area import (AREA_RADIUS, area_stage, global_start, refine_from_starts, repass, repeat_match,
+                         second_motion, settles)
 from sarreg.choice import FAIL_INLIERS, choose_estimate, overlap_points, prefer_simpler, select_model
 from sarreg.config import RegisterConfig
 from sarreg.correlate import repeat_period
@@ -139,10 +139,7 @@ def enforce_max_shift(rep: Report, cfg: RegisterConfig) -> None:
     if cfg.max_shift is None or shift is None or not shift > cfg.max_shift:
         return
     why = f"correction of {shift:.2f} px exceeds --max-shift {cfg.max_shift:g} px"
-    if rep.status == "ok":
-        rep.status, rep.message = "low_quality", why
-    else:
-        rep.message = f"{rep.message}; {why}"
+    rep.status, rep.message = ("low_quality", why) if rep.status == "ok" else (rep.status, f"{rep.message}; {why}")
 
 
 def _units(scene: Scene) -> str:
@@ -354,6 +351,9 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
             est, rep.stages["parsimony"] = prefer_simpler(est, matches, area, cfg, grid_n,
                                                           located=rs.geolocated and ms.geolocated,
                                                           shift_left=rs.georeferenced and ms.georeferenced)
+        if matches is area_res:  # the windows resampled through the model chosen, when it is not the passes' one
+            est, area_res = repass(rs, ms, tiles, est, area_res, area_model, cfg, area, grid_n, dense)
+            matches = area_res
         rep.stages["refine"] = {**area_res.info, "chosen": "correlation" if matches is area_res else "keypoints",
                                 "keypoints": None if est_kp is None else est_kp.summary(),
                                 "correlation": None if est_area is None else est_area.summary()}
@@ -442,8 +442,7 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
             rep.outputs["raster"] = str(out)
             t = tick("warp", t)
     step("sidecars")
-    if matches is None:
-        matches = fine
+    matches = fine if matches is None else matches
     if fine is not None and (len(fine.src) or len(matches.src)):
         _write_match_sidecars(rep, rs, ms, matches, fine, est, cfg, out, prior)
     if cfg.quicklook and est is not None:

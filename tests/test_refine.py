@@ -471,3 +471,40 @@ def test_repeat_match_tells_a_lattice_from_fields_of_different_crops():
         a, b = (image_to_unit(speckle(f, 4.0, rng))[0] for _ in range(2))
         ratios.append(repeat_match([TilePair(0, 0, a, ok, b, ok, np.eye(3))], np.eye(3), 4.5))
     assert ratios[0] >= 0.8 and ratios[1] < 0.2, ratios
+
+
+def test_repass_resamples_through_the_model_chosen_after_affine_passes(tmp_path):
+    """A perspective pair refined with affine passes, then a homography chosen (as ``--model auto`` does): one more
+    pass through the homography gives windows that agree at least as well and an estimate at least as close; with
+    the passes' own model nothing is repeated."""
+    from shapely.geometry import box
+
+    from sarreg.area import area_stage, repass
+    from sarreg.io.raster import open_scene
+    from sarreg.keypoints import read_tiles
+    from sarreg.synth import make_pair
+
+    n = 448
+    _, a, b = make_pair(n, n, seed=5, looks=4.0, change=0.1)
+    H = np.array([[1.01, 0.02, 3.3], [-0.015, 0.99, -2.2], [4e-5, -3e-5, 1.0]])  # moving px -> reference px
+    r = write_geotiff(tmp_path / "ref.tif", a)
+    m = write_geotiff(tmp_path / "moving.tif", np.nan_to_num(warp_image(b, H, (n, n)), nan=0.0), nodata=0.0)
+    rs, ms = open_scene(r), open_scene(m)
+    cfg, area = RegisterConfig(features="sift", warp=False), box(0, 0, n - 1, n - 1)
+    start = H @ np.array([[1, 0, 1.5], [0, 1, -1.0], [0, 0, 1]])
+    tiles, _ = read_tiles(rs, ms, start, cfg, area)
+    est_aff, res = area_stage(rs, ms, tiles, start, 8.0, "affine", cfg, area)
+    assert est_aff is not None
+    assert repass(rs, ms, tiles, est_aff, res, "affine", cfg, area) == (est_aff, res)  # nothing to repeat
+
+    est_h = fit_model(res.src, res.dst, "homography", cfg.robust, cfg.threshold, area=area, scores=res.similarity,
+                      seed=0)
+    e2, r2 = repass(rs, ms, tiles, est_h, res, "affine", cfg, area)
+    assert r2.info.get("repassed_as") == "homography" and e2.model == "homography"
+    assert e2.n_inliers >= est_h.n_inliers
+
+    def err(mat):
+        g = np.stack(np.meshgrid(np.linspace(40, n - 40, 10), np.linspace(40, n - 40, 10)), -1).reshape(-1, 2)
+        return float(np.hypot(*(apply_matrix(np.asarray(mat), g) - apply_matrix(H, g)).T).mean())
+
+    assert err(e2.matrix) <= err(est_h.matrix) + 0.05 and err(e2.matrix) < 0.5, (err(est_h.matrix), err(e2.matrix))
