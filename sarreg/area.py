@@ -332,7 +332,8 @@ def repass(ref: Scene, mov: Scene, tiles: list[TilePair], est: Estimate, res: St
     e, r = area_stage(ref, mov, tiles, est.matrix, AREA_RADIUS, est.model, cfg, area, coverage_grid, 1, dense)
     if e is None or e.model != est.model or e.n_inliers < est.n_inliers:
         return est, res
-    r.info.update({"start": res.info.get("start"), "repassed_as": est.model})
+    r.info.update({k: res.info[k] for k in ("start", "starts", "descriptors_unconfirmed") if k in res.info})
+    r.info["repassed_as"] = est.model
     return e, r
 
 

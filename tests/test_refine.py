@@ -499,7 +499,9 @@ def test_repass_resamples_through_the_model_chosen_after_affine_passes(tmp_path)
 
     est_h = fit_model(res.src, res.dst, "homography", cfg.robust, cfg.threshold, area=area, scores=res.similarity,
                       seed=0)
+    res.info["start"] = "coarse"  # (refine_from_starts names it; the report keeps it through the repass)
     e2, r2 = repass(rs, ms, tiles, est_h, res, "affine", cfg, area)
+    assert r2.info["start"] == "coarse"
     assert r2.info.get("repassed_as") == "homography" and e2.model == "homography"
     assert e2.n_inliers >= est_h.n_inliers
 
