@@ -325,14 +325,14 @@ def repass(ref: Scene, mov: Scene, tiles: list[TilePair], est: Estimate, res: St
            ) -> tuple[Estimate, StageResult]:
     """One more correlation pass through ``est`` when the model chosen after the refinement is not the one its
     passes resampled the moving tiles through (``passed_as``; e.g. affine passes, then a homography chosen): windows
-    resampled through the model that will warp the output agree more closely. Kept when that pass fits the same
-    model with at least as many inliers; else (est, res) unchanged. ``dense`` is not used when the refinement had
+    resampled through the model that will warp the output agree more closely. Kept when that pass fits at least
+    as many inliers; else (est, res) unchanged. ``dense`` is not used when the refinement had
     dropped the descriptors' stand-ins (``descriptors_unconfirmed``)."""
     if est.model == passed_as:
         return est, res
     dense = None if res.info.get("descriptors_unconfirmed") else dense
     e, r = area_stage(ref, mov, tiles, est.matrix, AREA_RADIUS, est.model, cfg, area, coverage_grid, 1, dense)
-    if e is None or e.model != est.model or e.n_inliers < est.n_inliers:
+    if e is None or e.n_inliers < est.n_inliers:
         return est, res
     r.info.update({k: res.info[k] for k in ("start", "starts", "descriptors_unconfirmed") if k in res.info})
     r.info["repassed_as"] = est.model
