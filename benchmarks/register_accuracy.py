@@ -10,7 +10,7 @@ the same numbers, with per-source tables of its own.)
 Usage::
 
     python benchmarks/register_accuracy.py OUT_DIR [--features r2d2|sift] [--weights PATH] [--model affine]
-        [--area-descriptors | --no-area-descriptors] [--skip-large] [--ids a,b,...] [--limit N]
+        [--area-descriptors auto|always|never] [--skip-large] [--ids a,b,...] [--limit N]
         [--bench ../shared/eval/geo_dev]
 
 R2D2 weights: ``--weights``, else the shipped model (models/), else the reference checkpoint in ../shared
@@ -38,9 +38,8 @@ def main() -> int:
     ap.add_argument("--features", default="r2d2", choices=["r2d2", "sift"])
     ap.add_argument("--weights", default=None)
     ap.add_argument("--model", default="auto")
-    check = ap.add_mutually_exclusive_group()  # the refinement's windows checked by the dense descriptors or not
-    check.add_argument("--area-descriptors", dest="area_descriptors", action="store_true", default=None)
-    check.add_argument("--no-area-descriptors", dest="area_descriptors", action="store_false")
+    ap.add_argument("--area-descriptors", default=None, choices=["auto", "always", "never"],
+                    help="the refinement's windows checked by the dense descriptors (default: RegisterConfig's)")
     ap.add_argument("--skip-large", action="store_true")
     ap.add_argument("--ids", default=None, help="comma-separated pair ids")
     ap.add_argument("--limit", type=int, default=0)

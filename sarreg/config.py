@@ -22,6 +22,8 @@ COMPRESSION = ("DEFLATE", "LZW", "ZSTD", "NONE")
 BACKENDS = ("auto", "torch", "openvino", "onnxruntime")  # sarreg.model.backend
 FEATURES = ("r2d2", "sift")  # sarreg.keypoints.Extractor
 KEYPOINTS = ("auto", "always")  # fine-stage keypoints: when correlation cannot settle the estimate / every time
+# the refinement's windows checked by the dense descriptors: when the correlation alone is not ok / always / never
+AREA_DESCRIPTORS = ("auto", "always", "never")
 KINDS = ("auto", "linear", "amplitude", "db", "display")  # sarreg.io.raster
 DEVICES = ("auto", "cpu", "cuda")  # the CLI's --device choices (the library also takes "cuda:N")
 PRECISIONS = ("fp32", "bf16")
@@ -170,7 +172,8 @@ class RegisterConfig:
     the estimate on its own (``sarreg.area.settles``); "always" runs them every time (their matches in
     OUT.matches.npz). area_descriptors: the refinement's correlation windows checked by the network's dense
     descriptors, whose offsets stand in when the correlation confirms few of them and the keypoints confirm the
-    answer (``sarreg.dense``; R2D2 only).
+    answer (``sarreg.dense``; R2D2 only): "auto" only when the refinement by the correlation alone is not ok
+    (``sarreg.decide``), "always", "never" (True / False: "always" / "never").
     ratio: optional Lowe ratio on MNN.
     Gates: min_inliers, max_rmse (px), min_coverage (0..1) decide ok / low_quality; fewer matches -> failed.
     Outputs: warp (False = --no-warp), update_georef, fmt auto|COG|GTiff (auto: a COG, or with update_georef the
@@ -195,7 +198,7 @@ class RegisterConfig:
     n_tiles: int = _opt(9, min=1)
     fine_top_k: int = _opt(1500, min=1)
     keypoints: str = _opt("auto", choices=KEYPOINTS)
-    area_descriptors: bool = False
+    area_descriptors: str = _opt("auto", choices=AREA_DESCRIPTORS)
     ratio: float | None = _opt(None, min=0.0, max=1.0, type=float)
     min_inliers: int = _opt(12, min=3)
     max_rmse: float = _opt(1.5, min=0.0, min_open=True)
@@ -226,6 +229,8 @@ class RegisterConfig:
     def __post_init__(self, tile_size: int | None) -> None:
         if tile_size is not None:  # ``RegisterConfig(tile_size=...)`` / ``with_(tile_size=...)`` of older code
             object.__setattr__(self, "fine_tile", tile_size)
+        if isinstance(self.area_descriptors, bool):  # the on / off switch of sarreg <= 0.1 (stop 39)
+            object.__setattr__(self, "area_descriptors", "always" if self.area_descriptors else "never")
 
     def with_(self, **kw: Any) -> "RegisterConfig":
         return replace(self, **kw)

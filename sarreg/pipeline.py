@@ -1,7 +1,8 @@
 """``register(ref, moving, out, config) -> Report``: the registration pipeline as a chain of stage calls.
 
 Stages live in their own modules: ``relate`` (1), ``keypoints`` (2, 3), ``area`` (correlation: coarse fallback and
-refinement), ``offsets`` (``--model local``), ``quality`` (model choice, gates); here they are chained.
+refinement), ``decide`` (4: refinement, choices and gates, with the descriptor check as a fallback), ``offsets``
+(``--model local``), ``quality`` (model choice, gates); here they are chained.
 
 1. relate: open both rasters, a prior moving -> reference pixel transform from the georeferencing (pyproj
    through both affines; identity for pixel-space images), valid-data footprints and their overlap (shapely);
@@ -33,23 +34,20 @@ import cv2
 import numpy as np
 
 from sarreg import __version__
-from sarreg.area import (AREA_RADIUS, area_stage, global_start, refine_from_starts, repass, repeat_match,
-                         second_motion, settles)
-from sarreg.choice import FAIL_INLIERS, choose_estimate, overlap_points, prefer_simpler, select_model
+from sarreg.area import AREA_RADIUS, area_stage, global_start, settles
+from sarreg.choice import FAIL_INLIERS, select_model
 from sarreg.config import RegisterConfig
 from sarreg.correlate import repeat_period
 from sarreg.errors import InputError, RegistrationFailed
 from sarreg.export import ALL_OUTPUTS, earlier_roles, register_outputs
-from sarreg.estimate import (Estimate, apply_matrix, bootstrap_spread, decompose, finite_round, fit_model,
-                             to_pixel_transform)
-from sarreg.geometry import matrix_distance
+from sarreg.decide import Refinement, decide
+from sarreg.estimate import Estimate, apply_matrix, decompose, finite_round, fit_model, to_pixel_transform
 from sarreg.io.raster import Scene, both, open_scene
 from sarreg.io.safe import product_info
 from sarreg.io.source import resolve_input, stac_info
 from sarreg.keypoints import Extractor, coarse_stage, fine_stage, read_tiles, try_coarse_area
 from sarreg.offsets import local_transform
-from sarreg.quality import (RIVAL_THRESHOLDS, confirms, cross_check, judge, model_adequacy, repeats_far,
-                            rests_on_descriptors, second_moves)
+from sarreg.quality import second_moves
 from sarreg.relate import check_bounds, located_by, moving_pre, overlap_area, prior_matrix, read_coarse
 from sarreg.stage import StageResult
 from sarreg.warp import Grid, check_output, check_raster_name, corrected_geotransform, pixel_size
@@ -309,7 +307,7 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
             fine = StageResult.empty(rs, ms, {**tiles_info, "keypoints": "skipped (correlation settled)"})
         else:
             # the correlation did not settle: its windows are checked by the network's dense descriptors
-            dense = ext.dense() if cfg.area_descriptors else None
+            dense = ext.dense() if cfg.area_descriptors != "never" else None
             fine = fine_stage(rs, ms, cest.matrix, max(cest.rmse, coarse.info["threshold_px"] / 2), ext, cfg,
                               tiles, tiles_info)
         rep.stages["fine"] = dict(fine.info)
@@ -328,74 +326,37 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
         t = tick("estimate", t)
         step("refine")
         kp_good = est_kp is not None and est_kp.n_inliers >= FAIL_INLIERS
-        area_model = est_kp.model if kp_good and est_kp.model in ("affine", "homography") else fit_as
         # the correlation from the keypoint estimate, the coarse one and the georeferencing (when they differ)
         starts = [(est_kp.matrix, AREA_RADIUS, "keypoints")] if kp_good else []
         starts.append((cest.matrix, c_radius, "coarse"))
         starts += extra_starts
         if rs.geolocated:
             starts.append((prior, max(6.0, 3.0 * cest.rmse, coarse.info["threshold_px"]), "georeferencing"))
+        area_model = est_kp.model if kp_good and est_kp.model in ("affine", "homography") else fit_as
         done = (cest.matrix, probe) if probe is not None and area_model == fit_as else None
-        est_area, area_res = refine_from_starts(rs, ms, tiles, starts, area_model, cfg, area, grid_n,
-                                                None if dense else done, dense)
-        if rests_on_descriptors(est_area, area_res) and not confirms(
-                cross_check(est_area, est_kp, fine, area, prior, cfg) if kp_good else None):
-            # descriptors stood in for most windows, no keypoint fit confirms: they may be biased (stop 39)
-            est_area, area_res = refine_from_starts(rs, ms, tiles, starts, area_model, cfg, area, grid_n, done)
-            area_res.info["descriptors_unconfirmed"] = True  # (and so not used)
-        if est_area is not None and cfg.model == "auto" and not cfg.update_georef and area_model == "affine":
-            est_area, rep.stages["model_selection_area"] = select_model(
-                est_area, area_res.src, area_res.dst, area, cfg, scores=area_res.similarity, coverage_grid=grid_n)
-        est, matches = choose_estimate(est_kp, fine, est_area, area_res)
-        if est is not None and cfg.model == "auto" and not cfg.update_georef:
-            est, rep.stages["parsimony"] = prefer_simpler(est, matches, area, cfg, grid_n,
-                                                          located=rs.geolocated and ms.geolocated,
-                                                          shift_left=rs.georeferenced and ms.georeferenced)
-        if matches is area_res:  # the windows resampled through the model chosen, when it is not the passes' one
-            est, area_res = repass(rs, ms, tiles, est, area_res, area_model, cfg, area, grid_n, dense)
-            matches = area_res
-        rep.stages["refine"] = {**area_res.info, "chosen": "correlation" if matches is area_res else "keypoints",
-                                "keypoints": None if est_kp is None else est_kp.summary(),
-                                "correlation": None if est_area is None else est_area.summary()}
+        r = Refinement(tiles, fine, est_kp, kp_error, starts, area_model, done, prior, grid_n, repeat, kp_good)
+        dec = decide(rs, ms, r, cfg, area, dense)
+        rep.stages.update(dec.stages)
+        est, matches = dec.est, dec.matches
         if est is None:
-            raise RegistrationFailed(kp_error or "no consistent tie points")
-        t = tick("refine", t)
+            raise RegistrationFailed("; ".join(dec.reasons))
+        t = tick("refine", t)  # (with the quality gates' own measurements: bootstrap, cross-check, second motion)
     except RegistrationFailed as e:
         rep.status, rep.message = "failed", str(e)
         t = tick("estimate", t)
     if est is not None:
-        # --model local absorbs what a richer global model would (the field), so no adequacy gate there
-        adequacy = model_adequacy(est, matches.src, matches.dst, area, cfg) if cfg.model != "local" else None
-        spread = bootstrap_spread(est, matches.src, matches.dst, overlap_points(area), seed=cfg.seed)
-        other = (est_area, area_res) if matches is fine else (est_kp, fine)
-        cross = cross_check(est, *other, area, prior, cfg) if cfg.model != "local" else None
-        extrap = (rep.stages.get("parsimony") or {}).get("cv_median_px", {}).get(est.model)
-        if repeat is not None:
-            repeat["correction_px"] = round(matrix_distance(est.matrix, prior, area), 2)
-            if repeats_far(repeat):  # does the pair itself match a period away as well? (one more window pass)
-                match = repeat_match(tiles, est.matrix, RIVAL_THRESHOLDS * cfg.threshold)
-                repeat["match_ratio"] = None if match is None else round(match, 3)
-        # did part of the scene move on its own? (--model local follows it)
-        second, moved = second_motion(tiles, est, cfg, area) if cfg.model != "local" else (None, None)
+        status, reasons, second, g = dec.status, dec.reasons, dec.second, dec.gates
         rep.stages["second_motion"] = second
-        if matches.alone_inliers(est.inliers):
-            matches.info["inliers_descriptors_alone"] = matches.alone_inliers(est.inliers)
-            rep.stages["refine"]["inliers_descriptors_alone"] = matches.info["inliers_descriptors_alone"]
-        status, reasons = judge(est, prior, cfg, adequacy, spread, matches.info, cross, extrap, repeat=repeat,
-                                second=second)
-        if second_moves(second, cfg) and moved is not None and rs.geolocated:  # its outline, for --exclude
+        if second_moves(second, cfg) and dec.moved is not None and rs.geolocated:  # its outline, for --exclude
             p = export.sidecar(out, ".moved.gpkg")
-            export.write_outline(p, moved, rs, {"windows": second["second"], "distance_px": second["distance_px"]})
+            export.write_outline(p, dec.moved, rs, {"windows": second["second"],
+                                                    "distance_px": second["distance_px"]})
             rep.outputs["moved"] = str(p)
-        if est.n_inliers < FAIL_INLIERS:
-            status = "failed"
-            reasons.insert(0, f"too few inliers ({est.n_inliers} < {FAIL_INLIERS})")
         rep.status = status
         rep.message = "registered" if status == "ok" else "; ".join(reasons)
         rep.model = est.model
         rep.matrix = est.matrix.tolist()
         ptr = to_pixel_transform(est, matches.src, matches.dst)
-        t = tick("checks", t)  # the quality gates' own measurements (bootstrap, cross-check, second motion, ...)
         if cfg.model == "local" and status != "failed":
             step("offsets")
             p = export.sidecar(out, ".offsets.tif")
@@ -413,9 +374,9 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
         rep.quality.update({"rmse_map": est.rmse * psize if rs.georeferenced else None,
                             "heldout_rmse_map": est.heldout_rmse * psize if rs.georeferenced else None,
                             "overlap_fraction": round(frac, 4),
-                            "model_adequacy_px": None if adequacy is None else round(adequacy, 4),
-                            "overlap_spread_px": finite_round(spread), "heldout_blocks_px": extrap,
-                            "cross_check": cross})
+                            "model_adequacy_px": None if g["adequacy"] is None else round(g["adequacy"], 4),
+                            "overlap_spread_px": finite_round(g["spread"]), "heldout_blocks_px": g["extrap"],
+                            "cross_check": g["cross"]})
         rep.correction = _correction(rs, prior, est, area)
         enforce_max_shift(rep, cfg)
         if est.model in ("shift", "similarity", "affine"):

@@ -85,8 +85,9 @@ def test_verified_keeps_a_reliable_correlation_and_replaces_an_unreliable_one():
 
 def test_register_checks_the_refinement_windows_with_descriptors(tmp_path):
     """Through ``register`` (real GeoTIFFs): a single-look pair with temporal change, the shipped network; the
-    refinement's windows are checked by the descriptors (``stages.refine.descriptor_check``) unless switched off,
-    and the result is within a pixel either way."""
+    refinement's windows are checked by the descriptors (``stages.refine.descriptor_check``) with "always", not
+    with "never", and with "auto" only when the correlation alone was not ok (then the report says so); the
+    result is within a pixel every time."""
     from sarreg import register
     from sarreg.estimate import apply_matrix
 
@@ -100,13 +101,27 @@ def test_register_checks_the_refinement_windows_with_descriptors(tmp_path):
     mv = synth.write_geotiff(tmp_path / "mov.tif", np.nan_to_num(mov, nan=0.0), nodata=0.0)
     g = np.stack(np.meshgrid(np.linspace(0, n - 1, 8), np.linspace(0, n - 1, 8)), -1).reshape(-1, 2)
     truth = np.linalg.inv(H)
-    for on in (True, False):
-        cfg = RegisterConfig(keypoints="always", model="shift", device="cpu", area_descriptors=on, warp=False)
-        rep = register(ref, mv, tmp_path / f"o{on}.tif", cfg)
-        assert rep.stages["refine"]["descriptor_check"] is on
+    status = {}
+    for mode in ("never", "always", "auto"):
+        cfg = RegisterConfig(keypoints="always", model="shift", device="cpu", area_descriptors=mode, warp=False)
+        rep = register(ref, mv, tmp_path / f"o{mode}.tif", cfg)
+        status[mode] = rep.status
+        fallback = rep.stages["refine"].get("descriptor_fallback")
+        if mode == "auto":  # the first refinement is the one of "never"; the descriptors only after a non-ok one
+            assert (fallback is None) == (status["never"] == "ok")
+            assert fallback is None or fallback["status"] == status["never"]
+            assert rep.stages["refine"]["descriptor_check"] is (fallback is not None)
+        else:
+            assert fallback is None and rep.stages["refine"]["descriptor_check"] is (mode == "always")
         assert rep.matrix is not None
         err = np.hypot(*(apply_matrix(np.asarray(rep.matrix), g) - apply_matrix(truth, g)).T).mean()
-        assert err < 1.0, (on, err, rep.message)
+        assert err < 1.0, (mode, err, rep.message)
+    # gates no refinement can pass: with "auto" the descriptors' refinement follows the correlation's, and stands
+    strict = RegisterConfig(keypoints="always", model="shift", device="cpu", warp=False, min_inliers=100000)
+    rep = register(ref, mv, tmp_path / "strict.tif", strict)
+    fallback = rep.stages["refine"]["descriptor_fallback"]
+    assert strict.area_descriptors == "auto" and rep.stages["refine"]["descriptor_check"] is True
+    assert fallback["status"] == rep.status == "low_quality" and "inliers" in fallback["message"]
 
 
 def test_reference_maps_are_kept_for_that_array_only(dense):

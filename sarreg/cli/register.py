@@ -53,9 +53,10 @@ P = PreprocessConfig
 @config_option(R, "keypoints", help="Fine-stage keypoints: auto = only when the correlation windows cannot settle "
                                     "the estimate alone (the network is then not even loaded); always = every time "
                                     "(their matches in OUT.matches.npz).")
-@config_option(R, "area_descriptors", "--area-descriptors/--no-area-descriptors",
-               help="Check the refinement's correlation windows with the network's dense descriptors when the "
-                    "correlation does not settle the estimate alone (R2D2 features).")
+@config_option(R, "area_descriptors",
+               help="Check the refinement's correlation windows with the network's dense descriptors (R2D2 "
+                    "features): auto = only when the correlation alone gives no ok result, then its result stands; "
+                    "always = whenever the correlation does not settle the estimate alone; never.")
 @click.option("--no-warp", is_flag=True, help="Estimate only: no output raster (sidecars still written).")
 @update_georef_opt
 @click.option("--force", is_flag=True, help="Write the raster even when the quality gates fail.")

@@ -1,0 +1,169 @@
+"""Stage 4 of ``register``: from the keypoint fit and the refinement's starts to an estimate and its status.
+
+* ``refine``: the area-based refinement from every start (``sarreg.area``), the model choice, the choice between the
+  keypoints' and the correlation's estimate, parsimony and one more pass through the model chosen;
+* ``assess``: the quality gates' measurements (adequacy, bootstrap spread, cross-check, repetition, second motion)
+  and the verdict ok / low_quality / failed (``sarreg.quality.judge``);
+* ``decide``: both, and with ``area_descriptors="auto"`` both again with the network's dense descriptors checking
+  the refinement's windows (``sarreg.dense``) when the correlation alone gave no trustworthy answer.
+
+Why the descriptors only then: on the training-split check sets they turn many single-look / strongly changed
+pairs from low_quality into ok results within 1 px, but where the correlation alone already passes the gates
+their coarser offsets (the network's half-resolution grid) can only move a good answer (models/HISTORY.md
+"Stop 43"); the correlation's precision where it can be trusted, the descriptors' robustness where it cannot.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from sarreg.area import refine_from_starts, repass, repeat_match, second_motion
+from sarreg.choice import FAIL_INLIERS, choose_estimate, overlap_points, prefer_simpler, select_model
+from sarreg.config import RegisterConfig
+from sarreg.errors import RegistrationFailed
+from sarreg.estimate import Estimate, bootstrap_spread
+from sarreg.geometry import matrix_distance
+from sarreg.io.raster import Scene
+from sarreg.quality import (RIVAL_THRESHOLDS, confirms, cross_check, judge, model_adequacy, repeats_far,
+                            rests_on_descriptors)
+from sarreg.stage import StageResult
+
+if TYPE_CHECKING:
+    from shapely.geometry.base import BaseGeometry
+
+    from sarreg.dense import DenseDescriber
+
+
+@dataclass
+class Refinement:
+    """What the refinement needs beyond the scenes: the fine tiles, the keypoints' matches and fit (None when
+    skipped or failed, with its error), the starts (matrix, search radius, name), the model the passes resample
+    through, the fine stage's fit model, a settled probe to reuse ((matrix, area_stage result) or None), the prior,
+    the coverage grid, the reference's repetition (or None)."""
+
+    tiles: list
+    fine: StageResult
+    est_kp: Estimate | None
+    kp_error: str | None
+    starts: list[tuple[np.ndarray, float, str]]
+    area_model: str
+    done: tuple | None
+    prior: np.ndarray
+    grid_n: int
+    repeat: dict | None
+    kp_good: bool = False
+
+
+@dataclass
+class Decision:
+    """An estimate (None when none) with the tie points it was fitted to, the correlation's own estimate and
+    windows, the status and its reasons, the report's stage entries and the gates' measurements."""
+
+    est: Estimate | None
+    matches: StageResult | None
+    est_area: Estimate | None
+    area_res: StageResult | None
+    status: str = "failed"
+    reasons: list[str] = field(default_factory=list)
+    stages: dict[str, Any] = field(default_factory=dict)
+    gates: dict[str, Any] = field(default_factory=dict)
+    second: dict | None = None
+    moved: Any = None
+    raw: tuple[Estimate | None, StageResult | None] = (None, None)  # the refinement before the choices
+
+
+def refine(rs: Scene, ms: Scene, r: Refinement, cfg: RegisterConfig, area: BaseGeometry,
+           dense: DenseDescriber | None, without: Decision | None = None) -> Decision:
+    """The refinement from ``r.starts`` (windows checked by ``dense`` when given), then the choices; a failed
+    Decision when neither the keypoints nor the correlation give an estimate. ``without``: the Decision of the
+    same refinement without the descriptors, when made already (its windows are reused, not measured again)."""
+    stages: dict[str, Any] = {}
+    est_kp, fine = r.est_kp, r.fine
+    est_area, area_res = refine_from_starts(rs, ms, r.tiles, r.starts, r.area_model, cfg, area, r.grid_n,
+                                            None if dense else r.done, dense)
+    if rests_on_descriptors(est_area, area_res) and not confirms(
+            cross_check(est_area, est_kp, fine, area, r.prior, cfg) if r.kp_good else None):
+        # descriptors stood in for most windows, no keypoint fit confirms: they may be biased (stop 39)
+        est_area, area_res = without.raw if without is not None and without.raw[1] is not None else \
+            refine_from_starts(rs, ms, r.tiles, r.starts, r.area_model, cfg, area, r.grid_n, r.done)
+        area_res = replace(area_res, info=dict(area_res.info))
+        area_res.info["descriptors_unconfirmed"] = True  # (and so not used)
+    raw = (est_area, replace(area_res, info=dict(area_res.info)))
+    if est_area is not None and cfg.model == "auto" and not cfg.update_georef and r.area_model == "affine":
+        est_area, stages["model_selection_area"] = select_model(
+            est_area, area_res.src, area_res.dst, area, cfg, scores=area_res.similarity, coverage_grid=r.grid_n)
+    est, matches = choose_estimate(est_kp, fine, est_area, area_res)
+    if est is not None and cfg.model == "auto" and not cfg.update_georef:
+        est, stages["parsimony"] = prefer_simpler(est, matches, area, cfg, r.grid_n,
+                                                  located=rs.geolocated and ms.geolocated,
+                                                  shift_left=rs.georeferenced and ms.georeferenced)
+    if matches is area_res:  # the windows resampled through the model chosen, when it is not the passes' one
+        est, area_res = repass(rs, ms, r.tiles, est, area_res, r.area_model, cfg, area, r.grid_n, dense)
+        matches = area_res
+    stages["refine"] = {**area_res.info, "chosen": "correlation" if matches is area_res else "keypoints",
+                        "keypoints": None if est_kp is None else est_kp.summary(),
+                        "correlation": None if est_area is None else est_area.summary()}
+    if est is None:
+        return Decision(None, None, est_area, area_res, "failed", [r.kp_error or "no consistent tie points"], stages,
+                        raw=raw)
+    return Decision(est, matches, est_area, area_res, stages=stages, raw=raw)
+
+
+def assess(d: Decision, r: Refinement, cfg: RegisterConfig, area: BaseGeometry) -> Decision:
+    """The quality gates' measurements on ``d``'s estimate and the verdict (``d.status``, ``d.reasons``)."""
+    est, matches = d.est, d.matches
+    assert est is not None and matches is not None
+    # --model local absorbs what a richer global model would (the field), so no adequacy gate there
+    adequacy = model_adequacy(est, matches.src, matches.dst, area, cfg) if cfg.model != "local" else None
+    spread = bootstrap_spread(est, matches.src, matches.dst, overlap_points(area), seed=cfg.seed)
+    other = (d.est_area, d.area_res) if matches is r.fine else (r.est_kp, r.fine)
+    cross = cross_check(est, *other, area, r.prior, cfg) if cfg.model != "local" else None
+    extrap = (d.stages.get("parsimony") or {}).get("cv_median_px", {}).get(est.model)
+    repeat = r.repeat
+    if repeat is not None:
+        repeat["correction_px"] = round(matrix_distance(est.matrix, r.prior, area), 2)
+        if repeats_far(repeat):  # does the pair itself match a period away as well? (one more window pass)
+            match = repeat_match(r.tiles, est.matrix, RIVAL_THRESHOLDS * cfg.threshold)
+            repeat["match_ratio"] = None if match is None else round(match, 3)
+    # did part of the scene move on its own? (--model local follows it)
+    d.second, d.moved = second_motion(r.tiles, est, cfg, area) if cfg.model != "local" else (None, None)
+    if matches.alone_inliers(est.inliers):
+        matches.info["inliers_descriptors_alone"] = matches.alone_inliers(est.inliers)
+        d.stages["refine"]["inliers_descriptors_alone"] = matches.info["inliers_descriptors_alone"]
+    d.status, d.reasons = judge(est, r.prior, cfg, adequacy, spread, matches.info, cross, extrap, repeat=repeat,
+                                second=d.second)
+    if est.n_inliers < FAIL_INLIERS:
+        d.status = "failed"
+        d.reasons.insert(0, f"too few inliers ({est.n_inliers} < {FAIL_INLIERS})")
+    d.gates = {"adequacy": adequacy, "spread": spread, "cross": cross, "extrap": extrap}
+    return d
+
+
+def _once(rs: Scene, ms: Scene, r: Refinement, cfg: RegisterConfig, area: BaseGeometry,
+          dense: DenseDescriber | None, without: Decision | None = None) -> Decision:
+    """``refine`` then ``assess``; a refinement without an estimate is a failed Decision carrying its message."""
+    try:
+        d = refine(rs, ms, r, cfg, area, dense, without)
+    except RegistrationFailed as e:
+        return Decision(None, None, None, None, "failed", [str(e)])
+    return d if d.est is None else assess(d, r, cfg, area)
+
+
+def decide(rs: Scene, ms: Scene, r: Refinement, cfg: RegisterConfig, area: BaseGeometry,
+           dense: DenseDescriber | None) -> Decision:
+    """The estimate and its status. ``dense``: the network's dense descriptors (None: no descriptor check, i.e.
+    SIFT features, ``area_descriptors="never"`` or a pair the correlation settled). With ``area_descriptors``
+    "always" they check every refinement; with "auto" only a second one, when the first (correlation alone) is not
+    ok, and the second's result stands (``stages.refine.descriptor_fallback``: the first one's status)."""
+    if dense is None or cfg.area_descriptors == "always":
+        return _once(rs, ms, r, cfg, area, dense)
+    first = _once(rs, ms, r, cfg, area, None)
+    if first.status == "ok":
+        return first
+    d = _once(rs, ms, r, cfg, area, dense, first)
+    if "refine" in d.stages:
+        d.stages["refine"]["descriptor_fallback"] = {"status": first.status,
+                                                     "message": "; ".join(first.reasons)}
+    return d
