@@ -79,6 +79,11 @@ def choose_estimate(est_kp: Estimate | None, kp: StageResult, est_area: Estimate
 
 
 MAX_SPREAD = 0.5  # largest bootstrap 1-sigma spread over the overlap, as a fraction of max_rmse
+# ... when the other source of tie points passes the gates itself and agrees (``quality.confirms``): the bootstrap
+# of a few dozen speckle-noisy windows overstates what two independent sources agreeing pin down (training-split
+# check sets, stop 43: 98 results flagged by the spread alone at 0.75-1.5 px, all within 1.7 px of the truth and
+# confirmed; the one flagged result far off, 44 px at a spread of 0.94 px, had no confirming keypoints)
+MAX_SPREAD_CONFIRMED = 1.0
 # extrapolation gate (stop 26): tie points in a fifth of the overlap of a scene with perspective give a similarity
 # or affine that fits them within 1 px yet is 2-5 px off on average over the overlap; the bootstrap spread sees
 # its variance (0.45-0.75 px there, below MAX_SPREAD), the held-out blocks see its bias. Both together flag it.
@@ -88,9 +93,15 @@ EXTRAP_SPREAD = 0.25  # x --max-rmse: bootstrap spread over the overlap (0.375 p
 EXTRAP_HELDOUT = 0.8  # ... and median held-out-block residual (1.2 px by default), both above
 
 
-def too_uncertain(spread: float | None, cfg: RegisterConfig) -> bool:
-    """The bootstrap spread of an estimate over the overlap (px) is beyond ``MAX_SPREAD`` x ``--max-rmse``."""
-    return spread is not None and spread > MAX_SPREAD * cfg.max_rmse
+def spread_limit(cfg: RegisterConfig, confirmed: bool = False) -> float:
+    """Largest bootstrap spread over the overlap (px) of an ok estimate: ``MAX_SPREAD`` x ``--max-rmse``, or
+    ``MAX_SPREAD_CONFIRMED`` x ``--max-rmse`` when the other source of tie points confirms the estimate."""
+    return (MAX_SPREAD_CONFIRMED if confirmed else MAX_SPREAD) * cfg.max_rmse
+
+
+def too_uncertain(spread: float | None, cfg: RegisterConfig, confirmed: bool = False) -> bool:
+    """The bootstrap spread of an estimate over the overlap (px) is beyond ``spread_limit``."""
+    return spread is not None and spread > spread_limit(cfg, confirmed)
 
 
 def extrapolates_poorly(spread: float | None, extrapolation: float | None, cfg: RegisterConfig) -> bool:

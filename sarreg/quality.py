@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from sarreg.choice import (CV_MODELS, MAX_SPREAD, clearly_better, cv_medians, extrapolates_poorly, fit_all,
-                           model_distance, overlap_points, too_uncertain)
+from sarreg.choice import (CV_MODELS, clearly_better, cv_medians, extrapolates_poorly, fit_all, model_distance,
+                           overlap_points, spread_limit, too_uncertain)
 from sarreg.config import RegisterConfig
 from sarreg.estimate import Estimate, decompose, finite_round
 from sarreg.stage import StageResult
@@ -130,9 +130,9 @@ def judge(est: Estimate, prior: np.ndarray, cfg: RegisterConfig, adequacy: float
                        f"windows agree on a shift {second['distance_px']:.1f} px from this estimate ({second['agree']} "
                        f"agree with it); --exclude the part that moved (its outline: the .moved.gpkg sidecar), or "
                        f"--model local for a smooth distortion (terrain)")
-    if too_uncertain(spread, cfg):
+    if too_uncertain(spread, cfg, confirmed=confirms(cross)):
         reasons.append(f"uncertain away from the tie points: bootstrap spread {spread:.2f} px over the overlap "
-                       f"> {MAX_SPREAD * cfg.max_rmse:g}")
+                       f"> {spread_limit(cfg, confirms(cross)):g}")
     if extrapolates_poorly(spread, extrapolation, cfg):
         reasons.append(f"extrapolates poorly: held-out blocks of the tie points are predicted {extrapolation:.2f} px "
                        f"off (median) and the bootstrap spread over the overlap is {spread:.2f} px")

@@ -510,3 +510,41 @@ def test_repass_resamples_through_the_model_chosen_after_affine_passes(tmp_path)
         return float(np.hypot(*(apply_matrix(np.asarray(mat), g) - apply_matrix(H, g)).T).mean())
 
     assert err(e2.matrix) <= err(est_h.matrix) + 0.05 and err(e2.matrix) < 0.5, (err(est_h.matrix), err(e2.matrix))
+
+
+def test_the_spread_gate_widens_only_when_the_other_tie_points_confirm():
+    """``judge``: a bootstrap spread over the overlap between ``spread_limit`` and its confirmed value makes an
+    estimate low_quality unless the other source of tie points passes the gates itself and agrees (a real
+    ``cross_check``); beyond the confirmed limit it stays low_quality either way."""
+    import shapely
+
+    from sarreg.choice import spread_limit
+    from sarreg.estimate import fit_model
+    from sarreg.features import Features
+    from sarreg.quality import cross_check, judge
+    from sarreg.stage import StageResult
+
+    rng = np.random.default_rng(8)
+    area, eye, cfg = shapely.box(0, 0, 1000, 1000), np.eye(3), RegisterConfig(model="auto")
+    src = rng.uniform(0, 1000, (80, 2))
+    est = fit_model(src, src + [3.0, -2.0] + rng.normal(0, 0.3, (80, 2)), "shift", threshold=cfg.threshold,
+                    area=area)
+    lo, hi = spread_limit(cfg), spread_limit(cfg, confirmed=True)
+    assert lo < hi
+    f = Features.empty((1000, 1000))
+
+    def other(offset: tuple[float, float]) -> dict:
+        k_src = rng.uniform(0, 1000, (60, 2))
+        k_dst = k_src + offset + rng.normal(0, 0.5, (60, 2))
+        kp = StageResult(k_src, k_dst, np.ones(60, np.float32), f, f, np.arange(60), np.arange(60))
+        return cross_check(est, fit_model(k_src, k_dst, "shift", threshold=cfg.threshold, area=area), kp, area,
+                           eye, cfg)
+
+    agree, disagree = other((3.0, -2.0)), other((9.0, -2.0))
+    mid = 0.5 * (lo + hi)
+    status, reasons = judge(est, eye, cfg, spread=mid)
+    assert status == "low_quality" and any("uncertain away" in r for r in reasons), reasons
+    assert judge(est, eye, cfg, spread=mid, cross=agree) == ("ok", [])
+    assert judge(est, eye, cfg, spread=mid, cross=disagree)[0] == "low_quality"
+    status, reasons = judge(est, eye, cfg, spread=hi + 0.1, cross=agree)
+    assert status == "low_quality" and any("uncertain away" in r for r in reasons), reasons
