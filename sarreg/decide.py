@@ -40,8 +40,8 @@ if TYPE_CHECKING:
 class Refinement:
     """What the refinement needs beyond the scenes: the fine tiles, the keypoints' matches and fit (None when
     skipped or failed, with its error), the starts (matrix, search radius, name), the model the passes resample
-    through, the fine stage's fit model, a settled probe to reuse ((matrix, area_stage result) or None), the prior,
-    the coverage grid, the reference's repetition (or None)."""
+    through, a settled probe to reuse ((matrix, area_stage result) or None), the prior, the coverage grid, the
+    reference's repetition (or None), whether the keypoint fit has enough inliers to be a start."""
 
     tiles: list
     fine: StageResult
@@ -156,13 +156,16 @@ def decide(rs: Scene, ms: Scene, r: Refinement, cfg: RegisterConfig, area: BaseG
     """The estimate and its status. ``dense``: the network's dense descriptors (None: no descriptor check, i.e.
     SIFT features, ``area_descriptors="never"`` or a pair the correlation settled). With ``area_descriptors``
     "always" they check every refinement; with "auto" only a second one, when the first (correlation alone) is not
-    ok, and the second's result stands (``stages.refine.descriptor_fallback``: the first one's status)."""
+    ok, and the second's result stands (``stages.refine.descriptor_fallback``: the first one's status) unless it
+    has no estimate where the first had one."""
     if dense is None or cfg.area_descriptors == "always":
         return _once(rs, ms, r, cfg, area, dense)
     first = _once(rs, ms, r, cfg, area, None)
     if first.status == "ok":
         return first
     d = _once(rs, ms, r, cfg, area, dense, first)
+    if d.est is None and first.est is not None:  # an estimate flagged as such beats none (--force can still use it)
+        return first
     if "refine" in d.stages:
         d.stages["refine"]["descriptor_fallback"] = {"status": first.status,
                                                      "message": "; ".join(first.reasons)}
