@@ -41,7 +41,7 @@ class Refinement:
     """What the refinement needs beyond the scenes: the fine tiles, the keypoints' matches and fit (None when
     skipped or failed, with its error), the starts (matrix, search radius, name), the model the passes resample
     through, a settled probe to reuse ((matrix, area_stage result) or None), the prior, the coverage grid, the
-    reference's repetition (or None), whether the keypoint fit has enough inliers to be a start."""
+    reference's repetition (or None)."""
 
     tiles: list
     fine: StageResult
@@ -53,7 +53,15 @@ class Refinement:
     prior: np.ndarray
     grid_n: int
     repeat: dict | None
-    kp_good: bool = False
+
+    @property
+    def kp_good(self) -> bool:
+        return kp_usable(self.est_kp)
+
+
+def kp_usable(est_kp: Estimate | None) -> bool:
+    """The keypoint fit has enough inliers to be a start of the refinement and a second source for its checks."""
+    return est_kp is not None and est_kp.n_inliers >= FAIL_INLIERS
 
 
 @dataclass

@@ -35,12 +35,12 @@ import numpy as np
 
 from sarreg import __version__
 from sarreg.area import AREA_RADIUS, area_stage, global_start, settles
-from sarreg.choice import FAIL_INLIERS, select_model
+from sarreg.choice import select_model
 from sarreg.config import RegisterConfig
 from sarreg.correlate import repeat_period
 from sarreg.errors import InputError, RegistrationFailed
 from sarreg.export import ALL_OUTPUTS, earlier_roles, register_outputs
-from sarreg.decide import Refinement, decide
+from sarreg.decide import Refinement, decide, kp_usable
 from sarreg.estimate import Estimate, apply_matrix, decompose, finite_round, fit_model, to_pixel_transform
 from sarreg.io.raster import Scene, both, open_scene
 from sarreg.io.safe import product_info
@@ -325,7 +325,7 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
             kp_error = str(e)
         t = tick("estimate", t)
         step("refine")
-        kp_good = est_kp is not None and est_kp.n_inliers >= FAIL_INLIERS
+        kp_good = kp_usable(est_kp)
         # the correlation from the keypoint estimate, the coarse one and the georeferencing (when they differ)
         starts = [(est_kp.matrix, AREA_RADIUS, "keypoints")] if kp_good else []
         starts.append((cest.matrix, c_radius, "coarse"))
@@ -334,7 +334,7 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
             starts.append((prior, max(6.0, 3.0 * cest.rmse, coarse.info["threshold_px"]), "georeferencing"))
         area_model = est_kp.model if kp_good and est_kp.model in ("affine", "homography") else fit_as
         done = (cest.matrix, probe) if probe is not None and area_model == fit_as else None
-        r = Refinement(tiles, fine, est_kp, kp_error, starts, area_model, done, prior, grid_n, repeat, kp_good)
+        r = Refinement(tiles, fine, est_kp, kp_error, starts, area_model, done, prior, grid_n, repeat)
         dec = decide(rs, ms, r, cfg, area, dense)
         rep.stages.update(dec.stages)
         est, matches = dec.est, dec.matches
