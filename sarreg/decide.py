@@ -5,7 +5,9 @@
 * ``assess``: the quality gates' measurements (adequacy, bootstrap spread, cross-check, repetition, second motion)
   and the verdict ok / low_quality / failed (``sarreg.quality.judge``);
 * ``decide``: both, and with ``area_descriptors="auto"`` both again with the network's dense descriptors checking
-  the refinement's windows (``sarreg.dense``) when the correlation alone gave no trustworthy answer.
+  the refinement's windows (``sarreg.dense``) when the correlation alone gave no trustworthy answer; on
+  georeferenced rasters an estimate with too few inliers then gives way to the georeferencing
+  (``keep_georeferencing``).
 
 Why the descriptors only then: on the training-split check sets they turn many single-look / strongly changed
 pairs from low_quality into ok results within 1 px, but where the correlation alone already passes the gates
@@ -23,7 +25,7 @@ from sarreg.area import refine_from_starts, repass, repeat_match, second_motion
 from sarreg.choice import FAIL_INLIERS, choose_estimate, overlap_points, prefer_simpler, select_model
 from sarreg.config import RegisterConfig
 from sarreg.errors import RegistrationFailed
-from sarreg.estimate import Estimate, bootstrap_spread
+from sarreg.estimate import Estimate, apply_matrix, bootstrap_spread, coverage
 from sarreg.geometry import matrix_distance
 from sarreg.io.raster import Scene
 from sarreg.quality import (RIVAL_THRESHOLDS, confirms, cross_check, judge, model_adequacy, repeats_far,
@@ -166,15 +168,48 @@ def decide(rs: Scene, ms: Scene, r: Refinement, cfg: RegisterConfig, area: BaseG
     "always" they check every refinement; with "auto" only a second one, when the first (correlation alone) is not
     ok, and the second's result stands (``stages.refine.descriptor_fallback``: the first one's status) unless it
     has no estimate where the first had one."""
+    located = rs.geolocated and ms.geolocated
     if dense is None or cfg.area_descriptors == "always":
-        return _once(rs, ms, r, cfg, area, dense)
+        return keep_georeferencing(_once(rs, ms, r, cfg, area, dense), r, cfg, area, located)
     first = _once(rs, ms, r, cfg, area, None)
     if first.status == "ok":
         return first
     d = _once(rs, ms, r, cfg, area, dense, first)
     if d.est is None and first.est is not None:  # an estimate flagged as such beats none (--force can still use it)
-        return first
+        return keep_georeferencing(first, r, cfg, area, located)
     if "refine" in d.stages:
         d.stages["refine"]["descriptor_fallback"] = {"status": first.status,
                                                      "message": "; ".join(first.reasons)}
+    return keep_georeferencing(d, r, cfg, area, located)
+
+
+def keep_georeferencing(d: Decision, r: Refinement, cfg: RegisterConfig, area: BaseGeometry,
+                        located: bool) -> Decision:
+    """Between georeferenced rasters (``located``), a low_quality estimate that also fails the inlier gate (fewer
+    than ``cfg.min_inliers``) gives way to the georeferencing: the Decision's estimate becomes the prior (no
+    correction; its residuals and inliers measured on the same tie points), the status stays low_quality with the
+    reason first, and the estimate is kept in ``stages["georeferencing_kept"]``.
+
+    Why: such an estimate rests on a handful of windows that can agree by chance, and on an unlike look it is
+    often farther off than the georeferencing it would replace (tens of px where the georeferencing is a few px
+    off or right). On the training-split georeferenced sets, of the 17 such estimates the georeferencing was
+    closer for 16 (models/HISTORY.md "Stop 44"); with more inliers the estimate was nearly always the closer.
+    A failed registration (fewer than ``FAIL_INLIERS``) stays failed: nothing is reported as a result there."""
+    est, m = d.est, d.matches
+    if not located or est is None or m is None or d.status != "low_quality" or est.n_inliers >= cfg.min_inliers:
+        return d
+    prior = np.asarray(r.prior, float)
+    res = np.hypot(*(apply_matrix(prior, m.src) - m.dst).T) if len(m.src) else np.zeros(0)
+    inl = res <= cfg.threshold
+    cov, hull = coverage(m.dst[inl], area, r.grid_n)
+    lin = prior[:2, :2]
+    model = "homography" if not np.allclose(prior[2], [0, 0, 1]) else \
+        "shift" if np.allclose(lin, np.eye(2), atol=1e-9) else "affine"
+    rmse = float(np.sqrt(np.mean(res[inl] ** 2))) if inl.any() else float("nan")
+    dist = matrix_distance(est.matrix, prior, area)
+    d.stages["georeferencing_kept"] = {"estimate": est.summary(), "estimate_matrix": est.matrix.tolist(),
+                                       "distance_px": round(dist, 2), "min_inliers": cfg.min_inliers}
+    d.reasons.insert(0, f"kept the georeferencing: the estimate found ({dist:.1f} px from it) rests on "
+                        f"{est.n_inliers} inliers < {cfg.min_inliers}")
+    d.est = Estimate(model, prior.copy(), inl, res, rmse, float("nan"), cov, hull, cfg.threshold)
     return d

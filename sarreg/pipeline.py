@@ -357,7 +357,7 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
         rep.model = est.model
         rep.matrix = est.matrix.tolist()
         ptr = to_pixel_transform(est, matches.src, matches.dst)
-        if cfg.model == "local" and status != "failed":
+        if cfg.model == "local" and status != "failed" and "georeferencing_kept" not in rep.stages:
             step("offsets")
             p = export.sidecar(out, ".offsets.tif")
             ptr, rep.stages["offsets"], field_reasons = local_transform(rs, ms, est, area, cfg, p)

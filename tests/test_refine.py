@@ -55,6 +55,41 @@ def test_low_texture_speckled_pair_with_right_georeference_is_not_failed(tmp_pat
     assert held is not None and held == rep.stages["parsimony"]["cv_median_px"][rep.model]  # 108 tie points: blocks
 
 
+def test_an_estimate_failing_the_inlier_gate_gives_way_to_the_georeferencing(tmp_path):
+    """Between georeferenced rasters, a low_quality estimate with fewer than --min-inliers tie points is not
+    reported in place of the georeferencing: the result is the georeferencing (no correction), the estimate is
+    kept in the report. In pixel space there is no georeferencing to keep: the estimate stands, flagged."""
+    n, pad, d, err = 320, 48, (3.6, -2.2), (-6.0, 9.0)
+    field = reflectivity(n + 2 * pad, n + 2 * pad, seed=8)
+    rng = np.random.default_rng(2)
+    ref = speckle(field, 4.0, rng)[pad:pad + n, pad:pad + n]
+    to_field = np.array([[1, 0, pad + d[0]], [0, 1, pad + d[1]], [0, 0, 1]])
+    mov = speckle(10 ** (warp_image(10 * np.log10(field), to_field, (n, n), interpolation=cv2.INTER_LANCZOS4) / 10),
+                  4.0, rng)
+    r, m = _write_pair(tmp_path, ref, mov, d, georef_error=err)
+    found = register(r, m, tmp_path / "a.tif", SIFT)
+    assert found.status == "ok", found.message
+    assert _grid_error(found.matrix, d, n) < 0.2
+    k = found.quality["inliers"]
+    cfg = RegisterConfig(features="sift", warp=False, min_inliers=k + 1)
+    kept = register(r, m, tmp_path / "b.tif", cfg)
+    assert kept.status == "low_quality"
+    assert kept.message.startswith("kept the georeferencing") and f"{k} inliers < {k + 1}" in kept.message
+    prior = np.asarray(kept.stages["relate"]["prior"])
+    np.testing.assert_allclose(kept.matrix, prior, atol=1e-9)
+    assert _grid_error(kept.matrix, np.add(d, err), n) < 1e-6  # where the geotransforms put the moving raster
+    assert kept.correction["shift_px"] < 1e-9 and kept.model == "shift"
+    gk = kept.stages["georeferencing_kept"]
+    assert gk["estimate"]["inliers"] == k and _grid_error(gk["estimate_matrix"], d, n) < 0.2
+    assert abs(gk["distance_px"] - np.hypot(*err)) < 0.3
+    assert kept.quality["inliers"] == 0  # the estimate's tie points lie ~11 px from the georeferencing
+    write_geotiff(tmp_path / "ref_px.tif", ref)
+    write_geotiff(tmp_path / "mov_px.tif", mov)
+    plain = register(tmp_path / "ref_px.tif", tmp_path / "mov_px.tif", tmp_path / "c.tif", cfg)
+    assert plain.status == "low_quality" and "georeferencing_kept" not in plain.stages
+    assert _grid_error(plain.matrix, d, n) < 0.2
+
+
 @pytest.mark.parametrize("d", [(2.4, -1.7), (-0.35, 0.8)])
 def test_subpixel_shift_with_wrong_georeference(tmp_path, d):
     """Georeference off by several px; the refined estimate lands within 0.1 px. The pair is made as two

@@ -92,6 +92,9 @@ SETS: dict[str, SetRecipe] = {
     # (contrast reversals, regional changes), warped and georeferenced; measured, not in the rule
     "KA": SetRecipe(81, base="A", look=dict(look=False, contrast=True)),
     "KG": SetRecipe(82, base="G", look=dict(look=False, contrast=True)),
+    # the same two looks of G2 (stop 44): georeferenced pairs where register can fail, to measure what it reports
+    # then (the georeferencing kept or not) on pairs the choice was not made on; measured, not in the rule
+    "KG2": SetRecipe(83, base="G2", look=dict(look=False, contrast=True)), "GH2": SetRecipe(84, base="G2", look=_HARD),
     # pairs whose warp is a shift (P) or a similarity (Q), and their single-look + change looks (stop 38): every
     # other pixel-space set is a homography, which rewards richer models in register's model choice; the
     # evaluation's pairs are mostly shifts and similarities. Measured for register changes, not in the rule
