@@ -18,7 +18,7 @@ from sarreg.config import RegisterConfig
 from sarreg.errors import RegistrationFailed
 from sarreg.estimate import Estimate, apply_matrix, decompose, finite_round, fit_model
 from sarreg.features import Features
-from sarreg.geometry import matrix_distance, resample, resample_valid, rotation, translate
+from sarreg.geometry import georef_base, matrix_distance, resample, resample_valid, rotation, translate
 from sarreg.io.raster import Scene
 from sarreg.relate import CoarseImages
 from sarreg.stage import StageResult, TilePair
@@ -78,9 +78,11 @@ def _area_result(src: np.ndarray, dst: np.ndarray, q: np.ndarray, ref: Scene, mo
 
 
 def _fit_area(src: np.ndarray, dst: np.ndarray, q: np.ndarray, model: str, thr: float, cfg: RegisterConfig,
-              area: BaseGeometry, coverage_grid: int = 8) -> Estimate:
-    """Robust fit to correlation tie points; RegistrationFailed unless enough of them agree."""
-    est = fit_model(src, dst, model, cfg.robust, thr, area=area, scores=q, seed=cfg.seed, coverage_grid=coverage_grid)
+              area: BaseGeometry, coverage_grid: int = 8, base: np.ndarray | None = None) -> Estimate:
+    """Robust fit to correlation tie points (a shift / similarity over ``base``, ``fit_model``); RegistrationFailed
+    unless enough of them agree."""
+    est = fit_model(src, dst, model, cfg.robust, thr, area=area, scores=q, seed=cfg.seed, coverage_grid=coverage_grid,
+                    base=base)
     if est.n_inliers < AREA_MIN_WINDOWS or est.n_inliers < AREA_MIN_RATIO * len(src):
         raise RegistrationFailed(f"{est.n_inliers} consistent of {len(src)} correlated windows")
     return est
@@ -141,6 +143,7 @@ def coarse_area(ref: Scene, mov: Scene, prior: np.ndarray, ci: CoarseImages, cfg
     G1 = translate(*d0) @ G
     wu, wv = resample(mu, G1 @ Dm, rshape), resample_valid(mv, G1 @ Dm, rshape)
     model = {"shift": "shift", "similarity": "similarity"}.get(cfg.model, "affine")
+    base = georef_base(prior, ref.geolocated and mov.geolocated)
     thr = cfg.coarse_threshold(s)
     size = AREA_SIZE if min(rshape) >= 2.5 * AREA_SIZE else AREA_SIZE // 2
     est, errors = None, []
@@ -153,7 +156,7 @@ def coarse_area(ref: Scene, mov: Scene, prior: np.ndarray, ci: CoarseImages, cfg
                 "global_peak": round(float(peak), 4), "global_peak_ratio": round(float(ratio), 3), "windows": n,
                 "window_px": size, "matches": len(src)}
         try:
-            est = _fit_area(src, dst, q, model, thr, cfg, area)
+            est = _fit_area(src, dst, q, model, thr, cfg, area, base=base)
             break
         except RegistrationFailed as e:
             errors.append(f"{size} px windows: {e}")
@@ -243,11 +246,13 @@ def _area_pass(tiles: list[TilePair], T: np.ndarray, size: int, radius: float, s
 
 def area_stage(ref: Scene, mov: Scene, tiles: list[TilePair], T: np.ndarray, radius: float, model: str,
                cfg: RegisterConfig, area: BaseGeometry, coverage_grid: int = 8, iterations: int = 2,
-               dense: DenseDescriber | None = None) -> tuple[Estimate | None, StageResult]:
+               dense: DenseDescriber | None = None, base: np.ndarray | None = None
+               ) -> tuple[Estimate | None, StageResult]:
     """Sub-pixel tie points by correlation on the fine-stage tiles, the moving tile resampled through the current
     transform ``T``; the model refitted and the correlation repeated through it (``iterations`` passes). Windows of
     AREA_SIZE px; twice that when too few of them agree (weak correlation: strong speckle or temporal change).
-    ``dense``: the AREA_SIZE windows verified by the network's dense descriptors (``sarreg.dense``).
+    ``dense``: the AREA_SIZE windows verified by the network's dense descriptors (``sarreg.dense``). ``base``: the
+    georeferencing's linear part a shift or similarity ``model`` is fitted over (``fit_model``).
 
     Returns (estimate or None when the windows do not agree, the last successful pass's tie points)."""
     est = None
@@ -271,7 +276,7 @@ def area_stage(ref: Scene, mov: Scene, tiles: list[TilePair], T: np.ndarray, rad
             if res.alone is not None and res.alone.any():  # windows whose offset is the descriptors' alone
                 res.info["descriptors_alone"] = int(res.alone.sum())
             try:
-                e = _fit_area(src, dst, q, model, cfg.threshold, cfg, area, coverage_grid)
+                e = _fit_area(src, dst, q, model, cfg.threshold, cfg, area, coverage_grid, base)
                 sizes = [size]  # the next pass keeps the window size that worked
                 break
             except RegistrationFailed as err:
@@ -289,7 +294,8 @@ def area_stage(ref: Scene, mov: Scene, tiles: list[TilePair], T: np.ndarray, rad
 def refine_from_starts(ref: Scene, mov: Scene, tiles: list[TilePair], starts: list[tuple[np.ndarray, float, str]],
                        model: str, cfg: RegisterConfig, area: BaseGeometry, coverage_grid: int = 8,
                        done: tuple[np.ndarray, tuple[Estimate | None, StageResult]] | None = None,
-                       dense: DenseDescriber | None = None) -> tuple[Estimate | None, StageResult | None]:
+                       dense: DenseDescriber | None = None, base: np.ndarray | None = None
+                       ) -> tuple[Estimate | None, StageResult | None]:
     """``area_stage`` from each distinct start (matrix, search radius, name: keypoint, coarse, georeferencing
     estimates...), keeping the result most windows agree with. Why several: a weak keypoint fit can be a few px off
     where the correlation from the coarse estimate or the georeferencing still finds the truth. Starts within 1 px
@@ -306,7 +312,7 @@ def refine_from_starts(ref: Scene, mov: Scene, tiles: list[TilePair], starts: li
         if done is not None and T0 is done[0]:
             e, r = done[1]
         else:
-            e, r = area_stage(ref, mov, tiles, T0, radius, model, cfg, area, coverage_grid, dense=dense)
+            e, r = area_stage(ref, mov, tiles, T0, radius, model, cfg, area, coverage_grid, dense=dense, base=base)
         r.info["start"] = name
         results.append((name, e, support(e, r)))
         if res is None or (e is not None and (est is None or results[-1][2] > support(est, res))):
@@ -331,7 +337,8 @@ def repass(ref: Scene, mov: Scene, tiles: list[TilePair], est: Estimate, res: St
     if est.model == passed_as:
         return est, res
     dense = None if res.info.get("descriptors_unconfirmed") else dense
-    e, r = area_stage(ref, mov, tiles, est.matrix, AREA_RADIUS, est.model, cfg, area, coverage_grid, 1, dense)
+    e, r = area_stage(ref, mov, tiles, est.matrix, AREA_RADIUS, est.model, cfg, area, coverage_grid, 1, dense,
+                      est.base)
     if e is None or e.n_inliers < est.n_inliers:
         return est, res
     r.info.update({k: res.info[k] for k in ("start", "starts", "descriptors_unconfirmed") if k in res.info})
@@ -353,11 +360,12 @@ SECOND_APART = 2.0  # x --threshold: a window whose peak lies this far from the 
 
 
 def second_motion(tiles: list[TilePair], est: Estimate, cfg: RegisterConfig, area: BaseGeometry,
-                  size: int = SECOND_SIZE) -> tuple[dict[str, Any] | None, BaseGeometry | None]:
+                  size: int = SECOND_SIZE, base: np.ndarray | None = None
+                  ) -> tuple[dict[str, Any] | None, BaseGeometry | None]:
     """Whether part of the scene moved on its own (a glacier, a landslide, a mosaic of two dates): the windows
     (every ``size / 2`` px) that disagree with ``est``, searched up to a quarter of ``size`` px around it, fitted
-    with a shift of their own. Temporal change gives disagreeing windows too, but their peaks are scattered; a
-    second motion's agree.
+    with a shift of their own (over ``base``, the georeferencing's linear part). Temporal change gives disagreeing
+    windows too, but their peaks are scattered; a second motion's agree.
 
     -> ({"windows": textured windows, "agree": windows agreeing with ``est``, "second": windows agreeing on one
     other shift, "distance_px": that shift's distance from ``est`` over the overlap, "bounds_px": the reference
@@ -373,7 +381,8 @@ def second_motion(tiles: list[TilePair], est: Estimate, cfg: RegisterConfig, are
     if off.sum() < AREA_MIN_WINDOWS:
         return out, None
     try:
-        e2 = fit_model(src[off], dst[off], "shift", cfg.robust, cfg.threshold, area=area, scores=q[off], seed=cfg.seed)
+        e2 = fit_model(src[off], dst[off], "shift", cfg.robust, cfg.threshold, area=area, scores=q[off], seed=cfg.seed,
+                       base=base)
     except RegistrationFailed:
         return out, None
     d = matrix_distance(e2.matrix, est.matrix, area)

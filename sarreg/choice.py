@@ -130,8 +130,8 @@ CV_GAIN_PX = 0.25  # or by this many px. Measured (stop 9): with 10 % alone some
 # warp is a shift or a similarity (15 of 88 ../shared/eval pairs farther off), so the margin stays everywhere
 
 
-def choose_by_extrapolation(matches: StageResult, area: BaseGeometry, cfg: RegisterConfig, grid_n: int
-                            ) -> tuple[Estimate, dict[str, Any]] | None:
+def choose_by_extrapolation(matches: StageResult, area: BaseGeometry, cfg: RegisterConfig, grid_n: int,
+                            base: np.ndarray | None = None) -> tuple[Estimate, dict[str, Any]] | None:
     """``--model auto``: of shift, similarity, affine and homography fitted to the same tie points, the one that best
     predicts each spatial block of them from the other blocks (median residual, capped at twice ``--threshold`` so
     that a few wrong matches do not decide); a richer model is taken only when it predicts 20 % or 0.25 px better.
@@ -139,8 +139,9 @@ def choose_by_extrapolation(matches: StageResult, area: BaseGeometry, cfg: Regis
     Why: the output is warped over the whole overlap, so the model must carry over to where it has no tie points.
     A simpler model fitted to a perspective scene is constrained but biased; a richer one fitted to clustered points
     fits them but extrapolates wrongly: both show as a larger error on the held-out blocks. None when the tie
-    points are too few for the blocks. -> (estimate, info)."""
-    fits = fit_all(matches.src, matches.dst, area, cfg, grid_n, matches.similarity)
+    points are too few for the blocks. base: the georeferencing's linear part shifts and similarities are fitted
+    over (``fit_model``). -> (estimate, info)."""
+    fits = fit_all(matches.src, matches.dst, area, cfg, grid_n, matches.similarity, base)
     cv = cv_medians(fits, matches.src, matches.dst, cfg)
     if not cv:
         return None
@@ -153,13 +154,13 @@ def choose_by_extrapolation(matches: StageResult, area: BaseGeometry, cfg: Regis
 
 
 def fit_all(src: np.ndarray, dst: np.ndarray, area: BaseGeometry, cfg: RegisterConfig, grid_n: int,
-             scores: np.ndarray | None) -> dict[str, Estimate]:
+            scores: np.ndarray | None, base: np.ndarray | None = None) -> dict[str, Estimate]:
     """Every model of CV_MODELS fitted robustly to the same matches (those that can be), simplest first."""
     fits: dict[str, Estimate] = {}
     for model in CV_MODELS:
         try:
             fits[model] = fit_model(src, dst, model, cfg.robust, cfg.threshold, area=area, scores=scores,
-                                    seed=cfg.seed, coverage_grid=grid_n)
+                                    seed=cfg.seed, coverage_grid=grid_n, base=base)
         except RegistrationFailed:
             continue
     return fits
@@ -182,14 +183,16 @@ def cv_medians(fits: dict[str, Estimate], src: np.ndarray, dst: np.ndarray, cfg:
         return {}
     cap = 2.0 * cfg.threshold
     out: dict[str, float] = {"_n": len(idx)}
-    for model in fits:
-        r = fold_residuals(src[idx], dst[idx], model, folds)
+    for model, e in fits.items():  # (shifts and similarities over their base, as fitted)
+        s = src[idx] if e.base is None else apply_matrix(e.base, src[idx])
+        r = fold_residuals(s, dst[idx], model, folds)
         out[model] = round(float(np.median(np.minimum(np.nan_to_num(r, nan=cap), cap))), 4)
     return out
 
 
 def prefer_simpler(est: Estimate, matches: StageResult, area: BaseGeometry, cfg: RegisterConfig, grid_n: int,
-                   located: bool = False, shift_left: bool = False) -> tuple[Estimate, dict[str, Any]]:
+                   located: bool = False, shift_left: bool = False, base: np.ndarray | None = None
+                   ) -> tuple[Estimate, dict[str, Any]]:
     """``--model auto``: the model that best predicts held-out blocks of the tie points (``choose_by_extrapolation``);
     with too few tie points for that, fewer parameters when the information criterion says so, and a similarity or
     a shift when the tie points cannot constrain the chosen model over the whole overlap (bootstrap spread too
@@ -197,12 +200,13 @@ def prefer_simpler(est: Estimate, matches: StageResult, area: BaseGeometry, cfg:
     located on the ground, so what is left between them after the georeferencing is close to a shift: a constrained
     similarity replaces a block-chosen model whose spread is too large. shift_left: both by geotransforms (GCP
     interpolation leaves more than a shift): a constrained shift that explains nearly as many tie points replaces the
-    block-chosen model. -> (estimate, info)."""
+    block-chosen model. base: the georeferencing's linear part shifts and similarities are fitted over
+    (``sarreg.geometry.georef_base``). -> (estimate, info)."""
     from sarreg.estimate import bootstrap_spread
 
     pts = overlap_points(area)
     info: dict[str, Any] = {"model": est.model, "chosen": est.model}
-    by_cv = choose_by_extrapolation(matches, area, cfg, grid_n)
+    by_cv = choose_by_extrapolation(matches, area, cfg, grid_n, base)
     limit = MAX_SPREAD * cfg.max_rmse
     if by_cv is not None:
         est, cv_info = by_cv
@@ -212,7 +216,8 @@ def prefer_simpler(est: Estimate, matches: StageResult, area: BaseGeometry, cfg:
         if shift_left and est.model != "shift":
             # blocks cannot tell a real turn from tie points biased region by region by temporal change. Stop 34, v4:
             # G + GL + GH + G2 + GL2 within 1 px 134 -> 140, none farther; georeferences turned 0.2-1 deg: 50 -> 53
-            alt, alt_info = _constrained_simpler(est, matches, area, cfg, grid_n, pts, dict(info), {}, ("shift",))
+            alt, alt_info = _constrained_simpler(est, matches, area, cfg, grid_n, pts, dict(info), {}, ("shift",),
+                                                 base)
             if alt.model == "shift":
                 return alt, alt_info
         if not located or spread is None or spread <= limit or est.model == "shift":
@@ -222,17 +227,17 @@ def prefer_simpler(est: Estimate, matches: StageResult, area: BaseGeometry, cfg:
         # instead. Measured (stop 26, v4, training-split check sets): GL + GL2 within 1 px 31 -> 35, ok 16 -> 19,
         # no ok result more than 3 px off; on pairs with perspective and no georeferencing (A, XA, CA) the same
         # fallback made a similarity 1-2 px off out of a homography within 1 px, hence georeferenced pairs only
-        return _constrained_simpler(est, matches, area, cfg, grid_n, pts, info, {})
+        return _constrained_simpler(est, matches, area, cfg, grid_n, pts, info, {}, base=base)
     # 1. information criterion: the richer model must reduce the residuals by more than its extra parameters can
     #    (overlapping correlation windows are not independent: their count is scaled by the overlap)
     size, spacing = matches.info.get("window_px"), matches.info.get("spacing_px")
     indep = min(1.0, (spacing / size) ** 2) if size and spacing else 1.0
-    best = bic_model(est, matches.src, matches.dst, indep)
+    best = bic_model(est, matches.src, matches.dst, indep, base)
     info["bic"] = best
     if best["chosen"] != est.model:
         try:
             alt = fit_model(matches.src, matches.dst, best["chosen"], cfg.robust, cfg.threshold, area=area,
-                            scores=matches.similarity, seed=cfg.seed, coverage_grid=grid_n)
+                            scores=matches.similarity, seed=cfg.seed, coverage_grid=grid_n, base=base)
             if alt.n_inliers >= 0.9 * est.n_inliers and alt.rmse <= cfg.max_rmse:
                 est = alt
                 info["chosen"] = alt.model
@@ -243,12 +248,13 @@ def prefer_simpler(est: Estimate, matches: StageResult, area: BaseGeometry, cfg:
     info["spread_px"] = finite_round(spread)
     if spread is None or spread <= limit or est.model not in ("affine", "homography"):
         return est, info
-    return _constrained_simpler(est, matches, area, cfg, grid_n, pts, info, best)
+    return _constrained_simpler(est, matches, area, cfg, grid_n, pts, info, best, base=base)
 
 
 def _constrained_simpler(est: Estimate, matches: StageResult, area: BaseGeometry, cfg: RegisterConfig, grid_n: int,
                          pts: np.ndarray, info: dict[str, Any], best: dict[str, Any],
-                         order: tuple[str, ...] = ("similarity", "shift")) -> tuple[Estimate, dict[str, Any]]:
+                         order: tuple[str, ...] = ("similarity", "shift"), base: np.ndarray | None = None
+                         ) -> tuple[Estimate, dict[str, Any]]:
     """A similarity or a shift in place of ``est`` (a loose fit, or any fit between rasters located by geotransforms)
     when it is constrained (spread within the gate), explains at least 80 % as many tie points within ``--max-rmse``,
     and the information criterion (``best``, when computed) does not strongly prefer ``est``; ``order``: the simpler
@@ -265,7 +271,7 @@ def _constrained_simpler(est: Estimate, matches: StageResult, area: BaseGeometry
             continue  # strong evidence the richer model is needed: a simpler fit would be confidently wrong
         try:
             alt = fit_model(matches.src, matches.dst, simpler, cfg.robust, cfg.threshold, area=area,
-                            scores=matches.similarity, seed=cfg.seed, coverage_grid=grid_n)
+                            scores=matches.similarity, seed=cfg.seed, coverage_grid=grid_n, base=base)
         except RegistrationFailed:
             continue
         s_alt = bootstrap_spread(alt, matches.src, matches.dst, pts, seed=cfg.seed)
@@ -281,12 +287,14 @@ BIC_MODELS = {"shift": 2, "similarity": 4, "affine": 6, "homography": 8}
 BIC_STRONG = 10.0  # BIC difference read as strong evidence for the richer model (Kass & Raftery)
 
 
-def bic_model(est: Estimate, src: np.ndarray, dst: np.ndarray, independence: float = 1.0) -> dict[str, Any]:
+def bic_model(est: Estimate, src: np.ndarray, dst: np.ndarray, independence: float = 1.0,
+              base: np.ndarray | None = None) -> dict[str, Any]:
     """Bayesian information criterion of the models up to ``est``'s, least squares on its inliers.
 
-    independence: effective fraction of independent observations (overlapping correlation windows < 1).
+    independence: effective fraction of independent observations (overlapping correlation windows < 1). base: the
+    linear 3 x 3 shifts and similarities are fitted over (``fit_model``).
     -> {"chosen": model with the lowest BIC, "<model>": BIC, ...}."""
-    from sarreg.estimate import _lsq
+    from sarreg.estimate import BASED, _lsq
 
     idx = np.flatnonzero(est.inliers)
     out: dict[str, Any] = {"chosen": est.model}
@@ -298,8 +306,9 @@ def bic_model(est: Estimate, src: np.ndarray, dst: np.ndarray, independence: flo
     for model, k in BIC_MODELS.items():
         if k > BIC_MODELS[est.model]:
             break
-        m = _lsq(src[idx], dst[idx], model)
-        rss = float(np.sum((apply_matrix(m, src[idx]) - dst[idx]) ** 2))
+        s = src[idx] if base is None or model not in BASED else apply_matrix(base, src[idx])
+        m = _lsq(s, dst[idx], model)
+        rss = float(np.sum((apply_matrix(m, s) - dst[idx]) ** 2))
         bic = n_eff * math.log(max(rss / n_obs, 1e-12)) + k * math.log(n_eff)
         out[model] = round(bic, 2)
         if bic < best - 1e-9:

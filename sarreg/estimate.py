@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import cv2
@@ -40,6 +40,7 @@ ROBUST = {
     "prosac": cv2.USAC_PROSAC,
     "fast": cv2.USAC_FAST,
 }
+BASED = ("shift", "similarity")  # the models ``fit_model`` fits over a ``base``
 MIN_POINTS = {"shift": 1, "similarity": 2, "affine": 3, "homography": 4, "poly2": 6, "tps": 6}
 TPS_MAX_POINTS = 1000  # GDAL's TPS transformer and our check are O(N^2..N^3); thin spatially beyond this
 
@@ -53,6 +54,7 @@ class Estimate:
     rmse: over inliers (px); heldout_rmse: k-fold, each inlier predicted by a fit without it (px).
     coverage: fraction of grid cells over the overlap area holding at least one inlier (0..1).
     poly: 2 x 6 coefficients (poly2) of x', y' over [1, x, y, x^2, x*y, y^2], else None.
+    base: the fixed 3 x 3 linear transform a shift / similarity was fitted over (``fit_model``), else None.
     """
 
     model: str
@@ -66,6 +68,7 @@ class Estimate:
     threshold: float
     poly: np.ndarray | None = None
     tps: Any = field(default=None, repr=False)
+    base: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def n_matches(self) -> int:
@@ -365,12 +368,20 @@ def coverage(points: np.ndarray, area: BaseGeometry | None = None, grid: int = 8
 def fit_model(src: np.ndarray, dst: np.ndarray, model: str = "affine", robust: str = "magsac",
               threshold: float = RegisterConfig.threshold, confidence: float = 0.9999, max_iters: int = 10000,
               area: BaseGeometry | None = None, scores: np.ndarray | None = None, kfold: int = 5, seed: int = 0,
-              coverage_grid: int = 8) -> Estimate:
+              coverage_grid: int = 8, base: np.ndarray | None = None) -> Estimate:
     """Fit ``model`` robustly to matches src (moving px, N x 2) -> dst (reference px, N x 2).
 
     threshold: inlier distance in reference pixels. area: shapely geometry of the overlap in reference pixels
-    (for coverage). Raises RegistrationFailed when there are too few points or no model can be found.
+    (for coverage). base: a fixed linear 3 x 3 a shift or similarity is fitted over (matrix = fit @ base; other
+    models ignore it): between rasters of other pixel sizes or grid orientations a shift on the ground is the
+    georeferencing's linear part and a translation (``sarreg.geometry.georef_base``). Raises RegistrationFailed
+    when there are too few points or no model can be found.
     """
+    if base is not None and model in BASED:
+        src = apply_matrix(base, np.asarray(src, dtype=np.float64).reshape(-1, 2))
+        e = fit_model(src, dst, model, robust, threshold, confidence, max_iters, area, scores, kfold, seed,
+                      coverage_grid)
+        return replace(e, matrix=e.matrix @ base, base=np.asarray(base, dtype=np.float64))
     if model not in MODELS:
         raise ValueError(f"unknown model {model!r}; choose from {', '.join(MODELS)}")
     if robust not in ROBUST:
@@ -454,6 +465,8 @@ def bootstrap_spread(est: Estimate, src: np.ndarray, dst: np.ndarray, points: np
     if len(idx) < MIN_POINTS[est.model] + 2 or not len(pts):
         return None
     mov = apply_matrix(np.linalg.inv(est.matrix), pts)
+    if est.base is not None:  # refitted over the same base as the estimate
+        src, mov = apply_matrix(est.base, src), apply_matrix(est.base, mov)
     rng = np.random.default_rng(seed)
     preds = []
     for _ in range(n_boot):

@@ -120,3 +120,17 @@ def matrix_distance(a: np.ndarray, b: np.ndarray, area: BaseGeometry) -> float:
     g = np.array([[x0, y0], [x1, y0], [x0, y1], [x1, y1], [(x0 + x1) / 2, (y0 + y1) / 2]])
     p = apply_matrix(np.linalg.inv(b), g)
     return float(np.nanmax(np.hypot(*(apply_matrix(a, p) - g).T)))
+
+
+def georef_base(prior: np.ndarray, located: bool) -> np.ndarray | None:
+    """The linear part of the georeferencing between two located rasters (moving px -> reference px), over which
+    shifts and similarities are fitted (``fit_model``'s ``base``): what is left after a georeferencing is a shift
+    on the ground, i.e. in reference px this linear part plus a translation (a 15 m raster on a 10 m grid: a 1.5x
+    scale). None when it is the identity (same pixel size and grid orientation: a plain shift), for rasters not
+    located on the ground, and for a projective prior."""
+    p = np.asarray(prior, dtype=np.float64)
+    if not located or not np.allclose(p[2], [0, 0, 1], atol=1e-12):
+        return None
+    lin = np.eye(3)
+    lin[:2, :2] = p[:2, :2]
+    return None if np.allclose(lin, np.eye(3), atol=1e-6) else lin

@@ -20,7 +20,7 @@ from sarreg.config import RegisterConfig
 from sarreg.errors import InputError, RegistrationFailed
 from sarreg.estimate import Estimate, apply_matrix, decompose, fit_model
 from sarreg.features import Features
-from sarreg.geometry import resample, resample_valid, rotation, translate
+from sarreg.geometry import georef_base, resample, resample_valid, rotation, translate
 from sarreg.io.raster import Scene, open_dataset, read_unit
 from sarreg.relate import CoarseImages, moving_pre, read_moving_around
 from sarreg.stage import StageResult, TilePair
@@ -202,6 +202,7 @@ def coarse_stage(ref: Scene, mov: Scene, prior: np.ndarray, ci: CoarseImages, ex
     fr_full = Features(np.c_[apply_matrix(Dr, fr.xy), fr.keypoints[:, 2:] / s].astype(np.float32),
                        fr.descriptors, fr.scores, (ref.width, ref.height))
     model = {"shift": "shift", "similarity": "similarity"}.get(cfg.model, "affine")
+    base = georef_base(prior, ref.geolocated and mov.geolocated)
     thr = cfg.coarse_threshold(s)
     angles = (0.0,) + (ROTATIONS if cfg.rotation_search and ext.kind != "sift" else ())
     best: tuple[Estimate, StageResult] | None = None
@@ -234,7 +235,7 @@ def coarse_stage(ref: Scene, mov: Scene, prior: np.ndarray, ci: CoarseImages, ex
                           {"scale": s, "rotation_tried_deg": ang, "keypoints_ref": len(fr), "keypoints_moving": len(fm),
                            "matches": int(keep.sum())})
         try:
-            est = fit_model(src, dst, model, cfg.robust, thr, area=area, scores=sim, seed=cfg.seed)
+            est = fit_model(src, dst, model, cfg.robust, thr, area=area, scores=sim, seed=cfg.seed, base=base)
         except RegistrationFailed as e:
             tried.append(f"{ang:+.0f} deg: {e}")
             continue

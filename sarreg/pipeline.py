@@ -42,6 +42,7 @@ from sarreg.errors import InputError, RegistrationFailed
 from sarreg.export import ALL_OUTPUTS, earlier_roles, register_outputs
 from sarreg.decide import Refinement, decide, kp_usable
 from sarreg.estimate import Estimate, apply_matrix, decompose, finite_round, fit_model, to_pixel_transform
+from sarreg.geometry import georef_base
 from sarreg.io.raster import Scene, both, open_scene
 from sarreg.io.safe import product_info
 from sarreg.io.source import resolve_input, stac_info
@@ -297,12 +298,13 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
         n_t = tiles_info["tiles_planned"]
         grid_n = 8 if n_t <= 1 else max(2, min(8, int(round(math.sqrt(n_t)))))
         fit_as = "affine" if cfg.model in ("auto", "local") else cfg.model
+        base = georef_base(prior, rs.geolocated and ms.geolocated)  # a shift on the ground, at any pixel size
         c_radius = max(6.0, 3.0 * cest.rmse, coarse.info["threshold_px"])
         # correlation first here too: when the coarse correlation held and the fine windows settle the estimate
         # from it, the keypoints cannot change the result, so the network is not run (nor loaded)
         probe = dense = None
         if coarse.info.get("correlation_first") and cfg.keypoints == "auto":
-            probe = area_stage(rs, ms, tiles, cest.matrix, c_radius, fit_as, cfg, area, grid_n)
+            probe = area_stage(rs, ms, tiles, cest.matrix, c_radius, fit_as, cfg, area, grid_n, base=base)
         if probe is not None and settles(*probe, cfg.features):
             fine = StageResult.empty(rs, ms, {**tiles_info, "keypoints": "skipped (correlation settled)"})
         else:
@@ -317,7 +319,7 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
         try:
             if "keypoints" not in fine.info:  # (skipped when the correlation settled)
                 est_kp = fit_model(fine.src, fine.dst, fit_as, cfg.robust, cfg.threshold, area=area,
-                                   scores=fine.similarity, seed=cfg.seed, coverage_grid=grid_n)
+                                   scores=fine.similarity, seed=cfg.seed, coverage_grid=grid_n, base=base)
                 if cfg.model == "auto" and not cfg.update_georef:
                     est_kp, rep.stages["model_selection"] = select_model(
                         est_kp, fine.src, fine.dst, area, cfg, scores=fine.similarity, coverage_grid=grid_n)

@@ -8,7 +8,9 @@ import pytest
 from shapely import box
 
 from sarreg.errors import RegistrationFailed
-from sarreg.estimate import MODELS, ROBUST, apply_matrix, coverage, decompose, fit_model, thin_spatially
+from sarreg.estimate import (MODELS, ROBUST, apply_matrix, bootstrap_spread, coverage, decompose, fit_model,
+                             thin_spatially)
+from sarreg.geometry import georef_base
 
 
 def _matches(m: np.ndarray, n: int = 400, outliers: float = 0.4, noise: float = 0.2, seed: int = 0,
@@ -32,6 +34,32 @@ def _grid_err(m_true, est, size=1000.0):
     g = np.stack(np.meshgrid(np.linspace(0, size, 10), np.linspace(0, size, 10)), -1).reshape(-1, 2)
     fn = m_true if callable(m_true) else (lambda xy: apply_matrix(m_true, xy))
     return float(np.hypot(*(est.apply(g) - fn(g)).T).mean())
+
+
+def test_a_shift_over_the_georeferencings_linear_part():
+    """Between a 15 m and a 10 m raster a shift on the ground is, in reference px, the georeferencing's 1.5x scale
+    and a translation: fitted over that base it is recovered with two parameters, its bootstrap refits stay over the
+    same base (a small spread), and a plain pixel shift cannot explain the points at all."""
+    prior = np.array([[1.5, 0, 40.0], [0, 1.5, -12.0], [0, 0, 1]])
+    base = georef_base(prior, located=True)
+    np.testing.assert_allclose(base, np.diag([1.5, 1.5, 1.0]))
+    assert georef_base(prior, located=False) is None  # pixel space: nothing to keep
+    assert georef_base(np.array([[1.0, 0, 7.0], [0, 1.0, 3.0], [0, 0, 1]]), located=True) is None  # same pixel size
+    truth = np.array([[1.5, 0, 43.7], [0, 1.5, -9.2], [0, 0, 1]])  # the georeferencing off by (3.7, 2.8) px
+    src, dst, good = _matches(truth, n=300, outliers=0.3, size=600.0)
+    e = fit_model(src, dst, "shift", base=base)
+    assert e.model == "shift" and e.base is not None
+    assert _grid_err(truth, e, 600.0) < 0.05
+    assert np.array_equal(e.inliers[good], np.ones(good.sum(), bool)) and e.n_inliers <= good.sum() + 3
+    pts = np.stack(np.meshgrid(np.linspace(0, 900, 5), np.linspace(0, 900, 5)), -1).reshape(-1, 2)
+    spread = bootstrap_spread(e, src, dst, pts)
+    assert spread is not None and spread < 0.1
+    with pytest.raises(RegistrationFailed):
+        fit_model(src, dst, "shift")  # no translation explains a 1.5x scale
+    sim = fit_model(src, dst, "similarity", base=base)
+    assert _grid_err(truth, sim, 600.0) < 0.1 and decompose(sim.matrix)["scale_x"] == pytest.approx(1.5, abs=1e-3)
+    aff = fit_model(src, dst, "affine", base=base)  # richer models need no base: it is ignored
+    assert aff.base is None and _grid_err(truth, aff, 600.0) < 0.1
 
 
 @pytest.mark.parametrize("model", ["shift", "similarity", "affine", "homography", "poly2"])

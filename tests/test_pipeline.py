@@ -84,6 +84,23 @@ def test_recovers_pixel_space_transform(tmp_path, field, m, tol):
     assert rj["peak_memory_mb"] > 0 and rj["versions"]["gdal"]
 
 
+@pytest.mark.parametrize("model", ["shift", "auto"])
+def test_georeferenced_other_pixel_size_a_shift_on_the_ground(tmp_path, field, model):
+    """Reference at 10 m, moving at 15 m in the same CRS, its geotransform off by (+37 m, -28 m): the correction is
+    a shift on the ground, i.e. the georeferencing's 1.5x scale and a translation in reference px. ``--model shift``
+    fits exactly that (a plain pixel shift could not fit a 1.5x scale at all), and ``auto`` keeps it."""
+    m = np.array([[1.5, 0, 20.25], [0, 1.5, 15.25], [0, 0, 1]])  # moving px -> true reference px
+    mov_t = Affine(15.0, 0, 500200.0 + 37.0, 0, -15.0, 4999850.0 - 28.0)
+    ref, mov = make_pair(tmp_path, field, m, mov_shape=(320, 320), ref_t=REF_T, mov_t=mov_t, crs=UTM)
+    rep = register(ref, mov, tmp_path / "out.tif", RegisterConfig(features="sift", model=model, warp=False))
+    assert rep.status == "ok", rep.message
+    assert rep.model == "shift"
+    np.testing.assert_allclose(np.asarray(rep.matrix)[:2, :2], np.diag([1.5, 1.5]), atol=1e-9)
+    assert grid_error(rep.matrix, m, (320, 320)) < 0.3
+    assert rep.correction["dx_map"] == pytest.approx(-37.0, abs=3) and rep.correction["dy_map"] == pytest.approx(
+        28.0, abs=3)
+
+
 def test_georeferenced_other_crs_and_resolution(tmp_path, field):
     """Reference UTM 10 m; moving in EPSG:4326 at ~14 m, its georeferencing off by (+35 m, -22 m)."""
     to_utm = Transformer.from_crs("EPSG:4326", UTM, always_xy=True)
