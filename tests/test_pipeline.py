@@ -101,6 +101,20 @@ def test_georeferenced_other_pixel_size_a_shift_on_the_ground(tmp_path, field, m
         28.0, abs=3)
 
 
+def test_georeferenced_non_square_pixels_a_similarity_on_the_ground(tmp_path, field):
+    """Moving pixels 10 m x 15 m on a 10 m reference, its geotransform off by (+37 m, -28 m): no similarity in
+    pixel space maps it (the scales differ by axis), but a similarity over the georeferencing's linear part does;
+    ``--model similarity`` finds it as a shift on the ground (no turn, no scale beyond the georeferencing's)."""
+    m = np.array([[1.0, 0, 20.0], [0, 1.5, 15.25], [0, 0, 1]])
+    mov_t = Affine(10.0, 0, 500200.0 + 37.0, 0, -15.0, 4999850.0 - 28.0)
+    ref, mov = make_pair(tmp_path, field, m, mov_shape=(320, 320), ref_t=REF_T, mov_t=mov_t, crs=UTM)
+    rep = register(ref, mov, tmp_path / "out.tif", RegisterConfig(features="sift", model="similarity", warp=False))
+    assert rep.status == "ok", rep.message
+    assert rep.model == "similarity"
+    np.testing.assert_allclose(np.asarray(rep.matrix)[:2, :2], np.diag([1.0, 1.5]), atol=0.01)
+    assert grid_error(rep.matrix, m, (320, 320)) < 0.3
+
+
 def test_georeferenced_other_crs_and_resolution(tmp_path, field):
     """Reference UTM 10 m; moving in EPSG:4326 at ~14 m, its georeferencing off by (+35 m, -22 m)."""
     to_utm = Transformer.from_crs("EPSG:4326", UTM, always_xy=True)
