@@ -83,6 +83,10 @@ def test_an_estimate_failing_the_inlier_gate_gives_way_to_the_georeferencing(tmp
     assert gk["estimate"]["inliers"] == k and _grid_error(gk["estimate_matrix"], d, n) < 0.2
     assert abs(gk["distance_px"] - np.hypot(*err)) < 0.3
     assert kept.quality["inliers"] == 0  # the estimate's tie points lie ~11 px from the georeferencing
+    local = register(r, m, tmp_path / "l.tif", RegisterConfig(features="sift", warp=False, min_inliers=k + 1,
+                                                              model="local"))
+    assert "georeferencing_kept" in local.stages and local.model != "local"  # no offsets field on top of it
+    assert "offsets" not in local.outputs and not (tmp_path / "l.offsets.tif").exists()
     write_geotiff(tmp_path / "ref_px.tif", ref)
     write_geotiff(tmp_path / "mov_px.tif", mov)
     plain = register(tmp_path / "ref_px.tif", tmp_path / "mov_px.tif", tmp_path / "c.tif", cfg)
