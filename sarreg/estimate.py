@@ -31,15 +31,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ROBUST = {
-    "magsac": cv2.USAC_MAGSAC,
-    "ransac": cv2.RANSAC,
-    "lmeds": cv2.LMEDS,
-    "usac": cv2.USAC_DEFAULT,
-    "accurate": cv2.USAC_ACCURATE,
-    "prosac": cv2.USAC_PROSAC,
-    "fast": cv2.USAC_FAST,
-}
+ROBUST = {"magsac": cv2.USAC_MAGSAC, "ransac": cv2.RANSAC, "lmeds": cv2.LMEDS, "usac": cv2.USAC_DEFAULT,
+          "accurate": cv2.USAC_ACCURATE, "prosac": cv2.USAC_PROSAC, "fast": cv2.USAC_FAST}
 BASED = ("shift", "similarity")  # the models ``fit_model`` fits over a ``base``
 MIN_POINTS = {"shift": 1, "similarity": 2, "affine": 3, "homography": 4, "poly2": 6, "tps": 6}
 TPS_MAX_POINTS = 1000  # GDAL's TPS transformer and our check are O(N^2..N^3); thin spatially beyond this
@@ -372,16 +365,30 @@ def fit_model(src: np.ndarray, dst: np.ndarray, model: str = "affine", robust: s
     """Fit ``model`` robustly to matches src (moving px, N x 2) -> dst (reference px, N x 2).
 
     threshold: inlier distance in reference pixels. area: shapely geometry of the overlap in reference pixels
-    (for coverage). base: a fixed linear 3 x 3 a shift or similarity is fitted over (matrix = fit @ base; other
-    models ignore it): between rasters of other pixel sizes or grid orientations a shift on the ground is the
-    georeferencing's linear part and a translation (``sarreg.geometry.georef_base``). Raises RegistrationFailed
-    when there are too few points or no model can be found.
+    (for coverage). base: a fixed linear 3 x 3 a shift or similarity may also be fitted over (matrix = fit @ base;
+    other models ignore it): between rasters of other pixel sizes or grid orientations a shift on the ground is the
+    georeferencing's linear part and a translation (``sarreg.geometry.georef_base``), while a georeference that is
+    itself wrong by a turn or scale leaves a shift in pixel space; both are fitted and the one with more inliers
+    (then the lower RMSE) is returned. Raises RegistrationFailed when there are too few points or no model can be
+    found.
     """
     if base is not None and model in BASED:
-        src = apply_matrix(base, np.asarray(src, dtype=np.float64).reshape(-1, 2))
-        e = fit_model(src, dst, model, robust, threshold, confidence, max_iters, area, scores, kfold, seed,
-                      coverage_grid)
-        return replace(e, matrix=e.matrix @ base, base=np.asarray(base, dtype=np.float64))
+        args = (robust, threshold, confidence, max_iters, area, scores, kfold, seed, coverage_grid)
+        plain = based = None
+        try:
+            plain = fit_model(src, dst, model, *args)
+        except RegistrationFailed as e:
+            failed = e
+        try:
+            e = fit_model(apply_matrix(base, np.asarray(src, dtype=np.float64).reshape(-1, 2)), dst, model, *args)
+            based = replace(e, matrix=e.matrix @ base, base=np.asarray(base, dtype=np.float64))
+        except RegistrationFailed as e:
+            failed = e
+        if plain is None or based is None:
+            if plain is None and based is None:
+                raise failed
+            return plain or based  # type: ignore[return-value]
+        return based if (based.n_inliers, -based.rmse) > (plain.n_inliers, -plain.rmse) else plain
     if model not in MODELS:
         raise ValueError(f"unknown model {model!r}; choose from {', '.join(MODELS)}")
     if robust not in ROBUST:

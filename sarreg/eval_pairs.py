@@ -217,7 +217,7 @@ GEO_KINDS = ("noop", "offset", "offset", "resampled")
 
 def make_geo_pairs(sources: Sequence[str | Path], out_dir: str | Path, n: int, seed: int = 0,
                    max_error_px: float = 12.0, crs: str = "EPSG:32633", pixel: float = 10.0,
-                   overwrite: bool = False) -> list[Path]:
+                   overwrite: bool = False, kinds: Sequence[str] = GEO_KINDS) -> list[Path]:
     """Write ``n`` georeferenced two-date pairs ``<out_dir>/<id>/{ref,moving}.tif`` + ``gt.json`` (+ ``index.json``),
     shaped like a user's: float32 linear intensity GeoTIFFs (DEFLATE, nodata 0) on a projected grid.
 
@@ -225,8 +225,10 @@ def make_geo_pairs(sources: Sequence[str | Path], out_dir: str | Path, n: int, s
     images are read as 30 dB of log intensity) in random order; the reference is the first date on a ``pixel`` m
     grid, the moving one the other date cut at a random sub-pixel offset ("noop", "offset") or also resampled to
     1.5 x the pixel size ("resampled"), bilinear. Its georeference is the true one ("noop") or the true one moved
-    by a random 2..``max_error_px`` reference-pixel map offset ("offset", "resampled"): the error ``register``
-    must find. ``H`` in gt.json maps a moving pixel to the reference pixel of the same ground point."""
+    by a random 2..``max_error_px`` reference-pixel map offset ("offset", "resampled"), or by such an offset and a
+    turn of 2-6 deg and a scale of 3-8 % about the moving image's centre ("turned": a georeference wrong by an affine,
+    not by a shift on the ground): the error ``register`` must find. ``kinds``: the kinds drawn in turn. ``H`` in
+    gt.json maps a moving pixel to the reference pixel of the same ground point."""
     from affine import Affine
 
     from sarreg.synth import warp_image, write_geotiff
@@ -250,7 +252,7 @@ def make_geo_pairs(sources: Sequence[str | Path], out_dir: str | Path, n: int, s
         files = groups[int(rng.integers(len(groups)))]
         a, b = rng.choice(len(files), 2, replace=False)
         (va, ma), (vb, mb) = read(files[int(a)]), read(files[int(b)])
-        kind = GEO_KINDS[k % len(GEO_KINDS)]
+        kind = kinds[k % len(kinds)]
         s = 1.5 if kind == "resampled" else 1.0
         tx, ty = rng.uniform(8.0, 24.0, 2)
         h_img, w_img = va.shape
@@ -265,6 +267,11 @@ def make_geo_pairs(sources: Sequence[str | Path], out_dir: str | Path, n: int, s
             ang = rng.uniform(0, 2 * np.pi)
             err = rng.uniform(2.0, max_error_px) * np.array([np.cos(ang), np.sin(ang)])
         a_written = Affine.translation(err[0] * pixel, -err[1] * pixel) * a_true
+        if kind == "turned":  # (drawn after the offset: the other kinds' draws are those of before)
+            deg = rng.uniform(2.0, 6.0) * rng.choice([-1.0, 1.0])
+            scale = 1.0 + rng.uniform(0.03, 0.08) * rng.choice([-1.0, 1.0])
+            c = Affine.translation(mw / 2, mh / 2)
+            a_written = a_written * c * Affine.rotation(deg) * Affine.scale(scale) * ~c
         pid = f"geo_{k:04d}_{kind}"
 
         def write(tmp: Path) -> dict:

@@ -60,6 +60,13 @@ def test_a_shift_over_the_georeferencings_linear_part():
     assert _grid_err(truth, sim, 600.0) < 0.1 and decompose(sim.matrix)["scale_x"] == pytest.approx(1.5, abs=1e-3)
     aff = fit_model(src, dst, "affine", base=base)  # richer models need no base: it is ignored
     assert aff.base is None and _grid_err(truth, aff, 600.0) < 0.1
+    # a georeference wrong by a turn and a scale leaves a shift in pixel space: the plain shift explains the points
+    turned = georef_base(np.array([[0.95 * math.cos(0.08), -0.95 * math.sin(0.08), 5.0],
+                                   [0.95 * math.sin(0.08), 0.95 * math.cos(0.08), 2.0], [0, 0, 1]]), located=True)
+    pixel_shift = np.array([[1.0, 0, 12.3], [0, 1.0, -4.1], [0, 0, 1]])
+    src2, dst2, good2 = _matches(pixel_shift, n=300, outliers=0.3, size=600.0, seed=3)
+    e2 = fit_model(src2, dst2, "shift", base=turned)
+    assert e2.base is None and _grid_err(pixel_shift, e2, 600.0) < 0.05 and e2.n_inliers >= good2.sum() - 3
 
 
 @pytest.mark.parametrize("model", ["shift", "similarity", "affine", "homography", "poly2"])

@@ -57,6 +57,7 @@ class SetRecipe:
     look: dict[str, Any] = field(default_factory=dict)
     geo: bool = False  # georeferenced pairs with a georeference error (``make_geo_pairs``) instead of homographies
     warp: dict[str, Any] = field(default_factory=dict)  # ``geometry.WarpRange`` fields other than the default's
+    kinds: tuple[str, ...] = ()  # geo sets: the kinds of georeference error drawn in turn (() = ``GEO_KINDS``)
 
 
 _HARD = dict(change=0.4, jpeg=True)
@@ -95,6 +96,9 @@ SETS: dict[str, SetRecipe] = {
     # the same two looks of G2 (stop 44): georeferenced pairs where register can fail, to measure what it reports
     # then (the georeferencing kept or not) on pairs the choice was not made on; measured, not in the rule
     "KG2": SetRecipe(83, base="G2", look=dict(look=False, contrast=True)), "GH2": SetRecipe(84, base="G2", look=_HARD),
+    # georeferences wrong by an affine (a turn of 2-6 deg and a scale of 3-8 %, and an offset), not by a shift on the
+    # ground (stop 44): what is left after the georeferencing is then no shift; and their single-look + change look
+    "GT": SetRecipe(85, "AB", geo=True, kinds=("turned",)), "GTL": SetRecipe(86, base="GT", look=_SINGLE),
     # pairs whose warp is a shift (P) or a similarity (Q), and their single-look + change looks (stop 38): every
     # other pixel-space set is a homography, which rewards richer models in register's model choice; the
     # evaluation's pairs are mostly shifts and similarities. Measured for register changes, not in the rule
@@ -147,7 +151,8 @@ def build_sets(out: str | Path, ombria: str | Path, names: Sequence[str] = tuple
         d = out / name
         if not (d / "index.json").is_file():
             if r.geo:
-                make_geo_pairs(_sources(Path(ombria), r.sources, gefolki), d, n, seed=r.seed, overwrite=True)
+                make_geo_pairs(_sources(Path(ombria), r.sources, gefolki), d, n, seed=r.seed, overwrite=True,
+                               **({"kinds": r.kinds} if r.kinds else {}))
             elif r.base is None:
                 make_pairs(_sources(Path(ombria), r.sources, gefolki), d, n, seed=r.seed, size=r.size,
                            warp=WarpRange(**r.warp), overwrite=True)
