@@ -127,6 +127,15 @@ def test_geo_set_has_known_georeference_errors_and_its_own_clause(ombria: Path, 
         for name in ("ref.tif", "moving.tif"):
             with rasterio.open(g / x["id"] / name) as a, rasterio.open(gh / x["id"] / name) as b:
                 assert (b.transform, b.crs) == (a.transform, a.crs) and not np.array_equal(a.read(1), b.read(1))
+    (gt_set,) = build_sets(tmp_path, ombria, ["GT"], n=2)  # georeferences wrong by a turn and a scale as well
+    for x in (json.loads(p.read_text()) for p in sorted(gt_set.glob("*/gt.json"))):
+        assert x["difficulty"] == "geo_turned"
+        with rasterio.open(gt_set / x["id"] / "moving.tif") as m:
+            a_written = m.transform
+        rel = ~Affine.from_gdal(*x["moving_true_geotransform_gdal"]) * a_written  # moving px -> moving px
+        turn = np.degrees(np.arctan2(rel.d, rel.a))
+        scale = np.hypot(rel.a, rel.d)
+        assert 2.0 - 1e-6 <= abs(turn) <= 6.0 + 1e-6 and 0.03 - 1e-6 <= abs(scale - 1.0) <= 0.08 + 1e-6
     rows = [{"set": "G", "label": lab, "error_px": e} for lab, e in (("b", 0.4), ("b", 0.9), ("c", 0.5), ("c", 1.2))]
     ch = Choice({"A": {"b": (0.5, 0.9), "c": (0.6, 1.0)}}, {"b": {}, "c": {}}, ["b", "c"], pairs=rows)
     assert ch.judge()["c"] == ["(4) 1 estimates within 1 px on the georeferenced sets < 2"]
