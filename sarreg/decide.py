@@ -26,7 +26,7 @@ from sarreg.choice import FAIL_INLIERS, choose_estimate, overlap_points, prefer_
 from sarreg.config import RegisterConfig
 from sarreg.errors import RegistrationFailed
 from sarreg.estimate import Estimate, apply_matrix, bootstrap_spread, coverage
-from sarreg.geometry import georef_base, matrix_distance
+from sarreg.geometry import matrix_distance
 from sarreg.io.raster import Scene
 from sarreg.quality import (RIVAL_THRESHOLDS, confirms, cross_check, judge, model_adequacy, repeats_far,
                             rests_on_descriptors)
@@ -43,7 +43,8 @@ class Refinement:
     """What the refinement needs beyond the scenes: the fine tiles, the keypoints' matches and fit (None when
     skipped or failed, with its error), the starts (matrix, search radius, name), the model the passes resample
     through, a settled probe to reuse ((matrix, area_stage result) or None), the prior, the coverage grid, the
-    reference's repetition (or None)."""
+    reference's repetition (or None), and the georeferencing's linear part shifts and similarities are also fitted
+    over (``geometry.georef_base``; None in pixel space or at the same pixel size)."""
 
     tiles: list
     fine: StageResult
@@ -55,6 +56,7 @@ class Refinement:
     prior: np.ndarray
     grid_n: int
     repeat: dict | None
+    base: np.ndarray | None = None
 
     @property
     def kp_good(self) -> bool:
@@ -91,14 +93,13 @@ def refine(rs: Scene, ms: Scene, r: Refinement, cfg: RegisterConfig, area: BaseG
     same refinement without the descriptors, when made already (its windows are reused, not measured again)."""
     stages: dict[str, Any] = {}
     est_kp, fine = r.est_kp, r.fine
-    base = georef_base(r.prior, rs.geolocated and ms.geolocated)  # shifts on the ground, at any pixel size
     est_area, area_res = refine_from_starts(rs, ms, r.tiles, r.starts, r.area_model, cfg, area, r.grid_n,
-                                            None if dense else r.done, dense, base)
+                                            None if dense else r.done, dense, r.base)
     if rests_on_descriptors(est_area, area_res) and not confirms(
             cross_check(est_area, est_kp, fine, area, r.prior, cfg) if r.kp_good else None):
         # descriptors stood in for most windows, no keypoint fit confirms: they may be biased (stop 39)
         est_area, area_res = without.raw if without is not None and without.raw[1] is not None else \
-            refine_from_starts(rs, ms, r.tiles, r.starts, r.area_model, cfg, area, r.grid_n, r.done, base=base)
+            refine_from_starts(rs, ms, r.tiles, r.starts, r.area_model, cfg, area, r.grid_n, r.done, base=r.base)
         area_res = replace(area_res, info=dict(area_res.info))
         area_res.info["descriptors_unconfirmed"] = True  # (and so not used)
     raw = (est_area, replace(area_res, info=dict(area_res.info)))
@@ -109,7 +110,7 @@ def refine(rs: Scene, ms: Scene, r: Refinement, cfg: RegisterConfig, area: BaseG
     if est is not None and cfg.model == "auto" and not cfg.update_georef:
         est, stages["parsimony"] = prefer_simpler(est, matches, area, cfg, r.grid_n,
                                                   located=rs.geolocated and ms.geolocated,
-                                                  shift_left=rs.georeferenced and ms.georeferenced, base=base)
+                                                  shift_left=rs.georeferenced and ms.georeferenced, base=r.base)
     if matches is area_res:  # the windows resampled through the model chosen, when it is not the passes' one
         est, area_res = repass(rs, ms, r.tiles, est, area_res, r.area_model, cfg, area, r.grid_n, dense)
         matches = area_res
@@ -122,9 +123,8 @@ def refine(rs: Scene, ms: Scene, r: Refinement, cfg: RegisterConfig, area: BaseG
     return Decision(est, matches, est_area, area_res, stages=stages, raw=raw)
 
 
-def assess(d: Decision, r: Refinement, cfg: RegisterConfig, area: BaseGeometry, located: bool = False) -> Decision:
-    """The quality gates' measurements on ``d``'s estimate and the verdict (``d.status``, ``d.reasons``); located:
-    both rasters located on the ground (the second motion is a shift over the georeferencing's linear part)."""
+def assess(d: Decision, r: Refinement, cfg: RegisterConfig, area: BaseGeometry) -> Decision:
+    """The quality gates' measurements on ``d``'s estimate and the verdict (``d.status``, ``d.reasons``)."""
     est, matches = d.est, d.matches
     assert est is not None and matches is not None
     # --model local absorbs what a richer global model would (the field), so no adequacy gate there
@@ -140,8 +140,7 @@ def assess(d: Decision, r: Refinement, cfg: RegisterConfig, area: BaseGeometry, 
             match = repeat_match(r.tiles, est.matrix, RIVAL_THRESHOLDS * cfg.threshold)
             repeat["match_ratio"] = None if match is None else round(match, 3)
     # did part of the scene move on its own? (--model local follows it)
-    d.second, d.moved = second_motion(r.tiles, est, cfg, area, base=georef_base(r.prior, located)) \
-        if cfg.model != "local" else (None, None)
+    d.second, d.moved = second_motion(r.tiles, est, cfg, area, base=r.base) if cfg.model != "local" else (None, None)
     if matches.alone_inliers(est.inliers):
         matches.info["inliers_descriptors_alone"] = matches.alone_inliers(est.inliers)
         d.stages["refine"]["inliers_descriptors_alone"] = matches.info["inliers_descriptors_alone"]
@@ -161,7 +160,7 @@ def _once(rs: Scene, ms: Scene, r: Refinement, cfg: RegisterConfig, area: BaseGe
         d = refine(rs, ms, r, cfg, area, dense, without)
     except RegistrationFailed as e:
         return Decision(None, None, None, None, "failed", [str(e)])
-    return d if d.est is None else assess(d, r, cfg, area, rs.geolocated and ms.geolocated)
+    return d if d.est is None else assess(d, r, cfg, area)
 
 
 def decide(rs: Scene, ms: Scene, r: Refinement, cfg: RegisterConfig, area: BaseGeometry,
