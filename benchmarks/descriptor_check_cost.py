@@ -7,11 +7,13 @@ temporal change over a fifth of the scene. Then, in one run and each in a fresh 
 with ``--area-descriptors never``, ``auto`` (the default: the check only when the correlation alone is not ok)
 and ``always`` (in turn, ``--repeat`` times): wall time of the
 whole process, the refine stage's time, the child's peak RSS, the status, whether the check ran and the mean
-error of the recovered transform over a 10 x 10 grid.
+error of the recovered transform over a 10 x 10 grid. ``--code DIR,DIR``: the same runs once per sarreg source
+tree (e.g. a git worktree of the old code beside this one), interleaved, to measure a change side by side.
 
 Usage::
 
-    python benchmarks/descriptor_check_cost.py WORK_DIR [--sizes 2048,4096] [--repeat 2] [--change 0.2] [--unreachable-gates]
+    python benchmarks/descriptor_check_cost.py WORK_DIR [--sizes 2048,4096] [--repeat 2] [--change 0.2]
+        [--unreachable-gates] [--flags never,auto,always] [--code DIR,DIR]
 """
 from __future__ import annotations
 
@@ -44,30 +46,48 @@ def main() -> int:
     ap.add_argument("--unreachable-gates", action="store_true",
                     help="--min-inliers 100000: no result is ok, so auto always makes its second refinement (the "
                          "cost of the fallback on a pair the correlation alone cannot register)")
+    ap.add_argument("--flags", default="never,auto,always", help="the --area-descriptors values run")
+    ap.add_argument("--code", default=str(REPO), help="comma-separated sarreg source trees, each run in turn")
     a = ap.parse_args()
     extra = ["--min-inliers", "100000"] if a.unreachable_gates else []
+    flags = a.flags.split(",")
+    codes = [Path(c).resolve() for c in a.code.split(",")]
+    for code in codes:
+        rg.check_code(code)
     a.work.mkdir(parents=True, exist_ok=True)
-    print("| size | run | wall s | refine s | peak RSS MB | status | check ran | error px |")
-    print("|---|---|---:|---:|---:|---|---|---:|")
+    print("| size | code | run | wall s | refine s | peak RSS MB | status | check ran | error px |")
+    print("|---|---|---|---:|---:|---:|---|---|---:|")
     for size in [int(s) for s in a.sizes.split(",")]:
         ref, mov = make_pair(a.work, size, a.change)
-        walls: dict[str, list[float]] = {}
+        walls: dict[tuple[int, str], list[float]] = {}
         for rep in range(a.repeat):
-            for flag in ("never", "auto", "always"):
-                out = a.work / f"out_{size}.tif"
-                r = rg.register(REPO, ref, mov, out, None, ["--area-descriptors", flag, *extra],
-                                a.work / f"log_{size}_{flag}_{rep}.txt")
-                rp = json.loads(out.with_name(out.stem + ".report.json").read_text())
-                ran = (rp.get("stages", {}).get("refine") or {}).get("descriptor_check")
-                err = rg.grid_error(r["matrix"], size)
-                walls.setdefault(flag, []).append(r["wall_s"])
-                print(f"| {size}² | {flag} | {r['wall_s']:.1f} | {(r['timings_s'] or {}).get('refine', 0):.1f} | "
-                      f"{r['peak_rss_mb']:.0f} | {r['status']} | {ran} | "
-                      f"{'' if err is None else f'{err:.3f}'} |", flush=True)
-        off = np.median(walls["never"])
-        for flag in ("auto", "always"):
-            on = np.median(walls[flag])
-            print(f"{size}²: median wall {flag} / never: {on:.1f} / {off:.1f} s = {on / off:.2f}x", flush=True)
+            for flag in flags:
+                for i, code in enumerate(codes):
+                    out = a.work / f"out_{size}.tif"
+                    r = rg.register(code, ref, mov, out, None, ["--area-descriptors", flag, *extra],
+                                    a.work / f"log_{size}_{flag}_{i}_{rep}.txt")
+                    rp = json.loads(out.with_name(out.stem + ".report.json").read_text())
+                    ran = (rp.get("stages", {}).get("refine") or {}).get("descriptor_check")
+                    err = rg.grid_error(r["matrix"], size)
+                    walls.setdefault((i, flag), []).append(r["wall_s"])
+                    print(f"| {size}² | {code.name} | {flag} | {r['wall_s']:.1f} | "
+                          f"{(r['timings_s'] or {}).get('refine', 0):.1f} | {r['peak_rss_mb']:.0f} | {r['status']} | "
+                          f"{ran} | {'' if err is None else f'{err:.3f}'} |", flush=True)
+        for i, code in enumerate(codes):
+            if "never" not in flags:
+                break
+            off = np.median(walls[(i, "never")])
+            for flag in (f for f in flags if f != "never"):
+                on = np.median(walls[(i, flag)])
+                print(f"{size}² {code.name}: median wall {flag} / never: {on:.1f} / {off:.1f} s = {on / off:.2f}x",
+                      flush=True)
+        for flag in flags:
+            if len(codes) > 1:
+                first = np.median(walls[(0, flag)])
+                for i in range(1, len(codes)):
+                    w = np.median(walls[(i, flag)])
+                    print(f"{size}² {flag}: median wall {codes[i].name} / {codes[0].name}: {w:.1f} / {first:.1f} s "
+                          f"= {w / first:.2f}x", flush=True)
     return 0
 
 

@@ -66,20 +66,32 @@ class DenseDescriber:
 
 
 def _window_means(a: torch.Tensor, b: torch.Tensor, m: int, offsets: np.ndarray, rows: np.ndarray,
-                  cols: np.ndarray, half: int) -> np.ndarray:
+                  cols: np.ndarray, half: int, block: int = 16) -> np.ndarray:
     """For each (dx, dy) in ``offsets`` (|dx|, |dy| <= m): the mean over each window (centre ``rows`` / ``cols``,
-    side 2 * half) of the dot product a(p) . b(p + offset) -> (len(offsets), len(rows)); b is 0 outside the image."""
+    side 2 * half) of the dot product a(p) . b(p + offset) -> (len(offsets), len(rows)); b is 0 outside the image.
+
+    The products are taken ``block`` rows at a time, channels last, for every offset of one dy in turn: the rows of
+    both maps stay in the processor's cache across the offsets instead of streaming both whole maps from memory
+    once per offset (3x faster on the 192² maps of the refinement's 384 px tiles, 7x on 512², the same values to
+    2e-9; stop 45). Temporary memory: both maps once more (channels last) and one product image per offset of a dy."""
     C, H, W = a.shape
-    bp = F.pad(b[None], (m, m, m, m))[0]
+    al = a.permute(1, 2, 0).contiguous()
+    bl = torch.zeros(H + 2 * m, W + 2 * m, C)
+    bl[m:m + H, m:m + W] = b.permute(1, 2, 0)
     out = np.empty((len(offsets), len(rows)), np.float32)
-    chunk = max(1, min(C, 2 ** 24 // (H * W)))  # bounded temporary: at most 64 MB per product
-    for k, (ox, oy) in enumerate(offsets):
-        prod = torch.zeros(H, W)
-        for ch in range(0, C, chunk):
-            prod += (a[ch:ch + chunk] * bp[ch:ch + chunk, m + oy:m + oy + H, m + ox:m + ox + W]).sum(0)
-        box = cv2.boxFilter(prod.numpy(), -1, (2 * half, 2 * half), anchor=(half, half), normalize=True,
-                            borderType=cv2.BORDER_CONSTANT)
-        out[k] = box[rows, cols]
+    for oy in np.unique(offsets[:, 1]):
+        ks = np.flatnonzero(offsets[:, 1] == oy)
+        prod = torch.empty(len(ks), H, W)
+        for y in range(0, H, block):
+            h = min(block, H - y)
+            ab, bb = al[y:y + h], bl[m + oy + y:m + oy + y + h]
+            for j, k in enumerate(ks):
+                ox = int(offsets[k, 0])
+                torch.sum(ab * bb[:, m + ox:m + ox + W], -1, out=prod[j, y:y + h])
+        for j, k in enumerate(ks):
+            box = cv2.boxFilter(prod[j].numpy(), -1, (2 * half, 2 * half), anchor=(half, half), normalize=True,
+                                borderType=cv2.BORDER_CONSTANT)
+            out[k] = box[rows, cols]
     return out
 
 
