@@ -415,6 +415,9 @@ def _awkward_moving(d: Path, pair, kind: str) -> tuple[Path, Path]:
     if kind == "uint16":
         return ref, write_geotiff(d / "m.tif", np.clip(np.sqrt(mov) * 400, 0, 65535).astype(np.uint16), T, CRS,
                                   nodata=0)
+    if kind == "int16_db":  # dB x 100 in int16 (scaled backscatter products), nodata -32768
+        db = np.where(mov > 0, np.round(1000 * np.log10(np.maximum(mov, 1e-6))), -32768).astype(np.int16)
+        return ref, write_geotiff(d / "m.tif", db, T, CRS, nodata=-32768)
     if kind == "db":
         with rasterio.open(ref) as ds:
             r = ds.read(1)
@@ -427,7 +430,7 @@ def _awkward_moving(d: Path, pair, kind: str) -> tuple[Path, Path]:
     return ref, write_geotiff(d / "m.tif", mov, T, CRS, nodata=0.0)
 
 
-@pytest.mark.parametrize("kind", ["cfloat32", "cint16", "uint16", "db", "linear_with_negatives"])
+@pytest.mark.parametrize("kind", ["cfloat32", "cint16", "uint16", "int16_db", "db", "linear_with_negatives"])
 def test_awkward_input_registers_within_half_a_pixel(pair, tmp_path, kind):
     ref, mov = _awkward_moving(tmp_path, pair, kind)
     inputs = {p: _sha(p) for p in (ref, mov)}
@@ -441,6 +444,8 @@ def test_awkward_input_registers_within_half_a_pixel(pair, tmp_path, kind):
     assert _truth_error(rep["matrix"]) < 0.5, rep["matrix"]
     if kind == "linear_with_negatives":
         assert rep["stages"]["relate"]["kind"]["moving"] == "linear"
+    if kind == "int16_db":
+        assert rep["stages"]["relate"]["kind"]["moving"] == "db"
     with rasterio.open(out / "o.tif") as o, rasterio.open(mov) as m:
         assert o.dtypes[0] == m.dtypes[0]
     assert {p: _sha(p) for p in inputs} == inputs

@@ -197,12 +197,13 @@ def _resolve_kind(kind: str, dtype: str, sample: np.ndarray) -> str:
         return "linear"
     if dtype == "uint8":
         return "display"
-    if dtype.startswith("float"):
+    if dtype.startswith(("float", "int")):
         finite = sample[np.isfinite(sample) & (sample != 0)]
         frac = float((finite < 0).mean()) if finite.size else 0.0
         # dB images are mostly negative; a few negative pixels (resampling ringing, calibration noise) in linear
-        # power must not flip the decision
-        kind = "db" if frac > DB_NEGATIVE_FRACTION else "linear"
+        # power must not flip the decision. Signed integers: scaled dB (dB x 100 in int16) when mostly negative,
+        # else DN amplitude like unsigned ones
+        kind = "db" if frac > DB_NEGATIVE_FRACTION else "linear" if dtype.startswith("float") else "amplitude"
         log.info("input kind: %s (%.2f %% of the valid pixels are negative)", kind, 100 * frac)
         return kind
     return "amplitude"
