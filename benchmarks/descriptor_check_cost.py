@@ -45,7 +45,9 @@ def main() -> int:
     ap.add_argument("--change", type=float, default=0.2, help="fraction of the moving date's landscape changed")
     ap.add_argument("--unreachable-gates", action="store_true",
                     help="--min-inliers 100000: no result is ok, so auto always makes its second refinement (the "
-                         "cost of the fallback on a pair the correlation alone cannot register)")
+                         "cost of the fallback on a pair the correlation alone cannot register); between these "
+                         "georeferenced rasters the report then keeps the georeferencing (stop 44), so the error "
+                         "column shows the written georeference's")
     ap.add_argument("--flags", default="never,auto,always", help="the --area-descriptors values run")
     ap.add_argument("--code", default=str(REPO), help="comma-separated sarreg source trees, each run in turn")
     a = ap.parse_args()
@@ -67,7 +69,9 @@ def main() -> int:
                     r = rg.register(code, ref, mov, out, None, ["--area-descriptors", flag, *extra],
                                     a.work / f"log_{size}_{flag}_{i}_{rep}.txt")
                     rp = json.loads(out.with_name(out.stem + ".report.json").read_text())
-                    ran = (rp.get("stages", {}).get("refine") or {}).get("descriptor_check")
+                    refine = rp.get("stages", {}).get("refine") or {}
+                    ran = refine.get("descriptor_check") or ("(yes, unconfirmed)" if refine.get(
+                        "descriptors_unconfirmed") else False)
                     err = rg.grid_error(r["matrix"], size)
                     walls.setdefault((i, flag), []).append(r["wall_s"])
                     print(f"| {size}² | {code.name} | {flag} | {r['wall_s']:.1f} | "

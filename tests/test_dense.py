@@ -41,6 +41,30 @@ def test_descriptor_offsets_find_known_shifts(dense, d):
     assert (err < 1.0).mean() > 0.8
 
 
+def test_window_means_are_the_windows_mean_dot_products():
+    """The blocked window search against the definition, window by window: mean over the 2h x 2h window of
+    a(p) . b(p + offset), b zero outside the map; odd sizes, windows at the borders, block smaller than the map."""
+    import torch
+
+    from sarreg.dense import _window_means
+
+    rng = np.random.default_rng(3)
+    C, H, W, m, half = 8, 37, 29, 3, 4
+    a, b = (torch.from_numpy(rng.standard_normal((C, H, W)).astype(np.float32)) for _ in range(2))
+    offsets = np.array([(ox, oy) for oy in range(-m, m + 1) for ox in range(-m, m + 1)])
+    rows, cols = np.array([0, 5, 18, 36, 20]), np.array([0, 28, 14, 3, 27])
+    got = _window_means(a, b, m, offsets, rows, cols, half, block=5)
+    an, bn = a.numpy(), b.numpy()
+    for k, (ox, oy) in enumerate(offsets):
+        for i, (r, c) in enumerate(zip(rows, cols)):
+            total = 0.0
+            for y in range(r - half, r + half):
+                for x in range(c - half, c + half):
+                    if 0 <= y < H and 0 <= x < W and 0 <= y + oy < H and 0 <= x + ox < W:
+                        total += float(an[:, y, x] @ bn[:, y + oy, x + ox])
+            assert got[k, i] == pytest.approx(total / (2 * half) ** 2, abs=1e-4), (ox, oy, r, c)
+
+
 def test_descriptors_hold_where_single_look_correlation_does_not(dense):
     """Single-look speckle with temporal change: more windows within 1 px than the phase correlation's."""
     d = (1.3, -2.2)
