@@ -232,3 +232,30 @@ def test_prior_of_thin_rasters_is_the_georeferencing(geotiff_factory, shape) -> 
     mov = open_scene(geotiff_factory(a, "m.tif", origin=(500030.0, 4999980.0), pixel=20.0))
     expect = np.array([[2.0, 0, 3.0 + 0.5], [0, 2.0, 2.0 + 0.5], [0, 0, 1]])  # centres: x_r = 2 x_m + 3.5
     assert np.allclose(prior_matrix(ref, mov), expect, atol=1e-6)
+
+
+@pytest.mark.parametrize("form", ["linear_nodata_0", "db_minus_inf", "uint16_nodata_0"])
+def test_scattered_zero_power_pixels_are_dark_not_holes(geotiff_factory, intensity: np.ndarray, form: str) -> None:
+    """5 % of the pixels at zero power, scattered (speckle zeros, quantised dark pixels), stay valid as the scene's
+    darkest value, in any of the forms a zero takes (0 that is also the nodata value, -inf dB, DN 0); a zero-filled
+    border stays invalid. Holes at every twentieth pixel would leave no keypoint and no correlation window."""
+    rng = np.random.default_rng(4)
+    img = intensity.copy()
+    img[rng.random(img.shape) < 0.05] = 0.0
+    img[:, :16] = 0.0  # border: an area, not isolated pixels
+    if form == "linear_nodata_0":
+        path = geotiff_factory(img, "z.tif", nodata=0.0)
+    elif form == "db_minus_inf":
+        with np.errstate(divide="ignore"):
+            db = 10 * np.log10(img)
+        db[:, :16] = np.nan
+        path = geotiff_factory(db.astype(np.float32), "z.tif")
+    else:
+        path = geotiff_factory(np.round(np.sqrt(img) * 300).astype(np.uint16), "z.tif", nodata=0, dtype="uint16")
+    scene = open_scene(path)
+    unit, valid = read_unit(scene)
+    assert not valid[:, :13].any()
+    inside = valid[:, 20:]
+    assert inside.all()
+    zeros = (img == 0)[:, 20:]
+    assert np.allclose(unit[:, 20:][zeros], unit[:, 20:][inside].min())
