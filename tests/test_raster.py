@@ -234,11 +234,13 @@ def test_prior_of_thin_rasters_is_the_georeferencing(geotiff_factory, shape) -> 
     assert np.allclose(prior_matrix(ref, mov), expect, atol=1e-6)
 
 
-@pytest.mark.parametrize("form", ["linear_nodata_0", "db_minus_inf", "uint16_nodata_0"])
-def test_scattered_zero_power_pixels_are_dark_not_holes(geotiff_factory, intensity: np.ndarray, form: str) -> None:
+@pytest.mark.parametrize("form", ["linear_nodata_0", "db_minus_inf", "uint16_nodata_0", "cint16_nodata_0"])
+def test_scattered_zero_power_pixels_are_dark_not_holes(geotiff_factory, intensity: np.ndarray, form: str,
+                                                        tmp_path: Path) -> None:
     """5 % of the pixels at zero power, scattered (speckle zeros, quantised dark pixels), stay valid as the scene's
-    darkest value, in any of the forms a zero takes (0 that is also the nodata value, -inf dB, DN 0); a zero-filled
-    border stays invalid. Holes at every twentieth pixel would leave no keypoint and no correlation window."""
+    darkest value, in any of the forms a zero takes (0 that is also the nodata value, -inf dB, DN 0, complex 0); a
+    zero-filled border stays invalid. Holes at every twentieth pixel would leave no keypoint and no correlation
+    window. A complex pixel whose real part alone is 0 is a measurement, not nodata."""
     rng = np.random.default_rng(4)
     img = intensity.copy()
     img[rng.random(img.shape) < 0.05] = 0.0
@@ -250,8 +252,18 @@ def test_scattered_zero_power_pixels_are_dark_not_holes(geotiff_factory, intensi
             db = 10 * np.log10(img)
         db[:, :16] = np.nan
         path = geotiff_factory(db.astype(np.float32), "z.tif")
-    else:
+    elif form == "uint16_nodata_0":
         path = geotiff_factory(np.round(np.sqrt(img) * 300).astype(np.uint16), "z.tif", nodata=0, dtype="uint16")
+    else:
+        z = np.round(np.sqrt(img) * 300 * np.exp(1j * rng.uniform(0, 2 * np.pi, img.shape)))
+        imag_only = (rng.random(img.shape) < 0.05) & (img > 0)
+        z[imag_only] = 1j * (np.abs(z[imag_only]) + 1)  # real part 0, imaginary part not: a measurement
+        z[img == 0] = 0
+        path = tmp_path / "z.tif"
+        with rasterio.open(path, "w", driver="GTiff", width=img.shape[1], height=img.shape[0], count=1,
+                           dtype="complex_int16", crs="EPSG:32633", nodata=0,
+                           transform=rasterio.transform.from_origin(500000, 5000000, 10, 10)) as ds:
+            ds.write(z.astype(np.complex64)[None])
     scene = open_scene(path)
     unit, valid = read_unit(scene)
     assert not valid[:, :13].any()

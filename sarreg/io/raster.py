@@ -224,7 +224,9 @@ def has_mask_band(ds: rasterio.io.DatasetReader, band: int) -> bool:
 
 
 def value_validity(vals: np.ndarray, nodata: float | None) -> np.ndarray:
-    """Validity from values: False where a pixel equals the nodata value (real part for complex data).
+    """Validity from values: False where a pixel equals the nodata value (complex data: the real part equals it and
+    the imaginary part is 0; GDAL's own nodata mask compares the real part alone, which makes every 0 + b j pixel of
+    a cint16 SLC with nodata 0 a hole).
 
     NaN/inf and non-positive linear/amplitude values are rejected later by ``to_log``. GDAL's average
     resampling skips nodata pixels and writes nodata only where a whole output cell is nodata, so this test
@@ -232,7 +234,9 @@ def value_validity(vals: np.ndarray, nodata: float | None) -> np.ndarray:
     """
     if nodata is None or np.isnan(nodata):
         return np.ones(vals.shape, dtype=bool)
-    v = vals.real if np.iscomplexobj(vals) else vals
+    if np.iscomplexobj(vals):
+        return ~((vals.real == vals.real.dtype.type(nodata)) & (vals.imag == 0))
+    v = vals
     if np.issubdtype(v.dtype, np.integer):
         info = np.iinfo(v.dtype)
         if not (info.min <= nodata <= info.max and float(nodata).is_integer()):
