@@ -2,8 +2,8 @@
 
 For each case: the exit code; for failures exactly one non-empty stderr line; no file left in the output folder
 that the case did not expect; the inputs' sha256 unchanged; for accepted awkward inputs the recovered transform
-within 0.5 px of the known truth. Signal tests run a real subprocess. Scenes: 320 x 320 (8 looks), EPSG:32633, 10 m, moving
-shifted by (3.4, -2.1) px; features are SIFT (no weights needed).
+within 0.5 px of the known truth. Signal tests run a real subprocess. Scenes: 320 x 320 (8 looks), EPSG:32633,
+10 m, moving shifted by (3.4, -2.1) px; features are SIFT (no weights needed).
 """
 from __future__ import annotations
 
