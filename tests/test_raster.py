@@ -271,3 +271,15 @@ def test_scattered_zero_power_pixels_are_dark_not_holes(geotiff_factory, intensi
     assert inside.all()
     zeros = (img == 0)[:, 20:]
     assert np.allclose(unit[:, 20:][zeros], unit[:, 20:][inside].min())
+
+
+def test_a_zero_in_db_data_with_nodata_0_is_no_dark_pixel(geotiff_factory, intensity: np.ndarray) -> None:
+    """In dB (here dB x 100 in int16, nodata 0) a 0 is 0 dB, a bright value, not zero power: an isolated one that
+    the nodata value hides stays a hole instead of being darkened."""
+    db = np.round(1000 * np.log10(intensity)).astype(np.int16)
+    db[db == 0] = 1
+    db[40, 50] = 0
+    scene = open_scene(geotiff_factory(db, "db0.tif", nodata=0, dtype="int16"))
+    assert scene.kind == "db"
+    _, valid = read_unit(scene)
+    assert not valid[40, 50] and valid.sum() == valid.size - 1

@@ -371,24 +371,25 @@ def read_unit(scene: Scene, window: Window | None = None, out_shape: tuple[int, 
             ds.close()
     logv = to_log(vals, scene.kind)
     valid = mask & np.isfinite(logv)
-    _keep_isolated_dark(vals, logv, mask, valid, scene.lo, scene.nodata)
+    _keep_isolated_dark(vals, logv, mask, valid, scene.lo, scene.nodata, scene.kind)
     if scene.exclude is not None:
         valid &= ~scene.exclude.mask(window, valid.shape, scene.shape)
     return unit_scale(logv, scene.lo, scene.hi, scene.fill, pre.despeckle), valid
 
 
 def _keep_isolated_dark(vals: np.ndarray, logv: np.ndarray, mask: np.ndarray, valid: np.ndarray, lo: float,
-                        nodata: float | None = None) -> None:
+                        nodata: float | None = None, kind: str = "linear") -> None:
     """Isolated zero-power pixels inside valid data (speckle zeros, resampling ringing, quantised dark pixels) are
     very dark measurements, not holes: set them to the scene's low value and keep them valid, in place. Otherwise
     every such pixel would cut a hole in the valid mask and drop the keypoints and correlation windows around it
     (5 % of them scattered over a scene left no keypoint and no correlation window). Zero power is a non-positive
-    linear / amplitude value, -inf in dB (10 log10 0), and a 0 that is the nodata value (nodata 0 cannot tell a
-    zero measurement from a hole; real holes are areas). Areas where most pixels are such (borders, zero-filled
-    swaths) stay invalid, as do other nodata values and NaN."""
+    linear / amplitude value, -inf in dB (10 log10 0), and, in linear or amplitude data (``kind``), a 0 that is
+    the nodata value (nodata 0 cannot tell a zero measurement from a hole; real holes are areas; in dB a 0 is 1.0 in
+    linear, no zero). Areas where most pixels are such (borders, zero-filled swaths) stay invalid, as do other
+    nodata values and NaN."""
     if valid.all():
         return
-    zero = (vals == 0) if nodata is not None and nodata == 0 else np.zeros(vals.shape, bool)
+    zero = (vals == 0) if nodata == 0 and kind in ("linear", "amplitude") else np.zeros(vals.shape, bool)
     if not np.iscomplexobj(vals):
         zero |= vals == -np.inf
     dark = ~valid & ((mask & np.isfinite(vals)) | zero)
