@@ -84,7 +84,9 @@ P = PreprocessConfig
 @config_option(E, "subpixel", "--subpixel/--no-subpixel",
                help="Refine keypoints to sub-pixel by a parabola through the repeatability peak.")
 @config_option(P, "band", help="1-based band (default: the VV band if described, else 1).")
-@config_option(P, "kind", help="How pixel values are interpreted.")
+@config_option(P, "kind", help="How pixel values are interpreted. auto: complex = intensity, uint8 = display, other "
+              "unsigned integers = amplitude, float or signed integers mostly negative = dB, else linear power "
+              "(float) or amplitude.")
 @config_option(P, "despeckle", help="Box filter size on log values (0 = off).")
 @exclude_opt
 @device_opt
