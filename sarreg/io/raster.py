@@ -268,7 +268,40 @@ def _read_band(ds, band: int, window: Window | None, out_shape: tuple[int, int] 
                 if real_mask else None)
     if mask is None:
         mask = value_validity(vals, ds.nodatavals[band - 1])
+    if out_shape is not None and not complex_data and np.issubdtype(vals.dtype, np.floating):
+        _refill_poisoned(ds, band, window, out_shape, vals, mask, real_mask)
     return vals, mask
+
+
+def _refill_poisoned(ds, band: int, window: Window | None, out_shape: tuple[int, int], vals: np.ndarray,
+                     mask: np.ndarray, real_mask: bool) -> None:
+    """Cells of an average-decimated float read that came out NaN / inf though they are not masked, averaged again
+    from the full-resolution pixels that are finite and valid, in place. Why: GDAL's average counts a NaN pixel
+    unless NaN is the nodata value, so one NaN spoils its whole cell (overviews likewise); 1 % of NaN pixels scattered
+    over a 2048² scene left half the coarse image invalid and ``register`` failed. Only the output rows holding such
+    cells are read again, one strip of source rows at a time (bounded memory); a cell without any valid pixel stays
+    NaN (invalid)."""
+    bad = mask & ~np.isfinite(vals)
+    if not bad.any():
+        return
+    win = window if window is not None else Window(0, 0, ds.width, ds.height)
+    h, w = int(win.height), int(win.width)
+    H, W = out_shape
+    if H > h or W > w:
+        return
+    ys = np.floor(np.arange(H + 1) * h / H).astype(int)
+    xs = np.floor(np.arange(W + 1) * w / W).astype(int)
+    nodata = ds.nodatavals[band - 1]
+    for i in np.flatnonzero(bad.any(1)):
+        strip = Window(win.col_off, win.row_off + ys[i], w, ys[i + 1] - ys[i])
+        sub = ds.read(band, window=strip).astype(np.float64)
+        ok = np.isfinite(sub) & value_validity(sub, nodata)
+        if real_mask:
+            ok &= ds.read_masks(band, window=strip) > 0
+        total = np.add.reduceat(np.where(ok, sub, 0.0).sum(0), xs[:-1])
+        count = np.add.reduceat(ok.sum(0), xs[:-1])
+        cells = np.flatnonzero(bad[i])
+        vals[i, cells] = np.where(count[cells] > 0, total[cells] / np.maximum(count[cells], 1), np.nan)
 
 
 def open_scene(path: Source, pre: PreprocessConfig = PreprocessConfig()) -> Scene:
@@ -397,7 +430,9 @@ def _keep_isolated_dark(vals: np.ndarray, logv: np.ndarray, mask: np.ndarray, va
         return
     import cv2
 
-    frac = cv2.boxFilter(dark.astype(np.float32), -1, (7, 7), normalize=True, borderType=cv2.BORDER_REFLECT)
+    # isolated: under a quarter of the 7 x 7 neighbourhood is invalid for any reason (a zero among NaN or other
+    # nodata is part of a hole, not a dark pixel in the data)
+    frac = cv2.boxFilter((~valid).astype(np.float32), -1, (7, 7), normalize=True, borderType=cv2.BORDER_REFLECT)
     iso = dark & (frac < 0.25)
     logv[iso] = lo
     valid |= iso
