@@ -77,21 +77,17 @@ def main() -> int:
                     print(f"| {size}² | {code.name} | {flag} | {r['wall_s']:.1f} | "
                           f"{(r['timings_s'] or {}).get('refine', 0):.1f} | {r['peak_rss_mb']:.0f} | {r['status']} | "
                           f"{ran} | {'' if err is None else f'{err:.3f}'} |", flush=True)
-        for i, code in enumerate(codes):
-            if "never" not in flags:
-                break
-            off = np.median(walls[(i, "never")])
+        med = {k: float(np.median(v)) for k, v in walls.items()}
+        for i, code in enumerate(codes if "never" in flags else []):
             for flag in (f for f in flags if f != "never"):
-                on = np.median(walls[(i, flag)])
+                on, off = med[(i, flag)], med[(i, "never")]
                 print(f"{size}² {code.name}: median wall {flag} / never: {on:.1f} / {off:.1f} s = {on / off:.2f}x",
                       flush=True)
         for flag in flags:
-            if len(codes) > 1:
-                first = np.median(walls[(0, flag)])
-                for i in range(1, len(codes)):
-                    w = np.median(walls[(i, flag)])
-                    print(f"{size}² {flag}: median wall {codes[i].name} / {codes[0].name}: {w:.1f} / {first:.1f} s "
-                          f"= {w / first:.2f}x", flush=True)
+            for i in range(1, len(codes)):
+                w, first = med[(i, flag)], med[(0, flag)]
+                print(f"{size}² {flag}: median wall {codes[i].name} / {codes[0].name}: {w:.1f} / {first:.1f} s "
+                      f"= {w / first:.2f}x", flush=True)
     return 0
 
 

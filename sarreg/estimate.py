@@ -384,10 +384,10 @@ def fit_model(src: np.ndarray, dst: np.ndarray, model: str = "affine", robust: s
             based = replace(e, matrix=e.matrix @ base, base=np.asarray(base, dtype=np.float64))
         except RegistrationFailed as e:
             failed = e
+        if plain is None and based is None:
+            raise failed
         if plain is None or based is None:
-            if plain is None and based is None:
-                raise failed
-            return plain or based  # type: ignore[return-value]
+            return plain if plain is not None else based  # type: ignore[return-value]
         return based if (based.n_inliers, -based.rmse) > (plain.n_inliers, -plain.rmse) else plain
     if model not in MODELS:
         raise ValueError(f"unknown model {model!r}; choose from {', '.join(MODELS)}")

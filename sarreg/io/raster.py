@@ -268,7 +268,7 @@ def _read_band(ds, band: int, window: Window | None, out_shape: tuple[int, int] 
                 if real_mask else None)
     if mask is None:
         mask = value_validity(vals, ds.nodatavals[band - 1])
-    if out_shape is not None and not complex_data and np.issubdtype(vals.dtype, np.floating):
+    if out_shape is not None and np.issubdtype(vals.dtype, np.floating):  # (complex is not floating)
         _refill_poisoned(ds, band, window, out_shape, vals, mask, real_mask)
     return vals, mask
 
