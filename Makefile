@@ -28,6 +28,7 @@ PYTEST_ARGS ?=
 
 DEMO_OUT ?= demo_out
 MODEL ?= models/sarreg_fast_sar_v5.pt
+EXTRACT_MODEL ?= models/sarreg_fast_sar_v5xa.pt
 QGIS ?= yes
 QGIS_PYTHON ?= /usr/bin/python3
 SHOT_DIR ?= build/qgis_screenshot
@@ -100,17 +101,17 @@ test: install
 	exit $$rc
 
 demo: install
-	@if [ ! -f "$(MODEL)" ]; then
-	  echo "make demo: no trained model at $(MODEL)." >&2
+	@for m in "$(MODEL)" "$(EXTRACT_MODEL)"; do if [ ! -f "$$m" ]; then
+	  echo "make demo: no trained model at $$m." >&2
 	  echo "  sarreg ships its model in models/; this checkout has none yet. Train one with 'sarreg train'" >&2
-	  echo "  or pass another checkpoint: make demo MODEL=path/to/model.pt" >&2
+	  echo "  or pass other checkpoints: make demo MODEL=register.pt EXTRACT_MODEL=extract.pt" >&2
 	  exit 1
-	fi
+	fi; done
 	mkdir -p "$(DEMO_OUT)"
 	echo "==> generating sample scenes in $(DEMO_OUT)/samples"
 	$(PY) samples/make_samples.py --out "$(DEMO_OUT)/samples"
 	echo "==> sarreg extract: keypoints of both scenes, with quicklooks"
-	$(SARREG) extract --weights "$(MODEL)" -o "$(DEMO_OUT)" --geo --no-progress --overwrite \
+	$(SARREG) extract --weights "$(EXTRACT_MODEL)" -o "$(DEMO_OUT)" --geo --no-progress --overwrite \
 	  --quicklook "$(DEMO_OUT)/keypoints.png" "$(DEMO_OUT)/samples/scene_a.tif" "$(DEMO_OUT)/samples/scene_b.tif"
 	echo "==> sarreg register: scene_b onto scene_a's grid (COG + report, tie points, QGIS .points, quicklook)"
 	rc=0; $(SARREG) register --weights "$(MODEL)" --overwrite --geojson \

@@ -226,9 +226,9 @@ class Method:
         if low in CLASSICAL:
             return Method(low, low)
         if low == "model":
-            from sarreg.model.weights import DEFAULT_MODEL_NAME
+            from sarreg.model.files import EXTRACT_MODEL_NAME
 
-            return Method(Path(DEFAULT_MODEL_NAME).stem, "learned", None)
+            return Method(Path(EXTRACT_MODEL_NAME).stem, "learned", None)
         p = Path(s)
         if p.suffix.lower() in (".pt", ".pth") or p.exists():
             return Method(p.stem, "learned", str(p))
@@ -361,9 +361,9 @@ def make_runner(method: Method, opt: EvalOptions) -> Any:
         return Extractor(register_config(method, opt.register))
     if method.kind == "learned":
         from sarreg.extract import resolve_device
-        from sarreg.model.weights import load_model
+        from sarreg.model.weights import EXTRACT_MODEL_NAME, load_model
 
-        return load_model(method.weights, resolve_device(opt.extract.device))
+        return load_model(method.weights, resolve_device(opt.extract.device), default=EXTRACT_MODEL_NAME)
     return None
 
 

@@ -33,7 +33,7 @@ from sarreg.features import Features  # noqa: F401  (re-exported: the .r2d2 layo
 from sarreg.io.raster import Scene, open_dataset, open_scene, read_unit
 from sarreg.io.tiling import tile_grid
 from sarreg.model.backend import resolve_backend
-from sarreg.model.weights import Model, load_model
+from sarreg.model.weights import EXTRACT_MODEL_NAME, Model, load_model
 from sarreg.network import (  # noqa: F401  (re-exported: network execution lives in sarreg.network)
     DenseOutput, resolve_device, run_network, run_network_batch)
 
@@ -273,8 +273,9 @@ def extract_scene(scene: Scene, model: Model, cfg: ExtractConfig = ExtractConfig
 
 def extract_file(path: str | Path, model: Model | None = None, cfg: ExtractConfig = ExtractConfig(),
                  progress: Callable[[int, int], None] | None = None) -> Features:
-    """Open a raster (GeoTIFF, PNG, ...) and extract its keypoints; ``model=None`` uses the shipped model."""
+    """Open a raster (GeoTIFF, PNG, ...) and extract its keypoints; ``model=None`` uses the shipped extraction
+    model (``EXTRACT_MODEL_NAME``)."""
     scene = open_scene(path, cfg.preprocess)
     if model is None:
-        model = load_model(None, resolve_device(cfg.device))
+        model = load_model(None, resolve_device(cfg.device), default=EXTRACT_MODEL_NAME)
     return extract_scene(scene, model, cfg, progress=progress)

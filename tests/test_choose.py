@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from sarreg.errors import InputError
-from sarreg.model.weights import default_weights_path
+from sarreg.model.weights import EXTRACT_MODEL_NAME, default_weights_path
 from sarreg.synth import make_pair, write_geotiff
 from sarreg.train.choose import HELD_OUT, HELD_OUT_B, OTHER, SETS, Choice, build_sets, main, release, score
 
@@ -70,20 +70,23 @@ def test_other_sensor_sets_come_from_the_gefolki_images(ombria: Path, tmp_path: 
 
 def test_same_weights_fail_the_rule_on_clause_one(ombria: Path, tmp_path: Path, capsys) -> None:
     build_sets(tmp_path / "sets", ombria, ["A", "XA"], n=2)
-    same = tmp_path / "same.pt"
+    # the baseline is the shipped pair of models: extract's single-stage, register's through register
+    same, same_x = tmp_path / "same.pt", tmp_path / "same_x.pt"
     shutil.copy(default_weights_path(), same)
-    ch = score(tmp_path / "sets", [same], single_sets=["A", "XA"], check_sets=["A"], progress=False)
+    shutil.copy(default_weights_path(EXTRACT_MODEL_NAME), same_x)
+    ch = score(tmp_path / "sets", [same, same_x], single_sets=["A", "XA"], check_sets=["A"], progress=False)
     base = ch.labels[0]
-    assert ch.labels[1] == "same"
+    assert ch.labels[1:] == ["same", "same_x"]
     for s in ("A", "XA"):
-        assert ch.single[s][base] == ch.single[s]["same"]
+        assert ch.single[s][base] == ch.single[s]["same_x"]
     assert ch.register[base] == ch.register["same"] and ch.register[base]["pairs"] == 2
+    assert ch.verdicts["same_x"][0].startswith("(1) mean s@3")
     assert ch.register[base]["within_3"] >= 1  # easy 8-look synthetic pairs
-    assert len(ch.pairs) == 4 and {p["label"] for p in ch.pairs} == {base, "same"}
+    assert len(ch.pairs) == 6 and {p["label"] for p in ch.pairs} == {base, "same", "same_x"}
     assert sum(p["error_px"] is not None and p["error_px"] <= 3 for p in ch.pairs if p["label"] == base) \
         == ch.register[base]["within_3"]
-    fails = ch.verdicts["same"]
-    assert len(fails) == 1 and fails[0].startswith("(1) mean s@3")
+    fails = ch.verdicts["same"]  # register's model: same register counts, single-stage against extract's model
+    assert fails[0].startswith("(1) mean s@3") and not any(f.startswith(("(3)", "(4)")) for f in fails)
     out = tmp_path / "choice.json"
     main(["score", str(tmp_path / "sets"), str(same), "--sets", "A", "--check", "", "--json", str(out)])
     printed = capsys.readouterr().out

@@ -223,3 +223,36 @@ def test_equivalence_with_reference_goldens(shared_dir: Path, name: str) -> None
     i, j = map(np.array, zip(*hits))
     assert np.abs(g["ms_scores"][i] - sc[j]).max() <= 1e-4
     assert np.abs(g["ms_descriptors32"][i].astype(np.float32) - de[j, :32]).max() <= 1e-3
+
+
+def test_extract_defaults_to_the_extraction_model_and_register_to_its_own(tmp_path: Path) -> None:
+    """Two shipped files (models/README.md, "Two shipped models"): ``sarreg extract``, ``extract_file`` and the
+    single-stage evaluation default to ``EXTRACT_MODEL_NAME``; ``load_model(None)`` and ``register`` to
+    ``DEFAULT_MODEL_NAME``. The CLI's .r2d2 descriptors are the extraction model's, not register's."""
+    from click.testing import CliRunner
+
+    from sarreg.cli import cli
+    from sarreg.config import ExtractConfig
+    from sarreg.evaluate import EvalOptions, Method, make_runner
+    from sarreg.extract import extract_file
+    from sarreg.model.weights import DEFAULT_MODEL_NAME, EXTRACT_MODEL_NAME, default_weights_path
+    from sarreg.synth import reflectivity, speckle, write_geotiff
+
+    px, pr = default_weights_path(EXTRACT_MODEL_NAME), default_weights_path()
+    assert px is not None and px.name == EXTRACT_MODEL_NAME and pr is not None and pr.name == DEFAULT_MODEL_NAME
+    mx, mr = load_model(None, default=EXTRACT_MODEL_NAME), load_model(None)
+    assert mx.sha256 != mr.sha256 and (mx.arch, mx.mchan, mx.in_channels) == (mr.arch, mr.mchan, mr.in_channels)
+    method = Method.parse("model")
+    assert method.label == Path(EXTRACT_MODEL_NAME).stem and make_runner(method, EvalOptions()).sha256 == mx.sha256
+
+    img = speckle(reflectivity(192, 192, seed=3), 4, np.random.default_rng(3)).astype(np.float32)
+    tif = write_geotiff(tmp_path / "s.tif", img)
+    cfg = ExtractConfig(top_k=300, device="cpu", backend="torch")
+    f_default, f_x, f_r = (extract_file(tif, m, cfg) for m in (None, mx, mr))
+    assert np.array_equal(f_default.descriptors, f_x.descriptors)
+    assert not (len(f_x) == len(f_r) and np.allclose(f_x.descriptors, f_r.descriptors))
+    res = CliRunner().invoke(cli, ["extract", "--no-progress", "--backend", "torch", "--top-k", "300", "-o",
+                                   str(tmp_path), str(tif)])
+    assert res.exit_code == 0, res.output
+    with np.load(tmp_path / "s.tif.r2d2") as z:
+        assert np.allclose(z["descriptors"], f_x.descriptors, atol=1e-5)

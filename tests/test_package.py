@@ -104,11 +104,13 @@ def test_non_editable_install_ships_default_model(repo_root, tmp_path):
     assert r.returncode == 0, r.stderr
     r = run([str(py), "-c", "import sarreg; from sarreg.model.weights import default_weights_path, load_model; "
                             "m = load_model(None); print(sarreg.__file__); print(default_weights_path()); "
-                            "print(m.name, m.arch, m.in_channels)"])
+                            "print(m.name, m.arch, m.in_channels); "
+                            "print(default_weights_path('sarreg_fast_sar_v5xa.pt'))"])
     assert r.returncode == 0, r.stderr
-    mod, weights, model = r.stdout.splitlines()
+    mod, weights, model, extract_weights = r.stdout.splitlines()
     assert Path(mod).is_relative_to(site) and Path(weights) == site / "sarreg" / "_models" / "sarreg_fast_sar_v5.pt"
     assert model == "sarreg_fast_sar_v5.pt Fast_Quad_L2Net_ConfCFS 1"
+    assert Path(extract_weights) == site / "sarreg" / "_models" / "sarreg_fast_sar_v5xa.pt"  # extract's model
 
     # the console script of the install registers a pair with the default (packaged) model
     rng = np.random.default_rng(1)

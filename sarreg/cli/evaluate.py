@@ -46,7 +46,8 @@ def evaluate() -> None:
               help="Comma list of: register (the pipeline of 'sarreg register' with the shipped model; "
                    "register-sift when there is none and the methods are the default), register-sift, "
                    "register:CHECKPOINT.pt; single-stage (one extraction per whole image, mutual nearest "
-                   "neighbours, one homography): model (the shipped model), sift, orb, or a checkpoint path.")
+                   "neighbours, one homography): model (the shipped extraction model, as 'sarreg extract'), sift, "
+                   "orb, or a checkpoint path.")
 @click.option("--model", "reg_model", default="auto", show_default=True,
               type=click.Choice(("auto",) + MODELS + ("local",)),
               help="Transform model of the register methods (as 'sarreg register --model').")

@@ -67,7 +67,8 @@ P = PreprocessConfig
 @click.command()
 @click.argument("images", nargs=-1, required=True, type=input_arg)
 @click.option("--weights", type=click.Path(path_type=Path), default=None,
-              help="Checkpoint (ours or an original R2D2 .pt). Default: the model shipped in models/.")
+              help="Checkpoint (ours or an original R2D2 .pt). Default: the extraction model shipped in models/ "
+                   "(sarreg_fast_sar_v5xa.pt; register uses sarreg_fast_sar_v5.pt).")
 @config_option(E, "top_k", help="Keypoints kept (0 = all).")
 @config_option(E, "tile_size", callback=_tile_size,
                help="Side of the extractor's processing tiles, in pixels of each pyramid level (0 = no tiling, "
@@ -111,7 +112,7 @@ def extract(images: tuple[Source, ...], weights: Path | None, out_dir: Path | No
     from sarreg.extract import extract_scene, resolve_device
     from sarreg.io.raster import open_scene
     from sarreg.model.backend import resolve_backend
-    from sarreg.model.weights import load_model
+    from sarreg.model.weights import EXTRACT_MODEL_NAME, load_model
 
     cfg = config_from_params(ExtractConfig, options)
     device, min_scale, max_scale = cfg.device, cfg.min_scale, cfg.max_scale
@@ -134,7 +135,7 @@ def extract(images: tuple[Source, ...], weights: Path | None, out_dir: Path | No
     check_write_set([p for ps in plan for p in ps], [*images, weights], overwrite)
     clean_stale([p for ps in plan for p in ps])
     json_progress.stage("model", 0.0)
-    model = load_model(weights, resolve_device(device))
+    model = load_model(weights, resolve_device(device), default=EXTRACT_MODEL_NAME)
     # every file of every image is staged (hidden names in its final folder) and the set is renamed at the end: an
     # error or a signal leaves nothing new and existing files untouched
     finals = {f"{i}:{j}": p for i, ps in enumerate(plan) for j, p in enumerate(ps)}

@@ -6,7 +6,7 @@ from typing import Any
 
 _WHERE = {"Fast_Quad_L2Net_ConfCFS": "r2d2", "Quad_L2Net_ConfCFS": "r2d2", "build_network": "r2d2",
           "fold_batchnorm": "r2d2", "Model": "weights", "load_model": "weights", "save_checkpoint": "weights",
-          "default_weights_path": "files"}
+          "default_weights_path": "files", "DEFAULT_MODEL_NAME": "files", "EXTRACT_MODEL_NAME": "files"}
 
 __all__ = list(_WHERE)
 

@@ -11,13 +11,17 @@ from sarreg.errors import WeightsError
 
 MODELS_DIR = Path(__file__).resolve().parents[2] / "models"  # the checkout's models/ (source runs, editable installs)
 MODELS_PACKAGE = "sarreg._models"  # the same files as package data of an installed wheel (copied by setup.py)
-DEFAULT_MODEL_NAME = "sarreg_fast_sar_v5.pt"
+DEFAULT_MODEL_NAME = "sarreg_fast_sar_v5.pt"  # register's network (coarse keypoints, dense descriptor checks)
+# extract's (and the single-stage evaluation's) network: the same lineage fine-tuned further; it matches better on
+# its own (mutual nearest neighbours + one homography) but lands fewer register estimates within 1 px
+# (models/README.md, "Two shipped models")
+EXTRACT_MODEL_NAME = "sarreg_fast_sar_v5xa.pt"
 
 
-def default_weights_path() -> Path | None:
-    """The shipped model: package data of the installed wheel first, else the checkout's ``models/`` (None when
-    neither has it)."""
-    for p in (packaged_weights(DEFAULT_MODEL_NAME), MODELS_DIR / DEFAULT_MODEL_NAME):
+def default_weights_path(name: str = DEFAULT_MODEL_NAME) -> Path | None:
+    """The shipped model ``name``: package data of the installed wheel first, else the checkout's ``models/``
+    (None when neither has it)."""
+    for p in (packaged_weights(name), MODELS_DIR / name):
         if p is not None and p.is_file():
             return p
     return None
@@ -38,13 +42,14 @@ def packaged_weights(name: str) -> Path | None:
     return res if isinstance(res, Path) and res.is_file() else None
 
 
-def weights_path(path: str | Path | None) -> Path:
-    """The checkpoint to load: ``path``, or the shipped model when None (WeightsError when there is none)."""
+def weights_path(path: str | Path | None, default: str = DEFAULT_MODEL_NAME) -> Path:
+    """The checkpoint to load: ``path``, or the shipped model ``default`` when None (WeightsError when there is
+    none)."""
     if path is not None:
         return Path(path)
-    found = default_weights_path()
+    found = default_weights_path(default)
     if found is None:
         raise WeightsError(
-            f"no model weights: {DEFAULT_MODEL_NAME} is neither installed with sarreg ({MODELS_PACKAGE}) nor in "
+            f"no model weights: {default} is neither installed with sarreg ({MODELS_PACKAGE}) nor in "
             f"{MODELS_DIR}; pass --weights PATH (one of our checkpoints or an R2D2 .pt file)")
     return found

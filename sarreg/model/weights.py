@@ -27,7 +27,8 @@ from torch import nn
 
 from sarreg.errors import WeightsError
 from sarreg.model.files import (  # noqa: F401  (re-exported: the lookup lives in the torch-free module)
-    DEFAULT_MODEL_NAME, MODELS_DIR, MODELS_PACKAGE, default_weights_path, packaged_weights, weights_path)
+    DEFAULT_MODEL_NAME, EXTRACT_MODEL_NAME, MODELS_DIR, MODELS_PACKAGE, default_weights_path, packaged_weights,
+    weights_path)
 from sarreg.model.r2d2 import build_network
 from sarreg.outputs import sha256_file, write_atomic
 
@@ -116,9 +117,11 @@ def _load_state(net: nn.Module, state: dict[str, torch.Tensor], path: Path) -> N
         raise WeightsError(f"{path}: state_dict does not fit the architecture ({first[0] if first else e})") from None
 
 
-def load_model(path: str | Path | None = None, device: str | torch.device = "cpu") -> Model:
-    """Load a checkpoint (ours or an original R2D2 one) in eval mode; ``None`` means the shipped model."""
-    path = weights_path(path)
+def load_model(path: str | Path | None = None, device: str | torch.device = "cpu",
+               default: str = DEFAULT_MODEL_NAME) -> Model:
+    """Load a checkpoint (ours or an original R2D2 one) in eval mode; ``None`` means the shipped model ``default``
+    (``DEFAULT_MODEL_NAME``: register's; ``EXTRACT_MODEL_NAME``: extract's)."""
+    path = weights_path(path, default)
     if path.is_dir():
         raise WeightsError(f"{path}: is a directory, not a weights file (pass the checkpoint file itself)")
     if not path.is_file():

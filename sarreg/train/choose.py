@@ -275,13 +275,13 @@ def _tally(rows: Sequence[Any], unseen: Sequence[str] = ()) -> dict[str, int]:
 def score(root: str | Path, candidates: Sequence[str | Path], baseline: str | Path | None = None,
           single_sets: Sequence[str] = SINGLE_STAGE, check_sets: Sequence[str] = CHECK,
           progress: bool = True) -> Choice:
-    """Score ``baseline`` (None = the shipped model) and ``candidates`` (exported weights, as shipped) on the sets
-    under ``root``: single-stage (multiscale extraction, mutual nearest neighbours, MAGSAC homography at 3 px) on
-    ``single_sets``, the full ``register`` pipeline on ``check_sets``; then judge them by ``RULE``."""
+    """Score ``baseline`` (None = the shipped models: extract's on the single-stage sets, register's on the check
+    sets, labelled "shipped") and ``candidates`` (exported weights, as shipped) on the sets under ``root``:
+    single-stage (multiscale extraction, mutual nearest neighbours, MAGSAC homography at 3 px) on ``single_sets``,
+    the full ``register`` pipeline on ``check_sets``; then judge them by ``RULE``."""
     from sarreg.evaluate import EvalOptions, Method, evaluate
-    from sarreg.model.weights import DEFAULT_MODEL_NAME
 
-    base = Method.parse(str(baseline)) if baseline else Method(Path(DEFAULT_MODEL_NAME).stem, "learned", None)
+    base = Method.parse(str(baseline)) if baseline else Method("shipped", "learned", None)
     single = [base] + [Method.parse(str(c)) for c in candidates]
     labels = [m.label for m in single]
     reg = [Method(m.label, "register", m.weights) for m in single]
