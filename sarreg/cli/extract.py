@@ -12,6 +12,7 @@ from sarreg.cli.options import (asset_opt, config_from_params, config_option, de
                                 overwrite_opt, pol_opt, writable_dir)
 from sarreg.config import ExtractConfig, PreprocessConfig
 from sarreg.errors import InputError, OutputError
+from sarreg.model.files import DEFAULT_MODEL_NAME, EXTRACT_MODEL_NAME
 from sarreg.io.source import Source, input_folder, input_name, resolve_input
 from sarreg.outputs import Staging, check_write_set, clean_stale
 
@@ -68,7 +69,7 @@ P = PreprocessConfig
 @click.argument("images", nargs=-1, required=True, type=input_arg)
 @click.option("--weights", type=click.Path(path_type=Path), default=None,
               help="Checkpoint (ours or an original R2D2 .pt). Default: the extraction model shipped in models/ "
-                   "(sarreg_fast_sar_v5xa.pt; register uses sarreg_fast_sar_v5.pt).")
+                   f"({EXTRACT_MODEL_NAME}; register uses {DEFAULT_MODEL_NAME}).")
 @config_option(E, "top_k", help="Keypoints kept (0 = all).")
 @config_option(E, "tile_size", callback=_tile_size,
                help="Side of the extractor's processing tiles, in pixels of each pyramid level (0 = no tiling, "
@@ -112,7 +113,7 @@ def extract(images: tuple[Source, ...], weights: Path | None, out_dir: Path | No
     from sarreg.extract import extract_scene, resolve_device
     from sarreg.io.raster import open_scene
     from sarreg.model.backend import resolve_backend
-    from sarreg.model.weights import EXTRACT_MODEL_NAME, load_model
+    from sarreg.model.weights import load_model
 
     cfg = config_from_params(ExtractConfig, options)
     device, min_scale, max_scale = cfg.device, cfg.min_scale, cfg.max_scale
