@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 
 from sarreg.config import RegisterConfig
+from sarreg.features import model_keys
 from sarreg.outputs import write_atomic  # the one atomic writer (also used as export.write_atomic)
 
 if TYPE_CHECKING:
@@ -141,10 +142,12 @@ def write_qgis_points(path: str | Path, ref_map: np.ndarray, source_xy: np.ndarr
 
 
 def write_matches_npz(path: str | Path, ref_feats: Features, mov_feats: Features, idx1: np.ndarray, idx2: np.ndarray,
-                      similarity: np.ndarray, inliers: np.ndarray, residuals: np.ndarray) -> Path:
-    """Both scenes' features (R2D2 layout, prefixed) plus the matches, in one npz (atomic)."""
+                      similarity: np.ndarray, inliers: np.ndarray, residuals: np.ndarray,
+                      model: tuple[str, str] | None = None) -> Path:
+    """Both scenes' features (R2D2 layout, prefixed) plus the matches, in one npz (atomic); ``model`` (weights
+    file name, sha256) adds ``model_name`` / ``model_sha256`` (``Features.save_npz``)."""
     path = Path(path)
-    data: dict[str, np.ndarray] = {}
+    data: dict[str, np.ndarray] = dict(model_keys(model))
     for prefix, f in (("ref_", ref_feats), ("moving_", mov_feats)):
         data[prefix + "imsize"] = np.asarray(f.image_size, dtype=np.int64)
         data[prefix + "keypoints"] = f.keypoints.astype(np.float32)

@@ -13,6 +13,13 @@ import numpy as np
 from sarreg.outputs import write_atomic
 
 
+def model_keys(model: tuple[str, str] | None) -> dict[str, np.ndarray]:
+    """npz entries naming the weights that made the descriptors (none when ``model`` is None)."""
+    if model is None:
+        return {}
+    return {"model_name": np.array(model[0]), "model_sha256": np.array(model[1])}
+
+
 @dataclass(frozen=True)
 class Features:
     """Keypoints of one image.
@@ -58,13 +65,17 @@ class Features:
             order = order[-k:]
         return self.subset(order)
 
-    def save_npz(self, path: str | Path) -> Path:
-        """Write R2D2's ``.r2d2`` layout (uncompressed npz: imsize, keypoints, descriptors, scores), atomically."""
+    def save_npz(self, path: str | Path, model: tuple[str, str] | None = None) -> Path:
+        """Write R2D2's ``.r2d2`` layout (uncompressed npz: imsize, keypoints, descriptors, scores), atomically.
+
+        ``model`` (weights file name, sha256) adds ``model_name`` / ``model_sha256``: descriptors of different
+        weights are not comparable (``extract`` and ``register`` ship different ones), so the file says which made
+        it. R2D2 tooling reads its four keys and ignores these."""
         def save(tmp: Path) -> None:
             with open(tmp, "wb") as f:
                 np.savez(f, imsize=np.asarray(self.image_size, dtype=np.int64),
                          keypoints=self.keypoints.astype(np.float32), descriptors=self.descriptors.astype(np.float32),
-                         scores=self.scores.astype(np.float32))
+                         scores=self.scores.astype(np.float32), **model_keys(model))
 
         return write_atomic(Path(path), save)
 

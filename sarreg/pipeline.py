@@ -457,6 +457,6 @@ def _write_match_sidecars(rep: Report, rs: Scene, ms: Scene, fine: StageResult, 
         kp_resid = np.hypot(*(est.apply(kp.src) - kp.dst).T) if est is not None else np.full(len(kp.src), np.nan)
         kp_inl = kp_resid < (est.threshold if est is not None else 0)
         export.write_matches_npz(p, kp.ref_feats, kp.mov_feats, kp.idx1, kp.idx2, kp.similarity, kp_inl,
-                                 kp_resid)
+                                 kp_resid, model=(rep.weights.get("name", ""), rep.weights.get("sha256", "")))
         rep.outputs["matches"] = str(p)
 

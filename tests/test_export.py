@@ -62,9 +62,10 @@ def test_matches_npz(tmp_path):
                   (10, 20))
     f2 = f1.subset(np.arange(3))
     p = write_matches_npz(tmp_path / "m.npz", f1, f2, np.array([0, 2]), np.array([1, 0]), np.array([0.9, 0.8]),
-                          np.array([True, False]), np.array([0.1, 3.0]))
-    with np.load(p) as z:
+                          np.array([True, False]), np.array([0.1, 3.0]), model=("w.pt", "ab12"))
+    with np.load(p) as z:  # allow_pickle=False: the model's name and hash are plain strings
         assert z["matches"].tolist() == [[0, 1], [2, 0]]
+        assert (str(z["model_name"]), str(z["model_sha256"])) == ("w.pt", "ab12")
         assert z["ref_keypoints"].shape == (4, 3) and z["moving_descriptors"].shape == (3, 128)
         assert z["ref_imsize"].tolist() == [10, 20] and z["inliers"].tolist() == [True, False]
 

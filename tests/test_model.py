@@ -254,5 +254,6 @@ def test_extract_defaults_to_the_extraction_model_and_register_to_its_own(tmp_pa
     res = CliRunner().invoke(cli, ["extract", "--no-progress", "--backend", "torch", "--top-k", "300", "-o",
                                    str(tmp_path), str(tif)])
     assert res.exit_code == 0, res.output
-    with np.load(tmp_path / "s.tif.r2d2") as z:
+    with np.load(tmp_path / "s.tif.r2d2") as z:  # the file names the weights that made its descriptors
         assert np.allclose(z["descriptors"], f_x.descriptors, atol=1e-5)
+        assert (str(z["model_name"]), str(z["model_sha256"])) == (EXTRACT_MODEL_NAME, mx.sha256)

@@ -177,6 +177,7 @@ def test_georeferenced_other_crs_and_resolution(tmp_path, field):
     assert 499000 < row[0] < 506000 and -180 < row[2] < 180  # reference UTM metres, moving lon/lat
     with np.load(out.with_name("out.matches.npz")) as z:
         assert {"ref_keypoints", "ref_descriptors", "moving_keypoints", "matches", "inliers"} <= set(z.files)
+        assert (str(z["model_name"]), str(z["model_sha256"])) == (rep.weights["name"], rep.weights["sha256"])
         mt = z["matches"]
         # the npz holds the keypoint matches of the fine stage (the estimate may use correlation tie points)
         assert mt.shape == (rep.stages["fine"]["matches"], 2) and mt[:, 0].max() < len(z["ref_keypoints"])

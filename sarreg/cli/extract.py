@@ -156,7 +156,7 @@ def extract(images: tuple[Source, ...], weights: Path | None, out_dir: Path | No
             feats = extract_scene(sc, model, cfg, progress=tick)
             bar.close()
             outs = plan[i]
-            feats.save_npz(st.stages[f"{i}:0"])
+            feats.save_npz(st.stages[f"{i}:0"], model=(model.name, model.sha256))
             lines.append(f"{sc.path}: {len(feats)} keypoints -> {outs[0]}")
             if geo:
                 from sarreg.io.vector import write_points
