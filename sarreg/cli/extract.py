@@ -8,8 +8,8 @@ from typing import Any
 import click
 
 from sarreg import progress as json_progress
-from sarreg.cli.options import (asset_opt, config_from_params, config_option, device_opt, exclude_opt, input_arg,
-                                overwrite_opt, pol_opt, writable_dir)
+from sarreg.cli.options import (KIND_HELP, asset_opt, config_from_params, config_option, device_opt, exclude_opt,
+                                input_arg, overwrite_opt, pol_opt, writable_dir)
 from sarreg.config import ExtractConfig, PreprocessConfig
 from sarreg.errors import InputError, OutputError
 from sarreg.model.files import DEFAULT_MODEL_NAME, EXTRACT_MODEL_NAME
@@ -86,9 +86,7 @@ P = PreprocessConfig
 @config_option(E, "subpixel", "--subpixel/--no-subpixel",
                help="Refine keypoints to sub-pixel by a parabola through the repeatability peak.")
 @config_option(P, "band", help="1-based band (default: the VV band if described, else 1).")
-@config_option(P, "kind", help="How pixel values are interpreted. auto: complex = intensity, uint8 = display, other "
-              "unsigned integers = amplitude, float or signed integers mostly negative = dB, else linear power "
-              "(float) or amplitude.")
+@config_option(P, "kind", help=KIND_HELP)
 @config_option(P, "despeckle", help="Box filter size on log values (0 = off).")
 @exclude_opt
 @device_opt

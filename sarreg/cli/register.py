@@ -8,8 +8,8 @@ from typing import Any
 import click
 
 from sarreg import progress
-from sarreg.cli.options import (asset_opt, config_from_params, config_option, device_opt, exclude_opt, input_arg,
-                                output_options, path_arg, pol_opt, ref_pol_opt, update_georef_opt)
+from sarreg.cli.options import (KIND_HELP, asset_opt, config_from_params, config_option, device_opt, exclude_opt,
+                                input_arg, output_options, path_arg, pol_opt, ref_pol_opt, update_georef_opt)
 from sarreg.config import PreprocessConfig, RegisterConfig
 from sarreg.errors import InputError, LowQuality, RegistrationFailed
 
@@ -43,9 +43,7 @@ P = PreprocessConfig
 @config_option(R, "min_coverage", help="Smallest fraction of overlap grid cells holding inliers.")
 @config_option(P, "band", help="1-based reference band (default: VV or 1).")
 @config_option(R, "moving_band", help="1-based moving band (default: as --band).")
-@config_option(P, "kind", help="How pixel values are interpreted. auto: complex = intensity, uint8 = display, other "
-              "unsigned integers = amplitude, float or signed integers mostly negative = dB, else linear power "
-              "(float) or amplitude.")
+@config_option(P, "kind", help=KIND_HELP)
 @exclude_opt
 @config_option(R, "coarse_size", help="Longer side of the decimated coarse-stage images (px).")
 @config_option(R, "fine_tile", help="Side of the fine-stage tiles (reference px at full resolution).")

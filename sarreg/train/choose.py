@@ -320,8 +320,8 @@ def _release_numbers(rows: Sequence[Any], unseen: Sequence[str]) -> dict[str, fl
 def release(candidate: str | Path, bench: str | Path | None, geo: str | Path | None = None,
             baseline: str | Path | None = None, unseen: Sequence[str] = UNSEEN
             ) -> tuple[dict[str, dict[str, dict[str, float]]], list[str]]:
-    """The release check of a candidate that passed ``RULE``: ``register`` with the baseline (None = the shipped
-    model) and with ``candidate`` on the benchmark ``bench`` (../shared/eval) and the georeferenced set ``geo``
+    """The release check of a candidate that passed ``RULE``: ``register`` with the baseline (None = register's
+    shipped model) and with ``candidate`` on the benchmark ``bench`` (../shared/eval) and the georeferenced set ``geo``
     (../shared/eval/geo_dev), judged by ``RELEASE_RULE``. Returns ({"bench"|"geo": {label: numbers}}, the clauses
     the candidate fails)."""
     from sarreg.evaluate import EvalOptions, Method, evaluate
