@@ -16,7 +16,8 @@ from sarreg.geometry import random_homography
 from sarreg.model.weights import load_model
 from sarreg.train.losses import (LossWeights, NeighbourhoodSampler, R2D2Loss, ap_quantized, cosim_loss, peaky_loss,
                                  reliability_loss, sharpen_loss, warp_by_flow)
-from sarreg.train.looks import contrast_look, cross_pol_look, jpeg_look, sensor_look, smooth_distortion
+from sarreg.train.looks import (contrast_look, cross_pol_look, featureless_part, jpeg_look, sensor_look,
+                               smooth_distortion)
 from sarreg.train.pairs import (PairConfig, Source, find_date_pairs, flow_from_homography, load_channels, load_power,
                                 make_pair, sample_pair)
 
@@ -435,6 +436,12 @@ def test_seasonal_change_pairs_keep_geometry_and_nodata(tmp_path):
             ok = np.isfinite(a)
             assert np.array_equal(ok, np.isfinite(b)) and len(np.unique(b[ok])) <= 255
             assert np.corrcoef(np.log(a[ok]), np.log(b[ok]))[0, 1] > 0.8
+    make_sensor_pairs(tmp_path / "pairs", tmp_path / "flat", seed=6, look=False, featureless=True)
+    for p, q in zip(load_pairs(tmp_path / "pairs"), load_pairs(tmp_path / "flat")):
+        assert np.allclose(p.H, q.H) and q.ref.name == p.ref.name
+        assert json.loads((q.moving.parent / "gt.json").read_text())["source"].startswith("featureless:")
+        a, b = load_power(p.moving), load_power(q.moving)
+        assert np.array_equal(np.isnan(a), np.isnan(b)) and 0.35 < np.mean(a[np.isfinite(a)] != b[np.isfinite(b)])
     make_sensor_pairs(tmp_path / "pairs", tmp_path / "contrast", seed=5, look=False, contrast=True)
     for p, q in zip(load_pairs(tmp_path / "pairs"), load_pairs(tmp_path / "contrast")):
         assert np.allclose(p.H, q.H) and q.ref.name == p.ref.name  # the reference untouched
@@ -542,6 +549,24 @@ def test_cross_pol_look_is_darker_keeps_structure_and_nodata():
         assert 0.3 < np.corrcoef(a.ravel(), b.ravel())[0, 1] < 0.999
         bright = a > np.percentile(a, 99.5)
         assert np.median((b - a)[bright]) < np.median(b - a)  # double bounce loses more than the median
+
+
+def test_featureless_part_flattens_one_side_of_a_line_and_keeps_the_rest():
+    """The validation look behind sets WA / WQ / WT: 40-60 % of the valid pixels, on one side of a straight line,
+    become texture-free speckle at the local mean level; the other pixels and the nodata stay as they were."""
+    refl = synth.reflectivity(160, 160, seed=6)
+    power = synth.speckle(refl, 4, np.random.default_rng(0))
+    power[:, :10] = np.nan
+    for s in range(5):
+        q = featureless_part(power, np.random.default_rng(s))
+        assert q.dtype == np.float32 and np.isnan(q[:, :10]).all() and (q[:, 10:] > 0).all()
+        same = q[:, 10:] == power[:, 10:]
+        assert 0.35 < 1.0 - same.mean() < 0.65
+        flat = ~same
+        # the texture (the band-passed log reflectivity) is gone where it changed, kept elsewhere
+        a, b = (cv2.GaussianBlur(np.log(x[:, 10:]), (0, 0), 1.5) for x in (refl, q))
+        a, b = (x - cv2.GaussianBlur(x, (0, 0), 4.0) for x in (a, b))
+        assert np.corrcoef(a[same], b[same])[0, 1] > 0.7 and abs(np.corrcoef(a[flat], b[flat])[0, 1]) < 0.2
 
 
 def test_jpeg_look_has_block_artefacts_keeps_scene_and_nodata():

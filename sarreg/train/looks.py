@@ -168,3 +168,24 @@ def contrast_look(u: np.ndarray, valid: np.ndarray, rng: np.random.Generator) ->
         return u
     v = np.clip((v - lo) / (hi - lo), 0.0, 1.0)
     return np.where(valid, v, u).astype(np.float32)
+
+
+def featureless_part(p: np.ndarray, rng: np.random.Generator, share: tuple[float, float] = (0.4, 0.6)
+                     ) -> np.ndarray:
+    """``p`` with the valid pixels beyond a random straight line (``share`` of them, uniform in the range) replaced
+    by texture-free speckle at the local mean level (a Gaussian blur of a twelfth of the image): a lake, a forest
+    or bare fields where nothing can be matched, so the tie points cover only the rest. Why: a model fitted to tie
+    points in half the scene is trusted there and extrapolated elsewhere; validation pairs of this kind measure
+    whether ``register`` says so. NaN stays NaN."""
+    ok = np.isfinite(p) & (p > 0)
+    if ok.mean() < 0.05:
+        return p
+    h, w = p.shape
+    th = rng.uniform(0.0, 2.0 * np.pi)
+    y, x = np.mgrid[0:h, 0:w]
+    d = x * np.cos(th) + y * np.sin(th)
+    part = ok & (d > np.quantile(d[ok], 1.0 - rng.uniform(*share)))
+    q = np.where(ok, p, np.median(p[ok])).astype(np.float32)
+    level = cv2.GaussianBlur(q, (0, 0), max(h, w) / 12.0, borderType=cv2.BORDER_REFLECT)
+    flat = synth.speckle(level, rng.uniform(3.0, 6.0), rng)
+    return np.where(part, flat, np.where(ok, p, np.nan)).astype(np.float32)

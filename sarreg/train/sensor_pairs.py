@@ -27,7 +27,8 @@ import numpy as np
 
 from sarreg.io.raster import to_log, unit_scale
 from sarreg.synth import speckle, write_geotiff
-from sarreg.train.looks import contrast_look, cross_pol_look, jpeg_look, seasonal_change, sensor_look
+from sarreg.train.looks import (contrast_look, cross_pol_look, featureless_part, jpeg_look, seasonal_change,
+                                sensor_look)
 from sarreg.train.pairs import load_power
 
 
@@ -62,7 +63,7 @@ def _contrast_power(power: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def make_sensor_pairs(src: Path, out: Path, seed: int = 0, change: float = 0.0, look: bool = True,
                       polar: bool = False, jpeg: bool = False, single_look: bool = False,
-                      contrast: bool = False) -> list[Path]:
+                      contrast: bool = False, featureless: bool = False) -> list[Path]:
     """Copy every pair folder of ``src`` (``gt.json`` + ref + moving) to ``out`` with a sensor-looked moving image
     (``look``) and/or one with strong temporal change (``change`` > 0: the fraction of changed polygons) and/or
     the cross-polarised channel's look (``polar``), written
@@ -70,7 +71,8 @@ def make_sensor_pairs(src: Path, out: Path, seed: int = 0, change: float = 0.0, 
     ``[seed, i]``. ``jpeg``: both images then go
     through an 8-bit JPEG (the reference too, written as ``ref.tif``). ``single_look``: both images first get
     1-2-look speckle, as single-look products show (the reference then written as ``ref.tif`` too). ``contrast``:
-    the moving image's grey levels through a random transfer curve (``_contrast_power``). Returns the new
+    the moving image's grey levels through a random transfer curve (``_contrast_power``). ``featureless``: the
+    moving image texture-free beyond a random line, over 40-60 % of it (``featureless_part``). Returns the new
     folders."""
     out.mkdir(parents=True, exist_ok=True)
     written = []
@@ -94,6 +96,8 @@ def make_sensor_pairs(src: Path, out: Path, seed: int = 0, change: float = 0.0, 
             power = speckle(power, rng.uniform(1, 2), rng)
         if change > 0:
             power = seasonal_change(power, rng, change)
+        if featureless:
+            power = featureless_part(power, rng)
         if polar:
             power = cross_pol_look(power, rng)
         if look:
@@ -105,7 +109,8 @@ def make_sensor_pairs(src: Path, out: Path, seed: int = 0, change: float = 0.0, 
         write_geotiff(dst / "moving.tif", power.astype(np.float32), *geo_mov, nodata=float("nan"))
         tag = "+".join((["single_look"] if single_look else []) + (["change"] if change > 0 else [])
                        + (["cross_pol"] if polar else []) + (["sensor_look"] if look else [])
-                       + (["contrast"] if contrast else []) + (["jpeg"] if jpeg else [])) or "copy"
+                       + (["contrast"] if contrast else []) + (["featureless"] if featureless else [])
+                       + (["jpeg"] if jpeg else [])) or "copy"
         gt.update(moving="moving.tif", source=f"{tag}:{gt.get('source', d.name)}")
         (dst / "gt.json").write_text(json.dumps(gt, indent=1))
         written.append(dst)
@@ -125,10 +130,11 @@ def main() -> None:
     ap.add_argument("--jpeg", action="store_true", help="both images as 8-bit JPEG files would store them")
     ap.add_argument("--single-look", action="store_true", help="both images with 1-2-look speckle first")
     ap.add_argument("--contrast", action="store_true", help="the moving image through a random transfer curve")
+    ap.add_argument("--featureless", action="store_true", help="the moving image texture-free over 40-60 %%")
     ap.add_argument("--no-look", action="store_true", help="keep the sensor's look (only --change / --polar)")
     a = ap.parse_args()
     n = len(make_sensor_pairs(a.src, a.out, a.seed, a.change, not a.no_look, a.polar, a.jpeg, a.single_look,
-                                a.contrast))
+                                a.contrast, a.featureless))
     print(f"wrote {n} pairs to {a.out}")
 
 
