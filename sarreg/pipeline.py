@@ -263,6 +263,9 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
                             "overlap_area_px": round(area.area, 1), "georeferenced": rs.georeferenced,
                             "located_by": {"reference": located_by(rs), "moving": located_by(ms)}}
     rep.stages["relate"]["kind"] = {"reference": rs.kind, "moving": ms.kind}
+    found = {k: s.undeclared.value for k, s in (("reference", rs), ("moving", ms)) if s.undeclared is not None}
+    if found:  # fill values the files do not declare, read as nodata (sarreg.io.fill)
+        rep.stages["relate"]["undeclared_nodata"] = found
     if cfg.preprocess.exclude:  # share of each image's valid pixels that --exclude removed from matching
         rep.stages["relate"]["excluded"] = {"files": list(cfg.preprocess.exclude),
                                             **{k: s.exclude.fraction if s.exclude else 0.0

@@ -324,6 +324,7 @@ def warp_to_grid(moving: str | Path, transform: PixelTransform, grid: Grid, out:
     cores (``gdalwarp -multi -wo NUM_THREADS=ALL_CPUS``); batch workers pass 1. require_data: an output without a
     single valid pixel is an InputError (and no file). Returns the output path.
     """
+    from sarreg.io.fill import sample_fill
     from sarreg.io.raster import open_dataset
 
     gdal = _gdal()
@@ -337,6 +338,9 @@ def warp_to_grid(moving: str | Path, transform: PixelTransform, grid: Grid, out:
     check_output(out, [moving], overwrite)
     with open_dataset(moving) as ds:
         count, dtype, nodata, size = ds.count, ds.dtypes[0], ds.nodata, (ds.width, ds.height)
+        if nodata is None:  # a fill value the file does not declare (-9999 ...) is nodata too: not resampled in
+            found = sample_fill(ds, 1)
+            nodata = None if found is None else found.value
     src, wopts = _source_vrt(moving, transform, grid, size)
     out_nodata = _out_nodata(dtype, nodata)
     tmp = _tmp_path(out, "warp")

@@ -305,3 +305,50 @@ def test_scattered_nan_does_not_spoil_decimated_cells(geotiff_factory) -> None:
     got = (10 ** ((scene.lo + unit * (scene.hi - scene.lo)) / 10))[:, 8:]
     inside = (unit[:, 8:] > 0) & (unit[:, 8:] < 1)  # not clipped by the 1-99 % stretch
     assert np.allclose(got[inside], want[inside], rtol=1e-4)
+
+
+def _wedge(shape: tuple[int, int]) -> np.ndarray:
+    y, x = np.mgrid[0:shape[0], 0:shape[1]]
+    return (y < 0.3 * (shape[1] - x) - 10) | (x > shape[1] - 20 + 0.2 * y)
+
+
+@pytest.mark.parametrize("store", ["db", "linear", "db100_int16", "amplitude_uint16"])
+def test_an_undeclared_fill_value_is_nodata(geotiff_factory, store: str) -> None:
+    """A constant far outside the data and held by many pixels, with no nodata tag (-9999, -32768, 65535 as scripts
+    write them) is read as nodata, like the same file with the tag: the network input and validity agree, the kind
+    is not fooled (linear data with -9999 is not dB), and decimated reads have no mixed fill-data cells."""
+    img = speckle(reflectivity(192, 256, seed=3), 4, np.random.default_rng(1)).astype(np.float32)
+    wedge = _wedge(img.shape)
+    db = 10 * np.log10(img)
+    data, fill, dtype = {"db": (db, -9999.0, "float32"), "linear": (img, -9999.0, "float32"),
+                         "db100_int16": (np.round(db * 100), -32768.0, "int16"),
+                         "amplitude_uint16": (np.clip(np.sqrt(img) * 300, 1, 65000), 65535.0, "uint16")}[store]
+    arr = np.where(wedge, fill, data)
+    plain = open_scene(geotiff_factory(arr, f"{store}.tif", dtype=dtype))
+    tagged = open_scene(geotiff_factory(arr, f"{store}_tagged.tif", dtype=dtype, nodata=fill))
+    assert plain.undeclared is not None and plain.undeclared.value == fill and plain.nodata == fill
+    assert tagged.undeclared is None and plain.kind == tagged.kind
+    assert plain.kind == {"db": "db", "linear": "linear", "db100_int16": "db", "amplitude_uint16": "amplitude"}[store]
+    u1, v1 = read_unit(plain)
+    u2, v2 = read_unit(tagged)
+    assert not v1[wedge].any() and v1[~wedge].mean() > 0.99
+    assert np.array_equal(v1, v2) and np.allclose(u1, u2, atol=0.02)
+    u1, v1 = read_unit(plain, out_shape=(48, 64))  # average-decimated: edge cells mix fill and data
+    u2, v2 = read_unit(tagged, out_shape=(48, 64))
+    if store != "amplitude_uint16":  # (a fill above the data: only the value itself is a hole)
+        assert np.mean(v1 != v2) < 0.03 and np.allclose(u1[v1 & v2], u2[v1 & v2], atol=0.05)
+
+
+def test_no_fill_is_found_in_plain_data(geotiff_factory) -> None:
+    """Zeros in amplitude data, a sensor's saturation value, a dark floor at the data's edge: no fill."""
+    from sarreg.io.fill import find_fill
+
+    rng = np.random.default_rng(2)
+    img = speckle(reflectivity(192, 256, seed=4), 4, rng).astype(np.float32)
+    amp = np.clip(np.sqrt(img) * 6e4, 0, 65535).astype(np.uint16)  # ~1 % saturated at 65535
+    amp[rng.random(amp.shape) < 0.02] = 0
+    assert 0.005 < np.mean(amp == 65535) and find_fill(amp) is None
+    db = (10 * np.log10(img)).astype(np.float32)
+    floor = np.percentile(db, 3)
+    assert find_fill(np.maximum(db, floor)) is None  # clipped at a noise floor: at the data's edge, not beyond
+    assert find_fill(db) is None and open_scene(geotiff_factory(db, "db.tif")).undeclared is None

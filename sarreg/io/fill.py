@@ -1,0 +1,81 @@
+"""Fill values that a raster does not declare as nodata.
+
+Files written by scripts and some exports mark the area outside the data (a turned footprint's wedges, a clipped
+AOI) with a constant such as -9999, -32768 or 65535 and no nodata tag. Read as data, that constant dominates the
+scene's statistics (dB data squeezed into a sliver of the grey range, linear data taken for dB) and the footprint's
+edge becomes the strongest structure in the image: ``register`` then failed or, worse, matched the two footprints'
+edges (an ``ok`` result hundreds of pixels off). A value counts as fill when it is the sample's minimum (or an
+integer type's maximum, which it then is), at least ``MIN_SHARE`` of the pixels hold exactly it, and it lies far outside the range of the other values
+(``FAR`` times their 5-95 % spread beyond it): no measurement looks like that, while a saturated or clipped sensor
+value sits at the edge of the data, not far beyond it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+MIN_SHARE = 0.005  # of the finite sample pixels hold exactly the candidate value
+FAR = 3.0  # the candidate lies more than FAR x the 5-95 % spread of the other values beyond their 5 / 95 % point
+BOUND = 1.0  # below a low fill: values under the 5 % point by more than BOUND x that spread are no data either
+
+
+@dataclass(frozen=True)
+class Fill:
+    """An undeclared fill value; ``bound``: for a fill below the data, values under it are no data either, because
+    GDAL's average decimation mixes the fill into the cells along the data's edge (-9999 and -20 dB give -5000);
+    for a fill above the data (an integer type's maximum) only the value itself. ``share``: of the sample."""
+
+    value: float
+    bound: float
+    share: float
+    high: bool = False  # the fill lies above the data
+
+    def beyond(self, vals: np.ndarray) -> np.ndarray:
+        """True where ``vals`` lies beyond the bound, on the fill's side (the fill included)."""
+        with np.errstate(invalid="ignore"):
+            return (vals >= self.bound) if self.high else (vals < self.bound)
+
+
+def find_fill(sample: np.ndarray) -> Fill | None:
+    """The undeclared fill value of a (decimated) sample of a band's raw values, or None: the sample's minimum, or
+    an integer type's maximum (65535, 32767), when enough pixels hold it and it lies far from the other values.
+    Complex and 8-bit data are not searched (8-bit display images already treat 0 as fill)."""
+    v = np.asarray(sample)
+    if np.iscomplexobj(v) or v.dtype == np.uint8:
+        return None
+    top = np.iinfo(v.dtype).max if np.issubdtype(v.dtype, np.integer) else None
+    v = v[np.isfinite(v)] if np.issubdtype(v.dtype, np.floating) else v.ravel()
+    if v.size < 100:
+        return None
+    for c in (v.min(), v.max()):
+        low = c == v.min()
+        if not low and c != top:
+            continue
+        same = v == c
+        share = float(same.mean())
+        rest = v[~same].astype(np.float64)
+        if share < MIN_SHARE or rest.size < 100:
+            continue
+        p5, p95 = np.percentile(rest, [5, 95])
+        spread = max(float(p95 - p5), 1e-6 * max(abs(float(p5)), abs(float(p95)), 1.0))
+        if low and c < p5 - FAR * spread:
+            return Fill(float(c), float(p5 - BOUND * spread), share)
+        if not low and c > p95 + FAR * spread:
+            return Fill(float(c), float(c), share, high=True)
+    return None
+
+
+def sample_fill(ds, band: int, max_side: int = 1024) -> Fill | None:
+    """``find_fill`` on a decimated read of ``band`` of an open rasterio dataset, when the band declares no nodata
+    and has no mask band; None otherwise. Used where no Scene is at hand (the warp)."""
+    from rasterio.enums import MaskFlags, Resampling
+
+    flags = ds.mask_flag_enums[band - 1]
+    if ds.nodatavals[band - 1] is not None or MaskFlags.all_valid not in flags:
+        return None
+    if ds.dtypes[band - 1].startswith("complex") or ds.dtypes[band - 1] == "uint8":
+        return None
+    scale = min(1.0, max_side / max(ds.width, ds.height))
+    shape = (max(1, round(ds.height * scale)), max(1, round(ds.width * scale)))
+    return find_fill(ds.read(band, out_shape=shape, resampling=Resampling.nearest))
