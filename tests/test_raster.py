@@ -312,7 +312,7 @@ def _wedge(shape: tuple[int, int]) -> np.ndarray:
     return (y < 0.3 * (shape[1] - x) - 10) | (x > shape[1] - 20 + 0.2 * y)
 
 
-@pytest.mark.parametrize("store", ["db", "linear", "db100_int16", "amplitude_uint16"])
+@pytest.mark.parametrize("store", ["db", "linear", "db100_int16", "amplitude_uint16", "db_zero"])
 def test_an_undeclared_fill_value_is_nodata(geotiff_factory, store: str) -> None:
     """A constant far outside the data and held by many pixels, with no nodata tag (-9999, -32768, 65535 as scripts
     write them) is read as nodata, like the same file with the tag: the network input and validity agree, the kind
@@ -322,20 +322,21 @@ def test_an_undeclared_fill_value_is_nodata(geotiff_factory, store: str) -> None
     db = 10 * np.log10(img)
     data, fill, dtype = {"db": (db, -9999.0, "float32"), "linear": (img, -9999.0, "float32"),
                          "db100_int16": (np.round(db * 100), -32768.0, "int16"),
-                         "amplitude_uint16": (np.clip(np.sqrt(img) * 300, 1, 65000), 65535.0, "uint16")}[store]
+                         "amplitude_uint16": (np.clip(np.sqrt(img) * 300, 1, 65000), 65535.0, "uint16"),
+                         "db_zero": (db, 0.0, "float32")}[store]
     arr = np.where(wedge, fill, data)
     plain = open_scene(geotiff_factory(arr, f"{store}.tif", dtype=dtype))
     tagged = open_scene(geotiff_factory(arr, f"{store}_tagged.tif", dtype=dtype, nodata=fill))
     assert plain.undeclared is not None and plain.undeclared.value == fill and plain.nodata == fill
     assert tagged.undeclared is None and plain.kind == tagged.kind
-    assert plain.kind == {"db": "db", "linear": "linear", "db100_int16": "db", "amplitude_uint16": "amplitude"}[store]
+    assert plain.kind == {"linear": "linear", "amplitude_uint16": "amplitude"}.get(store, "db")
     u1, v1 = read_unit(plain)
     u2, v2 = read_unit(tagged)
     assert not v1[wedge].any() and v1[~wedge].mean() > 0.99
     assert np.array_equal(v1, v2) and np.allclose(u1, u2, atol=0.02)
     u1, v1 = read_unit(plain, out_shape=(48, 64))  # average-decimated: edge cells mix fill and data
     u2, v2 = read_unit(tagged, out_shape=(48, 64))
-    if store != "amplitude_uint16":  # (a fill above the data: only the value itself is a hole)
+    if store in ("db", "linear", "db100_int16"):  # (a fill above or inside the data: only the value is a hole)
         assert np.mean(v1 != v2) < 0.03 and np.allclose(u1[v1 & v2], u2[v1 & v2], atol=0.05)
 
 
@@ -352,3 +353,5 @@ def test_no_fill_is_found_in_plain_data(geotiff_factory) -> None:
     floor = np.percentile(db, 3)
     assert find_fill(np.maximum(db, floor)) is None  # clipped at a noise floor: at the data's edge, not beyond
     assert find_fill(db) is None and open_scene(geotiff_factory(db, "db.tif")).undeclared is None
+    zeros = np.where(rng.random(db.shape) < 0.02, 0.0, np.round(db, 1)).astype(np.float32)
+    assert find_fill(zeros) is None  # dB stored to 0.1 dB: values repeat, so 0.0 is a measurement like the others

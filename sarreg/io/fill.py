@@ -5,9 +5,11 @@ AOI) with a constant such as -9999, -32768 or 65535 and no nodata tag. Read as d
 scene's statistics (dB data squeezed into a sliver of the grey range, linear data taken for dB) and the footprint's
 edge becomes the strongest structure in the image: ``register`` then failed or, worse, matched the two footprints'
 edges (an ``ok`` result hundreds of pixels off). A value counts as fill when it is the sample's minimum (or an
-integer type's maximum, which it then is), at least ``MIN_SHARE`` of the pixels hold exactly it, and it lies far outside the range of the other values
-(``FAR`` times their 5-95 % spread beyond it): no measurement looks like that, while a saturated or clipped sensor
-value sits at the edge of the data, not far beyond it.
+integer type's maximum, which it then is), at least ``MIN_SHARE`` of the pixels hold exactly it, and it lies far
+outside the range of the other values (``FAR`` times their 5-95 % spread beyond it): no measurement looks like that,
+while a saturated or clipped sensor value sits at the edge of the data, not far beyond it. And 0.0 in float dB data when a pile of pixels holds it
+exactly and no other value repeats (exports that fill masked pixels with 0): continuous measurements do not pile up
+on one value.
 """
 from __future__ import annotations
 
@@ -18,29 +20,35 @@ import numpy as np
 MIN_SHARE = 0.005  # of the finite sample pixels hold exactly the candidate value
 FAR = 3.0  # the candidate lies more than FAR x the 5-95 % spread of the other values beyond their 5 / 95 % point
 BOUND = 1.0  # below a low fill: values under the 5 % point by more than BOUND x that spread are no data either
+REPEAT = 0.0005  # continuous data: no value but the fill is held by more than this share of the pixels
 
 
 @dataclass(frozen=True)
 class Fill:
-    """An undeclared fill value; ``bound``: for a fill below the data, values under it are no data either, because
-    GDAL's average decimation mixes the fill into the cells along the data's edge (-9999 and -20 dB give -5000);
-    for a fill above the data (an integer type's maximum) only the value itself. ``share``: of the sample."""
+    """An undeclared fill value. ``side`` "low": below the data, and values under ``bound`` are no data either,
+    because GDAL's average decimation mixes the fill into the cells along the data's edge (-9999 and -20 dB give
+    -5000); "high": an integer type's maximum above the data; "exact": 0.0 inside the range of dB data (exports that
+    fill masked pixels with 0), only the value itself. ``share``: of the sample."""
 
     value: float
     bound: float
     share: float
-    high: bool = False  # the fill lies above the data
+    side: str = "low"
 
     def beyond(self, vals: np.ndarray) -> np.ndarray:
-        """True where ``vals`` lies beyond the bound, on the fill's side (the fill included)."""
+        """True where ``vals`` is the fill or lies beyond the bound, on the fill's side."""
         with np.errstate(invalid="ignore"):
-            return (vals >= self.bound) if self.high else (vals < self.bound)
+            if self.side == "exact":
+                return vals == self.value
+            return (vals >= self.bound) if self.side == "high" else (vals < self.bound)
 
 
 def find_fill(sample: np.ndarray) -> Fill | None:
     """The undeclared fill value of a (decimated) sample of a band's raw values, or None: the sample's minimum, or
-    an integer type's maximum (65535, 32767), when enough pixels hold it and it lies far from the other values.
-    Complex and 8-bit data are not searched (8-bit display images already treat 0 as fill)."""
+    an integer type's maximum (65535, 32767), when enough pixels hold it and it lies far from the other values; or
+    0.0 in float dB data (mostly negative) held by enough pixels while no other value repeats (continuous values: a
+    pile of exact zeros is a fill, not 0 dB measurements). Complex and 8-bit data are not searched (8-bit display
+    images already treat 0 as fill); 0 in linear or amplitude data is invalid anyway (no power)."""
     v = np.asarray(sample)
     if np.iscomplexobj(v) or v.dtype == np.uint8:
         return None
@@ -62,7 +70,13 @@ def find_fill(sample: np.ndarray) -> Fill | None:
         if low and c < p5 - FAR * spread:
             return Fill(float(c), float(p5 - BOUND * spread), share)
         if not low and c > p95 + FAR * spread:
-            return Fill(float(c), float(c), share, high=True)
+            return Fill(float(c), float(c), share, side="high")
+    if top is None:
+        zero = v == 0
+        nz = v[~zero]
+        if zero.mean() >= MIN_SHARE and nz.size >= 100 and (nz < 0).mean() > 0.5:
+            if np.unique(nz, return_counts=True)[1].max() <= REPEAT * nz.size:
+                return Fill(0.0, 0.0, float(zero.mean()), side="exact")
     return None
 
 
