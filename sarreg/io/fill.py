@@ -7,9 +7,9 @@ edge becomes the strongest structure in the image: ``register`` then failed or, 
 edges (an ``ok`` result hundreds of pixels off). A value counts as fill when it is the sample's minimum (or an
 integer type's maximum, which it then is), at least ``MIN_SHARE`` of the pixels hold exactly it, and it lies far
 outside the range of the other values (``FAR`` times their 5-95 % spread beyond it): no measurement looks like that,
-while a saturated or clipped sensor value sits at the edge of the data, not far beyond it. And 0.0 in float dB data when a pile of pixels holds it
-exactly and no other value repeats (exports that fill masked pixels with 0): continuous measurements do not pile up
-on one value.
+while a saturated or clipped sensor value sits at the edge of the data, not far beyond it. And 0.0 in float dB
+data when a pile of pixels holds it exactly and no other value repeats (exports that fill masked pixels with 0):
+continuous measurements do not pile up on one value.
 """
 from __future__ import annotations
 
