@@ -42,6 +42,10 @@ ENCODINGS = {
     "uint16amp_0_undeclared": (lambda p, db: np.clip(np.sqrt(p) * 300, 1, 65534), 0.0, None, "uint16"),
     "uint16amp_65535_undeclared": (lambda p, db: np.clip(np.sqrt(p) * 300, 1, 65534), 65535.0, None, "uint16"),
     "int16db100_m32768_undeclared": (lambda p, db: np.round(db * 100), -32768.0, None, "int16"),
+    "db_neginf_undeclared": (lambda p, db: db, -np.inf, None, "float32"),
+    "float64db_nan_undeclared": (lambda p, db: db, float("nan"), None, "float64"),
+    "complex64_0_undeclared": (lambda p, db: np.sqrt(p) * np.exp(2j * np.pi * np.random.default_rng(0).random(p.shape)),
+                               0.0, None, "complex64"),
 }
 
 
