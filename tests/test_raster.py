@@ -355,3 +355,9 @@ def test_no_fill_is_found_in_plain_data(geotiff_factory) -> None:
     assert find_fill(db) is None and open_scene(geotiff_factory(db, "db.tif")).undeclared is None
     zeros = np.where(rng.random(db.shape) < 0.02, 0.0, np.round(db, 1)).astype(np.float32)
     assert find_fill(zeros) is None  # dB stored to 0.1 dB: values repeat, so 0.0 is a measurement like the others
+    y, x = np.mgrid[0:192, 0:256]
+    lake = (y - 96) ** 2 + (x - 128) ** 2 < 40 ** 2
+    land = np.clip(db, np.percentile(db, 10), np.percentile(db, 90))
+    clipped = np.where(lake, np.float32(-60.0), land)  # a lake at the sensor's floor, far below the land
+    assert find_fill(clipped) is None  # inside the scene: a dark area, not the outside of a footprint
+    assert find_fill(np.where(_wedge(db.shape), np.float32(-60.0), land)) is not None

@@ -7,7 +7,8 @@ edge becomes the strongest structure in the image: ``register`` then failed or, 
 edges (an ``ok`` result hundreds of pixels off). A value counts as fill when it is the sample's minimum (or an
 integer type's maximum, which it then is), at least ``MIN_SHARE`` of the pixels hold exactly it, and it lies far
 outside the range of the other values (``FAR`` times their 5-95 % spread beyond it): no measurement looks like that,
-while a saturated or clipped sensor value sits at the edge of the data, not far beyond it. And 0.0 in float dB
+while a saturated or clipped sensor value sits at the edge of the data, not far beyond it; and most of its pixels lie
+in areas that reach the image's edge (a footprint's outside does; a lake clipped to a sensor's floor does not). And 0.0 in float dB
 data when a pile of pixels holds it exactly and no other value repeats (exports that fill masked pixels with 0):
 continuous measurements do not pile up on one value.
 """
@@ -21,6 +22,7 @@ MIN_SHARE = 0.005  # of the finite sample pixels hold exactly the candidate valu
 FAR = 3.0  # the candidate lies more than FAR x the 5-95 % spread of the other values beyond their 5 / 95 % point
 BOUND = 1.0  # below a low fill: values under the 5 % point by more than BOUND x that spread are no data either
 REPEAT = 0.0005  # continuous data: no value but the fill is held by more than this share of the pixels
+BORDER = 0.5  # at least this share of the fill's pixels lie in areas that reach the image's edge
 
 
 @dataclass(frozen=True)
@@ -44,16 +46,16 @@ class Fill:
 
 
 def find_fill(sample: np.ndarray) -> Fill | None:
-    """The undeclared fill value of a (decimated) sample of a band's raw values, or None: the sample's minimum, or
+    """The undeclared fill value of a (decimated, 2-D) sample of a band's raw values, or None: the sample's minimum, or
     an integer type's maximum (65535, 32767), when enough pixels hold it and it lies far from the other values; or
     0.0 in float dB data (mostly negative) held by enough pixels while no other value repeats (continuous values: a
     pile of exact zeros is a fill, not 0 dB measurements). Complex and 8-bit data are not searched (8-bit display
     images already treat 0 as fill); 0 in linear or amplitude data is invalid anyway (no power)."""
-    v = np.asarray(sample)
-    if np.iscomplexobj(v) or v.dtype == np.uint8:
+    img = np.asarray(sample)
+    if np.iscomplexobj(img) or img.dtype == np.uint8 or img.ndim != 2:
         return None
-    top = np.iinfo(v.dtype).max if np.issubdtype(v.dtype, np.integer) else None
-    v = v[np.isfinite(v)] if np.issubdtype(v.dtype, np.floating) else v.ravel()
+    top = np.iinfo(img.dtype).max if np.issubdtype(img.dtype, np.integer) else None
+    v = img[np.isfinite(img)] if np.issubdtype(img.dtype, np.floating) else img.ravel()
     if v.size < 100:
         return None
     for c in (v.min(), v.max()):
@@ -63,7 +65,7 @@ def find_fill(sample: np.ndarray) -> Fill | None:
         same = v == c
         share = float(same.mean())
         rest = v[~same].astype(np.float64)
-        if share < MIN_SHARE or rest.size < 100:
+        if share < MIN_SHARE or rest.size < 100 or not _reaches_edge(img == c):
             continue
         p5, p95 = np.percentile(rest, [5, 95])
         spread = max(float(p95 - p5), 1e-6 * max(abs(float(p5)), abs(float(p95)), 1.0))
@@ -74,10 +76,20 @@ def find_fill(sample: np.ndarray) -> Fill | None:
     if top is None:
         zero = v == 0
         nz = v[~zero]
-        if zero.mean() >= MIN_SHARE and nz.size >= 100 and (nz < 0).mean() > 0.5:
+        if zero.mean() >= MIN_SHARE and nz.size >= 100 and (nz < 0).mean() > 0.5 and _reaches_edge(img == 0):
             if np.unique(nz, return_counts=True)[1].max() <= REPEAT * nz.size:
                 return Fill(0.0, 0.0, float(zero.mean()), side="exact")
     return None
+
+
+def _reaches_edge(fill: np.ndarray) -> bool:
+    """Whether at least ``BORDER`` of the True pixels lie in 8-connected areas that reach the image's edge: the
+    outside of a footprint does, a dark lake clipped to a sensor's floor or scattered clipped pixels mostly not."""
+    import cv2
+
+    _, labels = cv2.connectedComponents(fill.view(np.uint8), connectivity=8)
+    edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    return bool(np.isin(labels[fill], edge[edge > 0]).mean() >= BORDER)
 
 
 def sample_fill(ds, band: int, max_side: int = 1024) -> Fill | None:
