@@ -8,9 +8,9 @@ edges (an ``ok`` result hundreds of pixels off). A value counts as fill when it 
 integer type's maximum, which it then is), at least ``MIN_SHARE`` of the pixels hold exactly it, and it lies far
 outside the range of the other values (``FAR`` times their 5-95 % spread beyond it): no measurement looks like that,
 while a saturated or clipped sensor value sits at the edge of the data, not far beyond it; and most of its pixels lie
-in areas that reach the image's edge (a footprint's outside does; a lake clipped to a sensor's floor does not). And 0.0 in float dB
-data when a pile of pixels holds it exactly and no other value repeats (exports that fill masked pixels with 0):
-continuous measurements do not pile up on one value.
+in areas that reach the image's edge (a footprint's outside does; a lake clipped to a sensor's floor does not). And
+0.0 in float dB data when a pile of pixels holds it exactly and no other value repeats (exports that fill masked
+pixels with 0): continuous measurements do not pile up on one value.
 """
 from __future__ import annotations
 
