@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO))
 
 from sarreg import synth  # noqa: E402
 from sarreg.config import RegisterConfig  # noqa: E402
-from sarreg.evaluate import homography_error, register_pair  # noqa: E402
+from sarreg.evaluate import Method, homography_error, register_config, register_pair  # noqa: E402
 
 # name -> (stored values from linear power p and its dB, the fill, the nodata tag written, dtype)
 ENCODINGS = {
@@ -64,8 +64,7 @@ def main() -> int:
     ap.add_argument("--encodings", default=",".join(ENCODINGS))
     a = ap.parse_args()
     names = a.encodings.split(",")
-    cfg = RegisterConfig(device="cpu", warp=False, tiepoints=False, points=False, matches_npz=False,
-                         quicklook=None, overwrite=True)
+    cfg = register_config(Method("shipped", "register", None), RegisterConfig(device="cpu"))  # (no outputs)
     res: dict[str, list[tuple[str, float]]] = {n: [] for n in names}
     size = 600
     for i in range(a.pairs):

@@ -12,8 +12,8 @@ from sarreg.cli.options import (KIND_HELP, asset_opt, config_from_params, config
                                 input_arg, overwrite_opt, pol_opt, writable_dir)
 from sarreg.config import ExtractConfig, PreprocessConfig
 from sarreg.errors import InputError, OutputError
-from sarreg.model.files import DEFAULT_MODEL_NAME, EXTRACT_MODEL_NAME
 from sarreg.io.source import Source, input_folder, input_name, resolve_input
+from sarreg.model.files import DEFAULT_MODEL_NAME, EXTRACT_MODEL_NAME
 from sarreg.outputs import Staging, check_write_set, clean_stale
 
 

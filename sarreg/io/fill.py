@@ -58,21 +58,20 @@ def find_fill(sample: np.ndarray) -> Fill | None:
     v = img[np.isfinite(img)] if np.issubdtype(img.dtype, np.floating) else img.ravel()
     if v.size < 100:
         return None
-    for c in (v.min(), v.max()):
-        low = c == v.min()
+    for c, low in ((v.min(), True), (v.max(), False)):
         if not low and c != top:
             continue
         same = v == c
         share = float(same.mean())
         rest = v[~same].astype(np.float64)
-        if share < MIN_SHARE or rest.size < 100 or not _reaches_edge(img == c):
+        if share < MIN_SHARE or rest.size < 100:
             continue
         p5, p95 = np.percentile(rest, [5, 95])
         spread = max(float(p95 - p5), 1e-6 * max(abs(float(p5)), abs(float(p95)), 1.0))
-        if low and c < p5 - FAR * spread:
-            return Fill(float(c), float(p5 - BOUND * spread), share)
-        if not low and c > p95 + FAR * spread:
-            return Fill(float(c), float(c), share, side="high")
+        far = c < p5 - FAR * spread if low else c > p95 + FAR * spread
+        if far and _reaches_edge(img == c):
+            return Fill(float(c), float(p5 - BOUND * spread), share) if low else \
+                Fill(float(c), float(c), share, side="high")
     if top is None:
         zero = v == 0
         nz = v[~zero]
@@ -92,16 +91,22 @@ def _reaches_edge(fill: np.ndarray) -> bool:
     return bool(np.isin(labels[fill], edge[edge > 0]).mean() >= BORDER)
 
 
-def sample_fill(ds, band: int, max_side: int = 1024) -> Fill | None:
-    """``find_fill`` on a decimated read of ``band`` of an open rasterio dataset, when the band declares no nodata
-    and has no mask band; None otherwise. Used where no Scene is at hand (the warp)."""
-    from rasterio.enums import MaskFlags, Resampling
+def declares_nothing(ds, band: int) -> bool:
+    """Whether ``band`` of an open rasterio dataset declares no validity: no nodata value and no mask band (GDAL
+    then flags it all valid), so a fill value may hide in its data."""
+    from rasterio.enums import MaskFlags
 
-    flags = ds.mask_flag_enums[band - 1]
-    if ds.nodatavals[band - 1] is not None or MaskFlags.all_valid not in flags:
-        return None
-    if ds.dtypes[band - 1].startswith("complex") or ds.dtypes[band - 1] == "uint8":
-        return None
+    return ds.nodatavals[band - 1] is None and MaskFlags.all_valid in ds.mask_flag_enums[band - 1]
+
+
+def sample_fill(ds, band: int, max_side: int = 1024) -> Fill | None:
+    """``find_fill`` on a decimated read of ``band`` of an open rasterio dataset, when the band declares no validity
+    (``declares_nothing``); None otherwise. Used where no Scene is at hand (the warp)."""
+    from rasterio.enums import Resampling
+
+    dtype = ds.dtypes[band - 1]
+    if not declares_nothing(ds, band) or dtype.startswith("complex") or dtype == "uint8":
+        return None  # (nothing to search: no read)
     scale = min(1.0, max_side / max(ds.width, ds.height))
     shape = (max(1, round(ds.height * scale)), max(1, round(ds.width * scale)))
     return find_fill(ds.read(band, out_shape=shape, resampling=Resampling.nearest))

@@ -36,7 +36,7 @@ from rasterio.windows import Window
 from sarreg.config import PreprocessConfig
 from sarreg.errors import InputError
 from sarreg.io.exclude import Exclusion, load_exclusion
-from sarreg.io.fill import Fill, find_fill
+from sarreg.io.fill import Fill, declares_nothing, find_fill
 from sarreg.io.gcps import Gcps, map_to_pixel, pixel_to_map, read_gcps
 from sarreg.io.source import Source, is_network, open_options, resolve_input
 
@@ -324,13 +324,11 @@ def open_scene(path: Source, pre: PreprocessConfig = PreprocessConfig()) -> Scen
             vals, mask = _read_band(ds, band, None, shape if scale < 1 else None, dtype.startswith("complex"))
         except RasterioIOError as e:
             raise InputError(f"{path}: unreadable pixel data ({gdal_message(e)})") from None
-        undeclared = None
-        if ds.nodatavals[band - 1] is None and not has_mask_band(ds, band):
-            undeclared = find_fill(vals)
-            if undeclared is not None:
-                mask &= ~undeclared.beyond(vals)
-                log.warning("%s: no nodata value declared; %g (%.1f %% of the pixels, far outside the other values) "
-                            "read as nodata", path, undeclared.value, 100 * undeclared.share)
+        found = find_fill(vals) if declares_nothing(ds, band) else None
+        if found is not None:
+            mask &= ~found.beyond(vals)
+            log.warning("%s: no nodata value declared; %g (%.1f %% of the pixels, far outside the other values) "
+                        "read as nodata", path, found.value, 100 * found.share)
         kind = _resolve_kind(pre.kind, dtype, np.where(mask, vals, np.nan) if not np.iscomplexobj(vals)
                              else np.abs(vals))
         logv = to_log(vals, kind)
@@ -348,9 +346,9 @@ def open_scene(path: Source, pre: PreprocessConfig = PreprocessConfig()) -> Scen
         geo = _is_georeferenced(ds)
         gcps, gcp_crs = (None, None) if geo else read_gcps(ds)
         scene = Scene(path=path, width=ds.width, height=ds.height, count=ds.count, dtype=dtype, band=band,
-                      kind=kind, nodata=ds.nodatavals[band - 1] if undeclared is None else undeclared.value,
+                      kind=kind, nodata=ds.nodatavals[band - 1] if found is None else found.value,
                       crs=ds.crs if gcps is None else gcp_crs, transform=ds.transform,
-                      georeferenced=geo, lo=float(lo), hi=float(hi), fill=fill, gcps=gcps, undeclared=undeclared)
+                      georeferenced=geo, lo=float(lo), hi=float(hi), fill=fill, gcps=gcps, undeclared=found)
     return _with_exclusion(scene, pre.exclude, valid)
 
 
@@ -412,12 +410,10 @@ def read_unit(scene: Scene, window: Window | None = None, out_shape: tuple[int, 
     finally:
         if own:
             ds.close()
+    if scene.undeclared is not None:  # the fill and the cells that mix it with data are holes
+        mask &= ~scene.undeclared.beyond(vals)
     logv = to_log(vals, scene.kind)
     valid = mask & np.isfinite(logv)
-    if scene.undeclared is not None:  # the fill and the cells that mix it with data are holes
-        beyond = scene.undeclared.beyond(vals)
-        mask &= ~beyond
-        valid &= ~beyond
     _keep_isolated_dark(vals, logv, mask, valid, scene.lo, scene.nodata, scene.kind)
     if scene.exclude is not None:
         valid &= ~scene.exclude.mask(window, valid.shape, scene.shape)
