@@ -4,7 +4,7 @@ Each pair: one synthetic landscape (``sarreg.synth``), two dates (independent 4-
 15 % of the second), 600² crops offset by up to 40 px, each inside its own footprint turned by 8-14 deg (the
 wedges outside it are fill), the moving georeference off by 2-10 px. Every pair is written in each encoding below
 (float32 linear power / dB, uint16 amplitude, int16 dB x 100; the fill declared as nodata or not, 0 / NaN / -9999 /
--32768 / 65535) and registered with the defaults (no warp); the mean grid error (moving px -> reference px, over a
+-32768 / 65535, or tagged wrongly, with and without ``--nodata``) and registered with the defaults (no warp); the mean grid error (moving px -> reference px, over a
 10 x 10 grid) is printed per pair, then per encoding: mean error of the usable estimates, ok results, ok results more
 than 3 px off, estimates within 1 / 3 px.
 
@@ -18,6 +18,7 @@ import argparse
 import math
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,7 @@ from sarreg import synth  # noqa: E402
 from sarreg.config import RegisterConfig  # noqa: E402
 from sarreg.evaluate import Method, homography_error, register_config, register_pair  # noqa: E402
 
-# name -> (stored values from linear power p and its dB, the fill, the nodata tag written, dtype)
+# name -> (stored values from linear power p and its dB, the fill, the nodata tag written, dtype[, --nodata given])
 ENCODINGS = {
     "linear_nodata0": (lambda p, db: p, 0.0, 0.0, "float32"),
     "linear_0_undeclared": (lambda p, db: p, 0.0, None, "float32"),
@@ -46,6 +47,11 @@ ENCODINGS = {
     "float64db_nan_undeclared": (lambda p, db: db, float("nan"), None, "float64"),
     "complex64_0_undeclared": (lambda p, db: np.sqrt(p) * np.exp(2j * np.pi * np.random.default_rng(0).random(p.shape)),
                                0.0, None, "complex64"),
+    # a wrong tag (0, as a default profile writes it) on -9999-filled files, without and with --nodata -9999
+    "db_m9999_tagged0": (lambda p, db: db, -9999.0, 0.0, "float32"),
+    "db_m9999_tagged0_option": (lambda p, db: db, -9999.0, 0.0, "float32", "-9999"),
+    "linear_m9999_tagged0": (lambda p, db: p, -9999.0, 0.0, "float32"),
+    "linear_m9999_tagged0_option": (lambda p, db: p, -9999.0, 0.0, "float32", "-9999"),
 }
 
 
@@ -82,13 +88,14 @@ def main() -> int:
         truth = np.array([[1, 0, ox], [0, 1, oy], [0, 0, 1.0]])
         with tempfile.TemporaryDirectory() as td:
             for n in names:
-                enc, fill, tag, dtype = ENCODINGS[n]
+                enc, fill, tag, dtype, *given = ENCODINGS[n]
                 paths = []
                 for tag_name, p, ok, t in (("ref", ref, inside[0], t_ref), ("moving", mov, inside[1], t_mov)):
                     v = np.where(ok, enc(p, 10 * np.log10(np.maximum(p, 1e-6))), fill).astype(dtype)
                     paths.append(synth.write_geotiff(Path(td) / f"{tag_name}_{n}.tif", v, t, "EPSG:32633",
                                                      nodata=tag, compress="deflate"))
-                run = register_pair(*paths, cfg)
+                run = register_pair(*paths, cfg.with_(preprocess=replace(cfg.preprocess, nodata=given[0]))
+                                    if given else cfg)
                 err = homography_error(truth, np.array(run.matrix) if run.usable else None, (size, size),
                                        (size, size))
                 res[n].append((run.status, err))

@@ -55,7 +55,8 @@ def _type(t: click.ParamType) -> dict[str, Any]:
         return {"type": "float"}
     if isinstance(t, click.Path):
         return {"type": "path"}
-    return {"type": "string" if t.name in ("text", "string") else t.name}
+    # (--nodata's values are text: a number, nan or none, checked by the CLI)
+    return {"type": "string" if t.name in ("text", "string", "nodata") else t.name}
 
 
 def param_spec(p: click.Parameter) -> dict[str, Any]:

@@ -29,6 +29,23 @@ DEVICES = ("auto", "cpu", "cuda")  # the CLI's --device choices (the library als
 PRECISIONS = ("fp32", "bf16")
 
 
+def nodata_value(v: Any) -> float | str | None:
+    """A nodata option as stored: None (unset), "auto" (the file's own: its tag, else a fill value found in its
+    data), "none" (the raster has no nodata value: its tag ignored, nothing searched) or a number ("nan", "inf" and
+    "-inf" stored as text); numbers and words may come as text (command line, config files). ValueError otherwise."""
+    if v is None:
+        return None
+    if isinstance(v, str) and v.strip().lower() in ("none", "auto"):
+        return v.strip().lower()
+    try:
+        if isinstance(v, bool):
+            raise TypeError
+        f = float(v)
+    except (TypeError, ValueError):
+        raise ValueError(f"not a nodata value: {v!r} (a number, nan or none)") from None
+    return f if math.isfinite(f) else repr(f)  # NaN / inf as text: JSON has no NaN, and null means unset
+
+
 def _opt(default: Any, *, choices: tuple[str, ...] | None = None, min: float | None = None,
          max: float | None = None, min_open: bool = False, type: type | None = None,
          case_sensitive: bool = True) -> Any:
@@ -92,6 +109,9 @@ class PreprocessConfig:
     despeckle: box filter size in pixels applied to log values (0 = off).
     exclude: vector files (polygons, any CRS) or mask rasters (non-zero = excluded) of areas not to match in
     (water, changed fields, layover): nodata for matching, still warped (``sarreg.io.exclude``).
+    nodata: the value that marks no data, over the file's own tag: None = the file's (else a fill value found in an
+    untagged file, ``sarreg.io.fill``; "auto" too), a number (NaN too), or "none" = the raster has no nodata value (a
+    wrong tag ignored, nothing searched). Text is parsed ("-9999", "nan", "none").
     """
 
     band: int | None = _opt(None, min=1, type=int)
@@ -100,12 +120,20 @@ class PreprocessConfig:
     hi_pct: float = _opt(99.0, min=0.0, max=100.0)
     despeckle: int = _opt(0, min=0)
     exclude: tuple[str, ...] = ()
+    nodata: float | str | None = None
 
     def __post_init__(self) -> None:
         # paths from the command line (Path), a config file (list) or Python (str): one hashable form
         ex = (self.exclude,) if isinstance(self.exclude, (str, bytes)) or hasattr(self.exclude, "__fspath__") \
             else self.exclude
         object.__setattr__(self, "exclude", tuple(str(p) for p in (ex or ())))
+        try:
+            nodata = nodata_value(self.nodata)
+            object.__setattr__(self, "nodata", None if nodata == "auto" else nodata)
+        except ValueError as e:
+            from sarreg.errors import InputError
+
+            raise InputError(f"nodata: {e}") from None
 
 
 @dataclass(frozen=True)
@@ -156,8 +184,9 @@ class RegisterConfig:
     """Options of ``sarreg.register`` (one object passed down whole; the CLI builds it from its options).
 
     features: "r2d2" (network, ``weights`` = checkpoint path or None for the shipped model) or "sift" (OpenCV SIFT
-    on the same log-scaled images, classical fallback). model: auto (affine, or homography when it clearly fits better) | shift | similarity | affine | homography | poly2 | tps
-    | local (affine plus a correlation offsets field on a grid every ``grid_spacing`` px, 0 = auto).
+    on the same log-scaled images, classical fallback). model: auto (affine, or homography when it clearly fits
+    better) | shift | similarity | affine | homography | poly2 | tps | local (affine plus a correlation offsets field
+    on a grid every ``grid_spacing`` px, 0 = auto).
     robust: OpenCV robust estimator name (see ``sarreg.estimate.ROBUST``). threshold: inlier distance (reference px)
     of the fine estimate; the coarse stage, on decimated images, uses ``coarse_threshold(s)`` derived from it.
     max_shift: largest displacement from the georeferencing prior accepted (reference px; None = no limit): the
@@ -180,7 +209,8 @@ class RegisterConfig:
     moving GeoTIFF's own encoding, its bytes kept), compress, resampling, resolution (the output's pixel size on the
     reference's extent and CRS: "reference", "moving" = the moving raster's, or a number in map units;
     ``sarreg.warp.output_grid``), warp_mem_mb, sidecar switches.
-    ``moving_band`` (1-based, None = same rule as the reference) picks the moving band to match on.
+    ``moving_band`` (1-based, None = same rule as the reference) picks the moving band to match on;
+    ``moving_nodata`` is the moving raster's nodata value (None = as ``preprocess.nodata``, "auto" = the file's own).
     Allowed values and ranges are declared with each field; ``validate()`` checks them.
     """
 
@@ -222,11 +252,18 @@ class RegisterConfig:
     seed: int = 0
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     moving_band: int | None = _opt(None, min=1, type=int)
+    moving_nodata: float | str | None = None  # the moving raster's PreprocessConfig.nodata; None: the same; "auto"
     grid_spacing: int = _opt(0, min=0)  # --model local: px between offsets-field nodes (0 = auto)
     backend: str = _opt("auto", choices=BACKENDS)  # network inference, as ExtractConfig.backend
     tile_size: InitVar[int | None] = None  # old name of fine_tile (accepted, not stored)
 
     def __post_init__(self, tile_size: int | None) -> None:
+        try:
+            object.__setattr__(self, "moving_nodata", nodata_value(self.moving_nodata))
+        except ValueError as e:
+            from sarreg.errors import InputError
+
+            raise InputError(f"moving_nodata: {e}") from None
         if tile_size is not None:  # ``RegisterConfig(tile_size=...)`` / ``with_(tile_size=...)`` of older code
             object.__setattr__(self, "fine_tile", tile_size)
         if isinstance(self.area_descriptors, bool):  # the on / off switch of sarreg <= 0.1 (stop 39)

@@ -320,3 +320,13 @@ class Staging:
                 raise
             self.committed = True
         return done
+
+
+# names of image formats a GeoTIFF must not be written under (a viewer would open it as that format and fail)
+NOT_TIFF = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".jp2", ".vrt", ".nc", ".h5", ".hdf", ".zip"}
+
+
+def check_raster_name(out: str | Path) -> None:
+    """Refuse (OutputError) an output raster named like another format: sarreg writes GeoTIFF / COG only."""
+    if Path(out).suffix.lower() in NOT_TIFF:
+        raise OutputError(f"{out}: the output raster is a GeoTIFF; name it .tif (not {Path(out).suffix})")

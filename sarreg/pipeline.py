@@ -36,7 +36,7 @@ import numpy as np
 from sarreg import __version__
 from sarreg.area import AREA_RADIUS, area_stage, global_start, settles
 from sarreg.choice import select_model
-from sarreg.config import RegisterConfig
+from sarreg.config import RegisterConfig, nodata_value
 from sarreg.correlate import repeat_period
 from sarreg.errors import InputError, RegistrationFailed
 from sarreg.export import ALL_OUTPUTS, earlier_roles, register_outputs
@@ -51,7 +51,7 @@ from sarreg.offsets import local_transform
 from sarreg.quality import second_moves
 from sarreg.relate import check_bounds, located_by, moving_pre, overlap_area, prior_matrix, read_coarse
 from sarreg.stage import StageResult
-from sarreg.warp import Grid, check_output, check_raster_name, corrected_geotransform, pixel_size
+from sarreg.warp import Grid, check_output, corrected_geotransform, pixel_size
 
 if TYPE_CHECKING:
     from shapely.geometry.base import BaseGeometry
@@ -178,7 +178,7 @@ def register(ref: str | Path, moving: str | Path, out: str | Path, config: Regis
     import rasterio
 
     from sarreg import export
-    from sarreg.outputs import Staging, check_write_set, clean_stale, temp_path
+    from sarreg.outputs import Staging, check_raster_name, check_write_set, clean_stale, temp_path
     from sarreg.reapply import grid_of
 
     ref, moving, out = resolve_input(ref), resolve_input(moving), Path(out)
@@ -263,8 +263,12 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
                             "overlap_area_px": round(area.area, 1), "georeferenced": rs.georeferenced,
                             "located_by": {"reference": located_by(rs), "moving": located_by(ms)}}
     rep.stages["relate"]["kind"] = {"reference": rs.kind, "moving": ms.kind}
+    # the value read as nodata in each raster and where it comes from: its tag ("file"), a fill value it does not
+    # declare ("found", sarreg.io.fill; also under undeclared_nodata) or --nodata / --moving-nodata ("option")
+    rep.stages["relate"]["nodata"] = {k: {"value": nodata_value(s.nodata), "from": s.nodata_from}
+                                      for k, s in (("reference", rs), ("moving", ms))}
     found = {k: s.undeclared.value for k, s in (("reference", rs), ("moving", ms)) if s.undeclared is not None}
-    if found:  # fill values the files do not declare, read as nodata (sarreg.io.fill)
+    if found:
         rep.stages["relate"]["undeclared_nodata"] = found
     if cfg.preprocess.exclude:  # share of each image's valid pixels that --exclude removed from matching
         rep.stages["relate"]["excluded"] = {"files": list(cfg.preprocess.exclude),
@@ -397,11 +401,12 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
         if write_raster and cfg.warp:
             step("warp")
             if cfg.update_georef:
-                update_georef(moving, ptr, grid, out, cfg.fmt, cfg.compress, overwrite=cfg.overwrite)
+                update_georef(moving, ptr, grid, out, cfg.fmt, cfg.compress, overwrite=cfg.overwrite,
+                              nodata=ms.warp_nodata)
             else:
                 og = output_grid(grid, cfg.resolution, ptr.matrix, Grid.from_scene(ms))
                 warp_to_grid(moving, ptr, grid, out, cfg.resampling, cfg.fmt, cfg.compress, cfg.warp_mem_mb,
-                             overwrite=cfg.overwrite, out_grid=og)
+                             overwrite=cfg.overwrite, out_grid=og, nodata=ms.warp_nodata)
                 if og is not grid:  # --resolution: the output's own grid (same extent and CRS)
                     rep.stages["warp"] = {"resolution": cfg.resolution, "grid": og.to_dict()}
             rep.output = str(out)

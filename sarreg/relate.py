@@ -173,10 +173,12 @@ def full_footprint(scene: Scene, pre: PreprocessConfig, max_side: int = 512) -> 
 
 
 def moving_pre(cfg: RegisterConfig) -> PreprocessConfig:
-    """The moving scene's preprocessing: the reference's, on ``moving_band`` when set (band order differs by sensor)."""
+    """The moving scene's preprocessing: the reference's, on ``moving_band`` and with ``moving_nodata`` when set (band
+    order and fill values differ by sensor and by producer)."""
     from dataclasses import replace
 
-    return replace(cfg.preprocess, band=cfg.moving_band) if cfg.moving_band is not None else cfg.preprocess
+    pre = cfg.preprocess if cfg.moving_band is None else replace(cfg.preprocess, band=cfg.moving_band)
+    return pre if cfg.moving_nodata is None else replace(pre, nodata=cfg.moving_nodata)
 
 
 def read_moving_around(mov: Scene, T: np.ndarray, c0: int, r0: int, c1: int, r1: int, pad: float,

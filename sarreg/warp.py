@@ -201,18 +201,6 @@ def _tmp_path(out: Path, tag: str = "") -> Path:
     return temp_path(out if out.suffix else out.with_name(out.name + ".tif"), tag)
 
 
-# names of image formats a GeoTIFF must not be written under (a viewer would open it as that format and fail)
-NOT_TIFF = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".jp2", ".vrt", ".nc", ".h5", ".hdf", ".zip"}
-
-
-def check_raster_name(out: str | Path) -> None:
-    """Refuse (OutputError) an output raster named like another format: sarreg writes GeoTIFF / COG only."""
-    from sarreg.errors import OutputError
-
-    if Path(out).suffix.lower() in NOT_TIFF:
-        raise OutputError(f"{out}: the output raster is a GeoTIFF; name it .tif (not {Path(out).suffix})")
-
-
 def check_output(out: Path, inputs: list[Path], overwrite: bool) -> Path:
     """Refuse to overwrite an input (also through links) or an existing file (without overwrite), and
     unwritable folders (``sarreg.outputs.check_write_set`` for one file)."""
@@ -316,15 +304,18 @@ def _has_data(ds) -> bool:
 def warp_to_grid(moving: str | Path, transform: PixelTransform, grid: Grid, out: str | Path,
                  resampling: str = "bilinear", fmt: str = "auto", compress: str = "DEFLATE", mem_mb: int = 128,
                  threads: int | None = None, overwrite: bool = False, require_data: bool = False,
-                 out_grid: Grid | None = None) -> Path:
+                 out_grid: Grid | None = None, nodata: float | str = "auto") -> Path:
     """Resample ``moving`` (all bands) onto ``grid`` with ``transform`` (moving px -> ``grid`` px); write ``out``
     atomically, on ``out_grid`` when given (``output_grid``: the same map, another pixel size).
 
     mem_mb bounds GDAL's warp buffer and block cache (MB). threads: warp and compression threads, None = all
     cores (``gdalwarp -multi -wo NUM_THREADS=ALL_CPUS``); batch workers pass 1. require_data: an output without a
-    single valid pixel is an InputError (and no file). Returns the output path.
+    single valid pixel is an InputError (and no file). nodata: the source's nodata value, kept out of the
+    resampling and declared by the output: "auto" = the file's tag, else a fill value found by sampling an untagged
+    file (``sarreg.io.fill``); "file" = the file's tag alone (a caller that searched already: ``Scene.warp_nodata``);
+    "none" = no nodata value (``gdalwarp -srcnodata None``); or a number. Returns the output path.
     """
-    from sarreg.io.fill import sample_fill
+    from sarreg.io.fill import warp_nodata
     from sarreg.io.raster import open_dataset
 
     gdal = _gdal()
@@ -337,12 +328,10 @@ def warp_to_grid(moving: str | Path, transform: PixelTransform, grid: Grid, out:
     fmt = "COG" if fmt == "auto" else fmt
     check_output(out, [moving], overwrite)
     with open_dataset(moving) as ds:
-        count, dtype, nodata, size = ds.count, ds.dtypes[0], ds.nodata, (ds.width, ds.height)
-        if nodata is None:  # a fill value the file does not declare (-9999 ...) is nodata too: not resampled in
-            found = sample_fill(ds, 1)
-            nodata = None if found is None else found.value
+        count, dtype, size = ds.count, ds.dtypes[0], (ds.width, ds.height)
+        src_nodata = warp_nodata(ds, nodata)
     src, wopts = _source_vrt(moving, transform, grid, size)
-    out_nodata = _out_nodata(dtype, nodata)
+    out_nodata = _out_nodata(dtype, None if src_nodata == "None" else src_nodata)
     tmp = _tmp_path(out, "warp")
     tmp_cog = _tmp_path(out)
     dst = r = c = None
@@ -364,7 +353,7 @@ def warp_to_grid(moving: str | Path, transform: PixelTransform, grid: Grid, out:
             tropts = [] if grid.georeferenced else ["DST_METHOD=NO_GEOTRANSFORM"]
             if "src_method" in wopts:
                 tropts.append(f"SRC_METHOD={wopts.pop('src_method')}")
-            wo = gdal.WarpOptions(resampleAlg=resampling, srcNodata=nodata, dstNodata=out_nodata,
+            wo = gdal.WarpOptions(resampleAlg=resampling, srcNodata=src_nodata, dstNodata=out_nodata,
                                   warpMemoryLimit=mem_mb, multithread=threads > 1,
                                   warpOptions=[f"NUM_THREADS={threads}", "INIT_DEST=NO_DATA"],
                                   transformerOptions=tropts, errorThreshold=0.05, **wopts)
@@ -405,14 +394,16 @@ def warp_to_grid(moving: str | Path, transform: PixelTransform, grid: Grid, out:
 
 
 def update_georef(moving: str | Path, transform: PixelTransform, grid: Grid, out: str | Path, fmt: str = "auto",
-                  compress: str = "DEFLATE", overwrite: bool = False) -> Path:
+                  compress: str = "DEFLATE", overwrite: bool = False, nodata: float | str | None = None) -> Path:
     """Copy ``moving`` unchanged (no resampling) with a corrected geotransform in the reference CRS.
 
     Only for shift / similarity / affine models (a geotransform cannot express more). When the moving raster is a
     local GeoTIFF and ``fmt`` is "auto", or GTiff with the compression it already has, its bytes are copied as
     they are and only the georeferencing tags are rewritten (no decompression, no re-encoding: what AROSICS does);
-    otherwise the copy is re-encoded with ``fmt`` ("auto": COG) / ``compress``.
+    otherwise the copy is re-encoded with ``fmt`` ("auto": COG) / ``compress``. nodata: None, "auto" or "file" keep
+    the file's tag, a number becomes the tag, "none" removes it (a fill value read as nodata, or ``--nodata``).
     """
+    nodata = None if nodata in ("auto", "file") else nodata
     gdal = _gdal()
     moving, out = resolve_input(moving), Path(out)
     if transform.model not in AFFINE_MODELS:
@@ -426,7 +417,7 @@ def update_georef(moving: str | Path, transform: PixelTransform, grid: Grid, out
         raise ValueError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
     if _same_encoding(gdal, moving, fmt, compress):
         try:
-            _copy_with_georef(gdal, Path(moving), tmp, src.GetGeoTransform(), src.GetProjection())
+            _copy_with_georef(gdal, Path(moving), tmp, src.GetGeoTransform(), src.GetProjection(), nodata)
             tmp.replace(out)
             return out
         except SarregError:
@@ -447,7 +438,7 @@ def update_georef(moving: str | Path, transform: PixelTransform, grid: Grid, out
         # compression (and the COG's overviews) on all cores: this copy is the whole cost of --update-georef
         co = _creation_options(fmt, compress, dtype) + ["NUM_THREADS=ALL_CPUS"]
         with _config({"GDAL_NUM_THREADS": "ALL_CPUS"}):
-            c = gdal.Translate(str(tmp), src, format=fmt, creationOptions=co)
+            c = gdal.Translate(str(tmp), src, format=fmt, creationOptions=co, noData=nodata)
         c = None
         tmp.replace(out)
     except SarregError:
@@ -477,8 +468,9 @@ def _same_encoding(gdal, moving: Source, fmt: str, compress: str) -> bool:
     return fmt == "auto" or have == compress.upper()
 
 
-def _copy_with_georef(gdal, moving: Path, tmp: Path, geotransform, wkt: str) -> None:
-    """Byte copy of ``moving`` to ``tmp``, then its geotransform and CRS rewritten in place (tags only)."""
+def _copy_with_georef(gdal, moving: Path, tmp: Path, geotransform, wkt: str, nodata: float | str | None) -> None:
+    """Byte copy of ``moving`` to ``tmp``, then its geotransform, CRS and (``update_georef``'s) nodata rewritten in
+    place (tags only)."""
     import shutil
 
     shutil.copyfile(moving, tmp)
@@ -487,6 +479,11 @@ def _copy_with_georef(gdal, moving: Path, tmp: Path, geotransform, wkt: str) -> 
         raise RuntimeError(f"cannot open the copy {tmp} for update")
     ds.SetGeoTransform(geotransform)
     ds.SetProjection(wkt)
+    for b in range(1, ds.RasterCount + 1):
+        if nodata == "none":
+            ds.GetRasterBand(b).DeleteNoDataValue()
+        elif nodata is not None:
+            ds.GetRasterBand(b).SetNoDataValue(float(nodata))
     ds.FlushCache()
     ds = None
 

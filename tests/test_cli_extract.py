@@ -37,6 +37,23 @@ def run(*args: str) -> "CliRunner.Result":
     return CliRunner().invoke(cli, ["extract", "--no-progress", *args], catch_exceptions=False)
 
 
+def test_extract_reads_the_nodata_option_over_the_tag(tmp_path: Path, geotiff_factory, rng, weights: Path) -> None:
+    """A dB image filled with -9999 on its left but tagged 0: the fill's edge is the strongest structure and gets
+    keypoints; with ``--nodata -9999`` none lies in or next to it."""
+    db = 10 * np.log10(speckle(reflectivity(256, 288, seed=5), 4, rng))
+    db[:, :60] = -9999.0
+    img = geotiff_factory(db.astype(np.float32), "wrong.tif", nodata=0.0)
+    xs = []
+    for extra in ((), ("--nodata", "-9999")):
+        out = tmp_path / f"out{len(extra)}"
+        r = run(str(img), "--weights", str(weights), "--rel-thr", "0", "--rep-thr", "0", "--top-k", "300",
+                "--min-size", "64", "-o", str(out), *extra)
+        assert r.exit_code == 0, r.output
+        with np.load(out / "wrong.tif.r2d2") as z:
+            xs.append(z["keypoints"][:, 0])
+    assert (xs[0] < 63).sum() > 10 and xs[1].min() > 62
+
+
 def test_extract_geotiff_with_geo_and_quicklook(tmp_path: Path, scene: Path, weights: Path) -> None:
     out = tmp_path / "out"
     r = run(str(scene), "--weights", str(weights), "--rel-thr", "0", "--rep-thr", "0", "--top-k", "300",

@@ -239,6 +239,64 @@ def test_an_undeclared_fill_value_is_nodata_not_data(tmp_path, field):
     assert data.size > 0.5 * w.size and data.min() > -60.0  # no value between the fill and the data
 
 
+def _wedged_db(tmp_path: Path, field: np.ndarray, m: np.ndarray, tag: float | None) -> tuple[Path, Path]:
+    """A georeferenced dB pair (both on one UTM grid) whose outside (turned footprints' wedges) holds -9999, tagged
+    with ``tag`` (None: no tag)."""
+    ref, mov = make_pair(tmp_path, field, m)
+    y, x = np.mgrid[0:N, 0:N]
+    wedges = {ref: (y < 0.2 * (N - x) - 30) | (x > N - 60 + 0.2 * y),
+              mov: (x < 0.2 * y - 20) | (y > N - 50 + 0.2 * x)}
+    for path, wedge in wedges.items():
+        with rasterio.open(path) as ds:
+            p = ds.read(1)
+        db = np.where(wedge | (p <= 0), -9999.0, 10 * np.log10(np.maximum(p, 1e-6)))
+        write_geotiff(path, db.astype(np.float32), Affine(10, 0, 500000, 0, -10, 4000000), "EPSG:32631", nodata=tag)
+    return ref, mov
+
+
+def test_nodata_option_overrides_a_wrong_tag(tmp_path, field):
+    """Files filled with -9999 but tagged 0 (a wrong tag: no fill is searched in a tagged file): the fill is data and
+    register fails or is off. ``--nodata -9999`` (``PreprocessConfig.nodata``) is read over the tag: the result is
+    right, the report says where each nodata value came from, the output declares -9999 and holds no fill-data mix;
+    ``--update-georef`` writes the given value as the copy's tag; ``apply --nodata`` warps with it too."""
+    from dataclasses import replace
+
+    from click.testing import CliRunner
+
+    from sarreg.cli import cli
+
+    m = sim(6.5, -4.25, deg=0.5)
+    ref, mov = _wedged_db(tmp_path, field, m, tag=0.0)
+    wrong = register(ref, mov, tmp_path / "wrong.tif", SIFT.with_(fmt="GTiff"))
+    assert wrong.status != "ok" or grid_error(wrong.matrix, m) > 3
+    assert wrong.stages["relate"]["nodata"]["moving"] == {"value": 0.0, "from": "file"}
+    cfg = SIFT.with_(fmt="GTiff", preprocess=replace(SIFT.preprocess, nodata="-9999"))
+    rep = register(ref, mov, tmp_path / "o.tif", cfg)
+    assert rep.status == "ok", rep.message
+    assert grid_error(rep.matrix, m) < 0.5
+    assert rep.stages["relate"]["nodata"] == {k: {"value": -9999.0, "from": "option"} for k in ("reference", "moving")}
+    with rasterio.open(tmp_path / "o.tif") as o:
+        assert o.nodata == -9999.0
+        w = o.read(1)
+    data = w[w != -9999.0]
+    assert data.size > 0.5 * w.size and data.min() > -60.0
+    # the reference tagged right: the moving raster's own value (--moving-nodata), the tag of an --update-georef copy
+    with rasterio.open(ref, "r+") as ds:
+        ds.nodata = -9999.0
+    rep = register(ref, mov, tmp_path / "g.tif", SIFT.with_(model="similarity", update_georef=True, moving_nodata=-9999))
+    assert rep.status == "ok" and grid_error(rep.matrix, m) < 0.5
+    assert rep.stages["relate"]["nodata"]["reference"] == {"value": -9999.0, "from": "file"}
+    with rasterio.open(tmp_path / "g.tif") as o, rasterio.open(mov) as i:
+        assert o.nodata == -9999.0 and i.nodata == 0.0 and np.array_equal(o.read(1), i.read(1))
+    r = CliRunner().invoke(cli, ["apply", str(tmp_path / "o.report.json"), str(mov), str(tmp_path / "a.tif"),
+                                  "--nodata", "-9999", "--format", "GTiff"])
+    assert r.exit_code == 0, r.output
+    with rasterio.open(tmp_path / "a.tif") as o:
+        assert o.nodata == -9999.0 and np.array_equal(o.read(1), w)
+    r = CliRunner().invoke(cli, ["register", str(ref), str(mov), str(tmp_path / "c.tif"), "--nodata", "x9"])
+    assert r.exit_code == 2 and "not a nodata value: 'x9'" in r.output
+
+
 def test_unrelated_scenes_are_not_ok(tmp_path, field):
     ref, _ = make_pair(tmp_path, field, sim(0, 0))
     other = reflectivity(N, N, seed=99)

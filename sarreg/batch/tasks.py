@@ -11,7 +11,6 @@ import shutil
 import socket
 import time
 import traceback
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +30,9 @@ def georef_prior(ref: str | Path, moving: str | Path, config: RegisterConfig) ->
     """Moving px -> reference px implied by the georeferencings alone (the pipeline's ``prior_matrix``)."""
     from sarreg.io.raster import open_scene
     from sarreg.pipeline import prior_matrix
+    from sarreg.relate import moving_pre
 
-    mpre = config.preprocess if config.moving_band is None else replace(config.preprocess, band=config.moving_band)
-    return prior_matrix(open_scene(ref, config.preprocess), open_scene(moving, mpre))
+    return prior_matrix(open_scene(ref, config.preprocess), open_scene(moving, moving_pre(config)))
 
 
 def register_scene(ref: str, moving: str, out: str, config: RegisterConfig,
@@ -111,6 +110,7 @@ def warp_scene(task: dict[str, Any]) -> dict[str, Any]:
     cfg: RegisterConfig = task["config"]
     try:
         from sarreg.reapply import grid_of
+        from sarreg.relate import moving_pre
         from sarreg.warp import Grid, PixelTransform, output_grid, update_georef, warp_to_grid
 
         stage.mkdir(parents=True, exist_ok=True)
@@ -120,11 +120,13 @@ def warp_scene(task: dict[str, Any]) -> dict[str, Any]:
         tr = PixelTransform(model, m)
         grid = Grid.from_dict(task["grid"])
         target = stage / (key + OUT_SUFFIX)
+        nodata = moving_pre(cfg).nodata  # --moving-nodata / --nodata; None: the file's own
+        nodata = "auto" if nodata is None else nodata
         if cfg.warp:
             if cfg.update_georef:
-                update_georef(moving, tr, grid, target, fmt=cfg.fmt, compress=cfg.compress)
+                update_georef(moving, tr, grid, target, fmt=cfg.fmt, compress=cfg.compress, nodata=nodata)
             else:
-                warp_to_grid(moving, tr, grid, target, resampling=cfg.resampling, fmt=cfg.fmt,
+                warp_to_grid(moving, tr, grid, target, resampling=cfg.resampling, fmt=cfg.fmt, nodata=nodata,
                              compress=cfg.compress, mem_mb=cfg.warp_mem_mb, threads=1,
                              out_grid=output_grid(grid, cfg.resolution, m, Grid.from_dict(grid_of(moving))
                                                   if cfg.resolution == "moving" else None))

@@ -8,8 +8,8 @@ from typing import Any
 import click
 
 from sarreg import progress as json_progress
-from sarreg.cli.options import (KIND_HELP, asset_opt, config_from_params, config_option, device_opt, exclude_opt,
-                                input_arg, overwrite_opt, pol_opt, writable_dir)
+from sarreg.cli.options import (KIND_HELP, NODATA_HELP, NodataArg, asset_opt, config_from_params, config_option,
+                                device_opt, exclude_opt, input_arg, overwrite_opt, pol_opt, writable_dir)
 from sarreg.config import ExtractConfig, PreprocessConfig
 from sarreg.errors import InputError, OutputError
 from sarreg.io.source import Source, input_folder, input_name, resolve_input
@@ -87,6 +87,7 @@ P = PreprocessConfig
                help="Refine keypoints to sub-pixel by a parabola through the repeatability peak.")
 @config_option(P, "band", help="1-based band (default: the VV band if described, else 1).")
 @config_option(P, "kind", help=KIND_HELP)
+@config_option(P, "nodata", type=NodataArg(), metavar="VALUE", help=NODATA_HELP.format(what="each image"))
 @config_option(P, "despeckle", help="Box filter size on log values (0 = off).")
 @exclude_opt
 @device_opt

@@ -140,6 +140,25 @@ class InputArg(click.ParamType):
 
 
 input_arg = InputArg()
+
+
+class NodataArg(click.ParamType):
+    """A nodata value: a number, nan, or none (the raster has none); ``sarreg.config.nodata_value``."""
+
+    name = "nodata"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> float | str | None:
+        from sarreg.config import nodata_value
+
+        try:
+            return nodata_value(value)
+        except ValueError as e:
+            self.fail(str(e), param, ctx)
+
+
+NODATA_HELP = ("Value that marks no data in {what}, over the file's own nodata tag: a number, nan, or none (the "
+               "file has no nodata value: its tag is ignored, no fill value is searched). Default: the tag, else a "
+               "fill value found far outside the data of an untagged file.")
 exclude_opt = click.option(
     "--exclude", multiple=True, default=(), type=input_arg, metavar="FILE",
     help="Areas not to match in (water, changed fields, layover), repeatable: a vector file (GeoPackage, GeoJSON, "

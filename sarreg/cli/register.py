@@ -8,8 +8,9 @@ from typing import Any
 import click
 
 from sarreg import progress
-from sarreg.cli.options import (KIND_HELP, asset_opt, config_from_params, config_option, device_opt, exclude_opt,
-                                input_arg, output_options, path_arg, pol_opt, ref_pol_opt, update_georef_opt)
+from sarreg.cli.options import (KIND_HELP, NODATA_HELP, NodataArg, asset_opt, config_from_params, config_option,
+                                device_opt, exclude_opt, input_arg, output_options, path_arg, pol_opt, ref_pol_opt,
+                                update_georef_opt)
 from sarreg.config import PreprocessConfig, RegisterConfig
 from sarreg.errors import InputError, LowQuality, RegistrationFailed
 
@@ -44,6 +45,11 @@ P = PreprocessConfig
 @config_option(P, "band", help="1-based reference band (default: VV or 1).")
 @config_option(R, "moving_band", help="1-based moving band (default: as --band).")
 @config_option(P, "kind", help=KIND_HELP)
+@config_option(P, "nodata", type=NodataArg(), metavar="VALUE",
+               help=NODATA_HELP.format(what="REF, and in MOVING unless --moving-nodata is given"))
+@config_option(R, "moving_nodata", type=NodataArg(), metavar="VALUE",
+               help="Value that marks no data in MOVING (as --nodata; auto: MOVING's own tag or fill value). "
+                    "Default: as --nodata.")
 @exclude_opt
 @config_option(R, "coarse_size", help="Longer side of the decimated coarse-stage images (px).")
 @config_option(R, "fine_tile", help="Side of the fine-stage tiles (reference px at full resolution).")
@@ -112,20 +118,23 @@ def register(ref: Path | str, moving: Path | str, out: Path, as_json: bool, asse
 @click.argument("out", type=path_arg)
 @update_georef_opt
 @output_options
+@config_option(P, "nodata", type=NodataArg(), metavar="VALUE", help=NODATA_HELP.format(what="MOVING"))
 @asset_opt
 @pol_opt
 def apply(report: Path, moving: Path | str, out: Path, update_georef: bool, overwrite: bool, fmt: str, compress: str,
-          resampling: str, resolution: str, warp_mem_mb: int, asset: str | None, pol: str | None) -> None:
+          resampling: str, resolution: str, warp_mem_mb: int, nodata: float | str | None, asset: str | None,
+          pol: str | None) -> None:
     """Re-apply the transform saved in REPORT (a .report.json) to MOVING, writing OUT on the reference grid.
 
     MOVING may be on another grid than the raster that was registered (other resolution, crop, CRS): it is related
     to it through the georeferencings. An output that would hold no valid pixel is refused (exit 1, no file)."""
-    from sarreg.outputs import Staging, check_write_set, clean_stale, temp_path
+    from sarreg.outputs import Staging, check_raster_name, check_write_set, clean_stale, temp_path
     from sarreg.reapply import grid_of, target_transform
     from sarreg.io.source import resolve_input
-    from sarreg.warp import Grid, check_raster_name, output_grid, update_georef as write_georef, warp_to_grid
+    from sarreg.warp import Grid, output_grid, update_georef as write_georef, warp_to_grid
 
     RegisterConfig(update_georef=update_georef, resolution=resolution).validate()  # the combination, the value
+    nodata = "auto" if nodata is None else nodata
     moving = resolve_input(moving, asset, pol)  # a STAC Item -> its asset, a S1 product -> its measurement
     check_raster_name(out)
     check_write_set([out], [report, moving], overwrite)  # before any work; never the report or the raster
@@ -149,10 +158,11 @@ def apply(report: Path, moving: Path | str, out: Path, update_georef: bool, over
                                                        stage=True)}) as st:
         stage = st.stages["raster"]
         if update_georef:
-            write_georef(moving, tr, grid, stage, fmt, compress)
+            write_georef(moving, tr, grid, stage, fmt, compress, nodata=nodata)
         else:
             warp_to_grid(moving, tr, grid, stage, resampling, fmt, compress, warp_mem_mb, require_data=True,
-                         out_grid=output_grid(grid, resolution, tr.matrix, moving_grid))
+                         out_grid=output_grid(grid, resolution, tr.matrix, moving_grid),
+                         nodata=nodata)
         st.commit("raster", overwrite=overwrite)
     progress.final("ok", 0, output=str(out), model=tr.model)
     click.echo(f"{moving} -> {out} ({tr.model})")

@@ -27,10 +27,11 @@ BORDER = 0.5  # at least this share of the fill's pixels lie in areas that reach
 
 @dataclass(frozen=True)
 class Fill:
-    """An undeclared fill value. ``side`` "low": below the data, and values under ``bound`` are no data either,
-    because GDAL's average decimation mixes the fill into the cells along the data's edge (-9999 and -20 dB give
-    -5000); "high": an integer type's maximum above the data; "exact": 0.0 inside the range of dB data (exports that
-    fill masked pixels with 0), only the value itself. ``share``: of the sample."""
+    """A fill value tested on the values (undeclared, or given over the file's tag). ``side`` "low": below the data,
+    and values under ``bound`` are no data either, because GDAL's average decimation mixes the fill into the cells
+    along the data's edge (-9999 and -20 dB give -5000); "high": above the data (an integer type's maximum, or a given
+    value), values from ``bound`` on too; "exact": only the value itself (0.0 inside the range of dB data: exports that
+    fill masked pixels with 0; a given value inside the data's range). ``share``: of the sample."""
 
     value: float
     bound: float
@@ -81,6 +82,28 @@ def find_fill(sample: np.ndarray) -> Fill | None:
     return None
 
 
+def given_fill(sample: np.ndarray, value: float) -> Fill:
+    """A nodata value the user gives (``--nodata``) as a Fill on a (decimated) sample of the band: when it lies
+    beyond the other values, the cells of an average-decimated read that mix it with data are holes too, as for a
+    found fill (GDAL skips only the value the file declares, so it mixes the given one in: -9999 and -20 dB give
+    -5000); otherwise (inside the data's range, NaN, complex data) the value itself."""
+    img = np.asarray(sample)
+    share = float(np.mean(img == value)) if img.size else 0.0
+    if np.iscomplexobj(img) or not np.isfinite(value):
+        return Fill(float(value), float(value), share, side="exact")
+    v = img[np.isfinite(img)] if np.issubdtype(img.dtype, np.floating) else img.ravel()
+    rest = v[v != value].astype(np.float64)
+    if rest.size < 100:
+        return Fill(float(value), float(value), share, side="exact")
+    p5, p95 = np.percentile(rest, [5, 95])
+    spread = max(float(p95 - p5), 1e-6 * max(abs(float(p5)), abs(float(p95)), 1.0))
+    if value < p5 - BOUND * spread:
+        return Fill(float(value), float(p5 - BOUND * spread), share)
+    if value > p95 + BOUND * spread:
+        return Fill(float(value), float(p95 + BOUND * spread), share, side="high")
+    return Fill(float(value), float(value), share, side="exact")
+
+
 def _reaches_edge(fill: np.ndarray) -> bool:
     """Whether at least ``BORDER`` of the True pixels lie in 8-connected areas that reach the image's edge: the
     outside of a footprint does, a dark lake clipped to a sensor's floor or scattered clipped pixels mostly not."""
@@ -110,3 +133,17 @@ def sample_fill(ds, band: int, max_side: int = 1024) -> Fill | None:
     scale = min(1.0, max_side / max(ds.width, ds.height))
     shape = (max(1, round(ds.height * scale)), max(1, round(ds.width * scale)))
     return find_fill(ds.read(band, out_shape=shape, resampling=Resampling.nearest))
+
+
+def warp_nodata(ds, option: float | str) -> float | str | None:
+    """The warp's ``srcNodata`` (``gdal.Warp``) for band 1 of an open rasterio dataset and a nodata ``option``
+    (``sarreg.warp.warp_to_grid``): a number, "None" (GDAL's word for ignoring the tags) or None (no nodata).
+    "auto": the tag, else a fill value found in a file that declares none."""
+    if option == "none":
+        return "None"
+    if option not in ("auto", "file"):
+        return float(option)
+    if ds.nodata is not None or option == "file":
+        return ds.nodata
+    found = sample_fill(ds, 1)  # a fill value the file does not declare (-9999 ...) is nodata too: not resampled in
+    return None if found is None else found.value

@@ -36,7 +36,7 @@ from rasterio.windows import Window
 from sarreg.config import PreprocessConfig
 from sarreg.errors import InputError
 from sarreg.io.exclude import Exclusion, load_exclusion
-from sarreg.io.fill import Fill, declares_nothing, find_fill
+from sarreg.io.fill import Fill, declares_nothing, find_fill, given_fill
 from sarreg.io.gcps import Gcps, map_to_pixel, pixel_to_map, read_gcps
 from sarreg.io.source import Source, is_network, open_options, resolve_input
 
@@ -70,11 +70,26 @@ class Scene:
     fill: float
     gcps: Gcps | None = None  # GCP-only rasters (no geotransform): their GCPs; ``crs`` is then the GCPs' CRS
     exclude: Exclusion | None = None  # areas not to match in (``PreprocessConfig.exclude``), applied by ``read_unit``
-    undeclared: Fill | None = None  # a fill value the file does not declare (``sarreg.io.fill``); ``nodata`` is it
+    holes: Fill | None = None  # a nodata value tested on the values as read (``sarreg.io.fill``): found or given
+    nodata_from: str = "file"  # where ``nodata`` comes from: "file" (its tag or none), "found" (a fill the file does
+    # not declare, ``holes``) or "option" (``PreprocessConfig.nodata``; a number is ``holes``)
 
     @property
     def shape(self) -> tuple[int, int]:
         return self.height, self.width
+
+    @property
+    def undeclared(self) -> Fill | None:
+        """The fill value found in a file that declares none (``sarreg.io.fill``), or None."""
+        return self.holes if self.nodata_from == "found" else None
+
+    @property
+    def warp_nodata(self) -> float | str:
+        """The warp's source nodata for this raster (``sarreg.warp.warp_to_grid``): "file" when the file's own tag
+        holds, else the value read as nodata, or "none"."""
+        if self.nodata_from == "file":
+            return "file"
+        return "none" if self.nodata is None else self.nodata
 
     @property
     def geolocated(self) -> bool:
@@ -248,10 +263,11 @@ def value_validity(vals: np.ndarray, nodata: float | None) -> np.ndarray:
 
 
 def _read_band(ds, band: int, window: Window | None, out_shape: tuple[int, int] | None,
-               complex_data: bool) -> tuple[np.ndarray, np.ndarray]:
+               complex_data: bool, nodata: float | None) -> tuple[np.ndarray, np.ndarray]:
     """Raw values and validity (nodata / mask band) for one window, decimated to out_shape when given.
 
-    Validity comes from the values of the same read unless the file has a real mask band (``has_mask_band``).
+    Validity comes from the values of the same read (equal to ``nodata``: the file's tag, or the value given over
+    it) unless the file has a real mask band (``has_mask_band``).
     Decimated reads go through GDAL's ``RasterIO`` resampling, which uses overviews when the file has them.
     """
     if out_shape is not None and window is not None and out_shape == (int(window.height), int(window.width)):
@@ -269,14 +285,14 @@ def _read_band(ds, band: int, window: Window | None, out_shape: tuple[int, int] 
         mask = (ds.read_masks(band, window=window, out_shape=out_shape, resampling=Resampling.nearest) > 0
                 if real_mask else None)
     if mask is None:
-        mask = value_validity(vals, ds.nodatavals[band - 1])
+        mask = value_validity(vals, nodata)
     if out_shape is not None and np.issubdtype(vals.dtype, np.floating):  # (complex is not floating)
-        _refill_poisoned(ds, band, window, out_shape, vals, mask, real_mask)
+        _refill_poisoned(ds, band, window, out_shape, vals, mask, real_mask, nodata)
     return vals, mask
 
 
 def _refill_poisoned(ds, band: int, window: Window | None, out_shape: tuple[int, int], vals: np.ndarray,
-                     mask: np.ndarray, real_mask: bool) -> None:
+                     mask: np.ndarray, real_mask: bool, nodata: float | None) -> None:
     """Cells of an average-decimated float read that came out NaN / inf though they are not masked, averaged again
     from the full-resolution pixels that are finite and valid, in place. Why: GDAL's average counts a NaN pixel
     unless NaN is the nodata value, so one NaN spoils its whole cell (overviews likewise); 1 % of NaN pixels scattered
@@ -293,7 +309,6 @@ def _refill_poisoned(ds, band: int, window: Window | None, out_shape: tuple[int,
         return
     ys = np.floor(np.arange(H + 1) * h / H).astype(int)
     xs = np.floor(np.arange(W + 1) * w / W).astype(int)
-    nodata = ds.nodatavals[band - 1]
     for i in np.flatnonzero(bad.any(1)):
         strip = Window(win.col_off, win.row_off + ys[i], w, ys[i + 1] - ys[i])
         sub = ds.read(band, window=strip).astype(np.float64)
@@ -320,15 +335,20 @@ def open_scene(path: Source, pre: PreprocessConfig = PreprocessConfig()) -> Scen
             raise InputError(f"{path}: unsupported data type {dtype} (supported: integer, float, complex)")
         scale = min(1.0, STATS_MAX_SIDE / max(ds.width, ds.height))
         shape = (max(1, round(ds.height * scale)), max(1, round(ds.width * scale)))
+        given = pre.nodata  # None: the file's own
+        nodata = ds.nodatavals[band - 1] if given is None else None if given == "none" else float(given)
         try:
-            vals, mask = _read_band(ds, band, None, shape if scale < 1 else None, dtype.startswith("complex"))
+            vals, mask = _read_band(ds, band, None, shape if scale < 1 else None, dtype.startswith("complex"),
+                                    nodata)
         except RasterioIOError as e:
             raise InputError(f"{path}: unreadable pixel data ({gdal_message(e)})") from None
-        found = find_fill(vals) if declares_nothing(ds, band) else None
-        if found is not None:
-            mask &= ~found.beyond(vals)
-            log.warning("%s: no nodata value declared; %g (%.1f %% of the pixels, far outside the other values) "
-                        "read as nodata", path, found.value, 100 * found.share)
+        holes = (find_fill(vals) if given is None and declares_nothing(ds, band)
+                 else given_fill(vals, nodata) if nodata is not None and given is not None else None)
+        if holes is not None:
+            mask &= ~holes.beyond(vals)
+            if given is None:
+                log.warning("%s: no nodata value declared; %g (%.1f %% of the pixels, far outside the other values) "
+                            "read as nodata", path, holes.value, 100 * holes.share)
         kind = _resolve_kind(pre.kind, dtype, np.where(mask, vals, np.nan) if not np.iscomplexobj(vals)
                              else np.abs(vals))
         logv = to_log(vals, kind)
@@ -346,9 +366,10 @@ def open_scene(path: Source, pre: PreprocessConfig = PreprocessConfig()) -> Scen
         geo = _is_georeferenced(ds)
         gcps, gcp_crs = (None, None) if geo else read_gcps(ds)
         scene = Scene(path=path, width=ds.width, height=ds.height, count=ds.count, dtype=dtype, band=band,
-                      kind=kind, nodata=ds.nodatavals[band - 1] if found is None else found.value,
+                      kind=kind, nodata=nodata if holes is None else holes.value,
                       crs=ds.crs if gcps is None else gcp_crs, transform=ds.transform,
-                      georeferenced=geo, lo=float(lo), hi=float(hi), fill=fill, gcps=gcps, undeclared=found)
+                      georeferenced=geo, lo=float(lo), hi=float(hi), fill=fill, gcps=gcps, holes=holes,
+                      nodata_from="option" if given is not None else "file" if holes is None else "found")
     return _with_exclusion(scene, pre.exclude, valid)
 
 
@@ -404,14 +425,14 @@ def read_unit(scene: Scene, window: Window | None = None, out_shape: tuple[int, 
     own = ds is None
     ds = ds or _open(scene.path)
     try:
-        vals, mask = _read_band(ds, scene.band, window, out_shape, scene.dtype.startswith("complex"))
+        vals, mask = _read_band(ds, scene.band, window, out_shape, scene.dtype.startswith("complex"), scene.nodata)
     except RasterioIOError as e:
         raise InputError(f"{scene.path}: unreadable pixel data ({gdal_message(e)})") from None
     finally:
         if own:
             ds.close()
-    if scene.undeclared is not None:  # the fill and the cells that mix it with data are holes
-        mask &= ~scene.undeclared.beyond(vals)
+    if scene.holes is not None:  # the fill and the cells that mix it with data are holes
+        mask &= ~scene.holes.beyond(vals)
     logv = to_log(vals, scene.kind)
     valid = mask & np.isfinite(logv)
     _keep_isolated_dark(vals, logv, mask, valid, scene.lo, scene.nodata, scene.kind)

@@ -12,7 +12,7 @@ from .base import SarregAlgorithm
 class ApplyAlgorithm(SarregAlgorithm):
     COMMAND, NAME, DISPLAY = "apply", "apply", "Apply transform (re-apply a saved registration)"
     OPTIONS = (("update_georef", False), ("resampling", False), ("fmt", False), ("compress", True),
-               ("warp_mem_mb", True))
+               ("warp_mem_mb", True), ("nodata", True))
 
     def initAlgorithm(self, config=None):  # noqa: N802
         self.addParameter(QgsProcessingParameterFile("REPORT", "Registration report (OUT.report.json)",

@@ -11,9 +11,9 @@ from .base import SarregAlgorithm
 
 class ExtractAlgorithm(SarregAlgorithm):
     COMMAND, NAME, DISPLAY = "extract", "extract", "Extract keypoints"
-    OPTIONS = (("top_k", False), ("band", False), ("kind", True), ("despeckle", True), ("tile_size", True),
-               ("min_scale", True), ("max_scale", True), ("weights", True), ("device", True), ("backend", True),
-               ("precision", True))
+    OPTIONS = (("top_k", False), ("band", False), ("kind", True), ("nodata", True), ("despeckle", True),
+               ("tile_size", True), ("min_scale", True), ("max_scale", True), ("weights", True), ("device", True),
+               ("backend", True), ("precision", True))
 
     def initAlgorithm(self, config=None):  # noqa: N802
         self.addParameter(QgsProcessingParameterMultipleLayers("IMAGES", "Rasters (IMAGE...)",

@@ -14,9 +14,9 @@ REGISTER_OPTIONS = (
     ("features", False), ("model", False), ("threshold", False), ("max_shift", False), ("force", False),
     ("update_georef", False), ("resampling", False), ("fmt", False), ("grid_spacing", True), ("robust", True),
     ("ratio", True), ("min_inliers", True), ("max_rmse", True), ("min_coverage", True), ("band", True),
-    ("moving_band", True), ("kind", True), ("coarse_size", True), ("fine_tile", True), ("n_tiles", True),
-    ("compress", True), ("warp_mem_mb", True), ("weights", True), ("device", True), ("backend", True),
-    ("seed", True), ("resolution", True),
+    ("moving_band", True), ("kind", True), ("nodata", True), ("moving_nodata", True), ("coarse_size", True),
+    ("fine_tile", True), ("n_tiles", True), ("compress", True), ("warp_mem_mb", True), ("weights", True),
+    ("device", True), ("backend", True), ("seed", True), ("resolution", True),
 )
 
 
