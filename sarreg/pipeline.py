@@ -244,6 +244,8 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
     t = time.perf_counter()
     step("relate")
     rs, ms = both(lambda: open_scene(ref, cfg.preprocess), lambda: open_scene(moving, moving_pre(cfg)))
+    if cfg.update_georef and cfg.warp and not (rs.georeferenced and ms.georeferenced):  # before the work, not after
+        raise InputError(f"{moving if rs.georeferenced else ref}: --update-georef needs georeferenced rasters")
     prior = prior_matrix(rs, ms)
     check_bounds(rs, ms, prior)
     ci = read_coarse(rs, ms, prior, cfg)

@@ -17,6 +17,7 @@ from pyproj import Transformer
 
 from sarreg import Report, register
 from sarreg.config import RegisterConfig
+from sarreg.errors import InputError
 from sarreg.estimate import apply_matrix
 from sarreg.synth import reflectivity, speckle, warp_image, write_geotiff
 
@@ -325,6 +326,11 @@ def test_gates_no_warp_force_update_georef(tmp_path, field):
         assert o.transform.c == pytest.approx(REF_T.c + 40.0, abs=3) and o.transform.f == pytest.approx(
             REF_T.f + 30.0, abs=3)
     assert rep.geotransform is not None and rep.map_matrix is not None
+    (tmp_path / "px").mkdir()
+    ref, mov = make_pair(tmp_path / "px", field, m)  # pixel space: refused before any work, no file written
+    with pytest.raises(InputError, match="update-georef needs georeferenced rasters"):
+        register(ref, mov, tmp_path / "px" / "d.tif", SIFT.with_(model="shift", update_georef=True))
+    assert sorted(p.name for p in (tmp_path / "px").iterdir()) == ["moving.tif", "ref.tif"]
 
 
 def _r2d2_weights() -> Path | None:
