@@ -38,20 +38,21 @@ def run(*args: str) -> "CliRunner.Result":
 
 
 def test_extract_reads_the_nodata_option_over_the_tag(tmp_path: Path, geotiff_factory, rng, weights: Path) -> None:
-    """A dB image filled with -9999 on its left but tagged 0: the fill's edge is the strongest structure and gets
-    keypoints; with ``--nodata -9999`` none lies in or next to it."""
+    """A dB image filled with -9999 on its left but tagged 0 (a tag that marks no pixel): read as data (``--nodata
+    none``), the fill's edge is the strongest structure and gets keypoints; found (by default) or given (``--nodata
+    -9999``), none lies in or next to it."""
     db = 10 * np.log10(speckle(reflectivity(256, 288, seed=5), 4, rng))
     db[:, :60] = -9999.0
     img = geotiff_factory(db.astype(np.float32), "wrong.tif", nodata=0.0)
     xs = []
-    for extra in ((), ("--nodata", "-9999")):
-        out = tmp_path / f"out{len(extra)}"
+    for i, extra in enumerate((("--nodata", "none"), (), ("--nodata", "-9999"))):
+        out = tmp_path / f"out{i}"
         r = run(str(img), "--weights", str(weights), "--rel-thr", "0", "--rep-thr", "0", "--top-k", "300",
                 "--min-size", "64", "-o", str(out), *extra)
         assert r.exit_code == 0, r.output
         with np.load(out / "wrong.tif.r2d2") as z:
             xs.append(z["keypoints"][:, 0])
-    assert (xs[0] < 63).sum() > 10 and xs[1].min() > 62
+    assert (xs[0] < 63).sum() > 10 and xs[1].min() > 62 and xs[2].min() > 62
 
 
 def test_extract_geotiff_with_geo_and_quicklook(tmp_path: Path, scene: Path, weights: Path) -> None:

@@ -255,11 +255,12 @@ def _wedged_db(tmp_path: Path, field: np.ndarray, m: np.ndarray, tag: float | No
     return ref, mov
 
 
-def test_nodata_option_overrides_a_wrong_tag(tmp_path, field):
-    """Files filled with -9999 but tagged 0 (a wrong tag: no fill is searched in a tagged file): the fill is data and
-    register fails or is off. ``--nodata -9999`` (``PreprocessConfig.nodata``) is read over the tag: the result is
-    right, the report says where each nodata value came from, the output declares -9999 and holds no fill-data mix;
-    ``--update-georef`` writes the given value as the copy's tag; ``apply --nodata`` warps with it too."""
+def test_a_wrong_nodata_tag_and_the_nodata_option(tmp_path, field):
+    """Files filled with -9999 but tagged 0, a tag that marks no pixel (a default profile's): the fill is found as
+    in an untagged file. ``--nodata none`` turns the search off (the fill is then data and register fails or is off);
+    ``--nodata -9999`` (``PreprocessConfig.nodata``) is read over the tag: the result is right, the report says where
+    each nodata value came from, the output declares -9999 and holds no fill-data mix; ``--update-georef`` writes
+    the value read as nodata as the copy's tag; ``apply --nodata`` warps with it too."""
     from dataclasses import replace
 
     from click.testing import CliRunner
@@ -268,9 +269,14 @@ def test_nodata_option_overrides_a_wrong_tag(tmp_path, field):
 
     m = sim(6.5, -4.25, deg=0.5)
     ref, mov = _wedged_db(tmp_path, field, m, tag=0.0)
-    wrong = register(ref, mov, tmp_path / "wrong.tif", SIFT.with_(fmt="GTiff"))
+    found = register(ref, mov, tmp_path / "found.tif", SIFT.with_(fmt="GTiff"))
+    assert found.status == "ok" and grid_error(found.matrix, m) < 0.5
+    assert found.stages["relate"]["nodata"]["moving"] == {"value": -9999.0, "from": "found"}
+    with rasterio.open(tmp_path / "found.tif") as o:
+        assert o.nodata == -9999.0 and o.read(1)[o.read(1) != -9999.0].min() > -60.0
+    wrong = register(ref, mov, tmp_path / "wrong.tif", SIFT.with_(preprocess=replace(SIFT.preprocess, nodata="none")))
     assert wrong.status != "ok" or grid_error(wrong.matrix, m) > 3
-    assert wrong.stages["relate"]["nodata"]["moving"] == {"value": 0.0, "from": "file"}
+    assert wrong.stages["relate"]["nodata"]["moving"] == {"value": None, "from": "option"}
     cfg = SIFT.with_(fmt="GTiff", preprocess=replace(SIFT.preprocess, nodata="-9999"))
     rep = register(ref, mov, tmp_path / "o.tif", cfg)
     assert rep.status == "ok", rep.message
@@ -281,19 +287,21 @@ def test_nodata_option_overrides_a_wrong_tag(tmp_path, field):
         w = o.read(1)
     data = w[w != -9999.0]
     assert data.size > 0.5 * w.size and data.min() > -60.0
-    # the reference tagged right: the moving raster's own value (--moving-nodata), the tag of an --update-georef copy
+    # the reference tagged right; the moving raster's value (--moving-nodata), the tag of an --update-georef copy
     with rasterio.open(ref, "r+") as ds:
         ds.nodata = -9999.0
     rep = register(ref, mov, tmp_path / "g.tif", SIFT.with_(model="similarity", update_georef=True, moving_nodata=-9999))
     assert rep.status == "ok" and grid_error(rep.matrix, m) < 0.5
-    assert rep.stages["relate"]["nodata"]["reference"] == {"value": -9999.0, "from": "file"}
+    assert rep.stages["relate"]["nodata"] == {"reference": {"value": -9999.0, "from": "file"},
+                                              "moving": {"value": -9999.0, "from": "option"}}
     with rasterio.open(tmp_path / "g.tif") as o, rasterio.open(mov) as i:
         assert o.nodata == -9999.0 and i.nodata == 0.0 and np.array_equal(o.read(1), i.read(1))
-    r = CliRunner().invoke(cli, ["apply", str(tmp_path / "o.report.json"), str(mov), str(tmp_path / "a.tif"),
-                                  "--nodata", "-9999", "--format", "GTiff"])
-    assert r.exit_code == 0, r.output
-    with rasterio.open(tmp_path / "a.tif") as o:
-        assert o.nodata == -9999.0 and np.array_equal(o.read(1), w)
+    for name, extra in (("a.tif", ["--nodata", "-9999"]), ("b.tif", [])):  # given; found by the warp's own sample
+        r = CliRunner().invoke(cli, ["apply", str(tmp_path / "o.report.json"), str(mov), str(tmp_path / name),
+                                      "--format", "GTiff", *extra])
+        assert r.exit_code == 0, r.output
+        with rasterio.open(tmp_path / name) as o:
+            assert o.nodata == -9999.0 and np.array_equal(o.read(1), w)
     r = CliRunner().invoke(cli, ["register", str(ref), str(mov), str(tmp_path / "c.tif"), "--nodata", "x9"])
     assert r.exit_code == 2 and "not a nodata value: 'x9'" in r.output
 

@@ -340,26 +340,34 @@ def test_an_undeclared_fill_value_is_nodata(geotiff_factory, store: str) -> None
         assert np.mean(v1 != v2) < 0.03 and np.allclose(u1[v1 & v2], u2[v1 & v2], atol=0.05)
 
 
-def test_the_nodata_option_is_read_over_the_files_tag(geotiff_factory) -> None:
-    """``PreprocessConfig.nodata`` (``--nodata``): a file filled with -9999 but tagged 0 is read, with the value
-    given, as the same file tagged right (validity, network input, decimated reads without fill-data cells; the tag
-    is not what GDAL skips, so the mix is masked as for a found fill); "none" ignores a tag that marks real data and
-    searches nothing; "nan" is a value like the others; a bad value is one InputError line."""
+def test_a_wrong_tag_and_the_nodata_option(geotiff_factory) -> None:
+    """A file filled with -9999 but tagged 0 (a tag that marks no pixel) is searched and read as the same file tagged
+    right; so it is with ``PreprocessConfig.nodata`` (``--nodata -9999``) given (validity, network input, decimated
+    reads without fill-data cells: the tag is what GDAL skips, so the mix is masked as for a found fill); "none"
+    ignores a tag that marks real data and searches nothing; "nan" is a value like the others; a tag that marks
+    holes is not searched further; a bad value is one InputError line."""
     img = speckle(reflectivity(192, 256, seed=3), 4, np.random.default_rng(1)).astype(np.float32)
     wedge = _wedge(img.shape)
     arr = np.where(wedge, -9999.0, 10 * np.log10(img))
     wrong = geotiff_factory(arr, "wrong.tif", nodata=0.0)
     right = open_scene(geotiff_factory(arr, "right.tif", nodata=-9999.0))
-    assert open_scene(wrong).undeclared is None and read_unit(open_scene(wrong))[1][wedge].all()  # the fill is data
+    assert open_scene(wrong, PreprocessConfig(nodata="none")).undeclared is None
+    assert read_unit(open_scene(wrong, PreprocessConfig(nodata="none")))[1][wedge].all()  # the fill is data
+    found = open_scene(wrong)
+    assert found.undeclared is not None and found.nodata == -9999.0 and found.nodata_from == "found"
     given = open_scene(wrong, PreprocessConfig(nodata="-9999"))
     assert given.nodata == -9999.0 and given.nodata_from == "option" and given.undeclared is None
-    assert given.kind == right.kind and (given.lo, given.hi) == pytest.approx((right.lo, right.hi), abs=0.05)
-    for shape in (None, (48, 64)):
-        u1, v1 = read_unit(given, out_shape=shape)
-        u2, v2 = read_unit(right, out_shape=shape)
-        assert np.mean(v1 != v2) < (0.001 if shape is None else 0.03)
-        assert np.allclose(u1[v1 & v2], u2[v1 & v2], atol=0.05)
-    assert given.warp_nodata == -9999.0 and right.warp_nodata == "file"
+    for scene in (found, given):
+        assert scene.kind == right.kind and (scene.lo, scene.hi) == pytest.approx((right.lo, right.hi), abs=0.05)
+        for shape in (None, (48, 64)):
+            u1, v1 = read_unit(scene, out_shape=shape)
+            u2, v2 = read_unit(right, out_shape=shape)
+            assert np.mean(v1 != v2) < (0.001 if shape is None else 0.03)
+            assert np.allclose(u1[v1 & v2], u2[v1 & v2], atol=0.05)
+        assert scene.warp_nodata == -9999.0
+    assert right.warp_nodata == "file" and right.undeclared is None
+    holes = np.where(np.arange(arr.shape[1]) < 4, 0.0, arr)  # the tag 0 marks a strip: right, not searched
+    assert open_scene(geotiff_factory(holes, "holes.tif", nodata=0.0)).undeclared is None
     # a tag that marks a real value (an amplitude of 100 in uint16 data) and an untagged fill, both declared away
     amp = np.clip(np.round(np.sqrt(img) * 100), 1, 65000)
     tagged = geotiff_factory(amp, "amp.tif", dtype="uint16", nodata=100.0)

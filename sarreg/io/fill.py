@@ -10,7 +10,9 @@ outside the range of the other values (``FAR`` times their 5-95 % spread beyond 
 while a saturated or clipped sensor value sits at the edge of the data, not far beyond it; and most of its pixels lie
 in areas that reach the image's edge (a footprint's outside does; a lake clipped to a sensor's floor does not). And
 0.0 in float dB data when a pile of pixels holds it exactly and no other value repeats (exports that fill masked
-pixels with 0): continuous measurements do not pile up on one value.
+pixels with 0): continuous measurements do not pile up on one value. A file whose nodata tag marks almost no pixel
+(0 or NaN written by a default profile on a file filled with -9999) is searched the same way; the user's own value
+(``--nodata``) goes through ``given_fill``.
 """
 from __future__ import annotations
 
@@ -46,17 +48,26 @@ class Fill:
             return (vals >= self.bound) if self.side == "high" else (vals < self.bound)
 
 
-def find_fill(sample: np.ndarray) -> Fill | None:
+def find_fill(sample: np.ndarray, tag: float | None = None) -> Fill | None:
     """The undeclared fill value of a (decimated, 2-D) sample of a band's raw values, or None: the sample's minimum, or
     an integer type's maximum (65535, 32767), when enough pixels hold it and it lies far from the other values; or
     0.0 in float dB data (mostly negative) held by enough pixels while no other value repeats (continuous values: a
     pile of exact zeros is a fill, not 0 dB measurements). Complex and 8-bit data are not searched (8-bit display
-    images already treat 0 as fill); 0 in linear or amplitude data is invalid anyway (no power)."""
+    images already treat 0 as fill); 0 in linear or amplitude data is invalid anyway (no power).
+
+    ``tag``: the band's nodata tag. A tag that marks (almost) no pixel, less than ``MIN_SHARE``, may be wrong (0 or
+    NaN written by a default profile on a file filled with -9999): the other values are searched; a tag that marks
+    holes is right, and nothing is searched (GDAL's warp takes one nodata value per band)."""
     img = np.asarray(sample)
     if np.iscomplexobj(img) or img.dtype == np.uint8 or img.ndim != 2:
         return None
     top = np.iinfo(img.dtype).max if np.issubdtype(img.dtype, np.integer) else None
     v = img[np.isfinite(img)] if np.issubdtype(img.dtype, np.floating) else img.ravel()
+    if tag is not None and not np.isnan(tag):
+        tagged = v == tag
+        if tagged.mean() >= MIN_SHARE:
+            return None
+        v = v[~tagged]
     if v.size < 100:
         return None
     for c, low in ((v.min(), True), (v.max(), False)):
@@ -114,36 +125,35 @@ def _reaches_edge(fill: np.ndarray) -> bool:
     return bool(np.isin(labels[fill], edge[edge > 0]).mean() >= BORDER)
 
 
-def declares_nothing(ds, band: int) -> bool:
-    """Whether ``band`` of an open rasterio dataset declares no validity: no nodata value and no mask band (GDAL
-    then flags it all valid), so a fill value may hide in its data."""
+def may_hide_fill(ds, band: int) -> bool:
+    """Whether ``band`` of an open rasterio dataset may hide a fill value among its data: its validity is a nodata
+    tag or nothing (GDAL then flags it all valid), not a mask band (which says where the data is)."""
     from rasterio.enums import MaskFlags
 
-    return ds.nodatavals[band - 1] is None and MaskFlags.all_valid in ds.mask_flag_enums[band - 1]
+    flags = ds.mask_flag_enums[band - 1]
+    return MaskFlags.all_valid in flags or MaskFlags.nodata in flags
 
 
 def sample_fill(ds, band: int, max_side: int = 1024) -> Fill | None:
-    """``find_fill`` on a decimated read of ``band`` of an open rasterio dataset, when the band declares no validity
-    (``declares_nothing``); None otherwise. Used where no Scene is at hand (the warp)."""
+    """``find_fill`` on a decimated read of ``band`` of an open rasterio dataset, when its validity is a tag or nothing
+    (``may_hide_fill``); None otherwise. Used where no Scene is at hand (the warp)."""
     from rasterio.enums import Resampling
 
     dtype = ds.dtypes[band - 1]
-    if not declares_nothing(ds, band) or dtype.startswith("complex") or dtype == "uint8":
+    if not may_hide_fill(ds, band) or dtype.startswith("complex") or dtype == "uint8":
         return None  # (nothing to search: no read)
     scale = min(1.0, max_side / max(ds.width, ds.height))
     shape = (max(1, round(ds.height * scale)), max(1, round(ds.width * scale)))
-    return find_fill(ds.read(band, out_shape=shape, resampling=Resampling.nearest))
+    return find_fill(ds.read(band, out_shape=shape, resampling=Resampling.nearest), ds.nodatavals[band - 1])
 
 
 def warp_nodata(ds, option: float | str) -> float | str | None:
     """The warp's ``srcNodata`` (``gdal.Warp``) for band 1 of an open rasterio dataset and a nodata ``option``
     (``sarreg.warp.warp_to_grid``): a number, "None" (GDAL's word for ignoring the tags) or None (no nodata).
-    "auto": the tag, else a fill value found in a file that declares none."""
+    "auto": a fill value the file does not declare (``sample_fill``), else its tag."""
     if option == "none":
         return "None"
     if option not in ("auto", "file"):
         return float(option)
-    if ds.nodata is not None or option == "file":
-        return ds.nodata
-    found = sample_fill(ds, 1)  # a fill value the file does not declare (-9999 ...) is nodata too: not resampled in
-    return None if found is None else found.value
+    found = sample_fill(ds, 1) if option == "auto" else None  # a fill the file does not declare: not resampled in
+    return ds.nodata if found is None else found.value

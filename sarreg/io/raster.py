@@ -36,7 +36,7 @@ from rasterio.windows import Window
 from sarreg.config import PreprocessConfig
 from sarreg.errors import InputError
 from sarreg.io.exclude import Exclusion, load_exclusion
-from sarreg.io.fill import Fill, declares_nothing, find_fill, given_fill
+from sarreg.io.fill import Fill, find_fill, given_fill, may_hide_fill
 from sarreg.io.gcps import Gcps, map_to_pixel, pixel_to_map, read_gcps
 from sarreg.io.source import Source, is_network, open_options, resolve_input
 
@@ -342,13 +342,14 @@ def open_scene(path: Source, pre: PreprocessConfig = PreprocessConfig()) -> Scen
                                     nodata)
         except RasterioIOError as e:
             raise InputError(f"{path}: unreadable pixel data ({gdal_message(e)})") from None
-        holes = (find_fill(vals) if given is None and declares_nothing(ds, band)
+        holes = (find_fill(vals, nodata) if given is None and may_hide_fill(ds, band)
                  else given_fill(vals, nodata) if nodata is not None and given is not None else None)
         if holes is not None:
             mask &= ~holes.beyond(vals)
             if given is None:
-                log.warning("%s: no nodata value declared; %g (%.1f %% of the pixels, far outside the other values) "
-                            "read as nodata", path, holes.value, 100 * holes.share)
+                log.warning("%s: %s; %g (%.1f %% of the pixels, far outside the other values) read as nodata (--nodata "
+                            "overrides)", path, "no nodata value declared" if nodata is None else
+                            f"the nodata tag {nodata:g} marks almost no pixel", holes.value, 100 * holes.share)
         kind = _resolve_kind(pre.kind, dtype, np.where(mask, vals, np.nan) if not np.iscomplexobj(vals)
                              else np.abs(vals))
         logv = to_log(vals, kind)
@@ -425,7 +426,8 @@ def read_unit(scene: Scene, window: Window | None = None, out_shape: tuple[int, 
     own = ds is None
     ds = ds or _open(scene.path)
     try:
-        vals, mask = _read_band(ds, scene.band, window, out_shape, scene.dtype.startswith("complex"), scene.nodata)
+        tag = scene.nodata if scene.nodata_from == "option" else ds.nodatavals[scene.band - 1]  # (found: ``holes``)
+        vals, mask = _read_band(ds, scene.band, window, out_shape, scene.dtype.startswith("complex"), tag)
     except RasterioIOError as e:
         raise InputError(f"{scene.path}: unreadable pixel data ({gdal_message(e)})") from None
     finally:
