@@ -52,6 +52,7 @@ ENCODINGS = {
     "db_m9999_tagged0_option": (lambda p, db: db, -9999.0, 0.0, "float32", "-9999"),
     "linear_m9999_tagged0": (lambda p, db: p, -9999.0, 0.0, "float32"),
     "linear_m9999_tagged0_option": (lambda p, db: p, -9999.0, 0.0, "float32", "-9999"),
+    "db_m9999_taggednan": (lambda p, db: db, -9999.0, float("nan"), "float32"),
 }
 
 
