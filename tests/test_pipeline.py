@@ -212,34 +212,6 @@ def test_nodata_borders_multiband_and_models(tmp_path, field):
     assert not (tmp_path / "shift.tif").exists()
 
 
-def test_an_undeclared_fill_value_is_nodata_not_data(tmp_path, field):
-    """dB rasters whose outside (a turned footprint's wedges) holds -9999 and no nodata tag, as scripts write them:
-    read as data, the fill squeezed the scene's grey range and its edge was the strongest structure (register
-    failed, or matched the two footprints' edges). Now it is nodata (and reported), the registration is right, and
-    the output declares -9999 with no mix of fill and data resampled along the edge."""
-    m = sim(6.5, -4.25, deg=0.5)
-    ref, mov = make_pair(tmp_path, field, m)
-    y, x = np.mgrid[0:N, 0:N]
-    wedges = {ref: (y < 0.2 * (N - x) - 30) | (x > N - 60 + 0.2 * y),
-              mov: (x < 0.2 * y - 20) | (y > N - 50 + 0.2 * x)}
-    for path, wedge in wedges.items():
-        with rasterio.open(path) as ds:
-            p, t = ds.read(1), ds.transform
-        db = np.where(wedge | (p <= 0), -9999.0, 10 * np.log10(np.maximum(p, 1e-6)))
-        write_geotiff(path, db.astype(np.float32), t, None, nodata=None)  # no nodata tag
-    out = tmp_path / "o.tif"
-    rep = register(ref, mov, out, SIFT.with_(fmt="GTiff"))
-    assert rep.status == "ok", rep.message
-    assert grid_error(rep.matrix, m) < 0.5
-    assert rep.stages["relate"]["undeclared_nodata"] == {"reference": -9999.0, "moving": -9999.0}
-    assert rep.stages["relate"]["kind"] == {"reference": "db", "moving": "db"}
-    with rasterio.open(out) as o:
-        assert o.nodata == -9999.0
-        w = o.read(1)
-    data = w[w != -9999.0]
-    assert data.size > 0.5 * w.size and data.min() > -60.0  # no value between the fill and the data
-
-
 def _wedged_db(tmp_path: Path, field: np.ndarray, m: np.ndarray, tag: float | None) -> tuple[Path, Path]:
     """A georeferenced dB pair (both on one UTM grid) whose outside (turned footprints' wedges) holds -9999, tagged
     with ``tag`` (None: no tag)."""
@@ -253,6 +225,26 @@ def _wedged_db(tmp_path: Path, field: np.ndarray, m: np.ndarray, tag: float | No
         db = np.where(wedge | (p <= 0), -9999.0, 10 * np.log10(np.maximum(p, 1e-6)))
         write_geotiff(path, db.astype(np.float32), Affine(10, 0, 500000, 0, -10, 4000000), "EPSG:32631", nodata=tag)
     return ref, mov
+
+
+def test_an_undeclared_fill_value_is_nodata_not_data(tmp_path, field):
+    """dB rasters whose outside (a turned footprint's wedges) holds -9999 and no nodata tag, as scripts write them:
+    read as data, the fill squeezed the scene's grey range and its edge was the strongest structure (register
+    failed, or matched the two footprints' edges). Now it is nodata (and reported), the registration is right, and
+    the output declares -9999 with no mix of fill and data resampled along the edge."""
+    m = sim(6.5, -4.25, deg=0.5)
+    ref, mov = _wedged_db(tmp_path, field, m, tag=None)
+    out = tmp_path / "o.tif"
+    rep = register(ref, mov, out, SIFT.with_(fmt="GTiff"))
+    assert rep.status == "ok", rep.message
+    assert grid_error(rep.matrix, m) < 0.5
+    assert rep.stages["relate"]["undeclared_nodata"] == {"reference": -9999.0, "moving": -9999.0}
+    assert rep.stages["relate"]["kind"] == {"reference": "db", "moving": "db"}
+    with rasterio.open(out) as o:
+        assert o.nodata == -9999.0
+        w = o.read(1)
+    data = w[w != -9999.0]
+    assert data.size > 0.5 * w.size and data.min() > -60.0  # no value between the fill and the data
 
 
 def test_a_wrong_nodata_tag_and_the_nodata_option(tmp_path, field):
