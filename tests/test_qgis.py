@@ -180,6 +180,9 @@ def test_spec_option_args():
     assert spec.option_args(spec.option("batch", "resume"), False) == ["--no-resume"]
     assert spec.option_args(spec.option("register", "model"), "local") == ["--model", "local"]
     assert spec.param_name(spec.option("register", "fmt")) == "FORMAT"
+    nodata = spec.option("register", "nodata")  # free text (a number, nan, none), checked by the CLI
+    assert nodata["type"] == "string" and spec.param_name(nodata) == "NODATA"
+    assert spec.option_args(nodata, "") == [] and spec.option_args(nodata, "-9999") == ["--nodata", "-9999"]
     with pytest.raises(KeyError):
         spec.option("register", "nonsense")
 
@@ -289,12 +292,15 @@ def test_qgis_process_register(registered, pair):
 def test_qgis_process_low_quality_is_a_result_to_inspect(qgis_env, pair, tmp_path):
     """Exit 2 (low quality) is not a crash in QGIS: the status, the tie points and the reason come back, no raster."""
     r = qgis_process(qgis_env, "--json", "run", "sarreg:register", "--", f"REFERENCE={pair['ref']}",
-                     f"MOVING={pair['moving']}", "FEATURES=sift", "MAX_SHIFT=0.5", f"OUTPUT={tmp_path / 'out.tif'}")
+                     f"MOVING={pair['moving']}", "FEATURES=sift", "MAX_SHIFT=0.5", "MOVING_NODATA=0",
+                     f"OUTPUT={tmp_path / 'out.tif'}")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     res = json.loads(r.stdout)["results"]
     assert res["STATUS"] == "low_quality" and res["OUTPUT"] is None and not (tmp_path / "out.tif").exists()
     assert Path(res["TIEPOINTS"]).exists() and Path(res["REPORT"]).exists()
-    assert "exceeds --max-shift" in json.loads(Path(res["REPORT"]).read_text())["message"]
+    rep = json.loads(Path(res["REPORT"]).read_text())
+    assert "exceeds --max-shift" in rep["message"]
+    assert rep["options"]["moving_nodata"] == 0.0 and rep["stages"]["relate"]["nodata"]["moving"]["from"] == "option"
 
 
 def test_qgis_process_bad_input_fails_with_the_cli_error(qgis_env, pair, tmp_path):
