@@ -209,3 +209,6 @@ cli.add_command(apply)
 
 from sarreg.cli.batch import batch  # noqa: E402
 cli.add_command(batch)
+
+from sarreg.cli.info import info  # noqa: E402
+cli.add_command(info)

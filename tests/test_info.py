@@ -1,0 +1,50 @@
+"""``sarreg info``: what register / extract will read from a raster, on real files written here."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from click.testing import CliRunner
+
+from sarreg.cli import cli
+from sarreg.synth import reflectivity, speckle
+
+
+def _info(*args: str):
+    return CliRunner().invoke(cli, ["info", *args])
+
+
+def test_info_reports_the_reading_of_each_raster(geotiff_factory, rng) -> None:
+    """Kind, nodata and its origin (a fill found behind a tag that marks no pixel, the tag, --nodata), the share of
+    valid pixels, the grey range and the georeferencing, as JSON and as text; the options change the reading."""
+    p = speckle(reflectivity(160, 200, seed=2), 4, rng).astype(np.float32)
+    db = 10 * np.log10(p)
+    db[:, :40] = -9999.0
+    wrong = geotiff_factory(db, "wrong.tif", nodata=0.0)
+    tagged = geotiff_factory(p, "tagged.tif", nodata=0.0)
+    plain = geotiff_factory(np.asarray(p), "plain.tif", crs=None)
+    r = _info("--json", str(wrong), str(tagged), str(plain))
+    assert r.exit_code == 0, r.output
+    a, b, c = json.loads(r.stdout)
+    assert a["kind"] == "db" and a["nodata"] == {"value": -9999.0, "from": "found", "share": 0.2, "tag": 0.0}
+    assert a["valid_fraction"] == 0.8 and a["range"]["unit"] == "dB"
+    assert -40 < a["range"]["low"] < a["range"]["high"] < 20
+    assert a["crs"] == "EPSG:32631" and a["pixel_size"] == [10.0, 10.0] and a["located_by"] == "geotransform"
+    assert b["kind"] == "linear" and b["nodata"] == {"value": 0.0, "from": "file"} and b["valid_fraction"] == 1.0
+    assert c["located_by"] is None and "crs" not in c
+    r = _info("--json", "--nodata", "none", str(wrong))
+    d = json.loads(r.stdout)[0]
+    assert d["nodata"] == {"value": None, "from": "option"} and d["valid_fraction"] == 1.0
+    r = _info(str(wrong))
+    assert r.exit_code == 0 and "nodata: -9999 (found in the data, 20.0 % of the pixels; the file's tag 0 marks " \
+                                "almost no pixel); valid: 80.0 %" in r.stdout
+    assert "pixel space" in _info(str(plain)).stdout
+
+
+def test_info_refuses_what_register_refuses(tmp_path, geotiff_factory) -> None:
+    """A missing file and an all-nodata raster: exit 1 and register's one-line error."""
+    r = _info(str(tmp_path / "nope.tif"))
+    assert r.exit_code == 1 and r.output.strip() == f"sarreg: error: {tmp_path / 'nope.tif'}: file not found"
+    empty = geotiff_factory(np.zeros((64, 64), np.float32), "empty.tif", nodata=0.0)
+    r = _info(str(empty))
+    assert r.exit_code == 1 and "all pixels are nodata/invalid in band 1" in r.output
