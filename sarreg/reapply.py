@@ -147,3 +147,16 @@ def grid_of(path: Path) -> dict[str, Any]:
         if gcps:
             d.update(gcps=[list(g) for g in gcps], gcp_crs_wkt=crs.to_wkt() if crs is not None else None)
         return d
+
+
+def registered_nodata(data: dict[str, Any], target: str | Path) -> float | str:
+    """``apply``'s nodata for ``target`` when none is given: the value ``register`` read as nodata in its moving raster
+    (a fill value found in the data, or ``--moving-nodata`` / ``--nodata``) when ``target`` is that raster, else
+    "auto" (``target``'s own tag, or a fill value found in a file that declares nothing; ``sarreg.warp``)."""
+    moving = (((data.get("stages") or {}).get("relate") or {}).get("nodata") or {}).get("moving") or {}
+    a, b = str(data.get("moving") or ""), str(target)
+    if moving.get("from") not in ("found", "option") or not a:
+        return "auto"
+    if a != b and not (Path(a).exists() and Path(b).exists() and Path(a).samefile(b)):
+        return "auto"  # another raster (another polarisation, product, crop): its own nodata
+    return "none" if moving.get("value") is None else moving["value"]

@@ -227,6 +227,23 @@ def _wedged_db(tmp_path: Path, field: np.ndarray, m: np.ndarray, tag: float | No
     return ref, mov
 
 
+def test_registered_nodata_follows_the_raster_register_read(tmp_path):
+    """``apply`` and a batch chain's warp reuse the nodata value register read in the raster it registered (found or
+    given), for that raster only; the file's own otherwise ("auto")."""
+    from sarreg.reapply import registered_nodata
+
+    mov = tmp_path / "m.tif"
+    mov.write_bytes(b"x")
+    rep = lambda v, f: {"moving": str(mov), "stages": {"relate": {"nodata": {"moving": {"value": v, "from": f}}}}}
+    assert registered_nodata(rep(-9999.0, "found"), mov) == -9999.0
+    assert registered_nodata(rep(-9999.0, "found"), tmp_path / "." / "m.tif") == -9999.0  # the same file
+    assert registered_nodata(rep(None, "option"), mov) == "none"
+    assert registered_nodata(rep("nan", "option"), mov) == "nan"
+    assert registered_nodata(rep(0.0, "file"), mov) == "auto"
+    assert registered_nodata(rep(-9999.0, "found"), tmp_path / "other.tif") == "auto"
+    assert registered_nodata({}, mov) == "auto" and registered_nodata({"stages": None}, mov) == "auto"
+
+
 def test_an_undeclared_fill_value_is_nodata_not_data(tmp_path, field):
     """dB rasters whose outside (a turned footprint's wedges) holds -9999 and no nodata tag, as scripts write them:
     read as data, the fill squeezed the scene's grey range and its edge was the strongest structure (register
@@ -282,18 +299,28 @@ def test_a_wrong_nodata_tag_and_the_nodata_option(tmp_path, field):
     # the reference tagged right; the moving raster's value (--moving-nodata), the tag of an --update-georef copy
     with rasterio.open(ref, "r+") as ds:
         ds.nodata = -9999.0
-    rep = register(ref, mov, tmp_path / "g.tif", SIFT.with_(model="similarity", update_georef=True, moving_nodata=-9999))
+    cfg = SIFT.with_(model="similarity", update_georef=True, moving_nodata=-9999)
+    rep = register(ref, mov, tmp_path / "g.tif", cfg)
     assert rep.status == "ok" and grid_error(rep.matrix, m) < 0.5
     assert rep.stages["relate"]["nodata"] == {"reference": {"value": -9999.0, "from": "file"},
                                               "moving": {"value": -9999.0, "from": "option"}}
     with rasterio.open(tmp_path / "g.tif") as o, rasterio.open(mov) as i:
         assert o.nodata == -9999.0 and i.nodata == 0.0 and np.array_equal(o.read(1), i.read(1))
-    for name, extra in (("a.tif", ["--nodata", "-9999"]), ("b.tif", [])):  # given; found by the warp's own sample
-        r = CliRunner().invoke(cli, ["apply", str(tmp_path / "o.report.json"), str(mov), str(tmp_path / name),
-                                      "--format", "GTiff", *extra])
+    # apply: the value given; by default the value register found in that raster (the warp alone does not search
+    # a tagged file); the raster's own tag for another raster
+    with rasterio.open(tmp_path / "found.tif") as o:
+        w_found = o.read(1)
+    other = tmp_path / "other.tif"
+    other.write_bytes(mov.read_bytes())
+    for name, report, raster, extra, want in (("a.tif", "o", mov, ["--nodata", "-9999"], w),
+                                              ("b.tif", "found", mov, [], w_found),
+                                              ("c.tif", "found", other, [], None)):
+        r = CliRunner().invoke(cli, ["apply", str(tmp_path / f"{report}.report.json"), str(raster),
+                                      str(tmp_path / name), "--format", "GTiff", *extra])
         assert r.exit_code == 0, r.output
         with rasterio.open(tmp_path / name) as o:
-            assert o.nodata == -9999.0 and np.array_equal(o.read(1), w)
+            assert o.nodata == (0.0 if want is None else -9999.0)
+            assert want is None or np.array_equal(o.read(1), want)
     r = CliRunner().invoke(cli, ["register", str(ref), str(mov), str(tmp_path / "c.tif"), "--nodata", "x9"])
     assert r.exit_code == 2 and "not a nodata value: 'x9'" in r.output
 

@@ -14,6 +14,7 @@ import numpy as np
 from sarreg.batch.files import error_text
 from sarreg.batch.results import SceneResult, matrix_fields, worst
 from sarreg.batch.tasks import run_scene, warp_scene
+from sarreg.reapply import registered_nodata
 
 if TYPE_CHECKING:
     from sarreg.batch.runner import Run
@@ -97,7 +98,8 @@ def run_chain(run: "Run", keys: list[str], todo: list[str]) -> None:
             status[k] = worst(status[last], res.status)
             rss[k] = rss[last] + (res.rmse_px or 0.0) ** 2
             task = run.task(k, str(run.ref), run.config, tag="-warp")
-            task.update(matrix=T[k].tolist(), via=last or "reference", link=link_summary(r.get("report")))
+            task.update(matrix=T[k].tolist(), via=last or "reference", link=link_summary(r.get("report")),
+                        nodata=registered_nodata(r.get("report") or {}, task["moving"]))  # as the link read it
             f = run.client.submit(warp_scene, task, key=f"sarreg-warp-{k}-{run.run_id}", pure=False)
             kind[f] = ("warp", k)
             ac.add(f)

@@ -120,8 +120,8 @@ def warp_scene(task: dict[str, Any]) -> dict[str, Any]:
         tr = PixelTransform(model, m)
         grid = Grid.from_dict(task["grid"])
         target = stage / (key + OUT_SUFFIX)
-        nodata = moving_pre(cfg).nodata  # --moving-nodata / --nodata; None: the file's own
-        nodata = "auto" if nodata is None else nodata
+        nodata = moving_pre(cfg).nodata  # --moving-nodata / --nodata, else what the scene's link registration read
+        nodata = task.get("nodata", "auto") if nodata is None else nodata
         if cfg.warp:
             if cfg.update_georef:
                 update_georef(moving, tr, grid, target, fmt=cfg.fmt, compress=cfg.compress, nodata=nodata)

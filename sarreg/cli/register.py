@@ -118,7 +118,11 @@ def register(ref: Path | str, moving: Path | str, out: Path, as_json: bool, asse
 @click.argument("out", type=path_arg)
 @update_georef_opt
 @output_options
-@config_option(P, "nodata", type=NodataArg(), metavar="VALUE", help=NODATA_HELP.format(what="MOVING"))
+@config_option(P, "nodata", type=NodataArg(), metavar="VALUE",
+               help="Value that marks no data in MOVING, over the file's own nodata tag: a number, nan, or none. "
+                    "Default: the value register read as nodata in MOVING when it is the raster registered (its tag, "
+                    "a fill value found in the data, or --nodata), else MOVING's tag, or a fill value found far "
+                    "outside the data of a file that declares none.")
 @asset_opt
 @pol_opt
 def apply(report: Path, moving: Path | str, out: Path, update_georef: bool, overwrite: bool, fmt: str, compress: str,
@@ -129,12 +133,11 @@ def apply(report: Path, moving: Path | str, out: Path, update_georef: bool, over
     MOVING may be on another grid than the raster that was registered (other resolution, crop, CRS): it is related
     to it through the georeferencings. An output that would hold no valid pixel is refused (exit 1, no file)."""
     from sarreg.outputs import Staging, check_raster_name, check_write_set, clean_stale, temp_path
-    from sarreg.reapply import grid_of, target_transform
+    from sarreg.reapply import grid_of, registered_nodata, target_transform
     from sarreg.io.source import resolve_input
     from sarreg.warp import Grid, output_grid, update_georef as write_georef, warp_to_grid
 
     RegisterConfig(update_georef=update_georef, resolution=resolution).validate()  # the combination, the value
-    nodata = "auto" if nodata is None else nodata
     moving = resolve_input(moving, asset, pol)  # a STAC Item -> its asset, a S1 product -> its measurement
     check_raster_name(out)
     check_write_set([out], [report, moving], overwrite)  # before any work; never the report or the raster
@@ -148,6 +151,8 @@ def apply(report: Path, moving: Path | str, out: Path, update_georef: bool, over
     if not isinstance(data, dict) or not data.get("transform") or not data.get("reference_grid"):
         raise InputError(f"{report}: holds no transform (status {data.get('status') if isinstance(data, dict) else '?'})")
     moving_grid = Grid.from_dict(grid_of(moving))  # also a clear error for missing / unreadable rasters
+    if nodata is None:  # the value register read in this very raster (found or given), else MOVING's own
+        nodata = registered_nodata(data, moving)
     # MOVING on another grid than the registered raster: composed through the georeferencings
     tr, grid = target_transform(data, report, moving)
     clean_stale([out])

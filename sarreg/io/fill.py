@@ -135,22 +135,24 @@ def may_hide_fill(ds, band: int) -> bool:
 
 
 def sample_fill(ds, band: int, max_side: int = 1024) -> Fill | None:
-    """``find_fill`` on a decimated read of ``band`` of an open rasterio dataset, when its validity is a tag or nothing
-    (``may_hide_fill``); None otherwise. Used where no Scene is at hand (the warp)."""
-    from rasterio.enums import Resampling
+    """``find_fill`` on a decimated read of ``band`` of an open rasterio dataset, when the band declares no validity
+    (no nodata tag, no mask band); None otherwise. Used where no Scene is at hand (the warp). Tagged files are not
+    searched here: the read costs about a second at 10240² (0.91 s), 9 % of a warp, for every tagged file; callers
+    with a Scene (``register``) pass its finding instead, tag or not."""
+    from rasterio.enums import MaskFlags, Resampling
 
     dtype = ds.dtypes[band - 1]
-    if not may_hide_fill(ds, band) or dtype.startswith("complex") or dtype == "uint8":
+    if MaskFlags.all_valid not in ds.mask_flag_enums[band - 1] or dtype.startswith("complex") or dtype == "uint8":
         return None  # (nothing to search: no read)
     scale = min(1.0, max_side / max(ds.width, ds.height))
     shape = (max(1, round(ds.height * scale)), max(1, round(ds.width * scale)))
-    return find_fill(ds.read(band, out_shape=shape, resampling=Resampling.nearest), ds.nodatavals[band - 1])
+    return find_fill(ds.read(band, out_shape=shape, resampling=Resampling.nearest))
 
 
 def warp_nodata(ds, option: float | str) -> float | str | None:
     """The warp's ``srcNodata`` (``gdal.Warp``) for band 1 of an open rasterio dataset and a nodata ``option``
     (``sarreg.warp.warp_to_grid``): a number, "None" (GDAL's word for ignoring the tags) or None (no nodata).
-    "auto": a fill value the file does not declare (``sample_fill``), else its tag."""
+    "auto": the tag, else a fill value found in a file that declares nothing (``sample_fill``)."""
     if option == "none":
         return "None"
     if option not in ("auto", "file"):

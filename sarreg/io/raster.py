@@ -425,8 +425,8 @@ def read_unit(scene: Scene, window: Window | None = None, out_shape: tuple[int, 
     """
     own = ds is None
     ds = ds or _open(scene.path)
+    tag = scene.nodata if scene.nodata_from == "option" else ds.nodatavals[scene.band - 1]  # (found: ``holes``)
     try:
-        tag = scene.nodata if scene.nodata_from == "option" else ds.nodatavals[scene.band - 1]  # (found: ``holes``)
         vals, mask = _read_band(ds, scene.band, window, out_shape, scene.dtype.startswith("complex"), tag)
     except RasterioIOError as e:
         raise InputError(f"{scene.path}: unreadable pixel data ({gdal_message(e)})") from None
@@ -437,7 +437,7 @@ def read_unit(scene: Scene, window: Window | None = None, out_shape: tuple[int, 
         mask &= ~scene.holes.beyond(vals)
     logv = to_log(vals, scene.kind)
     valid = mask & np.isfinite(logv)
-    _keep_isolated_dark(vals, logv, mask, valid, scene.lo, scene.nodata, scene.kind)
+    _keep_isolated_dark(vals, logv, mask, valid, scene.lo, tag, scene.kind)
     if scene.exclude is not None:
         valid &= ~scene.exclude.mask(window, valid.shape, scene.shape)
     return unit_scale(logv, scene.lo, scene.hi, scene.fill, pre.despeckle), valid
