@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from sarreg.batch.files import atomic_write, dumps, error_text
+from sarreg.batch.files import SceneWarnings, atomic_write, dumps, error_text
 from sarreg.config import RegisterConfig
 from sarreg.features import Features
 from sarreg.pipeline import Extractor
@@ -187,17 +187,20 @@ def prepare_reference(ref: str, ref_sha: str, config: RegisterConfig, cache_dir:
     info: dict[str, Any] = {"features": None, "cache_hit": False, "entries": 0, "error": None}
     if cache_dir is None:
         return info
-    try:
-        ext = process_extractor(config)
-        folder = cache_folder(Path(cache_dir), ref_sha, config, ext)
-        if (folder / INDEX).is_file():
-            info["cache_hit"] = True
-        else:
-            record_reference(ref, ref_sha, probes, config, ext, folder)
-        info["entries"] = len(load_index(str(folder)).entries)
-        info["features"] = str(folder)
-    except Exception as e:  # noqa: BLE001 - logged and returned; scenes still run without the cache
-        info["error"] = error_text(e)
-        log.warning("reference features not cached: %s", info["error"])
+    with SceneWarnings(ref, *probes) as seen:  # (the scenes' results repeat them: not printed by the worker)
+        try:
+            ext = process_extractor(config)
+            folder = cache_folder(Path(cache_dir), ref_sha, config, ext)
+            if (folder / INDEX).is_file():
+                info["cache_hit"] = True
+            else:
+                record_reference(ref, ref_sha, probes, config, ext, folder)
+            info["entries"] = len(load_index(str(folder)).entries)
+            info["features"] = str(folder)
+        except Exception as e:  # noqa: BLE001 - logged and returned; scenes still run without the cache
+            info["error"] = error_text(e)
+            log.warning("reference features not cached: %s", info["error"])
+    if seen.lines:
+        info["warnings"] = seen.lines
     info["time_s"] = round(time.perf_counter() - t0, 3)
     return info

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from sarreg.batch.cache import CachingExtractor, load_index, process_extractor
-from sarreg.batch.files import atomic_write, dumps, error_text, input_sha256
+from sarreg.batch.files import SceneWarnings, atomic_write, dumps, error_text, input_sha256
 from sarreg.batch.manifest import publish
 from sarreg.batch.results import OUT_SUFFIX, STATUSES, num, result_fields
 from sarreg.config import RegisterConfig
@@ -52,7 +52,7 @@ def register_scene(ref: str, moving: str, out: str, config: RegisterConfig,
 def _recorded(e: Exception, moving: Any, where: str) -> str:
     """A scene's error as recorded in its result; unexpected ones (not SarregError) also logged with traceback."""
     if not isinstance(e, SarregError):
-        log.warning("%s: unexpected error%s\n%s", moving, where, traceback.format_exc())
+        log.error("%s: unexpected error%s\n%s", moving, where, traceback.format_exc())
     return error_text(e)
 
 
@@ -69,26 +69,29 @@ def run_scene(task: dict[str, Any]) -> dict[str, Any]:
     cfg: RegisterConfig = task["config"]
     res: dict[str, Any] = {"scene": key, "path": moving, "status": "failed"}
     out: dict[str, Any] = {"key": key, "result": res, "outputs": {}, "report": None, "host": socket.gethostname()}
-    try:
-        stage.mkdir(parents=True, exist_ok=True)
-        report, res["ref_cache_hits"] = register_scene(task["ref"], moving, str(stage / (key + OUT_SUFFIX)), cfg,
-                                                       task.get("ref_info"))
-        out["report"] = json.loads(report.to_json())
-        res["status"] = report.status if report.status in STATUSES else "failed"
-        res["error"] = (report.message or "registration failed") if res["status"] != "ok" else None
-        prior = georef_prior(task["ref"], moving, cfg) if report.matrix is not None else None
-        res.update(result_fields(report, task["grid"], prior))
-        timings: dict[str, float] = dict(report.timings_s or {})
-        t = time.perf_counter()
-        out["input_sha256"] = input_sha256(moving)
-        out["outputs"] = publish(stage, outdir)
-        timings["publish"] = time.perf_counter() - t
-        timings["cpu"] = time.process_time() - cpu0  # CPU seconds of the worker process (all its threads)
-        res["timings"] = {k: round(float(v), 3) for k, v in timings.items() if num(v) is not None}
-    except Exception as e:  # noqa: BLE001 - a scene's failure must never stop the batch: it is its result
-        res["status"], res["error"] = "failed", _recorded(e, moving, "")
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
+    with SceneWarnings(task["ref"], moving) as seen:  # (kept in the result, not printed by the worker)
+        try:
+            stage.mkdir(parents=True, exist_ok=True)
+            report, res["ref_cache_hits"] = register_scene(task["ref"], moving, str(stage / (key + OUT_SUFFIX)), cfg,
+                                                           task.get("ref_info"))
+            out["report"] = json.loads(report.to_json())
+            res["status"] = report.status if report.status in STATUSES else "failed"
+            res["error"] = (report.message or "registration failed") if res["status"] != "ok" else None
+            prior = georef_prior(task["ref"], moving, cfg) if report.matrix is not None else None
+            res.update(result_fields(report, task["grid"], prior))
+            timings: dict[str, float] = dict(report.timings_s or {})
+            t = time.perf_counter()
+            out["input_sha256"] = input_sha256(moving)
+            out["outputs"] = publish(stage, outdir)
+            timings["publish"] = time.perf_counter() - t
+            timings["cpu"] = time.process_time() - cpu0  # CPU seconds of the worker process (all its threads)
+            res["timings"] = {k: round(float(v), 3) for k, v in timings.items() if num(v) is not None}
+        except Exception as e:  # noqa: BLE001 - a scene's failure must never stop the batch: it is its result
+            res["status"], res["error"] = "failed", _recorded(e, moving, "")
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
+    if seen.lines:
+        res["warnings"] = seen.lines
     res["time_s"] = round(time.perf_counter() - t0, 3)
     return out
 
