@@ -450,3 +450,23 @@ def test_batch_local_model_writes_offsets_and_commits_them(series, client, tmp_p
     doc = _check_outputs_verify(outdir)
     outs = next(iter(doc["scenes"].values()))["outputs"]
     assert any(name.endswith(".offsets.tif") for name in outs), outs
+
+
+def test_scene_warnings_are_kept_for_the_scene(capfd) -> None:
+    """Inside a worker task, a warning that names one of the scene's inputs goes into the scene's result, once; a
+    warning about another file and errors still reach stderr (Python's last-resort handler, as without it)."""
+    import logging
+
+    from sarreg.batch.files import SceneWarnings
+
+    log = logging.getLogger("sarreg.io.raster")
+    with SceneWarnings("/d/ref.tif", "/d/s1.tif") as seen:
+        log.warning("%s: no nodata value declared; -9999 read as nodata", "/d/s1.tif")
+        log.warning("%s: no nodata value declared; -9999 read as nodata", "/d/s1.tif")
+        log.warning("%s: something else", "/d/s2.tif")
+        log.error("/d/s1.tif: unexpected error\nTraceback ...")
+    log.warning("/d/ref.tif: after the task")
+    assert seen.lines == ["/d/s1.tif: no nodata value declared; -9999 read as nodata"]
+    err = capfd.readouterr().err
+    assert "/d/s2.tif: something else" in err and "Traceback ..." in err and "s1.tif: no nodata" not in err
+    assert seen not in logging.getLogger("sarreg").handlers
