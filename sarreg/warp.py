@@ -403,7 +403,9 @@ def update_georef(moving: str | Path, transform: PixelTransform, grid: Grid, out
     otherwise the copy is re-encoded with ``fmt`` ("auto": COG) / ``compress``. nodata: None, "auto" or "file" keep
     the file's tag, a number becomes the tag, "none" removes it (a fill value read as nodata, or ``--nodata``).
     """
-    nodata = None if nodata in ("auto", "file") else nodata
+    from sarreg.io.fill import holds
+    from sarreg.io.raster import open_dataset
+
     gdal = _gdal()
     moving, out = resolve_input(moving), Path(out)
     if transform.model not in AFFINE_MODELS:
@@ -411,6 +413,11 @@ def update_georef(moving: str | Path, transform: PixelTransform, grid: Grid, out
     if not grid.georeferenced:
         raise InputError(f"{moving}: --update-georef needs georeferenced rasters")
     check_output(out, [moving], overwrite)
+    with open_dataset(moving) as ds:
+        dtype = ds.dtypes[0]
+    nodata = None if nodata in ("auto", "file") else nodata
+    if nodata not in (None, "none") and not holds(dtype, float(nodata)):
+        nodata = "none"  # a value no pixel can hold (NaN, -9999 in uint16): no nodata
     src, _ = _source_vrt(moving, transform, grid, (0, 0))
     tmp = _tmp_path(out)
     if fmt not in FORMATS:
@@ -431,10 +438,6 @@ def update_georef(moving: str | Path, transform: PixelTransform, grid: Grid, out
     fmt = "COG" if fmt == "auto" else fmt
     c = None
     try:
-        from sarreg.io.raster import open_dataset
-
-        with open_dataset(moving) as ds:
-            dtype = ds.dtypes[0]
         # compression (and the COG's overviews) on all cores: this copy is the whole cost of --update-georef
         co = _creation_options(fmt, compress, dtype) + ["NUM_THREADS=ALL_CPUS"]
         with _config({"GDAL_NUM_THREADS": "ALL_CPUS"}):

@@ -145,6 +145,35 @@ def test_update_georef(tmp_path):
         update_georef(mov, PixelTransform("homography", np.eye(3)), grid, tmp_path / "o2.tif")
 
 
+@pytest.mark.parametrize("dtype", ["float32", "uint16"])
+def test_the_warps_nodata_values(tmp_path, capfd, dtype):
+    """``warp_to_grid(nodata=...)`` / ``update_georef(nodata=...)``: the file's tag ("auto"), a given value (kept out
+    of the resampling, declared), "none" (the tag ignored: its pixels are data), and a value the type cannot hold
+    (NaN or -9999 in uint16: no nodata, without GDAL's "rounded to 0" warning); the byte copy's tag likewise."""
+    mov = tmp_path / "m.tif"
+    img = np.round(_moving(np.eye(3))).astype(dtype)
+    img[:, :8] = 7
+    write_geotiff(mov, img, REF_T, UTM, nodata=0, compress="deflate")
+    grid = Grid(W, H, REF_T, UTM.to_wkt())
+    tr = PixelTransform("shift", np.eye(3))
+    nan = float("nan")
+    want = {"auto": 0.0, 7.0: 7.0, "none": nan if dtype == "float32" else 0.0,
+            -9999.0: -9999.0 if dtype == "float32" else 0.0, "nan": nan if dtype == "float32" else 0.0}
+    for i, (nd, declared) in enumerate(want.items()):
+        out = warp_to_grid(mov, tr, grid, tmp_path / f"w{i}.tif", "nearest", "GTiff", nodata=nd)
+        with rasterio.open(out) as ds:
+            assert ds.nodata == declared or (math.isnan(declared) and math.isnan(ds.nodata)), (nd, ds.nodata)
+            a = ds.read(1)
+        assert (a[:, :8] == (7 if nd != 7.0 else declared)).all() and np.array_equal(a[:, 8:], img[:, 8:])
+    for i, (nd, declared) in enumerate({None: 0.0, 7.0: 7.0, "none": None, "nan": nan}.items()):
+        out = update_georef(mov, tr, grid, tmp_path / f"g{i}.tif", fmt="GTiff", compress="DEFLATE", nodata=nd)
+        with rasterio.open(out) as ds:
+            declared = None if dtype == "uint16" and nd == "nan" else declared
+            assert ds.nodata == declared or (declared is not None and math.isnan(declared) and math.isnan(ds.nodata))
+            assert np.array_equal(ds.read(1), img)
+    assert "Warning" not in capfd.readouterr().err
+
+
 @pytest.mark.parametrize("fmt,compress,kept", [("GTiff", "DEFLATE", True), ("GTiff", "LZW", False),
                                                 ("COG", "DEFLATE", False), ("auto", "LZW", True)])
 def test_update_georef_keeps_the_bytes_when_the_encoding_matches(tmp_path, fmt, compress, kept):

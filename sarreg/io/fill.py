@@ -151,11 +151,22 @@ def sample_fill(ds, band: int, max_side: int = 1024) -> Fill | None:
 
 def warp_nodata(ds, option: float | str) -> float | str | None:
     """The warp's ``srcNodata`` (``gdal.Warp``) for band 1 of an open rasterio dataset and a nodata ``option``
-    (``sarreg.warp.warp_to_grid``): a number, "None" (GDAL's word for ignoring the tags) or None (no nodata).
+    (``sarreg.warp.warp_to_grid``): a number, "None" (GDAL's word for ignoring the tags; also for a given value the
+    data type cannot hold) or None (no nodata).
     "auto": the tag, else a fill value found in a file that declares nothing (``sample_fill``)."""
     if option == "none":
         return "None"
-    if option not in ("auto", "file"):
-        return float(option)
+    if option not in ("auto", "file"):  # (a value no pixel can hold: no nodata, not one GDAL rounds to 0)
+        return float(option) if holds(ds.dtypes[0], float(option)) else "None"
     found = sample_fill(ds, 1) if option == "auto" else None  # a fill the file does not declare: not resampled in
     return ds.nodata if found is None else found.value
+
+
+def holds(dtype: str, value: float) -> bool:
+    """Whether rasters of ``dtype`` (a rasterio name) can hold ``value``: any number in float and complex types;
+    in integer types only an integer within the type's range (NaN or -9999 in uint16: no pixel can be it)."""
+    name = {"complex_int16": "int16"}.get(dtype, dtype)
+    if not np.issubdtype(np.dtype(name), np.integer):
+        return True
+    info = np.iinfo(np.dtype(name))
+    return bool(np.isfinite(value) and float(value).is_integer() and info.min <= value <= info.max)
