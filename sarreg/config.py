@@ -109,9 +109,9 @@ class PreprocessConfig:
     despeckle: box filter size in pixels applied to log values (0 = off).
     exclude: vector files (polygons, any CRS) or mask rasters (non-zero = excluded) of areas not to match in
     (water, changed fields, layover): nodata for matching, still warped (``sarreg.io.exclude``).
-    nodata: the value that marks no data, over the file's own tag: None = the file's (else a fill value found in an
-    untagged file, ``sarreg.io.fill``; "auto" too), a number (NaN too), or "none" = the raster has no nodata value (a
-    wrong tag ignored, nothing searched). Text is parsed ("-9999", "nan", "none").
+    nodata: the value that marks no data, over the file's own tag: None = the file's (or a fill value found in a file
+    without a tag or with one that marks almost no pixel, ``sarreg.io.fill``; "auto" too), a number (NaN too), or
+    "none" = the raster has no nodata value (a wrong tag ignored, nothing searched). Text is parsed ("-9999", "nan").
     """
 
     band: int | None = _opt(None, min=1, type=int)

@@ -457,7 +457,7 @@ def test_scene_warnings_are_kept_for_the_scene(capfd) -> None:
     warning about another file and errors still reach stderr (Python's last-resort handler, as without it)."""
     import logging
 
-    from sarreg.batch.files import SceneWarnings
+    from sarreg.batch.results import SceneWarnings
 
     log = logging.getLogger("sarreg.io.raster")
     with SceneWarnings("/d/ref.tif", "/d/s1.tif") as seen:

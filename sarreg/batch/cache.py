@@ -30,7 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from sarreg.batch.files import SceneWarnings, atomic_write, dumps, error_text
+from sarreg.batch.files import atomic_write, dumps, error_text
+from sarreg.batch.results import SceneWarnings
 from sarreg.config import RegisterConfig
 from sarreg.features import Features
 from sarreg.pipeline import Extractor

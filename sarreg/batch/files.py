@@ -6,7 +6,6 @@ same folder, fsync, rename), so a run killed at any moment leaves each file eith
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -68,29 +67,3 @@ def error_text(e: BaseException) -> str:
         return str(e)
     return f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
 
-
-class SceneWarnings(logging.Handler):
-    """Warnings sarreg logs about one scene's inputs (a fill value read as nodata, ...) while a worker runs it, kept
-    for the scene's result (``SceneResult.warnings``, the summary) instead of the worker's stderr, where Python's
-    last-resort handler printed them bare, once per scene and read. A context manager on the ``sarreg`` logger; a
-    warning that names neither input (another scene's, in a worker with several threads) and errors go on to
-    stderr as before."""
-
-    def __init__(self, *inputs: Any) -> None:
-        super().__init__(logging.WARNING)
-        self.names = [str(p) for p in inputs]
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        line = record.getMessage().splitlines()[0]
-        if record.levelno != logging.WARNING or not any(line.startswith(n) for n in self.names):
-            logging.lastResort.handle(record)  # (as without this handler: errors with their traceback)
-        elif line not in self.lines:
-            self.lines.append(line)
-
-    def __enter__(self) -> "SceneWarnings":
-        logging.getLogger("sarreg").addHandler(self)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        logging.getLogger("sarreg").removeHandler(self)

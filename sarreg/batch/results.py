@@ -1,7 +1,9 @@
-"""What a batch returns and records: ``SceneResult`` per scene, ``BatchSummary`` per run, and the summary numbers
-derived from a pipeline ``Report`` (shift / rotation of the correction at the reference centre)."""
+"""What a batch returns and records: ``SceneResult`` per scene, ``BatchSummary`` per run, the summary numbers
+derived from a pipeline ``Report`` (shift / rotation of the correction at the reference centre), and the warnings a
+worker collects for a scene (``SceneWarnings``)."""
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -191,3 +193,30 @@ def reference_grid(path: str | Path) -> dict[str, Any]:
         geo = ds.crs is not None and ds.transform != rasterio.Affine.identity()
         return Grid(ds.width, ds.height, ds.transform if geo else rasterio.Affine.identity(),
                     ds.crs.to_wkt() if geo else None).to_dict()
+
+
+class SceneWarnings(logging.Handler):
+    """Warnings sarreg logs about one scene's inputs (a fill value read as nodata, ...) while a worker runs it, kept
+    for the scene's result (``SceneResult.warnings``, the summary) instead of the worker's stderr, where Python's
+    last-resort handler printed them bare, once per scene and read. A context manager on the ``sarreg`` logger; a
+    warning that names neither input (another scene's, in a worker with several threads) and errors go on to
+    stderr as before."""
+
+    def __init__(self, *inputs: Any) -> None:
+        super().__init__(logging.WARNING)
+        self.names = [str(p) for p in inputs]
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        line = record.getMessage().splitlines()[0]
+        if record.levelno != logging.WARNING or not any(line.startswith(n) for n in self.names):
+            logging.lastResort.handle(record)  # (as without this handler: errors with their traceback)
+        elif line not in self.lines:
+            self.lines.append(line)
+
+    def __enter__(self) -> "SceneWarnings":
+        logging.getLogger("sarreg").addHandler(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        logging.getLogger("sarreg").removeHandler(self)

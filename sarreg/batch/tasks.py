@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 
 from sarreg.batch.cache import CachingExtractor, load_index, process_extractor
-from sarreg.batch.files import SceneWarnings, atomic_write, dumps, error_text, input_sha256
+from sarreg.batch.files import atomic_write, dumps, error_text, input_sha256
 from sarreg.batch.manifest import publish
-from sarreg.batch.results import OUT_SUFFIX, STATUSES, num, result_fields
+from sarreg.batch.results import OUT_SUFFIX, STATUSES, SceneWarnings, num, result_fields
 from sarreg.config import RegisterConfig
 from sarreg.errors import SarregError
 
