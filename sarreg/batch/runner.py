@@ -221,7 +221,7 @@ def batch(reference: str | Path, scenes: Sequence[str | Path], outdir: str | Pat
           client: Any = None, scheduler: str | None = None, workers: int | None = None,
           threads_per_worker: int = 1, cache_dir: str | Path | None = None, reference_cache: bool = True,
           progress: Callable[[SceneResult], None] | None = None,
-          on_cluster: Callable[[Any], None] | None = None) -> BatchSummary:
+          on_cluster: Callable[[Any], None] | None = None, checked: bool = False) -> BatchSummary:
     """Co-register ``scenes`` with ``reference`` on Dask; write per-scene outputs and the run summary to ``outdir``.
 
     config: the one ``RegisterConfig`` every scene uses. chain: register each scene to its predecessor (time order
@@ -231,7 +231,8 @@ def batch(reference: str | Path, scenes: Sequence[str | Path], outdir: str | Pat
     (or scheduler file), else a new LocalCluster of that size. reference_cache / cache_dir: reuse reference
     features from disk (default folder ``OUTDIR/.cache``; shared by workers and later runs). progress: called
     with each ``SceneResult`` as it completes (resumed ones first). on_cluster: called with the Dask client once
-    connected (only when there is work; e.g. to show the dashboard).
+    connected (only when there is work; e.g. to show the dashboard). checked: the caller ran ``check_run`` on this
+    reference and config already (the CLI, before its progress bar): not again.
 
     Scene failures never raise: they are recorded (status "failed", ``error``). Raises ``InputError`` for an
     unusable reference or an empty scene list, ``OutputError`` for an unwritable OUTDIR.
@@ -245,7 +246,8 @@ def batch(reference: str | Path, scenes: Sequence[str | Path], outdir: str | Pat
     if config.preprocess.exclude:  # workers may run in another folder
         config = config.with_(preprocess=replace(config.preprocess, exclude=tuple(
             e if is_remote(e) else str(Path(e).resolve()) for e in config.preprocess.exclude)))
-    check_run(ref, config)  # fail fast (exit 1) on an unusable reference, bad options or weights
+    if not checked:
+        check_run(ref, config)  # fail fast (exit 1) on an unusable reference, bad options or weights
     paths = [_absolute(s) for s in scenes]
     paths = [p for p in paths if p != ref]  # a glob may include the reference itself
     if not paths:

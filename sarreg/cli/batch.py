@@ -170,7 +170,7 @@ def batch(ref: str | Path, scenes: tuple[str, ...], outdir: Path, from_list: Pat
         summary = run_batch(ref, paths, outdir, cfg, chain=chain, resume=resume, scheduler=scheduler,
                             workers=workers, threads_per_worker=threads_per_worker, cache_dir=cache_dir,
                             reference_cache=reference_cache,
-                            progress=on_result, on_cluster=on_cluster)
+                            progress=on_result, on_cluster=on_cluster, checked=True)
     finally:
         bar.close()
     c = summary.counts
