@@ -110,6 +110,8 @@ demo: install
 	mkdir -p "$(DEMO_OUT)"
 	echo "==> generating sample scenes in $(DEMO_OUT)/samples"
 	$(PY) samples/make_samples.py --out "$(DEMO_OUT)/samples"
+	echo "==> sarreg info: how both scenes will be read (kind, nodata, valid share, grey range, georeferencing)"
+	$(SARREG) info "$(DEMO_OUT)/samples/scene_a.tif" "$(DEMO_OUT)/samples/scene_b.tif"
 	echo "==> sarreg extract: keypoints of both scenes, with quicklooks"
 	$(SARREG) extract --weights "$(EXTRACT_MODEL)" -o "$(DEMO_OUT)" --geo --no-progress --overwrite \
 	  --quicklook "$(DEMO_OUT)/keypoints.png" "$(DEMO_OUT)/samples/scene_a.tif" "$(DEMO_OUT)/samples/scene_b.tif"
