@@ -4,9 +4,10 @@ Each pair: one synthetic landscape (``sarreg.synth``), two dates (independent 4-
 15 % of the second), 600² crops offset by up to 40 px, each inside its own footprint turned by 8-14 deg (the
 wedges outside it are fill), the moving georeference off by 2-10 px. Every pair is written in each encoding below
 (float32 linear power / dB, uint16 amplitude, int16 dB x 100; the fill declared as nodata or not, 0 / NaN / -9999 /
--32768 / 65535, or tagged wrongly, with and without ``--nodata``) and registered with the defaults (no warp); the mean grid error (moving px -> reference px, over a
-10 x 10 grid) is printed per pair, then per encoding: mean error of the usable estimates, ok results, ok results more
-than 3 px off, estimates within 1 / 3 px.
+-32768 / 65535, or tagged wrongly, with and without ``--nodata``; or the tag 0 marking a strip of holes beside the
+fill: two nodata values in one file) and registered with the defaults (no warp); the mean grid error (moving px ->
+reference px, over a 10 x 10 grid) is printed per pair, then per encoding: mean error of the usable estimates, ok
+results, ok results more than 3 px off, estimates within 1 / 3 px.
 
 Usage::
 
@@ -53,6 +54,10 @@ ENCODINGS = {
     "linear_m9999_tagged0": (lambda p, db: p, -9999.0, 0.0, "float32"),
     "linear_m9999_tagged0_option": (lambda p, db: p, -9999.0, 0.0, "float32", "-9999"),
     "db_m9999_taggednan": (lambda p, db: db, -9999.0, float("nan"), "float32"),
+    # two fill values: the tag 0 marks a strip of holes (a tenth of the width) and -9999 / -32768 fill the wedges
+    "db_m9999_strip0": (lambda p, db: db, -9999.0, 0.0, "float32"),
+    "linear_m9999_strip0": (lambda p, db: p, -9999.0, 0.0, "float32"),
+    "int16db100_m32768_strip0": (lambda p, db: np.round(db * 100), -32768.0, 0.0, "int16"),
 }
 
 
@@ -93,6 +98,8 @@ def main() -> int:
                 paths = []
                 for tag_name, p, ok, t in (("ref", ref, inside[0], t_ref), ("moving", mov, inside[1], t_mov)):
                     v = np.where(ok, enc(p, 10 * np.log10(np.maximum(p, 1e-6))), fill).astype(dtype)
+                    if n.endswith("_strip0"):
+                        v[:, : size // 10] = 0
                     paths.append(synth.write_geotiff(Path(td) / f"{tag_name}_{n}.tif", v, t, "EPSG:32633",
                                                      nodata=tag, compress="deflate"))
                 run = register_pair(*paths, cfg.with_(preprocess=replace(cfg.preprocess, nodata=given[0]))

@@ -149,14 +149,19 @@ def grid_of(path: Path) -> dict[str, Any]:
         return d
 
 
-def registered_nodata(data: dict[str, Any], target: str | Path) -> float | str:
+def registered_nodata(data: dict[str, Any], target: str | Path) -> float | str | tuple[float, float]:
     """``apply``'s nodata for ``target`` when none is given: the value ``register`` read as nodata in its moving raster
-    (a fill value found in the data, or ``--moving-nodata`` / ``--nodata``) when ``target`` is that raster, else
-    "auto" (``target``'s own tag, or a fill value found in a file that declares nothing; ``sarreg.warp``)."""
-    moving = (((data.get("stages") or {}).get("relate") or {}).get("nodata") or {}).get("moving") or {}
+    (a fill value found in the data, or ``--moving-nodata`` / ``--nodata``; (tag, fill) for a second fill value
+    beside the file's tag) when ``target`` is that raster, else "auto" (``target``'s own tag, or a fill value found
+    in a file that declares nothing; ``sarreg.warp``)."""
+    relate = (data.get("stages") or {}).get("relate") or {}
+    moving = (relate.get("nodata") or {}).get("moving") or {}
+    second = (relate.get("undeclared_nodata") or {}).get("moving") if moving.get("from") == "file" else None
     a, b = str(data.get("moving") or ""), str(target)
-    if moving.get("from") not in ("found", "option") or not a:
+    if (moving.get("from") not in ("found", "option") and second is None) or not a:
         return "auto"
     if a != b and not (Path(a).exists() and Path(b).exists() and Path(a).samefile(b)):
         return "auto"  # another raster (another polarisation, product, crop): its own nodata
+    if second is not None and moving.get("value") is not None:
+        return float(moving["value"]), float(second)
     return "none" if moving.get("value") is None else moving["value"]

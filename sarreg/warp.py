@@ -27,6 +27,7 @@ import numpy as np
 from affine import Affine
 
 from sarreg.errors import InputError, OutputError, SarregError
+from sarreg.io.fill import holds, mapped_to_tag, warp_nodata
 from sarreg.io.source import OPEN_DEFAULTS, Source, is_remote, resolve_input
 from sarreg.outputs import write_error
 
@@ -216,8 +217,9 @@ def _gcps(gdal, mov_xy: np.ndarray, ref_xy: np.ndarray, grid: Grid) -> list:
             for m, t in zip(np.asarray(mov_xy, dtype=np.float64), tgt)]
 
 
-def _source_vrt(moving: Source, tr: PixelTransform, grid: Grid, mov_size: tuple[int, int]):
-    """In-memory VRT of the moving raster georeferenced by the estimated transform; + warp options."""
+def _source_vrt(moving: Source, tr: PixelTransform, grid: Grid, mov_size: tuple[int, int], fill: float | None = None):
+    """In-memory VRT of the moving raster georeferenced by the estimated transform (``fill``: a second fill value,
+    read as the nodata tag); + warp options."""
     gdal = _gdal()
     opts = {k: v for k, v in OPEN_DEFAULTS.items() if k not in os.environ} if is_remote(moving) else {}
     try:
@@ -225,6 +227,7 @@ def _source_vrt(moving: Source, tr: PixelTransform, grid: Grid, mov_size: tuple[
             src = gdal.Translate("", str(moving), format="VRT")
     except RuntimeError as e:
         raise InputError(f"{moving}: cannot open for warping ({str(e).splitlines()[0][:160]})") from None
+    src = src if fill is None else mapped_to_tag(gdal, src, fill)
     wkt = grid.crs_wkt or ""
     opts: dict[str, Any] = {}
     W, H = mov_size
@@ -304,7 +307,7 @@ def _has_data(ds) -> bool:
 def warp_to_grid(moving: str | Path, transform: PixelTransform, grid: Grid, out: str | Path,
                  resampling: str = "bilinear", fmt: str = "auto", compress: str = "DEFLATE", mem_mb: int = 128,
                  threads: int | None = None, overwrite: bool = False, require_data: bool = False,
-                 out_grid: Grid | None = None, nodata: float | str = "auto") -> Path:
+                 out_grid: Grid | None = None, nodata: float | str | tuple[float, float] = "auto") -> Path:
     """Resample ``moving`` (all bands) onto ``grid`` with ``transform`` (moving px -> ``grid`` px); write ``out``
     atomically, on ``out_grid`` when given (``output_grid``: the same map, another pixel size).
 
@@ -313,9 +316,9 @@ def warp_to_grid(moving: str | Path, transform: PixelTransform, grid: Grid, out:
     single valid pixel is an InputError (and no file). nodata: the source's nodata value, kept out of the
     resampling and declared by the output: "auto" = the file's tag, else a fill value found by sampling an untagged
     file (``sarreg.io.fill``); "file" = the file's tag alone (a caller that searched already: ``Scene.warp_nodata``);
-    "none" = no nodata value (``gdalwarp -srcnodata None``); or a number. Returns the output path.
+    "none" = no nodata value (``gdalwarp -srcnodata None``); a number; or (tag, fill): a second fill value beside the
+    file's tag, warped as the tag. Returns the output path.
     """
-    from sarreg.io.fill import warp_nodata
     from sarreg.io.raster import open_dataset
 
     gdal = _gdal()
@@ -330,7 +333,7 @@ def warp_to_grid(moving: str | Path, transform: PixelTransform, grid: Grid, out:
     with open_dataset(moving) as ds:
         count, dtype, size = ds.count, ds.dtypes[0], (ds.width, ds.height)
         src_nodata = warp_nodata(ds, nodata)
-    src, wopts = _source_vrt(moving, transform, grid, size)
+    src, wopts = _source_vrt(moving, transform, grid, size, nodata[1] if isinstance(nodata, (tuple, list)) else None)
     out_nodata = _out_nodata(dtype, None if src_nodata == "None" else src_nodata)
     tmp = _tmp_path(out, "warp")
     tmp_cog = _tmp_path(out)
@@ -401,9 +404,9 @@ def update_georef(moving: str | Path, transform: PixelTransform, grid: Grid, out
     local GeoTIFF and ``fmt`` is "auto", or GTiff with the compression it already has, its bytes are copied as
     they are and only the georeferencing tags are rewritten (no decompression, no re-encoding: what AROSICS does);
     otherwise the copy is re-encoded with ``fmt`` ("auto": COG) / ``compress``. nodata: None, "auto" or "file" keep
-    the file's tag, a number becomes the tag, "none" removes it (a fill value read as nodata, or ``--nodata``).
+    the file's tag, a number becomes the tag, "none" removes it (a fill value read as nodata, or ``--nodata``);
+    (tag, fill) keeps the tag (the pixels are copied unchanged, the fill with them).
     """
-    from sarreg.io.fill import holds
     from sarreg.io.raster import open_dataset
 
     gdal = _gdal()
@@ -415,7 +418,7 @@ def update_georef(moving: str | Path, transform: PixelTransform, grid: Grid, out
     check_output(out, [moving], overwrite)
     with open_dataset(moving) as ds:
         dtype = ds.dtypes[0]
-    nodata = None if nodata in ("auto", "file") else nodata
+    nodata = None if isinstance(nodata, (tuple, list)) or nodata in ("auto", "file") else nodata
     if nodata not in (None, "none") and not holds(dtype, float(nodata)):
         nodata = "none"  # a value no pixel can hold (NaN, -9999 in uint16): no nodata
     src, _ = _source_vrt(moving, transform, grid, (0, 0))

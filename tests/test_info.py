@@ -39,6 +39,13 @@ def test_info_reports_the_reading_of_each_raster(geotiff_factory, rng) -> None:
     assert r.exit_code == 0 and "nodata: -9999 (found in the data, 20.0 % of the pixels; the file's tag 0 marks " \
                                 "almost no pixel); valid: 80.0 %" in r.stdout
     assert "pixel space" in _info(str(plain)).stdout
+    db[:20] = 0.0  # the tag 0 now marks holes, and -9999 beside it is found as a second nodata value
+    both = geotiff_factory(db, "both.tif", nodata=0.0)
+    d = json.loads(_info("--json", str(both)).stdout)[0]
+    assert d["nodata"] == {"value": 0.0, "from": "file", "also": {"value": -9999.0, "share": 0.2}}
+    assert d["valid_fraction"] == 0.7
+    assert "nodata: 0 (the file's tag), and -9999 (found in the data, 20.0 % of the pixels); valid: 70.0 %" \
+        in _info(str(both)).stdout
 
 
 def test_info_refuses_what_register_refuses(tmp_path, geotiff_factory) -> None:

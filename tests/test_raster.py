@@ -345,7 +345,7 @@ def test_a_wrong_tag_and_the_nodata_option(geotiff_factory) -> None:
     right; so it is with ``PreprocessConfig.nodata`` (``--nodata -9999``) given (validity, network input, decimated
     reads without fill-data cells: the tag is what GDAL skips, so the mix is masked as for a found fill); "none"
     ignores a tag that marks real data and searches nothing; "nan" is a value like the others; a tag that marks
-    holes is not searched further; a bad value is one InputError line."""
+    holes stays and a second fill beside it is nodata too; a bad value is one InputError line."""
     img = speckle(reflectivity(192, 256, seed=3), 4, np.random.default_rng(1)).astype(np.float32)
     wedge = _wedge(img.shape)
     arr = np.where(wedge, -9999.0, 10 * np.log10(img))
@@ -366,8 +366,15 @@ def test_a_wrong_tag_and_the_nodata_option(geotiff_factory) -> None:
             assert np.allclose(u1[v1 & v2], u2[v1 & v2], atol=0.05)
         assert scene.warp_nodata == -9999.0
     assert right.warp_nodata == "file" and right.undeclared is None
-    holes = np.where(np.arange(arr.shape[1]) < 4, 0.0, arr)  # the tag 0 marks a strip: right, not searched
-    assert open_scene(geotiff_factory(holes, "holes.tif", nodata=0.0)).undeclared is None
+    strip = np.arange(arr.shape[1]) < 8
+    holes = np.where(strip, 0.0, arr)  # the tag 0 marks a strip (right) and -9999 fills the wedges: both nodata
+    both = open_scene(geotiff_factory(holes, "holes.tif", nodata=0.0))
+    assert both.nodata == 0.0 and both.nodata_from == "file" and both.undeclared.value == -9999.0
+    assert both.warp_nodata == (0.0, -9999.0) and (both.lo, both.hi) == pytest.approx((right.lo, right.hi), abs=0.05)
+    v = read_unit(both)[1]
+    assert not v[:, strip].any() and not v[wedge].any() and v[~wedge & ~strip].all()
+    strip_only = open_scene(geotiff_factory(np.where(strip, 0.0, 10 * np.log10(img)), "strip.tif", nodata=0.0))
+    assert strip_only.undeclared is None and strip_only.warp_nodata == "file"
     # a tag that marks a real value (an amplitude of 100 in uint16 data) and an untagged fill, both declared away
     amp = np.clip(np.round(np.sqrt(img) * 100), 1, 65000)
     tagged = geotiff_factory(amp, "amp.tif", dtype="uint16", nodata=100.0)

@@ -174,6 +174,36 @@ def test_the_warps_nodata_values(tmp_path, capfd, dtype):
     assert "Warning" not in capfd.readouterr().err
 
 
+@pytest.mark.parametrize("dtype", ["float32", "int16"])
+def test_a_second_fill_beside_the_tag_is_warped_as_the_tag(tmp_path, dtype):
+    """``nodata=(tag, fill)`` (``Scene.warp_nodata`` of a file whose tag 0 marks a strip while -9999 fills another
+    part): the fill is kept out of the bilinear resampling like the tag and written as the tag; with the tag alone
+    ("file") the fill is resampled as data, into the pixels along its edge. ``update_georef`` copies the pixels
+    unchanged and keeps the tag."""
+    mov = tmp_path / "m.tif"
+    img = np.round(_moving(np.eye(3)) * 100).astype(dtype) + 1
+    img[:, :8] = 0
+    img[:, -40:] = -9999
+    write_geotiff(mov, img, REF_T, UTM, nodata=0, compress="deflate")
+    grid = Grid(W, H, REF_T, UTM.to_wkt())
+    tr = PixelTransform("shift", _shift_rot(0.5, 0.5))
+    got = {}
+    for nd in ("file", (0.0, -9999.0), [0.0, -9999.0]):
+        out = warp_to_grid(mov, tr, grid, tmp_path / f"w{len(got)}.tif", "bilinear", "GTiff", nodata=nd)
+        with rasterio.open(out) as ds:
+            assert ds.nodata == 0
+            got[str(nd)] = ds.read(1)
+    mixed = got["file"]
+    assert (mixed < -100).sum() > H  # the fill and the edge cells that mix it with data
+    for a in (got["(0.0, -9999.0)"], got["[0.0, -9999.0]"]):
+        assert a.min() > -100 and (a == 0).sum() > (mixed == 0).sum() + 30 * H
+        inside = (a != 0) & (mixed != 0) & (mixed > -100)
+        assert np.array_equal(a[inside], mixed[inside])
+    out = update_georef(mov, tr, grid, tmp_path / "g.tif", fmt="GTiff", nodata=(0.0, -9999.0))
+    with rasterio.open(out) as ds:
+        assert ds.nodata == 0 and np.array_equal(ds.read(1), img)
+
+
 @pytest.mark.parametrize("fmt,compress,kept", [("GTiff", "DEFLATE", True), ("GTiff", "LZW", False),
                                                 ("COG", "DEFLATE", False), ("auto", "LZW", True)])
 def test_update_georef_keeps_the_bytes_when_the_encoding_matches(tmp_path, fmt, compress, kept):

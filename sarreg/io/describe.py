@@ -42,7 +42,9 @@ def describe(path: Source, pre: PreprocessConfig = PreprocessConfig()) -> dict[s
         "compression": profile.get("compress"), "tiled": bool(profile.get("tiled")),
         "block": [profile.get("blockxsize"), profile.get("blockysize")], "overviews": overviews,
     }
-    if scene.undeclared is not None:  # (with the file's own tag, which marks almost no pixel, when it has one)
+    if scene.undeclared is not None and scene.nodata_from == "file":  # a second fill beside a tag that marks holes
+        d["nodata"]["also"] = {"value": nodata_value(scene.undeclared.value), "share": round(scene.undeclared.share, 4)}
+    elif scene.undeclared is not None:  # (with the file's own tag, which marks almost no pixel, when it has one)
         d["nodata"].update(share=round(scene.undeclared.share, 4), tag=nodata_value(tag))
     if scene.exclude is not None:
         d["excluded_fraction"] = scene.exclude.fraction
@@ -66,9 +68,12 @@ def summary_lines(d: dict[str, Any]) -> list[str]:
     nd = d["nodata"]
     tag = ("the file declares none" if nd.get("tag") is None else
            f"the file's tag {_value(nd['tag'])} marks almost no pixel")
+    also = nd.get("also")
     origin = {"file": "the file's tag" if nd["value"] is not None else "the file declares none",
               "found": f"found in the data, {100 * nd.get('share', 0):.1f} % of the pixels; {tag}",
               "option": "--nodata"}[nd["from"]]
+    if also:
+        origin += f"), and {_value(also['value'])} (found in the data, {100 * also['share']:.1f} % of the pixels"
     band = f"band {d['band']} of {d['bands']}" + (f" ({d['band_description']})" if d["band_description"] else "")
     where = d["located_by"] or "pixel space (no georeference)"
     if d.get("crs"):

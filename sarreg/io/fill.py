@@ -11,8 +11,9 @@ while a saturated or clipped sensor value sits at the edge of the data, not far 
 in areas that reach the image's edge (a footprint's outside does; a lake clipped to a sensor's floor does not). And
 0.0 in float dB data when a pile of pixels holds it exactly and no other value repeats (exports that fill masked
 pixels with 0): continuous measurements do not pile up on one value. A file whose nodata tag marks almost no pixel
-(0 or NaN written by a default profile on a file filled with -9999) is searched the same way; the user's own value
-(``--nodata``) goes through ``given_fill``.
+(0 or NaN written by a default profile on a file filled with -9999) is searched the same way, and so is one whose tag
+marks holes while a second constant fills another part (a clipped AOI of 0 inside a -9999 footprint): that value is
+nodata too (``second``); the user's own value (``--nodata``) goes through ``given_fill``.
 """
 from __future__ import annotations
 
@@ -55,19 +56,17 @@ def find_fill(sample: np.ndarray, tag: float | None = None) -> Fill | None:
     pile of exact zeros is a fill, not 0 dB measurements). Complex and 8-bit data are not searched (8-bit display
     images already treat 0 as fill); 0 in linear or amplitude data is invalid anyway (no power).
 
-    ``tag``: the band's nodata tag. A tag that marks (almost) no pixel, less than ``MIN_SHARE``, may be wrong (0 or
-    NaN written by a default profile on a file filled with -9999): the other values are searched; a tag that marks
-    holes is right, and nothing is searched (GDAL's warp takes one nodata value per band)."""
+    ``tag``: the band's nodata tag; its pixels are left out and the other values searched. A tag that marks (almost)
+    no pixel, less than ``MIN_SHARE``, may be wrong (0 or NaN written by a default profile on a file filled with
+    -9999): a fill found replaces it. A tag that marks holes is right, and a fill found is a second nodata value
+    (``marks_holes``; the warp maps it to the tag, ``sarreg.warp``)."""
     img = np.asarray(sample)
     if np.iscomplexobj(img) or img.dtype == np.uint8 or img.ndim != 2:
         return None
     top = np.iinfo(img.dtype).max if np.issubdtype(img.dtype, np.integer) else None
     v = img[np.isfinite(img)] if np.issubdtype(img.dtype, np.floating) else img.ravel()
     if tag is not None and not np.isnan(tag):
-        tagged = v == tag
-        if tagged.mean() >= MIN_SHARE:
-            return None
-        v = v[~tagged]
+        v = v[v != tag]
     if v.size < 100:
         return None
     for c, low in ((v.min(), True), (v.max(), False)):
@@ -91,6 +90,15 @@ def find_fill(sample: np.ndarray, tag: float | None = None) -> Fill | None:
             if np.unique(nz, return_counts=True)[1].max() <= REPEAT * nz.size:
                 return Fill(0.0, 0.0, float(zero.mean()), side="exact")
     return None
+
+
+def marks_holes(sample: np.ndarray, tag: float | None) -> bool:
+    """Whether a nodata ``tag`` marks at least ``MIN_SHARE`` of a (decimated) sample's pixels: it says where the
+    holes are, and a fill value found beside it is a second nodata value, not its replacement."""
+    if tag is None or not np.asarray(sample).size:
+        return False
+    img = np.asarray(sample)
+    return bool((np.isnan(img) if np.isnan(tag) else img == tag).mean() >= MIN_SHARE)
 
 
 def given_fill(sample: np.ndarray, value: float) -> Fill:
@@ -149,11 +157,14 @@ def sample_fill(ds, band: int, max_side: int = 1024) -> Fill | None:
     return find_fill(ds.read(band, out_shape=shape, resampling=Resampling.nearest))
 
 
-def warp_nodata(ds, option: float | str) -> float | str | None:
+def warp_nodata(ds, option: float | str | tuple[float, float]) -> float | str | None:
     """The warp's ``srcNodata`` (``gdal.Warp``) for band 1 of an open rasterio dataset and a nodata ``option``
     (``sarreg.warp.warp_to_grid``): a number, "None" (GDAL's word for ignoring the tags; also for a given value the
     data type cannot hold) or None (no nodata).
-    "auto": the tag, else a fill value found in a file that declares nothing (``sample_fill``)."""
+    "auto": the tag, else a fill value found in a file that declares nothing (``sample_fill``); (tag, fill): the tag
+    (the fill is mapped to it in the warp's source, ``mapped_to_tag``)."""
+    if isinstance(option, (tuple, list)):  # (a list after a JSON round trip)
+        option = option[0]
     if option == "none":
         return "None"
     if option not in ("auto", "file"):  # (a value no pixel can hold: no nodata, not one GDAL rounds to 0)
@@ -170,3 +181,20 @@ def holds(dtype: str, value: float) -> bool:
         return True
     info = np.iinfo(np.dtype(name))
     return bool(np.isfinite(value) and float(value).is_integer() and info.min <= value <= info.max)
+
+
+def mapped_to_tag(gdal, vrt, value: float):
+    """``vrt`` (an in-memory VRT of a raster whose bands declare a nodata tag) reopened with the pixels holding
+    ``value`` read as the tag: a second fill value beside a tag that marks holes (``find_fill``), which GDAL's warp
+    (one nodata value per band) would otherwise resample as data. A VRT ``ComplexSource`` with ``NODATA`` skips those
+    pixels and the band keeps its nodata value there."""
+    import xml.etree.ElementTree as ET
+
+    root = ET.fromstring(vrt.GetMetadata("xml:VRT")[0])
+    for band in root.iter("VRTRasterBand"):
+        for src in band.findall("SimpleSource") + band.findall("ComplexSource"):
+            src.tag = "ComplexSource"
+            for old in src.findall("NODATA"):
+                src.remove(old)
+            ET.SubElement(src, "NODATA").text = repr(float(value))
+    return gdal.Open(ET.tostring(root, encoding="unicode"))

@@ -36,7 +36,7 @@ from rasterio.windows import Window
 from sarreg.config import PreprocessConfig
 from sarreg.errors import InputError
 from sarreg.io.exclude import Exclusion, load_exclusion
-from sarreg.io.fill import Fill, find_fill, given_fill, may_hide_fill
+from sarreg.io.fill import Fill, find_fill, given_fill, marks_holes, may_hide_fill
 from sarreg.io.gcps import Gcps, map_to_pixel, pixel_to_map, read_gcps
 from sarreg.io.source import Source, is_network, open_options, resolve_input
 
@@ -71,8 +71,8 @@ class Scene:
     gcps: Gcps | None = None  # GCP-only rasters (no geotransform): their GCPs; ``crs`` is then the GCPs' CRS
     exclude: Exclusion | None = None  # areas not to match in (``PreprocessConfig.exclude``), applied by ``read_unit``
     holes: Fill | None = None  # a nodata value tested on the values as read (``sarreg.io.fill``): found or given
-    nodata_from: str = "file"  # where ``nodata`` comes from: "file" (its tag or none), "found" (a fill the file does
-    # not declare, ``holes``) or "option" (``PreprocessConfig.nodata``; a number is ``holes``)
+    nodata_from: str = "file"  # "file": its tag or none (``holes``: a 2nd fill found beside a tag marking holes);
+    # "found": a fill the file does not declare (``holes``); "option": ``PreprocessConfig.nodata`` (a number: ``holes``)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -80,15 +80,16 @@ class Scene:
 
     @property
     def undeclared(self) -> Fill | None:
-        """The fill value found in a file that declares none (``sarreg.io.fill``), or None."""
-        return self.holes if self.nodata_from == "found" else None
+        """A fill value found that the file does not declare (``sarreg.io.fill``): in place of its tag, or beside
+        a tag that marks holes; or None."""
+        return self.holes if self.nodata_from != "option" else None
 
     @property
-    def warp_nodata(self) -> float | str:
+    def warp_nodata(self) -> float | str | tuple[float, float]:
         """The warp's source nodata for this raster (``sarreg.warp.warp_to_grid``): "file" when the file's own tag
-        holds, else the value read as nodata, or "none"."""
+        holds, (tag, fill) when a second fill value lies beside it, else the value read as nodata, or "none"."""
         if self.nodata_from == "file":
-            return "file"
+            return "file" if self.holes is None or self.nodata is None else (self.nodata, self.holes.value)
         return "none" if self.nodata is None else self.nodata
 
     @property
@@ -112,9 +113,8 @@ class Scene:
             return map_to_pixel(self.gcps, xy_map)
         inv = ~self.transform
         m = np.asarray(xy_map, dtype=np.float64).reshape(-1, 2)
-        x = inv.a * m[:, 0] + inv.b * m[:, 1] + inv.c
-        y = inv.d * m[:, 0] + inv.e * m[:, 1] + inv.f
-        return np.stack([x - 0.5, y - 0.5], axis=1)
+        return np.stack([inv.a * m[:, 0] + inv.b * m[:, 1] + inv.c - 0.5,
+                         inv.d * m[:, 0] + inv.e * m[:, 1] + inv.f - 0.5], axis=1)
 
 
 def gdal_message(e: BaseException, limit: int = 160) -> str:
@@ -344,12 +344,14 @@ def open_scene(path: Source, pre: PreprocessConfig = PreprocessConfig()) -> Scen
             raise InputError(f"{path}: unreadable pixel data ({gdal_message(e)})") from None
         holes = (find_fill(vals, nodata) if given is None and may_hide_fill(ds, band)
                  else given_fill(vals, nodata) if nodata is not None and given is not None else None)
+        second = holes is not None and given is None and marks_holes(vals, nodata)  # beside the file's tag
         if holes is not None:
             mask &= ~holes.beyond(vals)
             if given is None:
-                log.warning("%s: %s; %g (%.1f %% of the pixels, far outside the other values) read as nodata (--nodata "
-                            "overrides)", path, "no nodata value declared" if nodata is None else
-                            f"the nodata tag {nodata:g} marks almost no pixel", holes.value, 100 * holes.share)
+                log.warning("%s: %s; %g (%.1f %% of the pixels, far outside the other values) read as nodata%s "
+                            "(--nodata overrides)", path, "no nodata value declared" if nodata is None else
+                            f"the nodata tag {nodata:g} marks {'holes' if second else 'almost no pixel'}",
+                            holes.value, 100 * holes.share, " too" if second else "")
         kind = _resolve_kind(pre.kind, dtype, np.where(mask, vals, np.nan) if not np.iscomplexobj(vals)
                              else np.abs(vals))
         logv = to_log(vals, kind)
@@ -367,10 +369,10 @@ def open_scene(path: Source, pre: PreprocessConfig = PreprocessConfig()) -> Scen
         geo = _is_georeferenced(ds)
         gcps, gcp_crs = (None, None) if geo else read_gcps(ds)
         scene = Scene(path=path, width=ds.width, height=ds.height, count=ds.count, dtype=dtype, band=band,
-                      kind=kind, nodata=nodata if holes is None else holes.value,
+                      kind=kind, nodata=nodata if holes is None or second else holes.value,
                       crs=ds.crs if gcps is None else gcp_crs, transform=ds.transform,
                       georeferenced=geo, lo=float(lo), hi=float(hi), fill=fill, gcps=gcps, holes=holes,
-                      nodata_from="option" if given is not None else "file" if holes is None else "found")
+                      nodata_from="option" if given is not None else "file" if holes is None or second else "found")
     return _with_exclusion(scene, pre.exclude, valid)
 
 
