@@ -340,6 +340,30 @@ def test_an_undeclared_fill_value_is_nodata(geotiff_factory, store: str) -> None
         assert np.mean(v1 != v2) < 0.03 and np.allclose(u1[v1 & v2], u2[v1 & v2], atol=0.05)
 
 
+@pytest.mark.parametrize("store", ["db", "db_tagged_strip", "db100_int16"])
+def test_a_fill_value_inside_the_scene_is_nodata(geotiff_factory, store: str) -> None:
+    """-9999 (float) or -32768 (int16) masking water or shadow inside the scene, on no edge, untagged: no SAR value is
+    that low, so it is nodata as outside a footprint; before, at 2 % of the pixels it became the 1 % grey level and
+    squeezed every other value into the top of the network's input range."""
+    from sarreg.io.fill import find_fill
+
+    img = speckle(reflectivity(192, 256, seed=3), 4, np.random.default_rng(1)).astype(np.float32)
+    y, x = np.mgrid[0:192, 0:256]
+    lakes = ((y - 60) ** 2 + (x - 70) ** 2 < 18 ** 2) | ((y - 130) ** 2 + (x - 180) ** 2 < 14 ** 2)
+    db = 10 * np.log10(img)
+    data, fill, dtype = (np.round(db * 100), -32768.0, "int16") if store == "db100_int16" else (db, -9999.0, "float32")
+    arr = np.where(lakes, fill, data)
+    nodata = None
+    if store == "db_tagged_strip":  # beside the tag 0 that marks a strip of holes
+        arr[:, :10], nodata = 0.0, 0.0
+    scene = open_scene(geotiff_factory(arr, f"{store}.tif", dtype=dtype, nodata=nodata))
+    assert scene.undeclared is not None and scene.undeclared.value == fill and scene.kind == "db"
+    unit, valid = read_unit(scene)
+    assert not valid[lakes].any() and valid[:, 10:][~lakes[:, 10:]].mean() > 0.99
+    assert 0.3 < np.median(unit[valid]) < 0.7  # the data span the grey range
+    assert find_fill(np.where(lakes, -60.0, db)) is None  # a dark floor inside the scene: data
+
+
 def test_a_wrong_tag_and_the_nodata_option(geotiff_factory) -> None:
     """A file filled with -9999 but tagged 0 (a tag that marks no pixel) is searched and read as the same file tagged
     right; so it is with ``PreprocessConfig.nodata`` (``--nodata -9999``) given (validity, network input, decimated
@@ -410,4 +434,6 @@ def test_no_fill_is_found_in_plain_data(geotiff_factory) -> None:
     land = np.clip(db, np.percentile(db, 10), np.percentile(db, 90))
     clipped = np.where(lake, np.float32(-60.0), land)  # a lake at the sensor's floor, far below the land
     assert find_fill(clipped) is None  # inside the scene: a dark area, not the outside of a footprint
+    sat = np.where(lake, 65535, np.clip(np.sqrt(img) * 300, 1, 60000)).astype(np.uint16)
+    assert find_fill(sat) is None  # a saturated bright area inside the scene: data, not a fill
     assert find_fill(np.where(_wedge(db.shape), np.float32(-60.0), land)) is not None

@@ -8,7 +8,9 @@ edges (an ``ok`` result hundreds of pixels off). A value counts as fill when it 
 integer type's maximum, which it then is), at least ``MIN_SHARE`` of the pixels hold exactly it, and it lies far
 outside the range of the other values (``FAR`` times their 5-95 % spread beyond it): no measurement looks like that,
 while a saturated or clipped sensor value sits at the edge of the data, not far beyond it; and most of its pixels lie
-in areas that reach the image's edge (a footprint's outside does; a lake clipped to a sensor's floor does not). And
+in areas that reach the image's edge (a footprint's outside does; a lake clipped to a sensor's floor does not), or it
+is a value no measurement takes (-1000 or below in float data, -32768 in int16: water or shadow masked inside the
+scene, whose edges would otherwise be the image's strongest structure and squeeze its grey range to nothing). And
 0.0 in float dB data when a pile of pixels holds it exactly and no other value repeats (exports that fill masked
 pixels with 0): continuous measurements do not pile up on one value. A file whose nodata tag marks almost no pixel
 (0 or NaN written by a default profile on a file filled with -9999) is searched the same way, and so is one whose tag
@@ -26,6 +28,7 @@ FAR = 3.0  # the candidate lies more than FAR x the 5-95 % spread of the other v
 BOUND = 1.0  # below a low fill: values under the 5 % point by more than BOUND x that spread are no data either
 REPEAT = 0.0005  # continuous data: no value but the fill is held by more than this share of the pixels
 BORDER = 0.5  # at least this share of the fill's pixels lie in areas that reach the image's edge
+SENTINEL = -1000.0  # a float this low is no SAR value (dB reaches about -60, power and amplitude are positive)
 
 
 @dataclass(frozen=True)
@@ -80,7 +83,7 @@ def find_fill(sample: np.ndarray, tag: float | None = None) -> Fill | None:
         p5, p95 = np.percentile(rest, [5, 95])
         spread = max(float(p95 - p5), 1e-6 * max(abs(float(p5)), abs(float(p95)), 1.0))
         far = c < p5 - FAR * spread if low else c > p95 + FAR * spread
-        if far and _reaches_edge(img == c):
+        if far and (_reaches_edge(img == c) or (low and _sentinel(c, img.dtype))):
             return Fill(float(c), float(p5 - BOUND * spread), share) if low else \
                 Fill(float(c), float(c), share, side="high")
     if top is None:
@@ -121,6 +124,14 @@ def given_fill(sample: np.ndarray, value: float) -> Fill:
     if value > p95 + BOUND * spread:
         return Fill(float(value), float(p95 + BOUND * spread), share, side="high")
     return Fill(float(value), float(value), share, side="exact")
+
+
+def _sentinel(value: float, dtype: np.dtype) -> bool:
+    """Whether a low fill candidate is a value no measurement takes, wherever its pixels lie (masked water or
+    shadow inside the scene): -1000 or below in float data, a signed integer type's minimum (-32768 in int16)."""
+    if np.issubdtype(dtype, np.integer):
+        return np.iinfo(dtype).min < 0 and value == np.iinfo(dtype).min
+    return value <= SENTINEL
 
 
 def _reaches_edge(fill: np.ndarray) -> bool:
