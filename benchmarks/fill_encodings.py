@@ -5,9 +5,10 @@ Each pair: one synthetic landscape (``sarreg.synth``), two dates (independent 4-
 wedges outside it are fill), the moving georeference off by 2-10 px. Every pair is written in each encoding below
 (float32 linear power / dB, uint16 amplitude, int16 dB x 100; the fill declared as nodata or not, 0 / NaN / -9999 /
 -32768 / 65535, or tagged wrongly, with and without ``--nodata``; or the tag 0 marking a strip of holes beside the
-fill: two nodata values in one file) and registered with the defaults (no warp); the mean grid error (moving px ->
-reference px, over a 10 x 10 grid) is printed per pair, then per encoding: mean error of the usable estimates, ok
-results, ok results more than 3 px off, estimates within 1 / 3 px.
+fill: two nodata values in one file; or no wedges but untagged fill over lakes inside the scene) and registered with
+the defaults (no warp); the mean grid error (moving px -> reference px, over a 10 x 10 grid) is printed per pair,
+then per encoding: mean error of the usable estimates, ok results, ok results more than 3 px off, estimates within
+1 / 3 px.
 
 Usage::
 
@@ -58,7 +59,22 @@ ENCODINGS = {
     "db_m9999_strip0": (lambda p, db: db, -9999.0, 0.0, "float32"),
     "linear_m9999_strip0": (lambda p, db: p, -9999.0, 0.0, "float32"),
     "int16db100_m32768_strip0": (lambda p, db: np.round(db * 100), -32768.0, 0.0, "int16"),
+    # fill inside the scene, no tag: water / shadow masked in map geometry (the same map areas in both images, placed
+    # by each one's georeference: its edges sit where the georeference says), no footprint wedges
+    "db_m9999_lakes": (lambda p, db: db, -9999.0, None, "float32"),
+    "int16db100_m32768_lakes": (lambda p, db: np.round(db * 100), -32768.0, None, "int16"),
+    "linear_netcdf_lakes": (lambda p, db: p, float(np.float32(9.96921e36)), None, "float32"),
 }
+
+
+def lakes(rng: np.random.Generator, n: int = 900) -> np.ndarray:
+    """3-6 ellipses of 15-40 px over an ``n``² landscape: True inside (about 1-7 % of a 600² crop)."""
+    y, x = np.mgrid[0:n, 0:n]
+    out = np.zeros((n, n), bool)
+    for _ in range(int(rng.integers(3, 7))):
+        cy, cx, r = rng.uniform(150, n - 150), rng.uniform(150, n - 150), rng.uniform(15, 40)
+        out |= ((y - cy) / r) ** 2 + ((x - cx) / (r * rng.uniform(0.5, 2))) ** 2 < 1
+    return out
 
 
 def footprint(h: int, w: int, rng: np.random.Generator, deg: float) -> np.ndarray:
@@ -92,11 +108,15 @@ def main() -> int:
         t_ref = Affine(10, 0, 500000, 0, -10, 5000000)
         t_mov = Affine(10, 0, 500000 + (ox + ex) * 10, 0, -10, 5000000 - (oy + ey) * 10)
         truth = np.array([[1, 0, ox], [0, 1, oy], [0, 0, 1.0]])
+        water, gx, gy = lakes(np.random.default_rng([48, i])), int(round(ox + ex)), int(round(oy + ey))
+        wet = (water[150:150 + size, 150:150 + size], water[150 + gy:150 + gy + size, 150 + gx:150 + gx + size])
         with tempfile.TemporaryDirectory() as td:
             for n in names:
                 enc, fill, tag, dtype, *given = ENCODINGS[n]
                 paths = []
-                for tag_name, p, ok, t in (("ref", ref, inside[0], t_ref), ("moving", mov, inside[1], t_mov)):
+                for j, (tag_name, p, ok, t) in enumerate((("ref", ref, inside[0], t_ref),
+                                                          ("moving", mov, inside[1], t_mov))):
+                    ok = ~wet[j] if n.endswith("_lakes") else ok
                     v = np.where(ok, enc(p, 10 * np.log10(np.maximum(p, 1e-6))), fill).astype(dtype)
                     if n.endswith("_strip0"):
                         v[:, : size // 10] = 0

@@ -312,7 +312,7 @@ def _wedge(shape: tuple[int, int]) -> np.ndarray:
     return (y < 0.3 * (shape[1] - x) - 10) | (x > shape[1] - 20 + 0.2 * y)
 
 
-@pytest.mark.parametrize("store", ["db", "linear", "db100_int16", "amplitude_uint16", "db_zero"])
+@pytest.mark.parametrize("store", ["db", "linear", "db100_int16", "amplitude_uint16", "db_zero", "linear_flt_max"])
 def test_an_undeclared_fill_value_is_nodata(geotiff_factory, store: str) -> None:
     """A constant far outside the data and held by many pixels, with no nodata tag (-9999, -32768, 65535 as scripts
     write them) is read as nodata, like the same file with the tag: the network input and validity agree, the kind
@@ -323,41 +323,46 @@ def test_an_undeclared_fill_value_is_nodata(geotiff_factory, store: str) -> None
     data, fill, dtype = {"db": (db, -9999.0, "float32"), "linear": (img, -9999.0, "float32"),
                          "db100_int16": (np.round(db * 100), -32768.0, "int16"),
                          "amplitude_uint16": (np.clip(np.sqrt(img) * 300, 1, 65000), 65535.0, "uint16"),
-                         "db_zero": (db, 0.0, "float32")}[store]
+                         "db_zero": (db, 0.0, "float32"),
+                         "linear_flt_max": (img, float(np.finfo(np.float32).max), "float32")}[store]
     arr = np.where(wedge, fill, data)
     plain = open_scene(geotiff_factory(arr, f"{store}.tif", dtype=dtype))
     tagged = open_scene(geotiff_factory(arr, f"{store}_tagged.tif", dtype=dtype, nodata=fill))
     assert plain.undeclared is not None and plain.undeclared.value == fill and plain.nodata == fill
     assert tagged.undeclared is None and plain.kind == tagged.kind
-    assert plain.kind == {"linear": "linear", "amplitude_uint16": "amplitude"}.get(store, "db")
+    assert plain.kind == {"linear": "linear", "linear_flt_max": "linear",
+                          "amplitude_uint16": "amplitude"}.get(store, "db")
     u1, v1 = read_unit(plain)
     u2, v2 = read_unit(tagged)
     assert not v1[wedge].any() and v1[~wedge].mean() > 0.99
     assert np.array_equal(v1, v2) and np.allclose(u1, u2, atol=0.02)
     u1, v1 = read_unit(plain, out_shape=(48, 64))  # average-decimated: edge cells mix fill and data
     u2, v2 = read_unit(tagged, out_shape=(48, 64))
-    if store in ("db", "linear", "db100_int16"):  # (a fill above or inside the data: only the value is a hole)
+    if store in ("db", "linear", "db100_int16", "linear_flt_max"):  # (65535, 0 in dB: only the value is a hole)
         assert np.mean(v1 != v2) < 0.03 and np.allclose(u1[v1 & v2], u2[v1 & v2], atol=0.05)
 
 
-@pytest.mark.parametrize("store", ["db", "db_tagged_strip", "db100_int16"])
+@pytest.mark.parametrize("store", ["db", "db_tagged_strip", "db100_int16", "linear_netcdf"])
 def test_a_fill_value_inside_the_scene_is_nodata(geotiff_factory, store: str) -> None:
-    """-9999 (float) or -32768 (int16) masking water or shadow inside the scene, on no edge, untagged: no SAR value is
-    that low, so it is nodata as outside a footprint; before, at 2 % of the pixels it became the 1 % grey level and
-    squeezed every other value into the top of the network's input range."""
+    """-9999 (float), -32768 (int16) or netCDF's 9.97e36 masking water or shadow inside the scene, on no edge,
+    untagged: no SAR value is that low (or high), so it is nodata as outside a footprint; before, at 2 % of the
+    pixels it became the 1 % (99 %) grey level and squeezed every other value to one end of the network's input."""
     from sarreg.io.fill import find_fill
 
     img = speckle(reflectivity(192, 256, seed=3), 4, np.random.default_rng(1)).astype(np.float32)
     y, x = np.mgrid[0:192, 0:256]
     lakes = ((y - 60) ** 2 + (x - 70) ** 2 < 18 ** 2) | ((y - 130) ** 2 + (x - 180) ** 2 < 14 ** 2)
     db = 10 * np.log10(img)
-    data, fill, dtype = (np.round(db * 100), -32768.0, "int16") if store == "db100_int16" else (db, -9999.0, "float32")
+    netcdf = float(np.float32(9.96921e36))
+    data, fill, dtype = {"db100_int16": (np.round(db * 100), -32768.0, "int16"),
+                         "linear_netcdf": (img, netcdf, "float32")}.get(store, (db, -9999.0, "float32"))
     arr = np.where(lakes, fill, data)
     nodata = None
     if store == "db_tagged_strip":  # beside the tag 0 that marks a strip of holes
         arr[:, :10], nodata = 0.0, 0.0
     scene = open_scene(geotiff_factory(arr, f"{store}.tif", dtype=dtype, nodata=nodata))
-    assert scene.undeclared is not None and scene.undeclared.value == fill and scene.kind == "db"
+    assert scene.undeclared is not None and scene.undeclared.value == fill
+    assert scene.kind == ("linear" if store == "linear_netcdf" else "db")
     unit, valid = read_unit(scene)
     assert not valid[lakes].any() and valid[:, 10:][~lakes[:, 10:]].mean() > 0.99
     assert 0.3 < np.median(unit[valid]) < 0.7  # the data span the grey range

@@ -9,8 +9,9 @@ integer type's maximum, which it then is), at least ``MIN_SHARE`` of the pixels 
 outside the range of the other values (``FAR`` times their 5-95 % spread beyond it): no measurement looks like that,
 while a saturated or clipped sensor value sits at the edge of the data, not far beyond it; and most of its pixels lie
 in areas that reach the image's edge (a footprint's outside does; a lake clipped to a sensor's floor does not), or it
-is a value no measurement takes (-1000 or below in float data, -32768 in int16: water or shadow masked inside the
-scene, whose edges would otherwise be the image's strongest structure and squeeze its grey range to nothing). And
+is a value no measurement takes (-1000 or below or 1e30 and above in float data, -32768 in int16: water or shadow
+masked inside the scene, whose edges would otherwise be the image's strongest structure and squeeze its grey range to
+nothing). And
 0.0 in float dB data when a pile of pixels holds it exactly and no other value repeats (exports that fill masked
 pixels with 0): continuous measurements do not pile up on one value. A file whose nodata tag marks almost no pixel
 (0 or NaN written by a default profile on a file filled with -9999) is searched the same way, and so is one whose tag
@@ -29,6 +30,7 @@ BOUND = 1.0  # below a low fill: values under the 5 % point by more than BOUND x
 REPEAT = 0.0005  # continuous data: no value but the fill is held by more than this share of the pixels
 BORDER = 0.5  # at least this share of the fill's pixels lie in areas that reach the image's edge
 SENTINEL = -1000.0  # a float this low is no SAR value (dB reaches about -60, power and amplitude are positive)
+HUGE = 1e30  # nor one this high (netCDF's default float fill 9.97e36, FLT_MAX 3.4e38)
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,7 @@ class Fill:
 
 def find_fill(sample: np.ndarray, tag: float | None = None) -> Fill | None:
     """The undeclared fill value of a (decimated, 2-D) sample of a band's raw values, or None: the sample's minimum, or
-    an integer type's maximum (65535, 32767), when enough pixels hold it and it lies far from the other values; or
+    an integer type's maximum (65535, 32767) or a float maximum of 1e30 and above, when enough pixels hold it and it lies far from the other values; or
     0.0 in float dB data (mostly negative) held by enough pixels while no other value repeats (continuous values: a
     pile of exact zeros is a fill, not 0 dB measurements). Complex and 8-bit data are not searched (8-bit display
     images already treat 0 as fill); 0 in linear or amplitude data is invalid anyway (no power).
@@ -73,7 +75,8 @@ def find_fill(sample: np.ndarray, tag: float | None = None) -> Fill | None:
     if v.size < 100:
         return None
     for c, low in ((v.min(), True), (v.max(), False)):
-        if not low and c != top:
+        huge = not low and top is None and _sentinel(c, img.dtype, low=False)  # (netCDF's 9.97e36, FLT_MAX)
+        if not low and c != top and not huge:
             continue
         same = v == c
         share = float(same.mean())
@@ -83,9 +86,10 @@ def find_fill(sample: np.ndarray, tag: float | None = None) -> Fill | None:
         p5, p95 = np.percentile(rest, [5, 95])
         spread = max(float(p95 - p5), 1e-6 * max(abs(float(p5)), abs(float(p95)), 1.0))
         far = c < p5 - FAR * spread if low else c > p95 + FAR * spread
-        if far and (_reaches_edge(img == c) or (low and _sentinel(c, img.dtype))):
-            return Fill(float(c), float(p5 - BOUND * spread), share) if low else \
-                Fill(float(c), float(c), share, side="high")
+        if far and (_reaches_edge(img == c) or _sentinel(c, img.dtype, low)):
+            if low:
+                return Fill(float(c), float(p5 - BOUND * spread), share)
+            return Fill(float(c), HUGE / 1e3 if huge else float(c), share, side="high")  # (cells mixing it with data)
     if top is None:
         zero = v == 0
         nz = v[~zero]
@@ -126,12 +130,13 @@ def given_fill(sample: np.ndarray, value: float) -> Fill:
     return Fill(float(value), float(value), share, side="exact")
 
 
-def _sentinel(value: float, dtype: np.dtype) -> bool:
-    """Whether a low fill candidate is a value no measurement takes, wherever its pixels lie (masked water or
-    shadow inside the scene): -1000 or below in float data, a signed integer type's minimum (-32768 in int16)."""
+def _sentinel(value: float, dtype: np.dtype, low: bool = True) -> bool:
+    """Whether a fill candidate is a value no measurement takes, wherever its pixels lie (masked water or shadow
+    inside the scene): in float data -1000 or below, or 1e30 and above; a signed integer type's minimum (-32768 in
+    int16). Not an integer type's maximum: a saturated bright area inside the scene holds it."""
     if np.issubdtype(dtype, np.integer):
-        return np.iinfo(dtype).min < 0 and value == np.iinfo(dtype).min
-    return value <= SENTINEL
+        return low and np.iinfo(dtype).min < 0 and value == np.iinfo(dtype).min
+    return value <= SENTINEL if low else value >= HUGE
 
 
 def _reaches_edge(fill: np.ndarray) -> bool:
