@@ -212,9 +212,10 @@ def test_nodata_borders_multiband_and_models(tmp_path, field):
     assert not (tmp_path / "shift.tif").exists()
 
 
-def _wedged_db(tmp_path: Path, field: np.ndarray, m: np.ndarray, tag: float | None) -> tuple[Path, Path]:
+def _wedged_db(tmp_path: Path, field: np.ndarray, m: np.ndarray, tag: float | None, strip: int = 0
+               ) -> tuple[Path, Path]:
     """A georeferenced dB pair (both on one UTM grid) whose outside (turned footprints' wedges) holds -9999, tagged
-    with ``tag`` (None: no tag)."""
+    with ``tag`` (None: no tag); ``strip``: that many columns on the left hold the tag (holes it marks)."""
     ref, mov = make_pair(tmp_path, field, m)
     y, x = np.mgrid[0:N, 0:N]
     wedges = {ref: (y < 0.2 * (N - x) - 30) | (x > N - 60 + 0.2 * y),
@@ -223,6 +224,7 @@ def _wedged_db(tmp_path: Path, field: np.ndarray, m: np.ndarray, tag: float | No
         with rasterio.open(path) as ds:
             p = ds.read(1)
         db = np.where(wedge | (p <= 0), -9999.0, 10 * np.log10(np.maximum(p, 1e-6)))
+        db[:, :strip] = tag
         write_geotiff(path, db.astype(np.float32), Affine(10, 0, 500000, 0, -10, 4000000), "EPSG:32631", nodata=tag)
     return ref, mov
 
@@ -242,6 +244,33 @@ def test_registered_nodata_follows_the_raster_register_read(tmp_path):
     assert registered_nodata(rep(0.0, "file"), mov) == "auto"
     assert registered_nodata(rep(-9999.0, "found"), tmp_path / "other.tif") == "auto"
     assert registered_nodata({}, mov) == "auto" and registered_nodata({"stages": None}, mov) == "auto"
+    both = rep(0.0, "file")  # a second fill found beside the tag: the pair, for that raster only
+    both["stages"]["relate"]["undeclared_nodata"] = {"moving": -9999.0}
+    assert registered_nodata(both, mov) == (0.0, -9999.0) and registered_nodata(both, tmp_path / "o.tif") == "auto"
+
+
+def test_a_second_fill_beside_the_tag(tmp_path, field):
+    """The tag 0 marks a strip of holes and -9999 fills the wedges (two nodata values in one file): both are nodata,
+    the report gives the tag and the second value, the output declares the tag and holds neither the fill nor a
+    fill-data mix, and ``apply`` from the report writes the same pixels."""
+    from click.testing import CliRunner
+
+    from sarreg.cli import cli
+
+    m = sim(6.5, -4.25, deg=0.5)
+    ref, mov = _wedged_db(tmp_path, field, m, tag=0.0, strip=24)
+    rep = register(ref, mov, tmp_path / "o.tif", SIFT.with_(fmt="GTiff"))
+    assert rep.status == "ok" and grid_error(rep.matrix, m) < 0.5, rep.message
+    assert rep.stages["relate"]["nodata"]["moving"] == {"value": 0.0, "from": "file"}
+    assert rep.stages["relate"]["undeclared_nodata"] == {"reference": -9999.0, "moving": -9999.0}
+    with rasterio.open(tmp_path / "o.tif") as o:
+        w = o.read(1)
+        assert o.nodata == 0.0 and 0.5 * w.size < (w != 0).sum() and w[w != 0].min() > -60.0
+    r = CliRunner().invoke(cli, ["apply", str(tmp_path / "o.report.json"), str(mov), str(tmp_path / "a.tif"),
+                                 "--format", "GTiff"])
+    assert r.exit_code == 0, r.output
+    with rasterio.open(tmp_path / "a.tif") as a:
+        assert a.nodata == 0.0 and np.array_equal(a.read(1), w)
 
 
 def test_an_undeclared_fill_value_is_nodata_not_data(tmp_path, field):
