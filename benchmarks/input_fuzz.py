@@ -2,7 +2,8 @@
 exit code other than 0 / 1 / 2 / 3, a GDAL warning line or more than two stderr lines is a bug (``"bad": true``).
 
 Cases: image sides from 40 to 1500 px, seven encodings (float32 linear / dB, uint16 amplitude, int16 dB x 100,
-complex64, uint8, float64 dB), fill wedges (none, -9999 or NaN untagged, 0 tagged, -9999 tagged 0),
+complex64, uint8, float64 dB), fill wedges (none, -9999 or NaN untagged, 0 tagged, -9999 tagged 0, -9999 / -32768 /
+65535 beside a strip the tag 0 marks), untagged fill over lakes inside the image (-9999, -32768, 65535, 0),
 georeferencing (UTM, pixel space, the moving raster reprojected to EPSG:4326 or to 30 m), half of them with a
 random ``--nodata``. Small images are expected to fail as registrations (exit 2 / 3); what is checked is how.
 
@@ -28,7 +29,7 @@ from sarreg import synth  # noqa: E402
 
 SARREG = [sys.executable, "-m", "sarreg.cli"]
 ENCODINGS = ("f32lin", "f32db", "u16amp", "i16db", "c64", "u8", "f64db")
-FILLS = ("none", "tag0", "m9999", "nan", "m9999tag0")
+FILLS = ("none", "tag0", "m9999", "nan", "m9999tag0", "strip0", "lakes")
 GEOS = ("utm", "pixel", "utm_vs_4326", "utm_res3")
 
 
@@ -49,12 +50,22 @@ def encode(p: np.ndarray, enc: str, rng: np.random.Generator) -> np.ndarray:
 
 
 def add_fill(a: np.ndarray, fill: str) -> None:
-    """A wedge of fill in place: -9999 where the type holds it, NaN in floats, else 0."""
+    """A wedge of fill in place: -9999 where the type holds it, NaN in floats, else 0; "strip0": -9999 (-32768 in
+    int16, 65535 in uint16) beside a strip of 0 (the tag); "lakes": that value in discs inside the image."""
     h, w = a.shape
     if fill == "none" or min(h, w) <= 60:
         return
     y, x = np.mgrid[0:h, 0:w]
     wedge = y < 0.25 * (w - x) - 0.1 * h
+    if fill in ("strip0", "lakes"):
+        big = {"int16": -32768, "uint16": 65535, "uint8": 0}.get(a.dtype.name, 0 if a.dtype.kind == "c" else -9999)
+        if fill == "lakes":
+            wedge = ((y - 0.4 * h) ** 2 + (x - 0.3 * w) ** 2 < (0.12 * min(h, w)) ** 2) | \
+                    ((y - 0.7 * h) ** 2 + (x - 0.7 * w) ** 2 < (0.08 * min(h, w)) ** 2)
+        a[wedge] = big
+        if fill == "strip0":
+            a[:, :max(4, w // 12)] = 0
+        return
     if fill in ("m9999", "m9999tag0") and a.dtype.kind in "fi" and a.dtype != np.uint16:
         a[wedge] = -9999
     elif fill == "nan" and a.dtype.kind == "f":
@@ -81,7 +92,7 @@ def case(k: int, rng: np.random.Generator, work: Path) -> dict:
     a2 = encode(synth.speckle(refl, 4, rng)[40 + dy:40 + dy + h, 40 + dx:40 + dx + w], enc, rng)
     add_fill(a1, fill)
     add_fill(a2, fill)
-    tag = 0 if fill in ("tag0", "m9999tag0") else None
+    tag = 0 if fill in ("tag0", "m9999tag0", "strip0") else None
     crs = None if geo == "pixel" else "EPSG:32633"
     t1 = Affine(10, 0, 500000, 0, -10, 5000000)
     t2 = Affine(10, 0, 500000 + (dx + rng.uniform(-3, 3)) * 10, 0, -10, 5000000 - (dy + rng.uniform(-3, 3)) * 10)
