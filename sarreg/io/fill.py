@@ -11,12 +11,12 @@ while a saturated or clipped sensor value sits at the edge of the data, not far 
 in areas that reach the image's edge (a footprint's outside does; a lake clipped to a sensor's floor does not), or it
 is a value no measurement takes (-1000 or below or 1e30 and above in float data, -32768 in int16: water or shadow
 masked inside the scene, whose edges would otherwise be the image's strongest structure and squeeze its grey range to
-nothing). And
-0.0 in float dB data when a pile of pixels holds it exactly and no other value repeats (exports that fill masked
-pixels with 0): continuous measurements do not pile up on one value. A file whose nodata tag marks almost no pixel
-(0 or NaN written by a default profile on a file filled with -9999) is searched the same way, and so is one whose tag
-marks holes while a second constant fills another part (a clipped AOI of 0 inside a -9999 footprint): that value is
-nodata too (``second``); the user's own value (``--nodata``) goes through ``given_fill``.
+nothing). And 0.0 in float dB data when a pile of pixels holds it exactly and no other value repeats (exports that
+fill masked pixels with 0): continuous measurements do not pile up on one value. A file whose nodata tag marks almost
+no pixel (0 or NaN written by a default profile on a file filled with -9999) is searched the same way, and so is one
+whose tag marks holes while a second constant fills another part (a clipped strip of 0 beside a -9999 footprint's
+outside): that value is nodata too (``marks_holes``, ``mapped_to_tag``); the user's own value (``--nodata``) goes
+through ``given_fill``.
 """
 from __future__ import annotations
 
@@ -56,10 +56,11 @@ class Fill:
 
 def find_fill(sample: np.ndarray, tag: float | None = None) -> Fill | None:
     """The undeclared fill value of a (decimated, 2-D) sample of a band's raw values, or None: the sample's minimum, or
-    an integer type's maximum (65535, 32767) or a float maximum of 1e30 and above, when enough pixels hold it and it lies far from the other values; or
-    0.0 in float dB data (mostly negative) held by enough pixels while no other value repeats (continuous values: a
-    pile of exact zeros is a fill, not 0 dB measurements). Complex and 8-bit data are not searched (8-bit display
-    images already treat 0 as fill); 0 in linear or amplitude data is invalid anyway (no power).
+    an integer type's maximum (65535, 32767) or a float maximum of 1e30 and above, when enough pixels hold it and it
+    lies far from the other values; or 0.0 in float dB data (mostly negative) held by enough pixels while no other
+    value repeats (continuous values: a pile of exact zeros is a fill, not 0 dB measurements). Complex and 8-bit data
+    are not searched (8-bit display images already treat 0 as fill); 0 in linear or amplitude data is invalid anyway
+    (no power).
 
     ``tag``: the band's nodata tag; its pixels are left out and the other values searched. A tag that marks (almost)
     no pixel, less than ``MIN_SHARE``, may be wrong (0 or NaN written by a default profile on a file filled with
