@@ -153,7 +153,9 @@ def registered_nodata(data: dict[str, Any], target: str | Path) -> float | str |
     """``apply``'s nodata for ``target`` when none is given: the value ``register`` read as nodata in its moving raster
     (a fill value found in the data, or ``--moving-nodata`` / ``--nodata``; (tag, fill) for a second fill value
     beside the file's tag) when ``target`` is that raster, else "auto" (``target``'s own tag, or a fill value found
-    in a file that declares nothing; ``sarreg.warp``)."""
+    in a file that declares nothing; ``sarreg.warp``). Another raster when ``register`` found a fill in its own (the
+    other polarisation of one export is filled alike) is read as ``register`` reads one (``open_scene``: its tag
+    searched too, one decimated read)."""
     relate = (data.get("stages") or {}).get("relate") or {}
     moving = (relate.get("nodata") or {}).get("moving") or {}
     second = (relate.get("undeclared_nodata") or {}).get("moving") if moving.get("from") == "file" else None
@@ -161,7 +163,11 @@ def registered_nodata(data: dict[str, Any], target: str | Path) -> float | str |
     if (moving.get("from") not in ("found", "option") and second is None) or not a:
         return "auto"
     if a != b and not (Path(a).exists() and Path(b).exists() and Path(a).samefile(b)):
-        return "auto"  # another raster (another polarisation, product, crop): its own nodata
+        if moving.get("from") == "option":
+            return "auto"  # another raster (another polarisation, product, crop): its own nodata
+        from sarreg.io.raster import open_scene
+
+        return open_scene(target).warp_nodata  # (found in the registered raster: searched for in this one)
     if second is not None and moving.get("value") is not None:
         return float(moving["value"]), float(second)
     return "none" if moving.get("value") is None else moving["value"]

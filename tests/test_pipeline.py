@@ -231,7 +231,8 @@ def _wedged_db(tmp_path: Path, field: np.ndarray, m: np.ndarray, tag: float | No
 
 def test_registered_nodata_follows_the_raster_register_read(tmp_path):
     """``apply`` and a batch chain's warp reuse the nodata value register read in the raster it registered (found or
-    given), for that raster only; the file's own otherwise ("auto")."""
+    given), for that raster only; the file's own otherwise ("auto"), searched as register reads it when register
+    found a fill in its raster."""
     from sarreg.reapply import registered_nodata
 
     mov = tmp_path / "m.tif"
@@ -242,11 +243,19 @@ def test_registered_nodata_follows_the_raster_register_read(tmp_path):
     assert registered_nodata(rep(None, "option"), mov) == "none"
     assert registered_nodata(rep("nan", "option"), mov) == "nan"
     assert registered_nodata(rep(0.0, "file"), mov) == "auto"
-    assert registered_nodata(rep(-9999.0, "found"), tmp_path / "other.tif") == "auto"
+    assert registered_nodata(rep(-9999.0, "option"), tmp_path / "other.tif") == "auto"
     assert registered_nodata({}, mov) == "auto" and registered_nodata({"stages": None}, mov) == "auto"
     both = rep(0.0, "file")  # a second fill found beside the tag: the pair, for that raster only
     both["stages"]["relate"]["undeclared_nodata"] = {"moving": -9999.0}
-    assert registered_nodata(both, mov) == (0.0, -9999.0) and registered_nodata(both, tmp_path / "o.tif") == "auto"
+    assert registered_nodata(both, mov) == (0.0, -9999.0)
+    # another raster (the other polarisation) when register found a fill in its own: searched as register would
+    img = np.random.default_rng(0).uniform(-25, 0, (120, 160)).astype(np.float32)
+    img[:, :10], img[90:] = 0.0, -9999.0
+    other = write_geotiff(tmp_path / "vh.tif", img, Affine(10, 0, 5e5, 0, -10, 4e6), "EPSG:32631", nodata=0.0)
+    plain = write_geotiff(tmp_path / "plain.tif", np.where(img == -9999.0, -12.0, img).astype(np.float32),
+                          Affine(10, 0, 5e5, 0, -10, 4e6), "EPSG:32631", nodata=0.0)
+    for found in (both, rep(-9999.0, "found")):
+        assert registered_nodata(found, other) == (0.0, -9999.0) and registered_nodata(found, plain) == "file"
 
 
 def test_a_second_fill_beside_the_tag(tmp_path, field):
@@ -336,20 +345,19 @@ def test_a_wrong_nodata_tag_and_the_nodata_option(tmp_path, field):
     with rasterio.open(tmp_path / "g.tif") as o, rasterio.open(mov) as i:
         assert o.nodata == -9999.0 and i.nodata == 0.0 and np.array_equal(o.read(1), i.read(1))
     # apply: the value given; by default the value register found in that raster (the warp alone does not search
-    # a tagged file); the raster's own tag for another raster
+    # a tagged file); another raster (a copy: the other polarisation of the same export) searched as register would
     with rasterio.open(tmp_path / "found.tif") as o:
         w_found = o.read(1)
     other = tmp_path / "other.tif"
     other.write_bytes(mov.read_bytes())
     for name, report, raster, extra, want in (("a.tif", "o", mov, ["--nodata", "-9999"], w),
                                               ("b.tif", "found", mov, [], w_found),
-                                              ("c.tif", "found", other, [], None)):
+                                              ("c.tif", "found", other, [], w_found)):
         r = CliRunner().invoke(cli, ["apply", str(tmp_path / f"{report}.report.json"), str(raster),
                                       str(tmp_path / name), "--format", "GTiff", *extra])
         assert r.exit_code == 0, r.output
         with rasterio.open(tmp_path / name) as o:
-            assert o.nodata == (0.0 if want is None else -9999.0)
-            assert want is None or np.array_equal(o.read(1), want)
+            assert o.nodata == -9999.0 and np.array_equal(o.read(1), want)
     r = CliRunner().invoke(cli, ["register", str(ref), str(mov), str(tmp_path / "c.tif"), "--nodata", "x9"])
     assert r.exit_code == 2 and "not a nodata value: 'x9'" in r.output
 

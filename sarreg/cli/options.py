@@ -157,8 +157,9 @@ class NodataArg(click.ParamType):
 
 
 NODATA_HELP = ("Value that marks no data in {what}, over the file's own nodata tag: a number, nan, or none (the "
-               "file has no nodata value: its tag is ignored, no fill value is searched). Default: the tag, or a "
-               "fill value found far outside the data when the file has no tag or one that marks almost no pixel.")
+               "file has no nodata value: its tag is ignored, no fill value is searched). Default: the tag, and a "
+               "fill value found far outside the data (in place of a tag that marks almost no pixel, beside one "
+               "that marks holes).")
 exclude_opt = click.option(
     "--exclude", multiple=True, default=(), type=input_arg, metavar="FILE",
     help="Areas not to match in (water, changed fields, layover), repeatable: a vector file (GeoPackage, GeoJSON, "
