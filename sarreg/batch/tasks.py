@@ -118,7 +118,8 @@ def warp_scene(task: dict[str, Any]) -> dict[str, Any]:
 
         stage.mkdir(parents=True, exist_ok=True)
         m = np.asarray(task["matrix"], dtype=np.float64)
-        out["prior"] = georef_prior(task["ref"], moving, cfg).tolist()
+        with SceneWarnings(task["ref"], moving):  # (the link's result has the inputs' warnings: not printed again)
+            out["prior"] = georef_prior(task["ref"], moving, cfg).tolist()
         model = "affine" if np.allclose(m[2, :2], 0, atol=1e-12) else "homography"  # a product of the links
         tr = PixelTransform(model, m)
         grid = Grid.from_dict(task["grid"])
