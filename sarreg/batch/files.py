@@ -66,4 +66,3 @@ def error_text(e: BaseException) -> str:
     if isinstance(e, SarregError):
         return str(e)
     return f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
-

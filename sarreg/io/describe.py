@@ -48,14 +48,13 @@ def describe(path: Source, pre: PreprocessConfig = PreprocessConfig()) -> dict[s
         d["nodata"].update(share=round(scene.undeclared.share, 4), tag=nodata_value(tag))
     if scene.exclude is not None:
         d["excluded_fraction"] = scene.exclude.fraction
+    if scene.crs is not None and scene.geolocated:  # (by a geotransform, or by GCPs in that CRS)
+        d["crs"] = scene.crs.to_string() if scene.crs.to_epsg() is None else f"EPSG:{scene.crs.to_epsg()}"
     if scene.georeferenced and scene.crs is not None:
         a = scene.transform
-        d["crs"] = scene.crs.to_string() if scene.crs.to_epsg() is None else f"EPSG:{scene.crs.to_epsg()}"
         d["pixel_size"] = [round(math.hypot(a.a, a.d), 6), round(math.hypot(a.b, a.e), 6)]
         corners = scene.xy_to_map(np.array([[-0.5, -0.5], [scene.width - 0.5, scene.height - 0.5]]))
         d["bounds"] = [round(float(v), 6) for v in (*corners.min(0), *corners.max(0))]
-    elif scene.gcps is not None and scene.crs is not None:
-        d["crs"] = scene.crs.to_string() if scene.crs.to_epsg() is None else f"EPSG:{scene.crs.to_epsg()}"
     return d
 
 

@@ -70,7 +70,7 @@ def find_fill(sample: np.ndarray, tag: float | None = None) -> Fill | None:
     if np.iscomplexobj(img) or img.dtype == np.uint8 or img.ndim != 2:
         return None
     top = np.iinfo(img.dtype).max if np.issubdtype(img.dtype, np.integer) else None
-    v = img[np.isfinite(img)] if np.issubdtype(img.dtype, np.floating) else img.ravel()
+    v = _values(img)
     if tag is not None and not np.isnan(tag):
         v = v[v != tag]
     if v.size < 100:
@@ -84,8 +84,7 @@ def find_fill(sample: np.ndarray, tag: float | None = None) -> Fill | None:
         rest = v[~same].astype(np.float64)
         if share < MIN_SHARE or rest.size < 100:
             continue
-        p5, p95 = np.percentile(rest, [5, 95])
-        spread = max(float(p95 - p5), 1e-6 * max(abs(float(p5)), abs(float(p95)), 1.0))
+        p5, p95, spread = _spread(rest)
         far = c < p5 - FAR * spread if low else c > p95 + FAR * spread
         if far and (_reaches_edge(img == c) or _sentinel(c, img.dtype, low)):
             if low:
@@ -118,17 +117,27 @@ def given_fill(sample: np.ndarray, value: float) -> Fill:
     share = float(np.mean(img == value)) if img.size else 0.0
     if np.iscomplexobj(img) or not np.isfinite(value):
         return Fill(float(value), float(value), share, side="exact")
-    v = img[np.isfinite(img)] if np.issubdtype(img.dtype, np.floating) else img.ravel()
+    v = _values(img)
     rest = v[v != value].astype(np.float64)
     if rest.size < 100:
         return Fill(float(value), float(value), share, side="exact")
-    p5, p95 = np.percentile(rest, [5, 95])
-    spread = max(float(p95 - p5), 1e-6 * max(abs(float(p5)), abs(float(p95)), 1.0))
+    p5, p95, spread = _spread(rest)
     if value < p5 - BOUND * spread:
         return Fill(float(value), float(p5 - BOUND * spread), share)
     if value > p95 + BOUND * spread:
         return Fill(float(value), float(p95 + BOUND * spread), share, side="high")
     return Fill(float(value), float(value), share, side="exact")
+
+
+def _values(img: np.ndarray) -> np.ndarray:
+    """The sample's values as a flat array, the non-finite ones of a float type left out."""
+    return img[np.isfinite(img)] if np.issubdtype(img.dtype, np.floating) else img.ravel()
+
+
+def _spread(rest: np.ndarray) -> tuple[float, float, float]:
+    """5 and 95 % points of the values other than a candidate fill, and their spread (never 0)."""
+    p5, p95 = (float(q) for q in np.percentile(rest, [5, 95]))
+    return p5, p95, max(p95 - p5, 1e-6 * max(abs(p5), abs(p95), 1.0))
 
 
 def _sentinel(value: float, dtype: np.dtype, low: bool = True) -> bool:
