@@ -13,7 +13,8 @@ from sarreg.model.weights import load_model, random_model, save_checkpoint
 from sarreg.synth import reflectivity, speckle
 from sarreg.train.pairs import Source
 from sarreg.train.precision import measure
-from sarreg.train.whiten import NEAR, collect, fit_whitening, matching_scores, precision_scores, write_whitened
+from sarreg.train.whiten import (NEAR, collect, fit_whitening, matching_scores, precision_scores, training_views,
+                                 write_whitened)
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -117,3 +118,13 @@ def test_measure_gives_matching_and_precision_figures_of_a_weights_file(tmp_path
     figures = measure(str(w), [Source("synthetic", 1.0, size=192)], pairs=2, crop=96, seed=5)
     assert set(figures) >= {"nn_accuracy", "mnn_precision", "beats_1.5px", "beats_2px", "beats_3px"}
     assert 0.0 <= figures["beats_1.5px"] <= figures["beats_2px"] <= figures["beats_3px"] <= 1.0
+
+
+def test_training_views_are_read_from_the_checkpoints_training_record(tmp_path) -> None:
+    m = random_model(mchan=1, seed=2)
+    config = {"iterations": 5, "sensor": 0.7, "contrast": 0.3, "near_identity": 0.3, "lr": 3e-5}
+    src = save_checkpoint(tmp_path / "m.pt", m.net, m.arch, 1, 1, training={"config": config})
+    assert training_views(src) == {"sensor": 0.7, "contrast": 0.3, "near_identity": 0.3}
+    bare = save_checkpoint(tmp_path / "bare.pt", m.net, m.arch, 1, 1, training={"iteration": 1})
+    with pytest.raises(WeightsError, match="no training record"):
+        training_views(bare)

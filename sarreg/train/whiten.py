@@ -35,6 +35,18 @@ from sarreg.train.pairs import PairConfig, Source, sample_pair
 # the view diversity of the shipped model's training (models/README.md), so that the whitening learns the
 # variation of the pairs users register, not of clean speckle-only views
 VIEWS = dict(sensor=0.5, distort=0.3, season=0.5, polar=0.25, jpeg=0.1, single_look=0.3)
+VIEW_KEYS = ("sensor", "distort", "season", "polar", "jpeg", "single_look", "near_identity", "contrast")
+
+
+def training_views(src: str | Path) -> dict[str, float]:
+    """The view options (``PairConfig``'s probabilities) that the checkpoint ``src`` was trained with, as its
+    training record stores them: a whitening fitted on the views the network learned from (``--views training``),
+    contrast curves and near-identity warps included, where ``VIEWS`` is the recipe of the shipped v5."""
+    config = ((_torch_load(weights_path(src)).get("training") or {}).get("config") or {})
+    views = {k: float(config[k]) for k in VIEW_KEYS if k in config}
+    if not views:
+        raise WeightsError(f"{src}: no training record with view options (use --views shipped)")
+    return views
 
 
 def _maxima(rep: torch.Tensor, border: int, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -200,13 +212,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("dst")
     ap.add_argument("data", nargs="+", help="training data, as for 'sarreg train'")
     ap.add_argument("--shrink", type=float, default=0.1)
+    ap.add_argument("--views", choices=("shipped", "training"), default="shipped",
+                    help="training views to fit on: v5's recipe (VIEWS) or those src was trained with")
     add_view_arguments(ap, pairs=400)
     a = ap.parse_args(argv)
     model = load_model(a.src)
     if model.whitening is not None:
         raise SystemExit(f"{a.src}: already whitened")
+    views = VIEWS if a.views == "shipped" else training_views(a.src)
     sources = view_sources(a)
-    data = collect(model, sources, a.pairs, a.crop, seed=a.seed, near=NEAR)
+    data = collect(model, sources, a.pairs, a.crop, seed=a.seed, views=views, near=NEAR)
     half = data["group"].max() // 2
     fit_part = data["group"] <= half
     mean, mat = fit_whitening(data["a"][fit_part], data["b"][fit_part],
@@ -219,7 +234,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     # the stored whitening uses every pair
     mean, mat = fit_whitening(data["a"], data["b"], data["others"], a.shrink)
     info = {"pairs": a.pairs, "crop": a.crop, "shrink": a.shrink, "seed": a.seed, "val_holdout": a.val_holdout,
-            "views": VIEWS, "data": [str(d) for d in a.data], "matching_descriptors": int(len(data["a"])),
+            "views": views, "data": [str(d) for d in a.data], "matching_descriptors": int(len(data["a"])),
             "held_out_half": {"before": before, "after": after}}
     print(write_whitened(a.src, a.dst, mean, mat, info))
 
