@@ -27,7 +27,7 @@ import numpy as np
 from affine import Affine
 
 from sarreg.errors import InputError, OutputError, SarregError
-from sarreg.io.fill import holds, mapped_to_tag, warp_nodata
+from sarreg.io.fill import copy_nodata, holds, mapped_to_tag, warp_nodata
 from sarreg.io.source import OPEN_DEFAULTS, Source, is_remote, resolve_input
 from sarreg.outputs import write_error
 
@@ -418,7 +418,7 @@ def update_georef(moving: str | Path, transform: PixelTransform, grid: Grid, out
     check_output(out, [moving], overwrite)
     with open_dataset(moving) as ds:
         dtype = ds.dtypes[0]
-    nodata = None if isinstance(nodata, (tuple, list)) or nodata in ("auto", "file") else nodata
+    nodata = copy_nodata(moving, nodata)  # (a second fill value beside the tag stays data: warned)
     if nodata not in (None, "none") and not holds(dtype, float(nodata)):
         nodata = "none"  # a value no pixel can hold (NaN, -9999 in uint16): no nodata
     src, _ = _source_vrt(moving, transform, grid, (0, 0))

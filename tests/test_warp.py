@@ -1,6 +1,7 @@
 """GDAL warp onto the reference grid: real GeoTIFFs in tmp_path, analytic images with known transforms."""
 from __future__ import annotations
 
+import logging
 import math
 
 import numpy as np
@@ -175,11 +176,11 @@ def test_the_warps_nodata_values(tmp_path, capfd, dtype):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "int16"])
-def test_a_second_fill_beside_the_tag_is_warped_as_the_tag(tmp_path, dtype):
+def test_a_second_fill_beside_the_tag_is_warped_as_the_tag(tmp_path, dtype, caplog):
     """``nodata=(tag, fill)`` (``Scene.warp_nodata`` of a file whose tag 0 marks a strip while -9999 fills another
     part): the fill is kept out of the bilinear resampling like the tag and written as the tag; with the tag alone
     ("file") the fill is resampled as data, into the pixels along its edge. ``update_georef`` copies the pixels
-    unchanged and keeps the tag."""
+    unchanged and keeps the tag, and says that the fill stays data in the copy."""
     mov = tmp_path / "m.tif"
     img = np.round(_moving(np.eye(3)) * 100).astype(dtype) + 1
     img[:, :8] = 0
@@ -199,9 +200,13 @@ def test_a_second_fill_beside_the_tag_is_warped_as_the_tag(tmp_path, dtype):
         assert a.min() > -100 and (a == 0).sum() > (mixed == 0).sum() + 30 * H
         inside = (a != 0) & (mixed != 0) & (mixed > -100)
         assert np.array_equal(a[inside], mixed[inside])
-    out = update_georef(mov, tr, grid, tmp_path / "g.tif", fmt="GTiff", nodata=(0.0, -9999.0))
+    with caplog.at_level(logging.WARNING, logger="sarreg.io.fill"):
+        out = update_georef(mov, tr, grid, tmp_path / "g.tif", fmt="GTiff", nodata=(0.0, -9999.0))
     with rasterio.open(out) as ds:
         assert ds.nodata == 0 and np.array_equal(ds.read(1), img)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{mov}: --update-georef copies the pixels unchanged: the fill value -9999 stays data beside the nodata tag 0 "
+        "(the warped output, without --update-georef, reads both as nodata)"]
 
 
 @pytest.mark.parametrize("fmt,compress,kept", [("GTiff", "DEFLATE", True), ("GTiff", "LZW", False),

@@ -20,9 +20,12 @@ through ``given_fill``.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 MIN_SHARE = 0.005  # of the finite sample pixels hold exactly the candidate value
 FAR = 3.0  # the candidate lies more than FAR x the 5-95 % spread of the other values beyond their 5 / 95 % point
@@ -197,6 +200,19 @@ def warp_nodata(ds, option: float | str | tuple[float, float]) -> float | str | 
         return float(option) if holds(ds.dtypes[0], float(option)) else "None"
     found = sample_fill(ds, 1) if option == "auto" else None  # a fill the file does not declare: not resampled in
     return ds.nodata if found is None else found.value
+
+
+def copy_nodata(path, option: float | str | tuple[float, float] | None) -> float | str | None:
+    """The nodata tag of an ``--update-georef`` copy of ``path`` (``sarreg.warp.update_georef``): None keeps the file's
+    tag ("auto", "file" or a (tag, fill) pair), a number replaces it, "none" removes it. A copy keeps its pixels
+    unchanged and a GeoTIFF band has one tag: a second fill value stays data in it, which the user is told (the
+    warped output reads both as nodata)."""
+    if isinstance(option, (tuple, list)):
+        log.warning("%s: --update-georef copies the pixels unchanged: the fill value %g stays data beside the nodata "
+                    "tag %g (the warped output, without --update-georef, reads both as nodata)", path, option[1],
+                    option[0])
+        return None
+    return None if option in ("auto", "file") else option
 
 
 def holds(dtype: str, value: float) -> bool:
