@@ -21,6 +21,7 @@ through ``given_fill``.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -202,7 +203,7 @@ def warp_nodata(ds, option: float | str | tuple[float, float]) -> float | str | 
     return ds.nodata if found is None else found.value
 
 
-def copy_nodata(path, option: float | str | tuple[float, float] | None) -> float | str | None:
+def copy_nodata(path: str | os.PathLike[str], option: float | str | tuple[float, float] | None) -> float | str | None:
     """The nodata tag of an ``--update-georef`` copy of ``path`` (``sarreg.warp.update_georef``): None keeps the file's
     tag ("auto", "file" or a (tag, fill) pair), a number replaces it, "none" removes it. A copy keeps its pixels
     unchanged and a GeoTIFF band has one tag: a second fill value stays data in it, which the user is told (the

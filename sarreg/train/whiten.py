@@ -15,7 +15,7 @@ Matching views come from ``sarreg.train.pairs.sample_pair`` on the training sour
 built from them stay unseen): keypoints of the first view (3x3 maxima of repeatability, best ``per_pair``), the
 descriptors there and at the true positions in the second view.
 
-    python -m sarreg.train.whiten SRC.pt DST.pt DATA... [--pairs 400] [--shrink 0.1] [--seed 1234]
+    python -m sarreg.train.whiten SRC.pt DST.pt DATA... [--pairs 400] [--shrink 0.1] [--seed 1234] [--views training]
 """
 from __future__ import annotations
 
