@@ -405,7 +405,7 @@ def update_georef(moving: str | Path, transform: PixelTransform, grid: Grid, out
     they are and only the georeferencing tags are rewritten (no decompression, no re-encoding: what AROSICS does);
     otherwise the copy is re-encoded with ``fmt`` ("auto": COG) / ``compress``. nodata: None, "auto" or "file" keep
     the file's tag, a number becomes the tag, "none" removes it (a fill value read as nodata, or ``--nodata``);
-    (tag, fill) keeps the tag (the pixels are copied unchanged, the fill with them).
+    (tag, fill) keeps the tag (the pixels are copied unchanged, the fill with them: warned, ``copy_nodata``).
     """
     from sarreg.io.raster import open_dataset
 

@@ -80,8 +80,8 @@ def find_fill(sample: np.ndarray, tag: float | None = None) -> Fill | None:
     if v.size < 100:
         return None
     for c, low in ((v.min(), True), (v.max(), False)):
-        huge = not low and top is None and _sentinel(c, img.dtype, low=False)  # (netCDF's 9.97e36, FLT_MAX)
-        if not low and c != top and not huge:
+        sentinel = _sentinel(c, img.dtype, low)  # (-9999, -32768; high: netCDF's 9.97e36, FLT_MAX)
+        if not low and c != top and not sentinel:
             continue
         same = v == c
         share = float(same.mean())
@@ -90,10 +90,10 @@ def find_fill(sample: np.ndarray, tag: float | None = None) -> Fill | None:
             continue
         p5, p95, spread = _spread(rest)
         far = c < p5 - FAR * spread if low else c > p95 + FAR * spread
-        if far and (_reaches_edge(img == c) or _sentinel(c, img.dtype, low)):
+        if far and (sentinel or _reaches_edge(img == c)):
             if low:
                 return Fill(float(c), float(p5 - BOUND * spread), share)
-            return Fill(float(c), HUGE / 1e3 if huge else float(c), share, side="high")  # (cells mixing it with data)
+            return Fill(float(c), HUGE / 1e3 if sentinel else float(c), share, side="high")  # (cells mixing it in)
     if top is None:
         zero = v == 0
         nz = v[~zero]
