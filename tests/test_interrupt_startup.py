@@ -190,3 +190,20 @@ def test_cleanup_that_hangs_after_a_signal_is_cut_short():
     assert res.returncode == 128 + signal.SIGTERM, (res.returncode, res.stderr)
     assert _lines(res.stderr) == ["sarreg: interrupted (SIGTERM)"], res.stderr
     assert time.monotonic() - t0 < 30
+
+
+def test_a_signal_while_click_parses_is_one_line(monkeypatch, capsys):
+    """The window the importtime test above hits by chance: the signal lands in click's own parsing of the group's
+    arguments, before the command's handlers (click's standalone main would print "Aborted!" and exit 1)."""
+    import click
+
+    from sarreg.cli import Interrupted, cli
+
+    def interrupted(*args, **kwargs):
+        raise Interrupted(signal.SIGINT)  # what the start-up handler raises in the main thread
+
+    monkeypatch.setattr(click.Group, "make_context", interrupted)
+    with pytest.raises(SystemExit) as e:
+        cli.main(["info", "x.tif"], prog_name="sarreg")
+    assert e.value.code == 130
+    assert capsys.readouterr().err.splitlines() == ["sarreg: interrupted (SIGINT)"]

@@ -88,6 +88,16 @@ from sarreg.errors import SarregError  # noqa: E402
 
 
 class _Group(click.Group):
+    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
+        """click's own parsing, before ``invoke``: a signal here is one line and 128 + signum too (click's
+        standalone main would turn it into "Aborted!" and exit 1)."""
+        try:
+            return super().make_context(*args, **kwargs)
+        except KeyboardInterrupt as e:
+            signum = getattr(e, "signum", signal.SIGINT)
+            click.echo(f"sarreg: interrupted ({signal.Signals(signum).name})", err=True)
+            sys.exit(128 + signum)
+
     def invoke(self, ctx: click.Context) -> Any:
         old = _install(_raise_on_signal)
         _reported.clear()
