@@ -317,6 +317,7 @@ def test_train_cli_bad_values_are_one_line_and_leave_nothing(tmp_path):
     one_line(["--batch", "0", *small], "--batch", 2)
     one_line(["--iterations", "0", *small], "--iterations", 2)
     one_line(["--distort", "1.5", *small], "--distort", 2)
+    one_line(["--modal", str(tmp_path / "r.tif"), str(tmp_path / "o.tif"), *small], "--modal needs two image", 1)
     conf = tmp_path / "c.json"
     conf.write_text(json.dumps({"iterations": "abc"}))
     one_line(["--config", str(conf), *small], "c.json: iterations", 1)
@@ -632,3 +633,38 @@ def test_export_averages_checkpoints(tmp_path):
     with pytest.raises(WeightsError, match="w.pt"):
         export(paths[0], tmp_path / "bad.pt", average=[wide])
     assert not (tmp_path / "bad.pt").exists()
+
+
+def test_modal_source_gives_a_radar_and_an_optical_view_of_one_grid(tmp_path):
+    """A radar-optical pair (``--modal``): the optical RGB is read as one grey view, stretched to its 99th
+    percentile; both views keep the pixel grid, so the pair's flow is the drawn homography."""
+    import rasterio
+
+    from sarreg.cli.train import build_sources
+    from sarreg.train.pairs import load_optical
+
+    base = synth.reflectivity(160, 160, seed=8)
+    radar, optical = tmp_path / "radar.tif", tmp_path / "optique.tif"
+    with rasterio.open(radar, "w", driver="GTiff", width=160, height=160, count=1, dtype="float32") as ds:
+        ds.write(base.astype(np.float32)[None])
+    rgb = np.stack([np.clip(base * k * 100, 0, 9000) for k in (1.0, 1.2, 0.8)]).astype(np.uint16)
+    with rasterio.open(optical, "w", driver="GTiff", width=160, height=160, count=3, dtype="uint16") as ds:
+        ds.write(rgb)
+    grey = load_optical(optical)
+    assert grey.shape == (160, 160) and np.isfinite(grey).all()
+    # brighter optical pixels are brighter views (a monotonic stretch of the mean of the bands)
+    order = np.argsort(rgb.astype(np.float64).mean(axis=0).ravel())
+    assert np.all(np.diff(grey.ravel()[order]) >= -1e-3 * grey.max())
+    sources, _ = build_sources([str(radar)], [], False, 96, 0, {"modal": 0.4}, modal=[(str(radar), str(optical))])
+    src = next(s for s in sources if s.kind == "modal")
+    assert src.weight == 0.4 and src.describe() == "1 radar-optical pairs"
+    seen = set()
+    for seed in range(6):
+        v1, v2, syn = src.views(np.random.default_rng(seed), {})
+        assert not syn and v1.shape == v2.shape == (160, 160)
+        seen.add(bool(np.array_equal(v1, grey)))
+    assert seen == {True, False}  # either view can be the optical one
+    pair = make_pair(v1, v2, np.random.default_rng(3), PairConfig(crop=96))
+    assert np.isfinite(pair["aflow"][0]).mean() > 0.25
+    with pytest.raises(InputError, match="--modal needs two image files"):
+        build_sources([], [], True, 96, 0, {}, modal=[(str(radar), str(tmp_path / "missing.tif"))])

@@ -33,14 +33,15 @@ def _load_config(path: Path) -> dict:
 
 
 def build_sources(data: list[str], stacks: list[str], synthetic: bool, crop: int, val_holdout: int,
-                  weights: dict[str, float], terrain: float = 0.0, polar: float = 0.0
-                  ) -> tuple[list[Source], list[Source]]:
+                  weights: dict[str, float], terrain: float = 0.0, polar: float = 0.0,
+                  modal: list[tuple[str, str]] | None = None) -> tuple[list[Source], list[Source]]:
     """CLI data arguments -> (training sources, validation sources).
 
     A file is a single image; a folder with BEFORE/ and AFTER/ is a set of two-date pairs (the last
     ``val_holdout`` pairs are held out for validation); any other folder is a set of single images; each
     ``--stack`` folder holds co-registered dates of one scene. ``polar``: probability that a multi-channel single
-    image (a Pauli RGB) gives two of its channels, a real cross-polarisation pair.
+    image (a Pauli RGB) gives two of its channels, a real cross-polarisation pair. ``modal``: (radar, optical)
+    images of one scene on the same pixel grid.
     """
     from sarreg.train.pairs import IMAGE_EXTS, Source, find_date_pairs, list_images
 
@@ -66,6 +67,12 @@ def build_sources(data: list[str], stacks: list[str], synthetic: bool, crop: int
         if len(found) < 2:
             raise InputError(f"{d}: a stack folder needs at least two co-registered images")
         stack_items.append(found)
+    modal_items = []
+    for radar, optical in modal or []:
+        for f in (radar, optical):
+            if not Path(f).is_file():
+                raise InputError(f"{f}: --modal needs two image files (radar, optical)")
+        modal_items.append((Path(radar), Path(optical)))
 
     sources, val_sources = [], []
     if synthetic:
@@ -81,6 +88,8 @@ def build_sources(data: list[str], stacks: list[str], synthetic: bool, crop: int
         sources.append(Source("single", weights.get("single", 0.5), singles, polar=polar))
     if stack_items:
         sources.append(Source("stack", weights.get("stack", 1.0), stack_items))
+    if modal_items:
+        sources.append(Source("modal", weights.get("modal", 0.3), modal_items))
     if not sources:
         raise InputError("no training data: give image files/folders or keep --synthetic")
     if not val_sources:
@@ -96,6 +105,9 @@ def build_sources(data: list[str], stacks: list[str], synthetic: bool, crop: int
               show_default=True, help="Run folder: last.pt, best.pt, logs, curves.png.")
 @click.option("--stack", "stacks", multiple=True, type=click.Path(path_type=str),
               help="Folder of co-registered dates of one scene (repeatable).")
+@click.option("--modal", "modal", multiple=True, nargs=2, type=click.Path(path_type=str),
+              metavar="RADAR OPTICAL", help="A radar image and an optical image of one scene on the same pixel grid "
+              "(a cross-modal pair: descriptors of shapes, not grey levels; repeatable).")
 @click.option("--iterations", type=click.IntRange(min=1), default=1500, show_default=True)
 @click.option("--crop", type=int, default=160, show_default=True, help="Training crop side (even).")
 @click.option("--batch", type=click.IntRange(min=1), default=8, show_default=True)
@@ -114,6 +126,7 @@ def build_sources(data: list[str], stacks: list[str], synthetic: bool, crop: int
 @click.option("--pairs-weight", type=float, default=1.0, show_default=True)
 @click.option("--single-weight", type=float, default=0.5, show_default=True)
 @click.option("--stack-weight", type=float, default=1.0, show_default=True)
+@click.option("--modal-weight", type=float, default=0.3, show_default=True)
 @click.option("--val-holdout", type=int, default=4, show_default=True,
               help="Two-date pairs held out of training for validation.")
 @click.option("--val-every", type=int, default=100, show_default=True)
@@ -176,17 +189,17 @@ def build_sources(data: list[str], stacks: list[str], synthetic: bool, crop: int
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.pass_context
 def train(ctx: click.Context, data: tuple[str, ...], config_file: Path | None, out_dir: Path,
-          stacks: tuple[str, ...], no_progress: bool, **opts: Any) -> None:
+          stacks: tuple[str, ...], modal: tuple[tuple[str, str], ...], no_progress: bool, **opts: Any) -> None:
     """Train the keypoint network on DATA (images, folders, BEFORE/AFTER pair folders) + synthetic scenes."""
     from click.core import ParameterSource
 
     from sarreg.train.loop import TrainConfig, check_train
     from sarreg.train.loop import train as run_train
 
-    data, stacks = list(data), list(stacks)
+    data, stacks, modal_pairs = list(data), list(stacks), [tuple(m) for m in modal]
     if config_file is not None:
         conf = _load_config(config_file)
-        known = set(opts) | {"data", "stacks", "out"}
+        known = set(opts) | {"data", "stacks", "modal", "out"}
         unknown = set(conf) - known
         if unknown:
             raise InputError(f"{config_file}: unknown option(s) {', '.join(sorted(unknown))}")
@@ -195,6 +208,8 @@ def train(ctx: click.Context, data: tuple[str, ...], config_file: Path | None, o
                 data = [str(x) for x in v]
             elif k == "stacks" and not stacks:
                 stacks = [str(x) for x in v]
+            elif k == "modal" and not modal_pairs:
+                modal_pairs = [(str(a), str(b)) for a, b in v]
             elif k == "out" and ctx.get_parameter_source("out_dir") == ParameterSource.DEFAULT:
                 out_dir = Path(v)
             elif k in opts and ctx.get_parameter_source(k) == ParameterSource.DEFAULT:
@@ -203,12 +218,12 @@ def train(ctx: click.Context, data: tuple[str, ...], config_file: Path | None, o
                     opts[k] = param.type_cast_value(ctx, v)
                 except click.BadParameter as e:
                     raise InputError(f"{config_file}: {k}: {e.message}") from None
-    weights = {k: opts.pop(f"{k}_weight") for k in ("synthetic", "pairs", "single", "stack")}
+    weights = {k: opts.pop(f"{k}_weight") for k in ("synthetic", "pairs", "single", "stack", "modal")}
     synthetic, val_holdout, resume = opts.pop("synthetic"), opts.pop("val_holdout"), opts.pop("resume")
     cfg = TrainConfig(**opts)
     check_train(out_dir, cfg, resume)
     sources, val_sources = build_sources(data, stacks, synthetic, cfg.crop, val_holdout, weights, cfg.terrain,
-                                         cfg.polar)
+                                         cfg.polar, modal_pairs)
     for s in sources:
         if not json_progress.is_quiet():
             click.echo(f"training data: {s.describe()}, weight {s.weight:g}", err=True)

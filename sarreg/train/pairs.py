@@ -132,6 +132,28 @@ def load_channels(path: str | Path) -> list[np.ndarray]:
     return out
 
 
+def load_optical(path: str | Path) -> np.ndarray:
+    """An optical image (RGB or multispectral, any dtype) as a power-like view for a cross-modal training pair:
+    the mean of its first three bands stretched to its 99th percentile and stored like an 8-bit display image, so
+    the network sees the optical grey levels linearly after ``image_to_unit``. NaN where invalid."""
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.open(path) as ds:
+                a = ds.read(list(range(1, min(ds.count, 3) + 1))).astype(np.float32).mean(axis=0)
+                valid = ds.read_masks(1) > 0
+    except rasterio.errors.RasterioIOError as e:
+        raise InputError(f"{path}: not a readable raster ({str(e).splitlines()[0][:120]})") from None
+    valid &= np.isfinite(a)
+    if not valid.any():
+        raise InputError(f"{path}: no valid pixels")
+    top = float(np.percentile(a[valid], 99)) or 1.0
+    p = _display_to_power(np.clip(a / top, 0.0, 1.0), 1.0)
+    p[~valid] = np.nan
+    return p
+
+
 def list_images(folder: str | Path) -> list[Path]:
     """Image files under ``folder`` (recursive, sorted), without optical/flow/mask companions."""
     folder = Path(folder)
@@ -160,11 +182,12 @@ def find_date_pairs(folder: str | Path) -> list[tuple[Path, Path]]:
 # --------------------------------------------------------------------------------------------------- sources
 @dataclass
 class Source:
-    """Where views come from. kind: "synthetic" | "single" (same image twice) | "pairs" | "stack"."""
+    """Where views come from. kind: "synthetic" | "single" (same image twice) | "pairs" | "stack" | "modal"
+    (a radar image and an optical image of one scene on the same pixel grid: shapes, not grey levels, match)."""
 
     kind: str
     weight: float = 1.0
-    items: list = field(default_factory=list)  # single: [Path]; pairs: [(Path, Path)]; stack: [[Path, ...]]
+    items: list = field(default_factory=list)  # single: [Path]; pairs, modal: [(Path, Path)]; stack: [[Path, ...]]
     size: int = 320  # synthetic scene side
     terrain: float = 0.0  # synthetic: probability of a mountain scene (sarreg.synth.terrain) instead of a flat one
     polar: float = 0.0  # single: probability of two different channels of a multi-channel image (cross-pol pair)
@@ -173,7 +196,8 @@ class Source:
         n = len(self.items)
         mountains = f" ({self.terrain:.0%} mountains)" if self.terrain else ""
         return {"synthetic": f"synthetic scenes {self.size}x{self.size}{mountains}", "single": f"{n} single images",
-                "pairs": f"{n} two-date pairs", "stack": f"{n} multi-date stacks"}[self.kind]
+                "pairs": f"{n} two-date pairs", "stack": f"{n} multi-date stacks",
+                "modal": f"{n} radar-optical pairs"}[self.kind]
 
     def views(self, rng: np.random.Generator, cache: dict | None = None) -> tuple[np.ndarray, np.ndarray, bool]:
         """(view1, view2, is_synthetic): co-registered linear power arrays of identical shape."""
@@ -213,6 +237,15 @@ class Source:
             if rng.random() < 0.25:  # same date twice (speckle-only change) keeps the task well posed
                 return va, va, False
             vb = get(b)
+            if vb.shape != va.shape:
+                vb = cv2.resize(vb, (va.shape[1], va.shape[0]), interpolation=cv2.INTER_LINEAR)
+            return (va, vb, False) if rng.random() < 0.5 else (vb, va, False)
+        if self.kind == "modal":
+            a, b = self.items[int(rng.integers(len(self.items)))]
+            key = (b, "optical")
+            if cache is not None and key not in cache:
+                cache[key] = load_optical(b)
+            va, vb = get(a), cache[key] if cache is not None else load_optical(b)
             if vb.shape != va.shape:
                 vb = cv2.resize(vb, (va.shape[1], va.shape[0]), interpolation=cv2.INTER_LINEAR)
             return (va, vb, False) if rng.random() < 0.5 else (vb, va, False)
