@@ -152,22 +152,22 @@ def grid_of(path: Path) -> dict[str, Any]:
 def registered_nodata(data: dict[str, Any], target: str | Path) -> float | str | tuple[float, float]:
     """``apply``'s nodata for ``target`` when none is given: the value ``register`` read as nodata in its moving raster
     (a fill value found in the data, or ``--moving-nodata`` / ``--nodata``; (tag, fill) for a second fill value
-    beside the file's tag) when ``target`` is that raster, else "auto" (``target``'s own tag, or a fill value found
-    in a file that declares nothing; ``sarreg.warp``). Another raster when ``register`` found a fill in its own (the
-    other polarisation of one export is filled alike) is read as ``register`` reads one (``open_scene``: its tag
-    searched too, one decimated read)."""
+    beside the file's tag) when ``target`` is that raster, its own tag ("auto") when register read only the tag there.
+    Another raster (the other polarisation, another product or crop) is read as ``register`` reads any raster
+    (``open_scene``: its tag, a second fill value beside it, or a fill value in a file that declares nothing; one
+    decimated read), whatever register found in its own: a tag can hide a fill value in one file and not another."""
     relate = (data.get("stages") or {}).get("relate") or {}
     moving = (relate.get("nodata") or {}).get("moving") or {}
     second = (relate.get("undeclared_nodata") or {}).get("moving") if moving.get("from") == "file" else None
     a, b = str(data.get("moving") or ""), str(target)
-    if (moving.get("from") not in ("found", "option") and second is None) or not a:
+    if not a:
         return "auto"
     if a != b and not (Path(a).exists() and Path(b).exists() and Path(a).samefile(b)):
-        if moving.get("from") == "option":
-            return "auto"  # another raster (another polarisation, product, crop): its own nodata
         from sarreg.io.raster import open_scene
 
-        return open_scene(target).warp_nodata  # (found in the registered raster: searched for in this one)
+        return open_scene(target).warp_nodata
+    if moving.get("from") not in ("found", "option") and second is None:
+        return "auto"
     if second is not None and moving.get("value") is not None:
         return float(moving["value"]), float(second)
     return "none" if moving.get("value") is None else moving["value"]

@@ -231,8 +231,8 @@ def _wedged_db(tmp_path: Path, field: np.ndarray, m: np.ndarray, tag: float | No
 
 def test_registered_nodata_follows_the_raster_register_read(tmp_path):
     """``apply`` and a batch chain's warp reuse the nodata value register read in the raster it registered (found or
-    given), for that raster only; the file's own otherwise ("auto"), searched as register reads it when register
-    found a fill in its raster."""
+    given), for that raster only; another raster is searched as register reads any raster, whatever register found
+    in its own (a tag can hide a second fill value in the other polarisation only)."""
     from sarreg.reapply import registered_nodata
 
     mov = tmp_path / "m.tif"
@@ -243,7 +243,6 @@ def test_registered_nodata_follows_the_raster_register_read(tmp_path):
     assert registered_nodata(rep(None, "option"), mov) == "none"
     assert registered_nodata(rep("nan", "option"), mov) == "nan"
     assert registered_nodata(rep(0.0, "file"), mov) == "auto"
-    assert registered_nodata(rep(-9999.0, "option"), tmp_path / "other.tif") == "auto"
     assert registered_nodata({}, mov) == "auto" and registered_nodata({"stages": None}, mov) == "auto"
     both = rep(0.0, "file")  # a second fill found beside the tag: the pair, for that raster only
     both["stages"]["relate"]["undeclared_nodata"] = {"moving": -9999.0}
@@ -254,7 +253,7 @@ def test_registered_nodata_follows_the_raster_register_read(tmp_path):
     other = write_geotiff(tmp_path / "vh.tif", img, Affine(10, 0, 5e5, 0, -10, 4e6), "EPSG:32631", nodata=0.0)
     plain = write_geotiff(tmp_path / "plain.tif", np.where(img == -9999.0, -12.0, img).astype(np.float32),
                           Affine(10, 0, 5e5, 0, -10, 4e6), "EPSG:32631", nodata=0.0)
-    for found in (both, rep(-9999.0, "found")):
+    for found in (both, rep(-9999.0, "found"), rep(0.0, "file"), rep(-9999.0, "option"), rep(None, "option")):
         assert registered_nodata(found, other) == (0.0, -9999.0) and registered_nodata(found, plain) == "file"
 
 
