@@ -121,8 +121,8 @@ def register(ref: Path | str, moving: Path | str, out: Path, as_json: bool, asse
 @config_option(P, "nodata", type=NodataArg(), metavar="VALUE",
                help="Value that marks no data in MOVING, over the file's own nodata tag: a number, nan, or none. "
                     "Default: the value register read as nodata in MOVING when it is the raster registered (its tag, "
-                    "a fill value found in the data, or --nodata); else, when register found a fill value in its "
-                    "raster, MOVING read as register reads it; else MOVING's tag (searched when it declares none).")
+                    "a fill value found in the data, or --nodata); another raster read as register reads any "
+                    "raster (its tag, a second fill value beside it, or a fill in a file that declares none).")
 @asset_opt
 @pol_opt
 def apply(report: Path, moving: Path | str, out: Path, update_georef: bool, overwrite: bool, fmt: str, compress: str,
