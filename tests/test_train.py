@@ -668,3 +668,25 @@ def test_modal_source_gives_a_radar_and_an_optical_view_of_one_grid(tmp_path):
     assert np.isfinite(pair["aflow"][0]).mean() > 0.25
     with pytest.raises(InputError, match="--modal needs two image files"):
         build_sources([], [], True, 96, 0, {}, modal=[(str(radar), str(tmp_path / "missing.tif"))])
+
+
+def test_freeze_bn_keeps_the_stored_statistics_and_learns_the_rest(tmp_path):
+    """``--freeze-bn``: a fine-tune normalises with the stored BatchNorm statistics and keeps them (also after a
+    validation, which switches the network to inference mode and back); the convolutions still learn."""
+    from sarreg.model.weights import random_model, save_checkpoint
+    from sarreg.train.loop import TrainConfig, train
+
+    m = random_model(mchan=2, seed=4)
+    init = save_checkpoint(tmp_path / "init.pt", m.net, m.arch, 2, 1)
+    start = {k: v.clone() for k, v in load_model(init).net.state_dict().items()}
+    runs = {}
+    for frozen in (True, False):
+        cfg = TrainConfig(iterations=2, batch=2, crop=64, mchan=2, workers=0, threads=1, val_every=1, val_size=64,
+                          val_top_k=50, val_pairs=1, init=str(init), freeze_bn=frozen, lr=1e-3)
+        train([Source("synthetic", 1.0, size=128)], tmp_path / f"run{frozen}", cfg, progress=False)
+        runs[frozen] = load_model(tmp_path / f"run{frozen}" / "last.pt").net.state_dict()
+    stats = [k for k in start if k.endswith(("running_mean", "running_var"))]
+    learned = [k for k in start if k.endswith(".weight") and start[k].dtype.is_floating_point]
+    assert stats and all(torch.equal(runs[True][k], start[k]) for k in stats)
+    assert any(not torch.equal(runs[False][k], start[k]) for k in stats)
+    assert learned and all(not torch.equal(runs[True][k], start[k]) for k in learned if k.startswith("ops."))

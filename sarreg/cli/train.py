@@ -181,6 +181,9 @@ def build_sources(data: list[str], stacks: list[str], synthetic: bool, crop: int
 @click.option("--contrast", type=PROBABILITY, default=0.0, show_default=True,
               help="Probability that one view goes through a random intensity transfer curve (contrast "
                    "reversals, regional changes): descriptors of shapes, not grey levels, for unseen sensors.")
+@click.option("--freeze-bn", is_flag=True,
+              help="BatchNorm layers normalise with their stored statistics, as at inference, and keep them (a "
+                   "fine-tune of a trained model); the convolutions still learn.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 ...")
 @click.option("--threads", type=int, default=2, show_default=True)
 @click.option("--workers", type=int, default=1, show_default=True, help="Pair-generation worker processes.")

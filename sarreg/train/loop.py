@@ -82,6 +82,7 @@ class TrainConfig:
     single_look: float = 0.0  # per-view probability of 1-2-look extra speckle on real pairs (PairConfig.single_look)
     near_identity: float = 0.0  # probability of a georeferenced-style near-identity warp (PairConfig.near_identity)
     contrast: float = 0.0  # probability of a random intensity transfer curve (sarreg.train.looks.contrast_look)
+    freeze_bn: bool = False  # BatchNorm layers normalise with their stored statistics (as at inference), not updated
 
 
 # ------------------------------------------------------------------------------------------------------ data
@@ -195,6 +196,18 @@ def evaluate(net: torch.nn.Module, model: Model, pairs: Sequence[dict], device: 
 
 
 # ------------------------------------------------------------------------------------------------------ train
+def training_mode(net: torch.nn.Module, freeze_bn: bool = False) -> torch.nn.Module:
+    """``net`` in training mode; with ``freeze_bn`` its BatchNorm layers stay in inference mode: a fine-tune then
+    normalises as inference does (the stored statistics, not each half-batch's own) and keeps those statistics;
+    the convolutions (and any BatchNorm scales) still learn."""
+    net.train()
+    if freeze_bn:
+        for m in net.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.eval()
+    return net
+
+
 @dataclass
 class RunState:
     iteration: int = 0
@@ -331,7 +344,7 @@ def train(sources: Sequence[Source], out_dir: str | Path, cfg: TrainConfig = Tra
 
     if cfg.arch not in ARCHITECTURES:
         raise InputError(f"arch must be one of {', '.join(ARCHITECTURES)}, got {cfg.arch!r}")
-    net = build_network(cfg.arch, in_channels=1, mchan=cfg.mchan).to(device).train()
+    net = training_mode(build_network(cfg.arch, in_channels=1, mchan=cfg.mchan).to(device), cfg.freeze_bn)
     if cfg.amp:
         net = net.to(memory_format=torch.channels_last)  # faster oneDNN / cuDNN convolutions
     model = Model(net=net, arch=cfg.arch, mchan=cfg.mchan, in_channels=1, mean=list(SAR_MEAN), std=list(SAR_STD))
@@ -373,7 +386,7 @@ def train(sources: Sequence[Source], out_dir: str | Path, cfg: TrainConfig = Tra
         bn_data = PairDataset(sources, pcfg, cfg.seed + 7_919, cfg.bn_batches * cfg.batch)
         bn_loader = torch.utils.data.DataLoader(bn_data, batch_size=cfg.batch)
         n = reestimate_batchnorm(net, (model.normalise(torch.cat([a, b])).to(device) for a, b, _ in bn_loader))
-        net.train()
+        training_mode(net, cfg.freeze_bn)
         log.info("BatchNorm statistics re-estimated on %d batches", n)
     val_pairs = make_validation_set(val_sources or sources, cfg.val_size, cfg.val_pairs)
     criterion = R2D2Loss(LossWeights(cfg.w_reliability, cfg.w_cosim, cfg.w_peaky, cfg.w_sharpen, cfg.w_ap),
@@ -416,6 +429,7 @@ def train(sources: Sequence[Source], out_dir: str | Path, cfg: TrainConfig = Tra
 
     def validate() -> None:
         v = evaluate(net, model, val_pairs, device, cfg.val_top_k, use_reliability=cfg.val_rank == "rep_rel")
+        training_mode(net, cfg.freeze_bn)
         row = {"iteration": state.iteration, **{k: round(v[k], 5) for k in vfields[1:]}}
         wval.writerow(row)
         fval.flush()
