@@ -103,6 +103,20 @@ def test_apply_reproduces_register_output(scenes, tmp_path):
     assert res.exit_code == 1 and not (tmp_path / "c.tif").exists()
 
 
+def test_apply_of_a_low_quality_report_writes_nothing_without_force(scenes, tmp_path):
+    """A transform that failed register's quality gates is not applied silently: exit 2 and no raster, as register
+    itself; --force applies it (exit 0)."""
+    res = run(scenes["ref"], scenes["moving"], tmp_path / "a.tif", "--max-shift", "0.01")
+    assert res.exit_code == 2 and not (tmp_path / "a.tif").exists(), res.output
+    assert json.loads((tmp_path / "a.report.json").read_text())["status"] == "low_quality"
+    args = ["apply", str(tmp_path / "a.report.json"), str(scenes["moving"]), str(tmp_path / "b.tif")]
+    res = CliRunner().invoke(cli, args)
+    _one_line_error(res, "a.report.json", "the registration is low_quality")
+    assert res.exit_code == 2 and "--force applies it" in res.output and not (tmp_path / "b.tif").exists()
+    res = CliRunner().invoke(cli, [*args, "--force"])
+    assert res.exit_code == 0 and (tmp_path / "b.tif").exists(), res.output
+
+
 @pytest.mark.parametrize("damage,needle", [
     (lambda d: d["reference_grid"].update(crs_wkt="garbage"), "Invalid WKT"),
     (lambda d: d["reference_grid"].update(geotransform=[0, 0, 0, 0, 0, 0]), "degenerate geotransform"),

@@ -125,9 +125,11 @@ def register(ref: Path | str, moving: Path | str, out: Path, as_json: bool, asse
                     "raster (its tag, a second fill value beside it, or a fill in a file that declares none).")
 @asset_opt
 @pol_opt
+@click.option("--force", is_flag=True,
+              help="Apply a transform whose registration failed the quality gates (report status low_quality).")
 def apply(report: Path, moving: Path | str, out: Path, update_georef: bool, overwrite: bool, fmt: str, compress: str,
           resampling: str, resolution: str, warp_mem_mb: int, nodata: float | str | None, asset: str | None,
-          pol: str | None) -> None:
+          pol: str | None, force: bool) -> None:
     """Re-apply the transform saved in REPORT (a .report.json) to MOVING, writing OUT on the reference grid.
 
     MOVING may be on another grid than the raster that was registered (other resolution, crop, CRS): it is related
@@ -150,6 +152,10 @@ def apply(report: Path, moving: Path | str, out: Path, update_georef: bool, over
         raise InputError(f"{report}: not a readable JSON report ({e})") from None
     if not isinstance(data, dict) or not data.get("transform") or not data.get("reference_grid"):
         raise InputError(f"{report}: holds no transform (status {data.get('status') if isinstance(data, dict) else '?'})")
+    if data.get("status", "ok") != "ok" and not force:  # as register: an untrusted transform writes no raster
+        why = data.get("message") or "quality gates failed"
+        raise LowQuality(f"{report}: the registration is {data.get('status')} ({why}); no raster written "
+                         "(--force applies it)")
     moving_grid = Grid.from_dict(grid_of(moving))  # also a clear error for missing / unreadable rasters
     if nodata is None:  # the value register read in this very raster (found or given), else MOVING's own
         nodata = registered_nodata(data, moving)
