@@ -526,3 +526,21 @@ def test_signal_during_the_warp_leaves_nothing(big_pair, tmp_path, sig, code):
     res = _cli("register", "--features", "sift", "--tiles", "1", big_pair["ref"], big_pair["mov"], out / "o.tif")
     assert res.exit_code == 0, res.output
     assert {q.name for q in out.iterdir()} == _ok_files(out)
+
+
+def test_gdal_warnings_of_a_damaged_header_are_for_verbose_only(pair, tmp_path):
+    """A TIFF cut inside its header: GDAL warns about every GeoTIFF tag it cannot read (logged by rasterio), then
+    the read fails. The user sees the one error line (a separate process: the CLI's own logging set-up); -v shows
+    the warnings too."""
+    import subprocess
+    import sys
+
+    (tmp_path / "head.tif").write_bytes(pair["mov"].read_bytes()[:250])
+    args = [sys.executable, "-m", "sarreg.cli", "register", "--features", "sift", str(pair["ref"]),
+            str(tmp_path / "head.tif"), str(tmp_path / "o.tif")]
+    quiet = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    lines = quiet.stderr.strip().splitlines()
+    assert quiet.returncode == 1 and len(lines) == 1 and lines[0].startswith("sarreg: error: "), quiet.stderr
+    assert "head.tif" in lines[0] and not list(tmp_path.glob("o*"))
+    loud = subprocess.run(args[:3] + ["-v"] + args[3:], capture_output=True, text=True, timeout=120)
+    assert loud.returncode == 1 and "CPLE_" in loud.stderr, loud.stderr

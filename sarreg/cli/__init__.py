@@ -165,9 +165,11 @@ def cli(verbose: int, quiet: bool, progress_json: bool) -> None:
     progress.quiet(quiet)
     level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    # warnings of libraries (captured into the log by the group) and "Exception ignored in ..." messages of
-    # finalizers (e.g. GDAL closing a dataset on a full disk) are shown with -v only
-    logging.getLogger("py.warnings").setLevel(logging.WARNING if verbose else logging.ERROR)
+    # warnings of libraries (captured into the log by the group; GDAL's, which rasterio logs, e.g. a damaged TIFF's
+    # tags before the one error line) and "Exception ignored in ..." messages of finalizers (e.g. GDAL closing a
+    # dataset on a full disk) are shown with -v only
+    for name in ("py.warnings", "rasterio"):
+        logging.getLogger(name).setLevel(logging.WARNING if verbose else logging.ERROR)
 
 
 def _set_environment() -> None:
