@@ -27,7 +27,7 @@ import numpy as np
 from affine import Affine
 
 from sarreg.errors import InputError, OutputError, SarregError
-from sarreg.io.fill import copy_nodata, holds, mapped_to_tag, warp_nodata
+from sarreg.io.fill import copy_nodata, holds, mapped_to_tag, out_nodata, warp_nodata
 from sarreg.io.source import OPEN_DEFAULTS, Source, is_remote, resolve_input
 from sarreg.outputs import write_error
 
@@ -265,13 +265,6 @@ def _source_vrt(moving: Source, tr: PixelTransform, grid: Grid, mov_size: tuple[
     return src, opts
 
 
-def _out_nodata(dtype: str, nodata: float | None) -> float:
-    if nodata is not None:
-        return nodata
-    # NaN only where the type holds it: complex_int16 / complex_int32 (CInt16 / CInt32) fill with 0 like integers
-    return float("nan") if dtype.startswith("float") or dtype in ("complex64", "complex128") else 0.0
-
-
 def predictor(dtype: str) -> int:
     """TIFF predictor for a data type: 2 (horizontal differencing) for integers, 3 (floating point) for float32 /
     float64 only, 1 (none) for complex types, which GDAL accepts with neither."""
@@ -334,7 +327,7 @@ def warp_to_grid(moving: str | Path, transform: PixelTransform, grid: Grid, out:
         count, dtype, size = ds.count, ds.dtypes[0], (ds.width, ds.height)
         src_nodata = warp_nodata(ds, nodata)
     src, wopts = _source_vrt(moving, transform, grid, size, nodata[1] if isinstance(nodata, (tuple, list)) else None)
-    out_nodata = _out_nodata(dtype, None if src_nodata == "None" else src_nodata)
+    dst_nodata = out_nodata(dtype, None if src_nodata == "None" else src_nodata)
     tmp = _tmp_path(out, "warp")
     tmp_cog = _tmp_path(out)
     dst = r = c = None
@@ -349,14 +342,14 @@ def warp_to_grid(moving: str | Path, transform: PixelTransform, grid: Grid, out:
                 dst.SetGeoTransform(og.transform.to_gdal())
                 dst.SetProjection(og.crs_wkt)
             for b in range(1, count + 1):
-                dst.GetRasterBand(b).SetNoDataValue(out_nodata)
+                dst.GetRasterBand(b).SetNoDataValue(dst_nodata)
                 desc = src.GetRasterBand(b).GetDescription()
                 if desc:
                     dst.GetRasterBand(b).SetDescription(desc)
             tropts = [] if grid.georeferenced else ["DST_METHOD=NO_GEOTRANSFORM"]
             if "src_method" in wopts:
                 tropts.append(f"SRC_METHOD={wopts.pop('src_method')}")
-            wo = gdal.WarpOptions(resampleAlg=resampling, srcNodata=src_nodata, dstNodata=out_nodata,
+            wo = gdal.WarpOptions(resampleAlg=resampling, srcNodata=src_nodata, dstNodata=dst_nodata,
                                   warpMemoryLimit=mem_mb, multithread=threads > 1,
                                   warpOptions=[f"NUM_THREADS={threads}", "INIT_DEST=NO_DATA"],
                                   transformerOptions=tropts, errorThreshold=0.05, **wopts)

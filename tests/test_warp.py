@@ -290,11 +290,12 @@ def test_every_dtype_warps_with_matching_creation_options(tmp_path, dtype, fmt):
         pred = ds.tags(ns="IMAGE_STRUCTURE").get("PREDICTOR")
         v = ds.read(1)
         nodata = ds.nodata
-    # the fill is flagged as nodata in a value the type holds: NaN for float / complex float, 0 for integers and CInt16
+    # the fill is flagged as nodata in a value the type holds and no measurement takes: NaN for float / complex
+    # float, the minimum of a signed integer type (0 is 0 dB in dB x 100), 0 for unsigned types and CInt16
     if dtype in ("float32", "float64", "complex64"):
         assert nodata is not None and np.isnan(nodata)
     else:
-        assert nodata == 0
+        assert nodata == (-32768 if dtype == "int16" else 0)
     assert pred == ({"float32": "3", "float64": "3"}.get(dtype, None if dtype.startswith("complex") else "2"))
     assert v[13, 12] == (a[10, 10] * (1 + 1j) if dtype.startswith("complex") else a[10, 10])
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([src.name, "out.tif"])
@@ -309,3 +310,27 @@ def test_pixel_transform_apply_known_answers():
     poly = np.array([[1.0, 1.0, 0.0, 0.5, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0, 2.0, 0.25]])
     p2 = PixelTransform("poly2", np.eye(3), poly=poly)
     assert np.allclose(p2.apply([[2, 4]]), [[1 + 2 + 0.5 * 4, 4 + 2 * 8 + 0.25 * 16]])  # [5, 24]
+
+
+def test_untagged_integer_rasters_keep_fill_and_data_apart(tmp_path):
+    """uint16 amplitude with a zero border and no nodata tag (the Sentinel-1 GRD layout): the border stays nodata in
+    the output (0) instead of becoming DN 1 data, and no data pixel is 0. int16 dB x 100 with no tag: pixels at 0 dB
+    stay data, the output's nodata being the type's minimum."""
+    grid = Grid(W, H, REF_T, UTM.to_wkt())
+    tr = PixelTransform("shift", np.eye(3))
+    amp = np.round(_moving(np.eye(3)) * 10).astype(np.uint16)  # ~ 650-1350 DN
+    amp[:, :20] = 0
+    write_geotiff(tmp_path / "amp.tif", amp, REF_T, UTM)
+    for resampling in ("nearest", "bilinear"):  # (moved by half a pixel: resampled, not copied)
+        out = warp_to_grid(tmp_path / "amp.tif", PixelTransform("shift", _shift_rot(0.5, 0.5)), grid,
+                           tmp_path / f"amp_{resampling}.tif", resampling, "GTiff")
+        with rasterio.open(out) as ds:
+            a, nodata = ds.read(1), ds.nodata
+        assert nodata == 0 and (a[1:, :20] == 0).all() and (a[1:, 22:] > 100).all(), resampling
+    db = np.round((_moving(np.eye(3)) - 120) * 10).astype(np.int16)  # -6 .. +6 dB x 100, zeros among them
+    db[:4, :4] = 0
+    write_geotiff(tmp_path / "db.tif", db, REF_T, UTM)
+    out = warp_to_grid(tmp_path / "db.tif", tr, grid, tmp_path / "db_out.tif", "nearest", "GTiff")
+    with rasterio.open(out) as ds:
+        a, nodata, valid = ds.read(1), ds.nodata, ds.read_masks(1) > 0
+    assert nodata == -32768 and np.array_equal(a, db) and valid.all()

@@ -192,7 +192,10 @@ def warp_nodata(ds, option: float | str | tuple[float, float]) -> float | str | 
     (``sarreg.warp.warp_to_grid``): a number, "None" (GDAL's word for ignoring the tags; also for a given value the
     data type cannot hold) or None (no nodata).
     "auto": the tag, else a fill value found in a file that declares nothing (``sample_fill``); (tag, fill): the tag
-    (the fill is mapped to it in the warp's source, ``mapped_to_tag``)."""
+    (the fill is mapped to it in the warp's source, ``mapped_to_tag``). An unsigned integer band with no nodata at
+    all: 0, which is no measurement there (amplitude or intensity DN, an 8-bit display image; register reads it as no
+    data): a Sentinel-1-style raster's zero border otherwise warps as data, and GDAL moves it to 1 beside the
+    output's nodata 0."""
     if isinstance(option, (tuple, list)):  # (a list after a JSON round trip)
         option = option[0]
     if option == "none":
@@ -200,7 +203,22 @@ def warp_nodata(ds, option: float | str | tuple[float, float]) -> float | str | 
     if option not in ("auto", "file"):  # (a value no pixel can hold: no nodata, not one GDAL rounds to 0)
         return float(option) if holds(ds.dtypes[0], float(option)) else "None"
     found = sample_fill(ds, 1) if option == "auto" else None  # a fill the file does not declare: not resampled in
-    return ds.nodata if found is None else found.value
+    if found is not None:
+        return found.value
+    if ds.nodata is None and ds.dtypes[0].startswith("uint"):
+        return 0.0
+    return ds.nodata
+
+
+def out_nodata(dtype: str, nodata: float | None) -> float:
+    """The nodata value a warped output of ``dtype`` (a rasterio name) declares: the source's, else NaN where the
+    type holds it, a signed integer type's minimum (dB x 100 in int16 holds 0 as 0 dB), and 0 for unsigned types and
+    complex_int16 / complex_int32 (CInt16 / CInt32), which no measurement takes."""
+    if nodata is not None:
+        return nodata
+    if dtype.startswith("float") or dtype in ("complex64", "complex128"):
+        return float("nan")
+    return float(np.iinfo(np.dtype(dtype)).min) if dtype.startswith("int") else 0.0
 
 
 def copy_nodata(path: str | os.PathLike[str], option: float | str | tuple[float, float] | None) -> float | str | None:
