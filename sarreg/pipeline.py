@@ -49,7 +49,8 @@ from sarreg.io.source import resolve_input, stac_info
 from sarreg.keypoints import Extractor, coarse_stage, fine_stage, read_tiles, try_coarse_area
 from sarreg.offsets import local_transform
 from sarreg.quality import second_moves
-from sarreg.relate import check_bounds, located_by, moving_pre, overlap_area, prior_matrix, read_coarse
+from sarreg.relate import (check_bounds, located_by, moving_pre, nonlinear_reason, overlap_area, prior_fit,
+                           prior_matrix, read_coarse)
 from sarreg.stage import StageResult
 from sarreg.warp import Grid, check_output, corrected_geotransform, pixel_size
 
@@ -246,7 +247,7 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
     rs, ms = both(lambda: open_scene(ref, cfg.preprocess), lambda: open_scene(moving, moving_pre(cfg)))
     if cfg.update_georef and cfg.warp and not (rs.georeferenced and ms.georeferenced):  # before the work, not after
         raise InputError(f"{moving if rs.georeferenced else ref}: --update-georef needs georeferenced rasters")
-    prior = prior_matrix(rs, ms)
+    prior, nonlinear = prior_fit(rs, ms)
     check_bounds(rs, ms, prior)
     ci = read_coarse(rs, ms, prior, cfg)
     area, frac = overlap_area(rs, ms, prior, cfg, ci)
@@ -261,7 +262,8 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
                  reference_grid=grid.to_dict(), versions=_versions(),
                  weights={"features": cfg.features, "name": ext.name, "sha256": ext.sha256},
                  options=cfg.to_dict())
-    rep.stages["relate"] = {"prior": prior.tolist(), "overlap_fraction": round(frac, 4),
+    rep.stages["relate"] = {"prior": prior.tolist(), "prior_nonlinear_px": round(nonlinear, 3),
+                            "overlap_fraction": round(frac, 4),
                             "overlap_area_px": round(area.area, 1), "georeferenced": rs.georeferenced,
                             "located_by": {"reference": located_by(rs), "moving": located_by(ms)}}
     rep.stages["relate"]["kind"] = {"reference": rs.kind, "moving": ms.kind}
@@ -379,6 +381,10 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
             elif field_reasons:
                 rep.message += "; " + "; ".join(field_reasons)
             t = tick("offsets", t)
+        why = nonlinear_reason(nonlinear, rep.model) if rep.status != "failed" else None
+        if why:  # (the estimate's own tie points may not see it: they sit where the affine fits best)
+            rep.message = why if rep.status == "ok" else f"{rep.message}; {why}"
+            rep.status = "low_quality"
         rep.transform = ptr.to_dict()
         rep.quality = est.summary()
         psize = pixel_size(grid)

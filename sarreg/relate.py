@@ -19,6 +19,8 @@ from sarreg.estimate import apply_matrix
 from sarreg.geometry import apply_geom, decimation, local_scale, translate
 from sarreg.io.raster import Scene, both, decimated_shape, read_unit
 
+NONLINEAR_PX = 0.5  # the georeferencings' mapping may depart from an affine by this much (reference px)
+
 if TYPE_CHECKING:
     from rasterio.io import DatasetReader
     from shapely.geometry.base import BaseGeometry
@@ -31,8 +33,16 @@ def prior_matrix(ref: Scene, mov: Scene) -> np.ndarray:
     transformer, ``sarreg.io.gcps``): the grid of moving pixels goes to the ground through the moving raster's own
     location and back into reference pixels through the reference's, so GCP <-> map and GCP <-> GCP pairs get a
     prior like map <-> map ones; the stages then estimate what the fit leaves."""
+    return prior_fit(ref, mov)[0]
+
+
+def prior_fit(ref: Scene, mov: Scene) -> tuple[np.ndarray, float]:
+    """``prior_matrix`` and how far the georeferencings' own mapping departs from it over the moving raster (largest
+    distance on the grid, reference px): 0 for rasters in one CRS; between CRSs such as UTM and geographic
+    coordinates it grows with the scene (about 16 m at 20 km, 400 m at 100 km), and an affine estimate on top of
+    the prior cannot follow it (``nonlinear_reason``)."""
     if not ref.geolocated and not mov.geolocated:
-        return np.eye(3)
+        return np.eye(3), 0.0
     if ref.geolocated != mov.geolocated:
         which, other = (mov, ref) if ref.geolocated else (ref, mov)
         raise CRSError(f"{which.path}: has no CRS/georeferencing (geotransform or GCPs) but {other.path} has; both "
@@ -55,8 +65,20 @@ def prior_matrix(ref: Scene, mov: Scene) -> np.ndarray:
     ok = np.isfinite(r).all(1)
     if ok.sum() < 3:
         raise CRSError(f"{mov.path}: its footprint cannot be expressed in the reference CRS ({ref.path})")
-    p = np.linalg.lstsq(np.c_[g[ok], np.ones(ok.sum())], r[ok], rcond=None)[0]
-    return np.r_[p.T, [[0, 0, 1]]]
+    a = np.c_[g[ok], np.ones(ok.sum())]
+    p = np.linalg.lstsq(a, r[ok], rcond=None)[0]
+    return np.r_[p.T, [[0, 0, 1]]], float(np.hypot(*(a @ p - r[ok]).T).max())
+
+
+def nonlinear_reason(nonlinear_px: float, model: str) -> str | None:
+    """The quality gate for a georeferencing mapping that no affine follows (``prior_fit``): more than half a pixel
+    off somewhere under a shift ... homography estimate, whose warp is that model, so the output is off there too
+    (a local offsets field follows it). None when it holds."""
+    if nonlinear_px <= NONLINEAR_PX or model in ("local", "tps"):
+        return None
+    return (f"the two CRSs map onto each other non-linearly over this scene (up to {nonlinear_px:.1f} px from an "
+            f"affine): a {model} cannot follow it; reproject MOVING to the reference CRS first (gdalwarp -t_srs) "
+            f"or use --model local")
 
 
 def located_by(scene: Scene) -> str | None:

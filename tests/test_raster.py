@@ -442,3 +442,26 @@ def test_no_fill_is_found_in_plain_data(geotiff_factory) -> None:
     sat = np.where(lake, 65535, np.clip(np.sqrt(img) * 300, 1, 60000)).astype(np.uint16)
     assert find_fill(sat) is None  # a saturated bright area inside the scene: data, not a fill
     assert find_fill(np.where(_wedge(db.shape), np.float32(-60.0), land)) is not None
+
+
+def test_a_georeferencing_mapping_no_affine_follows_is_a_quality_gate(tmp_path: Path) -> None:
+    """UTM and geographic coordinates map onto each other non-linearly: over a 200 km scene the exact mapping is
+    pixels away from the affine prior, which an affine estimate (and its warp) cannot follow; in one CRS it is 0."""
+    from affine import Affine
+    from rasterio.warp import transform_bounds
+
+    from sarreg.relate import NONLINEAR_PX, nonlinear_reason, prior_fit
+    from sarreg.synth import write_geotiff
+
+    img = speckle(reflectivity(512, 512, seed=3), 4, np.random.default_rng(3)).astype(np.float32)
+    mov = write_geotiff(tmp_path / "utm.tif", img, Affine(400, 0, 300000, 0, -400, 5200000), "EPSG:32633")
+    west, south, east, north = transform_bounds("EPSG:32633", "EPSG:4326", 300000, 5200000 - 204800,
+                                                300000 + 204800, 5200000)
+    ref = write_geotiff(tmp_path / "geo.tif", img, Affine((east - west) / 576, 0, west, 0, -(north - south) / 450,
+                                                          north), "EPSG:4326")
+    same = write_geotiff(tmp_path / "utm2.tif", img, Affine(200, 0, 310000, 0, -200, 5190000), "EPSG:32633")
+    _, far = prior_fit(open_scene(ref), open_scene(mov))
+    _, none = prior_fit(open_scene(same), open_scene(mov))
+    assert far > 2.0 and none < 1e-6, (far, none)
+    assert "non-linearly" in nonlinear_reason(far, "shift") and "--model local" in nonlinear_reason(far, "affine")
+    assert nonlinear_reason(far, "local") is None and nonlinear_reason(NONLINEAR_PX, "homography") is None
