@@ -382,7 +382,9 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
                 rep.message += "; " + "; ".join(field_reasons)
             t = tick("offsets", t)
         why = nonlinear_reason(nonlinear, rep.model) if rep.status != "failed" else None
-        if why:  # (the estimate's own tie points may not see it: they sit where the affine fits best)
+        if why and not (rs.georeferenced and ms.georeferenced):  # GCP-located: the GCP fit itself is approximate
+            log.warning("%s: %s", moving, why)
+        elif why:  # (the estimate's own tie points may not see it: they sit where the affine fits best)
             rep.message = why if rep.status == "ok" else f"{rep.message}; {why}"
             rep.status = "low_quality"
         rep.transform = ptr.to_dict()

@@ -567,3 +567,23 @@ def test_lattice_scene_far_off_is_not_locked_on_a_neighbouring_cell(tmp_path):
     truth = np.array([[1, 0, dx], [0, 1, dy], [0, 0, 1.0]])
     assert rep.status == "ok", rep.message
     assert grid_error(rep.matrix, truth) < 0.5, rep.matrix
+
+
+def test_crss_that_no_affine_relates_are_not_ok_for_an_affine(tmp_path):
+    """A moving raster in UTM over 200 km and a reference in geographic coordinates, made from it by GDAL's exact
+    reprojection: the georeferencings depart pixels from any affine, so a shift ... homography (and its warp) is
+    pixels off at the edges; register says so (low_quality, the way out in the message) instead of ok."""
+    from rasterio.warp import Resampling, calculate_default_transform, reproject
+
+    rng = np.random.default_rng(5)
+    img = speckle(reflectivity(256, 256, seed=5), 4, rng).astype(np.float32)
+    mov = write_geotiff(tmp_path / "utm.tif", img, Affine(800, 0, 300000, 0, -800, 5200000), "EPSG:32633")
+    with rasterio.open(mov) as src:
+        t, w, h = calculate_default_transform(src.crs, "EPSG:4326", src.width, src.height, *src.bounds)
+        geo = np.full((h, w), np.nan, np.float32)
+        reproject(img, geo, src_transform=src.transform, src_crs=src.crs, dst_transform=t, dst_crs="EPSG:4326",
+                  resampling=Resampling.bilinear, dst_nodata=np.nan)
+    ref = write_geotiff(tmp_path / "geo.tif", geo, t, "EPSG:4326", nodata=float("nan"))
+    rep = register(ref, mov, tmp_path / "o.tif", SIFT.with_(warp=False))
+    assert rep.stages["relate"]["prior_nonlinear_px"] > 1.0
+    assert rep.status == "low_quality" and "non-linearly" in rep.message and "--model local" in rep.message, rep.message
