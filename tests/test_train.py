@@ -18,8 +18,8 @@ from sarreg.train.losses import (LossWeights, NeighbourhoodSampler, R2D2Loss, ap
                                  reliability_loss, sharpen_loss, warp_by_flow)
 from sarreg.train.looks import (contrast_look, cross_pol_look, featureless_part, jpeg_look, sensor_look,
                                smooth_distortion)
-from sarreg.train.pairs import (PairConfig, Source, find_date_pairs, flow_from_homography, load_channels, load_power,
-                                make_pair, sample_pair)
+from sarreg.train.images import find_date_pairs, load_channels, load_power
+from sarreg.train.pairs import PairConfig, Source, flow_from_homography, make_pair, sample_pair
 
 NOISE_FREE = PairConfig(crop=96, speckle=False, radiometric=0.0, blur=0.0, cutout=0.0)
 
@@ -641,7 +641,7 @@ def test_modal_source_gives_a_radar_and_an_optical_view_of_one_grid(tmp_path):
     import rasterio
 
     from sarreg.cli.train import build_sources
-    from sarreg.train.pairs import load_optical
+    from sarreg.train.images import load_optical
 
     base = synth.reflectivity(160, 160, seed=8)
     radar, optical = tmp_path / "radar.tif", tmp_path / "optique.tif"

@@ -43,7 +43,8 @@ def build_sources(data: list[str], stacks: list[str], synthetic: bool, crop: int
     image (a Pauli RGB) gives two of its channels, a real cross-polarisation pair. ``modal``: (radar, optical)
     images of one scene on the same pixel grid.
     """
-    from sarreg.train.pairs import IMAGE_EXTS, Source, find_date_pairs, list_images
+    from sarreg.train.images import IMAGE_EXTS, find_date_pairs, list_images
+    from sarreg.train.pairs import Source
 
     singles, pairs, stack_items = [], [], []
     for d in data:

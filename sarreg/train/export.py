@@ -120,7 +120,8 @@ def export(src: str | Path, dst: str | Path, calibrate: bool = False, pairs: lis
 def main() -> None:
     """Command line: export a checkpoint (calibrated, averaged or constant reliability) and print the calibration."""
     from sarreg.train.loop import make_validation_set
-    from sarreg.train.pairs import Source, find_date_pairs
+    from sarreg.train.images import find_date_pairs
+    from sarreg.train.pairs import Source
 
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("src")

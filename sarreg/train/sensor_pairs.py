@@ -29,7 +29,7 @@ from sarreg.io.raster import to_log, unit_scale
 from sarreg.synth import speckle, write_geotiff
 from sarreg.train.looks import (contrast_look, cross_pol_look, featureless_part, jpeg_look, seasonal_change,
                                 sensor_look)
-from sarreg.train.pairs import load_power
+from sarreg.train.images import load_power
 
 
 def _power(path: Path) -> np.ndarray:
