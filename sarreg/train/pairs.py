@@ -53,14 +53,16 @@ class Source:
     def views(self, rng: np.random.Generator, cache: dict | None = None) -> tuple[np.ndarray, np.ndarray, bool]:
         """(view1, view2, is_synthetic): co-registered linear power arrays of identical shape."""
 
-        def get(p: Path) -> np.ndarray:
+        def get(p: Path, load=load_power):
+            """``load(p)``, kept in ``cache`` (by path; by path and reader for another reader than load_power)."""
             if cache is None:
-                return load_power(p)
-            if p not in cache:
+                return load(p)
+            key = p if load is load_power else (p, load.__name__)
+            if key not in cache:
                 if len(cache) > 64:
                     cache.clear()
-                cache[p] = load_power(p)
-            return cache[p]
+                cache[key] = load(p)
+            return cache[key]
 
         if self.kind == "synthetic":
             seed = int(rng.integers(0, 2 ** 31 - 1))
@@ -73,10 +75,7 @@ class Source:
         if self.kind == "single":
             path = self.items[int(rng.integers(len(self.items)))]
             if self.polar > 0 and rng.random() < self.polar:  # (no draw when off: older runs keep their batches)
-                key = (path, "channels")
-                if cache is not None and key not in cache:
-                    cache[key] = load_channels(path)
-                chans = cache[key] if cache is not None else load_channels(path)
+                chans = get(path, load_channels)
                 if len(chans) > 1:
                     i, j = rng.choice(len(chans), size=2, replace=False)
                     return chans[i], chans[j], False
@@ -87,27 +86,26 @@ class Source:
             va = get(a)
             if rng.random() < 0.25:  # same date twice (speckle-only change) keeps the task well posed
                 return va, va, False
-            vb = get(b)
-            if vb.shape != va.shape:
-                vb = cv2.resize(vb, (va.shape[1], va.shape[0]), interpolation=cv2.INTER_LINEAR)
+            vb = _same_shape(get(b), va)
             return (va, vb, False) if rng.random() < 0.5 else (vb, va, False)
         if self.kind == "modal":
             a, b = self.items[int(rng.integers(len(self.items)))]
-            key = (b, "optical")
-            if cache is not None and key not in cache:
-                cache[key] = load_optical(b)
-            va, vb = get(a), cache[key] if cache is not None else load_optical(b)
-            if vb.shape != va.shape:
-                vb = cv2.resize(vb, (va.shape[1], va.shape[0]), interpolation=cv2.INTER_LINEAR)
+            va = get(a)
+            vb = _same_shape(get(b, load_optical), va)
             return (va, vb, False) if rng.random() < 0.5 else (vb, va, False)
         if self.kind == "stack":
             stack = self.items[int(rng.integers(len(self.items)))]
             i, j = rng.choice(len(stack), size=2, replace=len(stack) < 2)
-            va, vb = get(stack[i]), get(stack[j])
-            if vb.shape != va.shape:
-                vb = cv2.resize(vb, (va.shape[1], va.shape[0]), interpolation=cv2.INTER_LINEAR)
-            return va, vb, False
+            va = get(stack[i])
+            return va, _same_shape(get(stack[j]), va), False
         raise ValueError(f"unknown source kind {self.kind!r}")
+
+
+def _same_shape(v: np.ndarray, like: np.ndarray) -> np.ndarray:
+    """``v`` resampled to ``like``'s shape when the two dates of one scene differ by a pixel or so."""
+    if v.shape == like.shape:
+        return v
+    return cv2.resize(v, (like.shape[1], like.shape[0]), interpolation=cv2.INTER_LINEAR)
 
 
 # ------------------------------------------------------------------------------------------ geometry helpers
