@@ -208,7 +208,7 @@ class RegisterConfig:
     Outputs: warp (False = --no-warp), update_georef, fmt auto|COG|GTiff (auto: a COG, or with update_georef the
     moving GeoTIFF's own encoding, its bytes kept), compress, resampling, resolution (the output's pixel size on the
     reference's extent and CRS: "reference", "moving" = the moving raster's, or a number in map units;
-    ``sarreg.warp.output_grid``), warp_mem_mb, sidecar switches.
+    ``sarreg.grid.output_grid``), warp_mem_mb, sidecar switches.
     ``moving_band`` (1-based, None = same rule as the reference) picks the moving band to match on;
     ``moving_nodata`` is the moving raster's nodata value (None = as ``preprocess.nodata``, "auto" = the file's own).
     Allowed values and ranges are declared with each field; ``validate()`` checks them.

@@ -27,7 +27,7 @@ from sarreg.errors import RegistrationFailed
 
 if TYPE_CHECKING:
     from shapely.geometry.base import BaseGeometry
-    from sarreg.warp import PixelTransform
+    from sarreg.grid import PixelTransform
 
 log = logging.getLogger(__name__)
 
@@ -491,7 +491,7 @@ def bootstrap_spread(est: Estimate, src: np.ndarray, dst: np.ndarray, points: np
 
 def to_pixel_transform(est: Estimate, src: np.ndarray, dst: np.ndarray) -> PixelTransform:
     """What the warp needs from an estimate (tps: its inlier tie points, moving px -> reference px)."""
-    from sarreg.warp import PixelTransform
+    from sarreg.grid import PixelTransform
 
     tp = None
     if est.model == "tps":

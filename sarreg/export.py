@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from sarreg.estimate import Estimate
     from sarreg.features import Features
     from sarreg.io.raster import Scene
-    from sarreg.warp import PixelTransform
+    from sarreg.grid import PixelTransform
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from sarreg.estimate import TPS_MAX_POINTS, Estimate, apply_matrix, thin_spatial
 from sarreg.geometry import resample, resample_valid, translate
 from sarreg.io.raster import Scene, open_dataset, read_unit
 from sarreg.relate import moving_pre, read_moving_around
-from sarreg.warp import PixelTransform
+from sarreg.grid import PixelTransform
 
 if TYPE_CHECKING:
     from shapely.geometry.base import BaseGeometry

@@ -43,16 +43,17 @@ from sarreg.export import ALL_OUTPUTS, earlier_roles, register_outputs
 from sarreg.decide import Refinement, decide, kp_usable
 from sarreg.estimate import Estimate, apply_matrix, decompose, finite_round, fit_model, to_pixel_transform
 from sarreg.geometry import georef_base
+from sarreg.grid import Grid, Native, corrected_geotransform, pixel_size
 from sarreg.io.raster import Scene, both, open_scene
 from sarreg.io.safe import product_info
 from sarreg.io.source import resolve_input, stac_info
 from sarreg.keypoints import Extractor, coarse_stage, fine_stage, read_tiles, try_coarse_area
 from sarreg.offsets import local_transform
 from sarreg.quality import second_moves
-from sarreg.relate import (check_bounds, located_by, moving_pre, nonlinear_reason, overlap_area, prior_fit,
-                           prior_matrix, read_coarse)
+from sarreg.relate import (check_bounds, located_by, moving_pre, native_fit, nonlinear_reason, overlap_area,
+                           prior_fit, prior_matrix, read_coarse)
 from sarreg.stage import StageResult
-from sarreg.warp import Grid, check_output, corrected_geotransform, pixel_size
+from sarreg.warp import check_output
 
 if TYPE_CHECKING:
     from shapely.geometry.base import BaseGeometry
@@ -215,7 +216,8 @@ def register(ref: str | Path, moving: str | Path, out: str | Path, config: Regis
 def _register(ref: str | Path, moving: str | Path, out: str | Path, config: RegisterConfig,
               progress: Callable[[str], None] | None, extractor: Extractor | None = None) -> Report:
     from sarreg import export
-    from sarreg.warp import output_grid, update_georef, warp_to_grid
+    from sarreg.grid import output_grid
+    from sarreg.warp import update_georef, warp_to_grid
 
     cfg = config
     ref, moving, out = resolve_input(ref), resolve_input(moving), Path(out)
@@ -381,7 +383,12 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
             elif field_reasons:
                 rep.message += "; " + "; ".join(field_reasons)
             t = tick("offsets", t)
-        why = nonlinear_reason(nonlinear, rep.model) if rep.status != "failed" else None
+        native = None if rep.status == "failed" or rep.model != est.model else native_fit(  # (not local's field)
+            rs, ms, est, matches.src, matches.dst, nonlinear, cfg, kept="georeferencing_kept" in rep.stages)
+        if native is not None:  # (the warp and --update-georef then work in the moving raster's own CRS)
+            ptr.native = Native(native[0], Grid.from_scene(ms))
+            rep.stages["relate"]["native"] = native[1]
+        why = nonlinear_reason(nonlinear, rep.model) if rep.status != "failed" and ptr.native is None else None
         if why and not (rs.georeferenced and ms.georeferenced):  # GCP-located: the GCP fit itself is approximate
             log.warning("%s: %s", moving, why)
         elif why:  # (the estimate's own tie points may not see it: they sit where the affine fits best)
@@ -398,10 +405,11 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
                             "cross_check": g["cross"]})
         rep.correction = _correction(rs, prior, est, area)
         enforce_max_shift(rep, cfg)
-        if est.model in ("shift", "similarity", "affine"):
-            gt = corrected_geotransform(est.matrix, grid)
+        if est.model in ("shift", "similarity", "affine"):  # (in the moving raster's own CRS for a native one)
+            on, on_grid = ptr.for_warp(grid)
+            gt = corrected_geotransform(on.matrix, on_grid)
             rep.geotransform = list(gt.to_gdal())
-            if rs.georeferenced and ms.georeferenced and ms.crs == rs.crs:
+            if rs.georeferenced and ms.georeferenced and (ms.crs == rs.crs or ptr.native is not None):
                 a_new = np.array([[gt.a, gt.b, gt.c], [gt.d, gt.e, gt.f], [0, 0, 1]])
                 am = ms.transform
                 a_old = np.array([[am.a, am.b, am.c], [am.d, am.e, am.f], [0, 0, 1]])

@@ -14,8 +14,8 @@ import numpy as np
 from rasterio.windows import Window
 
 from sarreg.config import PreprocessConfig, RegisterConfig
-from sarreg.errors import CRSError, OverlapError
-from sarreg.estimate import apply_matrix
+from sarreg.errors import CRSError, OverlapError, RegistrationFailed
+from sarreg.estimate import Estimate, apply_matrix, fit_model
 from sarreg.geometry import apply_geom, decimation, local_scale, translate
 from sarreg.io.raster import Scene, both, decimated_shape, read_unit
 
@@ -79,6 +79,38 @@ def nonlinear_reason(nonlinear_px: float, model: str) -> str | None:
     return (f"the two CRSs map onto each other non-linearly over this scene (up to {nonlinear_px:.1f} px from an "
             f"affine): a {model} cannot follow it; reproject MOVING to the reference CRS first (gdalwarp -t_srs) "
             f"or use --model local")
+
+
+NATIVE_MODELS = ("shift", "similarity", "affine", "homography")  # what a native correction refits
+
+
+def native_fit(ref: Scene, mov: Scene, est: Estimate, src: np.ndarray, dst: np.ndarray, nonlinear_px: float,
+               cfg: RegisterConfig, kept: bool = False) -> tuple[np.ndarray, dict] | None:
+    """Between CRSs that no affine relates over the scene (``prior_fit``), ``est`` refitted where the CRSs play no
+    part: each tie point's reference px -> reference map -> moving CRS (pyproj, exact) -> moving px through the
+    moving raster's own georeferencing; the fit, moving px -> those px, is the correction of that georeferencing
+    (``sarreg.grid.Native``), and the warp leaves the reprojection to GDAL. Returns (matrix, its fit's summary), or
+    None when the CRSs relate affinely, a raster is located by GCPs or the model is not a single matrix. kept: the
+    georeferencing was kept (``sarreg.decide.keep_georeferencing``): no correction, the identity."""
+    if nonlinear_px <= NONLINEAR_PX or est.model not in NATIVE_MODELS or not (ref.georeferenced
+                                                                             and mov.georeferenced):
+        return None
+    if kept:
+        return np.eye(3), {"model": "georeferencing"}
+    from pyproj import Transformer
+
+    m = ref.xy_to_map(dst)
+    x, y = Transformer.from_crs(ref.crs, mov.crs, always_xy=True).transform(m[:, 0], m[:, 1], errcheck=False)
+    own = mov.map_to_xy(np.c_[x, y])
+    ok = np.isfinite(own).all(1)
+    scale = math.sqrt(abs(np.linalg.det(est.matrix[:2, :2]))) or 1.0  # reference px per moving px
+    try:
+        fit = fit_model(src[ok], own[ok], est.model, cfg.robust, est.threshold / scale, seed=cfg.seed)
+    except RegistrationFailed:
+        return None
+    if fit.n_inliers < est.n_inliers // 2:  # the CRSs were not what held the estimate back: keep the gate
+        return None
+    return fit.matrix, {"model": fit.model, "inliers": fit.n_inliers, "rmse_px": round(fit.rmse * scale, 4)}
 
 
 def located_by(scene: Scene) -> str | None:

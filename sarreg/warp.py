@@ -7,7 +7,9 @@ reference pixel-edge coordinates with GDAL's ``NO_GEOTRANSFORM`` destination):
 * shift / similarity / affine: a corrected geotransform ``A_ref . S . M . S^-1`` (S = half-pixel shift);
 * homography: a grid of exact GCPs, third-order polynomial (checked to 0.05 px, else thin-plate spline);
 * poly2: a grid of exact GCPs of the fitted polynomial, ``polynomialOrder=2``;
-* tps: the inlier tie points as GCPs, ``tps=True``.
+* tps: the inlier tie points as GCPs, ``tps=True``;
+* between CRSs that no affine relates (``PixelTransform.native``): the estimate refitted in the moving raster's own
+  georeferencing, set as above in its own CRS; GDAL's warp then reprojects exactly.
 
 ``gdal.Warp`` then writes into a tiled GeoTIFF created with exactly the reference grid (same CRS, transform, size)
 under a warp memory limit; COG output is made from it with ``gdal.Translate`` (overviews, compression). Every
@@ -17,22 +19,18 @@ from __future__ import annotations
 
 import logging
 import os
-import math
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import Any, Iterator
 
 import numpy as np
-from affine import Affine
 
 from sarreg.errors import InputError, OutputError, SarregError
+# the grid and transform types, public here before sarreg.grid held them: re-exported
+from sarreg.grid import Grid, PixelTransform, corrected_geotransform, output_grid, pixel_size  # noqa: F401
 from sarreg.io.fill import copy_nodata, holds, mapped_to_tag, out_nodata, warp_nodata
 from sarreg.io.source import OPEN_DEFAULTS, Source, is_remote, resolve_input
 from sarreg.outputs import write_error
-
-if TYPE_CHECKING:
-    from sarreg.io.raster import Scene
 
 log = logging.getLogger(__name__)
 
@@ -46,131 +44,6 @@ def _gdal():
 
     gdal.UseExceptions()
     return gdal
-
-
-@dataclass(frozen=True)
-class Grid:
-    """A target pixel grid: size, GDAL-order affine (pixel-edge -> map) and CRS WKT (None = pixel space).
-
-    A GCP-only reference (a Sentinel-1 GRD measurement) is a pixel-space grid that also carries the reference's
-    GCPs (``sarreg.io.gcps`` tuples) and their CRS: the output is warped in the reference's pixels and gets them."""
-
-    width: int
-    height: int
-    transform: Affine
-    crs_wkt: str | None
-    gcps: tuple | None = None
-    gcp_crs_wkt: str | None = None
-
-    @property
-    def georeferenced(self) -> bool:
-        return self.crs_wkt is not None
-
-    @staticmethod
-    def from_scene(scene: Scene) -> "Grid":
-        wkt = scene.crs.to_wkt() if scene.georeferenced and scene.crs is not None else None
-        gcps = None if wkt else getattr(scene, "gcps", None)
-        gcp_wkt = scene.crs.to_wkt() if gcps and scene.crs is not None else None
-        return Grid(scene.width, scene.height, scene.transform if wkt else Affine.identity(), wkt, gcps, gcp_wkt)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = {"width": self.width, "height": self.height, "geotransform": list(self.transform.to_gdal()),
-             "crs_wkt": self.crs_wkt}
-        if self.gcps:
-            d.update(gcps=[list(g) for g in self.gcps], gcp_crs_wkt=self.gcp_crs_wkt)
-        return d
-
-    @staticmethod
-    def from_dict(d: dict[str, Any]) -> "Grid":
-        gcps = tuple(tuple(float(v) for v in g) for g in d["gcps"]) if d.get("gcps") else None
-        return Grid(int(d["width"]), int(d["height"]), Affine.from_gdal(*d["geotransform"]), d.get("crs_wkt"),
-                    gcps, d.get("gcp_crs_wkt") if gcps else None)
-
-    def px_to_map(self, xy: np.ndarray) -> np.ndarray:
-        """Pixel centres (N x 2) -> target coordinates: map coords, or pixel-edge coords in pixel space."""
-        xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2) + 0.5
-        a = self.transform
-        return np.stack([a.a * xy[:, 0] + a.b * xy[:, 1] + a.c, a.d * xy[:, 0] + a.e * xy[:, 1] + a.f], 1)
-
-
-def output_grid(grid: Grid, resolution: str | float, matrix: np.ndarray | None = None,
-                moving: Grid | None = None) -> Grid:
-    """The output grid for ``--resolution``: ``grid`` itself ("reference"), or the same extent, CRS and orientation
-    with square pixels of ``resolution`` map units. "moving": the pixel size of the moving raster's grid ``moving``
-    when it is in the reference's CRS, else from the linear part of ``matrix`` (moving px -> reference px) to 3
-    significant digits. Registering a 1 m scene onto a 10 m reference keeps its 1 m."""
-    if resolution in ("reference", None):
-        return grid
-    if not grid.georeferenced:
-        raise InputError("--resolution needs a reference with a geotransform (this one is in pixel space or located "
-                         "by GCPs: its output stays on its pixel grid)")
-    t = grid.transform
-    px, py = math.hypot(t.a, t.d), math.hypot(t.b, t.e)
-    if resolution == "moving" and moving is not None and moving.georeferenced and moving.crs_wkt == grid.crs_wkt:
-        res = pixel_size(moving)
-    elif resolution == "moving":
-        if matrix is None:
-            raise ValueError("--resolution moving needs the transform")
-        res = float(f"{math.sqrt(abs(np.linalg.det(np.asarray(matrix, dtype=np.float64)[:2, :2])) * px * py):.3g}")
-    else:
-        res = float(resolution)
-    kx, ky = res / px, res / py
-    width, height = max(1, math.ceil(grid.width / kx - 1e-6)), max(1, math.ceil(grid.height / ky - 1e-6))
-    if width * height > 2 ** 34:
-        raise InputError(f"--resolution {res:g}: the output would be {width} x {height} pixels")
-    return Grid(width, height, t @ Affine.scale(kx, ky), grid.crs_wkt)
-
-
-@dataclass
-class PixelTransform:
-    """What the warp needs: model name, 3 x 3 matrix (moving px -> reference px, centre convention) and, for
-    poly2 / tps, the polynomial coefficients (2 x 6) or tie points (N x 4: x_mov, y_mov, x_ref, y_ref)."""
-
-    model: str
-    matrix: np.ndarray
-    poly: np.ndarray | None = None
-    tiepoints: np.ndarray | None = None
-
-    def apply(self, xy: np.ndarray) -> np.ndarray:
-        xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
-        if self.model == "poly2" and self.poly is not None:
-            x, y = xy[:, 0], xy[:, 1]
-            return np.c_[np.ones(len(xy)), x, y, x * x, x * y, y * y] @ np.asarray(self.poly).T
-        p = np.c_[xy, np.ones(len(xy))] @ np.asarray(self.matrix, dtype=np.float64).T
-        return p[:, :2] / p[:, 2:3]
-
-    def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"model": self.model, "matrix": np.asarray(self.matrix).tolist()}
-        if self.poly is not None:
-            d["poly2"] = np.asarray(self.poly).tolist()
-        if self.tiepoints is not None:
-            d["tiepoints"] = np.round(np.asarray(self.tiepoints), 4).tolist()
-        return d
-
-    @staticmethod
-    def from_dict(d: dict[str, Any]) -> "PixelTransform":
-        m = np.asarray(d["matrix"], dtype=np.float64)
-        if m.shape != (3, 3) or not np.isfinite(m).all():
-            raise InputError(f"transform matrix must be a finite 3 x 3, got shape {m.shape}")
-        poly = np.asarray(d["poly2"], dtype=np.float64) if d.get("poly2") is not None else None
-        tp = np.asarray(d["tiepoints"], dtype=np.float64).reshape(-1, 4) if d.get("tiepoints") else None
-        return PixelTransform(str(d.get("model", "affine")), m, poly, tp)
-
-
-def centre_to_edge(m: np.ndarray) -> np.ndarray:
-    """Pixel-centre matrix -> the same map in pixel-edge coordinates (GDAL's convention): S M S^-1."""
-    s = np.array([[1, 0, 0.5], [0, 1, 0.5], [0, 0, 1]])
-    si = np.array([[1, 0, -0.5], [0, 1, -0.5], [0, 0, 1]])
-    return s @ np.asarray(m, dtype=np.float64) @ si
-
-
-def corrected_geotransform(matrix: np.ndarray, grid: Grid) -> Affine:
-    """Affine (pixel edge -> reference map) of the moving raster implied by an affine pixel matrix."""
-    e = centre_to_edge(matrix)
-    if abs(e[2, 0]) > 1e-12 or abs(e[2, 1]) > 1e-12:
-        raise ValueError("a projective matrix has no equivalent geotransform; use GCPs")
-    e = e / e[2, 2]
-    return grid.transform @ Affine(e[0, 0], e[0, 1], e[0, 2], e[1, 0], e[1, 1], e[1, 2])
 
 
 @contextmanager
@@ -228,6 +101,7 @@ def _source_vrt(moving: Source, tr: PixelTransform, grid: Grid, mov_size: tuple[
     except RuntimeError as e:
         raise InputError(f"{moving}: cannot open for warping ({str(e).splitlines()[0][:160]})") from None
     src = src if fill is None else mapped_to_tag(gdal, src, fill)
+    tr, grid = tr.for_warp(grid)
     wkt = grid.crs_wkt or ""
     opts: dict[str, Any] = {}
     W, H = mov_size
@@ -391,7 +265,8 @@ def warp_to_grid(moving: str | Path, transform: PixelTransform, grid: Grid, out:
 
 def update_georef(moving: str | Path, transform: PixelTransform, grid: Grid, out: str | Path, fmt: str = "auto",
                   compress: str = "DEFLATE", overwrite: bool = False, nodata: float | str | None = None) -> Path:
-    """Copy ``moving`` unchanged (no resampling) with a corrected geotransform in the reference CRS.
+    """Copy ``moving`` unchanged (no resampling) with a corrected geotransform in the reference CRS (in its own CRS
+    for a ``native`` transform: between CRSs that no affine relates, only that one is exact).
 
     Only for shift / similarity / affine models (a geotransform cannot express more). When the moving raster is a
     local GeoTIFF and ``fmt`` is "auto", or GTiff with the compression it already has, its bytes are copied as
@@ -485,9 +360,3 @@ def _copy_with_georef(gdal, moving: Path, tmp: Path, geotransform, wkt: str, nod
             ds.GetRasterBand(b).SetNoDataValue(float(nodata))
     ds.FlushCache()
     ds = None
-
-
-def pixel_size(grid: Grid) -> float:
-    """Mean pixel size of a grid in map units (1 in pixel space)."""
-    a = grid.transform
-    return math.sqrt(abs(a.a * a.e - a.b * a.d)) if grid.georeferenced else 1.0

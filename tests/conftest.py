@@ -85,6 +85,26 @@ def geotiff_factory(tmp_path: Path) -> GeoTiffFactory:
     return make
 
 
+@pytest.fixture
+def utm_and_geographic(tmp_path: Path) -> tuple[Path, Path, np.ndarray]:
+    """A moving raster in UTM over 200 km (``utm.tif``) and a reference in geographic coordinates made from it by
+    GDAL's exact reprojection (``geo.tif``; the moving georeference is exact), and the reference's pixels: two CRSs
+    whose pixels no affine relates to a pixel over the scene."""
+    import rasterio
+    from rasterio.warp import Resampling, calculate_default_transform, reproject
+
+    from sarreg.synth import reflectivity, speckle
+
+    img = speckle(reflectivity(256, 256, seed=5), 4, np.random.default_rng(5)).astype(np.float32)
+    mov = write_geotiff(tmp_path / "utm.tif", img, Affine(800, 0, 300000, 0, -800, 5200000), "EPSG:32633")
+    with rasterio.open(mov) as src:
+        t, w, h = calculate_default_transform(src.crs, "EPSG:4326", src.width, src.height, *src.bounds)
+        geo = np.full((h, w), np.nan, np.float32)
+        reproject(img, geo, src_transform=src.transform, src_crs=src.crs, dst_transform=t, dst_crs="EPSG:4326",
+                  resampling=Resampling.bilinear, dst_nodata=np.nan)
+    return write_geotiff(tmp_path / "geo.tif", geo, t, "EPSG:4326", nodata=float("nan")), mov, geo
+
+
 @pytest.fixture(scope="session")
 def sarreg_exe() -> Path:
     """The ``sarreg`` console script installed next to the running interpreter (``make install`` makes it)."""

@@ -258,6 +258,24 @@ def test_chain_composes_and_relinks_around_a_failed_scene(series, client, tmp_pa
     assert summary.exit_code == 3
 
 
+def test_chain_says_when_a_link_between_crss_has_only_an_affine_form(utm_and_geographic, client, tmp_path):
+    """Between CRSs that no affine relates, register's exact form is in the moving raster's own CRS; a chain
+    composes 3 x 3 matrices, which are pixels off at the edges there: the scenes say so (low_quality, warning)."""
+    import shutil
+
+    from sarreg.batch.chain import CHAIN_NATIVE
+
+    ref, mov, _ = utm_and_geographic
+    scenes = [tmp_path / f"S1A_IW_GRDH_1SDV_2024010{d}T120000_x.tif" for d in (1, 2)]
+    for s in scenes:
+        shutil.copy(mov, s)
+    summary = batch(ref, scenes, tmp_path / "o", RegisterConfig(features="sift"), chain=True, client=client)
+    assert [r.status for r in summary.scenes] == ["low_quality", "low_quality"], [r.warnings for r in summary.scenes]
+    assert all(CHAIN_NATIVE in r.warnings for r in summary.scenes) and summary.exit_code == 2
+    link = json.loads((tmp_path / "o" / f"{scenes[0].stem}_reg.report.json").read_text())
+    assert link["status"] == "ok" and link["transform"]["native"]  # the link alone is exact
+
+
 def _invoke(args: list[str]):
     """The ``sarreg`` command in this process (saves a Python + PyTorch start-up per call)."""
     from click.testing import CliRunner

@@ -13,7 +13,7 @@ from sarreg.export import sidecar, write_json, write_matches_npz, write_qgis_poi
 from sarreg.extract import Features
 from sarreg.io.raster import open_scene
 from sarreg.synth import reflectivity, write_geotiff
-from sarreg.warp import PixelTransform
+from sarreg.grid import PixelTransform
 
 
 def test_sidecar_names(tmp_path):

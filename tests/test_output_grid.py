@@ -15,7 +15,7 @@ from sarreg.cli import cli
 from sarreg.config import RegisterConfig
 from sarreg.errors import InputError
 from sarreg.synth import reflectivity, speckle, warp_image, write_geotiff
-from sarreg.warp import Grid, output_grid
+from sarreg.grid import Grid, output_grid
 
 UTM = "EPSG:32631"
 REF_T = Affine(10.0, 0, 500000.0, 0, -10.0, 5000000.0)

@@ -569,21 +569,55 @@ def test_lattice_scene_far_off_is_not_locked_on_a_neighbouring_cell(tmp_path):
     assert grid_error(rep.matrix, truth) < 0.5, rep.matrix
 
 
-def test_crss_that_no_affine_relates_are_not_ok_for_an_affine(tmp_path):
-    """A moving raster in UTM over 200 km and a reference in geographic coordinates, made from it by GDAL's exact
-    reprojection: the georeferencings depart pixels from any affine, so a shift ... homography (and its warp) is
-    pixels off at the edges; register says so (low_quality, the way out in the message) instead of ok."""
-    from rasterio.warp import Resampling, calculate_default_transform, reproject
-
-    rng = np.random.default_rng(5)
-    img = speckle(reflectivity(256, 256, seed=5), 4, rng).astype(np.float32)
-    mov = write_geotiff(tmp_path / "utm.tif", img, Affine(800, 0, 300000, 0, -800, 5200000), "EPSG:32633")
-    with rasterio.open(mov) as src:
-        t, w, h = calculate_default_transform(src.crs, "EPSG:4326", src.width, src.height, *src.bounds)
-        geo = np.full((h, w), np.nan, np.float32)
-        reproject(img, geo, src_transform=src.transform, src_crs=src.crs, dst_transform=t, dst_crs="EPSG:4326",
-                  resampling=Resampling.bilinear, dst_nodata=np.nan)
-    ref = write_geotiff(tmp_path / "geo.tif", geo, t, "EPSG:4326", nodata=float("nan"))
-    rep = register(ref, mov, tmp_path / "o.tif", SIFT.with_(warp=False))
+def test_crss_that_no_affine_relates_register_in_the_moving_crs(tmp_path, utm_and_geographic):
+    """Between UTM and geographic coordinates over 200 km the georeferencings depart pixels from any affine, so a
+    shift ... homography from moving to reference pixels is pixels off at the edges. register refits the estimate in
+    the moving raster's own georeferencing (near identity here: that georeference is exact) and GDAL's warp
+    reprojects: the output is the exact reprojection, ok; the report's transform re-applies the same way."""
+    ref, mov, geo = utm_and_geographic
+    rep = register(ref, mov, tmp_path / "o.tif", SIFT)
     assert rep.stages["relate"]["prior_nonlinear_px"] > 1.0
+    assert rep.status == "ok", rep.message
+    native = np.asarray(rep.transform["native"]["matrix"])
+    corners = np.array([[0, 0], [255, 0], [0, 255], [255, 255], [128, 128]], float)
+    assert np.abs(apply_matrix(native, corners) - corners).max() < 0.3, native
+    with rasterio.open(tmp_path / "o.tif") as ds:
+        out = ds.read(1, masked=True).filled(np.nan)
+    both = np.isfinite(out) & np.isfinite(geo)
+    assert both.mean() > 0.5
+    rel = np.abs(np.log(out[both] / geo[both]))  # bilinear vs GDAL's resampling of the same exact mapping
+    assert np.median(rel) < 0.05, np.median(rel)
+    import cv2
+    from click.testing import CliRunner
+
+    from sarreg.cli import cli
+
+    with rasterio.open(mov) as src:  # the other polarisation on another grid: 16 columns, 8 rows in, one CRS
+        prof = dict(src.profile, width=200, height=200, transform=src.window_transform(((8, 208), (16, 216))))
+        crop = src.read(window=((8, 208), (16, 216)))
+    with rasterio.open(tmp_path / "crop.tif", "w", **prof) as dst:
+        dst.write(crop)
+    near = []  # nearest neighbour: the same mapping picks the same pixels (bilinear kernels follow GDAL's chunks)
+    for target, name in ((mov, "same.tif"), (tmp_path / "crop.tif", "crop_o.tif")):
+        res = CliRunner().invoke(cli, ["apply", str(tmp_path / "o.report.json"), str(target), str(tmp_path / name),
+                                       "--resampling", "nearest"])
+        assert res.exit_code == 0, res.output
+        with rasterio.open(tmp_path / name) as ds:
+            near.append(ds.read(1, masked=True).filled(np.nan))
+    inner = cv2.erode((np.isfinite(near[0]) & np.isfinite(near[1])).astype(np.uint8), np.ones((3, 3))) > 0
+    assert inner.mean() > 0.3 and np.array_equal(near[0][inner], near[1][inner])  # (an affine: 58 % equal)
+    mapped = register(ref, mov, tmp_path / "u.tif", SIFT.with_(update_georef=True))  # no resampling: its own CRS
+    with rasterio.open(tmp_path / "u.tif") as ds, rasterio.open(mov) as m:
+        assert ds.crs == m.crs and mapped.status == "ok"
+        assert np.allclose(tuple(ds.transform), tuple(m.transform), rtol=0, atol=0.3 * 800)
+
+
+def test_crss_that_no_affine_relates_gate_a_model_without_native_form(tmp_path, utm_and_geographic):
+    """The same pair with a model that is not one matrix (poly2): no native refit, so the gate says that the CRSs'
+    mapping departs from the model and names the ways out (low_quality, not ok); --model local keeps its field."""
+    ref, mov, _ = utm_and_geographic
+    rep = register(ref, mov, tmp_path / "o.tif", SIFT.with_(model="poly2", warp=False))
+    assert "native" not in rep.transform and "native" not in rep.stages["relate"]
     assert rep.status == "low_quality" and "non-linearly" in rep.message and "--model local" in rep.message, rep.message
+    field = register(ref, mov, tmp_path / "f.tif", SIFT.with_(model="local", warp=False))  # its own way: offsets
+    assert field.model == "local" and field.transform["model"] == "tps" and "native" not in field.transform

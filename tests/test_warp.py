@@ -12,7 +12,8 @@ from rasterio.crs import CRS
 
 from sarreg.errors import InputError, OutputError
 from sarreg.synth import write_geotiff
-from sarreg.warp import Grid, PixelTransform, corrected_geotransform, update_georef, warp_to_grid
+from sarreg.grid import Grid, PixelTransform, corrected_geotransform
+from sarreg.warp import update_georef, warp_to_grid
 
 H, W = 96, 128
 UTM = CRS.from_epsg(32631)

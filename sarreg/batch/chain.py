@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from sarreg.batch.runner import Run
 
 CHAIN_MODELS = ("auto", "shift", "similarity", "affine", "homography")  # models with a 3 x 3 matrix
+CHAIN_NATIVE = ("a link of the chain is between CRSs that no affine relates over the scene: its composed matrix is "
+                "pixels off at the edges; register the scenes to the reference without --chain")
 
 
 def compose(previous: np.ndarray, link: np.ndarray) -> np.ndarray:
@@ -46,6 +48,7 @@ def run_chain(run: "Run", keys: list[str], todo: list[str]) -> None:
     T: dict[str | None, np.ndarray] = {None: np.eye(3)}  # None = the reference
     status: dict[str | None, str] = {None: "ok"}
     rss: dict[str | None, float] = {None: 0.0}
+    approx: dict[str | None, bool] = {None: False}  # a link's exact native transform became a composed matrix
     via: dict[str, str | None] = {}
     pair_res: dict[str, dict[str, Any]] = {}
     kind: dict[Any, tuple[str, str]] = {}
@@ -69,6 +72,7 @@ def run_chain(run: "Run", keys: list[str], todo: list[str]) -> None:
             T[k] = np.asarray(r.matrix, dtype=np.float64)
             status[k] = r.status
             rss[k] = (r.rmse_px or 0.0) ** 2
+            approx[k] = False
         prev = k
 
     state: dict[str, Any] = {"i": 0, "last": None}
@@ -96,6 +100,9 @@ def run_chain(run: "Run", keys: list[str], todo: list[str]) -> None:
                 continue
             T[k] = compose(T[last], np.asarray(res.matrix, dtype=np.float64))
             status[k] = worst(status[last], res.status)
+            # between CRSs that no affine relates, a link's warp is exact only on its own (sarreg.grid.Native)
+            approx[k] = approx[last] or bool(((r.get("report") or {}).get("transform") or {}).get("native"))
+            status[k] = worst(status[k], "low_quality") if approx[k] else status[k]
             rss[k] = rss[last] + (res.rmse_px or 0.0) ** 2
             task = run.task(k, str(run.ref), run.config, tag="-warp")
             task.update(matrix=T[k].tolist(), via=last or "reference", link=link_summary(r.get("report")),
@@ -120,6 +127,8 @@ def run_chain(run: "Run", keys: list[str], todo: list[str]) -> None:
         res = SceneResult.from_dict(r["result"])
         res.via = via[k] or "reference"
         res.status = status[k]
+        if approx[k]:
+            res.warnings = [*res.warnings, CHAIN_NATIVE]
         res.rmse_px = round(math.sqrt(rss[k]), 4)
         prior = np.asarray(w["prior"], dtype=np.float64) if w.get("prior") is not None else None
         for name, value in matrix_fields(T[k], run.grid, prior).items():

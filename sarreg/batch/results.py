@@ -185,7 +185,7 @@ def reference_grid(path: str | Path) -> dict[str, Any]:
     """Size, GDAL geotransform and CRS WKT (None in pixel space) of the reference: the grid of every output."""
     import rasterio
 
-    from sarreg.warp import Grid
+    from sarreg.grid import Grid
 
     from sarreg.io.raster import open_dataset
 

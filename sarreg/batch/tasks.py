@@ -114,7 +114,8 @@ def warp_scene(task: dict[str, Any]) -> dict[str, Any]:
     try:
         from sarreg.reapply import grid_of
         from sarreg.relate import moving_pre
-        from sarreg.warp import Grid, PixelTransform, output_grid, update_georef, warp_to_grid
+        from sarreg.grid import Grid, PixelTransform, output_grid
+        from sarreg.warp import update_georef, warp_to_grid
 
         stage.mkdir(parents=True, exist_ok=True)
         m = np.asarray(task["matrix"], dtype=np.float64)

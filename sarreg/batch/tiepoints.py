@@ -19,7 +19,7 @@ def merge_tiepoints(summary: BatchSummary, outdir: Path, path: Path,
     import pyogrio
 
     from sarreg.io.vector import write_points
-    from sarreg.warp import Grid
+    from sarreg.grid import Grid
 
     xy_all, attrs_all, crs = [], [], None
     grid = None

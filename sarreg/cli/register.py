@@ -137,7 +137,8 @@ def apply(report: Path, moving: Path | str, out: Path, update_georef: bool, over
     from sarreg.outputs import Staging, check_raster_name, check_write_set, clean_stale, temp_path
     from sarreg.reapply import grid_of, registered_nodata, target_transform
     from sarreg.io.source import resolve_input
-    from sarreg.warp import Grid, output_grid, update_georef as write_georef, warp_to_grid
+    from sarreg.grid import Grid, output_grid
+    from sarreg.warp import update_georef as write_georef, warp_to_grid
 
     RegisterConfig(update_georef=update_georef, resolution=resolution).validate()  # the combination, the value
     moving = resolve_input(moving, asset, pol)  # a STAC Item -> its asset, a S1 product -> its measurement
