@@ -389,7 +389,7 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
             ptr.native = Native(native[0], Grid.from_scene(ms))
             rep.stages["relate"]["native"] = native[1]
         why = nonlinear_reason(nonlinear, rep.model) if rep.status != "failed" and ptr.native is None else None
-        if why and not (rs.georeferenced and ms.georeferenced):  # GCP-located: the GCP fit itself is approximate
+        if why and not rs.georeferenced:  # a GCP-located reference: its own GCP fit is approximate
             log.warning("%s: %s", moving, why)
         elif why:  # (the estimate's own tie points may not see it: they sit where the affine fits best)
             rep.message = why if rep.status == "ok" else f"{rep.message}; {why}"
@@ -406,7 +406,7 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
         rep.correction = _correction(rs, prior, est, area)
         enforce_max_shift(rep, cfg)
         if est.model in ("shift", "similarity", "affine"):  # (in the moving raster's own CRS for a native one)
-            on, on_grid = ptr.for_warp(grid)
+            on, on_grid = ptr.for_warp(grid) if ptr.native is None or ms.georeferenced else (ptr, grid)
             gt = corrected_geotransform(on.matrix, on_grid)
             rep.geotransform = list(gt.to_gdal())
             if rs.georeferenced and ms.georeferenced and (ms.crs == rs.crs or ptr.native is not None):

@@ -107,7 +107,8 @@ def target_transform(data: dict[str, Any], report: Path, target: Path) -> tuple[
                          "only be re-applied to a raster on that grid")
     else:
         native = None
-        if tr.native is not None and t_geo and CRS.from_wkt(tr.native.grid.crs_wkt) == t_crs:  # exact: one CRS
+        if tr.native is not None and tr.native.grid.georeferenced and t_geo \
+                and CRS.from_wkt(tr.native.grid.crs_wkt) == t_crs:  # exact: through one CRS
             edge = np.linalg.inv(np.reshape(tr.native.grid.transform, (3, 3))) @ np.reshape(t_aff, (3, 3))
             half = np.array([[1, 0, 0.5], [0, 1, 0.5], [0, 0, 1]])
             c_own = np.linalg.inv(half) @ edge @ half  # target px -> moving px (centres), through the map: exact

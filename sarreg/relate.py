@@ -90,10 +90,10 @@ def native_fit(ref: Scene, mov: Scene, est: Estimate, src: np.ndarray, dst: np.n
     part: each tie point's reference px -> reference map -> moving CRS (pyproj, exact) -> moving px through the
     moving raster's own georeferencing; the fit, moving px -> those px, is the correction of that georeferencing
     (``sarreg.grid.Native``), and the warp leaves the reprojection to GDAL. Returns (matrix, its fit's summary), or
-    None when the CRSs relate affinely, a raster is located by GCPs or the model is not a single matrix. kept: the
+    None when the CRSs relate affinely, the reference is located by GCPs or the model is not a single matrix (a
+    GCP-located moving raster: the correction moves its GCPs, the GCP transformer does the rest). kept: the
     georeferencing was kept (``sarreg.decide.keep_georeferencing``): no correction, the identity."""
-    if nonlinear_px <= NONLINEAR_PX or est.model not in NATIVE_MODELS or not (ref.georeferenced
-                                                                             and mov.georeferenced):
+    if nonlinear_px <= NONLINEAR_PX or est.model not in NATIVE_MODELS or not (ref.georeferenced and mov.geolocated):
         return None
     if kept:
         return np.eye(3), {"model": "georeferencing"}

@@ -27,7 +27,8 @@ import numpy as np
 
 from sarreg.errors import InputError, OutputError, SarregError
 # the grid and transform types, public here before sarreg.grid held them: re-exported
-from sarreg.grid import Grid, PixelTransform, corrected_geotransform, output_grid, pixel_size  # noqa: F401
+from sarreg.grid import (Grid, PixelTransform, centre_to_edge, corrected_geotransform,  # noqa: F401
+                         output_grid, pixel_size)
 from sarreg.io.fill import copy_nodata, holds, mapped_to_tag, out_nodata, warp_nodata
 from sarreg.io.source import OPEN_DEFAULTS, Source, is_remote, resolve_input
 from sarreg.outputs import write_error
@@ -101,7 +102,16 @@ def _source_vrt(moving: Source, tr: PixelTransform, grid: Grid, mov_size: tuple[
     except RuntimeError as e:
         raise InputError(f"{moving}: cannot open for warping ({str(e).splitlines()[0][:160]})") from None
     src = src if fill is None else mapped_to_tag(gdal, src, fill)
-    tr, grid = tr.for_warp(grid)
+    native, (tr, grid) = tr.native is not None, tr.for_warp(grid)
+    if native and not grid.georeferenced:  # the native correction of a GCP-located raster: its GCPs moved by it
+        from sarreg.io.gcps import method
+
+        inv = np.linalg.inv(centre_to_edge(tr.matrix))  # (GCP pixel / line are pixel-edge coordinates)
+        q = np.c_[np.asarray(grid.gcps)[:, :2], np.ones(len(grid.gcps))] @ inv.T
+        q = q[:, :2] / q[:, 2:]
+        src.SetGCPs([gdal.GCP(g[2], g[3], 0.0, float(a), float(b)) for g, (a, b) in zip(grid.gcps, q)],
+                    grid.gcp_crs_wkt or "")
+        return src, {"src_method": method(grid.gcps)}  # (the transformer that located the raster's tie points)
     wkt = grid.crs_wkt or ""
     opts: dict[str, Any] = {}
     W, H = mov_size

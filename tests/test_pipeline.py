@@ -612,6 +612,32 @@ def test_crss_that_no_affine_relates_register_in_the_moving_crs(tmp_path, utm_an
         assert np.allclose(tuple(ds.transform), tuple(m.transform), rtol=0, atol=0.3 * 800)
 
 
+def test_a_gcp_located_raster_over_200_km_warps_through_its_gcps(tmp_path, utm_and_geographic):
+    """The moving raster located by GCPs only (lon / lat, as a Sentinel-1 GRD measurement): its GCP mapping departs
+    pixels from any affine over 200 km; the correction moves its GCPs, and GDAL's warp follows them and reprojects,
+    where an affine from moving to reference pixels is pixels off at the edges (and was only a warning)."""
+    from rasterio.control import GroundControlPoint
+    from pyproj import Transformer
+
+    ref, mov, geo = utm_and_geographic
+    with rasterio.open(mov) as src:
+        img, t = src.read(1), src.transform
+    edge = np.linspace(0, 256, 9)
+    px, ln = (a.ravel() for a in np.meshgrid(edge, edge))
+    lon, lat = Transformer.from_crs("EPSG:32633", "EPSG:4326", always_xy=True).transform(*(t * (px, ln)))
+    gcps = [GroundControlPoint(row=r, col=c, x=x, y=y) for c, r, x, y in zip(px, ln, lon, lat)]
+    with rasterio.open(tmp_path / "gcp.tif", "w", driver="GTiff", width=256, height=256, count=1,
+                       dtype="float32") as dst:
+        dst.gcps = (gcps, rasterio.crs.CRS.from_epsg(4326))
+        dst.write(img, 1)
+    rep = register(ref, tmp_path / "gcp.tif", tmp_path / "o.tif", SIFT)
+    assert rep.status == "ok" and rep.transform["native"]["grid"]["gcps"], rep.message
+    with rasterio.open(tmp_path / "o.tif") as ds:
+        out = ds.read(1, masked=True).filled(np.nan)
+    both = np.isfinite(out) & np.isfinite(geo)
+    assert both.mean() > 0.5 and np.median(np.abs(np.log(out[both] / geo[both]))) < 0.05  # (an affine: 0.13)
+
+
 def test_crss_that_no_affine_relates_gate_a_model_without_native_form(tmp_path, utm_and_geographic):
     """The same pair with a model that is not one matrix (poly2): no native refit, so the gate says that the CRSs'
     mapping departs from the model and names the ways out (low_quality, not ok); --model local keeps its field."""
