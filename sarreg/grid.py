@@ -93,8 +93,9 @@ def output_grid(grid: Grid, resolution: str | float, matrix: np.ndarray | None =
 class Native:
     """Between CRSs that no affine relates over the scene (``sarreg.relate.prior_fit``): the estimate refitted in
     the moving raster's own georeferenced pixels. matrix: moving px -> moving px as its georeferencing should have
-    placed them (near identity); grid: that georeferencing. The warp sets it on the moving raster and GDAL reprojects
-    to the reference CRS exactly, where an affine from moving to reference pixels is pixels off at the edges."""
+    placed them (near identity); grid: that georeferencing (a geotransform, or GCPs whose pixel positions the warp
+    moves by it). The warp sets it on the moving raster and GDAL reprojects to the reference CRS exactly, where an
+    affine from moving to reference pixels is pixels off at the edges."""
 
     matrix: np.ndarray
     grid: Grid
@@ -154,11 +155,19 @@ class PixelTransform:
         return PixelTransform(self.model, self.native.matrix), self.native.grid
 
 
+_HALF = np.array([[1, 0, 0.5], [0, 1, 0.5], [0, 0, 1]])  # S: pixel centre -> pixel edge coordinates
+_HALF_INV = np.array([[1, 0, -0.5], [0, 1, -0.5], [0, 0, 1]])
+
+
 def centre_to_edge(m: np.ndarray) -> np.ndarray:
     """Pixel-centre matrix -> the same map in pixel-edge coordinates (GDAL's convention): S M S^-1."""
-    s = np.array([[1, 0, 0.5], [0, 1, 0.5], [0, 0, 1]])
-    si = np.array([[1, 0, -0.5], [0, 1, -0.5], [0, 0, 1]])
-    return s @ np.asarray(m, dtype=np.float64) @ si
+    return _HALF @ np.asarray(m, dtype=np.float64) @ _HALF_INV
+
+
+def edge_to_centre(m: np.ndarray) -> np.ndarray:
+    """A pixel-edge matrix (GDAL's convention, a geotransform's composition) -> the same map between pixel centres:
+    S^-1 M S, the inverse of ``centre_to_edge``."""
+    return _HALF_INV @ np.asarray(m, dtype=np.float64) @ _HALF
 
 
 def corrected_geotransform(matrix: np.ndarray, grid: Grid) -> Affine:

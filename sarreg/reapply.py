@@ -22,7 +22,7 @@ import numpy as np
 from affine import Affine
 
 from sarreg.errors import CRSError, InputError, OverlapError
-from sarreg.grid import Grid, Native, PixelTransform
+from sarreg.grid import Grid, Native, PixelTransform, edge_to_centre
 
 log = logging.getLogger(__name__)
 
@@ -110,8 +110,7 @@ def target_transform(data: dict[str, Any], report: Path, target: Path) -> tuple[
         if tr.native is not None and tr.native.grid.georeferenced and t_geo \
                 and CRS.from_wkt(tr.native.grid.crs_wkt) == t_crs:  # exact: through one CRS
             edge = np.linalg.inv(np.reshape(tr.native.grid.transform, (3, 3))) @ np.reshape(t_aff, (3, 3))
-            half = np.array([[1, 0, 0.5], [0, 1, 0.5], [0, 0, 1]])
-            c_own = np.linalg.inv(half) @ edge @ half  # target px -> moving px (centres), through the map: exact
+            c_own = edge_to_centre(edge)  # target px -> moving px, through the map: exact
             native = Native(tr.native.matrix @ c_own, tr.native.grid)
         out = PixelTransform(tr.model, tr.matrix @ c, native=native)
         log.info("%s: on another grid than %s; transform composed through the georeferencing", target,

@@ -9,7 +9,8 @@ reference pixel-edge coordinates with GDAL's ``NO_GEOTRANSFORM`` destination):
 * poly2: a grid of exact GCPs of the fitted polynomial, ``polynomialOrder=2``;
 * tps: the inlier tie points as GCPs, ``tps=True``;
 * between CRSs that no affine relates (``PixelTransform.native``): the estimate refitted in the moving raster's own
-  georeferencing, set as above in its own CRS; GDAL's warp then reprojects exactly.
+  georeferencing, set as above in its own CRS (a GCP-located raster: its GCPs moved by it); GDAL's warp then
+  reprojects exactly.
 
 ``gdal.Warp`` then writes into a tiled GeoTIFF created with exactly the reference grid (same CRS, transform, size)
 under a warp memory limit; COG output is made from it with ``gdal.Translate`` (overviews, compression). Every

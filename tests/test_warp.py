@@ -12,7 +12,7 @@ from rasterio.crs import CRS
 
 from sarreg.errors import InputError, OutputError
 from sarreg.synth import write_geotiff
-from sarreg.grid import Grid, PixelTransform, corrected_geotransform
+from sarreg.grid import Grid, PixelTransform, centre_to_edge, corrected_geotransform, edge_to_centre
 from sarreg.warp import update_georef, warp_to_grid
 
 H, W = 96, 128
@@ -311,6 +311,10 @@ def test_pixel_transform_apply_known_answers():
     poly = np.array([[1.0, 1.0, 0.0, 0.5, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0, 2.0, 0.25]])
     p2 = PixelTransform("poly2", np.eye(3), poly=poly)
     assert np.allclose(p2.apply([[2, 4]]), [[1 + 2 + 0.5 * 4, 4 + 2 * 8 + 0.25 * 16]])  # [5, 24]
+    # pixel-edge <-> pixel-centre forms: a scale by 2 about the top-left corner moves centre (0, 0) to (0.5, 0.5)
+    edge = np.diag([2.0, 2.0, 1.0])
+    assert np.allclose(edge_to_centre(edge), [[2, 0, 0.5], [0, 2, 0.5], [0, 0, 1]])
+    assert np.allclose(centre_to_edge(edge_to_centre(edge)), edge)
 
 
 def test_untagged_integer_rasters_keep_fill_and_data_apart(tmp_path):
