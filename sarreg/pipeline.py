@@ -406,8 +406,8 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
         rep.correction = _correction(rs, prior, est, area)
         enforce_max_shift(rep, cfg)
         if est.model in ("shift", "similarity", "affine"):  # (in the moving raster's own CRS for a native one)
-            on, on_grid = ptr.for_warp(grid) if ptr.native is None or ms.georeferenced else (ptr, grid)
-            gt = corrected_geotransform(on.matrix, on_grid)
+            own = ptr.native is not None and ms.georeferenced  # (a GCP-located one: none of its own)
+            gt = corrected_geotransform(*((ptr.native.matrix, ptr.native.grid) if own else (est.matrix, grid)))
             rep.geotransform = list(gt.to_gdal())
             if rs.georeferenced and ms.georeferenced and (ms.crs == rs.crs or ptr.native is not None):
                 a_new = np.array([[gt.a, gt.b, gt.c], [gt.d, gt.e, gt.f], [0, 0, 1]])

@@ -36,6 +36,21 @@ def prior_matrix(ref: Scene, mov: Scene) -> np.ndarray:
     return prior_fit(ref, mov)[0]
 
 
+def pixels_in(src: Scene, dst: Scene, xy: np.ndarray) -> np.ndarray:
+    """Pixels (N x 2) of ``src`` -> the pixels of ``dst`` at the same place on the ground, through both
+    georeferencings and, between CRSs, pyproj's exact transform (NaN where it fails)."""
+    m = src.xy_to_map(xy)
+    if src.crs != dst.crs:
+        from pyproj import Transformer
+
+        try:
+            x, y = Transformer.from_crs(src.crs, dst.crs, always_xy=True).transform(m[:, 0], m[:, 1], errcheck=False)
+        except Exception as e:  # pyproj raises several types
+            raise CRSError(f"{src.path}: cannot transform from its CRS to that of {dst.path} ({e})") from None
+        m = np.c_[x, y]
+    return dst.map_to_xy(m)
+
+
 def prior_fit(ref: Scene, mov: Scene) -> tuple[np.ndarray, float]:
     """``prior_matrix`` and how far the georeferencings' own mapping departs from it over the moving raster (largest
     distance on the grid, reference px): 0 for rasters in one CRS; between CRSs such as UTM and geographic
@@ -47,21 +62,11 @@ def prior_fit(ref: Scene, mov: Scene) -> tuple[np.ndarray, float]:
         which, other = (mov, ref) if ref.geolocated else (ref, mov)
         raise CRSError(f"{which.path}: has no CRS/georeferencing (geotransform or GCPs) but {other.path} has; both "
                        "or neither must be georeferenced")
-    from pyproj import Transformer
-
     n = 11 if mov.georeferenced and ref.georeferenced else 21
     # the grid spans the raster's extent (pixel edges, -0.5 .. size - 0.5): a one-pixel-wide raster still has one
     g = np.stack(np.meshgrid(np.linspace(-0.5, mov.width - 0.5, n), np.linspace(-0.5, mov.height - 0.5, n)),
                  -1).reshape(-1, 2)
-    m = mov.xy_to_map(g)
-    if mov.crs != ref.crs:
-        try:
-            t = Transformer.from_crs(mov.crs, ref.crs, always_xy=True)
-            x, y = t.transform(m[:, 0], m[:, 1], errcheck=False)
-        except Exception as e:  # pyproj raises several types
-            raise CRSError(f"{mov.path}: cannot transform from its CRS to the reference CRS ({e})") from None
-        m = np.c_[x, y]
-    r = ref.map_to_xy(m)
+    r = pixels_in(mov, ref, g)
     ok = np.isfinite(r).all(1)
     if ok.sum() < 3:
         raise CRSError(f"{mov.path}: its footprint cannot be expressed in the reference CRS ({ref.path})")
@@ -97,11 +102,7 @@ def native_fit(ref: Scene, mov: Scene, est: Estimate, src: np.ndarray, dst: np.n
         return None
     if kept:
         return np.eye(3), {"model": "georeferencing"}
-    from pyproj import Transformer
-
-    m = ref.xy_to_map(dst)
-    x, y = Transformer.from_crs(ref.crs, mov.crs, always_xy=True).transform(m[:, 0], m[:, 1], errcheck=False)
-    own = mov.map_to_xy(np.c_[x, y])
+    own = pixels_in(ref, mov, dst)
     ok = np.isfinite(own).all(1)
     scale = math.sqrt(abs(np.linalg.det(est.matrix[:2, :2]))) or 1.0  # reference px per moving px
     try:

@@ -105,11 +105,11 @@ def _source_vrt(moving: Source, tr: PixelTransform, grid: Grid, mov_size: tuple[
     src = src if fill is None else mapped_to_tag(gdal, src, fill)
     native, (tr, grid) = tr.native is not None, tr.for_warp(grid)
     if native and not grid.georeferenced:  # the native correction of a GCP-located raster: its GCPs moved by it
+        from sarreg.estimate import apply_matrix
         from sarreg.io.gcps import method
 
         inv = np.linalg.inv(centre_to_edge(tr.matrix))  # (GCP pixel / line are pixel-edge coordinates)
-        q = np.c_[np.asarray(grid.gcps)[:, :2], np.ones(len(grid.gcps))] @ inv.T
-        q = q[:, :2] / q[:, 2:]
+        q = apply_matrix(inv, np.asarray(grid.gcps)[:, :2])
         src.SetGCPs([gdal.GCP(g[2], g[3], 0.0, float(a), float(b)) for g, (a, b) in zip(grid.gcps, q)],
                     grid.gcp_crs_wkt or "")
         return src, {"src_method": method(grid.gcps)}  # (the transformer that located the raster's tie points)
