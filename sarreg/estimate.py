@@ -85,13 +85,12 @@ class Estimate:
         return apply_matrix(self.matrix, xy)
 
     def summary(self) -> dict[str, Any]:
-        """JSON-ready quality numbers (pixels)."""
+        """JSON-ready quality numbers (pixels); the geometry is the report's ``matrix`` and ``correction``."""
         return {
             "model": self.model, "matches": self.n_matches, "inliers": self.n_inliers,
             "inlier_ratio": round(self.inlier_ratio, 4), "rmse_px": finite_round(self.rmse),
             "heldout_rmse_px": finite_round(self.heldout_rmse), "coverage": round(float(self.coverage), 4),
             "hull_ratio": round(float(self.hull_ratio), 4), "threshold_px": float(self.threshold),
-            **decompose(self.matrix),
         }
 
 

@@ -72,7 +72,8 @@ class Report:
 
     matrix: 3 x 3 moving pixel -> reference pixel (pixel-centre convention), None when failed.
     geotransform: corrected GDAL geotransform of the moving raster in the reference CRS (affine models).
-    quality: inliers, ratios, RMSE (px and map units), coverage, shift / rotation of the correction.
+    quality: inliers, ratios, RMSE (px and map units), coverage and the gates' measures.
+    correction: how far the estimate moves the moving raster from its georeferencing (overlap centre).
     """
 
     status: str
@@ -461,8 +462,9 @@ def _write_match_sidecars(rep: Report, rs: Scene, ms: Scene, fine: StageResult, 
     pred = est.apply(fine.src) if est is not None else np.full((n, 2), np.nan)
     grid = Grid.from_scene(rs)
     ref_map = grid.px_to_map(fine.dst)
-    # pixel space: QGIS shows non-georeferenced rasters with y = -row (pixel edges)
-    mov_map = ms.xy_to_map(fine.src) if ms.georeferenced else np.c_[fine.src[:, 0] + 0.5, -(fine.src[:, 1] + 0.5)]
+    # ground coordinates through a geotransform or GCPs (QGIS opens a GCP-only raster warped by them); pixel
+    # space: QGIS shows non-georeferenced rasters with y = -row (pixel edges)
+    mov_map = ms.xy_to_map(fine.src) if ms.geolocated else np.c_[fine.src[:, 0] + 0.5, -(fine.src[:, 1] + 0.5)]
     crs = rs.crs if rs.geolocated else None
     if not rs.georeferenced:  # GCP-only reference: ground coordinates through its GCPs
         ref_map = rs.xy_to_map(fine.dst) if rs.geolocated else np.c_[fine.dst[:, 0] + 0.5, -(fine.dst[:, 1] + 0.5)]
@@ -476,7 +478,7 @@ def _write_match_sidecars(rep: Report, rs: Scene, ms: Scene, fine: StageResult, 
             rep.outputs["tiepoints_geojson"] = str(p)
     if cfg.points:
         p = export.sidecar(out, ".points")
-        export.write_qgis_points(p, ref_map, mov_map, inl, pred - fine.dst, grid.crs_wkt)
+        export.write_qgis_points(p, ref_map, mov_map, inl, pred - fine.dst, crs.to_wkt() if crs else None)
         rep.outputs["points"] = str(p)
     if cfg.matches_npz and len(kp.src):
         p = export.sidecar(out, ".matches.npz")

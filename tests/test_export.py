@@ -1,6 +1,8 @@
 """Sidecar writers: JSON, QGIS .points, tie-point layers, matches npz, quicklook (real files in tmp_path)."""
 from __future__ import annotations
 
+import sqlite3
+
 import json
 
 import numpy as np
@@ -55,6 +57,8 @@ def test_tiepoints_gpkg_and_geojson(tmp_path):
         info = pyogrio.read_info(p)
         assert info["features"] == n and "32631" in info["crs"]
         assert {"ref_x", "ref_y", "moving_x", "moving_y", "residual_px", "score", "inlier"} <= set(info["fields"])
+    with sqlite3.connect(tmp_path / "t.gpkg") as db:  # GeoPackage 1.2: GDAL < 3.7 (QGIS 3.22 .. 3.28) warns on 1.4
+        assert db.execute("pragma user_version").fetchone()[0] == 10200
 
 
 def test_matches_npz(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+from affine import Affine
 from click.testing import CliRunner
 
 from sarreg.cli import cli
@@ -55,3 +56,14 @@ def test_info_refuses_what_register_refuses(tmp_path, geotiff_factory) -> None:
     empty = geotiff_factory(np.zeros((64, 64), np.float32), "empty.tif", nodata=0.0)
     r = _info(str(empty))
     assert r.exit_code == 1 and "all pixels are nodata/invalid in band 1" in r.output
+
+
+def test_info_bounds_hold_all_four_corners_of_a_rotated_grid(geotiff_factory, rng) -> None:
+    """A rotated geotransform (30 deg): the bounds are the envelope of the four corners, as gdalinfo lists them;
+    integer dB (often dB x 100) is not labelled plain dB."""
+    img = (100 * 10 * np.log10(speckle(reflectivity(80, 120, seed=3), 4, rng))).astype(np.int16)
+    t = Affine.translation(500000, 4600000) * Affine.rotation(-30) * Affine.scale(10, -10)
+    d = json.loads(_info("--json", str(geotiff_factory(img, "rot.tif", transform=t, dtype="int16"))).stdout)[0]
+    corners = np.array([t @ c for c in ((0, 0), (120, 0), (0, 80), (120, 80))])
+    assert np.allclose(d["bounds"], [*corners.min(0), *corners.max(0)], atol=1e-3), d["bounds"]
+    assert d["kind"] == "db" and d["range"]["unit"].startswith("integer dB as stored")

@@ -310,6 +310,12 @@ def test_gcp_to_gcp_same_track(scenes, tmp_path, field):
         assert o.gcps[1].to_epsg() == 4326 and len(o.gcps[0]) == 80
         assert [(g.col, g.row, g.x, g.y) for g in o.gcps[0]] == [(g.col, g.row, g.x, g.y) for g in r.gcps[0]]
     assert rep.reference_grid["gcps"] and rep.reference_grid["crs_wkt"] is None
+    # the QGIS .points: the GCPs' CRS, and the moving raster's source points on the ground through its GCPs (QGIS
+    # opens a GCP-only raster warped by them), near the reference points, not in pixels
+    head, _, *rows = Path(rep.outputs["points"]).read_text().splitlines()
+    assert head.startswith("#CRS: ") and "WGS 84" in head
+    pts = np.array([[float(v) for v in row.split(",")[:4]] for row in rows])
+    assert np.abs(pts[:, 2:] - pts[:, :2]).max() < 0.01, pts[:3]
     # apply: a crop of the second GRD (another size, its own GCPs) is related through the GCPs and lands where the
     # registered raster did
     crop = write_measurement(tmp_path / "crop.tif", dn2[40:300, 30:350],

@@ -14,7 +14,7 @@ import numpy as np
 
 from sarreg.config import PreprocessConfig, nodata_value
 from sarreg.io.gcps import method as gcp_method
-from sarreg.io.raster import STATS_MAX_SIDE, decimated_shape, open_dataset, open_scene, read_unit
+from sarreg.io.raster import STATS_MAX_SIDE, Scene, decimated_shape, open_dataset, open_scene, read_unit
 from sarreg.io.source import Source
 
 UNITS = {"linear": "dB", "amplitude": "dB", "db": "dB", "display": "grey level"}
@@ -35,7 +35,7 @@ def describe(path: Source, pre: PreprocessConfig = PreprocessConfig()) -> dict[s
         "bands": scene.count, "dtype": scene.dtype, "band": scene.band, "band_description": desc or None,
         "kind": scene.kind, "nodata": {"value": nodata_value(scene.nodata), "from": scene.nodata_from},
         "valid_fraction": round(float(valid.mean()), 4),
-        "range": {"low": round(scene.lo, 2), "high": round(scene.hi, 2), "unit": UNITS.get(scene.kind, "dB"),
+        "range": {"low": round(scene.lo, 2), "high": round(scene.hi, 2), "unit": _unit(scene),
                   "percentiles": [pre.lo_pct, pre.hi_pct]},
         "located_by": "geotransform" if scene.georeferenced else
         f"gcps ({len(scene.gcps)}, {gcp_method(scene.gcps)})" if scene.gcps is not None else None,
@@ -53,9 +53,17 @@ def describe(path: Source, pre: PreprocessConfig = PreprocessConfig()) -> dict[s
     if scene.georeferenced and scene.crs is not None:
         a = scene.transform
         d["pixel_size"] = [round(math.hypot(a.a, a.d), 6), round(math.hypot(a.b, a.e), 6)]
-        corners = scene.xy_to_map(np.array([[-0.5, -0.5], [scene.width - 0.5, scene.height - 0.5]]))
+        w, h = scene.width - 0.5, scene.height - 0.5  # all four corners: a rotated geotransform's envelope
+        corners = scene.xy_to_map(np.array([[-0.5, -0.5], [w, -0.5], [-0.5, h], [w, h]]))
         d["bounds"] = [round(float(v), 6) for v in (*corners.min(0), *corners.max(0))]
     return d
+
+
+def _unit(scene: Scene) -> str:
+    """The grey range's unit: integer dB files are often dB x 10 or x 100, which the file does not say."""
+    if scene.kind == "db" and not scene.dtype.startswith("float"):
+        return "integer dB as stored (scale unknown, e.g. dB x 100)"
+    return UNITS.get(scene.kind, "dB")
 
 
 def _value(v: float | str | None) -> str:

@@ -32,6 +32,7 @@ def write_features(path: str | Path, geoms: np.ndarray, geometry_type: str, attr
 
     path = Path(path)
     driver = driver or {".gpkg": "GPKG", ".geojson": "GeoJSON", ".json": "GeoJSON"}.get(path.suffix.lower(), "GPKG")
+    # GeoPackage 1.2: what GDAL < 3.7 (QGIS 3.22 .. 3.28 LTR) reads without a warning; pyogrio's GDAL writes 1.4
     wkb = shapely.to_wkb(np.asarray(geoms, dtype=object)) if len(geoms) else np.zeros(0, dtype=object)
     fields = {k: np.asarray(v) for k, v in attributes.items()}
     crs_wkt = crs.to_wkt() if hasattr(crs, "to_wkt") else (str(crs) if crs else None)
@@ -40,7 +41,8 @@ def write_features(path: str | Path, geoms: np.ndarray, geometry_type: str, attr
         tmp.unlink(missing_ok=True)
         pyogrio.raw.write(tmp, geometry=wkb, field_data=list(fields.values()), fields=list(fields.keys()),
                           crs=crs_wkt, driver=driver, layer=layer or path.stem.replace(".", "_"),
-                          geometry_type=geometry_type, encoding="UTF-8")
+                          geometry_type=geometry_type, encoding="UTF-8",
+                          dataset_options={"VERSION": "1.2"} if driver == "GPKG" else None)
 
     try:
         return write_atomic(path, write)
