@@ -145,7 +145,7 @@ def assess(d: Decision, r: Refinement, cfg: RegisterConfig, area: BaseGeometry) 
         matches.info["inliers_descriptors_alone"] = matches.alone_inliers(est.inliers)
         d.stages["refine"]["inliers_descriptors_alone"] = matches.info["inliers_descriptors_alone"]
     d.status, d.reasons = judge(est, r.prior, cfg, adequacy, spread, matches.info, cross, extrap, repeat=repeat,
-                                second=d.second)
+                                second=d.second, windows=int(d.stages["refine"].get("windows") or 0))
     if est.n_inliers < FAIL_INLIERS:
         d.status = "failed"
         d.reasons.insert(0, f"too few inliers ({est.n_inliers} < {FAIL_INLIERS})")

@@ -146,6 +146,14 @@ def is_temp(name: str) -> bool:
     return name.startswith(".") and _TEMP_RE.search(name) is not None
 
 
+def dead_temp(name: str) -> bool:
+    """True for a temporary name made by ``temp_path`` whose writer (the process id in the name) is gone."""
+    if not is_temp(name):
+        return False
+    pids = {int(m) for m in re.findall(r"\.(\d+)(?=(?:\.[A-Za-z0-9_-]+)?\.(?:tmp|stage)(?:\.|$))", name)}
+    return bool(pids) and not any(_pid_alive(pid) for pid in pids)
+
+
 def clean_stale(outputs: Iterable[str | Path]) -> int:
     """Remove temporaries of dead processes that belong to ``outputs`` (same folder, name prefix); -> count."""
     by_dir: dict[Path, set[str]] = {}
@@ -159,10 +167,7 @@ def clean_stale(outputs: Iterable[str | Path]) -> int:
         except OSError:
             continue
         for e in entries:
-            if not is_temp(e.name) or not e.name.lstrip(".").startswith(tuple(prefixes)):
-                continue
-            pids = {int(m) for m in re.findall(r"\.(\d+)(?=(?:\.[A-Za-z0-9_-]+)?\.(?:tmp|stage)(?:\.|$))", e.name)}
-            if pids and not any(_pid_alive(pid) for pid in pids):
+            if dead_temp(e.name) and e.name.lstrip(".").startswith(tuple(prefixes)):
                 try:
                     os.unlink(e.path)
                     n += 1

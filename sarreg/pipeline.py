@@ -53,7 +53,7 @@ from sarreg.quality import second_moves
 from sarreg.relate import (check_bounds, located_by, moving_pre, native_fit, nonlinear_reason, overlap_area,
                            prior_fit, prior_matrix, read_coarse)
 from sarreg.stage import StageResult
-from sarreg.warp import check_output
+from sarreg.warp import check_output, check_warpable
 
 if TYPE_CHECKING:
     from shapely.geometry.base import BaseGeometry
@@ -248,6 +248,8 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
     t = time.perf_counter()
     step("relate")
     rs, ms = both(lambda: open_scene(ref, cfg.preprocess), lambda: open_scene(moving, moving_pre(cfg)))
+    if cfg.warp and not cfg.update_georef:
+        check_warpable(moving, ms.dtype)  # (before the work, not after it)
     if cfg.update_georef and cfg.warp and not (rs.georeferenced and ms.georeferenced):  # before the work, not after
         raise InputError(f"{moving if rs.georeferenced else ref}: --update-georef needs georeferenced rasters")
     prior, nonlinear = prior_fit(rs, ms)

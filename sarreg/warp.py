@@ -182,6 +182,14 @@ def _has_data(ds) -> bool:
     return mask.ComputeRasterMinMax(False)[1] > 0
 
 
+def check_warpable(moving: Source, dtype: str) -> None:
+    """InputError for pixels GDAL cannot warp right: signed bytes before GDAL 3.7 (it reads them as 0..255)."""
+    gdal = _gdal()
+    if dtype == "int8" and not hasattr(gdal, "GDT_Int8"):
+        raise InputError(f"{moving}: signed 8-bit pixels (int8) cannot be warped with GDAL {gdal.__version__} (it "
+                         f"reads them as 0..255); convert first: gdal_translate -ot Int16 {moving} moving16.tif")
+
+
 def warp_to_grid(moving: str | Path, transform: PixelTransform, grid: Grid, out: str | Path,
                  resampling: str = "bilinear", fmt: str = "auto", compress: str = "DEFLATE", mem_mb: int = 128,
                  threads: int | None = None, overwrite: bool = False, require_data: bool = False,
@@ -211,6 +219,7 @@ def warp_to_grid(moving: str | Path, transform: PixelTransform, grid: Grid, out:
     with open_dataset(moving) as ds:
         count, dtype, size = ds.count, ds.dtypes[0], (ds.width, ds.height)
         src_nodata = warp_nodata(ds, nodata)
+    check_warpable(moving, dtype)
     src, wopts = _source_vrt(moving, transform, grid, size, nodata[1] if isinstance(nodata, (tuple, list)) else None)
     dst_nodata = out_nodata(dtype, None if src_nodata == "None" else src_nodata)
     tmp = _tmp_path(out, "warp")
@@ -228,9 +237,13 @@ def warp_to_grid(moving: str | Path, transform: PixelTransform, grid: Grid, out:
                 dst.SetProjection(og.crs_wkt)
             for b in range(1, count + 1):
                 dst.GetRasterBand(b).SetNoDataValue(dst_nodata)
-                desc = src.GetRasterBand(b).GetDescription()
-                if desc:
-                    dst.GetRasterBand(b).SetDescription(desc)
+                sb, db = src.GetRasterBand(b), dst.GetRasterBand(b)
+                if sb.GetDescription():
+                    db.SetDescription(sb.GetDescription())
+                if (sb.GetScale() or 1.0) != 1.0 or (sb.GetOffset() or 0.0) != 0.0:  # scaled integers (dB x 100)
+                    db.SetScale(sb.GetScale() or 1.0), db.SetOffset(sb.GetOffset() or 0.0)
+                if sb.GetUnitType():
+                    db.SetUnitType(sb.GetUnitType())
             tropts = [] if grid.georeferenced else ["DST_METHOD=NO_GEOTRANSFORM"]
             if "src_method" in wopts:
                 tropts.append(f"SRC_METHOD={wopts.pop('src_method')}")

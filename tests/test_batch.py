@@ -179,6 +179,12 @@ def test_batch_recovers_shifts_and_isolates_failure(series, client, tmp_path):
     # other options -> a different run: nothing is taken from the manifest
     third = batch(ref, [p for p, _ in scenes[:1]], outdir, CFG.with_(threshold=1.25), client=client)
     assert not third.scenes[0].resumed and third.scenes[0].status == "ok"
+    # a redone scene that is now low quality loses its earlier raster (as register --overwrite): nothing in OUTDIR
+    # that the manifest does not list
+    raster = outdir / by[scenes[1][0].stem].output
+    fourth = batch(ref, [scenes[1][0]], outdir, CFG.with_(max_shift=0.5), client=client)
+    assert fourth.scenes[0].status == "low_quality" and fourth.scenes[0].output is None and not raster.exists()
+    _check_outputs_verify(outdir)
 
 
 def test_batch_cache_empty_when_correlation_settles(series, client, tmp_path):
@@ -488,3 +494,25 @@ def test_scene_warnings_are_kept_for_the_scene(capfd) -> None:
     err = capfd.readouterr().err
     assert "/d/s2.tif: something else" in err and "Traceback ..." in err and "s1.tif: no nodata" not in err
     assert seen not in logging.getLogger("sarreg").handlers
+
+
+def test_scene_names_stay_distinct_and_resume_follows_file_contents(tmp_path):
+    """Two scenes called scene.tif and a third called scene_2.tif get three names (none of them another's); a mask
+    or checkpoint rewritten in place makes another run; start-up leaves a live process's temporary file alone."""
+    from sarreg.batch.manifest import clean_stale, run_key
+    from sarreg.batch.runner import unique_keys
+    from sarreg.config import PreprocessConfig
+
+    assert unique_keys(["a/scene.tif", "b/scene.tif", "c/scene_2.tif"]) == ["scene", "scene_3", "scene_2"]
+    assert unique_keys(["a/x.tif", "b/x.tif", "x_2.tif", "c/x.tif"]) == ["x", "x_3", "x_2", "x_4"]
+    mask = tmp_path / "mask.geojson"
+    mask.write_text('{"type": "FeatureCollection", "features": []}')
+    cfg = CFG.with_(preprocess=PreprocessConfig(exclude=(str(mask),)))
+    before = run_key(cfg, "reference", "abc")
+    assert run_key(cfg, "reference", "abc") == before
+    mask.write_text('{"type": "FeatureCollection", "features": [], "name": "other"}')
+    assert run_key(cfg, "reference", "abc") != before
+    live = tmp_path / f".scene_reg.tif.{os.getpid()}.tmp.tif"
+    dead = tmp_path / ".scene_reg.tif.999999999.tmp.tif"
+    live.write_bytes(b"x"), dead.write_bytes(b"x")
+    assert clean_stale(tmp_path) == 1 and live.exists() and not dead.exists()

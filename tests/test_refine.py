@@ -587,3 +587,24 @@ def test_the_spread_gate_widens_only_when_the_other_tie_points_confirm():
     assert judge(est, eye, cfg, spread=mid, cross=disagree)[0] == "low_quality"
     status, reasons = judge(est, eye, cfg, spread=hi + 0.1, cross=agree)
     assert status == "low_quality" and any("uncertain away" in r for r in reasons), reasons
+
+
+@pytest.mark.parametrize("n", [64, 160])
+def test_a_scene_too_small_for_the_correlation_windows_is_not_ok(tmp_path, n):
+    """A 64 px pair holds no refinement window (64 px each): its keypoint fit, unchecked, is `low_quality` and says
+    why (stop 53: such fits were up to 9 px off and `ok`); at 160 px the windows check it and it is `ok`."""
+    rng = np.random.default_rng(21)
+    pad, d = 30, (3.4, -2.7)
+    field = reflectivity(n + 2 * pad, n + 2 * pad, seed=21)
+    ref = speckle(field, 4, rng)[pad:pad + n, pad:pad + n]
+    mov = warp_image(speckle(field, 4, rng), np.array([[1, 0, pad + d[0]], [0, 1, pad + d[1]], [0, 0, 1.0]]), (n, n))
+    r = write_geotiff(tmp_path / "ref.tif", ref, REF_T, UTM)
+    m = write_geotiff(tmp_path / "moving.tif", mov, REF_T, UTM)
+    rep = register(r, m, tmp_path / "out.tif", RegisterConfig(warp=False))
+    windows = rep.stages["refine"]["windows"]
+    if n == 64:
+        assert windows == 0 and rep.status == "low_quality", rep.message
+        assert "too small to check the keypoints' fit: 0 correlation window(s)" in rep.message
+    else:
+        assert windows >= 8 and rep.status == "ok", rep.message
+        assert _grid_error(rep.matrix, d, n) < 0.5

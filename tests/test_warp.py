@@ -128,6 +128,31 @@ def test_cog_output_has_overviews_and_keeps_dtype(tmp_path):
     assert np.array_equal(a[:, 1:], img[:, :-1])  # moving pixel x lands on reference pixel x + 1
 
 
+def test_scaled_integers_keep_their_scale_and_signed_bytes_are_refused(tmp_path):
+    """int16 dB x 100 declared by scale / offset / unit: the output declares the same (its numbers mean the same
+    dB); int8, which GDAL 3.6 warps as 0..255, is refused with the conversion to make, and nothing is written."""
+    img = np.full((64, 80), -1130, np.int16)
+    mov = tmp_path / "db.tif"
+    with rasterio.open(mov, "w", driver="GTiff", width=80, height=64, count=1, dtype="int16") as ds:
+        ds.write(img, 1)
+        ds.scales, ds.offsets, ds.units = (0.01,), (-30.0,), ("dB",)
+    out = warp_to_grid(mov, PixelTransform("shift", _shift_rot(1, 0)), Grid(80, 64, Affine.identity(), None),
+                       tmp_path / "o.tif", resampling="nearest")
+    with rasterio.open(out) as ds:
+        assert (ds.scales, ds.offsets, ds.units) == ((0.01,), (-30.0,), ("dB",)) and ds.read(1)[5, 5] == -1130
+    signed = tmp_path / "i8.tif"
+    with rasterio.open(signed, "w", driver="GTiff", width=80, height=64, count=1, dtype="int8") as ds:
+        ds.write((img // 100).astype(np.int8), 1)
+    from osgeo import gdal
+
+    if hasattr(gdal, "GDT_Int8"):
+        pytest.skip("this GDAL warps int8 as signed")
+    with pytest.raises(InputError, match=r"i8.tif: signed 8-bit pixels \(int8\) cannot be warped .* -ot Int16"):
+        warp_to_grid(signed, PixelTransform("shift", _shift_rot(1, 0)), Grid(80, 64, Affine.identity(), None),
+                     tmp_path / "o8.tif")
+    assert not (tmp_path / "o8.tif").exists()
+
+
 def test_corrected_geotransform_pure_shift():
     grid = Grid(W, H, REF_T, UTM.to_wkt())
     gt = corrected_geotransform(_shift_rot(2, -3), grid)

@@ -117,12 +117,14 @@ def run_chain(run: "Run", keys: list[str], todo: list[str]) -> None:
         what, k = kind.pop(fut)
         if what == "pair":
             pair_res[k] = run.result_of(fut, k)
+            fut.release()  # (see ``Run.to_reference``)
             advance()
             continue
         try:
             w = fut.result()
         except Exception as e:  # noqa: BLE001 - a worker died: recorded as this scene's error
             w = {"error": f"worker lost: {error_text(e)}", "outputs": {}, "time_s": None}
+        fut.release()
         r = pair_res[k]
         res = SceneResult.from_dict(r["result"])
         res.via = via[k] or "reference"

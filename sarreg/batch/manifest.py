@@ -25,6 +25,7 @@ from sarreg.batch.files import atomic_write, dumps, is_temp, sha256_file
 from sarreg.batch.results import SceneResult
 from sarreg.config import RegisterConfig
 from sarreg.errors import InputError, OutputError
+from sarreg.outputs import dead_temp
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,11 @@ class Manifest:
                     from None
 
     def commit(self, key: str, entry: dict[str, Any]) -> None:
-        """Record one finished scene (the whole file is rewritten atomically)."""
+        """Record one finished scene (the whole file is rewritten atomically). A redone scene's earlier outputs that
+        this result does not have (the raster of an ok run, now low quality) are removed first: a kill in between
+        leaves the old entry naming a missing file, so the next run redoes the scene."""
+        for name in set((self.entries.get(key) or {}).get("outputs", {})) - set(entry.get("outputs", {})):
+            (self.path.parent / name).unlink(missing_ok=True)
         self.entries[key] = entry
         doc = {"version": MANIFEST_VERSION, "updated": datetime.now().isoformat(timespec="seconds"),
                "scenes": self.entries}
@@ -80,13 +85,21 @@ class Manifest:
 def run_key(config: RegisterConfig, mode: str, ref_sha: str) -> str:
     """Identity of a run's results: options that change them, the mode and the reference's sha256."""
     d = {k: v for k, v in config.to_dict().items() if k not in NEUTRAL_OPTIONS}
-    return hashlib.sha256(dumps({"config": d, "mode": mode, "reference": ref_sha})).hexdigest()[:32]
+    files = {}  # what the options name, by content: a mask or checkpoint rewritten in place changes the results
+    if config.features == "r2d2":
+        from sarreg.model.files import default_weights_path
+
+        w = config.weights or default_weights_path()
+        files["weights"] = sha256_file(Path(w)) if w and Path(w).is_file() else None
+    files["exclude"] = [sha256_file(Path(p)) if Path(p).is_file() else None for p in config.preprocess.exclude]
+    return hashlib.sha256(dumps({"config": d, "mode": mode, "reference": ref_sha, "files": files})).hexdigest()[:32]
 
 
 def clean_stale(outdir: Path) -> int:
     """Remove staging folders of earlier (dead) runs and temp files in OUTDIR; returns how many were removed.
 
-    Only names this package or the pipeline writes are touched: ``.work/`` and hidden ``*.tmp*`` files.
+    Only names this package or the pipeline writes are touched: ``.work/`` (the run lock keeps other batches out) and
+    hidden ``*.tmp*`` files whose writer is gone (a ``register`` writing into the folder keeps its own).
     """
     n = 0
     work = outdir / WORK_DIR
@@ -95,7 +108,7 @@ def clean_stale(outdir: Path) -> int:
             shutil.rmtree(d, ignore_errors=True) if d.is_dir() else d.unlink(missing_ok=True)
             n += 1
     for p in outdir.iterdir():
-        if p.is_file() and is_temp(p.name):
+        if p.is_file() and dead_temp(p.name):
             p.unlink(missing_ok=True)
             n += 1
     return n

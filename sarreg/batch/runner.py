@@ -122,13 +122,17 @@ def _absolute(src: str | Path) -> str | Path:
 def unique_keys(paths: Sequence[str | Path]) -> list[str]:
     """Scene names (file stems, or STAC item ids, made file-name safe and unique): the names of its outputs and
     manifest keys."""
+    names = [Path(f"{i['id']}.tif") if (i := stac_info(q)) else Path(input_name(q)) for q in paths]
+    stems = [re.sub(r"[^A-Za-z0-9._+-]", "_", p.name.split(".")[0] if p.name.startswith(".") else p.stem) or "scene"
+             for p in names]
     keys: list[str] = []
-    seen: dict[str, int] = {}
-    for p in (Path(f"{i['id']}.tif") if (i := stac_info(q)) else Path(input_name(q)) for q in paths):
-        stem = re.sub(r"[^A-Za-z0-9._+-]", "_", p.name.split(".")[0] if p.name.startswith(".") else p.stem) or "scene"
-        n = seen.get(stem, 0) + 1
-        seen[stem] = n
-        keys.append(stem if n == 1 else f"{stem}_{n}")
+    taken = set(stems)  # a repeated name gets the first free _N, never another scene's own name
+    for stem in stems:
+        key, n = stem, 1
+        while key in keys or (n > 1 and key in taken):
+            n += 1
+            key = f"{stem}_{n}"
+        keys.append(key)
     return keys
 
 
@@ -201,8 +205,9 @@ class Run:
             futs[self.client.submit(run_scene_with_ref, task, ref_fut, key=f"sarreg-{k}-{self.run_id}",
                                     pure=False)] = k
         for fut in as_completed(list(futs)):
-            k = futs[fut]
+            k = futs.pop(fut)
             r = self.result_of(fut, k)
+            fut.release()  # (held, a finished scene is recomputed, its committed files rewritten, when a worker dies)
             self.commit(k, SceneResult.from_dict(r["result"]), r.get("outputs", {}),
                         {"input_sha256": r.get("input_sha256")})
         try:

@@ -78,6 +78,19 @@ def open_options(src: Source) -> Iterator[None]:
         yield
 
 
+def reachable(path: Source) -> bool:
+    """A network path GDAL can stat (it exists and the server answers): when not, GDAL's open error ("not
+    recognized as being in a supported file format") would blame the format."""
+    from osgeo import gdal
+
+    gdal.PushErrorHandler("CPLQuietErrorHandler")  # (GDAL's "HTTP response code" warning: the error line is ours)
+    try:
+        with open_options(path):
+            return gdal.VSIStatL(str(path)) is not None
+    finally:
+        gdal.PopErrorHandler()
+
+
 def _zipped_raster(name: Source, z: Path | str) -> str:
     """The GDAL name of the one raster in zip ``z`` (user's name ``name``); InputError when it holds none or
     several."""
