@@ -29,6 +29,7 @@ class Grid:
     crs_wkt: str | None
     gcps: tuple | None = None
     gcp_crs_wkt: str | None = None
+    local: Affine | None = None  # a pixel-space reference's geotransform without a CRS: the output carries it
 
     @property
     def georeferenced(self) -> bool:
@@ -39,20 +40,24 @@ class Grid:
         wkt = scene.crs.to_wkt() if scene.georeferenced and scene.crs is not None else None
         gcps = None if wkt else getattr(scene, "gcps", None)
         gcp_wkt = scene.crs.to_wkt() if gcps and scene.crs is not None else None
-        return Grid(scene.width, scene.height, scene.transform if wkt else Affine.identity(), wkt, gcps, gcp_wkt)
+        return Grid(scene.width, scene.height, scene.transform if wkt else Affine.identity(), wkt, gcps, gcp_wkt,
+                    scene.transform if getattr(scene, "local", False) else None)
 
     def to_dict(self) -> dict[str, Any]:
         d = {"width": self.width, "height": self.height, "geotransform": list(self.transform.to_gdal()),
              "crs_wkt": self.crs_wkt}
         if self.gcps:
             d.update(gcps=[list(g) for g in self.gcps], gcp_crs_wkt=self.gcp_crs_wkt)
+        if self.local is not None:
+            d["local_geotransform"] = list(self.local.to_gdal())
         return d
 
     @staticmethod
     def from_dict(d: dict[str, Any]) -> "Grid":
         gcps = tuple(tuple(float(v) for v in g) for g in d["gcps"]) if d.get("gcps") else None
+        local = Affine.from_gdal(*d["local_geotransform"]) if d.get("local_geotransform") else None
         return Grid(int(d["width"]), int(d["height"]), Affine.from_gdal(*d["geotransform"]), d.get("crs_wkt"),
-                    gcps, d.get("gcp_crs_wkt") if gcps else None)
+                    gcps, d.get("gcp_crs_wkt") if gcps else None, local)
 
     def px_to_map(self, xy: np.ndarray) -> np.ndarray:
         """Pixel centres (N x 2) -> target coordinates: map coords, or pixel-edge coords in pixel space."""

@@ -48,6 +48,9 @@ def pixels_in(src: Scene, dst: Scene, xy: np.ndarray) -> np.ndarray:
         except Exception as e:  # pyproj raises several types
             raise CRSError(f"{src.path}: cannot transform from its CRS to that of {dst.path} ({e})") from None
         m = np.c_[x, y]
+        if getattr(dst.crs, "is_geographic", False):  # longitudes on the raster's own side of +-180 degrees
+            c = dst.xy_to_map(np.array([[(dst.width - 1) / 2, (dst.height - 1) / 2]]))[0, 0]
+            m[:, 0] = c + (m[:, 0] - c + 180.0) % 360.0 - 180.0
     return dst.map_to_xy(m)
 
 
@@ -56,10 +59,13 @@ def prior_fit(ref: Scene, mov: Scene) -> tuple[np.ndarray, float]:
     distance on the grid, reference px): 0 for rasters in one CRS; between CRSs such as UTM and geographic
     coordinates it grows with the scene (about 16 m at 20 km, 400 m at 100 km), and an affine estimate on top of
     the prior cannot follow it (``nonlinear_reason``)."""
-    if not ref.geolocated and not mov.geolocated:
-        return np.eye(3), 0.0
+    if not ref.geolocated and not mov.geolocated and not (ref.local and mov.local):
+        return np.eye(3), 0.0  # (two geotransforms without a CRS: taken to be in one frame)
     if ref.geolocated != mov.geolocated:
         which, other = (mov, ref) if ref.geolocated else (ref, mov)
+        if which.local:
+            raise CRSError(f"{which.path}: has a geotransform but no CRS, and {other.path} has one: set its CRS first "
+                           f"(gdal_edit.py -a_srs EPSG:...)")
         raise CRSError(f"{which.path}: has no CRS/georeferencing (geotransform or GCPs) but {other.path} has; both "
                        "or neither must be georeferenced")
     n = 11 if mov.georeferenced and ref.georeferenced else 21

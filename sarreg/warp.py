@@ -235,6 +235,8 @@ def warp_to_grid(moving: str | Path, transform: PixelTransform, grid: Grid, out:
             if og.georeferenced:
                 dst.SetGeoTransform(og.transform.to_gdal())
                 dst.SetProjection(og.crs_wkt)
+            elif og.local is not None:  # (the warp itself stays in pixels: DST_METHOD=NO_GEOTRANSFORM)
+                dst.SetGeoTransform(og.local.to_gdal())
             for b in range(1, count + 1):
                 dst.GetRasterBand(b).SetNoDataValue(dst_nodata)
                 sb, db = src.GetRasterBand(b), dst.GetRasterBand(b)

@@ -647,3 +647,27 @@ def test_crss_that_no_affine_relates_gate_a_model_without_native_form(tmp_path, 
     assert rep.status == "low_quality" and "non-linearly" in rep.message and "--model local" in rep.message, rep.message
     field = register(ref, mov, tmp_path / "f.tif", SIFT.with_(model="local", warp=False))  # its own way: offsets
     assert field.model == "local" and field.transform["model"] == "tps" and "native" not in field.transform
+
+
+def test_geotransforms_without_a_crs_relate_the_rasters_and_stay_on_the_output(tmp_path, field):
+    """Two rasters with geotransforms and no CRS (one unnamed local frame) 40 / 30 px apart in it: the geotransforms
+    relate them, the output keeps the reference's geotransform; a CRS on one side only is a one-line error that
+    says which file has no CRS."""
+    from sarreg.errors import CRSError
+
+    m = sim(42.4, 28.3)  # moving pixel (u, v) shows the reference's (u + 42.4, v + 28.3)
+    ref, mov = make_pair(tmp_path, field, m)
+    local = Affine(10.0, 0, 500000.0, 0, -10.0, 5000000.0)
+    moved = local * Affine.translation(40, 30)  # its geotransform puts it 2.4 / -1.7 px off
+    write_geotiff(tmp_path / "r.tif", rasterio.open(ref).read(1), local, None)
+    write_geotiff(tmp_path / "m.tif", rasterio.open(mov).read(1), moved, None, nodata=0.0)
+    rep = register(tmp_path / "r.tif", tmp_path / "m.tif", tmp_path / "out.tif", SIFT)
+    assert rep.status == "ok", rep.message
+    assert grid_error(rep.matrix, m) < 0.3
+    assert np.allclose(rep.stages["relate"]["prior"], [[1, 0, 40.0], [0, 1, 30.0], [0, 0, 1]])
+    assert abs(rep.correction["dx_px"] - 2.4) < 0.3 and abs(rep.correction["dy_px"] + 1.7) < 0.3
+    with rasterio.open(tmp_path / "out.tif") as o:
+        assert o.transform == local and o.crs is None
+    write_geotiff(tmp_path / "m_utm.tif", rasterio.open(mov).read(1), moved, UTM, nodata=0.0)
+    with pytest.raises(CRSError, match=r"r.tif: has a geotransform but no CRS, and .*m_utm.tif has one"):
+        register(tmp_path / "r.tif", tmp_path / "m_utm.tif", tmp_path / "out2.tif", SIFT)

@@ -465,3 +465,25 @@ def test_a_georeferencing_mapping_no_affine_follows_is_a_quality_gate(tmp_path: 
     assert far > 2.0 and none < 1e-6, (far, none)
     assert "non-linearly" in nonlinear_reason(far, "shift") and "--model local" in nonlinear_reason(far, "affine")
     assert nonlinear_reason(far, "local") is None and nonlinear_reason(NONLINEAR_PX, "homography") is None
+
+
+@pytest.mark.parametrize("crs", ["EPSG:4326", "+proj=longlat +datum=WGS84 +lon_wrap=180 +no_defs"])
+def test_a_geographic_reference_across_the_antimeridian_relates_to_utm(tmp_path: Path, crs: str) -> None:
+    """A lon / lat reference spanning 179.9 .. 180.1 degrees (its geotransform past 180) and a UTM 60N raster of
+    the same place: the prior follows pyproj (longitudes on the reference's side of 180), not 360 degrees off."""
+    from affine import Affine
+    from pyproj import Transformer
+
+    from sarreg.estimate import apply_matrix
+    from sarreg.relate import prior_fit
+    from sarreg.synth import write_geotiff
+
+    img = speckle(reflectivity(128, 128, seed=4), 4, np.random.default_rng(4)).astype(np.float32)
+    ref = write_geotiff(tmp_path / "geo.tif", img, Affine(0.2 / 128, 0, 179.9, 0, -0.1 / 128, 60.05), crs)
+    x, y = Transformer.from_crs("EPSG:4326", "EPSG:32660", always_xy=True).transform(179.95, 60.02)
+    mov = write_geotiff(tmp_path / "utm.tif", img, Affine(50, 0, x, 0, -50, y), "EPSG:32660")
+    prior, nonlinear = prior_fit(open_scene(ref), open_scene(mov))
+    assert nonlinear < 0.5, nonlinear
+    # the moving raster's corner (50 m pixels from 179.95 E, 60.02 N) lands at that place on the reference
+    corner = apply_matrix(prior, np.array([[-0.5, -0.5]]))[0]
+    assert np.allclose(corner, [(179.95 - 179.9) * 640 - 0.5, (60.05 - 60.02) * 1280 - 0.5], atol=0.05), corner

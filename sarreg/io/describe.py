@@ -38,7 +38,8 @@ def describe(path: Source, pre: PreprocessConfig = PreprocessConfig()) -> dict[s
         "range": {"low": round(scene.lo, 2), "high": round(scene.hi, 2), "unit": _unit(scene),
                   "percentiles": [pre.lo_pct, pre.hi_pct]},
         "located_by": "geotransform" if scene.georeferenced else
-        f"gcps ({len(scene.gcps)}, {gcp_method(scene.gcps)})" if scene.gcps is not None else None,
+        f"gcps ({len(scene.gcps)}, {gcp_method(scene.gcps)})" if scene.gcps is not None else
+        "geotransform without CRS" if scene.local else None,
         "compression": profile.get("compress"), "tiled": bool(profile.get("tiled")),
         "block": [profile.get("blockxsize"), profile.get("blockysize")], "overviews": overviews,
     }

@@ -97,6 +97,11 @@ class Scene:
         """Located on the ground: by a geotransform and CRS, or by GCPs."""
         return self.georeferenced or self.gcps is not None
 
+    @property
+    def local(self) -> bool:
+        """A geotransform without a CRS: map coordinates in a frame nothing names (related only to another such)."""
+        return not self.geolocated and self.transform != Affine.identity()
+
     def xy_to_map(self, xy: np.ndarray) -> np.ndarray:
         """N x 2 pixel (x=col, y=row, centre convention) -> N x 2 map coordinates via the affine (GCP-only
         rasters: via their GCP transformer, ``sarreg.io.gcps``)."""
