@@ -8,13 +8,14 @@ import cv2
 import numpy as np
 import pyogrio
 import pytest
+import rasterio
 import shapely
 import torch
 from click.testing import CliRunner
 
 from sarreg.cli import cli
 from sarreg.model.weights import random_model, save_checkpoint
-from sarreg.synth import reflectivity, speckle
+from sarreg.synth import reflectivity, speckle, write_geotiff
 
 
 @pytest.fixture(scope="module")
@@ -139,6 +140,17 @@ def test_output_dir_is_a_file(tmp_path: Path, scene: Path, weights: Path) -> Non
     f.write_text("x")
     r = CliRunner().invoke(cli, ["extract", str(scene), "--weights", str(weights), "-o", str(f)])
     assert r.exit_code == 1 and "not a directory" in r.output
+
+
+def test_a_failed_run_leaves_no_new_output_folder(tmp_path: Path, scene: Path, weights: Path) -> None:
+    """--geo on a raster without georeference fails before -o's folder is made (it was created first)."""
+    plain = tmp_path / "plain.tif"
+    with rasterio.open(scene) as ds:
+        write_geotiff(plain, ds.read(1), None, None)
+    r = CliRunner().invoke(cli, ["extract", str(plain), "--weights", str(weights), "-o", str(tmp_path / "new" / "sub"),
+                                 "--geo"])
+    assert r.exit_code == 1 and "--geo needs a georeferenced raster" in r.output, r.output
+    assert not (tmp_path / "new").exists()
 
 
 def test_console_script_exit_code(sarreg_exe: Path, tmp_path: Path) -> None:

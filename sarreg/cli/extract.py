@@ -119,18 +119,18 @@ def extract(images: tuple[Source, ...], weights: Path | None, out_dir: Path | No
     if min_scale > max_scale:
         raise InputError(f"--min-scale {min_scale:g} > --max-scale {max_scale:g}: no pyramid level would run")
     resolve_backend(cfg.backend, resolve_device(device))  # fail before any work (e.g. openvino not installed)
-    if out_dir is not None:
-        writable_dir(out_dir)
     images = tuple(resolve_input(p, asset, pol) for p in images)  # names of outputs come from what is read (zip members)
     scenes = [open_scene(p, cfg.preprocess) for p in images]  # validate every input before any work
-    for p in images:
-        d = _out_folder(p, out_dir)
-        if not os.access(d, os.W_OK):
-            raise OutputError(f"{d}: output directory is not writable")
     if geo:
         for sc in scenes:
             if not sc.geolocated:  # a geotransform, or GCPs (map coordinates through GDAL's GCP transformer)
                 raise InputError(f"{sc.path}: --geo needs a georeferenced raster (no CRS/geotransform or GCPs)")
+    if out_dir is not None:  # (created once the inputs are known good: a failed run leaves no new folder)
+        writable_dir(out_dir)
+    for p in images:
+        d = _out_folder(p, out_dir)
+        if not os.access(d, os.W_OK):
+            raise OutputError(f"{d}: output directory is not writable")
     plan = extract_outputs(list(images), out_dir, geo, quicklook)
     check_write_set([p for ps in plan for p in ps], [*images, weights], overwrite)
     clean_stale([p for ps in plan for p in ps])
