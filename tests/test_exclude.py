@@ -64,6 +64,18 @@ def test_polygons_in_another_crs_exclude_the_pixels_under_them(tmp_path):
     assert abs((~vd).mean() - truth.mean()) < 0.02
 
 
+def test_a_geojson_without_crs_member_in_projected_numbers_is_in_the_images_crs(tmp_path):
+    """OGR reads every GeoJSON as WGS84 when it has no "crs" member; UTM numbers cannot be lon / lat, so the layer
+    is taken in the image's CRS (as the README says of a layer without a CRS), not dropped as far away."""
+    path = _scene(tmp_path)
+    poly = _map_polygon(40.3, 30.7, 200.2, 150.6)
+    gj = tmp_path / "area.geojson"
+    gj.write_text(json.dumps({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {}, "geometry": shapely.geometry.mapping(poly)}]}))
+    truth = rasterize([(poly, 1)], out_shape=(240, 320), transform=REF_T) > 0
+    assert abs(open_scene(path, PreprocessConfig(exclude=(str(gj),))).exclude.fraction - truth.mean()) < 0.02
+
+
 def test_mask_rasters_on_the_image_grid_and_on_another(tmp_path):
     path = _scene(tmp_path)
     bad = np.zeros((240, 320), np.uint8)

@@ -77,3 +77,15 @@ def test_register_s3_subprocess_and_missing_key(s3_env, tmp_path: Path) -> None:
     lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "nope.tif" in lines[0], p.stderr
     assert list(out.iterdir()) == []
+
+
+def test_missing_credentials_are_named(s3_env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An object that exists, read without credentials: the one error line says so (it said "not found, or the
+    server did not answer")."""
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    res = _cli("info", f"s3://{BUCKET}/mov.tif")
+    assert res.exit_code == 1 and "cannot reach remote raster" in res.output, res.output
+    assert "AWS_SECRET_ACCESS_KEY" in res.output and "not found" not in res.output, res.output

@@ -153,8 +153,12 @@ def _vector_exclusion(path: str, scene: Scene) -> list[Any]:
     for layer in layers:
         info = pyogrio.read_info(path, layer=layer)
         polygonal |= "polygon" in str(info.get("geometry_type") or "").lower()
+        crs = info.get("crs")
+        b = info.get("total_bounds")
+        if crs == "EPSG:4326" and b is not None and not (-180 <= b[0] <= b[2] <= 360 and -90 <= b[1] <= b[3] <= 90):
+            crs = None  # a GeoJSON without a "crs" member is WGS84 to OGR; these numbers cannot be: no CRS given
         # only the features near the image: a water layer of a whole country is read for one scene's area
-        bbox = _scene_bounds(scene, info.get("crs"))
+        bbox = _scene_bounds(scene, crs)
         meta, _, wkb, _ = pyogrio.raw.read(path, layer=layer, read_geometry=True, columns=[], bbox=bbox)
         if wkb is None or not len(wkb):
             continue
@@ -163,7 +167,7 @@ def _vector_exclusion(path: str, scene: Scene) -> list[Any]:
         found.update(shapely.get_type_id(geoms).tolist())
         polys = geoms[np.isin(shapely.get_type_id(geoms), (3, 6))]  # Polygon, MultiPolygon
         if len(polys):
-            out.extend(_to_pixels(polys, meta.get("crs"), scene, path))
+            out.extend(_to_pixels(polys, crs, scene, path))
     if not out and not polygonal:
         what = ", ".join(sorted({shapely.GeometryType(t).name.lower() for t in found})) or "no features"
         raise InputError(f"{path}: no polygons to exclude (found {what})")

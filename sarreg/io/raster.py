@@ -38,7 +38,7 @@ from sarreg.errors import InputError
 from sarreg.io.exclude import Exclusion, load_exclusion
 from sarreg.io.fill import Fill, find_fill, given_fill, marks_holes, may_hide_fill
 from sarreg.io.gcps import Gcps, map_to_pixel, pixel_to_map, read_gcps
-from sarreg.io.source import Source, is_network, open_options, reachable, resolve_input
+from sarreg.io.source import Source, is_network, open_options, resolve_input, unreachable
 
 log = logging.getLogger(__name__)
 A, B = TypeVar("A"), TypeVar("B")
@@ -150,8 +150,9 @@ def _open(path: Source) -> rasterio.io.DatasetReader:
             return rasterio.open(path)
     except RasterioIOError as e:
         network = is_network(path)
-        if network and not reachable(path):
-            raise InputError(f"{path}: cannot reach remote raster (not found, or the server did not answer)") from None
+        why = unreachable(path) if network else None
+        if why:
+            raise InputError(f"{path}: cannot reach remote raster ({why})") from None
         what = "cannot open remote raster" if network else "not a readable raster"
         raise InputError(f"{path}: {what} ({gdal_message(e)})") from None
     except Exception as e:  # driver-level failures

@@ -78,17 +78,27 @@ def open_options(src: Source) -> Iterator[None]:
         yield
 
 
-def reachable(path: Source) -> bool:
-    """A network path GDAL can stat (it exists and the server answers): when not, GDAL's open error ("not
-    recognized as being in a supported file format") would blame the format."""
+def unreachable(path: Source) -> str | None:
+    """Why GDAL cannot stat a network path (it does not exist, access is denied, no credentials, no answer), or None
+    when it can: GDAL's open error ("not recognized as being in a supported file format") would blame the format."""
     from osgeo import gdal
 
     gdal.PushErrorHandler("CPLQuietErrorHandler")  # (GDAL's "HTTP response code" warning: the error line is ours)
     try:
+        gdal.VSIErrorReset()
+        gdal.ErrorReset()
         with open_options(path):
-            return gdal.VSIStatL(str(path)) is not None
+            if gdal.VSIStatL(str(path)) is not None:
+                return None
+        why = (gdal.VSIGetLastErrorMsg() or gdal.GetLastErrorMsg() or "").strip().splitlines()
     finally:
         gdal.PopErrorHandler()
+    code = re.search(r"response code\b.*\b(\d{3})\s*$", why[0] if why else "")  # "... on URL: 403"
+    if code and code.group(1) in ("401", "403"):
+        return f"access denied, HTTP {code.group(1)}: check the credentials or the URL's signature"
+    if why and not code and "response code" not in why[0]:  # GDAL's own reason (e.g. no AWS credentials)
+        return why[0][:160]
+    return "not found, or the server did not answer"
 
 
 def _zipped_raster(name: Source, z: Path | str) -> str:
