@@ -339,6 +339,7 @@ def _image_wh(path: Path) -> tuple[int, int]:
 
 
 def _run_register(pair: Pair, method: Method, extractor: Any, opt: EvalOptions) -> PairResult:
+    _check_sizes(pair, _image_wh(pair.ref), _image_wh(pair.moving))  # (the score's grid is cut by those sizes)
     run = register_pair(pair.ref, pair.moving, register_config(method, opt.register), extractor)
     err = None
     if pair.H is not None:
@@ -419,14 +420,15 @@ def _read_pair(pair: Pair, opt: EvalOptions) -> tuple[tuple[np.ndarray, np.ndarr
     t0 = time.perf_counter()
     ref = _read(pair.ref, opt.extract.preprocess)
     mov = _read(pair.moving, opt.extract.preprocess)
-    _check_sizes(pair, ref[0], mov[0])
+    _check_sizes(pair, ref[0].shape[::-1], mov[0].shape[::-1])
     return ref, mov, time.perf_counter() - t0
 
 
-def _check_sizes(pair: Pair, ur: np.ndarray, um: np.ndarray) -> None:
-    for name, wh, u, path in (("ref", pair.ref_size, ur, pair.ref), ("moving", pair.moving_size, um, pair.moving)):
-        if wh is not None and tuple(wh) != (u.shape[1], u.shape[0]):
-            raise InputError(f"{path}: size {u.shape[1]}x{u.shape[0]} differs from gt.json {name}_size_wh {wh}")
+def _check_sizes(pair: Pair, ref_wh: tuple[int, int], mov_wh: tuple[int, int]) -> None:
+    for name, wh, got, path in (("ref", pair.ref_size, ref_wh, pair.ref), ("moving", pair.moving_size, mov_wh,
+                                                                          pair.moving)):
+        if wh is not None and tuple(wh) != tuple(got):
+            raise InputError(f"{path}: size {got[0]}x{got[1]} differs from gt.json {name}_size_wh {wh}")
 
 
 def evaluate(pairs: str | Path | Sequence[Pair], methods: Sequence[Method | str], options: EvalOptions = EvalOptions(),

@@ -71,6 +71,8 @@ def pyramid_scales(width: int, height: int, cfg: ExtractConfig) -> list[float]:
         raise InputError(f"scale factor between pyramid levels must be > 1, got {cfg.scale_f:g}")
     if cfg.min_scale > cfg.max_scale:
         raise InputError(f"min-scale {cfg.min_scale:g} > max-scale {cfg.max_scale:g}: no pyramid level")
+    if cfg.max_size and 0 < cfg.max_size < cfg.min_size:  # (the fallback below would run the full, dearest level)
+        raise InputError(f"max-size {cfg.max_size:g} < min-size {cfg.min_size:g}: no pyramid level")
     L = max(width, height)
     max_size = cfg.max_size if cfg.max_size and cfg.max_size > 0 else math.inf
     scales, s = [], 1.0

@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from sarreg.cli import cli
+from sarreg.errors import InputError
 from sarreg.eval_pairs import make_pairs, random_homography
 from sarreg.evaluate import (EvalOptions, Method, apply_h, evaluate, grid_points, homography_error, load_pairs,
                              match_accuracy)
@@ -188,6 +189,12 @@ def test_sift_succeeds_with_true_gt_and_fails_with_wrong_gt(pairs: Path, tmp_pat
     s_bad = evaluate(bad, ["sift"], EvalOptions()).summary("sift")
     assert s_bad.success["3"] == 0.0 and s_bad.success["5"] == 0.0
     assert s_bad.mma[2] < 0.1
+    # a gt.json whose size contradicts the image: refused for register too (it was scored on the wrong grid)
+    g = sorted(bad.glob("*/gt.json"))[0]
+    g.write_text(json.dumps({**json.loads(g.read_text()), "ref_size_wh": [100, 100]}))
+    for method in ("sift", "register-sift"):
+        with pytest.raises(InputError, match=r"differs from gt.json ref_size_wh"):
+            evaluate(bad, [method], EvalOptions())
 
 
 def test_learned_path_random_weights_and_outputs(dates: Path, tmp_path: Path) -> None:

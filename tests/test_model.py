@@ -145,10 +145,19 @@ def test_defaultdict_with_a_foreign_factory_is_refused(tmp_path: Path) -> None:
 
 
 def test_state_dict_mismatch(tmp_path: Path) -> None:
+    """The one line names the keys that do not fit (torch's first line names only the network)."""
     net = build_network("Quad_L2Net_ConfCFS", in_channels=3)
     torch.save({"net": "Fast_Quad_L2Net_ConfCFS()", "state_dict": net.state_dict()}, tmp_path / "m.pt")
-    with pytest.raises(WeightsError, match="does not fit"):
+    with pytest.raises(WeightsError, match=r"does not fit the architecture \(.*(Missing|Unexpected|size mismatch)"):
         load_model(tmp_path / "m.pt")
+
+
+def test_our_format_without_its_arch_is_one_error(tmp_path: Path) -> None:
+    from sarreg.model.weights import FORMAT
+
+    torch.save({"format": FORMAT, "state_dict": {}}, tmp_path / "noarch.pt")
+    with pytest.raises(WeightsError, match="noarch.pt: sarreg checkpoint without its 'arch'"):
+        load_model(tmp_path / "noarch.pt")
 
 
 def test_missing_weights_file_message(tmp_path: Path) -> None:

@@ -247,6 +247,55 @@ def test_train_smoke_and_resume(tmp_path):
     assert training["config"]["amp"] == native_bf16("cpu")
 
 
+def test_a_resumed_run_is_the_uninterrupted_run_and_a_signal_is_an_interruption(tmp_path, monkeypatch):
+    """2 iterations + --resume to 4 give the losses and weights of 4 straight (the loss's sampler state is in
+    last.pt: it was re-seeded at the resume); SIGTERM saves last.pt, then ends the run as an interruption (the CLI's
+    exit 143), not as a finished run; --resume with nothing to resume leaves no folder."""
+    import signal
+    import subprocess
+    import sys
+
+    import sarreg.train.loop as loop
+    from sarreg.errors import WeightsError
+
+    src = [Source("synthetic", 1.0, size=128)]
+    cfg = loop.TrainConfig(iterations=4, batch=2, crop=64, mchan=2, workers=0, threads=1, val_every=100,
+                           val_size=64, val_top_k=50, val_pairs=1)
+    loop.train(src, tmp_path / "straight", cfg, progress=False)
+    loop.train(src, tmp_path / "resumed", loop.TrainConfig(**{**cfg.__dict__, "iterations": 2}), progress=False)
+    loop.train(src, tmp_path / "resumed", cfg, resume=True, progress=False)
+    losses = [[float(r["loss"]) for r in csv.DictReader(open(tmp_path / d / "train_log.csv"))]
+              for d in ("straight", "resumed")]
+    assert losses[0] == losses[1]
+    a, b = (torch.load(tmp_path / d / "last.pt", weights_only=True)["state_dict"] for d in ("straight", "resumed"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # SIGTERM during the second iteration (in a fresh process: a signal to the pytest process after other tests'
+    # native threads is not what is tested here)
+    script = tmp_path / "stop.py"
+    script.write_text(f"""
+import signal, threading
+import sarreg.train.loop as loop
+real, calls = loop.sample_pair, [0]
+def killing(*a, **k):
+    calls[0] += 1
+    if calls[0] == 3:
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)
+    return real(*a, **k)
+loop.sample_pair = killing
+cfg = loop.TrainConfig(**{cfg.__dict__!r})
+try:
+    loop.train([loop.Source("synthetic", 1.0, size=128)], {str(tmp_path / "stopped")!r}, cfg, progress=False)
+except KeyboardInterrupt as e:
+    print("interrupted", e.signum)
+""")
+    p = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert p.stdout.strip() == f"interrupted {int(signal.SIGTERM)}", p.stdout + p.stderr
+    assert torch.load(tmp_path / "stopped" / "last.pt", weights_only=True)["iteration"] == 2
+    with pytest.raises(WeightsError, match="nothing to resume from"):
+        loop.train(src, tmp_path / "none", cfg, resume=True, progress=False)
+    assert not (tmp_path / "none").exists()
+
+
 def test_learning_rate_anneals_on_a_cosine():
     from sarreg.train.loop import TrainConfig, learning_rate
 

@@ -59,7 +59,8 @@ class Manifest:
         this result does not have (the raster of an ok run, now low quality) are removed first: a kill in between
         leaves the old entry naming a missing file, so the next run redoes the scene."""
         for name in set((self.entries.get(key) or {}).get("outputs", {})) - set(entry.get("outputs", {})):
-            (self.path.parent / name).unlink(missing_ok=True)
+            if Path(name).name == name:  # (a file of OUTDIR, as every output is)
+                (self.path.parent / name).unlink(missing_ok=True)
         self.entries[key] = entry
         doc = {"version": MANIFEST_VERSION, "updated": datetime.now().isoformat(timespec="seconds"),
                "scenes": self.entries}

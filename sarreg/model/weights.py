@@ -112,9 +112,11 @@ def _load_state(net: nn.Module, state: dict[str, torch.Tensor], path: Path) -> N
     state = {(k[7:] if k.startswith("module.") else k): v for k, v in state.items()}
     try:
         net.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        first = str(e).strip().splitlines()
-        raise WeightsError(f"{path}: state_dict does not fit the architecture ({first[0] if first else e})") from None
+    except RuntimeError as e:  # torch's first line names only the network; the next one names the keys
+        lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+        why = " ".join(lines[:2])
+        raise WeightsError(f"{path}: state_dict does not fit the architecture "
+                           f"({why[:200] + ' ...' if len(why) > 200 else why or e})") from None
 
 
 def load_model(path: str | Path | None = None, device: str | torch.device = "cpu",
@@ -145,6 +147,8 @@ def load_model(path: str | Path | None = None, device: str | torch.device = "cpu
         raise WeightsError(f"{path}: unknown checkpoint layout (expected a dict with 'state_dict')")
 
     if ckpt.get("format") == FORMAT:
+        if "arch" not in ckpt:
+            raise WeightsError(f"{path}: sarreg checkpoint without its 'arch' (the network it was saved from)")
         arch, mchan, cin = str(ckpt["arch"]), int(ckpt.get("mchan", 4)), int(ckpt.get("in_channels", 1))
         pre = ckpt.get("preprocess", {})
         mean, std = list(pre.get("mean", SAR_MEAN)), list(pre.get("std", SAR_STD))

@@ -20,7 +20,6 @@ from typing import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from sarreg.errors import InputError, OutputError, WeightsError
 from sarreg.extract import resolve_device  # the one device resolver (training and inference)
@@ -30,7 +29,8 @@ from sarreg.model.weights import SAR_MEAN, SAR_STD, Model, save_checkpoint
 from sarreg.train.atrous import full_resolution_copy, reestimate_batchnorm
 from sarreg.train.curves import plot_curves
 from sarreg.train.losses import LossWeights, NeighbourhoodSampler, R2D2Loss
-from sarreg.train.pairs import PairConfig, Source, make_pair, sample_pair
+from sarreg.train.pairs import PairConfig, Source, sample_pair
+from sarreg.train.validate import evaluate, make_validation_set  # (re-exported: scripts import them here)
 from sarreg.train.widen import widen_network
 
 log = logging.getLogger(__name__)
@@ -123,78 +123,6 @@ def _worker_init(_: int) -> None:
     cv2.setNumThreads(1)
 
 
-# ------------------------------------------------------------------------------------------------ validation
-def make_validation_set(sources: Sequence[Source], size: int = 256, n: int = 8, seed: int = 987654) -> list[dict]:
-    """A fixed list of ``n`` pairs (size x size) drawn round-robin from ``sources`` with a fixed seed."""
-    cfg = PairConfig(crop=size, cutout=0.0, blur=0.0)
-    out: list[dict] = []
-    rng = np.random.default_rng(seed)
-    i = 0
-    while len(out) < n and i < 20 * n:
-        src = sources[i % len(sources)]
-        i += 1
-        v1, v2, syn = src.views(rng)
-        try:
-            out.append(make_pair(v1, v2, rng, cfg, synthetic=syn))
-        except InputError:
-            continue
-    return out
-
-
-def detect(out: dict[str, torch.Tensor], top_k: int, border: int = 8,
-           use_reliability: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """Single-scale keypoints from network outputs of one image: (xy K x 2 long, descriptors K x D).
-
-    Local maxima (3x3) of repeatability, ranked by repeatability x reliability (or repeatability alone, as a
-    model exported with a constant reliability ranks them), ``border`` px from the edge.
-    """
-    rep, desc = out["repeatability"][0, 0], out["descriptors"][0]
-    rel = out["reliability"][0, 0] if use_reliability else torch.ones_like(rep)
-    h, w = rep.shape
-    peak = rep == F.max_pool2d(rep[None, None], 3, stride=1, padding=1)[0, 0]
-    peak[:border], peak[-border:], peak[:, :border], peak[:, -border:] = False, False, False, False
-    score = torch.where(peak, rep * rel, torch.full_like(rep, -1.0)).flatten()
-    k = min(top_k, int(peak.sum()))
-    idx = torch.topk(score, k).indices
-    xy = torch.stack([idx % w, idx // w], 1)
-    return xy, desc.flatten(1)[:, idx].t()
-
-
-@torch.no_grad()
-def evaluate(net: torch.nn.Module, model: Model, pairs: Sequence[dict], device: torch.device,
-             top_k: int = 500, thresh: float = 3.0, use_reliability: bool = True) -> dict[str, float]:
-    """Mean over pairs of: MMA@thresh of mutual-nearest-neighbour matches and M-score = correct / top_k."""
-    was_training = net.training
-    net.eval()
-    mma, mscore, nmatch = [], [], []
-    for p in pairs:
-        outs = []
-        for img in (p["img1"], p["img2"]):
-            x = model.normalise(torch.from_numpy(img)[None, None].to(device))
-            outs.append(net(x))
-        xy1, d1 = detect(outs[0], top_k, use_reliability=use_reliability)
-        xy2, d2 = detect(outs[1], top_k, use_reliability=use_reliability)
-        if len(xy1) == 0 or len(xy2) == 0:
-            mma.append(0.0), mscore.append(0.0), nmatch.append(0)
-            continue
-        sim = d1 @ d2.t()
-        nn12 = sim.argmax(1)
-        nn21 = sim.argmax(0)
-        mutual = nn21[nn12] == torch.arange(len(xy1), device=sim.device)
-        i1 = torch.nonzero(mutual)[:, 0].cpu().numpy()
-        i2 = nn12[mutual].cpu().numpy()
-        k1 = xy1.cpu().numpy()[i1]
-        gt = p["aflow"][:, k1[:, 1], k1[:, 0]].T  # M x 2
-        ok = np.isfinite(gt).all(1)
-        err = np.linalg.norm(gt[ok] - xy2.cpu().numpy()[i2][ok], axis=1)
-        correct = int((err <= thresh).sum())
-        mma.append(correct / max(1, int(ok.sum())))
-        mscore.append(correct / top_k)
-        nmatch.append(int(ok.sum()))
-    net.train(was_training)
-    return {"mma3": float(np.mean(mma)), "mscore": float(np.mean(mscore)), "matches": float(np.mean(nmatch))}
-
-
 # ------------------------------------------------------------------------------------------------------ train
 def training_mode(net: torch.nn.Module, freeze_bn: bool = False) -> torch.nn.Module:
     """``net`` in training mode; with ``freeze_bn`` its BatchNorm layers stay in inference mode: a fine-tune then
@@ -216,7 +144,7 @@ class RunState:
 
 
 def _save(path: Path, net, cfg: TrainConfig, state: RunState, data_desc: list[str], opt=None, elapsed: float = 0.0,
-          val: dict | None = None) -> None:
+          val: dict | None = None, gen: torch.Generator | None = None) -> None:
     training = {"config": dataclasses.asdict(cfg), "iteration": state.iteration, "data": data_desc,
                 "validation": val or {}, "elapsed_s": round(elapsed, 1), "saved_utc": time.strftime(
                     "%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
@@ -226,6 +154,8 @@ def _save(path: Path, net, cfg: TrainConfig, state: RunState, data_desc: list[st
         order = [names[id(p)] for g in opt.param_groups for p in g["params"]]
         extra = {"optimizer": opt.state_dict(), "optimizer_params": order, "iteration": state.iteration, "best_val": state.best,
                  "val_history": json.dumps(state.history), "elapsed_s": float(elapsed)}
+        if gen is not None:  # the loss's sampler: a resumed run draws what the uninterrupted one would have
+            extra["sampler_state"] = gen.get_state()
     save_checkpoint(path, net, cfg.arch, cfg.mchan, 1, SAR_MEAN, SAR_STD, training=training, extra=extra)
 
 
@@ -315,6 +245,8 @@ def check_train(out: Path, cfg: TrainConfig, resume: bool) -> None:
         raise InputError(f"iterations and batch must be >= 1, got {cfg.iterations} and {cfg.batch}")
     if not resume and (Path(out) / "last.pt").exists():
         raise OutputError(f"{out}: holds a training run (last.pt); --resume continues it, or give another --out")
+    if resume and not (Path(out) / "last.pt").is_file():
+        raise WeightsError(f"{Path(out) / 'last.pt'}: nothing to resume from")
     if cfg.init and not Path(cfg.init).is_file():
         raise WeightsError(f"{cfg.init}: --init checkpoint not found")
 
@@ -362,8 +294,6 @@ def train(sources: Sequence[Source], out_dir: str | Path, cfg: TrainConfig = Tra
     if cfg.init and not resume:
         converted = _init_weights(net, cfg)
     if resume:
-        if not last_path.is_file():
-            raise WeightsError(f"{last_path}: nothing to resume from")
         ck = torch.load(last_path, map_location="cpu", weights_only=True)
         if int(ck.get("mchan", -1)) != cfg.mchan:
             raise WeightsError(f"{last_path}: mchan {ck.get('mchan')} differs from --mchan {cfg.mchan}")
@@ -392,6 +322,8 @@ def train(sources: Sequence[Source], out_dir: str | Path, cfg: TrainConfig = Tra
     criterion = R2D2Loss(LossWeights(cfg.w_reliability, cfg.w_cosim, cfg.w_peaky, cfg.w_sharpen, cfg.w_ap),
                          NeighbourhoodSampler(maxpool_pos=cfg.maxpool_pos, pos_d=cfg.pos_d, neg_d=cfg.neg_d))
     gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + state.iteration)
+    if resume and "sampler_state" in ck:
+        gen.set_state(ck["sampler_state"])
 
     start = state.iteration
     if start >= cfg.iterations:
@@ -419,11 +351,11 @@ def train(sources: Sequence[Source], out_dir: str | Path, cfg: TrainConfig = Tra
     if new_val:
         wval.writeheader()
 
-    stop = {"flag": False}
+    stop = {"flag": False, "signum": 0}
 
     def _handler(signum, _frame):
         log.warning("signal %d: saving checkpoint and stopping", signum)
-        stop["flag"] = True
+        stop["flag"], stop["signum"] = True, signum
 
     old = {s: signal.signal(s, _handler) for s in (signal.SIGTERM, signal.SIGINT)}
 
@@ -474,14 +406,14 @@ def train(sources: Sequence[Source], out_dir: str | Path, cfg: TrainConfig = Tra
             timed_out = cfg.max_minutes > 0 and (now - t0) / 60 > cfg.max_minutes
             if now - last_ck > cfg.checkpoint_minutes * 60 or stop["flag"] or timed_out:
                 flog.flush()
-                _save(last_path, net, cfg, state, data_desc, opt, elapsed0 + now - t0)
+                _save(last_path, net, cfg, state, data_desc, opt, elapsed0 + now - t0, gen=gen)
                 plot_curves(log_csv, val_csv, out / "curves.png")
                 last_ck = now
             if stop["flag"] or timed_out:
                 break
     finally:
         bar.close()
-        _save(last_path, net, cfg, state, data_desc, opt, elapsed0 + time.time() - t0)
+        _save(last_path, net, cfg, state, data_desc, opt, elapsed0 + time.time() - t0, gen=gen)
         flog.close()
         fval.close()
         try:
@@ -490,4 +422,8 @@ def train(sources: Sequence[Source], out_dir: str | Path, cfg: TrainConfig = Tra
             log.warning("could not plot curves: %s", e)
         for s, h in old.items():
             signal.signal(s, h)
+    if stop["signum"]:  # saved; now interrupted as any command is (the CLI: one line, exit 128 + signum)
+        e = KeyboardInterrupt(stop["signum"])
+        e.signum = stop["signum"]  # type: ignore[attr-defined]
+        raise e
     return state
