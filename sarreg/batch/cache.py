@@ -200,7 +200,8 @@ def prepare_reference(ref: str, ref_sha: str, config: RegisterConfig, cache_dir:
             info["features"] = str(folder)
         except Exception as e:  # noqa: BLE001 - logged and returned; scenes still run without the cache
             info["error"] = error_text(e)
-            log.warning("reference features not cached: %s", info["error"])
+            # (info, on the worker: the client adds it to the run's warnings, which -q and the summary govern)
+            log.info("reference features not cached: %s", info["error"])
     if seen.lines:
         info["warnings"] = seen.lines
     info["time_s"] = round(time.perf_counter() - t0, 3)
