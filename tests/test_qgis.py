@@ -231,6 +231,20 @@ def test_runner_error_is_the_cli_line(pair, sarreg_cmd, tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+def test_runner_tells_a_usage_error_from_a_low_quality_result(pair, sarreg_cmd, tmp_path, monkeypatch):
+    """Exit 2 is a low-quality verdict only with that final status: a refused option (click's exit 2) is an error
+    the algorithm must raise (it succeeded with a warning); QGIS's PYTHONPATH never reaches the venv's sarreg."""
+    res = runner.run_cli(["register", "--features", "sift", "--threshold", "0", pair["ref"], pair["moving"],
+                          tmp_path / "o.tif"], FakeFeedback(), executable=sarreg_cmd)
+    assert res.returncode == 2 and res.status == "error" and not res.is_result((0, 2))
+    assert "threshold" in res.message, res.message
+    low = runner.run_cli(["register", "--features", "sift", "--max-shift", "0.5", "--moving-nodata", "0",
+                          pair["ref"], pair["moving"], tmp_path / "l.tif"], FakeFeedback(), executable=sarreg_cmd)
+    assert low.returncode == 2 and low.status == "low_quality" and low.is_result((0, 2))
+    monkeypatch.setenv("PYTHONPATH", "/usr/share/qgis/python")
+    assert "PYTHONPATH" not in runner.child_env() and runner.child_env()["SARREG_PROGRESS_JSON"] == "1"
+
+
 def test_runner_cancel_terminates_and_leaves_nothing(pair, sarreg_cmd, tmp_path):
     fb = FakeFeedback(cancel_at="relating")
     res = runner.run_cli(["register", "--features", "sift", pair["ref"], pair["moving"], tmp_path / "o.tif"], fb,
@@ -308,6 +322,11 @@ def test_qgis_process_bad_input_fails_with_the_cli_error(qgis_env, pair, tmp_pat
                      "FEATURES=sift", f"OUTPUT={tmp_path / 'out.tif'}")
     assert r.returncode != 0
     assert f"sarreg: error: {pair['far']}: does not overlap" in r.stderr, r.stderr[-2000:]
+    assert os.listdir(tmp_path) == []
+    # a value the CLI refuses (click's exit 2, like low quality's): the algorithm fails with the CLI's line
+    r = qgis_process(qgis_env, "run", "sarreg:register", "--", f"REFERENCE={pair['ref']}", f"MOVING={pair['moving']}",
+                     "FEATURES=sift", "NODATA=abc", f"OUTPUT={tmp_path / 'out.tif'}")
+    assert r.returncode != 0 and "sarreg: error:" in r.stderr and "nodata" in r.stderr.lower(), r.stderr[-2000:]
     assert os.listdir(tmp_path) == []
 
 

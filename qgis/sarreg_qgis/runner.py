@@ -56,6 +56,13 @@ class Result:
             return str(self.final["status"])
         return "ok" if self.returncode == 0 else "error"
 
+    def is_result(self, ok_codes: tuple[int, ...]) -> bool:
+        """An exit in ``ok_codes`` that is a registration's verdict: 0, or 2 / 3 with a final ``low_quality`` /
+        ``failed`` status (exit 2 is also click's usage error, and any program's: that is an error)."""
+        if self.returncode not in ok_codes:
+            return False
+        return self.returncode == 0 or self.status in ("low_quality", "failed")
+
     @property
     def message(self) -> str:
         """The CLI's one-line error (or the last stderr lines when it printed none)."""
@@ -93,8 +100,8 @@ def find_executable(setting: str | None = None) -> str:
 
 def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """The environment of the command: QGIS's, without its Python settings (PYTHONHOME would break the venv's
-    interpreter), with JSON progress on."""
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONHOME", "PYTHONSTARTUP")}
+    interpreter, PYTHONPATH would put QGIS's packages before the venv's), with JSON progress on."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONHOME", "PYTHONSTARTUP", "PYTHONPATH")}
     env["SARREG_PROGRESS_JSON"] = "1"
     env.setdefault("PYTHONUNBUFFERED", "1")
     env.update(extra or {})

@@ -11,8 +11,8 @@ from .base import SarregAlgorithm
 
 class ApplyAlgorithm(SarregAlgorithm):
     COMMAND, NAME, DISPLAY = "apply", "apply", "Apply transform (re-apply a saved registration)"
-    OPTIONS = (("update_georef", False), ("resampling", False), ("fmt", False), ("compress", True),
-               ("warp_mem_mb", True), ("nodata", True))
+    OPTIONS = (("update_georef", False), ("force", False), ("resampling", False), ("fmt", False),
+               ("resolution", True), ("compress", True), ("warp_mem_mb", True), ("nodata", True))
 
     def initAlgorithm(self, config=None):  # noqa: N802
         self.addParameter(QgsProcessingParameterFile("REPORT", "Registration report (OUT.report.json)",
@@ -25,6 +25,7 @@ class ApplyAlgorithm(SarregAlgorithm):
         report = self.parameterAsFile(parameters, "REPORT", context)
         mov = self.raster_source(self.parameterAsRasterLayer(parameters, "MOVING", context), "Moving")
         out = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
+        self.check_geotiff(out)
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         res = self.run_sarreg([report, mov, out, "--overwrite", *self.option_args(parameters, context)], feedback)
         return {"OUTPUT": (res.final or {}).get("output") or out}

@@ -75,8 +75,9 @@ class SarregAlgorithm(QgsProcessingAlgorithm):
             kind = QgsProcessingParameterNumber.Integer if t == "int" else QgsProcessingParameterNumber.Double
             param = QgsProcessingParameterNumber(pname, label, type=kind, defaultValue=default,
                                                  optional=default is None)
-            if p.get("min") is not None:
-                param.setMinimum(p["min"])
+            if p.get("min") is not None:  # (an open bound: the CLI refuses the bound itself, e.g. a 0 threshold)
+                param.setMinimum(p["min"] + (1e-6 if p.get("min_open") and t == "float" else 1 if p.get("min_open")
+                                             else 0))
             if p.get("max") is not None:
                 param.setMaximum(p["max"])
         elif t == "path":
@@ -121,6 +122,8 @@ class SarregAlgorithm(QgsProcessingAlgorithm):
         if layer.providerType() not in ("ogr", "gdal"):
             raise QgsProcessingException(f"{what}: {layer.name()} is not a file layer (provider "
                                          f"{layer.providerType()}); save it to a file first")
+        if layer.source().startswith("/vsi"):  # a zip member, a URL: the whole GDAL path (decodeUri cuts it)
+            return layer.source()
         parts = QgsProviderRegistry.instance().decodeUri(layer.providerType(), layer.source())
         path = parts.get("path") or layer.source()
         return os.path.abspath(path) if os.path.exists(path) else path  # the CLI runs in another folder
@@ -145,7 +148,7 @@ class SarregAlgorithm(QgsProcessingAlgorithm):
             raise QgsProcessingException(str(e)) from None
         if res.canceled:
             raise QgsProcessingException("Canceled: sarreg was stopped and removed its partial outputs")
-        if res.returncode not in ok_codes:
+        if not res.is_result(ok_codes):
             self.log_report(res, feedback)
             raise QgsProcessingException(res.message)
         return res
@@ -185,10 +188,28 @@ class SarregAlgorithm(QgsProcessingAlgorithm):
         return rep
 
     @staticmethod
+    def check_geotiff(out: str) -> None:
+        """sarreg writes GeoTIFF (COG) only: another extension the output field offers would name a GeoTIFF wrongly."""
+        if Path(out).suffix.lower() not in (".tif", ".tiff"):
+            raise QgsProcessingException(f"{out}: sarreg writes GeoTIFF; give the output a .tif name")
+
+    @staticmethod
+    def drop_from_loading(context: QgsProcessingContext, path: str) -> None:
+        """Take an output that was not written off the layers QGIS loads when the algorithm ends."""
+        layers = dict(context.layersToLoadOnCompletion())
+        for key in [k for k in layers if os.path.normpath(k) == os.path.normpath(path)]:
+            del layers[key]
+        context.setLayersToLoadOnCompletion(layers)
+
+    @staticmethod
     def load_on_completion(context: QgsProcessingContext, path: str | Path, name: str, output: str,
                            style: str | None = None, threshold: float = 1.5, vector: bool = True) -> None:
         hint = QgsProcessingUtils.LayerHint.Vector if vector else QgsProcessingUtils.LayerHint.Raster
         details = QgsProcessingContext.LayerDetails(name, context.project(), output, hint)
+        try:
+            details.forceName = True  # (QGIS's default names layers after the file, cut at the first dot: "out")
+        except AttributeError:
+            pass
         if style:
             details.setPostProcessor(Styler.create(style, threshold))
         context.addLayerToLoadOnCompletion(str(path), details)

@@ -41,6 +41,7 @@ class RegisterAlgorithm(SarregAlgorithm):
         ref = self.raster_source(self.parameterAsRasterLayer(parameters, "REFERENCE", context), "Reference")
         mov = self.raster_source(self.parameterAsRasterLayer(parameters, "MOVING", context), "Moving")
         out = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
+        self.check_geotiff(out)
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         # low quality (exit 2) is a result to inspect, not a crash: the tie points (and the outline of a part that
         # moved on its own) are loaded; the raster exists only with Force
@@ -55,6 +56,8 @@ class RegisterAlgorithm(SarregAlgorithm):
                    "STATUS": rep.get("status", res.status), "INLIERS": q.get("inliers"), "RMSE_PX": q.get("rmse_px"),
                    "TIEPOINTS": outputs.get("tiepoints"), "OFFSETS": outputs.get("offsets"),
                    "MOVED": outputs.get("moved")}
+        if not outputs.get("raster"):  # low quality without Force: no raster to load (QGIS would report it missing)
+            self.drop_from_loading(context, out)
         stem = Path(out).stem
         if outputs.get("tiepoints"):
             self.load_on_completion(context, outputs["tiepoints"], f"{stem} tie points", "TIEPOINTS", "tiepoints",
