@@ -237,9 +237,13 @@ def warp_to_grid(moving: str | Path, transform: PixelTransform, grid: Grid, out:
                 dst.SetProjection(og.crs_wkt)
             elif og.local is not None:  # (the warp itself stays in pixels: DST_METHOD=NO_GEOTRANSFORM)
                 dst.SetGeoTransform(og.local.to_gdal())
+            alpha = src.GetRasterBand(count).GetColorInterpretation() == gdal.GCI_AlphaBand and count > 1
             for b in range(1, count + 1):
-                dst.GetRasterBand(b).SetNoDataValue(dst_nodata)
                 sb, db = src.GetRasterBand(b), dst.GetRasterBand(b)
+                if alpha and b == count:  # the source's alpha band: warped as the output's alpha (-dstalpha)
+                    db.SetColorInterpretation(gdal.GCI_AlphaBand)
+                    continue
+                db.SetNoDataValue(dst_nodata)
                 if sb.GetDescription():
                     db.SetDescription(sb.GetDescription())
                 if (sb.GetScale() or 1.0) != 1.0 or (sb.GetOffset() or 0.0) != 0.0:  # scaled integers (dB x 100)
@@ -250,7 +254,7 @@ def warp_to_grid(moving: str | Path, transform: PixelTransform, grid: Grid, out:
             if "src_method" in wopts:
                 tropts.append(f"SRC_METHOD={wopts.pop('src_method')}")
             wo = gdal.WarpOptions(resampleAlg=resampling, srcNodata=src_nodata, dstNodata=dst_nodata,
-                                  warpMemoryLimit=mem_mb, multithread=threads > 1,
+                                  warpMemoryLimit=mem_mb, multithread=threads > 1, dstAlpha=alpha,
                                   warpOptions=[f"NUM_THREADS={threads}", "INIT_DEST=NO_DATA"],
                                   transformerOptions=tropts, errorThreshold=0.05, **wopts)
             r = gdal.Warp(dst, src, options=wo)

@@ -153,6 +153,43 @@ def test_scaled_integers_keep_their_scale_and_signed_bytes_are_refused(tmp_path)
     assert not (tmp_path / "o8.tif").exists()
 
 
+def test_masks_alpha_and_complex_zeros_survive_the_warp(tmp_path):
+    """uint8 with an internal mask: masked pixels (128) stay out of the output (a source nodata 0 made GDAL ignore
+    the mask); gray + alpha: the alpha is warped as the output's alpha (it came out all 0); CInt16 without a tag:
+    the output's nodata is not 0, whose real-part test made pixels with a zero real part holes."""
+    from rasterio.enums import ColorInterp
+
+    img = (np.arange(64 * 80).reshape(64, 80) % 200 + 20).astype(np.uint8)
+    keep = np.ones((64, 80), bool)
+    keep[:, :20] = False
+    grid = Grid(80, 64, Affine.identity(), None)
+    prof = dict(driver="GTiff", width=80, height=64, dtype="uint8", tiled=True, blockxsize=16, blockysize=16)
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.open(tmp_path / "m.tif", "w", count=1, **prof) as ds:
+        ds.write(np.where(keep, img, 128).astype(np.uint8), 1)
+        ds.write_mask(keep.astype(np.uint8) * 255)
+    out = warp_to_grid(tmp_path / "m.tif", PixelTransform("shift", _shift_rot(2, 0)), grid, tmp_path / "o.tif",
+                       resampling="nearest")
+    with rasterio.open(out) as o:
+        a, valid = o.read(1), o.read_masks(1) > 0
+    assert valid[:, 22:].all() and not valid[:, :22].any() and np.array_equal(a[:, 22:], img[:, 20:78])
+    with rasterio.open(tmp_path / "a.tif", "w", count=2, **prof) as ds:
+        ds.write(img, 1), ds.write(keep.astype(np.uint8) * 255, 2)
+        ds.colorinterp = [ColorInterp.gray, ColorInterp.alpha]
+    out = warp_to_grid(tmp_path / "a.tif", PixelTransform("shift", _shift_rot(2, 0)), grid, tmp_path / "oa.tif",
+                       resampling="nearest")
+    with rasterio.open(out) as o:
+        assert o.colorinterp[1] == ColorInterp.alpha and o.read(2)[:, 22:].min() == 255 and o.read(2)[:, :22].max() == 0
+    z = (img.astype(np.int16) + 1j * 7).astype(np.complex64)
+    z[::4, ::4] = 1j * 5  # real part 0, imaginary part not: data
+    with rasterio.open(tmp_path / "c.tif", "w", driver="GTiff", width=80, height=64, count=1,
+                       dtype="complex_int16") as ds:
+        ds.write(z, 1)
+    out = warp_to_grid(tmp_path / "c.tif", PixelTransform("shift", _shift_rot(1, 0)), grid, tmp_path / "oc.tif",
+                       resampling="nearest")
+    with rasterio.open(out) as o:
+        assert o.nodata == -32768 and (o.read_masks(1)[:, 1:] > 0).all()
+
+
 def test_corrected_geotransform_pure_shift():
     grid = Grid(W, H, REF_T, UTM.to_wkt())
     gt = corrected_geotransform(_shift_rot(2, -3), grid)
@@ -317,11 +354,12 @@ def test_every_dtype_warps_with_matching_creation_options(tmp_path, dtype, fmt):
         v = ds.read(1)
         nodata = ds.nodata
     # the fill is flagged as nodata in a value the type holds and no measurement takes: NaN for float / complex
-    # float, the minimum of a signed integer type (0 is 0 dB in dB x 100), 0 for unsigned types and CInt16
+    # float, the minimum of a signed integer type (0 is 0 dB in dB x 100; CInt16: GDAL tests the real part alone),
+    # 0 for unsigned types
     if dtype in ("float32", "float64", "complex64"):
         assert nodata is not None and np.isnan(nodata)
     else:
-        assert nodata == (-32768 if dtype == "int16" else 0)
+        assert nodata == (-32768 if dtype in ("int16", "complex_int16") else 0)
     assert pred == ({"float32": "3", "float64": "3"}.get(dtype, None if dtype.startswith("complex") else "2"))
     assert v[13, 12] == (a[10, 10] * (1 + 1j) if dtype.startswith("complex") else a[10, 10])
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([src.name, "out.tif"])

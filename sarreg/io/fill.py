@@ -205,19 +205,31 @@ def warp_nodata(ds, option: float | str | tuple[float, float]) -> float | str | 
     found = sample_fill(ds, 1) if option == "auto" else None  # a fill the file does not declare: not resampled in
     if found is not None:
         return found.value
-    if ds.nodata is None and ds.dtypes[0].startswith("uint"):
+    if ds.nodata is None and ds.dtypes[0].startswith("uint") and not masked(ds):
         return 0.0
     return ds.nodata
 
 
+def masked(ds) -> bool:
+    """Band 1 of an open rasterio dataset has a real mask (a mask band or an alpha band): GDAL's warp follows it,
+    unless given a source nodata value (then a uint8 mask is ignored and the masked pixels warp as data)."""
+    from rasterio.enums import MaskFlags
+
+    flags = ds.mask_flag_enums[0]
+    return MaskFlags.per_dataset in flags or MaskFlags.alpha in flags
+
+
 def out_nodata(dtype: str, nodata: float | None) -> float:
     """The nodata value a warped output of ``dtype`` (a rasterio name) declares: the source's, else NaN where the
-    type holds it, a signed integer type's minimum (dB x 100 in int16 holds 0 as 0 dB), and 0 for unsigned types and
-    complex_int16 / complex_int32 (CInt16 / CInt32), which no measurement takes."""
+    type holds it, a signed integer type's minimum (dB x 100 in int16 holds 0 as 0 dB; CInt16 / CInt32: GDAL tests
+    the real part alone, which is 0 in about 1 % of an SLC's pixels), and 0 for unsigned types, which no measurement
+    takes."""
     if nodata is not None:
         return nodata
     if dtype.startswith("float") or dtype in ("complex64", "complex128"):
         return float("nan")
+    if dtype in ("complex_int16", "complex_int32"):
+        return float(np.iinfo(np.int16 if dtype == "complex_int16" else np.int32).min)
     return float(np.iinfo(np.dtype(dtype)).min) if dtype.startswith("int") else 0.0
 
 
