@@ -42,3 +42,12 @@ class LowQuality(SarregError, RuntimeError):
     """Registration produced a transform that failed the quality gates. Exit code 2."""
 
     exit_code = 2
+
+
+class Interrupted(KeyboardInterrupt):
+    """A termination signal turned into an exception, so ``finally`` blocks clean up as for Ctrl-C (the CLI: one
+    line, exit 128 + ``signum``)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum

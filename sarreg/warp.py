@@ -247,7 +247,8 @@ def warp_to_grid(moving: str | Path, transform: PixelTransform, grid: Grid, out:
                 if sb.GetDescription():
                     db.SetDescription(sb.GetDescription())
                 if (sb.GetScale() or 1.0) != 1.0 or (sb.GetOffset() or 0.0) != 0.0:  # scaled integers (dB x 100)
-                    db.SetScale(sb.GetScale() or 1.0), db.SetOffset(sb.GetOffset() or 0.0)
+                    db.SetScale(sb.GetScale() or 1.0)
+                    db.SetOffset(sb.GetOffset() or 0.0)
                 if sb.GetUnitType():
                     db.SetUnitType(sb.GetUnitType())
             tropts = [] if grid.georeferenced else ["DST_METHOD=NO_GEOTRANSFORM"]

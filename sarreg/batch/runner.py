@@ -126,13 +126,14 @@ def unique_keys(paths: Sequence[str | Path]) -> list[str]:
     stems = [re.sub(r"[^A-Za-z0-9._+-]", "_", p.name.split(".")[0] if p.name.startswith(".") else p.stem) or "scene"
              for p in names]
     keys: list[str] = []
-    taken = set(stems)  # a repeated name gets the first free _N, never another scene's own name
+    used, taken = set(), set(stems)  # a repeated name gets the first free _N, never another scene's own name
     for stem in stems:
         key, n = stem, 1
-        while key in keys or (n > 1 and key in taken):
+        while key in used or (n > 1 and key in taken):
             n += 1
             key = f"{stem}_{n}"
         keys.append(key)
+        used.add(key)
     return keys
 
 

@@ -18,14 +18,7 @@ from types import FrameType
 from typing import Any
 
 from sarreg import IS_COMMAND, SIGNALS as _SIGNALS  # noqa: I001 - first: sarreg installs the start-up handler
-
-
-class Interrupted(KeyboardInterrupt):
-    """A termination signal turned into an exception, so ``finally`` blocks clean up as for Ctrl-C."""
-
-    def __init__(self, signum: int):
-        super().__init__(signum)
-        self.signum = signum
+from sarreg.errors import Interrupted  # (re-exported: sarreg.cli.Interrupted)
 
 
 # seconds the clean-up after a signal may take (finally blocks, a Dask cluster's shutdown) before the process

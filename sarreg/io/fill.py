@@ -205,18 +205,12 @@ def warp_nodata(ds, option: float | str | tuple[float, float]) -> float | str | 
     found = sample_fill(ds, 1) if option == "auto" else None  # a fill the file does not declare: not resampled in
     if found is not None:
         return found.value
-    if ds.nodata is None and ds.dtypes[0].startswith("uint") and not masked(ds):
+    from sarreg.io.raster import has_mask_band  # (raster imports this module)
+
+    # a mask or alpha band: GDAL's warp follows it, unless given a source nodata (then a uint8 mask is ignored)
+    if ds.nodata is None and ds.dtypes[0].startswith("uint") and not has_mask_band(ds, 1):
         return 0.0
     return ds.nodata
-
-
-def masked(ds) -> bool:
-    """Band 1 of an open rasterio dataset has a real mask (a mask band or an alpha band): GDAL's warp follows it,
-    unless given a source nodata value (then a uint8 mask is ignored and the masked pixels warp as data)."""
-    from rasterio.enums import MaskFlags
-
-    flags = ds.mask_flag_enums[0]
-    return MaskFlags.per_dataset in flags or MaskFlags.alpha in flags
 
 
 def out_nodata(dtype: str, nodata: float | None) -> float:

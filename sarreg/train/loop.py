@@ -21,7 +21,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from sarreg.errors import InputError, OutputError, WeightsError
+from sarreg.errors import InputError, Interrupted, OutputError, WeightsError
 from sarreg.extract import resolve_device  # the one device resolver (training and inference)
 from sarreg.network import native_bf16
 from sarreg.model.r2d2 import build_network
@@ -351,11 +351,11 @@ def train(sources: Sequence[Source], out_dir: str | Path, cfg: TrainConfig = Tra
     if new_val:
         wval.writeheader()
 
-    stop = {"flag": False, "signum": 0}
+    stop = {"signum": 0}
 
     def _handler(signum, _frame):
         log.warning("signal %d: saving checkpoint and stopping", signum)
-        stop["flag"], stop["signum"] = True, signum
+        stop["signum"] = signum
 
     old = {s: signal.signal(s, _handler) for s in (signal.SIGTERM, signal.SIGINT)}
 
@@ -404,12 +404,12 @@ def train(sources: Sequence[Source], out_dir: str | Path, cfg: TrainConfig = Tra
             if state.iteration % cfg.val_every == 0 or state.iteration == cfg.iterations:
                 validate()
             timed_out = cfg.max_minutes > 0 and (now - t0) / 60 > cfg.max_minutes
-            if now - last_ck > cfg.checkpoint_minutes * 60 or stop["flag"] or timed_out:
+            if now - last_ck > cfg.checkpoint_minutes * 60 or stop["signum"] or timed_out:
                 flog.flush()
                 _save(last_path, net, cfg, state, data_desc, opt, elapsed0 + now - t0, gen=gen)
                 plot_curves(log_csv, val_csv, out / "curves.png")
                 last_ck = now
-            if stop["flag"] or timed_out:
+            if stop["signum"] or timed_out:
                 break
     finally:
         bar.close()
@@ -422,8 +422,6 @@ def train(sources: Sequence[Source], out_dir: str | Path, cfg: TrainConfig = Tra
             log.warning("could not plot curves: %s", e)
         for s, h in old.items():
             signal.signal(s, h)
-    if stop["signum"]:  # saved; now interrupted as any command is (the CLI: one line, exit 128 + signum)
-        e = KeyboardInterrupt(stop["signum"])
-        e.signum = stop["signum"]  # type: ignore[attr-defined]
-        raise e
+    if stop["signum"]:  # saved; now interrupted as any command is
+        raise Interrupted(stop["signum"])
     return state

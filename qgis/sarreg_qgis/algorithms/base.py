@@ -76,8 +76,8 @@ class SarregAlgorithm(QgsProcessingAlgorithm):
             param = QgsProcessingParameterNumber(pname, label, type=kind, defaultValue=default,
                                                  optional=default is None)
             if p.get("min") is not None:  # (an open bound: the CLI refuses the bound itself, e.g. a 0 threshold)
-                param.setMinimum(p["min"] + (1e-6 if p.get("min_open") and t == "float" else 1 if p.get("min_open")
-                                             else 0))
+                step = (1e-6 if t == "float" else 1) if p.get("min_open") else 0
+                param.setMinimum(p["min"] + step)
             if p.get("max") is not None:
                 param.setMaximum(p["max"])
         elif t == "path":
