@@ -26,6 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sarreg.io.band import has_mask_band
+
 log = logging.getLogger(__name__)
 
 MIN_SHARE = 0.005  # of the finite sample pixels hold exactly the candidate value
@@ -205,8 +207,6 @@ def warp_nodata(ds, option: float | str | tuple[float, float]) -> float | str | 
     found = sample_fill(ds, 1) if option == "auto" else None  # a fill the file does not declare: not resampled in
     if found is not None:
         return found.value
-    from sarreg.io.raster import has_mask_band  # (raster imports this module)
-
     # a mask or alpha band: GDAL's warp follows it, unless given a source nodata (then a uint8 mask is ignored)
     if ds.nodata is None and ds.dtypes[0].startswith("uint") and not has_mask_band(ds, 1):
         return 0.0

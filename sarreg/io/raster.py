@@ -22,19 +22,19 @@ import logging
 import os
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
 import rasterio
 from affine import Affine
-from rasterio.enums import MaskFlags, Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.windows import Window
 
 from sarreg.config import PreprocessConfig
 from sarreg.errors import InputError
+from sarreg.io.band import Overview, read_band
 from sarreg.io.exclude import Exclusion, load_exclusion
 from sarreg.io.fill import Fill, find_fill, given_fill, marks_holes, may_hide_fill
 from sarreg.io.gcps import Gcps, map_to_pixel, pixel_to_map, read_gcps
@@ -52,7 +52,7 @@ DB_NEGATIVE_FRACTION = 0.05  # kind "auto" on float data: dB when more of the va
 
 @dataclass(frozen=True)
 class Scene:
-    """What we need to know about one input raster, read once (no pixel data kept)."""
+    """What we need to know about one input raster, read once (no pixel data kept but a decimated overview)."""
 
     path: Source  # a local Path or a GDAL name (URL, /vsi...; ``sarreg.io.source``)
     width: int
@@ -73,6 +73,8 @@ class Scene:
     holes: Fill | None = None  # a nodata value tested on the values as read (``sarreg.io.fill``): found or given
     nodata_from: str = "file"  # "file": its tag or none (``holes``: a 2nd fill found beside a tag marking holes);
     # "found": a fill the file does not declare (``holes``); "option": ``PreprocessConfig.nodata`` (a number: ``holes``)
+    overview: Overview | None = field(default=None, repr=False, compare=False)  # the statistics read (whole band,
+    # longer side STATS_MAX_SIDE): ``read_unit`` serves coarser reads from it instead of decoding the file again
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -223,101 +225,6 @@ def _resolve_kind(kind: str, dtype: str, sample: np.ndarray) -> str:
     return "amplitude"
 
 
-def has_mask_band(ds: rasterio.io.DatasetReader, band: int) -> bool:
-    """True when validity of ``band`` comes from a real mask (internal/external mask band or alpha band).
-
-    Nodata-derived masks (``MaskFlags.nodata``) and all-valid bands return False: their validity is a test on
-    the values themselves, done on the data we read anyway. Reading GDAL's nodata mask separately re-reads and
-    re-decompresses every block (a decimated ``read_masks`` of a 10k² DEFLATE file took 17-23 s when the block
-    cache is small, against ~1-3 s for the data read).
-    """
-    flags = ds.mask_flag_enums[band - 1]
-    if MaskFlags.per_dataset in flags or MaskFlags.alpha in flags:
-        return True
-    return not flags  # no flag at all: a per-band mask band
-
-
-def value_validity(vals: np.ndarray, nodata: float | None) -> np.ndarray:
-    """Validity from values: False where a pixel equals the nodata value (complex data: the real part equals it and
-    the imaginary part is 0; GDAL's own nodata mask compares the real part alone, which makes every 0 + b j pixel of
-    a cint16 SLC with nodata 0 a hole).
-
-    NaN/inf and non-positive linear/amplitude values are rejected later by ``to_log``. GDAL's average
-    resampling skips nodata pixels and writes nodata only where a whole output cell is nodata, so this test
-    also holds for decimated reads.
-    """
-    if nodata is None or np.isnan(nodata):
-        return np.ones(vals.shape, dtype=bool)
-    if np.iscomplexobj(vals):
-        return ~((vals.real == vals.real.dtype.type(nodata)) & (vals.imag == 0))
-    v = vals
-    if np.issubdtype(v.dtype, np.integer):
-        info = np.iinfo(v.dtype)
-        if not (info.min <= nodata <= info.max and float(nodata).is_integer()):
-            return np.ones(vals.shape, dtype=bool)  # nodata not representable: no pixel can equal it
-        return v != v.dtype.type(nodata)
-    return v != v.dtype.type(nodata)
-
-
-def _read_band(ds, band: int, window: Window | None, out_shape: tuple[int, int] | None,
-               complex_data: bool, nodata: float | None) -> tuple[np.ndarray, np.ndarray]:
-    """Raw values and validity (nodata / mask band) for one window, decimated to out_shape when given.
-
-    Validity comes from the values of the same read (equal to ``nodata``: the file's tag, or the value given over
-    it) unless the file has a real mask band (``has_mask_band``).
-    Decimated reads go through GDAL's ``RasterIO`` resampling, which uses overviews when the file has them.
-    """
-    if out_shape is not None and window is not None and out_shape == (int(window.height), int(window.width)):
-        out_shape = None
-    if out_shape is not None and window is None and out_shape == (ds.height, ds.width):
-        out_shape = None
-    real_mask = has_mask_band(ds, band)
-    if out_shape is None:
-        vals = ds.read(band, window=window, boundless=False)
-        mask = ds.read_masks(band, window=window) > 0 if real_mask else None
-    else:
-        # Averaging linear power is multilooking; complex data is read at nearest (averaging would mix phase).
-        rs = Resampling.nearest if complex_data else Resampling.average
-        vals = ds.read(band, window=window, out_shape=out_shape, resampling=rs)
-        mask = (ds.read_masks(band, window=window, out_shape=out_shape, resampling=Resampling.nearest) > 0
-                if real_mask else None)
-    if mask is None:
-        mask = value_validity(vals, nodata)
-    if out_shape is not None and np.issubdtype(vals.dtype, np.floating):  # (complex is not floating)
-        _refill_poisoned(ds, band, window, out_shape, vals, mask, real_mask, nodata)
-    return vals, mask
-
-
-def _refill_poisoned(ds, band: int, window: Window | None, out_shape: tuple[int, int], vals: np.ndarray,
-                     mask: np.ndarray, real_mask: bool, nodata: float | None) -> None:
-    """Cells of an average-decimated float read that came out NaN / inf though they are not masked, averaged again
-    from the full-resolution pixels that are finite and valid, in place. Why: GDAL's average counts a NaN pixel
-    unless NaN is the nodata value, so one NaN spoils its whole cell (overviews likewise); 1 % of NaN pixels scattered
-    over a 2048² scene left half the coarse image invalid and ``register`` failed. Only the output rows holding such
-    cells are read again, one strip of source rows at a time (bounded memory); a cell without any valid pixel stays
-    NaN (invalid)."""
-    bad = mask & ~np.isfinite(vals)
-    if not bad.any():
-        return
-    win = window if window is not None else Window(0, 0, ds.width, ds.height)
-    h, w = int(win.height), int(win.width)
-    H, W = out_shape
-    if H > h or W > w:
-        return
-    ys = np.floor(np.arange(H + 1) * h / H).astype(int)
-    xs = np.floor(np.arange(W + 1) * w / W).astype(int)
-    for i in np.flatnonzero(bad.any(1)):
-        strip = Window(win.col_off, win.row_off + ys[i], w, ys[i + 1] - ys[i])
-        sub = ds.read(band, window=strip).astype(np.float64)
-        ok = np.isfinite(sub) & value_validity(sub, nodata)
-        if real_mask:
-            ok &= ds.read_masks(band, window=strip) > 0
-        total = np.add.reduceat(np.where(ok, sub, 0.0).sum(0), xs[:-1])
-        count = np.add.reduceat(ok.sum(0), xs[:-1])
-        cells = np.flatnonzero(bad[i])
-        vals[i, cells] = np.where(count[cells] > 0, total[cells] / np.maximum(count[cells], 1), np.nan)
-
-
 def open_scene(path: Source, pre: PreprocessConfig = PreprocessConfig()) -> Scene:
     """Validate a raster and compute its per-scene scaling from one decimated read (bounded memory)."""
     path = resolve_input(path)
@@ -335,10 +242,11 @@ def open_scene(path: Source, pre: PreprocessConfig = PreprocessConfig()) -> Scen
         given = pre.nodata  # None: the file's own
         nodata = ds.nodatavals[band - 1] if given is None else None if given == "none" else float(given)
         try:
-            vals, mask = _read_band(ds, band, None, shape if scale < 1 else None, dtype.startswith("complex"),
+            vals, mask = read_band(ds, band, None, shape if scale < 1 else None, dtype.startswith("complex"),
                                     nodata)
         except RasterioIOError as e:
             raise InputError(f"{path}: unreadable pixel data ({gdal_message(e)})") from None
+        overview = Overview(vals, mask.copy(), nodata, (ds.height, ds.width))
         holes = (find_fill(vals, nodata) if given is None and may_hide_fill(ds, band)
                  else given_fill(vals, nodata) if nodata is not None and given is not None else None)
         second = holes is not None and given is None and marks_holes(vals, nodata)  # beside the file's tag
@@ -369,7 +277,8 @@ def open_scene(path: Source, pre: PreprocessConfig = PreprocessConfig()) -> Scen
                       kind=kind, nodata=nodata if holes is None or second else holes.value,
                       crs=ds.crs if gcps is None else gcp_crs, transform=ds.transform,
                       georeferenced=geo, lo=float(lo), hi=float(hi), fill=fill, gcps=gcps, holes=holes,
-                      nodata_from="option" if given is not None else "file" if holes is None or second else "found")
+                      nodata_from="option" if given is not None else "file" if holes is None or second else "found",
+                      overview=overview)
     return _with_exclusion(scene, pre.exclude, valid)
 
 
@@ -420,18 +329,27 @@ def read_unit(scene: Scene, window: Window | None = None, out_shape: tuple[int, 
               ) -> tuple[np.ndarray, np.ndarray]:
     """Read one window (optionally decimated to ``out_shape`` = (rows, cols)) as network input.
 
-    Returns (unit float32 H x W in [0, 1], valid bool H x W). ``ds`` lets callers reuse an open dataset.
+    Returns (unit float32 H x W in [0, 1], valid bool H x W). ``ds`` lets callers reuse an open dataset. Reads no
+    finer than the scene's overview come from it (``Overview.serve``), without touching the file.
     """
-    own = ds is None
-    ds = ds or _open(scene.path)
-    tag = scene.nodata if scene.nodata_from == "option" else ds.nodatavals[scene.band - 1]  # (found: ``holes``)
-    try:
-        vals, mask = _read_band(ds, scene.band, window, out_shape, scene.dtype.startswith("complex"), tag)
-    except RasterioIOError as e:
-        raise InputError(f"{scene.path}: unreadable pixel data ({gdal_message(e)})") from None
-    finally:
-        if own:
-            ds.close()
+    ov, cplx = scene.overview, scene.dtype.startswith("complex")
+    same = ov is not None and (scene.nodata_from != "option" or ov.nodata == scene.nodata
+                               or (ov.nodata is not None and scene.nodata is not None
+                                   and np.isnan(ov.nodata) and np.isnan(scene.nodata)))
+    served = ov.serve(window, out_shape, cplx) if same else None
+    if served is not None:
+        (vals, mask), tag = served, ov.nodata
+    else:
+        own = ds is None
+        ds = ds or _open(scene.path)
+        tag = scene.nodata if scene.nodata_from == "option" else ds.nodatavals[scene.band - 1]  # (found: ``holes``)
+        try:
+            vals, mask = read_band(ds, scene.band, window, out_shape, cplx, tag)
+        except RasterioIOError as e:
+            raise InputError(f"{scene.path}: unreadable pixel data ({gdal_message(e)})") from None
+        finally:
+            if own:
+                ds.close()
     if scene.holes is not None:  # the fill and the cells that mix it with data are holes
         mask &= ~scene.holes.beyond(vals)
     logv = to_log(vals, scene.kind)
