@@ -51,7 +51,7 @@ from sarreg.keypoints import Extractor, coarse_stage, fine_stage, read_tiles, tr
 from sarreg.offsets import local_transform
 from sarreg.quality import second_moves
 from sarreg.relate import (check_bounds, located_by, moving_pre, native_fit, nonlinear_reason, overlap_area,
-                           prior_fit, prior_matrix, read_coarse)
+                           poly2_departure, prior_fit, prior_matrix, read_coarse)
 from sarreg.stage import StageResult
 from sarreg.warp import check_output, check_warpable
 
@@ -391,7 +391,8 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
         if native is not None:  # (the warp and --update-georef then work in the moving raster's own CRS)
             ptr.native = Native(native[0], Grid.from_scene(ms))
             rep.stages["relate"]["native"] = native[1]
-        why = nonlinear_reason(nonlinear, rep.model) if rep.status != "failed" and ptr.native is None else None
+        why = (nonlinear_reason(nonlinear, rep.model, poly2_departure(rs, ms) if rep.model == "poly2" else None)
+               if rep.status != "failed" and ptr.native is None else None)
         if why and not rs.georeferenced:  # a GCP-located reference: its own GCP fit is approximate
             log.warning("%s: %s", moving, why)
         elif why:  # (the estimate's own tie points may not see it: they sit where the affine fits best)
@@ -465,11 +466,14 @@ def _write_match_sidecars(rep: Report, rs: Scene, ms: Scene, fine: StageResult, 
     grid = Grid.from_scene(rs)
     ref_map = grid.px_to_map(fine.dst)
     # ground coordinates through a geotransform or GCPs (QGIS opens a GCP-only raster warped by them); pixel
-    # space: QGIS shows non-georeferenced rasters with y = -row (pixel edges)
-    mov_map = ms.xy_to_map(fine.src) if ms.geolocated else np.c_[fine.src[:, 0] + 0.5, -(fine.src[:, 1] + 0.5)]
+    # space: QGIS shows non-georeferenced rasters with y = -row (pixel edges); a geotransform without a CRS (``local``)
+    # places a raster, and the output, in its frame
+    mov_map = (ms.xy_to_map(fine.src) if ms.geolocated or ms.local
+               else np.c_[fine.src[:, 0] + 0.5, -(fine.src[:, 1] + 0.5)])
     crs = rs.crs if rs.geolocated else None
     if not rs.georeferenced:  # GCP-only reference: ground coordinates through its GCPs
-        ref_map = rs.xy_to_map(fine.dst) if rs.geolocated else np.c_[fine.dst[:, 0] + 0.5, -(fine.dst[:, 1] + 0.5)]
+        ref_map = (rs.xy_to_map(fine.dst) if rs.geolocated or rs.local
+                   else np.c_[fine.dst[:, 0] + 0.5, -(fine.dst[:, 1] + 0.5)])
     if cfg.tiepoints:
         p = export.sidecar(out, ".tiepoints.gpkg")
         export.write_tiepoints(p, ref_map, mov_map, fine.dst, fine.src, resid, fine.similarity, inl, crs)

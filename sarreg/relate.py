@@ -68,6 +68,14 @@ def prior_fit(ref: Scene, mov: Scene) -> tuple[np.ndarray, float]:
                            f"(gdal_edit.py -a_srs EPSG:...)")
         raise CRSError(f"{which.path}: has no CRS/georeferencing (geotransform or GCPs) but {other.path} has; both "
                        "or neither must be georeferenced")
+    g, r = _crs_grid(ref, mov)
+    a = np.c_[g, np.ones(len(g))]
+    p = np.linalg.lstsq(a, r, rcond=None)[0]
+    return np.r_[p.T, [[0, 0, 1]]], float(np.hypot(*(a @ p - r).T).max())
+
+
+def _crs_grid(ref: Scene, mov: Scene) -> tuple[np.ndarray, np.ndarray]:
+    """A grid over the moving raster (its pixels) and where the georeferencings put it in reference pixels."""
     n = 11 if mov.georeferenced and ref.georeferenced else 21
     # the grid spans the raster's extent (pixel edges, -0.5 .. size - 0.5): a one-pixel-wide raster still has one
     g = np.stack(np.meshgrid(np.linspace(-0.5, mov.width - 0.5, n), np.linspace(-0.5, mov.height - 0.5, n)),
@@ -76,19 +84,30 @@ def prior_fit(ref: Scene, mov: Scene) -> tuple[np.ndarray, float]:
     ok = np.isfinite(r).all(1)
     if ok.sum() < 3:
         raise CRSError(f"{mov.path}: its footprint cannot be expressed in the reference CRS ({ref.path})")
-    a = np.c_[g[ok], np.ones(ok.sum())]
-    p = np.linalg.lstsq(a, r[ok], rcond=None)[0]
-    return np.r_[p.T, [[0, 0, 1]]], float(np.hypot(*(a @ p - r[ok]).T).max())
+    return g[ok], r[ok]
 
 
-def nonlinear_reason(nonlinear_px: float, model: str) -> str | None:
+def poly2_departure(ref: Scene, mov: Scene) -> float:
+    """How far the georeferencings' mapping departs from a second-order polynomial over the moving raster (largest
+    distance on ``prior_fit``'s grid, reference px): what a poly2 estimate on top of the prior cannot follow."""
+    g, r = _crs_grid(ref, mov)
+    x, y = ((g - g.mean(0)) / max(float(np.ptp(g)), 1.0)).T
+    a = np.c_[np.ones(len(g)), x, y, x * x, x * y, y * y]
+    p = np.linalg.lstsq(a, r, rcond=None)[0]
+    return float(np.hypot(*(a @ p - r).T).max())
+
+
+def nonlinear_reason(nonlinear_px: float, model: str, poly2_px: float | None = None) -> str | None:
     """The quality gate for a georeferencing mapping that no affine follows (``prior_fit``): more than half a pixel
     off somewhere under a shift ... homography estimate, whose warp is that model, so the output is off there too
-    (a local offsets field follows it). None when it holds."""
-    if nonlinear_px <= NONLINEAR_PX or model in ("local", "tps"):
+    (a local offsets field follows it; a poly2 follows what a second-order polynomial does, ``poly2_px`` from
+    ``poly2_departure``). None when it holds."""
+    px, shape = (poly2_px, "a second-order polynomial") if model == "poly2" and poly2_px is not None \
+        else (nonlinear_px, "an affine")
+    if px <= NONLINEAR_PX or model in ("local", "tps"):
         return None
-    return (f"the two CRSs map onto each other non-linearly over this scene (up to {nonlinear_px:.1f} px from an "
-            f"affine): a {model} cannot follow it; reproject MOVING to the reference CRS first (gdalwarp -t_srs) "
+    return (f"the two CRSs map onto each other non-linearly over this scene (up to {px:.1f} px from {shape}): "
+            f"a {model} cannot follow it; reproject MOVING to the reference CRS first (gdalwarp -t_srs) "
             f"or use --model local")
 
 
@@ -179,13 +198,39 @@ class CoarseImages:
     Dm: np.ndarray
 
 
+CROP_PAD_PX = 64  # smallest margin around a small moving raster's footprint in the coarse reference (reference px)
+
+
+def coarse_window(ref: Scene, mov: Scene, prior: np.ndarray, cfg: RegisterConfig) -> Window | None:
+    """The part of the reference the coarse stage reads: all of it (None), or, between rasters placed by their
+    georeferencing where the moving one covers under half of the reference, its footprint under the prior with a
+    margin (half its size, at least ``CROP_PAD_PX`` and ``--max-shift``). Why: decimated as a whole, a large
+    reference shrinks a small moving raster to a few coarse pixels (a 100 px chip in a 1024 px scene was "no
+    overlap on the coarse grid"; a 1000 px chip in a 10k² scene the same)."""
+    if not (ref.geolocated and mov.geolocated) and not (ref.local and mov.local):
+        return None  # (pixel space: the prior says nothing about where the moving raster lies)
+    xy = apply_matrix(prior, [[-0.5, -0.5], [mov.width - 0.5, -0.5], [-0.5, mov.height - 0.5],
+                              [mov.width - 0.5, mov.height - 0.5]])
+    lo, hi = xy.min(0), xy.max(0)
+    pad = max(CROP_PAD_PX, 0.5 * float((hi - lo).max()), cfg.max_shift or 0.0)
+    c0, r0 = (max(0, math.floor(v - pad)) for v in lo + 0.5)
+    c1, r1 = min(ref.width, math.ceil(hi[0] + 0.5 + pad)), min(ref.height, math.ceil(hi[1] + 0.5 + pad))
+    if c1 <= c0 or r1 <= r0 or (c1 - c0) * (r1 - r0) > 0.5 * ref.width * ref.height:
+        return None
+    return Window(c0, r0, c1 - c0, r1 - r0)
+
+
 def read_coarse(ref: Scene, mov: Scene, prior: np.ndarray, cfg: RegisterConfig) -> CoarseImages:
-    """Reference at longer side ``coarse_size``; moving window around the reference at about the same pixel size."""
-    s = min(1.0, cfg.coarse_size / max(ref.width, ref.height))
-    rshape = decimated_shape(ref, s)
+    """Reference (``coarse_window``) at longer side ``coarse_size``; moving window around it at about the same
+    pixel size."""
+    win = coarse_window(ref, mov, prior, cfg)
+    rc0, rr0, rw, rh = (0, 0, ref.width, ref.height) if win is None else (win.col_off, win.row_off, win.width,
+                                                                          win.height)
+    s = min(1.0, cfg.coarse_size / max(rw, rh))
+    rshape = (max(1, round(rh * s)), max(1, round(rw * s)))
     inv = np.linalg.inv(prior)
-    corners = apply_matrix(inv, [[-0.5, -0.5], [ref.width - 0.5, -0.5], [-0.5, ref.height - 0.5],
-                                 [ref.width - 0.5, ref.height - 0.5]])
+    corners = apply_matrix(inv, [[rc0 - 0.5, rr0 - 0.5], [rc0 + rw - 0.5, rr0 - 0.5], [rc0 - 0.5, rr0 + rh - 0.5],
+                                 [rc0 + rw - 0.5, rr0 + rh - 0.5]])
     pad = 4.0 / max(s * local_scale(prior, (mov.width / 2, mov.height / 2)), 1e-6)
     c0 = int(max(0, math.floor(corners[:, 0].min() - pad)))
     r0 = int(max(0, math.floor(corners[:, 1].min() - pad)))
@@ -198,9 +243,9 @@ def read_coarse(ref: Scene, mov: Scene, prior: np.ndarray, cfg: RegisterConfig) 
     mshape = (max(1, round((r1 - r0) * k)), max(1, round((c1 - c0) * k)))
     full = (r1 - r0, c1 - c0)
     (ru, rv), (mu, mv) = both(  # the two files decoded at the same time
-        lambda: read_unit(ref, None, rshape if s < 1 else None, cfg.preprocess),
+        lambda: read_unit(ref, win, rshape if s < 1 else None, cfg.preprocess),
         lambda: read_unit(mov, Window(c0, r0, c1 - c0, r1 - r0), mshape if mshape != full else None, moving_pre(cfg)))
-    Dr = decimation(ref.shape, ru.shape)
+    Dr = translate(rc0, rr0) @ decimation((rh, rw), ru.shape)
     Dm = translate(c0, r0) @ decimation(full, mu.shape)
     return CoarseImages(ru, rv, Dr, s, mu, mv, Dm)
 

@@ -261,6 +261,8 @@ def warp_to_grid(moving: str | Path, transform: PixelTransform, grid: Grid, out:
             r = gdal.Warp(dst, src, options=wo)
             if r is None:
                 raise OutputError(f"{out}: GDAL warp failed")
+            if og.georeferenced or og.local is not None:  # (the warp copies the moving raster's tag, maybe Point)
+                dst.SetMetadataItem("AREA_OR_POINT", "Area")  # the grid's geotransform is of pixel corners
             if grid.gcps:  # a GCP-only reference: the output, on its pixel grid, carries its GCPs
                 from sarreg.io.gcps import gdal_gcps
 

@@ -639,12 +639,26 @@ def test_a_gcp_located_raster_over_200_km_warps_through_its_gcps(tmp_path, utm_a
 
 
 def test_crss_that_no_affine_relates_gate_a_model_without_native_form(tmp_path, utm_and_geographic):
-    """The same pair with a model that is not one matrix (poly2): no native refit, so the gate says that the CRSs'
-    mapping departs from the model and names the ways out (low_quality, not ok); --model local keeps its field."""
-    ref, mov, _ = utm_and_geographic
-    rep = register(ref, mov, tmp_path / "o.tif", SIFT.with_(model="poly2", warp=False))
+    """The same pair with a model that is not one matrix (poly2): no native refit; the gate asks whether the CRSs'
+    mapping departs from what the model can follow: here a second-order polynomial follows it (ok, the output
+    right), where it does not the gate says so and names the ways out; --model local keeps its field."""
+    from sarreg.io.raster import open_scene
+    from sarreg.relate import nonlinear_reason, poly2_departure, prior_fit
+
+    ref, mov, geo = utm_and_geographic
+    rs, ms = open_scene(ref), open_scene(mov)
+    affine_px, poly2_px = prior_fit(rs, ms)[1], poly2_departure(rs, ms)
+    assert affine_px > 1.0 and poly2_px < 0.5 * affine_px and poly2_px < 0.5
+    rep = register(ref, mov, tmp_path / "o.tif", SIFT.with_(model="poly2"))
     assert "native" not in rep.transform and "native" not in rep.stages["relate"]
-    assert rep.status == "low_quality" and "non-linearly" in rep.message and "--model local" in rep.message, rep.message
+    assert rep.status == "ok", rep.message
+    with rasterio.open(tmp_path / "o.tif") as ds:
+        out = ds.read(1, masked=True).filled(np.nan)
+    both = np.isfinite(out) & np.isfinite(geo)
+    assert both.mean() > 0.5 and np.median(np.abs(np.log(out[both] / geo[both]))) < 0.05
+    assert nonlinear_reason(affine_px, "affine") and nonlinear_reason(affine_px, "poly2", poly2_px) is None
+    why = nonlinear_reason(affine_px, "poly2", 0.8)
+    assert "second-order polynomial" in why and "--model local" in why
     field = register(ref, mov, tmp_path / "f.tif", SIFT.with_(model="local", warp=False))  # its own way: offsets
     assert field.model == "local" and field.transform["model"] == "tps" and "native" not in field.transform
 
@@ -668,6 +682,25 @@ def test_geotransforms_without_a_crs_relate_the_rasters_and_stay_on_the_output(t
     assert abs(rep.correction["dx_px"] - 2.4) < 0.3 and abs(rep.correction["dy_px"] + 1.7) < 0.3
     with rasterio.open(tmp_path / "out.tif") as o:
         assert o.transform == local and o.crs is None
+    # the QGIS tie points in that frame too (reference and moving geotransforms), 2.4 / -1.7 px = 24 / 17 m apart
+    pts = np.loadtxt(tmp_path / "out.points", delimiter=",", comments="#", skiprows=1, ndmin=2)
+    assert len(pts) and (pts[:, 0] > 500000).all() and (pts[:, 1] < 5000000).all() and (pts[:, 3] > 4990000).all()
+    assert np.allclose(np.median(pts[:, :2] - pts[:, 2:4], axis=0), [24.0, 17.0], atol=3.0)
     write_geotiff(tmp_path / "m_utm.tif", rasterio.open(mov).read(1), moved, UTM, nodata=0.0)
     with pytest.raises(CRSError, match=r"r.tif: has a geotransform but no CRS, and .*m_utm.tif has one"):
         register(tmp_path / "r.tif", tmp_path / "m_utm.tif", tmp_path / "out2.tif", SIFT)
+
+
+def test_a_small_georeferenced_chip_in_a_large_reference(tmp_path):
+    """A 240 px chip of a 1600 px scene, its georeference 6.3 / -3.8 px off: the coarse stage reads the reference
+    around the chip (full resolution here, not the whole scene decimated 2x, where a chip under 1 % of the scene was
+    "no overlap on the coarse grid") and the result is the truth."""
+    rng = np.random.default_rng(3)
+    f = reflectivity(1600, 1600, seed=11)
+    ref = write_geotiff(tmp_path / "ref.tif", speckle(f, 4, rng), REF_T, UTM)
+    chip = speckle(f, 4, rng)[700:940, 500:740]
+    mov = write_geotiff(tmp_path / "chip.tif", chip, REF_T * Affine.translation(506.3, 696.2), UTM)
+    rep = register(ref, mov, tmp_path / "out.tif", SIFT.with_(warp=False))
+    assert rep.status == "ok", rep.message
+    assert rep.stages["coarse"]["scale"] == 1.0, rep.stages["coarse"]
+    assert grid_error(rep.matrix, np.array([[1, 0, 500.0], [0, 1, 700.0], [0, 0, 1]]), (240, 240)) < 0.3

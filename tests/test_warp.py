@@ -98,6 +98,22 @@ def test_warp_reproduces_reference(tmp_path, georef, model):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp files left
 
 
+def test_a_point_tagged_moving_raster_does_not_tag_the_output(tmp_path):
+    """The output lies on the reference grid, whose geotransform is of pixel corners: tagged Area whatever the moving
+    raster's AREA_OR_POINT (GDAL's warp copied a Point tag, and readers that ignore the Point shift were half a
+    pixel off)."""
+    m = _shift_rot(3.25, -4.5)
+    mov = write_geotiff(tmp_path / "moving.tif", _moving(m), Affine(20.0, 0, 100.0, 0, -20.0, 900.0), "EPSG:4326")
+    with rasterio.open(mov, "r+") as ds:
+        ds.update_tags(AREA_OR_POINT="Point")
+    for fmt in ("COG", "GTiff"):
+        out = warp_to_grid(mov, PixelTransform("shift", m), Grid(W, H, REF_T, UTM.to_wkt()), tmp_path / f"{fmt}.tif",
+                           fmt=fmt)
+        _check(out, PixelTransform("shift", m), True)
+        with rasterio.Env(GTIFF_POINT_GEO_IGNORE=True), rasterio.open(out) as ds:
+            assert ds.tags().get("AREA_OR_POINT") == "Area" and ds.transform.almost_equals(REF_T)
+
+
 def test_tps_multiband_gtiff_nearest(tmp_path):
     m = _shift_rot(2.0, -1.0, 4.0)
     # tie points sampled from the same affine: the TPS must reproduce it
