@@ -78,8 +78,9 @@ def _range_text(m: dict[str, Any]) -> str:
 
 def check_config(cfg: Any) -> None:
     """Check every field of a config dataclass (nested ones too) against its declared choices and range;
-    InputError naming the field and the allowed values otherwise. None passes where the default is None."""
-    from sarreg.errors import InputError
+    OptionError (an InputError) naming the field and the allowed values otherwise. None passes where the default
+    is None."""
+    from sarreg.errors import OptionError
 
     for f in fields(cfg):
         v = getattr(cfg, f.name)
@@ -90,13 +91,13 @@ def check_config(cfg: Any) -> None:
         if not m or (v is None and f.default is None):
             continue
         if "choices" in m and v not in m["choices"]:
-            raise InputError(f"unknown {f.name} {v!r}; choose from {', '.join(m['choices'])}")
+            raise OptionError(f"unknown {f.name} {v!r}; choose from {', '.join(m['choices'])}")
         if "min" in m:
             lo, hi = m["min"], m["max"]
             ok = isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(v)
             ok = ok and (lo is None or (v > lo if m["min_open"] else v >= lo)) and (hi is None or v <= hi)
             if not ok:
-                raise InputError(f"{f.name} must be {_range_text(m)} (got {v!r})")
+                raise OptionError(f"{f.name} must be {_range_text(m)} (got {v!r})")
 
 
 @dataclass(frozen=True)
@@ -276,26 +277,27 @@ class RegisterConfig:
         return asdict(self)
 
     def validate(self) -> "RegisterConfig":
-        """Check the options (choices, ranges, combinations); InputError for the first bad one. -> self.
+        """Check the options (choices, ranges, combinations); OptionError (an InputError) for the first bad one.
+        -> self.
 
         Used by ``sarreg.register`` before any work and by ``sarreg.batch.check_run`` before a run starts."""
-        from sarreg.errors import InputError
+        from sarreg.errors import OptionError
 
         check_config(self)
         if self.update_georef and self.model not in ("shift", "similarity", "affine", "auto"):
-            raise InputError(f"--update-georef needs a shift, similarity, affine or auto model, not {self.model}")
+            raise OptionError(f"--update-georef needs a shift, similarity, affine or auto model, not {self.model}")
         if self.update_georef and not self.warp:
-            raise InputError("--update-georef writes OUT, --no-warp writes no raster: give one of them")
+            raise OptionError("--update-georef writes OUT, --no-warp writes no raster: give one of them")
         if self.resolution not in ("reference", "moving"):
             try:
                 ok = math.isfinite(float(self.resolution)) and float(self.resolution) > 0
             except (TypeError, ValueError):
                 ok = False
             if not ok:
-                raise InputError(f"--resolution must be reference, moving or a pixel size > 0 in the reference's map "
+                raise OptionError(f"--resolution must be reference, moving or a pixel size > 0 in the reference's map "
                                  f"units, not {self.resolution!r}")
         if self.update_georef and self.resolution != "reference":
-            raise InputError("--update-georef keeps MOVING's own grid; --resolution applies to a resampled output")
+            raise OptionError("--update-georef keeps MOVING's own grid; --resolution applies to a resampled output")
         return self
 
     def coarse_threshold(self, scale: float) -> float:

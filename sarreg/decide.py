@@ -211,7 +211,8 @@ def keep_georeferencing(d: Decision, r: Refinement, cfg: RegisterConfig, area: B
     dist = matrix_distance(est.matrix, prior, area)
     d.stages["georeferencing_kept"] = {"estimate": est.summary(), "estimate_matrix": est.matrix.tolist(),
                                        "distance_px": round(dist, 2), "min_inliers": cfg.min_inliers}
-    d.reasons.insert(0, f"kept the georeferencing: the estimate found ({dist:.1f} px from it) rests on "
-                        f"{est.n_inliers} inliers < {cfg.min_inliers}")
+    few = f"{est.n_inliers} inliers < {cfg.min_inliers}"
+    d.reasons = [f"kept the georeferencing: the estimate found ({dist:.1f} px from it) rests on {few}"] + [
+        x for x in d.reasons if x != few]  # (the gate's own words, said once)
     d.est = Estimate(model, prior.copy(), inl, res, rmse, float("nan"), cov, hull, cfg.threshold)
     return d

@@ -16,6 +16,12 @@ class InputError(SarregError, ValueError):
     """An input file is missing, unreadable, not a raster, or its content cannot be used."""
 
 
+class OptionError(InputError):
+    """Options that contradict each other, or a value no option takes: a usage error (exit code 2, as click's)."""
+
+    exit_code = 2
+
+
 class CRSError(InputError):
     """Missing or incompatible coordinate reference system."""
 

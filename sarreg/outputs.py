@@ -328,7 +328,8 @@ class Staging:
 
 
 # names of image formats a GeoTIFF must not be written under (a viewer would open it as that format and fail)
-NOT_TIFF = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".jp2", ".vrt", ".nc", ".h5", ".hdf", ".zip"}
+NOT_TIFF = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".jp2", ".vrt", ".nc", ".h5", ".hdf", ".zip",
+            ".gpkg", ".json", ".geojson", ".txt", ".csv", ".xml", ".npz", ".points", ".shp", ".img", ".hdr"}
 
 
 def check_raster_name(out: str | Path) -> None:

@@ -151,6 +151,13 @@ def test_a_failed_run_leaves_no_new_output_folder(tmp_path: Path, scene: Path, w
                                  "--geo"])
     assert r.exit_code == 1 and "--geo needs a georeferenced raster" in r.output, r.output
     assert not (tmp_path / "new").exists()
+    # refused after the folder was made (two images of one name would write one file): the folder goes again
+    (tmp_path / "b").mkdir()
+    twin = write_geotiff(tmp_path / "b" / "plain.tif", rasterio.open(plain).read(1), None, None)
+    r = CliRunner().invoke(cli, ["extract", str(plain), str(twin), "--weights", str(weights), "-o",
+                                 str(tmp_path / "new" / "sub")])
+    assert r.exit_code == 1 and "would both write this file" in r.output, r.output
+    assert not (tmp_path / "new").exists()
 
 
 def test_console_script_exit_code(sarreg_exe: Path, tmp_path: Path) -> None:

@@ -101,11 +101,15 @@ def test_apply_reproduces_register_output(scenes, tmp_path):
                                    str(tmp_path / "c.tif")])
     _one_line_error(res, "bad.json", "not a readable JSON report")
     assert res.exit_code == 1 and not (tmp_path / "c.tif").exists()
+    res = CliRunner().invoke(cli, ["apply", str(scenes["moving_px"]), str(tmp_path / "a.report.json"),
+                                   str(tmp_path / "c.tif")])  # the first two swapped
+    _one_line_error(res, "the order is REPORT MOVING OUT", "a.report.json looks like the report")
+    assert res.exit_code == 1 and not (tmp_path / "c.tif").exists()
 
 
 def test_apply_of_a_low_quality_report_writes_nothing_without_force(scenes, tmp_path):
     """A transform that failed register's quality gates is not applied silently: exit 2 and no raster, as register
-    itself; --force applies it (exit 0)."""
+    itself; --force applies it and still exits 2 (as register --force: the result is not trustworthy)."""
     res = run(scenes["ref"], scenes["moving"], tmp_path / "a.tif", "--max-shift", "0.01")
     assert res.exit_code == 2 and not (tmp_path / "a.tif").exists(), res.output
     assert json.loads((tmp_path / "a.report.json").read_text())["status"] == "low_quality"
@@ -114,7 +118,8 @@ def test_apply_of_a_low_quality_report_writes_nothing_without_force(scenes, tmp_
     _one_line_error(res, "a.report.json", "the registration is low_quality")
     assert res.exit_code == 2 and "--force applies it" in res.output and not (tmp_path / "b.tif").exists()
     res = CliRunner().invoke(cli, [*args, "--force"])
-    assert res.exit_code == 0 and (tmp_path / "b.tif").exists(), res.output
+    assert res.exit_code == 2 and (tmp_path / "b.tif").exists(), res.output
+    _one_line_error(res, "a.report.json", "raster written anyway (--force)")
 
 
 @pytest.mark.parametrize("damage,needle", [

@@ -42,8 +42,9 @@ def test_validate_resolution_values_and_combinations():
     for bad in ("abc", "-3", "0", "nan"):
         with pytest.raises(InputError, match="--resolution must be reference, moving or a pixel size > 0"):
             RegisterConfig(resolution=bad).validate()
-    with pytest.raises(InputError, match="--update-georef keeps MOVING's own grid"):
+    with pytest.raises(InputError, match="--update-georef keeps MOVING's own grid") as e:
         RegisterConfig(update_georef=True, resolution="5").validate()
+    assert e.value.exit_code == 2  # a usage error (OptionError), as click's own
 
 
 @pytest.fixture(scope="module")
@@ -94,5 +95,5 @@ def test_cli_resolution_in_register_and_apply(fine_pair, tmp_path):
         assert ds.res == pytest.approx((5.0, 5.0), abs=0.01)
     res = CliRunner().invoke(cli, ["register", "--features", "sift", "--resolution", "fine", str(fine_pair["ref"]),
                                    str(fine_pair["moving"]), str(tmp_path / "x.tif")])
-    assert res.exit_code == 1 and "--resolution must be reference, moving or a pixel size" in res.output
+    assert res.exit_code == 2 and "--resolution must be reference, moving or a pixel size" in res.output  # usage
     assert not (tmp_path / "x.tif").exists()

@@ -52,3 +52,16 @@ def test_sha256_file_known_answer(tmp_path):
     data = bytes(range(256)) * 9000  # > one 1 MiB chunk
     big.write_bytes(data)
     assert sha256_file(big, bufsize=4096) == hashlib.sha256(data).hexdigest()
+
+
+@pytest.mark.parametrize("name,refused", [("x.png", True), ("x.gpkg", True), ("x.JSON", True), ("x.txt", True),
+                                          ("x.tif", False), ("x.TIFF", False), ("x", False)])
+def test_raster_names_of_other_formats_are_refused(name: str, refused: bool) -> None:
+    """A GeoTIFF written as .gpkg / .json / .txt opened as that format elsewhere (GDAL reads .gpkg rasters)."""
+    from sarreg.outputs import check_raster_name
+
+    if refused:
+        with pytest.raises(OutputError, match="name it .tif"):
+            check_raster_name(name)
+    else:
+        check_raster_name(name)

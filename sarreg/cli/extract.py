@@ -9,7 +9,7 @@ import click
 
 from sarreg import progress as json_progress
 from sarreg.cli.options import (KIND_HELP, NODATA_HELP, NodataArg, asset_opt, config_from_params, config_option,
-                                device_opt, exclude_opt, input_arg, overwrite_opt, pol_opt, writable_dir)
+                                device_opt, exclude_opt, input_arg, output_dir, overwrite_opt, pol_opt)
 from sarreg.config import ExtractConfig, PreprocessConfig
 from sarreg.errors import InputError, OutputError
 from sarreg.io.source import Source, input_folder, input_name, resolve_input
@@ -125,54 +125,54 @@ def extract(images: tuple[Source, ...], weights: Path | None, out_dir: Path | No
         for sc in scenes:
             if not sc.geolocated:  # a geotransform, or GCPs (map coordinates through GDAL's GCP transformer)
                 raise InputError(f"{sc.path}: --geo needs a georeferenced raster (no CRS/geotransform or GCPs)")
-    if out_dir is not None:  # (created once the inputs are known good: a failed run leaves no new folder)
-        writable_dir(out_dir)
-    for p in images:
-        d = _out_folder(p, out_dir)
-        if not os.access(d, os.W_OK):
-            raise OutputError(f"{d}: output directory is not writable")
-    plan = extract_outputs(list(images), out_dir, geo, quicklook)
-    check_write_set([p for ps in plan for p in ps], [*images, weights], overwrite)
-    clean_stale([p for ps in plan for p in ps])
-    json_progress.stage("model", 0.0)
-    model = load_model(weights, resolve_device(device), default=EXTRACT_MODEL_NAME)
-    # every file of every image is staged (hidden names in its final folder) and the set is renamed at the end: an
-    # error or a signal leaves nothing new and existing files untouched
-    finals = {f"{i}:{j}": p for i, ps in enumerate(plan) for j, p in enumerate(ps)}
-    written: list[str] = []
-    lines: list[str] = []
-    with Staging(finals) as st:
-        for i, sc in enumerate(scenes):
-            bar = tqdm(desc=input_name(sc.path), unit="tile", disable=not json_progress.bars(progress),
-                       leave=False)
+    # (created once the inputs are known good, and removed again if the run then fails: no new folder is left)
+    with output_dir(out_dir):
+        for p in images:
+            d = _out_folder(p, out_dir)
+            if not os.access(d, os.W_OK):
+                raise OutputError(f"{d}: output directory is not writable")
+        plan = extract_outputs(list(images), out_dir, geo, quicklook)
+        check_write_set([p for ps in plan for p in ps], [*images, weights], overwrite)
+        clean_stale([p for ps in plan for p in ps])
+        json_progress.stage("model", 0.0)
+        model = load_model(weights, resolve_device(device), default=EXTRACT_MODEL_NAME)
+        # every file of every image is staged (hidden names in its final folder) and the set is renamed at the end: an
+        # error or a signal leaves nothing new and existing files untouched
+        finals = {f"{i}:{j}": p for i, ps in enumerate(plan) for j, p in enumerate(ps)}
+        written: list[str] = []
+        lines: list[str] = []
+        with Staging(finals) as st:
+            for i, sc in enumerate(scenes):
+                bar = tqdm(desc=input_name(sc.path), unit="tile", disable=not json_progress.bars(progress),
+                           leave=False)
 
-            def tick(done: int, total: int, i: int = i) -> None:
-                bar.total = total
-                bar.n = done
-                bar.refresh()
-                json_progress.stage("extract", (i + done / max(total, 1)) / len(scenes), image=str(sc.path))
+                def tick(done: int, total: int, i: int = i) -> None:
+                    bar.total = total
+                    bar.n = done
+                    bar.refresh()
+                    json_progress.stage("extract", (i + done / max(total, 1)) / len(scenes), image=str(sc.path))
 
-            feats = extract_scene(sc, model, cfg, progress=tick)
-            bar.close()
-            outs = plan[i]
-            feats.save_npz(st.stages[f"{i}:0"], model=(model.name, model.sha256))
-            lines.append(f"{sc.path}: {len(feats)} keypoints -> {outs[0]}")
-            if geo:
-                from sarreg.io.vector import write_points
+                feats = extract_scene(sc, model, cfg, progress=tick)
+                bar.close()
+                outs = plan[i]
+                feats.save_npz(st.stages[f"{i}:0"], model=(model.name, model.sha256))
+                lines.append(f"{sc.path}: {len(feats)} keypoints -> {outs[0]}")
+                if geo:
+                    from sarreg.io.vector import write_points
 
-                xy_map = sc.xy_to_map(feats.xy)
-                attrs = {"x": feats.keypoints[:, 0].astype("float64"), "y": feats.keypoints[:, 1].astype("float64"),
-                         "scale": feats.keypoints[:, 2].astype("float64"), "score": feats.scores.astype("float64")}
-                for j, o in ((1, outs[1]), (2, outs[2])):  # .keypoints.gpkg / .geojson, layer named after OUT
-                    write_points(st.stages[f"{i}:{j}"], xy_map, attrs, sc.crs, layer=o.stem.replace(".", "_"))
-                    lines.append(f"  -> {o}")
-            if quicklook is not None:
-                from sarreg.quicklook import keypoint_quicklook
+                    xy_map = sc.xy_to_map(feats.xy)
+                    attrs = {"x": feats.keypoints[:, 0].astype("float64"), "y": feats.keypoints[:, 1].astype("float64"),
+                             "scale": feats.keypoints[:, 2].astype("float64"), "score": feats.scores.astype("float64")}
+                    for j, o in ((1, outs[1]), (2, outs[2])):  # .keypoints.gpkg / .geojson, layer named after OUT
+                        write_points(st.stages[f"{i}:{j}"], xy_map, attrs, sc.crs, layer=o.stem.replace(".", "_"))
+                        lines.append(f"  -> {o}")
+                if quicklook is not None:
+                    from sarreg.quicklook import keypoint_quicklook
 
-                keypoint_quicklook(sc, feats.keypoints, st.stages[f"{i}:{len(outs) - 1}"])
-                lines.append(f"  -> {outs[-1]}")
-            written += [str(o) for o in outs]
-        st.commit(next(reversed(finals)), overwrite=overwrite)
-    for line in lines:  # the files exist now
-        click.echo(line)
-    json_progress.final("ok", 0, outputs=written)
+                    keypoint_quicklook(sc, feats.keypoints, st.stages[f"{i}:{len(outs) - 1}"])
+                    lines.append(f"  -> {outs[-1]}")
+                written += [str(o) for o in outs]
+            st.commit(next(reversed(finals)), overwrite=overwrite)
+        for line in lines:  # the files exist now
+            click.echo(line)
+        json_progress.final("ok", 0, outputs=written)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from dataclasses import fields
 from pathlib import Path
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from typing import Any, Callable, TypeVar
 
 import click
@@ -165,6 +167,22 @@ exclude_opt = click.option(
     help="Areas not to match in (water, changed fields, layover), repeatable: a vector file (GeoPackage, GeoJSON, "
          "shapefile...; polygons in any CRS) or a mask raster (non-zero = excluded; on the image's grid or "
          "georeferenced). Nodata for matching only: the output still carries them.")
+
+
+@contextmanager
+def output_dir(path: Path | None) -> Iterator[None]:
+    """``writable_dir(path)`` around the body; a folder it created is removed again (if still empty) when the body
+    fails, so that a refused or failed run leaves no new folder."""
+    made = [] if path is None else [p for p in (path, *path.parents) if not p.exists()]  # (deepest first)
+    if path is not None:
+        writable_dir(path)
+    try:
+        yield
+    except BaseException:
+        for p in made:
+            with suppress(OSError):
+                p.rmdir()
+        raise
 
 
 def writable_dir(path: Path) -> Path:

@@ -99,9 +99,10 @@ def register(ref: Path | str, moving: Path | str, out: Path, as_json: bool, asse
     q = rep.quality
     if rep.matrix is not None:
         c = rep.correction
-        click.echo(f"{rep.status}: {q.get('inliers')} inliers of {q.get('matches')} matches, RMSE "
-                   f"{q.get('rmse_px')} px (held-out {q.get('heldout_rmse_px')}), coverage {q.get('coverage')}, "
-                   f"shift {c.get('shift_px', 0):.2f} px, rotation {c.get('rotation_deg', 0):.3f} deg"
+        rmse, held = ("n/a" if v is None else v for v in (q.get("rmse_px"), q.get("heldout_rmse_px")))
+        click.echo(f"{rep.status}: {q.get('inliers')} inliers of {q.get('matches')} matches, RMSE {rmse} px "
+                   f"(held-out {held}), coverage {q.get('coverage')}, shift {c.get('shift_px', 0):.2f} px, "
+                   f"rotation {round(c.get('rotation_deg', 0), 3) + 0.0:.3f} deg"  # (+ 0.0: no "-0.000")
                    + (f" -> {rep.output}" if rep.output else ""), err=as_json)
     if rep.status == "low_quality":
         written = f"raster written anyway (--force): {rep.output}" if rep.output else \
@@ -141,6 +142,8 @@ def apply(report: Path, moving: Path | str, out: Path, update_georef: bool, over
     from sarreg.warp import update_georef as write_georef, warp_to_grid
 
     RegisterConfig(update_georef=update_georef, resolution=resolution).validate()  # the combination, the value
+    if str(moving).endswith(".report.json") and not str(report).lower().endswith(".json"):
+        raise InputError(f"{report}: not a report; the order is REPORT MOVING OUT ({moving} looks like the report)")
     moving = resolve_input(moving, asset, pol)  # a STAC Item -> its asset, a S1 product -> its measurement
     check_raster_name(out)
     check_write_set([out], [report, moving], overwrite)  # before any work; never the report or the raster
@@ -153,10 +156,9 @@ def apply(report: Path, moving: Path | str, out: Path, update_georef: bool, over
         raise InputError(f"{report}: not a readable JSON report ({e})") from None
     if not isinstance(data, dict) or not data.get("transform") or not data.get("reference_grid"):
         raise InputError(f"{report}: holds no transform (status {data.get('status') if isinstance(data, dict) else '?'})")
-    if data.get("status", "ok") != "ok" and not force:  # as register: an untrusted transform writes no raster
-        why = data.get("message") or "quality gates failed"
-        raise LowQuality(f"{report}: the registration is {data.get('status')} ({why}); no raster written "
-                         "(--force applies it)")
+    status, why = data.get("status", "ok"), data.get("message") or "quality gates failed"
+    if status != "ok" and not force:  # as register: an untrusted transform writes no raster
+        raise LowQuality(f"{report}: the registration is {status} ({why}); no raster written (--force applies it)")
     moving_grid = Grid.from_dict(grid_of(moving))  # also a clear error for missing / unreadable rasters
     if nodata is None:  # the value register read in this very raster (found or given), else MOVING's own
         nodata = registered_nodata(data, moving)
@@ -176,5 +178,8 @@ def apply(report: Path, moving: Path | str, out: Path, update_georef: bool, over
                          out_grid=output_grid(grid, resolution, tr.matrix, moving_grid),
                          nodata=nodata)
         st.commit("raster", overwrite=overwrite)
-    progress.final("ok", 0, output=str(out), model=tr.model)
+    progress.final("ok" if status == "ok" else "low_quality", 0 if status == "ok" else LowQuality.exit_code,
+                   output=str(out), model=tr.model)
     click.echo(f"{moving} -> {out} ({tr.model})")
+    if status != "ok":  # written (--force), still untrusted: exit 2 as register --force
+        raise LowQuality(f"{report}: the registration is {status} ({why}); raster written anyway (--force): {out}")
