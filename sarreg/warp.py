@@ -32,7 +32,7 @@ from sarreg.grid import (Grid, PixelTransform, centre_to_edge, corrected_geotran
                          output_grid, pixel_size)
 from sarreg.io.fill import copy_nodata, holds, mapped_to_tag, out_nodata, warp_nodata
 from sarreg.io.source import OPEN_DEFAULTS, Source, is_remote, resolve_input
-from sarreg.outputs import write_error
+from sarreg.outputs import no_space, write_error
 
 log = logging.getLogger(__name__)
 
@@ -278,9 +278,11 @@ def warp_to_grid(moving: str | Path, transform: PixelTransform, grid: Grid, out:
                                                                   f"NUM_THREADS={threads}"]
                 c = gdal.Translate(str(tmp_cog), str(tmp), format="COG", creationOptions=co)
                 c = None
+                check_complete(tmp_cog)
                 tmp.unlink()
                 tmp_cog.replace(out)
             else:
+                check_complete(tmp)
                 tmp.replace(out)
     except SarregError:
         raise
@@ -294,6 +296,32 @@ def warp_to_grid(moving: str | Path, transform: PixelTransform, grid: Grid, out:
                 p.unlink()
     log.info("warped %s -> %s (%s, %s)", moving, out, transform.model, resampling)
     return out
+
+
+def check_complete(path: Path) -> None:
+    """OSError (ENOSPC when the disk is full) unless every block of every band and overview of the GeoTIFF ``path``
+    lies within the file. Why: GDAL's compression threads report a full disk on stderr only, and the dataset's close
+    cannot raise (GDAL < 3.7): a truncated COG was renamed into place as `ok`. Reads the tile index, not the data."""
+    from osgeo import gdal
+
+    size = path.stat().st_size
+    ds = gdal.Open(str(path))
+    try:
+        for b in range(1, ds.RasterCount + 1):
+            band = ds.GetRasterBand(b)
+            for level in [band] + [band.GetOverview(i) for i in range(band.GetOverviewCount())]:
+                bx, by = level.GetBlockSize()
+                nx, ny = -(-level.XSize // bx), -(-level.YSize // by)
+                for i in range(nx * ny):
+                    off = level.GetMetadataItem(f"BLOCK_OFFSET_{i % nx}_{i // nx}", "TIFF")
+                    n = level.GetMetadataItem(f"BLOCK_SIZE_{i % nx}_{i // nx}", "TIFF")
+                    if off and n and int(off) + int(n) > size:
+                        import errno
+
+                        raise OSError(errno.ENOSPC if no_space(path, RuntimeError("")) else errno.EIO,
+                                      "incomplete GeoTIFF (a block lies past the end of the file)")
+    finally:
+        ds = None
 
 
 def update_georef(moving: str | Path, transform: PixelTransform, grid: Grid, out: str | Path, fmt: str = "auto",
@@ -347,6 +375,7 @@ def update_georef(moving: str | Path, transform: PixelTransform, grid: Grid, out
         with _config({"GDAL_NUM_THREADS": "ALL_CPUS"}):
             c = gdal.Translate(str(tmp), src, format=fmt, creationOptions=co, noData=nodata)
         c = None
+        check_complete(tmp)
         tmp.replace(out)
     except SarregError:
         raise

@@ -78,3 +78,29 @@ def test_apply_and_extract_on_a_full_disk(pair, small_disk):
     assert res.exit_code == 1, res.output
     _check_full(res.stderr, "mov.tif.r2d2")
     assert [p.name for p in d.iterdir()] == ["keep.txt"] and (d / "keep.txt").read_text() == "keep"
+
+
+@pytest.mark.parametrize("size", ["7m", "8m"])
+def test_a_cog_copy_that_runs_out_of_space_is_an_error(tmp_path, small_disk, size):
+    """A 1024² warp fits, its COG copy does not: GDAL's compression threads only print the full disk and the close
+    cannot raise (GDAL < 3.7); the truncated COG was renamed into place and register said ok. Now checked block by
+    block (``warp.check_complete``): ENOSPC, nothing left, an older file untouched."""
+    import numpy as np
+    from affine import Affine
+    from rasterio.crs import CRS
+
+    from sarreg.errors import OutputError
+    from sarreg.grid import Grid, PixelTransform
+    from sarreg.synth import reflectivity, speckle, write_geotiff
+    from sarreg.warp import warp_to_grid
+
+    t = Affine(10, 0, 500000, 0, -10, 5000000)
+    mov = write_geotiff(tmp_path / "mov.tif", speckle(reflectivity(1024, 1024, seed=3), 4, np.random.default_rng(1)),
+                        t, "EPSG:32631", nodata=0.0)
+    d = small_disk(size)
+    (d / "o.tif").write_bytes(b"old raster")
+    grid = Grid(1024, 1024, t, CRS.from_epsg(32631).to_wkt())
+    with pytest.raises(OutputError, match="no space left on device"):
+        warp_to_grid(mov, PixelTransform("shift", np.array([[1, 0, 2.5], [0, 1, -1.5], [0, 0, 1.0]])), grid,
+                     d / "o.tif", threads=2, overwrite=True)
+    assert [p.name for p in d.iterdir()] == ["o.tif"] and (d / "o.tif").read_bytes() == b"old raster"
