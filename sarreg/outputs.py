@@ -276,55 +276,83 @@ class Staging:
         return {str(self.stages[k]): str(self.finals[k]) for k in self.stages}
 
     def commit(self, last: str, write_last: Callable[[Path], Any] | None = None, overwrite: bool = False) -> list[Path]:
-        """Rename every written stage file to its final name, then ``write_last(final path of role last)`` (None:
-        rename the stage file of role ``last``, last).
+        """Rename every written stage file to its final name, the ``last`` role's last (``write_last(path)`` writes
+        it first, onto its stage name: a full disk there fails before any file is touched).
 
-        With ``overwrite`` and ``write_last``, the existing ``last`` (the commit marker) goes first and final files
-        of the set this run did not produce (left by an earlier run) are removed, so the folder never mixes two runs.
-        When a rename fails, the files this commit created are removed again (OutputError): nothing new remains.
+        Existing final files are moved aside first (hidden names) and restored when anything fails, removed once
+        all is in place: an error leaves the folder as it was, also with ``overwrite``. With ``overwrite`` and
+        ``write_last``, the existing ``last`` (the commit marker) goes aside first and final files of the set this
+        run did not produce (left by an earlier run) go too, so the folder never mixes two runs. Without
+        ``overwrite`` a final file that appeared since the write set was checked (another process) is an error.
+        Commits into one folder are serialised (a lock on the folder) so two processes cannot interleave theirs.
         """
         done: list[Path] = []
-        new: list[Path] = []
+        aside: list[tuple[Path, Path]] = []
 
-        def rename(st: Path, fin: Path) -> None:
-            existed = fin.exists() or fin.is_symlink()
-            os.replace(st, fin)
-            done.append(fin)
-            if not existed:
-                new.append(fin)
+        def move_aside(fin: Path) -> None:
+            if fin.exists() or fin.is_symlink():
+                if not overwrite:
+                    raise OutputError(f"{fin}: output exists (written meanwhile by another process?); use "
+                                      "--overwrite to replace it")
+                bak = temp_path(fin, "old", stage=True)
+                os.replace(fin, bak)
+                aside.append((fin, bak))
 
-        with signals_held():
+        with signals_held(), _folder_lock(self.finals[last].parent):
             try:
-                if overwrite and write_last is not None:
-                    self.finals[last].unlink(missing_ok=True)
-                for k, st in self.stages.items():
-                    fin = self.finals[k]
-                    if k == last:
-                        continue
+                if write_last is not None:
+                    try:
+                        write_last(self.stages[last])
+                    except OutputError:
+                        raise
+                    except OSError as e:
+                        raise write_error(self.finals[last], e) from None
+                    if overwrite:
+                        move_aside(self.finals[last])
+                for k in [k for k in self.stages if k != last] + [last]:
+                    st, fin = self.stages[k], self.finals[k]
                     try:
                         if st.exists():
-                            rename(st, fin)
-                        elif overwrite and write_last is not None and (fin.exists() or fin.is_symlink()):
-                            fin.unlink()
-                    except OSError as e:
-                        raise write_error(fin, e) from None
-                fin = self.finals[last]
-                if write_last is not None:
-                    write_last(fin)
-                    done.append(fin)
-                    self.stages[last].unlink(missing_ok=True)
-                else:
-                    try:
-                        rename(self.stages[last], fin)
+                            move_aside(fin)
+                            os.replace(st, fin)
+                            done.append(fin)
+                        elif overwrite and write_last is not None:
+                            move_aside(fin)
+                    except OutputError:
+                        raise
                     except OSError as e:
                         raise write_error(fin, e) from None
             except BaseException:
-                for p in new:
+                for p in done:
                     with contextlib.suppress(OSError):
                         p.unlink()
+                for fin, bak in reversed(aside):
+                    with contextlib.suppress(OSError):
+                        os.replace(bak, fin)
                 raise
+            for _, bak in aside:
+                with contextlib.suppress(OSError):
+                    bak.unlink()
             self.committed = True
         return done
+
+
+@contextmanager
+def _folder_lock(folder: Path) -> Iterator[None]:
+    """An exclusive lock (flock) on ``folder`` itself for the block: no file is made; a no-op where it fails."""
+    import fcntl
+
+    try:
+        fd = os.open(folder if str(folder) else ".", os.O_RDONLY)
+    except OSError:
+        yield
+        return
+    try:
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # (releases the lock)
 
 
 # names of image formats a GeoTIFF must not be written under (a viewer would open it as that format and fail)

@@ -195,9 +195,9 @@ def register(ref: str | Path, moving: str | Path, out: str | Path, config: Regis
         for role in earlier_roles(finals["report"], finals):
             finals[role], stages[role] = every[role], every_stage[role]
     inputs = [ref, moving, Path(config.weights) if config.weights else None, *config.preprocess.exclude]
+    check_write_set(finals.values(), inputs, config.overwrite)  # (an input named as an output: said first)
     if "raster" in finals:
         check_raster_name(finals["raster"])
-    check_write_set(finals.values(), inputs, config.overwrite)
     clean_stale(finals.values())
     with Staging(finals, stages) as st:
         # rasterio passes an integer GDAL_CACHEMAX to GDALSetCacheMax64 as BYTES (a bare 64 was a 64-byte cache:

@@ -65,3 +65,64 @@ def test_raster_names_of_other_formats_are_refused(name: str, refused: bool) -> 
             check_raster_name(name)
     else:
         check_raster_name(name)
+
+
+def _staged(tmp_path: Path, run: str) -> "Staging":  # noqa: F821
+    from sarreg.outputs import Staging
+
+    finals = {"raster": tmp_path / "o.tif", "points": tmp_path / "o.points", "report": tmp_path / "o.report.json"}
+    st = Staging(finals, {k: p.with_name(f".{p.name}.{run}.stage{p.suffix}") for k, p in finals.items()})
+    for k in ("raster", "points"):
+        st.stages[k].write_text(f"{run} {k}")
+    return st
+
+
+def _folder(tmp_path: Path) -> dict[str, str]:
+    return {p.name: p.read_text() for p in sorted(tmp_path.iterdir())}
+
+
+def test_a_commit_that_fails_leaves_the_earlier_run_in_place(tmp_path: Path, monkeypatch) -> None:
+    """--overwrite over an earlier run: the report (written last) failing on a full disk, or a rename failing, leaves
+    the earlier run's files as they were (they were deleted and replaced by a mix of both runs)."""
+    import errno
+
+    with _staged(tmp_path, "old") as st:
+        st.commit("report", lambda p: p.write_text("old report"), overwrite=False)
+    before = _folder(tmp_path)
+
+    def full(p: Path) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(OutputError, match="o.report.json: cannot write: no space left on device"):
+        with _staged(tmp_path, "new") as st:
+            st.commit("report", full, overwrite=True)
+    assert _folder(tmp_path) == before
+    import os
+
+    real, calls = os.replace, []
+
+    def flaky(a, b):  # the fourth rename (the old points moved aside, after the new raster) fails: an I/O error
+        calls.append(b)
+        if len(calls) == 4:
+            raise OSError(errno.EIO, "Input/output error")
+        real(a, b)
+
+    monkeypatch.setattr(os, "replace", flaky)
+    with pytest.raises(OutputError, match="o.points: cannot write"):
+        with _staged(tmp_path, "new") as st:
+            st.commit("report", lambda p: p.write_text("new report"), overwrite=True)
+    monkeypatch.undo()
+    assert _folder(tmp_path) == before
+    with _staged(tmp_path, "new") as st:
+        st.commit("report", lambda p: p.write_text("new report"), overwrite=True)
+    assert _folder(tmp_path) == {"o.points": "new points", "o.report.json": "new report", "o.tif": "new raster"}
+
+
+def test_a_commit_onto_files_another_process_wrote_meanwhile_is_refused(tmp_path: Path) -> None:
+    """Two runs onto one OUT without --overwrite: both passed the write-set check; the second to commit is refused
+    and the folder holds the first run's set, not a mix."""
+    with _staged(tmp_path, "a") as a, _staged(tmp_path, "b") as b:
+        a.commit("report", lambda p: p.write_text("a report"))
+        with pytest.raises(OutputError, match="o.tif: output exists"):
+            b.commit("report", lambda p: p.write_text("b report"))
+    assert _folder(tmp_path) == {"o.points": "a points", "o.report.json": "a report", "o.tif": "a raster"}

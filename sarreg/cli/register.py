@@ -145,8 +145,8 @@ def apply(report: Path, moving: Path | str, out: Path, update_georef: bool, over
     if str(moving).endswith(".report.json") and not str(report).lower().endswith(".json"):
         raise InputError(f"{report}: not a report; the order is REPORT MOVING OUT ({moving} looks like the report)")
     moving = resolve_input(moving, asset, pol)  # a STAC Item -> its asset, a S1 product -> its measurement
-    check_raster_name(out)
     check_write_set([out], [report, moving], overwrite)  # before any work; never the report or the raster
+    check_raster_name(out)
 
     try:
         data = json.loads(Path(report).read_text(encoding="utf-8"))
