@@ -424,6 +424,18 @@ def test_cli_bad_input_fails_before_any_cluster(tmp_path, series):
     r = _invoke(["batch", str(ref), "-o", str(tmp_path / "o")])
     assert r.exit_code == 2  # usage: no scenes
     assert not any((tmp_path / "o").glob("*_reg.*"))
+    # the reference named as an output of the folder (it was overwritten), a user's file where a summary goes
+    (tmp_path / "o").mkdir(exist_ok=True)
+    inside = tmp_path / "o" / f"{scenes[0][0].stem}_reg.tif"
+    inside.write_bytes(ref.read_bytes())
+    r = _invoke(["batch", str(inside), str(scenes[0][0]), "-o", str(tmp_path / "o"), *SIFT_ARGS])
+    assert r.exit_code == 1 and "input is an output of this batch folder" in r.stderr, r.stderr
+    assert inside.read_bytes() == ref.read_bytes()
+    inside.unlink()
+    (tmp_path / "o" / "summary.json").write_text("mine")
+    r = _invoke(["batch", str(ref), str(scenes[0][0]), "-o", str(tmp_path / "o"), *SIFT_ARGS])
+    assert r.exit_code == 1 and "summary.json: exists, and no batch wrote into" in r.stderr, r.stderr
+    assert (tmp_path / "o" / "summary.json").read_text() == "mine" and not (tmp_path / "o" / "manifest.json").exists()
 
 
 def test_caching_extractor_serves_recorded_calls_only(tmp_path):

@@ -28,7 +28,7 @@ from sarreg.batch.files import error_text, fingerprint, input_sha256
 from sarreg.batch.manifest import (MANIFEST, WORK_DIR, Manifest, clean_stale, outdir_lock, prepare_outdir,
                                    run_key)
 from sarreg.batch.results import OUT_SUFFIX, BatchSummary, SceneResult, reference_grid
-from sarreg.batch.summary import write_summary
+from sarreg.batch.summary import SUMMARY_FILES, write_summary
 from sarreg.batch.tasks import run_scene_with_ref
 from sarreg.config import RegisterConfig
 from sarreg.errors import InputError, OutputError
@@ -262,8 +262,8 @@ def batch(reference: str | Path, scenes: Sequence[str | Path], outdir: str | Pat
         raise InputError(f"--chain composes 3 x 3 matrices: use --model {'/'.join(CHAIN_MODELS)}, "
                          f"not {config.model}")
     out = Path(outdir).resolve()
-    for p in paths:
-        if isinstance(p, Path) and p.parent == out and p.name.endswith(OUT_SUFFIX):
+    for p in (ref, *paths):  # (the reference too: a KEY_reg.tif in OUTDIR given as the reference was overwritten)
+        if isinstance(p, Path) and p.resolve().parent == out and p.resolve().name.endswith(OUT_SUFFIX):
             raise OutputError(f"{p}: input is an output of this batch folder; refusing to overwrite an input")
     prepare_outdir(out)
 
@@ -286,6 +286,8 @@ def batch(reference: str | Path, scenes: Sequence[str | Path], outdir: str | Pat
         removed = clean_stale(out)
         if removed:
             log.info("removed %d staging folder(s) / temp file(s) left by an interrupted run", removed)
+        if not (out / MANIFEST).exists():
+            _check_foreign_files(out, keys)
         manifest = _open_manifest(out, resume)
         results = _resumed(manifest, keys, by_key, key_of_run, out, progress) if resume else {}
         todo = [k for k in keys if k not in results]
@@ -316,6 +318,19 @@ def batch(reference: str | Path, scenes: Sequence[str | Path], outdir: str | Pat
         summary.wall_s = round(time.perf_counter() - t_start, 3)
         write_summary(summary, out, chain_matrices={k: results[k].matrix for k in keys} if chain else None)
     return summary
+
+
+def _check_foreign_files(out: Path, keys: list[str]) -> None:
+    """OutputError for a file in OUTDIR named like an output of this batch while no batch wrote into OUTDIR (no
+    manifest): batch has no --overwrite, and it replaced such files (a user's summary.json, a KEY_reg.tif) silently."""
+    from sarreg.export import ALL_OUTPUTS, register_outputs
+
+    names = [n for k in keys for n in (p.name for p in register_outputs(out / (k + OUT_SUFFIX), ALL_OUTPUTS).values())]
+    names += [k + OUT_SUFFIX.removesuffix(".tif") + suffix for k in keys for suffix in (".report.json", ".chain.json")]
+    for name in [*names, *SUMMARY_FILES]:
+        if (out / name).exists() or (out / name).is_symlink():
+            raise OutputError(f"{out / name}: exists, and no batch wrote into {out} (no {MANIFEST}); batch would "
+                              "replace it: move it away or choose another -o")
 
 
 def _open_manifest(out: Path, resume: bool) -> Manifest:

@@ -14,6 +14,7 @@ from sarreg.batch.results import CSV_COLUMNS, BatchSummary
 from sarreg.batch.tiepoints import merge_tiepoints
 
 log = logging.getLogger(__name__)
+SUMMARY_FILES = ("summary.csv", "summary.json", "summary.png", "tiepoints.gpkg")  # written into OUTDIR by each run
 
 
 def write_summary(summary: BatchSummary, outdir: Path,
