@@ -87,7 +87,8 @@ def run_scene(task: dict[str, Any]) -> dict[str, Any]:
             timings["cpu"] = time.process_time() - cpu0  # CPU seconds of the worker process (all its threads)
             res["timings"] = {k: round(float(v), 3) for k, v in timings.items() if num(v) is not None}
         except Exception as e:  # noqa: BLE001 - a scene's failure must never stop the batch: it is its result
-            res["status"], res["error"] = "failed", _recorded(e, moving, "")
+            # (the user's folder named in the message, not the task's staging folder)
+            res["status"], res["error"] = "failed", _recorded(e, moving, "").replace(f"{stage}/", f"{outdir}/")
         finally:
             shutil.rmtree(stage, ignore_errors=True)
     if seen.lines:
