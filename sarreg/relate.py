@@ -204,7 +204,8 @@ CROP_PAD_PX = 64  # smallest margin around a small moving raster's footprint in 
 def coarse_window(ref: Scene, mov: Scene, prior: np.ndarray, cfg: RegisterConfig) -> Window | None:
     """The part of the reference the coarse stage reads: all of it (None), or, between rasters placed by their
     georeferencing where the moving one covers under half of the reference, its footprint under the prior with a
-    margin (half its size, at least ``CROP_PAD_PX`` and ``--max-shift``). Why: decimated as a whole, a large
+    margin (its size, at least ``CROP_PAD_PX`` and ``--max-shift``: a georeferencing farther off needs --max-shift
+    to say so, else the search stays near). Why: decimated as a whole, a large
     reference shrinks a small moving raster to a few coarse pixels (a 100 px chip in a 1024 px scene was "no
     overlap on the coarse grid"; a 1000 px chip in a 10k² scene the same)."""
     if not (ref.geolocated and mov.geolocated) and not (ref.local and mov.local):
@@ -212,7 +213,7 @@ def coarse_window(ref: Scene, mov: Scene, prior: np.ndarray, cfg: RegisterConfig
     xy = apply_matrix(prior, [[-0.5, -0.5], [mov.width - 0.5, -0.5], [-0.5, mov.height - 0.5],
                               [mov.width - 0.5, mov.height - 0.5]])
     lo, hi = xy.min(0), xy.max(0)
-    pad = max(CROP_PAD_PX, 0.5 * float((hi - lo).max()), cfg.max_shift or 0.0)
+    pad = max(CROP_PAD_PX, float((hi - lo).max()), cfg.max_shift or 0.0)
     c0, r0 = (max(0, math.floor(v - pad)) for v in lo + 0.5)
     c1, r1 = min(ref.width, math.ceil(hi[0] + 0.5 + pad)), min(ref.height, math.ceil(hi[1] + 0.5 + pad))
     if c1 <= c0 or r1 <= r0 or (c1 - c0) * (r1 - r0) > 0.5 * ref.width * ref.height:
