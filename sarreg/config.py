@@ -294,8 +294,8 @@ class RegisterConfig:
             except (TypeError, ValueError):
                 ok = False
             if not ok:
-                raise OptionError(f"--resolution must be reference, moving or a pixel size > 0 in the reference's map "
-                                 f"units, not {self.resolution!r}")
+                raise OptionError(f"--resolution must be reference, moving or a pixel size > 0 in the reference's "
+                                  f"map units, not {self.resolution!r}")
         if self.update_georef and self.resolution != "reference":
             raise OptionError("--update-georef keeps MOVING's own grid; --resolution applies to a resampled output")
         return self

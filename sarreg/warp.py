@@ -302,6 +302,8 @@ def check_complete(path: Path) -> None:
     """OSError (ENOSPC when the disk is full) unless every block of every band and overview of the GeoTIFF ``path``
     lies within the file. Why: GDAL's compression threads report a full disk on stderr only, and the dataset's close
     cannot raise (GDAL < 3.7): a truncated COG was renamed into place as `ok`. Reads the tile index, not the data."""
+    import errno
+
     from osgeo import gdal
 
     size = path.stat().st_size
@@ -316,8 +318,6 @@ def check_complete(path: Path) -> None:
                     off = level.GetMetadataItem(f"BLOCK_OFFSET_{i % nx}_{i // nx}", "TIFF")
                     n = level.GetMetadataItem(f"BLOCK_SIZE_{i % nx}_{i // nx}", "TIFF")
                     if off and n and int(off) + int(n) > size:
-                        import errno
-
                         raise OSError(errno.ENOSPC if no_space(path, RuntimeError("")) else errno.EIO,
                                       "incomplete GeoTIFF (a block lies past the end of the file)")
     finally:

@@ -7,10 +7,10 @@ Options of a config field are declared with ``config_option``: default, choices 
 from __future__ import annotations
 
 import os
-from dataclasses import fields
-from pathlib import Path
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import fields
+from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 import click

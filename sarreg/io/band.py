@@ -1,8 +1,8 @@
 """One band of a raster read as values and validity, whole, windowed or decimated (GDAL's resampling).
 
 Validity is a test on the values read (the nodata value) unless the file has a real mask; decimated float reads
-whose cells a NaN spoiled are averaged again from the valid pixels. ``sarreg.io.raster`` builds the network's input
-on these reads.
+whose cells a NaN spoiled are averaged again from the valid pixels. ``Overview``: the whole band read once,
+decimated, serving coarser reads from memory. ``sarreg.io.raster`` builds the network's input on these reads.
 """
 from __future__ import annotations
 
