@@ -44,16 +44,28 @@ log = logging.getLogger(__name__)
 ALL_OUTPUTS = RegisterConfig(warp=True, tiepoints=True, geojson=True, points=True, matches_npz=True, model="local")
 
 
-def earlier_roles(report: Path, finals: dict[str, Path]) -> list[str]:
-    """Sidecar roles that the earlier run's report (``report``, about to be overwritten) lists among its outputs and
-    that this run (``finals``) will not write: with ``--overwrite`` they are removed, so that OUT's folder never
-    mixes two runs. Nothing when there is no readable earlier report (files sarreg did not write are left alone)."""
+def earlier_outputs(report: Path, finals: dict[str, Path], stage_out: Path) -> dict[str, tuple[Path, Path]]:
+    """Files that the earlier run's report (``report``, about to be overwritten) lists among its outputs and that
+    this run (``finals``) will not write: role -> (the file, a stage name no file has); with ``--overwrite`` they are
+    removed, so that OUT's folder never mixes two runs: sidecar roles this run has not, and the earlier raster
+    under another name beside OUT (``out.tiff`` after ``out.tif``: the sidecars' names are the same). Nothing when
+    there is no readable earlier report (files sarreg did not write are left alone); only files in OUT's folder whose
+    names start as OUT's do."""
     try:
         old = json.loads(report.read_text()).get("outputs") or {}
     except (OSError, ValueError, AttributeError):
-        return []
+        return {}
     every = register_outputs(Path("x.tif"), ALL_OUTPUTS)
-    return [r for r in old if r in every and r not in finals and r != "quicklook"]
+    out = finals["report"]
+    stem = out.name.removesuffix(".report.json")
+    found: dict[str, tuple[Path, Path]] = {}
+    for role, name in old.items():
+        p = out.with_name(Path(str(name)).name)
+        if role not in every or role == "quicklook" or not p.name.startswith(stem + ".") or p in finals.values():
+            continue
+        key = role if role not in finals else f"earlier_{role}"
+        found[key] = (p, stage_out.with_name(f"{stage_out.name}.{key}.none"))
+    return found
 
 
 def register_outputs(out: str | Path, cfg: RegisterConfig) -> dict[str, Path]:

@@ -39,7 +39,7 @@ from sarreg.choice import select_model
 from sarreg.config import RegisterConfig, nodata_value
 from sarreg.correlate import repeat_period
 from sarreg.errors import InputError, RegistrationFailed
-from sarreg.export import ALL_OUTPUTS, earlier_roles, register_outputs
+from sarreg.export import earlier_outputs, register_outputs
 from sarreg.decide import Refinement, decide, kp_usable
 from sarreg.estimate import Estimate, apply_matrix, decompose, finite_round, fit_model, to_pixel_transform
 from sarreg.geometry import georef_base
@@ -191,9 +191,8 @@ def register(ref: str | Path, moving: str | Path, out: str | Path, config: Regis
     cfg = config.with_(quicklook=str(temp_path(config.quicklook, stage=True))) if config.quicklook else config
     stages = register_outputs(stage_out, cfg)
     if config.overwrite:  # what an earlier run wrote beside OUT and this one will not goes at the commit
-        every, every_stage = register_outputs(out, ALL_OUTPUTS), register_outputs(stage_out, ALL_OUTPUTS)
-        for role in earlier_roles(finals["report"], finals):
-            finals[role], stages[role] = every[role], every_stage[role]
+        for role, (fin, st) in earlier_outputs(finals["report"], finals, stage_out).items():
+            finals[role], stages[role] = fin, st
     inputs = [ref, moving, Path(config.weights) if config.weights else None, *config.preprocess.exclude]
     check_write_set(finals.values(), inputs, config.overwrite)  # (an input named as an output: said first)
     if "raster" in finals:

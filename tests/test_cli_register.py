@@ -157,6 +157,12 @@ def test_overwrite_removes_what_the_earlier_run_wrote(scenes, tmp_path):
     left = {p.name for p in tmp_path.iterdir()}
     assert {"o.tif", "o.offsets.tif", "o.tiepoints.geojson"}.isdisjoint(left), left
     assert {"o.report.json", "o.tiepoints.gpkg", "o.points", "o.notes.txt"} <= left, left
+    # the raster under another name beside it (o.tiff after o.tif: the same sidecars): the earlier one goes
+    assert run(scenes["ref"], scenes["moving"], tmp_path / "o.tif", "--overwrite").exit_code == 0
+    res = run(scenes["ref"], scenes["moving"], tmp_path / "o.tiff", "--overwrite")
+    assert res.exit_code == 0, res.output
+    left = {p.name for p in tmp_path.iterdir()}
+    assert "o.tiff" in left and "o.tif" not in left and "o.notes.txt" in left, left
 
 
 @pytest.mark.parametrize("command", ["register", "apply"])
