@@ -165,6 +165,15 @@ def test_overwrite_removes_what_the_earlier_run_wrote(scenes, tmp_path):
     assert "o.tiff" in left and "o.tif" not in left and "o.notes.txt" in left, left
 
 
+def test_a_url_as_out_is_refused_as_typed(scenes, tmp_path):
+    """A URL (or /vsi name) given as OUT: one line naming it as typed (a Path folded its "//"), nothing written."""
+    for out in ("https://example.com/x.tif", "/vsis3/bucket/x.tif"):
+        res = run(scenes["ref"], scenes["moving"], out)
+        _one_line_error(res, f"{out}: outputs must be local files")
+        assert res.exit_code == 1
+    assert not list(tmp_path.iterdir())
+
+
 @pytest.mark.parametrize("command", ["register", "apply"])
 def test_output_raster_named_like_another_format_is_refused(scenes, tmp_path, command):
     """OUT ``x.png`` would be a GeoTIFF under a PNG name (viewers fail on it): one error line, nothing written."""

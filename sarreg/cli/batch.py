@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from sarreg import progress as json_progress
-from sarreg.cli.options import config_from_params, input_arg, path_arg
+from sarreg.cli.options import config_from_params, input_arg, out_arg, path_arg
 from sarreg.cli.register import register as _register_cmd
 from sarreg.config import RegisterConfig
 from sarreg.errors import InputError
@@ -102,7 +102,7 @@ def _check_run_files(outdir: Path, inputs: list[str | Path | None]) -> None:
 @click.command(context_settings={"show_default": True})
 @click.argument("ref", type=input_arg)
 @click.argument("scenes", nargs=-1)
-@click.option("-o", "--out-dir", "outdir", type=path_arg, required=True, help="Output folder (created).")
+@click.option("-o", "--out-dir", "outdir", type=out_arg, required=True, help="Output folder (created).")
 @click.option("--from-list", type=path_arg, default=None,
               help="Text file with one scene path per line (relative to the file; # comments).")
 @click.option("--chain", is_flag=True,

@@ -113,7 +113,20 @@ update_georef_opt = click.option("--update-georef", is_flag=True,
                                       "(shift / similarity / affine only).")
 device_opt = click.option("--device", type=click.Choice(DEVICES), default=default(RegisterConfig, "device"),
                           show_default=True)
+class LocalPath(click.Path):
+    """A local output path (click.Path -> Path); a URL or /vsi name is refused as it was typed (Path would fold its
+    "//")."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        from sarreg.io.source import is_remote
+
+        if isinstance(value, str) and is_remote(value):
+            raise OutputError(f"{value}: outputs must be local files (remote or /vsi paths cannot be written)")
+        return super().convert(value, param, ctx)
+
+
 path_arg = click.Path(path_type=Path)
+out_arg = LocalPath(path_type=Path)  # an output file or folder
 asset_opt = click.option("--asset", default=None, metavar="KEY",
                          help="STAC Item inputs: the asset to read (default: the asset named VV, else HH, by key, "
                               "title or role, else the item's only raster asset).")

@@ -9,8 +9,8 @@ import click
 
 from sarreg import progress
 from sarreg.cli.options import (KIND_HELP, NODATA_HELP, NodataArg, asset_opt, config_from_params, config_option,
-                                device_opt, exclude_opt, input_arg, output_options, path_arg, pol_opt, ref_pol_opt,
-                                update_georef_opt)
+                                device_opt, exclude_opt, input_arg, out_arg, output_options, path_arg, pol_opt,
+                                ref_pol_opt, update_georef_opt)
 from sarreg.config import PreprocessConfig, RegisterConfig
 from sarreg.errors import InputError, LowQuality, RegistrationFailed
 
@@ -21,7 +21,7 @@ P = PreprocessConfig
 @click.command()
 @click.argument("ref", type=input_arg)
 @click.argument("moving", type=input_arg)
-@click.argument("out", type=path_arg)
+@click.argument("out", type=out_arg)
 @config_option(R, "features", help="Keypoints: the R2D2 network or OpenCV SIFT (classical fallback).")
 @click.option("--weights", type=path_arg, default=None,
               help="Checkpoint (ours or an original R2D2 .pt). Default: the model shipped in models/.")
@@ -68,7 +68,7 @@ P = PreprocessConfig
 @click.option("--force", is_flag=True, help="Write the raster even when the quality gates fail.")
 @output_options
 @click.option("--geojson", is_flag=True, help="Also write the tie points as GeoJSON.")
-@click.option("--quicklook", type=path_arg, default=None, help="PNG checkerboard with residual vectors.")
+@click.option("--quicklook", type=out_arg, default=None, help="PNG checkerboard with residual vectors.")
 @device_opt
 @config_option(R, "backend",
                help="Network inference: auto = OpenVINO on the CPU when installed, else torch (CUDA: torch).")
@@ -116,7 +116,7 @@ def register(ref: Path | str, moving: Path | str, out: Path, as_json: bool, asse
 @click.command()
 @click.argument("report", type=path_arg)
 @click.argument("moving", type=input_arg)
-@click.argument("out", type=path_arg)
+@click.argument("out", type=out_arg)
 @update_georef_opt
 @output_options
 @config_option(P, "nodata", type=NodataArg(), metavar="VALUE",
