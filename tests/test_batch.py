@@ -264,6 +264,28 @@ def test_chain_composes_and_relinks_around_a_failed_scene(series, client, tmp_pa
     assert summary.exit_code == 3
 
 
+def test_chain_links_past_a_low_quality_scene_and_writes_it_no_raster(series, client, tmp_path):
+    """A date whose own link is low quality (its georeference 40 px off, over --max-shift): an untrusted transform
+    links no later date (they linked to it and failed or went low quality) and gets no raster without --force, as
+    without --chain; the dates after it link to the last ok one and are ok."""
+    ref, scenes = series
+    odd = tmp_path / "S1A_IW_GRDH_1SDV_20240202T200000_off.tif"  # between scenes 2 and 3
+    with rasterio.open(scenes[1][0]) as ds:
+        synth.write_geotiff(odd, ds.read(1), TRANSFORM * Affine.translation(40, 0), CRS)
+    outdir = tmp_path / "chain"
+    summary = batch(ref, [p for p, _ in scenes] + [odd], outdir, CFG.with_(max_shift=12.0), chain=True, client=client)
+    by = {r.scene: r for r in summary.scenes}
+    assert by[odd.stem].status == "low_quality" and not (outdir / f"{odd.stem}_reg.tif").exists()
+    assert by[scenes[2][0].stem].via == scenes[1][0].stem
+    for i, (p, (dx, dy)) in enumerate(scenes):
+        r = by[p.stem]
+        assert r.status == "ok", (p.stem, r.error)
+        tol = TOL_PX * (1 + 0.5 * i)
+        assert abs(r.shift_x_px - dx) < tol and abs(r.shift_y_px - dy) < tol, (i, r.shift_x_px, r.shift_y_px)
+    _check_outputs_verify(outdir)
+    assert summary.exit_code == 2
+
+
 def test_chain_says_when_a_link_between_crss_has_only_an_affine_form(utm_and_geographic, client, tmp_path):
     """Between CRSs that no affine relates, register's exact form is in the moving raster's own CRS; a chain
     composes 3 x 3 matrices, which are pixels off at the edges there: the scenes say so (low_quality, warning)."""

@@ -1,8 +1,10 @@
 """``--chain``: every scene registered to its predecessor in time, the 3 x 3 pixel matrices composed back to the
 reference, then one warp per scene onto the reference grid.
 
-Pairs run in parallel; composition walks the chain in order as results come in; a scene whose predecessor failed
-is re-linked to the last good one; warps run as soon as a scene's composed matrix is known.
+Pairs run in parallel; composition walks the chain in order as results come in; a scene whose predecessor's own
+link is not ``ok`` (failed, or low quality: an untrusted transform, maybe the georeferencing kept) is re-linked to
+the last scene whose link is; warps run as soon as a scene's composed matrix is known, for a low-quality link only
+with ``--force`` (as without --chain).
 """
 from __future__ import annotations
 
@@ -81,19 +83,20 @@ def run_chain(run: "Run", keys: list[str], todo: list[str]) -> None:
         while state["i"] < len(keys):
             k = keys[state["i"]]
             if k not in pending:
-                state["last"] = k
+                if run.results[k].status == "ok":
+                    state["last"] = k
                 state["i"] += 1
                 continue
             if k not in pair_res:
                 return
             r = pair_res[k]
             last = state["last"]
-            if via[k] != last:  # the predecessor failed: link to the last scene with a known transform
+            if via[k] != last:  # the predecessor's link is not ok: link to the last scene whose link is
                 del pair_res[k]
                 submit_pair(k, last)
                 return
             res = SceneResult.from_dict(r["result"])
-            if res.status == "failed":
+            if res.status == "failed" or (res.status != "ok" and not run.config.force):  # no raster (as batch)
                 res.via = via[k] or "reference"
                 run.commit(k, res, r.get("outputs", {}), {})
                 state["i"] += 1
@@ -110,7 +113,8 @@ def run_chain(run: "Run", keys: list[str], todo: list[str]) -> None:
             f = run.client.submit(warp_scene, task, key=f"sarreg-warp-{k}-{run.run_id}", pure=False)
             kind[f] = ("warp", k)
             ac.add(f)
-            state["last"] = k
+            if res.status == "ok":  # (a low-quality link, warped with --force, links no later scene)
+                state["last"] = k
             state["i"] += 1
 
     for fut in ac:
