@@ -276,6 +276,10 @@ def test_chain_links_past_a_low_quality_scene_and_writes_it_no_raster(series, cl
     summary = batch(ref, [p for p, _ in scenes] + [odd], outdir, CFG.with_(max_shift=12.0), chain=True, client=client)
     by = {r.scene: r for r in summary.scenes}
     assert by[odd.stem].status == "low_quality" and not (outdir / f"{odd.stem}_reg.tif").exists()
+    # its row towards the reference as every row (scene 2's content, its georeference 40 px off), not the link's
+    (dx, dy), o = scenes[1][1], by[odd.stem]
+    assert abs(o.shift_x_px - (dx - 40)) < 2 * TOL_PX and abs(o.shift_y_px - dy) < 2 * TOL_PX, (o.shift_x_px,
+                                                                                                  o.shift_y_px)
     assert by[scenes[2][0].stem].via == scenes[1][0].stem
     for i, (p, (dx, dy)) in enumerate(scenes):
         r = by[p.stem]

@@ -15,7 +15,7 @@ import numpy as np
 
 from sarreg.batch.files import error_text
 from sarreg.batch.results import SceneResult, matrix_fields, worst
-from sarreg.batch.tasks import run_scene, warp_scene
+from sarreg.batch.tasks import georef_prior, run_scene, warp_scene
 from sarreg.reapply import registered_nodata
 
 if TYPE_CHECKING:
@@ -98,6 +98,11 @@ def run_chain(run: "Run", keys: list[str], todo: list[str]) -> None:
             res = SceneResult.from_dict(r["result"])
             if res.status == "failed" or (res.status != "ok" and not run.config.force):  # no raster (as batch)
                 res.via = via[k] or "reference"
+                if res.matrix is not None:  # its numbers towards the reference, as every row's (not the link's)
+                    prior = georef_prior(str(run.ref), str(run.by_key[k]), run.config)
+                    for name, value in matrix_fields(compose(T[last], np.asarray(res.matrix, dtype=np.float64)),
+                                                     run.grid, prior).items():
+                        setattr(res, name, value)
                 run.commit(k, res, r.get("outputs", {}), {})
                 state["i"] += 1
                 continue
