@@ -44,7 +44,7 @@ def target_transform(data: dict[str, Any], report: Path, target: Path) -> tuple[
 
     from sarreg.io.gcps import read_gcps
     from sarreg.io.raster import _is_georeferenced, open_dataset
-    from sarreg.pipeline import prior_matrix
+    from sarreg.relate import NONLINEAR_PX, prior_fit
 
     import pyproj
 
@@ -90,7 +90,7 @@ def target_transform(data: dict[str, Any], report: Path, target: Path) -> tuple[
     ref = _scene_like(report, grid.width, grid.height, grid.transform, CRS.from_wkt(ref_wkt) if ref_wkt else None,
                       grid.georeferenced, grid.gcps)
     tgt = _scene_like(target, t_size[0], t_size[1], t_aff, t_crs if t_geo else t_gcp_crs, t_geo, t_gcps)
-    prior_t = prior_matrix(ref, tgt)  # target px -> reference px (old georeferencing); CRSError when unrelated
+    prior_t, bend = prior_fit(ref, tgt)  # target px -> reference px (old georeferencing); CRSError when unrelated
     c = np.linalg.inv(prior_mov) @ prior_t  # target px -> moving px
     corners = np.array([[0, 0], [t_size[0] - 1, 0], [0, t_size[1] - 1], [t_size[0] - 1, t_size[1] - 1]], float)
     moved = np.c_[corners, np.ones(4)] @ c.T
@@ -112,6 +112,10 @@ def target_transform(data: dict[str, Any], report: Path, target: Path) -> tuple[
             edge = np.linalg.inv(np.reshape(tr.native.grid.transform, (3, 3))) @ np.reshape(t_aff, (3, 3))
             c_own = edge_to_centre(edge)  # target px -> moving px, through the map: exact
             native = Native(tr.native.matrix @ c_own, tr.native.grid)
+        elif bend > NONLINEAR_PX:  # composed through an affine stand-in for the CRSs' mapping: that far off
+            raise CRSError(f"{target}: its CRS maps onto the reference's non-linearly over the scene (up to "
+                           f"{bend:.1f} px from an affine): re-applied through the georeferencing it would be that far "
+                           f"off; reproject it to the registered raster's CRS first (gdalwarp -t_srs)")
         out = PixelTransform(tr.model, tr.matrix @ c, native=native)
         log.info("%s: on another grid than %s; transform composed through the georeferencing", target,
                  data.get("moving"))

@@ -704,3 +704,23 @@ def test_a_small_georeferenced_chip_in_a_large_reference(tmp_path):
     assert rep.status == "ok", rep.message
     assert rep.stages["coarse"]["scale"] == 1.0, rep.stages["coarse"]
     assert grid_error(rep.matrix, np.array([[1, 0, 500.0], [0, 1, 700.0], [0, 0, 1]]), (240, 240)) < 0.3
+
+
+def test_apply_refuses_a_target_whose_crs_no_affine_relates(tmp_path, utm_and_geographic):
+    """A report between two UTM rasters re-applied to the same scene in lon / lat over 200 km: composed through an
+    affine stand-in for the CRSs' mapping it would be pixels off (an --update-georef of it was 0.5 px off, silently):
+    refused with the way out; the same raster stays fine."""
+    from sarreg.errors import CRSError
+    from sarreg.reapply import target_transform
+
+    geo, utm, _ = utm_and_geographic
+    with rasterio.open(utm) as ds:
+        img, t = ds.read(1), ds.transform
+    moved = write_geotiff(tmp_path / "m.tif", img, t * Affine.translation(2, -1), "EPSG:32633")
+    rep = register(utm, moved, tmp_path / "o.tif", SIFT.with_(warp=False))
+    assert rep.status == "ok", rep.message
+    report = tmp_path / "o.report.json"
+    data = json.loads(report.read_text())
+    assert target_transform(data, report, moved)[0].model == rep.model
+    with pytest.raises(CRSError, match="non-linearly .* reproject it to the registered raster's CRS"):
+        target_transform(data, report, geo)
