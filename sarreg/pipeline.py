@@ -250,7 +250,9 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
     if cfg.warp and not cfg.update_georef:
         check_warpable(moving, ms.dtype)  # (before the work, not after it)
     if cfg.update_georef and cfg.warp and not (rs.georeferenced and ms.georeferenced):  # before the work, not after
-        raise InputError(f"{moving if rs.georeferenced else ref}: --update-georef needs georeferenced rasters")
+        raise InputError(f"{moving if rs.georeferenced else ref}: --update-georef needs georeferenced rasters"
+                         + ("; located by GCPs: register it, then `sarreg apply OUT.report.json MOVING OUT2 "
+                            "--update-georef`" if ms.gcps is not None and rs.georeferenced else ""))
     prior, nonlinear = prior_fit(rs, ms)
     check_bounds(rs, ms, prior)
     ci = read_coarse(rs, ms, prior, cfg)

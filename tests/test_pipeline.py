@@ -632,6 +632,8 @@ def test_a_gcp_located_raster_over_200_km_warps_through_its_gcps(tmp_path, utm_a
         dst.write(img, 1)
     rep = register(ref, tmp_path / "gcp.tif", tmp_path / "o.tif", SIFT)
     assert rep.status == "ok" and rep.transform["native"]["grid"]["gcps"], rep.message
+    with pytest.raises(InputError, match="located by GCPs: register it, then `sarreg apply"):  # (the way that works)
+        register(ref, tmp_path / "gcp.tif", tmp_path / "u.tif", SIFT.with_(update_georef=True))
     with rasterio.open(tmp_path / "o.tif") as ds:
         out = ds.read(1, masked=True).filled(np.nan)
     both = np.isfinite(out) & np.isfinite(geo)
