@@ -73,3 +73,22 @@ def test_large_integer_and_complex_scenes_keep_their_values(geotiff_factory, dty
     du, dv = read_unit(replace(scene, overview=None), None, (400, 470))
     both = v & dv
     assert (v == dv).mean() > 0.99 and np.corrcoef(u[both], du[both])[0, 1] > 0.9
+
+
+def test_a_file_in_one_huge_compressed_strip_gets_a_warning(geotiff_factory, monkeypatch, caplog) -> None:
+    """Every read of a one-strip DEFLATE file decodes the whole strip (16384²: 3.8 GB peak): said once, with the
+    way out; a tiled file of the same data is not."""
+    import logging
+
+    import sarreg.io.raster as raster
+
+    monkeypatch.setattr(raster, "BIG_BLOCK_MB", 1)  # (the real limit, 256 MB, needs an 8k² file)
+    a = _scene(700, 800)
+    strip = geotiff_factory(a, "strip.tif", nodata=0, compress="deflate", tiled=False, blockysize=700)
+    tiled = geotiff_factory(a, "tiled.tif", nodata=0, compress="deflate", tiled=True)
+    with caplog.at_level(logging.WARNING, logger="sarreg.io.raster"):
+        open_scene(tiled)
+        assert not [r for r in caplog.records if "compressed blocks" in r.getMessage()]
+        open_scene(strip)
+    msgs = [r.getMessage() for r in caplog.records if "compressed blocks" in r.getMessage()]
+    assert len(msgs) == 1 and "strip.tif" in msgs[0] and "gdal_translate -co TILED=YES" in msgs[0], msgs
