@@ -113,6 +113,8 @@ update_georef_opt = click.option("--update-georef", is_flag=True,
                                       "(shift / similarity / affine only).")
 device_opt = click.option("--device", type=click.Choice(DEVICES), default=default(RegisterConfig, "device"),
                           show_default=True)
+
+
 class LocalPath(click.Path):
     """A local output path (click.Path -> Path); a URL or /vsi name is refused as it was typed (Path would fold its
     "//")."""
