@@ -631,3 +631,23 @@ def test_a_real_small_turn_between_georeferenced_rasters_is_not_fitted_as_a_shif
     assert rep.status == "ok" and rep.model != "shift", (rep.model, rep.message)
     g = np.stack(np.meshgrid(np.linspace(0, n - 1, 10), np.linspace(0, n - 1, 10)), -1).reshape(-1, 2)
     assert np.hypot(*(apply_matrix(np.asarray(rep.matrix), g) - apply_matrix(m, g)).T).max() < 0.5
+
+
+@pytest.mark.parametrize("width,height", [(2000, 30000), (30000, 1500), (1024, 1024), (10240, 10240)])
+def test_fine_tiles_span_a_strip_across(width: int, height: int) -> None:
+    """The fine stage's tiles over a long strip (a burst: 2000 x 30000) lie in two lines along it, not one: one
+    line left an affine's cross-strip terms to one tile's width (0.39 px off at the edges, 0.10 px with two);
+    square scenes keep their grid."""
+    from types import SimpleNamespace
+
+    import shapely
+
+    from sarreg.keypoints import plan_tiles
+
+    area = shapely.box(-0.5, -0.5, width - 0.5, height - 0.5)
+    tiles = plan_tiles(SimpleNamespace(width=width, height=height), area, 384, 9)
+    assert len(tiles) == 9
+    cols, rows = {c0 for c0, _, _, _ in tiles}, {r0 for _, r0, _, _ in tiles}
+    assert len(cols) >= 2 and len(rows) >= 2, tiles
+    if width * height <= 1024 * 1024:  # (up to 1024 px the grid is 3 x 3 as before)
+        assert len(cols) == 3 and len(rows) == 3
