@@ -69,6 +69,18 @@ def decimation(full: tuple[int, int], small: tuple[int, int]) -> np.ndarray:
     return np.array([[sx, 0, (sx - 1) / 2], [0, sy, (sy - 1) / 2], [0, 0, 1]], dtype=np.float64)
 
 
+def edge_corners(c0: float, r0: float, c1: float, r1: float) -> list[list[float]]:
+    """The four pixel-edge corners of the window [c0, c1) x [r0, r1), in pixel-centre coordinates."""
+    return [[c0 - 0.5, r0 - 0.5], [c1 - 0.5, r0 - 0.5], [c0 - 0.5, r1 - 0.5], [c1 - 0.5, r1 - 0.5]]
+
+
+def box_around(xy: np.ndarray, pad: float, width: int, height: int) -> tuple[int, int, int, int]:
+    """(c0, r0, c1, r1): the window of a ``width`` x ``height`` raster covering the points ``xy`` (N x 2) with
+    ``pad`` px more on each side, clipped to the raster."""
+    return (int(max(0, math.floor(xy[:, 0].min() - pad))), int(max(0, math.floor(xy[:, 1].min() - pad))),
+            int(min(width, math.ceil(xy[:, 0].max() + pad))), int(min(height, math.ceil(xy[:, 1].max() + pad))))
+
+
 def rotation(deg: float, cx: float, cy: float) -> np.ndarray:
     """3 x 3 rotation by ``deg`` degrees about (cx, cy): the coarse stage's rotation search turns images with it."""
     a = math.radians(deg)

@@ -16,7 +16,7 @@ from rasterio.windows import Window
 from sarreg.config import PreprocessConfig, RegisterConfig
 from sarreg.errors import CRSError, OverlapError, RegistrationFailed
 from sarreg.estimate import Estimate, apply_matrix, fit_model
-from sarreg.geometry import apply_geom, decimation, local_scale, translate
+from sarreg.geometry import apply_geom, box_around, decimation, edge_corners, local_scale, translate
 from sarreg.io.raster import Scene, both, decimated_shape, read_unit
 
 NONLINEAR_PX = 0.5  # the georeferencings' mapping may depart from an affine by this much (reference px)
@@ -210,12 +210,9 @@ def coarse_window(ref: Scene, mov: Scene, prior: np.ndarray, cfg: RegisterConfig
     overlap on the coarse grid"; a 1000 px chip in a 10k² scene the same)."""
     if not (ref.geolocated and mov.geolocated) and not (ref.local and mov.local):
         return None  # (pixel space: the prior says nothing about where the moving raster lies)
-    xy = apply_matrix(prior, [[-0.5, -0.5], [mov.width - 0.5, -0.5], [-0.5, mov.height - 0.5],
-                              [mov.width - 0.5, mov.height - 0.5]])
-    lo, hi = xy.min(0), xy.max(0)
-    pad = max(CROP_PAD_PX, float((hi - lo).max()), cfg.max_shift or 0.0)
-    c0, r0 = (max(0, math.floor(v - pad)) for v in lo + 0.5)
-    c1, r1 = min(ref.width, math.ceil(hi[0] + 0.5 + pad)), min(ref.height, math.ceil(hi[1] + 0.5 + pad))
+    xy = apply_matrix(prior, edge_corners(0, 0, mov.width, mov.height))
+    pad = max(CROP_PAD_PX, float((xy.max(0) - xy.min(0)).max()), cfg.max_shift or 0.0)
+    c0, r0, c1, r1 = box_around(xy + 0.5, pad, ref.width, ref.height)
     if c1 <= c0 or r1 <= r0 or (c1 - c0) * (r1 - r0) > 0.5 * ref.width * ref.height:
         return None
     return Window(c0, r0, c1 - c0, r1 - r0)
@@ -229,14 +226,9 @@ def read_coarse(ref: Scene, mov: Scene, prior: np.ndarray, cfg: RegisterConfig) 
                                                                           win.height)
     s = min(1.0, cfg.coarse_size / max(rw, rh))
     rshape = (max(1, round(rh * s)), max(1, round(rw * s)))
-    inv = np.linalg.inv(prior)
-    corners = apply_matrix(inv, [[rc0 - 0.5, rr0 - 0.5], [rc0 + rw - 0.5, rr0 - 0.5], [rc0 - 0.5, rr0 + rh - 0.5],
-                                 [rc0 + rw - 0.5, rr0 + rh - 0.5]])
+    corners = apply_matrix(np.linalg.inv(prior), edge_corners(rc0, rr0, rc0 + rw, rr0 + rh))
     pad = 4.0 / max(s * local_scale(prior, (mov.width / 2, mov.height / 2)), 1e-6)
-    c0 = int(max(0, math.floor(corners[:, 0].min() - pad)))
-    r0 = int(max(0, math.floor(corners[:, 1].min() - pad)))
-    c1 = int(min(mov.width, math.ceil(corners[:, 0].max() + pad)))
-    r1 = int(min(mov.height, math.ceil(corners[:, 1].max() + pad)))
+    c0, r0, c1, r1 = box_around(corners, pad, mov.width, mov.height)
     if c1 <= c0 or r1 <= r0:
         raise OverlapError(f"{mov.path}: does not overlap {ref.path}")
     k = min(1.0, s * local_scale(prior, ((c0 + c1) / 2, (r0 + r1) / 2)))
@@ -295,15 +287,9 @@ def read_moving_around(mov: Scene, T: np.ndarray, c0: int, r0: int, c1: int, r1:
     px -> reference px ``T``), ``pad`` reference px wider on each side; moving pixels finer than the reference's
     are read decimated to about the reference pixel size. -> (unit, valid, Dm: read px -> full moving px,
     local scale of ``T``) or None when the window falls (almost) outside the moving raster."""
-    inv = np.linalg.inv(T)
-    corners = apply_matrix(inv, [[c0 - 0.5, r0 - 0.5], [c1 - 0.5, r0 - 0.5], [c0 - 0.5, r1 - 0.5],
-                                 [c1 - 0.5, r1 - 0.5]])
+    corners = apply_matrix(np.linalg.inv(T), edge_corners(c0, r0, c1, r1))
     k = local_scale(T, tuple(corners.mean(0)))
-    pad = pad / max(min(k, 1.0), 1e-6)
-    mc0 = int(max(0, math.floor(corners[:, 0].min() - pad)))
-    mr0 = int(max(0, math.floor(corners[:, 1].min() - pad)))
-    mc1 = int(min(mov.width, math.ceil(corners[:, 0].max() + pad)))
-    mr1 = int(min(mov.height, math.ceil(corners[:, 1].max() + pad)))
+    mc0, mr0, mc1, mr1 = box_around(corners, pad / max(min(k, 1.0), 1e-6), mov.width, mov.height)
     if mc1 - mc0 < 16 or mr1 - mr0 < 16:
         return None
     f = min(1.0, k * 1.25)

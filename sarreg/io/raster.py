@@ -350,11 +350,8 @@ def read_unit(scene: Scene, window: Window | None = None, out_shape: tuple[int, 
     finer than the scene's overview come from it (``Overview.serve``), without touching the file.
     """
     ov, cplx = scene.overview, scene.dtype.startswith("complex")
-    same = ov is not None and (scene.nodata_from != "option" or ov.nodata == scene.nodata
-                               or (ov.nodata is not None and scene.nodata is not None
-                                   and np.isnan(ov.nodata) and np.isnan(scene.nodata)))
-    served = ov.serve(window, out_shape, cplx) if same else None
-    if served is not None:
+    served = ov.serve(window, out_shape, cplx) if ov is not None else None
+    if served is not None:  # (its nodata is the tag below: the file's, or the value given, as ``scene.nodata``)
         (vals, mask), tag = served, ov.nodata
     else:
         own = ds is None
