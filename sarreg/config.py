@@ -16,7 +16,8 @@ from typing import Any
 MODELS = ("shift", "similarity", "affine", "homography", "poly2", "tps")  # sarreg.estimate
 REGISTER_MODELS = ("auto",) + MODELS + ("local",)  # sarreg register --model (auto: selection, local: offsets field)
 ROBUST_NAMES = ("magsac", "ransac", "lmeds", "usac", "accurate", "prosac", "fast")  # keys of estimate.ROBUST
-RESAMPLING = ("nearest", "bilinear", "cubic", "cubicspline", "lanczos", "average", "mode")  # sarreg.warp
+# auto: nearest for complex (SLC) data, whose phases an interpolation mixes, bilinear otherwise (sarreg.warp)
+RESAMPLING = ("auto", "nearest", "bilinear", "cubic", "cubicspline", "lanczos", "average", "mode")
 FORMATS = ("auto", "COG", "GTiff")  # auto: COG, but --update-georef keeps a local GeoTIFF's encoding
 COMPRESSION = ("DEFLATE", "LZW", "ZSTD", "NONE")
 BACKENDS = ("auto", "torch", "openvino", "onnxruntime")  # sarreg.model.backend
@@ -207,9 +208,9 @@ class RegisterConfig:
     ratio: optional Lowe ratio on MNN.
     Gates: min_inliers, max_rmse (px), min_coverage (0..1) decide ok / low_quality; fewer matches -> failed.
     Outputs: warp (False = --no-warp), update_georef, fmt auto|COG|GTiff (auto: a COG, or with update_georef the
-    moving GeoTIFF's own encoding, its bytes kept), compress, resampling, resolution (the output's pixel size on the
-    reference's extent and CRS: "reference", "moving" = the moving raster's, or a number in map units;
-    ``sarreg.grid.output_grid``), warp_mem_mb, sidecar switches.
+    moving GeoTIFF's own encoding, its bytes kept), compress, resampling ("auto": nearest for complex data, else
+    bilinear), resolution (the output's pixel size on the reference's extent and CRS: "reference", "moving" = the
+    moving raster's, or a number in map units; ``sarreg.grid.output_grid``), warp_mem_mb, sidecar switches.
     ``moving_band`` (1-based, None = same rule as the reference) picks the moving band to match on;
     ``moving_nodata`` is the moving raster's nodata value (None = as ``preprocess.nodata``, "auto" = the file's own).
     Allowed values and ranges are declared with each field; ``validate()`` checks them.
@@ -241,7 +242,7 @@ class RegisterConfig:
     overwrite: bool = False
     fmt: str = _opt("auto", choices=FORMATS)
     compress: str = _opt("DEFLATE", choices=COMPRESSION, case_sensitive=False)
-    resampling: str = _opt("bilinear", choices=RESAMPLING)
+    resampling: str = _opt("auto", choices=RESAMPLING)
     resolution: str = "reference"  # output pixel size: "reference", "moving" or map units ("5", "2.5")
     warp_mem_mb: int = _opt(128, min=16, max=65536)
     tiepoints: bool = True

@@ -217,7 +217,7 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
               progress: Callable[[str], None] | None, extractor: Extractor | None = None) -> Report:
     from sarreg import export
     from sarreg.grid import output_grid
-    from sarreg.warp import update_georef, warp_to_grid
+    from sarreg.warp import update_georef, warp_resampling, warp_to_grid
 
     cfg = config
     ref, moving, out = resolve_input(ref), resolve_input(moving), Path(out)
@@ -428,10 +428,12 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
                               nodata=ms.warp_nodata)
             else:
                 og = output_grid(grid, cfg.resolution, ptr.matrix, Grid.from_scene(ms))
-                warp_to_grid(moving, ptr, grid, out, cfg.resampling, cfg.fmt, cfg.compress, cfg.warp_mem_mb,
+                used = warp_resampling(ms.dtype, cfg.resampling)  # (auto: nearest for complex data)
+                warp_to_grid(moving, ptr, grid, out, used, cfg.fmt, cfg.compress, cfg.warp_mem_mb,
                              overwrite=cfg.overwrite, out_grid=og, nodata=ms.warp_nodata)
+                rep.stages["warp"] = {"resampling": used}
                 if og is not grid:  # --resolution: the output's own grid (same extent and CRS)
-                    rep.stages["warp"] = {"resolution": cfg.resolution, "grid": og.to_dict()}
+                    rep.stages["warp"].update(resolution=cfg.resolution, grid=og.to_dict())
             rep.output = str(out)
             rep.outputs["raster"] = str(out)
             t = tick("warp", t)

@@ -30,6 +30,7 @@ from sarreg.errors import InputError, OutputError, SarregError
 # the grid and transform types, public here before sarreg.grid held them: re-exported
 from sarreg.grid import (Grid, PixelTransform, centre_to_edge, corrected_geotransform,  # noqa: F401
                          output_grid, pixel_size)
+from sarreg.io.complex_data import is_complex, overview_resampling, warp_resampling
 from sarreg.io.fill import copy_nodata, holds, mapped_to_tag, out_nodata, warp_nodata
 from sarreg.io.source import OPEN_DEFAULTS, Source, is_remote, resolve_input
 from sarreg.outputs import no_space, write_error
@@ -191,11 +192,14 @@ def check_warpable(moving: Source, dtype: str) -> None:
 
 
 def warp_to_grid(moving: str | Path, transform: PixelTransform, grid: Grid, out: str | Path,
-                 resampling: str = "bilinear", fmt: str = "auto", compress: str = "DEFLATE", mem_mb: int = 128,
+                 resampling: str = "auto", fmt: str = "auto", compress: str = "DEFLATE", mem_mb: int = 128,
                  threads: int | None = None, overwrite: bool = False, require_data: bool = False,
                  out_grid: Grid | None = None, nodata: float | str | tuple[float, float] = "auto") -> Path:
     """Resample ``moving`` (all bands) onto ``grid`` with ``transform`` (moving px -> ``grid`` px); write ``out``
     atomically, on ``out_grid`` when given (``output_grid``: the same map, another pixel size).
+
+    resampling: "auto" = nearest for complex data (interpolation mixes speckle phases: -4 dB), else bilinear; a
+    resampling that interpolates complex values is warned about (``sarreg.io.complex_data``).
 
     mem_mb bounds GDAL's warp buffer and block cache (MB). threads: warp and compression threads, None = all
     cores (``gdalwarp -multi -wo NUM_THREADS=ALL_CPUS``); batch workers pass 1. require_data: an output without a
@@ -220,6 +224,7 @@ def warp_to_grid(moving: str | Path, transform: PixelTransform, grid: Grid, out:
         count, dtype, size = ds.count, ds.dtypes[0], (ds.width, ds.height)
         src_nodata = warp_nodata(ds, nodata)
     check_warpable(moving, dtype)
+    resampling = warp_resampling(dtype, resampling)
     src, wopts = _source_vrt(moving, transform, grid, size, nodata[1] if isinstance(nodata, (tuple, list)) else None)
     dst_nodata = out_nodata(dtype, None if src_nodata == "None" else src_nodata)
     tmp = _tmp_path(out, "warp")
@@ -273,7 +278,7 @@ def warp_to_grid(moving: str | Path, transform: PixelTransform, grid: Grid, out:
                                  f"refusing to write an all-nodata {out.name}")
             dst = r = None
             if fmt == "COG":
-                ov_rs = "NEAREST" if resampling in ("nearest", "mode") else "AVERAGE"
+                ov_rs = overview_resampling(dtype, resampling)
                 co = _creation_options("COG", compress, dtype) + [f"RESAMPLING={ov_rs}", "OVERVIEWS=AUTO",
                                                                   f"NUM_THREADS={threads}"]
                 c = gdal.Translate(str(tmp_cog), str(tmp), format="COG", creationOptions=co)
@@ -372,6 +377,8 @@ def update_georef(moving: str | Path, transform: PixelTransform, grid: Grid, out
     try:
         # compression (and the COG's overviews) on all cores: this copy is the whole cost of --update-georef
         co = _creation_options(fmt, compress, dtype) + ["NUM_THREADS=ALL_CPUS"]
+        if fmt == "COG" and is_complex(dtype):  # (the COG driver's default CUBIC overviews would mix phases)
+            co.append("RESAMPLING=NEAREST")
         with _config({"GDAL_NUM_THREADS": "ALL_CPUS"}):
             c = gdal.Translate(str(tmp), src, format=fmt, creationOptions=co, noData=nodata)
         c = None

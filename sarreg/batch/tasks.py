@@ -116,7 +116,8 @@ def warp_scene(task: dict[str, Any]) -> dict[str, Any]:
         from sarreg.reapply import grid_of
         from sarreg.relate import moving_pre
         from sarreg.grid import Grid, PixelTransform, output_grid
-        from sarreg.warp import update_georef, warp_to_grid
+        from sarreg.io.raster import open_dataset
+        from sarreg.warp import update_georef, warp_resampling, warp_to_grid
 
         stage.mkdir(parents=True, exist_ok=True)
         m = np.asarray(task["matrix"], dtype=np.float64)
@@ -128,16 +129,19 @@ def warp_scene(task: dict[str, Any]) -> dict[str, Any]:
         target = stage / (key + OUT_SUFFIX)
         nodata = moving_pre(cfg).nodata  # --moving-nodata / --nodata, else what the scene's link registration read
         nodata = task.get("nodata", "auto") if nodata is None else nodata
+        used = None
         if cfg.warp:
             if cfg.update_georef:
                 update_georef(moving, tr, grid, target, fmt=cfg.fmt, compress=cfg.compress, nodata=nodata)
             else:
-                warp_to_grid(moving, tr, grid, target, resampling=cfg.resampling, fmt=cfg.fmt, nodata=nodata,
+                with open_dataset(moving) as ds:  # (auto: nearest for complex data)
+                    used = warp_resampling(ds.dtypes[0], cfg.resampling)
+                warp_to_grid(moving, tr, grid, target, resampling=used, fmt=cfg.fmt, nodata=nodata,
                              compress=cfg.compress, mem_mb=cfg.warp_mem_mb, threads=1,
                              out_grid=output_grid(grid, cfg.resolution, m, Grid.from_dict(grid_of(moving))
                                                   if cfg.resolution == "moving" else None))
         doc = {"scene": key, "moving": moving, "reference": task["ref"], "via": task["via"],
-               "matrix": m.tolist(), "model": model, "link": task["link"]}
+               "matrix": m.tolist(), "model": model, "link": task["link"], "resampling": used}
         atomic_write(stage / (key + OUT_SUFFIX.replace(".tif", ".chain.json")), dumps(doc))
         out["timings"]["warp"] = round(time.perf_counter() - t0, 3)
         out["outputs"] = publish(stage, outdir)

@@ -93,7 +93,9 @@ format_opt = config_option(RegisterConfig, "fmt", "--format",
                            help="Output raster format. auto: a COG; with --update-georef a local GeoTIFF keeps its "
                                 "own encoding (its bytes are copied, only the georeferencing changes).")
 compress_opt = config_option(RegisterConfig, "compress", help="Output compression.")
-resampling_opt = config_option(RegisterConfig, "resampling", help="Resampling of the warp.")
+resampling_opt = config_option(RegisterConfig, "resampling",
+                               help="Resampling of the warp. auto: nearest for complex (SLC) data, whose phases an "
+                                    "interpolation mixes, else bilinear.")
 resolution_opt = config_option(
     RegisterConfig, "resolution", metavar="reference|moving|RES",
     help="Output pixel size on the reference's extent and CRS: the reference's, the moving raster's (a 1 m scene "

@@ -139,7 +139,8 @@ def apply(report: Path, moving: Path | str, out: Path, update_georef: bool, over
     from sarreg.reapply import grid_of, registered_nodata, target_transform
     from sarreg.io.source import resolve_input
     from sarreg.grid import Grid, output_grid
-    from sarreg.warp import update_georef as write_georef, warp_to_grid
+    from sarreg.io.raster import open_dataset
+    from sarreg.warp import update_georef as write_georef, warp_resampling, warp_to_grid
 
     RegisterConfig(update_georef=update_georef, resolution=resolution).validate()  # the combination, the value
     if str(moving).endswith(".report.json") and not str(report).lower().endswith(".json"):
@@ -164,6 +165,9 @@ def apply(report: Path, moving: Path | str, out: Path, update_georef: bool, over
         nodata = registered_nodata(data, moving)
     # MOVING on another grid than the registered raster: composed through the georeferencings
     tr, grid = target_transform(data, report, moving)
+    if not update_georef:
+        with open_dataset(moving) as ds:  # (auto: nearest for complex data, whose phases interpolation mixes)
+            resampling = warp_resampling(ds.dtypes[0], resampling)
     clean_stale([out])
     progress.stage("warp", 0.05)
     # staged as register's outputs: a hidden name in OUT's folder, renamed when complete; removed on an error or a
@@ -179,7 +183,7 @@ def apply(report: Path, moving: Path | str, out: Path, update_georef: bool, over
                          nodata=nodata)
         st.commit("raster", overwrite=overwrite)
     progress.final("ok" if status == "ok" else "low_quality", 0 if status == "ok" else LowQuality.exit_code,
-                   output=str(out), model=tr.model)
-    click.echo(f"{moving} -> {out} ({tr.model})")
+                   output=str(out), model=tr.model, resampling=None if update_georef else resampling)
+    click.echo(f"{moving} -> {out} ({tr.model}{'' if update_georef else ', ' + resampling})")
     if status != "ok":  # written (--force), still untrusted: exit 2 as register --force
         raise LowQuality(f"{report}: the registration is {status} ({why}); raster written anyway (--force): {out}")
