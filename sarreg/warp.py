@@ -30,7 +30,7 @@ from sarreg.errors import InputError, OutputError, SarregError
 # the grid and transform types, public here before sarreg.grid held them: re-exported
 from sarreg.grid import (Grid, PixelTransform, centre_to_edge, corrected_geotransform,  # noqa: F401
                          output_grid, pixel_size)
-from sarreg.io.complex_data import is_complex, overview_resampling, warp_resampling
+from sarreg.io.complex_data import is_complex, keep_valid, overview_resampling, warp_fill, warp_resampling
 from sarreg.io.fill import copy_nodata, holds, mapped_to_tag, out_nodata, warp_nodata
 from sarreg.io.source import OPEN_DEFAULTS, Source, is_remote, resolve_input
 from sarreg.outputs import no_space, write_error
@@ -227,6 +227,7 @@ def warp_to_grid(moving: str | Path, transform: PixelTransform, grid: Grid, out:
     resampling = warp_resampling(dtype, resampling)
     src, wopts = _source_vrt(moving, transform, grid, size, nodata[1] if isinstance(nodata, (tuple, list)) else None)
     dst_nodata = out_nodata(dtype, None if src_nodata == "None" else src_nodata)
+    fill = warp_fill(dtype, dst_nodata, resampling)  # (interpolated complex integers: kept apart from the nodata)
     tmp = _tmp_path(out, "warp")
     tmp_cog = _tmp_path(out)
     dst = r = c = None
@@ -248,7 +249,7 @@ def warp_to_grid(moving: str | Path, transform: PixelTransform, grid: Grid, out:
                 if alpha and b == count:  # the source's alpha band: warped as the output's alpha (-dstalpha)
                     db.SetColorInterpretation(gdal.GCI_AlphaBand)
                     continue
-                db.SetNoDataValue(dst_nodata)
+                db.SetNoDataValue(dst_nodata if fill is None else fill)
                 if sb.GetDescription():
                     db.SetDescription(sb.GetDescription())
                 if (sb.GetScale() or 1.0) != 1.0 or (sb.GetOffset() or 0.0) != 0.0:  # scaled integers (dB x 100)
@@ -259,13 +260,17 @@ def warp_to_grid(moving: str | Path, transform: PixelTransform, grid: Grid, out:
             tropts = [] if grid.georeferenced else ["DST_METHOD=NO_GEOTRANSFORM"]
             if "src_method" in wopts:
                 tropts.append(f"SRC_METHOD={wopts.pop('src_method')}")
-            wo = gdal.WarpOptions(resampleAlg=resampling, srcNodata=src_nodata, dstNodata=dst_nodata,
+            wo = gdal.WarpOptions(resampleAlg=resampling, srcNodata=src_nodata,
+                                  dstNodata=dst_nodata if fill is None else fill,
                                   warpMemoryLimit=mem_mb, multithread=threads > 1, dstAlpha=alpha,
                                   warpOptions=[f"NUM_THREADS={threads}", "INIT_DEST=NO_DATA"],
                                   transformerOptions=tropts, errorThreshold=0.05, **wopts)
             r = gdal.Warp(dst, src, options=wo)
             if r is None:
                 raise OutputError(f"{out}: GDAL warp failed")
+            if fill is not None and (n := keep_valid(dst, dst_nodata, fill)):
+                log.info("%s: %d warped pixels with a real part of nodata %g (read as nodata): moved one step off it",
+                         out, n, dst_nodata)
             if og.georeferenced or og.local is not None:  # (the warp copies the moving raster's tag, maybe Point)
                 dst.SetMetadataItem("AREA_OR_POINT", "Area")  # the grid's geotransform is of pixel corners
             if grid.gcps:  # a GCP-only reference: the output, on its pixel grid, carries its GCPs

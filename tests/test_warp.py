@@ -471,3 +471,35 @@ def test_complex_rasters_are_warped_by_nearest_and_keep_their_intensity(tmp_path
     with rasterio.open(out) as ds:
         ov = ds.read(1, out_shape=(384, 384))
     assert abs(np.median(np.abs(ov[ov != 0]) ** 2) / med - 1) < 0.1  # the COG driver's default CUBIC mixed phases
+
+
+def _hidden(path) -> tuple[float, float]:
+    """Share of the grid GDAL reads as valid, and of the data pixels (not 0 + 0j) GDAL's mask hides (its nodata test
+    on complex integers looks at the real part alone)."""
+    with rasterio.open(path) as ds:
+        z, ok = ds.read(1), ds.read_masks(1) > 0
+    data = (z.real != 0) | (z.imag != 0)
+    return float(ok.mean()), float((data & ~ok).sum() / max(1, data.sum()))
+
+
+def test_cint16_with_nodata_0_loses_no_data_pixels_to_gdals_mask(tmp_path):
+    """CInt16 SLC with nodata 0: GDAL reads a pixel whose real part is 0 as nodata. An interpolating warp made 7 % of
+    the data pixels such holes (a plain gdalwarp onto the same grid: none); now the warp's data pixels are read as
+    data, by default (nearest) and with --resampling bilinear (the real part moved one step off 0)."""
+    from osgeo import gdal
+
+    src, z = _slc(tmp_path, "complex_int16", nodata=0, scale=3.0)  # small amplitudes: many real parts near 0
+    grid = Grid(768, 768, REF_T, UTM.to_wkt())
+    gw = gdal.Warp(str(tmp_path / "gw.tif"), str(src), outputBounds=(500000, 4800000 - 7680, 507680, 4800000),
+                   xRes=10, yRes=10, resampleAlg="bilinear")
+    gw = None
+    ok_gw, hidden_gw = _hidden(tmp_path / "gw.tif")
+    tr = PixelTransform("shift", np.array([[1, 0, 0.3], [0, 1, -0.2], [0, 0, 1]]))  # what register might estimate
+    for rs in ("auto", "bilinear"):
+        out = warp_to_grid(src, tr, grid, tmp_path / f"{rs}.tif", resampling=rs, fmt="GTiff")
+        ok, hidden = _hidden(out)
+        assert hidden == hidden_gw == 0.0, (rs, hidden, hidden_gw)
+        assert abs(ok - ok_gw) < 0.01, (rs, ok, ok_gw)
+    with rasterio.open(out) as ds:
+        a = ds.read(1)
+    assert abs(np.mean(a.real[a.real != 0])) < 0.05 * np.std(a.real[a.real != 0])  # (no bias from the moved parts)
