@@ -67,3 +67,25 @@ def test_info_bounds_hold_all_four_corners_of_a_rotated_grid(geotiff_factory, rn
     corners = np.array([t @ c for c in ((0, 0), (120, 0), (0, 80), (120, 80))])
     assert np.allclose(d["bounds"], [*corners.min(0), *corners.max(0)], atol=1e-3), d["bounds"]
     assert d["kind"] == "db" and d["range"]["unit"].startswith("integer dB as stored")
+
+
+def test_info_reads_a_declared_scale_offset_and_unit(tmp_path, rng) -> None:
+    """int16 (dB + 40) x 100 declaring scale 0.01, offset -40, unit dB: read as dB in dB (it printed "read as
+    amplitude", 63.69 .. 72.5 dB), and dB x 100 declaring scale 0.01 no longer says "scale unknown"."""
+    import rasterio
+
+    db = 10 * np.log10(speckle(reflectivity(160, 200, seed=2), 4, rng))
+    paths = []
+    for name, raw, offset in (("o.tif", (db + 40) * 100, -40.0), ("s.tif", db * 100, 0.0)):
+        with rasterio.open(tmp_path / name, "w", driver="GTiff", width=200, height=160, count=1, dtype="int16",
+                           nodata=-32768) as ds:
+            ds.write(np.round(raw).astype(np.int16), 1)
+            ds.scales, ds.offsets, ds.units = (0.01,), (offset,), ("dB",)
+        paths.append(str(tmp_path / name))
+    r = _info("--json", *paths)
+    assert r.exit_code == 0, r.output
+    for d, offset in zip(json.loads(r.stdout), (-40.0, 0.0)):
+        assert d["kind"] == "db" and d["range"]["unit"] == "dB" and -40 < d["range"]["low"] < d["range"]["high"] < 20
+        assert d["scaling"] == {"scale": 0.01, "offset": offset, "unit": "dB"}
+    r = _info(*paths)
+    assert "int16 x 0.01 - 40 (unit dB) read as db" in r.stdout and "scale unknown" not in r.stdout, r.stdout

@@ -487,3 +487,31 @@ def test_a_geographic_reference_across_the_antimeridian_relates_to_utm(tmp_path:
     # the moving raster's corner (50 m pixels from 179.95 E, 60.02 N) lands at that place on the reference
     corner = apply_matrix(prior, np.array([[-0.5, -0.5]]))[0]
     assert np.allclose(corner, [(179.95 - 179.9) * 640 - 0.5, (60.05 - 60.02) * 1280 - 0.5], atol=0.05), corner
+
+
+def _scaled(path: Path, raw: np.ndarray, scale: float, offset: float, unit: str) -> Path:
+    """An int16 GeoTIFF declaring ``scale`` / ``offset`` / ``unit`` (GDAL band metadata), nodata -32768."""
+    with rasterio.open(path, "w", driver="GTiff", width=raw.shape[1], height=raw.shape[0], count=1, dtype="int16",
+                       nodata=-32768) as ds:
+        ds.write(raw.astype(np.int16), 1)
+        ds.scales, ds.offsets, ds.units = (scale,), (offset,), (unit,)
+    return path
+
+
+def test_a_bands_scale_offset_and_unit_are_applied(tmp_path: Path, geotiff_factory, intensity: np.ndarray) -> None:
+    """int16 dB stored as (dB + 40) x 100 with scale 0.01, offset -40, unit dB was read as DN amplitude (20 log10 of
+    the raw numbers); now its values are raw x scale + offset and the unit names the kind: the same network input
+    as the float dB file. Without a unit the scaled values are judged as float data (mostly negative: dB); a unit
+    of dB holds over mostly positive values, and a linear unit ("intensity") names linear power."""
+    db = 10 * np.log10(intensity)
+    ref, _ = read_unit(open_scene(geotiff_factory(db, "db.tif")))
+    files = {"offset": _scaled(tmp_path / "o.tif", np.round((db + 40) * 100), 0.01, -40.0, "dB"),
+             "no_unit": _scaled(tmp_path / "n.tif", np.round((db + 40) * 100), 0.01, -40.0, ""),
+             "positive": _scaled(tmp_path / "p.tif", np.round((db + 30) * 100), 0.01, 0.0, "db")}
+    for name, path in files.items():
+        sc = open_scene(path)
+        assert sc.kind == "db", name
+        u, valid = read_unit(sc)
+        assert valid.all() and np.abs(u - ref).max() < 0.01, name  # (0.01 dB steps)
+    lin = _scaled(tmp_path / "lin.tif", np.round(intensity / intensity.max() * 30000), 1.0, 0.0, "intensity")
+    assert open_scene(lin).kind == "linear"  # (an int16 without a unit: DN amplitude)

@@ -48,8 +48,10 @@ def config_option(cls: type, name: str, *decls: str, **kw: Any) -> Callable[[Cal
 
 
 # --kind of register and extract: what "auto" decides (sarreg.io.raster._resolve_kind)
-KIND_HELP = ("How pixel values are interpreted. auto: complex = intensity, uint8 = display, other unsigned integers = "
-             "amplitude, float or signed integers mostly negative = dB, else linear power (float) or amplitude.")
+KIND_HELP = ("How pixel values are interpreted. auto: complex = intensity; a band's unit dB / intensity / amplitude "
+             "names it; uint8 = display, other unsigned integers = amplitude, float or signed integers mostly negative "
+             "= dB, else linear power (float) or amplitude. A declared scale / offset is applied first (then as "
+             "float).")
 # Old option names kept as hidden aliases: dest of the alias -> the config field it sets.
 ALIASES = {"tile_size_alias": "fine_tile"}
 

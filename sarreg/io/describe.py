@@ -47,6 +47,8 @@ def describe(path: Source, pre: PreprocessConfig = PreprocessConfig()) -> dict[s
         d["nodata"]["also"] = {"value": nodata_value(scene.undeclared.value), "share": round(scene.undeclared.share, 4)}
     elif scene.undeclared is not None:  # (with the file's own tag, which marks almost no pixel, when it has one)
         d["nodata"].update(share=round(scene.undeclared.share, 4), tag=nodata_value(tag))
+    if scene.scaling.scaled or scene.scaling.unit:  # the band's declared scale / offset / unit, applied on reading
+        d["scaling"] = scene.scaling.to_dict()
     if scene.exclude is not None:
         d["excluded_fraction"] = scene.exclude.fraction
     if scene.crs is not None and scene.geolocated:  # (by a geotransform, or by GCPs in that CRS)
@@ -61,10 +63,20 @@ def describe(path: Source, pre: PreprocessConfig = PreprocessConfig()) -> dict[s
 
 
 def _unit(scene: Scene) -> str:
-    """The grey range's unit: integer dB files are often dB x 10 or x 100, which the file does not say."""
-    if scene.kind == "db" and not scene.dtype.startswith("float"):
+    """The grey range's unit: integer dB files are often dB x 10 or x 100, which the file does not always say (when
+    it declares a scale, the values are read scaled: dB)."""
+    if scene.kind == "db" and not scene.dtype.startswith("float") and not scene.scaling.scaled:
         return "integer dB as stored (scale unknown, e.g. dB x 100)"
     return UNITS.get(scene.kind, "dB")
+
+
+def _scaling(s: dict[str, Any] | None) -> str:
+    """" x 0.01 - 40 (unit dB)": the declared scaling as applied to the stored values, or ""."""
+    if not s:
+        return ""
+    text = (f" x {s['scale']:g}" if s["scale"] != 1 else "") + \
+        (f" {'-' if s['offset'] < 0 else '+'} {abs(s['offset']):g}" if s["offset"] else "")
+    return text + (f" (unit {s['unit']})" if s["unit"] else "")
 
 
 def _value(v: float | str | None) -> str:
@@ -92,7 +104,7 @@ def summary_lines(d: dict[str, Any]) -> list[str]:
             f"{d['overviews']} overview(s)"
     rng = d["range"]
     lines = [f"{d['path']}",
-             f"  {d['width']} x {d['height']} px, {band}, {d['dtype']} read as {d['kind']}",
+             f"  {d['width']} x {d['height']} px, {band}, {d['dtype']}{_scaling(d.get('scaling'))} read as {d['kind']}",
              f"  nodata: {_value(nd['value'])} ({origin}); valid: {100 * d['valid_fraction']:.1f} % of the pixels",
              f"  grey range ({rng['percentiles'][0]:g}-{rng['percentiles'][1]:g} %): {rng['low']:g} .. {rng['high']:g} "
              f"{rng['unit']}",

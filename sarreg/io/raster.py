@@ -11,6 +11,8 @@ Kinds of input (``PreprocessConfig.kind``; "auto" decides from dtype and a decim
 * float with more negative values: already dB, used as is
 * uint16 / int16 / 32-bit ints: amplitude DN -> 20 log10
 * uint8: a display image (PNG/JPEG quicklook), used as is; 0 is the fill value outside the data
+* a band that declares a scale / offset (GDAL metadata) is read as ``raw * scale + offset`` and judged as float data;
+  a declared unit of dB (or linear power, amplitude) names the kind (``sarreg.io.units``)
 
 Invalid pixels: nodata / dataset mask, NaN and inf, non-positive values of linear or amplitude data, and 0 in
 8-bit display images.
@@ -39,6 +41,7 @@ from sarreg.io.exclude import Exclusion, load_exclusion
 from sarreg.io.fill import Fill, find_fill, given_fill, marks_holes, may_hide_fill
 from sarreg.io.gcps import Gcps, map_to_pixel, pixel_to_map, read_gcps
 from sarreg.io.source import Source, is_network, open_options, resolve_input, unreachable
+from sarreg.io.units import Scaling, band_scaling, unit_kind
 
 log = logging.getLogger(__name__)
 A, B = TypeVar("A"), TypeVar("B")
@@ -75,6 +78,7 @@ class Scene:
     # "found": a fill the file does not declare (``holes``); "option": ``PreprocessConfig.nodata`` (a number: ``holes``)
     overview: Overview | None = field(default=None, repr=False, compare=False)  # the statistics read (whole band,
     # longer side STATS_MAX_SIDE): ``read_unit`` serves coarser reads from it instead of decoding the file again
+    scaling: Scaling = Scaling()  # the band's declared scale / offset / unit: values read are raw * scale + offset
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -204,13 +208,17 @@ def to_log(values: np.ndarray, kind: str) -> np.ndarray:
     return out.astype(np.float32, copy=False)
 
 
-def _resolve_kind(kind: str, dtype: str, sample: np.ndarray) -> str:
+def _resolve_kind(kind: str, dtype: str, sample: np.ndarray, unit: str = "") -> str:
+    """The input kind: ``kind`` unless "auto"; else from the dtype, a declared ``unit`` and the ``sample``'s values."""
     if kind not in KINDS:
         raise InputError(f"unknown input kind {kind!r}; choose from {', '.join(KINDS)}")
     if kind != "auto":
         return kind
     if dtype.startswith("complex"):
         return "linear"
+    if unit_kind(unit):
+        log.info("input kind: %s (the band's unit is %r)", unit_kind(unit), unit)
+        return unit_kind(unit)
     if dtype == "uint8":
         return "display"
     if dtype.startswith(("float", "int")):
@@ -258,9 +266,11 @@ def open_scene(path: Source, pre: PreprocessConfig = PreprocessConfig()) -> Scen
                             "(--nodata overrides)", path, "no nodata value declared" if nodata is None else
                             f"the nodata tag {nodata:g} marks {'holes' if second else 'almost no pixel'}",
                             holes.value, 100 * holes.share, " too" if second else "")
-        kind = _resolve_kind(pre.kind, dtype, np.where(mask, vals, np.nan) if not np.iscomplexobj(vals)
-                             else np.abs(vals))
-        logv = to_log(vals, kind)
+        sc = band_scaling(ds, band)
+        phys = sc.apply(vals)  # (scaled integers judged as the float values they mean)
+        kind = _resolve_kind(pre.kind, "float32" if sc.scaled and phys is not vals else dtype,
+                             np.where(mask, phys, np.nan) if not np.iscomplexobj(vals) else np.abs(vals), sc.unit)
+        logv = to_log(phys, kind)
         valid = mask & np.isfinite(logv)
         if not valid.any():
             raise InputError(f"{path}: all pixels are nodata/invalid in band {band}")
@@ -279,7 +289,7 @@ def open_scene(path: Source, pre: PreprocessConfig = PreprocessConfig()) -> Scen
                       crs=ds.crs if gcps is None else gcp_crs, transform=ds.transform,
                       georeferenced=geo, lo=float(lo), hi=float(hi), fill=fill, gcps=gcps, holes=holes,
                       nodata_from="option" if given is not None else "file" if holes is None or second else "found",
-                      overview=overview)
+                      overview=overview, scaling=sc)
     return _with_exclusion(scene, pre.exclude, valid)
 
 
@@ -366,7 +376,7 @@ def read_unit(scene: Scene, window: Window | None = None, out_shape: tuple[int, 
                 ds.close()
     if scene.holes is not None:  # the fill and the cells that mix it with data are holes
         mask &= ~scene.holes.beyond(vals)
-    logv = to_log(vals, scene.kind)
+    logv = to_log(scene.scaling.apply(vals), scene.kind)
     valid = mask & np.isfinite(logv)
     _keep_isolated_dark(vals, logv, mask, valid, scene.lo, tag, scene.kind)
     if scene.exclude is not None:
