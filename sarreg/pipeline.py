@@ -51,7 +51,7 @@ from sarreg.keypoints import Extractor, coarse_stage, fine_stage, read_tiles, tr
 from sarreg.offsets import local_transform
 from sarreg.quality import second_moves
 from sarreg.relate import (check_bounds, located_by, moving_pre, native_fit, nonlinear_reason, overlap_area,
-                           poly2_departure, prior_fit, prior_matrix, read_coarse)
+                           poly2_departure, prior_fit, prior_matrix, read_coarse, reading)
 from sarreg.stage import StageResult
 from sarreg.warp import check_output, check_warpable
 
@@ -272,7 +272,7 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
                             "overlap_fraction": round(frac, 4),
                             "overlap_area_px": round(area.area, 1), "georeferenced": rs.georeferenced,
                             "located_by": {"reference": located_by(rs), "moving": located_by(ms)}}
-    rep.stages["relate"]["kind"] = {"reference": rs.kind, "moving": ms.kind}
+    rep.stages["relate"].update(reading(rs, ms))  # kind, band (index, description, scaling) of each raster
     # the value read as nodata in each raster and where it comes from: its tag ("file"), a fill value it does not
     # declare ("found", sarreg.io.fill; also under undeclared_nodata) or --nodata / --moving-nodata ("option")
     rep.stages["relate"]["nodata"] = {k: {"value": nodata_value(s.nodata), "from": s.nodata_from}

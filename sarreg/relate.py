@@ -150,6 +150,17 @@ def located_by(scene: Scene) -> str | None:
     return None
 
 
+def reading(ref: Scene, mov: Scene) -> dict[str, dict]:
+    """The report's record of how each raster was read (``stages.relate``): the kind, and the band registered (its
+    1-based index, description and a declared scale / offset / unit), so a report says which band it is about."""
+    def band(s: Scene) -> dict:
+        d = {"index": s.band, "of": s.count, "description": s.description or None}
+        return d | ({"scaling": s.scaling.to_dict()} if s.scaling.scaled or s.scaling.unit else {})
+
+    return {"kind": {"reference": ref.kind, "moving": mov.kind},
+            "band": {"reference": band(ref), "moving": band(mov)}}
+
+
 def mask_polygon(valid: np.ndarray, D: np.ndarray) -> BaseGeometry:
     """Valid-data footprint of a (decimated) mask as a polygon in full-scene pixel-centre coordinates.
 

@@ -130,6 +130,22 @@ def test_complex_moving_is_warped_by_nearest_in_register_and_apply(scenes, tmp_p
         assert np.array_equal(ds.read(1), a)
 
 
+def test_the_report_says_which_band_was_registered(scenes, tmp_path):
+    """A VH + VV moving raster: the VV band (2) is registered, and the report's relate stage says so (index, band
+    count, description), for the reference too."""
+    with rasterio.open(scenes["moving"]) as ds:
+        p, prof = ds.read(1), ds.profile
+    mov = tmp_path / "vhvv.tif"
+    with rasterio.open(mov, "w", **dict(prof, count=2)) as ds:
+        ds.write(np.stack([0.2 * p, p]))
+        ds.descriptions = ("VH", "VV")
+    res = run(scenes["ref"], mov, tmp_path / "a.tif", "--no-warp")
+    assert res.exit_code == 0, res.output
+    band = json.loads((tmp_path / "a.report.json").read_text())["stages"]["relate"]["band"]
+    assert band == {"reference": {"index": 1, "of": 1, "description": None},
+                    "moving": {"index": 2, "of": 2, "description": "VV"}}
+
+
 def test_apply_of_a_low_quality_report_writes_nothing_without_force(scenes, tmp_path):
     """A transform that failed register's quality gates is not applied silently: exit 2 and no raster, as register
     itself; --force applies it and still exits 2 (as register --force: the result is not trustworthy)."""

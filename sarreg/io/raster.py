@@ -79,6 +79,7 @@ class Scene:
     overview: Overview | None = field(default=None, repr=False, compare=False)  # the statistics read (whole band,
     # longer side STATS_MAX_SIDE): ``read_unit`` serves coarser reads from it instead of decoding the file again
     scaling: Scaling = Scaling()  # the band's declared scale / offset / unit: values read are raw * scale + offset
+    description: str = ""  # the band's description (e.g. "VV"), recorded in the report
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -289,7 +290,7 @@ def open_scene(path: Source, pre: PreprocessConfig = PreprocessConfig()) -> Scen
                       crs=ds.crs if gcps is None else gcp_crs, transform=ds.transform,
                       georeferenced=geo, lo=float(lo), hi=float(hi), fill=fill, gcps=gcps, holes=holes,
                       nodata_from="option" if given is not None else "file" if holes is None or second else "found",
-                      overview=overview, scaling=sc)
+                      overview=overview, scaling=sc, description=(ds.descriptions or ())[band - 1] or "")
     return _with_exclusion(scene, pre.exclude, valid)
 
 
