@@ -394,29 +394,41 @@ def second_motion(tiles: list[TilePair], est: Estimate, cfg: RegisterConfig, are
     return out, outline
 
 
-REPEAT_SIZE = 2 * AREA_SIZE  # windows of ``repeat_match``: offsets up to a quarter of this are searched
+# windows of ``repeat_match``: the largest that fits a tile (offsets up to a quarter of it are searched, so 256 px
+# windows reach the neighbouring cell of fields up to about 45 px across, diagonally 64 px away)
+REPEAT_SIZES = (4 * AREA_SIZE, 2 * AREA_SIZE)
 
 
-def repeat_match(tiles: list[TilePair], T: np.ndarray, min_px: float, size: int = REPEAT_SIZE) -> float | None:
-    """How well the pair also matches one step away from ``T`` (moving px -> reference px): the highest local
-    maximum of the windows' summed correlation surface farther than ``min_px`` from offset 0, over the peak at 0.
-    Near 1 or above when the moving image fits a repeating reference equally well a period away (a lattice); low
-    when the content inside the pattern differs from cell to cell (fields of different crops), which pins the
-    answer down. None when no window fits."""
+def repeat_match(tiles: list[TilePair], T: np.ndarray, min_px: float, sizes: tuple[int, ...] = REPEAT_SIZES
+                 ) -> tuple[float, float | None, int] | None:
+    """How well the pair also matches one step away from ``T`` (moving px -> reference px): (the highest local
+    maximum of the windows' summed correlation surface farther than ``min_px`` from offset 0 over the peak at 0,
+    that maximum's distance from offset 0 in px or None when no other peak is in reach, the window size). Near 1 or
+    above when the moving image fits a repeating reference equally well a period away (a lattice); low when the
+    content inside the pattern differs from cell to cell (fields of different crops), which pins the answer down.
+    Windows of the first of ``sizes`` that fits a tile; None when none fits or the windows do not match at ``T``."""
     from sarreg.correlate import mean_surface, peak_sigma, window_grid
 
-    total, n = np.zeros((size, size)), 0
-    spacing = _area_spacing(len(tiles), size)
-    for t, wu, wv in _resampled(tiles, T, size):
-        c = window_grid(t.rv & wv, size, spacing)
-        if len(c):
-            s, k = mean_surface(t.ru, wu, t.rv, wv, c, size, peak_sigma(t.ru, wu, t.rv, wv))
-            total, n = total + s, n + k
-    if not n:
+    for size in sizes:
+        total, n = np.zeros((size, size)), 0
+        spacing = _area_spacing(len(tiles), size)
+        for t, wu, wv in _resampled(tiles, T, size):
+            c = window_grid(t.rv & wv, size, spacing)
+            if len(c):
+                s, k = mean_surface(t.ru, wu, t.rv, wv, c, size, peak_sigma(t.ru, wu, t.rv, wv))
+                total, n = total + s, n + k
+        if n:
+            break
+    else:
         return None
     yy, xx = np.mgrid[:size, :size] - size // 2
     r = np.hypot(xx, yy)
     t32 = total.astype(np.float32)
     peaks = t32 >= cv2.dilate(t32, np.ones((5, 5), np.uint8))  # local maxima: the main peak's flank is no repeat
     far = np.where(peaks & (r > min_px) & (r <= size / 4), total, -np.inf)
-    return max(float(far.max()), 0.0) / max(float(total[r <= 2.0].max()), 1e-9)  # 0: no other peak in reach
+    k, peak = int(far.argmax()), float(total[r <= 2.0].max())
+    if not peak > 0:
+        return None  # the windows do not match at T itself: no ratio to speak of
+    if not far.flat[k] > 0:
+        return 0.0, None, size  # no other peak in reach
+    return float(far.flat[k]) / peak, float(r.flat[k]), size

@@ -21,15 +21,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from sarreg.area import refine_from_starts, repass, repeat_match, second_motion
+from sarreg.area import AREA_SIZE, refine_from_starts, repass, repeat_match, second_motion
 from sarreg.choice import FAIL_INLIERS, choose_estimate, overlap_points, prefer_simpler, select_model
 from sarreg.config import RegisterConfig
 from sarreg.errors import RegistrationFailed
 from sarreg.estimate import Estimate, apply_matrix, bootstrap_spread, coverage
 from sarreg.geometry import matrix_distance
 from sarreg.io.raster import Scene
-from sarreg.quality import (RIVAL_THRESHOLDS, confirms, cross_check, judge, model_adequacy, repeats_far,
-                            rests_on_descriptors)
+from sarreg.quality import (RIVAL_THRESHOLDS, confirms, cross_check, judge, local_distortion, model_adequacy,
+                            repeat_worth_matching, rests_on_descriptors)
 from sarreg.stage import StageResult
 
 if TYPE_CHECKING:
@@ -136,11 +136,18 @@ def assess(d: Decision, r: Refinement, cfg: RegisterConfig, area: BaseGeometry) 
     repeat = r.repeat
     if repeat is not None:
         repeat["correction_px"] = round(matrix_distance(est.matrix, r.prior, area), 2)
-        if repeats_far(repeat):  # does the pair itself match a period away as well? (one more window pass)
-            match = repeat_match(r.tiles, est.matrix, RIVAL_THRESHOLDS * cfg.threshold)
-            repeat["match_ratio"] = None if match is None else round(match, 3)
+        min_px = RIVAL_THRESHOLDS * cfg.threshold
+        if repeat_worth_matching(repeat, min_px):  # does the pair itself match a cell away? (one more window pass)
+            match = repeat_match(r.tiles, est.matrix, min_px)
+            if match is not None:
+                repeat.update(match_ratio=round(match[0], 3), match_px=match[1] and round(match[1], 1),
+                              match_window_px=match[2])
     # did part of the scene move on its own? (--model local follows it)
     d.second, d.moved = second_motion(r.tiles, est, cfg, area, base=r.base) if cfg.model != "local" else (None, None)
+    if cfg.model != "local":  # ... or follows a smooth distortion (terrain: --model local follows it)
+        distortion = local_distortion(est, matches.src, matches.dst, cfg, AREA_SIZE)
+        if distortion is not None:
+            d.second = {**(d.second or {}), **distortion, "tie_points": int(len(matches.src))}
     if matches.alone_inliers(est.inliers):
         matches.info["inliers_descriptors_alone"] = matches.alone_inliers(est.inliers)
         d.stages["refine"]["inliers_descriptors_alone"] = matches.info["inliers_descriptors_alone"]

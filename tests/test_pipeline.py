@@ -569,6 +569,31 @@ def test_lattice_scene_far_off_is_not_locked_on_a_neighbouring_cell(tmp_path):
     assert grid_error(rep.matrix, truth) < 0.5, rep.matrix
 
 
+def test_regular_field_grid_is_not_ok_a_cell_off(tmp_path):
+    """A checkerboard of 35 px fields (2 px darker borders, a 1 dB smooth texture, 4 looks) with a georeference 10 px
+    off: the coarse stage locked on the next cell, 35 * sqrt(2) = 49.5 px along the diagonal, and every window agreed
+    (ok 49.5 px off). The pair matches about as well one cell from that answer, which lies farther from the
+    georeferencing than half a cell: not ok unless right (``quality.matches_a_cell_away``)."""
+    from sarreg.synth import smooth_noise
+
+    rng = np.random.default_rng(1)
+    big, n, o, q = 1000, 512, 230, int(rng.integers(24, 48))
+    yy, xx = np.mgrid[:big, :big]
+    db = -12 + 5 * (((xx // q) % 2) ^ ((yy // q) % 2)) + smooth_noise(rng, big, big, 100)
+    db[(xx % q < 2) | (yy % q < 2)] -= 4
+    d = np.round(rng.uniform(-25, 25, 2))  # moving px -> reference px
+    e = rng.uniform(4, 15) * np.array([np.cos(t := rng.uniform(0, 2 * np.pi)), np.sin(t)])  # georeference error
+    ref = speckle(10 ** (db[o:o + n, o:o + n] / 10), 4.0, rng)
+    i, j = o + int(d[1]), o + int(d[0])
+    mov = speckle(10 ** ((db[i:i + n, j:j + n] + rng.uniform(-1, 1)) / 10), 4.0, rng)
+    r = write_geotiff(tmp_path / "ref.tif", ref.astype(np.float32), REF_T, UTM)
+    m = write_geotiff(tmp_path / "mov.tif", mov.astype(np.float32), REF_T @ Affine.translation(*(d + e)), UTM)
+    rep = register(r, m, tmp_path / "o.tif", RegisterConfig(device="cpu", warp=False))
+    truth = np.array([[1, 0, d[0]], [0, 1, d[1]], [0, 0, 1.0]])
+    assert rep.status != "ok" or grid_error(rep.matrix, truth) < 1.0, (rep.status, rep.matrix)
+    assert rep.stages["relate"]["repeat"]["match_window_px"] == 256
+
+
 def test_crss_that_no_affine_relates_register_in_the_moving_crs(tmp_path, utm_and_geographic):
     """Between UTM and geographic coordinates over 200 km the georeferencings depart pixels from any affine, so a
     shift ... homography from moving to reference pixels is pixels off at the edges. register refits the estimate in

@@ -508,8 +508,29 @@ def test_repeat_match_tells_a_lattice_from_fields_of_different_crops():
     ratios = []
     for f in (lattice, fields):
         a, b = (image_to_unit(speckle(f, 4.0, rng))[0] for _ in range(2))
-        ratios.append(repeat_match([TilePair(0, 0, a, ok, b, ok, np.eye(3))], np.eye(3), 4.5))
+        ratios.append(repeat_match([TilePair(0, 0, a, ok, b, ok, np.eye(3))], np.eye(3), 4.5)[0])
     assert ratios[0] >= 0.8 and ratios[1] < 0.2, ratios
+
+
+def test_repeat_match_reaches_the_next_cell_of_a_field_grid():
+    """A checkerboard of 28 px fields (2 px darker borders, 4 looks) repeats 28 * sqrt(2) = 39.6 px away along the
+    diagonal: beyond the reach of 128 px windows (a quarter of them), within that of the 256 px windows tried first.
+    The step is reported, so an answer can be compared with half of it."""
+    from sarreg.area import repeat_match
+    from sarreg.io.raster import image_to_unit
+    from sarreg.stage import TilePair
+
+    n, q = 640, 28
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[:n, :n]
+    db = -12 + 5 * (((xx // q) % 2) ^ ((yy // q) % 2)) - 4 * ((xx % q < 2) | (yy % q < 2))
+    a, b = (image_to_unit(speckle(10 ** (db / 10), 4.0, rng))[0] for _ in range(2))
+    ok = np.ones((n, n), bool)
+    tiles = [TilePair(0, 0, a, ok, b, ok, np.eye(3))]
+    ratio, step, size = repeat_match(tiles, np.eye(3), 4.5)
+    assert ratio >= 0.6 and abs(step - q * np.sqrt(2)) < 1.5 and size == 256, (ratio, step, size)
+    near = repeat_match(tiles, np.eye(3), 4.5, sizes=(128,))
+    assert near[0] < 0.3, near  # the 128 px windows see no other cell
 
 
 def test_repass_resamples_through_the_model_chosen_after_affine_passes(tmp_path):
@@ -651,3 +672,22 @@ def test_fine_tiles_span_a_strip_across(width: int, height: int) -> None:
     assert len(cols) >= 2 and len(rows) >= 2, tiles
     if width * height <= 1024 * 1024:  # (up to 1024 px the grid is 3 x 3 as before)
         assert len(cols) == 3 and len(rows) == 3
+
+
+def test_local_distortion_counts_windows_that_follow_their_neighbours():
+    """Tie points on a 16 px grid: a smooth 5 px bulge over part of the scene makes its windows miss a shift while
+    agreeing with their independent neighbours (counted); as many windows off by random offsets (temporal change)
+    agree with nothing (not counted)."""
+    from sarreg.estimate import Estimate
+    from sarreg.quality import distorted_locally, local_distortion
+
+    rng = np.random.default_rng(0)
+    g = np.stack(np.meshgrid(np.arange(32, 800, 16.0), np.arange(32, 800, 16.0)), -1).reshape(-1, 2)
+    bulge = 5.0 * np.exp(-((g - 400) ** 2).sum(1) / (2 * 180.0 ** 2))[:, None] * np.array([0.6, 0.8])
+    noise = np.where(rng.random((len(g), 1)) < 0.3, rng.uniform(-6, 6, (len(g), 2)), 0.0)
+    n = len(g)
+    shift = Estimate("shift", np.eye(3), np.ones(n, bool), np.zeros(n), 0.0, 0.0, 1.0, 1.0, 1.5)
+    cfg = RegisterConfig()
+    for dst, counted in ((g + bulge, True), (g + noise, False)):
+        m = local_distortion(shift, g, dst, cfg, 64)
+        assert distorted_locally({**m, "tie_points": len(g)}, cfg) is counted, m
