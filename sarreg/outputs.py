@@ -190,9 +190,20 @@ def same_file(a: str | Path, b: str | Path) -> bool:
     return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
 
 
-def check_write_set(outputs: Iterable[str | Path], inputs: Iterable[str | Path | None], overwrite: bool) -> list[Path]:
-    """Refuse (OutputError, one line) the first output that is remote, is an input, repeats another output, exists without
-    ``overwrite``, is a directory, or whose folder is missing or not writable. -> the outputs as Paths."""
+def _inside(path: Path, folder: Path) -> bool:
+    """True when ``path`` (resolved, its folder's links followed) lies in ``folder`` or one of its subfolders."""
+    try:
+        return path.parent.resolve().is_relative_to(folder.resolve())
+    except (OSError, RuntimeError):
+        return False
+
+
+def check_write_set(outputs: Iterable[str | Path], inputs: Iterable[str | Path | None],
+                    overwrite: bool) -> list[Path]:
+    """Refuse (OutputError, one line) the first output that is remote, is an input or lies in an input's SAFE
+    product folder, repeats another output, exists without ``overwrite``, is a directory, or whose folder is
+    missing or not writable. -> the outputs as Paths."""
+    from sarreg.io.safe import product_folder
     from sarreg.io.source import is_remote, local_path
 
     outs = []
@@ -201,12 +212,18 @@ def check_write_set(outputs: Iterable[str | Path], inputs: Iterable[str | Path |
             raise OutputError(f"{p}: outputs must be local files (remote or /vsi paths cannot be written)")
         outs.append(Path(p))
     # a remote input can never be an output: only local files (and the local zip behind a /vsizip/ input) count
-    ins = [q for q in (local_path(p) for p in inputs if p is not None and str(p) != "") if q is not None]
+    given = [p for p in inputs if p is not None and str(p) != ""]
+    ins = [q for q in (local_path(p) for p in given) if q is not None]
+    products = [f for f in (product_folder(p) for p in given) if f is not None]  # a SAFE input: all its files
     seen: dict[Path, Path] = {}
     for out in outs:
         for p in ins:
             if same_file(out, p):
                 raise OutputError(f"{out}: output path is the same file as input {p}; refusing to overwrite an input "
+                                  "(even with --overwrite)")
+        for f in products:
+            if _inside(out, f):
+                raise OutputError(f"{out}: output path is inside input product {f}; refusing to overwrite an input "
                                   "(even with --overwrite)")
         key = Path(os.path.abspath(out))
         if key in seen:

@@ -420,3 +420,24 @@ def test_zipped_product_behind_a_url(scenes, server, tmp_path):
     r = CliRunner().invoke(cli, ["register", str(scenes["ref"]), url, str(tmp_path / "o.tif"), "--pol", "HV"])
     _one_error_line(r, url)
     assert "no HV measurement" in r.output
+
+
+def test_files_of_an_input_product_are_refused_as_outputs(scenes, tmp_path):
+    """OUT = the product's manifest.safe (the product given by its manifest), or its VH measurement while its VV
+    is registered: refused as an input (one line, even with --overwrite), the product's files untouched."""
+    import shutil
+
+    safe = Path(shutil.copytree(scenes["safe"], tmp_path / scenes["safe"].name))
+    vh = resolve_input(safe, pol="VH")
+    before = {f: f.read_bytes() for f in safe.rglob("*") if f.is_file()}
+    run = CliRunner()
+    for moving, out in ((safe / "manifest.safe", safe / "manifest.safe"), (safe, vh),
+                        (safe / "manifest.safe", safe / "annotation" / "new.tif")):
+        r = run.invoke(cli, ["register", "--overwrite", "--features", "sift", str(scenes["ref"]), str(moving),
+                             str(out)])
+        _one_error_line(r, str(out))
+        assert f"inside input product {safe}" in r.output
+    assert {f: f.read_bytes() for f in safe.rglob("*") if f.is_file()} == before
+    r = run.invoke(cli, ["apply", "--overwrite", str(tmp_path / "x.report.json"), str(safe), str(vh), "--pol", "VV"])
+    _one_error_line(r, str(vh))
+    assert "inside input product" in r.output

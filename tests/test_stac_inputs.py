@@ -220,3 +220,20 @@ def test_stac_api_item_urls_without_suffix(server, small, tmp_path: Path) -> Non
     assert _shift_error(tmp_path / "api.report.json") < 0.5
     stac = json.loads((tmp_path / "api.report.json").read_text())["stages"]["relate"]["stac"]
     assert stac["moving"]["id"] == "MOV_ID" and stac["reference"]["asset"] == "vv"
+
+
+def test_file_url_inputs_are_local_files(small, tmp_path: Path) -> None:
+    """A ``file://`` asset href or MOVING is the local file: refused as OUT (even with --overwrite) and read by the
+    warp as any local path."""
+    import shutil
+
+    ref, mov = (Path(shutil.copy(p, tmp_path / p.name)) for p in small)
+    item = _item(tmp_path / "ref.json", "R", {"vv": {"href": ref.as_uri(), "type": "image/tiff", "roles": ["data"]}})
+    before = ref.read_bytes()
+    res = _cli("register", "--overwrite", "--features", "sift", item, mov, ref)
+    assert res.exit_code == 1 and "same file as input" in res.output, res.output
+    assert ref.read_bytes() == before
+    out = tmp_path / "o.tif"
+    res = _cli("register", "--features", "sift", ref, mov.as_uri(), out)
+    assert res.exit_code == 0 and out.is_file(), res.output
+    assert _shift_error(tmp_path / "o.report.json") < 0.5

@@ -25,6 +25,7 @@ MANIFEST = "manifest.safe"
 _MEASUREMENT = re.compile(r"^s1[a-d]?-(?P<swath>[a-z0-9]+)-(?P<product>[a-z]+)-(?P<pol>vv|vh|hh|hv)-.*\.tiff?$",
                           re.IGNORECASE)
 _INFO: dict[str, dict] = {}
+_FOLDER: dict[str, Path] = {}  # resolved measurement name -> its local product folder (outputs must stay out of it)
 
 
 @dataclass(frozen=True)
@@ -162,6 +163,7 @@ def resolve_product(product: Product, pol: str | None) -> str | Path:
     _INFO[str(out)] = info
     if isinstance(out, Path):
         _INFO[str(out.resolve())] = info
+        _FOLDER[str(out)] = _FOLDER[str(out.resolve())] = Path(product.root)
     return out
 
 
@@ -169,6 +171,12 @@ def resolve_safe(src: str | Path, pol: str | None = None, remote_zip: str | None
     """``src`` as a SAFE product -> the GDAL name of its chosen measurement; None when ``src`` is not a product."""
     product = find_product(src, remote_zip)
     return None if product is None else resolve_product(product, pol)
+
+
+def product_folder(src: str | Path) -> Path | None:
+    """The local SAFE folder a resolved input's measurement was picked from (None otherwise): every file in it is
+    part of an input (``sarreg.outputs.check_write_set`` refuses outputs there)."""
+    return _FOLDER.get(str(src))
 
 
 def product_info(src: str | Path) -> dict | None:

@@ -101,6 +101,20 @@ def unreachable(path: Source) -> str | None:
     return "not found, or the server did not answer"
 
 
+def file_url_path(src: Source) -> Source:
+    """A ``file://`` URL (``file:///a/b.tif``, ``file://localhost/a/b.tif``; e.g. a STAC asset href) -> the local
+    ``Path`` it names, so it is read and protected as the local file it is; other names unchanged."""
+    s = str(src)
+    if not s[:7].lower() == "file://":
+        return src
+    from urllib.parse import unquote, urlsplit
+
+    u = urlsplit(s)
+    if u.netloc not in ("", "localhost"):
+        raise InputError(f"{s}: file:// URL of another host ({u.netloc}); give a local path or an http(s) URL")
+    return Path(unquote(u.path))
+
+
 def _zipped_raster(name: Source, z: Path | str) -> str:
     """The GDAL name of the one raster in zip ``z`` (user's name ``name``); InputError when it holds none or
     several."""
@@ -130,6 +144,7 @@ def resolve_input(src: Source, asset: str | None = None, pol: str | None = None)
     both are ignored for other inputs. Idempotent. Raises InputError (one line naming the input) for a zip without
     exactly one raster, an unreadable STAC item, a missing asset or polarisation, or a broken SAFE product.
     """
+    src = file_url_path(src)
     s = str(src)
     if is_stac_input(s):
         return resolve_stac(src, asset)
@@ -385,6 +400,7 @@ def stac_info(src: Source) -> dict | None:
 
 def local_path(src: Source) -> Path | None:
     """The local file behind an input (for write-set checks), or None for remote names."""
+    src = file_url_path(src)
     if is_remote(src):
         s = str(src)
         if s.startswith("/vsizip/") and ".zip" in s.lower():  # a local archive: the archive file itself
