@@ -441,3 +441,46 @@ def test_files_of_an_input_product_are_refused_as_outputs(scenes, tmp_path):
     r = run.invoke(cli, ["apply", "--overwrite", str(tmp_path / "x.report.json"), str(safe), str(vh), "--pol", "VV"])
     _one_error_line(r, str(vh))
     assert "inside input product" in r.output
+
+
+def _product_item(path: Path, href: str) -> Path:
+    """A STAC Item whose one data asset is a zipped Sentinel-1 product."""
+    doc = {"type": "Feature", "stac_version": "1.0.0", "id": "S1PROD", "geometry": None, "links": [],
+           "properties": {"datetime": "2024-05-13T05:40:12Z"},
+           "assets": {"product": {"href": href, "type": "application/zip", "roles": ["data"]}}}
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def test_pol_of_a_product_behind_an_item_or_a_url(scenes, server, tmp_path):
+    """--pol reaches a zipped product that a STAC Item's asset names (register / info / batch) and a product URL
+    in a batch scene list; a polarisation the product or item lacks is one error line."""
+    import shutil
+
+    from sarreg.cli.batch import _scene_list
+
+    item = _product_item(tmp_path / "s1.json", str(scenes["zip"]))
+    vh = resolve_input(scenes["zip"], pol="VH")
+    assert resolve_input(item, pol="VH") == vh and str(resolve_input(item)).endswith("-001.tiff")
+    r = CliRunner().invoke(cli, ["info", "--pol", "VH", str(item)])
+    assert r.exit_code == 0 and r.output.splitlines()[0] == str(vh), r.output
+    assert _scene_list((str(item),), None, pol="VH") == [vh]
+    r = CliRunner().invoke(cli, ["register", "--pol", "HV", str(scenes["ref"]), str(item), str(tmp_path / "o.tif")])
+    _one_error_line(r, str(item))
+    assert "no HV measurement" in r.output
+    base, srv = server
+    shutil.copy(scenes["zip"], srv.root / scenes["zip"].name)
+    url = f"{base}/{scenes['zip'].name}"
+    got = _scene_list((url,), None, pol="VH")
+    assert len(got) == 1 and str(got[0]).endswith("-vh-20240513t054012-20240513t054037-053843-068b7c-002.tiff")
+    with pytest.raises(InputError, match="no HV measurement"):
+        _scene_list((url,), None, pol="HV")
+    # an item with per-polarisation raster assets: --pol picks the asset; one it lacks is refused (not VV instead)
+    tif = str(vh)
+    doc = json.loads(item.read_text())
+    doc["assets"] = {"vv": {"href": tif, "type": "image/tiff", "roles": ["data"]},
+                     "vh": {"href": str(scenes["ref"]), "type": "image/tiff", "roles": ["data"]}}
+    item.write_text(json.dumps(doc))
+    assert resolve_input(item, pol="VH") == scenes["ref"] and str(resolve_input(item, pol="vv")) == tif
+    with pytest.raises(InputError, match="has no HH asset"):
+        resolve_input(item, pol="HH")

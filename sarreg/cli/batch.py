@@ -15,7 +15,7 @@ from sarreg.cli.register import register as _register_cmd
 from sarreg.config import RegisterConfig
 from sarreg.errors import InputError
 from sarreg.io.safe import resolve_safe
-from sarreg.io.source import expand_stac, is_remote, is_stac_input, resolve_input
+from sarreg.io.source import expand_stac, is_remote, is_stac_input, is_zip_name, resolve_input
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -46,7 +46,7 @@ def _scene_list(scenes: tuple[str, ...], from_list: Path | None, asset: str | No
     out: list[str | Path] = []
     for s in scenes:
         if not glob.has_magic(s) and is_stac_input(s):
-            out += expand_stac(s, asset)
+            out += expand_stac(s, asset, pol)
             continue
         if is_remote(s):
             out.append(s)
@@ -66,7 +66,7 @@ def _scene_list(scenes: tuple[str, ...], from_list: Path | None, asset: str | No
             if line and not line.startswith("#"):
                 name = line if is_remote(line) or Path(line).is_absolute() else str(base / line)
                 if is_stac_input(name):
-                    out += expand_stac(name, asset)
+                    out += expand_stac(name, asset, pol)
                     continue
                 if is_remote(line):
                     out.append(line)
@@ -77,6 +77,8 @@ def _scene_list(scenes: tuple[str, ...], from_list: Path | None, asset: str | No
     uniq = []
     for p in out:
         p = resolve_safe(p, pol) or p
+        if pol and is_remote(p) and not str(p).startswith("/vsi") and is_zip_name(p):  # a product behind a URL
+            p = resolve_input(p, pol=pol)
         r = p.resolve() if isinstance(p, Path) else p
         if r not in seen:
             seen.add(r)

@@ -101,6 +101,11 @@ def unreachable(path: Source) -> str | None:
     return "not found, or the server did not answer"
 
 
+def is_zip_name(src: Source) -> bool:
+    """A name ending in ``.zip`` (a URL's query and fragment left out)."""
+    return str(src).split("?", 1)[0].split("#", 1)[0].lower().endswith(".zip")
+
+
 def file_url_path(src: Source) -> Source:
     """A ``file://`` URL (``file:///a/b.tif``, ``file://localhost/a/b.tif``; e.g. a STAC asset href) -> the local
     ``Path`` it names, so it is read and protected as the local file it is; other names unchanged."""
@@ -147,7 +152,7 @@ def resolve_input(src: Source, asset: str | None = None, pol: str | None = None)
     src = file_url_path(src)
     s = str(src)
     if is_stac_input(s):
-        return resolve_stac(src, asset)
+        return resolve_stac(src, asset, pol)
     from sarreg.io.safe import resolve_safe
 
     if s.startswith("/vsi"):
@@ -156,7 +161,7 @@ def resolve_input(src: Source, asset: str | None = None, pol: str | None = None)
         if s.lower().startswith(scheme):
             rest = s[len(scheme):]
             name = vsi + (s if vsi == "/vsicurl/" else rest)
-            if s.split("?", 1)[0].lower().endswith(".zip"):  # a remote archive: product or single raster
+            if is_zip_name(s):  # a remote archive: product or single raster
                 with open_options(name):
                     return resolve_safe(s, pol, remote_zip=name) or _zipped_raster(s, name)
             return name
@@ -285,7 +290,7 @@ def _self_href(src: Source) -> str:
     return str(Path(s).resolve())
 
 
-_POL = {p: re.compile(rf"(?<![a-z]){p}(?![a-z])") for p in ("vv", "hh")}
+_POL = {p: re.compile(rf"(?<![a-z]){p}(?![a-z])") for p in ("vv", "vh", "hh", "hv")}
 _NOT_DATA_ROLES = {"thumbnail", "overview", "metadata", "visual"}
 _STAC_INFO: dict[str, dict] = {}
 
@@ -306,8 +311,12 @@ def _names_pol(key: str, asset: object, pol: str) -> bool:
     return any(_POL[pol].search(w.lower()) for w in words)
 
 
-def pick_asset(item: object, asset: str | None, name: str) -> str:
-    """Key of the asset to read from a pystac Item (see module docstring); InputError naming ``name`` otherwise."""
+def pick_asset(item: object, asset: str | None, name: str, pol: str | None = None) -> str:
+    """Key of the asset to read from a pystac Item (see module docstring); InputError naming ``name`` otherwise.
+
+    ``pol`` (without ``asset``): the raster asset naming that polarisation; an item whose assets name others but
+    not it is refused (its default VV asset would silently stand for it); else the default choice (a Sentinel-1
+    product asset then resolves ``pol`` itself)."""
     assets = getattr(item, "assets")
     keys = ", ".join(assets) or "none"
     if asset:
@@ -318,6 +327,15 @@ def pick_asset(item: object, asset: str | None, name: str) -> str:
             return same[0]
         raise InputError(f"{name}: STAC item {getattr(item, 'id', '?')} has no asset {asset!r} (assets: {keys})")
     raster = [k for k, a in assets.items() if _is_raster(a)]
+    if pol and pol.lower() in _POL:
+        hits = [k for k in raster if _names_pol(k, assets[k], pol.lower())]
+        if len(hits) == 1:
+            return hits[0]
+        named = [k for k in raster if any(_names_pol(k, assets[k], p) for p in _POL)]
+        if hits or named:
+            what = f"{len(hits)} {pol.upper()} assets ({', '.join(hits)})" if hits else \
+                f"no {pol.upper()} asset (raster assets: {', '.join(raster)})"
+            raise InputError(f"{name}: STAC item {getattr(item, 'id', '?')} has {what}; pick one with --asset")
     for pol in ("vv", "hh"):
         hits = [k for k in raster if _names_pol(k, assets[k], pol)]
         if len(hits) == 1:
@@ -340,15 +358,20 @@ def _pystac():  # noqa: ANN202 - the pystac module
     return pystac
 
 
-def _asset_source(item: object, asset: str | None, name: str, base: str, origin: dict) -> Source:
-    """The GDAL name of the chosen asset of a pystac Item; relative hrefs against ``base`` (a file or URL)."""
+def _asset_source(item: object, asset: str | None, name: str, base: str, origin: dict,
+                  pol: str | None = None) -> Source:
+    """The GDAL name of the chosen asset of a pystac Item (a Sentinel-1 product asset: its ``pol`` measurement);
+    relative hrefs against ``base`` (a file or URL)."""
     from pystac.utils import make_absolute_href
 
-    key = pick_asset(item, asset, name)
+    key = pick_asset(item, asset, name, pol)
     a = item.assets[key]  # type: ignore[attr-defined]
     href = a.get_absolute_href() if item.get_self_href() else None  # type: ignore[attr-defined]
     href = href or make_absolute_href(a.href, base)
-    out = resolve_input(href)
+    try:
+        out = resolve_input(href, pol=pol)
+    except InputError as e:  # (the product's own message names the zip; say which item led there)
+        raise InputError(f"{name}: asset {key!r}: {e}") from None
     if is_stac(out):
         raise InputError(f"{name}: asset {key!r} of STAC item {item.id} is not a raster ({href})")  # type: ignore
     info = {**origin, "id": item.id, "asset": key,  # type: ignore[attr-defined]
@@ -360,7 +383,7 @@ def _asset_source(item: object, asset: str | None, name: str, base: str, origin:
     return out
 
 
-def resolve_stac(src: Source, asset: str | None = None) -> Source:
+def resolve_stac(src: Source, asset: str | None = None, pol: str | None = None) -> Source:
     """A STAC Item name -> the GDAL name of its chosen asset (its id, datetime and asset kept for ``stac_info``)."""
     pystac = _pystac()
     d = load_stac(src)
@@ -372,15 +395,15 @@ def resolve_stac(src: Source, asset: str | None = None) -> Source:
         item = pystac.Item.from_dict(d, href=_self_href(src), migrate=True, preserve_dict=False)
     except Exception as e:  # pystac raises KeyError / STACTypeError / ValueError on malformed items
         raise InputError(f"{src}: not a valid STAC Item ({type(e).__name__}: {e})") from None
-    return _asset_source(item, asset, str(src), _self_href(src), {"item": str(src)})
+    return _asset_source(item, asset, str(src), _self_href(src), {"item": str(src)}, pol)
 
 
-def expand_stac(src: Source, asset: str | None = None) -> list[Source]:
+def expand_stac(src: Source, asset: str | None = None, pol: str | None = None) -> list[Source]:
     """A STAC ItemCollection (or Item) name -> the GDAL names of the chosen asset of each of its items."""
     pystac = _pystac()
     d = load_stac(src)
     if d.get("type") == "Feature":
-        return [resolve_stac(src, asset)]
+        return [resolve_stac(src, asset, pol)]
     if d.get("type") != "FeatureCollection":
         raise InputError(f"{src}: not a STAC Item or ItemCollection (type {d.get('type') or 'unknown'})")
     try:
@@ -390,7 +413,7 @@ def expand_stac(src: Source, asset: str | None = None) -> list[Source]:
     if not len(items):
         raise InputError(f"{src}: STAC ItemCollection holds no item")
     base = _self_href(src)
-    return [_asset_source(it, asset, f"{src} (item {it.id})", base, {"collection": str(src)}) for it in items]
+    return [_asset_source(it, asset, f"{src} (item {it.id})", base, {"collection": str(src)}, pol) for it in items]
 
 
 def stac_info(src: Source) -> dict | None:
