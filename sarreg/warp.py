@@ -265,9 +265,13 @@ def warp_to_grid(moving: str | Path, transform: PixelTransform, grid: Grid, out:
                                   warpMemoryLimit=mem_mb, multithread=threads > 1, dstAlpha=alpha,
                                   warpOptions=[f"NUM_THREADS={threads}", "INIT_DEST=NO_DATA"],
                                   transformerOptions=tropts, errorThreshold=0.05, **wopts)
-            r = gdal.Warp(dst, src, options=wo)
-            if r is None:
-                raise OutputError(f"{out}: GDAL warp failed")
+            with _thread_errors(threads > 1) as failed:
+                try:
+                    r = gdal.Warp(dst, src, options=wo)
+                except RuntimeError as e:
+                    failed.insert(0, str(e))
+            if failed or not r:  # (a multithreaded warp returns 0 and only its threads saw the failed read)
+                raise _warp_error(moving, out, tmp, failed)
             if fill is not None and (n := keep_valid(dst, dst_nodata, fill)):
                 log.info("%s: %d warped pixels with a real part of nodata %g (read as nodata): moved one step off it",
                          out, n, dst_nodata)
@@ -306,6 +310,46 @@ def warp_to_grid(moving: str | Path, transform: PixelTransform, grid: Grid, out:
                 p.unlink()
     log.info("warped %s -> %s (%s, %s)", moving, out, transform.model, resampling)
     return out
+
+
+@contextmanager
+def _thread_errors(on: bool = True) -> Iterator[list[str]]:
+    """Collect the messages of GDAL errors raised in any thread during the block (warnings are logged), with GDAL's
+    process-wide handler: the worker threads of a multithreaded warp report a failed read of the source only there,
+    and the warp then returns 0 without raising. Off: an empty list (the calling thread's errors raise)."""
+    failed: list[str] = []
+    if not on:
+        yield failed
+        return
+    gdal = _gdal()
+
+    def handler(cls: int, no: int, msg: str) -> None:
+        if cls >= gdal.CE_Failure:
+            failed.append(str(msg))
+        else:
+            log.info("GDAL: %s", msg)
+
+    gdal.SetErrorHandler(handler)
+    try:
+        yield failed
+    finally:  # GDAL's own handler back, then the bindings' (GDAL < 3.7 turns errors into exceptions through it)
+        gdal.SetErrorHandler("CPLDefaultErrorHandler")
+        gdal.DontUseExceptions()
+        gdal.UseExceptions()
+
+
+def _warp_error(moving: Source, out: Path, tmp: Path, failed: list[str]) -> SarregError:
+    """The one-line error of a failed warp: the input named when GDAL could not read its pixels (a remote server
+    failing mid-run), the output when the write failed (a full disk), else GDAL's first message."""
+    first = (failed[0].strip().splitlines() or [""])[0] if failed else ""
+    if no_space(tmp, RuntimeError(first)):
+        return write_error(out, RuntimeError(first), "cannot write warped raster")
+    name = str(moving)
+    reads = [m for m in failed if name in m or any(w in m for w in ("IReadBlock", "Read error", "ReadBlock"))]
+    if reads or not failed:
+        why = (reads[-1] if reads else "GDAL warp failed").strip().splitlines()[0].replace(f"{name}, ", "")
+        return InputError(f"{name}: cannot read its pixels during the warp ({why[:200]}); no output written")
+    return write_error(out, RuntimeError(first), "cannot write warped raster")
 
 
 def check_complete(path: Path) -> None:

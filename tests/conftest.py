@@ -116,7 +116,8 @@ def sarreg_exe() -> Path:
 
 class RangeHandler(BaseHTTPRequestHandler):
     """GET / HEAD of files under ``server.root`` with ``Range: bytes=a-b[,c-d...]``; bytes served per file name
-    are added to ``server.served``."""
+    are added to ``server.served``. ``server.fail_from`` (an offset, default None): GETs of ranges starting at or
+    past it answer HTTP 500 (a server failing once the file's header has been read)."""
 
     protocol_version = "HTTP/1.1"
 
@@ -159,6 +160,12 @@ class RangeHandler(BaseHTTPRequestHandler):
                 self.send_header("Content-Length", "0")
                 self.end_headers()
                 return
+        fail_from = getattr(self.server, "fail_from", None)
+        if not head and fail_from is not None and ranges and ranges[0][0] >= fail_from:
+            self.send_response(500)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         if not ranges:
             body, ctype, status = data, "image/tiff", 200
         elif len(ranges) == 1:

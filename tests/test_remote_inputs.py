@@ -251,3 +251,40 @@ def test_register_remote_zip_by_range_requests(server, small, tmp_path):
     assert res.exit_code == 1
     assert "two.zip" in res.stderr and "a.tif" in res.stderr and len(res.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "t.tif").exists()
+
+
+def test_failed_reads_during_the_warp_fail_the_run(server, small, tmp_path, monkeypatch):
+    """The server fails (HTTP 500) once the warp starts reading the moving raster's pixels: register and apply
+    fail with one line naming the input (not ok with an all-nodata OUT, nor a wrong reason), and write nothing."""
+    from osgeo import gdal
+
+    from sarreg import register
+    from sarreg.config import RegisterConfig
+    from sarreg.errors import InputError
+
+    base, srv = server
+    ref, mov = small
+    url = f"{base}/mov.tif"
+    monkeypatch.setenv("GDAL_HTTP_MAX_RETRY", "0")
+
+    def failing(step: str) -> None:
+        if step == "warp":  # from here on only the first 16 KiB (the header) is served; no block cached before
+            srv.fail_from = 16384
+            gdal.VSICurlClearCache()
+
+    out = tmp_path / "reg" / "o.tif"
+    out.parent.mkdir()
+    try:
+        with pytest.raises(InputError, match=r"mov\.tif: cannot read its pixels during the warp \(.*\); no output"):
+            register(ref, url, out, RegisterConfig(features="sift"), progress=failing)
+        assert list(out.parent.iterdir()) == []
+        res = _cli("register", "--features", "sift", "--no-warp", ref, mov, tmp_path / "r.tif")
+        assert res.exit_code == 0, res.output
+        gdal.VSICurlClearCache()
+        res = _cli("apply", tmp_path / "r.report.json", url, out)
+        lines = res.output.strip().splitlines()
+        assert res.exit_code == 1 and len(lines) == 1 and url in lines[0], res.output
+        assert "cannot read its pixels during the warp" in lines[0]
+        assert list(out.parent.iterdir()) == []
+    finally:
+        srv.fail_from = None
