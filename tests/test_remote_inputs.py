@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import zipfile
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import numpy as np
@@ -288,3 +289,44 @@ def test_failed_reads_during_the_warp_fail_the_run(server, small, tmp_path, monk
         assert list(out.parent.iterdir()) == []
     finally:
         srv.fail_from = None
+
+
+class _Failing500(BaseHTTPRequestHandler):
+    """Answers every request with HTTP 500 and counts them (``server.requests``)."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def _fail(self) -> None:
+        self.server.requests += 1  # type: ignore[attr-defined]
+        self.send_response(500)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_GET = do_HEAD = _fail
+
+
+def test_server_error_is_one_round_of_retries(small, tmp_path, monkeypatch):
+    """A server answering HTTP 500: the open's retries are the only ones (the check of why it failed is one
+    request, not another round), and the error line says it is a server error."""
+    import threading
+    from http.server import ThreadingHTTPServer
+
+    monkeypatch.setenv("GDAL_HTTP_MAX_RETRY", "2")
+    monkeypatch.setenv("GDAL_HTTP_RETRY_DELAY", "0.1")
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Failing500)
+    srv.daemon_threads, srv.requests = True, 0  # type: ignore[attr-defined]
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{srv.server_address[1]}/ref.tif"
+        res = _cli("register", url, small[1], tmp_path / "o.tif")
+        lines = res.output.strip().splitlines()
+        assert res.exit_code == 1 and len(lines) == 1 and url in lines[0], res.output
+        assert "cannot reach remote raster (server error, HTTP 500)" in lines[0]
+        assert srv.requests <= 2 + 1 + 1, srv.requests  # the open: 1 + 2 retries; the check: 1
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    assert list(tmp_path.iterdir()) == []

@@ -78,24 +78,38 @@ def open_options(src: Source) -> Iterator[None]:
         yield
 
 
+# the one stat of ``unreachable``: the failed open has already retried (GDAL_HTTP_MAX_RETRY) and waited
+# (GDAL_HTTP_TIMEOUT); a second round would double the time to the error (HTTP 500: 42 s, no answer: 644 s)
+STAT_OPTIONS = {"GDAL_HTTP_MAX_RETRY": "0", "GDAL_HTTP_TIMEOUT": "10"}
+
+
 def unreachable(path: Source) -> str | None:
-    """Why GDAL cannot stat a network path (it does not exist, access is denied, no credentials, no answer), or None
-    when it can: GDAL's open error ("not recognized as being in a supported file format") would blame the format."""
+    """Why GDAL cannot stat a network path (it does not exist, access is denied, a server error, no credentials, no
+    answer), or None when it can: GDAL's open error ("not recognized as being in a supported file format") would
+    blame the format. One request, no retries (``STAT_OPTIONS``): called after an open that failed."""
     from osgeo import gdal
 
+    old = {k: gdal.GetThreadLocalConfigOption(k, None) for k in STAT_OPTIONS}
     gdal.PushErrorHandler("CPLQuietErrorHandler")  # (GDAL's "HTTP response code" warning: the error line is ours)
     try:
+        for k, v in STAT_OPTIONS.items():
+            gdal.SetThreadLocalConfigOption(k, v)
         gdal.VSIErrorReset()
         gdal.ErrorReset()
         with open_options(path):
             if gdal.VSIStatL(str(path)) is not None:
                 return None
-        why = (gdal.VSIGetLastErrorMsg() or gdal.GetLastErrorMsg() or "").strip().splitlines()
+        cpl = gdal.GetLastErrorMsg()  # (first: with exceptions on, GDAL < 3.7's next call would reset it)
+        why = (gdal.VSIGetLastErrorMsg() or cpl or "").strip().splitlines()
     finally:
         gdal.PopErrorHandler()
+        for k, v in old.items():
+            gdal.SetThreadLocalConfigOption(k, v)
     code = re.search(r"response code\b.*\b(\d{3})\s*$", why[0] if why else "")  # "... on URL: 403"
     if code and code.group(1) in ("401", "403"):
         return f"access denied, HTTP {code.group(1)}: check the credentials or the URL's signature"
+    if code and code.group(1).startswith("5"):
+        return f"server error, HTTP {code.group(1)}"
     if why and not code and "response code" not in why[0]:  # GDAL's own reason (e.g. no AWS credentials)
         return why[0][:160]
     return "not found, or the server did not answer"
