@@ -484,3 +484,23 @@ def test_pol_of_a_product_behind_an_item_or_a_url(scenes, server, tmp_path):
     assert resolve_input(item, pol="VH") == scenes["ref"] and str(resolve_input(item, pol="vv")) == tif
     with pytest.raises(InputError, match="has no HH asset"):
         resolve_input(item, pol="HH")
+
+
+def test_zipped_product_behind_a_signed_url(scenes, server):
+    """``https://.../X.zip?sig=...`` (a presigned URL): read by range requests as without the query (GDAL's
+    ``/vsizip/{...}`` form), not members appended to the query until 'zip archive holds no raster'."""
+    import shutil
+
+    from sarreg.io.safe import product_info
+    from sarreg.io.source import input_name
+
+    base, srv = server
+    shutil.copy(scenes["zip"], srv.root / "signed.zip")
+    url = f"{base}/signed.zip?sig=abc&exp=1"
+    before = srv.served["signed.zip"]
+    vh = resolve_input(url, pol="VH")
+    assert str(vh).startswith(f"/vsizip/{{/vsicurl/{url}}}/{NAME}.SAFE/measurement/") and str(vh).endswith("-002.tiff")
+    assert product_info(vh)["product"] == url and input_name(vh).endswith("-002.tiff")
+    with rasterio.open(vh) as a, rasterio.open(resolve_input(scenes["zip"], pol="VH")) as b:
+        assert np.array_equal(a.read(1), b.read(1))
+    assert srv.served["signed.zip"] - before < scenes["zip"].stat().st_size  # ranges, not the whole zip

@@ -13,8 +13,11 @@ from sarreg.errors import InputError
 
 
 def vsi(archive: str | Path, member: str = "") -> str:
-    """GDAL name of ``member`` of ``archive`` (the archive's root for an empty member)."""
-    base = f"/vsizip/{archive}"
+    """GDAL name of ``member`` of ``archive`` (the archive's root for an empty member). An archive name that does
+    not end in ``.zip`` (a signed URL's query: ``.../X.zip?sig=...``) is braced, ``/vsizip/{name}/member``: GDAL
+    would otherwise split the name at its ``.zip`` and ask the server for members appended to the query."""
+    a = str(archive)
+    base = f"/vsizip/{a}" if a.lower().endswith(".zip") else f"/vsizip/{{{a}}}"
     return f"{base}/{member}" if member else base
 
 

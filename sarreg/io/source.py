@@ -451,7 +451,10 @@ def local_path(src: Source) -> Path | None:
 
 def input_name(src: Source) -> str:
     """File name of an input: last component of its path, URL (without query) or archive member."""
-    s = str(src).split("?", 1)[0].rstrip("/")
+    s = str(src)
+    if s.startswith("/vsizip/{") and "}/" in s:  # a member of a braced archive name (``archive.vsi``)
+        s = s.split("}/", 1)[1]
+    s = s.split("?", 1)[0].rstrip("/")
     return s.rsplit("/", 1)[-1]
 
 
