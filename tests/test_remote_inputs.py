@@ -291,8 +291,8 @@ def test_failed_reads_during_the_warp_fail_the_run(server, small, tmp_path, monk
         srv.fail_from = None
 
 
-class _Failing500(BaseHTTPRequestHandler):
-    """Answers every request with HTTP 500 and counts them (``server.requests``)."""
+class _Failing(BaseHTTPRequestHandler):
+    """Answers every request with HTTP ``server.status`` (default 500) and counts them (``server.requests``)."""
 
     protocol_version = "HTTP/1.1"
 
@@ -301,7 +301,7 @@ class _Failing500(BaseHTTPRequestHandler):
 
     def _fail(self) -> None:
         self.server.requests += 1  # type: ignore[attr-defined]
-        self.send_response(500)
+        self.send_response(getattr(self.server, "status", 500))
         self.send_header("Content-Length", "0")
         self.end_headers()
 
@@ -316,7 +316,7 @@ def test_server_error_is_one_round_of_retries(small, tmp_path, monkeypatch):
 
     monkeypatch.setenv("GDAL_HTTP_MAX_RETRY", "2")
     monkeypatch.setenv("GDAL_HTTP_RETRY_DELAY", "0.1")
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Failing500)
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Failing)
     srv.daemon_threads, srv.requests = True, 0  # type: ignore[attr-defined]
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     try:
@@ -330,3 +330,26 @@ def test_server_error_is_one_round_of_retries(small, tmp_path, monkeypatch):
         srv.shutdown()
         srv.server_close()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_or_denied_remote_zip_and_item_say_so(server, small, tmp_path):
+    """A remote .zip that is missing (404) or denied (403), or a denied STAC item: one line with the reason, not
+    'not a readable zip archive' / 'not found or unreachable' (and no GDAL warning line)."""
+    import threading
+    from http.server import ThreadingHTTPServer
+
+    base, _ = server
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Failing)
+    srv.daemon_threads, srv.requests, srv.status = True, 0, 403  # type: ignore[attr-defined]
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    denied = f"http://127.0.0.1:{srv.server_address[1]}"
+    try:
+        for url, why in ((f"{base}/missing.zip", "cannot reach remote zip archive (not found"),
+                         (f"{denied}/x.zip", "cannot reach remote zip archive (access denied, HTTP 403"),
+                         (f"{denied}/item.json", "cannot read (access denied, HTTP 403")):
+            res = _cli("register", small[0], url, tmp_path / "o.tif")
+            lines = res.output.strip().splitlines()
+            assert res.exit_code == 1 and len(lines) == 1 and url in lines[0] and why in lines[0], res.output
+    finally:
+        srv.shutdown()
+        srv.server_close()

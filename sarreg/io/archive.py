@@ -26,11 +26,19 @@ def members(archive: str | Path, label: str | Path | None = None) -> list[str]:
     archive) when it is not a readable zip."""
     from osgeo import gdal
 
+    from sarreg.io.source import is_network, unreachable
+
+    gdal.PushErrorHandler("CPLQuietErrorHandler")  # (GDAL's "HTTP response code" warning: the error line is ours)
     try:
         names = gdal.ReadDirRecursive(vsi(archive))
     except RuntimeError:  # (with gdal.UseExceptions())
         names = None
+    finally:
+        gdal.PopErrorHandler()
     if names is None:
+        why = unreachable(archive) if is_network(archive) else None  # missing / denied, not a bad zip
+        if why:
+            raise InputError(f"{label or archive}: cannot reach remote zip archive ({why})")
         raise InputError(f"{label or archive}: not a readable zip archive")
     return sorted(n for n in names if not n.endswith("/"))
 

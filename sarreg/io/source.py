@@ -94,6 +94,7 @@ def unreachable(path: Source) -> str | None:
     try:
         for k, v in STAT_OPTIONS.items():
             gdal.SetThreadLocalConfigOption(k, v)
+        gdal.VSICurlPartialClearCache(str(path))  # (a failure cached by an earlier read would come back unexplained)
         gdal.VSIErrorReset()
         gdal.ErrorReset()
         with open_options(path):
@@ -105,13 +106,19 @@ def unreachable(path: Source) -> str | None:
         gdal.PopErrorHandler()
         for k, v in old.items():
             gdal.SetThreadLocalConfigOption(k, v)
-    code = re.search(r"response code\b.*\b(\d{3})\s*$", why[0] if why else "")  # "... on URL: 403"
+    return network_reason(why[0] if why else "")
+
+
+def network_reason(msg: str) -> str:
+    """GDAL's message of a failed network read -> the reason in words (denied / server error / GDAL's own, such as
+    missing AWS credentials / not found)."""
+    code = re.search(r"response code\b.*\b(\d{3})\s*$", msg)  # "HTTP response code on URL: 403"
     if code and code.group(1) in ("401", "403"):
         return f"access denied, HTTP {code.group(1)}: check the credentials or the URL's signature"
     if code and code.group(1).startswith("5"):
         return f"server error, HTTP {code.group(1)}"
-    if why and not code and "response code" not in why[0]:  # GDAL's own reason (e.g. no AWS credentials)
-        return why[0][:160]
+    if msg and not code and "response code" not in msg:  # GDAL's own reason (e.g. no AWS credentials)
+        return msg[:160]
     return "not found, or the server did not answer"
 
 
@@ -258,10 +265,10 @@ def read_text(src: Source) -> str:
         except RuntimeError as e:
             f, why = None, str(e).strip()
         else:
-            why = (gdal.VSIGetLastErrorMsg() or gdal.GetLastErrorMsg()).strip()
+            cpl = gdal.GetLastErrorMsg()  # (first: with exceptions on, GDAL < 3.7's next call would reset it)
+            why = (gdal.VSIGetLastErrorMsg() or cpl).strip()
         if f is None:
-            why = why.splitlines()[0] if why else "not found or unreachable"
-            raise InputError(f"{s}: cannot read ({why})")
+            raise InputError(f"{s}: cannot read ({network_reason(why.splitlines()[0] if why else '')})")
         try:
             chunks = []
             while True:
