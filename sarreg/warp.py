@@ -338,18 +338,19 @@ def _thread_errors(on: bool = True) -> Iterator[list[str]]:
         gdal.UseExceptions()
 
 
-def _warp_error(moving: Source, out: Path, tmp: Path, failed: list[str]) -> SarregError:
-    """The one-line error of a failed warp: the input named when GDAL could not read its pixels (a remote server
-    failing mid-run), the output when the write failed (a full disk), else GDAL's first message."""
+def _warp_error(moving: Source, out: Path, tmp: Path, failed: list[str], what: str = "warp") -> SarregError:
+    """The one-line error of a failed warp (or copy, ``what``): the input named when GDAL could not read its pixels
+    (a remote server failing mid-run), the output when the write failed (a full disk), else GDAL's first message."""
     first = (failed[0].strip().splitlines() or [""])[0] if failed else ""
+    done = "warped raster" if what == "warp" else "raster"
     if no_space(tmp, RuntimeError(first)):
-        return write_error(out, RuntimeError(first), "cannot write warped raster")
+        return write_error(out, RuntimeError(first), f"cannot write {done}")
     name = str(moving)
     reads = [m for m in failed if name in m or any(w in m for w in ("IReadBlock", "Read error", "ReadBlock"))]
     if reads or not failed:
-        why = (reads[-1] if reads else "GDAL warp failed").strip().splitlines()[0].replace(f"{name}, ", "")
-        return InputError(f"{name}: cannot read its pixels during the warp ({why[:200]}); no output written")
-    return write_error(out, RuntimeError(first), "cannot write warped raster")
+        why = (reads[-1] if reads else f"GDAL {what} failed").strip().splitlines()[0].replace(f"{name}, ", "")
+        return InputError(f"{name}: cannot read its pixels during the {what} ({why[:200]}); no output written")
+    return write_error(out, RuntimeError(first), f"cannot write {done}")
 
 
 def check_complete(path: Path) -> None:
@@ -435,7 +436,9 @@ def update_georef(moving: str | Path, transform: PixelTransform, grid: Grid, out
         tmp.replace(out)
     except SarregError:
         raise
-    except (OSError, RuntimeError) as e:
+    except RuntimeError as e:  # GDAL's: a failed read of the moving raster, or the write
+        raise _warp_error(moving, out, tmp, [str(e)], "copy") from None
+    except OSError as e:
         raise write_error(out, e) from None
     finally:
         src = c = None

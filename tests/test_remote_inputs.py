@@ -287,6 +287,12 @@ def test_failed_reads_during_the_warp_fail_the_run(server, small, tmp_path, monk
         assert res.exit_code == 1 and len(lines) == 1 and url in lines[0], res.output
         assert "cannot read its pixels during the warp" in lines[0]
         assert list(out.parent.iterdir()) == []
+        gdal.VSICurlClearCache()
+        res = _cli("apply", "--update-georef", tmp_path / "r.report.json", url, out)  # a copy, not a warp
+        lines = res.output.strip().splitlines()
+        assert res.exit_code == 1 and len(lines) == 1 and url in lines[0], res.output
+        assert "cannot read its pixels during the copy" in lines[0]
+        assert list(out.parent.iterdir()) == []
     finally:
         srv.fail_from = None
 
