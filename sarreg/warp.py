@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -265,13 +266,15 @@ def warp_to_grid(moving: str | Path, transform: PixelTransform, grid: Grid, out:
                                   warpMemoryLimit=mem_mb, multithread=threads > 1, dstAlpha=alpha,
                                   warpOptions=[f"NUM_THREADS={threads}", "INIT_DEST=NO_DATA"],
                                   transformerOptions=tropts, errorThreshold=0.05, **wopts)
-            with _thread_errors(threads > 1) as failed:
+            err = None
+            with _thread_errors(threads > 1) as seen:
                 try:
                     r = gdal.Warp(dst, src, options=wo)
                 except RuntimeError as e:
-                    failed.insert(0, str(e))
-            if failed or not r:  # (a multithreaded warp returns 0 and only its threads saw the failed read)
-                raise _warp_error(moving, out, tmp, failed)
+                    err = str(e)
+            ours = [m for m in seen if str(moving) in m]  # (``seen`` may hold a concurrent warp's errors too)
+            if err or ours or not r:  # (a multithreaded warp returns 0; only its threads saw the failed read)
+                raise _warp_error(moving, out, tmp, [err] if err else ours or seen)
             if fill is not None and (n := keep_valid(dst, dst_nodata, fill)):
                 log.info("%s: %d warped pixels with a real part of nodata %g (read as nodata): moved one step off it",
                          out, n, dst_nodata)
@@ -312,30 +315,46 @@ def warp_to_grid(moving: str | Path, transform: PixelTransform, grid: Grid, out:
     return out
 
 
+_COLLECTORS: list[list[str]] = []  # the lists of the ``_thread_errors`` blocks running (threads of one process)
+_COLLECTORS_LOCK = threading.Lock()
+
+
+def _collect(cls: int, no: int, msg: str) -> None:
+    """GDAL's process-wide error handler while a ``_thread_errors`` block runs: failures to every block's list."""
+    if cls >= 3:  # CE_Failure, CE_Fatal
+        for c in list(_COLLECTORS):
+            c.append(str(msg))
+    else:
+        log.info("GDAL: %s", msg)
+
+
 @contextmanager
 def _thread_errors(on: bool = True) -> Iterator[list[str]]:
     """Collect the messages of GDAL errors raised in any thread during the block (warnings are logged), with GDAL's
     process-wide handler: the worker threads of a multithreaded warp report a failed read of the source only there,
-    and the warp then returns 0 without raising. Off: an empty list (the calling thread's errors raise)."""
+    and the warp then returns 0 without raising. Blocks may overlap (threads): the last one out restores GDAL's
+    handlers. Off: an empty list (the calling thread's errors raise)."""
     failed: list[str] = []
     if not on:
         yield failed
         return
     gdal = _gdal()
-
-    def handler(cls: int, no: int, msg: str) -> None:
-        if cls >= gdal.CE_Failure:
-            failed.append(str(msg))
-        else:
-            log.info("GDAL: %s", msg)
-
-    gdal.SetErrorHandler(handler)
+    with _COLLECTORS_LOCK:
+        if not _COLLECTORS:
+            gdal.SetErrorHandler(_collect)
+        _COLLECTORS.append(failed)
     try:
         yield failed
-    finally:  # GDAL's own handler back, then the bindings' (GDAL < 3.7 turns errors into exceptions through it)
-        gdal.SetErrorHandler("CPLDefaultErrorHandler")
-        gdal.DontUseExceptions()
-        gdal.UseExceptions()
+    finally:
+        with _COLLECTORS_LOCK:
+            _COLLECTORS[:] = [c for c in _COLLECTORS if c is not failed]
+            if not _COLLECTORS:  # GDAL's own handler, then the bindings' (GDAL < 3.7 raises exceptions through it)
+                gdal.SetErrorHandler("CPLDefaultErrorHandler")
+                gdal.DontUseExceptions()
+                gdal.UseExceptions()
+
+
+_READ_WORDS = ("readblock", "read error", "cannot read", "http")  # GDAL's words for a failed read of the source
 
 
 def _warp_error(moving: Source, out: Path, tmp: Path, failed: list[str], what: str = "warp") -> SarregError:
@@ -346,7 +365,7 @@ def _warp_error(moving: Source, out: Path, tmp: Path, failed: list[str], what: s
     if no_space(tmp, RuntimeError(first)):
         return write_error(out, RuntimeError(first), f"cannot write {done}")
     name = str(moving)
-    reads = [m for m in failed if name in m or any(w in m for w in ("IReadBlock", "Read error", "ReadBlock"))]
+    reads = [m for m in failed if name in m or any(w in m.lower() for w in _READ_WORDS)]
     if reads or not failed:
         why = (reads[-1] if reads else f"GDAL {what} failed").strip().splitlines()[0].replace(f"{name}, ", "")
         return InputError(f"{name}: cannot read its pixels during the {what} ({why[:200]}); no output written")

@@ -359,3 +359,47 @@ def test_missing_or_denied_remote_zip_and_item_say_so(server, small, tmp_path):
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+def test_concurrent_warps_fail_alone(server, small, tmp_path, monkeypatch):
+    """Two multithreaded warps at once in one process (batch workers with several threads): the one whose server
+    fails mid-read fails, naming its input; the local one is written whole; GDAL raises as before afterwards."""
+    import threading
+
+    from osgeo import gdal
+
+    from sarreg.grid import Grid, PixelTransform
+    from sarreg.io.raster import open_scene
+    from sarreg.warp import warp_to_grid
+
+    base, srv = server
+    ref, mov = small
+    monkeypatch.setenv("GDAL_HTTP_MAX_RETRY", "0")
+    grid, tr = Grid.from_scene(open_scene(ref)), PixelTransform("shift", np.eye(3))
+    got: dict[str, str] = {}
+
+    def run(name: str, src: object) -> None:
+        try:
+            warp_to_grid(src, tr, grid, tmp_path / f"{name}.tif", threads=2)
+            got[name] = "ok"
+        except Exception as e:  # noqa: BLE001 - recorded for the asserts
+            got[name] = f"{type(e).__name__}: {e}"
+
+    gdal.VSICurlClearCache()
+    srv.fail_from = 16384
+    try:
+        ths = [threading.Thread(target=run, args=("remote", f"{base}/mov.tif")),
+               threading.Thread(target=run, args=("local", mov))]
+        [t.start() for t in ths]
+        [t.join() for t in ths]
+    finally:
+        srv.fail_from = None
+    assert got["local"] == "ok" and got["remote"].startswith("InputError: /vsicurl/"), got
+    assert "cannot read its pixels during the warp" in got["remote"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["local.tif"]
+    import rasterio
+
+    with rasterio.open(tmp_path / "local.tif") as a, rasterio.open(mov) as b:
+        assert a.read(1, masked=True).count() == b.read(1, masked=True).count()
+    with pytest.raises(RuntimeError):
+        gdal.Open(str(tmp_path / "missing.tif"))
