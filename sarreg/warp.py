@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -33,6 +32,7 @@ from sarreg.grid import (Grid, PixelTransform, centre_to_edge, corrected_geotran
                          output_grid, pixel_size)
 from sarreg.io.complex_data import is_complex, keep_valid, overview_resampling, warp_fill, warp_resampling
 from sarreg.io.fill import copy_nodata, holds, mapped_to_tag, out_nodata, warp_nodata
+from sarreg.io.gdal_errors import thread_errors
 from sarreg.io.source import OPEN_DEFAULTS, Source, is_remote, resolve_input
 from sarreg.outputs import no_space, write_error
 
@@ -267,7 +267,7 @@ def warp_to_grid(moving: str | Path, transform: PixelTransform, grid: Grid, out:
                                   warpOptions=[f"NUM_THREADS={threads}", "INIT_DEST=NO_DATA"],
                                   transformerOptions=tropts, errorThreshold=0.05, **wopts)
             err = None
-            with _thread_errors(threads > 1) as seen:
+            with thread_errors(threads > 1) as seen:
                 try:
                     r = gdal.Warp(dst, src, options=wo)
                 except RuntimeError as e:
@@ -313,45 +313,6 @@ def warp_to_grid(moving: str | Path, transform: PixelTransform, grid: Grid, out:
                 p.unlink()
     log.info("warped %s -> %s (%s, %s)", moving, out, transform.model, resampling)
     return out
-
-
-_COLLECTORS: list[list[str]] = []  # the lists of the ``_thread_errors`` blocks running (threads of one process)
-_COLLECTORS_LOCK = threading.Lock()
-
-
-def _collect(cls: int, no: int, msg: str) -> None:
-    """GDAL's process-wide error handler while a ``_thread_errors`` block runs: failures to every block's list."""
-    if cls >= 3:  # CE_Failure, CE_Fatal
-        for c in list(_COLLECTORS):
-            c.append(str(msg))
-    else:
-        log.info("GDAL: %s", msg)
-
-
-@contextmanager
-def _thread_errors(on: bool = True) -> Iterator[list[str]]:
-    """Collect the messages of GDAL errors raised in any thread during the block (warnings are logged), with GDAL's
-    process-wide handler: the worker threads of a multithreaded warp report a failed read of the source only there,
-    and the warp then returns 0 without raising. Blocks may overlap (threads): the last one out restores GDAL's
-    handlers. Off: an empty list (the calling thread's errors raise)."""
-    failed: list[str] = []
-    if not on:
-        yield failed
-        return
-    gdal = _gdal()
-    with _COLLECTORS_LOCK:
-        if not _COLLECTORS:
-            gdal.SetErrorHandler(_collect)
-        _COLLECTORS.append(failed)
-    try:
-        yield failed
-    finally:
-        with _COLLECTORS_LOCK:
-            _COLLECTORS[:] = [c for c in _COLLECTORS if c is not failed]
-            if not _COLLECTORS:  # GDAL's own handler, then the bindings' (GDAL < 3.7 raises exceptions through it)
-                gdal.SetErrorHandler("CPLDefaultErrorHandler")
-                gdal.DontUseExceptions()
-                gdal.UseExceptions()
 
 
 _READ_WORDS = ("readblock", "read error", "cannot read", "http")  # GDAL's words for a failed read of the source
