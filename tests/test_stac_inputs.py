@@ -237,3 +237,33 @@ def test_file_url_inputs_are_local_files(small, tmp_path: Path) -> None:
     res = _cli("register", "--features", "sift", ref, mov.as_uri(), out)
     assert res.exit_code == 0 and out.is_file(), res.output
     assert _shift_error(tmp_path / "o.report.json") < 0.5
+
+
+def test_a_paged_search_result_is_followed_to_its_last_page(server, tmp_path: Path) -> None:
+    """A STAC API search answers page by page (rel="next"): every page's items are scenes, over HTTP (absolute and
+    relative next hrefs) and from local files; a next page behind a POST request or a loop of next links is one
+    error line, not a silently shorter series."""
+    from sarreg.errors import InputError
+    from sarreg.io.source import expand_stac
+
+    base, srv = server
+
+    def page(folder: Path, name: str, ids: list[str], nxt: dict | None) -> None:
+        feats = [json.loads(_item(tmp_path / f"{i}.json", i, {"vv": {"href": f"{i}.tif", "type": COG,
+                                                                          "roles": ["data"]}}).read_text())
+                 for i in ids]
+        doc = {"type": "FeatureCollection", "features": feats, "numberMatched": 3, "links": [nxt] if nxt else []}
+        (folder / name).write_text(json.dumps(doc))
+
+    for folder, first in ((srv.root, f"{base}/p1.json"), (tmp_path, str(tmp_path / "p1.json"))):
+        page(folder, "p1.json", ["A", "B"], {"rel": "next", "href": "p2.json"})
+        page(folder, "p2.json", ["C"], {"rel": "self", "href": "p2.json"})
+        names = [str(s) for s in expand_stac(first)]
+        assert len(names) == 3 and [n.rsplit("/", 1)[-1] for n in names] == ["A.tif", "B.tif", "C.tif"], names
+    page(tmp_path, "p1.json", ["A"], {"rel": "next", "href": f"{base}/search", "method": "POST", "body": {}})
+    with pytest.raises(InputError, match="POST request"):
+        expand_stac(tmp_path / "p1.json")
+    page(tmp_path, "p1.json", ["A"], {"rel": "next", "href": "p2.json"})
+    page(tmp_path, "p2.json", ["B"], {"rel": "next", "href": str(tmp_path / "p1.json")})
+    with pytest.raises(InputError, match="lead back"):
+        expand_stac(tmp_path / "p1.json")

@@ -427,14 +427,19 @@ def expand_stac(src: Source, asset: str | None = None, pol: str | None = None) -
         return [resolve_stac(src, asset, pol)]
     if d.get("type") != "FeatureCollection":
         raise InputError(f"{src}: not a STAC Item or ItemCollection (type {d.get('type') or 'unknown'})")
-    try:
-        items = pystac.ItemCollection.from_dict(d, preserve_dict=False)
-    except Exception as e:  # noqa: BLE001 - malformed features
-        raise InputError(f"{src}: not a valid STAC ItemCollection ({type(e).__name__}: {e})") from None
-    if not len(items):
+    from sarreg.io.stac_search import pages
+
+    out: list[Source] = []
+    for page, d in pages(src, d):
+        try:
+            items = pystac.ItemCollection.from_dict(d, preserve_dict=False)
+        except Exception as e:  # noqa: BLE001 - malformed features
+            raise InputError(f"{page}: not a valid STAC ItemCollection ({type(e).__name__}: {e})") from None
+        base = _self_href(page)
+        out += [_asset_source(it, asset, f"{page} (item {it.id})", base, {"collection": str(src)}, pol) for it in items]
+    if not out:
         raise InputError(f"{src}: STAC ItemCollection holds no item")
-    base = _self_href(src)
-    return [_asset_source(it, asset, f"{src} (item {it.id})", base, {"collection": str(src)}, pol) for it in items]
+    return out
 
 
 def stac_info(src: Source) -> dict | None:
