@@ -97,8 +97,9 @@ REPEAT_MATCH = 0.5
 # a weaker repetition (REPEAT_WEAK x its ring or more) is judged by the pair alone: where it matches REPEAT_MATCH as
 # well one cell away, an answer farther from the prior than half that step may be whole cells off. Measured (stop
 # 55): regular field grids (checkerboards of 24-47 px cells, strength 32-82) matched 0.66-0.86 as well a cell away
-# and 5 of 9 were ok 35-79 px off; 20 synthetic multi-date scenes (floods, crop flips, texture, snow; strength up to
-# 31) matched at most 0.46; 12 pairs of the training images (Sandia, UAVSAR, Sentinel-1) reach strength 13
+# and 4 of 15 such pairs were ok 35-79 px off (the 11 right ones stay ok); 20 synthetic multi-date scenes (floods,
+# crop flips, texture, snow; strength up to 31) matched at most 0.46; 12 pairs of the training images (Sandia,
+# UAVSAR, Sentinel-1) reach strength 13
 REPEAT_WEAK = 25.0
 # ... judged with windows of REPEAT_WEAK_WINDOW px only: summed over the few 128 px windows of a small scene, right
 # 256 px training-split pairs matched up to 1.17 as well a few px away (speckle, not a repeat), and single-look ones
