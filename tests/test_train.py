@@ -739,3 +739,17 @@ def test_freeze_bn_keeps_the_stored_statistics_and_learns_the_rest(tmp_path):
     assert stats and all(torch.equal(runs[True][k], start[k]) for k in stats)
     assert any(not torch.equal(runs[False][k], start[k]) for k in stats)
     assert learned and all(not torch.equal(runs[True][k], start[k]) for k in learned if k.startswith("ops."))
+
+
+def test_training_reads_a_bands_scale_offset_and_unit_as_register_does(tmp_path):
+    """int16 dB stored as (dB + 40) x 100 with scale 0.01, offset -40 and unit dB: the training reader gives the power
+    those values mean, as registration reads them (``sarreg.io.units``), not the stored numbers as amplitude."""
+    import rasterio
+
+    db = np.array([[-20.0, -10.0], [-5.0, 0.0]])
+    raw = np.round((db + 40) * 100).astype(np.int16)
+    path = tmp_path / "scaled.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=2, height=2, count=1, dtype="int16") as ds:
+        ds.write(raw, 1)
+        ds.scales, ds.offsets, ds.units = (0.01,), (-40.0,), ("dB",)
+    assert np.allclose(load_power(path), 10 ** (db / 10), rtol=1e-4)

@@ -13,6 +13,7 @@ import rasterio
 from rasterio.errors import NotGeoreferencedWarning
 
 from sarreg.errors import InputError
+from sarreg.io.units import band_scaling, unit_kind
 
 IMAGE_EXTS = {".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp", ".npy"}
 DISPLAY_DB = 30.0  # dynamic range (dB) assumed for 8/16-bit display images when turned into power
@@ -24,9 +25,13 @@ def _display_to_power(v: np.ndarray, vmax: float) -> np.ndarray:
     return np.power(10.0, (v.astype(np.float32) / vmax) * DISPLAY_DB / 10.0).astype(np.float32)
 
 
-def _array_to_power(a: np.ndarray, path: Path) -> np.ndarray:
-    """Any SAR-ish array -> float32 linear power with NaN for invalid pixels."""
-    if np.iscomplexobj(a):
+def _array_to_power(a: np.ndarray, path: Path, kind: str | None = None) -> np.ndarray:
+    """Any SAR-ish array -> float32 linear power with NaN for invalid pixels. ``kind``: what a band's declared unit
+    names ("db", "linear", "amplitude"; ``sarreg.io.units``), else judged from the dtype and values."""
+    if kind in ("db", "linear", "amplitude") and not np.iscomplexobj(a):
+        v = a.astype(np.float32)
+        p = np.power(10.0, v / 10.0) if kind == "db" else v ** 2 if kind == "amplitude" else v
+    elif np.iscomplexobj(a):
         p = (a.real.astype(np.float32) ** 2 + a.imag.astype(np.float32) ** 2)
     elif a.dtype == np.uint8:
         return _display_to_power(a, 255.0)
@@ -79,11 +84,12 @@ def load_power(path: str | Path) -> np.ndarray:
                     p = _display_to_power(a, 255.0)
                     p[~valid] = np.nan
                     return p
-                a = ds.read(1)
+                scaling = band_scaling(ds, 1)  # (as the registration reads it: raw * scale + offset, unit -> kind)
+                a = scaling.apply(ds.read(1))
                 valid = ds.read_masks(1) > 0
     except rasterio.errors.RasterioIOError as e:
         raise InputError(f"{path}: not a readable raster ({str(e).splitlines()[0][:120]})") from None
-    p = _array_to_power(a, path)
+    p = _array_to_power(a, path, unit_kind(scaling.unit))
     p[~valid] = np.nan
     return p
 
