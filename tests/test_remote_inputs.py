@@ -338,6 +338,39 @@ def test_server_error_is_one_round_of_retries(small, tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_ctrl_c_while_gdal_retries_a_failing_server_is_one_line(small, tmp_path):
+    """SIGINT while GDAL retries a read that a server keeps failing (HTTP 500): GDAL logs each retry through a C
+    callback, where the interrupt was swallowed with a Python traceback and the run went on to the error (exit 1,
+    18 s later). Now it is deferred until the callback returns: exit 130, one line, within seconds."""
+    import signal
+    import threading
+    import time
+    from http.server import ThreadingHTTPServer
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Failing)
+    srv.daemon_threads, srv.requests = True, 0  # type: ignore[attr-defined]
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+           "GDAL_HTTP_MAX_RETRY": "30", "GDAL_HTTP_RETRY_DELAY": "0.5"}
+    try:
+        url = f"http://127.0.0.1:{srv.server_address[1]}/ref.tif"
+        p = subprocess.Popen([sys.executable, "-m", "sarreg.cli", "register", url, str(small[1]),
+                              str(tmp_path / "o.tif")], stderr=subprocess.PIPE, env=env, cwd=tmp_path)
+        t0 = time.monotonic()
+        while srv.requests < 3 and time.monotonic() - t0 < 60:  # type: ignore[attr-defined]
+            time.sleep(0.05)  # (GDAL is retrying)
+        p.send_signal(signal.SIGINT)
+        t1 = time.monotonic()
+        _, err = p.communicate(timeout=60)
+        lines = err.decode().strip().splitlines()
+        assert p.returncode == 130 and lines == ["sarreg: interrupted (SIGINT)"], (p.returncode, lines)
+        assert time.monotonic() - t1 < 10
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_missing_or_denied_remote_zip_and_item_say_so(server, small, tmp_path):
     """A remote .zip that is missing (404) or denied (403), or a denied STAC item: one line with the reason, not
     'not a readable zip archive' / 'not found or unreachable' (and no GDAL warning line)."""

@@ -38,18 +38,29 @@ def _watchdog(signum: int) -> None:
 
 
 def _raise_on_signal(signum: int, frame: FrameType | None) -> None:
-    if _in_extension_init(frame):
-        # a C module's init (GDAL's SWIG bindings import an optional module and clear any error) would swallow the
-        # exception and the command would go on as if never interrupted: deliver the signal again once it is done
+    if not _watchdogs:  # (the first signal starts the clock of the clean-up)
+        t = threading.Timer(CLEANUP_LIMIT_S, _watchdog, (signum,))
+        t.daemon = True
+        t.start()
+        _watchdogs.append(t)
+    if _in_extension_init(frame) or _in_logging(frame):
+        # a C module's init (GDAL's SWIG bindings import an optional module and clear any error), or a log call
+        # from C (GDAL's error callback, while it retries a failing remote read) would swallow the exception with a
+        # traceback and the command would go on as if never interrupted: deliver the signal again once it is done
         t = threading.Timer(0.01, signal.pthread_kill, (threading.main_thread().ident, signum))
         t.daemon = True
         t.start()
         return
-    t = threading.Timer(CLEANUP_LIMIT_S, _watchdog, (signum,))
-    t.daemon = True
-    t.start()
-    _watchdogs.append(t)
     raise Interrupted(signum)
+
+
+def _in_logging(frame: FrameType | None) -> bool:
+    """True while the signal landed in a log call (the ``logging`` module below ``frame``; maybe from a C callback)."""
+    while frame is not None:
+        if frame.f_code.co_filename == logging.__file__:
+            return True
+        frame = frame.f_back
+    return False
 
 
 def _in_extension_init(frame: FrameType | None) -> bool:
