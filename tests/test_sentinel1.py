@@ -504,3 +504,34 @@ def test_zipped_product_behind_a_signed_url(scenes, server):
     with rasterio.open(vh) as a, rasterio.open(resolve_input(scenes["zip"], pol="VH")) as b:
         assert np.array_equal(a.read(1), b.read(1))
     assert srv.served["signed.zip"] - before < scenes["zip"].stat().st_size  # ranges, not the whole zip
+
+
+def test_the_names_an_error_suggests_open(scenes, server, tmp_path):
+    """A product with two VV swaths (an SLC) and a zip of two rasters say "name one as NAME": that name opens, for
+    a folder, a local zip and a zip behind a URL (it left out the zip's X.SAFE/ folder; a URL's zip member was not
+    read inside the zip)."""
+    import shutil
+
+    from sarreg.errors import InputError
+
+    base, srv = server
+    slc = tmp_path / f"{NAME}.SAFE"
+    shutil.copytree(scenes["safe"], slc)
+    man = (slc / "manifest.safe").read_text()
+    for f in sorted((slc / "measurement").glob("*.tiff")):  # the VH file becomes a second VV swath
+        new = f.name.replace("-iw-grd-vh-", "-iw2-grd-vv-").replace("-iw-grd-vv-", "-iw1-grd-vv-")
+        f.rename(f.parent / new)
+        man = man.replace(f.name, new)
+    (slc / "manifest.safe").write_text(man)
+    z = zip_product(slc)
+    shutil.copy(z, srv.root / f"slc-{z.name}")  # (another URL than the GRD zip's: GDAL caches what it read)
+    multi = srv.root / "multi.zip"
+    with zipfile.ZipFile(multi, "w", zipfile.ZIP_STORED) as zf:
+        zf.write(scenes["ref"], "a.tif")
+        zf.write(scenes["ref"], "b.tif")
+    for given in (slc, z, f"{base}/slc-{z.name}", f"{base}/multi.zip"):
+        with pytest.raises(InputError, match="name one as ") as e:
+            resolve_input(given)
+        hint = str(e.value).rsplit("name one as ", 1)[1]
+        with rasterio.open(resolve_input(hint)) as ds:
+            assert ds.width > 0, hint

@@ -151,8 +151,9 @@ def resolve_product(product: Product, pol: str | None) -> str | Path:
     hits = by_pol[want]
     if len(hits) > 1:
         swaths = ", ".join(_MEASUREMENT.match(f.rsplit("/", 1)[-1])["swath"] for f in hits)
+        one = product.gdal_name(hits[0]) if product.zip_path is None else f"{product.name}/{product.member(hits[0])}"
         raise InputError(f"{product.name}: Sentinel-1 product holds {len(hits)} {want} measurements (swaths "
-                         f"{swaths}); name one as {product.name}/{hits[0]}")
+                         f"{swaths}); name one as {one}")
     member = hits[0]
     if not _exists(product, member):
         raise InputError(f"{product.name}: measurement {member} listed in {MANIFEST} is missing from the product")

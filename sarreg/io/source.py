@@ -182,6 +182,11 @@ def resolve_input(src: Source, asset: str | None = None, pol: str | None = None)
         if s.lower().startswith(scheme):
             rest = s[len(scheme):]
             name = vsi + (s if vsi == "/vsicurl/" else rest)
+            k = s.lower().find(".zip/") if "?" not in s else -1
+            if k > 0:  # a member of a remote archive (https://host/a.zip/inner/b.tif): read inside the zip
+                from sarreg.io import archive
+
+                return archive.vsi(name[:len(name) - len(s) + k + 4], s[k + 5:])
             if is_zip_name(s):  # a remote archive: product or single raster
                 with open_options(name):
                     return resolve_safe(s, pol, remote_zip=name) or _zipped_raster(s, name)
