@@ -137,6 +137,8 @@ def assess(d: Decision, r: Refinement, cfg: RegisterConfig, area: BaseGeometry) 
     if repeat is not None:
         repeat["correction_px"] = round(matrix_distance(est.matrix, r.prior, area), 2)
         min_px = RIVAL_THRESHOLDS * cfg.threshold
+        for k in ("match_ratio", "match_px", "match_window_px"):  # (measured for this estimate, or not at all)
+            repeat.pop(k, None)
         if repeat_worth_matching(repeat, min_px):  # does the pair itself match a cell away? (one more window pass)
             match = repeat_match(r.tiles, est.matrix, min_px)
             if match is not None:
