@@ -230,7 +230,8 @@ def local_distortion(est: Estimate, src: np.ndarray, dst: np.ndarray, cfg: Regis
 
 def distorted_locally(second: dict | None, cfg: RegisterConfig) -> bool:
     """Enough tie points follow a local distortion (``local_distortion``, LOCAL_SHARE of the tie points)."""
-    return bool(second and second.get("distorted", 0) >= max(cfg.min_inliers, LOCAL_SHARE * second["tie_points"]))
+    return bool(second and "distorted" in second
+                and second["distorted"] >= max(cfg.min_inliers, LOCAL_SHARE * second["tie_points"]))
 
 
 def second_moves(second: dict | None, cfg: RegisterConfig) -> bool:
