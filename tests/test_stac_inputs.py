@@ -267,3 +267,16 @@ def test_a_paged_search_result_is_followed_to_its_last_page(server, tmp_path: Pa
     page(tmp_path, "p2.json", ["B"], {"rel": "next", "href": str(tmp_path / "p1.json")})
     with pytest.raises(InputError, match="lead back"):
         expand_stac(tmp_path / "p1.json")
+
+
+def test_a_scene_list_behind_a_url(server, tmp_path: Path) -> None:
+    """``--from-list https://.../list.txt``: read over HTTP (it was taken for the local path "https:/..."); its
+    relative lines are resolved against the list's URL, absolute URLs kept, comments skipped."""
+    from sarreg.cli.batch import _scene_list
+    from sarreg.cli.options import input_arg
+
+    base, srv = server
+    (srv.root / "lists").mkdir(exist_ok=True)
+    (srv.root / "lists" / "list.txt").write_text(f"# two dates\nscenes/a.tif\n\n{base}/b.tif\n")
+    given = input_arg.convert(f"{base}/lists/list.txt", None, None)
+    assert _scene_list((), given) == [f"{base}/lists/scenes/a.tif", f"{base}/b.tif"]

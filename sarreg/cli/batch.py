@@ -6,6 +6,7 @@ import glob
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urljoin
 
 import click
 
@@ -15,7 +16,7 @@ from sarreg.cli.register import register as _register_cmd
 from sarreg.config import RegisterConfig
 from sarreg.errors import InputError
 from sarreg.io.safe import resolve_safe
-from sarreg.io.source import expand_stac, is_remote, is_stac_input, is_zip_name, resolve_input
+from sarreg.io.source import expand_stac, is_remote, is_stac_input, is_zip_name, read_text, resolve_input
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -38,7 +39,7 @@ def config_from_options(kw: dict[str, Any]) -> RegisterConfig:
     return config_from_params(RegisterConfig, kw)
 
 
-def _scene_list(scenes: tuple[str, ...], from_list: Path | None, asset: str | None = None,
+def _scene_list(scenes: tuple[str, ...], from_list: str | Path | None, asset: str | None = None,
                 pol: str | None = None) -> list[str | Path]:
     """Scenes from arguments (local globs expanded, also when the shell did not; URLs and /vsi paths as given;
     a STAC ItemCollection or Item -> the chosen asset of each item; a Sentinel-1 product -> its ``pol``
@@ -56,23 +57,23 @@ def _scene_list(scenes: tuple[str, ...], from_list: Path | None, asset: str | No
             raise InputError(f"{s}: pattern matches no file")
         out += [Path(h) for h in hits]
     if from_list is not None:
-        try:
-            lines = from_list.read_text(encoding="utf-8").splitlines()
-        except OSError as e:
-            raise InputError(f"{from_list}: cannot read scene list ({e.strerror or e})") from None
-        base = from_list.parent
-        for line in lines:
-            line = line.strip()
-            if line and not line.startswith("#"):
-                name = line if is_remote(line) or Path(line).is_absolute() else str(base / line)
-                if is_stac_input(name):
-                    out += expand_stac(name, asset, pol)
-                    continue
-                if is_remote(line):
-                    out.append(line)
-                    continue
-                p = Path(line)
-                out.append(p if p.is_absolute() else base / p)
+        remote = is_remote(from_list)  # (a list behind a URL: its relative lines against the URL)
+        if remote:
+            lines = read_text(from_list).splitlines()
+        else:
+            try:
+                lines = Path(from_list).read_text(encoding="utf-8").splitlines()
+            except OSError as e:
+                raise InputError(f"{from_list}: cannot read scene list ({e.strerror or e})") from None
+        for line in (raw.strip() for raw in lines):
+            if not line or line.startswith("#"):
+                continue
+            name = line if is_remote(line) or (Path(line).is_absolute() and not remote) else \
+                urljoin(str(from_list), line) if remote else str(Path(from_list).parent / line)
+            if is_stac_input(name):
+                out += expand_stac(name, asset, pol)
+            else:
+                out.append(name if is_remote(name) else Path(name))
     seen: set[str | Path] = set()
     uniq = []
     for p in out:
@@ -105,8 +106,8 @@ def _check_run_files(outdir: Path, inputs: list[str | Path | None]) -> None:
 @click.argument("ref", type=input_arg)
 @click.argument("scenes", nargs=-1)
 @click.option("-o", "--out-dir", "outdir", type=out_arg, required=True, help="Output folder (created).")
-@click.option("--from-list", type=path_arg, default=None,
-              help="Text file with one scene path per line (relative to the file; # comments).")
+@click.option("--from-list", type=input_arg, default=None,
+              help="Text file (or its URL) with one scene path per line (relative to the file; # comments).")
 @click.option("--chain", is_flag=True,
               help="Register each scene to its predecessor in time and compose the transforms (long series with "
                    "strong change); default: every scene to REF.")
@@ -122,7 +123,7 @@ def _check_run_files(outdir: Path, inputs: list[str | Path | None]) -> None:
 @click.option("--cache-dir", type=path_arg, default=None,
               help="Folder of the reference-feature cache [default: OUT_DIR/.cache].")
 @click.option("--progress/--no-progress", default=True, help="Progress bar over scenes.")
-def batch(ref: str | Path, scenes: tuple[str, ...], outdir: Path, from_list: Path | None, chain: bool,
+def batch(ref: str | Path, scenes: tuple[str, ...], outdir: Path, from_list: str | Path | None, chain: bool,
           workers: int | None, threads_per_worker: int, scheduler: str | None, resume: bool,
           reference_cache: bool, cache_dir: Path | None, progress: bool, **register_options: Any) -> None:
     """Register every SCENE (paths, globs, STAC Items or an ItemCollection) onto REF with Dask; per-scene outputs
