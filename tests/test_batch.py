@@ -554,3 +554,29 @@ def test_scene_names_stay_distinct_and_resume_follows_file_contents(tmp_path):
     dead = tmp_path / ".scene_reg.tif.999999999.tmp.tif"
     live.write_bytes(b"x"), dead.write_bytes(b"x")
     assert clean_stale(tmp_path) == 1 and live.exists() and not dead.exists()
+
+
+def test_resume_redoes_a_scene_name_that_now_names_another_file(series, client, tmp_path):
+    """x/scene.tif then y/scene.tif (another scene, same size and mtime, as unpacked from archives stamped to the
+    second) into one folder: the second run registers y (it reported x's result, x's path, 'already done'); the
+    same file moved to another folder still resumes."""
+    import shutil
+
+    ref, scenes = series
+    (tmp_path / "x").mkdir(), (tmp_path / "y").mkdir(), (tmp_path / "z").mkdir()
+    x = shutil.copy(scenes[0][0], tmp_path / "x" / "scene.tif")
+    y = shutil.copy(scenes[1][0], tmp_path / "y" / "scene.tif")
+    st = os.stat(x)
+    os.utime(y, ns=(st.st_atime_ns, st.st_mtime_ns))
+    outdir = tmp_path / "out"
+    first = batch(ref, [x], outdir, CFG, client=client)
+    second = batch(ref, [y], outdir, CFG, client=client)
+    r = second.scenes[0]
+    assert not r.resumed and r.path == str(Path(y).resolve())
+    (dx, dy) = scenes[1][1]
+    assert abs(r.shift_x_px - dx) < TOL_PX and abs(r.shift_y_px - dy) < TOL_PX, (r.shift_x_px, r.shift_y_px)
+    assert abs(first.scenes[0].shift_x_px - r.shift_x_px) > 2
+    z = shutil.move(y, tmp_path / "z" / "scene.tif")  # the same file, moved: its committed result still holds
+    third = batch(ref, [z], outdir, CFG, client=client)
+    assert third.scenes[0].resumed and third.scenes[0].path == str(Path(z).resolve())
+    _check_outputs_verify(outdir)

@@ -3,7 +3,7 @@
 A task writes into its own staging folder ``OUTDIR/.work/<run>/<scene>/``, hashes the finished files (sha256) and
 renames them into ``OUTDIR`` (``publish``); the client then records the scene in ``OUTDIR/manifest.json``
 (``Manifest.commit``, atomic). A scene is done only when its entry exists, the run options (``run_key``: config,
-mode, reference checksum) and the input's size / mtime match, and every output still has its recorded sha256.
+mode, reference checksum) and the input's path, size / mtime match, and every output still has its recorded sha256.
 A killed run therefore leaves only complete files, and a rerun redoes exactly the scenes not committed (failed
 ones are retried) after ``clean_stale`` removed the staging folders and temp files of dead runs.
 """
@@ -21,7 +21,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sarreg.batch.files import atomic_write, dumps, is_temp, sha256_file
+from sarreg.batch.files import atomic_write, dumps, input_sha256, is_temp, sha256_file
 from sarreg.batch.results import SceneResult
 from sarreg.config import RegisterConfig
 from sarreg.errors import InputError, OutputError
@@ -66,13 +66,21 @@ class Manifest:
                "scenes": self.entries}
         atomic_write(self.path, dumps(doc))
 
-    def done(self, key: str, run_key: str, fingerprint: dict[str, int], outdir: Path) -> SceneResult | None:
-        """The committed result of ``key`` if it is complete and still verifies, else None (redo it)."""
+    def done(self, key: str, run_key: str, fingerprint: dict[str, int], outdir: Path,
+             path: str | Path | None = None) -> SceneResult | None:
+        """The committed result of ``key`` if it is complete and still verifies, else None (redo it). ``path``: the
+        scene's input now; a key committed for another file (same name in another folder, another asset of a STAC
+        Item) is redone unless that file has the committed input's sha256 (the same scene, moved)."""
         e = self.entries.get(key)
         if not e or e.get("run_key") != run_key or e.get("input") != fingerprint:
             return None
         if e.get("status") not in ("ok", "low_quality"):
             return None  # failures are retried
+        was = (e.get("result") or {}).get("path")
+        if path is not None and was != str(path):
+            if not e.get("input_sha256") or input_sha256(path) != e["input_sha256"]:
+                log.info("%s: committed for %s, now %s; redoing the scene", key, was, path)
+                return None
         for name, digest in e.get("outputs", {}).items():
             p = outdir / name
             if not p.is_file() or sha256_file(p) != digest:
@@ -80,6 +88,7 @@ class Manifest:
                 return None
         r = SceneResult.from_dict(e["result"])
         r.resumed = True
+        r.path = str(path) if path is not None else r.path
         return r
 
 

@@ -349,7 +349,7 @@ def _resumed(manifest: Manifest, keys: list[str], by_key: dict[str, Path], key_o
     """Committed scenes that still verify (outputs re-hashed in parallel threads: hashlib releases the GIL)."""
     def check(k: str) -> SceneResult | None:
         fp = fingerprint(by_key[k])
-        return manifest.done(k, key_of_run, fp, out) if fp is not None else None
+        return manifest.done(k, key_of_run, fp, out, by_key[k]) if fp is not None else None
 
     results: dict[str, SceneResult] = {}
     with ThreadPoolExecutor(max_workers=8) as pool:
