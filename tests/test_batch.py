@@ -580,3 +580,39 @@ def test_resume_redoes_a_scene_name_that_now_names_another_file(series, client, 
     third = batch(ref, [z], outdir, CFG, client=client)
     assert third.scenes[0].resumed and third.scenes[0].path == str(Path(z).resolve())
     _check_outputs_verify(outdir)
+
+
+def _points_error(points: Path, d: tuple[float, float]) -> float:
+    """Mean distance (reference px) of a .points file's enabled rows from the truth: moving px p shows reference px
+    p + d; mapX / mapY on the reference grid, sourceX / sourceY in the moving raster's map coordinates."""
+    rows = [ln.split(",") for ln in points.read_text().splitlines() if ln and not ln.startswith(("#", "mapX"))]
+    a = np.asarray(rows, dtype=np.float64)
+    inv = ~TRANSFORM
+    ref = np.array([inv * (x, y) for x, y in a[:, :2]]) - 0.5
+    mov = np.array([inv * (x, y) for x, y in a[:, 2:4]]) - 0.5
+    return float(np.hypot(*(ref - mov - np.asarray(d)).T)[a[:, 4] > 0].mean())
+
+
+def test_chain_scene_sidecars_and_apply_are_on_the_reference_grid(series, client, tmp_path):
+    """A chained scene's .points / tie points sit on the reference grid (they were on its predecessor's uncorrected
+    one: 4-5 px off); apply refuses its link report (the output was off by the predecessor's correction, exit 0)
+    and re-applies its <scene>_reg.chain.json exactly as the batch warped it."""
+    import pyogrio
+
+    ref, scenes = series
+    outdir = tmp_path / "chain"
+    summary = batch(ref, [p for p, _ in scenes[:2]], outdir, CFG, chain=True, client=client)
+    assert [r.status for r in summary.scenes] == ["ok", "ok"]
+    (p, d) = scenes[1]
+    assert _points_error(outdir / f"{p.stem}_reg.points", d) < TOL_PX
+    meta, _, _, data = pyogrio.raw.read(outdir / f"{p.stem}_reg.tiepoints.gpkg")
+    c = dict(zip(meta["fields"], data))
+    err = np.hypot(c["ref_col"] - c["moving_col"] - d[0], c["ref_row"] - c["moving_row"] - d[1])[c["inlier"] > 0]
+    assert err.mean() < TOL_PX
+    res = _invoke(["apply", str(outdir / f"{p.stem}_reg.report.json"), str(p), str(tmp_path / "link.tif")])
+    assert res.exit_code == 1 and "chain.json" in res.output and not (tmp_path / "link.tif").exists()
+    res = _invoke(["apply", str(outdir / f"{p.stem}_reg.chain.json"), str(p), str(tmp_path / "chain.tif")])
+    assert res.exit_code == 0, res.output
+    with rasterio.open(tmp_path / "chain.tif") as a, rasterio.open(outdir / f"{p.stem}_reg.tif") as b:
+        assert a.transform == b.transform and np.array_equal(a.read(1), b.read(1), equal_nan=True)
+    _check_outputs_verify(outdir)

@@ -14,13 +14,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from sarreg.batch.files import error_text
-from sarreg.batch.results import SceneResult, matrix_fields, worst
+from sarreg.batch.results import CHAIN_SUFFIX, SceneResult, matrix_fields, worst
 from sarreg.batch.tasks import georef_prior, run_scene, warp_scene
 from sarreg.reapply import registered_nodata
 
 if TYPE_CHECKING:
     from sarreg.batch.runner import Run
 
+# what ``apply`` reads of a registration's relate stage besides the prior: how the scene was read, its grid
+RELATE_KEYS = ("nodata", "undeclared_nodata", "moving_grid")
 CHAIN_MODELS = ("auto", "shift", "similarity", "affine", "homography")  # models with a 3 x 3 matrix
 CHAIN_NATIVE = ("a link of the chain is between CRSs that no affine relates over the scene: its composed matrix is "
                 "pixels off at the edges; register the scenes to the reference without --chain")
@@ -61,6 +63,8 @@ def run_chain(run: "Run", keys: list[str], todo: list[str]) -> None:
         ref = str(run.ref if prev is None else run.by_key[prev])
         task = run.task(k, ref, pair_cfg, tag=f"-pair-{prev or 'reference'}")
         task["grid"] = run.grid if prev is None else None
+        if prev is not None:  # its report is onto the predecessor's grid: marked, so that apply refuses it
+            task["chain_link"] = {"predecessor": ref, "composed": k + CHAIN_SUFFIX}
         f = run.client.submit(run_scene, task, key=f"sarreg-pair-{k}-{prev}-{run.run_id}", pure=False)
         kind[f] = ("pair", k)
         ac.add(f)
@@ -113,8 +117,12 @@ def run_chain(run: "Run", keys: list[str], todo: list[str]) -> None:
             status[k] = worst(status[k], "low_quality") if approx[k] else status[k]
             rss[k] = rss[last] + (res.rmse_px or 0.0) ** 2
             task = run.task(k, str(run.ref), run.config, tag="-warp")
+            relate = ((r.get("report") or {}).get("stages") or {}).get("relate") or {}
             task.update(matrix=T[k].tolist(), via=last or "reference", link=link_summary(r.get("report")),
-                        nodata=registered_nodata(r.get("report") or {}, task["moving"]))  # as the link read it
+                        nodata=registered_nodata(r.get("report") or {}, task["moving"]),  # as the link read it
+                        status=status[k], relate={n: relate[n] for n in RELATE_KEYS if n in relate})
+            if last is not None:  # its tie point sidecars, on the predecessor's grid, moved onto the reference's
+                task.update(pred_matrix=T[last].tolist(), pred_grid=(r.get("report") or {}).get("reference_grid"))
             f = run.client.submit(warp_scene, task, key=f"sarreg-warp-{k}-{run.run_id}", pure=False)
             kind[f] = ("warp", k)
             ac.add(f)

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from sarreg.pipeline import Report
 
 OUT_SUFFIX = "_reg.tif"
+CHAIN_SUFFIX = "_reg.chain.json"  # --chain: the composed transform of a scene, a report ``apply`` takes
 STATUSES = ("ok", "low_quality", "failed")
 CSV_COLUMNS = ("scene", "date", "status", "shift_x_m", "shift_y_m", "shift_x_px", "shift_y_px", "rotation_deg",
                "rmse_px", "inliers", "coverage", "time_s", "resumed", "via", "error", "path", "stac_item",

@@ -19,7 +19,7 @@ import numpy as np
 from sarreg.batch.cache import CachingExtractor, load_index, process_extractor
 from sarreg.batch.files import atomic_write, dumps, error_text, input_sha256
 from sarreg.batch.manifest import publish
-from sarreg.batch.results import OUT_SUFFIX, STATUSES, SceneWarnings, num, result_fields
+from sarreg.batch.results import CHAIN_SUFFIX, OUT_SUFFIX, STATUSES, SceneWarnings, num, result_fields
 from sarreg.config import RegisterConfig
 from sarreg.errors import SarregError
 
@@ -75,6 +75,9 @@ def run_scene(task: dict[str, Any]) -> dict[str, Any]:
             report, res["ref_cache_hits"] = register_scene(task["ref"], moving, str(stage / (key + OUT_SUFFIX)), cfg,
                                                            task.get("ref_info"))
             out["report"] = json.loads(report.to_json())
+            if task.get("chain_link") and report.outputs.get("report"):  # a link onto the predecessor's grid
+                out["report"]["chain_link"] = task["chain_link"]
+                atomic_write(stage / Path(report.outputs["report"]).name, dumps(out["report"]))
             res["status"] = report.status if report.status in STATUSES else "failed"
             res["error"] = (report.message or "registration failed") if res["status"] != "ok" else None
             prior = georef_prior(task["ref"], moving, cfg) if report.matrix is not None else None
@@ -141,8 +144,16 @@ def warp_scene(task: dict[str, Any]) -> dict[str, Any]:
                              out_grid=output_grid(grid, cfg.resolution, m, Grid.from_dict(grid_of(moving))
                                                   if cfg.resolution == "moving" else None))
         doc = {"scene": key, "moving": moving, "reference": task["ref"], "via": task["via"],
-               "matrix": m.tolist(), "model": model, "link": task["link"], "resampling": used}
-        atomic_write(stage / (key + OUT_SUFFIX.replace(".tif", ".chain.json")), dumps(doc))
+               "matrix": m.tolist(), "model": model, "link": task["link"], "resampling": used,
+               # what ``sarreg apply`` reads of a report: the composed transform onto the reference grid
+               "status": task.get("status", "ok"), "message": (task["link"] or {}).get("message"),
+               "transform": tr.to_dict(), "reference_grid": task["grid"],
+               "stages": {"relate": {**task.get("relate", {}), "prior": out["prior"]}}}
+        atomic_write(stage / (key + CHAIN_SUFFIX), dumps(doc))
+        if task.get("pred_matrix") is not None:
+            from sarreg.batch.rebase import rebase_sidecars
+
+            rebase_sidecars(outdir, stage, key + OUT_SUFFIX, task["pred_matrix"], task.get("pred_grid"), task["grid"])
         out["timings"]["warp"] = round(time.perf_counter() - t0, 3)
         out["outputs"] = publish(stage, outdir)
     except Exception as e:  # noqa: BLE001 - recorded as the scene's error

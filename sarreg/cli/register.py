@@ -131,7 +131,8 @@ def register(ref: Path | str, moving: Path | str, out: Path, as_json: bool, asse
 def apply(report: Path, moving: Path | str, out: Path, update_georef: bool, overwrite: bool, fmt: str, compress: str,
           resampling: str, resolution: str, warp_mem_mb: int, nodata: float | str | None, asset: str | None,
           pol: str | None, force: bool) -> None:
-    """Re-apply the transform saved in REPORT (a .report.json) to MOVING, writing OUT on the reference grid.
+    """Re-apply the transform saved in REPORT (a .report.json, or a batch --chain scene's _reg.chain.json) to MOVING,
+    writing OUT on the reference grid.
 
     MOVING may be on another grid than the raster that was registered (other resolution, crop, CRS): it is related
     to it through the georeferencings. An output that would hold no valid pixel is refused (exit 1, no file)."""
@@ -155,6 +156,9 @@ def apply(report: Path, moving: Path | str, out: Path, update_georef: bool, over
         raise InputError(f"{report}: report file not found") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise InputError(f"{report}: not a readable JSON report ({e})") from None
+    if isinstance(data, dict) and isinstance(link := data.get("chain_link"), dict):  # batch --chain: onto a scene
+        raise InputError(f"{report}: the report of a batch --chain link onto {link.get('predecessor')}, not onto the "
+                         f"reference; apply {Path(report).with_name(str(link.get('composed')))} instead")
     if not isinstance(data, dict) or not data.get("transform") or not data.get("reference_grid"):
         raise InputError(f"{report}: holds no transform (status {data.get('status') if isinstance(data, dict) else '?'})")
     status, why = data.get("status", "ok"), data.get("message") or "quality gates failed"
