@@ -616,3 +616,16 @@ def test_chain_scene_sidecars_and_apply_are_on_the_reference_grid(series, client
     with rasterio.open(tmp_path / "chain.tif") as a, rasterio.open(outdir / f"{p.stem}_reg.tif") as b:
         assert a.transform == b.transform and np.array_equal(a.read(1), b.read(1), equal_nan=True)
     _check_outputs_verify(outdir)
+
+
+def test_progress_json_total_leaves_out_a_reference_the_glob_matched(tmp_path, series):
+    """``batch REF 'dir/*.tif' --progress-json`` with REF in dir: the scene total counts the scenes (it counted REF
+    too, so progress stopped at 0.8 and done never reached total)."""
+    ref, scenes = series
+    p = _run_cli(["--progress-json", "batch", str(ref), str(ref.parent / "*.tif"), "-o", str(tmp_path / "o"),
+                  "--workers", "1", *SIFT_ARGS, "--no-progress"])
+    out, err = p.communicate(timeout=600)
+    assert p.returncode == 0, err
+    lines = [json.loads(ln) for ln in err.splitlines() if ln.startswith("{")]
+    steps = [ln for ln in lines if ln.get("stage") == "scenes"]
+    assert steps[-1]["done"] == steps[-1]["total"] == len(scenes) and steps[-1]["progress"] == 1.0

@@ -119,6 +119,12 @@ def _absolute(src: str | Path) -> str | Path:
     return src.resolve() if isinstance(src, Path) else src
 
 
+def without_reference(reference: str | Path, scenes: Sequence[str | Path]) -> list[str | Path]:
+    """The scenes less the reference itself (a glob over the stack may include it), as given."""
+    ref = _absolute(reference)
+    return [s for s in scenes if _absolute(s) != ref]
+
+
 def unique_keys(paths: Sequence[str | Path]) -> list[str]:
     """Scene names (file stems, or STAC item ids, made file-name safe and unique): the names of its outputs and
     manifest keys."""
@@ -254,8 +260,7 @@ def batch(reference: str | Path, scenes: Sequence[str | Path], outdir: str | Pat
             e if is_remote(e) else str(Path(e).resolve()) for e in config.preprocess.exclude)))
     if not checked:
         check_run(ref, config)  # fail fast (exit 1) on an unusable reference, bad options or weights
-    paths = [_absolute(s) for s in scenes]
-    paths = [p for p in paths if p != ref]  # a glob may include the reference itself
+    paths = [_absolute(s) for s in without_reference(ref, scenes)]
     if not paths:
         raise InputError(f"{outdir}: no scenes to register (besides the reference)")
     if chain and config.model not in CHAIN_MODELS:
