@@ -160,6 +160,23 @@ def test_a_failed_run_leaves_no_new_output_folder(tmp_path: Path, scene: Path, w
     assert not (tmp_path / "new").exists()
 
 
+@pytest.mark.parametrize("opt,dest", [("-o", "s3://b/kp"), ("-o", "https://h.example/kp"),
+                                      ("--quicklook", "s3://b/q.png")])
+def test_remote_destination_is_refused_by_its_name_before_any_work(tmp_path: Path, scene: Path, weights: Path,
+                                                                   monkeypatch, opt: str, dest: str) -> None:
+    """A URL as -o or --quicklook: one line naming it as given (``s3://b/kp``; it read ``s3:/b/kp/scene.tif.r2d2``
+    once every input was opened and a local folder ``s3:/b/kp`` made) and nothing written: no input is read first
+    (a missing one is not reported)."""
+    monkeypatch.chdir(tmp_path)
+    before = set(tmp_path.rglob("*"))
+    r = CliRunner().invoke(cli, ["extract", str(scene), str(tmp_path / "missing.tif"), "--weights", str(weights),
+                                 opt, dest])
+    lines = r.output.strip().splitlines()
+    assert r.exit_code == 1 and len(lines) == 1, r.output
+    assert lines[0].startswith(f"sarreg: error: {dest}: ") and "local" in lines[0], lines
+    assert set(tmp_path.rglob("*")) == before
+
+
 def test_console_script_exit_code(sarreg_exe: Path, tmp_path: Path) -> None:
     p = subprocess.run([str(sarreg_exe), "extract", str(tmp_path / "missing.tif")], capture_output=True, text=True)
     assert p.returncode == 1 and "missing.tif: file not found" in p.stderr

@@ -9,7 +9,7 @@ import click
 
 from sarreg import progress as json_progress
 from sarreg.cli.options import (KIND_HELP, NODATA_HELP, NodataArg, asset_opt, config_from_params, config_option,
-                                device_opt, exclude_opt, input_arg, output_dir, overwrite_opt, pol_opt)
+                                device_opt, exclude_opt, input_arg, out_arg, output_dir, overwrite_opt, pol_opt)
 from sarreg.config import ExtractConfig, PreprocessConfig
 from sarreg.errors import InputError, OutputError
 from sarreg.io.source import Source, input_folder, input_name, resolve_input
@@ -94,10 +94,10 @@ P = PreprocessConfig
 @config_option(E, "precision")
 @config_option(E, "backend",
                help="Network inference: auto = OpenVINO on the CPU when installed, else torch (CUDA: torch).")
-@click.option("-o", "--out-dir", type=click.Path(path_type=Path), default=None,
+@click.option("-o", "--out-dir", type=out_arg, default=None,
               help="Output directory (default: next to each image).")
 @click.option("--geo", is_flag=True, help="Also write keypoints in map coordinates (.gpkg and .geojson).")
-@click.option("--quicklook", type=click.Path(path_type=Path), default=None,
+@click.option("--quicklook", type=out_arg, default=None,
               help="PNG with keypoints drawn on the scaled image (with several images: prefixed per image).")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @overwrite_opt
