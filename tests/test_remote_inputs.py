@@ -231,6 +231,24 @@ def test_extract_remote_image(server, small, tmp_path):
     assert (tmp_path / "ref.tif.r2d2").is_file()
 
 
+def test_extract_names_a_vsicurl_query_input_after_the_file_its_url_names(server, small, tmp_path):
+    """``/vsicurl?url=<url>`` and ``/vsicurl?<options>&url=<encoded url>`` inputs: the default output is named after
+    the file the URL names (``ref.tif.r2d2``, as for the plain URL), not after ``vsicurl`` (``vsicurl.r2d2``)."""
+    from urllib.parse import quote
+
+    from sarreg.io.source import input_name
+
+    base, _ = server
+    url = f"{base}/ref.tif"
+    for i, name in enumerate((f"/vsicurl?url={url}", f"/vsicurl?max_retry=1&url={quote(url + '?v=1', safe='')}")):
+        assert input_name(name) == "ref.tif"
+        out = tmp_path / f"o{i}"
+        res = _cli("extract", "--no-progress", "--top-k", "200", "--tile-size", "0", "-o", out, name)
+        assert res.exit_code == 0, res.output
+        assert sorted(p.name for p in out.iterdir()) == ["ref.tif.r2d2"]
+        assert res.stdout.strip().endswith(f"-> {out / 'ref.tif.r2d2'}"), res.stdout
+
+
 def test_register_remote_zip_by_range_requests(server, small, tmp_path):
     """``https://.../scene.zip`` holding one raster is read through /vsizip//vsicurl/: the zip's directory and the
     raster's blocks by range requests, never the whole archive; two rasters in a remote zip: one line naming them."""
