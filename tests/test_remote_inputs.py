@@ -412,6 +412,48 @@ def test_missing_or_denied_remote_zip_and_item_say_so(server, small, tmp_path):
         srv.server_close()
 
 
+def test_remote_zip_on_a_server_without_range_requests_says_so(server, small, tmp_path):
+    """A zip served by a server that ignores ``Range`` (``python -m http.server``: HTTP 200 and the whole file) cannot
+    be read in place by /vsizip//vsicurl/: one line naming the URL and saying so (it said "not a readable zip
+    archive"); the same zip from a server with ranges is read, and a damaged zip there is still "not a readable zip"."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    base, srv = server
+    with zipfile.ZipFile(srv.root / "whole.zip", "w") as zf:
+        zf.write(small[1], "mov.tif")
+    (srv.root / "broken.zip").write_bytes(b"PK\x03\x04" + b"\0" * 4000)
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+    class Plain(ThreadingHTTPServer):
+        def handle_error(self, request: object, client_address: object) -> None:
+            pass  # (a client that closes after the headers: a broken pipe here, not test output)
+
+    plain = Plain(("127.0.0.1", 0), functools.partial(Quiet, directory=str(srv.root)))
+    plain.daemon_threads = True
+    threading.Thread(target=plain.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{plain.server_address[1]}/whole.zip"
+        res = _cli("info", url)
+        lines = res.output.strip().splitlines()
+        assert res.exit_code == 1 and len(lines) == 1 and lines[0].startswith(f"sarreg: error: {url}: "), res.output
+        assert "not a readable zip" not in lines[0] and "range requests" in lines[0] and "download" in lines[0]
+        from sarreg.io.archive import refuses_ranges  # (the check alone: a range request answered with the file)
+
+        assert refuses_ranges(f"/vsicurl/{url}") and refuses_ranges(f"/vsicurl?url={url}")
+        assert not refuses_ranges(f"/vsicurl/{base}/whole.zip") and not refuses_ranges(url)
+    finally:
+        plain.shutdown()
+        plain.server_close()
+    assert _cli("info", f"{base}/whole.zip").exit_code == 0
+    res = _cli("info", f"{base}/broken.zip")
+    assert res.exit_code == 1 and res.output.strip().endswith("broken.zip: not a readable zip archive"), res.output
+
+
 def test_concurrent_warps_fail_alone(server, small, tmp_path, monkeypatch):
     """Two multithreaded warps at once in one process (batch workers with several threads): the one whose server
     fails mid-read fails, naming its input; the local one is written whole; GDAL raises as before afterwards."""

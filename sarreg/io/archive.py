@@ -29,16 +29,22 @@ def members(archive: str | Path, label: str | Path | None = None) -> list[str]:
     from sarreg.io.source import is_network, unreachable
 
     gdal.PushErrorHandler("CPLQuietErrorHandler")  # (GDAL's "HTTP response code" warning: the error line is ours)
+    gdal.ErrorReset()
     try:
         names = gdal.ReadDirRecursive(vsi(archive))
-    except RuntimeError:  # (with gdal.UseExceptions())
-        names = None
+        msg = gdal.GetLastErrorMsg()
+    except RuntimeError as e:  # (with gdal.UseExceptions())
+        names, msg = None, str(e)
     finally:
         gdal.PopErrorHandler()
     if names is None:
         why = unreachable(archive) if is_network(archive) else None  # missing / denied, not a bad zip
         if why:
             raise InputError(f"{label or archive}: cannot reach remote zip archive ({why})")
+        if "range downloading not supported" in msg.lower() or refuses_ranges(archive):
+            raise InputError(f"{label or archive}: the server does not support HTTP range requests, which reading a "
+                             "zip archive in place needs (GDAL /vsizip/ over /vsicurl/); download the file first and "
+                             "give its local path")
         raise InputError(f"{label or archive}: not a readable zip archive")
     return sorted(n for n in names if not n.endswith("/"))
 
@@ -62,3 +68,22 @@ def read(archive: str | Path, member: str, label: str | Path | None = None) -> b
     if data is None or len(data) != st.size:
         raise InputError(f"{label or archive}: cannot read {member} from the zip archive")
     return bytes(data)
+
+
+def refuses_ranges(name: str | Path) -> bool:
+    """Whether the HTTP(S) server behind a ``/vsicurl/`` name serves no byte ranges: it answers a ``Range`` request
+    with the whole file (HTTP 200, not 206 Partial Content). One request, whose body is not read; False for other
+    names and when the server cannot be asked."""
+    import urllib.request
+
+    from sarreg.io.source import query_url
+
+    s = str(name)
+    url = s[len("/vsicurl/"):] if s.startswith("/vsicurl/") else query_url(s) if s.startswith("/vsicurl?") else None
+    if url is None or not url.lower().startswith(("http://", "https://")):
+        return False
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers={"Range": "bytes=0-0"}), timeout=10) as r:
+            return r.status == 200 or r.headers.get("Accept-Ranges", "").strip().lower() == "none"
+    except (OSError, ValueError):  # (HTTP errors, no answer: said by ``unreachable`` or not at all)
+        return False

@@ -469,16 +469,20 @@ def local_path(src: Source) -> Path | None:
 _VSI_QUERY_URL = re.compile(r"^/vsi[a-z0-9_]+\?(?:.*?&)??url=([^&]*)", re.IGNORECASE)  # (the first url=)
 
 
+def query_url(name: str) -> str | None:
+    """The URL of a GDAL name that gives it as an option (``/vsicurl?[opt=val&]*url=<url-encoded url>``), or None."""
+    from urllib.parse import unquote
+
+    m = _VSI_QUERY_URL.match(name)
+    return unquote(m.group(1)) if m else None
+
+
 def input_name(src: Source) -> str:
     """File name of an input: last component of its path, URL (without query) or archive member."""
     s = str(src)
     if s.startswith("/vsizip/{") and "}/" in s:  # a member of a braced archive name (``archive.vsi``)
         s = s.split("}/", 1)[1]
-    url = _VSI_QUERY_URL.match(s)  # /vsicurl?[opt=val&]*url=<url>: named after the file the URL names
-    if url:
-        from urllib.parse import unquote
-
-        s = unquote(url.group(1))
+    s = query_url(s) or s  # /vsicurl?[opt=val&]*url=<url>: named after the file the URL names
     s = s.split("?", 1)[0].rstrip("/")
     return s.rsplit("/", 1)[-1]
 
