@@ -89,3 +89,30 @@ def test_info_reads_a_declared_scale_offset_and_unit(tmp_path, rng) -> None:
         assert d["scaling"] == {"scale": 0.01, "offset": offset, "unit": "dB"}
     r = _info(*paths)
     assert "int16 x 0.01 - 40 (unit dB) read as db" in r.stdout and "scale unknown" not in r.stdout, r.stdout
+
+
+def test_info_reports_zero_of_an_untagged_unsigned_raster_as_register_reads_it(geotiff_factory, rng) -> None:
+    """uint8 (display) and uint16 (amplitude) without a nodata tag: register reads 0 as no data (invalid on reading,
+    the warp's source nodata), and info says so: "nodata: 0 (found: ...)", not "nodata: none (the file declares
+    none)"; the same Scene (``open_scene``) gives both. Read as dB (``--kind db``), 0 is data and none is found."""
+    from sarreg.io.raster import open_scene
+
+    db = 10 * np.log10(speckle(reflectivity(160, 200, seed=2), 4, rng))
+    u8 = np.clip(5 * db + 128, 1, 255).astype(np.uint8)
+    u8[:, :40] = 0
+    u16 = np.clip(10 ** (db / 20) * 1000, 1, 65535).astype(np.uint16)
+    u16[:32] = 0
+    paths = [str(geotiff_factory(u8, "u8.tif", dtype="uint8")), str(geotiff_factory(u16, "u16.tif", dtype="uint16"))]
+    r = _info("--json", *paths)
+    assert r.exit_code == 0, r.output
+    for d, share, dtype in zip(json.loads(r.stdout), (0.2, 0.2), ("uint8", "uint16")):
+        assert d["nodata"] == {"value": 0.0, "from": "found", "share": share, "tag": None,
+                               "rule": f"0 is no measurement in {dtype} data"}, d["nodata"]
+        assert d["valid_fraction"] == 0.8
+    text = _info(paths[0]).stdout
+    assert "nodata: 0 (found: undeclared fill value, 0 is no measurement in uint8 data; 20.0 % of the pixels; the " \
+           "file declares none); valid: 80.0 %" in text, text
+    sc = open_scene(paths[0])
+    assert sc.nodata == 0.0 and sc.nodata_from == "found" and sc.undeclared.value == 0.0 and sc.warp_nodata == 0.0
+    d = json.loads(_info("--json", "--kind", "db", paths[1]).stdout)[0]
+    assert d["nodata"] == {"value": None, "from": "file"}

@@ -47,6 +47,8 @@ def describe(path: Source, pre: PreprocessConfig = PreprocessConfig()) -> dict[s
         d["nodata"]["also"] = {"value": nodata_value(scene.undeclared.value), "share": round(scene.undeclared.share, 4)}
     elif scene.undeclared is not None:  # (with the file's own tag, which marks almost no pixel, when it has one)
         d["nodata"].update(share=round(scene.undeclared.share, 4), tag=nodata_value(tag))
+        if scene.zero is not None:  # 0 of an unsigned band that declares nothing: no measurement
+            d["nodata"]["rule"] = f"0 is no measurement in {scene.dtype} data"
     if scene.scaling.scaled or scene.scaling.unit:  # the band's declared scale / offset / unit, applied on reading
         d["scaling"] = scene.scaling.to_dict()
     if scene.exclude is not None:
@@ -90,7 +92,8 @@ def summary_lines(d: dict[str, Any]) -> list[str]:
            f"the file's tag {_value(nd['tag'])} marks almost no pixel")
     also = nd.get("also")
     origin = {"file": "the file's tag" if nd["value"] is not None else "the file declares none",
-              "found": f"found in the data, {100 * nd.get('share', 0):.1f} % of the pixels; {tag}",
+              "found": f"found in the data, {100 * nd.get('share', 0):.1f} % of the pixels; {tag}" if "rule" not in nd
+              else f"found: undeclared fill value, {nd['rule']}; {100 * nd['share']:.1f} % of the pixels; {tag}",
               "option": "--nodata"}[nd["from"]]
     if also:
         origin += f"), and {_value(also['value'])} (found in the data, {100 * also['share']:.1f} % of the pixels"

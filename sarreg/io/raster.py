@@ -79,6 +79,8 @@ class Scene:
     overview: Overview | None = field(default=None, repr=False, compare=False)  # the statistics read (whole band,
     # longer side STATS_MAX_SIDE): ``read_unit`` serves coarser reads from it instead of decoding the file again
     scaling: Scaling = Scaling()  # the band's declared scale / offset / unit: values read are raw * scale + offset
+    zero: Fill | None = None  # 0 of an unsigned band without tag or mask band: no measurement, read as no data by its
+    # kind and by the warp (``nodata`` 0, "found"); not tested on reads: isolated zeros stay dark pixels
     description: str = ""  # the band's description (e.g. "VV"), recorded in the report
 
     @property
@@ -89,7 +91,7 @@ class Scene:
     def undeclared(self) -> Fill | None:
         """A fill value found that the file does not declare (``sarreg.io.fill``): in place of its tag, or beside
         a tag that marks holes; or None."""
-        return self.holes if self.nodata_from != "option" else None
+        return (self.holes or self.zero) if self.nodata_from != "option" else None
 
     @property
     def warp_nodata(self) -> float | str | tuple[float, float]:
@@ -285,13 +287,25 @@ def open_scene(path: Source, pre: PreprocessConfig = PreprocessConfig()) -> Scen
         fill = float(np.clip((np.median(logv[valid]) - lo) / (hi - lo), 0, 1))
         geo = _is_georeferenced(ds)
         gcps, gcp_crs = (None, None) if geo else read_gcps(ds)
+        zero = _zero_fill(vals, dtype, kind, sc) if given is None and nodata is None and holes is None and \
+            may_hide_fill(ds, band) else None
+        found = holes is not None and not second  # in place of the tag (or the value given)
         scene = Scene(path=path, width=ds.width, height=ds.height, count=ds.count, dtype=dtype, band=band,
-                      kind=kind, nodata=nodata if holes is None or second else holes.value,
+                      kind=kind, nodata=0.0 if zero is not None else holes.value if found else nodata,
                       crs=ds.crs if gcps is None else gcp_crs, transform=ds.transform,
                       georeferenced=geo, lo=float(lo), hi=float(hi), fill=fill, gcps=gcps, holes=holes,
-                      nodata_from="option" if given is not None else "file" if holes is None or second else "found",
-                      overview=overview, scaling=sc, description=(ds.descriptions or ())[band - 1] or "")
+                      nodata_from="option" if given is not None else "found" if found or zero is not None else "file",
+                      overview=overview, scaling=sc, description=(ds.descriptions or ())[band - 1] or "", zero=zero)
     return _with_exclusion(scene, pre.exclude, valid)
+
+
+def _zero_fill(vals: np.ndarray, dtype: str, kind: str, sc: Scaling) -> Fill | None:
+    """0 in an unsigned band that declares no nodata (no tag, no mask band; no fill found), read as display, linear
+    or amplitude values: no measurement, invalid on reading and the warp's nodata (``sarreg.io.fill.warp_nodata``).
+    -> that value as a Fill (``share``: of the sample), or None."""
+    if not dtype.startswith("uint") or kind not in ("display", "linear", "amplitude") or sc.scaled:
+        return None
+    return Fill(0.0, 0.0, float(np.mean(vals == 0)), side="exact")
 
 
 BIG_BLOCK_MB = 256  # a compressed block this large is decoded whole by every read that touches it
