@@ -119,7 +119,7 @@ def extract(images: tuple[Source, ...], weights: Path | None, out_dir: Path | No
     if min_scale > max_scale:
         raise InputError(f"--min-scale {min_scale:g} > --max-scale {max_scale:g}: no pyramid level would run")
     resolve_backend(cfg.backend, resolve_device(device))  # fail before any work (e.g. openvino not installed)
-    images = tuple(resolve_input(p, asset, pol) for p in images)  # names of outputs come from what is read (zip members)
+    images = tuple(resolve_input(p, asset, pol) for p in images)  # output names: from what is read (zip members)
     scenes = [open_scene(p, cfg.preprocess) for p in images]  # validate every input before any work
     if geo:
         for sc in scenes:
