@@ -261,6 +261,19 @@ def test_bad_input_one_line_error(case: str, pairs: Path, tmp_path: Path) -> Non
     assert not (out / "eval.json").exists()
 
 
+@pytest.mark.parametrize("opt", ["-o", "--pred-dir"])
+def test_remote_output_dir_is_refused_as_typed(opt: str, pairs: Path, tmp_path: Path, monkeypatch) -> None:
+    """A URL as -o / --pred-dir: one line naming it as typed (``s3://b/ev``; a plain click.Path folded it into the
+    local folder ``s3:/b/ev``), before any pair is run, and no folder made."""
+    monkeypatch.chdir(tmp_path)
+    before = set(tmp_path.rglob("*"))
+    r = CliRunner().invoke(cli, ["evaluate", str(pairs), "--methods", "sift", opt, "s3://b/ev", "--no-progress"])
+    msg = r.output.strip().splitlines()
+    assert r.exit_code == 1 and len(msg) == 1, r.output
+    assert msg[0].startswith("sarreg: error: s3://b/ev: ") and "local" in msg[0]
+    assert set(tmp_path.rglob("*")) == before
+
+
 needs_model = pytest.mark.skipif(default_weights_path() is None, reason="no shipped model")
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from sarreg import progress as json_progress
-from sarreg.cli.options import config_option, writable_dir
+from sarreg.cli.options import config_option, out_arg, writable_dir
 
 from sarreg.config import MODELS, ExtractConfig, PreprocessConfig, RegisterConfig
 from sarreg.errors import InputError
@@ -73,9 +73,9 @@ def evaluate() -> None:
 @click.option("--skip-large", is_flag=True,
               help="Skip pairs flagged large in gt.json for single-stage learned methods.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("-o", "--out-dir", type=click.Path(path_type=Path), default=None,
+@click.option("-o", "--out-dir", type=out_arg, default=None,
               help="Write eval.md, eval.json and mma.png (single-stage methods) here.")
-@click.option("--pred-dir", type=click.Path(path_type=Path), default=None,
+@click.option("--pred-dir", type=out_arg, default=None,
               help="Write <pred-dir>/<method>/<id>.json predictions for the official score.py.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 def run(pairs_dir: Path, methods: str, reg_model: str, weights: tuple[Path, ...], top_k: int, rel_thr: float | None,

@@ -160,7 +160,8 @@ def apply(report: Path, moving: Path | str, out: Path, update_georef: bool, over
         raise InputError(f"{report}: the report of a batch --chain link onto {link.get('predecessor')}, not onto the "
                          f"reference; apply {Path(report).with_name(str(link.get('composed')))} instead")
     if not isinstance(data, dict) or not data.get("transform") or not data.get("reference_grid"):
-        raise InputError(f"{report}: holds no transform (status {data.get('status') if isinstance(data, dict) else '?'})")
+        got = data.get("status") if isinstance(data, dict) else "?"
+        raise InputError(f"{report}: holds no transform (status {got})")
     status, why = data.get("status", "ok"), data.get("message") or "quality gates failed"
     if status != "ok" and not force:  # as register: an untrusted transform writes no raster
         raise LowQuality(f"{report}: the registration is {status} ({why}); no raster written (--force applies it)")
