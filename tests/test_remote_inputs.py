@@ -1,8 +1,8 @@
 """Remote and archived inputs (issue #14, first part): URLs, /vsicurl/, zips, /vsizip/.
 
 A real HTTP server on 127.0.0.1 started by the tests (``server`` in conftest: threaded, honours single and multiple
-``Range`` requests, logs the bytes it serves) serves COGs made with ``gdal.Translate(format="COG")`` from a speckled synthetic pair
-with a known shift. No internet, no mocks: GDAL's /vsicurl/ talks to the server.
+``Range`` requests, logs the bytes it serves) serves COGs made with ``gdal.Translate(format="COG")`` from a speckled
+synthetic pair with a known shift. No internet, no mocks: GDAL's /vsicurl/ talks to the server.
 """
 from __future__ import annotations
 
