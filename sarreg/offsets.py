@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -197,6 +197,34 @@ def _smooth(raw: np.ndarray, sigma: float = 1.0, reach: float = 2.0) -> np.ndarr
     return out
 
 
+FIELD_GAIN = 0.8  # the field is kept when it predicts held-out nodes within this share of the global model's error
+
+
+def field_gain(raw: np.ndarray, sigma: float = 1.0) -> float | None:
+    """Leave-one-out test of the field: the RMS error of each measured node (deviation from the global model)
+    predicted by the smoothing of its neighbours alone, over the RMS of the deviations themselves (the global
+    model's error at the same nodes). Near or above 1: the field follows noise (speckle, temporal change), not a
+    distortion. None with fewer than 8 nodes predicted."""
+    w = np.isfinite(raw[..., 0]).astype(np.float32)
+    ks = int(2 * math.ceil(3 * sigma) + 1)
+    g = cv2.getGaussianKernel(ks, sigma)
+    k = (g @ g.T).astype(np.float32)
+    k[ks // 2, ks // 2] = 0.0  # each node predicted without itself
+    den = cv2.filter2D(w, -1, k, borderType=cv2.BORDER_CONSTANT)
+    err, dev = [], []
+    for c in range(2):
+        num = cv2.filter2D(np.where(w > 0, raw[..., c], 0).astype(np.float32), -1, k, borderType=cv2.BORDER_CONSTANT)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            err.append(num / den - raw[..., c])
+        dev.append(raw[..., c])
+    ok = (w > 0) & (den >= float(k.max())) & np.isfinite(err[0]) & np.isfinite(err[1])
+    if ok.sum() < 8:
+        return None
+    e = float(np.sqrt(np.mean(err[0][ok] ** 2 + err[1][ok] ** 2)))
+    d = float(np.sqrt(np.mean(dev[0][ok] ** 2 + dev[1][ok] ** 2)))
+    return e / max(d, 1e-6)
+
+
 def write_field(path: str | Path, field: OffsetsField, ref: Scene) -> None:
     """``OUT.offsets.tif``: float32 bands dx, dy (reference px) and quality, nodata NaN, on the node grid,
     georeferenced like the reference (pixel space when the reference is not). Written atomically."""
@@ -251,6 +279,13 @@ def local_transform(ref: Scene, mov: Scene, est: Estimate, area: BaseGeometry, c
                        f"> {cfg.max_rmse / 2:g}")
     if stats["max_px"] is not None and stats["max_px"] > RADIUS - 1:
         reasons.append(f"local offsets up to {stats['max_px']:.1f} px: at the edge of the search radius")
+    gain = field_gain(field.raw)
+    stats["field_gain"] = None if gain is None else round(gain, 3)
+    if gain is not None and gain > FIELD_GAIN:  # the field explains no more than noise: the global model, exactly
+        stats["field"] = "not kept: it predicts held-out nodes no better than the global model"
+        field = replace(field, smooth=np.where(np.isfinite(field.smooth), 0.0, np.nan))
+        write_field(path, field, ref)
+        return PixelTransform(est.model, est.matrix), stats, reasons
     write_field(path, field, ref)
     tp = field.tiepoints(est.matrix)
     if len(tp) > TPS_MAX_POINTS:

@@ -85,3 +85,45 @@ def test_local_field_rejects_a_wrong_global_model(tmp_path):
     m = write_geotiff(tmp_path / "moving.tif", b, REF_T, UTM)
     rep = register(r, m, tmp_path / "o.tif", RegisterConfig(features="sift", model="local", warp=False))
     assert rep.status != "ok"
+
+
+def test_field_gain_tells_a_distortion_from_noise():
+    """Leave-one-out: a smooth field with measurement noise predicts its nodes well (gain well under 1); noise alone
+    (speckle, temporal change: deviations with no spatial structure) does not (gain about 1 or more)."""
+    from sarreg.offsets import FIELD_GAIN, field_gain
+
+    rng = np.random.default_rng(5)
+    yy, xx = np.mgrid[:16, :16] / 16.0
+    smooth = np.stack([2.5 * np.sin(math.pi * xx) * np.sin(math.pi * yy), 1.5 * np.sin(2 * math.pi * xx) * yy], -1)
+    noise = rng.normal(0.0, 0.3, smooth.shape)
+    assert field_gain(smooth + noise) < 0.5
+    assert field_gain(noise) > FIELD_GAIN
+    holes = noise.copy()
+    holes[rng.random(holes.shape[:2]) < 0.5] = np.nan  # half the nodes unmeasured: still judged on the rest
+    assert field_gain(holes) > FIELD_GAIN
+    assert field_gain(np.full((2, 3, 2), 0.1)) is None  # too few nodes to predict
+
+
+def test_local_field_not_kept_where_it_follows_noise(tmp_path):
+    """A pure shift under strong temporal change: the field's nodes scatter with no distortion behind them, so the
+    global model is kept exactly (the field followed that noise 2.3 px off at places on a seasonal pair where the
+    global model was within 0.04 px)."""
+    from sarreg.synth import temporal_change
+
+    field = reflectivity(N + 2 * PAD, N + 2 * PAD, seed=23)
+    rng = np.random.default_rng(4)
+    ref = speckle(field, 1.0, rng)[PAD:PAD + N, PAD:PAD + N]
+    u = np.stack(np.meshgrid(np.arange(N, dtype=np.float32), np.arange(N, dtype=np.float32)), -1) + SHIFT + PAD
+    changed = temporal_change(field, rng, 0.5)
+    mov = cv2.remap(speckle(changed, 1.0, rng), u[..., 0].astype(np.float32), u[..., 1].astype(np.float32),
+                    cv2.INTER_LANCZOS4, borderValue=0)
+    r = write_geotiff(tmp_path / "ref.tif", ref, REF_T, UTM)
+    m = write_geotiff(tmp_path / "moving.tif", np.maximum(mov, 0), REF_T, UTM, nodata=0.0)
+    cfg = RegisterConfig(model="local", grid_spacing=32, tiepoints=False, matches_npz=False)
+    rep = register(r, m, tmp_path / "o.tif", cfg)
+    st = rep.stages["offsets"]
+    assert st["field_gain"] is not None and st["field_gain"] > 0.8, st
+    assert st["field"].startswith("not kept"), st
+    assert rep.transform["model"] != "tps" and rep.transform.get("tiepoints") is None, rep.transform["model"]
+    g = np.stack(np.meshgrid(np.linspace(40, N - 40, 8), np.linspace(40, N - 40, 8)), -1).reshape(-1, 2)
+    assert np.hypot(*(apply_matrix(np.array(rep.matrix), g) - (g + SHIFT)).T).max() < 1.0
