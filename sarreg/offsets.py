@@ -284,8 +284,8 @@ def local_transform(ref: Scene, mov: Scene, est: Estimate, area: BaseGeometry, c
     if gain is not None and gain > FIELD_GAIN:  # the field explains no more than noise: the global model, exactly
         stats["field"] = "not kept: it predicts held-out nodes no better than the global model"
         field = replace(field, smooth=np.where(np.isfinite(field.smooth), 0.0, np.nan))
-        write_field(path, field, ref)
-        return PixelTransform(est.model, est.matrix), stats, reasons
+        write_field(path, field, ref)  # (the gates on the field's own coverage and consistency no longer apply)
+        return PixelTransform(est.model, est.matrix), stats, [r for r in reasons if r.startswith("local offsets up")]
     write_field(path, field, ref)
     tp = field.tiepoints(est.matrix)
     if len(tp) > TPS_MAX_POINTS:
