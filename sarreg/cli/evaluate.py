@@ -79,7 +79,8 @@ def evaluate() -> None:
               help="Write <pred-dir>/<method>/<id>.json predictions for the official score.py.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 def run(pairs_dir: Path, methods: str, reg_model: str, weights: tuple[Path, ...], top_k: int, rel_thr: float | None,
-        rep_thr: float | None, min_size: int, max_size: int, max_scale: float, upsample_to: int, subpixel: bool, ratio: float | None, threshold: float, orb_features: int,
+        rep_thr: float | None, min_size: int, max_size: int, max_scale: float, upsample_to: int, subpixel: bool,
+        ratio: float | None, threshold: float, orb_features: int,
         ids_file: Path | None, skip_large: bool, device: str, out_dir: Path | None, pred_dir: Path | None,
         progress: bool) -> None:
     """Run methods over PAIRS_DIR (sub-folders with ref.*, moving.*, gt.json; or a benchmark folder with
@@ -112,7 +113,8 @@ def run(pairs_dir: Path, methods: str, reg_model: str, weights: tuple[Path, ...]
         if d is not None:
             writable_dir(d)
     cfg = ExtractConfig(top_k=top_k, rel_thr=rel_thr, rep_thr=rep_thr, min_size=min_size, max_size=max_size,
-                        max_scale=max_scale, upsample_to=upsample_to, subpixel=subpixel, device=device, preprocess=PreprocessConfig())
+                        max_scale=max_scale, upsample_to=upsample_to, subpixel=subpixel, device=device,
+                        preprocess=PreprocessConfig())
     opt = EvalOptions(register=RegisterConfig(model=reg_model, device=device), extract=cfg, ratio=ratio,
                       threshold=threshold, orb_features=orb_features, skip_large_learned=skip_large)
     bar = tqdm(total=len(pairs) * len(meths), unit="run", disable=not json_progress.bars(progress), leave=False)
