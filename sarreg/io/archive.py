@@ -71,15 +71,15 @@ def read(archive: str | Path, member: str, label: str | Path | None = None) -> b
 
 
 def refuses_ranges(name: str | Path) -> bool:
-    """Whether the HTTP(S) server behind a ``/vsicurl/`` name serves no byte ranges: it answers a ``Range`` request
-    with the whole file (HTTP 200, not 206 Partial Content). One request, whose body is not read; False for other
+    """Whether the HTTP(S) server behind a URL or ``/vsicurl/`` name serves no byte ranges: it answers a ``Range``
+    request with the whole file (HTTP 200, not 206 Partial Content). One request, whose body is not read; False for other
     names and when the server cannot be asked."""
     import urllib.request
 
     from sarreg.io.source import query_url
 
     s = str(name)
-    url = s[len("/vsicurl/"):] if s.startswith("/vsicurl/") else query_url(s) if s.startswith("/vsicurl?") else None
+    url = s[len("/vsicurl/"):] if s.startswith("/vsicurl/") else query_url(s) if s.startswith("/vsicurl?") else s
     if url is None or not url.lower().startswith(("http://", "https://")):
         return False
     try:
