@@ -72,8 +72,8 @@ def read(archive: str | Path, member: str, label: str | Path | None = None) -> b
 
 def refuses_ranges(name: str | Path) -> bool:
     """Whether the HTTP(S) server behind a URL or ``/vsicurl/`` name serves no byte ranges: it answers a ``Range``
-    request with the whole file (HTTP 200, not 206 Partial Content). One request, whose body is not read; False for other
-    names and when the server cannot be asked."""
+    request with the whole file (HTTP 200, not 206 Partial Content). One request, whose body is not read; False for
+    other names and when the server cannot be asked."""
     import urllib.request
 
     from sarreg.io.source import query_url
