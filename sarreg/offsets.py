@@ -198,13 +198,23 @@ def _smooth(raw: np.ndarray, sigma: float = 1.0, reach: float = 2.0) -> np.ndarr
 
 
 FIELD_GAIN = 0.8  # the field is kept when it predicts held-out nodes within this share of the global model's error
+# a kept field that predicts its own nodes (each from its neighbours) worse than this RMS (px) is uncertain between
+# them: layover over 150 m of relief 0.62-0.72 (the output 5-6.5 px off at places), 40-80 m 0.28-0.39; the kept fields
+# of real training-split pairs 0.29-0.37 (stop 56)
+FIELD_LOO_PX = 0.5
 
 
 def field_gain(raw: np.ndarray, sigma: float = 1.0) -> float | None:
-    """Leave-one-out test of the field: the RMS error of each measured node (deviation from the global model)
-    predicted by the smoothing of its neighbours alone, over the RMS of the deviations themselves (the global
-    model's error at the same nodes). Near or above 1: the field follows noise (speckle, temporal change), not a
-    distortion. None with fewer than 8 nodes predicted."""
+    """Leave-one-out test of the field (``field_loo``): its held-out error over the global model's. Near or above 1:
+    the field follows noise (speckle, temporal change), not a distortion. None with fewer than 8 nodes predicted."""
+    g = field_loo(raw, sigma)
+    return None if g is None else g[0] / max(g[1], 1e-6)
+
+
+def field_loo(raw: np.ndarray, sigma: float = 1.0) -> tuple[float, float] | None:
+    """(RMS error of each measured node, a deviation from the global model, predicted by the smoothing of its
+    neighbours alone; RMS of the deviations themselves, the global model's error at the same nodes) in px, or None
+    with fewer than 8 nodes predicted."""
     w = np.isfinite(raw[..., 0]).astype(np.float32)
     ks = int(2 * math.ceil(3 * sigma) + 1)
     g = cv2.getGaussianKernel(ks, sigma)
@@ -222,7 +232,7 @@ def field_gain(raw: np.ndarray, sigma: float = 1.0) -> float | None:
         return None
     e = float(np.sqrt(np.mean(err[0][ok] ** 2 + err[1][ok] ** 2)))
     d = float(np.sqrt(np.mean(dev[0][ok] ** 2 + dev[1][ok] ** 2)))
-    return e / max(d, 1e-6)
+    return e, d
 
 
 def write_field(path: str | Path, field: OffsetsField, ref: Scene) -> None:
@@ -279,13 +289,19 @@ def local_transform(ref: Scene, mov: Scene, est: Estimate, area: BaseGeometry, c
                        f"> {cfg.max_rmse / 2:g}")
     if stats["max_px"] is not None and stats["max_px"] > RADIUS - 1:
         reasons.append(f"local offsets up to {stats['max_px']:.1f} px: at the edge of the search radius")
-    gain = field_gain(field.raw)
+    loo = field_loo(field.raw)
+    gain = None if loo is None else loo[0] / max(loo[1], 1e-6)
     stats["field_gain"] = None if gain is None else round(gain, 3)
+    stats["field_loo_px"] = None if loo is None else round(loo[0], 3)
     if gain is not None and gain > FIELD_GAIN:  # the field explains no more than noise: the global model, exactly
         stats["field"] = "not kept: it predicts held-out nodes no better than the global model"
         field = replace(field, smooth=np.where(np.isfinite(field.smooth), 0.0, np.nan))
         write_field(path, field, ref)  # (the gates on the field's own coverage and consistency no longer apply)
         return PixelTransform(est.model, est.matrix), stats, [r for r in reasons if r.startswith("local offsets up")]
+    if loo is not None and loo[0] > FIELD_LOO_PX:
+        reasons.append(f"the offsets field predicts its own nodes only to {loo[0]:.2f} px (RMS, each from its "
+                       f"neighbours) > {FIELD_LOO_PX:g}: it varies faster than its {spacing} px grid (steep relief) "
+                       f"or is noisy; pixels off between nodes")
     write_field(path, field, ref)
     tp = field.tiepoints(est.matrix)
     if len(tp) > TPS_MAX_POINTS:

@@ -9,9 +9,9 @@ import rasterio
 from affine import Affine
 
 from sarreg.config import RegisterConfig
-from sarreg.estimate import apply_matrix
+from sarreg.estimate import ThinPlateSpline, apply_matrix
 from sarreg.pipeline import register
-from sarreg.synth import reflectivity, speckle, write_geotiff
+from sarreg.synth import reflectivity, smooth_noise, speckle, write_geotiff
 
 UTM = "EPSG:32631"
 REF_T = Affine(10.0, 0, 500000.0, 0, -10.0, 5000000.0)
@@ -127,3 +127,31 @@ def test_local_field_not_kept_where_it_follows_noise(tmp_path):
     assert rep.transform["model"] != "tps" and rep.transform.get("tiepoints") is None, rep.transform["model"]
     g = np.stack(np.meshgrid(np.linspace(40, N - 40, 8), np.linspace(40, N - 40, 8)), -1).reshape(-1, 2)
     assert np.hypot(*(apply_matrix(np.array(rep.matrix), g) - (g + SHIFT)).T).max() < 1.0
+
+
+def test_local_field_coarser_than_the_distortion_is_not_ok(tmp_path):
+    """Height-dependent offsets that vary over ~40 px (layover over rough relief): a 32 px grid of 64 px windows
+    cannot follow them; the local result is pixels off between nodes and must say so (it was ok)."""
+    h = smooth_noise(np.random.default_rng(5), N + 1, N + 1, 40.0)
+
+    def truth(u: np.ndarray) -> np.ndarray:
+        hx = cv2.remap(h, u[..., 0].astype(np.float32), u[..., 1].astype(np.float32), cv2.INTER_LINEAR)
+        return u + SHIFT + np.stack([3.0 * hx, np.zeros_like(hx)], -1)
+
+    field = reflectivity(N + 2 * PAD, N + 2 * PAD, seed=17)
+    rng = np.random.default_rng(2)
+    ref = speckle(field, 4.0, rng)[PAD:PAD + N, PAD:PAD + N]
+    u = np.stack(np.meshgrid(np.arange(N, dtype=np.float64), np.arange(N, dtype=np.float64)), -1)
+    m = (truth(u) + PAD).astype(np.float32)
+    mov = cv2.remap(speckle(field, 4.0, rng), m[..., 0], m[..., 1], cv2.INTER_LANCZOS4, borderValue=0)
+    r = write_geotiff(tmp_path / "ref.tif", ref, REF_T, UTM)
+    mv = write_geotiff(tmp_path / "moving.tif", np.maximum(mov, 0), REF_T, UTM, nodata=0.0)
+    cfg = RegisterConfig(features="sift", model="local", grid_spacing=32, tiepoints=False, matches_npz=False,
+                         warp=False)
+    rep = register(r, mv, tmp_path / "o.tif", cfg)
+    tp = np.array(rep.transform["tiepoints"])
+    g = np.stack(np.meshgrid(np.linspace(40, N - 40, 20), np.linspace(40, N - 40, 20)), -1).reshape(-1, 2)
+    err = np.hypot(*(ThinPlateSpline(tp[:, :2], tp[:, 2:]).apply(g) - truth(g[None])[0]).T)
+    assert err.max() > 2.0  # the mapping the warp uses is pixels off at places
+    assert rep.stages["offsets"]["field_loo_px"] > 0.5
+    assert rep.status == "low_quality" and "predicts its own nodes only to" in rep.message, rep.message
