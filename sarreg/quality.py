@@ -167,7 +167,7 @@ def judge(est: Estimate, prior: np.ndarray, cfg: RegisterConfig, adequacy: float
         reasons.append(f"the scene is distorted locally (terrain, layover): {second['distorted']} of "
                        f"{second['tie_points']} tie points miss this {est.model} but follow their neighbours, "
                        f"{second['distorted_px']:.1f} px off it (median); --model local follows a distortion smoother "
-                       f"than its offsets grid (check its result: over steep relief places stay pixels off)")
+                       f"than its offsets grid (its result says when it cannot)")
     if too_uncertain(spread, cfg, confirmed=confirms(cross)):
         reasons.append(f"uncertain away from the tie points: bootstrap spread {spread:.2f} px over the overlap "
                        f"> {spread_limit(cfg, confirms(cross)):g}")
