@@ -30,12 +30,13 @@ def _truth(u: np.ndarray) -> np.ndarray:
     return u + SHIFT + _bump(u)
 
 
-def _pair(tmp):
+def _pair(tmp, truth=_truth):
+    """Reference and moving GeoTIFFs of one speckled scene, the moving one resampled through ``truth``."""
     field = reflectivity(N + 2 * PAD, N + 2 * PAD, seed=17)
     rng = np.random.default_rng(2)
     ref = speckle(field, 4.0, rng)[PAD:PAD + N, PAD:PAD + N]
     u = np.stack(np.meshgrid(np.arange(N, dtype=np.float64), np.arange(N, dtype=np.float64)), -1)
-    m = (_truth(u) + PAD).astype(np.float32)
+    m = (truth(u) + PAD).astype(np.float32)
     mov = cv2.remap(speckle(field, 4.0, rng), m[..., 0], m[..., 1], cv2.INTER_LANCZOS4, borderValue=0)
     r = write_geotiff(tmp / "ref.tif", ref, REF_T, UTM)
     mv = write_geotiff(tmp / "moving.tif", np.maximum(mov, 0), REF_T, UTM, nodata=0.0)
@@ -138,14 +139,7 @@ def test_local_field_coarser_than_the_distortion_is_not_ok(tmp_path):
         hx = cv2.remap(h, u[..., 0].astype(np.float32), u[..., 1].astype(np.float32), cv2.INTER_LINEAR)
         return u + SHIFT + np.stack([3.0 * hx, np.zeros_like(hx)], -1)
 
-    field = reflectivity(N + 2 * PAD, N + 2 * PAD, seed=17)
-    rng = np.random.default_rng(2)
-    ref = speckle(field, 4.0, rng)[PAD:PAD + N, PAD:PAD + N]
-    u = np.stack(np.meshgrid(np.arange(N, dtype=np.float64), np.arange(N, dtype=np.float64)), -1)
-    m = (truth(u) + PAD).astype(np.float32)
-    mov = cv2.remap(speckle(field, 4.0, rng), m[..., 0], m[..., 1], cv2.INTER_LANCZOS4, borderValue=0)
-    r = write_geotiff(tmp_path / "ref.tif", ref, REF_T, UTM)
-    mv = write_geotiff(tmp_path / "moving.tif", np.maximum(mov, 0), REF_T, UTM, nodata=0.0)
+    r, mv = _pair(tmp_path, truth)
     cfg = RegisterConfig(features="sift", model="local", grid_spacing=32, tiepoints=False, matches_npz=False,
                          warp=False)
     rep = register(r, mv, tmp_path / "o.tif", cfg)
