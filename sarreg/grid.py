@@ -59,11 +59,24 @@ class Grid:
         return Grid(int(d["width"]), int(d["height"]), Affine.from_gdal(*d["geotransform"]), d.get("crs_wkt"),
                     gcps, d.get("gcp_crs_wkt") if gcps else None, local)
 
+    def map_to_px(self, xy_map: np.ndarray) -> np.ndarray:
+        """Target coordinates (N x 2) -> pixel centres: the inverse of ``px_to_map``."""
+        return map_to_px(self.transform, xy_map)
+
     def px_to_map(self, xy: np.ndarray) -> np.ndarray:
         """Pixel centres (N x 2) -> target coordinates: map coords, or pixel-edge coords in pixel space."""
         xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2) + 0.5
         a = self.transform
         return np.stack([a.a * xy[:, 0] + a.b * xy[:, 1] + a.c, a.d * xy[:, 0] + a.e * xy[:, 1] + a.f], 1)
+
+
+def map_to_px(transform: Affine, xy_map: np.ndarray) -> np.ndarray:
+    """N x 2 coordinates of an affine ``transform``'s frame -> pixel (x = col, y = row, (0, 0) = centre of the
+    top-left pixel)."""
+    inv = ~transform
+    m = np.asarray(xy_map, dtype=np.float64).reshape(-1, 2)
+    return np.stack([inv.a * m[:, 0] + inv.b * m[:, 1] + inv.c - 0.5,
+                     inv.d * m[:, 0] + inv.e * m[:, 1] + inv.f - 0.5], axis=1)
 
 
 def output_grid(grid: Grid, resolution: str | float, matrix: np.ndarray | None = None,

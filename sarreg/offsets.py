@@ -207,8 +207,11 @@ FIELD_LOO_PX = 0.5
 def field_gain(raw: np.ndarray, sigma: float = 1.0) -> float | None:
     """Leave-one-out test of the field (``field_loo``): its held-out error over the global model's. Near or above 1:
     the field follows noise (speckle, temporal change), not a distortion. None with fewer than 8 nodes predicted."""
-    g = field_loo(raw, sigma)
-    return None if g is None else g[0] / max(g[1], 1e-6)
+    return _gain(field_loo(raw, sigma))
+
+
+def _gain(loo: tuple[float, float] | None) -> float | None:
+    return None if loo is None else loo[0] / max(loo[1], 1e-6)
 
 
 def field_loo(raw: np.ndarray, sigma: float = 1.0) -> tuple[float, float] | None:
@@ -221,18 +224,15 @@ def field_loo(raw: np.ndarray, sigma: float = 1.0) -> tuple[float, float] | None
     k = (g @ g.T).astype(np.float32)
     k[ks // 2, ks // 2] = 0.0  # each node predicted without itself
     den = cv2.filter2D(w, -1, k, borderType=cv2.BORDER_CONSTANT)
-    err, dev = [], []
+    err = np.empty_like(raw, dtype=np.float64)
     for c in range(2):
         num = cv2.filter2D(np.where(w > 0, raw[..., c], 0).astype(np.float32), -1, k, borderType=cv2.BORDER_CONSTANT)
         with np.errstate(invalid="ignore", divide="ignore"):
-            err.append(num / den - raw[..., c])
-        dev.append(raw[..., c])
-    ok = (w > 0) & (den >= float(k.max())) & np.isfinite(err[0]) & np.isfinite(err[1])
+            err[..., c] = num / den - raw[..., c]
+    ok = (w > 0) & (den >= float(k.max())) & np.isfinite(err).all(-1)
     if ok.sum() < 8:
         return None
-    e = float(np.sqrt(np.mean(err[0][ok] ** 2 + err[1][ok] ** 2)))
-    d = float(np.sqrt(np.mean(dev[0][ok] ** 2 + dev[1][ok] ** 2)))
-    return e, d
+    return float(np.sqrt(np.mean((err[ok] ** 2).sum(-1)))), float(np.sqrt(np.mean((raw[ok] ** 2).sum(-1))))
 
 
 def write_field(path: str | Path, field: OffsetsField, ref: Scene) -> None:
@@ -290,7 +290,7 @@ def local_transform(ref: Scene, mov: Scene, est: Estimate, area: BaseGeometry, c
     if stats["max_px"] is not None and stats["max_px"] > RADIUS - 1:
         reasons.append(f"local offsets up to {stats['max_px']:.1f} px: at the edge of the search radius")
     loo = field_loo(field.raw)
-    gain = None if loo is None else loo[0] / max(loo[1], 1e-6)
+    gain = _gain(loo)
     stats["field_gain"] = None if gain is None else round(gain, 3)
     stats["field_loo_px"] = None if loo is None else round(loo[0], 3)
     if gain is not None and gain > FIELD_GAIN:  # the field explains no more than noise: the global model, exactly

@@ -25,10 +25,7 @@ def _to_reference(pred_map: np.ndarray, pred: Grid, t_pred: np.ndarray, ref: Gri
     """Predecessor map coordinates -> (reference pixels, reference map coordinates)."""
     from sarreg.estimate import apply_matrix
 
-    inv = ~pred.transform
-    px = np.stack([inv.a * pred_map[:, 0] + inv.b * pred_map[:, 1] + inv.c - 0.5,
-                   inv.d * pred_map[:, 0] + inv.e * pred_map[:, 1] + inv.f - 0.5], 1)
-    ref_px = apply_matrix(t_pred, px)
+    ref_px = apply_matrix(t_pred, pred.map_to_px(pred_map))
     return ref_px, ref.px_to_map(ref_px)
 
 

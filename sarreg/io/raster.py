@@ -125,10 +125,9 @@ class Scene:
         """N x 2 map coordinates -> pixel (x=col, y=row, centre convention)."""
         if self.gcps is not None and not self.georeferenced:
             return map_to_pixel(self.gcps, xy_map)
-        inv = ~self.transform
-        m = np.asarray(xy_map, dtype=np.float64).reshape(-1, 2)
-        return np.stack([inv.a * m[:, 0] + inv.b * m[:, 1] + inv.c - 0.5,
-                         inv.d * m[:, 0] + inv.e * m[:, 1] + inv.f - 0.5], axis=1)
+        from sarreg.grid import map_to_px
+
+        return map_to_px(self.transform, xy_map)
 
 
 def gdal_message(e: BaseException, limit: int = 160) -> str:
