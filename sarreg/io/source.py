@@ -38,6 +38,8 @@ REMOTE_DEFAULTS = {
     "GDAL_HTTP_RETRY_DELAY": "1",     # seconds before the first retry (GDAL grows it)
     "GDAL_HTTP_TIMEOUT": "60",        # seconds per request
     "GDAL_HTTP_CONNECTTIMEOUT": "15",  # seconds to connect
+    "GDAL_HTTP_LOW_SPEED_TIME": "30",  # a server sending nothing (< 1 byte/s) for 30 s fails the read, not retried:
+    "GDAL_HTTP_LOW_SPEED_LIMIT": "1",  # without it, 5 attempts x GDAL_HTTP_TIMEOUT (333 s to the error)
 }
 # Only while opening a remote raster: no directory listing and no probing for sidecar files (.aux.xml, .ovr, .msk)
 OPEN_DEFAULTS = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"}
@@ -117,6 +119,10 @@ def network_reason(msg: str) -> str:
         return f"access denied, HTTP {code.group(1)}: check the credentials or the URL's signature"
     if code and code.group(1).startswith("5"):
         return f"server error, HTTP {code.group(1)}"
+    if not msg or code and code.group(1) in ("404", "410"):  # (GDAL's stat of a missing file says nothing)
+        return "not found" + (f", HTTP {code.group(1)}" if code else "")
+    if re.search(r"response code\b.*\b0\s*$|too slow|timed out", msg):  # code 0: no HTTP answer at all
+        return "no answer from the server: down, refusing connections or too slow"
     if msg and not code and "response code" not in msg:  # GDAL's own reason (e.g. no AWS credentials)
         return msg[:160]
     return "not found, or the server did not answer"
