@@ -629,3 +629,39 @@ def test_progress_json_total_leaves_out_a_reference_the_glob_matched(tmp_path, s
     lines = [json.loads(ln) for ln in err.splitlines() if ln.startswith("{")]
     steps = [ln for ln in lines if ln.get("stage") == "scenes"]
     assert steps[-1]["done"] == steps[-1]["total"] == len(scenes) and steps[-1]["progress"] == 1.0
+
+
+def test_a_rerun_task_of_a_lost_worker_starts_from_an_empty_staging_folder(series, client, tmp_path):
+    """Dask reruns the task of a worker that died under the same staging folder; a worker killed after its
+    registration was written there left finished files, and the rerun failed the scene ('output exists, use
+    --overwrite', an option batch does not have). The rerun now registers (and a chain warp warps) as the first
+    attempt would have."""
+    from sarreg.batch.results import reference_grid
+    from sarreg.batch.tasks import run_scene, warp_scene
+
+    ref, scenes = series
+    (moving, (dx, dy)), out = scenes[0], tmp_path / "out"
+    key = moving.stem
+    task = {"key": key, "moving": str(moving), "ref": str(ref), "outdir": str(out), "config": CFG,
+            "grid": reference_grid(ref)}
+    for name, tag in (("scene", ""), ("warp", "-warp")):
+        stage = out / ".work" / "run" / (key + tag)
+        stage.mkdir(parents=True)
+        for suffix in ("_reg.tif", "_reg.report.json", "_reg.chain.json"):  # what the killed attempt finished
+            (stage / (key + suffix)).write_bytes(b"from the killed attempt")
+        if name == "scene":
+            r = client.submit(run_scene, dict(task, stage=str(stage)), pure=False).result()
+            assert r["result"]["status"] == "ok", r["result"].get("error")
+            assert abs(r["result"]["shift_x_px"] - dx) < TOL_PX and abs(r["result"]["shift_y_px"] - dy) < TOL_PX
+        else:
+            m = np.array([[1, 0, dx], [0, 1, dy], [0, 0, 1.0]])
+            r = client.submit(warp_scene, dict(task, stage=str(stage), matrix=m.tolist(), via="reference",
+                                               link=None), pure=False).result()
+            assert r["error"] is None, r["error"]
+            assert json.loads((out / (key + "_reg.chain.json")).read_text())["scene"] == key
+        assert key + "_reg.tif" in r["outputs"]
+        assert (key + "_reg.report.json" in r["outputs"]) == (name == "scene")  # (a warp has no report of its own)
+        assert all(sha256_file(out / n) == d for n, d in r["outputs"].items())
+        with rasterio.open(out / (key + "_reg.tif")) as ds:
+            assert ds.transform == TRANSFORM and ds.shape == (SIZE, SIZE)
+        assert not stage.exists()

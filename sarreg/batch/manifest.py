@@ -124,6 +124,15 @@ def clean_stale(outdir: Path) -> int:
     return n
 
 
+def fresh_stage(stage: Path) -> Path:
+    """The task's staging folder, emptied: Dask reruns the task of a lost worker under the same folder, where the
+    killed attempt may have left finished files (``register`` then refused them as existing outputs: the scene
+    failed, 'use --overwrite', an option batch does not have)."""
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir(parents=True, exist_ok=True)
+    return stage
+
+
 def publish(stage: Path, outdir: Path) -> dict[str, str]:
     """Hash the finished files of a staging folder and rename them into OUTDIR (same file system)."""
     outputs: dict[str, str] = {}

@@ -18,7 +18,7 @@ import numpy as np
 
 from sarreg.batch.cache import CachingExtractor, load_index, process_extractor
 from sarreg.batch.files import atomic_write, dumps, error_text, input_sha256
-from sarreg.batch.manifest import publish
+from sarreg.batch.manifest import fresh_stage, publish
 from sarreg.batch.results import CHAIN_SUFFIX, OUT_SUFFIX, STATUSES, SceneWarnings, num, result_fields
 from sarreg.config import RegisterConfig
 from sarreg.errors import SarregError
@@ -71,7 +71,7 @@ def run_scene(task: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"key": key, "result": res, "outputs": {}, "report": None, "host": socket.gethostname()}
     with SceneWarnings(task["ref"], moving) as seen:  # (kept in the result, not printed by the worker)
         try:
-            stage.mkdir(parents=True, exist_ok=True)
+            fresh_stage(stage)
             report, res["ref_cache_hits"] = register_scene(task["ref"], moving, str(stage / (key + OUT_SUFFIX)), cfg,
                                                            task.get("ref_info"))
             out["report"] = json.loads(report.to_json())
@@ -122,7 +122,7 @@ def warp_scene(task: dict[str, Any]) -> dict[str, Any]:
         from sarreg.io.raster import open_dataset
         from sarreg.warp import update_georef, warp_resampling, warp_to_grid
 
-        stage.mkdir(parents=True, exist_ok=True)
+        fresh_stage(stage)
         m = np.asarray(task["matrix"], dtype=np.float64)
         with SceneWarnings(task["ref"], moving):  # (the link's result has the inputs' warnings: not printed again)
             out["prior"] = georef_prior(task["ref"], moving, cfg).tolist()
