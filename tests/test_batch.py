@@ -665,3 +665,28 @@ def test_a_rerun_task_of_a_lost_worker_starts_from_an_empty_staging_folder(serie
         with rasterio.open(out / (key + "_reg.tif")) as ds:
             assert ds.transform == TRANSFORM and ds.shape == (SIZE, SIZE)
         assert not stage.exists()
+
+
+def test_an_interrupted_run_leaves_no_summary_of_the_outputs_it_replaced(series, client, tmp_path):
+    """A second run with other options, interrupted after its first commit (Ctrl-C: KeyboardInterrupt in the
+    client), had removed that scene's raster (now low quality) while summary.csv / .json of the first run still
+    listed it as ok with its outputs. The summary files of the earlier run go as soon as this run may change the
+    folder; the next complete run writes them again."""
+    ref, scenes = series
+    out, paths = tmp_path / "out", [p for p, _ in scenes[:2]]
+    first = batch(ref, paths, out, CFG, client=client)
+    assert first.exit_code == 0 and (out / "summary.json").exists()
+
+    def interrupt(r) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        batch(ref, paths, out, CFG.with_(max_shift=0.5), client=client, progress=interrupt)
+    doc = json.loads((out / MANIFEST).read_text())["scenes"]
+    gone = [k for k, e in doc.items() if e["status"] == "low_quality"]
+    assert len(gone) == 1 and not (out / f"{gone[0]}_reg.tif").exists()
+    assert not any((out / n).exists() for n in ("summary.csv", "summary.json", "summary.png", "tiepoints.gpkg"))
+    again = batch(ref, paths, out, CFG.with_(max_shift=0.5), client=client)
+    assert again.counts == {"ok": 0, "low_quality": 2, "failed": 0, "resumed": 1}
+    rows = {r["scene"]: r for r in csv.DictReader((out / "summary.csv").open())}
+    assert {r["status"] for r in rows.values()} == {"low_quality"} and rows[gone[0]]["resumed"] == "True"

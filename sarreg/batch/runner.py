@@ -28,7 +28,7 @@ from sarreg.batch.files import error_text, fingerprint, input_sha256
 from sarreg.batch.manifest import (MANIFEST, WORK_DIR, Manifest, clean_stale, outdir_lock, prepare_outdir,
                                    run_key)
 from sarreg.batch.results import OUT_SUFFIX, BatchSummary, SceneResult, reference_grid
-from sarreg.batch.summary import SUMMARY_FILES, write_summary
+from sarreg.batch.summary import SUMMARY_FILES, drop_summary, write_summary
 from sarreg.batch.tasks import run_scene_with_ref
 from sarreg.config import RegisterConfig
 from sarreg.errors import InputError, OutputError
@@ -308,6 +308,7 @@ def batch(reference: str | Path, scenes: Sequence[str | Path], outdir: str | Pat
                 log.info("Dask dashboard: %s (%d workers)", summary.dashboard, summary.workers)
                 if on_cluster:
                     on_cluster(cl)
+                drop_summary(out)  # (until this run writes its own: the folder is about to change)
                 run = Run(cl, ref, ref_sha, out, config, key_of_run, run_id, cache, manifest, by_key, dates,
                           warnings, results, progress)
                 try:

@@ -17,6 +17,13 @@ log = logging.getLogger(__name__)
 SUMMARY_FILES = ("summary.csv", "summary.json", "summary.png", "tiepoints.gpkg")  # written into OUTDIR by each run
 
 
+def drop_summary(outdir: Path) -> None:
+    """Remove the summary files of an earlier run before this run changes the folder: a run interrupted after its
+    first commit left them describing outputs it had replaced or removed (a raster listed as ok, gone)."""
+    for name in SUMMARY_FILES:
+        (outdir / name).unlink(missing_ok=True)
+
+
 def write_summary(summary: BatchSummary, outdir: Path,
                   chain_matrices: dict[str, list[list[float]] | None] | None = None) -> dict[str, str]:
     """summary.json / summary.csv / summary.png / tiepoints.gpkg in ``outdir`` (each written atomically).
