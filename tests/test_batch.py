@@ -690,3 +690,35 @@ def test_an_interrupted_run_leaves_no_summary_of_the_outputs_it_replaced(series,
     assert again.counts == {"ok": 0, "low_quality": 2, "failed": 0, "resumed": 1}
     rows = {r["scene"]: r for r in csv.DictReader((out / "summary.csv").open())}
     assert {r["status"] for r in rows.values()} == {"low_quality"} and rows[gone[0]]["resumed"] == "True"
+
+
+def test_a_scheduler_address_that_never_answers_is_an_error_within_the_timeout(tmp_path):
+    """--scheduler naming a port that accepts connections but is no Dask scheduler (its dashboard's, given for
+    8786): Dask's connect timeout does not cover the scheduler's answer, and the batch waited forever, printing
+    nothing. Now an InputError (exit 1) naming the address within 2 x the connect timeout."""
+    import socket
+    import threading
+
+    from sarreg.batch import dask_client
+    from sarreg.errors import InputError
+
+    with socket.socket() as mute:  # the kernel accepts connections to it; nothing ever answers
+        mute.bind(("127.0.0.1", 0))
+        mute.listen(8)
+        address = f"tcp://127.0.0.1:{mute.getsockname()[1]}"
+        box: dict = {}
+
+        def enter() -> None:
+            try:
+                with dask_client(address, connect_timeout=2):
+                    box["client"] = True
+            except Exception as e:  # noqa: BLE001
+                box["error"] = e
+
+        t0 = time.monotonic()
+        t = threading.Thread(target=enter, daemon=True)
+        t.start()
+        t.join(30)
+        assert not t.is_alive(), "still waiting for the scheduler after 30 s"
+        assert isinstance(box.get("error"), InputError) and time.monotonic() - t0 < 10
+        assert str(box["error"]).startswith(f"{address}: no answer from a Dask scheduler within 4 s")

@@ -13,6 +13,7 @@ import sys
 import re
 import shutil
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -36,6 +37,8 @@ from sarreg.io.source import input_name, is_remote, resolve_input, stac_info
 
 log = logging.getLogger(__name__)
 
+CONNECT_TIMEOUT_S = 30.0  # to reach an existing scheduler (--scheduler), and again for its answer
+
 
 def default_workers(threads_per_worker: int = 1) -> int:
     """Worker processes for a LocalCluster: one per (threads_per_worker) cores, at most 4 (memory)."""
@@ -44,9 +47,11 @@ def default_workers(threads_per_worker: int = 1) -> int:
 
 @contextlib.contextmanager
 def dask_client(scheduler: str | None = None, workers: int | None = None, threads_per_worker: int = 1,
-                memory_limit: str | float = "auto", dashboard_address: str = ":8787") -> Iterator[Any]:
+                memory_limit: str | float = "auto", dashboard_address: str = ":8787",
+                connect_timeout: float = CONNECT_TIMEOUT_S) -> Iterator[Any]:
     """A ``distributed.Client``: to ``scheduler`` (address or scheduler-file path) when given, else to a new
     ``LocalCluster`` of ``workers`` processes (processes=True) x ``threads_per_worker`` threads, closed on exit.
+    ``connect_timeout``: seconds to reach the scheduler (an InputError past it and as much again for its answer).
 
     Each local worker gets OMP/MKL threads = cores / (workers x threads), so PyTorch and OpenCV do not
     oversubscribe the machine.
@@ -59,10 +64,7 @@ def dask_client(scheduler: str | None = None, workers: int | None = None, thread
             raise InputError(f"{scheduler}: scheduler file not found (or give the scheduler's address, "
                              "tcp://host:8786)")
         kw: dict[str, Any] = {"scheduler_file": scheduler} if Path(scheduler).is_file() else {"address": scheduler}
-        try:
-            client = Client(timeout="30s", **kw)
-        except (OSError, TimeoutError, ValueError) as e:
-            raise InputError(f"{scheduler}: cannot connect to the Dask scheduler ({e})") from None
+        client = _connect(Client, scheduler, connect_timeout, kw)
         try:
             yield client
         finally:
@@ -79,6 +81,36 @@ def dask_client(scheduler: str | None = None, workers: int | None = None, thread
                       memory_limit=memory_limit, dashboard_address=dashboard_address,
                       silence_logs=logging.ERROR, env=env) as cluster, Client(cluster) as client:
         yield client
+
+
+def _connect(client_type: Any, scheduler: str, timeout: float, kw: dict[str, Any]) -> Any:
+    """``Client(**kw)`` to an existing scheduler, or an InputError within about 2 x ``timeout`` seconds.
+
+    Dask's own timeout covers reaching the address only: a port that accepts the connection but never answers as a
+    scheduler (its dashboard's, 8787, given for 8786; another service) kept the batch waiting forever, silently. The
+    client is made in a daemon thread; one still waiting at the deadline is left behind (it holds no resources of
+    this run and ends with the process).
+    """
+    box: dict[str, Any] = {}
+
+    def make() -> None:
+        try:
+            box["client"] = client_type(timeout=f"{timeout}s", **kw)
+        except BaseException as e:  # noqa: BLE001 - handed to the caller's thread
+            box["error"] = e
+
+    t = threading.Thread(target=make, name="sarreg-dask-connect", daemon=True)
+    t.start()
+    t.join(2 * timeout)
+    if t.is_alive():
+        raise InputError(f"{scheduler}: no answer from a Dask scheduler within {2 * timeout:g} s (the scheduler's "
+                         "address, e.g. tcp://host:8786, not its dashboard's?)")
+    e = box.get("error")
+    if isinstance(e, (OSError, TimeoutError, ValueError)):
+        raise InputError(f"{scheduler}: cannot connect to the Dask scheduler ({e})") from None
+    if e is not None:
+        raise e
+    return box["client"]
 
 
 def _quiet_cluster_atexit() -> None:
