@@ -722,3 +722,30 @@ def test_a_scheduler_address_that_never_answers_is_an_error_within_the_timeout(t
         assert not t.is_alive(), "still waiting for the scheduler after 30 s"
         assert isinstance(box.get("error"), InputError) and time.monotonic() - t0 < 10
         assert str(box["error"]).startswith(f"{address}: no answer from a Dask scheduler within 4 s")
+
+
+def test_a_chain_killed_before_its_first_commit_resumes(tmp_path, series):
+    """--chain publishes each link's sidecars when its pair is registered and commits the scene only after its
+    warp: a run killed in between (here: one worker, the first warp queued behind the other pairs) left
+    KEY_reg.report.json and no manifest.json, and the rerun refused the folder ('exists, and no batch wrote into
+    it', exit 1). The manifest is now written before any task runs: the rerun resumes and does every scene."""
+    ref, scenes = series
+    outdir = tmp_path / "out"
+    args = ["batch", str(ref), str(ref.parent / "S1A_*.tif"), "-o", str(outdir), "--workers", "1", "--chain",
+            "--no-progress", *SIFT_ARGS]
+    proc = _run_cli(args, start_new_session=True)
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 120 and proc.poll() is None and not list(outdir.glob("*_reg.report.json")):
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert list(outdir.glob("*_reg.report.json")), "no link was published before the kill"
+    committed = json.loads((outdir / MANIFEST).read_text())["scenes"] if (outdir / MANIFEST).exists() else {}
+    assert committed == {}, "a scene was committed before the kill"
+    rerun = _invoke(args)
+    assert rerun.exit_code == 0, rerun.stderr
+    doc = _check_outputs_verify(outdir)
+    assert set(doc["scenes"]) == {p.stem for p, _ in scenes}
+    for row in csv.DictReader((outdir / "summary.csv").open()):
+        dx, dy = dict((p.stem, d) for p, d in scenes)[row["scene"]]
+        assert abs(float(row["shift_x_px"]) - dx) < 2 * TOL_PX and abs(float(row["shift_y_px"]) - dy) < 2 * TOL_PX

@@ -62,6 +62,12 @@ class Manifest:
             if Path(name).name == name:  # (a file of OUTDIR, as every output is)
                 (self.path.parent / name).unlink(missing_ok=True)
         self.entries[key] = entry
+        self.save()
+
+    def save(self) -> None:
+        """Write the file (atomically), also with no scene yet: the folder is then a batch's, whose tasks may
+        publish files before its first commit (a chain's links), and a rerun resumes instead of refusing them as
+        another program's files."""
         doc = {"version": MANIFEST_VERSION, "updated": datetime.now().isoformat(timespec="seconds"),
                "scenes": self.entries}
         atomic_write(self.path, dumps(doc))

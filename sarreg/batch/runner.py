@@ -341,6 +341,8 @@ def batch(reference: str | Path, scenes: Sequence[str | Path], outdir: str | Pat
                 if on_cluster:
                     on_cluster(cl)
                 drop_summary(out)  # (until this run writes its own: the folder is about to change)
+                if not manifest.path.exists():
+                    manifest.save()  # before any task publishes: a run killed before its first commit resumes
                 run = Run(cl, ref, ref_sha, out, config, key_of_run, run_id, cache, manifest, by_key, dates,
                           warnings, results, progress)
                 try:
