@@ -749,3 +749,37 @@ def test_a_chain_killed_before_its_first_commit_resumes(tmp_path, series):
     for row in csv.DictReader((outdir / "summary.csv").open()):
         dx, dy = dict((p.stem, d) for p, d in scenes)[row["scene"]]
         assert abs(float(row["shift_x_px"]) - dx) < 2 * TOL_PX and abs(float(row["shift_y_px"]) - dy) < 2 * TOL_PX
+
+
+def test_two_recordings_of_one_shared_reference_cache_keep_each_other_whole(series, tmp_path):
+    """Two batches on the same reference and --cache-dir started together both record the reference's features;
+    the second one's start removed the folder under the first (its probe registration failed: 'no scene could be
+    registered', cache off) and its npz files took the first one's names. Here the other recording runs while this
+    one extracts: both now complete, and the cache left serves a scene exactly (same matrix as without it)."""
+    from sarreg.batch.cache import CachingExtractor, FeatureIndex, cache_folder, process_extractor, record_reference
+    from sarreg.pipeline import register
+
+    ref, scenes = series
+    ext, ref_sha = process_extractor(CFG), sha256_file(ref)
+    folder = cache_folder(tmp_path / "cache", ref_sha, CFG, ext)
+    other: list[int] = []
+
+    class Meanwhile(CachingExtractor):
+        """This process's extractor; at its first call the other batch records the same reference."""
+
+        def __call__(self, *args, **kwargs):
+            if not other:
+                other.append(record_reference(str(ref), ref_sha, [str(scenes[3][0])], CFG, ext, folder))
+            return super().__call__(*args, **kwargs)
+
+    n = record_reference(str(ref), ref_sha, [str(scenes[0][0])], CFG, Meanwhile(ext), folder)
+    assert n > 0 and other[0] > 0
+    index = FeatureIndex(folder)
+    assert len(index.entries) == n and all(index.get(k) is not None for k in index.entries)
+    quiet = CFG.with_(warp=False, tiepoints=False, points=False, matches_npz=False)
+    cached = CachingExtractor(ext, index=index)
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    with_cache = register(ref, scenes[1][0], tmp_path / "a" / "x.tif", quiet, extractor=cached)
+    plain = register(ref, scenes[1][0], tmp_path / "b" / "x.tif", quiet, extractor=ext)
+    assert cached.hits >= 1 and with_cache.status == "ok"
+    assert np.array_equal(np.asarray(with_cache.matrix), np.asarray(plain.matrix))

@@ -14,7 +14,9 @@ Later scenes whose overlap differs simply miss the tiles that differ.
 
 Cache folder ``ref-<key>``: keyed by the reference sha256, the feature type, the network (weights sha256), the
 device type and every parameter that changes reference features; ``index.json`` is written last, so a folder
-without it is incomplete and rebuilt. Existing folders are reused (repeated runs, other batches).
+without it is incomplete and recorded again. Existing folders are reused (repeated runs, other batches). A
+recording writes only names of its own (``work-<pid>-<id>/``, ``<pid>-<id>-NNN.npz``) and deletes nothing it did not
+write: batches recording at the same time each keep a whole cache, the last ``index.json`` wins.
 """
 from __future__ import annotations
 
@@ -22,9 +24,11 @@ import functools
 import hashlib
 import json
 import logging
+import os
 import shutil
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -145,8 +149,10 @@ def record_reference(ref: str, ref_sha: str, probes: list[str], config: Register
     """
     from sarreg.pipeline import register
 
-    shutil.rmtree(folder, ignore_errors=True)
-    work = folder / "work"
+    # names of this recording only: another batch on the same reference and --cache-dir may record at the same
+    # time (its rmtree of the folder deleted this one's work folder and npz files, its npz files replaced ours)
+    tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    work = folder / f"work-{tag}"
     work.mkdir(parents=True)
     quiet = config.with_(warp=False, tiepoints=False, geojson=False, points=False, matches_npz=False,
                          quicklook=None, overwrite=True)
@@ -171,7 +177,7 @@ def record_reference(ref: str, ref_sha: str, probes: list[str], config: Register
     # them extract the reference themselves)
     entries: dict[str, str] = {}
     for i, (k, f) in enumerate(record.items()):
-        entries[k] = f"{i:03d}.npz"
+        entries[k] = f"{tag}-{i:03d}.npz"
         f.save_npz(folder / entries[k])
     atomic_write(folder / INDEX, dumps({"reference": ref, "sha256": ref_sha, "entries": entries}))
     return len(entries)
