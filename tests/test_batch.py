@@ -783,3 +783,37 @@ def test_two_recordings_of_one_shared_reference_cache_keep_each_other_whole(seri
     plain = register(ref, scenes[1][0], tmp_path / "b" / "x.tif", quiet, extractor=ext)
     assert cached.hits >= 1 and with_cache.status == "ok"
     assert np.array_equal(np.asarray(with_cache.matrix), np.asarray(plain.matrix))
+
+
+def test_an_input_rewritten_while_its_scene_runs_is_redone_by_the_next_run(series, client, tmp_path):
+    """The manifest's fingerprint of a scene (size, mtime) was taken when the result came back: a scene file
+    rewritten while its task ran (a download or preprocessing still writing the stack) was committed as done for the
+    new file with a result from the old one, and every later run reused it. The fingerprint is now taken before the
+    first task reads the scene: the next run redoes it."""
+    import shutil
+    import threading
+
+    ref, scenes = series
+    scene = Path(shutil.copy(scenes[0][0], tmp_path / scenes[0][0].name))
+    out = tmp_path / "out"
+    stop = threading.Event()
+
+    def rewrite_when_it_starts() -> None:  # (the task's staging folder appears as it starts)
+        while not stop.is_set():
+            if list(out.glob(f".work/*/{scene.stem}")):
+                st = scene.stat()
+                os.utime(scene, ns=(st.st_atime_ns, st.st_mtime_ns + 10 ** 9))
+                return
+            time.sleep(0.005)
+
+    watcher = threading.Thread(target=rewrite_when_it_starts, daemon=True)
+    watcher.start()
+    try:
+        first = batch(ref, [scene], out, CFG, client=client)
+    finally:
+        stop.set()
+        watcher.join()
+    assert first.scenes[0].status == "ok"
+    again = batch(ref, [scene], out, CFG, client=client)
+    assert not again.scenes[0].resumed
+    assert batch(ref, [scene], out, CFG, client=client).scenes[0].resumed  # (unchanged since: done)

@@ -201,9 +201,13 @@ class Run:
         self.by_key, self.dates, self.warnings, self.results = by_key, dates, warnings, results
         self.progress = progress
         self.grid = reference_grid(ref)
+        self.inputs: dict[str, dict[str, int] | None] = {}  # fingerprint of each scene before its first task read it
 
     def task(self, key: str, ref: str, config: RegisterConfig, tag: str = "") -> dict[str, Any]:
-        """The plain-dict task of one scene (its staging folder is unique per run, scene and step)."""
+        """The plain-dict task of one scene (its staging folder is unique per run, scene and step). The scene's
+        input is fingerprinted here, before any task reads it: the committed result is for that file."""
+        if key not in self.inputs:
+            self.inputs[key] = fingerprint(self.by_key[key])
         return {"key": key, "moving": str(self.by_key[key]), "ref": ref, "outdir": str(self.out),
                 "stage": str(self.out / WORK_DIR / self.run_id / (key + tag)), "config": config, "grid": self.grid}
 
@@ -215,8 +219,8 @@ class Run:
         res.outputs = outputs
         res.warnings = [*self.warnings.get(key, []), *res.warnings]
         self.results[key] = res
-        p = self.by_key[key]
-        fp = fingerprint(p)
+        # (taken after the task, an input rewritten while it ran was committed as done with the result of the old)
+        fp = self.inputs[key] if key in self.inputs else fingerprint(self.by_key[key])
         self.manifest.commit(key, {"run_key": self.run_key, "input": fp, "status": res.status, "outputs": outputs,
                                    "result": res.to_dict(), **extra})
         if self.progress:
