@@ -817,3 +817,27 @@ def test_an_input_rewritten_while_its_scene_runs_is_redone_by_the_next_run(serie
     again = batch(ref, [scene], out, CFG, client=client)
     assert not again.scenes[0].resumed
     assert batch(ref, [scene], out, CFG, client=client).scenes[0].resumed  # (unchanged since: done)
+
+
+def test_outputs_a_killed_run_published_but_never_committed_do_not_outlive_the_redone_scene(series, client,
+                                                                                            tmp_path):
+    """The client of a batch on an existing cluster is killed; its running scene task goes on and publishes
+    KEY_reg.tif and its sidecars, never committed. The rerun (other options: the scene is now low quality, no
+    raster) left that raster beside a summary saying low_quality, as if it were this run's. Files named as the
+    scene's outputs that its committed result does not list are now removed when it is committed."""
+    from sarreg.batch import Manifest
+    from sarreg.batch.results import reference_grid
+    from sarreg.batch.tasks import run_scene
+
+    ref, scenes = series
+    moving, out = scenes[0][0], tmp_path / "out"
+    out.mkdir()
+    Manifest(out).save()  # (what the killed run had written before its tasks started)
+    orphan = {"key": moving.stem, "moving": str(moving), "ref": str(ref), "outdir": str(out), "config": CFG,
+              "grid": reference_grid(ref), "stage": str(out / ".work" / "killed-run" / moving.stem)}
+    published = client.submit(run_scene, orphan, pure=False).result()["outputs"]
+    assert moving.stem + "_reg.tif" in published and (out / (moving.stem + "_reg.tif")).exists()
+    summary = batch(ref, [moving], out, CFG.with_(max_shift=0.5), client=client)
+    assert summary.scenes[0].status == "low_quality" and summary.scenes[0].output is None
+    assert not (out / (moving.stem + "_reg.tif")).exists()
+    _check_outputs_verify(out)

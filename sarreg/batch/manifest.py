@@ -16,7 +16,7 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -54,11 +54,14 @@ class Manifest:
                 raise InputError(f"{self.path}: unreadable batch manifest ({e}); remove it or use --no-resume")\
                     from None
 
-    def commit(self, key: str, entry: dict[str, Any]) -> None:
+    def commit(self, key: str, entry: dict[str, Any], names: Iterable[str] = ()) -> None:
         """Record one finished scene (the whole file is rewritten atomically). A redone scene's earlier outputs that
         this result does not have (the raster of an ok run, now low quality) are removed first: a kill in between
-        leaves the old entry naming a missing file, so the next run redoes the scene."""
-        for name in set((self.entries.get(key) or {}).get("outputs", {})) - set(entry.get("outputs", {})):
+        leaves the old entry naming a missing file, so the next run redoes the scene. So are files of the scene's
+        output ``names`` that no entry lists: published by a run killed before it committed them (its tasks on an
+        existing cluster run on after the client is gone), they stood beside this result as if they were its own."""
+        stale = set((self.entries.get(key) or {}).get("outputs", {})) | set(names)
+        for name in stale - set(entry.get("outputs", {})):
             if Path(name).name == name:  # (a file of OUTDIR, as every output is)
                 (self.path.parent / name).unlink(missing_ok=True)
         self.entries[key] = entry

@@ -22,6 +22,14 @@ CSV_COLUMNS = ("scene", "date", "status", "shift_x_m", "shift_y_m", "shift_x_px"
                "stac_datetime", "stac_asset")
 
 
+def scene_output_names(key: str) -> list[str]:
+    """Every file name in OUTDIR a scene's tasks may publish: the raster, register's sidecars, the chain's report."""
+    from sarreg.export import ALL_OUTPUTS, register_outputs
+
+    names = [p.name for p in register_outputs(Path(key + OUT_SUFFIX), ALL_OUTPUTS).values()]
+    return [*names, *(key + OUT_SUFFIX.removesuffix(".tif") + s for s in (".report.json", ".chain.json"))]
+
+
 @dataclass
 class SceneResult:
     """One scene of a batch: what ``summary.csv`` holds per row, plus where its outputs are.

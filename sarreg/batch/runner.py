@@ -28,7 +28,7 @@ from sarreg.batch.dates import scene_date
 from sarreg.batch.files import error_text, fingerprint, input_sha256
 from sarreg.batch.manifest import (MANIFEST, WORK_DIR, Manifest, clean_stale, outdir_lock, prepare_outdir,
                                    run_key)
-from sarreg.batch.results import OUT_SUFFIX, BatchSummary, SceneResult, reference_grid
+from sarreg.batch.results import OUT_SUFFIX, BatchSummary, SceneResult, reference_grid, scene_output_names
 from sarreg.batch.summary import SUMMARY_FILES, drop_summary, write_summary
 from sarreg.batch.tasks import run_scene_with_ref
 from sarreg.config import RegisterConfig
@@ -222,7 +222,7 @@ class Run:
         # (taken after the task, an input rewritten while it ran was committed as done with the result of the old)
         fp = self.inputs[key] if key in self.inputs else fingerprint(self.by_key[key])
         self.manifest.commit(key, {"run_key": self.run_key, "input": fp, "status": res.status, "outputs": outputs,
-                                   "result": res.to_dict(), **extra})
+                                   "result": res.to_dict(), **extra}, scene_output_names(key))
         if self.progress:
             self.progress(res)
 
@@ -367,10 +367,7 @@ def batch(reference: str | Path, scenes: Sequence[str | Path], outdir: str | Pat
 def _check_foreign_files(out: Path, keys: list[str]) -> None:
     """OutputError for a file in OUTDIR named like an output of this batch while no batch wrote into OUTDIR (no
     manifest): batch has no --overwrite, and it replaced such files (a user's summary.json, a KEY_reg.tif) silently."""
-    from sarreg.export import ALL_OUTPUTS, register_outputs
-
-    names = [n for k in keys for n in (p.name for p in register_outputs(out / (k + OUT_SUFFIX), ALL_OUTPUTS).values())]
-    names += [k + OUT_SUFFIX.removesuffix(".tif") + suffix for k in keys for suffix in (".report.json", ".chain.json")]
+    names = [n for k in keys for n in scene_output_names(k)]
     for name in [*names, *SUMMARY_FILES]:
         if (out / name).exists() or (out / name).is_symlink():
             raise OutputError(f"{out / name}: exists, and no batch wrote into {out} (no {MANIFEST}); batch would "
