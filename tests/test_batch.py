@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -391,6 +392,26 @@ def test_existing_scheduler_and_workers(tmp_path, series):
             s = st[p.stem]
             assert s["status"] == "ok" and abs(s["shift_x_px"] - dx) < TOL_PX and abs(s["shift_y_px"] - dy) < TOL_PX
         _check_outputs_verify(outdir)
+        # a worker running another sarreg (a copy with one file changed, first on its PYTHONPATH) joins: refused,
+        # before any scene, naming what differs (tasks are sent by name: that worker would run other code)
+        import sarreg
+
+        other = tmp_path / "other"
+        shutil.copytree(Path(sarreg.__file__).parent, other / "sarreg", ignore=shutil.ignore_patterns("__pycache__"))
+        with open(other / "sarreg" / "stage.py", "a") as f:
+            f.write("\n# another checkout\n")
+        procs.append(subprocess.Popen([str(dask), "worker", address, "--nworkers", "1", "--nthreads", "1",
+                                       "--no-dashboard", "--local-directory", str(tmp_path / "dask2")],
+                                      env={**os.environ, "PYTHONPATH": str(other)}, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL, start_new_session=True))
+        with Client(address, timeout=60) as c:
+            c.wait_for_workers(3, timeout=60)
+        r = _invoke(["batch", str(ref), str(scenes[0][0]), "-o", str(tmp_path / "out2"), "--scheduler", address,
+                     "--no-progress", *SIFT_ARGS])
+        assert r.exit_code == 1, r.stderr
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and "1 of 3 workers run other software than this client (worker tcp://" in lines[0]
+        assert not list((tmp_path / "out2").glob("*_reg*")), r.stderr
     finally:  # each process leads its own session: end it with its children (nannies -> worker processes)
         for p in reversed(procs):
             os.killpg(p.pid, signal.SIGKILL)

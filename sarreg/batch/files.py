@@ -5,6 +5,7 @@ same folder, fsync, rename), so a run killed at any moment leaves each file eith
 """
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ from typing import Any
 from sarreg.errors import SarregError
 from sarreg.outputs import sha256_file, write_atomic
 
-__all__ = ["sha256_file", "input_sha256", "fingerprint", "atomic_write", "dumps", "is_temp", "error_text"]
+__all__ = ["sha256_file", "input_sha256", "fingerprint", "atomic_write", "dumps", "is_temp", "error_text", "software"]
 
 
 def fingerprint(path: str | Path) -> dict[str, int] | None:
@@ -66,3 +67,20 @@ def error_text(e: BaseException) -> str:
     if isinstance(e, SarregError):
         return str(e)
     return f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
+
+
+@functools.cache
+def software() -> dict[str, str]:
+    """What every worker of a cluster must share with the client: sarreg's version, a digest of its Python files
+    (another checkout of the same version computes other results) and GDAL's version."""
+    import hashlib
+
+    from osgeo import gdal
+
+    import sarreg
+
+    root = Path(sarreg.__file__).parent
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*.py")):
+        h.update(p.relative_to(root).as_posix().encode() + b"\0" + p.read_bytes())
+    return {"sarreg": sarreg.__version__, "code": h.hexdigest()[:12], "gdal": gdal.__version__}

@@ -66,6 +66,7 @@ def dask_client(scheduler: str | None = None, workers: int | None = None, thread
         kw: dict[str, Any] = {"scheduler_file": scheduler} if Path(scheduler).is_file() else {"address": scheduler}
         client = _connect(Client, scheduler, connect_timeout, kw)
         try:
+            check_workers(client, scheduler)
             yield client
         finally:
             client.close()
@@ -81,6 +82,27 @@ def dask_client(scheduler: str | None = None, workers: int | None = None, thread
                       memory_limit=memory_limit, dashboard_address=dashboard_address,
                       silence_logs=logging.ERROR, env=env) as cluster, Client(cluster) as client:
         yield client
+
+
+def check_workers(client: Any, scheduler: str) -> None:
+    """InputError when a worker of an existing cluster runs other software than this client (``files.software``):
+    tasks are sarreg functions sent by name, so its scenes would be registered by other code, silently. Workers
+    that join the cluster later are not checked."""
+    from sarreg.batch.files import software
+
+    mine = software()
+    try:
+        theirs = client.run(software)
+    except Exception as e:  # noqa: BLE001 - a worker without this function (an older sarreg) fails to unpickle it
+        raise InputError(f"{scheduler}: the workers cannot run this sarreg's tasks ({error_text(e)[:160]}); install "
+                         f"sarreg {mine['sarreg']} (code {mine['code']}) on every worker") from None
+    other = {w: s for w, s in theirs.items() if s != mine}
+    if other:
+        w, s = next(iter(other.items()))
+        show = ", ".join(f"{k} {v}" for k, v in s.items())
+        raise InputError(f"{scheduler}: {len(other)} of {len(theirs)} workers run other software than this client "
+                         f"(worker {w}: {show}; here: {', '.join(f'{k} {v}' for k, v in mine.items())}); install "
+                         "the same sarreg and GDAL on every worker")
 
 
 def _connect(client_type: Any, scheduler: str, timeout: float, kw: dict[str, Any]) -> Any:
