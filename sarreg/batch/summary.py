@@ -68,7 +68,8 @@ def plot_summary(summary: BatchSummary, path: Path) -> Path:
 
     rows = summary.scenes
     use_dates = bool(rows) and all(r.date for r in rows)
-    xs: list[Any] = [datetime.fromisoformat(r.date) for r in rows] if use_dates else list(range(len(rows)))  # type: ignore
+    xs: list[Any] = ([datetime.fromisoformat(r.date) for r in rows]  # type: ignore[arg-type]
+                     if use_dates else list(range(len(rows))))
     geo = any(r.shift_x_m is not None for r in rows)
     unit = "map units" if geo else "px"
     sx = [(r.shift_x_m if geo else r.shift_x_px) for r in rows]
