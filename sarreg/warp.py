@@ -31,7 +31,7 @@ from sarreg.errors import InputError, OutputError, SarregError
 from sarreg.grid import (Grid, PixelTransform, centre_to_edge, corrected_geotransform,  # noqa: F401
                          output_grid, pixel_size)
 from sarreg.io.complex_data import is_complex, keep_valid, overview_resampling, warp_fill, warp_resampling
-from sarreg.io.fill import copy_nodata, holds, mapped_to_tag, out_nodata, warp_nodata
+from sarreg.io.fill import band_nodata, copy_nodata, holds, mapped_to_tag, out_nodata, warp_nodata
 from sarreg.io.gdal_errors import thread_errors
 from sarreg.io.source import OPEN_DEFAULTS, Source, is_remote, resolve_input
 from sarreg.outputs import no_space, write_error
@@ -224,10 +224,11 @@ def warp_to_grid(moving: str | Path, transform: PixelTransform, grid: Grid, out:
     with open_dataset(moving) as ds:
         count, dtype, size = ds.count, ds.dtypes[0], (ds.width, ds.height)
         src_nodata = warp_nodata(ds, nodata)
+        per_band = band_nodata(ds, src_nodata)  # bands with tags of their own: each its own, the output one for all
     check_warpable(moving, dtype)
     resampling = warp_resampling(dtype, resampling)
     src, wopts = _source_vrt(moving, transform, grid, size, nodata[1] if isinstance(nodata, (tuple, list)) else None)
-    dst_nodata = out_nodata(dtype, None if src_nodata == "None" else src_nodata)
+    dst_nodata = out_nodata(dtype, None if src_nodata == "None" or per_band else src_nodata)
     fill = warp_fill(dtype, dst_nodata, resampling)  # (interpolated complex integers: kept apart from the nodata)
     tmp = _tmp_path(out, "warp")
     tmp_cog = _tmp_path(out)
@@ -261,10 +262,11 @@ def warp_to_grid(moving: str | Path, transform: PixelTransform, grid: Grid, out:
             tropts = [] if grid.georeferenced else ["DST_METHOD=NO_GEOTRANSFORM"]
             if "src_method" in wopts:
                 tropts.append(f"SRC_METHOD={wopts.pop('src_method')}")
-            wo = gdal.WarpOptions(resampleAlg=resampling, srcNodata=src_nodata,
+            wo = gdal.WarpOptions(resampleAlg=resampling, srcNodata=per_band or src_nodata,
                                   dstNodata=dst_nodata if fill is None else fill,
                                   warpMemoryLimit=mem_mb, multithread=threads > 1, dstAlpha=alpha,
-                                  warpOptions=[f"NUM_THREADS={threads}", "INIT_DEST=NO_DATA"],
+                                  warpOptions=[f"NUM_THREADS={threads}", "INIT_DEST=NO_DATA"]
+                                  + (["UNIFIED_SRC_NODATA=NO"] if per_band else []),
                                   transformerOptions=tropts, errorThreshold=0.05, **wopts)
             err = None
             with thread_errors(threads > 1) as seen:

@@ -255,6 +255,33 @@ def test_the_warps_nodata_values(tmp_path, capfd, dtype):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "int16"])
+def test_bands_with_nodata_tags_of_their_own_keep_them_out_of_the_warp(tmp_path, dtype):
+    """A VRT stacking two rasters (VV: nodata 0 over its left 20 columns, VH in dB: nodata -9999 over its right 20)
+    is warped with each band's own tag; the output declares one value (a GeoTIFF holds one) that marks both holes.
+    It was warped with band 1's 0 for both: VH's -9999 came out as data, declared valid and mixed into its edge."""
+    from osgeo import gdal
+
+    vv = np.round(_moving(np.eye(3))).astype(dtype)
+    vh = (vv // 4 - 30).astype(dtype)
+    vv[:, :20] = 0
+    vh[:, -20:] = -9999
+    write_geotiff(tmp_path / "vv.tif", vv, REF_T, UTM, nodata=0)
+    write_geotiff(tmp_path / "vh.tif", vh, REF_T, UTM, nodata=-9999)
+    vrt = tmp_path / "m.vrt"
+    gdal.BuildVRT(str(vrt), [str(tmp_path / "vv.tif"), str(tmp_path / "vh.tif")], separate=True).FlushCache()
+    grid = Grid(W, H, REF_T, UTM.to_wkt())
+    out = warp_to_grid(vrt, PixelTransform("shift", _shift_rot(0.5, 0)), grid, tmp_path / "o.tif", "bilinear", "GTiff")
+    with rasterio.open(out) as ds:
+        assert np.array_equal(ds.nodatavals[:1], ds.nodatavals[1:], equal_nan=True)
+        a, valid = ds.read(), ds.read_masks() > 0
+    # reference column x shows moving column x - 0.5 (bilinear: valid when one neighbour is): VV from column 20,
+    # VH up to column W - 20
+    assert not valid[0][:, :20].any() and valid[0][:, 21:].all()
+    assert valid[1][:, 1:W - 21].all() and not valid[1][:, W - 19:].any()
+    assert a[1][valid[1]].min() >= vh[:, :-20].min() and a[0][valid[0]].min() >= vv[:, 20:].min()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "int16"])
 def test_a_second_fill_beside_the_tag_is_warped_as_the_tag(tmp_path, dtype, caplog):
     """``nodata=(tag, fill)`` (``Scene.warp_nodata`` of a file whose tag 0 marks a strip while -9999 fills another
     part): the fill is kept out of the bilinear resampling like the tag and written as the tag; with the tag alone
