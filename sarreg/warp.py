@@ -224,7 +224,7 @@ def warp_to_grid(moving: str | Path, transform: PixelTransform, grid: Grid, out:
     with open_dataset(moving) as ds:
         count, dtype, size = ds.count, ds.dtypes[0], (ds.width, ds.height)
         src_nodata = warp_nodata(ds, nodata)
-        per_band = band_nodata(ds, src_nodata)  # bands with tags of their own: each its own, the output one for all
+        per_band = band_nodata(ds, nodata, src_nodata)  # bands with tags of their own: each its own
     check_warpable(moving, dtype)
     resampling = warp_resampling(dtype, resampling)
     src, wopts = _source_vrt(moving, transform, grid, size, nodata[1] if isinstance(nodata, (tuple, list)) else None)

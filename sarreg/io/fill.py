@@ -214,16 +214,18 @@ def warp_nodata(ds, option: float | str | tuple[float, float]) -> float | str | 
     return ds.nodata
 
 
-def band_nodata(ds, src_nodata: float | str | None) -> str | None:
+def band_nodata(ds, option: float | str | tuple[float, float], src_nodata: float | str | None) -> str | None:
     """The warp's ``srcNodata`` band by band ("0.0 -9999.0") when the bands of an open rasterio dataset declare
-    different tags and ``src_nodata`` (``warp_nodata``) is band 1's own tag; else None (one value for all bands).
-    A band without a tag takes band 1's. Why: a VRT stacking VV (nodata 0) and VH in dB (nodata -9999) was warped
-    with band 1's 0 for both: VH's -9999 was declared valid and resampled as data (-9999 .. -100 at its edge)."""
-    tags = list(ds.nodatavals)
-    same = (lambda a, b: a == b or (a is not None and b is not None and math.isnan(a) and math.isnan(b)))
-    if isinstance(src_nodata, str) or src_nodata is None or not same(src_nodata, tags[0]):
+    tags of their own and the file's tags hold (``option`` "auto", "file" or (tag, fill), as ``warp_nodata``, whose
+    value for band 1 is ``src_nodata``; a band without a tag takes that value); else None (one value for all bands).
+    Why: a VRT stacking VV (nodata 0) and VH in dB (nodata -9999) was warped with band 1's 0 for both: VH's -9999
+    was declared valid and resampled as data (-9999 .. -100 at its edge)."""
+    if not isinstance(option, (tuple, list)) and option not in ("auto", "file"):
+        return None  # (a value given for MOVING: all its bands)
+    if isinstance(src_nodata, str) or src_nodata is None:
         return None
-    tags = [src_nodata if t is None else t for t in tags]
+    tags = [src_nodata if t is None else t for t in ds.nodatavals]
+    same = (lambda a, b: a == b or (math.isnan(a) and math.isnan(b)))
     return None if all(same(t, tags[0]) for t in tags) else " ".join(repr(float(t)) for t in tags)
 
 
