@@ -184,6 +184,26 @@ def _has_data(ds) -> bool:
     return mask.ComputeRasterMinMax(False)[1] > 0
 
 
+def bands_dtype(ds) -> str:
+    """The data type (a rasterio name) that holds every band of an open rasterio dataset: band 1's, or GDAL's union
+    of them (uint16 and float32: float32). Why: a VRT stacking uint16 VV and float32 VH in dB was warped into band
+    1's type for all bands: VH came out all 0 (its negative dB cast to uint16: nodata), exit 0."""
+    if len(set(ds.dtypes)) == 1:
+        return ds.dtypes[0]
+    from functools import reduce
+
+    from rasterio.dtypes import dtype_fwd
+
+    return dtype_fwd[reduce(_gdal().DataTypeUnion, map(_gdt, ds.dtypes))]
+
+
+def _gdt(dtype: str) -> int:
+    """GDAL's data type code of a rasterio dtype name."""
+    from rasterio.dtypes import dtype_rev
+
+    return dtype_rev[dtype]
+
+
 def check_warpable(moving: Source, dtype: str) -> None:
     """InputError for pixels GDAL cannot warp right: signed bytes before GDAL 3.7 (it reads them as 0..255)."""
     gdal = _gdal()
@@ -222,7 +242,7 @@ def warp_to_grid(moving: str | Path, transform: PixelTransform, grid: Grid, out:
     fmt = "COG" if fmt == "auto" else fmt
     check_output(out, [moving], overwrite)
     with open_dataset(moving) as ds:
-        count, dtype, size = ds.count, ds.dtypes[0], (ds.width, ds.height)
+        count, dtype, size, first = ds.count, bands_dtype(ds), (ds.width, ds.height), ds.dtypes[0]
         src_nodata = warp_nodata(ds, nodata)
         per_band = band_nodata(ds, nodata, src_nodata)  # bands with tags of their own: each its own
     check_warpable(moving, dtype)
@@ -235,7 +255,7 @@ def warp_to_grid(moving: str | Path, transform: PixelTransform, grid: Grid, out:
     dst = r = c = None
     try:
         with _config({"GDAL_NUM_THREADS": str(threads)}, cache_mb=max(16, mem_mb // 2)):
-            gdt = src.GetRasterBand(1).DataType
+            gdt = src.GetRasterBand(1).DataType if dtype == first else _gdt(dtype)  # (bands of several types)
             drv = gdal.GetDriverByName("GTiff")
             co = _creation_options("GTiff", compress if fmt == "GTiff" else "NONE", dtype)
             og = out_grid or grid
@@ -383,7 +403,7 @@ def update_georef(moving: str | Path, transform: PixelTransform, grid: Grid, out
         raise InputError(f"{moving}: --update-georef needs georeferenced rasters")
     check_output(out, [moving], overwrite)
     with open_dataset(moving) as ds:
-        dtype = ds.dtypes[0]
+        dtype, mixed = bands_dtype(ds), len(set(ds.dtypes)) > 1
     nodata = copy_nodata(moving, nodata)  # (a second fill value beside the tag stays data: warned)
     if nodata not in (None, "none") and not holds(dtype, float(nodata)):
         nodata = "none"  # a value no pixel can hold (NaN, -9999 in uint16): no nodata
@@ -412,7 +432,8 @@ def update_georef(moving: str | Path, transform: PixelTransform, grid: Grid, out
         if fmt == "COG" and is_complex(dtype):  # (the COG driver's default CUBIC overviews would mix phases)
             co.append("RESAMPLING=NEAREST")
         with _config({"GDAL_NUM_THREADS": "ALL_CPUS"}):
-            c = gdal.Translate(str(tmp), src, format=fmt, creationOptions=co, noData=nodata)
+            c = gdal.Translate(str(tmp), src, format=fmt, creationOptions=co, noData=nodata,
+                               outputType=_gdt(dtype) if mixed else gdal.GDT_Unknown)  # (one type for all)
         c = None
         check_complete(tmp)
         tmp.replace(out)

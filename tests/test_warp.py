@@ -281,6 +281,26 @@ def test_bands_with_nodata_tags_of_their_own_keep_them_out_of_the_warp(tmp_path,
     assert a[1][valid[1]].min() >= vh[:, :-20].min() and a[0][valid[0]].min() >= vv[:, 20:].min()
 
 
+def test_bands_of_several_types_are_written_in_one_type_that_holds_them_all(tmp_path):
+    """A VRT stacking uint16 VV amplitude and float32 VH in dB: the warp and the --update-georef copy are float32,
+    VH keeps its values. Both were written in band 1's uint16: VH came out all 0 (its negative dB cast, then nodata)."""
+    from osgeo import gdal
+
+    vv = np.round(_moving(np.eye(3)) * 10).astype(np.uint16)
+    vh = (-_moving(np.eye(3)) / 10).astype(np.float32)
+    write_geotiff(tmp_path / "vv.tif", vv, REF_T, UTM, nodata=0)
+    write_geotiff(tmp_path / "vh.tif", vh, REF_T, UTM, nodata=-9999)
+    vrt = tmp_path / "m.vrt"
+    gdal.BuildVRT(str(vrt), [str(tmp_path / "vv.tif"), str(tmp_path / "vh.tif")], separate=True).FlushCache()
+    grid = Grid(W, H, REF_T, UTM.to_wkt())
+    tr = PixelTransform("shift", np.eye(3))
+    for out in (warp_to_grid(vrt, tr, grid, tmp_path / "w.tif", "nearest", "GTiff"),
+                update_georef(vrt, tr, grid, tmp_path / "g.tif")):
+        with rasterio.open(out) as ds:
+            assert ds.dtypes == ("float32", "float32")
+            assert np.array_equal(ds.read(1), vv) and np.array_equal(ds.read(2), vh)
+
+
 @pytest.mark.parametrize("dtype", ["float32", "int16"])
 def test_a_second_fill_beside_the_tag_is_warped_as_the_tag(tmp_path, dtype, caplog):
     """``nodata=(tag, fill)`` (``Scene.warp_nodata`` of a file whose tag 0 marks a strip while -9999 fills another
