@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 
 from sarreg.config import RegisterConfig
+from sarreg.errors import OutputError
 from sarreg.features import model_keys
 from sarreg.outputs import write_atomic  # the one atomic writer (also used as export.write_atomic)
 
@@ -69,8 +70,11 @@ def earlier_outputs(report: Path, finals: dict[str, Path], stage_out: Path) -> d
 
 
 def register_outputs(out: str | Path, cfg: RegisterConfig) -> dict[str, Path]:
-    """The write set of ``register``: role -> path of every file it may write (raster, sidecars, quicklook)."""
+    """The write set of ``register``: role -> path of every file it may write (raster, sidecars, quicklook);
+    OutputError for an OUT without a file name ("" or "."), whose sidecars have none (it was a traceback)."""
     out = Path(out)
+    if not out.name:
+        raise OutputError(f"{out}: output path is a directory")
     roles: dict[str, Path] = {}
     if cfg.warp:
         roles["raster"] = out

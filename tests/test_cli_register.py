@@ -213,6 +213,15 @@ def test_a_url_as_out_is_refused_as_typed(scenes, tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+def test_the_current_folder_as_out_is_refused_in_one_line(scenes, tmp_path, monkeypatch):
+    """OUT "" or "." (the current folder): one line, as for any folder, nothing written. It was a traceback
+    (``Path('.').with_name``: "has an empty name") from the sidecars' names."""
+    monkeypatch.chdir(tmp_path)
+    for out in ("", "."):
+        _one_line_error(run(scenes["ref"], scenes["moving"], out), ".: output path is a directory")
+    assert not list(tmp_path.iterdir())
+
+
 @pytest.mark.parametrize("command", ["register", "apply"])
 def test_output_raster_named_like_another_format_is_refused(scenes, tmp_path, command):
     """OUT ``x.png`` would be a GeoTIFF under a PNG name (viewers fail on it): one error line, nothing written."""
