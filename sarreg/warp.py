@@ -403,8 +403,12 @@ def update_georef(moving: str | Path, transform: PixelTransform, grid: Grid, out
         raise InputError(f"{moving}: --update-georef needs georeferenced rasters")
     check_output(out, [moving], overwrite)
     with open_dataset(moving) as ds:
-        dtype, mixed = bands_dtype(ds), len(set(ds.dtypes)) > 1
+        dtype, mixed, tags = bands_dtype(ds), len(set(ds.dtypes)) > 1, band_nodata(ds, "file", ds.nodata)
     nodata = copy_nodata(moving, nodata)  # (a second fill value beside the tag stays data: warned)
+    if tags and nodata is None:  # (bands with tags of their own: a GeoTIFF declares one, band 1's)
+        log.warning("%s: its bands declare nodata %s; the --update-georef copy declares band 1's for all, the others' "
+                    "stay data in it (the warped output, without --update-georef, reads each band's own)", moving,
+                    " / ".join(tags.split()))
     if nodata not in (None, "none") and not holds(dtype, float(nodata)):
         nodata = "none"  # a value no pixel can hold (NaN, -9999 in uint16): no nodata
     src, _ = _source_vrt(moving, transform, grid, (0, 0))

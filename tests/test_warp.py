@@ -255,7 +255,7 @@ def test_the_warps_nodata_values(tmp_path, capfd, dtype):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "int16"])
-def test_bands_with_nodata_tags_of_their_own_keep_them_out_of_the_warp(tmp_path, dtype):
+def test_bands_with_nodata_tags_of_their_own_keep_them_out_of_the_warp(tmp_path, dtype, caplog):
     """A VRT stacking two rasters (VV: nodata 0 over its left 20 columns, VH in dB: nodata -9999 over its right 20)
     is warped with each band's own tag; the output declares one value (a GeoTIFF holds one) that marks both holes.
     It was warped with band 1's 0 for both: VH's -9999 came out as data, declared valid and mixed into its edge."""
@@ -271,6 +271,10 @@ def test_bands_with_nodata_tags_of_their_own_keep_them_out_of_the_warp(tmp_path,
     gdal.BuildVRT(str(vrt), [str(tmp_path / "vv.tif"), str(tmp_path / "vh.tif")], separate=True).FlushCache()
     grid = Grid(W, H, REF_T, UTM.to_wkt())
     out = warp_to_grid(vrt, PixelTransform("shift", _shift_rot(0.5, 0)), grid, tmp_path / "o.tif", "bilinear", "GTiff")
+    # the --update-georef copy keeps the pixels and declares band 1's tag: the user is told VH's stays data
+    with caplog.at_level(logging.WARNING, logger="sarreg.warp"):
+        update_georef(vrt, PixelTransform("shift", np.eye(3)), grid, tmp_path / "g.tif")
+    assert any("declare nodata 0.0 / -9999.0" in r.getMessage() for r in caplog.records), caplog.records
     with rasterio.open(out) as ds:
         assert np.array_equal(ds.nodatavals[:1], ds.nodatavals[1:], equal_nan=True)
         a, valid = ds.read(), ds.read_masks() > 0
