@@ -368,3 +368,58 @@ def test_inside_qgis_python_cancel_styles_render(qgis_env, registered, pair, tmp
     assert ex["keypoints"] == [str(tmp_path / "kp" / "ref.tif.keypoints.gpkg")] and ex["queued"] == ex["keypoints"]
     assert ex["features"] == 200 and ex["renderer"] == "graduatedSymbol" and ex["classes"] == 5, ex
     assert out["png"]["bytes"] > 1000
+
+
+def test_inside_qgis_layers_that_are_part_of_a_file(qgis_env, pair, tmp_path):
+    """A raster layer that is one table of a GeoPackage (GPKG:file:table) registers that table (it was the whole
+    file: "zero-size raster (0 bands)"); an Exclude layer that is one of two in its GeoPackage excludes its own
+    polygons only (both layers were excluded: 0.36 of the scene instead of 0.04)."""
+    import pyogrio
+    import shapely
+    from osgeo import gdal
+
+    gpkg = tmp_path / "two.gpkg"
+    for table, src in (("far", pair["far"]), ("mov", pair["moving"])):
+        gdal.Translate(str(gpkg), str(src), format="GPKG", outputType=gdal.GDT_Float32,
+                       creationOptions=[f"RASTER_TABLE={table}", "APPEND_SUBDATASET=YES"])
+    areas = tmp_path / "areas.gpkg"
+    x0, y0 = T.c, T.f
+    for name, poly in (("water", shapely.box(x0, y0 - 640, x0 + 640, y0)),
+                       ("fields", shapely.box(x0 + 1000, y0 - 3000, x0 + 3000, y0 - 1000))):
+        pyogrio.raw.write(areas, geometry=shapely.to_wkb(np.asarray([poly], dtype=object)), field_data=[], fields=[],
+                          crs=UTM, driver="GPKG", geometry_type="Polygon", layer=name, append=name == "fields")
+    if not _has_qgis_python():
+        pytest.skip(f"{QGIS_PYTHON} cannot import qgis.core (python3-qgis)")
+    # layers as QGIS makes them (a string GPKG:file:table is no layer to qgis_process)
+    script = f"""import json, sys
+sys.path.insert(0, {str(QGIS_DIR)!r})
+import make_screenshot
+from qgis.core import QgsProcessingFeedback, QgsProject, QgsRasterLayer, QgsVectorLayer
+app, _ = make_screenshot.start_qgis()
+import processing
+mov = QgsRasterLayer("GPKG:{gpkg}:mov", "mov")
+water = QgsVectorLayer("{areas}|layername=water", "water", "ogr")
+QgsProject.instance().addMapLayers([mov, water])
+res = processing.run("sarreg:register", {{"REFERENCE": "{pair['ref']}", "MOVING": mov, "FEATURES": "sift",
+                     "EXCLUDE": [water], "OUTPUT": "{tmp_path / 'out' / 'out.tif'}"}}, feedback=QgsProcessingFeedback())
+print("RESULT " + json.dumps(res))
+"""
+    r = subprocess.run([QGIS_PYTHON, "-c", script], env=qgis_env, capture_output=True, text=True, timeout=300)
+    lines = [ln for ln in r.stdout.splitlines() if ln.startswith("RESULT ")]
+    assert lines, r.stdout[-3000:] + r.stderr[-3000:]
+    res = json.loads(lines[-1][len("RESULT "):])
+    assert res["STATUS"] == "ok" and res["INLIERS"] > 50
+    rep = json.loads(Path(res["REPORT"]).read_text())
+    m = np.asarray(rep["matrix"])
+    assert abs(np.degrees(np.arctan2(m[1, 0], m[0, 0])) - 1.0) < 0.05, m
+    assert 0.03 < rep["stages"]["relate"]["excluded"]["reference"] < 0.05, rep["stages"]["relate"]["excluded"]
+
+
+def test_qgis_process_output_folder_that_cannot_be_created(qgis_env, pair, tmp_path):
+    """An output folder that cannot be created is one error line, not a Python traceback."""
+    (tmp_path / "file").write_text("x")
+    r = qgis_process(qgis_env, "run", "sarreg:register", "--", f"REFERENCE={pair['ref']}",
+                     f"MOVING={pair['moving']}", "FEATURES=sift", f"OUTPUT={tmp_path / 'file' / 'sub' / 'out.tif'}")
+    assert r.returncode != 0
+    assert "cannot create the output folder (Not a directory)" in r.stderr, r.stderr[-2000:]
+    assert "Traceback" not in r.stdout + r.stderr, r.stderr[-2000:]

@@ -26,6 +26,6 @@ class ApplyAlgorithm(SarregAlgorithm):
         mov = self.raster_source(self.parameterAsRasterLayer(parameters, "MOVING", context), "Moving")
         out = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
         self.check_geotiff(out)
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        self.make_folder(Path(out).parent)
         res = self.run_sarreg([report, mov, out, "--overwrite", *self.option_args(parameters, context)], feedback)
         return {"OUTPUT": (res.final or {}).get("output") or out}

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,7 @@ from qgis.core import (QgsProcessing, QgsProcessingAlgorithm, QgsProcessingConte
                        QgsProcessingParameterFile, QgsProcessingParameterMultipleLayers,
                        QgsProcessingParameterNumber,
                        QgsProcessingParameterString, QgsProcessingUtils,
-                       QgsProviderRegistry)
+                       QgsProviderRegistry, QgsVectorFileWriter, QgsVectorLayer)
 
 from .. import runner, spec
 from ..styles import Styler
@@ -113,8 +115,27 @@ class SarregAlgorithm(QgsProcessingAlgorithm):
                 value = self.parameterAsString(parameters, pname, context)
             args += spec.option_args(p, value)
         for layer in self.parameterAsLayerList(parameters, "EXCLUDE", context) if "EXCLUDE" in parameters else []:
-            args += ["--exclude", self.layer_file(layer, "Exclude")]
+            args += ["--exclude", self.exclude_file(layer, context)]
         return args
+
+    def exclude_file(self, layer, context: QgsProcessingContext) -> str:
+        """The file for ``--exclude`` of one layer. sarreg excludes every polygon layer of a vector file, so a layer
+        that is one of several in its file (a GeoPackage's table), filtered (a subset string) or not a file (a memory
+        layer) is written alone to a GeoPackage in Processing's temporary folder first."""
+        if not isinstance(layer, QgsVectorLayer):
+            return self.raster_source(layer, "Exclude")
+        if layer.providerType() == "ogr" and not layer.subsetString():
+            parts = QgsProviderRegistry.instance().decodeUri("ogr", layer.source())
+            path = parts.get("path") or layer.source()
+            if _layer_count(path) <= 1:
+                return self.layer_file(layer, "Exclude")
+        out = os.path.join(tempfile.mkdtemp(dir=QgsProcessingUtils.tempFolder()), f"{_safe_name(layer.name())}.gpkg")
+        opts = QgsVectorFileWriter.SaveVectorOptions()
+        opts.driverName, opts.layerName = "GPKG", _safe_name(layer.name())
+        err = QgsVectorFileWriter.writeAsVectorFormatV2(layer, out, context.transformContext(), opts)
+        if err[0] != QgsVectorFileWriter.NoError:
+            raise QgsProcessingException(f"Exclude: cannot write {layer.name()} to {out}: {err[1]}")
+        return out
 
     @staticmethod
     def layer_file(layer, what: str) -> str:
@@ -126,6 +147,11 @@ class SarregAlgorithm(QgsProcessingAlgorithm):
             return layer.source()
         parts = QgsProviderRegistry.instance().decodeUri(layer.providerType(), layer.source())
         path = parts.get("path") or layer.source()
+        if layer.providerType() == "gdal" and (parts.get("layerName") or (
+                not os.path.exists(path) and re.match(r"^[A-Z][A-Z0-9_]*:", layer.source()))):
+            # one raster of a file holding several (GPKG:file.gpkg:table, NETCDF:"f.nc":var): sarreg opens files,
+            # and the file alone is another raster (or none): a VRT of that one raster stands for it
+            return _subdataset_vrt(layer.source(), layer.name(), what)
         return os.path.abspath(path) if os.path.exists(path) else path  # the CLI runs in another folder
 
     def raster_source(self, layer, what: str) -> str:
@@ -188,6 +214,14 @@ class SarregAlgorithm(QgsProcessingAlgorithm):
         return rep
 
     @staticmethod
+    def make_folder(folder: str | Path, what: str = "output folder") -> None:
+        """Create an output folder (and its parents); a folder that cannot be created is one error line."""
+        try:
+            Path(folder).mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise QgsProcessingException(f"{folder}: cannot create the {what} ({e.strerror or e})") from None
+
+    @staticmethod
     def check_geotiff(out: str) -> None:
         """sarreg writes GeoTIFF (COG) only: another extension the output field offers would name a GeoTIFF wrongly."""
         if Path(out).suffix.lower() not in (".tif", ".tiff"):
@@ -217,3 +251,28 @@ class SarregAlgorithm(QgsProcessingAlgorithm):
 
 def _f(v: Any, nd: int = 2) -> str:
     return f"{v:.{nd}f}" if isinstance(v, (int, float)) and math.isfinite(v) else str(v)
+
+
+def _safe_name(name: str) -> str:
+    """A layer name as a file / table name."""
+    return re.sub(r"[^\w.-]+", "_", name).strip("._") or "layer"
+
+
+def _layer_count(path: str) -> int:
+    """Vector layers in a file (1 when OGR cannot tell)."""
+    from osgeo import ogr
+
+    ds = ogr.Open(path)
+    return ds.GetLayerCount() if ds is not None else 1
+
+
+def _subdataset_vrt(source: str, name: str, what: str) -> str:
+    """A VRT (in Processing's temporary folder) of the GDAL raster ``source`` (a subdataset name)."""
+    from osgeo import gdal
+
+    out = os.path.join(tempfile.mkdtemp(dir=QgsProcessingUtils.tempFolder()), f"{_safe_name(name)}.vrt")
+    ds = gdal.BuildVRT(out, [source])
+    if ds is None:
+        raise QgsProcessingException(f"{what}: cannot read {source} ({gdal.GetLastErrorMsg()})")
+    ds = None
+    return out

@@ -30,7 +30,7 @@ class ExtractAlgorithm(SarregAlgorithm):
             raise QgsProcessingException("no raster given")
         images = [self.raster_source(lyr, "Raster") for lyr in layers]
         outdir = self.parameterAsString(parameters, "OUTPUT_DIR", context)
-        Path(outdir).mkdir(parents=True, exist_ok=True)
+        self.make_folder(outdir)
         geo = all(lyr.crs().isValid() for lyr in layers)  # --geo needs georeferenced rasters
         args = [*images, "-o", outdir, "--overwrite", *(["--geo"] if geo else []),
                 *self.option_args(parameters, context)]

@@ -42,7 +42,7 @@ class RegisterAlgorithm(SarregAlgorithm):
         mov = self.raster_source(self.parameterAsRasterLayer(parameters, "MOVING", context), "Moving")
         out = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
         self.check_geotiff(out)
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        self.make_folder(Path(out).parent)
         # low quality (exit 2) is a result to inspect, not a crash: the tie points (and the outline of a part that
         # moved on its own) are loaded; the raster exists only with Force
         res = self.run_sarreg([ref, mov, out, "--overwrite", *self.option_args(parameters, context)], feedback,
