@@ -423,3 +423,21 @@ def test_qgis_process_output_folder_that_cannot_be_created(qgis_env, pair, tmp_p
     assert r.returncode != 0
     assert "cannot create the output folder (Not a directory)" in r.stderr, r.stderr[-2000:]
     assert "Traceback" not in r.stdout + r.stderr, r.stderr[-2000:]
+
+
+def test_qgis_process_apply_a_low_quality_report_with_force(qgis_env, pair, sarreg_cmd, tmp_path):
+    """Apply with Force on a low-quality report: sarreg writes the raster and exits 2 (status low_quality); the
+    algorithm succeeds with the reason as a warning (it failed, the written raster neither returned nor loaded);
+    without Force it fails with the CLI's line and writes nothing."""
+    low = runner.run_cli(["register", "--features", "sift", "--max-shift", "0.5", "--moving-nodata", "0", "--no-warp",
+                          pair["ref"], pair["moving"], tmp_path / "l.tif"], FakeFeedback(), executable=sarreg_cmd)
+    assert low.status == "low_quality", low.stderr
+    base = ["--json", "run", "sarreg:apply", "--", f"REPORT={tmp_path / 'l.report.json'}", f"MOVING={pair['moving']}"]
+    r = qgis_process(qgis_env, *base, "FORCE=true", f"OUTPUT={tmp_path / 'a.tif'}")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    res = json.loads(r.stdout)["results"]
+    assert res["OUTPUT"] == str(tmp_path / "a.tif") and (tmp_path / "a.tif").is_file()
+    assert res["STATUS"] == "low_quality"
+    r = qgis_process(qgis_env, *base, f"OUTPUT={tmp_path / 'b.tif'}")
+    assert r.returncode != 0 and "no raster written (--force applies it)" in r.stderr, r.stderr[-2000:]
+    assert not (tmp_path / "b.tif").exists()

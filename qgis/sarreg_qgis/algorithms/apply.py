@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qgis.core import (QgsProcessingParameterFile, QgsProcessingParameterRasterDestination,
-                       QgsProcessingParameterRasterLayer)
+from qgis.core import (QgsProcessingOutputString, QgsProcessingParameterFile,
+                       QgsProcessingParameterRasterDestination, QgsProcessingParameterRasterLayer)
 
 from .base import SarregAlgorithm
 
@@ -20,6 +20,7 @@ class ApplyAlgorithm(SarregAlgorithm):
         self.addParameter(QgsProcessingParameterRasterLayer("MOVING", "Raster to transform (MOVING)"))
         self.add_cli_options()
         self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT", "Transformed raster (OUT)"))
+        self.addOutput(QgsProcessingOutputString("STATUS", "Status of the registration applied"))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         report = self.parameterAsFile(parameters, "REPORT", context)
@@ -27,5 +28,10 @@ class ApplyAlgorithm(SarregAlgorithm):
         out = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
         self.check_geotiff(out)
         self.make_folder(Path(out).parent)
-        res = self.run_sarreg([report, mov, out, "--overwrite", *self.option_args(parameters, context)], feedback)
-        return {"OUTPUT": (res.final or {}).get("output") or out}
+        # a low-quality report applied with Force: the raster is written, exit 2 with status low_quality (without
+        # Force the CLI refuses, status error: the algorithm fails with its line)
+        res = self.run_sarreg([report, mov, out, "--overwrite", *self.option_args(parameters, context)], feedback,
+                              ok_codes=(0, 2))
+        if res.returncode == 2:
+            feedback.reportError(res.message, fatalError=False)
+        return {"OUTPUT": (res.final or {}).get("output") or out, "STATUS": res.status}
