@@ -271,7 +271,10 @@ def _subdataset_vrt(source: str, name: str, what: str) -> str:
     from osgeo import gdal
 
     out = os.path.join(tempfile.mkdtemp(dir=QgsProcessingUtils.tempFolder()), f"{_safe_name(name)}.vrt")
-    ds = gdal.BuildVRT(out, [source])
+    try:  # (Translate, not BuildVRT: keeps GCPs and takes rasters without georeferencing)
+        ds = gdal.Translate(out, source, format="VRT")
+    except RuntimeError as e:  # (gdal.UseExceptions() in effect)
+        raise QgsProcessingException(f"{what}: cannot read {source} ({e})") from None
     if ds is None:
         raise QgsProcessingException(f"{what}: cannot read {source} ({gdal.GetLastErrorMsg()})")
     ds = None
