@@ -373,7 +373,8 @@ def test_inside_qgis_python_cancel_styles_render(qgis_env, registered, pair, tmp
 def test_inside_qgis_layers_that_are_part_of_a_file(qgis_env, pair, tmp_path):
     """A raster layer that is one table of a GeoPackage (GPKG:file:table) registers that table (it was the whole
     file: "zero-size raster (0 bands)"); an Exclude layer that is one of two in its GeoPackage excludes its own
-    polygons only (both layers were excluded: 0.36 of the scene instead of 0.04)."""
+    polygons only (both layers were excluded: 0.36 of the scene instead of 0.04); one in a zip named with
+    |layername= is read (the name with that suffix was "unreadable exclusion file")."""
     import pyogrio
     import shapely
     from osgeo import gdal
@@ -388,6 +389,10 @@ def test_inside_qgis_layers_that_are_part_of_a_file(qgis_env, pair, tmp_path):
                        ("fields", shapely.box(x0 + 1000, y0 - 3000, x0 + 3000, y0 - 1000))):
         pyogrio.raw.write(areas, geometry=shapely.to_wkb(np.asarray([poly], dtype=object)), field_data=[], fields=[],
                           crs=UTM, driver="GPKG", geometry_type="Polygon", layer=name, append=name == "fields")
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "corner.zip", "w") as z:  # the same corner, as a layer in a zip
+        z.write(pair["corner"], "corner.geojson")
     if not _has_qgis_python():
         pytest.skip(f"{QGIS_PYTHON} cannot import qgis.core (python3-qgis)")
     # layers as QGIS makes them (a string GPKG:file:table is no layer to qgis_process)
@@ -399,9 +404,10 @@ app, _ = make_screenshot.start_qgis()
 import processing
 mov = QgsRasterLayer("GPKG:{gpkg}:mov", "mov")
 water = QgsVectorLayer("{areas}|layername=water", "water", "ogr")
-QgsProject.instance().addMapLayers([mov, water])
+zipped = QgsVectorLayer("/vsizip/{tmp_path / 'corner.zip'}/corner.geojson|layername=corner", "corner", "ogr")
+QgsProject.instance().addMapLayers([mov, water, zipped])
 res = processing.run("sarreg:register", {{"REFERENCE": "{pair['ref']}", "MOVING": mov, "FEATURES": "sift",
-                     "EXCLUDE": [water], "OUTPUT": "{tmp_path / 'out' / 'out.tif'}"}}, feedback=QgsProcessingFeedback())
+                     "EXCLUDE": [water, zipped], "OUTPUT": "{tmp_path / 'out' / 'out.tif'}"}}, feedback=QgsProcessingFeedback())
 print("RESULT " + json.dumps(res))
 """
     r = subprocess.run([QGIS_PYTHON, "-c", script], env=qgis_env, capture_output=True, text=True, timeout=300)

@@ -127,8 +127,10 @@ class SarregAlgorithm(QgsProcessingAlgorithm):
         if layer.providerType() == "ogr" and not layer.subsetString():
             parts = QgsProviderRegistry.instance().decodeUri("ogr", layer.source())
             path = parts.get("path") or layer.source()
+            if parts.get("vsiPrefix"):  # a file in a zip: /vsizip/ + the zip + /member (no |layername=...)
+                path = f"{parts['vsiPrefix']}{path}{parts.get('vsiSuffix') or ''}"
             if _layer_count(path) <= 1:
-                return self.layer_file(layer, "Exclude")
+                return os.path.abspath(path) if os.path.exists(path) else path  # the CLI runs in another folder
         out = os.path.join(tempfile.mkdtemp(dir=QgsProcessingUtils.tempFolder()), f"{_safe_name(layer.name())}.gpkg")
         opts = QgsVectorFileWriter.SaveVectorOptions()
         opts.driverName, opts.layerName = "GPKG", _safe_name(layer.name())
