@@ -407,7 +407,8 @@ water = QgsVectorLayer("{areas}|layername=water", "water", "ogr")
 zipped = QgsVectorLayer("/vsizip/{tmp_path / 'corner.zip'}/corner.geojson|layername=corner", "corner", "ogr")
 QgsProject.instance().addMapLayers([mov, water, zipped])
 res = processing.run("sarreg:register", {{"REFERENCE": "{pair['ref']}", "MOVING": mov, "FEATURES": "sift",
-                     "EXCLUDE": [water, zipped], "OUTPUT": "{tmp_path / 'out' / 'out.tif'}"}}, feedback=QgsProcessingFeedback())
+                     "EXCLUDE": [water, zipped], "OUTPUT": "{tmp_path / 'out' / 'out.tif'}"}},
+                     feedback=QgsProcessingFeedback())
 print("RESULT " + json.dumps(res))
 """
     r = subprocess.run([QGIS_PYTHON, "-c", script], env=qgis_env, capture_output=True, text=True, timeout=300)
