@@ -235,30 +235,47 @@ def field_loo(raw: np.ndarray, sigma: float = 1.0) -> tuple[float, float] | None
     return float(np.sqrt(np.mean((err[ok] ** 2).sum(-1)))), float(np.sqrt(np.mean((raw[ok] ** 2).sum(-1))))
 
 
+def _field_georef(field: OffsetsField, ref: Scene) -> dict[str, Any]:
+    """The node grid placed as the reference is: through its geotransform (with or without a CRS), through its GCPs
+    (scaled to the grid) or, in pixel space, with y = -row as QGIS shows a raster without georeferencing (the
+    reference, the output and the tie points; an unflipped grid was drawn mirrored, off the scene)."""
+    from affine import Affine
+    from rasterio.control import GroundControlPoint
+
+    s = field.spacing
+    gx, gy = field.x0 + 0.5 - s / 2, field.y0 + 0.5 - s / 2  # the grid's top-left corner in reference px edges
+    if ref.georeferenced or ref.local:
+        return {"transform": ref.transform * Affine.translation(gx, gy) * Affine.scale(s),
+                **({"crs": ref.crs} if ref.georeferenced else {})}
+    if ref.gcps is not None:
+        return {"gcps": [GroundControlPoint(row=(line - gy) / s, col=(px - gx) / s, x=x, y=y)
+                         for px, line, x, y in ref.gcps], "crs": ref.crs}
+    return {"transform": Affine(s, 0.0, gx, 0.0, -s, -gy)}
+
+
 def write_field(path: str | Path, field: OffsetsField, ref: Scene) -> None:
     """``OUT.offsets.tif``: float32 bands dx, dy (reference px) and quality, nodata NaN, on the node grid,
-    georeferenced like the reference (pixel space when the reference is not). Written atomically."""
+    placed as the reference is (``_field_georef``). Written atomically."""
     import os
+    import warnings
 
     import rasterio
-    from affine import Affine
+    from rasterio.errors import NotGeoreferencedWarning
 
     from sarreg.errors import SarregError
     from sarreg.outputs import temp_path, write_error
 
-    s = field.spacing
-    grid_t = Affine.translation(field.x0 + 0.5 - s / 2, field.y0 + 0.5 - s / 2) * Affine.scale(s)
-    transform = (ref.transform * grid_t) if ref.georeferenced else grid_t
     ny, nx = field.quality.shape
     data = np.stack([field.smooth[..., 0], field.smooth[..., 1],
                      np.where(np.isfinite(field.smooth[..., 0]), field.quality, np.nan)]).astype(np.float32)
     tmp = temp_path(path)
     profile = {"driver": "GTiff", "width": nx, "height": ny, "count": 3, "dtype": "float32", "nodata": float("nan"),
-               "transform": transform, "compress": "deflate"}
-    if ref.georeferenced:
-        profile["crs"] = ref.crs
+               "compress": "deflate", **_field_georef(field, ref)}
     try:
-        with rasterio.open(tmp, "w", **profile) as ds:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            ds = rasterio.open(tmp, "w", **profile)
+        with ds:
             ds.write(data)
             ds.set_band_description(1, "dx_px")
             ds.set_band_description(2, "dy_px")

@@ -149,3 +149,55 @@ def test_local_field_coarser_than_the_distortion_is_not_ok(tmp_path):
     assert err.max() > 2.0  # the mapping the warp uses is pixels off at places
     assert rep.stages["offsets"]["field_loo_px"] > 0.5
     assert rep.status == "low_quality" and "predicts its own nodes only to" in rep.message, rep.message
+
+
+def _strip_georef(src, dst, gcps: bool = False):
+    """A copy of ``src`` without geotransform: pixel space, or (``gcps``) located by 5 x 5 GCPs of its grid."""
+    from osgeo import gdal, osr
+
+    gdal.UseExceptions()
+    s = gdal.Open(str(src))
+    d = gdal.GetDriverByName("GTiff").Create(str(dst), s.RasterXSize, s.RasterYSize, 1, gdal.GDT_Float32)
+    d.GetRasterBand(1).WriteArray(s.GetRasterBand(1).ReadAsArray())
+    if s.GetRasterBand(1).GetNoDataValue() is not None:
+        d.GetRasterBand(1).SetNoDataValue(s.GetRasterBand(1).GetNoDataValue())
+    if gcps:
+        srs = osr.SpatialReference()
+        srs.ImportFromEPSG(32631)
+        d.SetGCPs([gdal.GCP(*(REF_T @ (p, q)), 0, p, q) for p in range(0, N + 1, N // 4)
+                   for q in range(0, N + 1, N // 4)], srs.ExportToWkt())
+    d = None
+    return dst
+
+
+def test_offsets_field_lies_where_qgis_shows_the_reference(tmp_path):
+    """OUT.offsets.tif of a reference without geotransform is placed as QGIS shows such a raster (y = -row, pixel
+    edges, like the output and the tie points; it was drawn mirrored at y = +row, off the scene); of a GCP-only
+    reference, through its GCPs (it was in pixel space). Each node's dx, dy matches the truth at the reference
+    pixel its own georeferencing names."""
+    from osgeo import gdal
+
+    r, m = _pair(tmp_path)
+    cfg = RegisterConfig(features="sift", model="local", grid_spacing=32, tiepoints=False, matches_npz=False,
+                         points=False)
+    for kind in ("pixel", "gcps"):
+        ref = _strip_georef(r, tmp_path / f"ref_{kind}.tif", gcps=kind == "gcps")
+        mov = _strip_georef(m, tmp_path / f"mov_{kind}.tif") if kind == "pixel" else m
+        rep = register(ref, mov, tmp_path / f"o_{kind}.tif", cfg)
+        assert rep.model == "local" and rep.status == "ok", rep.message
+        ds = gdal.Open(str(tmp_path / f"o_{kind}.offsets.tif"))
+        dx, dy = ds.GetRasterBand(1).ReadAsArray(), ds.GetRasterBand(2).ReadAsArray()
+        rows, cols = np.mgrid[:ds.RasterYSize, :ds.RasterXSize]
+        tr = gdal.Transformer(ds, None, [])
+        xy = np.array(tr.TransformPoints(0, np.c_[cols.ravel() + 0.5, rows.ravel() + 0.5].tolist())[0])[:, :2]
+        if kind == "pixel":
+            px = np.c_[xy[:, 0], -xy[:, 1]] - 0.5
+        else:
+            assert ds.GetGCPCount() == 25 and "32631" in ds.GetGCPProjection()
+            inv = ~REF_T
+            px = np.array([inv @ (x, y) for x, y in xy]) - 0.5
+        d = np.c_[dx.ravel(), dy.ravel()]
+        ok = np.isfinite(d).all(1) & (px > 40).all(1) & (px < N - 40).all(1)
+        assert ok.sum() > 50, (kind, ok.sum())
+        u = apply_matrix(np.linalg.inv(np.array(rep.matrix)), px[ok])
+        assert np.median(np.hypot(*(d[ok] - (_truth(u) - px[ok])).T)) <= 0.3, kind
