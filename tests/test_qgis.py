@@ -448,3 +448,27 @@ def test_qgis_process_apply_a_low_quality_report_with_force(qgis_env, pair, sarr
     r = qgis_process(qgis_env, *base, f"OUTPUT={tmp_path / 'b.tif'}")
     assert r.returncode != 0 and "no raster written (--force applies it)" in r.stderr, r.stderr[-2000:]
     assert not (tmp_path / "b.tif").exists()
+
+
+def test_runner_returns_when_sarreg_exits_and_leaves_a_process_holding_its_output(tmp_path):
+    """A process the command left behind (a Dask worker stuck in shutdown) keeps stdout / stderr open: the runner
+    waited for it (40 s here, as long as it lived); now it returns 2 s after the command exited, with its result,
+    and ends that process."""
+    import time
+
+    exe = tmp_path / "sarreg"
+    exe.write_text("#!/bin/sh\nsleep 40 &\necho $! > \"$1\"\n"
+                   "echo '{\"status\": \"ok\", \"exit_code\": 0, \"report\": \"x.report.json\"}' >&2\nexit 0\n")
+    exe.chmod(0o755)
+    t0 = time.monotonic()
+    res = runner.run_cli([tmp_path / "pid"], FakeFeedback(), executable=str(exe))
+    assert time.monotonic() - t0 < 10
+    assert res.returncode == 0 and res.final["report"] == "x.report.json" and res.status == "ok"
+    pid = int((tmp_path / "pid").read_text())
+    for _ in range(50):
+        if not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(pid, signal.SIGKILL)
+        raise AssertionError("the process left behind still runs")

@@ -127,9 +127,11 @@ def _parse(line: str) -> dict[str, Any] | None:
 
 
 def run_cli(args: list[str], feedback: Any, executable: str | None = None, env: dict[str, str] | None = None,
-            cwd: str | None = None, poll_s: float = 0.1, term_timeout: float = 30.0) -> Result:
+            cwd: str | None = None, poll_s: float = 0.1, term_timeout: float = 30.0, drain_s: float = 2.0) -> Result:
     """Run ``sarreg ARGS...``; progress lines -> ``feedback``; returns a ``Result`` (never raises for a failed
-    command; raises ``SarregNotFound`` when there is no executable)."""
+    command; raises ``SarregNotFound`` when there is no executable). Once the command has exited its output is read
+    for at most ``drain_s`` more seconds: a process it left behind (a Dask worker stuck in shutdown) holds the
+    pipes open, and waiting for their end hung the algorithm as long as that process lived."""
     exe = executable or find_executable()
     cmd = [exe, *[str(a) for a in args]]
     res = Result(returncode=0, command=cmd)
@@ -145,8 +147,13 @@ def run_cli(args: list[str], feedback: Any, executable: str | None = None, env: 
                for s, n in ((proc.stdout, "stdout"), (proc.stderr, "stderr"))]
     for t in threads:
         t.start()
-    open_streams, term_at, killed = 2, None, False
+    open_streams, term_at, killed, exited_at = 2, None, False, None
     while open_streams or proc.poll() is None:
+        if exited_at is None and proc.poll() is not None:
+            exited_at = time.monotonic()
+        elif exited_at is not None and time.monotonic() - exited_at > drain_s:
+            _call(feedback, "pushConsoleInfo", "sarreg has exited; a process it started still holds its output")
+            break
         if term_at is None and _canceled(feedback):
             res.canceled = True
             term_at = time.monotonic()
@@ -164,13 +171,21 @@ def run_cli(args: list[str], feedback: Any, executable: str | None = None, env: 
             open_streams -= 1
             continue
         _handle(name, line, res, feedback)
-    for t in threads:
-        t.join(timeout=5)
-    for stream in (proc.stdout, proc.stderr):
-        stream.close()
     res.returncode = proc.wait()
-    if res.canceled:
+    if res.canceled or open_streams:
         _sweep_group(proc.pid)
+    for t in threads:
+        t.join(timeout=0.5 if open_streams else 5)
+    while True:  # lines read but not handled yet
+        try:
+            name, line = q.get_nowait()
+        except queue.Empty:
+            break
+        if line is not None:
+            _handle(name, line, res, feedback)
+    if not open_streams:  # (a stream a reader thread still blocks on is left to it: closing it would wait for it)
+        for stream in (proc.stdout, proc.stderr):
+            stream.close()
     return res
 
 
