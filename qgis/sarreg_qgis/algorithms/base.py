@@ -264,7 +264,10 @@ def _layer_count(path: str) -> int:
     """Vector layers in a file (1 when OGR cannot tell)."""
     from osgeo import ogr
 
-    ds = ogr.Open(path)
+    try:
+        ds = ogr.Open(path)
+    except RuntimeError:  # (ogr.UseExceptions() in effect)
+        return 1
     return ds.GetLayerCount() if ds is not None else 1
 
 
