@@ -120,8 +120,8 @@ class SarregAlgorithm(QgsProcessingAlgorithm):
 
     def exclude_file(self, layer, context: QgsProcessingContext) -> str:
         """The file for ``--exclude`` of one layer. sarreg excludes every polygon layer of a vector file, so a layer
-        that is one of several in its file (a GeoPackage's table), filtered (a subset string) or not a file (a memory
-        layer) is written alone to a GeoPackage in Processing's temporary folder first."""
+        named as one of several in its file (``x.gpkg|layername=water``), filtered (a subset string) or not a file (a
+        memory layer) is written alone to a GeoPackage in Processing's temporary folder first."""
         if not isinstance(layer, QgsVectorLayer):
             return self.raster_source(layer, "Exclude")
         if layer.providerType() == "ogr" and not layer.subsetString():
@@ -129,7 +129,8 @@ class SarregAlgorithm(QgsProcessingAlgorithm):
             path = parts.get("path") or layer.source()
             if parts.get("vsiPrefix"):  # a file in a zip: /vsizip/ + the zip + /member (no |layername=...)
                 path = f"{parts['vsiPrefix']}{path}{parts.get('vsiSuffix') or ''}"
-            if _layer_count(path) <= 1:
+            named = parts.get("layerName") or parts.get("layerId") not in (None, "")
+            if not named or _layer_count(path) <= 1:  # (a file named alone: all its polygon layers, as in the CLI)
                 return os.path.abspath(path) if os.path.exists(path) else path  # the CLI runs in another folder
         out = os.path.join(tempfile.mkdtemp(dir=QgsProcessingUtils.tempFolder()), f"{_safe_name(layer.name())}.gpkg")
         opts = QgsVectorFileWriter.SaveVectorOptions()
