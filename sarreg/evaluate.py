@@ -31,20 +31,21 @@ MMA needs the tentative matches: single-stage methods only.
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import cv2
 import numpy as np
 
 from sarreg.config import ExtractConfig, PreprocessConfig, RegisterConfig
-from sarreg.errors import InputError, OutputError, RegistrationFailed
+from sarreg.errors import InputError, OutputError, RegistrationFailed, SarregError
+from sarreg.eval_load import (IMAGE_SUFFIXES, Pair, _check_sizes, _image_wh, check_pairs, load_pairs,  # noqa: F401
+                              read_gt)
 from sarreg.eval_report import (MMA_THRESHOLDS, SUCCESS_THRESHOLDS, USABLE, EvalResult, MethodSummary, PairResult,
                                 Scores, scores, summarise, write_prediction)
 from sarreg.export import to_jsonable
@@ -54,104 +55,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 CLASSICAL = ("sift", "orb")
-
-
-# ------------------------------------------------------------------------------------------------ pairs
-@dataclass
-class Pair:
-    """One evaluation pair. H: 3 x 3 moving -> reference pixel (None when there is no ground truth)."""
-
-    id: str
-    ref: Path
-    moving: Path
-    H: np.ndarray | None
-    ref_size: tuple[int, int] | None = None      # (W, H) from gt.json, checked against the file when read
-    moving_size: tuple[int, int] | None = None
-    source: str = ""
-    difficulty: str = ""
-    large: bool = False
-
-
-def _find_image(folder: Path, stem: str, hint: str | None) -> Path:
-    if hint:
-        p = folder / hint
-        if p.is_file():
-            return p
-    cands = sorted(p for p in folder.iterdir() if p.stem == stem and p.suffix.lower() in IMAGE_SUFFIXES)
-    if not cands:
-        raise InputError(f"{folder}: no {stem}.* image ({'/'.join(IMAGE_SUFFIXES)})")
-    return cands[0]
-
-
-def read_gt(path: Path) -> dict[str, Any]:
-    """Parse and check one gt.json (key "H": finite, invertible 3 x 3)."""
-    try:
-        gt = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as e:
-        raise InputError(f"{path}: unreadable ground truth ({e})") from None
-    try:
-        H = np.asarray(gt["H"], dtype=np.float64)
-    except (TypeError, KeyError, ValueError):
-        H = None
-    if H is None or H.shape != (3, 3) or not np.isfinite(H).all() or abs(np.linalg.det(H)) < 1e-12:
-        raise InputError(f"{path}: key 'H' must be a finite invertible 3x3 matrix")
-    gt["H"] = H
-    return gt
-
-
-def load_pairs(pairs_dir: str | Path, ids: Iterable[str] | None = None, skip_large: bool = False) -> list[Pair]:
-    """All pairs of a folder; optionally only ``ids``. With an ``index.json`` (a list of {"id", "set", "source",
-    ...}) in the index's order, a pair's folder being ``<id>`` or, as in ../shared/eval, ``pairs/<id>`` (set "sar")
-    / ``geo_pairs/<id>`` (set "geo"); else the sub-folders holding gt.json, sorted by name."""
-    root = Path(pairs_dir)
-    if not root.is_dir():
-        raise InputError(f"{root}: pairs folder not found")
-    want = None if ids is None else set(ids)
-    out = []
-    for sub, entry in _pair_folders(root, want):
-        gt = read_gt(sub / "gt.json")
-        pair = Pair(id=str(gt.get("id", sub.name)),
-                    ref=_find_image(sub, "ref", gt.get("ref")), moving=_find_image(sub, "moving", gt.get("moving")),
-                    H=gt["H"], ref_size=_wh(gt.get("ref_size_wh")), moving_size=_wh(gt.get("moving_size_wh")),
-                    source=str(gt.get("source", entry.get("source", ""))),
-                    difficulty=str(gt.get("difficulty", entry.get("difficulty", ""))),
-                    large=bool(gt.get("large", entry.get("large", False))))
-        if skip_large and pair.large:
-            continue
-        out.append(pair)
-    if not out:
-        raise InputError(f"{root}: no pairs (sub-folders with ref.*, moving.*, gt.json)")
-    return out
-
-
-def _pair_folders(root: Path, want: set[str] | None) -> list[tuple[Path, dict[str, Any]]]:
-    index = root / "index.json"
-    if not index.is_file():
-        return [(p, {}) for p in sorted(root.iterdir())
-                if p.is_dir() and (p / "gt.json").is_file() and (want is None or p.name in want)]
-    try:
-        entries = json.loads(index.read_text())
-    except (OSError, ValueError) as e:
-        raise InputError(f"{index}: unreadable index ({e})") from None
-    if not isinstance(entries, list) or not all(isinstance(e, dict) and "id" in e for e in entries):
-        raise InputError(f"{index}: expected a list of {{\"id\": ...}} entries")
-    out = []
-    for e in entries:
-        pid = str(e["id"])
-        if want is not None and pid not in want:
-            continue
-        cands = [root / pid, root / ("geo_pairs" if e.get("set") == "geo" else "pairs") / pid]
-        sub = next((c for c in cands if (c / "gt.json").is_file()), None)
-        if sub is None:
-            raise InputError(f"{index}: pair {pid!r} has no folder with gt.json ({cands[0]} or {cands[1]})")
-        out.append((sub, e))
-    return out
-
-
-def _wh(v: Any) -> tuple[int, int] | None:
-    return None if v is None else (int(v[0]), int(v[1]))
 
 
 # ------------------------------------------------------------------------------------------------ metrics
@@ -331,13 +235,6 @@ def register_pair(ref: str | Path, moving: str | Path, config: RegisterConfig, e
         return RegisterRun(rep.status, rep.matrix, rep.message, time.perf_counter() - t0, rep)
 
 
-def _image_wh(path: Path) -> tuple[int, int]:
-    from sarreg.io.raster import open_dataset
-
-    with open_dataset(path) as ds:
-        return ds.width, ds.height
-
-
 def _run_register(pair: Pair, method: Method, extractor: Any, opt: EvalOptions) -> PairResult:
     _check_sizes(pair, _image_wh(pair.ref), _image_wh(pair.moving))  # (the score's grid is cut by those sizes)
     run = register_pair(pair.ref, pair.moving, register_config(method, opt.register), extractor)
@@ -424,13 +321,6 @@ def _read_pair(pair: Pair, opt: EvalOptions) -> tuple[tuple[np.ndarray, np.ndarr
     return ref, mov, time.perf_counter() - t0
 
 
-def _check_sizes(pair: Pair, ref_wh: tuple[int, int], mov_wh: tuple[int, int]) -> None:
-    for name, wh, got, path in (("ref", pair.ref_size, ref_wh, pair.ref), ("moving", pair.moving_size, mov_wh,
-                                                                          pair.moving)):
-        if wh is not None and tuple(wh) != tuple(got):
-            raise InputError(f"{path}: size {got[0]}x{got[1]} differs from gt.json {name}_size_wh {wh}")
-
-
 def evaluate(pairs: str | Path | Sequence[Pair], methods: Sequence[Method | str], options: EvalOptions = EvalOptions(),
              pred_dir: str | Path | None = None, progress: Callable[[int, int, str], None] | None = None,
              models: dict[str, Any] | None = None) -> EvalResult:
@@ -448,6 +338,7 @@ def evaluate(pairs: str | Path | Sequence[Pair], methods: Sequence[Method | str]
     labels = [m.label for m in meths]
     if len(set(labels)) != len(labels):
         raise InputError(f"duplicate method labels {labels}: rename the checkpoint files")
+    check_pairs(plist)  # every image opens, with gt.json's size, before any work
     loaded = dict(models or {})
     for m in meths:  # load (and so validate) every checkpoint before any work
         if m.label not in loaded:
@@ -471,8 +362,17 @@ def evaluate(pairs: str | Path | Sequence[Pair], methods: Sequence[Method | str]
                                pair.source)
             else:
                 if m.kind != "register" and images is None:
-                    images = _read_pair(pair, options)
-                r = run_pair(pair, m, loaded.get(m.label), options, images)
+                    try:
+                        images = _read_pair(pair, options)
+                    except SarregError as e:  # (pixels that cannot be read: the pair fails, as with register)
+                        images = e
+                if isinstance(images, SarregError) and m.kind != "register":
+                    r = PairResult(pair.id, m.label, "error", None, None if pair.H is None else math.inf,
+                                   [0.0] * len(MMA_THRESHOLDS), (0, 0), 0, 0, 0.0, str(images), pair.source)
+                else:
+                    r = run_pair(pair, m, loaded.get(m.label), options, images)
+                if r.status == "error":
+                    log.warning("pair %s, method %s: %s", pair.id, m.label, r.message)
                 if m.label in outs:
                     write_prediction(outs[m.label], r)
             log.info("%s %s: %s err=%s inliers=%d %.2fs", pair.id, m.label, r.status,

@@ -341,3 +341,54 @@ def test_cli_default_is_register_per_source_tables(pairs: Path, tmp_path: Path) 
     for pid in ids:
         pd = json.loads((pred / "register" / f"{pid}.json").read_text())
         assert pd["status"] in ("ok", "low_quality") and np.asarray(pd["matrix"]).shape == (3, 3)
+
+
+def _moving(pair_dir: Path) -> Path:
+    return pair_dir / json.loads((pair_dir / "gt.json").read_text())["moving"]
+
+
+def test_unreadable_pixels_fail_that_pair_only(pairs: Path, tmp_path: Path, caplog) -> None:
+    """A moving image whose header opens but whose pixels cannot be read (a truncated GeoTIFF) is a failed pair
+    named on stderr, as the register method records it; the other pairs are scored (it used to end the whole run,
+    exit 1, no table: every pair run before it lost)."""
+    d = tmp_path / "pairs"
+    shutil.copytree(pairs, d)
+    mov = _moving(d / "pair_0001")
+    mov.write_bytes(mov.read_bytes()[:3000])
+    out = tmp_path / "out"
+    r = CliRunner().invoke(cli, ["evaluate", str(d), "--methods", "sift", "-o", str(out), "--no-progress"])
+    assert r.exit_code == 0, r.output + r.stderr
+    doc = json.loads((out / "eval.json").read_text())
+    st = {x["pair"]: x["status"] for x in doc["results"]}
+    assert st == {"pair_0000": "ok", "pair_0001": "error", "pair_0002": "ok"}
+    bad = next(x for x in doc["results"] if x["pair"] == "pair_0001")
+    assert bad["error"] is None and "unreadable pixel data" in bad["message"]  # (inf -> null in JSON)
+    s = doc["summaries"][0]
+    assert s["n"] == 3 and s["failed"] == 1 and s["success"]["3"] == pytest.approx(2 / 3)
+    warned = [x.getMessage() for x in caplog.records if x.levelname == "WARNING"]
+    assert any("pair_0001" in w and "unreadable pixel data" in w for w in warned), warned
+
+
+def test_unreadable_image_refused_before_any_pair_runs(pairs: Path, tmp_path: Path) -> None:
+    """An image of the last pair that is not a raster: one error line naming it before the first pair runs (no
+    prediction written); it used to surface only when that pair's turn came."""
+    d = tmp_path / "pairs"
+    shutil.copytree(pairs, d)
+    mov = _moving(d / "pair_0002")
+    mov.write_text("not a raster")
+    pred = tmp_path / "pred"
+    r = CliRunner().invoke(cli, ["evaluate", str(d), "--methods", "sift", "--pred-dir", str(pred), "--no-progress"])
+    msg = r.output.strip().splitlines()
+    assert r.exit_code == 1 and len(msg) == 1 and msg[0].startswith(f"sarreg: error: {mov}: "), r.output
+    assert not list(pred.rglob("*.json"))
+
+
+def test_ids_not_found_is_an_error(pairs: Path, tmp_path: Path) -> None:
+    """--ids naming a pair the folder does not hold: one line naming it (it used to score the others silently, a
+    table over fewer pairs than asked for)."""
+    ids = tmp_path / "ids.txt"
+    ids.write_text("pair_0000\npair_0009\n")
+    r = CliRunner().invoke(cli, ["evaluate", str(pairs), "--methods", "sift", "--ids", str(ids), "--no-progress"])
+    msg = r.output.strip().splitlines()
+    assert r.exit_code == 1 and len(msg) == 1 and "'pair_0009'" in msg[0] and "1 of the 2" in msg[0], r.output
+    assert [p.id for p in load_pairs(pairs, ["pair_0000", "pair_0009"])] == ["pair_0000"]  # the library's default

@@ -96,7 +96,7 @@ def run(pairs_dir: Path, methods: str, reg_model: str, weights: tuple[Path, ...]
             ids = [ln.strip() for ln in ids_file.read_text().splitlines() if ln.strip()]
         except OSError as e:
             raise InputError(f"{ids_file}: cannot read id list ({e.strerror})") from None
-    pairs = load_pairs(pairs_dir, ids)
+    pairs = load_pairs(pairs_dir, ids, all_ids=True)  # an id of --ids that is not there is an error
     specs = [s.strip() for s in methods.split(",") if s.strip()]
     meths = []
     for s in specs:
