@@ -753,3 +753,33 @@ def test_training_reads_a_bands_scale_offset_and_unit_as_register_does(tmp_path)
         ds.write(raw, 1)
         ds.scales, ds.offsets, ds.units = (0.01,), (-40.0,), ("dB",)
     assert np.allclose(load_power(path), 10 ** (db / 10), rtol=1e-4)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not_a_checkpoint", "no_state_dict"])
+def test_resume_from_a_damaged_last_pt_is_one_line(tmp_path, damage):
+    """--resume with a last.pt cut short (a copy interrupted, a full disk elsewhere) or not a checkpoint: one error
+    line naming it, exit 1 (it was torch's RuntimeError / UnpicklingError traceback); the file is left as it was."""
+    from click.testing import CliRunner
+
+    from sarreg.cli import cli
+    from sarreg.model.weights import random_model, save_checkpoint
+
+    run = tmp_path / "run"
+    run.mkdir()
+    last = run / "last.pt"
+    m = random_model("Fast_Quad_L2Net_ConfCFS", 2, seed=0)
+    save_checkpoint(last, m.net, m.arch, m.mchan, m.in_channels)
+    if damage == "truncated":
+        last.write_bytes(last.read_bytes()[:20000])
+    elif damage == "not_a_checkpoint":
+        last.write_text("not a checkpoint")
+    else:
+        torch.save({"weights": 1}, last)
+    before = last.read_bytes()
+    r = CliRunner().invoke(cli, ["train", "--resume", "--iterations", "2", "--batch", "2", "--crop", "64", "--mchan",
+                                 "2", "--workers", "0", "--out", str(run)])
+    lines = [ln for ln in r.output.strip().splitlines() if ln.startswith("sarreg:") or "Error" in ln]
+    assert r.exit_code == 1 and len(lines) == 1, r.output
+    assert lines[0].startswith(f"sarreg: error: {last}: ") and "cannot resume" in lines[0], lines[0]
+    assert r.exception is None or isinstance(r.exception, SystemExit), r.exception
+    assert last.read_bytes() == before

@@ -236,6 +236,19 @@ def _init_weights(net: torch.nn.Module, cfg: TrainConfig) -> bool:
     return convert
 
 
+def _load_last(path: Path) -> dict:
+    """The run's last.pt for ``--resume``; a truncated or foreign file is one error line (not torch's traceback)."""
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises several types for a damaged file
+        msg = (str(e).strip().splitlines() or [""])[0][:160]
+        raise WeightsError(f"{path}: not a readable checkpoint, cannot resume ({type(e).__name__}"
+                           f"{': ' + msg if msg else ''})") from None
+    if not isinstance(ck, dict) or "state_dict" not in ck:
+        raise WeightsError(f"{path}: not a sarreg training checkpoint, cannot resume")
+    return ck
+
+
 def check_train(out: Path, cfg: TrainConfig, resume: bool) -> None:
     """Refuse (one-line errors) options that cannot train, a run folder that holds a run (without ``resume``) and
     a missing ``--init`` checkpoint, before anything is written."""
@@ -294,7 +307,7 @@ def train(sources: Sequence[Source], out_dir: str | Path, cfg: TrainConfig = Tra
     if cfg.init and not resume:
         converted = _init_weights(net, cfg)
     if resume:
-        ck = torch.load(last_path, map_location="cpu", weights_only=True)
+        ck = _load_last(last_path)
         if int(ck.get("mchan", -1)) != cfg.mchan:
             raise WeightsError(f"{last_path}: mchan {ck.get('mchan')} differs from --mchan {cfg.mchan}")
         if str(ck.get("arch", ARCHITECTURES[0])) != cfg.arch:
