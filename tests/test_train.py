@@ -783,3 +783,35 @@ def test_resume_from_a_damaged_last_pt_is_one_line(tmp_path, damage):
     assert lines[0].startswith(f"sarreg: error: {last}: ") and "cannot resume" in lines[0], lines[0]
     assert r.exception is None or isinstance(r.exception, SystemExit), r.exception
     assert last.read_bytes() == before
+
+
+def test_export_command_errors_are_one_line(tmp_path):
+    """``python -m sarreg.train.export SRC DST`` (the README's way to a shippable file): a missing SRC or a DST in a
+    folder that does not exist is one line on stderr, exit 1, nothing written (it was a traceback ending in
+    WeightsError / torch's RuntimeError 'Parent directory ... does not exist'); a good SRC exports a file that
+    loads."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from sarreg.model.weights import random_model, save_checkpoint
+
+    m = random_model("Fast_Quad_L2Net_ConfCFS", 2, seed=0)
+    src = save_checkpoint(tmp_path / "last.pt", m.net, m.arch, m.mchan, m.in_channels)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "sarreg.train.export", *args], capture_output=True, text=True,
+                              timeout=300, env=env)
+
+    for a, needle in (((str(tmp_path / "none.pt"), str(tmp_path / "o.pt")), "none.pt: weights file not found"),
+                      ((str(src), str(tmp_path / "nodir" / "o.pt")), "nodir/o.pt: output folder")):
+        p = run(*a)
+        lines = p.stderr.strip().splitlines()
+        assert p.returncode == 1 and len(lines) == 1 and lines[0].startswith("sarreg: error: "), p.stderr
+        assert needle in lines[0], lines[0]
+    assert not (tmp_path / "nodir").exists() and not (tmp_path / "o.pt").exists()
+    p = run(str(src), str(tmp_path / "o.pt"))
+    assert p.returncode == 0, p.stderr
+    assert load_model(tmp_path / "o.pt").arch == m.arch

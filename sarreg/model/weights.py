@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from sarreg.errors import WeightsError
+from sarreg.errors import OutputError, WeightsError
 from sarreg.model.files import (  # noqa: F401  (re-exported: the lookup lives in the torch-free module)
     DEFAULT_MODEL_NAME, EXTRACT_MODEL_NAME, MODELS_DIR, MODELS_PACKAGE, default_weights_path, packaged_weights,
     weights_path)
@@ -207,8 +207,10 @@ def save_checkpoint(path: str | Path, net: nn.Module, arch: str, mchan: int, in_
                     mean: list[float] | None = None, std: list[float] | None = None,
                     training: dict[str, Any] | None = None, extra: dict[str, Any] | None = None,
                     rel_thr: float | None = None, rep_thr: float | None = None) -> Path:
-    """Write our checkpoint format atomically (temporary file + rename)."""
+    """Write our checkpoint format atomically (temporary file + rename); a missing folder is an ``OutputError``."""
     path = Path(path)
+    if not path.parent.is_dir():
+        raise OutputError(f"{path}: output folder {path.parent} does not exist")
     ckpt: dict[str, Any] = {
         "format": FORMAT, "version": 1, "arch": arch.split("(")[0], "mchan": int(mchan),
         "in_channels": int(in_channels),

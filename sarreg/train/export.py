@@ -148,4 +148,9 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from sarreg.errors import SarregError
+
+    try:
+        main()
+    except SarregError as e:  # a missing or unreadable SRC, a DST folder that does not exist: one line, no traceback
+        raise SystemExit(f"sarreg: error: {e}") from None
