@@ -815,3 +815,25 @@ def test_export_command_errors_are_one_line(tmp_path):
     p = run(str(src), str(tmp_path / "o.pt"))
     assert p.returncode == 0, p.stderr
     assert load_model(tmp_path / "o.pt").arch == m.arch
+
+
+@pytest.mark.parametrize("opt,value", [("--val-every", "0"), ("--workers", "-1"), ("--val-holdout", "-1")])
+def test_train_counts_out_of_range_are_usage_errors(tmp_path, opt, value):
+    """--val-every 0 (ZeroDivisionError traceback at the first step, after the start-up validation, a run folder
+    left), --workers -1 (torch's ValueError traceback) and --val-holdout -1 (every two-date pair trained on, none
+    validated): one usage line, exit 2, no folder; the library refuses the first two as well."""
+    from click.testing import CliRunner
+
+    from sarreg.cli import cli
+    from sarreg.train.loop import TrainConfig, check_train
+
+    out = tmp_path / "o"
+    r = CliRunner().invoke(cli, ["train", "--iterations", "2", "--batch", "2", "--crop", "64", "--mchan", "2",
+                                 "--out", str(out), opt, value])
+    lines = [ln for ln in r.output.strip().splitlines() if ln]
+    assert r.exit_code == 2 and len(lines) == 1 and opt in lines[0], r.output
+    assert not out.exists()
+    if opt != "--val-holdout":
+        key = opt[2:].replace("-", "_")
+        with pytest.raises(InputError, match=key):
+            check_train(out, TrainConfig(**{key: int(value)}), False)

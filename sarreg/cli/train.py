@@ -128,9 +128,10 @@ def build_sources(data: list[str], stacks: list[str], synthetic: bool, crop: int
 @click.option("--single-weight", type=float, default=0.5, show_default=True)
 @click.option("--stack-weight", type=float, default=1.0, show_default=True)
 @click.option("--modal-weight", type=float, default=0.3, show_default=True)
-@click.option("--val-holdout", type=int, default=4, show_default=True,
+@click.option("--val-holdout", type=click.IntRange(min=0), default=4, show_default=True,
               help="Two-date pairs held out of training for validation.")
-@click.option("--val-every", type=int, default=100, show_default=True)
+@click.option("--val-every", type=click.IntRange(min=1), default=100, show_default=True,
+              help="Validate every this many iterations.")
 @click.option("--val-pairs", type=int, default=8, show_default=True, help="Fixed validation pairs (256 px).")
 @click.option("--w-reliability", type=float, default=1.0, show_default=True)
 @click.option("--w-cosim", type=float, default=1.0, show_default=True)
@@ -187,7 +188,8 @@ def build_sources(data: list[str], stacks: list[str], synthetic: bool, crop: int
                    "fine-tune of a trained model); the convolutions still learn.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 ...")
 @click.option("--threads", type=int, default=2, show_default=True)
-@click.option("--workers", type=int, default=1, show_default=True, help="Pair-generation worker processes.")
+@click.option("--workers", type=click.IntRange(min=0), default=1, show_default=True,
+              help="Pair-generation worker processes.")
 @click.option("--checkpoint-minutes", type=float, default=5.0, show_default=True)
 @click.option("--max-minutes", type=float, default=0.0, show_default=True, help="Stop after this time (0 = off).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
