@@ -392,3 +392,14 @@ def test_ids_not_found_is_an_error(pairs: Path, tmp_path: Path) -> None:
     msg = r.output.strip().splitlines()
     assert r.exit_code == 1 and len(msg) == 1 and "'pair_0009'" in msg[0] and "1 of the 2" in msg[0], r.output
     assert [p.id for p in load_pairs(pairs, ["pair_0000", "pair_0009"])] == ["pair_0000"]  # the library's default
+
+
+@pytest.mark.parametrize("opt,value", [("--threshold", "0"), ("--threshold", "-1"), ("--orb-features", "0"),
+                                       ("--ratio", "1.5")])
+def test_single_stage_option_out_of_range_is_a_usage_error(pairs: Path, opt: str, value: str) -> None:
+    """A MAGSAC threshold <= 0 or ORB with 0 features made every pair 'failed' (s@3px 0.000, exit 0): a table
+    that reads as the method's score. Now one usage line, exit 2 (the ranges of register's --threshold /
+    --ratio)."""
+    r = CliRunner().invoke(cli, ["evaluate", str(pairs), "--methods", "orb", opt, value, "--no-progress"])
+    lines = r.output.strip().splitlines()
+    assert r.exit_code == 2 and len(lines) == 1 and opt in lines[0], r.output

@@ -64,10 +64,11 @@ def evaluate() -> None:
                help="Images whose longer side is below this get up-sampled levels up to it (0 = off).")
 @config_option(ExtractConfig, "subpixel", "--subpixel/--no-subpixel",
                help="Keypoints refined to sub-pixel on the repeatability peak.")
-@click.option("--ratio", type=float, default=None, help="Lowe ratio on the single-stage MNN matches (default: none).")
-@click.option("--threshold", default=3.0, show_default=True,
-              help="Single-stage MAGSAC inlier threshold (reference px).")
-@click.option("--orb-features", default=5000, show_default=True)
+@click.option("--ratio", type=click.FloatRange(0.0, 1.0), default=None,
+              help="Lowe ratio on the single-stage MNN matches (default: none).")
+@click.option("--threshold", type=click.FloatRange(min=0.0, min_open=True), default=3.0, show_default=True,
+              help="Single-stage MAGSAC inlier threshold (reference px, > 0).")
+@click.option("--orb-features", type=click.IntRange(min=1), default=5000, show_default=True)
 @click.option("--ids", "ids_file", type=click.Path(path_type=Path), default=None,
               help="Text file with one pair id per line: evaluate only these.")
 @click.option("--skip-large", is_flag=True,
