@@ -136,7 +136,13 @@ def _check_sizes(pair: Pair, ref_wh: tuple[int, int], mov_wh: tuple[int, int]) -
 def check_pairs(pairs: Sequence[Pair]) -> None:
     """Open every image of ``pairs`` (its header only) and compare its size with gt.json's: an image that is not a
     raster or does not have the size of its ground truth is one error before any pair runs (found mid-run, it
-    would end an evaluation that has run for hours)."""
+    would end an evaluation that has run for hours). Two pairs with one id (a pair folder copied with its gt.json
+    "id") are refused: their predictions would share one file and their rows one name."""
+    seen: dict[str, Path] = {}
     for pair in pairs:
+        if pair.id in seen:
+            raise InputError(f"{pair.moving.parent}: pair id {pair.id!r} is also the id of {seen[pair.id].parent} "
+                             "(gt.json \"id\"); give each pair its own")
+        seen[pair.id] = pair.moving
         _check_sizes(pair, _image_wh(pair.ref), _image_wh(pair.moving))
 

@@ -403,3 +403,20 @@ def test_single_stage_option_out_of_range_is_a_usage_error(pairs: Path, opt: str
     r = CliRunner().invoke(cli, ["evaluate", str(pairs), "--methods", "orb", opt, value, "--no-progress"])
     lines = r.output.strip().splitlines()
     assert r.exit_code == 2 and len(lines) == 1 and opt in lines[0], r.output
+
+
+def test_two_pairs_with_one_id_are_refused(pairs: Path, tmp_path: Path) -> None:
+    """A pair folder copied with its gt.json "id": both were scored (pairs 2 in the table) but --pred-dir held one
+    file, the second overwriting the first (the official scorer then saw 1 of 2). Now one line naming both."""
+    d = tmp_path / "pairs"
+    for name, src in (("a", "pair_0000"), ("b", "pair_0001")):
+        shutil.copytree(pairs / src, d / name)
+        gt = json.loads((d / name / "gt.json").read_text())
+        gt["id"] = "same"
+        (d / name / "gt.json").write_text(json.dumps(gt))
+    pred = tmp_path / "pred"
+    r = CliRunner().invoke(cli, ["evaluate", str(d), "--methods", "orb", "--pred-dir", str(pred), "--no-progress"])
+    lines = r.output.strip().splitlines()
+    assert r.exit_code == 1 and len(lines) == 1, r.output
+    assert lines[0].startswith(f"sarreg: error: {d / 'b'}: pair id 'same'") and str(d / "a") in lines[0]
+    assert not list(pred.rglob("*.json"))
