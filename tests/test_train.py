@@ -249,8 +249,8 @@ def test_train_smoke_and_resume(tmp_path):
 
 def test_a_resumed_run_is_the_uninterrupted_run_and_a_signal_is_an_interruption(tmp_path, monkeypatch):
     """2 iterations + --resume to 4 give the losses and weights of 4 straight (the loss's sampler state is in
-    last.pt: it was re-seeded at the resume); SIGTERM saves last.pt, then ends the run as an interruption (the CLI's
-    exit 143), not as a finished run; --resume with nothing to resume leaves no folder."""
+    last.pt: it was re-seeded at the resume); SIGTERM or SIGHUP saves last.pt, then ends the run as an interruption
+    (the CLI's exit 143 / 129), not as a finished run; --resume with nothing to resume leaves no folder."""
     import signal
     import subprocess
     import sys
@@ -269,9 +269,22 @@ def test_a_resumed_run_is_the_uninterrupted_run_and_a_signal_is_an_interruption(
     assert losses[0] == losses[1]
     a, b = (torch.load(tmp_path / d / "last.pt", weights_only=True)["state_dict"] for d in ("straight", "resumed"))
     assert all(torch.equal(a[k], b[k]) for k in a)
-    # SIGTERM during the second iteration (in a fresh process: a signal to the pytest process after other tests'
-    # native threads is not what is tested here)
-    script = tmp_path / "stop.py"
+    # SIGTERM (and SIGHUP, a closed terminal) during the second iteration, in a fresh process: a signal to the pytest
+    # process after other tests' native threads is not what is tested here
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        _stopped_by(sig, tmp_path / sig.name, cfg)
+    with pytest.raises(WeightsError, match="nothing to resume from"):
+        loop.train(src, tmp_path / "none", cfg, resume=True, progress=False)
+    assert not (tmp_path / "none").exists()
+
+
+def _stopped_by(sig, folder, cfg) -> None:
+    """Signal ``sig`` while the second iteration samples: last.pt holds iteration 2, the run ends interrupted."""
+    import subprocess
+    import sys
+
+    folder.mkdir()
+    script = folder / "stop.py"
     script.write_text(f"""
 import signal, threading
 import sarreg.train.loop as loop
@@ -279,21 +292,18 @@ real, calls = loop.sample_pair, [0]
 def killing(*a, **k):
     calls[0] += 1
     if calls[0] == 3:
-        signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)
+        signal.pthread_kill(threading.main_thread().ident, {int(sig)})
     return real(*a, **k)
 loop.sample_pair = killing
 cfg = loop.TrainConfig(**{cfg.__dict__!r})
 try:
-    loop.train([loop.Source("synthetic", 1.0, size=128)], {str(tmp_path / "stopped")!r}, cfg, progress=False)
+    loop.train([loop.Source("synthetic", 1.0, size=128)], {str(folder / "stopped")!r}, cfg, progress=False)
 except KeyboardInterrupt as e:
     print("interrupted", e.signum)
 """)
     p = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
-    assert p.stdout.strip() == f"interrupted {int(signal.SIGTERM)}", p.stdout + p.stderr
-    assert torch.load(tmp_path / "stopped" / "last.pt", weights_only=True)["iteration"] == 2
-    with pytest.raises(WeightsError, match="nothing to resume from"):
-        loop.train(src, tmp_path / "none", cfg, resume=True, progress=False)
-    assert not (tmp_path / "none").exists()
+    assert p.stdout.strip() == f"interrupted {int(sig)}", p.stdout + p.stderr
+    assert torch.load(folder / "stopped" / "last.pt", weights_only=True)["iteration"] == 2
 
 
 def test_learning_rate_anneals_on_a_cosine():

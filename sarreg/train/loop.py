@@ -372,7 +372,8 @@ def train(sources: Sequence[Source], out_dir: str | Path, cfg: TrainConfig = Tra
         log.warning("signal %d: saving checkpoint and stopping", signum)
         stop["signum"] = signum
 
-    old = {s: signal.signal(s, _handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    # (SIGHUP too: the command-wide handler stops at any point, inside ``opt.step()`` it saved half-updated weights)
+    old = {s: signal.signal(s, _handler) for s in (signal.SIGTERM, signal.SIGINT, getattr(signal, "SIGHUP", None)) if s}
 
     def validate() -> None:
         v = evaluate(net, model, val_pairs, device, cfg.val_top_k, use_reliability=cfg.val_rank == "rep_rel")
