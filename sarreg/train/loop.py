@@ -152,8 +152,8 @@ def _save(path: Path, net, cfg: TrainConfig, state: RunState, data_desc: list[st
     if opt is not None:
         names = {id(p): n for n, p in net.named_parameters()}
         order = [names[id(p)] for g in opt.param_groups for p in g["params"]]
-        extra = {"optimizer": opt.state_dict(), "optimizer_params": order, "iteration": state.iteration, "best_val": state.best,
-                 "val_history": json.dumps(state.history), "elapsed_s": float(elapsed)}
+        extra = {"optimizer": opt.state_dict(), "optimizer_params": order, "iteration": state.iteration,
+                 "best_val": state.best, "val_history": json.dumps(state.history), "elapsed_s": float(elapsed)}
         if gen is not None:  # the loss's sampler: a resumed run draws what the uninterrupted one would have
             extra["sampler_state"] = gen.get_state()
     save_checkpoint(path, net, cfg.arch, cfg.mchan, 1, SAR_MEAN, SAR_STD, training=training, extra=extra)
@@ -411,8 +411,9 @@ def train(sources: Sequence[Source], out_dir: str | Path, cfg: TrainConfig = Tra
             state.iteration += 1
             now = time.time()
             wlog.writerow({"iteration": state.iteration, "time_s": round(elapsed0 + now - t0, 2),
-                           "loss": round(float(loss.detach()), 5), **{k: round(parts.get(k, float("nan")), 5)
-                                                               for k in ("reliability", "cosim", "peaky", "sharpen", "ap")},
+                           "loss": round(float(loss.detach()), 5),
+                           **{k: round(parts.get(k, float("nan")), 5)
+                              for k in ("reliability", "cosim", "peaky", "sharpen", "ap")},
                            "lr": lr, "s_per_it": round(now - t_it, 3)})
             t_it = now
             bar.update(1)
