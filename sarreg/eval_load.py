@@ -118,15 +118,16 @@ def _wh(v: Any) -> tuple[int, int] | None:
     return None if v is None else (int(v[0]), int(v[1]))
 
 
-
-def _image_wh(path: Path) -> tuple[int, int]:
+def image_wh(path: Path) -> tuple[int, int]:
+    """(width, height) of an image file, from its header."""
     from sarreg.io.raster import open_dataset
 
     with open_dataset(path) as ds:
         return ds.width, ds.height
 
 
-def _check_sizes(pair: Pair, ref_wh: tuple[int, int], mov_wh: tuple[int, int]) -> None:
+def check_sizes(pair: Pair, ref_wh: tuple[int, int], mov_wh: tuple[int, int]) -> None:
+    """InputError when an image's (width, height) differs from the size its gt.json gives."""
     for name, wh, got, path in (("ref", pair.ref_size, ref_wh, pair.ref), ("moving", pair.moving_size, mov_wh,
                                                                           pair.moving)):
         if wh is not None and tuple(wh) != tuple(got):
@@ -144,5 +145,5 @@ def check_pairs(pairs: Sequence[Pair]) -> None:
             raise InputError(f"{pair.moving.parent}: pair id {pair.id!r} is also the id of {seen[pair.id].parent} "
                              "(gt.json \"id\"); give each pair its own")
         seen[pair.id] = pair.moving
-        _check_sizes(pair, _image_wh(pair.ref), _image_wh(pair.moving))
+        check_sizes(pair, image_wh(pair.ref), image_wh(pair.moving))
 

@@ -44,8 +44,8 @@ import numpy as np
 
 from sarreg.config import ExtractConfig, PreprocessConfig, RegisterConfig
 from sarreg.errors import InputError, OutputError, RegistrationFailed, SarregError
-from sarreg.eval_load import (IMAGE_SUFFIXES, Pair, _check_sizes, _image_wh, check_pairs, load_pairs,  # noqa: F401
-                              read_gt)
+from sarreg.eval_load import (IMAGE_SUFFIXES, Pair, check_pairs, check_sizes, image_wh, load_pairs,  # noqa: F401
+                              read_gt)  # (Pair, load_pairs, read_gt, IMAGE_SUFFIXES: also imported from here)
 from sarreg.eval_report import (MMA_THRESHOLDS, SUCCESS_THRESHOLDS, USABLE, EvalResult, MethodSummary, PairResult,
                                 Scores, scores, summarise, write_prediction)
 from sarreg.export import to_jsonable
@@ -236,12 +236,12 @@ def register_pair(ref: str | Path, moving: str | Path, config: RegisterConfig, e
 
 
 def _run_register(pair: Pair, method: Method, extractor: Any, opt: EvalOptions) -> PairResult:
-    _check_sizes(pair, _image_wh(pair.ref), _image_wh(pair.moving))  # (the score's grid is cut by those sizes)
+    check_sizes(pair, image_wh(pair.ref), image_wh(pair.moving))  # (the score's grid is cut by those sizes)
     run = register_pair(pair.ref, pair.moving, register_config(method, opt.register), extractor)
     err = None
     if pair.H is not None:
         err = homography_error(pair.H, run.matrix if run.usable else None,
-                               pair.moving_size or _image_wh(pair.moving), pair.ref_size or _image_wh(pair.ref))
+                               pair.moving_size or image_wh(pair.moving), pair.ref_size or image_wh(pair.ref))
     q = run.report.quality if run.report is not None else {}
     fine = run.report.stages.get("fine", {}) if run.report is not None else {}
     return PairResult(pair=pair.id, method=method.label, status=run.status, matrix=run.matrix, error=err, mma=None,
@@ -317,7 +317,7 @@ def _read_pair(pair: Pair, opt: EvalOptions) -> tuple[tuple[np.ndarray, np.ndarr
     t0 = time.perf_counter()
     ref = _read(pair.ref, opt.extract.preprocess)
     mov = _read(pair.moving, opt.extract.preprocess)
-    _check_sizes(pair, ref[0].shape[::-1], mov[0].shape[::-1])
+    check_sizes(pair, ref[0].shape[::-1], mov[0].shape[::-1])
     return ref, mov, time.perf_counter() - t0
 
 

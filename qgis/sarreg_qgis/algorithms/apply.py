@@ -1,8 +1,6 @@
 """Processing algorithm ``sarreg:apply``: ``sarreg apply REPORT MOVING OUT`` (re-apply a saved transform)."""
 from __future__ import annotations
 
-from pathlib import Path
-
 from qgis.core import (QgsProcessingOutputString, QgsProcessingParameterFile,
                        QgsProcessingParameterRasterDestination, QgsProcessingParameterRasterLayer)
 
@@ -25,13 +23,8 @@ class ApplyAlgorithm(SarregAlgorithm):
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         report = self.parameterAsFile(parameters, "REPORT", context)
         mov = self.raster_source(self.parameterAsRasterLayer(parameters, "MOVING", context), "Moving")
-        out = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
-        self.check_geotiff(out)
-        self.make_folder(Path(out).parent)
+        out = self.output_raster(parameters, context)
         # a low-quality report applied with Force: the raster is written, exit 2 with status low_quality (without
         # Force the CLI refuses, status error: the algorithm fails with its line)
-        res = self.run_sarreg([report, mov, out, "--overwrite", *self.option_args(parameters, context)], feedback,
-                              ok_codes=(0, 2))
-        if res.returncode == 2:
-            feedback.reportError(res.message, fatalError=False)
+        res = self.run_to_inspect([report, mov, out, "--overwrite", *self.option_args(parameters, context)], feedback)
         return {"OUTPUT": (res.final or {}).get("output") or out, "STATUS": res.status}

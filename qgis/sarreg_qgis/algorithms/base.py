@@ -216,6 +216,20 @@ class SarregAlgorithm(QgsProcessingAlgorithm):
         feedback.pushInfo(f"  report: {res.final.get('report')}" + (f" ({t} s)" if t is not None else ""))
         return rep
 
+    def output_raster(self, parameters, context: QgsProcessingContext) -> str:
+        """The OUTPUT raster's path: checked to be a GeoTIFF name, its folder made."""
+        out = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
+        self.check_geotiff(out)
+        self.make_folder(Path(out).parent)
+        return out
+
+    def run_to_inspect(self, args: list[str], feedback) -> runner.Result:
+        """``run_sarreg`` where low quality (exit 2) is a result to inspect, reported as a warning, not a failure."""
+        res = self.run_sarreg(args, feedback, ok_codes=(0, 2))
+        if res.returncode == 2:
+            feedback.reportError(res.message, fatalError=False)
+        return res
+
     @staticmethod
     def make_folder(folder: str | Path, what: str = "output folder") -> None:
         """Create an output folder (and its parents); a folder that cannot be created is one error line."""

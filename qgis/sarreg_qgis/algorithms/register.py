@@ -40,15 +40,10 @@ class RegisterAlgorithm(SarregAlgorithm):
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         ref = self.raster_source(self.parameterAsRasterLayer(parameters, "REFERENCE", context), "Reference")
         mov = self.raster_source(self.parameterAsRasterLayer(parameters, "MOVING", context), "Moving")
-        out = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
-        self.check_geotiff(out)
-        self.make_folder(Path(out).parent)
+        out = self.output_raster(parameters, context)
         # low quality (exit 2) is a result to inspect, not a crash: the tie points (and the outline of a part that
         # moved on its own) are loaded; the raster exists only with Force
-        res = self.run_sarreg([ref, mov, out, "--overwrite", *self.option_args(parameters, context)], feedback,
-                              ok_codes=(0, 2))
-        if res.returncode == 2:
-            feedback.reportError(res.message, fatalError=False)
+        res = self.run_to_inspect([ref, mov, out, "--overwrite", *self.option_args(parameters, context)], feedback)
         rep = self.log_report(res, feedback) or {}
         outputs = rep.get("outputs") or {}
         q = rep.get("quality") or {}
