@@ -4,6 +4,8 @@ asked for exists, every image opens and has the size gt.json gives)."""
 from __future__ import annotations
 
 import json
+import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -11,6 +13,8 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from sarreg.errors import InputError
+
+log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 
@@ -58,18 +62,38 @@ def read_gt(path: Path) -> dict[str, Any]:
     return gt
 
 
+class PairList(list):
+    """``load_pairs``' pairs (a list of ``Pair``) and the sub-folders it skipped: ``skipped`` {name: why}."""
+
+    skipped: dict[str, str]
+
+    def __init__(self, pairs: Iterable[Pair] = (), skipped: dict[str, str] | None = None) -> None:
+        super().__init__(pairs)
+        self.skipped = dict(skipped or {})
+
+
 def load_pairs(pairs_dir: str | Path, ids: Iterable[str] | None = None, skip_large: bool = False,
-               all_ids: bool = False) -> list[Pair]:
+               all_ids: bool = False) -> PairList:
     """All pairs of a folder; optionally only ``ids`` (``all_ids``: each of them must be there). With an
     ``index.json`` (a list of {"id", "set", "source", ...}) in the index's order, a pair's folder being ``<id>`` or,
     as in ../shared/eval, ``pairs/<id>`` (set "sar") / ``geo_pairs/<id>`` (set "geo"); else the sub-folders
-    holding gt.json, sorted by name."""
+    holding gt.json, sorted by name: one without gt.json is skipped with a warning naming it (a table over fewer
+    pairs must not pass for the whole folder's score) and listed in the result's ``skipped``; hidden ones
+    (``.name``, e.g. make-pairs' temporary folders) are ignored."""
     root = Path(pairs_dir)
     if not root.is_dir():
         raise InputError(f"{root}: pairs folder not found")
     want = None if ids is None else set(ids)
-    folders = _pair_folders(root, want)
+    folders, skipped = _pair_folders(root, want)
     missing = sorted((want or set()) - {sub.name for sub, _ in folders}) if all_ids else []
+    asked = [pid for pid in missing if pid in skipped]
+    if asked:
+        more = f"; {len(asked) - 1} more ids asked for have none either" if len(asked) > 1 else ""
+        raise InputError(f"{root / asked[0]}: {skipped[asked[0]]}, cannot evaluate pair {asked[0]!r} (asked for{more})")
+    if skipped:
+        names = [f"{k} ({v})" for k, v in skipped.items()]
+        log.warning("%s: %d sub-folder(s) skipped, not evaluated: %s%s", root, len(names), ", ".join(names[:5]),
+                    " ..." if len(names) > 5 else "")
     if missing:  # (a table over fewer pairs than asked for would read as the score of those asked for)
         raise InputError(f"{root}: no pair {', '.join(map(repr, missing[:5]))}{' ...' if len(missing) > 5 else ''} "
                          f"({len(missing)} of the {len(want or ())} ids asked for not found)")
@@ -87,14 +111,18 @@ def load_pairs(pairs_dir: str | Path, ids: Iterable[str] | None = None, skip_lar
         out.append(pair)
     if not out:
         raise InputError(f"{root}: no pairs (sub-folders with ref.*, moving.*, gt.json)")
-    return out
+    return PairList(out, skipped)
 
 
-def _pair_folders(root: Path, want: set[str] | None) -> list[tuple[Path, dict[str, Any]]]:
+def _pair_folders(root: Path, want: set[str] | None) -> tuple[list[tuple[Path, dict[str, Any]]], dict[str, str]]:
+    """-> ([(pair folder, index entry)], {skipped sub-folder name: why}). A gt.json that is there but cannot be read
+    (a directory, a broken link) is read_gt's error, not a skip."""
     index = root / "index.json"
     if not index.is_file():
-        return [(p, {}) for p in sorted(root.iterdir())
-                if p.is_dir() and (p / "gt.json").is_file() and (want is None or p.name in want)]
+        subs = [p for p in sorted(root.iterdir())
+                if p.is_dir() and not p.name.startswith(".") and (want is None or p.name in want)]
+        has_gt = {p: os.path.lexists(p / "gt.json") for p in subs}
+        return [(p, {}) for p in subs if has_gt[p]], {p.name: "no gt.json" for p in subs if not has_gt[p]}
     try:
         entries = json.loads(index.read_text())
     except (OSError, ValueError) as e:
@@ -111,7 +139,7 @@ def _pair_folders(root: Path, want: set[str] | None) -> list[tuple[Path, dict[st
         if sub is None:
             raise InputError(f"{index}: pair {pid!r} has no folder with gt.json ({cands[0]} or {cands[1]})")
         out.append((sub, e))
-    return out
+    return out, {}
 
 
 def _wh(v: Any) -> tuple[int, int] | None:

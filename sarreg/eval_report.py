@@ -84,6 +84,7 @@ class EvalResult:
     summaries: list[MethodSummary]
     mma_thresholds: list[int] = field(default_factory=lambda: list(MMA_THRESHOLDS))
     options: dict[str, Any] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)  # sub-folders of the pairs folder not evaluated: why
 
     def summary(self, method: str) -> MethodSummary:
         for s in self.summaries:
@@ -99,7 +100,7 @@ class EvalResult:
 
     def to_markdown(self) -> str:
         """Two markdown tables: one row per method, then success per method and source ("ok" columns: status ok
-        only)."""
+        only), and the sub-folders skipped."""
         head = ("| method | pairs | failed | low q | s@1px | s@3px | s@5px | s@1px ok | s@3px ok | median err (px) | "
                 "MMA@1 | MMA@3 | MMA@5 | MMA@10 | inliers | matches | s/pair |")
         lines = [head, "|---|" + "---:|" * (head.count("|") - 2)]
@@ -116,6 +117,9 @@ class EvalResult:
                 lines.append(f"| {s.method} | {src or '-'} | {c.n} | {c.failed} | {c.low_quality} | "
                              f"{_f(c.success['1'])} | {_f(c.success['3'])} | {_f(c.success_ok['1'])} | "
                              f"{_f(c.success_ok['3'])} | {_med(c)} |")
+        if self.skipped:  # (the table is not the whole folder's score)
+            names = ", ".join(f"{k} ({v})" for k, v in self.skipped.items())
+            lines += ["", f"{len(self.skipped)} sub-folder(s) of the pairs folder skipped, not evaluated: {names}"]
         return "\n".join(lines) + "\n"
 
     def save_markdown(self, path: str | Path) -> Path:

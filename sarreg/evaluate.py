@@ -331,7 +331,10 @@ def evaluate(pairs: str | Path | Sequence[Pair], methods: Sequence[Method | str]
     (``make_runner``; ``models`` may hold preloaded ones by label). pred_dir: write
     ``<pred_dir>/<method>/<pair>.json`` for ``score.py``. progress: callable(done, total, label).
     """
-    plist = load_pairs(pairs) if isinstance(pairs, (str, Path)) else list(pairs)
+    if isinstance(pairs, (str, Path)):
+        pairs = load_pairs(pairs)
+    skipped = dict(getattr(pairs, "skipped", {}))  # (a ``load_pairs`` result: the sub-folders it skipped)
+    plist = list(pairs)
     meths = [m if isinstance(m, Method) else Method.parse(m) for m in methods]
     if not meths:
         raise InputError("no methods to evaluate")
@@ -386,7 +389,7 @@ def evaluate(pairs: str | Path | Sequence[Pair], methods: Sequence[Method | str]
     opts["models"] = {k: {"name": getattr(v, "name", ""), "sha256": getattr(v, "sha256", "")}
                       for k, v in loaded.items() if v is not None}
     return EvalResult(methods=labels, pairs=[p.id for p in plist], results=results, summaries=summaries,
-                      options=opts)
+                      options=opts, skipped=skipped)
 
 
 __all__ = ["MMA_THRESHOLDS", "SUCCESS_THRESHOLDS", "USABLE", "EvalOptions", "EvalResult", "Method", "MethodSummary",

@@ -420,3 +420,33 @@ def test_two_pairs_with_one_id_are_refused(pairs: Path, tmp_path: Path) -> None:
     assert r.exit_code == 1 and len(lines) == 1, r.output
     assert lines[0].startswith(f"sarreg: error: {d / 'b'}: pair id 'same'") and str(d / "a") in lines[0]
     assert not list(pred.rglob("*.json"))
+
+
+def test_pair_folder_without_gt_json_is_named_and_counted(pairs: Path, tmp_path: Path, caplog) -> None:
+    """A pair folder without gt.json (no index.json) was skipped without a word: a table over 2 pairs, exit 0, read
+    as the folder's score. Now a warning names it, the report counts it (markdown and eval.json "skipped"), --ids
+    naming it is an error, and a gt.json that is there but unreadable (a broken link) is an error, not a skip."""
+    d = tmp_path / "pairs"
+    shutil.copytree(pairs, d)
+    (d / "index.json").unlink()
+    (d / "pair_0001" / "gt.json").unlink()
+    (d / ".pair_0009.tmp12").mkdir()  # (a killed make-pairs' temporary folder: hidden, ignored)
+    out = tmp_path / "out"
+    r = CliRunner().invoke(cli, ["evaluate", str(d), "--methods", "orb", "-o", str(out), "--no-progress"])
+    assert r.exit_code == 0, r.output
+    assert "1 sub-folder(s) of the pairs folder skipped, not evaluated: pair_0001 (no gt.json)" in r.output
+    doc = json.loads((out / "eval.json").read_text())
+    assert doc["skipped"] == {"pair_0001": "no gt.json"} and doc["pairs"] == ["pair_0000", "pair_0002"]
+    warned = [x.getMessage() for x in caplog.records if x.levelname == "WARNING"]
+    assert any(str(d) in w and "pair_0001 (no gt.json)" in w for w in warned), warned
+    ids = tmp_path / "ids.txt"
+    ids.write_text("pair_0000\npair_0001\n")
+    r = CliRunner().invoke(cli, ["evaluate", str(d), "--methods", "orb", "--ids", str(ids), "--no-progress"])
+    lines = r.output.strip().splitlines()
+    assert r.exit_code == 1 and len(lines) == 1, r.output
+    assert lines[0].startswith(f"sarreg: error: {d / 'pair_0001'}: no gt.json"), lines[0]
+    (d / "pair_0001" / "gt.json").symlink_to(tmp_path / "absent.json")
+    r = CliRunner().invoke(cli, ["evaluate", str(d), "--methods", "orb", "--no-progress"])
+    lines = r.output.strip().splitlines()
+    assert r.exit_code == 1 and len(lines) == 1, r.output
+    assert lines[0].startswith(f"sarreg: error: {d / 'pair_0001' / 'gt.json'}: unreadable ground truth"), lines[0]
