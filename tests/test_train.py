@@ -827,11 +827,13 @@ def test_export_command_errors_are_one_line(tmp_path):
     assert load_model(tmp_path / "o.pt").arch == m.arch
 
 
-@pytest.mark.parametrize("opt,value", [("--val-every", "0"), ("--workers", "-1"), ("--val-holdout", "-1")])
+@pytest.mark.parametrize("opt,value", [("--val-every", "0"), ("--workers", "-1"), ("--val-holdout", "-1"),
+                                       ("--val-pairs", "0")])
 def test_train_counts_out_of_range_are_usage_errors(tmp_path, opt, value):
     """--val-every 0 (ZeroDivisionError traceback at the first step, after the start-up validation, a run folder
-    left), --workers -1 (torch's ValueError traceback) and --val-holdout -1 (every two-date pair trained on, none
-    validated): one usage line, exit 2, no folder; the library refuses the first two as well."""
+    left), --workers -1 (torch's ValueError traceback), --val-holdout -1 (every two-date pair trained on, none
+    validated) and --val-pairs 0 (a run with NaN validation rows, no best.pt, "best validation M-score -1", exit 0):
+    one usage line, exit 2, no folder; the library refuses all but --val-holdout as well."""
     from click.testing import CliRunner
 
     from sarreg.cli import cli

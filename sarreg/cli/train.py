@@ -132,7 +132,8 @@ def build_sources(data: list[str], stacks: list[str], synthetic: bool, crop: int
               help="Two-date pairs held out of training for validation.")
 @click.option("--val-every", type=click.IntRange(min=1), default=100, show_default=True,
               help="Validate every this many iterations.")
-@click.option("--val-pairs", type=int, default=8, show_default=True, help="Fixed validation pairs (256 px).")
+@click.option("--val-pairs", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Fixed validation pairs (256 px; best.pt is the checkpoint that scores best on them).")
 @click.option("--w-reliability", type=float, default=1.0, show_default=True)
 @click.option("--w-cosim", type=float, default=1.0, show_default=True)
 @click.option("--w-peaky", type=float, default=1.0, show_default=True)

@@ -258,6 +258,8 @@ def check_train(out: Path, cfg: TrainConfig, resume: bool) -> None:
         raise InputError(f"iterations and batch must be >= 1, got {cfg.iterations} and {cfg.batch}")
     if cfg.val_every < 1 or cfg.workers < 0:  # (0 would divide by zero at the first step; torch refuses < 0 workers)
         raise InputError(f"val_every must be >= 1 and workers >= 0, got {cfg.val_every} and {cfg.workers}")
+    if cfg.val_pairs < 1:  # (no pair: every score NaN, best.pt never written, "best M-score -1")
+        raise InputError(f"val_pairs must be >= 1 (best.pt is chosen on them), got {cfg.val_pairs}")
     if not resume and (Path(out) / "last.pt").exists():
         raise OutputError(f"{out}: holds a training run (last.pt); --resume continues it, or give another --out")
     if resume and not (Path(out) / "last.pt").is_file():
