@@ -396,6 +396,32 @@ def test_train_cli_bad_values_are_one_line_and_leave_nothing(tmp_path):
     assert (run / "last.pt").read_bytes() == before
 
 
+def test_a_run_without_last_pt_is_neither_resumed_nor_restarted(tmp_path):
+    """A run killed before its first last.pt leaves best.pt and the logs: --resume was refused, but --init
+    OUT/best.pt --out OUT (or no --init) started again at iteration 0 in that folder, replacing its best.pt and
+    logs. Now both are one line naming the folder (the way to fine-tune from best.pt in it), nothing changed."""
+    from click.testing import CliRunner
+
+    from sarreg.cli import cli
+    from sarreg.train.loop import TrainConfig, train
+
+    run = tmp_path / "run"
+    train([Source("synthetic", 1.0, size=128)], run, TrainConfig(iterations=1, batch=2, crop=64, mchan=2, workers=0,
+                                                                 threads=1, val_size=64, val_top_k=50, val_pairs=1),
+          progress=False)
+    (run / "last.pt").unlink()
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    small = ["--iterations", "2", "--batch", "2", "--crop", "64", "--mchan", "2", "--workers", "0", "--val-pairs", "1",
+             "--no-progress", "--out", str(run)]
+    for args, head in ((["--resume"], f"{run / 'last.pt'}: nothing to resume from"),
+                       (["--init", str(run / "best.pt")], f"{run}: holds a training run without last.pt"),
+                       ([], f"{run}: holds a training run without last.pt")):
+        r = CliRunner().invoke(cli, ["train", *args, *small])
+        lines = [ln for ln in r.output.strip().splitlines() if ln]
+        assert r.exit_code == 1 and len(lines) == 1 and lines[0].startswith(f"sarreg: error: {head}"), r.output
+        assert f"--init {run / 'best.pt'} --out NEW" in lines[0]
+        assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+
 def test_amp_forward_matches_float32():
     from sarreg.model.r2d2 import build_network
     from sarreg.train.loop import _forward

@@ -36,6 +36,7 @@ from sarreg.train.widen import widen_network
 log = logging.getLogger(__name__)
 
 ARCHITECTURES = ("Fast_Quad_L2Net_ConfCFS", "Quad_L2Net_ConfCFS")  # trainable networks (sarreg.model.r2d2)
+RUN_FILES = ("best.pt", "train_log.csv", "val_log.csv")  # what a run writes besides last.pt
 
 
 @dataclass
@@ -250,8 +251,9 @@ def _load_last(path: Path) -> dict:
 
 
 def check_train(out: Path, cfg: TrainConfig, resume: bool) -> None:
-    """Refuse (one-line errors) options that cannot train, a run folder that holds a run (without ``resume``) and
-    a missing ``--init`` checkpoint, before anything is written."""
+    """Refuse (one-line errors) options that cannot train, a run folder that holds a run (without ``resume``; also
+    one killed before its first last.pt: best.pt, logs), ``resume`` without last.pt and a missing ``--init``
+    checkpoint, before anything is written."""
     if cfg.crop % 2 or cfg.crop < 48:
         raise InputError(f"crop must be even and >= 48 px, got {cfg.crop}")
     if cfg.iterations < 1 or cfg.batch < 1:
@@ -262,8 +264,15 @@ def check_train(out: Path, cfg: TrainConfig, resume: bool) -> None:
         raise InputError(f"val_pairs must be >= 1 (best.pt is chosen on them), got {cfg.val_pairs}")
     if not resume and (Path(out) / "last.pt").exists():
         raise OutputError(f"{out}: holds a training run (last.pt); --resume continues it, or give another --out")
-    if resume and not (Path(out) / "last.pt").is_file():
-        raise WeightsError(f"{Path(out) / 'last.pt'}: nothing to resume from")
+    # a run stopped (killed) before its first last.pt: starting again here would replace its best.pt and logs
+    found = [n for n in RUN_FILES if (Path(out) / n).exists()]
+    best = Path(out) / "best.pt"
+    hint = f"; --init {best} --out NEW fine-tunes from its best weights" if best.is_file() else ""
+    if not resume and found:
+        raise OutputError(f"{out}: holds a training run without last.pt ({', '.join(found)}), which cannot be "
+                          f"resumed; give another --out{hint}")
+    if resume and not (Path(out) / "last.pt").is_file():  # (best.pt has no optimizer state or iteration)
+        raise WeightsError(f"{Path(out) / 'last.pt'}: nothing to resume from{hint}")
     if cfg.init and not Path(cfg.init).is_file():
         raise WeightsError(f"{cfg.init}: --init checkpoint not found")
 
