@@ -306,6 +306,55 @@ except KeyboardInterrupt as e:
     assert torch.load(folder / "stopped" / "last.pt", weights_only=True)["iteration"] == 2
 
 
+def test_resume_after_sigkill_logs_each_iteration_once(tmp_path):
+    """SIGKILL (no handler runs) at iteration 5 of a run whose last.pt holds iteration 2: its logs hold iterations
+    3-4 (and a row cut short by the kill); --resume runs them again and appended them a second time, so
+    curves.png zig-zagged. Now the rows past the checkpoint are dropped on resume: each iteration once, in order,
+    the replayed ones with the losses the killed run had logged (the same data stream)."""
+    import signal
+    import subprocess
+    import sys
+
+    import sarreg.train.loop as loop
+
+    run = tmp_path / "run"
+    cfg = loop.TrainConfig(iterations=6, batch=2, crop=64, mchan=2, workers=0, threads=1, val_every=1, val_size=64,
+                           val_top_k=50, val_pairs=1, checkpoint_minutes=0.0)
+    script = tmp_path / "kill.py"
+    script.write_text(f"""
+import os, signal
+import sarreg.train.loop as loop
+real_sample, real_save, calls = loop.sample_pair, loop._save, [0]
+def killing(*a, **k):
+    calls[0] += 1
+    if calls[0] == 9:  # (the first sample of iteration 5)
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real_sample(*a, **k)
+def save(path, net, cfg, state, *a, **k):  # last.pt as a checkpoint every few minutes leaves it: at iteration 2
+    if path.name != "last.pt" or state.iteration <= 2:
+        real_save(path, net, cfg, state, *a, **k)
+loop.sample_pair, loop._save = killing, save
+loop.train([loop.Source("synthetic", 1.0, size=128)], {str(run)!r}, loop.TrainConfig(**{cfg.__dict__!r}),
+           progress=False)
+""")
+    p = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert p.returncode == -signal.SIGKILL, p.stdout + p.stderr
+    assert torch.load(run / "last.pt", weights_only=True)["iteration"] == 2
+
+    def iterations(name: str) -> list[int]:
+        with open(run / name, newline="") as f:
+            return [int(r["iteration"]) for r in csv.DictReader(f)]
+
+    assert iterations("train_log.csv") == [1, 2, 3, 4] and iterations("val_log.csv") == [0, 1, 2, 3, 4]
+    killed = {r["iteration"]: r["loss"] for r in csv.DictReader(open(run / "train_log.csv", newline=""))}
+    with open(run / "train_log.csv", "a") as f:
+        f.write("5,3.1")  # (a row cut short by the kill)
+    st = loop.train([Source("synthetic", 1.0, size=128)], run, cfg, resume=True, progress=False)
+    assert st.iteration == 6
+    assert iterations("train_log.csv") == [1, 2, 3, 4, 5, 6] and iterations("val_log.csv") == [0, 1, 2, 3, 4, 5, 6]
+    resumed = {r["iteration"]: r["loss"] for r in csv.DictReader(open(run / "train_log.csv", newline=""))}
+    assert all(resumed[k] == v for k, v in killed.items())
+
 def test_learning_rate_anneals_on_a_cosine():
     from sarreg.train.loop import TrainConfig, learning_rate
 

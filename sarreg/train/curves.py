@@ -1,12 +1,40 @@
-"""Training curves: a PNG of the losses and the validation scores from a run's CSV logs."""
+"""Training curves: a PNG of the losses and the validation scores from a run's CSV logs; the logs trimmed to a
+resumed checkpoint."""
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 
 import numpy as np
 
+from sarreg.export import write_text_atomic
 from sarreg.outputs import write_atomic
+
+
+def trim_log(path: Path, iteration: int) -> None:
+    """Keep the rows of a run's CSV log up to ``iteration`` (the resumed checkpoint's), one per iteration (the last
+    one written), in order. Why: a killed run has logged iterations past its last checkpoint; resumed, it runs them
+    again and they were logged twice (zig-zag curves). Rows cut short by the kill are dropped."""
+    if not path.is_file():
+        return
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        keep: dict[int, dict] = {}
+        for row in reader:
+            try:
+                it = int(row["iteration"])
+            except (TypeError, ValueError):
+                continue
+            if it <= iteration and None not in row and None not in row.values():  # (None: too few / many fields)
+                keep[it] = row
+    if not reader.fieldnames:
+        return
+    text = io.StringIO(newline="")
+    w = csv.DictWriter(text, fieldnames=reader.fieldnames or [])
+    w.writeheader()
+    w.writerows(keep[k] for k in sorted(keep))
+    write_text_atomic(path, text.getvalue())
 
 
 def plot_curves(log_csv: Path, val_csv: Path, png: Path) -> None:

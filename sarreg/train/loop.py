@@ -27,7 +27,7 @@ from sarreg.network import native_bf16
 from sarreg.model.r2d2 import build_network
 from sarreg.model.weights import SAR_MEAN, SAR_STD, Model, save_checkpoint
 from sarreg.train.atrous import full_resolution_copy, reestimate_batchnorm
-from sarreg.train.curves import plot_curves
+from sarreg.train.curves import plot_curves, trim_log
 from sarreg.train.losses import LossWeights, NeighbourhoodSampler, R2D2Loss
 from sarreg.train.pairs import PairConfig, Source, sample_pair
 from sarreg.train.validate import evaluate, make_validation_set  # (re-exported: scripts import them here)
@@ -365,8 +365,11 @@ def train(sources: Sequence[Source], out_dir: str | Path, cfg: TrainConfig = Tra
 
     log_csv, val_csv = out / "train_log.csv", out / "val_log.csv"
     fields = ["iteration", "time_s", "loss", "reliability", "cosim", "peaky", "sharpen", "ap", "lr", "s_per_it"]
+    if resume:  # (rows of iterations past last.pt, which run again now)
+        for path in (log_csv, val_csv):
+            trim_log(path, state.iteration)
     new_log = not log_csv.is_file() or not resume
-    flog = open(log_csv, "w" if new_log else "a", newline="")
+    flog = open(log_csv, "w" if new_log else "a", newline="", buffering=1)  # (a row on disk per iteration)
     wlog = csv.DictWriter(flog, fieldnames=fields)
     if new_log:
         wlog.writeheader()
