@@ -862,3 +862,29 @@ def test_outputs_a_killed_run_published_but_never_committed_do_not_outlive_the_r
     assert summary.scenes[0].status == "low_quality" and summary.scenes[0].output is None
     assert not (out / (moving.stem + "_reg.tif")).exists()
     _check_outputs_verify(out)
+
+
+def test_a_batch_that_cannot_start_leaves_the_file_system_as_it_was(tmp_path, series, monkeypatch):
+    """--scheduler at a closed port: the batch failed (exit 1, one line) but left the OUTDIR it had created, empty
+    but for its .lock. A failed start now removes what it made: the folders it created and the lock file; a folder
+    that existed keeps exactly its content."""
+    import socket
+
+    from sarreg.batch import runner
+
+    ref, scenes = series
+    monkeypatch.setattr(runner, "CONNECT_TIMEOUT_S", 2.0)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        address = f"tcp://127.0.0.1:{s.getsockname()[1]}"  # (closed at the end of the block: nothing listens)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    for outdir in (tmp_path / "new" / "out", mine):
+        r = _invoke(["batch", str(ref), str(scenes[0][0]), "-o", str(outdir), "--scheduler", address,
+                     "--no-progress", *SIFT_ARGS])
+        assert r.exit_code == 1, r.stderr
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"sarreg: error: {address}: cannot connect"), r.stderr
+    assert not (tmp_path / "new").exists()
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"] and (mine / "notes.txt").read_text() == "keep"

@@ -155,16 +155,56 @@ def publish(stage: Path, outdir: Path) -> dict[str, str]:
 
 @contextlib.contextmanager
 def outdir_lock(outdir: Path) -> Iterator[None]:
-    """One batch at a time per OUTDIR (flock; released by the kernel even when the process is killed)."""
-    fh = open(outdir / ".lock", "a+")
-    try:
+    """One batch at a time per OUTDIR (flock; released by the kernel even when the process is killed). A lock taken
+    on a ``.lock`` that a failed start removed meanwhile (``claim_outdir``) is taken again on the new file."""
+    while True:
+        fh = open(outdir / ".lock", "a+")
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
+            fh.close()
             raise OutputError(f"{outdir}: another sarreg batch is running in this folder") from None
+        with contextlib.suppress(OSError):
+            if os.path.samestat(os.fstat(fh.fileno()), os.stat(outdir / ".lock")):
+                break
+        fh.close()
+    try:
         yield
     finally:
         fh.close()
+
+
+class Claim:
+    """A batch's hold on OUTDIR (``claim_outdir``); ``started``: the batch has begun to write into it."""
+
+    started = False
+
+
+@contextlib.contextmanager
+def claim_outdir(outdir: Path) -> Iterator[Claim]:
+    """OUTDIR created (when missing) and locked for one batch. A failure before the caller sets ``started`` (an
+    unreachable --scheduler, workers refused) leaves the file system as it was: the lock file is removed when this
+    call made it, and so are the folders it created (an empty OUTDIR with a lock file was left behind)."""
+    created = [p for p in (outdir, *outdir.parents) if not p.exists()]  # innermost first
+    prepare_outdir(outdir)
+    claim = Claim()
+    try:
+        new_lock = not (outdir / ".lock").exists()
+        with outdir_lock(outdir):
+            try:
+                yield claim
+            except BaseException:
+                if new_lock and not claim.started:  # (while locked: another batch's lock is never removed)
+                    (outdir / ".lock").unlink(missing_ok=True)
+                raise
+    except BaseException:
+        if not claim.started:
+            for d in created:
+                try:
+                    d.rmdir()  # (only when empty: nothing another process put there is removed)
+                except OSError:
+                    break
+        raise
 
 
 def prepare_outdir(outdir: Path) -> Path:

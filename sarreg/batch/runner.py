@@ -26,8 +26,7 @@ from sarreg.batch.cache import CACHE_DIR, prepare_reference
 from sarreg.batch.chain import CHAIN_MODELS, run_chain
 from sarreg.batch.dates import scene_date
 from sarreg.batch.files import error_text, fingerprint, input_sha256
-from sarreg.batch.manifest import (MANIFEST, WORK_DIR, Manifest, clean_stale, outdir_lock, prepare_outdir,
-                                   run_key)
+from sarreg.batch.manifest import MANIFEST, WORK_DIR, Manifest, claim_outdir, clean_stale, run_key
 from sarreg.batch.results import OUT_SUFFIX, BatchSummary, SceneResult, reference_grid, scene_output_names
 from sarreg.batch.summary import SUMMARY_FILES, drop_summary, write_summary
 from sarreg.batch.tasks import run_scene_with_ref
@@ -48,10 +47,11 @@ def default_workers(threads_per_worker: int = 1) -> int:
 @contextlib.contextmanager
 def dask_client(scheduler: str | None = None, workers: int | None = None, threads_per_worker: int = 1,
                 memory_limit: str | float = "auto", dashboard_address: str = ":8787",
-                connect_timeout: float = CONNECT_TIMEOUT_S) -> Iterator[Any]:
+                connect_timeout: float | None = None) -> Iterator[Any]:
     """A ``distributed.Client``: to ``scheduler`` (address or scheduler-file path) when given, else to a new
     ``LocalCluster`` of ``workers`` processes (processes=True) x ``threads_per_worker`` threads, closed on exit.
-    ``connect_timeout``: seconds to reach the scheduler (an InputError past it and as much again for its answer).
+    ``connect_timeout``: seconds to reach the scheduler (an InputError past it and as much again for its answer;
+    default ``CONNECT_TIMEOUT_S``).
 
     Each local worker gets OMP/MKL threads = cores / (workers x threads), so PyTorch and OpenCV do not
     oversubscribe the machine.
@@ -64,7 +64,7 @@ def dask_client(scheduler: str | None = None, workers: int | None = None, thread
             raise InputError(f"{scheduler}: scheduler file not found (or give the scheduler's address, "
                              "tcp://host:8786)")
         kw: dict[str, Any] = {"scheduler_file": scheduler} if Path(scheduler).is_file() else {"address": scheduler}
-        client = _connect(Client, scheduler, connect_timeout, kw)
+        client = _connect(Client, scheduler, CONNECT_TIMEOUT_S if connect_timeout is None else connect_timeout, kw)
         try:
             check_workers(client, scheduler)
             yield client
@@ -328,8 +328,6 @@ def batch(reference: str | Path, scenes: Sequence[str | Path], outdir: str | Pat
     for p in (ref, *paths):  # (the reference too: a KEY_reg.tif in OUTDIR given as the reference was overwritten)
         if isinstance(p, Path) and p.resolve().parent == out and p.resolve().name.endswith(OUT_SUFFIX):
             raise OutputError(f"{p}: input is an output of this batch folder; refusing to overwrite an input")
-    prepare_outdir(out)
-
     keys = unique_keys(paths)
     warnings: dict[str, list[str]] = {k: [] for k in keys}
     dates = {k: scene_date(p, warnings[k]) for k, p in zip(keys, paths)}
@@ -345,7 +343,7 @@ def batch(reference: str | Path, scenes: Sequence[str | Path], outdir: str | Pat
     key_of_run = run_key(config, mode, ref_sha)
     cache = (Path(cache_dir).resolve() if cache_dir else out / CACHE_DIR) if reference_cache else None
 
-    with outdir_lock(out):
+    with claim_outdir(out) as claim:  # (a failed start leaves no trace: no OUTDIR, no lock file)
         removed = clean_stale(out)
         if removed:
             log.info("removed %d staging folder(s) / temp file(s) left by an interrupted run", removed)
@@ -366,6 +364,7 @@ def batch(reference: str | Path, scenes: Sequence[str | Path], outdir: str | Pat
                 log.info("Dask dashboard: %s (%d workers)", summary.dashboard, summary.workers)
                 if on_cluster:
                     on_cluster(cl)
+                claim.started = True
                 drop_summary(out)  # (until this run writes its own: the folder is about to change)
                 if not manifest.path.exists():
                     manifest.save()  # before any task publishes: a run killed before its first commit resumes
@@ -380,6 +379,7 @@ def batch(reference: str | Path, scenes: Sequence[str | Path], outdir: str | Pat
                     shutil.rmtree(out / WORK_DIR / run_id, ignore_errors=True)
                     with contextlib.suppress(OSError):  # other runs' staging folders keep it (not an error)
                         (out / WORK_DIR).rmdir()
+        claim.started = True
         summary.scenes = [results[k] for k in keys]
         summary.wall_s = round(time.perf_counter() - t_start, 3)
         write_summary(summary, out, chain_matrices={k: results[k].matrix for k in keys} if chain else None)
