@@ -888,3 +888,58 @@ def test_a_batch_that_cannot_start_leaves_the_file_system_as_it_was(tmp_path, se
         assert len(lines) == 1 and lines[0].startswith(f"sarreg: error: {address}: cannot connect"), r.stderr
     assert not (tmp_path / "new").exists()
     assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"] and (mine / "notes.txt").read_text() == "keep"
+
+
+_STALLED_RECORDING = """
+import sys, time
+from pathlib import Path
+from sarreg.batch import sha256_file
+from sarreg.batch.cache import CachingExtractor, cache_folder, process_extractor, record_reference
+from sarreg.config import RegisterConfig
+
+ref, scene, cache = sys.argv[1:4]
+cfg = RegisterConfig(features="sift", model="shift", coarse_size=384, fine_tile=192, n_tiles=4, keypoints="always")
+ext = process_extractor(cfg)
+
+
+class Stall(CachingExtractor):
+    def __call__(self, *args, **kwargs):
+        time.sleep(600)
+
+
+sha = sha256_file(ref)
+record_reference(ref, sha, [scene], cfg, Stall(ext), cache_folder(Path(cache), sha, cfg, ext))
+"""
+
+
+def test_a_killed_recording_is_cleaned_from_a_shared_cache_and_a_live_one_is_not(series, client, tmp_path):
+    """A reference recording killed with SIGKILL left its work folder in --cache-dir forever (later runs hit the
+    cache and never looked). The next batch's reference task now removes what recordings whose owner is gone left,
+    while the live recording of another batch sharing the cache dir keeps its folder; the scenes are still right."""
+    ref, scenes = series
+    cache = tmp_path / "cache"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    procs = [subprocess.Popen([sys.executable, "-c", _STALLED_RECORDING, str(ref), str(scenes[0][0]), str(cache)],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(2)]
+    try:
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 120 and not all(list(cache.glob(f"ref-*/work-{p.pid}-*/")) for p in procs):
+            assert all(p.poll() is None for p in procs)
+            time.sleep(0.05)
+        killed, live = procs
+        killed.kill()
+        killed.wait()
+        summary = batch(ref, [scenes[1][0]], tmp_path / "out", CFG, client=client, cache_dir=cache)
+        s = summary.scenes[0]
+        assert s.status == "ok" and abs(s.shift_x_px - scenes[1][1][0]) < TOL_PX, s
+        assert abs(s.shift_y_px - scenes[1][1][1]) < TOL_PX and s.ref_cache_hits, s
+        assert summary.reference_cache["features"] and not summary.reference_cache["error"]
+        left = sorted(p.name.split("-")[1] for p in cache.glob("ref-*/work-*"))
+        assert left == [str(live.pid), str(live.pid)], left  # (its folder and its lock file)
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+    from sarreg.batch.cache import clean_dead_recordings
+
+    assert clean_dead_recordings(cache) == 1 and not list(cache.glob("ref-*/work-*"))

@@ -16,10 +16,14 @@ Cache folder ``ref-<key>``: keyed by the reference sha256, the feature type, the
 device type and every parameter that changes reference features; ``index.json`` is written last, so a folder
 without it is incomplete and recorded again. Existing folders are reused (repeated runs, other batches). A
 recording writes only names of its own (``work-<pid>-<id>/``, ``<pid>-<id>-NNN.npz``) and deletes nothing it did not
-write: batches recording at the same time each keep a whole cache, the last ``index.json`` wins.
+write: batches recording at the same time each keep a whole cache, the last ``index.json`` wins. It holds the lock
+file ``work-<pid>-<id>.lock`` (flock) from its start to its end; what a recording killed mid-way left (a lock nobody
+holds) is removed by the next batch's reference task (``clean_dead_recordings``).
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
 import hashlib
 import json
@@ -29,6 +33,7 @@ import shutil
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +49,7 @@ log = logging.getLogger(__name__)
 
 CACHE_DIR = ".cache"
 INDEX = "index.json"
+LOCK = ".lock"  # work-<tag>.lock: held by a running recording
 PROBES = 3  # scenes tried in turn to record the reference's features (an unreadable one is skipped)
 # options that change the reference's features (the cache key)
 FEATURE_OPTIONS = ("features", "weights", "coarse_size", "coarse_top_k", "fine_tile", "n_tiles", "fine_top_k",
@@ -147,13 +153,22 @@ def record_reference(ref: str, ref_sha: str, probes: list[str], config: Register
     Returns the number of entries (0 when the probe needed no keypoints); raises when no probe could be
     registered.
     """
-    from sarreg.pipeline import register
-
     # names of this recording only: another batch on the same reference and --cache-dir may record at the same
     # time (its rmtree of the folder deleted this one's work folder and npz files, its npz files replaced ours)
     tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    folder.mkdir(parents=True, exist_ok=True)
+    with _recording(folder / f"work-{tag}{LOCK}"):
+        return _record(ref, ref_sha, probes, config, ext, folder, tag)
+
+
+def _record(ref: str, ref_sha: str, probes: list[str], config: RegisterConfig, ext: Extractor, folder: Path,
+            tag: str) -> int:
+    """``record_reference`` under its lock: the probe registration in ``work-<tag>/``, then the npz files and the
+    index."""
+    from sarreg.pipeline import register
+
     work = folder / f"work-{tag}"
-    work.mkdir(parents=True)
+    work.mkdir()
     quiet = config.with_(warp=False, tiepoints=False, geojson=False, points=False, matches_npz=False,
                          quicklook=None, overwrite=True)
     record: dict[str, Features] = {}
@@ -183,6 +198,57 @@ def record_reference(ref: str, ref_sha: str, probes: list[str], config: Register
     return len(entries)
 
 
+@contextlib.contextmanager
+def _recording(lock: Path) -> Iterator[None]:
+    """Hold ``lock`` (flock; the kernel releases it when the process dies) for a recording, removed at its end."""
+    while True:
+        fh = open(lock, "a+")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        except OSError:  # no locks on this file system: never taken by ``clean_dead_recordings`` either
+            break
+        with contextlib.suppress(OSError):  # (a cleaner took it between our open and flock, and removed it)
+            if os.path.samestat(os.fstat(fh.fileno()), os.stat(lock)):
+                break
+        fh.close()
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+        fh.close()
+
+
+def clean_dead_recordings(cache_dir: Path) -> int:
+    """Remove what recordings killed mid-way (SIGKILL, a lost node) left in ``cache_dir``: their work folder and the
+    npz files the index does not list; returns how many. A recording whose lock (``work-<tag>.lock``) can be taken is
+    gone: those of other running batches sharing the cache dir are never touched."""
+    n = 0
+    for lock in cache_dir.glob(f"ref-*/work-*{LOCK}"):
+        tag, folder = lock.name.removeprefix("work-").removesuffix(LOCK), lock.parent
+        if tag.startswith(f"{os.getpid()}-"):  # this process's own (locks emulated by fcntl, as on NFS, let it in)
+            continue
+        try:
+            fh = open(lock, "r+")  # (not created: one just removed belonged to a recording that ended)
+        except OSError:
+            continue
+        with fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue  # its recording is running (or the file system has no locks: left alone)
+            try:
+                listed = set(json.loads((folder / INDEX).read_text(encoding="utf-8"))["entries"].values())
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                listed = set()
+            shutil.rmtree(folder / f"work-{tag}", ignore_errors=True)
+            for p in [*folder.glob(f"{tag}-*.npz"), *folder.glob(f".{tag}-*")]:  # (and atomic writes' temps)
+                if p.name not in listed:
+                    p.unlink(missing_ok=True)
+            lock.unlink(missing_ok=True)
+            n += 1
+    return n
+
+
 def prepare_reference(ref: str, ref_sha: str, config: RegisterConfig, cache_dir: str | None,
                       probes: list[str]) -> dict[str, Any]:
     """Worker task run once per batch: the reference's features in ``cache_dir`` (found there or recorded).
@@ -196,6 +262,8 @@ def prepare_reference(ref: str, ref_sha: str, config: RegisterConfig, cache_dir:
         return info
     with SceneWarnings(ref, *probes) as seen:  # (the scenes' results repeat them: not printed by the worker)
         try:
+            if removed := clean_dead_recordings(Path(cache_dir)):
+                log.info("removed what %d killed recording(s) left in the feature cache", removed)
             ext = process_extractor(config)
             folder = cache_folder(Path(cache_dir), ref_sha, config, ext)
             if (folder / INDEX).is_file():
