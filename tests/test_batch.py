@@ -943,3 +943,54 @@ def test_a_killed_recording_is_cleaned_from_a_shared_cache_and_a_live_one_is_not
     from sarreg.batch.cache import clean_dead_recordings
 
     assert clean_dead_recordings(cache) == 1 and not list(cache.glob("ref-*/work-*"))
+
+
+def test_a_worker_that_joins_after_the_check_with_other_software_fails_its_scenes(tmp_path, series):
+    """The software check ran only when the client connected: a worker that joined later running another sarreg
+    (a copy with one file changed) registered the scenes with its own code, silently (status ok). Every task now
+    checks its worker first: those scenes fail with one line naming the worker and what differs, nothing is
+    published; a rerun on a right worker does them."""
+    import sarreg
+
+    ref, scenes = series
+    sched_file = tmp_path / "scheduler.json"
+    dask = Path(sys.executable).parent / "dask"
+    procs = [subprocess.Popen([str(dask), "scheduler", "--host", "127.0.0.1", "--port", "0",
+                               "--dashboard-address", ":0", "--scheduler-file", str(sched_file)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)]
+    other = tmp_path / "other"
+    shutil.copytree(Path(sarreg.__file__).parent, other / "sarreg", ignore=shutil.ignore_patterns("__pycache__"))
+    with open(other / "sarreg" / "stage.py", "a") as f:
+        f.write("\n# another checkout\n")
+
+    def worker(pythonpath: Path) -> subprocess.Popen:
+        return subprocess.Popen([str(dask), "worker", address, "--nworkers", "1", "--nthreads", "1",
+                                 "--no-dashboard", "--local-directory", str(tmp_path / "dask")],
+                                env={**os.environ, "PYTHONPATH": str(pythonpath)}, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+
+    try:
+        t0 = time.monotonic()
+        while not sched_file.exists() and time.monotonic() - t0 < 60:
+            time.sleep(0.1)
+        address = json.loads(sched_file.read_text())["address"]
+        outdir = tmp_path / "out"
+        paths = [p for p, _ in scenes[:2]]
+        # no worker when the client connects (nothing to check); the other one joins before the first task runs
+        summary = batch(ref, paths, outdir, CFG, scheduler=address, on_cluster=lambda c: procs.append(worker(other)))
+        assert [s.status for s in summary.scenes] == ["failed", "failed"]
+        for s in summary.scenes:
+            assert s.error.startswith("worker tcp://127.0.0.1:") and " runs other software than this client (sarreg" \
+                in s.error and "\n" not in s.error, s.error
+        assert "runs other software" in summary.reference_cache["error"]
+        assert not list(outdir.glob("*_reg*")) and not (outdir / ".cache").exists()
+        os.killpg(procs[-1].pid, signal.SIGKILL)
+        procs.pop().wait()
+        procs.append(worker(Path(__file__).resolve().parents[1]))
+        again = batch(ref, paths, outdir, CFG, scheduler=address)
+        assert [s.status for s in again.scenes] == ["ok", "ok"] and again.scenes[0].ref_cache_hits
+        _check_outputs_verify(outdir)
+    finally:
+        for p in reversed(procs):
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()

@@ -19,6 +19,7 @@ One concern per module, in the order of a run:
 - ``summary``   summary.csv / .json / .png;  ``tiepoints``: the merged tie point layer
 - ``results``   ``SceneResult``, ``BatchSummary`` and the summary numbers taken from a pipeline ``Report``
 - ``files``     sha256, atomic writes, strict JSON
+- ``guard``     every task checks, on its worker, that the worker runs the client's software
 
 The package talks to the pipeline only through its public API: ``register(..., extractor=)``, ``Report``,
 ``Extractor`` and ``prior_matrix`` (``check_run`` checks the options with ``RegisterConfig.validate``).

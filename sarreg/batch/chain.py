@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from sarreg.batch.files import error_text
+from sarreg.batch.files import task_error
+from sarreg.batch.guard import submit
 from sarreg.batch.results import CHAIN_SUFFIX, SceneResult, matrix_fields, worst
 from sarreg.batch.tasks import georef_prior, run_scene, warp_scene
 from sarreg.reapply import registered_nodata
@@ -65,7 +66,7 @@ def run_chain(run: "Run", keys: list[str], todo: list[str]) -> None:
         task["grid"] = run.grid if prev is None else None
         if prev is not None:  # its report is onto the predecessor's grid: marked, so that apply refuses it
             task["chain_link"] = {"predecessor": ref, "composed": k + CHAIN_SUFFIX}
-        f = run.client.submit(run_scene, task, key=f"sarreg-pair-{k}-{prev}-{run.run_id}", pure=False)
+        f = submit(run.client, run_scene, task, key=f"sarreg-pair-{k}-{prev}-{run.run_id}", pure=False)
         kind[f] = ("pair", k)
         ac.add(f)
 
@@ -123,7 +124,7 @@ def run_chain(run: "Run", keys: list[str], todo: list[str]) -> None:
                         status=status[k], relate={n: relate[n] for n in RELATE_KEYS if n in relate})
             if last is not None:  # its tie point sidecars, on the predecessor's grid, moved onto the reference's
                 task.update(pred_matrix=T[last].tolist(), pred_grid=(r.get("report") or {}).get("reference_grid"))
-            f = run.client.submit(warp_scene, task, key=f"sarreg-warp-{k}-{run.run_id}", pure=False)
+            f = submit(run.client, warp_scene, task, key=f"sarreg-warp-{k}-{run.run_id}", pure=False)
             kind[f] = ("warp", k)
             ac.add(f)
             if res.status == "ok":  # (a low-quality link, warped with --force, links no later scene)
@@ -139,8 +140,8 @@ def run_chain(run: "Run", keys: list[str], todo: list[str]) -> None:
             continue
         try:
             w = fut.result()
-        except Exception as e:  # noqa: BLE001 - a worker died: recorded as this scene's error
-            w = {"error": f"worker lost: {error_text(e)}", "outputs": {}, "time_s": None}
+        except Exception as e:  # noqa: BLE001 - a worker died (or runs other software): this scene's error
+            w = {"error": task_error(e), "outputs": {}, "time_s": None}
         fut.release()
         r = pair_res[k]
         res = SceneResult.from_dict(r["result"])

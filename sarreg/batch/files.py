@@ -13,7 +13,8 @@ from typing import Any
 from sarreg.errors import SarregError
 from sarreg.outputs import sha256_file, write_atomic
 
-__all__ = ["sha256_file", "input_sha256", "fingerprint", "atomic_write", "dumps", "is_temp", "error_text", "software"]
+__all__ = ["sha256_file", "input_sha256", "fingerprint", "atomic_write", "dumps", "is_temp", "error_text", "task_error",
+           "software"]
 
 
 def fingerprint(path: str | Path) -> dict[str, int] | None:
@@ -67,6 +68,12 @@ def error_text(e: BaseException) -> str:
     if isinstance(e, SarregError):
         return str(e)
     return f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
+
+
+def task_error(e: BaseException) -> str:
+    """One line for a task that raised: a SarregError is the task's own (its worker runs other software:
+    ``guard.checked``), anything else a lost worker (killed, out of memory)."""
+    return error_text(e) if isinstance(e, SarregError) else f"worker lost: {error_text(e)}"
 
 
 @functools.cache

@@ -25,7 +25,8 @@ from typing import Any
 from sarreg.batch.cache import CACHE_DIR, prepare_reference
 from sarreg.batch.chain import CHAIN_MODELS, run_chain
 from sarreg.batch.dates import scene_date
-from sarreg.batch.files import error_text, fingerprint, input_sha256
+from sarreg.batch.files import error_text, fingerprint, input_sha256, task_error
+from sarreg.batch.guard import submit
 from sarreg.batch.manifest import MANIFEST, WORK_DIR, Manifest, claim_outdir, clean_stale, run_key
 from sarreg.batch.results import OUT_SUFFIX, BatchSummary, SceneResult, reference_grid, scene_output_names
 from sarreg.batch.summary import SUMMARY_FILES, drop_summary, write_summary
@@ -87,7 +88,7 @@ def dask_client(scheduler: str | None = None, workers: int | None = None, thread
 def check_workers(client: Any, scheduler: str) -> None:
     """InputError when a worker of an existing cluster runs other software than this client (``files.software``):
     tasks are sarreg functions sent by name, so its scenes would be registered by other code, silently. Workers
-    that join the cluster later are not checked."""
+    that join the cluster later are checked by each task (``guard.checked``)."""
     from sarreg.batch.files import software
 
     mine = software()
@@ -249,26 +250,28 @@ class Run:
             self.progress(res)
 
     def result_of(self, fut: Any, key: str) -> dict[str, Any]:
-        """A scene task's result; a lost worker (out of memory, killed) makes a failed scene, the batch goes on."""
+        """A scene task's result; a lost worker (out of memory, killed) or one running other software makes a failed
+        scene, the batch goes on."""
         try:
             return fut.result()
         except Exception as e:  # noqa: BLE001 - recorded as the scene's error
-            log.warning("%s: worker lost: %s", key, error_text(e))
+            log.warning("%s: %s", key, task_error(e))
             return {"key": key, "result": {"scene": key, "path": str(self.by_key[key]), "status": "failed",
-                                           "error": f"worker lost: {error_text(e)}"}, "outputs": {}}
+                                           "error": task_error(e)}, "outputs": {}}
 
     def to_reference(self, todo: list[str]) -> None:
         """Every scene onto the reference: one reference task (features), then one task per scene."""
         from distributed import as_completed
 
-        ref_fut = self.client.submit(prepare_reference, str(self.ref), self.ref_sha, self.config,
-                                     str(self.cache) if self.cache else None, [str(self.by_key[k]) for k in todo],
-                                     key=f"sarreg-reference-{self.run_id}", pure=False)
+        ref_fut = submit(self.client, prepare_reference, str(self.ref), self.ref_sha, self.config,
+                         str(self.cache) if self.cache else None, [str(self.by_key[k]) for k in todo],
+                         key=f"sarreg-reference-{self.run_id}", pure=False,
+                         on_mismatch={"features": None, "cache_hit": False, "entries": 0, "time_s": None})
         futs = {}
         for k in todo:
             task = self.task(k, str(self.ref), self.config)
-            futs[self.client.submit(run_scene_with_ref, task, ref_fut, key=f"sarreg-{k}-{self.run_id}",
-                                    pure=False)] = k
+            futs[submit(self.client, run_scene_with_ref, task, deps=(ref_fut,), key=f"sarreg-{k}-{self.run_id}",
+                        pure=False)] = k
         for fut in as_completed(list(futs)):
             k = futs.pop(fut)
             r = self.result_of(fut, k)
@@ -278,8 +281,7 @@ class Run:
         try:
             info = ref_fut.result()
         except Exception as e:  # noqa: BLE001 - the worker of the reference task died; scenes are committed
-            info = {"features": None, "cache_hit": False, "entries": 0, "time_s": None,
-                    "error": f"worker lost: {error_text(e)}"}
+            info = {"features": None, "cache_hit": False, "entries": 0, "time_s": None, "error": task_error(e)}
         self.reference_cache = {k: info.get(k) for k in ("features", "cache_hit", "entries", "time_s", "error")}
         log.info("reference prepared in %.2f s (feature cache: %s, %s entries)", info.get("time_s") or 0.0,
                  "hit" if info.get("cache_hit") else ("written" if info.get("features") else "off"),
