@@ -75,5 +75,5 @@ def submit(client: Any, fn: Callable[..., Any], *args: Any, deps: tuple[Any, ...
     software. ``deps``: futures whose results are appended to the arguments (Dask passes them)."""
     from sarreg.batch.files import software
 
-    return client.submit(ByValue(checked), software(), f"{fn.__module__}:{fn.__name__}", pickle.dumps(args), on_mismatch,
-                         *deps, **kw)
+    return client.submit(ByValue(checked), software(), f"{fn.__module__}:{fn.__name__}", pickle.dumps(args),
+                         on_mismatch, *deps, **kw)
