@@ -854,6 +854,7 @@ def test_outputs_a_killed_run_published_but_never_committed_do_not_outlive_the_r
     moving, out = scenes[0][0], tmp_path / "out"
     out.mkdir()
     Manifest(out).save()  # (what the killed run had written before its tasks started)
+    (out / ".work" / "killed-run").mkdir(parents=True)
     orphan = {"key": moving.stem, "moving": str(moving), "ref": str(ref), "outdir": str(out), "config": CFG,
               "grid": reference_grid(ref), "stage": str(out / ".work" / "killed-run" / moving.stem)}
     published = client.submit(run_scene, orphan, pure=False).result()["outputs"]
@@ -994,3 +995,30 @@ def test_a_worker_that_joins_after_the_check_with_other_software_fails_its_scene
         for p in reversed(procs):
             os.killpg(p.pid, signal.SIGKILL)
             p.wait()
+
+
+def test_a_killed_runs_task_that_publishes_after_a_later_run_committed_changes_nothing(series, client, tmp_path):
+    """A batch's client is killed on an existing cluster; a task of it still queued or running goes on. A later
+    batch redoes and commits the scene; that task then published its files over the committed ones (the summary
+    and the manifest said one thing, the raster was another run's: a later resume redid it, nothing said so
+    before). A task now makes its staging folder only inside its run's folder, which the later batch removed when
+    it started: it fails and publishes nothing."""
+    from sarreg.batch import Manifest
+    from sarreg.batch.results import reference_grid
+    from sarreg.batch.tasks import run_scene
+
+    ref, scenes = series
+    moving, out = scenes[0][0], tmp_path / "out"
+    out.mkdir()
+    Manifest(out).save()
+    (out / ".work" / "killed-run").mkdir(parents=True)  # (what the killed client had made)
+    summary = batch(ref, [moving], out, CFG, client=client)
+    assert summary.scenes[0].status == "ok" and not (out / ".work").exists()
+    orphan = {"key": moving.stem, "moving": str(moving), "ref": str(ref), "outdir": str(out),
+              "config": CFG.with_(model="affine"), "grid": reference_grid(ref),
+              "stage": str(out / ".work" / "killed-run" / moving.stem)}
+    r = client.submit(run_scene, orphan, pure=False).result()
+    assert r["outputs"] == {} and r["result"]["status"] == "failed", r["result"]
+    assert "staging folder of this run removed" in r["result"]["error"], r["result"]["error"]
+    _check_outputs_verify(out)
+    assert batch(ref, [moving], out, CFG, client=client).scenes[0].resumed

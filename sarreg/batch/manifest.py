@@ -136,9 +136,17 @@ def clean_stale(outdir: Path) -> int:
 def fresh_stage(stage: Path) -> Path:
     """The task's staging folder, emptied: Dask reruns the task of a lost worker under the same folder, where the
     killed attempt may have left finished files (``register`` then refused them as existing outputs: the scene
-    failed, 'use --overwrite', an option batch does not have)."""
+    failed, 'use --overwrite', an option batch does not have).
+
+    Made inside its run's folder ``.work/<run>/`` (the client's), never with it: a later batch's ``clean_stale``
+    removed that folder, and a task of the dead client (on an existing cluster) that starts or publishes after that
+    replaced the files the later batch committed. It now fails, publishing nothing."""
     shutil.rmtree(stage, ignore_errors=True)
-    stage.mkdir(parents=True, exist_ok=True)
+    try:
+        stage.mkdir(exist_ok=True)
+    except FileNotFoundError:
+        raise OutputError(f"{stage.parent}: staging folder of this run removed (a later batch took over the output "
+                          "folder); nothing published") from None
     return stage
 
 

@@ -373,6 +373,7 @@ def batch(reference: str | Path, scenes: Sequence[str | Path], outdir: str | Pat
                 run = Run(cl, ref, ref_sha, out, config, key_of_run, run_id, cache, manifest, by_key, dates,
                           warnings, results, progress)
                 try:
+                    (out / WORK_DIR / run_id).mkdir(parents=True)  # (its tasks' staging folders go in it)
                     run_chain(run, keys, todo) if chain else run.to_reference(todo)
                     summary.reference_cache = run.reference_cache
                     if run.reference_cache.get("error"):
