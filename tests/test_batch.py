@@ -1024,3 +1024,18 @@ def test_a_killed_runs_task_that_publishes_after_a_later_run_committed_changes_n
     assert "staging folder of this run removed" in r["result"]["error"], r["result"]["error"]
     _check_outputs_verify(out)
     assert batch(ref, [moving], out, CFG, client=client).scenes[0].resumed
+
+
+def test_the_plot_of_a_batch_where_every_scene_failed_draws_without_warnings(tmp_path):
+    """Every scene failed: no shift to draw, the empty legend made matplotlib warn ("No artists with labels")."""
+    import warnings
+
+    from sarreg.batch.results import BatchSummary, SceneResult
+    from sarreg.batch.summary import plot_summary
+
+    s = BatchSummary("ref.tif", str(tmp_path), "reference",
+                     [SceneResult(f"s{i}", f"s{i}.tif", status="failed", error="no overlap") for i in range(3)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        png = plot_summary(s, tmp_path / "summary.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

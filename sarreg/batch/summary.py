@@ -93,7 +93,8 @@ def plot_summary(summary: BatchSummary, path: Path) -> Path:
             a1.axvline(x, color="tab:orange", alpha=0.25, lw=2)
     a1.axhline(0, color="k", lw=0.6)
     a1.set_ylabel(f"shift ({unit})")
-    a1.legend(loc="best", fontsize=8)
+    if a1.get_legend_handles_labels()[0]:  # (no scene with a shift: matplotlib warns on an empty legend)
+        a1.legend(loc="best", fontsize=8)
     c = summary.counts
     a1.set_title(f"{Path(summary.reference).name}: {len(rows)} scenes, {c['ok']} ok, {c['low_quality']} low "
                  f"quality, {c['failed']} failed ({summary.mode}; red bands = failed)", fontsize=10)
