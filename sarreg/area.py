@@ -127,6 +127,20 @@ def settles(est: Estimate | None, res: StageResult, features: str = "r2d2") -> b
         and held <= SETTLED_HELDOUT_PX.get(features, 0.4)
 
 
+def check_overlap(ref: Scene, mov: Scene, wv: np.ndarray, rv: np.ndarray) -> None:
+    """RegistrationFailed when MOVING placed on the coarse reference (validity ``wv``) covers under 1 % of its valid
+    pixels ``rv``; between rasters not both georeferenced the line says why (a 200 px chip of a 2048 px image was
+    "no overlap on the coarse grid": MOVING is placed at the reference's origin, never searched for inside it)."""
+    frac = float((wv & rv).mean())
+    if frac >= 0.01:
+        return
+    msg = f"no overlap on the coarse grid (MOVING covers {100 * frac:.2f} % of the reference where it is placed)"
+    if not (ref.geolocated and mov.geolocated):
+        msg += ("; without georeferencing a smaller image is placed at the reference's origin, not searched for "
+                "inside it: crop the reference to the area, or georeference both")
+    raise RegistrationFailed(msg)
+
+
 def coarse_area(ref: Scene, mov: Scene, prior: np.ndarray, ci: CoarseImages, cfg: RegisterConfig,
                 area: BaseGeometry) -> tuple[Estimate, StageResult]:
     """Coarse estimate by correlation on the decimated images: one global phase correlation (shift) from the
@@ -137,8 +151,7 @@ def coarse_area(ref: Scene, mov: Scene, prior: np.ndarray, ci: CoarseImages, cfg
     rshape = ru.shape
     G = np.linalg.inv(Dr) @ prior  # moving full px -> coarse reference grid
     wv = resample_valid(mv, G @ Dm, rshape)
-    if (wv & rv).mean() < 0.01:
-        raise RegistrationFailed("no overlap on the coarse grid")
+    check_overlap(ref, mov, wv, rv)
     d0, peak, ratio = global_offset(ru, resample(mu, G @ Dm, rshape), rv, wv)
     G1 = translate(*d0) @ G
     wu, wv = resample(mu, G1 @ Dm, rshape), resample_valid(mv, G1 @ Dm, rshape)
@@ -185,8 +198,7 @@ def turned_area(ref: Scene, mov: Scene, prior: np.ndarray, ci: CoarseImages, cfg
     G = np.linalg.inv(ci.Dr) @ prior
     rshape = ci.ru.shape
     wv = resample_valid(ci.mv, G @ ci.Dm, rshape)
-    if (wv & ci.rv).mean() < 0.01:
-        raise RegistrationFailed("no overlap on the coarse grid")
+    check_overlap(ref, mov, wv, ci.rv)
     cx, cy = rshape[1] / 2 - 0.5, rshape[0] / 2 - 0.5
     best: tuple[Estimate, StageResult] | None = None
     errors = []

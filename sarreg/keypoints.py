@@ -164,6 +164,12 @@ def try_coarse_area(ref: Scene, mov: Scene, prior: np.ndarray, ci: CoarseImages,
         return e
 
 
+def _distinct(tried: list[str]) -> list[str]:
+    """The attempts' lines without those another one repeats (the turned start's "no overlap ..." is the
+    correlation's "correlation: no overlap ...")."""
+    return [t for t in tried if not any(o != t and o.endswith(t) for o in tried)]
+
+
 def _try_turned(ref: Scene, mov: Scene, prior: np.ndarray, ci: CoarseImages, cfg: RegisterConfig,
                 area: BaseGeometry, area_first: tuple[Estimate, StageResult] | RegistrationFailed,
                 tried: list[str]) -> tuple[Estimate, StageResult] | None:
@@ -270,7 +276,7 @@ def coarse_stage(ref: Scene, mov: Scene, prior: np.ndarray, ci: CoarseImages, ex
         limit = (f"; only matches within --max-shift {cfg.max_shift:g} px of the georeferencing were kept"
                  if cfg.max_shift is not None else "")
         raise RegistrationFailed(f"{mov.path}: coarse stage found no consistent matches with {ref.path} "
-                                 f"({'; '.join(tried) or 'no keypoints in the overlap'}{limit})")
+                                 f"({'; '.join(_distinct(tried)) or 'no keypoints in the overlap'}{limit})")
     est, res = best
     res.info.update({"inliers": est.n_inliers, "rmse_px": est.rmse, "threshold_px": thr,
                      "rotation_deg": decompose(np.linalg.inv(prior) @ est.matrix)["rotation_deg"]})

@@ -544,3 +544,18 @@ def test_gdal_warnings_of_a_damaged_header_are_for_verbose_only(pair, tmp_path):
     assert "head.tif" in lines[0] and not list(tmp_path.glob("o*"))
     loud = subprocess.run(args[:3] + ["-v"] + args[3:], capture_output=True, text=True, timeout=120)
     assert loud.returncode == 1 and "CPLE_" in loud.stderr, loud.stderr
+
+
+def test_a_small_image_inside_a_large_one_without_georeference_says_it_is_not_searched_for(tmp_path):
+    """A 96 px chip of a 1024 px image, neither georeferenced: MOVING sits at the reference's origin (0.9 % of it) and
+    the coarse stage failed with "no overlap on the coarse grid", twice, without saying why or what to do."""
+    rng = np.random.default_rng(4)
+    refl = reflectivity(1024, 1024, 5)
+    write_geotiff(tmp_path / "ref.tif", speckle(refl, 4, rng).astype(np.float32))
+    write_geotiff(tmp_path / "chip.tif", speckle(refl[500:596, 400:496], 4, rng).astype(np.float32))
+    r = CliRunner().invoke(cli, ["register", str(tmp_path / "ref.tif"), str(tmp_path / "chip.tif"),
+                                 str(tmp_path / "out.tif")])
+    assert r.exit_code == 3, r.output
+    assert "not searched for inside it: crop the reference" in r.output
+    assert r.output.count("no overlap on the coarse grid") == 1
+    assert not (tmp_path / "out.tif").exists()
