@@ -155,6 +155,8 @@ def reading(ref: Scene, mov: Scene) -> dict[str, dict]:
     1-based index, description and a declared scale / offset / unit), so a report says which band it is about."""
     def band(s: Scene) -> dict:
         d = {"index": s.band, "of": s.count, "description": s.description or None}
+        if s.alpha is not None:
+            d["alpha"] = s.alpha  # (the validity mask, not a data band)
         return d | ({"scaling": s.scaling.to_dict()} if s.scaling.scaled or s.scaling.unit else {})
 
     return {"kind": {"reference": ref.kind, "moving": mov.kind},

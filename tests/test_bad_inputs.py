@@ -559,3 +559,37 @@ def test_a_small_image_inside_a_large_one_without_georeference_says_it_is_not_se
     assert "not searched for inside it: crop the reference" in r.output
     assert r.output.count("no overlap on the coarse grid") == 1
     assert not (tmp_path / "out.tif").exists()
+
+
+def _with_float_alpha(d: Path, pair) -> Path:
+    """The moving scene as ``gdalwarp -dstalpha`` leaves float data: band 2 a float32 alpha (0 / 255), which GDAL's
+    mask does not follow (only Byte / UInt16 alphas). Where alpha is 0 the data band holds the scene 11 px off (a
+    stale neighbour of a mosaic), which must not be matched."""
+    rng = np.random.default_rng(13)
+    f = pair["_field"]
+    alpha = np.full((N, N), 255, np.float32)
+    alpha[:, : N // 2] = 0
+    data = np.where(alpha > 0, _moving_from(f, rng), _moving_from(f, rng, (SHIFT[0] + 11, SHIFT[1] + 7)))
+    return write_geotiff(d / "m_alpha.tif", np.stack([data, alpha]), T, CRS, alpha="YES")
+
+
+def test_a_float_alpha_band_is_the_validity_not_data(pair, tmp_path):
+    """An alpha band of any type masks the data as GDAL's warp reads it: ``info`` names it and counts the masked half
+    invalid, ``register`` matches the valid half only (within 0.5 px; it was low_quality), and the alpha band is refused
+    as data (the keypoints and correlation ran on it)."""
+    mov = _with_float_alpha(tmp_path, pair)
+    res = _cli("info", "--json", mov)
+    assert res.exit_code == 0, res.output
+    d = json.loads(res.stdout)[0]
+    assert d["band"] == 1 and d["alpha_band"] == 2 and abs(d["valid_fraction"] - 0.5) < 0.02, d
+    assert "band 2: alpha" in _cli("info", mov).stdout
+    out = tmp_path / "out"
+    out.mkdir()
+    res = _cli("register", pair["ref"], mov, out / "o.tif")  # (the network's keypoints: the masked half, 11 px off,
+    assert res.exit_code == 0, res.output                   # made them disagree: low_quality)
+    rep = json.loads((out / "o.report.json").read_text())
+    assert rep["stages"]["relate"]["band"]["moving"]["alpha"] == 2
+    assert _truth_error(rep["matrix"]) < 0.5, rep["matrix"]
+    res = _cli(*_reg(pair["ref"], mov, out / "o2.tif", "--moving-band", "2"))
+    assert res.exit_code == 1 and "m_alpha.tif: band 2 is the alpha band" in res.stderr, res.stderr
+    assert not (out / "o2.tif").exists()

@@ -515,3 +515,32 @@ def test_a_bands_scale_offset_and_unit_are_applied(tmp_path: Path, geotiff_facto
         assert valid.all() and np.abs(u - ref).max() < 0.01, name  # (0.01 dB steps)
     lin = _scaled(tmp_path / "lin.tif", np.round(intensity / intensity.max() * 30000), 1.0, 0.0, "intensity")
     assert open_scene(lin).kind == "linear"  # (an int16 without a unit: DN amplitude)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "int16"])
+def test_an_alpha_band_of_any_type_masks_whole_and_decimated_reads(tmp_path: Path, dtype: str) -> None:
+    """A 3-band raster (VV, VH, alpha) of float32 or int16: GDAL's mask ignores such an alpha (it follows only a Byte /
+    UInt16 alpha of a 2- or 4-band raster), its warp does not. Reads of VV are masked by it, whole and decimated (a
+    cell across the alpha's edge is the mean of its valid pixels, 7, not mixed with the 100 under alpha 0)."""
+    from rasterio.enums import ColorInterp
+
+    from sarreg.io.band import has_mask_band, read_band
+
+    alpha = np.full((60, 90), 255)
+    alpha[:, :31] = 0
+    data = np.where(alpha > 0, 7 + (np.arange(90) >= 60), 100)
+    p = tmp_path / "a.tif"
+    with rasterio.open(p, "w", driver="GTiff", width=90, height=60, count=3, dtype=dtype) as ds:
+        ds.write(np.stack([data, data, alpha]).astype(dtype))
+    with rasterio.open(p, "r+") as ds:  # (as GTiff's EXTRASAMPLES: set once the file exists)
+        ds.colorinterp = [ColorInterp.gray, ColorInterp.undefined, ColorInterp.alpha]
+    with rasterio.open(p) as ds:
+        assert ds.colorinterp[2].name == "alpha" and has_mask_band(ds, 1)
+        vals, mask = read_band(ds, 1, None, None, False, None)
+        assert (mask == (alpha > 0)).all() and (vals[mask] == data[mask]).all()
+        vals, mask = read_band(ds, 1, None, (6, 9), False, None)  # 10 x 10 cells: column 3 holds 1 valid of 10
+        assert mask[:, 3:].all() and not mask[:, :3].any() and (vals[:, 3:6] == 7).all() and (vals[:, 6:] == 8).all()
+    sc = open_scene(p)
+    assert sc.alpha == 3 and sc.band == 1
+    with pytest.raises(InputError, match="band 3 is the alpha band"):
+        open_scene(p, PreprocessConfig(band=3))

@@ -10,12 +10,33 @@ from dataclasses import dataclass
 
 import numpy as np
 import rasterio
-from rasterio.enums import MaskFlags, Resampling
+from rasterio.enums import ColorInterp, MaskFlags, Resampling
 from rasterio.windows import Window
 
 
+def alpha_band(ds: rasterio.io.DatasetReader) -> int | None:
+    """The raster's alpha band (1-based), as GDAL's warp takes it: the last of several bands, colour interpretation
+    Alpha, any data type; else None. Why: GDAL's mask follows only a Byte / UInt16 alpha of a 2- or 4-band raster, so
+    the float32 alpha of ``gdalwarp -dstalpha`` on float data left every pixel valid (and readable as a data band)."""
+    return ds.count if ds.count > 1 and ds.colorinterp[-1] == ColorInterp.alpha else None
+
+
+def _own_alpha(ds: rasterio.io.DatasetReader, band: int) -> int | None:
+    """The alpha band that gives ``band``'s validity where GDAL's mask does not follow it (``alpha_band``)."""
+    a = alpha_band(ds)
+    return a if a is not None and a != band and MaskFlags.alpha not in ds.mask_flag_enums[band - 1] else None
+
+
+def _read_mask(ds, band: int, window: Window | None, out_shape: tuple[int, int] | None = None) -> np.ndarray:
+    """Validity from the real mask (``has_mask_band``): GDAL's mask band, or the alpha band's values above 0."""
+    a = _own_alpha(ds, band)
+    if a is None:
+        return ds.read_masks(band, window=window, out_shape=out_shape, resampling=Resampling.nearest) > 0
+    return ds.read(a, window=window, out_shape=out_shape, resampling=Resampling.nearest) > 0
+
+
 def has_mask_band(ds: rasterio.io.DatasetReader, band: int) -> bool:
-    """True when validity of ``band`` comes from a real mask (internal/external mask band or alpha band).
+    """True when validity of ``band`` comes from a real mask (internal/external mask band or alpha band, ``alpha_band``).
 
     Nodata-derived masks (``MaskFlags.nodata``) and all-valid bands return False: their validity is a test on
     the values themselves, done on the data we read anyway. Reading GDAL's nodata mask separately re-reads and
@@ -23,7 +44,7 @@ def has_mask_band(ds: rasterio.io.DatasetReader, band: int) -> bool:
     cache is small, against ~1-3 s for the data read).
     """
     flags = ds.mask_flag_enums[band - 1]
-    if MaskFlags.per_dataset in flags or MaskFlags.alpha in flags:
+    if MaskFlags.per_dataset in flags or MaskFlags.alpha in flags or _own_alpha(ds, band) is not None:
         return True
     return not flags  # no flag at all: a per-band mask band
 
@@ -65,29 +86,37 @@ def read_band(ds, band: int, window: Window | None, out_shape: tuple[int, int] |
     real_mask = has_mask_band(ds, band)
     if out_shape is None:
         vals = ds.read(band, window=window, boundless=False)
-        mask = ds.read_masks(band, window=window) > 0 if real_mask else None
+        mask = _read_mask(ds, band, window) if real_mask else None
     else:
         # Averaging linear power is multilooking; complex data is read at nearest (averaging would mix phase).
         rs = Resampling.nearest if complex_data else Resampling.average
         vals = ds.read(band, window=window, out_shape=out_shape, resampling=rs)
-        mask = (ds.read_masks(band, window=window, out_shape=out_shape, resampling=Resampling.nearest) > 0
-                if real_mask else None)
+        mask = _read_mask(ds, band, window, out_shape) if real_mask else None
     if mask is None:
         mask = value_validity(vals, nodata)
-    if out_shape is not None and np.issubdtype(vals.dtype, np.floating):  # (complex is not floating)
-        refill_poisoned(ds, band, window, out_shape, vals, mask, real_mask, nodata)
+    mixed = None
+    if out_shape is not None and not complex_data and (a := _own_alpha(ds, band)) is not None:
+        # GDAL's average does not skip what such an alpha masks: cells across its edge are averaged again
+        mixed = ds.read(a, window=window, out_shape=out_shape, resampling=Resampling.average) != \
+            ds.read(a, window=window, out_shape=out_shape, resampling=Resampling.nearest)
+    if out_shape is not None and (np.issubdtype(vals.dtype, np.floating) or mixed is not None):
+        refill_poisoned(ds, band, window, out_shape, vals, mask, real_mask, nodata, mixed)
     return vals, mask
 
 
 def refill_poisoned(ds, band: int, window: Window | None, out_shape: tuple[int, int], vals: np.ndarray,
-                     mask: np.ndarray, real_mask: bool, nodata: float | None) -> None:
+                     mask: np.ndarray, real_mask: bool, nodata: float | None, mixed: np.ndarray | None = None
+                     ) -> None:
     """Cells of an average-decimated float read that came out NaN / inf though they are not masked, averaged again
     from the full-resolution pixels that are finite and valid, in place. Why: GDAL's average counts a NaN pixel
     unless NaN is the nodata value, so one NaN spoils its whole cell (overviews likewise); 1 % of NaN pixels scattered
     over a 2048² scene left half the coarse image invalid and ``register`` failed. Only the output rows holding such
     cells are read again, one strip of source rows at a time (bounded memory); a cell without any valid pixel stays
-    NaN (invalid)."""
-    bad = mask & ~np.isfinite(vals)
+    NaN and turns invalid. ``mixed``: more cells to average again (across the edge of an alpha GDAL does not follow;
+    integers rounded)."""
+    bad = mask & ~np.isfinite(vals) if np.issubdtype(vals.dtype, np.floating) else np.zeros(vals.shape, bool)
+    if mixed is not None:
+        bad |= mixed
     if not bad.any():
         return
     win = window if window is not None else Window(0, 0, ds.width, ds.height)
@@ -102,11 +131,13 @@ def refill_poisoned(ds, band: int, window: Window | None, out_shape: tuple[int, 
         sub = ds.read(band, window=strip).astype(np.float64)
         ok = np.isfinite(sub) & value_validity(sub, nodata)
         if real_mask:
-            ok &= ds.read_masks(band, window=strip) > 0
+            ok &= _read_mask(ds, band, strip)
         total = np.add.reduceat(np.where(ok, sub, 0.0).sum(0), xs[:-1])
         count = np.add.reduceat(ok.sum(0), xs[:-1])
         cells = np.flatnonzero(bad[i])
-        vals[i, cells] = np.where(count[cells] > 0, total[cells] / np.maximum(count[cells], 1), np.nan)
+        mean = np.where(count[cells] > 0, total[cells] / np.maximum(count[cells], 1), np.nan)
+        vals[i, cells] = mean if np.issubdtype(vals.dtype, np.floating) else np.rint(np.nan_to_num(mean))
+        mask[i, cells] = count[cells] > 0
 
 
 @dataclass(frozen=True)

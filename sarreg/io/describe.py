@@ -32,7 +32,8 @@ def describe(path: Source, pre: PreprocessConfig = PreprocessConfig()) -> dict[s
         overviews = len(ds.overviews(scene.band))
     d: dict[str, Any] = {
         "path": str(scene.path), "driver": profile.get("driver"), "width": scene.width, "height": scene.height,
-        "bands": scene.count, "dtype": scene.dtype, "band": scene.band, "band_description": desc or None,
+        "bands": scene.count, "alpha_band": scene.alpha, "dtype": scene.dtype, "band": scene.band,
+        "band_description": desc or None,
         "kind": scene.kind, "nodata": {"value": nodata_value(scene.nodata), "from": scene.nodata_from},
         "valid_fraction": round(float(valid.mean()), 4),
         "range": {"low": round(scene.lo, 2), "high": round(scene.hi, 2), "unit": _unit(scene),
@@ -98,6 +99,8 @@ def summary_lines(d: dict[str, Any]) -> list[str]:
     if also:
         origin += f"), and {_value(also['value'])} (found in the data, {100 * also['share']:.1f} % of the pixels"
     band = f"band {d['band']} of {d['bands']}" + (f" ({d['band_description']})" if d["band_description"] else "")
+    if d.get("alpha_band"):
+        band += f" (band {d['alpha_band']}: alpha, read as the validity mask)"
     where = d["located_by"] or "pixel space (no georeference)"
     if d.get("crs"):
         where += f", {d['crs']}"

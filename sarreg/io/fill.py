@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sarreg.io.band import has_mask_band
+from sarreg.io.band import alpha_band, has_mask_band
 
 log = logging.getLogger(__name__)
 
@@ -168,11 +168,11 @@ def _reaches_edge(fill: np.ndarray) -> bool:
 
 def may_hide_fill(ds, band: int) -> bool:
     """Whether ``band`` of an open rasterio dataset may hide a fill value among its data: its validity is a nodata
-    tag or nothing (GDAL then flags it all valid), not a mask band (which says where the data is)."""
+    tag or nothing (GDAL then flags it all valid), not a mask or alpha band (which says where the data is)."""
     from rasterio.enums import MaskFlags
 
     flags = ds.mask_flag_enums[band - 1]
-    return MaskFlags.all_valid in flags or MaskFlags.nodata in flags
+    return (MaskFlags.all_valid in flags or MaskFlags.nodata in flags) and alpha_band(ds) is None
 
 
 def sample_fill(ds, band: int, max_side: int = 1024) -> Fill | None:
@@ -183,7 +183,8 @@ def sample_fill(ds, band: int, max_side: int = 1024) -> Fill | None:
     from rasterio.enums import MaskFlags, Resampling
 
     dtype = ds.dtypes[band - 1]
-    if MaskFlags.all_valid not in ds.mask_flag_enums[band - 1] or dtype.startswith("complex") or dtype == "uint8":
+    if MaskFlags.all_valid not in ds.mask_flag_enums[band - 1] or alpha_band(ds) is not None or \
+            dtype.startswith("complex") or dtype == "uint8":
         return None  # (nothing to search: no read)
     scale = min(1.0, max_side / max(ds.width, ds.height))
     shape = (max(1, round(ds.height * scale)), max(1, round(ds.width * scale)))

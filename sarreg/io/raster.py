@@ -36,7 +36,7 @@ from rasterio.windows import Window
 
 from sarreg.config import PreprocessConfig
 from sarreg.errors import InputError
-from sarreg.io.band import Overview, read_band
+from sarreg.io.band import Overview, alpha_band, read_band
 from sarreg.io.exclude import Exclusion, load_exclusion
 from sarreg.io.fill import Fill, find_fill, given_fill, marks_holes, may_hide_fill
 from sarreg.io.gcps import Gcps, map_to_pixel, pixel_to_map, read_gcps
@@ -82,6 +82,7 @@ class Scene:
     zero: Fill | None = None  # 0 of an unsigned band without tag or mask band: no measurement, read as no data by its
     # kind and by the warp (``nodata`` 0, "found"); not tested on reads: isolated zeros stay dark pixels
     description: str = ""  # the band's description (e.g. "VV"), recorded in the report
+    alpha: int | None = None  # the alpha band (``sarreg.io.band.alpha_band``): the validity of the others, not data
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -173,13 +174,18 @@ def open_dataset(path: Source) -> rasterio.io.DatasetReader:
 
 
 def choose_band(ds: rasterio.io.DatasetReader, band: int | None, path: Source) -> int:
-    """1-based band: the given one (checked), else the band described as VV, else 1."""
+    """1-based band: the given one (checked), else the band described as VV, else 1; never the alpha band
+    (``sarreg.io.band.alpha_band``), which is the validity of the others."""
+    alpha = alpha_band(ds)
     if band is not None:
         if not 1 <= band <= ds.count:
             raise InputError(f"{path}: band {band} out of range (raster has {ds.count} band(s))")
+        if band == alpha:
+            raise InputError(f"{path}: band {band} is the alpha band (the validity of the other bands), not data; "
+                             f"choose one of bands 1-{ds.count - 1}")
         return band
     for i, d in enumerate(ds.descriptions or (), start=1):
-        if d and "VV" in d.upper().replace("_", " ").split() + [d.upper()]:
+        if d and "VV" in d.upper().replace("_", " ").split() + [d.upper()] and i != alpha:
             return i
     return 1
 
@@ -294,7 +300,8 @@ def open_scene(path: Source, pre: PreprocessConfig = PreprocessConfig()) -> Scen
                       crs=ds.crs if gcps is None else gcp_crs, transform=ds.transform,
                       georeferenced=geo, lo=float(lo), hi=float(hi), fill=fill, gcps=gcps, holes=holes,
                       nodata_from="option" if given is not None else "found" if found or zero is not None else "file",
-                      overview=overview, scaling=sc, description=(ds.descriptions or ())[band - 1] or "", zero=zero)
+                      overview=overview, scaling=sc, description=(ds.descriptions or ())[band - 1] or "", zero=zero,
+                      alpha=alpha_band(ds))
     return _with_exclusion(scene, pre.exclude, valid)
 
 
