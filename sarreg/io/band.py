@@ -36,7 +36,7 @@ def _read_mask(ds, band: int, window: Window | None, out_shape: tuple[int, int] 
 
 
 def has_mask_band(ds: rasterio.io.DatasetReader, band: int) -> bool:
-    """True when validity of ``band`` comes from a real mask (internal/external mask band or alpha band, ``alpha_band``).
+    """True when validity of ``band`` comes from a real mask (internal/external mask band, alpha band: ``alpha_band``).
 
     Nodata-derived masks (``MaskFlags.nodata``) and all-valid bands return False: their validity is a test on
     the values themselves, done on the data we read anyway. Reading GDAL's nodata mask separately re-reads and
