@@ -209,6 +209,15 @@ def _overlap(pct: float) -> Case:
     return case
 
 
+def c_moving_12px_chip(d, pair):
+    # a 12 x 12 chip inside the reference: it overlaps; it said "no overlap on the coarse grid" (exit 3, a report)
+    f, x0, y0 = pair["_field"], 100, 120
+    m = write_geotiff(d / "chip.tif", speckle(f, LOOKS, np.random.default_rng(4))[PAD + y0:PAD + y0 + 12,
+                                                                               PAD + x0:PAD + x0 + 12],
+                      T * Affine.translation(x0, y0), CRS)
+    return _reg(pair["ref"], m, d / "o.tif"), 1, ("chip.tif", "too small to register", "12 x 12 px", "32 x 32"), set()
+
+
 def c_weights_directory(d, pair):
     (d / "w").mkdir()
     return (["register", pair["ref"], pair["mov"], d / "o.tif", "--weights", d / "w"], 1, ("is a directory",),
@@ -339,7 +348,7 @@ CASES: dict[str, Case] = {
     "raster_exists_no_warp_sidecar": _exists(".points", "--no-warp"), "quicklook_exists": c_quicklook_exists,
     "out_folder_missing": c_out_folder_missing, "stale_temporaries_cleaned": c_stale_temporaries_cleaned,
     "max_shift_0": c_max_shift_zero, "max_shift_2": c_max_shift_two,
-    "overlap_1pct": _overlap(1), "overlap_1.5pct": _overlap(1.5),
+    "overlap_1pct": _overlap(1), "overlap_1.5pct": _overlap(1.5), "moving_12px_chip": c_moving_12px_chip,
     "weights_directory": c_weights_directory, "weights_random_bytes": c_weights_random_bytes,
     "batch_weights_random_bytes": c_batch_weights_random_bytes, "batch_weights_directory": c_batch_weights_directory,
     "batch_list_is_a_run_file": c_batch_list_is_a_run_file,
