@@ -22,6 +22,15 @@ class OptionError(InputError):
     exit_code = 2
 
 
+class BandError(InputError):
+    """A band the raster does not have (``band`` of ``count``); ``option`` names the option that chose it."""
+
+    def __init__(self, path: object, band: int, count: int, option: str = "--band", hint: str = ""):
+        self.path, self.band, self.count, self.option = path, band, count, option
+        super().__init__(f"{path}: band {band} out of range: it has {count} band{'s' if count != 1 else ''} "
+                         f"({option} {band}{hint})")
+
+
 class CRSError(InputError):
     """Missing or incompatible coordinate reference system."""
 

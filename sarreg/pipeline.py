@@ -50,8 +50,8 @@ from sarreg.io.source import resolve_input, stac_info
 from sarreg.keypoints import Extractor, coarse_stage, fine_stage, read_tiles, try_coarse_area
 from sarreg.offsets import local_transform
 from sarreg.quality import second_moves
-from sarreg.relate import (check_bounds, located_by, moving_pre, native_fit, nonlinear_reason, overlap_area,
-                           poly2_departure, prior_fit, prior_matrix, read_coarse, reading)
+from sarreg.relate import (check_bounds, located_by, native_fit, nonlinear_reason, open_moving,
+                           overlap_area, poly2_departure, prior_fit, prior_matrix, read_coarse, reading)
 from sarreg.stage import StageResult
 from sarreg.warp import check_output, check_warpable
 
@@ -246,7 +246,7 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
 
     t = time.perf_counter()
     step("relate")
-    rs, ms = both(lambda: open_scene(ref, cfg.preprocess), lambda: open_scene(moving, moving_pre(cfg)))
+    rs, ms = both(lambda: open_scene(ref, cfg.preprocess), lambda: open_moving(moving, cfg))
     if cfg.warp and not cfg.update_georef:
         check_warpable(moving, ms.dtype)  # (before the work, not after it)
     if cfg.update_georef and cfg.warp and not (rs.georeferenced and ms.georeferenced):  # before the work, not after

@@ -14,16 +14,18 @@ import numpy as np
 from rasterio.windows import Window
 
 from sarreg.config import PreprocessConfig, RegisterConfig
-from sarreg.errors import CRSError, InputError, OverlapError, RegistrationFailed
+from sarreg.errors import BandError, CRSError, InputError, OverlapError, RegistrationFailed
 from sarreg.estimate import Estimate, apply_matrix, fit_model
 from sarreg.geometry import apply_geom, box_around, decimation, edge_corners, local_scale, translate
-from sarreg.io.raster import Scene, both, decimated_shape, read_unit
+from sarreg.io.raster import Scene, both, decimated_shape, open_scene, read_unit
 
 NONLINEAR_PX = 0.5  # the georeferencings' mapping may depart from an affine by this much (reference px)
 
 if TYPE_CHECKING:
     from rasterio.io import DatasetReader
     from shapely.geometry.base import BaseGeometry
+
+    from sarreg.io.source import Source
 
 
 def prior_matrix(ref: Scene, mov: Scene) -> np.ndarray:
@@ -303,6 +305,18 @@ def moving_pre(cfg: RegisterConfig) -> PreprocessConfig:
 
     pre = cfg.preprocess if cfg.moving_band is None else replace(cfg.preprocess, band=cfg.moving_band)
     return pre if cfg.moving_nodata is None else replace(pre, nodata=cfg.moving_nodata)
+
+
+def open_moving(path: Source, cfg: RegisterConfig) -> Scene:
+    """The moving scene opened with ``moving_pre``; a band it does not have names the option that chose it (MOVING's
+    band follows --band unless --moving-band is given: a --band meant for REF said "band 2 out of range" alone)."""
+    try:
+        return open_scene(path, moving_pre(cfg))
+    except BandError as e:
+        if cfg.moving_band is not None:
+            raise BandError(e.path, e.band, e.count, "--moving-band") from None
+        raise BandError(e.path, e.band, e.count, hint=", which MOVING follows: give its band with --moving-band N"
+                        ) from None
 
 
 def read_moving_around(mov: Scene, T: np.ndarray, c0: int, r0: int, c1: int, r1: int, pad: float,

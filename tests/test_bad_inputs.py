@@ -218,6 +218,15 @@ def c_moving_12px_chip(d, pair):
     return _reg(pair["ref"], m, d / "o.tif"), 1, ("chip.tif", "too small to register", "12 x 12 px", "32 x 32"), set()
 
 
+def c_band_2_of_single_band_moving(d, pair):
+    # --band 2 for a two-band REF; MOVING (one band) follows it: the message says so and how to pick MOVING's band
+    with rasterio.open(pair["ref"]) as ds:
+        r = ds.read(1)
+    ref2 = write_geotiff(d / "ref2.tif", np.stack([r, r]), T, CRS)
+    return (_reg(ref2, pair["mov"], d / "o.tif", "--band", "2"), 1,
+            ("mov.tif", "band 2 out of range: it has 1 band", "--moving-band"), set())
+
+
 def c_weights_directory(d, pair):
     (d / "w").mkdir()
     return (["register", pair["ref"], pair["mov"], d / "o.tif", "--weights", d / "w"], 1, ("is a directory",),
@@ -349,6 +358,7 @@ CASES: dict[str, Case] = {
     "out_folder_missing": c_out_folder_missing, "stale_temporaries_cleaned": c_stale_temporaries_cleaned,
     "max_shift_0": c_max_shift_zero, "max_shift_2": c_max_shift_two,
     "overlap_1pct": _overlap(1), "overlap_1.5pct": _overlap(1.5), "moving_12px_chip": c_moving_12px_chip,
+    "band_2_of_single_band_moving": c_band_2_of_single_band_moving,
     "weights_directory": c_weights_directory, "weights_random_bytes": c_weights_random_bytes,
     "batch_weights_random_bytes": c_batch_weights_random_bytes, "batch_weights_directory": c_batch_weights_directory,
     "batch_list_is_a_run_file": c_batch_list_is_a_run_file,

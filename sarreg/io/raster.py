@@ -35,7 +35,7 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.windows import Window
 
 from sarreg.config import PreprocessConfig
-from sarreg.errors import InputError
+from sarreg.errors import BandError, InputError
 from sarreg.io.band import Overview, alpha_band, read_band
 from sarreg.io.exclude import Exclusion, load_exclusion
 from sarreg.io.fill import Fill, find_fill, given_fill, marks_holes, may_hide_fill
@@ -179,7 +179,7 @@ def choose_band(ds: rasterio.io.DatasetReader, band: int | None, path: Source) -
     alpha = alpha_band(ds)
     if band is not None:
         if not 1 <= band <= ds.count:
-            raise InputError(f"{path}: band {band} out of range (raster has {ds.count} band(s))")
+            raise BandError(path, band, ds.count)
         if band == alpha:
             raise InputError(f"{path}: band {band} is the alpha band (the validity of the other bands), not data; "
                              f"choose one of bands 1-{ds.count - 1}")
