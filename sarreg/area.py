@@ -16,7 +16,7 @@ import numpy as np
 
 from sarreg.config import RegisterConfig
 from sarreg.errors import RegistrationFailed
-from sarreg.estimate import Estimate, apply_matrix, decompose, finite_round, fit_model
+from sarreg.estimate import Estimate, apply_matrix, coverage, decompose, finite_round, fit_model
 from sarreg.features import Features
 from sarreg.geometry import georef_base, matrix_distance, resample, resample_valid, rotation, translate
 from sarreg.io.raster import Scene
@@ -39,7 +39,8 @@ AREA_RADIUS = 8.0  # search radius (px) once a keypoint or correlation estimate 
 
 def _area_points(ru: np.ndarray, rv: np.ndarray, wu: np.ndarray, wv: np.ndarray, to_ref: np.ndarray,
                  to_mov: np.ndarray, size: int, spacing: int, radius: float, dense: DenseDescriber | None = None,
-                 alone: list[np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+                 alone: list[np.ndarray] | None = None, tried: list[np.ndarray] | None = None
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """Tie points from correlating a reference image with the moving image resampled onto its grid.
 
     to_ref / to_mov: image px -> full reference px / full moving px. Returns (src moving px, dst reference px,
@@ -59,6 +60,8 @@ def _area_points(ru: np.ndarray, rv: np.ndarray, wu: np.ndarray, wv: np.ndarray,
         o, by_desc = o.subset(o.ok), np.zeros(int(o.ok.sum()), bool)
     if alone is not None:
         alone.append(by_desc)
+    if tried is not None:
+        tried.append(apply_matrix(to_ref, c.astype(np.float64)))
     return apply_matrix(to_mov, o.xy), apply_matrix(to_ref, o.xy + o.d), o.peak, len(c)
 
 
@@ -241,16 +244,17 @@ def _resampled(tiles: list[TilePair], T: np.ndarray, size: int
 
 
 def _area_pass(tiles: list[TilePair], T: np.ndarray, size: int, radius: float, spacing: int | None = None,
-               dense: DenseDescriber | None = None, alone: list[np.ndarray] | None = None
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+               dense: DenseDescriber | None = None, alone: list[np.ndarray] | None = None,
+               tried: list[np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """Correlation tie points of all tiles, the moving tiles resampled through ``T`` (Lanczos); windows every
-    ``spacing`` px (default ``_area_spacing``); ``dense`` / ``alone``: checked by the descriptors (``_area_points``)."""
+    ``spacing`` px (default ``_area_spacing``); ``dense`` / ``alone``: checked by the descriptors; ``tried``: the
+    windows' centres (``_area_points``)."""
     srcs, dsts, qs, n = [np.zeros((0, 2))], [np.zeros((0, 2))], [np.zeros(0)], 0
     inv = np.linalg.inv(T)
     spacing = spacing or _area_spacing(len(tiles), size)
     for t, wu, wv in _resampled(tiles, T, size):
         off = translate(t.c0, t.r0)
-        src, dst, q, k = _area_points(t.ru, t.rv, wu, wv, off, inv @ off, size, spacing, radius, dense, alone)
+        src, dst, q, k = _area_points(t.ru, t.rv, wu, wv, off, inv @ off, size, spacing, radius, dense, alone, tried)
         srcs.append(src), dsts.append(dst), qs.append(q)
         n += k
     return np.concatenate(srcs), np.concatenate(dsts), np.concatenate(qs), n
@@ -278,9 +282,14 @@ def area_stage(ref: Scene, mov: Scene, tiles: list[TilePair], T: np.ndarray, rad
         e = None
         for size in sizes:
             by_desc: list[np.ndarray] = []
-            src, dst, q, n = _area_pass(tiles, T, size, radius, dense=dense, alone=by_desc)
+            tried: list[np.ndarray] = [np.zeros((0, 2))]
+            src, dst, q, n = _area_pass(tiles, T, size, radius, dense=dense, alone=by_desc, tried=tried)
             spacing = _area_spacing(len(tiles), size)
+            # the coverage all windows tried would have: windows keep half their size from the overlap's edge, which
+            # leaves the outer cells of a small chip's coverage grid empty (``choice.choose_estimate``)
+            reach = coverage(np.concatenate(tried), area, coverage_grid)[0]
             res = _area_result(src, dst, q, ref, mov, {"method": "correlation", "windows": n, "matches": len(src),
+                                                       "windows_reach": round(reach, 4),
                                                        "window_px": size, "spacing_px": spacing,
                                                        "search_radius_px": radius, "passes": it + 1,
                                                        "descriptor_check": checked(dense, size, radius)},

@@ -324,7 +324,12 @@ def read_tiles(ref: Scene, mov: Scene, coarse: np.ndarray, cfg: RegisterConfig, 
                ) -> tuple[list[TilePair], dict]:
     """Full-resolution reference tiles over the overlap and the moving reads that cover them through ``coarse``.
 
-    The fine stages (keypoints and correlation) share these reads; tiles without texture or data are skipped."""
+    The fine stages (keypoints and correlation) share these reads; tiles without texture or data are skipped: moving
+    data on under a tenth of the overlap's share of the tile (of the tile, where the overlap covers it). Why of the
+    overlap's share: a chip under about 120 px in a larger reference covers under a tenth of its one tile (384 px),
+    which was skipped: no fine keypoints, no refinement, the registration failed after a right coarse estimate."""
+    import shapely
+
     tiles = plan_tiles(ref, area, cfg.fine_tile, cfg.n_tiles)
     kept: list[TilePair] = []
     mpre = moving_pre(cfg)
@@ -338,7 +343,8 @@ def read_tiles(ref: Scene, mov: Scene, coarse: np.ndarray, cfg: RegisterConfig, 
                 continue
             mu, mv, Dm, k = got
             Ft = translate(-c0, -r0) @ coarse @ Dm  # moving read px -> tile px
-            if resample_valid(mv, Ft, (th, tw)).mean() < 0.1:
+            share = area.intersection(shapely.box(c0 - 0.5, r0 - 0.5, c0 + tw - 0.5, r0 + th - 0.5)).area / (tw * th)
+            if resample_valid(mv, Ft, (th, tw)).mean() < 0.1 * min(1.0, share):
                 continue
             kept.append(TilePair(c0, r0, ru, rv, mu, mv, Dm, k))
     return kept, {"tiles_planned": len(tiles), "tiles_used": len(kept), "tiles_skipped": len(tiles) - len(kept)}

@@ -733,6 +733,50 @@ def test_a_small_georeferenced_chip_in_a_large_reference(tmp_path):
     assert grid_error(rep.matrix, np.array([[1, 0, 500.0], [0, 1, 700.0], [0, 0, 1]]), (240, 240)) < 0.3
 
 
+@pytest.mark.parametrize("seed", [1, 2])
+def test_a_128px_chip_is_refined_by_correlation(tmp_path, seed):
+    """A 128 px chip of a 512 px scene, its georeference (3.3, -2.6) px off, keypoints run: its one fine tile (384 px)
+    holds moving data on a tenth of it and was skipped, so nothing refined it and the registration failed (0 fine
+    matches) after a right coarse estimate; now the correlation refines it to about 0.1 px, and the report gives
+    the coverage its windows could reach (``windows_reach``: under 1 on such a chip)."""
+    n, pad, x0, y0, d = 128, 56, 190, 170, (3.3, -2.6)
+    rng = np.random.default_rng(seed)
+    f = reflectivity(512, 512, seed=seed)
+    ref = write_geotiff(tmp_path / "ref.tif", speckle(f, 4, rng), REF_T, UTM)
+    crop = speckle(f[y0 - pad:y0 + n + pad, x0 - pad:x0 + n + pad], 4, rng)
+    chip = warp_image(crop, np.array([[1, 0, pad + d[0]], [0, 1, pad + d[1]], [0, 0, 1.0]]), (n, n))
+    mov = write_geotiff(tmp_path / "chip.tif", chip, REF_T * Affine.translation(x0, y0), UTM)
+    rep = register(ref, mov, tmp_path / "out.tif", RegisterConfig(warp=False, keypoints="always"))
+    assert rep.status == "ok", rep.message
+    assert rep.stages["fine"]["tiles_used"] == 1 and rep.stages["refine"]["chosen"] == "correlation"
+    assert rep.stages["refine"]["windows_reach"] < 0.5
+    assert grid_error(rep.matrix, np.array([[1, 0, x0 + d[0]], [0, 1, y0 + d[1]], [0, 0, 1]]), (n, n)) < 0.2
+
+
+def test_the_keypoints_coverage_counts_up_to_what_the_windows_can_reach():
+    """``choose_estimate``: on a chip the correlation windows (half their size from its edge) can cover 0.31 of the
+    coverage grid, keypoints 0.61; correlation tie points on 0.31 were counted as clearly less than the keypoints'
+    (under 0.6 x 0.61) and the keypoints' fit won, 0.24 px off against the correlation's 0.04 px (stop 58). Where
+    the windows reach the whole grid (scenes from about 256 px) the rule is as before."""
+    from sarreg.choice import choose_estimate
+    from sarreg.estimate import Estimate
+    from sarreg.features import Features
+    from sarreg.stage import StageResult
+
+    def est(cov: float, held: float) -> Estimate:
+        return Estimate("affine", np.eye(3), np.ones(40, bool), np.zeros(40), held, held, cov, cov, 1.5)
+
+    def res(info: dict) -> StageResult:
+        z = np.zeros((0, 2))
+        return StageResult(z, z, np.zeros(0, np.float32), Features.empty((512, 512)), Features.empty((128, 128)),
+                           np.zeros(0, np.int64), np.zeros(0, np.int64), info)
+
+    kp, area, kp_res = est(0.61, 0.83), est(0.31, 0.09), res({})
+    assert choose_estimate(kp, kp_res, area, res({"windows_reach": 0.31}))[0] is area
+    assert choose_estimate(kp, kp_res, area, res({"windows_reach": 1.0}))[0] is kp
+    assert choose_estimate(kp, kp_res, area, res({}))[0] is kp
+
+
 def test_apply_refuses_a_target_whose_crs_no_affine_relates(tmp_path, utm_and_geographic):
     """A report between two UTM rasters re-applied to the same scene in lon / lat over 200 km: composed through an
     affine stand-in for the CRSs' mapping it would be pixels off (an --update-georef of it was 0.5 px off, silently):
