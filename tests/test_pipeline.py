@@ -777,6 +777,22 @@ def test_the_keypoints_coverage_counts_up_to_what_the_windows_can_reach():
     assert choose_estimate(kp, kp_res, area, res({}))[0] is kp
 
 
+def test_a_strip_as_tall_as_a_correlation_window_is_checked_by_its_windows(tmp_path):
+    """1100 x 70 px strips, (2.6, -1.3) px apart: 64 px windows fit in a row, but the refinement took only tiles 8 px
+    taller than a window, so the right keypoint fit (0.06-0.28 px off on six such strips) was low_quality with "0
+    correlation window(s) ... fit in it"; now the windows check it and it is ok."""
+    w, h, pad, d = 1100, 70, 40, (2.6, -1.3)
+    rng = np.random.default_rng(1)
+    f = reflectivity(h + 2 * pad, w + 2 * pad, seed=301)
+    ref = write_geotiff(tmp_path / "ref.tif", speckle(f, 4, rng)[pad:pad + h, pad:pad + w], REF_T, UTM)
+    mov = warp_image(speckle(f, 4, rng), np.array([[1, 0, pad + d[0]], [0, 1, pad + d[1]], [0, 0, 1.0]]), (h, w))
+    mov = write_geotiff(tmp_path / "mov.tif", mov, REF_T, UTM)
+    rep = register(ref, mov, tmp_path / "out.tif", RegisterConfig(warp=False))
+    assert rep.status == "ok", rep.message
+    assert rep.stages["refine"]["windows"] >= 8 and rep.stages["refine"]["chosen"] == "correlation"
+    assert grid_error(rep.matrix, np.array([[1, 0, d[0]], [0, 1, d[1]], [0, 0, 1]]), (h, w)) < 0.3
+
+
 def test_apply_refuses_a_target_whose_crs_no_affine_relates(tmp_path, utm_and_geographic):
     """A report between two UTM rasters re-applied to the same scene in lon / lat over 200 km: composed through an
     affine stand-in for the CRSs' mapping it would be pixels off (an --update-georef of it was 0.5 px off, silently):
