@@ -187,8 +187,9 @@ def mask_polygon(valid: np.ndarray, D: np.ndarray) -> BaseGeometry:
 
 
 # the smallest side (px) an image to register may have: the coarse stage's smaller correlation window
-# (``area.AREA_SIZE`` / 2). Measured (stop 58, 3 seeds each): chips of 12-64 px in a 300 px reference and pairs of
-# 12-32 px all failed (below 40 px no correlation window fits), each with a message about matches, never the size
+# (``area.AREA_SIZE`` / 2). Measured (stop 58, 3 seeds each): chips of 12-32 px in a 300 px reference and pairs of
+# 12-32 px all failed (below 40 px no correlation window fits), each with a message about matches, never the size;
+# chips of 48-64 px are low_quality at best
 MIN_SIDE = 32
 
 
