@@ -33,6 +33,7 @@ AREA_SIZE = 64  # correlation window (px) at full resolution
 AREA_SPACING = 32  # grid spacing of window centres (px)
 AREA_MIN_WINDOWS = 8  # consistent windows needed for an area-based estimate
 AREA_MIN_RATIO = 0.3  # ... and their fraction among the windows that correlated
+SMALL_OVERLAP = 3  # an overlap under this many windows across: their half-window margins leave much of it unreached
 AREA_RADIUS = 8.0  # search radius (px) once a keypoint or correlation estimate exists: wide enough that a wrong
 # model (an affine on a perspective pair) shows as inconsistent windows rather than as missing ones
 
@@ -287,15 +288,16 @@ def area_stage(ref: Scene, mov: Scene, tiles: list[TilePair], T: np.ndarray, rad
             tried: list[np.ndarray] = [np.zeros((0, 2))]
             src, dst, q, n = _area_pass(tiles, T, size, radius, dense=dense, alone=by_desc, tried=tried)
             spacing = _area_spacing(len(tiles), size)
-            # the coverage all windows tried would have: windows keep half their size from the overlap's edge, which
-            # leaves the outer cells of a small chip's coverage grid empty (``choice.choose_estimate``)
-            reach = coverage(np.concatenate(tried), area, coverage_grid)[0]
             res = _area_result(src, dst, q, ref, mov, {"method": "correlation", "windows": n, "matches": len(src),
-                                                       "windows_reach": round(reach, 4),
                                                        "window_px": size, "spacing_px": spacing,
                                                        "search_radius_px": radius, "passes": it + 1,
                                                        "descriptor_check": checked(dense, size, radius)},
                                np.concatenate(by_desc) if by_desc else None)
+            x0, y0, x1, y1 = area.bounds
+            if min(x1 - x0, y1 - y0) < SMALL_OVERLAP * size:
+                # the coverage all windows tried would have: windows keep half their size from the overlap's edge,
+                # which leaves the outer cells of a small chip's coverage grid empty (``choice.choose_estimate``)
+                res.info["windows_reach"] = round(coverage(np.concatenate(tried), area, coverage_grid)[0], 4)
             if res.alone is not None and res.alone.any():  # windows whose offset is the descriptors' alone
                 res.info["descriptors_alone"] = int(res.alone.sum())
             try:

@@ -66,10 +66,13 @@ def choose_estimate(est_kp: Estimate | None, kp: StageResult, est_area: Estimate
     """Keypoint or correlation estimate -> (estimate, the matches it was fitted to).
 
     Correlation tie points are sub-pixel and spread over the overlap: they win unless they cover clearly less of
-    it than the keypoints or predict held-out points clearly worse. The keypoints' coverage counts up to what the
-    windows tried could cover (``windows_reach``): on a chip of 128-200 px, windows half their size from its edge
-    leave the outer cells of the coverage grid empty, keypoints do not, and the keypoints' fit (0.2-0.8 px off)
-    won over the correlation's (0.1 px) when a few windows were missing."""
+    it than the keypoints or predict held-out points clearly worse. On an overlap under three windows across
+    (``area.SMALL_OVERLAP``) the keypoints' coverage counts up to what the windows tried could cover
+    (``windows_reach``): on a 128 px chip, windows half their size from its edge leave the outer cells of the
+    coverage grid empty, keypoints do not, and the keypoints' fit (0.2-0.8 px off) won over the correlation's (0.1
+    px) when a few windows were missing. Not on larger overlaps: there windows miss cells by nodata and texture, and
+    a 256 px pair's correlation fit (coverage 0.25 of a reach of 0.41) won over keypoints covering 0.45 and was
+    low_quality by its spread."""
     if est_area is None:
         return est_kp, kp
     if est_kp is None or est_kp.n_inliers < FAIL_INLIERS:
