@@ -360,18 +360,28 @@ def test_resume_after_sigkill(tmp_path, series):
     assert sorted(r["scene"] for r in summary["scenes"] if r["resumed"]) == sorted(committed)
 
 
+def _scheduler(dask: Path, sched_file: Path) -> subprocess.Popen:
+    """A real ``dask scheduler`` on a free local port, in its own process group (killed with os.killpg)."""
+    return subprocess.Popen([str(dask), "scheduler", "--host", "127.0.0.1", "--port", "0", "--dashboard-address", ":0",
+                             "--scheduler-file", str(sched_file)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+
+
+def _address(sched_file: Path, timeout: float = 60.0) -> str:
+    """The scheduler's address once it has written its scheduler file."""
+    t0 = time.monotonic()
+    while not sched_file.exists() and time.monotonic() - t0 < timeout:
+        time.sleep(0.1)
+    return json.loads(sched_file.read_text())["address"]
+
+
 def test_existing_scheduler_and_workers(tmp_path, series):
     ref, scenes = series
     sched_file = tmp_path / "scheduler.json"
     dask = Path(sys.executable).parent / "dask"
-    procs = [subprocess.Popen([str(dask), "scheduler", "--host", "127.0.0.1", "--port", "0",
-                               "--dashboard-address", ":0", "--scheduler-file", str(sched_file)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)]
+    procs = [_scheduler(dask, sched_file)]
     try:
-        t0 = time.monotonic()
-        while not sched_file.exists() and time.monotonic() - t0 < 60:
-            time.sleep(0.1)
-        address = json.loads(sched_file.read_text())["address"]
+        address = _address(sched_file)
         procs.append(subprocess.Popen([str(dask), "worker", address, "--nworkers", "2", "--nthreads", "1",
                                        "--no-dashboard", "--local-directory", str(tmp_path / "dask")],
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
@@ -957,9 +967,7 @@ def test_a_worker_that_joins_after_the_check_with_other_software_fails_its_scene
     ref, scenes = series
     sched_file = tmp_path / "scheduler.json"
     dask = Path(sys.executable).parent / "dask"
-    procs = [subprocess.Popen([str(dask), "scheduler", "--host", "127.0.0.1", "--port", "0",
-                               "--dashboard-address", ":0", "--scheduler-file", str(sched_file)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)]
+    procs = [_scheduler(dask, sched_file)]
     other = tmp_path / "other"
     shutil.copytree(Path(sarreg.__file__).parent, other / "sarreg", ignore=shutil.ignore_patterns("__pycache__"))
     with open(other / "sarreg" / "stage.py", "a") as f:
@@ -972,10 +980,7 @@ def test_a_worker_that_joins_after_the_check_with_other_software_fails_its_scene
                                 stderr=subprocess.DEVNULL, start_new_session=True)
 
     try:
-        t0 = time.monotonic()
-        while not sched_file.exists() and time.monotonic() - t0 < 60:
-            time.sleep(0.1)
-        address = json.loads(sched_file.read_text())["address"]
+        address = _address(sched_file)
         outdir = tmp_path / "out"
         paths = [p for p, _ in scenes[:2]]
         # no worker when the client connects (nothing to check); the other one joins before the first task runs
