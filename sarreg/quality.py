@@ -118,6 +118,10 @@ SECOND_SHARE = 0.2
 # other sensors and CRSs) at most 4.6 %, most 0
 LOCAL_SHARE = 0.08
 LOCAL_NEAR = (1.0, 3.0)
+# tie points whose convex hull covers under this share of the overlap lie nearly on one line (a row of windows along a
+# thin strip: hull 0.01): a model with terms across that line (affine and richer) is not pinned down there
+LINE_HULL = 0.05
+ACROSS_LINE = ("shift", "similarity")  # models that two points along a line determine
 GROSS_THRESHOLDS = 10.0  # gross disagreement with an untrusted second estimate: 10 x --threshold (15 px by default)
 GROSS_SIGMAS = 3.0  # ... plus 3 sigma of that estimate's bootstrap spread over the overlap
 
@@ -199,6 +203,9 @@ def judge(est: Estimate, prior: np.ndarray, cfg: RegisterConfig, adequacy: float
         reasons.append(f"held-out RMSE {est.heldout_rmse:.2f} px > {2 * cfg.max_rmse:g}")
     if est.coverage < cfg.min_coverage:
         reasons.append(f"coverage {est.coverage:.2f} < {cfg.min_coverage:g}")
+    if est.model not in ACROSS_LINE and est.hull_ratio < LINE_HULL:
+        reasons.append(f"the tie points lie nearly on one line (their hull covers {est.hull_ratio:.1%} of the overlap): "
+                       f"the {est.model}'s terms across it are not pinned down; --model shift or similarity")
     if est.inlier_ratio < 0.05:
         reasons.append(f"inlier ratio {est.inlier_ratio:.3f} < 0.05")
     rel = decompose(np.linalg.inv(prior) @ est.matrix)

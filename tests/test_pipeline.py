@@ -811,3 +811,20 @@ def test_apply_refuses_a_target_whose_crs_no_affine_relates(tmp_path, utm_and_ge
     assert target_transform(data, report, moved)[0].model == rep.model
     with pytest.raises(CRSError, match="non-linearly .* reproject it to the registered raster's CRS"):
         target_transform(data, report, geo)
+
+
+def test_an_affine_on_tie_points_along_one_line_is_not_ok(tmp_path):
+    """Two 1100 x 90 px strips, (2.6, -1.3) px apart, --model affine: the refinement's windows lie in one row (hull
+    0.01 of the overlap), so the affine's terms across the strip are free: it was ok 1.3 / 3.1 px off (bootstrap
+    spread 0.26 px). Now low_quality with why; the default (a shift) stays ok."""
+    w, h, pad, d = 1100, 90, 40, (2.6, -1.3)
+    rng = np.random.default_rng(0)
+    f = reflectivity(h + 2 * pad, w + 2 * pad, seed=300)
+    ref = write_geotiff(tmp_path / "ref.tif", speckle(f, 4, rng)[pad:pad + h, pad:pad + w], REF_T, UTM)
+    mov = warp_image(speckle(f, 4, rng), np.array([[1, 0, pad + d[0]], [0, 1, pad + d[1]], [0, 0, 1.0]]), (h, w))
+    mov = write_geotiff(tmp_path / "mov.tif", mov, REF_T, UTM)
+    rep = register(ref, mov, tmp_path / "a.tif", RegisterConfig(warp=False, model="affine", force=True))
+    assert rep.status == "low_quality" and "lie nearly on one line" in rep.message, rep.message
+    rep = register(ref, mov, tmp_path / "s.tif", RegisterConfig(warp=False))
+    assert rep.status == "ok", rep.message
+    assert grid_error(rep.matrix, np.array([[1, 0, d[0]], [0, 1, d[1]], [0, 0, 1]]), (h, w)) < 0.3
