@@ -777,16 +777,22 @@ def test_the_keypoints_coverage_counts_up_to_what_the_windows_can_reach():
     assert choose_estimate(kp, kp_res, area, res({}))[0] is kp
 
 
+def _strips(tmp_path: Path, w: int, h: int, d: tuple[float, float], seed: int, field: int) -> tuple[Path, Path]:
+    """Two georeferenced w x h strips of one speckled scene, MOVING shifted by ``d`` px (its content at x + d)."""
+    pad = 40
+    rng = np.random.default_rng(seed)
+    f = reflectivity(h + 2 * pad, w + 2 * pad, seed=field)
+    ref = write_geotiff(tmp_path / "ref.tif", speckle(f, 4, rng)[pad:pad + h, pad:pad + w], REF_T, UTM)
+    mov = warp_image(speckle(f, 4, rng), np.array([[1, 0, pad + d[0]], [0, 1, pad + d[1]], [0, 0, 1.0]]), (h, w))
+    return ref, write_geotiff(tmp_path / "mov.tif", mov, REF_T, UTM)
+
+
 def test_a_strip_as_tall_as_a_correlation_window_is_checked_by_its_windows(tmp_path):
     """1100 x 70 px strips, (2.6, -1.3) px apart: 64 px windows fit in a row, but the refinement took only tiles 8 px
     taller than a window, so the right keypoint fit (0.06-0.28 px off on six such strips) was low_quality with "0
     correlation window(s) ... fit in it"; now the windows check it and it is ok."""
-    w, h, pad, d = 1100, 70, 40, (2.6, -1.3)
-    rng = np.random.default_rng(1)
-    f = reflectivity(h + 2 * pad, w + 2 * pad, seed=301)
-    ref = write_geotiff(tmp_path / "ref.tif", speckle(f, 4, rng)[pad:pad + h, pad:pad + w], REF_T, UTM)
-    mov = warp_image(speckle(f, 4, rng), np.array([[1, 0, pad + d[0]], [0, 1, pad + d[1]], [0, 0, 1.0]]), (h, w))
-    mov = write_geotiff(tmp_path / "mov.tif", mov, REF_T, UTM)
+    (w, h), d = (1100, 70), (2.6, -1.3)
+    ref, mov = _strips(tmp_path, w, h, d, 1, 301)
     rep = register(ref, mov, tmp_path / "out.tif", RegisterConfig(warp=False))
     assert rep.status == "ok", rep.message
     assert rep.stages["refine"]["windows"] >= 8 and rep.stages["refine"]["chosen"] == "correlation"
@@ -817,12 +823,8 @@ def test_an_affine_on_tie_points_along_one_line_is_not_ok(tmp_path):
     """Two 1100 x 90 px strips, (2.6, -1.3) px apart, --model affine: the refinement's windows lie in one row (hull
     0.01 of the overlap), so the affine's terms across the strip are free: it was ok 1.3 / 3.1 px off (bootstrap
     spread 0.26 px). Now low_quality with why; the default (a shift) stays ok."""
-    w, h, pad, d = 1100, 90, 40, (2.6, -1.3)
-    rng = np.random.default_rng(0)
-    f = reflectivity(h + 2 * pad, w + 2 * pad, seed=300)
-    ref = write_geotiff(tmp_path / "ref.tif", speckle(f, 4, rng)[pad:pad + h, pad:pad + w], REF_T, UTM)
-    mov = warp_image(speckle(f, 4, rng), np.array([[1, 0, pad + d[0]], [0, 1, pad + d[1]], [0, 0, 1.0]]), (h, w))
-    mov = write_geotiff(tmp_path / "mov.tif", mov, REF_T, UTM)
+    (w, h), d = (1100, 90), (2.6, -1.3)
+    ref, mov = _strips(tmp_path, w, h, d, 0, 300)
     rep = register(ref, mov, tmp_path / "a.tif", RegisterConfig(warp=False, model="affine", force=True))
     assert rep.status == "low_quality" and "lie nearly on one line" in rep.message, rep.message
     rep = register(ref, mov, tmp_path / "s.tif", RegisterConfig(warp=False))
