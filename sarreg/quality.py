@@ -204,8 +204,8 @@ def judge(est: Estimate, prior: np.ndarray, cfg: RegisterConfig, adequacy: float
     if est.coverage < cfg.min_coverage:
         reasons.append(f"coverage {est.coverage:.2f} < {cfg.min_coverage:g}")
     if est.model not in ACROSS_LINE and est.hull_ratio < LINE_HULL:
-        reasons.append(f"the tie points lie nearly on one line (their hull covers {est.hull_ratio:.1%} of the overlap): "
-                       f"the {est.model}'s terms across it are not pinned down; --model shift or similarity")
+        reasons.append(f"the tie points lie nearly on one line (their hull covers {est.hull_ratio:.1%} of the "
+                       f"overlap): the {est.model}'s terms across it are not pinned down; --model shift or similarity")
     if est.inlier_ratio < 0.05:
         reasons.append(f"inlier ratio {est.inlier_ratio:.3f} < 0.05")
     rel = decompose(np.linalg.inv(prior) @ est.matrix)
