@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from sarreg.batch.files import atomic_write, dumps, error_text
+from sarreg.batch.files import atomic_write, dumps, error_text, locked
 from sarreg.batch.results import SceneWarnings
 from sarreg.config import RegisterConfig
 from sarreg.features import Features
@@ -201,21 +201,16 @@ def _record(ref: str, ref_sha: str, probes: list[str], config: RegisterConfig, e
 @contextlib.contextmanager
 def _recording(lock: Path) -> Iterator[None]:
     """Hold ``lock`` (flock; the kernel releases it when the process dies) for a recording, removed at its end."""
-    while True:
-        fh = open(lock, "a+")
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-        except OSError:  # no locks on this file system: never taken by ``clean_dead_recordings`` either
-            break
-        with contextlib.suppress(OSError):  # (a cleaner took it between our open and flock, and removed it)
-            if os.path.samestat(os.fstat(fh.fileno()), os.stat(lock)):
-                break
-        fh.close()
+    try:  # (a cleaner that took it between our open and flock removed it: ``locked`` takes the new one)
+        fh = locked(lock)
+    except OSError:  # no locks on this file system: never taken by ``clean_dead_recordings`` either
+        fh = None
     try:
         yield
     finally:
         lock.unlink(missing_ok=True)
-        fh.close()
+        if fh is not None:
+            fh.close()
 
 
 def clean_dead_recordings(cache_dir: Path) -> int:

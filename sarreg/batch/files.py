@@ -5,16 +5,37 @@ same folder, fsync, rename), so a run killed at any moment leaves each file eith
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
 import json
+import os
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from sarreg.errors import SarregError
 from sarreg.outputs import sha256_file, write_atomic
 
 __all__ = ["sha256_file", "input_sha256", "fingerprint", "atomic_write", "dumps", "is_temp", "error_text", "task_error",
-           "software"]
+           "locked", "software"]
+
+
+def locked(path: Path, wait: bool = True) -> IO[str]:
+    """``path`` opened (created) and locked exclusively (flock: released by the kernel when the process dies), the
+    lock being on the file that is at ``path`` now: one removed meanwhile (by whoever held it) is opened and locked
+    again. OSError (the file closed) when ``wait`` is False and another process holds it, or the file system has no
+    locks."""
+    while True:
+        fh = open(path, "a+")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except OSError:
+            fh.close()
+            raise
+        with contextlib.suppress(OSError):
+            if os.path.samestat(os.fstat(fh.fileno()), os.stat(path)):
+                return fh
+        fh.close()
 
 
 def fingerprint(path: str | Path) -> dict[str, int] | None:

@@ -10,7 +10,6 @@ ones are retried) after ``clean_stale`` removed the staging folders and temp fil
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import logging
@@ -21,7 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sarreg.batch.files import atomic_write, dumps, input_sha256, is_temp, sha256_file
+from sarreg.batch.files import atomic_write, dumps, input_sha256, is_temp, locked, sha256_file
 from sarreg.batch.results import SceneResult
 from sarreg.config import RegisterConfig
 from sarreg.errors import InputError, OutputError
@@ -165,17 +164,10 @@ def publish(stage: Path, outdir: Path) -> dict[str, str]:
 def outdir_lock(outdir: Path) -> Iterator[None]:
     """One batch at a time per OUTDIR (flock; released by the kernel even when the process is killed). A lock taken
     on a ``.lock`` that a failed start removed meanwhile (``claim_outdir``) is taken again on the new file."""
-    while True:
-        fh = open(outdir / ".lock", "a+")
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            fh.close()
-            raise OutputError(f"{outdir}: another sarreg batch is running in this folder") from None
-        with contextlib.suppress(OSError):
-            if os.path.samestat(os.fstat(fh.fileno()), os.stat(outdir / ".lock")):
-                break
-        fh.close()
+    try:
+        fh = locked(outdir / ".lock", wait=False)
+    except OSError:
+        raise OutputError(f"{outdir}: another sarreg batch is running in this folder") from None
     try:
         yield
     finally:

@@ -84,6 +84,7 @@ def read_band(ds, band: int, window: Window | None, out_shape: tuple[int, int] |
     if out_shape is not None and window is None and out_shape == (ds.height, ds.width):
         out_shape = None
     real_mask = has_mask_band(ds, band)
+    mixed = None
     if out_shape is None:
         vals = ds.read(band, window=window, boundless=False)
         mask = _read_mask(ds, band, window) if real_mask else None
@@ -91,14 +92,15 @@ def read_band(ds, band: int, window: Window | None, out_shape: tuple[int, int] |
         # Averaging linear power is multilooking; complex data is read at nearest (averaging would mix phase).
         rs = Resampling.nearest if complex_data else Resampling.average
         vals = ds.read(band, window=window, out_shape=out_shape, resampling=rs)
-        mask = _read_mask(ds, band, window, out_shape) if real_mask else None
+        a = None if complex_data else _own_alpha(ds, band)
+        mask = _read_mask(ds, band, window, out_shape) if real_mask and a is None else None
+        if a is not None:
+            # GDAL's average does not skip what such an alpha masks: cells across its edge are averaged again
+            near = ds.read(a, window=window, out_shape=out_shape, resampling=Resampling.nearest)
+            mask = near > 0  # (as _read_mask reads it: one read of the alpha serves both)
+            mixed = ds.read(a, window=window, out_shape=out_shape, resampling=Resampling.average) != near
     if mask is None:
         mask = value_validity(vals, nodata)
-    mixed = None
-    if out_shape is not None and not complex_data and (a := _own_alpha(ds, band)) is not None:
-        # GDAL's average does not skip what such an alpha masks: cells across its edge are averaged again
-        mixed = ds.read(a, window=window, out_shape=out_shape, resampling=Resampling.average) != \
-            ds.read(a, window=window, out_shape=out_shape, resampling=Resampling.nearest)
     if out_shape is not None and (np.issubdtype(vals.dtype, np.floating) or mixed is not None):
         refill_poisoned(ds, band, window, out_shape, vals, mask, real_mask, nodata, mixed)
     return vals, mask
