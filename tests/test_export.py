@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pyogrio
 import pytest
+import shapely
 from affine import Affine
 from rasterio.crs import CRS
 
@@ -59,6 +60,23 @@ def test_tiepoints_gpkg_and_geojson(tmp_path):
         assert {"ref_x", "ref_y", "moving_x", "moving_y", "residual_px", "score", "inlier"} <= set(info["fields"])
     with sqlite3.connect(tmp_path / "t.gpkg") as db:  # GeoPackage 1.2: GDAL < 3.7 (QGIS 3.22 .. 3.28) warns on 1.4
         assert db.execute("pragma user_version").fetchone()[0] == 10200
+
+
+def test_geojson_of_a_crs_without_epsg_code_is_not_read_as_lon_lat(tmp_path):
+    """GeoJSON names a CRS only by an EPSG code: a reference in a custom projection was written as its bare numbers,
+    which GDAL / QGIS (and any RFC 7946 reader) take for WGS 84 lon/lat; now RFC 7946 lon/lat of the same points."""
+    from pyproj import CRS as PCRS, Transformer
+
+    laea = PCRS.from_proj4("+proj=laea +lat_0=52 +lon_0=10 +x_0=4321000 +y_0=3210000 +ellps=GRS80 +units=m")
+    xy = np.c_[4321000.0 + np.arange(3) * 100, 3210000.0 - np.arange(3) * 100]
+    p = write_tiepoints(tmp_path / "t.geojson", xy, xy, xy * 0, xy * 0, np.zeros(3), np.ones(3), np.ones(3, bool),
+                        laea)
+    meta, _, geom, _ = pyogrio.raw.read(p)
+    got = shapely.get_coordinates(shapely.from_wkb(geom))
+    lonlat = np.c_[Transformer.from_crs(laea, "OGC:CRS84", always_xy=True).transform(xy[:, 0], xy[:, 1])]
+    assert PCRS(meta["crs"]).equals(PCRS("OGC:CRS84"), ignore_axis_order=True), meta["crs"]
+    assert np.allclose(got, lonlat, atol=1e-6), got
+    assert '"crs"' not in p.read_text()  # RFC 7946: no crs member
 
 
 def test_matches_npz(tmp_path):

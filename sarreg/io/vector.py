@@ -14,8 +14,7 @@ from sarreg.outputs import write_atomic, write_error
 def write_points(path: str | Path, xy: np.ndarray, attributes: dict[str, np.ndarray], crs: Any | None,
                  layer: str | None = None, driver: str | None = None) -> Path:
     """Write N points (N x 2 map coordinates) with per-point attributes; driver from the suffix
-    (.gpkg -> GPKG, .geojson -> GeoJSON, which is always reprojected to nothing: RFC 7946 readers assume
-    WGS84, so we write the CRS member GDAL understands and QGIS honours)."""
+    (.gpkg -> GPKG, .geojson -> GeoJSON: see ``geojson_crs`` for its CRS)."""
     import shapely
 
     xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
@@ -36,13 +35,16 @@ def write_features(path: str | Path, geoms: np.ndarray, geometry_type: str, attr
     wkb = shapely.to_wkb(np.asarray(geoms, dtype=object)) if len(geoms) else np.zeros(0, dtype=object)
     fields = {k: np.asarray(v) for k, v in attributes.items()}
     crs_wkt = crs.to_wkt() if hasattr(crs, "to_wkt") else (str(crs) if crs else None)
+    rfc7946 = None
+    if driver == "GeoJSON" and crs_wkt:
+        crs_wkt, rfc7946 = geojson_crs(crs_wkt)
 
     def write(tmp: Path) -> None:
         tmp.unlink(missing_ok=True)
         pyogrio.raw.write(tmp, geometry=wkb, field_data=list(fields.values()), fields=list(fields.keys()),
                           crs=crs_wkt, driver=driver, layer=layer or path.stem.replace(".", "_"),
                           geometry_type=geometry_type, encoding="UTF-8",
-                          dataset_options={"VERSION": "1.2"} if driver == "GPKG" else None)
+                          dataset_options={"VERSION": "1.2"} if driver == "GPKG" else None, layer_options=rfc7946)
 
     try:
         return write_atomic(path, write)
@@ -50,3 +52,13 @@ def write_features(path: str | Path, geoms: np.ndarray, geometry_type: str, attr
         raise
     except Exception as e:  # pyogrio / GDAL errors of several types
         raise write_error(path, e, "cannot write vector layer") from None
+
+
+def geojson_crs(crs_wkt: str) -> tuple[str, dict[str, str] | None]:
+    """(CRS to give GDAL, layer options) of a GeoJSON layer: GeoJSON names a CRS only by an EPSG code (the ``crs``
+    member GDAL and QGIS read); any other CRS would leave the bare numbers, which every reader takes for WGS 84
+    lon/lat, so such a layer is written as RFC 7946 WGS 84 lon/lat (GDAL reprojects it)."""
+    from pyproj import CRS
+
+    code = CRS.from_user_input(crs_wkt).to_epsg(min_confidence=100)
+    return (f"EPSG:{code}", None) if code is not None else (crs_wkt, {"RFC7946": "YES"})
