@@ -6,8 +6,9 @@
 * ``<out>.points``: QGIS Georeferencer GCP file for the MOVING raster: ``#CRS: <WKT of the reference>`` then
   ``mapX,mapY,sourceX,sourceY,enable,dX,dY,residual``. QGIS stores source coordinates in the source layer's own
   coordinates: map coordinates of the moving raster when it is located (by a geotransform, or by GCPs: through
-  them), otherwise pixel-edge coordinates with a negative y (``sourceY = -(row + 0.5)``). Pixel-space references
-  get the same negative-y convention for mapX / mapY and no ``#CRS`` line. dX, dY, residual are the model
+  them, or a stored geotransform without CRS, even the identity), otherwise pixel-edge coordinates with a negative y
+  (``sourceY = -(row + 0.5)``; ``Scene.layer_xy``). Pixel-space references get the same conventions for mapX / mapY
+  and no ``#CRS`` line. dX, dY, residual are the model
   residuals in reference pixels;
 * ``<out>.matches.npz``: keypoints / descriptors / scores of both scenes in R2D2 layout with ``ref_`` and
   ``moving_`` prefixes, ``matches`` (M x 2 indices), ``similarity``, ``inliers``, ``residuals``;

@@ -468,15 +468,13 @@ def _write_match_sidecars(rep: Report, rs: Scene, ms: Scene, fine: StageResult, 
     pred = est.apply(fine.src) if est is not None else np.full((n, 2), np.nan)
     grid = Grid.from_scene(rs)
     ref_map = grid.px_to_map(fine.dst)
-    # ground coordinates through a geotransform or GCPs (QGIS opens a GCP-only raster warped by them); pixel
-    # space: QGIS shows non-georeferenced rasters with y = -row (pixel edges); a geotransform without a CRS (``local``)
-    # places a raster, and the output, in its frame
-    mov_map = (ms.xy_to_map(fine.src) if ms.geolocated or ms.local
-               else np.c_[fine.src[:, 0] + 0.5, -(fine.src[:, 1] + 0.5)])
+    # where QGIS places the pixels (``Scene.layer_xy``): ground coordinates through a geotransform or GCPs (QGIS opens
+    # a GCP-only raster warped by them); a geotransform without a CRS (``local``, or a stored identity) places a
+    # raster in its frame; pixel space: QGIS shows non-georeferenced rasters with y = -row (pixel edges)
+    mov_map = ms.layer_xy(fine.src)
     crs = rs.crs if rs.geolocated else None
     if not rs.georeferenced:  # GCP-only reference: ground coordinates through its GCPs
-        ref_map = (rs.xy_to_map(fine.dst) if rs.geolocated or rs.local
-                   else np.c_[fine.dst[:, 0] + 0.5, -(fine.dst[:, 1] + 0.5)])
+        ref_map = rs.layer_xy(fine.dst)
     if cfg.tiepoints:
         p = export.sidecar(out, ".tiepoints.gpkg")
         export.write_tiepoints(p, ref_map, mov_map, fine.dst, fine.src, resid, fine.similarity, inl, crs)

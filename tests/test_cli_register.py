@@ -88,6 +88,50 @@ def test_register_ok_with_all_sidecars(scenes, tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
+def _qgis_lines(path: Path, xy: np.ndarray) -> np.ndarray:
+    """How QGIS's Georeferencer reads the coordinates of a layer of ``path`` (QgsRasterChangeCoords): through the
+    geotransform GDAL reports, else (none) pixel = x, line = -y; -> GDAL pixel / line (pixel edges)."""
+    from osgeo import gdal
+
+    gt = gdal.Open(str(path)).GetGeoTransform(can_return_null=True)
+    if gt is None:
+        return np.c_[xy[:, 0], -xy[:, 1]]
+    inv = gdal.InvGeoTransform(gt)
+    return np.array([gdal.ApplyGeoTransform(inv, float(x), float(y)) for x, y in xy])
+
+
+@pytest.mark.parametrize("stored", [True, False], ids=["identity_geotransform", "no_geotransform"])
+def test_points_of_a_pixel_space_pair_as_qgis_reads_them(scenes, tmp_path, stored):
+    """OUT.points used as QGIS does (sourceX/Y in the moving layer's coordinates, mapX/Y in the reference layer's)
+    gives GCPs the report's matrix maps onto each other. A raster that stores the identity geotransform (rasterio
+    writes one for a plain array) is placed by it in GDAL and QGIS (y = row), not with y = -row: its points were
+    mirrored (GCPs off the raster)."""
+    from osgeo import gdal
+
+    ref, mov = scenes["ref_px"], scenes["moving_px"]
+    if not stored:  # the same pixels without any georeferencing tags (GDAL then has no geotransform)
+        for name, src in (("ref", ref), ("mov", mov)):
+            sds = gdal.Open(str(src))
+            a = sds.GetRasterBand(1)
+            d = gdal.GetDriverByName("GTiff").Create(str(tmp_path / f"{name}.tif"), a.XSize, a.YSize, 1, a.DataType)
+            d.GetRasterBand(1).WriteArray(a.ReadAsArray())
+            if a.GetNoDataValue() is not None:
+                d.GetRasterBand(1).SetNoDataValue(a.GetNoDataValue())
+            d = None
+            assert gdal.Open(str(tmp_path / f"{name}.tif")).GetGeoTransform(can_return_null=True) is None
+        ref, mov = tmp_path / "ref.tif", tmp_path / "mov.tif"
+    res = run(ref, mov, tmp_path / "o.tif")
+    assert res.exit_code == 0, res.output
+    m = np.array(json.loads((tmp_path / "o.report.json").read_text())["matrix"])
+    rows = np.loadtxt(tmp_path / "o.points", delimiter=",", skiprows=1, ndmin=2)
+    rows = rows[rows[:, 4] > 0]
+    assert len(rows) >= 12
+    src = _qgis_lines(mov, rows[:, 2:4]) - 0.5  # -> pixel centres
+    dst = _qgis_lines(ref, rows[:, 0:2]) - 0.5
+    pred = np.c_[src, np.ones(len(src))] @ m.T
+    assert np.median(np.hypot(*(pred[:, :2] - dst).T)) < 1.0
+
+
 def test_apply_reproduces_register_output(scenes, tmp_path):
     res = run(scenes["ref_px"], scenes["moving_px"], tmp_path / "a.tif", "--resampling", "nearest")
     assert res.exit_code == 0, res.output

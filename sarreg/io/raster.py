@@ -83,6 +83,8 @@ class Scene:
     # kind and by the warp (``nodata`` 0, "found"); not tested on reads: isolated zeros stay dark pixels
     description: str = ""  # the band's description (e.g. "VV"), recorded in the report
     alpha: int | None = None  # the alpha band (``sarreg.io.band.alpha_band``): the validity of the others, not data
+    stored_transform: bool = False  # the file stores a geotransform, maybe the identity (rasterio writes it for a
+    # plain array): GDAL and QGIS place the raster by it (y = row), not as one without (y = -row; ``layer_xy``)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -121,6 +123,15 @@ class Scene:
         a = self.transform
         x, y = xy[:, 0] + 0.5, xy[:, 1] + 0.5  # pixel centre -> edge-based affine input
         return np.stack([a.a * x + a.b * y + a.c, a.d * x + a.e * y + a.f], axis=1)
+
+    def layer_xy(self, xy: np.ndarray) -> np.ndarray:
+        """N x 2 pixel (centre convention) -> where QGIS places them (its Georeferencer's coordinates): map
+        coordinates through a geotransform (one stored, even the identity) or the GCPs; without either, pixel edges
+        with y = -row, as QGIS shows a raster that has no georeferencing."""
+        if self.geolocated or self.local or self.stored_transform:
+            return self.xy_to_map(xy)
+        xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
+        return np.c_[xy[:, 0] + 0.5, -(xy[:, 1] + 0.5)]
 
     def map_to_xy(self, xy_map: np.ndarray) -> np.ndarray:
         """N x 2 map coordinates -> pixel (x=col, y=row, centre convention)."""
@@ -301,8 +312,16 @@ def open_scene(path: Source, pre: PreprocessConfig = PreprocessConfig()) -> Scen
                       georeferenced=geo, lo=float(lo), hi=float(hi), fill=fill, gcps=gcps, holes=holes,
                       nodata_from="option" if given is not None else "found" if found or zero is not None else "file",
                       overview=overview, scaling=sc, description=(ds.descriptions or ())[band - 1] or "", zero=zero,
-                      alpha=alpha_band(ds))
+                      alpha=alpha_band(ds), stored_transform=_stored_transform(ds))
     return _with_exclusion(scene, pre.exclude, valid)
+
+
+def _stored_transform(ds: rasterio.io.DatasetReader) -> bool:
+    """True when GDAL reads a geotransform from the file (rasterio returns the identity for none, and warns)."""
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always", NotGeoreferencedWarning)
+        ds.read_transform()
+    return not any(issubclass(w.category, NotGeoreferencedWarning) for w in seen)
 
 
 def _zero_fill(vals: np.ndarray, dtype: str, kind: str, sc: Scaling) -> Fill | None:
