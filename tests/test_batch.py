@@ -292,6 +292,25 @@ def test_chain_links_past_a_low_quality_scene_and_writes_it_no_raster(series, cl
     assert summary.exit_code == 2
 
 
+def test_chain_links_read_both_scenes_with_the_moving_band(series, client, tmp_path):
+    """A two-band reference with --band 2 and single-band scenes with --moving-band 1: a link onto a predecessor
+    opened the predecessor (a scene) with REF's --band, so every link failed "band 2 out of range ... (--band 2)"
+    (the right option for REF); with scenes of two bands it read another band than --moving-band. A link now reads
+    both of its scenes as MOVING: every scene is ok and right."""
+    from dataclasses import replace
+
+    ref, scenes = series
+    ref2 = tmp_path / "reference_2bands.tif"
+    with rasterio.open(ref) as ds:
+        synth.write_geotiff(ref2, np.stack([np.ones_like(ds.read(1)), ds.read(1)]), TRANSFORM, CRS)
+    cfg = CFG.with_(preprocess=replace(CFG.preprocess, band=2), moving_band=1)
+    summary = batch(ref2, [p for p, _ in scenes[:3]], tmp_path / "out", cfg, chain=True, client=client)
+    for i, ((p, (dx, dy)), r) in enumerate(zip(scenes, summary.scenes)):
+        assert r.status == "ok" and r.via == (scenes[i - 1][0].stem if i else "reference"), (r.scene, r.error)
+        tol = TOL_PX * (1 + 0.5 * i)
+        assert abs(r.shift_x_px - dx) < tol and abs(r.shift_y_px - dy) < tol, (i, r.shift_x_px, r.shift_y_px)
+
+
 def test_chain_says_when_a_link_between_crss_has_only_an_affine_form(utm_and_geographic, client, tmp_path):
     """Between CRSs that no affine relates, register's exact form is in the moving raster's own CRS; a chain
     composes 3 x 3 matrices, which are pixels off at the edges there: the scenes say so (low_quality, warning)."""

@@ -18,6 +18,7 @@ from sarreg.batch.guard import submit
 from sarreg.batch.results import CHAIN_SUFFIX, SceneResult, matrix_fields, worst
 from sarreg.batch.tasks import georef_prior, run_scene, warp_scene
 from sarreg.reapply import registered_nodata
+from sarreg.relate import moving_pre
 
 if TYPE_CHECKING:
     from sarreg.batch.runner import Run
@@ -50,6 +51,9 @@ def run_chain(run: "Run", keys: list[str], todo: list[str]) -> None:
 
     pending = set(todo)
     pair_cfg = run.config.with_(warp=False, update_georef=False)
+    # a link onto a predecessor pairs two scenes: both read as MOVING (--moving-band / --moving-nodata), not the
+    # predecessor as REF (its --band named a band the scenes may not have, or silently another one)
+    link_cfg = pair_cfg.with_(preprocess=moving_pre(pair_cfg), moving_band=None, moving_nodata=None)
     T: dict[str | None, np.ndarray] = {None: np.eye(3)}  # None = the reference
     status: dict[str | None, str] = {None: "ok"}
     rss: dict[str | None, float] = {None: 0.0}
@@ -62,7 +66,7 @@ def run_chain(run: "Run", keys: list[str], todo: list[str]) -> None:
     def submit_pair(k: str, prev: str | None) -> None:
         via[k] = prev
         ref = str(run.ref if prev is None else run.by_key[prev])
-        task = run.task(k, ref, pair_cfg, tag=f"-pair-{prev or 'reference'}")
+        task = run.task(k, ref, pair_cfg if prev is None else link_cfg, tag=f"-pair-{prev or 'reference'}")
         task["grid"] = run.grid if prev is None else None
         if prev is not None:  # its report is onto the predecessor's grid: marked, so that apply refuses it
             task["chain_link"] = {"predecessor": ref, "composed": k + CHAIN_SUFFIX}

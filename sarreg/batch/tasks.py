@@ -30,9 +30,9 @@ def georef_prior(ref: str | Path, moving: str | Path, config: RegisterConfig) ->
     """Moving px -> reference px implied by the georeferencings alone (the pipeline's ``prior_matrix``)."""
     from sarreg.io.raster import open_scene
     from sarreg.pipeline import prior_matrix
-    from sarreg.relate import moving_pre
+    from sarreg.relate import open_moving
 
-    return prior_matrix(open_scene(ref, config.preprocess), open_scene(moving, moving_pre(config)))
+    return prior_matrix(open_scene(ref, config.preprocess), open_moving(moving, config))
 
 
 def register_scene(ref: str, moving: str, out: str, config: RegisterConfig,
