@@ -976,6 +976,33 @@ def test_a_killed_recording_is_cleaned_from_a_shared_cache_and_a_live_one_is_not
     assert clean_dead_recordings(cache) == 1 and not list(cache.glob("ref-*/work-*"))
 
 
+def test_work_folders_of_older_versions_recordings_are_cleaned_once_a_day_old(tmp_path):
+    """Recordings of older sarreg versions took no lock (``work/``, then ``work-<pid>-<id>/``): killed, they left
+    their work folder forever, as clean_dead_recordings only looked at lock files. Such a folder untouched for a day
+    is now removed; a fresh one (an older batch recording now), this version's (with its lock file), the npz files
+    and folders of other names are kept."""
+    from sarreg.batch.cache import clean_dead_recordings
+    from sarreg.batch.files import locked
+
+    folder = tmp_path / "cache" / "ref-0123456789abcdef01234567"
+    old = time.time() - 2 * 24 * 3600
+    names = ["work", "work-4242-0a1b2c3d", "work-77-deadbeef", "work-99-cafe0123", "workshop"]
+    for name in names:
+        (folder / name).mkdir(parents=True)
+        (folder / name / "probe.report.json").write_text("{}")
+    running = locked(folder / "work-99-cafe0123.lock")  # this version's running recording (its lock held)
+    for p in [folder / "000.npz", folder / "4242-0a1b2c3d-000.npz"]:
+        p.write_bytes(b"npz")
+    for name in ["work", "work-4242-0a1b2c3d", "work-99-cafe0123", "workshop"]:
+        for p in (folder / name / "probe.report.json", folder / name):
+            os.utime(p, (old, old))
+    os.utime(folder / "000.npz", (old, old))
+    with running:
+        assert clean_dead_recordings(tmp_path / "cache") == 2
+    assert sorted(p.name for p in folder.iterdir()) == ["000.npz", "4242-0a1b2c3d-000.npz", "work-77-deadbeef",
+                                                        "work-99-cafe0123", "work-99-cafe0123.lock", "workshop"]
+
+
 def test_a_worker_that_joins_after_the_check_with_other_software_fails_its_scenes(tmp_path, series):
     """The software check ran only when the client connected: a worker that joined later running another sarreg
     (a copy with one file changed) registered the scenes with its own code, silently (status ok). Every task now

@@ -18,7 +18,8 @@ without it is incomplete and recorded again. Existing folders are reused (repeat
 recording writes only names of its own (``work-<pid>-<id>/``, ``<pid>-<id>-NNN.npz``) and deletes nothing it did not
 write: batches recording at the same time each keep a whole cache, the last ``index.json`` wins. It holds the lock
 file ``work-<pid>-<id>.lock`` (flock) from its start to its end; what a recording killed mid-way left (a lock nobody
-holds) is removed by the next batch's reference task (``clean_dead_recordings``).
+holds) is removed by the next batch's reference task (``clean_dead_recordings``), and so is the work folder of an
+older version's recording (no lock file) untouched for a day.
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import threading
 import time
@@ -216,7 +218,8 @@ def _recording(lock: Path) -> Iterator[None]:
 def clean_dead_recordings(cache_dir: Path) -> int:
     """Remove what recordings killed mid-way (SIGKILL, a lost node) left in ``cache_dir``: their work folder and the
     npz files the index does not list; returns how many. A recording whose lock (``work-<tag>.lock``) can be taken is
-    gone: those of other running batches sharing the cache dir are never touched."""
+    gone: those of other running batches sharing the cache dir are never touched. Also what older versions' recordings
+    left (``_clean_lockless_work``)."""
     n = 0
     for lock in cache_dir.glob(f"ref-*/work-*{LOCK}"):
         tag, folder = lock.name.removeprefix("work-").removesuffix(LOCK), lock.parent
@@ -240,6 +243,33 @@ def clean_dead_recordings(cache_dir: Path) -> int:
                 if p.name not in listed:
                     p.unlink(missing_ok=True)
             lock.unlink(missing_ok=True)
+            n += 1
+    return n + _clean_lockless_work(cache_dir)
+
+
+# a work folder of an older sarreg (no lock file: ``work/``, then ``work-<pid>-<id>/``) untouched this long is dead:
+# it only lives through one probe registration (it holds at most that probe's report), and its pid may be another
+# node's (the cache dir on shared storage), so age is the test
+LOCKLESS_DEAD_S = 24 * 3600.0
+_LOCKLESS = re.compile(r"work(-\d+-[0-9a-f]{8})?")
+
+
+def _clean_lockless_work(cache_dir: Path, now: float | None = None) -> int:
+    """Remove the work folders older sarreg versions' recordings left when killed (they took no lock): named so,
+    without a ``work-<tag>.lock`` beside them (this version creates it before the folder and removes it after) and
+    nothing in them modified for ``LOCKLESS_DEAD_S``. Their npz files are left: nothing tells those of a killed
+    recording from those of a finished one that a running batch's workers may still read (an older index.json)."""
+    now = time.time() if now is None else now
+    n = 0
+    for work in cache_dir.glob("ref-*/work*/"):
+        if not _LOCKLESS.fullmatch(work.name) or (work.parent / f"{work.name}{LOCK}").exists():
+            continue
+        try:
+            newest = max(p.lstat().st_mtime for p in [work, *work.rglob("*")])
+        except OSError:  # (removed meanwhile)
+            continue
+        if now - newest > LOCKLESS_DEAD_S:
+            shutil.rmtree(work, ignore_errors=True)
             n += 1
     return n
 
