@@ -921,6 +921,36 @@ def test_a_batch_that_cannot_start_leaves_the_file_system_as_it_was(tmp_path, se
     assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"] and (mine / "notes.txt").read_text() == "keep"
 
 
+def test_a_batch_that_cannot_start_keeps_what_dead_runs_left_and_an_unreadable_manifest(tmp_path, series,
+                                                                                         monkeypatch):
+    """A batch folder with a dead run's staging folder, a dead writer's temp file and an unreadable manifest: a
+    --no-resume batch that could not start (no scheduler) still removed all three, the manifest too. They are now
+    cleaned / replaced only once the run has started: a failed start leaves the folder exactly as it was."""
+    import socket
+
+    from sarreg.batch import runner
+
+    ref, scenes = series
+    monkeypatch.setattr(runner, "CONNECT_TIMEOUT_S", 2.0)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        address = f"tcp://127.0.0.1:{s.getsockname()[1]}"
+    outdir = tmp_path / "out"
+    (outdir / ".work" / "host-1-abcdef" / "scene").mkdir(parents=True)
+    (outdir / ".work" / "host-1-abcdef" / "scene" / "scene_reg.tif").write_bytes(b"half")
+    (outdir / ".summary.json.999999999.tmp").write_bytes(b"half")
+    (outdir / MANIFEST).write_text("{not json")
+
+    def tree() -> dict[str, bytes | None]:
+        return {str(p.relative_to(outdir)): p.read_bytes() if p.is_file() else None for p in outdir.rglob("*")}
+
+    before = tree()
+    r = _invoke(["batch", str(ref), str(scenes[0][0]), "-o", str(outdir), "--scheduler", address, "--no-resume",
+                 "--no-progress", *SIFT_ARGS])
+    assert r.exit_code == 1 and "cannot connect" in r.stderr, r.stderr
+    assert tree() == before
+
+
 _STALLED_RECORDING = """
 import sys, time
 from pathlib import Path

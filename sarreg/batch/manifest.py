@@ -42,10 +42,12 @@ class Manifest:
     ``SceneResult``. Every ``commit`` rewrites the whole file atomically, so a kill leaves the previous version.
     """
 
-    def __init__(self, outdir: Path):
+    def __init__(self, outdir: Path, fresh: bool = False):
+        """``fresh``: start empty, not reading the file (replaced at the first save); also when there is none."""
         self.path = outdir / MANIFEST
         self.entries: dict[str, dict[str, Any]] = {}
-        if self.path.exists():
+        self.fresh = fresh or not self.path.exists()
+        if not self.fresh:
             try:
                 doc = json.loads(self.path.read_text(encoding="utf-8"))
                 self.entries = dict(doc["scenes"])
@@ -73,6 +75,7 @@ class Manifest:
         doc = {"version": MANIFEST_VERSION, "updated": datetime.now().isoformat(timespec="seconds"),
                "scenes": self.entries}
         atomic_write(self.path, dumps(doc))
+        self.fresh = False
 
     def done(self, key: str, run_key: str, fingerprint: dict[str, int], outdir: Path,
              path: str | Path | None = None) -> SceneResult | None:

@@ -1,8 +1,9 @@
 """Client side of a batch: ``batch(ref, scenes, outdir, config) -> BatchSummary`` as a chain of steps.
 
-check the run -> order the scenes by date -> lock OUTDIR, clean what dead runs left -> resume from the manifest ->
-Dask: reference features, then one task per scene (or the chain) -> commit each result as it completes ->
-summary files. Assumes shared storage: the client and every worker see the inputs and OUTDIR under the same paths.
+check the run -> order the scenes by date -> lock OUTDIR -> resume from the manifest -> Dask (once connected, clean
+what dead runs left): reference features, then one task per scene (or the chain) -> commit each result as it
+completes -> summary files. Assumes shared storage: the client and every worker see the inputs and OUTDIR under
+the same paths.
 """
 from __future__ import annotations
 
@@ -346,9 +347,6 @@ def batch(reference: str | Path, scenes: Sequence[str | Path], outdir: str | Pat
     cache = (Path(cache_dir).resolve() if cache_dir else out / CACHE_DIR) if reference_cache else None
 
     with claim_outdir(out) as claim:  # (a failed start leaves no trace: no OUTDIR, no lock file)
-        removed = clean_stale(out)
-        if removed:
-            log.info("removed %d staging folder(s) / temp file(s) left by an interrupted run", removed)
         if not (out / MANIFEST).exists():
             _check_foreign_files(out, keys)
         manifest = _open_manifest(out, resume)
@@ -367,8 +365,9 @@ def batch(reference: str | Path, scenes: Sequence[str | Path], outdir: str | Pat
                 if on_cluster:
                     on_cluster(cl)
                 claim.started = True
+                _clean_stale(out)
                 drop_summary(out)  # (until this run writes its own: the folder is about to change)
-                if not manifest.path.exists():
+                if manifest.fresh:
                     manifest.save()  # before any task publishes: a run killed before its first commit resumes
                 run = Run(cl, ref, ref_sha, out, config, key_of_run, run_id, cache, manifest, by_key, dates,
                           warnings, results, progress)
@@ -382,11 +381,20 @@ def batch(reference: str | Path, scenes: Sequence[str | Path], outdir: str | Pat
                     shutil.rmtree(out / WORK_DIR / run_id, ignore_errors=True)
                     with contextlib.suppress(OSError):  # other runs' staging folders keep it (not an error)
                         (out / WORK_DIR).rmdir()
-        claim.started = True
+        else:
+            claim.started = True
+            _clean_stale(out)
         summary.scenes = [results[k] for k in keys]
         summary.wall_s = round(time.perf_counter() - t_start, 3)
         write_summary(summary, out, chain_matrices={k: results[k].matrix for k in keys} if chain else None)
     return summary
+
+
+def _clean_stale(out: Path) -> None:
+    """``clean_stale`` once the run has started (a start that fails, e.g. an unreachable --scheduler, changes
+    nothing in OUTDIR, not even dead runs' leftovers)."""
+    if removed := clean_stale(out):
+        log.info("removed %d staging folder(s) / temp file(s) left by an interrupted run", removed)
 
 
 def _check_foreign_files(out: Path, keys: list[str]) -> None:
@@ -400,14 +408,14 @@ def _check_foreign_files(out: Path, keys: list[str]) -> None:
 
 
 def _open_manifest(out: Path, resume: bool) -> Manifest:
-    """The folder's manifest; an unreadable one is an error when resuming, else replaced."""
+    """The folder's manifest; an unreadable one is an error when resuming, else replaced (at the first save, once
+    the run has started: a failed start keeps it)."""
     try:
         return Manifest(out)
     except InputError:
         if resume:
             raise
-        (out / MANIFEST).unlink()
-        return Manifest(out)
+        return Manifest(out, fresh=True)
 
 
 def _resumed(manifest: Manifest, keys: list[str], by_key: dict[str, Path], key_of_run: str, out: Path,
