@@ -607,6 +607,26 @@ def test_scene_names_stay_distinct_and_resume_follows_file_contents(tmp_path):
     assert clean_stale(tmp_path) == 1 and live.exists() and not dead.exists()
 
 
+def test_a_rerun_whose_glob_matches_the_outputs_in_its_own_folder_resumes(series, client, tmp_path):
+    """-o the stack's own folder: a rerun's glob over the stack matched the batch's outputs (S_reg.tif) and the
+    batch refused them as inputs it would overwrite (exit 1), so such a series never resumed. Outputs that the
+    folder's manifest lists with their sha256 are now left out as the reference is; a file named like an output
+    that no commit lists is still refused."""
+    from sarreg.errors import OutputError
+
+    ref, scenes = series
+    stack = tmp_path / "stack"
+    stack.mkdir()
+    for p, _ in scenes[:2]:
+        shutil.copy(p, stack)
+    assert batch(ref, sorted(stack.glob("*.tif")), stack, CFG, client=client).exit_code == 0
+    again = batch(ref, sorted(stack.glob("*.tif")), stack, CFG, client=client)
+    assert [(r.scene, r.resumed) for r in again.scenes] == [(p.stem, True) for p, _ in scenes[:2]]
+    shutil.copy(scenes[2][0], stack / "mine_reg.tif")
+    with pytest.raises(OutputError, match="mine_reg.tif: input is an output of this batch folder"):
+        batch(ref, sorted(stack.glob("*.tif")), stack, CFG, client=client)
+
+
 def test_resume_redoes_a_scene_name_that_now_names_another_file(series, client, tmp_path):
     """x/scene.tif then y/scene.tif (another scene, same size and mtime, as unpacked from archives stamped to the
     second) into one folder: the second run registers y (it reported x's result, x's path, 'already done'); the

@@ -26,7 +26,7 @@ from typing import Any
 from sarreg.batch.cache import CACHE_DIR, prepare_reference
 from sarreg.batch.chain import CHAIN_MODELS, run_chain
 from sarreg.batch.dates import scene_date
-from sarreg.batch.files import error_text, fingerprint, input_sha256, task_error
+from sarreg.batch.files import error_text, fingerprint, input_sha256, sha256_file, task_error
 from sarreg.batch.guard import submit
 from sarreg.batch.manifest import MANIFEST, WORK_DIR, Manifest, claim_outdir, clean_stale, run_key
 from sarreg.batch.results import OUT_SUFFIX, BatchSummary, SceneResult, reference_grid, scene_output_names
@@ -175,10 +175,27 @@ def _absolute(src: str | Path) -> str | Path:
     return src.resolve() if isinstance(src, Path) else src
 
 
-def without_reference(reference: str | Path, scenes: Sequence[str | Path]) -> list[str | Path]:
-    """The scenes less the reference itself (a glob over the stack may include it), as given."""
+def without_reference(reference: str | Path, scenes: Sequence[str | Path],
+                      outdir: str | Path | None = None) -> list[str | Path]:
+    """The scenes less the reference itself (a glob over the stack may include it) and, with ``outdir``, less the
+    outputs that batch folder's manifest lists with their sha256 (``-o`` the stack's own folder: a rerun's glob
+    matched them, and the batch refused them as inputs it would overwrite), as given."""
     ref = _absolute(reference)
-    return [s for s in scenes if _absolute(s) != ref]
+    kept = [s for s in scenes if _absolute(s) != ref]
+    out = Path(outdir).resolve() if outdir is not None else None
+    own = {s: a for s in kept if isinstance(a := _absolute(s), Path) and a.parent == out and
+           a.name.endswith(OUT_SUFFIX)}
+    if not own or not (out / MANIFEST).is_file():
+        return kept
+    try:
+        listed = {n: d for e in Manifest(out).entries.values() for n, d in (e.get("outputs") or {}).items()}
+    except (InputError, AttributeError, TypeError):  # (an unreadable manifest: the batch says so itself)
+        return kept
+    drop = {s for s, a in own.items() if a.name in listed and a.is_file() and sha256_file(a) == listed[a.name]}
+    if drop:
+        log.warning("%d input(s) left out: outputs of the batch in %s (%s)", len(drop), out,
+                    ", ".join(sorted(own[s].name for s in drop)))
+    return [s for s in kept if s not in drop]
 
 
 def unique_keys(paths: Sequence[str | Path]) -> list[str]:
@@ -321,13 +338,13 @@ def batch(reference: str | Path, scenes: Sequence[str | Path], outdir: str | Pat
             e if is_remote(e) else str(Path(e).resolve()) for e in config.preprocess.exclude)))
     if not checked:
         check_run(ref, config)  # fail fast (exit 1) on an unusable reference, bad options or weights
-    paths = [_absolute(s) for s in without_reference(ref, scenes)]
+    out = Path(outdir).resolve()
+    paths = [_absolute(s) for s in without_reference(ref, scenes, out)]
     if not paths:
-        raise InputError(f"{outdir}: no scenes to register (besides the reference)")
+        raise InputError(f"{outdir}: no scenes to register (besides the reference and this folder's outputs)")
     if chain and config.model not in CHAIN_MODELS:
         raise InputError(f"--chain composes 3 x 3 matrices: use --model {'/'.join(CHAIN_MODELS)}, "
                          f"not {config.model}")
-    out = Path(outdir).resolve()
     for p in (ref, *paths):  # (the reference too: a KEY_reg.tif in OUTDIR given as the reference was overwritten)
         if isinstance(p, Path) and p.resolve().parent == out and p.resolve().name.endswith(OUT_SUFFIX):
             raise OutputError(f"{p}: input is an output of this batch folder; refusing to overwrite an input")

@@ -141,8 +141,8 @@ def batch(ref: str | Path, scenes: tuple[str, ...], outdir: Path, from_list: str
     pol, ref_pol = register_options.pop("pol", None), register_options.pop("ref_pol", None)
     ref = resolve_input(ref, ref_asset or asset, ref_pol or pol)  # a STAC Item -> its asset, a product -> a raster
     paths = _scene_list(scenes, from_list, asset, pol)
-    if paths and not (paths := without_reference(ref, paths)):  # (a glob over the stack may include REF)
-        raise InputError(f"{outdir}: no scenes to register (besides the reference)")
+    if paths and not (paths := without_reference(ref, paths, outdir)):  # (a glob over the stack may include REF)
+        raise InputError(f"{outdir}: no scenes to register (besides the reference and this folder's outputs)")
     if not paths:
         raise click.UsageError("no scenes given (arguments, a glob or --from-list)")
     cfg = config_from_options(register_options)
