@@ -702,6 +702,17 @@ def test_progress_json_total_leaves_out_a_reference_the_glob_matched(tmp_path, s
     assert steps[-1]["done"] == steps[-1]["total"] == len(scenes) and steps[-1]["progress"] == 1.0
 
 
+def test_a_scene_given_twice_to_the_api_is_registered_once(series, client, tmp_path):
+    """``batch(ref, [s, s])`` (or ``s`` and another spelling of its path) registered the same file twice, as ``s`` and
+    ``s_2``; the CLI already dropped repeats. Now the API registers it once too."""
+    ref, scenes = series
+    s = scenes[0][0]
+    other = s.parent / ".." / s.parent.name / s.name
+    summary = batch(ref, [s, s, str(other)], tmp_path / "o", CFG, client=client)
+    assert [r.scene for r in summary.scenes] == [s.stem]
+    assert sorted(p.name for p in (tmp_path / "o").glob("*_reg.tif")) == [f"{s.stem}_reg.tif"]
+
+
 def test_a_rerun_task_of_a_lost_worker_starts_from_an_empty_staging_folder(series, client, tmp_path):
     """Dask reruns the task of a worker that died under the same staging folder; a worker killed after its
     registration was written there left finished files, and the rerun failed the scene ('output exists, use

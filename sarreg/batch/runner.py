@@ -339,7 +339,8 @@ def batch(reference: str | Path, scenes: Sequence[str | Path], outdir: str | Pat
     if not checked:
         check_run(ref, config)  # fail fast (exit 1) on an unusable reference, bad options or weights
     out = Path(outdir).resolve()
-    paths = [_absolute(s) for s in without_reference(ref, scenes, out)]
+    # (a scene given twice, also as another spelling of its path, is registered once: the CLI's list does the same)
+    paths = list(dict.fromkeys(_absolute(s) for s in without_reference(ref, scenes, out)))
     if not paths:
         raise InputError(f"{outdir}: no scenes to register (besides the reference and this folder's outputs)")
     if chain and config.model not in CHAIN_MODELS:
