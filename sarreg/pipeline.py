@@ -14,7 +14,8 @@ refinement), ``decide`` (4: refinement, choices and gates, with the descriptor c
    matches mapped back to full-scene pixels;
 4. estimate on all fine matches; refine by area-based correlation from the keypoint / coarse / prior estimates and
    keep the better; parsimony (BIC, bootstrap spread); quality gates -> status ok / low_quality / failed;
-5. outputs: warped raster (GDAL) and sidecars (report, tie points, QGIS .points, matches npz, quicklook).
+5. outputs: warped raster (GDAL) and sidecars (report, tie points, QGIS .points, matches npz, quicklook;
+   ``sarreg.report``).
 
 Peak memory is bounded by the coarse images and one tile pair at a time: no full-resolution scene is ever read.
 All matrices map moving pixels to reference pixels (x = column, y = row, (0, 0) = centre of top-left pixel).
@@ -23,17 +24,12 @@ from __future__ import annotations
 
 import logging
 import math
-import platform
-import resource
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Callable
 
-import cv2
 import numpy as np
 
-from sarreg import __version__
 from sarreg.area import AREA_RADIUS, area_stage, global_start, settles
 from sarreg.choice import select_model
 from sarreg.config import RegisterConfig, nodata_value
@@ -41,10 +37,10 @@ from sarreg.correlate import repeat_period
 from sarreg.errors import InputError, RegistrationFailed
 from sarreg.export import earlier_outputs, register_outputs
 from sarreg.decide import Refinement, decide, kp_usable
-from sarreg.estimate import Estimate, apply_matrix, decompose, finite_round, fit_model, to_pixel_transform
+from sarreg.estimate import finite_round, fit_model, to_pixel_transform
 from sarreg.geometry import georef_base
 from sarreg.grid import Grid, Native, corrected_geotransform, pixel_size
-from sarreg.io.raster import Scene, both, open_scene
+from sarreg.io.raster import both, open_scene
 from sarreg.io.safe import product_info
 from sarreg.io.source import resolve_input, stac_info
 from sarreg.keypoints import Extractor, coarse_stage, fine_stage, read_tiles, try_coarse_area
@@ -52,119 +48,15 @@ from sarreg.offsets import local_transform
 from sarreg.quality import second_moves
 from sarreg.relate import (check_bounds, located_by, native_fit, nonlinear_reason, open_moving,
                            overlap_area, poly2_departure, prior_fit, prior_matrix, read_coarse, reading)
+from sarreg.report import (STATUS_EXIT, Report, correction_at_centre, enforce_max_shift, peak_mb,
+                           versions_of_libraries, write_match_sidecars)
 from sarreg.stage import StageResult
 from sarreg.warp import check_output, check_warpable
 
-if TYPE_CHECKING:
-    from shapely.geometry.base import BaseGeometry
-
-# Extractor and prior_matrix are re-exported: callers (batch, apply) import them from here
+# Extractor, prior_matrix and Report are re-exported: callers (batch, apply, sarreg) import them from here
 __all__ = ["Report", "register", "register_outputs", "Extractor", "prior_matrix", "STATUS_EXIT"]
 
 log = logging.getLogger(__name__)
-
-STATUS_EXIT = {"ok": 0, "low_quality": 2, "failed": 3}
-
-
-@dataclass
-class Report:
-    """Result of one registration; ``to_dict()`` is the JSON written to ``<out>.report.json``.
-
-    matrix: 3 x 3 moving pixel -> reference pixel (pixel-centre convention), None when failed.
-    geotransform: corrected GDAL geotransform of the moving raster in the reference CRS (affine models).
-    quality: inliers, ratios, RMSE (px and map units), coverage and the gates' measures.
-    correction: how far the estimate moves the moving raster from its georeferencing (overlap centre).
-    """
-
-    status: str
-    message: str
-    ref: str
-    moving: str
-    output: str | None
-    model: str
-    matrix: list[list[float]] | None = None
-    transform: dict[str, Any] | None = None
-    geotransform: list[float] | None = None
-    map_matrix: list[list[float]] | None = None
-    reference_grid: dict[str, Any] | None = None
-    quality: dict[str, Any] = field(default_factory=dict)
-    correction: dict[str, Any] = field(default_factory=dict)
-    stages: dict[str, Any] = field(default_factory=dict)
-    timings_s: dict[str, float] = field(default_factory=dict)
-    peak_memory_mb: float = 0.0
-    versions: dict[str, str] = field(default_factory=dict)
-    weights: dict[str, Any] = field(default_factory=dict)
-    options: dict[str, Any] = field(default_factory=dict)
-    outputs: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def exit_code(self) -> int:
-        return STATUS_EXIT.get(self.status, 1)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def to_json(self) -> str:
-        import json
-
-        from sarreg.export import to_jsonable
-
-        return json.dumps(to_jsonable(self.to_dict()), indent=2)
-
-
-# --------------------------------------------------------------------------------------------- helpers
-def _peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
-def _correction(ref: Scene, prior: np.ndarray, est: Estimate, area: BaseGeometry) -> dict[str, Any]:
-    """How far the estimate moves the moving raster from where its georeferencing put it (overlap centre)."""
-    c = area.centroid
-    centre_ref = np.array([[c.x, c.y]])
-    mov_c = apply_matrix(np.linalg.inv(prior), centre_ref)
-    d = (est.apply(mov_c) - centre_ref)[0]
-    rel = decompose(np.linalg.inv(prior) @ est.matrix)
-    out = {"at_ref_px": [round(c.x, 3), round(c.y, 3)], "dx_px": float(d[0]), "dy_px": float(d[1]),
-           "shift_px": float(np.hypot(*d)), "rotation_deg": rel["rotation_deg"], "scale": rel["scale_x"]}
-    if ref.georeferenced:
-        a = ref.transform
-        dm = np.array([a.a * d[0] + a.b * d[1], a.d * d[0] + a.e * d[1]])
-        out.update({"dx_map": float(dm[0]), "dy_map": float(dm[1]), "shift_map": float(np.hypot(*dm)),
-                    "map_units": _units(ref)})
-    return out
-
-
-def enforce_max_shift(rep: Report, cfg: RegisterConfig) -> None:
-    """``--max-shift`` on the final correction (reference px at the overlap centre): a larger one makes an ok
-    result low_quality, with the reason in the message (the coarse stage only filtered matches by it)."""
-    shift = rep.correction.get("shift_px")
-    if cfg.max_shift is None or shift is None or not shift > cfg.max_shift:
-        return
-    why = f"correction of {shift:.2f} px exceeds --max-shift {cfg.max_shift:g} px"
-    rep.status, rep.message = ("low_quality", why) if rep.status == "ok" else (rep.status, f"{rep.message}; {why}")
-
-
-def _units(scene: Scene) -> str:
-    try:
-        return str(scene.crs.linear_units or "unknown")
-    except Exception:
-        return "unknown"
-
-
-def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    import rasterio
-    import shapely
-    from osgeo import gdal
-
-    try:  # from the installed metadata: importing torch costs a second and the run may not need it
-        torch_version = version("torch")
-    except PackageNotFoundError:
-        torch_version = "not installed"
-    return {"sarreg": __version__, "python": platform.python_version(), "numpy": np.__version__,
-            "opencv": cv2.__version__, "gdal": gdal.__version__, "rasterio": rasterio.__version__,
-            "torch": torch_version, "shapely": shapely.__version__}
 
 
 # --------------------------------------------------------------------------------------------- main
@@ -230,7 +122,7 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
     def tick(name: str, t0: float) -> float:
         t1 = time.perf_counter()
         timings[name] = round(t1 - t0, 3)
-        peaks[name] = round(_peak_mb(), 1)  # process peak RSS so far: shows which stage set it
+        peaks[name] = round(peak_mb(), 1)  # process peak RSS so far: shows which stage set it
         return t1
 
     cfg.validate()
@@ -265,7 +157,7 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
     t = tick("load_model", t)
 
     rep = Report(status="failed", message="", ref=str(ref), moving=str(moving), output=None, model=cfg.model,
-                 reference_grid=grid.to_dict(), versions=_versions(),
+                 reference_grid=grid.to_dict(), versions=versions_of_libraries(),
                  weights={"features": cfg.features, "name": ext.name, "sha256": ext.sha256},
                  options=cfg.to_dict())
     rep.stages["relate"] = {"prior": prior.tolist(), "prior_nonlinear_px": round(nonlinear, 3),
@@ -408,7 +300,7 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
                             "model_adequacy_px": None if g["adequacy"] is None else round(g["adequacy"], 4),
                             "overlap_spread_px": finite_round(g["spread"]), "heldout_blocks_px": g["extrap"],
                             "cross_check": g["cross"]})
-        rep.correction = _correction(rs, prior, est, area)
+        rep.correction = correction_at_centre(rs, prior, est, area)
         enforce_max_shift(rep, cfg)
         if est.model in ("shift", "similarity", "affine"):  # (in the moving raster's own CRS for a native one)
             own = ptr.native is not None and ms.georeferenced  # (a GCP-located one: none of its own)
@@ -440,7 +332,7 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
     step("sidecars")
     matches = fine if matches is None else matches
     if fine is not None and (len(fine.src) or len(matches.src)):
-        _write_match_sidecars(rep, rs, ms, matches, fine, est, cfg, out, prior)
+        write_match_sidecars(rep, rs, ms, matches, fine, est, cfg, out, prior)
     if cfg.quicklook and est is not None:
         q = Path(cfg.quicklook)
         export.write_quicklook(q, rs, ms, est, matches.src, matches.dst, est.inliers)
@@ -448,50 +340,9 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
     t = tick("sidecars", t)
     timings["total"] = round(time.perf_counter() - t_all, 3)
     rep.timings_s = timings
-    rep.peak_memory_mb = round(_peak_mb(), 1)
+    rep.peak_memory_mb = round(peak_mb(), 1)
     rep.stages["peak_memory_mb_after"] = peaks
     rep.outputs["report"] = str(report_path)
     export.write_json(report_path, rep.to_dict())
     log.info("%s: %s (%s)", moving, rep.status, rep.message)
     return rep
-
-
-def _write_match_sidecars(rep: Report, rs: Scene, ms: Scene, fine: StageResult, kp: StageResult,
-                          est: Estimate | None, cfg: RegisterConfig, out: Path, prior: np.ndarray) -> None:
-    """Tie points (GPKG/GeoJSON, QGIS .points) of the matches the estimate was fitted to (``fine``: keypoint or
-    correlation tie points); the keypoint matches ``kp`` with their features in the npz."""
-    from sarreg import export
-
-    n = len(fine.src)
-    inl = est.inliers if est is not None and est.inliers.size == n else np.zeros(n, bool)
-    resid = est.residuals if est is not None and est.residuals.size == n else np.full(n, np.nan)
-    pred = est.apply(fine.src) if est is not None else np.full((n, 2), np.nan)
-    grid = Grid.from_scene(rs)
-    ref_map = grid.px_to_map(fine.dst)
-    # where QGIS places the pixels (``Scene.layer_xy``): ground coordinates through a geotransform or GCPs (QGIS opens
-    # a GCP-only raster warped by them); a geotransform without a CRS (``local``, or a stored identity) places a
-    # raster in its frame; pixel space: QGIS shows non-georeferenced rasters with y = -row (pixel edges)
-    mov_map = ms.layer_xy(fine.src)
-    crs = rs.crs if rs.geolocated else None
-    if not rs.georeferenced:  # GCP-only reference: ground coordinates through its GCPs
-        ref_map = rs.layer_xy(fine.dst)
-    if cfg.tiepoints:
-        p = export.sidecar(out, ".tiepoints.gpkg")
-        export.write_tiepoints(p, ref_map, mov_map, fine.dst, fine.src, resid, fine.similarity, inl, crs)
-        rep.outputs["tiepoints"] = str(p)
-        if cfg.geojson:
-            p = export.sidecar(out, ".tiepoints.geojson")
-            export.write_tiepoints(p, ref_map, mov_map, fine.dst, fine.src, resid, fine.similarity, inl, crs)
-            rep.outputs["tiepoints_geojson"] = str(p)
-    if cfg.points:
-        p = export.sidecar(out, ".points")
-        export.write_qgis_points(p, ref_map, mov_map, inl, pred - fine.dst, crs.to_wkt() if crs else None)
-        rep.outputs["points"] = str(p)
-    if cfg.matches_npz and len(kp.src):
-        p = export.sidecar(out, ".matches.npz")
-        kp_resid = np.hypot(*(est.apply(kp.src) - kp.dst).T) if est is not None else np.full(len(kp.src), np.nan)
-        kp_inl = kp_resid < (est.threshold if est is not None else 0)
-        export.write_matches_npz(p, kp.ref_feats, kp.mov_feats, kp.idx1, kp.idx2, kp.similarity, kp_inl,
-                                 kp_resid, model=(rep.weights.get("name", ""), rep.weights.get("sha256", "")))
-        rep.outputs["matches"] = str(p)
-
