@@ -29,7 +29,8 @@ class Grid:
     crs_wkt: str | None
     gcps: tuple | None = None
     gcp_crs_wkt: str | None = None
-    local: Affine | None = None  # a pixel-space reference's geotransform without a CRS: the output carries it
+    local: Affine | None = None  # a pixel-space reference's geotransform without a CRS (maybe the identity):
+    # the output carries it
 
     @property
     def georeferenced(self) -> bool:
@@ -40,8 +41,11 @@ class Grid:
         wkt = scene.crs.to_wkt() if scene.georeferenced and scene.crs is not None else None
         gcps = None if wkt else getattr(scene, "gcps", None)
         gcp_wkt = scene.crs.to_wkt() if gcps and scene.crs is not None else None
+        # a geotransform without a CRS, even a stored identity (rasterio writes one for a plain array), places the
+        # reference in GDAL and QGIS (y = row): the output carries it, or it would be drawn at y = -row beside it
+        local = not wkt and not gcps and (getattr(scene, "local", False) or getattr(scene, "stored_transform", False))
         return Grid(scene.width, scene.height, scene.transform if wkt else Affine.identity(), wkt, gcps, gcp_wkt,
-                    scene.transform if getattr(scene, "local", False) else None)
+                    scene.transform if local else None)
 
     def to_dict(self) -> dict[str, Any]:
         d = {"width": self.width, "height": self.height, "geotransform": list(self.transform.to_gdal()),

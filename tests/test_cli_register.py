@@ -132,6 +132,26 @@ def test_points_of_a_pixel_space_pair_as_qgis_reads_them(scenes, tmp_path, store
     assert np.median(np.hypot(*(pred[:, :2] - dst).T)) < 1.0
 
 
+def test_output_of_a_pixel_space_reference_with_a_stored_geotransform_overlays_it(scenes, tmp_path):
+    """A pixel-space reference that stores the identity geotransform (rasterio writes one for a plain array) is placed
+    by it in GDAL and QGIS (y = 0..400); OUT was written without one, so QGIS drew it at y = -400..0, beside the
+    reference. OUT now carries the reference's geotransform (apply's output too)."""
+    from osgeo import gdal
+
+    assert gdal.Open(str(scenes["ref_px"])).GetGeoTransform(can_return_null=True) == (0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+    res = run(scenes["ref_px"], scenes["moving_px"], tmp_path / "o.tif")
+    assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(cli, ["apply", str(tmp_path / "o.report.json"), str(scenes["moving_px"]),
+                                   str(tmp_path / "b.tif")])
+    assert res.exit_code == 0, res.output
+    with rasterio.open(scenes["ref_px"]) as r:
+        for name in ("o.tif", "b.tif"):
+            assert gdal.Open(str(tmp_path / name)).GetGeoTransform(can_return_null=True) == \
+                gdal.Open(str(scenes["ref_px"])).GetGeoTransform(), name
+            with rasterio.open(tmp_path / name) as o:
+                assert o.transform == r.transform and o.crs is None and o.shape == r.shape, name
+
+
 def test_apply_reproduces_register_output(scenes, tmp_path):
     res = run(scenes["ref_px"], scenes["moving_px"], tmp_path / "a.tif", "--resampling", "nearest")
     assert res.exit_code == 0, res.output

@@ -151,8 +151,9 @@ def test_local_field_coarser_than_the_distortion_is_not_ok(tmp_path):
     assert rep.status == "low_quality" and "predicts its own nodes only to" in rep.message, rep.message
 
 
-def _strip_georef(src, dst, gcps: bool = False):
-    """A copy of ``src`` without geotransform: pixel space, or (``gcps``) located by 5 x 5 GCPs of its grid."""
+def _strip_georef(src, dst, gcps: bool = False, identity: bool = False):
+    """A copy of ``src`` without geotransform: pixel space, or (``gcps``) located by 5 x 5 GCPs of its grid, or
+    (``identity``) storing the identity geotransform as rasterio writes for a plain array."""
     from osgeo import gdal, osr
 
     gdal.UseExceptions()
@@ -166,6 +167,8 @@ def _strip_georef(src, dst, gcps: bool = False):
         srs.ImportFromEPSG(32631)
         d.SetGCPs([gdal.GCP(*(REF_T @ (p, q)), 0, p, q) for p in range(0, N + 1, N // 4)
                    for q in range(0, N + 1, N // 4)], srs.ExportToWkt())
+    if identity:
+        d.SetGeoTransform((0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
     d = None
     return dst
 
@@ -173,16 +176,17 @@ def _strip_georef(src, dst, gcps: bool = False):
 def test_offsets_field_lies_where_qgis_shows_the_reference(tmp_path):
     """OUT.offsets.tif of a reference without geotransform is placed as QGIS shows such a raster (y = -row, pixel
     edges, like the output and the tie points; it was drawn mirrored at y = +row, off the scene); of a GCP-only
-    reference, through its GCPs (it was in pixel space). Each node's dx, dy matches the truth at the reference
-    pixel its own georeferencing names."""
+    reference, through its GCPs (it was in pixel space); of a reference that stores the identity geotransform, by
+    it (y = +row, as GDAL and QGIS place that reference; it was at y = -row). Each node's dx, dy matches the truth
+    at the reference pixel its own georeferencing names."""
     from osgeo import gdal
 
     r, m = _pair(tmp_path)
     cfg = RegisterConfig(features="sift", model="local", grid_spacing=32, tiepoints=False, matches_npz=False,
                          points=False)
-    for kind in ("pixel", "gcps"):
-        ref = _strip_georef(r, tmp_path / f"ref_{kind}.tif", gcps=kind == "gcps")
-        mov = _strip_georef(m, tmp_path / f"mov_{kind}.tif") if kind == "pixel" else m
+    for kind in ("pixel", "gcps", "identity"):
+        ref = _strip_georef(r, tmp_path / f"ref_{kind}.tif", gcps=kind == "gcps", identity=kind == "identity")
+        mov = m if kind == "gcps" else _strip_georef(m, tmp_path / f"mov_{kind}.tif", identity=kind == "identity")
         rep = register(ref, mov, tmp_path / f"o_{kind}.tif", cfg)
         assert rep.model == "local" and rep.status == "ok", rep.message
         ds = gdal.Open(str(tmp_path / f"o_{kind}.offsets.tif"))
@@ -192,6 +196,9 @@ def test_offsets_field_lies_where_qgis_shows_the_reference(tmp_path):
         xy = np.array(tr.TransformPoints(0, np.c_[cols.ravel() + 0.5, rows.ravel() + 0.5].tolist())[0])[:, :2]
         if kind == "pixel":
             px = np.c_[xy[:, 0], -xy[:, 1]] - 0.5
+        elif kind == "identity":
+            assert ds.GetGeoTransform()[5] > 0
+            px = xy - 0.5
         else:
             assert ds.GetGCPCount() == 25 and "32631" in ds.GetGCPProjection()
             inv = ~REF_T
