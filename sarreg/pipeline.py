@@ -47,7 +47,8 @@ from sarreg.keypoints import Extractor, coarse_stage, fine_stage, read_tiles, tr
 from sarreg.offsets import local_transform
 from sarreg.quality import second_moves
 from sarreg.relate import (check_bounds, located_by, native_fit, nonlinear_reason, open_moving,
-                           overlap_area, poly2_departure, prior_fit, prior_matrix, read_coarse, reading)
+                           overlap_area, poly2_departure, prior_fit, prior_matrix, read_coarse, reading,
+                           registered_overlap)
 from sarreg.report import (STATUS_EXIT, Report, correction_at_centre, enforce_max_shift, peak_mb,
                            versions_of_libraries, write_match_sidecars)
 from sarreg.stage import StageResult
@@ -148,7 +149,7 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
     prior, nonlinear = prior_fit(rs, ms)
     check_bounds(rs, ms, prior)
     ci = read_coarse(rs, ms, prior, cfg)
-    area, frac = overlap_area(rs, ms, prior, cfg, ci)
+    area, frac, footprints = overlap_area(rs, ms, prior, cfg, ci)
     period = repeat_period(ci.ru, ci.rv)
     grid = Grid.from_scene(rs)
     t = tick("relate", t)
@@ -245,7 +246,7 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
             starts.append((prior, max(6.0, 3.0 * cest.rmse, coarse.info["threshold_px"]), "georeferencing"))
         area_model = est_kp.model if kp_good and est_kp.model in ("affine", "homography") else fit_as
         done = (cest.matrix, probe) if probe is not None and area_model == fit_as else None
-        r = Refinement(tiles, fine, est_kp, kp_error, starts, area_model, done, prior, grid_n, repeat, base)
+        r = Refinement(tiles, fine, est_kp, kp_error, starts, area_model, done, prior, grid_n, repeat, base, footprints)
         dec = decide(rs, ms, r, cfg, area, dense)
         rep.stages.update(dec.stages)
         est, matches = dec.est, dec.matches
@@ -293,10 +294,12 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
             rep.status = "low_quality"
         rep.transform = ptr.to_dict()
         rep.quality = est.summary()
+        reg = registered_overlap(footprints, est)  # (relate's overlap was before registration)
         psize = pixel_size(grid)
         rep.quality.update({"rmse_map": est.rmse * psize if rs.georeferenced else None,
                             "heldout_rmse_map": est.heldout_rmse * psize if rs.georeferenced else None,
-                            "overlap_fraction": round(frac, 4),
+                            "overlap_fraction": round(reg[1] if reg is not None else frac, 4),
+                            "overlap_area_px": round(reg[0].area if reg is not None else area.area, 1),
                             "model_adequacy_px": None if g["adequacy"] is None else round(g["adequacy"], 4),
                             "overlap_spread_px": finite_round(g["spread"]), "heldout_blocks_px": g["extrap"],
                             "cross_check": g["cross"]})

@@ -152,6 +152,48 @@ def test_output_of_a_pixel_space_reference_with_a_stored_geotransform_overlays_i
                 assert o.transform == r.transform and o.crs is None and o.shape == r.shape, name
 
 
+def _offset_pair(d: Path, dx: float, dy: float, n: int = 400, seed: int = 1) -> tuple[Path, Path]:
+    """A pixel-space pair: the moving scene is the reference's ground offset by (dx, dy) px (moving px + (dx, dy)
+    = reference px), nodata where it has none."""
+    rng = np.random.default_rng(seed)
+    pad = int(max(abs(dx), abs(dy))) + 8
+    field = reflectivity(n + 2 * pad, n + 2 * pad, seed=seed)
+    m = np.array([[1, 0, pad + dx], [0, 1, pad + dy], [0, 0, 1]], float)
+    mov = np.nan_to_num(warp_image(speckle(field, 4.0, rng), m, (n, n)), nan=0.0)
+    return (write_geotiff(d / "ref.tif", speckle(field, 4.0, rng)[pad:pad + n, pad:pad + n]),
+            write_geotiff(d / "mov.tif", mov, nodata=0.0))
+
+
+def test_report_states_the_overlap_of_the_registered_result(tmp_path):
+    """quality.overlap_fraction was the overlap before registration (1.0 for a pixel-space pair offset by (50, 60) px
+    in a 400 px scene) while OUT holds data over 0.744 of the reference; it is now the registered result's (the
+    moving footprint through the estimate), and relate's stays under stages.relate. quality.coverage counts the
+    inliers' cells over that overlap (over the whole scene it was understated: 0.72)."""
+    ref, mov = _offset_pair(tmp_path, 50, 60)
+    res = run(ref, mov, tmp_path / "o.tif")
+    assert res.exit_code == 0, res.output
+    rep = json.loads((tmp_path / "o.report.json").read_text())
+    with rasterio.open(tmp_path / "o.tif") as o:
+        has_data = float(np.mean(o.read(1) != o.nodata))
+    assert has_data == pytest.approx(350 * 340 / 400 ** 2, abs=0.002)
+    assert rep["quality"]["overlap_fraction"] == pytest.approx(has_data, abs=0.01)
+    assert rep["quality"]["overlap_area_px"] == pytest.approx(350 * 340, rel=0.02)
+    assert rep["stages"]["relate"]["overlap_fraction"] == pytest.approx(1.0, abs=0.01)
+    assert rep["quality"]["coverage"] >= 0.8
+
+
+def test_coverage_gate_counts_over_the_registered_overlap(tmp_path):
+    """A pixel-space pair offset by (300, 200) px in a 400 px scene (12.5 % overlap), registered within 0.1 px, was
+    low_quality for coverage alone (0.12 < 0.15: the inliers' cells counted over the whole scene, the overlap before
+    registration); over the registered overlap its coverage is 0.28 and the result ok."""
+    ref, mov = _offset_pair(tmp_path, 300, 200, seed=2)
+    res = run(ref, mov, tmp_path / "o.tif")
+    rep = json.loads((tmp_path / "o.report.json").read_text())
+    assert res.exit_code == 0 and rep["status"] == "ok", rep["message"]
+    assert math.hypot(rep["matrix"][0][2] - 300, rep["matrix"][1][2] - 200) < 0.1
+    assert rep["quality"]["coverage"] >= 0.25 and rep["quality"]["overlap_fraction"] == pytest.approx(0.125, abs=0.01)
+
+
 def test_apply_reproduces_register_output(scenes, tmp_path):
     res = run(scenes["ref_px"], scenes["moving_px"], tmp_path / "a.tif", "--resampling", "nearest")
     assert res.exit_code == 0, res.output
