@@ -43,7 +43,7 @@ class Grid:
         gcp_wkt = scene.crs.to_wkt() if gcps and scene.crs is not None else None
         # a geotransform without a CRS, even a stored identity (rasterio writes one for a plain array), places the
         # reference in GDAL and QGIS (y = row): the output carries it, or it would be drawn at y = -row beside it
-        local = not wkt and not gcps and (getattr(scene, "local", False) or getattr(scene, "stored_transform", False))
+        local = scene.placed
         return Grid(scene.width, scene.height, scene.transform if wkt else Affine.identity(), wkt, gcps, gcp_wkt,
                     scene.transform if local else None)
 

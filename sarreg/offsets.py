@@ -244,7 +244,7 @@ def _field_georef(field: OffsetsField, ref: Scene) -> dict[str, Any]:
 
     s = field.spacing
     gx, gy = field.x0 + 0.5 - s / 2, field.y0 + 0.5 - s / 2  # the grid's top-left corner in reference px edges
-    if ref.georeferenced or ref.local or (ref.stored_transform and ref.gcps is None):  # (a stored identity too)
+    if ref.georeferenced or ref.placed:  # (a stored identity too)
         return {"transform": ref.transform * Affine.translation(gx, gy) * Affine.scale(s),
                 **({"crs": ref.crs} if ref.georeferenced else {})}
     if ref.gcps is not None:

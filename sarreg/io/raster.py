@@ -114,6 +114,12 @@ class Scene:
         """A geotransform without a CRS: map coordinates in a frame nothing names (related only to another such)."""
         return not self.geolocated and self.transform != Affine.identity()
 
+    @property
+    def placed(self) -> bool:
+        """Not located on the ground but placed by a geotransform it stores (``local``, or even the identity):
+        GDAL and QGIS draw it there (y = row), so outputs and sidecars follow it."""
+        return not self.geolocated and (self.local or self.stored_transform)
+
     def xy_to_map(self, xy: np.ndarray) -> np.ndarray:
         """N x 2 pixel (x=col, y=row, centre convention) -> N x 2 map coordinates via the affine (GCP-only
         rasters: via their GCP transformer, ``sarreg.io.gcps``)."""
@@ -128,7 +134,7 @@ class Scene:
         """N x 2 pixel (centre convention) -> where QGIS places them (its Georeferencer's coordinates): map
         coordinates through a geotransform (one stored, even the identity) or the GCPs; without either, pixel edges
         with y = -row, as QGIS shows a raster that has no georeferencing."""
-        if self.geolocated or self.local or self.stored_transform:
+        if self.geolocated or self.placed:
             return self.xy_to_map(xy)
         xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
         return np.c_[xy[:, 0] + 0.5, -(xy[:, 1] + 0.5)]
