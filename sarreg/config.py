@@ -22,6 +22,7 @@ FORMATS = ("auto", "COG", "GTiff")  # auto: COG, but --update-georef keeps a loc
 COMPRESSION = ("DEFLATE", "LZW", "ZSTD", "NONE")
 BACKENDS = ("auto", "torch", "openvino", "onnxruntime")  # sarreg.model.backend
 FEATURES = ("r2d2", "sift")  # sarreg.keypoints.Extractor
+OVERSAMPLING = ("auto", "1", "2", "3", "4")  # sarreg.oversample: read both scenes decimated by N
 KEYPOINTS = ("auto", "always")  # fine-stage keypoints: when correlation cannot settle the estimate / every time
 # the refinement's windows checked by the dense descriptors: when the correlation alone is not ok / always / never
 AREA_DESCRIPTORS = ("auto", "always", "never")
@@ -204,7 +205,9 @@ class RegisterConfig:
     OUT.matches.npz). area_descriptors: the refinement's correlation windows checked by the network's dense
     descriptors, whose offsets stand in when the correlation confirms few of them and the keypoints confirm the
     answer (``sarreg.dense``; R2D2 only): "auto" only when the refinement by the correlation alone is not ok
-    (``sarreg.decide``), "always", "never" (True / False: "always" / "never").
+    (``sarreg.decide``), "always", "never" (True / False: "always" / "never"). oversampling: "N" reads both
+    scenes decimated by N (a product resampled finer than its resolution) and maps the result back; "auto" does so
+    (2, then 4) only when the pair does not register ok as it is; "1" never (``sarreg.oversample``).
     ratio: optional Lowe ratio on MNN.
     Gates: min_inliers, max_rmse (px), min_coverage (0..1) decide ok / low_quality; fewer matches -> failed.
     Outputs: warp (False = --no-warp), update_georef, fmt auto|COG|GTiff (auto: a COG, or with update_georef the
@@ -231,6 +234,7 @@ class RegisterConfig:
     fine_top_k: int = _opt(1500, min=1)
     keypoints: str = _opt("auto", choices=KEYPOINTS)
     area_descriptors: str = _opt("auto", choices=AREA_DESCRIPTORS)
+    oversampling: str = _opt("auto", choices=OVERSAMPLING)
     ratio: float | None = _opt(None, min=0.0, max=1.0, type=float)
     min_inliers: int = _opt(12, min=3)
     max_rmse: float = _opt(1.5, min=0.0, min_open=True)

@@ -14,6 +14,8 @@ refinement), ``decide`` (4: refinement, choices and gates, with the descriptor c
    matches mapped back to full-scene pixels;
 4. estimate on all fine matches; refine by area-based correlation from the keypoint / coarse / prior estimates and
    keep the better; parsimony (BIC, bootstrap spread); quality gates -> status ok / low_quality / failed;
+   (2-4 run again on both scenes read decimated, ``sarreg.oversample``, with ``--oversampling N``, or with auto
+   when the pair as the files are is not ok; a result that passes then stands, mapped back to the files' pixels);
 5. outputs: warped raster (GDAL) and sidecars (report, tie points, QGIS .points, matches npz, quicklook;
    ``sarreg.report``).
 
@@ -25,8 +27,9 @@ from __future__ import annotations
 import logging
 import math
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -36,11 +39,12 @@ from sarreg.config import RegisterConfig, nodata_value
 from sarreg.correlate import repeat_period
 from sarreg.errors import InputError, RegistrationFailed
 from sarreg.export import earlier_outputs, register_outputs
-from sarreg.decide import Refinement, decide, kp_usable
+from sarreg import oversample
+from sarreg.decide import Decision, Refinement, decide, kp_usable
 from sarreg.estimate import finite_round, fit_model, to_pixel_transform
 from sarreg.geometry import georef_base
 from sarreg.grid import Grid, Native, corrected_geotransform, pixel_size
-from sarreg.io.raster import both, open_scene
+from sarreg.io.raster import Scene, both, open_scene
 from sarreg.io.safe import product_info
 from sarreg.io.source import resolve_input, stac_info
 from sarreg.keypoints import Extractor, coarse_stage, fine_stage, read_tiles, try_coarse_area
@@ -122,7 +126,7 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
 
     def tick(name: str, t0: float) -> float:
         t1 = time.perf_counter()
-        timings[name] = round(t1 - t0, 3)
+        timings[name] = round(timings.get(name, 0.0) + t1 - t0, 3)  # (summed over the attempts)
         peaks[name] = round(peak_mb(), 1)  # process peak RSS so far: shows which stage set it
         return t1
 
@@ -148,9 +152,6 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
                             "--update-georef`" if ms.gcps is not None and rs.georeferenced else ""))
     prior, nonlinear = prior_fit(rs, ms)
     check_bounds(rs, ms, prior)
-    ci = read_coarse(rs, ms, prior, cfg)
-    area, frac, footprints = overlap_area(rs, ms, prior, cfg, ci)
-    period = repeat_period(ci.ru, ci.rv)
     grid = Grid.from_scene(rs)
     t = tick("relate", t)
     step("model")
@@ -162,8 +163,7 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
                  weights={"features": cfg.features, "name": ext.name, "sha256": ext.sha256},
                  options=cfg.to_dict())
     rep.stages["relate"] = {"prior": prior.tolist(), "prior_nonlinear_px": round(nonlinear, 3),
-                            "overlap_fraction": round(frac, 4),
-                            "overlap_area_px": round(area.area, 1), "georeferenced": rs.georeferenced,
+                            "georeferenced": rs.georeferenced,
                             "located_by": {"reference": located_by(rs), "moving": located_by(ms)}}
     rep.stages["relate"].update(reading(rs, ms))  # kind, band (index, description, scaling) of each raster
     # the value read as nodata in each raster and where it comes from: its tag ("file"), a fill value it does not
@@ -177,85 +177,38 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
         rep.stages["relate"]["excluded"] = {"files": list(cfg.preprocess.exclude),
                                             **{k: s.exclude.fraction if s.exclude else 0.0
                                                for k, s in (("reference", rs), ("moving", ms))}}
-    repeat = None if period is None else {"period_px": round(period[0] / ci.s, 2), "strength": round(period[1], 1)}
-    rep.stages["relate"]["repeat"] = repeat
     stac = {k: v for k, v in (("reference", stac_info(ref)), ("moving", stac_info(moving))) if v}
     if stac:  # inputs given as STAC Items: item id, datetime and asset read
         rep.stages["relate"]["stac"] = stac
     s1 = {k: v for k, v in (("reference", product_info(ref)), ("moving", product_info(moving))) if v}
     if s1:  # inputs given as Sentinel-1 products: product, polarisation and measurement read
         rep.stages["relate"]["sentinel1"] = s1
-    est = None
-    fine = matches = None
-    try:
-        step("coarse")
-        area_first = try_coarse_area(rs, ms, prior, ci, cfg, area)
-        cest, coarse = coarse_stage(rs, ms, prior, ci, ext, cfg, area, area_first)
-        # the correlation's own coarse estimate, a further start for the refinement when the keypoints' differs
-        extra_starts: list[tuple[np.ndarray, float, str]] = []
-        if coarse.info.get("method") != "correlation":
-            if isinstance(area_first, RegistrationFailed):
-                # too few windows agree on the coarse grid: the global phase correlation alone is still a start
-                extra_starts.append((global_start(ci, prior)[0], max(6.0, coarse.info["threshold_px"]), "global"))
-            else:
-                extra_starts.append((area_first[0].matrix, max(6.0, 3.0 * area_first[0].rmse), "coarse_area"))
-        del ci
-        rep.stages["coarse"] = {**coarse.info, "matrix": cest.matrix.tolist()}
-        t = tick("coarse", t)
-        step("fine")
-        tiles, tiles_info = read_tiles(rs, ms, cest.matrix, cfg, area)
-        # coverage grid: one cell per fine tile when tiles sample a large scene, else 8 x 8
-        n_t = tiles_info["tiles_planned"]
-        grid_n = 8 if n_t <= 1 else max(2, min(8, int(round(math.sqrt(n_t)))))
-        fit_as = "affine" if cfg.model in ("auto", "local") else cfg.model
-        base = georef_base(prior, rs.geolocated and ms.geolocated)  # a shift on the ground, at any pixel size
-        c_radius = max(6.0, 3.0 * cest.rmse, coarse.info["threshold_px"])
-        # correlation first here too: when the coarse correlation held and the fine windows settle the estimate
-        # from it, the keypoints cannot change the result, so the network is not run (nor loaded)
-        probe = dense = None
-        if coarse.info.get("correlation_first") and cfg.keypoints == "auto":
-            probe = area_stage(rs, ms, tiles, cest.matrix, c_radius, fit_as, cfg, area, grid_n, base=base)
-        if probe is not None and settles(*probe, cfg.features):
-            fine = StageResult.empty(rs, ms, {**tiles_info, "keypoints": "skipped (correlation settled)"})
-        else:
-            # the correlation did not settle: its windows are checked by the network's dense descriptors
-            dense = ext.dense() if cfg.area_descriptors != "never" else None
-            fine = fine_stage(rs, ms, cest.matrix, max(cest.rmse, coarse.info["threshold_px"] / 2), ext, cfg,
-                              tiles, tiles_info)
-        rep.stages["fine"] = dict(fine.info)
-        t = tick("fine", t)
-        step("estimate")
-        est_kp = kp_error = None
-        try:
-            if "keypoints" not in fine.info:  # (skipped when the correlation settled)
-                est_kp = fit_model(fine.src, fine.dst, fit_as, cfg.robust, cfg.threshold, area=area,
-                                   scores=fine.similarity, seed=cfg.seed, coverage_grid=grid_n, base=base)
-                if cfg.model == "auto" and not cfg.update_georef:
-                    est_kp, rep.stages["model_selection"] = select_model(
-                        est_kp, fine.src, fine.dst, area, cfg, scores=fine.similarity, coverage_grid=grid_n)
-        except RegistrationFailed as e:
-            kp_error = str(e)
-        t = tick("estimate", t)
-        step("refine")
-        kp_good = kp_usable(est_kp)
-        # the correlation from the keypoint estimate, the coarse one and the georeferencing (when they differ)
-        starts = [(est_kp.matrix, AREA_RADIUS, "keypoints")] if kp_good else []
-        starts.append((cest.matrix, c_radius, "coarse"))
-        starts += extra_starts
-        if rs.geolocated:
-            starts.append((prior, max(6.0, 3.0 * cest.rmse, coarse.info["threshold_px"]), "georeferencing"))
-        area_model = est_kp.model if kp_good and est_kp.model in ("affine", "homography") else fit_as
-        done = (cest.matrix, probe) if probe is not None and area_model == fit_as else None
-        r = Refinement(tiles, fine, est_kp, kp_error, starts, area_model, done, prior, grid_n, repeat, base, footprints)
-        dec = decide(rs, ms, r, cfg, area, dense)
-        rep.stages.update(dec.stages)
-        est, matches = dec.est, dec.matches
-        if est is None:
-            raise RegistrationFailed("; ".join(dec.reasons))
-        t = tick("refine", t)  # (with the quality gates' own measurements: bootstrap, cross-check, second motion)
-    except RegistrationFailed as e:
-        rep.status, rep.message = "failed", str(e)
-        t = tick("estimate", t)
+    # the pair as the files are, then (--oversampling) read decimated: sarreg.oversample
+    att = None if cfg.oversampling not in ("auto", "1") else _attempt(rs, ms, prior, cfg, ext, step, tick)
+    tried = {} if att is None else {"1": {"status": att.status, "message": att.message}}
+    for n in oversample.factors(rs, ms, cfg, "failed" if att is None else att.status):
+        rn, mn = oversample.decimated(rs, n), oversample.decimated(ms, n)
+        a_n = _attempt(rn, mn, prior_fit(rn, mn)[0], cfg, ext, step, tick)
+        tried[str(n)] = {"status": a_n.status, "message": a_n.message}
+        if att is None or a_n.status == "ok":  # (models that are not one matrix are not read decimated)
+            att = a_n.native(n, rs, ms)
+            break
+    assert att is not None
+    if att.factor > 1 or len(tried) > 1:
+        rep.stages["oversampling"] = {"factor": att.factor, "tried": tried, "pixels": (
+            "the stage entries (coarse, fine, refine, ...) are in pixels read decimated by the factor; the matrix, "
+            "quality, tie points and outputs in the files' pixels")}
+    rep.stages.update(att.stages)
+    area, frac, footprints = att.area, att.frac, att.footprints
+    rep.stages["relate"].update({"overlap_fraction": round(frac, 4), "overlap_area_px": round(area.area, 1),
+                                 "repeat": att.repeat})
+    dec, fine, est = att.dec, att.fine, None
+    matches = None if dec is None else dec.matches
+    if dec is not None and dec.est is not None:
+        est = dec.est
+    else:
+        rep.status, rep.message = "failed", att.message
+    t = time.perf_counter()
     if est is not None:
         status, reasons, second, g = dec.status, dec.reasons, dec.second, dec.gates
         rep.stages["second_motion"] = second
@@ -349,3 +302,122 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
     export.write_json(report_path, rep.to_dict())
     log.info("%s: %s (%s)", moving, rep.status, rep.message)
     return rep
+
+
+# --------------------------------------------------------------------------------------------- one attempt
+@dataclass
+class _Attempt:
+    """The estimation chain's result on one pair of scenes (as the files are, or read decimated): the overlap
+    (polygon, fraction, both footprints), the reference's repetition, the report's stage entries, the decision
+    (None when a stage failed before it, ``message`` then says why) and the fine stage's matches."""
+
+    area: Any
+    frac: float
+    footprints: tuple | None
+    repeat: dict | None
+    stages: dict[str, Any]
+    dec: Decision | None
+    fine: StageResult | None
+    message: str = ""
+    factor: int = 1  # read decimated by this
+
+    @property
+    def status(self) -> str:
+        return self.dec.status if self.dec is not None and self.dec.est is not None else "failed"
+
+    def native(self, n: int, rs: Scene, ms: Scene) -> "_Attempt":
+        """This attempt on scenes read decimated by ``n`` -> in the files' pixels (``rs`` / ``ms`` as they are)."""
+        d, fine = self.dec, oversample.stage_result(self.fine, n, rs, ms)
+        dec = None if d is None else replace(
+            d, est=None if d.est is None else oversample.estimate(d.est, n), est_area=None, area_res=None,
+            matches=fine if d.matches is self.fine else oversample.stage_result(d.matches, n, rs, ms),
+            gates=oversample.gates(d.gates, n), moved=oversample.geometry(d.moved, n))
+        repeat = None if self.repeat is None else {**self.repeat, "period_px": round(self.repeat["period_px"] * n, 2)}
+        footprints = None if self.footprints is None else tuple(oversample.geometry(g, n) for g in self.footprints)
+        return _Attempt(oversample.geometry(self.area, n), self.frac, footprints, repeat, self.stages, dec, fine,
+                        self.message, n)
+
+
+def _attempt(rs: Scene, ms: Scene, prior: np.ndarray, cfg: RegisterConfig, ext: Extractor,
+             step: Callable[[str], None], tick: Callable[[str, float], float]) -> _Attempt:
+    """Stages 2-4 on one pair of scenes: coarse, fine, estimate, refine and the quality gates."""
+    t = time.perf_counter()
+    ci = read_coarse(rs, ms, prior, cfg)
+    area, frac, footprints = overlap_area(rs, ms, prior, cfg, ci)
+    period = repeat_period(ci.ru, ci.rv)
+    repeat = None if period is None else {"period_px": round(period[0] / ci.s, 2), "strength": round(period[1], 1)}
+    stages: dict[str, Any] = {}
+    dec = fine = None
+    message = ""
+    try:
+        step("coarse")
+        area_first = try_coarse_area(rs, ms, prior, ci, cfg, area)
+        cest, coarse = coarse_stage(rs, ms, prior, ci, ext, cfg, area, area_first)
+        # the correlation's own coarse estimate, a further start for the refinement when the keypoints' differs
+        extra_starts: list[tuple[np.ndarray, float, str]] = []
+        if coarse.info.get("method") != "correlation":
+            if isinstance(area_first, RegistrationFailed):
+                # too few windows agree on the coarse grid: the global phase correlation alone is still a start
+                extra_starts.append((global_start(ci, prior)[0], max(6.0, coarse.info["threshold_px"]), "global"))
+            else:
+                extra_starts.append((area_first[0].matrix, max(6.0, 3.0 * area_first[0].rmse), "coarse_area"))
+        del ci
+        stages["coarse"] = {**coarse.info, "matrix": cest.matrix.tolist()}
+        t = tick("coarse", t)
+        step("fine")
+        tiles, tiles_info = read_tiles(rs, ms, cest.matrix, cfg, area)
+        # coverage grid: one cell per fine tile when tiles sample a large scene, else 8 x 8
+        n_t = tiles_info["tiles_planned"]
+        grid_n = 8 if n_t <= 1 else max(2, min(8, int(round(math.sqrt(n_t)))))
+        fit_as = "affine" if cfg.model in ("auto", "local") else cfg.model
+        base = georef_base(prior, rs.geolocated and ms.geolocated)  # a shift on the ground, at any pixel size
+        c_radius = max(6.0, 3.0 * cest.rmse, coarse.info["threshold_px"])
+        # correlation first here too: when the coarse correlation held and the fine windows settle the estimate
+        # from it, the keypoints cannot change the result, so the network is not run (nor loaded)
+        probe = dense = None
+        if coarse.info.get("correlation_first") and cfg.keypoints == "auto":
+            probe = area_stage(rs, ms, tiles, cest.matrix, c_radius, fit_as, cfg, area, grid_n, base=base)
+        if probe is not None and settles(*probe, cfg.features):
+            fine = StageResult.empty(rs, ms, {**tiles_info, "keypoints": "skipped (correlation settled)"})
+        else:
+            # the correlation did not settle: its windows are checked by the network's dense descriptors
+            dense = ext.dense() if cfg.area_descriptors != "never" else None
+            fine = fine_stage(rs, ms, cest.matrix, max(cest.rmse, coarse.info["threshold_px"] / 2), ext, cfg,
+                              tiles, tiles_info)
+        stages["fine"] = dict(fine.info)
+        t = tick("fine", t)
+        step("estimate")
+        est_kp = kp_error = None
+        try:
+            if "keypoints" not in fine.info:  # (skipped when the correlation settled)
+                est_kp = fit_model(fine.src, fine.dst, fit_as, cfg.robust, cfg.threshold, area=area,
+                                   scores=fine.similarity, seed=cfg.seed, coverage_grid=grid_n, base=base)
+                if cfg.model == "auto" and not cfg.update_georef:
+                    est_kp, stages["model_selection"] = select_model(
+                        est_kp, fine.src, fine.dst, area, cfg, scores=fine.similarity, coverage_grid=grid_n)
+        except RegistrationFailed as e:
+            kp_error = str(e)
+        t = tick("estimate", t)
+        step("refine")
+        kp_good = kp_usable(est_kp)
+        # the correlation from the keypoint estimate, the coarse one and the georeferencing (when they differ)
+        starts = [(est_kp.matrix, AREA_RADIUS, "keypoints")] if kp_good else []
+        starts.append((cest.matrix, c_radius, "coarse"))
+        starts += extra_starts
+        if rs.geolocated:
+            starts.append((prior, max(6.0, 3.0 * cest.rmse, coarse.info["threshold_px"]), "georeferencing"))
+        area_model = est_kp.model if kp_good and est_kp.model in ("affine", "homography") else fit_as
+        done = (cest.matrix, probe) if probe is not None and area_model == fit_as else None
+        r = Refinement(tiles, fine, est_kp, kp_error, starts, area_model, done, prior, grid_n, repeat, base, footprints)
+        dec = decide(rs, ms, r, cfg, area, dense)
+        stages.update(dec.stages)
+        est, matches = dec.est, dec.matches
+        if est is None:
+            raise RegistrationFailed("; ".join(dec.reasons))
+        t = tick("refine", t)  # (with the quality gates' own measurements: bootstrap, cross-check, second motion)
+    except RegistrationFailed as e:
+        message = str(e)
+        t = tick("estimate", t)
+    if dec is not None and dec.est is not None:
+        message = "registered" if dec.status == "ok" else "; ".join(dec.reasons)
+    return _Attempt(area, frac, footprints, repeat, stages, dec, fine, message)

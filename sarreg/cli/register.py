@@ -63,6 +63,10 @@ P = PreprocessConfig
                help="Check the refinement's correlation windows with the network's dense descriptors (R2D2 "
                     "features): auto = only when the correlation alone gives no ok result, then its result stands; "
                     "always = whenever the correlation does not settle the estimate alone; never.")
+@config_option(R, "oversampling",
+               help="Pixels per resolution cell of products resampled finer than their resolution: N reads both "
+                    "rasters decimated by N and maps the result back; auto = 2, then 4, only when the pair does not "
+                    "register ok as it is (the gates then hold in the pixels read); 1 = never.")
 @click.option("--no-warp", is_flag=True, help="Estimate only: no output raster (sidecars still written).")
 @update_georef_opt
 @click.option("--force", is_flag=True, help="Write the raster even when the quality gates fail.")

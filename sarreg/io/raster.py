@@ -85,6 +85,7 @@ class Scene:
     alpha: int | None = None  # the alpha band (``sarreg.io.band.alpha_band``): the validity of the others, not data
     stored_transform: bool = False  # the file stores a geotransform, maybe the identity (rasterio writes it for a
     # plain array): GDAL and QGIS place the raster by it (y = row), not as one without (y = -row; ``layer_xy``)
+    step: int = 1  # read decimated by ``step`` (``sarreg.oversample``): sizes, transform and windows are of its cells
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -405,6 +406,11 @@ def read_unit(scene: Scene, window: Window | None = None, out_shape: tuple[int, 
     Returns (unit float32 H x W in [0, 1], valid bool H x W). ``ds`` lets callers reuse an open dataset. Reads no
     finer than the scene's overview come from it (``Overview.serve``), without touching the file.
     """
+    if scene.step > 1:  # a window of the decimated scene's cells -> the file's pixels, read at the cells' size
+        w = window or Window(0, 0, scene.width, scene.height)
+        out_shape = out_shape or (int(w.height), int(w.width))
+        k = scene.step
+        window = Window(w.col_off * k, w.row_off * k, w.width * k, w.height * k)
     ov, cplx = scene.overview, scene.dtype.startswith("complex")
     served = ov.serve(window, out_shape, cplx) if ov is not None else None
     if served is not None:  # (its nodata is the tag below: the file's, or the value given, as ``scene.nodata``)

@@ -1,0 +1,118 @@
+"""Oversampled inputs: register both scenes read decimated, then map the result back to the files' pixels.
+
+A product resampled to a finer pixel than its resolution (an up-sampled image, many ground-range products) has
+features several pixels wide, while the pipeline's pixel-sized constants (the inlier threshold, the bootstrap
+spread gate, the correlation windows) are tuned to images whose pixel is their resolution. Read decimated by ``n``
+the same pair has native-sized features again. Measured on training-split pairs up-sampled 2x (stop 59,
+``models/HISTORY.md``): registered as they are, 4 of 8 (A) and 6 of 8 (XA) ended low_quality, the XA ones a median
+1.5 native px off; read back at half size, 7 of 8 and 5 of 8 were ok, 0.55 and 0.81 native px off.
+
+``--oversampling N`` reads both scenes decimated by N (``Scene.step``: every window of the decimated scene's cells
+is read from the file's pixels by GDAL's averaging); ``auto`` registers as the files are and, only when that is
+not ok, tries 2 then 4 and keeps the first attempt that passes the gates. Nothing else changes for a pair that
+registers ok as it is. The result is mapped back to the files' pixels (x_n = n (x_d + 0.5) - 0.5 for the pixel
+centres): matrix, tie points, keypoints, the overlap and the quality numbers in pixels; the report's stage entries
+of the attempt stay in its own (decimated) pixels, as ``stages.oversampling`` says.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import shapely.affinity
+from affine import Affine
+
+from sarreg.config import RegisterConfig
+from sarreg.errors import OptionError
+from sarreg.estimate import Estimate
+from sarreg.features import Features
+from sarreg.io.raster import Scene
+from sarreg.stage import StageResult
+
+AUTO_FACTORS = (2, 4)  # auto: tried in this order when the pair does not register ok as it is
+MIN_SIDE = 160  # a decimated scene keeps at least this many cells on its shorter side
+LINEAR = ("shift", "similarity", "affine", "homography")  # the models whose result is mapped back exactly
+
+
+def factors(rs: Scene, ms: Scene, cfg: RegisterConfig, first: str) -> tuple[int, ...]:
+    """The decimation factors to try for this pair: ``cfg.oversampling`` N alone, or for auto (when the first
+    attempt ended ``first`` != ok) those of AUTO_FACTORS that leave both scenes MIN_SIDE cells; () for none.
+    GCP-located rasters (their GCPs stay in the file's pixels) and models that are not one matrix are not read
+    decimated; an explicit N on them is an OptionError."""
+    n = cfg.oversampling
+    if n == "1" or (n == "auto" and first == "ok"):
+        return ()
+    why = ("a GCP-located raster" if rs.gcps is not None or ms.gcps is not None
+           else f"--model {cfg.model}" if cfg.model not in ("auto", *LINEAR) else None)
+    if why is not None:
+        if n != "auto":
+            raise OptionError(f"--oversampling {n}: not available for {why}")
+        return ()
+    side = min(rs.width, rs.height, ms.width, ms.height)
+    if n != "auto":
+        if side // int(n) < 16:
+            raise OptionError(f"--oversampling {n}: the smaller raster ({side} px) would be "
+                              f"{side // int(n)} px read decimated")
+        return (int(n),)
+    return tuple(k for k in AUTO_FACTORS if side // k >= MIN_SIDE)
+
+
+def decimated(scene: Scene, n: int) -> Scene:
+    """``scene`` read decimated by ``n``: cells of n x n pixels (the last partial row / column left out), the
+    geotransform scaled to them; reads go through ``read_unit`` (``Scene.step``)."""
+    return replace(scene, width=scene.width // n, height=scene.height // n, transform=scene.transform @
+                   Affine.scale(n), step=n)
+
+
+def scaled(m: np.ndarray, n: int) -> np.ndarray:
+    """A matrix between decimated pixels (moving -> reference, centre convention) -> the same map between the
+    files' pixels: S^-1 M S with S: x -> (x + 0.5) / n - 0.5."""
+    c = (1.0 / n - 1.0) / 2.0
+    s = np.array([[1.0 / n, 0.0, c], [0.0, 1.0 / n, c], [0.0, 0.0, 1.0]])
+    return np.linalg.inv(s) @ np.asarray(m, dtype=np.float64) @ s
+
+
+def points(xy: np.ndarray, n: int) -> np.ndarray:
+    """Decimated pixel coordinates (N x 2, centre convention) -> the files' pixels."""
+    return (np.asarray(xy, dtype=np.float64) + 0.5) * n - 0.5
+
+
+def geometry(g: Any, n: int) -> Any:
+    """A shapely geometry in decimated pixels -> the files' pixels (None stays None)."""
+    return None if g is None else shapely.affinity.affine_transform(g, [n, 0, 0, n, (n - 1) / 2, (n - 1) / 2])
+
+
+def estimate(est: Estimate, n: int) -> Estimate:
+    """An estimate of a linear model on decimated pixels -> the files' pixels (residuals and thresholds too)."""
+    assert est.model in LINEAR, est.model
+    return replace(est, matrix=scaled(est.matrix, n), residuals=est.residuals * n, rmse=est.rmse * n,
+                   heldout_rmse=est.heldout_rmse * n, threshold=est.threshold * n,
+                   base=None if est.base is None else scaled(est.base, n))
+
+
+def _features(f: Features, n: int, size: tuple[int, int]) -> Features:
+    k = np.array(f.keypoints, dtype=np.float32, copy=True)
+    if len(k):
+        k[:, :2] = points(k[:, :2], n)
+        k[:, 2] *= n
+    return Features(k, f.descriptors, f.scores, size)
+
+
+def stage_result(r: StageResult | None, n: int, rs: Scene, ms: Scene) -> StageResult | None:
+    """Tie points and keypoints of a stage on decimated pixels -> the files' pixels (``rs`` / ``ms``: the scenes
+    as the files are). The tile pairs are dropped: their images are decimated."""
+    if r is None:
+        return None
+    return replace(r, src=points(r.src, n), dst=points(r.dst, n),
+                   ref_feats=_features(r.ref_feats, n, (rs.width, rs.height)),
+                   mov_feats=_features(r.mov_feats, n, (ms.width, ms.height)), tiles=[])
+
+
+def gates(g: dict[str, Any], n: int) -> dict[str, Any]:
+    """The gates' measurements in pixels (adequacy, spread, held-out blocks) -> the files' pixels."""
+    out = dict(g)
+    for k in ("adequacy", "spread", "extrap"):
+        if isinstance(out.get(k), (int, float)):
+            out[k] = out[k] * n
+    return out
