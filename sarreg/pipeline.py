@@ -42,7 +42,7 @@ from sarreg.export import earlier_outputs, register_outputs
 from sarreg import oversample
 from sarreg.decide import Decision, Refinement, decide, kp_usable
 from sarreg.estimate import finite_round, fit_model, to_pixel_transform
-from sarreg.geometry import georef_base
+from sarreg.geometry import georef_base, matrix_distance
 from sarreg.grid import Grid, Native, corrected_geotransform, pixel_size
 from sarreg.io.raster import Scene, both, open_scene
 from sarreg.io.safe import product_info
@@ -186,13 +186,23 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
     # the pair as the files are, then (--oversampling) read decimated: sarreg.oversample
     att = None if cfg.oversampling not in ("auto", "1") else _attempt(rs, ms, prior, cfg, ext, step, tick)
     tried = {} if att is None else {"1": {"status": att.status, "message": att.message}}
-    for n in oversample.factors(rs, ms, cfg, "failed" if att is None else att.status):
+    first = att.dec.est if att is not None and att.dec is not None else None
+    for n in oversample.factors(rs, ms, cfg, "failed" if att is None else att.status, att and att.repeat):
         rn, mn = oversample.decimated(rs, n), oversample.decimated(ms, n)
         a_n = _attempt(rn, mn, prior_fit(rn, mn)[0], cfg, ext, step, tick)
         tried[str(n)] = {"status": a_n.status, "message": a_n.message}
-        if att is None or a_n.status == "ok":  # (models that are not one matrix are not read decimated)
+        if att is None:  # (--oversampling N: the one attempt)
             att = a_n.native(n, rs, ms)
-            break
+        elif a_n.status == "ok":  # (models that are not one matrix are not read decimated)
+            a_n = a_n.native(n, rs, ms)
+            d = None if first is None else matrix_distance(a_n.dec.est.matrix, first.matrix, att.area)
+            if d is not None and d > oversample.AGREE_CELLS * n:
+                tried[str(n)]["message"] = f"{d:.1f} px from the estimate of the pair as it is: not adopted"
+                continue
+            att = a_n
+        else:
+            continue
+        break
     assert att is not None
     if att.factor > 1 or len(tried) > 1:
         rep.stages["oversampling"] = {"factor": att.factor, "tried": tried, "pixels": (

@@ -125,3 +125,24 @@ def test_auto_reads_decimated_when_the_pair_as_it_is_is_not_ok(pair: tuple[Path,
     assert rep.stages["oversampling"]["tried"]["1"] == {"status": "low_quality", "message": one.message}
     corners = np.array([[0, 0], [447, 0], [0, 447], [447, 447]], float)
     assert np.abs(apply_matrix(np.array(rep.matrix), corners) - apply_matrix(truth, corners)).max() < 1.0
+
+
+def test_auto_tries_decimated_readings_only_where_they_can_help(tmp_path: Path) -> None:
+    from sarreg.oversample import factors
+
+    rng = np.random.default_rng(2)
+    big = open_scene(write_geotiff(tmp_path / "b.tif", rng.gamma(4, 0.25, (700, 660)).astype(np.float32),
+                                   Affine(10, 0, 500000, 0, -10, 5000000), UTM))
+    small = open_scene(write_geotiff(tmp_path / "s.tif", rng.gamma(4, 0.25, (400, 300)).astype(np.float32),
+                                     Affine(10, 0, 500000, 0, -10, 5000000), UTM))
+    auto = RegisterConfig()
+    assert factors(big, big, auto, "low_quality", None) == (2, 4)
+    assert factors(big, big, auto, "failed", {"period_px": 30.0, "strength": 20.0}) == (2, 4)
+    assert factors(big, small, auto, "low_quality", None) == ()  # 300 px: 150 cells read at 2x
+    assert factors(big, big, auto, "ok", None) == ()
+    # a lattice in the reference (a period of a few pixels aliases when read decimated)
+    assert factors(big, big, auto, "low_quality", {"period_px": 7.1, "strength": 400.0}) == ()
+    assert factors(big, small, auto.with_(oversampling="3"), "ok", None) == (3,)
+    assert factors(big, big, auto.with_(oversampling="1"), "failed", None) == ()
+    with pytest.raises(OptionError, match="--oversampling 2: not available for --model tps"):
+        factors(big, big, auto.with_(oversampling="2", model="tps"), "ok", None)
