@@ -24,6 +24,7 @@ import shapely.affinity
 from affine import Affine
 
 from sarreg.config import RegisterConfig
+from sarreg.decide import Decision
 from sarreg.errors import OptionError
 from sarreg.estimate import Estimate
 from sarreg.features import Features
@@ -34,22 +35,26 @@ AUTO_FACTORS = (2, 4)  # auto: tried in this order when the pair does not regist
 MIN_SIDE = 160  # a decimated scene keeps at least this many cells on its shorter side
 LINEAR = ("shift", "similarity", "affine", "homography")  # the models whose result is mapped back exactly
 # auto: a result read decimated stands only within this many cells of the estimate the pair as it is gave (when it
-# gave one): the coarser reading refines that answer, it does not jump to another one. Measured: on training-split
-# pairs up-sampled 2x the first attempt's low_quality estimates were 0.5-5.7 cells from the truth; on a lattice
-# scene (a period of 7 px, 3.5 cells read at 2x: aliased) the decimated attempt passed 422 px off
-AGREE_CELLS = 8.0
+# gave one): a backstop against a jump to another answer. Measured: on a lattice scene (a period of 7 px, 3.5 cells
+# read at 2x: aliased; now not read decimated at all, ``factors``) the decimated attempt passed 422 px off, ~400 px
+# from the first estimate; on training-split pairs up-sampled 2x (XA) right decimated results lay up to 50 px
+# (25 cells, at the overlap's corners) from the first attempt's low_quality homographies
+AGREE_CELLS = 32.0
 
 
-def factors(rs: Scene, ms: Scene, cfg: RegisterConfig, first: str, repeat: dict | None) -> tuple[int, ...]:
+def factors(rs: Scene, ms: Scene, cfg: RegisterConfig, first: str, repeat: dict | None = None,
+            flagged: bool = False) -> tuple[int, ...]:
     """The decimation factors to try for this pair: ``cfg.oversampling`` N alone, or for auto (when the first
-    attempt ended ``first`` != ok and found no lattice in the reference, ``repeat``) those of AUTO_FACTORS that
-    leave both scenes MIN_SIDE cells; () for none. GCP-located rasters (their GCPs stay in the file's pixels) and
-    models that are not one matrix are not read decimated; an explicit N on them is an OptionError."""
+    attempt ended ``first`` != ok, found no lattice in the reference, ``repeat``, and nothing about the scene itself,
+    ``flagged``, ``scene_flags``) those of AUTO_FACTORS that leave both scenes MIN_SIDE cells; () for none.
+    GCP-located rasters (their GCPs stay in the file's pixels) and models that are not one matrix are not read
+    decimated; an explicit N on them is an OptionError."""
     from sarreg.quality import REPEAT_STRENGTH
 
     n = cfg.oversampling
-    if n == "1" or (n == "auto" and (first == "ok" or (repeat or {}).get("strength", 0.0) >= REPEAT_STRENGTH)):
-        return ()  # (a lattice a few pixels wide aliases when read decimated)
+    lattice = (repeat or {}).get("strength", 0.0) >= REPEAT_STRENGTH  # (a few pixels wide: aliased when decimated)
+    if n == "1" or (n == "auto" and (first == "ok" or lattice or flagged)):
+        return ()
     why = ("a GCP-located raster" if rs.gcps is not None or ms.gcps is not None
            else f"--model {cfg.model}" if cfg.model not in ("auto", *LINEAR) else None)
     if why is not None:
@@ -63,6 +68,17 @@ def factors(rs: Scene, ms: Scene, cfg: RegisterConfig, first: str, repeat: dict 
                               f"{side // int(n)} px read decimated")
         return (int(n),)
     return tuple(k for k in AUTO_FACTORS if side // k >= MIN_SIDE)
+
+
+def scene_flags(dec: Decision | None, cfg: RegisterConfig) -> bool:
+    """The first attempt found something about the scene itself that a coarser reading must not override: a part
+    that moved on its own, a local distortion, or another answer from another start (``sarreg.quality``)."""
+    from sarreg.quality import distorted_locally, rival_start, second_moves
+
+    if dec is None or dec.est is None:
+        return False
+    info = dec.matches.info if dec.matches is not None else {}
+    return second_moves(dec.second, cfg) or distorted_locally(dec.second, cfg) or bool(rival_start(info, cfg))
 
 
 def decimated(scene: Scene, n: int) -> Scene:

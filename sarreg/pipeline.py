@@ -187,7 +187,8 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
     att = None if cfg.oversampling not in ("auto", "1") else _attempt(rs, ms, prior, cfg, ext, step, tick)
     tried = {} if att is None else {"1": {"status": att.status, "message": att.message}}
     first = att.dec.est if att is not None and att.dec is not None else None
-    for n in oversample.factors(rs, ms, cfg, "failed" if att is None else att.status, att and att.repeat):
+    flagged = att is not None and oversample.scene_flags(att.dec, cfg)
+    for n in oversample.factors(rs, ms, cfg, "failed" if att is None else att.status, att and att.repeat, flagged):
         rn, mn = oversample.decimated(rs, n), oversample.decimated(ms, n)
         a_n = _attempt(rn, mn, prior_fit(rn, mn)[0], cfg, ext, step, tick)
         tried[str(n)] = {"status": a_n.status, "message": a_n.message}

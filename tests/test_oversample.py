@@ -140,6 +140,7 @@ def test_auto_tries_decimated_readings_only_where_they_can_help(tmp_path: Path) 
     assert factors(big, big, auto, "failed", {"period_px": 30.0, "strength": 20.0}) == (2, 4)
     assert factors(big, small, auto, "low_quality", None) == ()  # 300 px: 150 cells read at 2x
     assert factors(big, big, auto, "ok", None) == ()
+    assert factors(big, big, auto, "low_quality", None, flagged=True) == ()  # (a part moved on its own, ...)
     # a lattice in the reference (a period of a few pixels aliases when read decimated)
     assert factors(big, big, auto, "low_quality", {"period_px": 7.1, "strength": 400.0}) == ()
     assert factors(big, small, auto.with_(oversampling="3"), "ok", None) == (3,)
