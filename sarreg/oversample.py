@@ -34,12 +34,6 @@ from sarreg.stage import StageResult
 AUTO_FACTORS = (2, 4)  # auto: tried in this order when the pair does not register ok as it is
 MIN_SIDE = 160  # a decimated scene keeps at least this many cells on its shorter side
 LINEAR = ("shift", "similarity", "affine", "homography")  # the models whose result is mapped back exactly
-# auto: a result read decimated stands only within this many cells of the estimate the pair as it is gave (when it
-# gave one): a backstop against a jump to another answer. Measured: on a lattice scene (a period of 7 px, 3.5 cells
-# read at 2x: aliased; now not read decimated at all, ``factors``) the decimated attempt passed 422 px off, ~400 px
-# from the first estimate; on training-split pairs up-sampled 2x (XA) right decimated results lay up to 50 px
-# (25 cells, at the overlap's corners) from the first attempt's low_quality homographies
-AGREE_CELLS = 32.0
 
 
 def factors(rs: Scene, ms: Scene, cfg: RegisterConfig, first: str, repeat: dict | None = None,

@@ -196,10 +196,8 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
             att = a_n.native(n, rs, ms)
         elif a_n.status == "ok":  # (models that are not one matrix are not read decimated)
             a_n = a_n.native(n, rs, ms)
-            d = None if first is None else matrix_distance(a_n.dec.est.matrix, first.matrix, att.area)
-            if d is not None and d > oversample.AGREE_CELLS * n:
-                tried[str(n)]["message"] = f"{d:.1f} px from the estimate of the pair as it is: not adopted"
-                continue
+            if first is not None:  # how far it moved the first attempt's estimate (file px, over the overlap)
+                tried[str(n)]["from_first_px"] = round(matrix_distance(a_n.dec.est.matrix, first.matrix, att.area), 2)
             att = a_n
         else:
             continue
