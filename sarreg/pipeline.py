@@ -341,7 +341,8 @@ class _Attempt:
             d, est=None if d.est is None else oversample.estimate(d.est, n), est_area=None, area_res=None,
             matches=fine if d.matches is self.fine else oversample.stage_result(d.matches, n, rs, ms),
             gates=oversample.gates(d.gates, n), moved=oversample.geometry(d.moved, n))
-        repeat = None if self.repeat is None else {**self.repeat, "period_px": round(self.repeat["period_px"] * n, 2)}
+        repeat = None if self.repeat is None else {k: round(v * n, 2) if k.endswith("_px") and v is not None else v
+                                                   for k, v in self.repeat.items()}
         footprints = None if self.footprints is None else tuple(oversample.geometry(g, n) for g in self.footprints)
         return _Attempt(oversample.geometry(self.area, n), self.frac, footprints, repeat, self.stages, dec, fine,
                         self.message, n)
