@@ -301,6 +301,8 @@ class RegisterConfig:
             if not ok:
                 raise OptionError(f"--resolution must be reference, moving or a pixel size > 0 in the reference's "
                                   f"map units, not {self.resolution!r}")
+        if self.oversampling not in ("auto", "1") and self.model in ("poly2", "tps", "local"):  # (not one matrix)
+            raise OptionError(f"--oversampling {self.oversampling}: not available for --model {self.model}")
         if self.update_georef and self.resolution != "reference":
             raise OptionError("--update-georef keeps MOVING's own grid; --resolution applies to a resampled output")
         return self

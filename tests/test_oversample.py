@@ -96,8 +96,10 @@ def test_oversampling_2_registers_an_up_sampled_pair_in_the_files_pixels(
 def test_oversampling_is_refused_where_the_result_is_not_one_matrix(pair: tuple[Path, Path, np.ndarray],
                                                                    tmp_path: Path) -> None:
     ref, mov, _ = pair
-    with pytest.raises(OptionError, match="--oversampling 2"):
+    with pytest.raises(OptionError, match="--oversampling 2: not available for --model local"):
         register(ref, mov, tmp_path / "o.tif", RegisterConfig(features="sift", model="local", oversampling="2"))
+    with pytest.raises(OptionError, match="--oversampling 3: not available for --model poly2"):
+        RegisterConfig(model="poly2", oversampling="3").validate()  # (before any work; batch checks it too)
     assert not list(tmp_path.iterdir())
 
 
