@@ -207,7 +207,7 @@ class RegisterConfig:
     answer (``sarreg.dense``; R2D2 only): "auto" only when the refinement by the correlation alone is not ok
     (``sarreg.decide``), "always", "never" (True / False: "always" / "never"). oversampling: "N" reads both
     scenes decimated by N (a product resampled finer than its resolution) and maps the result back; "auto" does so
-    (2, then 4) only when the pair does not register ok as it is; "1" never (``sarreg.oversample``).
+    (2, then 4) only when the pair registers low_quality as it is; "1" never (``sarreg.oversample``).
     ratio: optional Lowe ratio on MNN.
     Gates: min_inliers, max_rmse (px), min_coverage (0..1) decide ok / low_quality; fewer matches -> failed.
     Outputs: warp (False = --no-warp), update_georef, fmt auto|COG|GTiff (auto: a COG, or with update_georef the

@@ -15,7 +15,7 @@ refinement), ``decide`` (4: refinement, choices and gates, with the descriptor c
 4. estimate on all fine matches; refine by area-based correlation from the keypoint / coarse / prior estimates and
    keep the better; parsimony (BIC, bootstrap spread); quality gates -> status ok / low_quality / failed;
    (2-4 run again on both scenes read decimated, ``sarreg.oversample``, with ``--oversampling N``, or with auto
-   when the pair as the files are is not ok; a result that passes then stands, mapped back to the files' pixels);
+   when the pair as the files are is low_quality; a result that passes then stands, mapped back to the files' pixels);
 5. outputs: warped raster (GDAL) and sidecars (report, tie points, QGIS .points, matches npz, quicklook;
    ``sarreg.report``).
 

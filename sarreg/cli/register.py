@@ -65,8 +65,8 @@ P = PreprocessConfig
                     "always = whenever the correlation does not settle the estimate alone; never.")
 @config_option(R, "oversampling",
                help="Pixels per resolution cell of products resampled finer than their resolution: N reads both "
-                    "rasters decimated by N and maps the result back; auto = 2, then 4, only when the pair does not "
-                    "register ok as it is (the gates then hold in the pixels read); 1 = never.")
+                    "rasters decimated by N and maps the result back; auto = 2, then 4, only when the pair registers "
+                    "low_quality as it is (the gates then hold in the pixels read); 1 = never.")
 @click.option("--no-warp", is_flag=True, help="Estimate only: no output raster (sidecars still written).")
 @update_georef_opt
 @click.option("--force", is_flag=True, help="Write the raster even when the quality gates fail.")
