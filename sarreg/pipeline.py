@@ -352,6 +352,7 @@ def _attempt(rs: Scene, ms: Scene, prior: np.ndarray, cfg: RegisterConfig, ext: 
              step: Callable[[str], None], tick: Callable[[str, float], float]) -> _Attempt:
     """Stages 2-4 on one pair of scenes: coarse, fine, estimate, refine and the quality gates."""
     t = time.perf_counter()
+    step("coarse")
     ci = read_coarse(rs, ms, prior, cfg)
     area, frac, footprints = overlap_area(rs, ms, prior, cfg, ci)
     period = repeat_period(ci.ru, ci.rv)
@@ -360,7 +361,6 @@ def _attempt(rs: Scene, ms: Scene, prior: np.ndarray, cfg: RegisterConfig, ext: 
     dec = fine = None
     message = ""
     try:
-        step("coarse")
         area_first = try_coarse_area(rs, ms, prior, ci, cfg, area)
         cest, coarse = coarse_stage(rs, ms, prior, ci, ext, cfg, area, area_first)
         # the correlation's own coarse estimate, a further start for the refinement when the keypoints' differs
