@@ -26,8 +26,9 @@ from affine import Affine
 from sarreg.config import RegisterConfig
 from sarreg.decide import Decision
 from sarreg.errors import OptionError
-from sarreg.estimate import Estimate
+from sarreg.estimate import Estimate, apply_matrix
 from sarreg.features import Features
+from sarreg.geometry import decimation
 from sarreg.io.raster import Scene
 from sarreg.stage import StageResult
 
@@ -83,22 +84,28 @@ def decimated(scene: Scene, n: int) -> Scene:
                    Affine.scale(n), step=n)
 
 
+def cells(n: int) -> np.ndarray:
+    """Matrix: a cell of a scene read decimated by ``n`` -> the file's pixels (centre convention,
+    x = n (x_cell + 0.5) - 0.5; ``geometry.decimation``)."""
+    return decimation((n, n), (1, 1))
+
+
 def scaled(m: np.ndarray, n: int) -> np.ndarray:
     """A matrix between decimated pixels (moving -> reference, centre convention) -> the same map between the
-    files' pixels: S^-1 M S with S: x -> (x + 0.5) / n - 0.5."""
-    c = (1.0 / n - 1.0) / 2.0
-    s = np.array([[1.0 / n, 0.0, c], [0.0, 1.0 / n, c], [0.0, 0.0, 1.0]])
-    return np.linalg.inv(s) @ np.asarray(m, dtype=np.float64) @ s
+    files' pixels: D M D^-1 with D = ``cells(n)``."""
+    d = cells(n)
+    return d @ np.asarray(m, dtype=np.float64) @ np.linalg.inv(d)
 
 
 def points(xy: np.ndarray, n: int) -> np.ndarray:
     """Decimated pixel coordinates (N x 2, centre convention) -> the files' pixels."""
-    return (np.asarray(xy, dtype=np.float64) + 0.5) * n - 0.5
+    return apply_matrix(cells(n), xy)
 
 
 def geometry(g: Any, n: int) -> Any:
     """A shapely geometry in decimated pixels -> the files' pixels (None stays None)."""
-    return None if g is None else shapely.affinity.affine_transform(g, [n, 0, 0, n, (n - 1) / 2, (n - 1) / 2])
+    d = cells(n)
+    return None if g is None else shapely.affinity.affine_transform(g, [*d[0, :2], *d[1, :2], d[0, 2], d[1, 2]])
 
 
 def estimate(est: Estimate, n: int) -> Estimate:

@@ -192,15 +192,12 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
         rn, mn = oversample.decimated(rs, n), oversample.decimated(ms, n)
         a_n = _attempt(rn, mn, prior_fit(rn, mn)[0], cfg, ext, step, tick)
         tried[str(n)] = {"status": a_n.status, "message": a_n.message}
-        if att is None:  # (--oversampling N: the one attempt)
-            att = a_n.native(n, rs, ms)
-        elif a_n.status == "ok":  # (models that are not one matrix are not read decimated)
-            a_n = a_n.native(n, rs, ms)
-            if first is not None:  # how far it moved the first attempt's estimate (file px, over the overlap)
-                tried[str(n)]["from_first_px"] = round(matrix_distance(a_n.dec.est.matrix, first.matrix, att.area), 2)
-            att = a_n
-        else:
+        if att is not None and a_n.status != "ok":  # (auto: the next factor; --oversampling N: its one attempt)
             continue
+        a_n = a_n.native(n, rs, ms)  # (models that are not one matrix are not read decimated)
+        if first is not None:  # how far it moved the first attempt's estimate (file px, over the overlap)
+            tried[str(n)]["from_first_px"] = round(matrix_distance(a_n.dec.est.matrix, first.matrix, att.area), 2)
+        att = a_n
         break
     assert att is not None
     if att.factor > 1 or len(tried) > 1:
