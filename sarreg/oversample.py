@@ -134,6 +134,15 @@ def stage_result(r: StageResult | None, n: int, rs: Scene, ms: Scene) -> StageRe
                    mov_feats=_features(r.mov_feats, n, (ms.width, ms.height)), tiles=[])
 
 
+def limits(cfg: RegisterConfig, n: int) -> dict[str, float]:
+    """The gates' pixel limits an attempt read decimated by ``n`` was judged by, in the files' pixels: its gates
+    hold in its cells, so a report's ``rmse_px`` above ``--max-rmse`` can be ok (stop 60's left-undone note)."""
+    from sarreg.choice import spread_limit
+
+    return {"threshold": cfg.threshold * n, "max_rmse": cfg.max_rmse * n, "max_heldout_rmse": 2 * cfg.max_rmse * n,
+            "max_spread": spread_limit(cfg) * n, "max_spread_confirmed": spread_limit(cfg, True) * n}
+
+
 def gates(g: dict[str, Any], n: int) -> dict[str, Any]:
     """The gates' measurements in pixels (adequacy, spread, held-out blocks) -> the files' pixels."""
     out = dict(g)

@@ -203,7 +203,10 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
     if att.factor > 1 or len(tried) > 1:
         rep.stages["oversampling"] = {"factor": att.factor, "tried": tried, "pixels": (
             "the stage entries (coarse, fine, refine, ...) are in pixels read decimated by the factor; the matrix, "
-            "quality, tie points and outputs in the files' pixels")}
+            "quality, tie points and outputs in the files' pixels; the gates held in the decimated pixels, their "
+            "limits in the files' pixels are limits_px")}
+        if att.factor > 1:
+            rep.stages["oversampling"]["limits_px"] = oversample.limits(cfg, att.factor)
     rep.stages.update(att.stages)
     area, frac, footprints = att.area, att.frac, att.footprints
     rep.stages["relate"].update({"overlap_fraction": round(frac, 4), "overlap_area_px": round(area.area, 1),

@@ -78,6 +78,9 @@ def test_oversampling_2_registers_an_up_sampled_pair_in_the_files_pixels(
     rep = register(ref, mov, out, RegisterConfig(features="sift", oversampling="2", keypoints="always"))
     assert rep.status == "ok", rep.message
     assert rep.stages["oversampling"]["factor"] == 2
+    limits = rep.stages["oversampling"]["limits_px"]  # (the gates held in cells: their limits in the files' pixels)
+    assert limits["max_rmse"] == 2 * RegisterConfig().max_rmse and limits["threshold"] == 2 * RegisterConfig().threshold
+    assert rep.quality["rmse_px"] <= limits["max_rmse"] and rep.quality["threshold_px"] == limits["threshold"]
     corners = np.array([[0, 0], [447, 0], [0, 447], [447, 447], [224, 224]], float)
     err = np.abs(apply_matrix(np.array(rep.matrix), corners) - apply_matrix(truth, corners)).max()
     assert err < 1.0, err  # in the files' (up-sampled) pixels
