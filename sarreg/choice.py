@@ -100,6 +100,41 @@ EXTRAP_SPREAD = 0.25  # x --max-rmse: bootstrap spread over the overlap (0.375 p
 EXTRAP_HELDOUT = 0.8  # ... and median held-out-block residual (1.2 px by default), both above
 
 
+# Support: an inlier among tie points that mostly disagree with the estimate (sea, changed or featureless ground:
+# windows that correlate at random within the search radius) may agree with it by chance, and a model fitted with
+# many of them looks pinned down over their area. An inlier's support is the share of inliers among its SUPPORT_K
+# nearest tie points at least SUPPORT_APART px away (overlapping windows share a chance peak); it is unsupported
+# below half the share where the tie points agree best (their 90th percentile, at most SUPPORT_MIN): a pair hard
+# everywhere keeps its inliers, a scene that matches in part loses those of the part that does not.
+SUPPORT_K = 16
+SUPPORT_APART = 64
+SUPPORT_MIN = 0.5
+SUPPORT_DROP = 0.25  # ... counted only when at least this share of the inliers is unsupported
+
+
+def supported(dst: np.ndarray, inliers: np.ndarray, k: int = SUPPORT_K, apart: float = SUPPORT_APART) -> np.ndarray:
+    """The supported inliers (bool mask over the tie points; ``dst``: their reference px): all of them when there are
+    too few tie points to tell (fewer than 3 k) or fewer than SUPPORT_DROP of them are unsupported."""
+    inl = np.asarray(inliers, bool)
+    pts = np.asarray(dst, dtype=np.float64).reshape(-1, 2)
+    idx = np.flatnonzero(inl)
+    if len(pts) < 3 * k or not len(idx):
+        return inl.copy()
+    share = np.ones(len(idx))
+    for i in range(0, len(idx), 512):  # (chunks of 512 x N distances)
+        d = np.hypot(*(pts[idx[i:i + 512], None] - pts[None]).transpose(2, 0, 1))
+        d[d < apart] = np.inf
+        near = np.argpartition(d, k, axis=1)[:, :k]
+        real = np.isfinite(np.take_along_axis(d, near, 1))
+        n = real.sum(1)
+        share[i:i + 512] = np.where(n >= k / 2, (inl[near] & real).sum(1) / np.maximum(n, 1), 1.0)
+    keep = share >= min(SUPPORT_MIN, 0.5 * float(np.percentile(share, 90)))
+    out = inl.copy()
+    if (~keep).sum() >= SUPPORT_DROP * len(idx):
+        out[idx[~keep]] = False
+    return out
+
+
 def spread_limit(cfg: RegisterConfig, confirmed: bool = False) -> float:
     """Largest bootstrap spread over the overlap (px) of an ok estimate: ``MAX_SPREAD`` x ``--max-rmse``, or
     ``MAX_SPREAD_CONFIRMED`` x ``--max-rmse`` when the other source of tie points confirms the estimate."""

@@ -4,12 +4,13 @@ the tie points."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from sarreg.choice import (CV_MODELS, clearly_better, cv_medians, extrapolates_poorly, fit_all, model_distance,
-                           overlap_points, spread_limit, too_uncertain)
+                           overlap_points, spread_limit, supported, too_uncertain)
 from sarreg.config import RegisterConfig
 from sarreg.estimate import Estimate, decompose, finite_round
 from sarreg.stage import StageResult
@@ -41,8 +42,8 @@ def model_adequacy(est: Estimate, src: np.ndarray, dst: np.ndarray, area: BaseGe
     worst = 0.0
     for model in rivals:
         alt = fits[model]
-        if not clearly_better(alt, est):
-            continue  # the richer model explains no more matches: the chosen one is adequate against it
+        if not clearly_better(*(replace(e, inliers=supported(dst, e.inliers)) for e in (alt, est))):
+            continue  # the richer model explains no more matches (among mostly agreeing ones, ``supported``)
         if model != richer:
             cv = cv_medians(fits, src, dst, cfg) if cv is None else cv
             if not cv or cv[model] > cv[est.model]:
@@ -173,8 +174,12 @@ def judge(est: Estimate, prior: np.ndarray, cfg: RegisterConfig, adequacy: float
                        f"{second['distorted_px']:.1f} px off it (median); --model local follows a distortion smoother "
                        f"than its offsets grid (its result says when it cannot)")
     if too_uncertain(spread, cfg, confirmed=confirms(cross)):
+        sup = info.get("supported_inliers")
         reasons.append(f"uncertain away from the tie points: bootstrap spread {spread:.2f} px over the overlap "
-                       f"> {spread_limit(cfg, confirms(cross)):g}")
+                       f"> {spread_limit(cfg, confirms(cross)):g}" + ("" if sup is None else (
+                           f" (of its {est.n_inliers} inliers, the {sup} among mostly agreeing tie points; the "
+                           f"others lie where most tie points disagree, e.g. sea or changed ground, and may agree by "
+                           f"chance)")))
     if extrapolates_poorly(spread, extrapolation, cfg):
         reasons.append(f"extrapolates poorly: held-out blocks of the tie points are predicted {extrapolation:.2f} px "
                        f"off (median) and the bootstrap spread over the overlap is {spread:.2f} px")

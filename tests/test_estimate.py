@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -173,3 +174,50 @@ def test_cli_choices_match_the_implementations() -> None:
     assert tuple(estimate.ROBUST) == config.ROBUST_NAMES
     assert estimate.MODELS == config.MODELS and set(estimate.MIN_POINTS) == set(config.MODELS)
     assert warp.RESAMPLING == config.RESAMPLING
+
+
+def test_inliers_where_most_tie_points_disagree_do_not_pin_the_model_down():
+    """A coastal scene: correlation windows on a land strip (the left eighth) follow the shift; over the sea they
+    peak at random within the search radius (6 px). Some sea windows agree with an affine by chance and pin it down
+    over the sea; ``supported`` keeps the inliers among mostly agreeing tie points, and measured on those alone the
+    bootstrap spread over the scene shows the affine is not pinned down there."""
+    from sarreg.choice import supported
+
+    rng = np.random.default_rng(3)
+    g = np.stack(np.meshgrid(np.arange(32, 1000, 32), np.arange(32, 1000, 32)), -1).reshape(-1, 2).astype(float)
+    land = g[:, 0] < 128
+    r, a = 6 * np.sqrt(rng.uniform(0, 1, len(g))), rng.uniform(0, 2 * np.pi, len(g))
+    off = np.where(land[:, None], rng.normal(0, 0.2, (len(g), 2)), np.c_[r * np.cos(a), r * np.sin(a)])
+    src, dst = g, g + np.array([13.0, -9.0]) + off
+    est = fit_model(src, dst, "affine", threshold=1.5, area=box(0, 0, 1024, 1024), seed=0)
+    sea_inliers = est.inliers & ~land
+    assert sea_inliers.sum() >= 20  # (chance agreement: about (1.5 / 6)^2 of the sea windows, and more once fitted)
+    sup = supported(dst, est.inliers)
+    assert sup[land & est.inliers].mean() > 0.9 and sup[sea_inliers].mean() < 0.3
+    pts = np.stack(np.meshgrid(np.linspace(0, 1023, 7), np.linspace(0, 1023, 7)), -1).reshape(-1, 2)
+    spread_all = bootstrap_spread(est, src, dst, pts)
+    spread_sup = bootstrap_spread(replace(est, inliers=sup), src, dst, pts)
+    assert spread_all is not None and spread_sup is not None and spread_sup > 3 * spread_all
+    assert supported(dst[:20], est.inliers[:20]).tolist() == est.inliers[:20].tolist()  # (too few to tell)
+
+
+def test_a_richer_model_that_gains_only_chance_inliers_does_not_make_the_shift_inadequate():
+    """The coastal scene again, the sea windows searched around a wrong tilted start (as after a coarse fit pulled
+    by the land strip's extrapolation): an affine along the tilt gains a few dozen sea windows by chance, where most
+    windows disagree with it; ``model_adequacy`` counts the supported inliers and keeps the right shift adequate."""
+    from sarreg.config import RegisterConfig
+    from sarreg.quality import model_adequacy
+
+    rng = np.random.default_rng(5)
+    g = np.stack(np.meshgrid(np.arange(32, 1000, 32), np.arange(32, 1000, 32)), -1).reshape(-1, 2).astype(float)
+    land = g[:, 0] < 128
+    r, a = 4 * np.sqrt(rng.uniform(0, 1, len(g))), rng.uniform(0, 2 * np.pi, len(g))
+    tilt = np.c_[-0.008 * (g[:, 0] - 64), 0.006 * (g[:, 0] - 64)]
+    off = np.where(land[:, None], rng.normal(0, 0.2, (len(g), 2)), tilt + np.c_[r * np.cos(a), r * np.sin(a)])
+    keep = land | (rng.uniform(size=len(g)) < 0.4)  # (the sea windows whose peak passes)
+    src, dst, area = g[keep], (g + np.array([13.0, -9.0]) + off)[keep], box(0, 0, 1024, 1024)
+    shift = fit_model(src, dst, "shift", threshold=1.5, area=area, seed=0)
+    affine = fit_model(src, dst, "affine", threshold=1.5, area=area, seed=0)
+    assert affine.n_inliers > 1.2 * shift.n_inliers  # (more inliers: by chance, over the sea)
+    assert np.allclose(shift.matrix[:2, 2], [13.0, -9.0], atol=0.2)
+    assert model_adequacy(shift, src, dst, area, RegisterConfig()) == 0.0
