@@ -175,11 +175,11 @@ def judge(est: Estimate, prior: np.ndarray, cfg: RegisterConfig, adequacy: float
                        f"than its offsets grid (its result says when it cannot)")
     if too_uncertain(spread, cfg, confirmed=confirms(cross)):
         sup = info.get("supported_inliers")
-        reasons.append(f"uncertain away from the tie points: bootstrap spread {spread:.2f} px over the overlap "
-                       f"> {spread_limit(cfg, confirms(cross)):g}" + ("" if sup is None else (
-                           f" (of its {est.n_inliers} inliers, the {sup} among mostly agreeing tie points; the "
-                           f"others lie where most tie points disagree, e.g. sea or changed ground, and may agree by "
-                           f"chance)")))
+        what = (f"bootstrap spread {spread:.2f} px over the overlap > {spread_limit(cfg, confirms(cross)):g}"
+                if math.isfinite(spread) else "too few of them to measure a spread over the overlap")
+        why = ("" if sup is None else f" (of its {est.n_inliers} inliers, the {sup} among mostly agreeing tie points; "
+               f"the others lie where most tie points disagree, e.g. sea or changed ground, and may agree by chance)")
+        reasons.append(f"uncertain away from the tie points: {what}{why}")
     if extrapolates_poorly(spread, extrapolation, cfg):
         reasons.append(f"extrapolates poorly: held-out blocks of the tie points are predicted {extrapolation:.2f} px "
                        f"off (median) and the bootstrap spread over the overlap is {spread:.2f} px")
