@@ -104,11 +104,11 @@ EXTRAP_HELDOUT = 0.8  # ... and median held-out-block residual (1.2 px by defaul
 # windows that correlate at random within the search radius) may agree with it by chance, and a model fitted with
 # many of them looks pinned down over their area. An inlier's support is the share of inliers among its SUPPORT_K
 # nearest tie points at least SUPPORT_APART px away (overlapping windows share a chance peak); it is unsupported
-# below half the share where the tie points agree best (their 90th percentile, at most SUPPORT_MIN): a pair hard
+# below SUPPORT_SHARE x the share where the tie points agree best (the 90th percentile over the inliers): a pair hard
 # everywhere keeps its inliers, a scene that matches in part loses those of the part that does not.
 SUPPORT_K = 16
 SUPPORT_APART = 64
-SUPPORT_MIN = 0.5
+SUPPORT_SHARE = 0.5
 SUPPORT_DROP = 0.25  # ... counted only when at least this share of the inliers is unsupported
 
 
@@ -128,7 +128,7 @@ def supported(dst: np.ndarray, inliers: np.ndarray, k: int = SUPPORT_K, apart: f
         real = np.isfinite(np.take_along_axis(d, near, 1))
         n = real.sum(1)
         share[i:i + 512] = np.where(n >= k / 2, (inl[near] & real).sum(1) / np.maximum(n, 1), 1.0)
-    keep = share >= min(SUPPORT_MIN, 0.5 * float(np.percentile(share, 90)))
+    keep = share >= SUPPORT_SHARE * float(np.percentile(share, 90))
     out = inl.copy()
     if (~keep).sum() >= SUPPORT_DROP * len(idx):
         out[idx[~keep]] = False
