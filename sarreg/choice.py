@@ -109,12 +109,12 @@ EXTRAP_HELDOUT = 0.8  # ... and median held-out-block residual (1.2 px by defaul
 SUPPORT_K = 16
 SUPPORT_APART = 64
 SUPPORT_SHARE = 0.5
-SUPPORT_DROP = 0.25  # ... counted only when at least this share of the inliers is unsupported
+SUPPORT_SPREAD = 1.5  # the spread on the supported inliers replaces the spread when it is this many times larger
 
 
 def supported(dst: np.ndarray, inliers: np.ndarray, k: int = SUPPORT_K, apart: float = SUPPORT_APART) -> np.ndarray:
     """The supported inliers (bool mask over the tie points; ``dst``: their reference px): all of them when there are
-    too few tie points to tell (fewer than 3 k) or fewer than SUPPORT_DROP of them are unsupported."""
+    too few tie points to tell (fewer than 3 k)."""
     inl = np.asarray(inliers, bool)
     pts = np.asarray(dst, dtype=np.float64).reshape(-1, 2)
     idx = np.flatnonzero(inl)
@@ -128,10 +128,8 @@ def supported(dst: np.ndarray, inliers: np.ndarray, k: int = SUPPORT_K, apart: f
         real = np.isfinite(np.take_along_axis(d, near, 1))
         n = real.sum(1)
         share[i:i + 512] = np.where(n >= k / 2, (inl[near] & real).sum(1) / np.maximum(n, 1), 1.0)
-    keep = share >= SUPPORT_SHARE * float(np.percentile(share, 90))
     out = inl.copy()
-    if (~keep).sum() >= SUPPORT_DROP * len(idx):
-        out[idx[~keep]] = False
+    out[idx[share < SUPPORT_SHARE * float(np.percentile(share, 90))]] = False
     return out
 
 

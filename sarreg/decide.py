@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from sarreg.area import AREA_SIZE, refine_from_starts, repass, repeat_match, second_motion
-from sarreg.choice import FAIL_INLIERS, choose_estimate, overlap_points, prefer_simpler, select_model, supported
+from sarreg.choice import (FAIL_INLIERS, SUPPORT_SPREAD, choose_estimate, overlap_points, prefer_simpler,
+                           select_model, supported)
 from sarreg.config import RegisterConfig
 from sarreg.errors import RegistrationFailed
 from sarreg.estimate import Estimate, apply_matrix, bootstrap_spread, coverage
@@ -143,10 +144,12 @@ def assess(d: Decision, r: Refinement, cfg: RegisterConfig, area: BaseGeometry) 
     spread = bootstrap_spread(est, matches.src, matches.dst, overlap_points(area), seed=cfg.seed)
     sup = supported(matches.dst, est.inliers) if est.inliers.size == len(matches.dst) else est.inliers
     if spread is not None and sup.sum() < est.n_inliers:  # pinned down by the supported inliers alone?
-        matches.info["supported_inliers"] = d.stages["refine"]["supported_inliers"] = int(sup.sum())
         alone = bootstrap_spread(replace(est, inliers=sup), matches.src, matches.dst, overlap_points(area),
                                  seed=cfg.seed)
-        spread = max(spread, math.inf if alone is None else alone)  # (too few of them to bootstrap: unpinned)
+        alone = math.inf if alone is None else alone  # (too few of them to bootstrap: not pinned down)
+        if alone > SUPPORT_SPREAD * spread:  # (else the bootstrap's own noise: a few inliers fewer)
+            matches.info["supported_inliers"] = d.stages["refine"]["supported_inliers"] = int(sup.sum())
+            spread = alone
     other = (d.est_area, d.area_res) if matches is r.fine else (r.est_kp, r.fine)
     cross = cross_check(est, *other, area, r.prior, cfg) if cfg.model != "local" else None
     extrap = (d.stages.get("parsimony") or {}).get("cv_median_px", {}).get(est.model)

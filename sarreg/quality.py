@@ -173,9 +173,11 @@ def judge(est: Estimate, prior: np.ndarray, cfg: RegisterConfig, adequacy: float
                        f"{second['tie_points']} tie points miss this {est.model} but follow their neighbours, "
                        f"{second['distorted_px']:.1f} px off it (median); --model local follows a distortion smoother "
                        f"than its offsets grid (its result says when it cannot)")
-    if too_uncertain(spread, cfg, confirmed=confirms(cross)):
+    # when chance inliers pinned it down, the other source (searched around the same start) confirms nothing more
+    confirmed = confirms(cross) and info.get("supported_inliers") is None
+    if too_uncertain(spread, cfg, confirmed=confirmed):
         sup = info.get("supported_inliers")
-        what = (f"bootstrap spread {spread:.2f} px over the overlap > {spread_limit(cfg, confirms(cross)):g}"
+        what = (f"bootstrap spread {spread:.2f} px over the overlap > {spread_limit(cfg, confirmed):g}"
                 if math.isfinite(spread) else "too few of them to measure a spread over the overlap")
         why = ("" if sup is None else f" (of its {est.n_inliers} inliers, the {sup} among mostly agreeing tie points; "
                f"the others lie where most tie points disagree, e.g. sea or changed ground, and may agree by chance)")
