@@ -77,6 +77,27 @@ def scene_flags(dec: Decision | None, cfg: RegisterConfig) -> bool:
     return second_moves(dec.second, cfg) or distorted_locally(dec.second, cfg) or bool(rival_start(info, cfg))
 
 
+def tried(status: str, message: str, est: Estimate | None) -> dict[str, Any]:
+    """The report's entry of one attempt (``stages.oversampling.tried``): status, message, inliers."""
+    out: dict[str, Any] = {"status": status, "message": message}
+    if est is not None:
+        out["inliers"] = est.n_inliers
+    return out
+
+
+def refused(est: Estimate, first: Estimate, moved: float, cfg: RegisterConfig) -> str | None:
+    """Why auto does not adopt an ok attempt read decimated (``est``, in the files' pixels) over the first,
+    low_quality one (``first``): it rests on fewer inliers and moved the estimate more than ``--threshold`` over
+    the overlap (``moved``, px). A product sampled at its resolution loses windows read decimated (n^2 fewer) and an
+    oversampled one gains them (training-split pairs up-sampled 4x: 8-63 inliers as they are, 35-316 read
+    decimated); a coastal scene at its resolution, right as it was (102 inliers, low_quality for a richer fit),
+    was ok read 4x decimated on 31 inliers, 5 px from it and 2.7 px off (stop 61)."""
+    if est.n_inliers < first.n_inliers and moved > cfg.threshold:
+        return (f"fewer inliers ({est.n_inliers}) than as the files are ({first.n_inliers}), and {moved:.1f} px "
+                f"from that estimate")
+    return None
+
+
 def decimated(scene: Scene, n: int) -> Scene:
     """``scene`` read decimated by ``n``: cells of n x n pixels (the last partial row / column left out), the
     geotransform scaled to them; reads go through ``read_unit`` (``Scene.step``)."""

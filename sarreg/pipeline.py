@@ -185,18 +185,22 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
         rep.stages["relate"]["sentinel1"] = s1
     # the pair as the files are, then (--oversampling) read decimated: sarreg.oversample
     att = None if cfg.oversampling not in ("auto", "1") else _attempt(rs, ms, prior, cfg, ext, step, tick)
-    tried = {} if att is None else {"1": {"status": att.status, "message": att.message}}
     first = att.dec.est if att is not None and att.dec is not None else None
+    tried = {} if att is None else {"1": oversample.tried(att.status, att.message, first)}
     flagged = att is not None and oversample.scene_flags(att.dec, cfg)
     for n in oversample.factors(rs, ms, cfg, "failed" if att is None else att.status, att and att.repeat, flagged):
         rn, mn = oversample.decimated(rs, n), oversample.decimated(ms, n)
         a_n = _attempt(rn, mn, prior_fit(rn, mn)[0], cfg, ext, step, tick)
-        tried[str(n)] = {"status": a_n.status, "message": a_n.message}
+        tried[str(n)] = oversample.tried(a_n.status, a_n.message, a_n.dec and a_n.dec.est)
         if att is not None and a_n.status != "ok":  # (auto: the next factor; --oversampling N: its one attempt)
             continue
         a_n = a_n.native(n, rs, ms)  # (models that are not one matrix are not read decimated)
         if first is not None:  # how far it moved the first attempt's estimate (file px, over the overlap)
-            tried[str(n)]["from_first_px"] = round(matrix_distance(a_n.dec.est.matrix, first.matrix, att.area), 2)
+            moved = matrix_distance(a_n.dec.est.matrix, first.matrix, att.area)
+            tried[str(n)]["from_first_px"] = round(moved, 2)
+            if refused := oversample.refused(a_n.dec.est, first, moved, cfg):
+                tried[str(n)]["refused"] = refused
+                continue
         att = a_n
         break
     assert att is not None

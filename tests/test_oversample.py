@@ -18,7 +18,7 @@ from rasterio.windows import Window
 from sarreg import register
 from sarreg.config import RegisterConfig
 from sarreg.errors import OptionError
-from sarreg.estimate import apply_matrix
+from sarreg.estimate import Estimate, apply_matrix
 from sarreg.io.raster import open_scene, read_unit
 from sarreg.oversample import decimated, points, scaled
 from sarreg.synth import reflectivity, speckle, warp_image, write_geotiff
@@ -124,7 +124,10 @@ def test_auto_reads_decimated_when_the_pair_as_it_is_is_not_ok(pair: tuple[Path,
     assert one.status == "low_quality" and "RMSE" in one.message
     rep = register(ref, mov, tmp_path / "o.tif", cfg)
     assert rep.status == "ok" and rep.stages["oversampling"]["factor"] == 2
-    assert rep.stages["oversampling"]["tried"]["1"] == {"status": "low_quality", "message": one.message}
+    tried = rep.stages["oversampling"]["tried"]
+    assert tried["1"] == {"status": "low_quality", "message": one.message, "inliers": one.quality["inliers"]}
+    assert tried["2"]["inliers"] < tried["1"]["inliers"] and tried["2"]["from_first_px"] < 1.5  # (n^2 fewer
+    assert "refused" not in tried["2"]  # windows, and the same answer: adopted)
     corners = np.array([[0, 0], [447, 0], [0, 447], [447, 447]], float)
     assert np.abs(apply_matrix(np.array(rep.matrix), corners) - apply_matrix(truth, corners)).max() < 1.0
 
@@ -150,3 +153,19 @@ def test_auto_tries_decimated_readings_only_where_they_can_help(tmp_path: Path) 
     assert factors(big, big, auto.with_(oversampling="1"), "failed", None) == ()
     with pytest.raises(OptionError, match="--oversampling 2: not available for --model tps"):
         factors(big, big, auto.with_(oversampling="2", model="tps"), "ok", None)
+
+
+def test_auto_refuses_a_decimated_answer_with_less_evidence_that_moves_the_first() -> None:
+    """A scene read at its resolution: the first attempt right but low_quality on 102 inliers; read 4x decimated, ok
+    on 31 inliers 5 px from it (the stop-61 coastal scene). Fewer inliers and moved beyond the inlier threshold:
+    refused. With as many inliers, or the same answer, the decimated reading stands."""
+    from sarreg.oversample import refused
+
+    def est(n_inl: int) -> Estimate:
+        return Estimate(model="shift", matrix=np.eye(3), inliers=np.ones(n_inl, bool), residuals=np.zeros(n_inl),
+                        rmse=0.5, heldout_rmse=0.5, coverage=0.5, hull_ratio=0.5, threshold=1.5)
+
+    cfg = RegisterConfig()
+    assert "fewer inliers (31) than as the files are (102)" in refused(est(31), est(102), 4.99, cfg)
+    assert refused(est(120), est(102), 4.99, cfg) is None  # (an oversampled pair gains windows read decimated)
+    assert refused(est(31), est(102), 0.4, cfg) is None  # (n^2 fewer windows, the same answer)
