@@ -176,6 +176,21 @@ def test_cli_choices_match_the_implementations() -> None:
     assert warp.RESAMPLING == config.RESAMPLING
 
 
+def coastal_windows(seed: int, radius: float, tilt: float = 0.0, passes: float = 1.0
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Correlation windows every 32 px over a 1024 px coastal scene shifted by (13, -9) px: on the land strip (the
+    left eighth) they follow the shift within 0.2 px; over the sea they peak at random within ``radius`` of a start
+    tilted by ``tilt`` (px per px, from the coast), and a share ``passes`` of them is kept. -> (src, dst, land)."""
+    rng = np.random.default_rng(seed)
+    g = np.stack(np.meshgrid(np.arange(32, 1000, 32), np.arange(32, 1000, 32)), -1).reshape(-1, 2).astype(float)
+    land = g[:, 0] < 128
+    r, a = radius * np.sqrt(rng.uniform(0, 1, len(g))), rng.uniform(0, 2 * np.pi, len(g))
+    start = np.c_[-tilt * (g[:, 0] - 64), 0.75 * tilt * (g[:, 0] - 64)]
+    off = np.where(land[:, None], rng.normal(0, 0.2, (len(g), 2)), start + np.c_[r * np.cos(a), r * np.sin(a)])
+    keep = land | (rng.uniform(size=len(g)) < passes)
+    return g[keep], (g + np.array([13.0, -9.0]) + off)[keep], land[keep]
+
+
 def test_inliers_where_most_tie_points_disagree_do_not_pin_the_model_down():
     """A coastal scene: correlation windows on a land strip (the left eighth) follow the shift; over the sea they
     peak at random within the search radius (6 px). Some sea windows agree with an affine by chance and pin it down
@@ -183,12 +198,7 @@ def test_inliers_where_most_tie_points_disagree_do_not_pin_the_model_down():
     bootstrap spread over the scene shows the affine is not pinned down there."""
     from sarreg.choice import supported
 
-    rng = np.random.default_rng(3)
-    g = np.stack(np.meshgrid(np.arange(32, 1000, 32), np.arange(32, 1000, 32)), -1).reshape(-1, 2).astype(float)
-    land = g[:, 0] < 128
-    r, a = 6 * np.sqrt(rng.uniform(0, 1, len(g))), rng.uniform(0, 2 * np.pi, len(g))
-    off = np.where(land[:, None], rng.normal(0, 0.2, (len(g), 2)), np.c_[r * np.cos(a), r * np.sin(a)])
-    src, dst = g, g + np.array([13.0, -9.0]) + off
+    src, dst, land = coastal_windows(3, radius=6.0)
     est = fit_model(src, dst, "affine", threshold=1.5, area=box(0, 0, 1024, 1024), seed=0)
     sea_inliers = est.inliers & ~land
     assert sea_inliers.sum() >= 20  # (chance agreement: about (1.5 / 6)^2 of the sea windows, and more once fitted)
@@ -208,14 +218,8 @@ def test_a_richer_model_that_gains_only_chance_inliers_does_not_make_the_shift_i
     from sarreg.config import RegisterConfig
     from sarreg.quality import model_adequacy
 
-    rng = np.random.default_rng(5)
-    g = np.stack(np.meshgrid(np.arange(32, 1000, 32), np.arange(32, 1000, 32)), -1).reshape(-1, 2).astype(float)
-    land = g[:, 0] < 128
-    r, a = 4 * np.sqrt(rng.uniform(0, 1, len(g))), rng.uniform(0, 2 * np.pi, len(g))
-    tilt = np.c_[-0.008 * (g[:, 0] - 64), 0.006 * (g[:, 0] - 64)]
-    off = np.where(land[:, None], rng.normal(0, 0.2, (len(g), 2)), tilt + np.c_[r * np.cos(a), r * np.sin(a)])
-    keep = land | (rng.uniform(size=len(g)) < 0.4)  # (the sea windows whose peak passes)
-    src, dst, area = g[keep], (g + np.array([13.0, -9.0]) + off)[keep], box(0, 0, 1024, 1024)
+    src, dst, _ = coastal_windows(5, radius=4.0, tilt=0.008, passes=0.4)  # (0.4: the sea windows whose peak passes)
+    area = box(0, 0, 1024, 1024)
     shift = fit_model(src, dst, "shift", threshold=1.5, area=area, seed=0)
     affine = fit_model(src, dst, "affine", threshold=1.5, area=area, seed=0)
     assert affine.n_inliers > 1.2 * shift.n_inliers  # (more inliers: by chance, over the sea)
