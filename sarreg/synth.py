@@ -8,7 +8,8 @@ A scene is built in the dB domain from layered primitives, then turned into line
 * urban blocks (bright buildings on a darker street grid) and bright point scatterers.
 
 ``terrain`` makes a mountain scene instead (topographic shading of a ridged fractal elevation, snow lines and
-land cover by elevation) and ``snow_change`` its later date.
+land cover by elevation) and ``snow_change`` its later date; ``coastal_pair`` two dates of a coast (land on a strip,
+sea whose texture changes completely between dates).
 
 Everything is deterministic per ``seed`` and drawn with OpenCV (a 1024 x 1024 scene takes well under a second).
 ``speckle`` multiplies by unit-mean Gamma noise (L looks); ``temporal_change`` alters a fraction of the scene as
@@ -353,3 +354,26 @@ def make_pair(height: int, width: int, seed: int, looks: float = 4.0,
     refl = reflectivity(height, width, seed)
     r2 = temporal_change(refl, rng, change) if change > 0 else refl
     return refl, speckle(refl, looks, rng), speckle(r2, looks, rng)
+
+
+def coastal_pair(n: int, land: float, seed: int, shift: tuple[int, int] = (13, -9)
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Two dates (linear power, n x n float32) of a coast: the left ``land`` share is land (the same reflectivity,
+    new 4-look speckle), the rest sea at about -22 dB with a wind texture and speckle drawn anew for each date. The
+    second date's content is moved by ``shift`` (dx, dy, px): its pixel (x, y) shows the first's (x + dx, y + dy).
+    Why: sea windows correlate at random within a search radius and some agree with any model by chance (stop 61,
+    ``tests/test_coast.py``, ``benchmarks/coastal.py``)."""
+    rng = np.random.default_rng(seed)
+    m, (dx, dy) = n + 80, shift
+    refl = reflectivity(m, m, seed)
+    is_land = np.zeros((m, m), bool)
+    is_land[:, :int(m * land)] = True
+
+    def sea() -> np.ndarray:
+        wind = 10 * np.log10(np.clip(1 + 0.6 * smooth_noise(rng, m, m, 40.0), 0.1, None))
+        return 10 ** ((-22 + 3 * smooth_noise(rng, m, m, 120.0) + wind) / 10)
+
+    a, b = np.where(is_land, refl, sea()), np.where(is_land, refl, sea())
+    first = speckle(a, 4, rng)[40:40 + n, 40:40 + n].astype(np.float32)
+    second = speckle(b, 4, rng)[40 + dy:40 + dy + n, 40 + dx:40 + dx + n].astype(np.float32)
+    return first, second

@@ -13,36 +13,23 @@ from affine import Affine
 
 from sarreg import register
 from sarreg.config import RegisterConfig
-from sarreg.synth import reflectivity, smooth_noise, speckle, write_geotiff
+from sarreg.synth import coastal_pair, write_geotiff
 
 UTM = "EPSG:32631"
 REF_T = Affine(10.0, 0, 500000.0, 0, -10.0, 5000000.0)
 
 
-def coastal_pair(tmp_path: Path, land: float, seed: int, n: int = 1024) -> tuple[Path, Path, np.ndarray]:
-    """Two dates of a scene whose left ``land`` share is land (same reflectivity, new speckle) and the rest sea
-    (new wind texture and speckle); both written with the same geotransform, the moving date's content shifted by
-    (13, -9) px: -> (reference, moving, true moving px -> reference px matrix)."""
-    rng = np.random.default_rng(seed)
-    m = n + 80
-    refl = reflectivity(m, m, seed)
-    is_land = np.zeros((m, m), bool)
-    is_land[:, :int(m * land)] = True
-
-    def sea() -> np.ndarray:
-        wind = 10 * np.log10(np.clip(1 + 0.6 * smooth_noise(rng, m, m, 40.0), 0.1, None))
-        return 10 ** ((-22 + 3 * smooth_noise(rng, m, m, 120.0) + wind) / 10)
-
-    a, b = np.where(is_land, refl, sea()), np.where(is_land, refl, sea())
-    ref = speckle(a, 4, rng)[40:40 + n, 40:40 + n].astype("f4")
-    mov = speckle(b, 4, rng)[31:31 + n, 53:53 + n].astype("f4")
+def coastal_files(tmp_path: Path, land: float, seed: int) -> tuple[Path, Path, np.ndarray]:
+    """``sarreg.synth.coastal_pair`` (1024 px, moved by (13, -9) px) written with one geotransform:
+    -> (reference, moving, true moving px -> reference px matrix)."""
+    ref, mov = coastal_pair(1024, land, seed)
     r = write_geotiff(tmp_path / "ref.tif", ref, REF_T, UTM, nodata=0)
     mv = write_geotiff(tmp_path / "moving.tif", mov, REF_T, UTM, nodata=0)
     return r, mv, np.array([[1, 0, 13.0], [0, 1, -9.0], [0, 0, 1]])
 
 
 def test_a_coastal_scene_is_not_ok_off_by_what_the_sea_windows_agree_on(tmp_path: Path) -> None:
-    ref, mov, truth = coastal_pair(tmp_path, land=0.12, seed=4)
+    ref, mov, truth = coastal_files(tmp_path, land=0.12, seed=4)
     rep = register(ref, mov, tmp_path / "out.tif", RegisterConfig(warp=False))
     assert rep.matrix is not None, rep.message
     g = np.stack(np.meshgrid(np.linspace(0, 1023, 10), np.linspace(0, 1023, 10)), -1).reshape(-1, 2)
