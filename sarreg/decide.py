@@ -141,11 +141,11 @@ def assess(d: Decision, r: Refinement, cfg: RegisterConfig, area: BaseGeometry) 
         d.est = est = replace(est, coverage=coverage(matches.dst[est.inliers], reg[0], r.grid_n)[0])
     # --model local absorbs what a richer global model would (the field), so no adequacy gate there
     adequacy = model_adequacy(est, matches.src, matches.dst, area, cfg) if cfg.model != "local" else None
-    spread = bootstrap_spread(est, matches.src, matches.dst, overlap_points(area), seed=cfg.seed)
+    pts = overlap_points(area)
+    spread = bootstrap_spread(est, matches.src, matches.dst, pts, seed=cfg.seed)
     sup = supported(matches.dst, est.inliers) if est.inliers.size == len(matches.dst) else est.inliers
     if spread is not None and sup.sum() < est.n_inliers:  # pinned down by the supported inliers alone?
-        alone = bootstrap_spread(replace(est, inliers=sup), matches.src, matches.dst, overlap_points(area),
-                                 seed=cfg.seed)
+        alone = bootstrap_spread(replace(est, inliers=sup), matches.src, matches.dst, pts, seed=cfg.seed)
         alone = math.inf if alone is None else alone  # (too few of them to bootstrap: not pinned down)
         if alone > SUPPORT_SPREAD * spread:  # (else the bootstrap's own noise: a few inliers fewer)
             matches.info["supported_inliers"] = d.stages["refine"]["supported_inliers"] = int(sup.sum())

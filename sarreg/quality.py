@@ -183,8 +183,9 @@ def judge(est: Estimate, prior: np.ndarray, cfg: RegisterConfig, adequacy: float
                f"the others lie where most tie points disagree, e.g. sea or changed ground, and may agree by chance)")
         reasons.append(f"uncertain away from the tie points: {what}{why}")
     if extrapolates_poorly(spread, extrapolation, cfg):
+        sp = f"{spread:.2f} px" if math.isfinite(spread) else "not measurable (too few supported inliers)"
         reasons.append(f"extrapolates poorly: held-out blocks of the tie points are predicted {extrapolation:.2f} px "
-                       f"off (median) and the bootstrap spread over the overlap is {spread:.2f} px")
+                       f"off (median) and the bootstrap spread over the overlap is {sp}")
     alone = int(info.get("inliers_descriptors_alone") or 0)
     if alone > DESCRIPTORS_ALONE * est.n_inliers and not confirms(cross):
         reasons.append(f"rests on the network's dense descriptors alone: {alone} of {est.n_inliers} inliers are "

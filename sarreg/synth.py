@@ -363,8 +363,10 @@ def coastal_pair(n: int, land: float, seed: int, shift: tuple[int, int] = (13, -
     second date's content is moved by ``shift`` (dx, dy, px): its pixel (x, y) shows the first's (x + dx, y + dy).
     Why: sea windows correlate at random within a search radius and some agree with any model by chance (stop 61,
     ``tests/test_coast.py``, ``benchmarks/coastal.py``)."""
-    rng = np.random.default_rng(seed)
     m, (dx, dy) = n + 80, shift
+    if max(abs(dx), abs(dy)) > 40:
+        raise ValueError(f"coastal_pair: a shift of at most 40 px each way, not {shift}")
+    rng = np.random.default_rng(seed)
     refl = reflectivity(m, m, seed)
     is_land = np.zeros((m, m), bool)
     is_land[:, :int(m * land)] = True
