@@ -4,8 +4,9 @@ Pairs from ``sarreg.synth.coastal_pair`` (1024 px, 4-look land, sea at about -22
 date, the second date moved by (13, -9) px; float32 linear power, DEFLATE, 256 px tiles, nodata 0, one geotransform
 for both: the georeferencing is off by that shift). Per land share and seed, ``sarreg register`` (defaults, no warp)
 in a fresh process: status, model, the factor it read at, the error of the recovered transform (mean over a 10 x 10
-grid of moving pixels, px), wall time and the peak memory the report states. What matters: no ``ok`` result off by more than a
-pixel (before stop 61: 3 of 15 ``ok`` 3.2-4.5 px off, an affine pinned down by sea windows agreeing by chance).
+grid of moving pixels, px), wall time and the peak memory the report states. What matters: no ``ok`` result off by
+more than a pixel (before stop 61: 3 of 15 ``ok`` 3.2-4.5 px off, an affine pinned down by sea windows agreeing by
+chance).
 
 Usage::
 
