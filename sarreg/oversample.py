@@ -23,6 +23,7 @@ import numpy as np
 import shapely.affinity
 from affine import Affine
 
+from sarreg.choice import spread_limit
 from sarreg.config import RegisterConfig
 from sarreg.decide import Decision
 from sarreg.errors import OptionError
@@ -158,8 +159,6 @@ def stage_result(r: StageResult | None, n: int, rs: Scene, ms: Scene) -> StageRe
 def limits(cfg: RegisterConfig, n: int) -> dict[str, float]:
     """The gates' pixel limits an attempt read decimated by ``n`` was judged by, in the files' pixels: its gates
     hold in its cells, so a report's ``rmse_px`` above ``--max-rmse`` can be ok (stop 60's left-undone note)."""
-    from sarreg.choice import spread_limit
-
     return {"threshold": cfg.threshold * n, "max_rmse": cfg.max_rmse * n, "max_heldout_rmse": 2 * cfg.max_rmse * n,
             "max_spread": spread_limit(cfg) * n, "max_spread_confirmed": spread_limit(cfg, True) * n}
 

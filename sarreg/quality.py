@@ -40,9 +40,10 @@ def model_adequacy(est: Estimate, src: np.ndarray, dst: np.ndarray, area: BaseGe
         return None
     cv = None
     worst = 0.0
+    chosen = replace(est, inliers=supported(dst, est.inliers))  # (its supported inliers, once for all rivals)
     for model in rivals:
         alt = fits[model]
-        if not clearly_better(*(replace(e, inliers=supported(dst, e.inliers)) for e in (alt, est))):
+        if not clearly_better(replace(alt, inliers=supported(dst, alt.inliers)), chosen):
             continue  # the richer model explains no more matches (among mostly agreeing ones, ``supported``)
         if model != richer:
             cv = cv_medians(fits, src, dst, cfg) if cv is None else cv
@@ -174,9 +175,9 @@ def judge(est: Estimate, prior: np.ndarray, cfg: RegisterConfig, adequacy: float
                        f"{second['distorted_px']:.1f} px off it (median); --model local follows a distortion smoother "
                        f"than its offsets grid (its result says when it cannot)")
     # when chance inliers pinned it down, the other source (searched around the same start) confirms nothing more
-    confirmed = confirms(cross) and info.get("supported_inliers") is None
+    sup = info.get("supported_inliers")
+    confirmed = confirms(cross) and sup is None
     if too_uncertain(spread, cfg, confirmed=confirmed):
-        sup = info.get("supported_inliers")
         what = (f"bootstrap spread {spread:.2f} px over the overlap > {spread_limit(cfg, confirmed):g}"
                 if math.isfinite(spread) else "too few of them to measure a spread over the overlap")
         why = ("" if sup is None else f" (of its {est.n_inliers} inliers, the {sup} among mostly agreeing tie points; "
