@@ -356,20 +356,44 @@ def make_pair(height: int, width: int, seed: int, looks: float = 4.0,
     return refl, speckle(refl, looks, rng), speckle(r2, looks, rng)
 
 
-def coastal_pair(n: int, land: float, seed: int, shift: tuple[int, int] = (13, -9)
+COAST_LAYOUTS = ("strip", "sides", "corner", "islands")
+
+
+def land_mask(m: int, land: float, layout: str, rng: np.random.Generator) -> np.ndarray:
+    """Where a coastal scene (m x m) is land, about ``land`` of it: ``strip`` the left columns, ``sides`` the left and
+    right edges, ``corner`` a square in the top-left corner, ``islands`` the highest ``land`` share of smooth noise
+    (several blobs of 50-150 px scattered over the sea)."""
+    if layout == "strip":
+        mask = np.zeros((m, m), bool)
+        mask[:, :int(m * land)] = True
+    elif layout == "sides":
+        mask = np.zeros((m, m), bool)
+        mask[:, :int(m * land / 2)] = mask[:, m - int(m * land / 2):] = True
+    elif layout == "corner":
+        mask = np.zeros((m, m), bool)
+        side = int(m * land ** 0.5)
+        mask[:side, :side] = True
+    elif layout == "islands":
+        noise = smooth_noise(rng, m, m, 90.0)
+        mask = noise > np.quantile(noise, 1 - land)
+    else:
+        raise ValueError(f"coastal layout must be one of {', '.join(COAST_LAYOUTS)}, not {layout!r}")
+    return mask
+
+
+def coastal_pair(n: int, land: float, seed: int, shift: tuple[int, int] = (13, -9), layout: str = "strip"
                  ) -> tuple[np.ndarray, np.ndarray]:
-    """Two dates (linear power, n x n float32) of a coast: the left ``land`` share is land (the same reflectivity,
-    new 4-look speckle), the rest sea at about -22 dB with a wind texture and speckle drawn anew for each date. The
-    second date's content is moved by ``shift`` (dx, dy, px): its pixel (x, y) shows the first's (x + dx, y + dy).
-    Why: sea windows correlate at random within a search radius and some agree with any model by chance (stop 61,
-    ``tests/test_coast.py``, ``benchmarks/coastal.py``)."""
+    """Two dates (linear power, n x n float32) of a coast: a ``land`` share is land (the same reflectivity, new
+    4-look speckle; where: ``land_mask``'s ``layout``), the rest sea at about -22 dB with a wind texture and speckle
+    drawn anew for each date. The second date's content is moved by ``shift`` (dx, dy, px): its pixel (x, y) shows
+    the first's (x + dx, y + dy). Why: sea windows correlate at random within a search radius and some agree with
+    any model by chance (stops 61-62, ``tests/test_coast.py``, ``benchmarks/coastal.py``)."""
     m, (dx, dy) = n + 80, shift
     if max(abs(dx), abs(dy)) > 40:
         raise ValueError(f"coastal_pair: a shift of at most 40 px each way, not {shift}")
     rng = np.random.default_rng(seed)
     refl = reflectivity(m, m, seed)
-    is_land = np.zeros((m, m), bool)
-    is_land[:, :int(m * land)] = True
+    is_land = land_mask(m, land, layout, np.random.default_rng(seed + 7919))
 
     def sea() -> np.ndarray:
         wind = 10 * np.log10(np.clip(1 + 0.6 * smooth_noise(rng, m, m, 40.0), 0.1, None))
