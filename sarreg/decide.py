@@ -62,6 +62,7 @@ class Refinement:
     repeat: dict | None
     base: np.ndarray | None = None
     footprints: tuple | None = None  # (reference, moving) valid footprints (``relate.overlap_area``)
+    located: bool = True  # both rasters georeferenced (plain images may be mirrored: ``quality.mirrored``)
 
     @property
     def kp_good(self) -> bool:
@@ -151,7 +152,7 @@ def assess(d: Decision, r: Refinement, cfg: RegisterConfig, area: BaseGeometry) 
             matches.info["supported_inliers"] = d.stages["refine"]["supported_inliers"] = int(sup.sum())
             spread = alone
     other = (d.est_area, d.area_res) if matches is r.fine else (r.est_kp, r.fine)
-    cross = cross_check(est, *other, area, r.prior, cfg) if cfg.model != "local" else None
+    cross = cross_check(est, *other, area, r.prior, cfg, r.located) if cfg.model != "local" else None
     extrap = (d.stages.get("parsimony") or {}).get("cv_median_px", {}).get(est.model)
     repeat = r.repeat
     if repeat is not None:
@@ -174,7 +175,8 @@ def assess(d: Decision, r: Refinement, cfg: RegisterConfig, area: BaseGeometry) 
         matches.info["inliers_descriptors_alone"] = matches.alone_inliers(est.inliers)
         d.stages["refine"]["inliers_descriptors_alone"] = matches.info["inliers_descriptors_alone"]
     d.status, d.reasons = judge(est, r.prior, cfg, adequacy, spread, matches.info, cross, extrap, repeat=repeat,
-                                second=d.second, windows=int(d.stages["refine"].get("windows") or 0))
+                                second=d.second, windows=int(d.stages["refine"].get("windows") or 0),
+                                located=r.located)
     if est.n_inliers < FAIL_INLIERS:
         d.status = "failed"
         d.reasons.insert(0, f"too few inliers ({est.n_inliers} < {FAIL_INLIERS})")

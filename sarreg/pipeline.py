@@ -422,7 +422,8 @@ def _attempt(rs: Scene, ms: Scene, prior: np.ndarray, cfg: RegisterConfig, ext: 
             starts.append((prior, max(6.0, 3.0 * cest.rmse, coarse.info["threshold_px"]), "georeferencing"))
         area_model = est_kp.model if kp_good and est_kp.model in ("affine", "homography") else fit_as
         done = (cest.matrix, probe) if probe is not None and area_model == fit_as else None
-        r = Refinement(tiles, fine, est_kp, kp_error, starts, area_model, done, prior, grid_n, repeat, base, footprints)
+        r = Refinement(tiles, fine, est_kp, kp_error, starts, area_model, done, prior, grid_n, repeat, base, footprints,
+                       rs.geolocated and ms.geolocated)
         dec = decide(rs, ms, r, cfg, area, dense)
         stages.update(dec.stages)
         est, matches = dec.est, dec.matches

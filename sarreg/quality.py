@@ -131,7 +131,7 @@ GROSS_SIGMAS = 3.0  # ... plus 3 sigma of that estimate's bootstrap spread over 
 def judge(est: Estimate, prior: np.ndarray, cfg: RegisterConfig, adequacy: float | None = None,
           spread: float | None = None, matches_info: dict | None = None, cross: dict | None = None,
           extrapolation: float | None = None, repeat: dict | None = None,
-          second: dict | None = None, windows: int | None = None) -> tuple[str, list[str]]:
+          second: dict | None = None, windows: int | None = None, located: bool = True) -> tuple[str, list[str]]:
     """Quality gates -> ("ok" | "low_quality", reasons). spread: bootstrap 1-sigma spread of the estimate over the
     overlap (px): an estimate its tie points cannot pin down away from them is not trusted. matches_info: the info
     of the matches the estimate was fitted to (for correlation tie points: windows tried, which start). cross:
@@ -143,7 +143,8 @@ def judge(est: Estimate, prior: np.ndarray, cfg: RegisterConfig, adequacy: float
     ``area.repeat_match``).
     second: ``area.second_motion`` (windows agreeing on another shift: part of the scene moved on its own).
     matches_info["inliers_descriptors_alone"]: inliers measured by the dense descriptors alone (DESCRIPTORS_ALONE).
-    windows: the correlation windows the refinement tried (CHECK_WINDOWS; None: not measured)."""
+    windows: the correlation windows the refinement tried (CHECK_WINDOWS; None: not measured).
+    located: both rasters are georeferenced; between plain images a mirrored estimate is plausible (``mirrored``)."""
     reasons = []
     if windows is not None and windows < CHECK_WINDOWS:
         reasons.append(f"the overlap is too small to check the keypoints' fit: {windows} correlation window(s) of the "
@@ -218,10 +219,25 @@ def judge(est: Estimate, prior: np.ndarray, cfg: RegisterConfig, adequacy: float
     if est.inlier_ratio < 0.05:
         reasons.append(f"inlier ratio {est.inlier_ratio:.3f} < 0.05")
     rel = decompose(np.linalg.inv(prior) @ est.matrix)
-    if not (0.2 < rel["scale_x"] < 5 and 0.2 < rel["scale_y"] < 5 and abs(rel["shear"]) < 0.5):
-        reasons.append(f"implausible scale/shear relative to the georeferencing ({rel['scale_x']:.2f}, "
-                       f"{rel['scale_y']:.2f}, shear {rel['shear']:.2f})")
+    flip = mirrored(prior, est.matrix)
+    if flip and located:
+        reasons.append(f"the estimate mirrors the moving raster relative to its georeferencing (scale "
+                       f"{rel['scale_x']:.2f} / {rel['scale_y']:.2f}): a wrong match, or a georeferencing that flips "
+                       f"the image")
+    elif not (0.2 < rel["scale_x"] < 5 and 0.2 < abs(rel["scale_y"]) < 5 and abs(rel["shear"]) < 0.5):
+        where = "relative to the georeferencing" if located else "between the images"
+        reasons.append(f"implausible scale/shear {where} ({rel['scale_x']:.2f}, {rel['scale_y']:.2f}, "
+                       f"shear {rel['shear']:.2f})")
     return ("ok" if not reasons else "low_quality"), reasons
+
+
+def mirrored(prior: np.ndarray, matrix: np.ndarray) -> bool:
+    """The estimate flips the moving image relative to the prior (its linear part has a negative determinant):
+    columns or rows run the other way. Between plain images that is a real case (radar geometry of opposite passes,
+    a flipped export), and the estimate maps it exactly; between georeferenced rasters their georeferencing already
+    orients them."""
+    rel = np.linalg.inv(prior) @ np.asarray(matrix, dtype=np.float64)
+    return bool(np.linalg.det(rel[:2, :2] / rel[2, 2]) < 0)
 
 
 def local_distortion(est: Estimate, src: np.ndarray, dst: np.ndarray, cfg: RegisterConfig, window: int
@@ -302,7 +318,7 @@ def rival_start(info: dict, cfg: RegisterConfig) -> str | None:
 
 
 def cross_check(est: Estimate, other: Estimate | None, other_matches: StageResult | None, area: BaseGeometry,
-                prior: np.ndarray, cfg: RegisterConfig) -> dict[str, Any] | None:
+                prior: np.ndarray, cfg: RegisterConfig, located: bool = True) -> dict[str, Any] | None:
     """The kept estimate against the other source of tie points (keypoints vs correlation): how far the kept
     estimate is from the other source's inlier tie points (median residual, fraction within ``--threshold``) and
     from its estimate over the overlap (mean px). Two independent sources that each look trustworthy but disagree
@@ -316,7 +332,7 @@ def cross_check(est: Estimate, other: Estimate | None, other_matches: StageResul
 
     if other is None or other_matches is None or other.n_inliers < cfg.min_inliers:
         return None
-    passes = judge(other, prior, cfg)[0] == "ok"
+    passes = judge(other, prior, cfg, located=located)[0] == "ok"
     idx = np.flatnonzero(other.inliers)
     r = np.hypot(*(est.apply(other_matches.src[idx]) - other_matches.dst[idx]).T)
     dist = model_distance(est, other, area)

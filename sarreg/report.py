@@ -17,6 +17,7 @@ from sarreg.config import RegisterConfig
 from sarreg.estimate import Estimate, apply_matrix, decompose
 from sarreg.grid import Grid
 from sarreg.io.raster import Scene
+from sarreg.quality import mirrored
 from sarreg.stage import StageResult
 
 if TYPE_CHECKING:
@@ -77,14 +78,18 @@ def peak_mb() -> float:
 
 
 def correction_at_centre(ref: Scene, prior: np.ndarray, est: Estimate, area: BaseGeometry) -> dict[str, Any]:
-    """How far the estimate moves the moving raster from where its georeferencing put it (overlap centre)."""
+    """How far the estimate moves the moving raster from where its georeferencing put it (overlap centre); a
+    mirrored estimate (``quality.mirrored``) says so, and its rotation is the turn after reversing the columns."""
     c = area.centroid
     centre_ref = np.array([[c.x, c.y]])
     mov_c = apply_matrix(np.linalg.inv(prior), centre_ref)
     d = (est.apply(mov_c) - centre_ref)[0]
-    rel = decompose(np.linalg.inv(prior) @ est.matrix)
+    flip = mirrored(prior, est.matrix)  # (then the turn and scale after reversing the moving image's columns)
+    rel = decompose(np.linalg.inv(prior) @ est.matrix @ (np.diag([-1.0, 1.0, 1.0]) if flip else np.eye(3)))
     out = {"at_ref_px": [round(c.x, 3), round(c.y, 3)], "dx_px": float(d[0]), "dy_px": float(d[1]),
            "shift_px": float(np.hypot(*d)), "rotation_deg": rel["rotation_deg"], "scale": rel["scale_x"]}
+    if flip:
+        out["mirrored"] = True
     if ref.georeferenced:
         a = ref.transform
         dm = np.array([a.a * d[0] + a.b * d[1], a.d * d[0] + a.e * d[1]])

@@ -106,7 +106,8 @@ def register(ref: Path | str, moving: Path | str, out: Path, as_json: bool, asse
         rmse, held = ("n/a" if v is None else v for v in (q.get("rmse_px"), q.get("heldout_rmse_px")))
         click.echo(f"{rep.status}: {q.get('inliers')} inliers of {q.get('matches')} matches, RMSE {rmse} px "
                    f"(held-out {held}), coverage {q.get('coverage')}, shift {c.get('shift_px', 0):.2f} px, "
-                   f"rotation {round(c.get('rotation_deg', 0), 3) + 0.0:.3f} deg"  # (+ 0.0: no "-0.000")
+                   + ("mirrored (columns reversed), then " if c.get("mirrored") else "")
+                   + f"rotation {round(c.get('rotation_deg', 0), 3) + 0.0:.3f} deg"  # (+ 0.0: no "-0.000")
                    + (f" -> {rep.output}" if rep.output else ""), err=as_json)
     if rep.status == "low_quality":
         written = f"raster written anyway (--force): {rep.output}" if rep.output else \
