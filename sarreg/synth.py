@@ -403,3 +403,23 @@ def coastal_pair(n: int, land: float, seed: int, shift: tuple[int, int] = (13, -
     first = speckle(a, 4, rng)[40:40 + n, 40:40 + n].astype(np.float32)
     second = speckle(b, 4, rng)[40 + dy:40 + dy + n, 40 + dx:40 + dx + n].astype(np.float32)
     return first, second
+
+
+def relief_pair(n: int, seed: int, dmax: float, shift: tuple[float, float] = (13.0, -9.0)
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Two dates (linear power, n x n float32, 4 looks) of a ``terrain`` scene, the second seen from another incidence
+    angle: its pixel p shows the first's p + (dx + k (z(p) - mean z), dy), the range along x, k scaled so the
+    height-dependent part reaches ``dmax`` px (over the scene and its 60 px margin). -> (first, second, that part per second-date pixel). The second
+    date's speckle is resampled with it, as in a ground-range product. Why: relief displaces a scene by height
+    between two incidence angles, which no global model follows (``--model local``, stop 62,
+    ``benchmarks/relief.py``)."""
+    m = 60
+    refl, z = terrain(n + 2 * m, n + 2 * m, seed)
+    rng = np.random.default_rng(seed + 100)
+    z = z - z.mean()
+    d = (dmax / max(float(np.abs(z).max()), 1e-6) * z).astype(np.float32)[m:m + n, m:m + n]
+    yy, xx = np.mgrid[0:n, 0:n].astype(np.float32)
+    first = speckle(refl, 4, rng)[m:m + n, m:m + n]
+    second = cv2.remap(speckle(refl, 4, rng), xx + shift[0] + d + m, yy + shift[1] + m, cv2.INTER_LINEAR)
+    return first.astype(np.float32), second.astype(np.float32), d
+

@@ -115,3 +115,14 @@ def test_training_source_draws_mountains_when_asked():
     flat = Source("synthetic", 1.0, size=128)
     f1, _, _ = flat.views(np.random.default_rng(0))
     assert not np.array_equal(a, f1)
+
+
+def test_relief_pair_moves_the_second_date_by_the_shift_and_the_height_dependent_part():
+    import cv2
+
+    first, second, d = synth.relief_pair(256, 1, 0.0)
+    assert not d.any()
+    (dx, dy), _ = cv2.phaseCorrelate(np.log(second[32:224, 32:224]), np.log(first[32:224, 32:224]))
+    assert abs(dx - 13) < 0.2 and abs(dy + 9) < 0.2, (dx, dy)  # (second's pixel p shows first's p + (13, -9))
+    _, _, d = synth.relief_pair(256, 1, 4.0)
+    assert abs(float(np.abs(d).max()) - 4.0) < 0.2 and float(d.std()) > 0.3
