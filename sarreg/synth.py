@@ -409,10 +409,10 @@ def relief_pair(n: int, seed: int, dmax: float, shift: tuple[float, float] = (13
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Two dates (linear power, n x n float32, 4 looks) of a ``terrain`` scene, the second seen from another incidence
     angle: its pixel p shows the first's p + (dx + k (z(p) - mean z), dy), the range along x, k scaled so the
-    height-dependent part reaches ``dmax`` px (over the scene and its 60 px margin). -> (first, second, that part per second-date pixel). The second
-    date's speckle is resampled with it, as in a ground-range product. Why: relief displaces a scene by height
-    between two incidence angles, which no global model follows (``--model local``, stop 62,
-    ``benchmarks/relief.py``)."""
+    height-dependent part reaches ``dmax`` px (over the scene and its 60 px margin). -> (first, second, that part
+    per second-date pixel). The second date's speckle is resampled with it, as in a ground-range product. Why:
+    relief displaces a scene by height between two incidence angles, which no global model follows (``--model
+    local``, stop 62, ``benchmarks/relief.py``)."""
     m = 60
     refl, z = terrain(n + 2 * m, n + 2 * m, seed)
     rng = np.random.default_rng(seed + 100)
