@@ -210,12 +210,16 @@ def coarse_stage(ref: Scene, mov: Scene, prior: np.ndarray, ci: CoarseImages, ex
     model = {"shift": "shift", "similarity": "similarity"}.get(cfg.model, "affine")
     base = georef_base(prior, ref.geolocated and mov.geolocated)
     thr = cfg.coarse_threshold(s)
-    angles = (0.0,) + (ROTATIONS if cfg.rotation_search and ext.kind != "sift" else ())
+    search = cfg.rotation_search and ext.kind != "sift"
+    # (angle, mirrored): between plain images the moving image mirrored as well (radar images of opposite passes in
+    # their own geometry); the network's descriptors do not match a mirrored SAR scene (stop 62)
+    mirror = search and not (ref.geolocated and mov.geolocated) and cfg.model not in ("shift", "similarity")
+    angles = [(0.0, False)] + ([(0.0, True)] if mirror else []) + [(a, False) for a in (ROTATIONS if search else ())]
     best: tuple[Estimate, StageResult] | None = None
     turned: tuple[Estimate, StageResult] | None = None
     turned_tried = False
     tried: list[str] = []
-    for ang in angles:
+    for ang, flip in angles:
         if ang != 0.0 and not turned_tried:  # nothing fits as the prior stands: a turned correlation start first
             turned, turned_tried = _try_turned(ref, mov, prior, ci, cfg, area, area_first, tried), True
             if turned is not None and strong_area(*turned):
@@ -223,6 +227,8 @@ def coarse_stage(ref: Scene, mov: Scene, prior: np.ndarray, ci: CoarseImages, ex
                          turned[1].info["windows"])
                 return turned
         G = rotation(ang, rshape[1] / 2 - 0.5, rshape[0] / 2 - 0.5) @ np.linalg.inv(Dr) @ prior  # mov full -> grid
+        if flip:  # (columns reversed about the grid's centre)
+            G = np.array([[-1.0, 0, rshape[1] - 1.0], [0, 1, 0], [0, 0, 1]]) @ G
         wu = resample(mu, G @ Dm, rshape)
         wv = resample_valid(mv, G @ Dm, rshape)
         if wv.mean() < 0.01:
@@ -239,20 +245,20 @@ def coarse_stage(ref: Scene, mov: Scene, prior: np.ndarray, ci: CoarseImages, ex
                            fm.descriptors, fm.scores, (mov.width, mov.height))
         res = StageResult(src, dst, sim, fr_full, fm_full, m.idx1[keep], m.idx2[keep],
                           {"scale": s, "rotation_tried_deg": ang, "keypoints_ref": len(fr), "keypoints_moving": len(fm),
-                           "matches": int(keep.sum())})
+                           "matches": int(keep.sum())} | ({"mirrored_tried": True} if flip else {}))
         try:
             est = fit_model(src, dst, model, cfg.robust, thr, area=area, scores=sim, seed=cfg.seed, base=base)
         except RegistrationFailed as e:
-            tried.append(f"{ang:+.0f} deg: {e}")
+            tried.append(f"{'mirrored, ' if flip else ''}{ang:+.0f} deg: {e}")
             continue
-        tried.append(f"{ang:+.0f} deg: {est.n_inliers} inliers")
+        tried.append(f"{'mirrored, ' if flip else ''}{ang:+.0f} deg: {est.n_inliers} inliers")
         if best is None or est.n_inliers > best[0].n_inliers:
             best = (est, res)
         good = est.n_inliers >= COARSE_GOOD and est.inlier_ratio >= 0.05
         if good:
             break
-        log.info("coarse stage at %+.0f deg: %d inliers of %d matches; trying other rotations", ang,
-                 est.n_inliers, est.n_matches)
+        log.info("coarse stage at %+.0f deg%s: %d inliers of %d matches; trying other rotations", ang,
+                 " mirrored" if flip else "", est.n_inliers, est.n_matches)
     if best is None or not (best[0].n_inliers >= COARSE_GOOD and best[0].inlier_ratio >= 0.05):
         # few or no keypoint matches (speckle, low texture, strong temporal change): area-based matching from
         # the georeferencing prior, or from the prior turned and scaled (Fourier-Mellin), before trusting a weaker
