@@ -211,10 +211,10 @@ def coarse_stage(ref: Scene, mov: Scene, prior: np.ndarray, ci: CoarseImages, ex
     base = georef_base(prior, ref.geolocated and mov.geolocated)
     thr = cfg.coarse_threshold(s)
     search = cfg.rotation_search and ext.kind != "sift"
-    # (angle, mirrored): between plain images the moving image mirrored as well (radar images of opposite passes in
+    # (angle, mirrored): between plain images, last, the moving image mirrored (radar images of opposite passes in
     # their own geometry); the network's descriptors do not match a mirrored SAR scene (stop 62)
     mirror = search and not (ref.geolocated and mov.geolocated) and cfg.model not in ("shift", "similarity")
-    angles = [(0.0, False)] + ([(0.0, True)] if mirror else []) + [(a, False) for a in (ROTATIONS if search else ())]
+    angles = [(0.0, False)] + [(a, False) for a in (ROTATIONS if search else ())] + ([(0.0, True)] if mirror else [])
     best: tuple[Estimate, StageResult] | None = None
     turned: tuple[Estimate, StageResult] | None = None
     turned_tried = False

@@ -4,7 +4,7 @@ saying it is mirrored; between georeferenced rasters, whose georeferencing alrea
 is not trusted. Before stop 62 both were ``low_quality`` with "implausible scale/shear relative to the
 georeferencing" and the CLI printed "rotation -180 deg" (``sarreg.quality.mirrored``), and a mirrored pair whose
 keypoints do not match as they stand was not found: the coarse stage now also matches the moving image mirrored
-between plain images (the network's descriptors do not match a mirrored SAR scene)."""
+between plain images, last, when no other pass fits (the network's descriptors do not match a mirrored SAR scene)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -61,8 +61,8 @@ def test_mirrored_is_a_negative_determinant_relative_to_the_prior() -> None:
 
 
 def test_a_mirrored_pair_with_change_is_found_by_the_mirrored_keypoint_pass(tmp_path: Path) -> None:
-    rng = np.random.default_rng(6)
-    refl = reflectivity(300, 300, 6)
+    rng = np.random.default_rng(13)
+    refl = reflectivity(300, 300, 13)
     a = speckle(refl, 4, rng)[:256, :256]
     b = speckle(temporal_change(refl, rng), 4, rng)[13:269, 7:263][:, ::-1]  # moved by (7, 13) px, then mirrored
     ref = write_geotiff(tmp_path / "ref.tif", a, nodata=0)
@@ -72,5 +72,5 @@ def test_a_mirrored_pair_with_change_is_found_by_the_mirrored_keypoint_pass(tmp_
     g = np.stack(np.meshgrid(np.linspace(0, 255, 10), np.linspace(0, 255, 10)), -1).reshape(-1, 2)
     h = np.c_[g, np.ones(len(g))]
     err = float(np.hypot(*((h @ np.asarray(rep.matrix).T)[:, :2] - (h @ truth.T)[:, :2]).T).mean())
-    assert rep.status == "ok" and err < 0.6, (rep.status, err, rep.message)  # (was low_quality, 143 px off)
+    assert rep.status == "ok" and err < 0.6, (rep.status, err, rep.message)  # (was low_quality, 141 px off)
 
