@@ -115,7 +115,7 @@ def refine(rs: Scene, ms: Scene, r: Refinement, cfg: RegisterConfig, area: BaseG
     est, matches = choose_estimate(est_kp, fine, est_area, area_res)
     if est is not None and cfg.model == "auto" and not cfg.update_georef:
         est, stages["parsimony"] = prefer_simpler(est, matches, area, cfg, r.grid_n,
-                                                  located=rs.geolocated and ms.geolocated,
+                                                  located=r.located,
                                                   shift_left=rs.georeferenced and ms.georeferenced, base=r.base)
     if matches is area_res:  # the windows resampled through the model chosen, when it is not the passes' one
         est, area_res = repass(rs, ms, r.tiles, est, area_res, r.area_model, cfg, area, r.grid_n, dense)
@@ -201,24 +201,22 @@ def decide(rs: Scene, ms: Scene, r: Refinement, cfg: RegisterConfig, area: BaseG
     "always" they check every refinement; with "auto" only a second one, when the first (correlation alone) is not
     ok, and the second's result stands (``stages.refine.descriptor_fallback``: the first one's status) unless it
     has no estimate where the first had one."""
-    located = rs.geolocated and ms.geolocated
     if dense is None or cfg.area_descriptors == "always":
-        return keep_georeferencing(_once(rs, ms, r, cfg, area, dense), r, cfg, area, located)
+        return keep_georeferencing(_once(rs, ms, r, cfg, area, dense), r, cfg, area)
     first = _once(rs, ms, r, cfg, area, None)
     if first.status == "ok":
         return first
     d = _once(rs, ms, r, cfg, area, dense, first)
     if d.est is None and first.est is not None:  # an estimate flagged as such beats none (--force can still use it)
-        return keep_georeferencing(first, r, cfg, area, located)
+        return keep_georeferencing(first, r, cfg, area)
     if "refine" in d.stages:
         d.stages["refine"]["descriptor_fallback"] = {"status": first.status,
                                                      "message": "; ".join(first.reasons)}
-    return keep_georeferencing(d, r, cfg, area, located)
+    return keep_georeferencing(d, r, cfg, area)
 
 
-def keep_georeferencing(d: Decision, r: Refinement, cfg: RegisterConfig, area: BaseGeometry,
-                        located: bool) -> Decision:
-    """Between georeferenced rasters (``located``), a low_quality estimate that also fails the inlier gate (fewer
+def keep_georeferencing(d: Decision, r: Refinement, cfg: RegisterConfig, area: BaseGeometry) -> Decision:
+    """Between georeferenced rasters (``r.located``), a low_quality estimate that also fails the inlier gate (fewer
     than ``cfg.min_inliers``) gives way to the georeferencing: the Decision's estimate becomes the prior (no
     correction; its residuals and inliers measured on the same tie points), the status stays low_quality with the
     reason first, and the estimate is kept in ``stages["georeferencing_kept"]``.
@@ -229,7 +227,7 @@ def keep_georeferencing(d: Decision, r: Refinement, cfg: RegisterConfig, area: B
     closer for 16 (models/HISTORY.md "Stop 44"); of the 32 with more inliers, the estimate was closer for 20.
     A failed registration (fewer than ``FAIL_INLIERS``) stays failed: nothing is reported as a result there."""
     est, m = d.est, d.matches
-    if not located or est is None or m is None or d.status != "low_quality" or est.n_inliers >= cfg.min_inliers:
+    if not r.located or est is None or m is None or d.status != "low_quality" or est.n_inliers >= cfg.min_inliers:
         return d
     prior = np.asarray(r.prior, float)
     res = np.hypot(*(apply_matrix(prior, m.src) - m.dst).T) if len(m.src) else np.zeros(0)

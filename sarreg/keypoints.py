@@ -208,12 +208,13 @@ def coarse_stage(ref: Scene, mov: Scene, prior: np.ndarray, ci: CoarseImages, ex
     fr_full = Features(np.c_[apply_matrix(Dr, fr.xy), fr.keypoints[:, 2:] / s].astype(np.float32),
                        fr.descriptors, fr.scores, (ref.width, ref.height))
     model = {"shift": "shift", "similarity": "similarity"}.get(cfg.model, "affine")
-    base = georef_base(prior, ref.geolocated and mov.geolocated)
+    located = ref.geolocated and mov.geolocated
+    base = georef_base(prior, located)
     thr = cfg.coarse_threshold(s)
     search = cfg.rotation_search and ext.kind != "sift"
     # (angle, mirrored): between plain images, last, the moving image mirrored (radar images of opposite passes in
     # their own geometry); the network's descriptors do not match a mirrored SAR scene (stop 62)
-    mirror = search and not (ref.geolocated and mov.geolocated) and cfg.model not in ("shift", "similarity")
+    mirror = search and not located and cfg.model not in ("shift", "similarity")
     angles = [(0.0, False)] + [(a, False) for a in (ROTATIONS if search else ())] + ([(0.0, True)] if mirror else [])
     best: tuple[Estimate, StageResult] | None = None
     turned: tuple[Estimate, StageResult] | None = None
