@@ -48,9 +48,15 @@ class OutputError(SarregError, OSError):
 
 
 class RegistrationFailed(SarregError, RuntimeError):
-    """Registration could not produce a transform (e.g. too few matches). Exit code 3."""
+    """Registration could not produce a transform (e.g. too few matches). Exit code 3.
+
+    ``details``: what was tried, one line each, for the report (the message stays one short line)."""
 
     exit_code = 3
+
+    def __init__(self, message: str = "", details: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.details = list(details or [])
 
 
 class LowQuality(SarregError, RuntimeError):

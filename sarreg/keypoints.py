@@ -170,6 +170,20 @@ def _distinct(tried: list[str]) -> list[str]:
     return [t for t in tried if not any(o != t and o.endswith(t) for o in tried)]
 
 
+def _failed_summary(angles: list[tuple[float, bool]], best: tuple[Estimate, StageResult] | None,
+                    tried: list[str]) -> str:
+    """One short clause for a failed coarse stage: the starts tried and the best keypoint fit; each start's result
+    goes to the report (``RegistrationFailed.details``), not into the one-line error."""
+    if not tried:
+        return "no keypoints in the overlap"
+    turns = len([a for a, f in angles if a != 0.0])
+    passes = "keypoints at +0 deg" + (f" and {turns} turns" if turns else "") + \
+        (", mirrored" if any(f for _, f in angles) else "")
+    corr = "correlation" + (" from turned starts too" if any(t.startswith("turned starts") for t in tried) else "")
+    got = f"at most {best[0].n_inliers} keypoint inliers" if best is not None else "no keypoint fit"
+    return f"{passes}; {corr}; {got}, {COARSE_GOOD} wanted; each start in the report's stages.coarse.tried"
+
+
 def _try_turned(ref: Scene, mov: Scene, prior: np.ndarray, ci: CoarseImages, cfg: RegisterConfig,
                 area: BaseGeometry, area_first: tuple[Estimate, StageResult] | RegistrationFailed,
                 tried: list[str]) -> tuple[Estimate, StageResult] | None:
@@ -283,7 +297,8 @@ def coarse_stage(ref: Scene, mov: Scene, prior: np.ndarray, ci: CoarseImages, ex
         limit = (f"; only matches within --max-shift {cfg.max_shift:g} px of the georeferencing were kept"
                  if cfg.max_shift is not None else "")
         raise RegistrationFailed(f"{mov.path}: coarse stage found no consistent matches with {ref.path} "
-                                 f"({'; '.join(_distinct(tried)) or 'no keypoints in the overlap'}{limit})")
+                                 f"({_failed_summary(angles, best, tried)}{limit}); the scenes may not show the "
+                                 "same ground", details=_distinct(tried))
     est, res = best
     res.info.update({"inliers": est.n_inliers, "rmse_px": est.rmse, "threshold_px": thr,
                      "rotation_deg": decompose(np.linalg.inv(prior) @ est.matrix)["rotation_deg"]})

@@ -432,6 +432,8 @@ def _attempt(rs: Scene, ms: Scene, prior: np.ndarray, cfg: RegisterConfig, ext: 
         t = tick("refine", t)  # (with the quality gates' own measurements: bootstrap, cross-check, second motion)
     except RegistrationFailed as e:
         message = str(e)
+        if e.details and "coarse" not in stages:  # (each start the coarse stage tried, for the report)
+            stages["coarse"] = {"failed": True, "tried": e.details}
         t = tick("estimate", t)
     if dec is not None and dec.est is not None:
         message = "registered" if dec.status == "ok" else "; ".join(dec.reasons)

@@ -359,6 +359,18 @@ def test_exit_codes_low_quality_and_failed(scenes, tmp_path):
     assert json.loads((tmp_path / "f.report.json").read_text())["status"] in ("failed", "low_quality")
 
 
+def test_a_failed_coarse_stage_is_one_short_line_with_each_start_in_the_report(scenes, tmp_path):
+    """Unrelated scenes: the error names the moving file once and sums up what was tried; the report lists each
+    start's result (before, every start's result was in the line: over 1,000 characters at 1024 px)."""
+    res = run(scenes["ref"], scenes["other"], tmp_path / "f.tif")
+    assert res.exit_code == 3, res.output
+    _one_line_error(res, "registration failed", "no consistent matches", "keypoint inliers", "f.report.json")
+    assert res.stderr.count("other.tif") == 1 and len(res.stderr) < 600
+    coarse = json.loads((tmp_path / "f.report.json").read_text())["stages"]["coarse"]
+    assert coarse["failed"] and any(t.startswith("+0 deg: ") for t in coarse["tried"])
+    assert any(t.startswith("correlation: ") for t in coarse["tried"])
+
+
 def _assert_clean(tmp_path: Path, keep: set[str]) -> None:
     left = {p.name for p in tmp_path.iterdir()} - keep
     assert not left, left

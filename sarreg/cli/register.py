@@ -109,13 +109,14 @@ def register(ref: Path | str, moving: Path | str, out: Path, as_json: bool, asse
                    + ("mirrored (columns reversed), then " if c.get("mirrored") else "")
                    + f"rotation {round(c.get('rotation_deg', 0), 3) + 0.0:.3f} deg"  # (+ 0.0: no "-0.000")
                    + (f" -> {rep.output}" if rep.output else ""), err=as_json)
+    why = rep.message.removeprefix(f"{moving}: ")  # (the line names the moving file once)
     if rep.status == "low_quality":
         written = f"raster written anyway (--force): {rep.output}" if rep.output else \
             "no raster written" + ("" if force else " (--force writes it)")
-        raise LowQuality(f"{moving}: low-quality registration ({rep.message}); {written}; "
+        raise LowQuality(f"{moving}: low-quality registration ({why}); {written}; "
                          f"see {rep.outputs.get('report')}")
     if rep.status == "failed":
-        raise RegistrationFailed(f"{moving}: registration failed ({rep.message}); see {rep.outputs.get('report')}")
+        raise RegistrationFailed(f"{moving}: registration failed ({why}); see {rep.outputs.get('report')}")
 
 
 @click.command()
