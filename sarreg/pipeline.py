@@ -147,8 +147,9 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
     if cfg.warp and not cfg.update_georef:
         check_warpable(moving, ms.dtype)  # (before the work, not after it)
     if cfg.update_georef and cfg.warp and not (rs.georeferenced and ms.georeferenced):  # before the work, not after
+        by = "RPCs" if ms.gcps is not None and located_by(ms).startswith("rpcs") else "GCPs"
         raise InputError(f"{moving if rs.georeferenced else ref}: --update-georef needs georeferenced rasters"
-                         + ("; located by GCPs: register it, then `sarreg apply OUT.report.json MOVING OUT2 "
+                         + (f"; located by {by}: register it, then `sarreg apply OUT.report.json MOVING OUT2 "
                             "--update-georef`" if ms.gcps is not None and rs.georeferenced else ""))
     prior, nonlinear = prior_fit(rs, ms)
     check_bounds(rs, ms, prior)

@@ -142,13 +142,13 @@ def native_fit(ref: Scene, mov: Scene, est: Estimate, src: np.ndarray, dst: np.n
 
 
 def located_by(scene: Scene) -> str | None:
-    """How a scene sits on the ground: "geotransform", "gcps (N, METHOD)" or None (pixel space)."""
+    """How a scene sits on the ground: "geotransform", "gcps (N, METHOD)", "rpcs (...)" or None (pixel space)."""
     if scene.georeferenced:
         return "geotransform"
     if scene.gcps is not None:
-        from sarreg.io.gcps import method
+        from sarreg.io.gcps import located
 
-        return f"gcps ({len(scene.gcps)}, {method(scene.gcps)})"
+        return located(scene.gcps)
     return None
 
 

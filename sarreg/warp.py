@@ -412,6 +412,7 @@ def update_georef(moving: str | Path, transform: PixelTransform, grid: Grid, out
     if nodata not in (None, "none") and not holds(dtype, float(nodata)):
         nodata = "none"  # a value no pixel can hold (NaN, -9999 in uint16): no nodata
     src, _ = _source_vrt(moving, transform, grid, (0, 0))
+    src.SetMetadata({}, "RPC")  # (RPCs that located the raster locate it where it was: not copied)
     tmp = _tmp_path(out)
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
@@ -481,6 +482,7 @@ def _copy_with_georef(gdal, moving: Path, tmp: Path, geotransform, wkt: str, nod
         raise RuntimeError(f"cannot open the copy {tmp} for update")
     ds.SetGeoTransform(geotransform)
     ds.SetProjection(wkt)
+    ds.SetMetadata({}, "RPC")  # (RPCs that located the raster locate it where it was: dropped)
     for b in range(1, ds.RasterCount + 1):
         if nodata == "none":
             ds.GetRasterBand(b).DeleteNoDataValue()

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from sarreg.config import PreprocessConfig, nodata_value
-from sarreg.io.gcps import method as gcp_method
+from sarreg.io.gcps import located
 from sarreg.io.raster import STATS_MAX_SIDE, Scene, decimated_shape, open_dataset, open_scene, read_unit
 from sarreg.io.source import Source
 
@@ -39,7 +39,7 @@ def describe(path: Source, pre: PreprocessConfig = PreprocessConfig()) -> dict[s
         "range": {"low": round(scene.lo, 2), "high": round(scene.hi, 2), "unit": _unit(scene),
                   "percentiles": [pre.lo_pct, pre.hi_pct]},
         "located_by": "geotransform" if scene.georeferenced else
-        f"gcps ({len(scene.gcps)}, {gcp_method(scene.gcps)})" if scene.gcps is not None else
+        located(scene.gcps) if scene.gcps is not None else
         "geotransform without CRS" if scene.local else None,
         "compression": profile.get("compress"), "tiled": bool(profile.get("tiled")),
         "block": [profile.get("blockxsize"), profile.get("blockysize")], "overviews": overviews,

@@ -18,15 +18,62 @@ Gcps = tuple[tuple[float, float, float, float], ...]
 MIN_GCPS = 3
 
 
+RPC_GRID = 21  # RPC-located rasters: GCPs on a RPC_GRID x RPC_GRID lattice over the image (pixel edges to edges)
+_FROM_RPC: dict[Gcps, float] = {}  # GCP sets made from RPCs -> the height they were made at (for ``located``)
+
+
 def read_gcps(ds: Any) -> tuple[Gcps | None, Any]:
-    """GCPs of an open rasterio dataset as ``Gcps`` and their CRS (rasterio CRS or None); (None, None) without."""
+    """GCPs of an open rasterio dataset as ``Gcps`` and their CRS (rasterio CRS or None); (None, None) without.
+
+    A raster with neither a geotransform nor GCPs but RPCs (``ds.rpcs``: SAR ground-range products that ship them,
+    optical level-1 scenes) gets GCPs made from them: ``rpc_gcps``."""
     try:
         gcps, crs = ds.gcps
     except Exception:  # noqa: BLE001 - drivers without GCP support
         return None, None
     if not gcps or len(gcps) < MIN_GCPS:
-        return None, None
+        rpcs = getattr(ds, "rpcs", None)
+        return rpc_gcps(rpcs.to_gdal(), ds.width, ds.height) if rpcs is not None else (None, None)
     return tuple((float(g.col), float(g.row), float(g.x), float(g.y)) for g in gcps), crs
+
+
+def rpc_gcps(rpc: dict[str, str], width: int, height: int) -> tuple[Gcps | None, Any]:
+    """GCPs (WGS 84 longitude / latitude) of a ``width`` x ``height`` raster located by the RPCs ``rpc`` (GDAL's
+    RPC metadata domain), and their CRS; (None, None) when GDAL cannot evaluate them.
+
+    Why GCPs: everything that relates, warps and reports GCP-located rasters then serves RPC-located ones. The
+    RPCs are evaluated by GDAL's RPC transformer at their own height offset (``HEIGHT_OFF``, the scene's mean
+    height; without a DEM GDAL would take 0 m, which shifts a ground-range image of high terrain by kilometres);
+    the thin-plate spline through the lattice follows the smooth RPC polynomials closely (``located``)."""
+    from osgeo import gdal
+    from rasterio.crs import CRS
+
+    gdal.UseExceptions()
+    mem = gdal.GetDriverByName("MEM").Create("", 1, 1, 0)
+    mem.SetMetadata({k: str(v) for k, v in rpc.items()}, "RPC")
+    h = float(str(rpc.get("HEIGHT_OFF", "0")).split()[0])
+    try:
+        # (pixel -> ground is GDAL's iterative inverse of the RPCs: to 0.1 px by default, here to 0.001 px)
+        t = gdal.Transformer(mem, None, ["METHOD=RPC", f"RPC_HEIGHT={h:.17g}", "RPC_PIXEL_ERROR_THRESHOLD=0.001"])
+    except RuntimeError:
+        return None, None
+    px, ln = np.meshgrid(np.linspace(0, width, RPC_GRID), np.linspace(0, height, RPC_GRID))
+    out, ok = t.TransformPoints(0, [(float(a), float(b)) for a, b in zip(px.ravel(), ln.ravel())])
+    ok = np.asarray(ok, dtype=bool)
+    if ok.sum() < MIN_GCPS:
+        return None, None
+    gcps = tuple((float(a), float(b), float(o[0]), float(o[1]))
+                 for a, b, o, k in zip(px.ravel(), ln.ravel(), out, ok) if k)
+    _FROM_RPC[gcps] = h
+    return gcps, CRS.from_epsg(4326)
+
+
+def located(gcps: Gcps) -> str:
+    """How a GCP-located raster is located, for reports and ``sarreg info``: "gcps (N, METHOD)", or for GCPs made
+    from RPCs "rpcs (N GCPs at H m, METHOD)"."""
+    if gcps in _FROM_RPC:
+        return f"rpcs ({len(gcps)} GCPs at {_FROM_RPC[gcps]:g} m, {method(gcps)})"
+    return f"gcps ({len(gcps)}, {method(gcps)})"
 
 
 def gdal_gcps(gcps: Gcps) -> list:
