@@ -40,6 +40,7 @@ from sarreg.io.band import Overview, alpha_band, read_band
 from sarreg.io.exclude import Exclusion, load_exclusion
 from sarreg.io.fill import Fill, find_fill, given_fill, marks_holes, may_hide_fill
 from sarreg.io.gcps import Gcps, map_to_pixel, pixel_to_map, read_gcps
+from sarreg.io.subdataset import container_error
 from sarreg.io.source import Source, is_network, open_options, resolve_input, unreachable
 from sarreg.io.units import Scaling, band_scaling, unit_kind
 
@@ -263,6 +264,8 @@ def open_scene(path: Source, pre: PreprocessConfig = PreprocessConfig()) -> Scen
     """Validate a raster and compute its per-scene scaling from one decimated read (bounded memory)."""
     path = resolve_input(path)
     with _open(path) as ds:
+        if (why := container_error(path, ds)) is not None:  # (a netCDF / HDF5 file of several rasters)
+            raise InputError(why)
         if ds.width < 1 or ds.height < 1 or ds.count < 1:
             raise InputError(f"{path}: zero-size raster ({ds.width}x{ds.height}, {ds.count} bands)")
         if _is_georeferenced(ds) and not abs(ds.transform.determinant) > 0:

@@ -1,6 +1,6 @@
 """Input names: local files, URLs, object storage and archives, turned into what GDAL opens.
 
-* a local path stays a ``Path``;
+* a local path stays a ``Path``; a GDAL subdataset name (``NETCDF:"f.nc":VV``) a string (``sarreg.io.subdataset``);
 * ``/vsicurl/``, ``/vsis3/``, ``/vsigs/``, ``/vsiaz/``, ``/vsizip/`` and other ``/vsi...`` paths go to GDAL as is;
 * ``http://`` / ``https://`` URLs become ``/vsicurl/<url>``, ``s3://bucket/key`` ``/vsis3/bucket/key``,
   ``gs://`` ``/vsigs/`` and ``az://`` ``/vsiaz/``;
@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Iterator
 
 from sarreg.errors import InputError
+from sarreg.io.subdataset import subdataset_file, subdataset_file_name, subdataset_name
 
 Source = str | Path
 
@@ -60,8 +61,7 @@ def is_network(src: Source) -> bool:
 
 
 def apply_remote_defaults() -> None:
-    """Put ``REMOTE_DEFAULTS`` in the process environment where the user has not set them (GDAL reads its config
-    options from the environment, so both rasterio's and osgeo's GDAL see them, also in batch workers)."""
+    """``REMOTE_DEFAULTS`` into the environment where unset (rasterio's, osgeo's GDAL and batch workers read it)."""
     for k, v in REMOTE_DEFAULTS.items():
         os.environ.setdefault(k, v)
 
@@ -80,8 +80,8 @@ def open_options(src: Source) -> Iterator[None]:
         yield
 
 
-# the one stat of ``unreachable``: the failed open has already retried (GDAL_HTTP_MAX_RETRY) and waited
-# (GDAL_HTTP_TIMEOUT); a second round would double the time to the error (HTTP 500: 42 s, no answer: 644 s)
+# the one stat of ``unreachable``: the failed open has already retried and waited; a second round would double the
+# time to the error (HTTP 500: 42 s, no answer: 644 s)
 STAT_OPTIONS = {"GDAL_HTTP_MAX_RETRY": "0", "GDAL_HTTP_TIMEOUT": "10"}
 
 
@@ -178,8 +178,8 @@ def resolve_input(src: Source, asset: str | None = None, pol: str | None = None)
     """
     src = file_url_path(src)
     s = str(src)
-    if is_stac_input(s):
-        return resolve_stac(src, asset, pol)
+    if (sub := subdataset_name(s)) is not None or is_stac_input(s):  # (GDAL subdataset names go to GDAL as they are)
+        return sub or resolve_stac(src, asset, pol)
     from sarreg.io.safe import resolve_safe
 
     if s.startswith("/vsi"):
@@ -459,8 +459,8 @@ def stac_info(src: Source) -> dict | None:
 
 
 def local_path(src: Source) -> Path | None:
-    """The local file behind an input (for write-set checks), or None for remote names."""
-    src = file_url_path(src)
+    """The local file behind an input (for write-set checks; of a subdataset name too), or None for remote names."""
+    src = subdataset_file(str(src)) or file_url_path(src)
     if is_remote(src):
         s = str(src)
         if s.startswith("/vsizip/") and ".zip" in s.lower():  # a local archive: the archive file itself
@@ -484,13 +484,13 @@ def query_url(name: str) -> str | None:
 
 
 def input_name(src: Source) -> str:
-    """File name of an input: last component of its path, URL (without query) or archive member."""
+    """File name of an input: last part of its path, URL (less query), archive member or subdataset name."""
     s = str(src)
     if s.startswith("/vsizip/{") and "}/" in s:  # a member of a braced archive name (``archive.vsi``)
         s = s.split("}/", 1)[1]
     s = query_url(s) or s  # /vsicurl?[opt=val&]*url=<url>: named after the file the URL names
     s = s.split("?", 1)[0].rstrip("/")
-    return s.rsplit("/", 1)[-1]
+    return subdataset_file_name(str(src)) or s.rsplit("/", 1)[-1]
 
 
 def input_folder(src: Source) -> Path | None:
