@@ -181,7 +181,10 @@ def _failed_summary(angles: list[tuple[float, bool]], best: tuple[Estimate, Stag
         (", mirrored" if any(f for _, f in angles) else "")
     corr = "correlation" + (" from turned starts too" if any(t.startswith("turned starts") for t in tried) else "")
     got = f"at most {best[0].n_inliers} keypoint inliers" if best is not None else "no keypoint fit"
-    return f"{passes}; {corr}; {got}, {COARSE_GOOD} wanted; each start in the report's stages.coarse.tried"
+    # a reason of the correlation other than its window counts says what to do (e.g. a chip not searched for)
+    why = [t for t in tried if t.startswith("correlation: ") and "windows" not in t]
+    return f"{passes}; {corr}; {got}, {COARSE_GOOD} wanted; " + "".join(f"{w}; " for w in why) + \
+        "each start in the report's stages.coarse.tried"
 
 
 def _try_turned(ref: Scene, mov: Scene, prior: np.ndarray, ci: CoarseImages, cfg: RegisterConfig,
