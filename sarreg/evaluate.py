@@ -116,8 +116,9 @@ class Method:
 
     @staticmethod
     def parse(spec: str) -> "Method":
-        """'register' | 'register-sift' | 'register:CHECKPOINT.pt' (label register:<stem>) | single-stage: 'sift' |
-        'orb' | 'model' (the shipped model) | a checkpoint path (label = file stem)."""
+        """'register' | 'register-sift' | 'register:CHECKPOINT.pt' (label register:<stem>) | 'phasecorr' (the
+        baseline, ``run_phasecorr``) | single-stage: 'sift' | 'orb' | 'model' (the shipped model) | a checkpoint
+        path (label = file stem)."""
         s = spec.strip()
         low = s.lower()
         if low == "register":
@@ -127,7 +128,7 @@ class Method:
         if low.startswith("register:"):
             p = Path(s.split(":", 1)[1])
             return Method(f"register:{p.stem}", "register", str(p))
-        if low in CLASSICAL:
+        if low in CLASSICAL or low == "phasecorr":
             return Method(low, low)
         if low == "model":
             from sarreg.model.files import EXTRACT_MODEL_NAME
@@ -136,8 +137,8 @@ class Method:
         p = Path(s)
         if p.suffix.lower() in (".pt", ".pth") or p.exists():
             return Method(p.stem, "learned", str(p))
-        raise InputError(f"unknown method {spec!r}: use register, register-sift, register:CHECKPOINT.pt, or "
-                         "single-stage sift, orb, model, or a checkpoint path (.pt)")
+        raise InputError(f"unknown method {spec!r}: use register, register-sift, register:CHECKPOINT.pt, "
+                         "phasecorr, or single-stage sift, orb, model, or a checkpoint path (.pt)")
 
 
 @dataclass(frozen=True)
@@ -272,6 +273,8 @@ def run_pair(pair: Pair, method: Method, model: Any, opt: EvalOptions,
     to share reads between single-stage methods."""
     if method.kind == "register":
         return _run_register(pair, method, model, opt)
+    if method.kind == "phasecorr":
+        return run_phasecorr(pair, method, opt)
     t0 = time.perf_counter()
     if images is None:
         images = _read_pair(pair, opt)
@@ -294,6 +297,39 @@ def run_pair(pair: Pair, method: Method, model: Any, opt: EvalOptions,
                       matrix=None if matrix is None else np.asarray(matrix).tolist(), error=err, mma=mma,
                       keypoints=nkp, matches=int(len(xy_m)), inliers=int(inliers), time_s=float(dt), message=msg,
                       source=pair.source)
+
+
+def run_phasecorr(pair: Pair, method: Method, opt: EvalOptions) -> PairResult:
+    """The baseline users know (AROSICS' global mode, scikit-image's ``phase_cross_correlation``): the moving image
+    resampled onto the reference's pixels by the georeferencing (plain images: as they are), one phase correlation
+    of the whole images (OpenCV, Hann window, invalid pixels at the valid mean), a shift after the georeferencing.
+    Read like the single-stage methods (log intensity in [0, 1]); no quality gate: every pair gets its estimate."""
+    from sarreg.io.raster import open_scene, read_unit
+    from sarreg.relate import prior_fit
+
+    t0 = time.perf_counter()
+    pre = opt.extract.preprocess
+    rs, ms = open_scene(pair.ref, pre), open_scene(pair.moving, pre)
+    (ur, vr), (um, vm) = read_unit(rs, pre=pre), read_unit(ms, pre=pre)
+    check_sizes(pair, ur.shape[::-1], um.shape[::-1])
+    prior = prior_fit(rs, ms)[0]  # moving px -> reference px (the identity between plain images)
+    h, w = ur.shape
+    wm = cv2.warpPerspective(um.astype(np.float32), prior, (w, h), flags=cv2.INTER_LINEAR)
+    wv = cv2.warpPerspective(vm.astype(np.uint8), prior, (w, h), flags=cv2.INTER_NEAREST) > 0
+    a = np.where(vr, ur, ur[vr].mean() if vr.any() else 0.0).astype(np.float64)
+    b = np.where(wv, wm, wm[wv].mean() if wv.any() else 0.0).astype(np.float64)
+    (dx, dy), peak = cv2.phaseCorrelate(a, b, cv2.createHanningWindow((w, h), cv2.CV_64F))
+    # b(x) ~ a(x - d): the reference pixel x shows what the resampled moving image shows at x + d
+    matrix = np.array([[1.0, 0.0, -dx], [0.0, 1.0, -dy], [0.0, 0.0, 1.0]]) @ prior if wv.any() else None
+    err = None
+    if pair.H is not None:
+        err = homography_error(pair.H, matrix, pair.moving_size or (um.shape[1], um.shape[0]),
+                               pair.ref_size or (w, h))
+    return PairResult(pair=pair.id, method=method.label, status="ok" if matrix is not None else "failed",
+                      matrix=None if matrix is None else matrix.tolist(), error=err, mma=None, keypoints=(0, 0),
+                      matches=0, inliers=0, time_s=float(time.perf_counter() - t0),
+                      message=f"shift ({-dx:.2f}, {-dy:.2f}) px after the georeferencing, peak {peak:.3f}"
+                      if matrix is not None else "no overlap under the georeferencing", source=pair.source)
 
 
 def _features(method: Method, model: Any, unit: np.ndarray, valid: np.ndarray, opt: EvalOptions) -> Features:

@@ -450,3 +450,31 @@ def test_pair_folder_without_gt_json_is_named_and_counted(pairs: Path, tmp_path:
     lines = r.output.strip().splitlines()
     assert r.exit_code == 1 and len(lines) == 1, r.output
     assert lines[0].startswith(f"sarreg: error: {d / 'pair_0001' / 'gt.json'}: unreadable ground truth"), lines[0]
+
+
+def test_phasecorr_baseline_finds_a_shift_in_pixel_space_and_after_the_georeferencing(tmp_path: Path) -> None:
+    """``phasecorr``: one phase correlation after the georeferencing. The moving date shows the scene 3.5 / -2.25
+    px off the reference; in pixel space that is the whole shift, between georeferenced rasters whose georeference
+    is 5 / 4 px off the correlation finds the rest (the truth is in pixels: the same H for both pairs)."""
+    from affine import Affine
+
+    from sarreg.synth import speckle
+
+    n, t = 256, Affine(10.0, 0, 500000.0, 0, -10.0, 5000000.0)
+    field = reflectivity(n + 64, n + 64, seed=4)
+    rng = np.random.default_rng(9)
+    ref = speckle(field, 4.0, rng)[32:32 + n, 32:32 + n].astype("float32")
+    m = np.array([[1.0, 0, 35.5], [0, 1.0, 29.75], [0, 0, 1]])  # moving px -> field px (the reference: + 32)
+    mov = np.nan_to_num(warp_image(speckle(field, 4.0, rng), m, (n, n)), nan=0.0).astype("float32")
+    H = [[1.0, 0, 3.5], [0, 1.0, -2.25], [0, 0, 1.0]]
+    for name, geo in (("plain", None), ("geo", t * Affine.translation(3.5 + 5.0, -2.25 - 4.0))):
+        d = tmp_path / "pairs" / name
+        d.mkdir(parents=True)
+        write_geotiff(d / "ref.tif", ref, t if geo else None, "EPSG:32631" if geo else None)
+        write_geotiff(d / "moving.tif", mov, geo, "EPSG:32631" if geo else None, nodata=0.0)
+        (d / "gt.json").write_text(json.dumps({"H": H, "source": name}))
+    res = evaluate(tmp_path / "pairs", ["phasecorr"])
+    errs = {r.pair: r.error for r in res.results}
+    assert set(errs) == {"plain", "geo"} and all(e < 0.1 for e in errs.values()), errs
+    geo = next(r for r in res.results if r.pair == "geo")
+    assert geo.message.startswith("shift (-5.0") and np.allclose(geo.matrix, H, atol=0.1)

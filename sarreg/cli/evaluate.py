@@ -45,7 +45,8 @@ def evaluate() -> None:
 @click.option("--methods", default=DEFAULT_METHODS, show_default=True,
               help="Comma list of: register (the pipeline of 'sarreg register' with the shipped model; "
                    "register-sift when there is none and the methods are the default), register-sift, "
-                   "register:CHECKPOINT.pt; single-stage (one extraction per whole image, mutual nearest "
+                   "register:CHECKPOINT.pt; phasecorr (the baseline: one phase correlation of the whole images "
+                   "after the georeferencing, a shift); single-stage (one extraction per whole image, mutual nearest "
                    "neighbours, one homography): model (the shipped extraction model, as 'sarreg extract'), sift, "
                    "orb, or a checkpoint path.")
 @click.option("--model", "reg_model", default="auto", show_default=True,
