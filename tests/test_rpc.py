@@ -129,3 +129,31 @@ def test_the_corrected_copy_of_a_raster_located_by_rpcs_drops_them(scene, tmp_pa
             assert u.rpcs is None and u.crs.to_epsg() == 4326
             # (within the estimate's error: SIFT, 0.13 px)
             assert np.allclose(np.array(u.transform)[:6], np.array(GRID)[:6], rtol=0, atol=0.25 * D)
+
+
+def test_a_raster_located_by_geolocation_arrays_registers_on_a_georeferenced_one(scene, tmp_path):
+    """GDAL's GEOLOCATION metadata (a swath's 2-D longitude / latitude arrays, here every 8th pixel, as netCDF /
+    HDF5 swaths carry them): GCPs made from the arrays, the registration as for RPCs."""
+    from osgeo import gdal
+
+    _, a, b = scene
+    ref = write_geotiff(tmp_path / "ref.tif", a, GRID, "EPSG:4326")
+    mov = write_geotiff(tmp_path / "mov.tif", b)
+    step = 8
+    x, y = np.meshgrid(np.arange(0, N + step, step, dtype=float), np.arange(0, N + step, step, dtype=float))
+    # samples at the pixel edges (x, y) (TOP_LEFT_CORNER; with PIXEL_CENTER GDAL puts a sample at the centre of the
+    # step x step block it stands for), (LON0 + (x + 6) D, LAT0 - (y - 3) D): the image 6 px east, 3 px north
+    write_geotiff(tmp_path / "lon.tif", LON0 + (x + 6.0) * D)
+    write_geotiff(tmp_path / "lat.tif", LAT0 - (y - 3.0) * D)
+    ds = gdal.Open(str(mov), gdal.GA_Update)
+    ds.SetMetadata({"X_DATASET": str(tmp_path / "lon.tif"), "X_BAND": "1", "Y_DATASET": str(tmp_path / "lat.tif"),
+                    "Y_BAND": "1", "PIXEL_OFFSET": "0", "LINE_OFFSET": "0", "PIXEL_STEP": str(step),
+                    "LINE_STEP": str(step), "SRS": "EPSG:4326", "GEOREFERENCING_CONVENTION": "TOP_LEFT_CORNER"},
+                   "GEOLOCATION")
+    ds = None
+    rep = register(ref, mov, tmp_path / "out.tif", SIFT)
+    assert rep.status == "ok", rep.message
+    relate = rep.stages["relate"]
+    assert relate["located_by"]["moving"] == "geolocation arrays (441 GCPs, GCP_TPS)"
+    assert np.allclose(np.asarray(relate["prior"])[:2, 2], (6.0, -3.0), atol=0.02)  # where the arrays put it
+    assert np.allclose(np.asarray(rep.matrix), np.eye(3), atol=0.1)  # where it is

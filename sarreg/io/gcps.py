@@ -18,23 +18,41 @@ Gcps = tuple[tuple[float, float, float, float], ...]
 MIN_GCPS = 3
 
 
-RPC_GRID = 21  # RPC-located rasters: GCPs on a RPC_GRID x RPC_GRID lattice over the image (pixel edges to edges)
-_FROM_RPC: dict[Gcps, float] = {}  # GCP sets made from RPCs -> the height they were made at (for ``located``)
+LATTICE = 21  # RPC / geolocation-array rasters: GCPs on a LATTICE x LATTICE grid over the image (edges to edges)
+_MADE: dict[Gcps, str] = {}  # GCP sets made from RPCs or geolocation arrays -> how (for ``located``)
 
 
 def read_gcps(ds: Any) -> tuple[Gcps | None, Any]:
     """GCPs of an open rasterio dataset as ``Gcps`` and their CRS (rasterio CRS or None); (None, None) without.
 
     A raster with neither a geotransform nor GCPs but RPCs (``ds.rpcs``: SAR ground-range products that ship them,
-    optical level-1 scenes) gets GCPs made from them: ``rpc_gcps``."""
+    optical level-1 scenes) or geolocation arrays (GDAL's ``GEOLOCATION`` metadata: a netCDF / HDF5 swath with
+    2-D longitude / latitude variables) gets GCPs made from them: ``rpc_gcps``, ``geolocation_gcps``."""
     try:
         gcps, crs = ds.gcps
     except Exception:  # noqa: BLE001 - drivers without GCP support
         return None, None
     if not gcps or len(gcps) < MIN_GCPS:
         rpcs = getattr(ds, "rpcs", None)
-        return rpc_gcps(rpcs.to_gdal(), ds.width, ds.height) if rpcs is not None else (None, None)
+        if rpcs is not None:
+            return rpc_gcps(rpcs.to_gdal(), ds.width, ds.height)
+        geoloc = ds.tags(ns="GEOLOCATION")
+        return geolocation_gcps(ds.name, geoloc, ds.width, ds.height) if geoloc else (None, None)
     return tuple((float(g.col), float(g.row), float(g.x), float(g.y)) for g in gcps), crs
+
+
+def _lattice(t: Any, width: int, height: int, how: str) -> Gcps | None:
+    """GCPs at LATTICE x LATTICE pixel-edge points of the image through GDAL transformer ``t`` (pixel -> ground);
+    None when fewer than MIN_GCPS of them transform. ``how`` is what ``located`` says of them ({n}: their count)."""
+    px, ln = np.meshgrid(np.linspace(0, width, LATTICE), np.linspace(0, height, LATTICE))
+    out, ok = t.TransformPoints(0, [(float(a), float(b)) for a, b in zip(px.ravel(), ln.ravel())])
+    ok = np.asarray(ok, dtype=bool)
+    if ok.sum() < MIN_GCPS:
+        return None
+    gcps = tuple((float(a), float(b), float(o[0]), float(o[1]))
+                 for a, b, o, k in zip(px.ravel(), ln.ravel(), out, ok) if k)
+    _MADE[gcps] = how.format(n=len(gcps))
+    return gcps
 
 
 def rpc_gcps(rpc: dict[str, str], width: int, height: int) -> tuple[Gcps | None, Any]:
@@ -57,22 +75,33 @@ def rpc_gcps(rpc: dict[str, str], width: int, height: int) -> tuple[Gcps | None,
         t = gdal.Transformer(mem, None, ["METHOD=RPC", f"RPC_HEIGHT={h:.17g}", "RPC_PIXEL_ERROR_THRESHOLD=0.001"])
     except RuntimeError:
         return None, None
-    px, ln = np.meshgrid(np.linspace(0, width, RPC_GRID), np.linspace(0, height, RPC_GRID))
-    out, ok = t.TransformPoints(0, [(float(a), float(b)) for a, b in zip(px.ravel(), ln.ravel())])
-    ok = np.asarray(ok, dtype=bool)
-    if ok.sum() < MIN_GCPS:
+    gcps = _lattice(t, width, height, f"rpcs ({{n}} GCPs at {h:g} m")
+    return (gcps, CRS.from_epsg(4326)) if gcps is not None else (None, None)
+
+
+def geolocation_gcps(name: Any, md: dict[str, str], width: int, height: int) -> tuple[Gcps | None, Any]:
+    """GCPs of a raster located by geolocation arrays (GDAL's ``GEOLOCATION`` metadata ``md``: the longitude /
+    latitude rasters, their offset and step in the image), in the arrays' CRS (``SRS``, else WGS 84); (None, None)
+    when GDAL cannot read them. GDAL's transformer interpolates the arrays bilinearly (pixel -> ground)."""
+    from osgeo import gdal
+    from rasterio.crs import CRS
+
+    gdal.UseExceptions()
+    try:
+        ds = gdal.Open(str(name))
+        t = gdal.Transformer(ds, None, ["METHOD=GEOLOC_ARRAY"])
+        crs = CRS.from_user_input(md["SRS"]) if md.get("SRS") else CRS.from_epsg(4326)
+    except Exception:  # noqa: BLE001 - unreadable arrays, an unknown SRS
         return None, None
-    gcps = tuple((float(a), float(b), float(o[0]), float(o[1]))
-                 for a, b, o, k in zip(px.ravel(), ln.ravel(), out, ok) if k)
-    _FROM_RPC[gcps] = h
-    return gcps, CRS.from_epsg(4326)
+    gcps = _lattice(t, width, height, "geolocation arrays ({n} GCPs")
+    return (gcps, crs) if gcps is not None else (None, None)
 
 
 def located(gcps: Gcps) -> str:
-    """How a GCP-located raster is located, for reports and ``sarreg info``: "gcps (N, METHOD)", or for GCPs made
-    from RPCs "rpcs (N GCPs at H m, METHOD)"."""
-    if gcps in _FROM_RPC:
-        return f"rpcs ({len(gcps)} GCPs at {_FROM_RPC[gcps]:g} m, {method(gcps)})"
+    """How a GCP-located raster is located, for reports and ``sarreg info``: "gcps (N, METHOD)"; for GCPs made
+    from RPCs "rpcs (N GCPs at H m, METHOD)", from geolocation arrays "geolocation arrays (N GCPs, METHOD)"."""
+    if gcps in _MADE:
+        return f"{_MADE[gcps]}, {method(gcps)})"
     return f"gcps ({len(gcps)}, {method(gcps)})"
 
 
