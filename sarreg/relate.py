@@ -68,8 +68,8 @@ def prior_fit(ref: Scene, mov: Scene) -> tuple[np.ndarray, float]:
         if which.local:
             raise CRSError(f"{which.path}: has a geotransform but no CRS, and {other.path} has one: set its CRS first "
                            f"(gdal_edit.py -a_srs EPSG:...)")
-        raise CRSError(f"{which.path}: has no CRS/georeferencing (geotransform or GCPs) but {other.path} has; both "
-                       "or neither must be georeferenced")
+        raise CRSError(f"{which.path}: has no CRS/georeferencing (geotransform, GCPs, RPCs or geolocation arrays) but "
+                       f"{other.path} has; both or neither must be georeferenced")
     g, r = _crs_grid(ref, mov)
     a = np.c_[g, np.ones(len(g))]
     p = np.linalg.lstsq(a, r, rcond=None)[0]

@@ -124,7 +124,8 @@ def extract(images: tuple[Source, ...], weights: Path | None, out_dir: Path | No
     if geo:
         for sc in scenes:
             if not sc.geolocated:  # a geotransform, or GCPs (map coordinates through GDAL's GCP transformer)
-                raise InputError(f"{sc.path}: --geo needs a georeferenced raster (no CRS/geotransform or GCPs)")
+                raise InputError(f"{sc.path}: --geo needs a georeferenced raster (no CRS/geotransform, GCPs, RPCs or "
+                                 "geolocation arrays)")
     # (created once the inputs are known good, and removed again if the run then fails: no new folder is left)
     with output_dir(out_dir):
         for p in images:
