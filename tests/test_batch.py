@@ -1151,3 +1151,28 @@ def test_the_plot_of_a_batch_where_every_scene_failed_draws_without_warnings(tmp
         warnings.simplefilter("error")
         png = plot_summary(s, tmp_path / "summary.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_scenes_named_as_gdal_subdatasets_register_resume_and_keep_their_dates(series, client, tmp_path):
+    """Scenes given as netCDF subdataset names (``NETCDF:"file":Band1``, relative to the working folder): keys and
+    dates from the file's name, the inputs' digests from the files, so a rerun resumes every scene."""
+    from osgeo import gdal
+
+    ref, scenes = series
+    names = []
+    for p, _ in scenes[:2]:
+        gdal.Translate(str(tmp_path / f"{p.stem}.nc"), str(p), format="netCDF")
+        names.append(f'NETCDF:"{p.stem}.nc":Band1')
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        summary = batch(ref, names, tmp_path / "out", CFG, client=client)
+        again = batch(ref, names, tmp_path / "out", CFG, client=client)
+    finally:
+        os.chdir(cwd)
+    assert summary.exit_code == 0, [r.error for r in summary.scenes]
+    assert [r.scene for r in summary.scenes] == [f"{p.stem}_Band1" for p, _ in scenes[:2]]
+    assert [r.date[:10] for r in summary.scenes] == ["2024-02-01", "2024-02-02"]
+    for r, (_, (dx, dy)) in zip(summary.scenes, scenes):
+        assert abs(r.shift_x_px - dx) < TOL_PX and abs(r.shift_y_px - dy) < TOL_PX
+    assert all(r.resumed for r in again.scenes)

@@ -40,9 +40,11 @@ def locked(path: Path, wait: bool = True) -> IO[str]:
 
 def fingerprint(path: str | Path) -> dict[str, int] | None:
     """Size and mtime of an input (local or remote, via GDAL's VSIStatL; None when it cannot be stat'ed): a changed
-    input makes its committed scene stale."""
+    input makes its committed scene stale; of the file a subdataset name reads."""
     from sarreg.io.source import is_remote
+    from sarreg.io.subdataset import subdataset_file
 
+    path = subdataset_file(str(path)) or path
     if not is_remote(path):
         p = Path(path)
         if not p.exists():
@@ -57,12 +59,16 @@ def fingerprint(path: str | Path) -> dict[str, int] | None:
 
 def input_sha256(path: str | Path) -> str:
     """sha256 of a local input's bytes; of a remote input's name, size and mtime (reading a whole remote file
-    just to identify it would defeat windowed reads)."""
-    from sarreg.io.source import is_remote
+    just to identify it would defeat windowed reads); of a subdataset name: of the name and its file's."""
+    import hashlib
 
+    from sarreg.io.source import is_remote
+    from sarreg.io.subdataset import subdataset_file
+
+    if (file := subdataset_file(str(path))) is not None:
+        return hashlib.sha256(dumps({"subdataset": str(path), "file": input_sha256(file)})).hexdigest()
     if not is_remote(path):
         return sha256_file(path)
-    import hashlib
 
     return hashlib.sha256(dumps({"remote": str(path), "stat": fingerprint(path)})).hexdigest()
 

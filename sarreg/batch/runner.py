@@ -167,12 +167,15 @@ def _called_from_mp_main() -> bool:
 
 
 def _absolute(src: str | Path) -> str | Path:
-    """A scene input as workers open it: a resolved local Path, or a GDAL name (URL, /vsi...) as is."""
+    """A scene input as workers open it: a resolved local Path, a subdataset name of an absolute file, or a GDAL
+    name (URL, /vsi...) as is."""
+    from sarreg.io.subdataset import with_absolute_file
+
     try:
         src = resolve_input(src)
     except InputError:  # e.g. a zip of several rasters: that scene's registration reports it
         src = Path(src)
-    return src.resolve() if isinstance(src, Path) else src
+    return src.resolve() if isinstance(src, Path) else with_absolute_file(src)
 
 
 def without_reference(reference: str | Path, scenes: Sequence[str | Path],

@@ -96,3 +96,16 @@ def subdataset_file_name(s: str) -> str | None:
     safe = f.name.lower() == "manifest.safe"
     sub = [p for part in parts[1] for p in re.split(r"[:/]+", part) if p]
     return "_".join([f.parent.stem if safe else f.stem, *sub]) + (".safe" if safe else f.suffix)
+
+
+def with_absolute_file(s: str) -> str:
+    """A subdataset name with the local file it reads made absolute (batch workers may run elsewhere); other names
+    unchanged."""
+    parts = _parts(s)
+    if parts is None or parts[0].startswith("/vsi") or Path(parts[0]).is_absolute():
+        return s
+    f = parts[0]
+    for old in (f'"{f}"', f":{f}"):
+        if old in s:
+            return s.replace(old, old.replace(f, str(Path(f).resolve())), 1)
+    return s
