@@ -25,7 +25,10 @@ import sys
 _ARGV = getattr(sys, "orig_argv", sys.argv)
 IS_COMMAND = os.path.basename(sys.argv[0] if sys.argv else "") in ("sarreg", "cli.py") or \
     ("-m" in _ARGV[:-1] and _ARGV[_ARGV.index("-m") + 1] in ("sarreg.cli", "sarreg.cli.__main__"))
-SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))
+# (a signal the launcher ignores stays ignored, as Python leaves an ignored SIGINT alone: ``nohup sarreg batch ...``
+# ignores SIGHUP so that the run outlives its terminal, a non-interactive shell's background job ignores SIGINT)
+SIGNALS = tuple(s for s in (getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))
+                if signal.getsignal(s) is not signal.SIG_IGN)
 # a worker process of the command (Dask's nanny spawns them with the command's sys.argv): it leaves quietly on a
 # signal, the command itself says "interrupted" once
 IS_CHILD = "--multiprocessing-fork" in _ARGV or any(a.startswith("from multiprocessing") for a in _ARGV)

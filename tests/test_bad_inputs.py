@@ -27,6 +27,8 @@ from click.testing import CliRunner
 from sarreg.cli import cli
 from sarreg.synth import reflectivity, speckle, warp_image, write_geotiff
 
+from conftest import terminal_signals
+
 N, PAD = 320, 48
 CRS = "EPSG:32633"
 T = Affine(10.0, 0, 500000.0, 0, -10.0, 5000000.0)
@@ -526,7 +528,8 @@ def test_signal_during_the_warp_leaves_nothing(big_pair, tmp_path, sig, code):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     cmd = [sys.executable, "-m", "sarreg.cli", "register", "--features", "sift", "--tiles", "1",
            "--resampling", "lanczos", str(big_pair["ref"]), str(big_pair["mov"]), str(out / "o.tif")]
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=tmp_path)
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=tmp_path,
+                         preexec_fn=terminal_signals)
     t0 = time.monotonic()
     while p.poll() is None and time.monotonic() - t0 < 60:
         if any(out.iterdir()):  # the first (hidden) file: the outputs are being written
@@ -544,6 +547,31 @@ def test_signal_during_the_warp_leaves_nothing(big_pair, tmp_path, sig, code):
     # and a later run is neither blocked nor polluted
     res = _cli("register", "--features", "sift", "--tiles", "1", big_pair["ref"], big_pair["mov"], out / "o.tif")
     assert res.exit_code == 0, res.output
+    assert {q.name for q in out.iterdir()} == _ok_files(out)
+
+
+def _nohup() -> None:
+    """``preexec_fn``: the signals as ``nohup`` leaves them (SIGHUP ignored, the others at their defaults)."""
+    terminal_signals()
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+
+def test_a_hangup_that_nohup_ignores_stays_ignored(big_pair, tmp_path):
+    """``nohup sarreg register ...`` (or batch): the run outlives its terminal. Before, sarreg's own handler replaced
+    the ignored SIGHUP and a hangup during the warp ended the run (exit 129, nothing written)."""
+    out = tmp_path / "out"
+    out.mkdir()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    cmd = [sys.executable, "-m", "sarreg.cli", "register", "--features", "sift", "--tiles", "1",
+           "--resampling", "lanczos", str(big_pair["ref"]), str(big_pair["mov"]), str(out / "o.tif")]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=tmp_path,
+                         preexec_fn=_nohup)
+    t0 = time.monotonic()
+    while p.poll() is None and time.monotonic() - t0 < 60 and not any(out.iterdir()):
+        time.sleep(0.002)
+    p.send_signal(signal.SIGHUP)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 0, err
     assert {q.name for q in out.iterdir()} == _ok_files(out)
 
 

@@ -17,6 +17,7 @@ import time
 
 import pytest
 
+from conftest import terminal_signals
 from test_bad_inputs import REPO, pair  # noqa: F401  (fixture reused)
 
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
@@ -41,7 +42,7 @@ def _lines(err: str) -> list[str]:
 @pytest.mark.parametrize("after", ["sarreg.config", "click", "sarreg.cli", "rasterio", "sarreg.pipeline"])
 def test_sigint_after_an_import_is_one_line(pair, tmp_path, how, after):
     p = subprocess.Popen(_command(pair, tmp_path, how, "-X", "importtime"), stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True, env=ENV, cwd=tmp_path)
+                         stderr=subprocess.PIPE, text=True, env=ENV, cwd=tmp_path, preexec_fn=terminal_signals)
     seen = []
     for line in p.stderr:  # type: ignore[union-attr]
         seen.append(line)
@@ -96,7 +97,7 @@ def _wait_for_exec(p: subprocess.Popen, timeout: float = 30.0) -> None:
 def test_sigint_by_the_clock(pair, tmp_path, run_time, how, when):
     delay = when if isinstance(when, float) else run_time * float(when[:-1]) / 100
     p = subprocess.Popen(_command(pair, tmp_path, how), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         env=ENV, cwd=tmp_path)
+                         env=ENV, cwd=tmp_path, preexec_fn=terminal_signals)
     _wait_for_exec(p)
     time.sleep(delay)
     p.send_signal(signal.SIGINT)
@@ -143,7 +144,7 @@ finally:
 def test_sigint_inside_gdals_module_init_is_not_lost(pair, tmp_path):
     cmd = _command(pair, tmp_path, "module")
     p = subprocess.run([sys.executable, "-c", _IN_SWIG_INIT, *cmd[3:]], capture_output=True, text=True, env=ENV,
-                       cwd=tmp_path, timeout=120)
+                       cwd=tmp_path, timeout=120, preexec_fn=terminal_signals)
     assert p.returncode == 130, (p.returncode, p.stderr)
     assert _lines(p.stderr) == ["sarreg: interrupted (SIGINT)"], p.stderr
     assert not list(tmp_path.glob("o.*")) and not list(tmp_path.glob(".o.*"))
@@ -164,7 +165,8 @@ def test_worker_process_of_the_command_leaves_quietly(tmp_path):
         "    sys.argv[0] = os.path.join(os.path.dirname(sys.executable), 'sarreg')\n"
         "    p = mp.get_context('spawn').Process(target=child)\n"
         "    p.start(); p.join(); print('exit', p.exitcode)\n")
-    res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=ENV, timeout=120)
+    res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=ENV, timeout=120,
+                         preexec_fn=terminal_signals)
     assert res.stdout.strip() == f"exit {128 + signal.SIGTERM}", res.stdout + res.stderr
     assert "interrupted" not in res.stderr, res.stderr
 
@@ -186,7 +188,8 @@ def test_cleanup_that_hangs_after_a_signal_is_cut_short():
         "        time.sleep(60)  # a clean-up that never ends\n"
         "c.cli(['hang'])\n")
     t0 = time.monotonic()
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, timeout=50)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, timeout=50,
+                         preexec_fn=terminal_signals)
     assert res.returncode == 128 + signal.SIGTERM, (res.returncode, res.stderr)
     assert _lines(res.stderr) == ["sarreg: interrupted (SIGTERM)"], res.stderr
     assert time.monotonic() - t0 < 30

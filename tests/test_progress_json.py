@@ -18,6 +18,8 @@ from click.testing import CliRunner
 from sarreg.cli import cli
 from sarreg.synth import reflectivity, speckle, warp_image, write_geotiff
 
+from conftest import terminal_signals
+
 N = 256
 T = Affine(10.0, 0, 500000.0, 0, -10.0, 5000000.0)
 REPO = Path(__file__).resolve().parents[1]
@@ -128,7 +130,8 @@ def test_sigterm_gives_an_interrupted_line_and_no_output(pair, tmp_path):
            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     cmd = [sys.executable, "-m", "sarreg.cli", "register", "--features", "sift", str(pair["ref"]), str(pair["mov"]),
            str(out / "o.tif")]
-    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, text=True)
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, text=True,
+                         preexec_fn=terminal_signals)
     seen = []
     t0 = time.monotonic()
     for line in p.stderr:

@@ -22,6 +22,8 @@ from click.testing import CliRunner
 from sarreg.cli import cli
 from sarreg.synth import reflectivity, speckle, warp_image, write_geotiff
 
+from conftest import terminal_signals
+
 CRS = "EPSG:32633"
 T = Affine(10.0, 0, 500000.0, 0, -10.0, 5000000.0)
 SHIFT = (3.4, -2.1)  # moving px + SHIFT = reference px
@@ -373,7 +375,8 @@ def test_ctrl_c_while_gdal_retries_a_failing_server_is_one_line(small, tmp_path)
     try:
         url = f"http://127.0.0.1:{srv.server_address[1]}/ref.tif"
         p = subprocess.Popen([sys.executable, "-m", "sarreg.cli", "register", url, str(small[1]),
-                              str(tmp_path / "o.tif")], stderr=subprocess.PIPE, env=env, cwd=tmp_path)
+                              str(tmp_path / "o.tif")], stderr=subprocess.PIPE, env=env, cwd=tmp_path,
+                             preexec_fn=terminal_signals)
         t0 = time.monotonic()
         while srv.requests < 3 and time.monotonic() - t0 < 60:  # type: ignore[attr-defined]
             time.sleep(0.05)  # (GDAL is retrying)

@@ -301,7 +301,10 @@ try:
 except KeyboardInterrupt as e:
     print("interrupted", e.signum)
 """)
-    p = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    from conftest import terminal_signals
+
+    p = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300,
+                       preexec_fn=terminal_signals)
     assert p.stdout.strip() == f"interrupted {int(sig)}", p.stdout + p.stderr
     assert torch.load(folder / "stopped" / "last.pt", weights_only=True)["iteration"] == 2
 

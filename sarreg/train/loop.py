@@ -387,7 +387,9 @@ def train(sources: Sequence[Source], out_dir: str | Path, cfg: TrainConfig = Tra
         stop["signum"] = signum
 
     # (SIGHUP too: the command-wide handler stops at any point, inside ``opt.step()`` it saved half-updated weights)
-    old = {s: signal.signal(s, _handler) for s in (signal.SIGTERM, signal.SIGINT, getattr(signal, "SIGHUP", None)) if s}
+    # (not a signal the launcher ignores: ``nohup sarreg train`` outlives its terminal)
+    old = {s: signal.signal(s, _handler) for s in (signal.SIGTERM, signal.SIGINT, getattr(signal, "SIGHUP", None))
+           if s and signal.getsignal(s) is not signal.SIG_IGN}
 
     def validate() -> None:
         v = evaluate(net, model, val_pairs, device, cfg.val_top_k, use_reliability=cfg.val_rank == "rep_rel")
