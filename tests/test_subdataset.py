@@ -93,3 +93,34 @@ def test_subdataset_names_give_file_names_and_protect_their_file(files, tmp_path
                                    str(files / "mov.tif"), str(copy)])
     assert res.exit_code == 1 and "refusing to overwrite an input" in res.stderr
     assert copy.read_bytes() == before
+
+
+def test_a_netcdf_swath_located_by_2d_longitude_latitude_registers(files, tmp_path):
+    """A netCDF variable whose CF ``coordinates`` are 2-D longitude / latitude variables (a swath): GDAL's geolocation
+    arrays, read as 21 x 21 GCPs. The arrays put it 6 / -3 px off a reference on the same WGS 84 grid."""
+    d = 1e-4
+    with rasterio.open(files / "ref.tif") as r:
+        a = r.read(1)
+    ref = write_geotiff(tmp_path / "ref.tif", a, Affine(d, 0, 10.0, 0, -d, 45.0), "EPSG:4326")
+    multi = gdal.GetDriverByName("netCDF").CreateMultiDimensional(str(tmp_path / "swath.nc"))
+    g = multi.GetRootGroup()
+    dims = [g.CreateDimension("y", None, None, N), g.CreateDimension("x", None, None, N)]
+    x, y = np.meshgrid(np.arange(N), np.arange(N))
+    text = gdal.ExtendedDataType.CreateString()
+    for name, values, units in (("lon", 10.0 + (x + 0.5 + 6.0) * d, "degrees_east"),
+                                ("lat", 45.0 - (y + 0.5 - 3.0) * d, "degrees_north")):
+        v = g.CreateMDArray(name, dims, gdal.ExtendedDataType.Create(gdal.GDT_Float64))
+        v.Write(values)
+        v.CreateAttribute("units", [], text).WriteString(units)
+    v = g.CreateMDArray("VV", dims, gdal.ExtendedDataType.Create(gdal.GDT_Float32))
+    v.Write(a)
+    v.CreateAttribute("coordinates", [], text).WriteString("lat lon")
+    multi = g = v = dims = None  # (every handle released: the file is closed)
+    rep = register(ref, f'NETCDF:"{tmp_path / "swath.nc"}":VV', tmp_path / "o.tif", SIFT)
+    assert rep.status == "ok", rep.message
+    assert rep.stages["relate"]["located_by"]["moving"] == "geolocation arrays (441 GCPs, GCP_TPS)"
+    # GDAL reads a netCDF variable bottom-up (its row r is the array's row N - 1 - r), the arrays with it
+    flip = np.array([[1.0, 0, 0], [0, -1.0, N - 1], [0, 0, 1]])
+    assert np.allclose(rep.stages["relate"]["prior"], np.array([[1.0, 0, 6.0], [0, 1.0, -3.0], [0, 0, 1]]) @ flip,
+                       atol=0.02)
+    assert np.allclose(np.asarray(rep.matrix), flip, atol=0.02)  # (the same speckle: 0 px)
