@@ -20,6 +20,7 @@ MIN_GCPS = 3
 
 LATTICE = 21  # RPC / geolocation-array rasters: GCPs on a LATTICE x LATTICE grid over the image (edges to edges)
 _MADE: dict[Gcps, str] = {}  # GCP sets made from RPCs or geolocation arrays -> how (for ``located``)
+MADE_KEPT = 256
 
 
 def read_gcps(ds: Any) -> tuple[Gcps | None, Any]:
@@ -52,6 +53,8 @@ def _lattice(t: Any, width: int, height: int, how: str) -> Gcps | None:
     gcps = tuple((float(a), float(b), float(o[0]), float(o[1]))
                  for a, b, o, k in zip(px.ravel(), ln.ravel(), out, ok) if k)
     _MADE[gcps] = how.format(n=len(gcps))
+    while len(_MADE) > MADE_KEPT:  # (a batch of many scenes: the oldest sets are forgotten, ``located`` says gcps)
+        _MADE.pop(next(iter(_MADE)))
     return gcps
 
 

@@ -21,10 +21,18 @@ _PREFIXES = {"HDF4_SDS", "HDF4_EOS", "HDF4_GR", "HDF4_GD", "NITF_IM", "GTIFF_DIR
 SHOWN = 6  # subdataset names an error line lists
 
 
+def _exists(s: str) -> bool:
+    """A file of that name exists (a name the OS refuses, e.g. too long, does not)."""
+    try:
+        return Path(s).exists()
+    except OSError:
+        return False
+
+
 def _match(s: str) -> re.Match | None:
     """The match of a GDAL subdataset name (its prefix a GDAL driver's, or one of ``_PREFIXES``), else None."""
     m = _NAME.match(s)
-    if m is None or m["rest"].startswith("//") or Path(s).exists():
+    if m is None or m["rest"].startswith("//") or _exists(s):
         return None
     drv = m["drv"].upper()
     if drv not in _PREFIXES:
@@ -45,7 +53,7 @@ def subdataset_name(s: str) -> str | None:
     if m is None:
         return None
     q = _QUOTED.search(m["rest"])
-    if q is not None and not q[1].startswith("/vsi") and not Path(q[1]).exists():
+    if q is not None and not q[1].startswith("/vsi") and not _exists(q[1]):
         raise InputError(f"{q[1]}: file not found (in the subdataset name {s})")
     return s
 
