@@ -33,6 +33,7 @@ import pytest  # noqa: E402
 from affine import Affine  # noqa: E402
 from sarreg.synth import write_geotiff  # noqa: E402
 
+
 def terminal_signals() -> None:
     """``preexec_fn`` of a command a test signals: SIGINT / SIGTERM / SIGHUP at their defaults, as for a command typed
     in a terminal (a test run started in the background or under nohup hands ignored ones down, and sarreg keeps a
