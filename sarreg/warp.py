@@ -112,8 +112,10 @@ def _source_vrt(moving: Source, tr: PixelTransform, grid: Grid, mov_size: tuple[
 
         inv = np.linalg.inv(centre_to_edge(tr.matrix))  # (GCP pixel / line are pixel-edge coordinates)
         q = apply_matrix(inv, np.asarray(grid.gcps)[:, :2])
-        src.SetGCPs([gdal.GCP(g[2], g[3], 0.0, float(a), float(b)) for g, (a, b) in zip(grid.gcps, q)],
-                    grid.gcp_crs_wkt or "")
+        # (a new VRT with the GCPs: one that kept a stored identity geotransform, as an RPC-located TIFF may hold,
+        # would be written with that and without the GCPs)
+        src = gdal.Translate("", src, format="VRT", outputSRS=grid.gcp_crs_wkt or None,
+                             GCPs=[gdal.GCP(g[2], g[3], 0.0, float(a), float(b)) for g, (a, b) in zip(grid.gcps, q)])
         return src, {"src_method": method(grid.gcps)}  # (the transformer that located the raster's tie points)
     wkt = grid.crs_wkt or ""
     opts: dict[str, Any] = {}
@@ -416,7 +418,8 @@ def update_georef(moving: str | Path, transform: PixelTransform, grid: Grid, out
     tmp = _tmp_path(out)
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
-    if _same_encoding(gdal, moving, fmt, compress):
+    # (a correction that moves GCPs, those of a GCP / RPC-located raster, is no geotransform to write in place)
+    if _same_encoding(gdal, moving, fmt, compress) and not src.GetGCPCount():
         try:
             _copy_with_georef(gdal, Path(moving), tmp, src.GetGeoTransform(), src.GetProjection(), nodata)
             tmp.replace(out)

@@ -157,3 +157,29 @@ def test_a_raster_located_by_geolocation_arrays_registers_on_a_georeferenced_one
     assert relate["located_by"]["moving"] == "geolocation arrays (441 GCPs, GCP_TPS)"
     assert np.allclose(np.asarray(relate["prior"])[:2, 2], (6.0, -3.0), atol=0.02)  # where the arrays put it
     assert np.allclose(np.asarray(rep.matrix), np.eye(3), atol=0.1)  # where it is
+
+
+def test_the_corrected_copy_of_a_bent_rpc_raster_carries_its_moved_gcps(scene, tmp_path):
+    """RPCs that bend (a quadratic term): the correction is native to the raster's GCPs, and the copy of
+    ``apply --update-georef`` carries them moved. Before, a TIFF that stored an identity geotransform beside its RPCs
+    (as rasterio writes one) came out with neither GCPs nor RPCs: not located at all."""
+    from sarreg.io.raster import open_scene
+    from sarreg.relate import prior_fit
+
+    _, a, b = scene
+    ref = write_geotiff(tmp_path / "ref.tif", a, GRID, "EPSG:4326")
+    mov = write_geotiff(tmp_path / "mov.tif", b, rpcs=rpc_of(N, N, off=(6.0, -3.0), quad=0.02))
+    res = CliRunner().invoke(cli, ["register", "--features", "sift", "--model", "shift", str(ref), str(mov),
+                                   str(tmp_path / "o.tif")])
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "o.report.json").read_text())["stages"]["relate"].get("native")
+    res = CliRunner().invoke(cli, ["apply", "--update-georef", str(tmp_path / "o.report.json"), str(mov),
+                                   str(tmp_path / "u.tif")])
+    assert res.exit_code == 0, res.output
+    with rasterio.open(tmp_path / "u.tif") as u:
+        gcps, crs = u.gcps
+        assert len(gcps) == 441 and crs.to_epsg() == 4326 and u.rpcs is None
+    before = prior_fit(open_scene(ref), open_scene(mov))[0]
+    after = prior_fit(open_scene(ref), open_scene(tmp_path / "u.tif"))[0]
+    c = np.array([N / 2, N / 2, 1.0])  # the centre: where the RPCs put it 6.7 px off, the copy's GCPs within 1 px
+    assert np.hypot(*((before @ c)[:2] - c[:2])) > 5 and np.hypot(*((after @ c)[:2] - c[:2])) < 1.0
