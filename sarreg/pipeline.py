@@ -146,11 +146,9 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
     rs, ms = both(lambda: open_scene(ref, cfg.preprocess), lambda: open_moving(moving, cfg))
     if cfg.warp and not cfg.update_georef:
         check_warpable(moving, ms.dtype)  # (before the work, not after it)
-    if cfg.update_georef and cfg.warp and not (rs.georeferenced and ms.georeferenced):  # before the work, not after
-        by = "RPCs" if ms.gcps is not None and located_by(ms).startswith("rpcs") else "GCPs"
-        raise InputError(f"{moving if rs.georeferenced else ref}: --update-georef needs georeferenced rasters"
-                         + (f"; located by {by}: register it, then `sarreg apply OUT.report.json MOVING OUT2 "
-                            "--update-georef`" if ms.gcps is not None and rs.georeferenced else ""))
+    # before the work, not after; a moving raster located by GCPs (RPCs, arrays) gets them moved, or a geotransform
+    if cfg.update_georef and cfg.warp and not (rs.georeferenced and ms.geolocated):
+        raise InputError(f"{moving if rs.georeferenced else ref}: --update-georef needs georeferenced rasters")
     prior, nonlinear = prior_fit(rs, ms)
     check_bounds(rs, ms, prior)
     grid = Grid.from_scene(rs)

@@ -657,8 +657,13 @@ def test_a_gcp_located_raster_over_200_km_warps_through_its_gcps(tmp_path, utm_a
         dst.write(img, 1)
     rep = register(ref, tmp_path / "gcp.tif", tmp_path / "o.tif", SIFT)
     assert rep.status == "ok" and rep.transform["native"]["grid"]["gcps"], rep.message
-    with pytest.raises(InputError, match="located by GCPs: register it, then `sarreg apply"):  # (the way that works)
-        register(ref, tmp_path / "gcp.tif", tmp_path / "u.tif", SIFT.with_(update_georef=True))
+    # --update-georef: a copy whose GCPs the correction moved (before: an error pointing to `sarreg apply`)
+    upd = register(ref, tmp_path / "gcp.tif", tmp_path / "u.tif", SIFT.with_(update_georef=True))
+    assert upd.status == "ok" and upd.transform["native"], upd.message
+    with rasterio.open(tmp_path / "u.tif") as u, rasterio.open(tmp_path / "gcp.tif") as g:
+        assert np.array_equal(u.read(1), g.read(1)) and len(u.gcps[0]) == len(gcps)  # (no resampling)
+    again = register(ref, tmp_path / "u.tif", tmp_path / "again.tif", SIFT)
+    assert again.status == "ok" and abs(again.correction["shift_px"]) < 0.5, again.correction
     with rasterio.open(tmp_path / "o.tif") as ds:
         out = ds.read(1, masked=True).filled(np.nan)
     both = np.isfinite(out) & np.isfinite(geo)

@@ -110,14 +110,14 @@ def test_info_says_a_raster_is_located_by_rpcs(scene, tmp_path):
 
 
 def test_the_corrected_copy_of_a_raster_located_by_rpcs_drops_them(scene, tmp_path):
-    """``register --update-georef`` points to ``apply --update-georef`` (as for GCPs); the copy apply writes is
-    located by its corrected geotransform alone: its RPCs, which put it 6 px off, are not kept."""
+    """``register --update-georef`` and ``apply --update-georef``: the copy is located by its corrected geotransform
+    alone; its RPCs, which put it 6 px off, are not kept."""
     _, a, b = scene
     ref = write_geotiff(tmp_path / "ref.tif", a, GRID, "EPSG:4326")
     mov = write_geotiff(tmp_path / "mov.tif", b, rpcs=rpc_of(N, N, off=(6.0, -3.0)))
-    res = CliRunner().invoke(cli, ["register", "--features", "sift", "--update-georef", str(ref), str(mov),
-                                   str(tmp_path / "u.tif")])
-    assert res.exit_code == 1 and "located by RPCs: register it, then `sarreg apply" in res.stderr
+    res = CliRunner().invoke(cli, ["register", "--features", "sift", "--model", "shift", "--update-georef", str(ref),
+                                   str(mov), str(tmp_path / "u_register.tif")])
+    assert res.exit_code == 0, res.output
     out = tmp_path / "o.tif"
     res = CliRunner().invoke(cli, ["register", "--features", "sift", "--model", "shift", str(ref), str(mov), str(out)])
     assert res.exit_code == 0, res.output
@@ -125,7 +125,8 @@ def test_the_corrected_copy_of_a_raster_located_by_rpcs_drops_them(scene, tmp_pa
         res = CliRunner().invoke(cli, ["apply", "--update-georef", "--format", fmt, str(tmp_path / "o.report.json"),
                                        str(mov), str(tmp_path / f"u_{fmt}.tif")])
         assert res.exit_code == 0, res.output
-        with rasterio.open(tmp_path / f"u_{fmt}.tif") as u:
+    for name in ("u_register", "u_auto", "u_COG"):
+        with rasterio.open(tmp_path / f"{name}.tif") as u:
             assert u.rpcs is None and u.crs.to_epsg() == 4326
             # (within the estimate's error: SIFT, 0.13 px)
             assert np.allclose(np.array(u.transform)[:6], np.array(GRID)[:6], rtol=0, atol=0.25 * D)
@@ -176,10 +177,15 @@ def test_the_corrected_copy_of_a_bent_rpc_raster_carries_its_moved_gcps(scene, t
     res = CliRunner().invoke(cli, ["apply", "--update-georef", str(tmp_path / "o.report.json"), str(mov),
                                    str(tmp_path / "u.tif")])
     assert res.exit_code == 0, res.output
-    with rasterio.open(tmp_path / "u.tif") as u:
-        gcps, crs = u.gcps
-        assert len(gcps) == 441 and crs.to_epsg() == 4326 and u.rpcs is None
+    res = CliRunner().invoke(cli, ["register", "--features", "sift", "--model", "shift", "--update-georef", str(ref),
+                                   str(mov), str(tmp_path / "r.tif")])  # (the same in one step)
+    assert res.exit_code == 0, res.output
     before = prior_fit(open_scene(ref), open_scene(mov))[0]
-    after = prior_fit(open_scene(ref), open_scene(tmp_path / "u.tif"))[0]
-    c = np.array([N / 2, N / 2, 1.0])  # the centre: where the RPCs put it 6.7 px off, the copy's GCPs within 1 px
-    assert np.hypot(*((before @ c)[:2] - c[:2])) > 5 and np.hypot(*((after @ c)[:2] - c[:2])) < 1.0
+    c = np.array([N / 2, N / 2, 1.0])  # the centre: where the RPCs put it 6.7 px off, the copies' GCPs within 1 px
+    assert np.hypot(*((before @ c)[:2] - c[:2])) > 5
+    for name in ("u", "r"):
+        with rasterio.open(tmp_path / f"{name}.tif") as u:
+            gcps, crs = u.gcps
+            assert len(gcps) == 441 and crs.to_epsg() == 4326 and u.rpcs is None
+        after = prior_fit(open_scene(ref), open_scene(tmp_path / f"{name}.tif"))[0]
+        assert np.hypot(*((after @ c)[:2] - c[:2])) < 1.0
