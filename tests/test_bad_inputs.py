@@ -520,23 +520,29 @@ def big_pair(tmp_path_factory) -> dict[str, Path]:
                                  T, CRS, nodata=0.0)}
 
 
-@pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGHUP, 129), (signal.SIGINT, 130)])
-def test_signal_during_the_warp_leaves_nothing(big_pair, tmp_path, sig, code):
+def _signal_while_writing(big_pair, tmp_path: Path, sig: int, preexec_fn: Callable[[], None]
+                          ) -> tuple[subprocess.Popen, bytes, Path]:
+    """Run ``register`` on ``big_pair`` into ``tmp_path / "out"`` and send ``sig`` once its first (hidden) output
+    file appears: the outputs are being written. -> (the ended process, its stderr, the output folder)."""
     out = tmp_path / "out"
     out.mkdir()
-    inputs = {p: _sha(p) for p in big_pair.values()}
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     cmd = [sys.executable, "-m", "sarreg.cli", "register", "--features", "sift", "--tiles", "1",
            "--resampling", "lanczos", str(big_pair["ref"]), str(big_pair["mov"]), str(out / "o.tif")]
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=tmp_path,
-                         preexec_fn=terminal_signals)
+                         preexec_fn=preexec_fn)
     t0 = time.monotonic()
-    while p.poll() is None and time.monotonic() - t0 < 60:
-        if any(out.iterdir()):  # the first (hidden) file: the outputs are being written
-            break
+    while p.poll() is None and time.monotonic() - t0 < 60 and not any(out.iterdir()):
         time.sleep(0.002)
     p.send_signal(sig)
-    _, err = p.communicate(timeout=60)
+    _, err = p.communicate(timeout=120)
+    return p, err, out
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGHUP, 129), (signal.SIGINT, 130)])
+def test_signal_during_the_warp_leaves_nothing(big_pair, tmp_path, sig, code):
+    inputs = {p: _sha(p) for p in big_pair.values()}
+    p, err, out = _signal_while_writing(big_pair, tmp_path, sig, terminal_signals)
     if p.returncode == 0:
         pytest.skip("the run finished before the signal arrived (machine too fast for this scene size)")
     assert p.returncode == code, err
@@ -559,18 +565,7 @@ def _nohup() -> None:
 def test_a_hangup_that_nohup_ignores_stays_ignored(big_pair, tmp_path):
     """``nohup sarreg register ...`` (or batch): the run outlives its terminal. Before, sarreg's own handler replaced
     the ignored SIGHUP and a hangup during the warp ended the run (exit 129, nothing written)."""
-    out = tmp_path / "out"
-    out.mkdir()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    cmd = [sys.executable, "-m", "sarreg.cli", "register", "--features", "sift", "--tiles", "1",
-           "--resampling", "lanczos", str(big_pair["ref"]), str(big_pair["mov"]), str(out / "o.tif")]
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=tmp_path,
-                         preexec_fn=_nohup)
-    t0 = time.monotonic()
-    while p.poll() is None and time.monotonic() - t0 < 60 and not any(out.iterdir()):
-        time.sleep(0.002)
-    p.send_signal(signal.SIGHUP)
-    _, err = p.communicate(timeout=120)
+    p, err, out = _signal_while_writing(big_pair, tmp_path, signal.SIGHUP, _nohup)
     assert p.returncode == 0, err
     assert {q.name for q in out.iterdir()} == _ok_files(out)
 
