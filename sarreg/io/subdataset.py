@@ -73,7 +73,6 @@ def container_error(path: Any, ds: Any) -> str | None:
     return f"{path}: holds {len(subs)} subdataset(s) and no band of its own; name one as the input: {shown}"
 
 
-
 def _parts(s: str) -> tuple[str, list[str]] | None:
     """(the file, the other parts) of a subdataset name; None for other names."""
     m = _match(s)
