@@ -34,6 +34,9 @@ AREA_SPACING = 32  # grid spacing of window centres (px)
 AREA_MIN_WINDOWS = 8  # consistent windows needed for an area-based estimate
 AREA_MIN_RATIO = 0.3  # ... and their fraction among the windows that correlated
 SMALL_OVERLAP = 3  # an overlap under this many windows across: their half-window margins leave much of it unreached
+# windows of a chip: an overlap where fewer AREA_SIZE windows fit than --min-inliers (under ~112 px across) gets
+# windows of this size, at AREA_SIZE's spacing, first (generated 96 px georeferenced chips: 0 -> 10 of 10 ok, stop 64)
+CHIP_SIZE = AREA_SIZE // 2
 AREA_RADIUS = 8.0  # search radius (px) once a keypoint or correlation estimate exists: wide enough that a wrong
 # model (an affine on a perspective pair) shows as inconsistent windows rather than as missing ones
 
@@ -232,6 +235,11 @@ def _area_spacing(n_tiles: int, size: int) -> int:
     return max(spacing, size // 4) if size > AREA_SIZE else spacing
 
 
+def _fitting(width: float, height: float, size: int, spacing: int) -> int:
+    """How many windows of ``size`` px every ``spacing`` px fit in a ``width`` x ``height`` overlap."""
+    return int(max(0, (width - size) // spacing + 1) * max(0, (height - size) // spacing + 1))
+
+
 def _resampled(tiles: list[TilePair], T: np.ndarray, size: int
                ) -> Iterator[tuple[TilePair, np.ndarray, np.ndarray]]:
     """Each tile big enough for ``size`` px windows with its moving read resampled through ``T`` (Lanczos) onto the
@@ -280,7 +288,10 @@ def area_stage(ref: Scene, mov: Scene, tiles: list[TilePair], T: np.ndarray, rad
     if not tiles:
         res.info["error"] = "no usable tile"
         return None, res
+    x0, y0, x1, y1 = area.bounds
     sizes = [AREA_SIZE, 2 * AREA_SIZE]
+    if _fitting(x1 - x0, y1 - y0, AREA_SIZE, _area_spacing(len(tiles), AREA_SIZE)) < cfg.min_inliers:
+        sizes = [CHIP_SIZE, AREA_SIZE]
     for it in range(iterations):
         e = None
         for size in sizes:
@@ -293,7 +304,6 @@ def area_stage(ref: Scene, mov: Scene, tiles: list[TilePair], T: np.ndarray, rad
                                                        "search_radius_px": radius, "passes": it + 1,
                                                        "descriptor_check": checked(dense, size, radius)},
                                np.concatenate(by_desc) if by_desc else None)
-            x0, y0, x1, y1 = area.bounds
             if min(x1 - x0, y1 - y0) < SMALL_OVERLAP * size:
                 # the coverage all windows tried would have: windows keep half their size from the overlap's edge,
                 # which leaves the outer cells of a small chip's coverage grid empty (``choice.choose_estimate``)

@@ -217,7 +217,7 @@ GEO_KINDS = ("noop", "offset", "offset", "resampled")
 
 def make_geo_pairs(sources: Sequence[str | Path], out_dir: str | Path, n: int, seed: int = 0,
                    max_error_px: float = 12.0, crs: str = "EPSG:32633", pixel: float = 10.0,
-                   overwrite: bool = False, kinds: Sequence[str] = GEO_KINDS) -> list[Path]:
+                   overwrite: bool = False, kinds: Sequence[str] = GEO_KINDS, size: int | None = None) -> list[Path]:
     """Write ``n`` georeferenced two-date pairs ``<out_dir>/<id>/{ref,moving}.tif`` + ``gt.json`` (+ ``index.json``),
     shaped like a user's: float32 linear intensity GeoTIFFs (DEFLATE, nodata 0) on a projected grid.
 
@@ -227,8 +227,9 @@ def make_geo_pairs(sources: Sequence[str | Path], out_dir: str | Path, n: int, s
     1.5 x the pixel size ("resampled"), bilinear. Its georeference is the true one ("noop") or the true one moved
     by a random 2..``max_error_px`` reference-pixel map offset ("offset", "resampled"), or by such an offset and a
     turn of 2-6 deg and a scale of 3-8 % about the moving image's centre ("turned": a georeference wrong by an affine,
-    not by a shift on the ground): the error ``register`` must find. ``kinds``: the kinds drawn in turn. ``H`` in
-    gt.json maps a moving pixel to the reference pixel of the same ground point."""
+    not by a shift on the ground): the error ``register`` must find. ``kinds``: the kinds drawn in turn. ``size``:
+    both dates cut to a random ``size`` x ``size`` window first (image chips). ``H`` in gt.json maps a moving pixel
+    to the reference pixel of the same ground point."""
     from affine import Affine
 
     from sarreg.synth import warp_image, write_geotiff
@@ -252,6 +253,9 @@ def make_geo_pairs(sources: Sequence[str | Path], out_dir: str | Path, n: int, s
         files = groups[int(rng.integers(len(groups)))]
         a, b = rng.choice(len(files), 2, replace=False)
         (va, ma), (vb, mb) = read(files[int(a)]), read(files[int(b)])
+        if size:
+            r0, c0 = (int(rng.integers(0, max(1, d - size + 1))) for d in va.shape)
+            va, ma, vb, mb = (x[r0:r0 + size, c0:c0 + size] for x in (va, ma, vb, mb))
         kind = kinds[k % len(kinds)]
         s = 1.5 if kind == "resampled" else 1.0
         tx, ty = rng.uniform(8.0, 24.0, 2)

@@ -423,3 +423,19 @@ def relief_pair(n: int, seed: int, dmax: float, shift: tuple[float, float] = (13
     second = cv2.remap(speckle(refl, 4, rng), xx + shift[0] + d + m, yy + shift[1] + m, cv2.INTER_LINEAR)
     return first.astype(np.float32), second.astype(np.float32), d
 
+
+
+def chip_pair(n: int, seed: int, looks: float = 4.0, change: float = 0.15, max_shift: float = 6.0
+              ) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
+    """Two dates (linear power, n x n float32) of one scene as image chips on the same grid: independent ``looks``
+    speckle, a ``change`` share changed, the second date's content moved by a random sub-pixel (dx, dy) of up to
+    ``max_shift`` px each way: its pixel (x, y) shows the first's (x - dx, y - dy). -> (first, second, (dx, dy)).
+    Why: chips of ~100 px hold fewer of the refinement's 64 px correlation windows than --min-inliers asks for
+    (stop 64, ``tests/test_chips.py``, ``benchmarks/chips.py``)."""
+    rng = np.random.default_rng(100 + seed)
+    refl = reflectivity(n + 40, n + 40, 1000 + seed)
+    a = speckle(refl, looks, rng)
+    b = speckle(temporal_change(refl, rng, change) if change > 0 else refl, looks, rng)
+    dx, dy = (float(v) for v in rng.uniform(-max_shift, max_shift, 2))
+    b = warp_image(b, np.array([[1, 0, -dx], [0, 1, -dy], [0, 0, 1.0]]), b.shape)
+    return a[20:20 + n, 20:20 + n].astype(np.float32), b[20:20 + n, 20:20 + n].astype(np.float32), (dx, dy)
