@@ -12,6 +12,7 @@ georeferencing 2-6 px off kept for most).
 Usage::
 
     python benchmarks/chips.py WORK_DIR [--sizes 80,96,112,128] [--seeds 0-9] [--looks 4] [--change 0.15]
+        [--code CHECKOUT,CHECKOUT]   # other checkouts of sarreg side by side on the same pairs (default: this one)
 """
 from __future__ import annotations
 
@@ -62,32 +63,34 @@ def main() -> None:
     ap.add_argument("--looks", type=float, default=4.0)
     ap.add_argument("--change", type=float, default=0.15)
     ap.add_argument("--pixel-space", action="store_true")
+    ap.add_argument("--code", default=str(HERE.parent))
     a = ap.parse_args()
     rows = []
-    for n in (int(s) for s in a.sizes.split(",")):
-        for seed in seeds(a.seeds):
-            d = a.work / f"chip_{n}_{seed}"
-            d.mkdir(parents=True, exist_ok=True)
-            first, second, shift = chip_pair(n, seed, a.looks, a.change)
-            for name, arr in (("ref.tif", first), ("moving.tif", second)):
-                write(d / name, arr, not a.pixel_space)
-            t0 = time.perf_counter()
-            p = subprocess.run([sys.executable, "-m", "sarreg.cli", "register", str(d / "ref.tif"),
-                                str(d / "moving.tif"), str(d / "out.tif"), "--no-warp", "--overwrite"],
-                               capture_output=True, text=True, cwd=HERE.parent)  # (rc 2: low_quality)
-            dt = time.perf_counter() - t0
-            rep_path = d / "out.report.json"
-            rep = json.loads(rep_path.read_text()) if rep_path.exists() else {"status": "error", "stages": {}}
-            row = dict(n=n, seed=seed, status=rep["status"], rc=p.returncode, off=round(float(np.hypot(*shift)), 2),
-                       err=round(centre_error(rep.get("matrix"), n, shift), 2),
-                       kept="georeferencing_kept" in rep["stages"],
-                       window=(rep["stages"].get("refine") or {}).get("window_px"), time_s=round(dt, 1))
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-    for n in sorted({r["n"] for r in rows}):
-        r = [x for x in rows if x["n"] == n]
+    for n, seed, code in ((int(s), seed, c) for s in a.sizes.split(",") for seed in seeds(a.seeds)
+                          for c in a.code.split(",")):
+        d = a.work / f"chip_{n}_{seed}" / Path(code).name
+        d.mkdir(parents=True, exist_ok=True)
+        first, second, shift = chip_pair(n, seed, a.looks, a.change)
+        for name, arr in (("ref.tif", first), ("moving.tif", second)):
+            write(d / name, arr, not a.pixel_space)
+        t0 = time.perf_counter()
+        p = subprocess.run([sys.executable, "-m", "sarreg.cli", "register", str(d / "ref.tif"),
+                            str(d / "moving.tif"), str(d / "out.tif"), "--no-warp", "--overwrite"],
+                           capture_output=True, text=True, cwd=code)  # (rc 2: low_quality)
+        dt = time.perf_counter() - t0
+        rep_path = d / "out.report.json"
+        rep = json.loads(rep_path.read_text()) if rep_path.exists() else {"status": "error", "stages": {}}
+        row = dict(code=Path(code).name, n=n, seed=seed, status=rep["status"], rc=p.returncode,
+                   off=round(float(np.hypot(*shift)), 2), err=round(centre_error(rep.get("matrix"), n, shift), 2),
+                   kept="georeferencing_kept" in rep["stages"],
+                   window=(rep["stages"].get("refine") or {}).get("window_px"), time_s=round(dt, 1),
+                   peak_mb=rep.get("peak_memory_mb"))
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    for code, n in sorted({(r["code"], r["n"]) for r in rows}):
+        r = [x for x in rows if x["n"] == n and x["code"] == code]
         ok = [x for x in r if x["status"] == "ok"]
-        print(f"SUMMARY {n} px: pairs {len(r)} ok {len(ok)} ok_within_1px {sum(x['err'] <= 1 for x in ok)} "
+        print(f"SUMMARY {code} {n} px: pairs {len(r)} ok {len(ok)} ok_within_1px {sum(x['err'] <= 1 for x in ok)} "
               f"ok_over_1px {sum(x['err'] > 1 for x in ok)} estimates_within_1px {sum(x['err'] <= 1 for x in r)} "
               f"within_3px {sum(x['err'] <= 3 for x in r)} georeferencing_kept {sum(x['kept'] for x in r)}")
 

@@ -34,9 +34,11 @@ AREA_SPACING = 32  # grid spacing of window centres (px)
 AREA_MIN_WINDOWS = 8  # consistent windows needed for an area-based estimate
 AREA_MIN_RATIO = 0.3  # ... and their fraction among the windows that correlated
 SMALL_OVERLAP = 3  # an overlap under this many windows across: their half-window margins leave much of it unreached
-# windows of a chip: an overlap where fewer AREA_SIZE windows fit than --min-inliers (under ~112 px across) gets
-# windows of this size, at AREA_SIZE's spacing, first (generated 96 px georeferenced chips: 0 -> 10 of 10 ok, stop 64)
+# windows of a chip: an overlap where fewer AREA_SIZE windows fit than CHIP_WINDOWS (--min-inliers' default; under
+# ~112 px across) gets windows of CHIP_SIZE px, at AREA_SIZE's spacing, first: with AREA_SIZE windows its estimate could
+# never pass the default inlier gate (generated 96 px georeferenced chips: 0 -> 10 of 10 ok, stop 64)
 CHIP_SIZE = AREA_SIZE // 2
+CHIP_WINDOWS = 12
 AREA_RADIUS = 8.0  # search radius (px) once a keypoint or correlation estimate exists: wide enough that a wrong
 # model (an affine on a perspective pair) shows as inconsistent windows rather than as missing ones
 
@@ -290,7 +292,7 @@ def area_stage(ref: Scene, mov: Scene, tiles: list[TilePair], T: np.ndarray, rad
         return None, res
     x0, y0, x1, y1 = area.bounds
     sizes = [AREA_SIZE, 2 * AREA_SIZE]
-    if _fitting(x1 - x0, y1 - y0, AREA_SIZE, _area_spacing(len(tiles), AREA_SIZE)) < cfg.min_inliers:
+    if _fitting(x1 - x0, y1 - y0, AREA_SIZE, _area_spacing(len(tiles), AREA_SIZE)) < CHIP_WINDOWS:
         sizes = [CHIP_SIZE, AREA_SIZE]
     for it in range(iterations):
         e = None

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from sarreg.area import AREA_SIZE, refine_from_starts, repass, repeat_match, second_motion
+from sarreg.area import AREA_SIZE, CHIP_SIZE, refine_from_starts, repass, repeat_match, second_motion
 from sarreg.choice import (FAIL_INLIERS, SUPPORT_SPREAD, choose_estimate, overlap_points, prefer_simpler,
                            select_model, supported)
 from sarreg.config import RegisterConfig
@@ -41,8 +41,8 @@ if TYPE_CHECKING:
     from sarreg.dense import DenseDescriber
 
 # an estimate on fewer tie points than --min-inliers keeps its place (low_quality) over the georeferencing when at
-# least this share of the correlation windows tried agree with it: only on chips, where fewer windows fit than twice
-# --min-inliers (``keep_georeferencing``)
+# least this share of the correlation windows tried agree with it, on chips only (refined with ``area.CHIP_SIZE``
+# windows; ``keep_georeferencing``)
 KEEP_SHARE = 0.5
 
 
@@ -231,13 +231,14 @@ def keep_georeferencing(d: Decision, r: Refinement, cfg: RegisterConfig, area: B
     off or right). On the training-split georeferenced sets, of the 17 such estimates the georeferencing was
     closer for 16 (models/HISTORY.md "Stop 44"); of the 32 with more inliers, the estimate was closer for 20.
     A failed registration (fewer than ``FAIL_INLIERS``) stays failed: nothing is reported as a result there.
-    Not when at least KEEP_SHARE of the correlation windows tried agree with the estimate (``stages["estimate_kept"]``):
-    a chip holds fewer windows than --min-inliers asks for, and most of them agreeing is no handful by chance
+    Not on a chip (refined with ``area.CHIP_SIZE`` windows) when at least KEEP_SHARE of the windows tried agree with
+    the estimate (``stages["estimate_kept"]``): a chip holds few windows, and most of them agreeing is no chance
     (generated 80 px chips: 5 such estimates 0.05-0.19 px off, their georeferencing 3-6 px off)."""
     est, m = d.est, d.matches
     if not r.located or est is None or m is None or d.status != "low_quality" or est.n_inliers >= cfg.min_inliers:
         return d
-    windows = int(m.info.get("windows") or 0) if m.info.get("method") == "correlation" else 0
+    chip = m.info.get("method") == "correlation" and m.info.get("window_px") == CHIP_SIZE
+    windows = int(m.info.get("windows") or 0) if chip else 0
     if windows and est.n_inliers >= KEEP_SHARE * windows:
         d.stages["estimate_kept"] = {"windows": windows, "agreeing": est.n_inliers, "min_inliers": cfg.min_inliers}
         return d

@@ -610,10 +610,12 @@ def test_the_spread_gate_widens_only_when_the_other_tie_points_confirm():
     assert status == "low_quality" and any("uncertain away" in r for r in reasons), reasons
 
 
-@pytest.mark.parametrize("n", [64, 160])
+@pytest.mark.parametrize("n", [48, 64, 160])
 def test_a_scene_too_small_for_the_correlation_windows_is_not_ok(tmp_path, n):
-    """A 64 px pair holds no refinement window (64 px each): its keypoint fit, unchecked, is `low_quality` and says
-    why (stop 53: such fits were up to 9 px off and `ok`); at 160 px the windows check it and it is `ok`."""
+    """A 64 px pair holds no refinement window of 64 px (stop 53: keypoint fits unchecked were up to 9 px off and
+    `ok`); since stop 64 such a chip is refined with 32 px windows, nine of them, fewer than --min-inliers: the
+    estimate is `low_quality` and says why. At 48 px four fit: too few to check anything. At 160 px the 64 px
+    windows check it and it is `ok`."""
     rng = np.random.default_rng(21)
     pad, d = 30, (3.4, -2.7)
     field = reflectivity(n + 2 * pad, n + 2 * pad, seed=21)
@@ -623,9 +625,13 @@ def test_a_scene_too_small_for_the_correlation_windows_is_not_ok(tmp_path, n):
     m = write_geotiff(tmp_path / "moving.tif", mov, REF_T, UTM)
     rep = register(r, m, tmp_path / "out.tif", RegisterConfig(warp=False))
     windows = rep.stages["refine"]["windows"]
-    if n == 64:
-        assert windows == 0 and rep.status == "low_quality", rep.message
-        assert "too small to check the keypoints' fit: 0 correlation window(s)" in rep.message
+    if n == 48:
+        assert windows < 8 and rep.status != "ok", rep.message
+        assert "too small to check the keypoints' fit" in rep.message
+    elif n == 64:
+        assert rep.stages["refine"]["window_px"] == 32 and windows == 9
+        assert rep.status == "low_quality" and "inliers < 12" in rep.message, rep.message
+        assert _grid_error(rep.matrix, d, n) < 0.5
     else:
         assert windows >= 8 and rep.status == "ok", rep.message
         assert _grid_error(rep.matrix, d, n) < 0.5
