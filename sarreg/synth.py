@@ -424,7 +424,6 @@ def relief_pair(n: int, seed: int, dmax: float, shift: tuple[float, float] = (13
     return first.astype(np.float32), second.astype(np.float32), d
 
 
-
 def chip_pair(n: int, seed: int, looks: float = 4.0, change: float = 0.15, max_shift: float = 6.0
               ) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
     """Two dates (linear power, n x n float32) of one scene as image chips on the same grid: independent ``looks``
