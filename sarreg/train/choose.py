@@ -111,7 +111,7 @@ SETS: dict[str, SetRecipe] = {
     "WA": SetRecipe(95, base="A", look=dict(featureless=True)),
     "WQ": SetRecipe(96, base="QA", look=dict(featureless=True)),
     "WT": SetRecipe(97, base="GT", look=dict(featureless=True)),
-    # georeferenced image chips (stop 64): both dates cut to 112 px, the moving one 80-96 px; fewer 64 px correlation
+    # georeferenced image chips (stop 64): both dates cut to 112 px, the moving one 57-96 px; fewer 64 px correlation
     # windows fit than --min-inliers; and their single-look + change look. Measured for register, not in the rule
     "GC": SetRecipe(98, "AB", geo=True, size=112), "GCL": SetRecipe(99, base="GC", look=_SINGLE),
 }
@@ -161,7 +161,8 @@ def build_sets(out: str | Path, ombria: str | Path, names: Sequence[str] = tuple
         if not (d / "index.json").is_file():
             if r.geo:
                 make_geo_pairs(_sources(Path(ombria), r.sources, gefolki), d, n, seed=r.seed, overwrite=True,
-                               **({"kinds": r.kinds} if r.kinds else {}), **({"size": r.size} if r.size != 512 else {}))
+                               size=r.size if r.size != 512 else None,  # (512: the whole scene, no draw)
+                               **({"kinds": r.kinds} if r.kinds else {}))
             elif r.base is None:
                 make_pairs(_sources(Path(ombria), r.sources, gefolki), d, n, seed=r.seed, size=r.size,
                            warp=WarpRange(**r.warp), overwrite=True)
