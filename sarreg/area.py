@@ -294,6 +294,7 @@ def area_stage(ref: Scene, mov: Scene, tiles: list[TilePair], T: np.ndarray, rad
     sizes = [AREA_SIZE, 2 * AREA_SIZE]
     if _fitting(x1 - x0, y1 - y0, AREA_SIZE, _area_spacing(len(tiles), AREA_SIZE)) < CHIP_WINDOWS:
         sizes = [CHIP_SIZE, AREA_SIZE]
+    first = None  # a smaller size's pass that gave no estimate (the report and the too-small gate say so)
     for it in range(iterations):
         e = None
         for size in sizes:
@@ -306,6 +307,8 @@ def area_stage(ref: Scene, mov: Scene, tiles: list[TilePair], T: np.ndarray, rad
                                                        "search_radius_px": radius, "passes": it + 1,
                                                        "descriptor_check": checked(dense, size, radius)},
                                np.concatenate(by_desc) if by_desc else None)
+            if first is not None and first["window_px"] < size:
+                res.info["first_windows"] = first
             if min(x1 - x0, y1 - y0) < SMALL_OVERLAP * size:
                 # the coverage all windows tried would have: windows keep half their size from the overlap's edge,
                 # which leaves the outer cells of a small chip's coverage grid empty (``choice.choose_estimate``)
@@ -318,6 +321,7 @@ def area_stage(ref: Scene, mov: Scene, tiles: list[TilePair], T: np.ndarray, rad
                 break
             except RegistrationFailed as err:
                 res.info["error"] = str(err)
+                first = first or {"window_px": size, "windows": n, "error": str(err)}
         if e is None:
             break
         est, best, T, radius = e, res, e.matrix, min(radius, AREA_RADIUS)

@@ -181,7 +181,7 @@ def assess(d: Decision, r: Refinement, cfg: RegisterConfig, area: BaseGeometry) 
         d.stages["refine"]["inliers_descriptors_alone"] = matches.info["inliers_descriptors_alone"]
     d.status, d.reasons = judge(est, r.prior, cfg, adequacy, spread, matches.info, cross, extrap, repeat=repeat,
                                 second=d.second, windows=int(d.stages["refine"].get("windows") or 0),
-                                located=r.located)
+                                located=r.located, first_windows=d.stages["refine"].get("first_windows"))
     if est.n_inliers < FAIL_INLIERS:
         d.status = "failed"
         d.reasons.insert(0, f"too few inliers ({est.n_inliers} < {FAIL_INLIERS})")

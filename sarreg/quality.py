@@ -131,7 +131,8 @@ GROSS_SIGMAS = 3.0  # ... plus 3 sigma of that estimate's bootstrap spread over 
 def judge(est: Estimate, prior: np.ndarray, cfg: RegisterConfig, adequacy: float | None = None,
           spread: float | None = None, matches_info: dict | None = None, cross: dict | None = None,
           extrapolation: float | None = None, repeat: dict | None = None,
-          second: dict | None = None, windows: int | None = None, located: bool = True) -> tuple[str, list[str]]:
+          second: dict | None = None, windows: int | None = None, located: bool = True,
+          first_windows: dict | None = None) -> tuple[str, list[str]]:
     """Quality gates -> ("ok" | "low_quality", reasons). spread: bootstrap 1-sigma spread of the estimate over the
     overlap (px): an estimate its tie points cannot pin down away from them is not trusted. matches_info: the info
     of the matches the estimate was fitted to (for correlation tie points: windows tried, which start). cross:
@@ -144,11 +145,15 @@ def judge(est: Estimate, prior: np.ndarray, cfg: RegisterConfig, adequacy: float
     second: ``area.second_motion`` (windows agreeing on another shift: part of the scene moved on its own).
     matches_info["inliers_descriptors_alone"]: inliers measured by the dense descriptors alone (DESCRIPTORS_ALONE).
     windows: the correlation windows the refinement tried (CHECK_WINDOWS; None: not measured).
-    located: both rasters are georeferenced; between plain images a mirrored estimate is plausible (``mirrored``)."""
+    located: both rasters are georeferenced; between plain images a mirrored estimate is plausible (``mirrored``).
+    first_windows: a pass of smaller windows that gave no estimate before those counted in ``windows`` (a chip's)."""
     reasons = []
     if windows is not None and windows < CHECK_WINDOWS:
+        f = first_windows
+        smaller = "" if not f else f"; its {f['windows']} windows of {f['window_px']} px gave no estimate: {f['error']}"
         reasons.append(f"the overlap is too small to check the keypoints' fit: {windows} correlation window(s) of the "
-                       f"refinement fit in it (fewer than {CHECK_WINDOWS}), and keypoints alone can be pixels off")
+                       f"refinement fit in it (fewer than {CHECK_WINDOWS}{smaller}), and keypoints alone can be "
+                       f"pixels off")
     info = matches_info or {}
     n_win = int(info.get("windows") or 0)
     if info.get("start") == "global" and n_win and est.n_inliers < GLOBAL_START_MIN_AGREE * n_win:

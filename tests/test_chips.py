@@ -67,3 +67,14 @@ def test_a_128_px_chip_keeps_the_64_px_windows(tmp_path):
     assert rep.status == "ok", rep.message
     assert centre_error(rep.matrix, truth, 128) < 0.5
     assert json.loads(Path(rep.outputs["report"]).read_text())["stages"]["refine"]["window_px"] == 64
+
+
+def test_a_chip_whose_small_windows_give_nothing_says_so(tmp_path):
+    # an 80 px chip: its 32 px windows give no estimate, the 64 px windows that fit are too few to check the keypoint
+    # fit; the reason names both (before: only "3 correlation window(s) ... fit in it")
+    ref, mov, _ = write_chips(tmp_path, 80, 3)
+    rep = register(ref, mov, tmp_path / "out.tif", RegisterConfig(warp=False))
+    first = rep.stages["refine"]["first_windows"]
+    assert first["window_px"] == 32 and first["windows"] >= 8
+    assert rep.status == "low_quality"
+    assert f"its {first['windows']} windows of 32 px gave no estimate" in rep.message, rep.message
