@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from sarreg.config import RegisterConfig
+from sarreg.correlate import window_count
 from sarreg.errors import RegistrationFailed
 from sarreg.estimate import Estimate, apply_matrix, coverage, decompose, finite_round, fit_model
 from sarreg.features import Features
@@ -237,11 +238,6 @@ def _area_spacing(n_tiles: int, size: int) -> int:
     return max(spacing, size // 4) if size > AREA_SIZE else spacing
 
 
-def _fitting(width: float, height: float, size: int, spacing: int) -> int:
-    """How many windows of ``size`` px every ``spacing`` px fit in a ``width`` x ``height`` overlap."""
-    return int(max(0, (width - size) // spacing + 1) * max(0, (height - size) // spacing + 1))
-
-
 def _resampled(tiles: list[TilePair], T: np.ndarray, size: int
                ) -> Iterator[tuple[TilePair, np.ndarray, np.ndarray]]:
     """Each tile big enough for ``size`` px windows with its moving read resampled through ``T`` (Lanczos) onto the
@@ -292,7 +288,7 @@ def area_stage(ref: Scene, mov: Scene, tiles: list[TilePair], T: np.ndarray, rad
         return None, res
     x0, y0, x1, y1 = area.bounds
     sizes = [AREA_SIZE, 2 * AREA_SIZE]
-    if _fitting(x1 - x0, y1 - y0, AREA_SIZE, _area_spacing(len(tiles), AREA_SIZE)) < CHIP_WINDOWS:
+    if math.prod(window_count(x1 - x0, y1 - y0, AREA_SIZE, _area_spacing(len(tiles), AREA_SIZE))) < CHIP_WINDOWS:
         sizes = [CHIP_SIZE, AREA_SIZE]
     first = None  # a smaller size's pass that gave no estimate (the report and the too-small gate say so)
     for it in range(iterations):

@@ -70,6 +70,11 @@ class Offsets:
         return Offsets(self.xy[keep], self.d[keep], self.peak[keep], self.ratio[keep], self.ok[keep])
 
 
+def window_count(width: float, height: float, size: int, spacing: int) -> tuple[int, int]:
+    """Windows of ``size`` px every ``spacing`` px that fit across a ``width`` x ``height`` image: (columns, rows)."""
+    return int(max(0, (width - size) // spacing + 1)), int(max(0, (height - size) // spacing + 1))
+
+
 def window_grid(valid: np.ndarray, size: int, spacing: int, min_valid: float = 0.9) -> np.ndarray:
     """Integer window centres (N x 2, x/y) on a regular grid whose ``size`` window is at least ``min_valid`` valid.
 
@@ -80,7 +85,7 @@ def window_grid(valid: np.ndarray, size: int, spacing: int, min_valid: float = 0
     if h < size or w < size:
         return np.zeros((0, 2), np.int64)
     # centre the grid in the image so both borders get the same margin
-    nx, ny = (w - size) // spacing + 1, (h - size) // spacing + 1
+    nx, ny = window_count(w, h, size, spacing)
     ox, oy = (w - size - (nx - 1) * spacing) // 2 + half, (h - size - (ny - 1) * spacing) // 2 + half
     xs, ys = ox + spacing * np.arange(nx), oy + spacing * np.arange(ny)
     c = np.stack(np.meshgrid(xs, ys), -1).reshape(-1, 2)
