@@ -28,7 +28,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import register_speed as rs  # noqa: E402
 import register_vs_gdalwarp as rg  # noqa: E402
 
 

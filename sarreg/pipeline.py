@@ -425,7 +425,7 @@ def _attempt(rs: Scene, ms: Scene, prior: np.ndarray, cfg: RegisterConfig, ext: 
                        rs.geolocated and ms.geolocated)
         dec = decide(rs, ms, r, cfg, area, dense)
         stages.update(dec.stages)
-        est, matches = dec.est, dec.matches
+        est = dec.est
         if est is None:
             raise RegistrationFailed("; ".join(dec.reasons))
         t = tick("refine", t)  # (with the quality gates' own measurements: bootstrap, cross-check, second motion)

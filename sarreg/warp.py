@@ -26,7 +26,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from sarreg.errors import InputError, OutputError, SarregError
+from sarreg.errors import InputError, SarregError
 # the grid and transform types, public here before sarreg.grid held them: re-exported
 from sarreg.grid import (Grid, PixelTransform, centre_to_edge, corrected_geotransform,  # noqa: F401
                          output_grid, pixel_size)
