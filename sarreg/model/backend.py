@@ -131,8 +131,10 @@ class OpenVINOTrunk:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         arr = np.ascontiguousarray(x.detach().to("cpu", torch.float32).contiguous().numpy())
-        out = self.request.infer({0: arr})
-        return torch.from_numpy(np.array(next(iter(out.values())), dtype=np.float32, copy=True))
+        out = self.request.infer({0: arr})  # share_outputs=False: the result is already a copy the request won't reuse
+        res = next(iter(out.values()))
+        ok = res.dtype == np.float32 and res.flags.writeable and res.flags.c_contiguous
+        return torch.from_numpy(res if ok else np.array(res, dtype=np.float32, copy=True))
 
 
 class OnnxRuntimeTrunk:
