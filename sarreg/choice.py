@@ -171,7 +171,8 @@ CV_GAIN_PX = 0.25  # or by this many px. Measured (stop 9): with 10 % alone some
 
 
 def choose_by_extrapolation(matches: StageResult, area: BaseGeometry, cfg: RegisterConfig, grid_n: int,
-                            base: np.ndarray | None = None) -> tuple[Estimate, dict[str, Any]] | None:
+                            base: np.ndarray | None = None, models: tuple[str, ...] = CV_MODELS
+                            ) -> tuple[Estimate, dict[str, Any]] | None:
     """``--model auto``: of shift, similarity, affine and homography fitted to the same tie points, the one that best
     predicts each spatial block of them from the other blocks (median residual, capped at twice ``--threshold`` so
     that a few wrong matches do not decide); a richer model is taken only when it predicts 20 % or 0.25 px better.
@@ -180,8 +181,9 @@ def choose_by_extrapolation(matches: StageResult, area: BaseGeometry, cfg: Regis
     A simpler model fitted to a perspective scene is constrained but biased; a richer one fitted to clustered points
     fits them but extrapolates wrongly: both show as a larger error on the held-out blocks. None when the tie
     points are too few for the blocks. base: the georeferencing's linear part shifts and similarities are fitted
-    over (``fit_model``). -> (estimate, info)."""
-    fits = fit_all(matches.src, matches.dst, area, cfg, grid_n, matches.similarity, base)
+    over (``fit_model``); models: the candidates (``config.AFFINE_MODELS`` where a geotransform holds the result).
+    -> (estimate, info)."""
+    fits = fit_all(matches.src, matches.dst, area, cfg, grid_n, matches.similarity, base, models)
     cv = cv_medians(fits, matches.src, matches.dst, cfg)
     if not cv:
         return None
@@ -194,10 +196,12 @@ def choose_by_extrapolation(matches: StageResult, area: BaseGeometry, cfg: Regis
 
 
 def fit_all(src: np.ndarray, dst: np.ndarray, area: BaseGeometry, cfg: RegisterConfig, grid_n: int,
-            scores: np.ndarray | None, base: np.ndarray | None = None) -> dict[str, Estimate]:
-    """Every model of CV_MODELS fitted robustly to the same matches (those that can be), simplest first."""
+            scores: np.ndarray | None, base: np.ndarray | None = None, models: tuple[str, ...] = CV_MODELS
+            ) -> dict[str, Estimate]:
+    """Every model of ``models`` (CV_MODELS) fitted robustly to the same matches (those that can be), simplest
+    first."""
     fits: dict[str, Estimate] = {}
-    for model in CV_MODELS:
+    for model in models:
         try:
             fits[model] = fit_model(src, dst, model, cfg.robust, cfg.threshold, area=area, scores=scores,
                                     seed=cfg.seed, coverage_grid=grid_n, base=base)
@@ -231,8 +235,8 @@ def cv_medians(fits: dict[str, Estimate], src: np.ndarray, dst: np.ndarray, cfg:
 
 
 def prefer_simpler(est: Estimate, matches: StageResult, area: BaseGeometry, cfg: RegisterConfig, grid_n: int,
-                   located: bool = False, shift_left: bool = False, base: np.ndarray | None = None
-                   ) -> tuple[Estimate, dict[str, Any]]:
+                   located: bool = False, shift_left: bool = False, base: np.ndarray | None = None,
+                   models: tuple[str, ...] = CV_MODELS) -> tuple[Estimate, dict[str, Any]]:
     """``--model auto``: the model that best predicts held-out blocks of the tie points (``choose_by_extrapolation``);
     with too few tie points for that, fewer parameters when the information criterion says so, and a similarity or
     a shift when the tie points cannot constrain the chosen model over the whole overlap (bootstrap spread too
@@ -241,12 +245,12 @@ def prefer_simpler(est: Estimate, matches: StageResult, area: BaseGeometry, cfg:
     similarity replaces a block-chosen model whose spread is too large. shift_left: both by geotransforms (GCP
     interpolation leaves more than a shift): a constrained shift that explains nearly as many tie points replaces the
     block-chosen model. base: the georeferencing's linear part shifts and similarities are fitted over
-    (``sarreg.geometry.georef_base``). -> (estimate, info)."""
+    (``sarreg.geometry.georef_base``). models: the candidates of the blocks' choice. -> (estimate, info)."""
     from sarreg.estimate import bootstrap_spread
 
     pts = overlap_points(area)
     info: dict[str, Any] = {"model": est.model, "chosen": est.model}
-    by_cv = choose_by_extrapolation(matches, area, cfg, grid_n, base)
+    by_cv = choose_by_extrapolation(matches, area, cfg, grid_n, base, models)
     limit = MAX_SPREAD * cfg.max_rmse
     if by_cv is not None:
         est, cv_info = by_cv

@@ -14,6 +14,7 @@ from typing import Any
 # Choices of the command-line options, kept here (no heavy imports) so that building the CLI (``sarreg --help``)
 # does not import numpy, OpenCV or GDAL; the modules that implement them import these names from here.
 MODELS = ("shift", "similarity", "affine", "homography", "poly2", "tps")  # sarreg.estimate
+AFFINE_MODELS = MODELS[:3]  # the models a geotransform holds (``--update-georef``)
 REGISTER_MODELS = ("auto",) + MODELS + ("local",)  # sarreg register --model (auto: selection, local: offsets field)
 ROBUST_NAMES = ("magsac", "ransac", "lmeds", "usac", "accurate", "prosac", "fast")  # keys of estimate.ROBUST
 # auto: nearest for complex (SLC) data, whose phases an interpolation mixes, bilinear otherwise (sarreg.warp)
@@ -289,7 +290,7 @@ class RegisterConfig:
         from sarreg.errors import OptionError
 
         check_config(self)
-        if self.update_georef and self.model not in ("shift", "similarity", "affine", "auto"):
+        if self.update_georef and self.model not in (*AFFINE_MODELS, "auto"):
             raise OptionError(f"--update-georef needs a shift, similarity, affine or auto model, not {self.model}")
         if self.update_georef and not self.warp:
             raise OptionError("--update-georef writes OUT, --no-warp writes no raster: give one of them")

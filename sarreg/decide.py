@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from sarreg.area import AREA_SIZE, CHIP_SIZE, refine_from_starts, repass, repeat_match, second_motion
-from sarreg.choice import (FAIL_INLIERS, SUPPORT_SPREAD, choose_estimate, overlap_points, prefer_simpler,
+from sarreg.choice import (CV_MODELS, FAIL_INLIERS, SUPPORT_SPREAD, choose_estimate, overlap_points, prefer_simpler,
                            select_model, supported)
-from sarreg.config import RegisterConfig
+from sarreg.config import AFFINE_MODELS, RegisterConfig
 from sarreg.errors import RegistrationFailed
 from sarreg.estimate import Estimate, apply_matrix, bootstrap_spread, coverage
 from sarreg.geometry import matrix_distance
@@ -118,10 +118,10 @@ def refine(rs: Scene, ms: Scene, r: Refinement, cfg: RegisterConfig, area: BaseG
         est_area, stages["model_selection_area"] = select_model(
             est_area, area_res.src, area_res.dst, area, cfg, scores=area_res.similarity, coverage_grid=r.grid_n)
     est, matches = choose_estimate(est_kp, fine, est_area, area_res)
-    if est is not None and cfg.model == "auto" and not cfg.update_georef:
-        est, stages["parsimony"] = prefer_simpler(est, matches, area, cfg, r.grid_n,
-                                                  located=r.located,
-                                                  shift_left=rs.georeferenced and ms.georeferenced, base=r.base)
+    if est is not None and cfg.model == "auto":  # (with --update-georef among the models a geotransform holds)
+        est, stages["parsimony"] = prefer_simpler(est, matches, area, cfg, r.grid_n, located=r.located,
+                                                  shift_left=rs.georeferenced and ms.georeferenced, base=r.base,
+                                                  models=AFFINE_MODELS if cfg.update_georef else CV_MODELS)
     if matches is area_res:  # the windows resampled through the model chosen, when it is not the passes' one
         est, area_res = repass(rs, ms, r.tiles, est, area_res, r.area_model, cfg, area, r.grid_n, dense)
         matches = area_res

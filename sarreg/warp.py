@@ -38,8 +38,7 @@ from sarreg.outputs import no_space, write_error
 
 log = logging.getLogger(__name__)
 
-from sarreg.config import COMPRESSION, FORMATS, RESAMPLING  # noqa: E402, F401 - option choices, re-exported
-AFFINE_MODELS = ("shift", "similarity", "affine")
+from sarreg.config import AFFINE_MODELS, COMPRESSION, FORMATS, RESAMPLING  # noqa: E402, F401 - re-exported
 GRID_GCPS = 12  # GCPs per side for homography / poly2
 
 

@@ -78,3 +78,22 @@ def test_a_chip_whose_small_windows_give_nothing_says_so(tmp_path):
     assert first["window_px"] == 32 and first["windows"] >= 8
     assert rep.status == "low_quality"
     assert f"its {first['windows']} windows of 32 px gave no estimate" in rep.message, rep.message
+
+
+def test_update_georef_keeps_the_simpler_model_the_warp_keeps(tmp_path):
+    # --model auto chose a shift for the warp and, with --update-georef, an unconstrained affine written into the
+    # geotransform 1.0-3.0 px off at the chip's corners (seeds 5-7): the choice now runs among the models a
+    # geotransform holds
+    ref, mov, truth = write_chips(tmp_path, 128, 6)
+    warped = register(ref, mov, tmp_path / "warped.tif")
+    rep = register(ref, mov, tmp_path / "copy.tif", RegisterConfig(update_georef=True))
+    assert warped.status == rep.status == "ok", rep.message
+    assert rep.model == warped.model == "shift"
+    import rasterio
+
+    with rasterio.open(tmp_path / "copy.tif") as o, rasterio.open(ref) as r:
+        out_t, ref_t = o.transform, r.transform
+    corners = np.array([[x, y] for x in (0, 127) for y in (0, 127)], float)
+    want = np.array([ref_t * tuple(p + 0.5) for p in apply_matrix(truth, corners)])
+    got = np.array([out_t * tuple(p + 0.5) for p in corners])
+    assert np.hypot(*(got - want).T).max() / PIXEL < 0.5
