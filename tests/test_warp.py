@@ -471,6 +471,30 @@ def test_untagged_integer_rasters_keep_fill_and_data_apart(tmp_path):
     assert nodata == -32768 and np.array_equal(a, db) and valid.all()
 
 
+def test_untagged_linear_float_zero_border_stays_out_of_the_warp(tmp_path):
+    """float32 linear power with a zero border and no nodata tag (a SNAP sigma0 export): register reads 0 as no
+    data, and the warp does too: the output declares nodata 0, no valid pixel is 0 and none blends 0 into data (a
+    darkened rim). Before, 0 was warped as data under a NaN nodata. In dB, 0 is data."""
+    from sarreg.io.raster import open_scene
+
+    grid = Grid(W, H, REF_T, UTM.to_wkt())
+    lin = _moving(np.eye(3)).astype(np.float32)  # ~ 65-135, positive: linear power
+    lin[:, :20] = 0
+    write_geotiff(tmp_path / "lin.tif", lin, REF_T, UTM)
+    sc = open_scene(tmp_path / "lin.tif")
+    assert sc.kind == "linear" and sc.nodata == 0.0 and sc.nodata_from == "found" and sc.warp_nodata == 0.0
+    out = warp_to_grid(tmp_path / "lin.tif", PixelTransform("shift", _shift_rot(0.5, 0.5)), grid,
+                       tmp_path / "lin_out.tif", "bilinear", "GTiff", nodata=sc.warp_nodata)
+    with rasterio.open(out) as ds:
+        a, valid = ds.read(1), ds.read_masks(1) > 0
+        assert ds.nodata == 0
+    assert not valid[1:, :20].any() and valid[1:, 22:].all() and a[valid].min() > 0.8 * lin[:, 20:].min()
+    db = (10 * np.log10(lin[:, 20:]) - 20).astype(np.float32)  # -1.9 .. +1.3 dB, exact zeros among them
+    db[:4, :4] = 0
+    write_geotiff(tmp_path / "db.tif", db, REF_T, UTM)
+    assert open_scene(tmp_path / "db.tif").zero is None
+
+
 def _slc(tmp_path, dtype="complex64", h=768, w=768, nodata=None, scale=1.0):
     """A speckled SLC-like complex raster (random phase, 8 px of nodata 0 on the left), georeferenced on REF_T."""
     rng = np.random.default_rng(5)

@@ -48,7 +48,7 @@ def describe(path: Source, pre: PreprocessConfig = PreprocessConfig()) -> dict[s
         d["nodata"]["also"] = {"value": nodata_value(scene.undeclared.value), "share": round(scene.undeclared.share, 4)}
     elif scene.undeclared is not None:  # (with the file's own tag, which marks almost no pixel, when it has one)
         d["nodata"].update(share=round(scene.undeclared.share, 4), tag=nodata_value(tag))
-        if scene.zero is not None:  # 0 of an unsigned band that declares nothing: no measurement
+        if scene.zero is not None:  # 0 of an unsigned or linear float band that declares nothing: no measurement
             d["nodata"]["rule"] = f"0 is no measurement in {scene.dtype} data"
     if scene.scaling.scaled or scene.scaling.unit:  # the band's declared scale / offset / unit, applied on reading
         d["scaling"] = scene.scaling.to_dict()

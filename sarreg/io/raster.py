@@ -80,8 +80,8 @@ class Scene:
     overview: Overview | None = field(default=None, repr=False, compare=False)  # the statistics read (whole band,
     # longer side STATS_MAX_SIDE): ``read_unit`` serves coarser reads from it instead of decoding the file again
     scaling: Scaling = Scaling()  # the band's declared scale / offset / unit: values read are raw * scale + offset
-    zero: Fill | None = None  # 0 of an unsigned band without tag or mask band: no measurement, read as no data by its
-    # kind and by the warp (``nodata`` 0, "found"); not tested on reads: isolated zeros stay dark pixels
+    zero: Fill | None = None  # 0 of an unsigned (or linear float) band without tag or mask band: no measurement, no
+    # data by its kind and by the warp (``nodata`` 0, "found"); not tested on reads: isolated zeros stay dark pixels
     description: str = ""  # the band's description (e.g. "VV"), recorded in the report
     alpha: int | None = None  # the alpha band (``sarreg.io.band.alpha_band``): the validity of the others, not data
     stored_transform: bool = False  # the file stores a geotransform, maybe the identity (rasterio writes it for a
@@ -336,11 +336,16 @@ def _stored_transform(ds: rasterio.io.DatasetReader) -> bool:
 
 def _zero_fill(vals: np.ndarray, dtype: str, kind: str, sc: Scaling) -> Fill | None:
     """0 in an unsigned band that declares no nodata (no tag, no mask band; no fill found), read as display, linear
-    or amplitude values: no measurement, invalid on reading and the warp's nodata (``sarreg.io.fill.warp_nodata``).
-    -> that value as a Fill (``share``: of the sample), or None."""
-    if not dtype.startswith("uint") or kind not in ("display", "linear", "amplitude") or sc.scaled:
+    or amplitude values; or in such a float band of linear or amplitude values that holds zeros: no measurement (no
+    power), invalid on reading and the warp's nodata (``sarreg.io.fill.warp_nodata``). -> that value as a Fill
+    (``share``: of the sample), or None. Float: a SNAP export of linear sigma0 has a zero border and no tag, which
+    warped as data gave valid zeros and a darkened rim. Not complex: GDAL's nodata test reads the real part alone."""
+    if sc.scaled or kind not in ("display", "linear", "amplitude"):
         return None
-    return Fill(0.0, 0.0, float(np.mean(vals == 0)), side="exact")
+    share = float(np.mean(vals == 0))
+    if dtype.startswith("uint") or (dtype.startswith("float") and kind != "display" and share > 0):
+        return Fill(0.0, 0.0, share, side="exact")
+    return None
 
 
 BIG_BLOCK_MB = 256  # a compressed block this large is decoded whole by every read that touches it
