@@ -148,7 +148,9 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
         check_warpable(moving, ms.dtype)  # (before the work, not after it)
     # before the work, not after; a moving raster located by GCPs (RPCs, arrays) gets them moved, or a geotransform
     if cfg.update_georef and cfg.warp and not (rs.georeferenced and ms.geolocated):
-        raise InputError(f"{moving if rs.georeferenced else ref}: --update-georef needs georeferenced rasters")
+        raise InputError(f"{ref}: located by GCPs, not a geotransform: --update-georef needs a reference grid "
+                         "(warp without it)" if rs.geolocated else
+                         f"{moving if rs.georeferenced else ref}: --update-georef needs georeferenced rasters")
     prior, nonlinear = prior_fit(rs, ms)
     check_bounds(rs, ms, prior)
     grid = Grid.from_scene(rs)

@@ -68,6 +68,9 @@ def prior_fit(ref: Scene, mov: Scene) -> tuple[np.ndarray, float]:
         if which.local:
             raise CRSError(f"{which.path}: has a geotransform but no CRS, and {other.path} has one: set its CRS first "
                            f"(gdal_edit.py -a_srs EPSG:...)")
+        if which.crs is not None:  # (a geotransform lost in an export: the identity, which GDAL reads as none)
+            raise CRSError(f"{which.path}: has a CRS but nothing that places it (no geotransform, GCPs, RPCs or "
+                           f"geolocation arrays) while {other.path} is georeferenced; both or neither must be")
         raise CRSError(f"{which.path}: has no CRS/georeferencing (geotransform, GCPs, RPCs or geolocation arrays) but "
                        f"{other.path} has; both or neither must be georeferenced")
     g, r = _crs_grid(ref, mov)

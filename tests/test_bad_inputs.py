@@ -347,6 +347,30 @@ def c_apply_pixel_space_other_size(d, pair):
     return ["apply", pair["report"], m, d / "o.tif"], 1, ("px.tif", "cannot be related"), set()
 
 
+def c_moving_crs_without_geotransform(d, pair):
+    """A CRS and the identity geotransform (the georeferencing lost in an export): said so, not "no CRS"."""
+    with rasterio.open(pair["mov"]) as ds:
+        a = ds.read(1)
+    m = write_geotiff(d / "idcrs.tif", a, None, CRS, nodata=0.0)
+    return ["register", pair["ref"], m, d / "o.tif"], 1, ("idcrs.tif", "has a CRS but nothing that places it"), set()
+
+
+def c_update_georef_gcp_reference(d, pair):
+    """--update-georef onto a reference located by GCPs: it has no grid to write, said so (not "needs georeferenced
+    rasters", which it is)."""
+    from rasterio.control import GroundControlPoint
+
+    with rasterio.open(pair["ref"]) as ds:
+        a = ds.read(1)
+    gcps = [GroundControlPoint(r, c, *(T * (c, r))) for r in (0, N) for c in (0, N // 2, N)]
+    r = d / "gcpref.tif"
+    with rasterio.open(r, "w", driver="GTiff", width=N, height=N, count=1, dtype="float32", gcps=gcps,
+                       crs=CRS) as ds:
+        ds.write(a, 1)
+    return (["register", r, pair["mov"], d / "o.tif", "--update-georef"], 1, ("gcpref.tif", "located by GCPs"),
+            set())
+
+
 CASES: dict[str, Case] = {
     "points_is_moving": c_points_is_moving, "report_is_reference": c_report_is_reference,
     "matches_hardlinks_moving": c_matches_hardlinks_moving, "tiepoints_symlinks_ref": c_tiepoints_symlinks_reference,
@@ -375,6 +399,8 @@ CASES: dict[str, Case] = {
     "apply_out_is_report": c_apply_out_is_report, "apply_out_hardlinks_moving": c_apply_out_hardlinks_moving,
     "apply_out_exists": c_apply_out_exists, "apply_absurd_transform": c_apply_absurd_transform,
     "apply_all_nodata": c_apply_all_nodata, "apply_pixel_space_other_size": c_apply_pixel_space_other_size,
+    "moving_crs_without_geotransform": c_moving_crs_without_geotransform,
+    "update_georef_gcp_reference": c_update_georef_gcp_reference,
 }
 
 
