@@ -267,6 +267,21 @@ def test_apply_of_a_low_quality_report_writes_nothing_without_force(scenes, tmp_
     _one_line_error(res, "a.report.json", "raster written anyway (--force)")
 
 
+def test_apply_of_a_failed_report_writes_nothing_even_with_force(scenes, tmp_path):
+    """A report whose transform register rejected (status failed, exit 3, no raster even with --force): apply exits 3
+    and writes nothing with or without --force. It exited 2 ("--force applies it") and --force warped by it."""
+    res = run(scenes["ref"], scenes["moving"], tmp_path / "a.tif", "--no-warp")
+    assert res.exit_code == 0, res.output
+    data = json.loads((tmp_path / "a.report.json").read_text())
+    data.update(status="failed", message="no consistent tie points")  # (its transform kept, as a failed report's)
+    (tmp_path / "f.report.json").write_text(json.dumps(data))
+    args = ["apply", str(tmp_path / "f.report.json"), str(scenes["moving"]), str(tmp_path / "b.tif")]
+    for extra in ([], ["--force"]):
+        res = CliRunner().invoke(cli, [*args, *extra])
+        _one_line_error(res, "f.report.json", "the registration failed")
+        assert res.exit_code == 3 and not (tmp_path / "b.tif").exists(), res.output
+
+
 @pytest.mark.parametrize("damage,needle", [
     (lambda d: d["reference_grid"].update(crs_wkt="garbage"), "Invalid WKT"),
     (lambda d: d["reference_grid"].update(geotransform=[0, 0, 0, 0, 0, 0]), "degenerate geotransform"),

@@ -169,6 +169,8 @@ def apply(report: Path, moving: Path | str, out: Path, update_georef: bool, over
         got = data.get("status") if isinstance(data, dict) else "?"
         raise InputError(f"{report}: holds no transform (status {got})")
     status, why = data.get("status", "ok"), data.get("message") or "quality gates failed"
+    if status == "failed":  # as register, even with --force: a transform no gate could trust (exit 3)
+        raise RegistrationFailed(f"{report}: the registration failed ({why}); no raster written")
     if status != "ok" and not force:  # as register: an untrusted transform writes no raster
         raise LowQuality(f"{report}: the registration is {status} ({why}); no raster written (--force applies it)")
     moving_grid = Grid.from_dict(grid_of(moving))  # also a clear error for missing / unreadable rasters
