@@ -653,6 +653,29 @@ def test_resume_redoes_a_scene_name_that_now_names_another_file(series, client, 
     _check_outputs_verify(outdir)
 
 
+def test_a_rerun_while_a_done_scene_is_missing_keeps_its_committed_result(series, client, tmp_path):
+    """A committed scene whose file is missing on a rerun (a share not mounted for a moment): the scene fails in
+    that run, but its committed result and files are kept (they were deleted), and the run after, with the file
+    back, resumes it."""
+    ref, scenes = series
+    stack = tmp_path / "stack"
+    stack.mkdir()
+    for p, _ in scenes[:2]:
+        shutil.copy(p, stack)
+    paths = sorted(stack.glob("*.tif"))
+    outdir = tmp_path / "out"
+    assert batch(ref, paths, outdir, CFG, client=client).exit_code == 0
+    before = _check_outputs_verify(outdir)["scenes"]
+    held = paths[1].rename(tmp_path / "held.tif")
+    again = batch(ref, paths, outdir, CFG, client=client)
+    r = {x.scene: x for x in again.scenes}[paths[1].stem]
+    assert r.status == "failed" and any("committed earlier" in w for w in r.warnings), r
+    assert _check_outputs_verify(outdir)["scenes"] == before
+    held.rename(paths[1])
+    third = batch(ref, paths, outdir, CFG, client=client)
+    assert [x.resumed for x in third.scenes] == [True, True]
+
+
 def _points_error(points: Path, d: tuple[float, float]) -> float:
     """Mean distance (reference px) of a .points file's enabled rows from the truth: moving px p shows reference px
     p + d; mapX / mapY on the reference grid, sourceX / sourceY in the moving raster's map coordinates."""

@@ -265,8 +265,14 @@ class Run:
         self.results[key] = res
         # (taken after the task, an input rewritten while it ran was committed as done with the result of the old)
         fp = self.inputs[key] if key in self.inputs else fingerprint(self.by_key[key])
-        self.manifest.commit(key, {"run_key": self.run_key, "input": fp, "status": res.status, "outputs": outputs,
-                                   "result": res.to_dict(), **extra}, scene_output_names(key))
+        if res.status == "failed" and fp is None and (self.manifest.entries.get(key) or {}).get("status") in (
+                "ok", "low_quality"):  # (a share not mounted for a moment): not committed, earlier outputs kept
+            res.warnings.append("the input is missing now: the result committed earlier and its files are kept")
+            log.warning("%s: %s is missing; its result committed earlier and its files are kept", key,
+                        self.by_key[key])
+        else:
+            self.manifest.commit(key, {"run_key": self.run_key, "input": fp, "status": res.status,
+                                       "outputs": outputs, "result": res.to_dict(), **extra}, scene_output_names(key))
         if self.progress:
             self.progress(res)
 
