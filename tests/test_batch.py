@@ -654,7 +654,7 @@ def test_resume_redoes_a_scene_name_that_now_names_another_file(series, client, 
 
 
 def test_a_rerun_while_a_done_scene_is_missing_keeps_its_committed_result(series, client, tmp_path):
-    """A committed scene whose file is missing on a rerun (a share not mounted for a moment): the scene fails in
+    """(And a scene's report names its files where they are published.) A committed scene whose file is missing on a rerun (a share not mounted for a moment): the scene fails in
     that run, but its committed result and files are kept (they were deleted), and the run after, with the file
     back, resumes it."""
     ref, scenes = series
@@ -666,6 +666,10 @@ def test_a_rerun_while_a_done_scene_is_missing_keeps_its_committed_result(series
     outdir = tmp_path / "out"
     assert batch(ref, paths, outdir, CFG, client=client).exit_code == 0
     before = _check_outputs_verify(outdir)["scenes"]
+    for p in paths:  # the paths a scene's report names are where its files are (they named the staging folder)
+        rep = json.loads((outdir / f"{p.stem}_reg.report.json").read_text())
+        named = [rep["output"], *rep["outputs"].values()]
+        assert all(Path(f).parent == outdir and Path(f).is_file() for f in named), named
     held = paths[1].rename(tmp_path / "held.tif")
     again = batch(ref, paths, outdir, CFG, client=client)
     r = {x.scene: x for x in again.scenes}[paths[1].stem]

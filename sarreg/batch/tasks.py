@@ -74,9 +74,11 @@ def run_scene(task: dict[str, Any]) -> dict[str, Any]:
             fresh_stage(stage)
             report, res["ref_cache_hits"] = register_scene(task["ref"], moving, str(stage / (key + OUT_SUFFIX)), cfg,
                                                            task.get("ref_info"))
-            out["report"] = json.loads(report.to_json())
-            if task.get("chain_link") and report.outputs.get("report"):  # a link onto the predecessor's grid
+            # the paths the report names, where the files are published (they named the staging folder)
+            out["report"] = _moved(json.loads(report.to_json()), f"{stage}/", f"{outdir}/")
+            if task.get("chain_link"):  # a link onto the predecessor's grid
                 out["report"]["chain_link"] = task["chain_link"]
+            if report.outputs.get("report"):
                 atomic_write(stage / Path(report.outputs["report"]).name, dumps(out["report"]))
             res["status"] = report.status if report.status in STATUSES else "failed"
             res["error"] = (report.message or "registration failed") if res["status"] != "ok" else None
@@ -98,6 +100,15 @@ def run_scene(task: dict[str, Any]) -> dict[str, Any]:
         res["warnings"] = seen.lines
     res["time_s"] = round(time.perf_counter() - t0, 3)
     return out
+
+
+def _moved(doc: Any, old: str, new: str) -> Any:
+    """``doc`` (JSON types) with every string that starts with ``old`` starting with ``new`` instead."""
+    if isinstance(doc, dict):
+        return {k: _moved(v, old, new) for k, v in doc.items()}
+    if isinstance(doc, list):
+        return [_moved(v, old, new) for v in doc]
+    return new + doc[len(old):] if isinstance(doc, str) and doc.startswith(old) else doc
 
 
 def run_scene_with_ref(task: dict[str, Any], ref_info: dict[str, Any]) -> dict[str, Any]:
