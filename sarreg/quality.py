@@ -151,9 +151,14 @@ def judge(est: Estimate, prior: np.ndarray, cfg: RegisterConfig, adequacy: float
     if windows is not None and windows < CHECK_WINDOWS:
         f = first_windows
         smaller = "" if not f else f"; its {f['windows']} windows of {f['window_px']} px gave no estimate: {f['error']}"
-        reasons.append(f"the overlap is too small to check the keypoints' fit: {windows} correlation window(s) of the "
-                       f"refinement fit in it (fewer than {CHECK_WINDOWS}{smaller}), and keypoints alone can be "
-                       f"pixels off")
+        if f and f["windows"] >= CHECK_WINDOWS:  # the overlap held enough smaller windows: they disagreed
+            reasons.append(f"the correlation cannot check the keypoints' fit: its {f['windows']} windows of "
+                           f"{f['window_px']} px gave no estimate ({f['error']}) and {windows} larger window(s) fit "
+                           f"in the overlap (fewer than {CHECK_WINDOWS}), and keypoints alone can be pixels off")
+        else:
+            reasons.append(f"the overlap is too small to check the keypoints' fit: {windows} correlation window(s) of "
+                           f"the refinement fit in it (fewer than {CHECK_WINDOWS}{smaller}), and keypoints alone can "
+                           f"be pixels off")
     info = matches_info or {}
     n_win = int(info.get("windows") or 0)
     if info.get("start") == "global" and n_win and est.n_inliers < GLOBAL_START_MIN_AGREE * n_win:

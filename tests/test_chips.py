@@ -80,6 +80,20 @@ def test_a_chip_whose_small_windows_give_nothing_says_so(tmp_path):
     assert f"its {first['windows']} windows of 32 px gave no estimate" in rep.message, rep.message
 
 
+def test_a_larger_chip_whose_windows_disagree_is_not_called_too_small(tmp_path):
+    # 140 px, single-look, 70 % changed: 25 windows of 64 px fit and disagree, then one of 128 px fits; the reason
+    # said "the overlap is too small ... 1 correlation window(s) fit in it"
+    a, b, _ = chip_pair(140, 52, looks=1, change=0.7, max_shift=5)
+    t = Affine(PIXEL, 0, 400000, 0, -PIXEL, 5000000)
+    ref = write_geotiff(tmp_path / "ref.tif", a, t, "EPSG:32633")
+    mov = write_geotiff(tmp_path / "moving.tif", b, t, "EPSG:32633")
+    rep = register(ref, mov, tmp_path / "out.tif", RegisterConfig(warp=False))
+    first = rep.stages["refine"]["first_windows"]
+    assert rep.status == "low_quality" and first["window_px"] == 64 and first["windows"] >= 8
+    assert "too small" not in rep.message, rep.message
+    assert f"its {first['windows']} windows of 64 px gave no estimate" in rep.message, rep.message
+
+
 def test_update_georef_keeps_the_simpler_model_the_warp_keeps(tmp_path):
     # --model auto chose a shift for the warp and, with --update-georef, an unconstrained affine written into the
     # geotransform 1.0-3.0 px off at the chip's corners (seeds 5-7): the choice now runs among the models a
