@@ -151,6 +151,9 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
         raise InputError(f"{ref}: located by GCPs, not a geotransform: --update-georef needs a reference grid "
                          "(warp without it)" if rs.geolocated else
                          f"{moving if rs.georeferenced else ref}: --update-georef needs georeferenced rasters")
+    if cfg.geojson and cfg.tiepoints and not rs.geolocated:  # (GeoJSON has no pixel space: lon/lat -465 deg)
+        raise InputError(f"{ref}: --geojson needs a georeferenced reference (GeoJSON readers take pixel coordinates "
+                         "for WGS 84 lon/lat; the .tiepoints.gpkg holds them)")
     prior, nonlinear = prior_fit(rs, ms)
     check_bounds(rs, ms, prior)
     grid = Grid.from_scene(rs)

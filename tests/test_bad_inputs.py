@@ -355,6 +355,14 @@ def c_moving_crs_without_geotransform(d, pair):
     return ["register", pair["ref"], m, d / "o.tif"], 1, ("idcrs.tif", "has a CRS but nothing that places it"), set()
 
 
+def c_geojson_in_pixel_space(d, pair):
+    """--geojson between plain images: GeoJSON has no pixel space (readers take the numbers for lon/lat)."""
+    with rasterio.open(pair["ref"]) as r, rasterio.open(pair["mov"]) as m:
+        a, b = r.read(1), m.read(1)
+    ref, mov = write_geotiff(d / "pr.tif", a), write_geotiff(d / "pm.tif", b, nodata=0.0)
+    return _reg(ref, mov, d / "o.tif", "--geojson"), 1, ("pr.tif", "--geojson needs a georeferenced"), set()
+
+
 def c_update_georef_gcp_reference(d, pair):
     """--update-georef onto a reference located by GCPs: it has no grid to write, said so (not "needs georeferenced
     rasters", which it is)."""
@@ -400,7 +408,7 @@ CASES: dict[str, Case] = {
     "apply_out_exists": c_apply_out_exists, "apply_absurd_transform": c_apply_absurd_transform,
     "apply_all_nodata": c_apply_all_nodata, "apply_pixel_space_other_size": c_apply_pixel_space_other_size,
     "moving_crs_without_geotransform": c_moving_crs_without_geotransform,
-    "update_georef_gcp_reference": c_update_georef_gcp_reference,
+    "update_georef_gcp_reference": c_update_georef_gcp_reference, "geojson_in_pixel_space": c_geojson_in_pixel_space,
 }
 
 
