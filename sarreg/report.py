@@ -110,7 +110,7 @@ def enforce_max_shift(rep: Report, cfg: RegisterConfig) -> None:
 
 def _units(scene: Scene) -> str:
     try:
-        return str(scene.crs.linear_units or "unknown")
+        return "degree" if scene.crs.is_geographic else str(scene.crs.linear_units or "unknown")
     except Exception:
         return "unknown"
 

@@ -122,6 +122,15 @@ def test_matrix_fields_shift_in_map_units():
     prior = np.array([[1, 0, 3.0], [0, 1, 0.0], [0, 0, 1.0]])
     f = matrix_fields(np.array([[1, 0, 5.0], [0, 1, 0.0], [0, 0, 1.0]]), grid, prior)
     assert f["shift_x_px"] == pytest.approx(2.0)
+    # a geographic reference (0.0001 deg pixels at 60 N): metres east and north on the ground, not degrees rounded
+    # to 1e-4 (-0.0007 in a column named _m)
+    from pyproj import CRS
+
+    geo = {"width": 100, "height": 80, "geotransform": [10.0, 1e-4, 0.0, 60.0, 0.0, -1e-4],
+           "crs_wkt": CRS.from_epsg(4326).to_wkt()}
+    f = matrix_fields(m, geo, None)
+    assert f["shift_x_m"] == pytest.approx(2.5 * 1e-4 * 111412.9 * 0.5, rel=0.01)  # cos 60 deg
+    assert f["shift_y_m"] == pytest.approx(1e-4 * 111412.0, rel=0.01)
 
 
 def test_batch_recovers_shifts_and_isolates_failure(series, client, tmp_path):

@@ -36,7 +36,8 @@ class SceneResult:
 
     shift_x_px / shift_y_px: correction of the scene's georeferencing at the reference centre, in reference pixels
     (where the scene pixel its georeferencing puts at the centre really lies, minus the centre); shift_x_m /
-    shift_y_m: the same in the reference's map units (None for pixel-space references); rotation_deg: rotation
+    shift_y_m: the same in the reference's map units, in metres east and north for a geographic CRS (None for
+    pixel-space references); rotation_deg: rotation
     relative to the georeferencing; rmse_px: inlier RMSE (chained: root-sum-square along the chain); inliers;
     coverage (0..1); time_s: wall time of this scene's task(s); resumed: True when taken from the manifest without
     recomputation. via: chain predecessor the scene was registered to. ref_cache_hits: reference extractions
@@ -168,8 +169,21 @@ def matrix_fields(m: np.ndarray, grid: dict[str, Any] | None, prior: np.ndarray 
     out["rotation_deg"] = round(float(decompose(np.linalg.inv(prior) @ m)["rotation_deg"]), 5)
     if grid and grid.get("crs_wkt"):
         g = grid["geotransform"]  # GDAL order: c, a, b, f, d, e
-        out["shift_x_m"] = round(g[1] * d[0] + g[2] * d[1], 4)
-        out["shift_y_m"] = round(g[4] * d[0] + g[5] * d[1], 4)
+        dx, dy = g[1] * d[0] + g[2] * d[1], g[4] * d[0] + g[5] * d[1]
+        out["shift_x_m"], out["shift_y_m"] = round(dx, 4), round(dy, 4)
+        from pyproj import CRS
+        from pyproj.exceptions import CRSError
+
+        try:
+            crs = CRS.from_wkt(grid["crs_wkt"])
+        except CRSError:
+            crs = None
+        if crs is not None and crs.is_geographic:  # degrees rounded to 1e-4 were ~10 m: metres on the ground, east and north
+            lon = g[0] + g[1] * (c[0, 0] + 0.5) + g[2] * (c[0, 1] + 0.5)
+            lat = g[3] + g[4] * (c[0, 0] + 0.5) + g[5] * (c[0, 1] + 0.5)
+            geod = crs.get_geod()
+            out["shift_x_m"] = round(math.copysign(geod.inv(lon, lat, lon + dx, lat)[2], dx), 4)
+            out["shift_y_m"] = round(math.copysign(geod.inv(lon, lat, lon, lat + dy)[2], dy), 4)
     return out
 
 
