@@ -663,9 +663,9 @@ def test_resume_redoes_a_scene_name_that_now_names_another_file(series, client, 
 
 
 def test_a_rerun_while_a_done_scene_is_missing_keeps_its_committed_result(series, client, tmp_path):
-    """(And a scene's report names its files where they are published.) A committed scene whose file is missing on a rerun (a share not mounted for a moment): the scene fails in
-    that run, but its committed result and files are kept (they were deleted), and the run after, with the file
-    back, resumes it."""
+    """(And a scene's report names its files where they are published.) A committed scene whose file is missing on a
+    rerun (a share not mounted for a moment): the scene fails in that run, but its committed result and files are
+    kept (they were deleted), and the run after, with the file back, resumes it."""
     ref, scenes = series
     stack = tmp_path / "stack"
     stack.mkdir()
@@ -783,6 +783,36 @@ def test_a_rerun_task_of_a_lost_worker_starts_from_an_empty_staging_folder(serie
         with rasterio.open(out / (key + "_reg.tif")) as ds:
             assert ds.transform == TRANSFORM and ds.shape == (SIZE, SIZE)
         assert not stage.exists()
+
+
+def test_a_chain_link_is_held_until_its_warp_publishes_it(series, client, tmp_path):
+    """A chain's link task publishes nothing into OUTDIR: its files wait in its staging folder and the scene's warp
+    publishes them with the raster (a run killed between link and warp left a link report saying ok, its tie
+    points and no raster, none of them in the manifest)."""
+    from sarreg.batch.results import reference_grid
+    from sarreg.batch.tasks import run_scene, warp_scene
+
+    ref, scenes = series
+    (moving, (dx, dy)), out = scenes[0], tmp_path / "out"
+    key = moving.stem
+    (out / ".work" / "run").mkdir(parents=True)  # (the run's folder, as ``batch`` makes it)
+    task = {"key": key, "moving": str(moving), "ref": str(ref), "outdir": str(out), "config": CFG,
+            "grid": reference_grid(ref)}
+    stage = out / ".work" / "run" / (key + "-pair")
+    link = dict(task, stage=str(stage), hold=True, config=CFG.with_(warp=False))  # (as ``chain`` submits a link)
+    r = client.submit(run_scene, link, pure=False).result()
+    assert r["result"]["status"] == "ok", r["result"].get("error")
+    assert list(out.iterdir()) == [out / ".work"] and r["held"] == str(stage)
+    assert sorted(r["outputs"]) == sorted(p.name for p in stage.iterdir())
+    m = np.array([[1, 0, dx], [0, 1, dy], [0, 0, 1.0]])
+    w = client.submit(warp_scene, dict(task, stage=str(out / ".work" / "run" / (key + "-warp")), matrix=m.tolist(),
+                                       via="reference", link=None, held=r["held"]), pure=False).result()
+    assert w["error"] is None, w["error"]
+    assert set(r["outputs"]) < set(w["outputs"]) and key + "_reg.tif" in w["outputs"]
+    assert all(sha256_file(out / n) == d for n, d in w["outputs"].items())
+    report = json.loads((out / (key + "_reg.report.json")).read_text())
+    assert Path(report["outputs"]["report"]) == out / (key + "_reg.report.json")
+    assert not stage.exists()
 
 
 def test_an_interrupted_run_leaves_no_summary_of_the_outputs_it_replaced(series, client, tmp_path):

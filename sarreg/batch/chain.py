@@ -9,6 +9,7 @@ with ``--force`` (as without --chain).
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -44,6 +45,22 @@ def link_summary(report: dict[str, Any] | None) -> dict[str, Any] | None:
     return {k: report.get(k) for k in ("status", "message", "ref", "moving", "matrix", "quality")}
 
 
+def publish_held(r: dict[str, Any], outdir: Path) -> dict[str, str]:
+    """A link's files held in its staging folder (``tasks.run_scene``), renamed into OUTDIR -> its outputs."""
+    import shutil
+
+    from sarreg.batch.manifest import publish
+
+    if not r.get("held"):
+        return r.get("outputs", {})
+    try:
+        return publish(Path(r["held"]), outdir, r.get("outputs", {}))
+    except OSError:  # (a staging folder a later run removed: nothing to publish)
+        return {}
+    finally:
+        shutil.rmtree(r["held"], ignore_errors=True)
+
+
 def run_chain(run: "Run", keys: list[str], todo: list[str]) -> None:
     """Register the ``todo`` scenes of the time-ordered ``keys`` along the chain; commits each as it completes
     (scenes not in ``todo`` are already committed and serve as links with their recorded matrix)."""
@@ -68,6 +85,7 @@ def run_chain(run: "Run", keys: list[str], todo: list[str]) -> None:
         ref = str(run.ref if prev is None else run.by_key[prev])
         task = run.task(k, ref, pair_cfg if prev is None else link_cfg, tag=f"-pair-{prev or 'reference'}")
         task["grid"] = run.grid if prev is None else None
+        task["hold"] = True  # its files published with its scene's commit (``tasks.run_scene``)
         if prev is not None:  # its report is onto the predecessor's grid: marked, so that apply refuses it
             task["chain_link"] = {"predecessor": ref, "composed": k + CHAIN_SUFFIX}
         f = submit(run.client, run_scene, task, key=f"sarreg-pair-{k}-{prev}-{run.run_id}", pure=False)
@@ -112,7 +130,7 @@ def run_chain(run: "Run", keys: list[str], todo: list[str]) -> None:
                     for name, value in matrix_fields(compose(T[last], np.asarray(res.matrix, dtype=np.float64)),
                                                      run.grid, prior).items():
                         setattr(res, name, value)
-                run.commit(k, res, r.get("outputs", {}), {})
+                run.commit(k, res, publish_held(r, run.out), {})
                 state["i"] += 1
                 continue
             T[k] = compose(T[last], np.asarray(res.matrix, dtype=np.float64))
@@ -124,6 +142,7 @@ def run_chain(run: "Run", keys: list[str], todo: list[str]) -> None:
             task = run.task(k, str(run.ref), run.config, tag="-warp")
             relate = ((r.get("report") or {}).get("stages") or {}).get("relate") or {}
             task.update(matrix=T[k].tolist(), via=last or "reference", link=link_summary(r.get("report")),
+                        held=r.get("held"),
                         nodata=registered_nodata(r.get("report") or {}, task["moving"]),  # as the link read it
                         status=status[k], relate={n: relate[n] for n in RELATE_KEYS if n in relate})
             if last is not None:  # its tie point sidecars, on the predecessor's grid, moved onto the reference's

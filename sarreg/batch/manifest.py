@@ -152,13 +152,14 @@ def fresh_stage(stage: Path) -> Path:
     return stage
 
 
-def publish(stage: Path, outdir: Path) -> dict[str, str]:
-    """Hash the finished files of a staging folder and rename them into OUTDIR (same file system)."""
+def publish(stage: Path, outdir: Path | None, names: Iterable[str] | None = None) -> dict[str, str]:
+    """Hash the finished files of a staging folder (``names`` of them, when given) and rename them into OUTDIR
+    (same file system); OUTDIR None: hash them only (held for a later publish)."""
     outputs: dict[str, str] = {}
     for p in sorted(stage.iterdir()):
-        if p.is_file() and not is_temp(p.name):
+        if p.is_file() and not is_temp(p.name) and (names is None or p.name in names):
             outputs[p.name] = sha256_file(p)
-    for name in outputs:
+    for name in outputs if outdir is not None else ():
         os.replace(stage / name, outdir / name)
     return outputs
 

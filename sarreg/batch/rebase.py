@@ -31,7 +31,7 @@ def _to_reference(pred_map: np.ndarray, pred: Grid, t_pred: np.ndarray, ref: Gri
 
 def rebase_sidecars(outdir: Path, stage: Path, out_name: str, t_pred: np.ndarray, pred_grid: dict[str, Any] | None,
                     ref_grid: dict[str, Any]) -> list[str]:
-    """Rewrite the link's published ``.points`` / ``.tiepoints.gpkg`` / ``.geojson`` of ``out_name`` (in OUTDIR)
+    """Rewrite the link's ``.points`` / ``.tiepoints.gpkg`` / ``.geojson`` of ``out_name`` (in ``outdir``: held with it)
     into ``stage`` on the reference grid (published over them with the warp). Only between grids placed by
     geotransforms in a CRS; returns the names written."""
     import pyogrio

@@ -178,7 +178,7 @@ def matrix_fields(m: np.ndarray, grid: dict[str, Any] | None, prior: np.ndarray 
             crs = CRS.from_wkt(grid["crs_wkt"])
         except CRSError:
             crs = None
-        if crs is not None and crs.is_geographic:  # degrees rounded to 1e-4 were ~10 m: metres on the ground, east and north
+        if crs is not None and crs.is_geographic:  # (degrees rounded to 1e-4, ~10 m): metres east and north
             lon = g[0] + g[1] * (c[0, 0] + 0.5) + g[2] * (c[0, 1] + 0.5)
             lat = g[3] + g[4] * (c[0, 0] + 0.5) + g[5] * (c[0, 1] + 0.5)
             geod = crs.get_geod()

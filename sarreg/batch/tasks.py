@@ -5,8 +5,10 @@ publish the finished files into OUTDIR, and never raise: a scene's failure is it
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import shutil
 import socket
 import time
@@ -87,7 +89,10 @@ def run_scene(task: dict[str, Any]) -> dict[str, Any]:
             timings: dict[str, float] = dict(report.timings_s or {})
             t = time.perf_counter()
             out["input_sha256"] = input_sha256(moving)
-            out["outputs"] = publish(stage, outdir)
+            # a chain's link: held in its staging folder until its scene is committed (``chain``), so that a run
+            # killed in between leaves no link files (a report saying ok) beside a scene without a raster
+            out["outputs"] = publish(stage, None if task.get("hold") else outdir)
+            out["held"] = str(stage) if task.get("hold") else None
             timings["publish"] = time.perf_counter() - t
             timings["cpu"] = time.process_time() - cpu0  # CPU seconds of the worker process (all its threads)
             res["timings"] = {k: round(float(v), 3) for k, v in timings.items() if num(v) is not None}
@@ -95,7 +100,8 @@ def run_scene(task: dict[str, Any]) -> dict[str, Any]:
             # (the user's folder named in the message, not the task's staging folder)
             res["status"], res["error"] = "failed", _recorded(e, moving, "").replace(f"{stage}/", f"{outdir}/")
         finally:
-            shutil.rmtree(stage, ignore_errors=True)
+            if not out.get("held"):
+                shutil.rmtree(stage, ignore_errors=True)
     if seen.lines:
         res["warnings"] = seen.lines
     res["time_s"] = round(time.perf_counter() - t0, 3)
@@ -126,6 +132,7 @@ def warp_scene(task: dict[str, Any]) -> dict[str, Any]:
     key, moving, outdir, stage = task["key"], task["moving"], Path(task["outdir"]), Path(task["stage"])
     out: dict[str, Any] = {"key": key, "outputs": {}, "error": None, "timings": {}}
     cfg: RegisterConfig = task["config"]
+    held: list[str] = []
     try:
         from sarreg.reapply import grid_of
         from sarreg.relate import moving_pre
@@ -134,6 +141,11 @@ def warp_scene(task: dict[str, Any]) -> dict[str, Any]:
         from sarreg.warp import update_georef, warp_resampling, warp_to_grid
 
         fresh_stage(stage)
+        if task.get("held"):  # the link's files, published with the warp (the sidecars rebased first)
+            link = Path(task["held"])
+            held += [p.name for p in link.iterdir() if p.is_file()]
+            for name in held:
+                os.replace(link / name, stage / name)
         m = np.asarray(task["matrix"], dtype=np.float64)
         with SceneWarnings(task["ref"], moving):  # (the link's result has the inputs' warnings: not printed again)
             out["prior"] = georef_prior(task["ref"], moving, cfg).tolist()
@@ -164,12 +176,16 @@ def warp_scene(task: dict[str, Any]) -> dict[str, Any]:
         if task.get("pred_matrix") is not None:
             from sarreg.batch.rebase import rebase_sidecars
 
-            rebase_sidecars(outdir, stage, key + OUT_SUFFIX, task["pred_matrix"], task.get("pred_grid"), task["grid"])
+            rebase_sidecars(stage, stage, key + OUT_SUFFIX, task["pred_matrix"], task.get("pred_grid"), task["grid"])
         out["timings"]["warp"] = round(time.perf_counter() - t0, 3)
         out["outputs"] = publish(stage, outdir)
     except Exception as e:  # noqa: BLE001 - recorded as the scene's error
         out["error"] = _recorded(e, moving, " in the chain warp")
+        with contextlib.suppress(OSError):  # the link's files, as a failed warp's scene is committed with them
+            out["outputs"] = publish(stage, outdir, held)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+        if task.get("held"):
+            shutil.rmtree(task["held"], ignore_errors=True)
     out["time_s"] = round(time.perf_counter() - t0, 3)
     return out
