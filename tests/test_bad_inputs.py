@@ -293,6 +293,12 @@ def c_extract_duplicate_names(d, pair):
             ("scene.tif.r2d2", "would both write"), set())
 
 
+def c_extract_quicklook_named_like_its_keypoints(d, pair):
+    """--quicklook named like the image's own .r2d2: said so, not "ref.tif and ref.tif would both write"."""
+    return (["extract", pair["ref"], "-o", d, "--quicklook", d / "ref.tif.r2d2"], 1,
+            ("ref.tif.r2d2", "--quicklook names a file extract writes for"), set())
+
+
 def c_extract_output_exists(d, pair):
     (d / "ref.tif.r2d2").write_text("keep me")
     return ["extract", pair["ref"], "-o", d], 1, ("ref.tif.r2d2", "exists"), set()
@@ -403,6 +409,7 @@ CASES: dict[str, Case] = {
     "extract_despeckle_neg": _extract("--despeckle", "-3"),
     "extract_min_scale_above_max": c_extract_min_scale_above_max,
     "extract_duplicate_names": c_extract_duplicate_names, "extract_output_exists": c_extract_output_exists,
+    "extract_quicklook_named_like_its_keypoints": c_extract_quicklook_named_like_its_keypoints,
     "extract_out_dir_is_a_file": c_extract_out_dir_is_a_file,
     "apply_out_is_report": c_apply_out_is_report, "apply_out_hardlinks_moving": c_apply_out_hardlinks_moving,
     "apply_out_exists": c_apply_out_exists, "apply_absurd_transform": c_apply_absurd_transform,

@@ -53,6 +53,8 @@ def extract_outputs(images: list[Source], out_dir: Path | None, geo: bool,
             outs.append(_quicklook_name(quicklook, img, len(images) > 1))
         for o in outs:
             key = os.path.abspath(o)
+            if key in owner and owner[key] == img:  # (--quicklook named like one of the image's own files)
+                raise OutputError(f"{o}: --quicklook names a file extract writes for {img}; give it another name")
             if key in owner:
                 raise OutputError(f"{o}: {owner[key]} and {img} would both write this file; extract them into "
                                   "different folders (-o) or rename one")
