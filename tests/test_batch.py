@@ -1242,3 +1242,27 @@ def test_scenes_named_as_gdal_subdatasets_register_resume_and_keep_their_dates(s
     for r, (_, (dx, dy)) in zip(summary.scenes, scenes):
         assert abs(r.shift_x_px - dx) < TOL_PX and abs(r.shift_y_px - dy) < TOL_PX
     assert all(r.resumed for r in again.scenes)
+
+
+def test_a_run_stopped_while_writing_its_summary_leaves_none_of_it(tmp_path, monkeypatch):
+    """The four summary files are a set: a run stopped while writing them (here in the tie point merge, after the
+    table and the plot) leaves none and no temporary; it left summary.csv and summary.png alone."""
+    import importlib
+
+    from sarreg.batch.results import BatchSummary, SceneResult
+
+    summary_mod = importlib.import_module("sarreg.batch.summary")  # (the package's ``batch`` hides the module path)
+    s = BatchSummary("ref.tif", str(tmp_path), "reference",
+                     [SceneResult(f"s{i}", f"s{i}.tif", status="failed", error="no overlap") for i in range(3)])
+
+    def stopped(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(summary_mod, "merge_tiepoints", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        summary_mod.write_summary(s, tmp_path)
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.undo()
+    files = summary_mod.write_summary(s, tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["summary.csv", "summary.json", "summary.png"]
+    assert set(files) == {"csv", "json", "png"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import os
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 from sarreg.batch.files import atomic_write, dumps, error_text
 from sarreg.batch.results import CSV_COLUMNS, BatchSummary
 from sarreg.batch.tiepoints import merge_tiepoints
+from sarreg.outputs import temp_path
 
 log = logging.getLogger(__name__)
 SUMMARY_FILES = ("summary.csv", "summary.json", "summary.png", "tiepoints.gpkg")  # written into OUTDIR by each run
@@ -32,29 +34,39 @@ def write_summary(summary: BatchSummary, outdir: Path,
     failing never loses the tables: the reason is logged and recorded in ``summary.warnings``.
     """
     files: dict[str, str] = {}
+    # each written under a hidden temporary name, then the set renamed into place: a run killed while writing them
+    # leaves none (it left summary.csv alone)
+    tmp = {name: temp_path(outdir / name, "summary") for name in SUMMARY_FILES}
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
     w.writeheader()
     for r in summary.scenes:
         w.writerow({k: ("" if v is None else v) for k, v in r.to_dict().items()})
-    atomic_write(outdir / "summary.csv", buf.getvalue().encode())
-    files["csv"] = str(outdir / "summary.csv")
     try:
-        plot_summary(summary, outdir / "summary.png")
-        files["png"] = str(outdir / "summary.png")
-    except Exception as e:  # noqa: BLE001 - a plot must not cost the tables
-        summary.warnings.append(f"summary.png not written: {error_text(e)}")
-        log.warning(summary.warnings[-1])
-    try:
-        n = merge_tiepoints(summary, outdir, outdir / "tiepoints.gpkg", chain_matrices)
-        if n is not None:
-            files["tiepoints"] = str(outdir / "tiepoints.gpkg")
-    except Exception as e:  # noqa: BLE001 - nor the tie point layer
-        summary.warnings.append(f"tiepoints.gpkg not written: {error_text(e)}")
-        log.warning(summary.warnings[-1])
-    files["json"] = str(outdir / "summary.json")
-    summary.files = files
-    atomic_write(outdir / "summary.json", dumps(summary.to_dict()))
+        atomic_write(tmp["summary.csv"], buf.getvalue().encode())
+        files["csv"] = str(outdir / "summary.csv")
+        try:
+            plot_summary(summary, tmp["summary.png"])
+            files["png"] = str(outdir / "summary.png")
+        except Exception as e:  # noqa: BLE001 - a plot must not cost the tables
+            summary.warnings.append(f"summary.png not written: {error_text(e)}")
+            log.warning(summary.warnings[-1])
+        try:
+            n = merge_tiepoints(summary, outdir, tmp["tiepoints.gpkg"], chain_matrices)
+            if n is not None:
+                files["tiepoints"] = str(outdir / "tiepoints.gpkg")
+        except Exception as e:  # noqa: BLE001 - nor the tie point layer
+            summary.warnings.append(f"tiepoints.gpkg not written: {error_text(e)}")
+            log.warning(summary.warnings[-1])
+        files["json"] = str(outdir / "summary.json")
+        summary.files = files
+        atomic_write(tmp["summary.json"], dumps(summary.to_dict()))
+        for name, t in tmp.items():
+            if t.exists():
+                os.replace(t, outdir / name)
+    finally:
+        for t in tmp.values():
+            t.unlink(missing_ok=True)
     return files
 
 
