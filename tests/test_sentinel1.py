@@ -475,6 +475,13 @@ def test_pol_of_a_product_behind_an_item_or_a_url(scenes, server, tmp_path):
     assert len(got) == 1 and str(got[0]).endswith("-vh-20240513t054012-20240513t054037-053843-068b7c-002.tiff")
     with pytest.raises(InputError, match="no HV measurement"):
         _scene_list((url,), None, pol="HV")
+    # the product named inside the remote zip (X.zip/X.SAFE, X.zip/X.SAFE/manifest.safe): --pol picks as for the zip
+    # (it opened GDAL's SENTINEL1 dataset of both polarisations and registered VV as VH)
+    safe = scenes["zip"].name[:-4] + ".SAFE"
+    for inner in (safe, f"{safe}/manifest.safe"):
+        assert resolve_input(f"{url}/{inner}", pol="VH") == resolve_input(url, pol="VH")
+        with pytest.raises(InputError, match="no HV measurement"):
+            resolve_input(f"{url}/{inner}", pol="HV")
     # an item with per-polarisation raster assets: --pol picks the asset; one it lacks is refused (not VV instead)
     tif = str(vh)
     doc = json.loads(item.read_text())

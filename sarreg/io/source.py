@@ -2,8 +2,7 @@
 
 * a local path stays a ``Path``; a GDAL subdataset name (``NETCDF:"f.nc":VV``) a string (``sarreg.io.subdataset``);
 * ``/vsicurl/``, ``/vsis3/``, ``/vsigs/``, ``/vsiaz/``, ``/vsizip/`` and other ``/vsi...`` paths go to GDAL as is;
-* ``http://`` / ``https://`` URLs become ``/vsicurl/<url>``, ``s3://bucket/key`` ``/vsis3/bucket/key``,
-  ``gs://`` ``/vsigs/`` and ``az://`` ``/vsiaz/``;
+* ``http(s)://`` URLs become ``/vsicurl/<url>``, ``s3://b/k`` ``/vsis3/b/k``, ``gs://`` / ``az://`` ``/vsigs/`` ...;
 * a ``.zip`` holding one raster, local or a URL / object name, is opened as ``/vsizip/<zip>/<member>`` (a remote
   one by range requests, never downloaded whole); a local ``archive.zip/inner.tif`` picks a member;
 * a Sentinel-1 product (``X.SAFE`` folder, its ``manifest.safe`` or a zip of it, local or remote) becomes the name
@@ -189,6 +188,8 @@ def resolve_input(src: Source, asset: str | None = None, pol: str | None = None)
             rest = s[len(scheme):]
             name = vsi + (s if vsi == "/vsicurl/" else rest)
             k = s.lower().find(".zip/") if "?" not in s else -1
+            if k > 0 and s[k + 5:].rstrip("/").lower().endswith((".safe/manifest.safe", ".safe")):  # its product
+                s, name, k = s[:k + 4], name[:len(name) - len(s) + k + 4], -1  # (--pol picks its measurement)
             if k > 0:  # a member of a remote archive (https://host/a.zip/inner/b.tif): read inside the zip
                 from sarreg.io import archive
 
