@@ -115,6 +115,22 @@ def test_apply_and_extract_take_items(small, tmp_path: Path) -> None:
     assert (tmp_path / "k" / "ref.tif.r2d2").is_file()
 
 
+def test_an_item_given_as_input_is_never_overwritten(small, tmp_path: Path) -> None:
+    """An output named like a STAC Item given as REF / MOVING / an image is refused, even with --overwrite (--quicklook
+    item.json replaced the item with a PNG: only the asset it resolves to was checked)."""
+    ref, mov = small
+    ir, im = _local_items(tmp_path, ref, mov)
+    before = {p: p.read_bytes() for p in (ir, im)}
+    for args in (("register", "--features", "sift", "--no-warp", ir, im, tmp_path / "x.tif", "--quicklook", im),
+                 ("register", "--features", "sift", "--no-warp", ir, im, tmp_path / "x.tif", "--quicklook", ir),
+                 ("extract", "--no-progress", "--top-k", "50", "--tile-size", "0", "-o", tmp_path / "k", im,
+                  "--quicklook", im),
+                 ("apply", tmp_path / "none.report.json", im, im)):
+        res = _cli(*args, "--overwrite")
+        assert res.exit_code == 1 and "same file as input" in res.output, (args, res.output)
+    assert all(p.read_bytes() == b for p, b in before.items())
+
+
 def test_default_asset_rules() -> None:
     import pystac
 

@@ -121,7 +121,7 @@ def extract(images: tuple[Source, ...], weights: Path | None, out_dir: Path | No
     if min_scale > max_scale:
         raise InputError(f"--min-scale {min_scale:g} > --max-scale {max_scale:g}: no pyramid level would run")
     resolve_backend(cfg.backend, resolve_device(device))  # fail before any work (e.g. openvino not installed)
-    images = tuple(resolve_input(p, asset, pol) for p in images)  # output names: from what is read (zip members)
+    given, images = images, tuple(resolve_input(p, asset, pol) for p in images)  # names from what is read (zips)
     scenes = [open_scene(p, cfg.preprocess) for p in images]  # validate every input before any work
     if geo:
         for sc in scenes:
@@ -135,7 +135,7 @@ def extract(images: tuple[Source, ...], weights: Path | None, out_dir: Path | No
             if not os.access(d, os.W_OK):
                 raise OutputError(f"{d}: output directory is not writable")
         plan = extract_outputs(list(images), out_dir, geo, quicklook)
-        check_write_set([p for ps in plan for p in ps], [*images, weights], overwrite)
+        check_write_set([p for ps in plan for p in ps], [*images, *given, weights], overwrite)  # (a STAC Item too)
         clean_stale([p for ps in plan for p in ps])
         json_progress.stage("model", 0.0)
         model = load_model(weights, resolve_device(device), default=EXTRACT_MODEL_NAME)

@@ -87,12 +87,17 @@ def register(ref: Path | str, moving: Path | str, out: Path, as_json: bool, asse
              ref_asset: str | None, pol: str | None, ref_pol: str | None, **options: Any) -> None:
     """Register MOVING onto REF and write OUT on the reference grid, plus OUT's sidecars
     (.report.json, .tiepoints.gpkg, .points, .matches.npz). Exit 0 ok, 2 low quality, 3 failed."""
+    from sarreg.export import register_outputs
     from sarreg.io.source import resolve_input
+    from sarreg.outputs import check_write_set
     from sarreg.pipeline import register as run
 
+    given = (ref, moving)
     ref = resolve_input(ref, ref_asset or asset, ref_pol or pol)  # a STAC Item -> its asset, a product -> a raster
     moving = resolve_input(moving, asset, pol)
     cfg = config_from_params(RegisterConfig, options)
+    # the names given too: a STAC Item resolved to its asset is an input (--quicklook item.json replaced it)
+    check_write_set(register_outputs(out, cfg).values(), given, cfg.overwrite)
     force = cfg.force
     rep = run(ref, moving, out, cfg, progress=progress.register_step)
     progress.final(rep.status, {"ok": 0, "low_quality": LowQuality.exit_code}.get(rep.status,
@@ -152,8 +157,8 @@ def apply(report: Path, moving: Path | str, out: Path, update_georef: bool, over
     RegisterConfig(update_georef=update_georef, resolution=resolution).validate()  # the combination, the value
     if str(moving).endswith(".report.json") and not str(report).lower().endswith(".json"):
         raise InputError(f"{report}: not a report; the order is REPORT MOVING OUT ({moving} looks like the report)")
-    moving = resolve_input(moving, asset, pol)  # a STAC Item -> its asset, a S1 product -> its measurement
-    check_write_set([out], [report, moving], overwrite)  # before any work; never the report or the raster
+    given, moving = moving, resolve_input(moving, asset, pol)  # a STAC Item -> its asset, a S1 product -> a raster
+    check_write_set([out], [report, moving, given], overwrite)  # before any work; never the report or the raster
     check_raster_name(out)
 
     try:
