@@ -71,12 +71,12 @@ def default(cls: type, name: str) -> Any:
 
 
 def _range_text(m: dict[str, Any]) -> str:
-    lo, hi = m["min"], m["max"]
+    lo, hi = (v if v is None or m["type"] is not int else int(v) for v in (m["min"], m["max"]))
     if hi is None:
         return f"{'>' if m['min_open'] else '>='} {lo:g}"
     if lo is None:
         return f"<= {hi:g}"
-    return f"within [{lo:g}, {hi:g}]"
+    return f"within [{lo}, {hi}]" if m["type"] is int else f"within [{lo:g}, {hi:g}]"
 
 
 def check_config(cfg: Any) -> None:
@@ -256,7 +256,7 @@ class RegisterConfig:
     matches_npz: bool = True
     quicklook: str | None = None
     device: str = "auto"  # as ExtractConfig.device
-    seed: int = 0
+    seed: int = _opt(0, min=0, max=2 ** 31 - 1)  # (numpy takes no negative seed, OpenCV none above 32 bits)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     moving_band: int | None = _opt(None, min=1, type=int)
     moving_nodata: float | str | None = None  # the moving raster's PreprocessConfig.nodata; None: the same; "auto"

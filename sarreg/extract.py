@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from sarreg.config import ExtractConfig
-from sarreg.errors import InputError
+from sarreg.errors import InputError, OptionError
 from sarreg.features import Features  # noqa: F401  (re-exported: the .r2d2 layout lives in a torch-free module)
 from sarreg.io.raster import Scene, open_dataset, open_scene, read_unit
 from sarreg.io.tiling import tile_grid
@@ -70,9 +70,9 @@ def pyramid_scales(width: int, height: int, cfg: ExtractConfig) -> list[float]:
     if not (math.isfinite(cfg.scale_f) and cfg.scale_f > 1):
         raise InputError(f"scale factor between pyramid levels must be > 1, got {cfg.scale_f:g}")
     if cfg.min_scale > cfg.max_scale:
-        raise InputError(f"min-scale {cfg.min_scale:g} > max-scale {cfg.max_scale:g}: no pyramid level")
+        raise OptionError(f"--min-scale {cfg.min_scale:g} > --max-scale {cfg.max_scale:g}: no pyramid level")
     if cfg.max_size and 0 < cfg.max_size < cfg.min_size:  # (the fallback below would run the full, dearest level)
-        raise InputError(f"max-size {cfg.max_size:g} < min-size {cfg.min_size:g}: no pyramid level")
+        raise OptionError(f"--max-size {cfg.max_size:g} < --min-size {cfg.min_size:g}: no pyramid level")
     L = max(width, height)
     max_size = cfg.max_size if cfg.max_size and cfg.max_size > 0 else math.inf
     scales, s = [], 1.0

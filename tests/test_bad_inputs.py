@@ -280,7 +280,7 @@ def _extract(*args: str) -> Case:
 
 
 def c_extract_min_scale_above_max(d, pair):
-    return (["extract", pair["ref"], "-o", d, "--min-scale", "0.9", "--max-scale", "0.1"], 1,
+    return (["extract", pair["ref"], "-o", d, "--min-scale", "0.9", "--max-scale", "0.1"], 2,
             ("--min-scale 0.9 > --max-scale 0.1",), set())
 
 

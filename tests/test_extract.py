@@ -221,7 +221,7 @@ def test_small_images_get_up_sampled_levels(tmp_path):
     assert max(pyramid_scales(256, 256, cfg)) == 1.0 and max(pyramid_scales(4000, 3000, cfg)) < 1
     assert max(pyramid_scales(120, 90, cfg.with_(upsample_to=0))) == 1.0
     assert max(pyramid_scales(120, 90, cfg.with_(max_scale=1.0))) == 1.0
-    with pytest.raises(InputError, match="max-size 100 < min-size 128: no pyramid level"):
+    with pytest.raises(InputError, match="--max-size 100 < --min-size 128: no pyramid level"):
         pyramid_scales(512, 512, cfg.with_(max_size=100))  # (it ran the full, dearest level)
     path = write_geotiff(tmp_path / "p.tif", speckle(reflectivity(90, 120, seed=2), 4, np.random.default_rng(0)))
     up = extract_file(path, cfg=cfg)

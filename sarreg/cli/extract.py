@@ -11,7 +11,7 @@ from sarreg import progress as json_progress
 from sarreg.cli.options import (KIND_HELP, NODATA_HELP, NodataArg, asset_opt, config_from_params, config_option,
                                 device_opt, exclude_opt, input_arg, out_arg, output_dir, overwrite_opt, pol_opt)
 from sarreg.config import ExtractConfig, PreprocessConfig
-from sarreg.errors import InputError, OutputError
+from sarreg.errors import InputError, OptionError, OutputError
 from sarreg.io.source import Source, input_folder, input_name, resolve_input
 from sarreg.model.files import DEFAULT_MODEL_NAME, EXTRACT_MODEL_NAME
 from sarreg.outputs import Staging, check_write_set, clean_stale
@@ -119,7 +119,7 @@ def extract(images: tuple[Source, ...], weights: Path | None, out_dir: Path | No
     cfg = config_from_params(ExtractConfig, options)
     device, min_scale, max_scale = cfg.device, cfg.min_scale, cfg.max_scale
     if min_scale > max_scale:
-        raise InputError(f"--min-scale {min_scale:g} > --max-scale {max_scale:g}: no pyramid level would run")
+        raise OptionError(f"--min-scale {min_scale:g} > --max-scale {max_scale:g}: no pyramid level would run")
     resolve_backend(cfg.backend, resolve_device(device))  # fail before any work (e.g. openvino not installed)
     given, images = images, tuple(resolve_input(p, asset, pol) for p in images)  # names from what is read (zips)
     scenes = [open_scene(p, cfg.preprocess) for p in images]  # validate every input before any work
