@@ -350,7 +350,8 @@ def read_tiles(ref: Scene, mov: Scene, coarse: np.ndarray, cfg: RegisterConfig, 
     """Full-resolution reference tiles over the overlap and the moving reads that cover them through ``coarse``.
 
     The fine stages (keypoints and correlation) share these reads; tiles without texture or data are skipped: moving
-    data on under a tenth of the overlap's share of the tile (of the tile, where the overlap covers it). Why of the
+    data on under a tenth, reference data on under a fifth of the overlap's share of the tile (of the tile, where the
+    overlap covers it; a 200 px island of reference data in a 512 px tile was skipped the same way). Why of the
     overlap's share: a chip under about 120 px in a larger reference covers under a tenth of its one tile (384 px),
     which was skipped: no fine keypoints, no refinement, the registration failed after a right coarse estimate."""
     import shapely
@@ -361,14 +362,14 @@ def read_tiles(ref: Scene, mov: Scene, coarse: np.ndarray, cfg: RegisterConfig, 
     with open_dataset(ref.path) as dr, open_dataset(mov.path) as dm:
         for c0, r0, tw, th in tiles:
             ru, rv = read_unit(ref, Window(c0, r0, tw, th), None, cfg.preprocess, ds=dr)
-            if rv.mean() < 0.2 or float(np.std(ru[rv])) < 0.01:
+            share = area.intersection(shapely.box(c0 - 0.5, r0 - 0.5, c0 + tw - 0.5, r0 + th - 0.5)).area / (tw * th)
+            if rv.mean() < 0.2 * min(1.0, share) or float(np.std(ru[rv])) < 0.01:
                 continue
             got = read_moving_around(mov, coarse, c0, r0, c0 + tw, r0 + th, 8.0, mpre, ds=dm)
             if got is None:
                 continue
             mu, mv, Dm, k = got
             Ft = translate(-c0, -r0) @ coarse @ Dm  # moving read px -> tile px
-            share = area.intersection(shapely.box(c0 - 0.5, r0 - 0.5, c0 + tw - 0.5, r0 + th - 0.5)).area / (tw * th)
             if resample_valid(mv, Ft, (th, tw)).mean() < 0.1 * min(1.0, share):
                 continue
             kept.append(TilePair(c0, r0, ru, rv, mu, mv, Dm, k))

@@ -676,3 +676,18 @@ def test_a_float_alpha_band_is_the_validity_not_data(pair, tmp_path):
     res = _cli(*_reg(pair["ref"], mov, out / "o2.tif", "--moving-band", "2"))
     assert res.exit_code == 1 and "m_alpha.tif: band 2 is the alpha band" in res.stderr, res.stderr
     assert not (out / "o2.tif").exists()
+
+
+def test_a_reference_with_data_on_a_small_island_registers(pair, tmp_path):
+    """Reference data on a 120 px island of the 320 px scene (14 % of its one fine tile; nodata around): the tile
+    was skipped (reference data on under a fifth of it) and the registration failed after a right coarse estimate
+    ("too few matches"); the share is now of the overlap's part of the tile, as for the moving raster."""
+    with rasterio.open(pair["ref"]) as ds:
+        a = ds.read(1)
+    island = np.full_like(a, np.nan)
+    island[100:220, 100:220] = a[100:220, 100:220]
+    ref = write_geotiff(tmp_path / "island.tif", island, T, CRS, nodata=float("nan"))
+    res = _cli("register", ref, pair["mov"], tmp_path / "o.tif", "--no-warp")
+    assert res.exit_code == 0, res.output
+    rep = json.loads((tmp_path / "o.report.json").read_text())
+    assert _truth_error(rep["matrix"]) < 0.5, rep["matrix"]
