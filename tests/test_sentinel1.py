@@ -542,3 +542,15 @@ def test_the_names_an_error_suggests_open(scenes, server, tmp_path):
         hint = str(e.value).rsplit("name one as ", 1)[1]
         with rasterio.open(resolve_input(hint)) as ds:
             assert ds.width > 0, hint
+
+
+def test_extract_of_a_product_folder_writes_beside_it(scenes, tmp_path):
+    """``extract X.SAFE`` without -o: the keypoints go beside the product (its own folders are input: the default
+    folder, measurement/, was refused as "inside input product", so the command never worked without -o)."""
+    import shutil
+
+    safe = Path(shutil.copytree(scenes["safe"], tmp_path / scenes["safe"].name))
+    r = CliRunner().invoke(cli, ["extract", "--no-progress", "--top-k", "50", "--tile-size", "0", "--pol", "VH",
+                                 str(safe)])
+    assert r.exit_code == 0, r.output
+    assert [p.name for p in tmp_path.glob("*.r2d2")] == [resolve_input(safe, pol="VH").name + ".r2d2"]

@@ -47,8 +47,7 @@ OPEN_DEFAULTS = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"}
 
 def is_remote(src: Source) -> bool:
     """True for names GDAL reads through a virtual file system (URLs, ``/vsi...`` paths)."""
-    s = str(src)
-    return s.startswith("/vsi") or _URL.match(s) is not None
+    return str(src).startswith("/vsi") or _URL.match(str(src)) is not None
 
 
 NETWORK_VSI = ("/vsicurl", "/vsis3", "/vsigs", "/vsiaz", "/vsiadls", "/vsioss", "/vsiswift", "/vsiwebhdfs")
@@ -173,8 +172,7 @@ def resolve_input(src: Source, asset: str | None = None, pol: str | None = None)
 
     ``asset`` picks the asset of a STAC Item, ``pol`` the measurement of a Sentinel-1 product (``sarreg.io.safe``);
     both are ignored for other inputs. Idempotent. Raises InputError (one line naming the input) for a zip without
-    exactly one raster, an unreadable STAC item, a missing asset or polarisation, or a broken SAFE product.
-    """
+    exactly one raster, an unreadable STAC item, a missing asset or polarisation, or a broken SAFE product."""
     src = file_url_path(src)
     s = str(src)
     if (sub := subdataset_name(s)) is not None or is_stac_input(s):  # (GDAL subdataset names go to GDAL as they are)
@@ -495,6 +493,8 @@ def input_name(src: Source) -> str:
 
 
 def input_folder(src: Source) -> Path | None:
-    """Local folder of an input (of the archive for a local zip), where outputs go by default; None when remote."""
-    p = local_path(resolve_input(src))
+    """Local folder of an input (of the archive for a local zip, of a SAFE product: all of it is input), where outputs
+    go by default; None when remote."""
+    from sarreg.io.safe import product_folder
+    p = product_folder(r := resolve_input(src)) or local_path(r)
     return p.parent if p is not None else None
