@@ -43,7 +43,7 @@ from sarreg import oversample
 from sarreg.decide import Decision, Refinement, decide, kp_usable
 from sarreg.estimate import finite_round, fit_model, to_pixel_transform
 from sarreg.geometry import georef_base, matrix_distance
-from sarreg.grid import Grid, Native, corrected_geotransform, pixel_size
+from sarreg.grid import Grid, Native, corrected_geotransform, output_grid, pixel_size
 from sarreg.io.raster import Scene, both, open_scene
 from sarreg.io.safe import product_info
 from sarreg.io.source import resolve_input, stac_info
@@ -113,7 +113,6 @@ def register(ref: str | Path, moving: str | Path, out: str | Path, config: Regis
 def _register(ref: str | Path, moving: str | Path, out: str | Path, config: RegisterConfig,
               progress: Callable[[str], None] | None, extractor: Extractor | None = None) -> Report:
     from sarreg import export
-    from sarreg.grid import output_grid
     from sarreg.warp import update_georef, warp_resampling, warp_to_grid
 
     cfg = config
@@ -157,6 +156,11 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
     prior, nonlinear = prior_fit(rs, ms)
     check_bounds(rs, ms, prior)
     grid = Grid.from_scene(rs)
+    if cfg.warp and not cfg.update_georef and cfg.resolution not in ("reference", None):
+        try:  # before the work (a reference without geotransform, an absurd size): it came after the registration
+            output_grid(grid, cfg.resolution, np.eye(3), Grid.from_scene(ms))
+        except InputError as e:
+            raise InputError(f"{ref}: {e}") from None
     t = tick("relate", t)
     step("model")
     ext = extractor if extractor is not None else Extractor(cfg)

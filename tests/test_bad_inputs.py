@@ -369,6 +369,13 @@ def c_geojson_in_pixel_space(d, pair):
     return _reg(ref, mov, d / "o.tif", "--geojson"), 1, ("pr.tif", "--geojson needs a georeferenced"), set()
 
 
+def c_resolution_absurd(d, pair):
+    """--resolution giving 3.2 M x 3.2 M pixels: refused before any work, naming the reference (it came after the
+    registration, naming no file)."""
+    return _reg(pair["ref"], pair["mov"], d / "o.tif", "--resolution", "0.001"), 1, (
+        "ref.tif: --resolution 0.001: the output would be",), set()
+
+
 def c_update_georef_gcp_reference(d, pair):
     """--update-georef onto a reference located by GCPs: it has no grid to write, said so (not "needs georeferenced
     rasters", which it is)."""
@@ -416,6 +423,7 @@ CASES: dict[str, Case] = {
     "apply_all_nodata": c_apply_all_nodata, "apply_pixel_space_other_size": c_apply_pixel_space_other_size,
     "moving_crs_without_geotransform": c_moving_crs_without_geotransform,
     "update_georef_gcp_reference": c_update_georef_gcp_reference, "geojson_in_pixel_space": c_geojson_in_pixel_space,
+    "resolution_absurd": c_resolution_absurd,
 }
 
 
