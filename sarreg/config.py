@@ -15,6 +15,7 @@ from typing import Any
 # does not import numpy, OpenCV or GDAL; the modules that implement them import these names from here.
 MODELS = ("shift", "similarity", "affine", "homography", "poly2", "tps")  # sarreg.estimate
 AFFINE_MODELS = MODELS[:3]  # the models a geotransform holds (``--update-georef``)
+MIN_GRID_SPACING = 32  # px between --model local's nodes (sarreg.offsets)
 REGISTER_MODELS = ("auto",) + MODELS + ("local",)  # sarreg register --model (auto: selection, local: offsets field)
 ROBUST_NAMES = ("magsac", "ransac", "lmeds", "usac", "accurate", "prosac", "fast")  # keys of estimate.ROBUST
 # auto: nearest for complex (SLC) data, whose phases an interpolation mixes, bilinear otherwise (sarreg.warp)
@@ -294,6 +295,9 @@ class RegisterConfig:
             raise OptionError(f"--update-georef needs a shift, similarity, affine or auto model, not {self.model}")
         if self.update_georef and not self.warp:
             raise OptionError("--update-georef writes OUT, --no-warp writes no raster: give one of them")
+        if 0 < self.grid_spacing < MIN_GRID_SPACING:  # (auto never goes below it either)
+            raise OptionError(f"--grid-spacing must be 0 (auto) or >= {MIN_GRID_SPACING} px: closer nodes share their "
+                              "64 px windows' pixels, and the field's leave-one-out check agrees with itself")
         if self.resolution not in ("reference", "moving"):
             try:
                 ok = math.isfinite(float(self.resolution)) and float(self.resolution) > 0

@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 from rasterio.windows import Window
 
-from sarreg.config import PreprocessConfig, RegisterConfig
+from sarreg.config import MIN_GRID_SPACING, PreprocessConfig, RegisterConfig
 from sarreg.correlate import correlate
 from sarreg.estimate import TPS_MAX_POINTS, Estimate, apply_matrix, thin_spatially
 from sarreg.geometry import resample, resample_valid, translate
@@ -295,7 +295,7 @@ def local_transform(ref: Scene, mov: Scene, est: Estimate, area: BaseGeometry, c
                     ) -> tuple[PixelTransform, dict[str, Any], list[str]]:
     """``--model local``: the offsets field over the overlap through the global estimate, written to ``path``
     (OUT.offsets.tif). -> (warp transform: global model + field nodes as GCPs, field statistics, gate reasons)."""
-    spacing = cfg.grid_spacing or max(32, int(round(max(ref.width, ref.height) / 96 / 16)) * 16)
+    spacing = cfg.grid_spacing or max(MIN_GRID_SPACING, int(round(max(ref.width, ref.height) / 96 / 16)) * 16)
     field = estimate_field(ref, mov, est.matrix, area, spacing, cfg.preprocess, moving_pre(cfg))
     stats = field.stats()
     reasons = []

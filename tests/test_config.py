@@ -61,7 +61,8 @@ def test_validate_checks_choices_ranges_and_combinations():
                         (dict(preprocess=PreprocessConfig(band=0)), "band must be >= 1"),
                         (dict(update_georef=True, model="homography"), "--update-georef needs"),
                         (dict(update_georef=True, warp=False), "--no-warp writes no raster"),
-                        (dict(seed=-5), r"seed must be within \[0, 2147483647\]"), (dict(seed=2 ** 64), "seed")):
+                        (dict(seed=-5), r"seed must be within \[0, 2147483647\]"), (dict(seed=2 ** 64), "seed"),
+                        (dict(grid_spacing=8), r"--grid-spacing must be 0 \(auto\) or >= 32 px")):
         with pytest.raises(InputError, match=needle):
             RegisterConfig(**bad).validate()
     RegisterConfig(max_shift=None, ratio=None, moving_band=None, device="cuda:1").validate()  # None where allowed
