@@ -148,7 +148,7 @@ def _register(ref: str | Path, moving: str | Path, out: str | Path, config: Regi
     # before the work, not after; a moving raster located by GCPs (RPCs, arrays) gets them moved, or a geotransform
     if cfg.update_georef and cfg.warp and not (rs.georeferenced and ms.geolocated):
         raise InputError(f"{ref}: located by GCPs, not a geotransform: --update-georef needs a reference grid "
-                         "(warp without it)" if rs.geolocated else
+                         "(warp without it)" if rs.geolocated and not rs.georeferenced else
                          f"{moving if rs.georeferenced else ref}: --update-georef needs georeferenced rasters")
     if cfg.geojson and cfg.tiepoints and not rs.geolocated:  # (GeoJSON has no pixel space: lon/lat -465 deg)
         raise InputError(f"{ref}: --geojson needs a georeferenced reference (GeoJSON readers take pixel coordinates "

@@ -369,6 +369,16 @@ def c_geojson_in_pixel_space(d, pair):
     return _reg(ref, mov, d / "o.tif", "--geojson"), 1, ("pr.tif", "--geojson needs a georeferenced"), set()
 
 
+def c_update_georef_plain_moving(d, pair):
+    """--update-georef with a georeferenced reference and a plain moving image: the moving image is named (not the
+    GCP message, which is for a reference located by GCPs alone)."""
+    with rasterio.open(pair["mov"]) as m:
+        b = m.read(1)
+    mov = write_geotiff(d / "pm.tif", b, nodata=0.0)
+    return (_reg(pair["ref"], mov, d / "o.tif", "--update-georef"), 1,
+            ("pm.tif: --update-georef needs georeferenced rasters",), set())
+
+
 def c_resolution_absurd(d, pair):
     """--resolution giving 3.2 M x 3.2 M pixels: refused before any work, naming the reference (it came after the
     registration, naming no file)."""
@@ -423,7 +433,7 @@ CASES: dict[str, Case] = {
     "apply_all_nodata": c_apply_all_nodata, "apply_pixel_space_other_size": c_apply_pixel_space_other_size,
     "moving_crs_without_geotransform": c_moving_crs_without_geotransform,
     "update_georef_gcp_reference": c_update_georef_gcp_reference, "geojson_in_pixel_space": c_geojson_in_pixel_space,
-    "resolution_absurd": c_resolution_absurd,
+    "resolution_absurd": c_resolution_absurd, "update_georef_plain_moving": c_update_georef_plain_moving,
 }
 
 

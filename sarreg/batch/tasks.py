@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from sarreg.batch.cache import CachingExtractor, load_index, process_extractor
-from sarreg.batch.files import atomic_write, dumps, error_text, input_sha256
+from sarreg.batch.files import atomic_write, dumps, error_text, input_sha256, is_temp
 from sarreg.batch.manifest import fresh_stage, publish
 from sarreg.batch.results import CHAIN_SUFFIX, OUT_SUFFIX, STATUSES, SceneWarnings, num, result_fields
 from sarreg.config import RegisterConfig
@@ -143,7 +143,7 @@ def warp_scene(task: dict[str, Any]) -> dict[str, Any]:
         fresh_stage(stage)
         if task.get("held"):  # the link's files, published with the warp (the sidecars rebased first)
             link = Path(task["held"])
-            held += [p.name for p in link.iterdir() if p.is_file()]
+            held += [p.name for p in link.iterdir() if p.is_file() and not is_temp(p.name)]
             for name in held:
                 os.replace(link / name, stage / name)
         m = np.asarray(task["matrix"], dtype=np.float64)
