@@ -12,7 +12,7 @@ from sarreg.cli.options import (KIND_HELP, NODATA_HELP, NodataArg, asset_opt, co
                                 device_opt, exclude_opt, input_arg, out_arg, output_dir, overwrite_opt, pol_opt)
 from sarreg.config import ExtractConfig, PreprocessConfig
 from sarreg.errors import InputError, OptionError, OutputError
-from sarreg.io.source import Source, input_folder, input_name, resolve_input
+from sarreg.io.source import Source, input_folder, input_name, is_stac_input, resolve_input
 from sarreg.model.files import DEFAULT_MODEL_NAME, EXTRACT_MODEL_NAME
 from sarreg.outputs import Staging, check_write_set, clean_stale
 
@@ -135,7 +135,8 @@ def extract(images: tuple[Source, ...], weights: Path | None, out_dir: Path | No
             if not os.access(d, os.W_OK):
                 raise OutputError(f"{d}: output directory is not writable")
         plan = extract_outputs(list(images), out_dir, geo, quicklook)
-        check_write_set([p for ps in plan for p in ps], [*images, *given, weights], overwrite)  # (a STAC Item too)
+        items = [p for p in given if is_stac_input(p)]  # (a STAC Item is an input as well as its asset)
+        check_write_set([p for ps in plan for p in ps], [*images, *items, weights], overwrite)
         clean_stale([p for ps in plan for p in ps])
         json_progress.stage("model", 0.0)
         model = load_model(weights, resolve_device(device), default=EXTRACT_MODEL_NAME)

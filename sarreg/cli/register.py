@@ -88,11 +88,11 @@ def register(ref: Path | str, moving: Path | str, out: Path, as_json: bool, asse
     """Register MOVING onto REF and write OUT on the reference grid, plus OUT's sidecars
     (.report.json, .tiepoints.gpkg, .points, .matches.npz). Exit 0 ok, 2 low quality, 3 failed."""
     from sarreg.export import register_outputs
-    from sarreg.io.source import resolve_input
+    from sarreg.io.source import is_stac_input, resolve_input
     from sarreg.outputs import check_write_set
     from sarreg.pipeline import register as run
 
-    given = (ref, moving)
+    given = [p for p in (ref, moving) if is_stac_input(p)]  # (a product's files: refused as such in the pipeline)
     ref = resolve_input(ref, ref_asset or asset, ref_pol or pol)  # a STAC Item -> its asset, a product -> a raster
     moving = resolve_input(moving, asset, pol)
     cfg = config_from_params(RegisterConfig, options)
@@ -149,7 +149,7 @@ def apply(report: Path, moving: Path | str, out: Path, update_georef: bool, over
     to it through the georeferencings. An output that would hold no valid pixel is refused (exit 1, no file)."""
     from sarreg.outputs import Staging, check_raster_name, check_write_set, clean_stale, temp_path
     from sarreg.reapply import grid_of, registered_nodata, target_transform
-    from sarreg.io.source import resolve_input
+    from sarreg.io.source import is_stac_input, resolve_input
     from sarreg.grid import Grid, output_grid
     from sarreg.io.raster import open_dataset
     from sarreg.warp import update_georef as write_georef, warp_resampling, warp_to_grid
@@ -158,7 +158,8 @@ def apply(report: Path, moving: Path | str, out: Path, update_georef: bool, over
     if str(moving).endswith(".report.json") and not str(report).lower().endswith(".json"):
         raise InputError(f"{report}: not a report; the order is REPORT MOVING OUT ({moving} looks like the report)")
     given, moving = moving, resolve_input(moving, asset, pol)  # a STAC Item -> its asset, a S1 product -> a raster
-    check_write_set([out], [report, moving, given], overwrite)  # before any work; never the report or the raster
+    items = [given] if is_stac_input(given) else []  # (the item itself is an input too)
+    check_write_set([out], [report, moving, *items], overwrite)  # before any work; never the report or the raster
     check_raster_name(out)
 
     try:
