@@ -96,8 +96,8 @@ def register(ref: Path | str, moving: Path | str, out: Path, as_json: bool, asse
     ref = resolve_input(ref, ref_asset or asset, ref_pol or pol)  # a STAC Item -> its asset, a product -> a raster
     moving = resolve_input(moving, asset, pol)
     cfg = config_from_params(RegisterConfig, options)
-    # the names given too: a STAC Item resolved to its asset is an input (--quicklook item.json replaced it)
-    check_write_set(register_outputs(out, cfg).values(), given, cfg.overwrite)
+    if given:  # a STAC Item resolved to its asset is an input too (--quicklook item.json replaced it); the rest:
+        check_write_set(register_outputs(out, cfg).values(), given, cfg.overwrite)  # the pipeline's own check
     force = cfg.force
     rep = run(ref, moving, out, cfg, progress=progress.register_step)
     progress.final(rep.status, {"ok": 0, "low_quality": LowQuality.exit_code}.get(rep.status,
